@@ -1,0 +1,422 @@
+//! HTTP calls of the upload protocol. Item and collection assets share every code path: the
+//! target only decides the asset path.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use reqwest::header;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tracing::debug;
+use url::Url;
+
+use super::auth::Auth;
+use super::error::{StacError, Step};
+use super::types::*;
+
+/// Upper bound on pages followed through `next` links, so a server that links in a circle
+/// cannot keep a run busy forever.
+const MAX_PAGES: usize = 1_000;
+
+/// The asset an upload writes: an item asset, or a collection asset when `item` is `None`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AssetTarget {
+    pub collection: String,
+    pub item: Option<String>,
+    pub asset: String,
+}
+
+impl AssetTarget {
+    /// An asset of an item.
+    pub fn item_asset(collection: impl Into<String>, item: impl Into<String>, asset: impl Into<String>) -> Self {
+        Self { collection: collection.into(), item: Some(item.into()), asset: asset.into() }
+    }
+
+    /// An asset of a collection.
+    pub fn collection_asset(collection: impl Into<String>, asset: impl Into<String>) -> Self {
+        Self { collection: collection.into(), item: None, asset: asset.into() }
+    }
+
+    fn segments(&self) -> Vec<&str> {
+        let mut s = vec!["collections", self.collection.as_str()];
+        if let Some(item) = &self.item {
+            s.extend(["items", item.as_str()]);
+        }
+        s.extend(["assets", self.asset.as_str()]);
+        s
+    }
+}
+
+impl fmt::Display for AssetTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.item {
+            Some(item) => write!(f, "{}/{}/{}", self.collection, item, self.asset),
+            None => write!(f, "{}/{}", self.collection, self.asset),
+        }
+    }
+}
+
+/// How to reach the API.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// e.g. `https://data.geo.admin.ch/api/stac/v1`
+    pub base_url: Url,
+    pub api_version: ApiVersion,
+    pub auth: Auth,
+    /// Bound on establishing a TCP/TLS connection.
+    pub connect_timeout: Duration,
+    /// Bound on one API call (not part uploads, whose deadline depends on their length).
+    pub request_timeout: Duration,
+}
+
+impl ClientConfig {
+    /// Defaults for a base URL: v1, no auth, 10 s to connect, 60 s per API call.
+    pub fn new(base_url: Url) -> Self {
+        Self {
+            base_url,
+            api_version: ApiVersion::V1,
+            auth: Auth::None,
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A client of one STAC API. Cheap to clone; clones share the connection pool.
+#[derive(Clone)]
+pub struct StacClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    base: Url,
+    api: ApiVersion,
+    auth: Auth,
+    request_timeout: Duration,
+}
+
+impl fmt::Debug for StacClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StacClient")
+            .field("base", &self.inner.base.as_str())
+            .field("api", &self.inner.api)
+            .field("auth", &self.inner.auth)
+            .finish()
+    }
+}
+
+/// An answer with a success status.
+struct Answer {
+    status: StatusCode,
+    body: Bytes,
+}
+
+impl StacClient {
+    /// Builds a client; fails only if the TLS backend cannot start.
+    pub fn new(cfg: ClientConfig) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(cfg.connect_timeout)
+            .user_agent(concat!("stac-uploadd/", env!("CARGO_PKG_VERSION")))
+            // Keep pooled connections short-lived: S3 endpoints close idle ones after ~20 s.
+            .pool_idle_timeout(Duration::from_secs(15))
+            .build()?;
+        let mut base = cfg.base_url;
+        if let Ok(mut segs) = base.path_segments_mut() {
+            segs.pop_if_empty();
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                http,
+                base,
+                api: cfg.api_version,
+                auth: cfg.auth,
+                request_timeout: cfg.request_timeout,
+            }),
+        })
+    }
+
+    /// The API generation this client speaks.
+    pub fn api_version(&self) -> ApiVersion {
+        self.inner.api
+    }
+
+    /// The base URL, e.g. `http://127.0.0.1:8080/api/stac/v1`.
+    pub fn base_url(&self) -> &Url {
+        &self.inner.base
+    }
+
+    fn url(&self, target: &AssetTarget, tail: &[&str]) -> Url {
+        let mut url = self.inner.base.clone();
+        if let Ok(mut segs) = url.path_segments_mut() {
+            segs.extend(target.segments()).extend(tail);
+        }
+        url
+    }
+
+    /// Sends one request and returns the answer if its status is a success.
+    async fn send(
+        &self,
+        step: Step,
+        method: Method,
+        url: Url,
+        body: Option<&Value>,
+        fresh: bool,
+    ) -> Result<Answer, StacError> {
+        let method_name = method_name(&method);
+        let mut req = self
+            .inner
+            .http
+            .request(method, url.clone())
+            .timeout(self.inner.request_timeout);
+        // Reads need no credentials; sending them anyway is harmless and keeps private
+        // deployments that protect reads working.
+        req = self.inner.auth.apply(req);
+        if fresh {
+            // Answers may come through a CDN; a skip or resume decision needs the live value.
+            req = req.header(header::CACHE_CONTROL, "no-cache");
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let started = Instant::now();
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| StacError::from_transport(step, method_name, url.as_str(), e))?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| StacError::from_transport(step, method_name, url.as_str(), e))?;
+        debug!(
+            step = %step,
+            method = method_name,
+            url = %super::redact_url(url.as_str()),
+            status = status.as_u16(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "request"
+        );
+        if status.is_success() || status == StatusCode::NOT_MODIFIED {
+            Ok(Answer { status, body })
+        } else {
+            let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+            Err(StacError::from_answer(step, method_name, url.as_str(), status, ct, &body))
+        }
+    }
+
+    fn json(&self, step: Step, method: &Method, url: &Url, a: &Answer) -> Result<Value, StacError> {
+        serde_json::from_slice(&a.body).map_err(|e| {
+            StacError::bad_answer(step, method_name(method), url.as_str(), a.status, format!("invalid JSON: {e}"))
+        })
+    }
+
+    fn parse_upload(&self, step: Step, method: &Method, url: &Url, a: &Answer) -> Result<Upload, StacError> {
+        let v = self.json(step, method, url, a)?;
+        self.upload_from_value(v).map_err(|what| StacError::bad_answer(step, method_name(method), url.as_str(), a.status, what))
+    }
+
+    fn upload_from_value(&self, v: Value) -> Result<Upload, String> {
+        let checksum = checksum_of(&v, self.inner.api);
+        let mut u: Upload = serde_json::from_value(v).map_err(|e| format!("not an upload object: {e}"))?;
+        u.checksum = checksum;
+        Ok(u)
+    }
+
+    /// `POST A/uploads`: starts a multipart upload and returns it with its presigned URLs.
+    pub async fn create_upload(&self, target: &AssetTarget, req: &CreateUpload) -> Result<Upload, StacError> {
+        let url = self.url(target, &["uploads"]);
+        let mut body = json!({
+            "number_parts": req.md5_parts.len(),
+            "md5_parts": req.md5_parts,
+        });
+        body[self.inner.api.checksum_field()] = json!(req.checksum.as_str());
+        if let Some(enc) = req.content_encoding {
+            body["content_encoding"] = json!(enc);
+        }
+        let step = Step::CreateUpload;
+        let a = self.send(step, Method::POST, url.clone(), Some(&body), false).await?;
+        let upload = self.parse_upload(step, &Method::POST, &url, &a)?;
+        if upload.urls.len() != req.md5_parts.len() {
+            return Err(StacError::bad_answer(
+                step,
+                "POST",
+                url.as_str(),
+                a.status,
+                format!("{} presigned URLs for {} parts", upload.urls.len(), req.md5_parts.len()),
+            ));
+        }
+        Ok(upload)
+    }
+
+    /// `GET A/uploads[?status=]`, following `next` links.
+    pub async fn list_uploads(&self, target: &AssetTarget, status: Option<UploadStatus>) -> Result<Vec<Upload>, StacError> {
+        let mut url = self.url(target, &["uploads"]);
+        if let Some(s) = &status {
+            url.query_pairs_mut().append_pair("status", s.as_query());
+        }
+        let mut out = Vec::new();
+        self.paginate(Step::ListUploads, url, "uploads", |v| {
+            out.push(self.upload_from_value(v)?);
+            Ok(())
+        })
+        .await?;
+        Ok(out)
+    }
+
+    /// `GET A/uploads/{id}`, fresh (not from a cache).
+    pub async fn get_upload(&self, target: &AssetTarget, id: &UploadId) -> Result<Upload, StacError> {
+        let url = self.url(target, &["uploads", &id.0]);
+        let a = self.send(Step::GetUpload, Method::GET, url.clone(), None, true).await?;
+        self.parse_upload(Step::GetUpload, &Method::GET, &url, &a)
+    }
+
+    /// `GET A/uploads/{id}/parts`, following `next` links.
+    pub async fn list_parts(&self, target: &AssetTarget, id: &UploadId) -> Result<Vec<UploadedPart>, StacError> {
+        let url = self.url(target, &["uploads", &id.0, "parts"]);
+        let mut out = Vec::new();
+        self.paginate(Step::ListParts, url, "parts", |v| {
+            out.push(serde_json::from_value(v).map_err(|e| format!("not a part object: {e}"))?);
+            Ok(())
+        })
+        .await?;
+        Ok(out)
+    }
+
+    async fn paginate(
+        &self,
+        step: Step,
+        first: Url,
+        key: &str,
+        mut each: impl FnMut(Value) -> Result<(), String>,
+    ) -> Result<(), StacError> {
+        let mut next = Some(first);
+        let mut seen = std::collections::HashSet::new();
+        while let Some(url) = next.take() {
+            if seen.len() >= MAX_PAGES || !seen.insert(url.to_string()) {
+                break;
+            }
+            let a = self.send(step, Method::GET, url.clone(), None, true).await?;
+            let mut v = self.json(step, &Method::GET, &url, &a)?;
+            let bad = |what: String| StacError::bad_answer(step, "GET", url.as_str(), a.status, what);
+            let Some(Value::Array(items)) = v.get_mut(key).map(Value::take) else {
+                return Err(bad(format!("no \"{key}\" list")));
+            };
+            for item in items {
+                each(item).map_err(bad)?;
+            }
+            let links: Vec<Link> = v
+                .get("links")
+                .cloned()
+                .and_then(|l| serde_json::from_value(l).ok())
+                .unwrap_or_default();
+            next = links
+                .into_iter()
+                .find(|l| l.rel == "next")
+                .and_then(|l| url.join(&l.href).ok());
+        }
+        Ok(())
+    }
+
+    /// `POST A/uploads/{id}/complete` with the parts' ETags in order.
+    pub async fn complete(&self, target: &AssetTarget, id: &UploadId, parts: &[CompletedPart]) -> Result<Upload, StacError> {
+        let url = self.url(target, &["uploads", &id.0, "complete"]);
+        let body = json!({ "parts": parts });
+        let a = self.send(Step::Complete, Method::POST, url.clone(), Some(&body), false).await?;
+        self.parse_upload(Step::Complete, &Method::POST, &url, &a)
+    }
+
+    /// `POST A/uploads/{id}/abort`.
+    pub async fn abort(&self, target: &AssetTarget, id: &UploadId) -> Result<Upload, StacError> {
+        let url = self.url(target, &["uploads", &id.0, "abort"]);
+        let a = self.send(Step::Abort, Method::POST, url.clone(), None, false).await?;
+        self.parse_upload(Step::Abort, &Method::POST, &url, &a)
+    }
+
+    /// `GET A`, fresh: what the last completed upload declared.
+    pub async fn read_asset(&self, target: &AssetTarget) -> Result<AssetInfo, StacError> {
+        let url = self.url(target, &[]);
+        let a = self.send(Step::ReadAsset, Method::GET, url.clone(), None, true).await?;
+        let v = self.json(Step::ReadAsset, &Method::GET, &url, &a)?;
+        Ok(AssetInfo {
+            checksum: checksum_of(&v, self.inner.api),
+            href: v.get("href").and_then(Value::as_str).map(str::to_owned),
+            size: v.get("file:size").and_then(Value::as_u64),
+            media_type: v.get("type").and_then(Value::as_str).map(str::to_owned),
+        })
+    }
+
+    /// `PUT` one part's bytes to its presigned URL, with the `Content-MD5` given at create and
+    /// an explicit `Content-Length` (S3 refuses chunked bodies). Returns the ETag S3 answered.
+    pub async fn put_part(
+        &self,
+        url: &PresignedUrl,
+        md5: &Md5,
+        len: u64,
+        body: reqwest::Body,
+        timeout: Duration,
+    ) -> Result<String, StacError> {
+        let step = Step::PutPart(url.part);
+        let started = Instant::now();
+        let resp = self
+            .inner
+            .http
+            .put(&url.url)
+            .timeout(timeout)
+            .header(header::CONTENT_LENGTH, len)
+            .header("Content-MD5", md5.to_base64())
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| StacError::from_transport(step, "PUT", &url.url, e))?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| StacError::from_transport(step, "PUT", &url.url, e))?;
+        debug!(
+            step = %step,
+            url = %super::redact_url(&url.url),
+            status = status.as_u16(),
+            bytes = len,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "request"
+        );
+        if !status.is_success() {
+            let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+            return Err(StacError::from_answer(step, "PUT", &url.url, status, ct, &body));
+        }
+        headers
+            .get(header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .ok_or_else(|| StacError::bad_answer(step, "PUT", &url.url, status, "no ETag header".to_owned()))
+    }
+}
+
+/// The multihash of an upload or asset object, under either generation's field name.
+fn checksum_of(v: &Value, api: ApiVersion) -> Option<String> {
+    let other = match api {
+        ApiVersion::V1 => ApiVersion::V09,
+        ApiVersion::V09 => ApiVersion::V1,
+    };
+    [api.checksum_field(), other.checksum_field()]
+        .iter()
+        .find_map(|f| v.get(*f).and_then(Value::as_str).map(str::to_owned))
+}
+
+fn method_name(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        _ => "REQUEST",
+    }
+}

@@ -1,0 +1,440 @@
+//! Every answer the API or S3 can give that is not success, as one typed error with a
+//! classification the upload engine and the supervisor act on.
+
+use std::fmt;
+
+use reqwest::StatusCode;
+
+use super::types::{PartNumber, UploadId};
+
+/// Which call of the protocol failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    CreateUpload,
+    ListUploads,
+    GetUpload,
+    ListParts,
+    PutPart(PartNumber),
+    Complete,
+    Abort,
+    ReadAsset,
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Step::CreateUpload => f.write_str("create upload"),
+            Step::ListUploads => f.write_str("list uploads"),
+            Step::GetUpload => f.write_str("get upload"),
+            Step::ListParts => f.write_str("list parts"),
+            Step::PutPart(n) => write!(f, "upload part {n}"),
+            Step::Complete => f.write_str("complete upload"),
+            Step::Abort => f.write_str("abort upload"),
+            Step::ReadAsset => f.write_str("read asset"),
+        }
+    }
+}
+
+/// What a caller can do about an error (protocol.md, "Errors").
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorClass {
+    /// 502/503/504, 408, 429, timeouts, resets, incomplete bodies: try again after a wait.
+    Retryable,
+    /// Another upload is in progress on this asset (409 with its id, or the legacy 400 without).
+    AlreadyInProgress { upload_id: Option<UploadId> },
+    /// Complete or abort of an upload that is no longer in progress (409), or S3's NoSuchUpload.
+    NotInProgress,
+    /// Any other 4xx: the request is wrong; retrying the same request will not help.
+    RequestWrong,
+    /// 500 (and other non-gateway 5xx): report it; a retry usually does not help.
+    ServerBroken,
+    /// 401/403 from the API: credentials wrong or expired.
+    Auth,
+    /// 403 on a presigned part URL: expired, or the signature does not match.
+    UrlRejected { expired: bool },
+}
+
+impl ErrorClass {
+    /// Whether the same request may succeed if sent again after a wait.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, ErrorClass::Retryable)
+    }
+
+    /// A short stable name for logs and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ErrorClass::Retryable => "retryable",
+            ErrorClass::AlreadyInProgress { .. } => "already_in_progress",
+            ErrorClass::NotInProgress => "not_in_progress",
+            ErrorClass::RequestWrong => "request_wrong",
+            ErrorClass::ServerBroken => "server_broken",
+            ErrorClass::Auth => "auth",
+            ErrorClass::UrlRejected { .. } => "url_rejected",
+        }
+    }
+}
+
+/// A failed call: which step, which request, what the server said, and what it means.
+#[derive(Debug, thiserror::Error)]
+pub struct StacError {
+    pub step: Step,
+    pub method: &'static str,
+    /// The request URL without its query string (presigned URLs carry secrets there).
+    pub url: String,
+    pub status: Option<StatusCode>,
+    /// The server's own words: JSON `description`, S3 `Code: Message`, a gateway page's title,
+    /// or the transport failure.
+    pub description: String,
+    pub class: ErrorClass,
+    #[source]
+    pub source: Option<reqwest::Error>,
+}
+
+impl fmt::Display for StacError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} failed ({} {}): ", self.step, self.method, self.url)?;
+        match self.status {
+            Some(s) => write!(f, "HTTP {}: {}", s.as_u16(), self.description),
+            None => f.write_str(&self.description),
+        }
+    }
+}
+
+impl StacError {
+    /// Classifies an HTTP answer that was not a success.
+    pub fn from_answer(
+        step: Step,
+        method: &'static str,
+        url: &str,
+        status: StatusCode,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> Self {
+        let parsed = parse_body(content_type, body);
+        let description = parsed
+            .description
+            .clone()
+            .unwrap_or_else(|| status.canonical_reason().unwrap_or("no description").to_owned());
+        let class = classify(step, status, &parsed);
+        StacError {
+            step,
+            method,
+            url: super::redact_url(url),
+            status: Some(status),
+            description,
+            class,
+            source: None,
+        }
+    }
+
+    /// Classifies a transport failure (no HTTP answer, or a body that broke off).
+    pub fn from_transport(step: Step, method: &'static str, url: &str, err: reqwest::Error) -> Self {
+        let class = if err.is_builder() {
+            ErrorClass::RequestWrong
+        } else if err.is_decode() {
+            ErrorClass::ServerBroken
+        } else {
+            // Timeouts, refused or reset connections, bodies cut short: all transient.
+            ErrorClass::Retryable
+        };
+        let kind = if err.is_timeout() {
+            "timed out"
+        } else if err.is_connect() {
+            "could not connect"
+        } else if err.is_body() || err.is_request() {
+            "connection failed while sending"
+        } else {
+            "request failed"
+        };
+        // reqwest's Display repeats the full URL, query included: describe by the source chain
+        // instead, which names the underlying I/O failure.
+        let detail = source_chain(&err);
+        StacError {
+            step,
+            method,
+            url: super::redact_url(url),
+            status: None,
+            description: if detail.is_empty() { kind.to_owned() } else { format!("{kind}: {detail}") },
+            class,
+            source: Some(err.without_url()),
+        }
+    }
+
+    /// An answer with a success status whose body could not be understood.
+    pub fn bad_answer(step: Step, method: &'static str, url: &str, status: StatusCode, what: String) -> Self {
+        StacError {
+            step,
+            method,
+            url: super::redact_url(url),
+            status: Some(status),
+            description: format!("unexpected answer: {what}"),
+            class: ErrorClass::ServerBroken,
+            source: None,
+        }
+    }
+
+    /// A request cut off by our own deadline or stall watchdog.
+    pub fn deadline(step: Step, method: &'static str, url: &str, what: String) -> Self {
+        StacError {
+            step,
+            method,
+            url: super::redact_url(url),
+            status: None,
+            description: what,
+            class: ErrorClass::Retryable,
+            source: None,
+        }
+    }
+}
+
+fn source_chain(err: &reqwest::Error) -> String {
+    let mut parts = Vec::new();
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
+    while let Some(e) = cur {
+        let s = e.to_string();
+        if !s.is_empty() && !parts.contains(&s) {
+            parts.push(s);
+        }
+        cur = e.source();
+    }
+    parts.join(": ")
+}
+
+/// What could be read from an error body.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct ParsedBody {
+    /// Human-readable text.
+    pub description: Option<String>,
+    /// S3 error code (`BadDigest`, `AccessDenied`, ...), when the body was S3 XML.
+    pub s3_code: Option<String>,
+    /// `upload_id` of a JSON body (the blocking upload on 409).
+    pub upload_id: Option<String>,
+}
+
+const MAX_DESCRIPTION: usize = 300;
+
+fn truncate(mut s: String) -> String {
+    if s.len() > MAX_DESCRIPTION {
+        let mut cut = MAX_DESCRIPTION;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push('…');
+    }
+    s
+}
+
+/// Reads an error body: API JSON, S3 XML, an HTML gateway page, or plain text.
+pub(crate) fn parse_body(content_type: Option<&str>, body: &[u8]) -> ParsedBody {
+    let text = String::from_utf8_lossy(body);
+    let trimmed = text.trim();
+    if trimmed.is_empty() {
+        return ParsedBody::default();
+    }
+    let ct = content_type.unwrap_or("").to_ascii_lowercase();
+    if trimmed.starts_with('{') || ct.contains("json") {
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(trimmed) {
+            let description = match v.get("description") {
+                Some(serde_json::Value::String(s)) => Some(s.clone()),
+                Some(other) if !other.is_null() => Some(other.to_string()),
+                // DRF validation errors come as {"field": ["message"]} without a wrapper.
+                _ => Some(v.to_string()),
+            };
+            let upload_id = v.get("upload_id").and_then(|u| u.as_str()).map(str::to_owned);
+            return ParsedBody {
+                description: description.map(truncate),
+                s3_code: None,
+                upload_id,
+            };
+        }
+    }
+    if trimmed.starts_with("<?xml") || trimmed.starts_with("<Error") {
+        #[derive(serde::Deserialize)]
+        struct S3Error {
+            #[serde(rename = "Code")]
+            code: Option<String>,
+            #[serde(rename = "Message")]
+            message: Option<String>,
+        }
+        if let Ok(e) = quick_xml::de::from_str::<S3Error>(trimmed) {
+            let description = match (&e.code, &e.message) {
+                (Some(c), Some(m)) => format!("{c}: {m}"),
+                (Some(c), None) => c.clone(),
+                (None, Some(m)) => m.clone(),
+                (None, None) => "S3 error without code".to_owned(),
+            };
+            return ParsedBody {
+                description: Some(truncate(description)),
+                s3_code: e.code,
+                upload_id: None,
+            };
+        }
+    }
+    if ct.contains("html") || trimmed.starts_with('<') {
+        return ParsedBody {
+            description: Some(truncate(html_summary(trimmed))),
+            ..ParsedBody::default()
+        };
+    }
+    ParsedBody {
+        description: Some(truncate(trimmed.lines().next().unwrap_or("").to_owned())),
+        ..ParsedBody::default()
+    }
+}
+
+/// The `<title>` of an HTML page, or its text without tags, whitespace collapsed.
+fn html_summary(html: &str) -> String {
+    let lower = html.to_ascii_lowercase();
+    if let (Some(a), Some(b)) = (lower.find("<title>"), lower.find("</title>")) {
+        if b > a + 7 {
+            let t = html[a + 7..b].trim();
+            if !t.is_empty() {
+                return format!("gateway page: {t}");
+            }
+        }
+    }
+    let mut out = String::new();
+    let mut in_tag = false;
+    for c in html.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' => {
+                in_tag = false;
+                out.push(' ');
+            }
+            c if !in_tag => out.push(c),
+            _ => {}
+        }
+    }
+    let text = out.split_whitespace().collect::<Vec<_>>().join(" ");
+    format!("gateway page: {text}")
+}
+
+fn classify(step: Step, status: StatusCode, body: &ParsedBody) -> ErrorClass {
+    let code = status.as_u16();
+    let in_progress_text = body
+        .description
+        .as_deref()
+        .is_some_and(|d| d.contains("Upload already in progress"));
+    match (step, code) {
+        (_, 502..=504) | (_, 408) | (_, 429) => ErrorClass::Retryable,
+        (Step::PutPart(_), 403) => ErrorClass::UrlRejected {
+            expired: body.s3_code.as_deref() == Some("AccessDenied")
+                && body
+                    .description
+                    .as_deref()
+                    .is_some_and(|d| d.contains("expired")),
+        },
+        (Step::PutPart(_), 404) if body.s3_code.as_deref() == Some("NoSuchUpload") => {
+            ErrorClass::NotInProgress
+        }
+        (Step::CreateUpload, 409) | (Step::CreateUpload, 400) if in_progress_text || body.upload_id.is_some() => {
+            ErrorClass::AlreadyInProgress {
+                upload_id: body.upload_id.clone().map(UploadId),
+            }
+        }
+        (Step::Complete | Step::Abort, 409) => ErrorClass::NotInProgress,
+        (_, 401) | (_, 403) => ErrorClass::Auth,
+        (_, 400..=499) => ErrorClass::RequestWrong,
+        _ => ErrorClass::ServerBroken,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(step: Step, status: u16, ct: &str, body: &str) -> StacError {
+        StacError::from_answer(
+            step,
+            "POST",
+            "http://h/x?X-Amz-Signature=secret",
+            StatusCode::from_u16(status).unwrap(),
+            Some(ct),
+            body.as_bytes(),
+        )
+    }
+
+    #[test]
+    fn in_progress_409_carries_the_blocking_id() {
+        let e = err(
+            Step::CreateUpload,
+            409,
+            "application/json",
+            r#"{"code":409,"description":"Upload already in progress","upload_id":"abc"}"#,
+        );
+        assert_eq!(
+            e.class,
+            ErrorClass::AlreadyInProgress { upload_id: Some(UploadId("abc".into())) }
+        );
+    }
+
+    #[test]
+    fn legacy_400_in_progress_has_no_id() {
+        let e = err(
+            Step::CreateUpload,
+            400,
+            "application/json",
+            r#"{"code":400,"description":"Upload already in progress"}"#,
+        );
+        assert_eq!(e.class, ErrorClass::AlreadyInProgress { upload_id: None });
+    }
+
+    #[test]
+    fn other_create_400_is_request_wrong() {
+        let e = err(
+            Step::CreateUpload,
+            400,
+            "application/json",
+            r#"{"code":400,"description":{"md5_parts":["Missing part 2"]}}"#,
+        );
+        assert_eq!(e.class, ErrorClass::RequestWrong);
+        assert!(e.description.contains("Missing part 2"), "{}", e.description);
+    }
+
+    #[test]
+    fn gateway_html_is_retryable_with_title() {
+        let e = err(
+            Step::Complete,
+            502,
+            "text/html",
+            "<html><head><title>502 Bad Gateway</title></head><body><h1>502</h1></body></html>",
+        );
+        assert_eq!(e.class, ErrorClass::Retryable);
+        assert_eq!(e.description, "gateway page: 502 Bad Gateway");
+        assert!(!e.to_string().contains("secret"), "{e}");
+    }
+
+    #[test]
+    fn s3_xml_codes() {
+        let expired = err(
+            Step::PutPart(PartNumber(1)),
+            403,
+            "application/xml",
+            "<?xml version=\"1.0\"?><Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>",
+        );
+        assert_eq!(expired.class, ErrorClass::UrlRejected { expired: true });
+        let digest = err(
+            Step::PutPart(PartNumber(2)),
+            400,
+            "application/xml",
+            "<Error><Code>BadDigest</Code><Message>The Content-MD5 you specified did not match</Message></Error>",
+        );
+        assert_eq!(digest.class, ErrorClass::RequestWrong);
+        assert!(digest.description.starts_with("BadDigest: "));
+    }
+
+    #[test]
+    fn complete_409_and_500() {
+        let e = err(Step::Complete, 409, "application/json", r#"{"code":409,"description":"No upload in progress"}"#);
+        assert_eq!(e.class, ErrorClass::NotInProgress);
+        let e = err(Step::Abort, 500, "application/json", r#"{"code":500,"description":"NoSuchUpload"}"#);
+        assert_eq!(e.class, ErrorClass::ServerBroken);
+        let e = err(Step::ReadAsset, 401, "application/json", r#"{"code":401,"description":"nope"}"#);
+        assert_eq!(e.class, ErrorClass::Auth);
+        let e = err(Step::ReadAsset, 503, "", "");
+        assert_eq!(e.description, "Service Unavailable");
+    }
+}

@@ -1,0 +1,15 @@
+//! One file to one asset: plan parts, digest them in one read, create, send parts in parallel
+//! streamed from disk, complete; abort what was created when that cannot succeed.
+//!
+//! Nothing here knows about schedules or policies: errors go up typed, and the caller decides.
+
+mod digest;
+mod error;
+mod plan;
+mod session;
+mod transfer;
+
+pub use digest::{DigestError, DigestOptions, FileDigest, digest_file};
+pub use error::{AbortOutcome, UploadError};
+pub use plan::{DEFAULT_PART_SIZE, MAX_FILE_SIZE, MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, PartPlan, PartRange, TooLarge};
+pub use session::{UploadEvent, UploadObserver, UploadOptions, UploadReport, abort_upload, find_blocking_upload, upload_file};

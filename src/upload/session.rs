@@ -1,0 +1,423 @@
+//! The session state machine: digest -> create -> parts -> complete, and abort on the way out.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use backon::Retryable;
+use futures_util::{StreamExt, TryStreamExt};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::digest::{DigestError, DigestOptions, FileDigest, digest_file};
+use super::error::{AbortOutcome, UploadError};
+use super::plan::{DEFAULT_PART_SIZE, PartPlan};
+use super::transfer::{PartContext, backoff};
+use crate::stac::{
+    AssetTarget, CompletedPart, ContentEncoding, CreateUpload, ErrorClass, Md5Part, Multihash, PartNumber, StacClient,
+    StacError, Upload, UploadId, UploadStatus,
+};
+use crate::units::ByteSize;
+
+/// How one upload is carried out.
+#[derive(Debug, Clone)]
+pub struct UploadOptions {
+    /// Target part size; grown automatically when the file needs more than 100 parts.
+    pub part_size: ByteSize,
+    /// Parts sent at once.
+    pub parallel: usize,
+    /// Further attempts at a part (and at create/complete/abort) after a transient failure.
+    pub part_retries: u32,
+    pub retry_min_delay: Duration,
+    pub retry_max_delay: Duration,
+    /// Part deadline = this + part length / `min_part_rate`.
+    pub part_base_timeout: Duration,
+    pub min_part_rate: ByteSize,
+    /// A part whose body makes no progress for this long is cut off and retried.
+    pub stall_timeout: Duration,
+    /// Read size when streaming parts from disk.
+    pub send_buffer: usize,
+    pub digest: DigestOptions,
+    pub content_encoding: Option<ContentEncoding>,
+}
+
+impl Default for UploadOptions {
+    fn default() -> Self {
+        Self {
+            part_size: DEFAULT_PART_SIZE,
+            parallel: 4,
+            part_retries: 3,
+            retry_min_delay: Duration::from_millis(200),
+            retry_max_delay: Duration::from_secs(20),
+            part_base_timeout: Duration::from_secs(30),
+            min_part_rate: ByteSize(128 * 1024),
+            stall_timeout: Duration::from_secs(60),
+            send_buffer: 256 * 1024,
+            digest: DigestOptions::default(),
+            content_encoding: None,
+        }
+    }
+}
+
+/// What a session reports as it goes: for progress bars, logs, metrics and the state store.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum UploadEvent<'a> {
+    Planned { size: u64, parts: usize, part_size: u64 },
+    Hashed { bytes: u64 },
+    Digested { multihash: &'a Multihash, elapsed: Duration },
+    /// The server holds an upload of ours in progress from now on.
+    Created { upload: &'a Upload },
+    Sent { bytes: u64 },
+    /// An attempt at a part failed after sending this many bytes; they will be sent again.
+    Unsent { bytes: u64 },
+    PartRetry { part: PartNumber, error: &'a UploadError },
+    Completed { upload_id: &'a UploadId },
+    Aborted { upload_id: &'a UploadId },
+}
+
+/// Receives session events. Called from the session's tasks and from the digest threads, so it
+/// must be cheap and must not block.
+pub trait UploadObserver: Send + Sync {
+    fn on_event(&self, event: &UploadEvent<'_>);
+}
+
+/// An observer that ignores everything.
+impl UploadObserver for () {
+    fn on_event(&self, _: &UploadEvent<'_>) {}
+}
+
+/// What a successful session did.
+#[derive(Debug, Clone)]
+pub struct UploadReport {
+    pub upload_id: UploadId,
+    pub multihash: Multihash,
+    pub bytes: u64,
+    pub parts: usize,
+    pub part_size: u64,
+    pub part_retries: u32,
+    /// The upload was one our own lost create had started, found and carried on.
+    pub adopted: bool,
+    pub digest_time: Duration,
+    pub send_time: Duration,
+    pub total_time: Duration,
+}
+
+/// Size, mtime and inode of the file when it was digested: what was hashed is what is sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FileSnapshot {
+    len: u64,
+    mtime: (i64, i64),
+    ino: u64,
+    dev: u64,
+}
+
+impl FileSnapshot {
+    fn of(m: &std::fs::Metadata) -> Self {
+        Self { len: m.len(), mtime: (m.mtime(), m.mtime_nsec()), ino: m.ino(), dev: m.dev() }
+    }
+
+    /// Fails if the file at `path` is no longer the one that was digested.
+    pub(crate) async fn check(&self, path: &Path, when: &str) -> Result<(), UploadError> {
+        let m = tokio::fs::metadata(path).await.map_err(|source| UploadError::File {
+            path: path.to_owned(),
+            action: "stat",
+            source,
+        })?;
+        let now = Self::of(&m);
+        if now == *self {
+            return Ok(());
+        }
+        let what = if now.len != self.len {
+            format!("size {} -> {} bytes", self.len, now.len)
+        } else if now.ino != self.ino || now.dev != self.dev {
+            "(it was replaced)".to_owned()
+        } else {
+            "(its modification time moved)".to_owned()
+        };
+        Err(UploadError::FileChanged { path: path.to_owned(), what: format!("{when}: {what}") })
+    }
+}
+
+/// Uploads `path` to `target`: the whole protocol, with retries of transient failures inside
+/// each step. An upload this session created is completed or aborted before it returns, unless
+/// the abort itself fails (see [`UploadError::left_in_progress`]).
+pub async fn upload_file(
+    client: &StacClient,
+    target: &AssetTarget,
+    path: &Path,
+    opts: &UploadOptions,
+    observer: Arc<dyn UploadObserver>,
+    cancel: &CancellationToken,
+) -> Result<UploadReport, UploadError> {
+    let started = Instant::now();
+    let meta = tokio::fs::metadata(path)
+        .await
+        .map_err(|source| UploadError::File { path: path.to_owned(), action: "cannot read", source })?;
+    if !meta.is_file() {
+        return Err(UploadError::NotAFile { path: path.to_owned() });
+    }
+    let snapshot = FileSnapshot::of(&meta);
+    let plan = PartPlan::new(meta.len(), opts.part_size)
+        .map_err(|source| UploadError::TooLarge { path: path.to_owned(), source })?;
+    observer.on_event(&UploadEvent::Planned { size: plan.file_size(), parts: plan.count(), part_size: plan.part_size() });
+
+    let digest_started = Instant::now();
+    let digest = digest(path, &plan, opts.digest, observer.clone(), cancel).await?;
+    let digest_time = digest_started.elapsed();
+    observer.on_event(&UploadEvent::Digested { multihash: &digest.multihash, elapsed: digest_time });
+    debug!(multihash = %digest.multihash, parts = plan.count(), part_size = plan.part_size(), "digested");
+    snapshot.check(path, "while it was hashed").await?;
+
+    let request = CreateUpload {
+        md5_parts: digest
+            .part_md5s
+            .iter()
+            .enumerate()
+            .map(|(i, m)| Md5Part { part_number: PartNumber(i as u32 + 1), md5: m.to_base64() })
+            .collect(),
+        checksum: digest.multihash.clone(),
+        content_encoding: opts.content_encoding,
+    };
+    let (upload, adopted) = tokio::select! {
+        r = create(client, target, &request, opts) => r?,
+        () = cancel.cancelled() => return Err(UploadError::Cancelled),
+    };
+    let upload_id = upload.upload_id.clone();
+    observer.on_event(&UploadEvent::Created { upload: &upload });
+    info!(upload_id = %upload_id, parts = plan.count(), bytes = plan.file_size(), adopted, "upload created");
+
+    let send_started = Instant::now();
+    let retries = AtomicU32::new(0);
+    let ctx = PartContext { client, path, snapshot: &snapshot, opts, observer: &observer, retries: &retries };
+    let outcome = tokio::select! {
+        r = send_and_complete(&ctx, target, &upload, &plan, &digest) => r,
+        () = cancel.cancelled() => Err(UploadError::Cancelled),
+    };
+    match outcome {
+        Ok(()) => {
+            observer.on_event(&UploadEvent::Completed { upload_id: &upload_id });
+            Ok(UploadReport {
+                upload_id,
+                multihash: digest.multihash,
+                bytes: plan.file_size(),
+                parts: plan.count(),
+                part_size: plan.part_size(),
+                part_retries: retries.into_inner(),
+                adopted,
+                digest_time,
+                send_time: send_started.elapsed(),
+                total_time: started.elapsed(),
+            })
+        }
+        Err(cause) => {
+            warn!(upload_id = %upload_id, error = %cause, "upload failed, aborting it");
+            let abort = abort_upload(client, target, &upload_id, opts).await;
+            if matches!(abort, AbortOutcome::Aborted | AbortOutcome::AlreadyFinished(UploadStatus::Aborted)) {
+                observer.on_event(&UploadEvent::Aborted { upload_id: &upload_id });
+            }
+            Err(UploadError::AfterCreate { target: target.clone(), upload_id, cause: Box::new(cause), abort })
+        }
+    }
+}
+
+async fn digest(
+    path: &Path,
+    plan: &PartPlan,
+    opts: DigestOptions,
+    observer: Arc<dyn UploadObserver>,
+    cancel: &CancellationToken,
+) -> Result<FileDigest, UploadError> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let (flag, cancel) = (flag.clone(), cancel.clone());
+        tokio::spawn(async move {
+            cancel.cancelled().await;
+            flag.store(true, Ordering::Relaxed);
+        })
+    };
+    let owned: PathBuf = path.to_owned();
+    let plan = *plan;
+    let result = tokio::task::spawn_blocking(move || {
+        let file = std::fs::File::open(&owned)?;
+        digest_file(file, &plan, opts, &flag, &|n| observer.on_event(&UploadEvent::Hashed { bytes: n }))
+            .map_err(|e| match e {
+                DigestError::Io(e) => e,
+                other => std::io::Error::other(other),
+            })
+    })
+    .await;
+    watcher.abort();
+    let io = |source| UploadError::File { path: path.to_owned(), action: "cannot read", source };
+    match result {
+        Ok(Ok(d)) => Ok(d),
+        Ok(Err(e)) => match e.get_ref().and_then(|inner| inner.downcast_ref::<DigestError>()) {
+            Some(DigestError::Cancelled) => Err(UploadError::Cancelled),
+            Some(DigestError::SizeChanged { .. }) => {
+                Err(UploadError::FileChanged { path: path.to_owned(), what: format!("while it was hashed: {e}") })
+            }
+            _ => Err(io(e)),
+        },
+        Err(join) => Err(io(std::io::Error::other(format!("digest task failed: {join}")))),
+    }
+}
+
+/// Creates the upload. A create whose answer was lost may have started an upload on the server:
+/// when a retry then meets "already in progress" with our exact checksum and parts, that upload
+/// is ours, and it is adopted rather than reported as a blocker.
+async fn create(
+    client: &StacClient,
+    target: &AssetTarget,
+    request: &CreateUpload,
+    opts: &UploadOptions,
+) -> Result<(Upload, bool), UploadError> {
+    let attempts = AtomicU32::new(0);
+    let result = (|| async {
+        attempts.fetch_add(1, Ordering::Relaxed);
+        client.create_upload(target, request).await
+    })
+    .retry(backoff(opts, opts.part_retries))
+    .sleep(tokio::time::sleep)
+    .when(|e: &StacError| e.class.is_retryable())
+    .notify(|e, wait| warn!(error = %e, wait_ms = wait.as_millis() as u64, "create failed, trying again"))
+    .await;
+    let err = match result {
+        Ok(u) => return Ok((u, false)),
+        Err(e) => e,
+    };
+    let ErrorClass::AlreadyInProgress { upload_id } = &err.class else {
+        return Err(err.into());
+    };
+    let Some(blocking) = find_blocking_upload(client, target, upload_id.as_ref()).await? else {
+        // It finished between our create and the lookup: one more try is all it takes.
+        return client.create_upload(target, request).await.map(|u| (u, false)).map_err(Into::into);
+    };
+    let ours = attempts.load(Ordering::Relaxed) > 1
+        && blocking.checksum.as_deref().is_some_and(|c| request.checksum.matches(c))
+        && blocking.number_parts == Some(request.md5_parts.len() as u32)
+        && blocking.urls.len() == request.md5_parts.len();
+    if ours {
+        warn!(upload_id = %blocking.upload_id, "a create whose answer was lost had succeeded; carrying on with that upload");
+        return Ok((blocking, true));
+    }
+    Err(UploadError::InProgress { target: target.clone(), upload: Box::new(blocking) })
+}
+
+/// The upload that blocks `target`: read by id when the server named it (409), looked up among
+/// the in-progress uploads otherwise (the legacy 400 answer). `None` if none is in progress now.
+pub async fn find_blocking_upload(
+    client: &StacClient,
+    target: &AssetTarget,
+    hint: Option<&UploadId>,
+) -> Result<Option<Upload>, StacError> {
+    if let Some(id) = hint {
+        let u = client.get_upload(target, id).await?;
+        return Ok((u.status == UploadStatus::InProgress).then_some(u));
+    }
+    let mut in_progress = client.list_uploads(target, Some(UploadStatus::InProgress)).await?;
+    in_progress.retain(|u| u.status == UploadStatus::InProgress);
+    in_progress.sort_by_key(|u| u.created);
+    Ok(in_progress.into_iter().next())
+}
+
+async fn send_and_complete(
+    ctx: &PartContext<'_>,
+    target: &AssetTarget,
+    upload: &Upload,
+    plan: &PartPlan,
+    digest: &FileDigest,
+) -> Result<(), UploadError> {
+    let mut urls: Vec<_> = upload.urls.iter().collect();
+    urls.sort_by_key(|u| u.part);
+    let jobs = plan.parts().map(|part| {
+        let url = urls.iter().find(|u| u.part == part.number).copied();
+        let md5 = digest.part_md5s[part.number.0 as usize - 1];
+        async move {
+            let url = url.ok_or_else(|| {
+                UploadError::Stac(StacError::bad_answer(
+                    crate::stac::Step::CreateUpload,
+                    "POST",
+                    "uploads",
+                    reqwest::StatusCode::CREATED,
+                    format!("no presigned URL for part {}", part.number),
+                ))
+            })?;
+            let etag = ctx.send_part(url, part, md5).await?;
+            if etag.trim_matches('"') != hex::encode(md5.0) {
+                // S3 answers the body's MD5 unless the bucket encrypts with KMS; keep its word.
+                debug!(part = part.number.0, etag, "ETag is not the part's MD5");
+            }
+            Ok::<_, UploadError>(CompletedPart { etag, part_number: part.number })
+        }
+    });
+    // The first failure drops the other in-flight parts: their requests are cancelled.
+    let mut parts: Vec<CompletedPart> =
+        futures_util::stream::iter(jobs).buffer_unordered(ctx.opts.parallel.max(1)).try_collect().await?;
+    parts.sort_by_key(|p| p.part_number);
+    ctx.snapshot.check(ctx.path, "while it was sent").await?;
+    complete(ctx.client, target, &upload.upload_id, &parts, &digest.multihash, ctx.opts).await
+}
+
+/// Completes, treating "409 No upload in progress" as success when the server shows the upload
+/// completed with our checksum (a complete that timed out on our side but succeeded there).
+async fn complete(
+    client: &StacClient,
+    target: &AssetTarget,
+    id: &UploadId,
+    parts: &[CompletedPart],
+    checksum: &Multihash,
+    opts: &UploadOptions,
+) -> Result<(), UploadError> {
+    let result = (|| client.complete(target, id, parts))
+        .retry(backoff(opts, opts.part_retries))
+        .sleep(tokio::time::sleep)
+        .when(|e: &StacError| e.class.is_retryable())
+        .notify(|e, wait| warn!(error = %e, wait_ms = wait.as_millis() as u64, "complete failed, trying again"))
+        .await;
+    match result {
+        Ok(_) => Ok(()),
+        Err(e) if e.class == ErrorClass::NotInProgress => {
+            let u = client.get_upload(target, id).await?;
+            let ours = u.checksum.as_deref().is_some_and(|c| checksum.matches(c));
+            if u.status == UploadStatus::Completed && ours {
+                info!(upload_id = %id, "complete answered 409 but the upload is completed with our checksum");
+                Ok(())
+            } else {
+                Err(e.into())
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Aborts an upload, retrying transient failures. A 409 or 500 answer may mean an earlier abort
+/// (or complete) already went through with its answer lost, so the upload is read before
+/// concluding anything.
+pub async fn abort_upload(client: &StacClient, target: &AssetTarget, id: &UploadId, opts: &UploadOptions) -> AbortOutcome {
+    let result = (|| client.abort(target, id))
+        .retry(backoff(opts, opts.part_retries))
+        .sleep(tokio::time::sleep)
+        .when(|e: &StacError| e.class.is_retryable())
+        .notify(|e, wait| warn!(error = %e, wait_ms = wait.as_millis() as u64, "abort failed, trying again"))
+        .await;
+    let err = match result {
+        Ok(_) => {
+            info!(upload_id = %id, "upload aborted");
+            return AbortOutcome::Aborted;
+        }
+        Err(e) => e,
+    };
+    if matches!(err.class, ErrorClass::NotInProgress | ErrorClass::ServerBroken) {
+        match client.get_upload(target, id).await {
+            Ok(u) if u.status != UploadStatus::InProgress => {
+                info!(upload_id = %id, status = u.status.as_query(), "abort: the upload is already finished");
+                return AbortOutcome::AlreadyFinished(u.status);
+            }
+            Ok(_) => {}
+            Err(e) => warn!(upload_id = %id, error = %e, "could not read the upload after a failed abort"),
+        }
+    }
+    AbortOutcome::Failed(err)
+}
