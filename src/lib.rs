@@ -4,7 +4,11 @@
 //! protocol); the `emulator` is an independent server implementation of the same protocol used by
 //! the tests, the demo and users who want to try a job safely.
 
+pub mod cli;
+pub mod demo;
 pub mod emulator;
+pub mod observe;
+pub mod progress;
 pub mod stac;
 pub mod units;
 pub mod upload;

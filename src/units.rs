@@ -25,7 +25,9 @@ impl ByteSize {
 
 /// Why a byte size could not be parsed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid byte size {input:?}: expected a number with an optional unit (B, KB, MB, GB, KiB, MiB, GiB, TiB), e.g. \"16MiB\"")]
+#[error(
+    "invalid byte size {input:?}: expected a number with an optional unit (B, KB, MB, GB, KiB, MiB, GiB, TiB), e.g. \"16MiB\""
+)]
 pub struct ByteSizeError {
     input: String,
 }
@@ -34,7 +36,9 @@ impl FromStr for ByteSize {
     type Err = ByteSizeError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || ByteSizeError { input: s.to_owned() };
+        let err = || ByteSizeError {
+            input: s.to_owned(),
+        };
         let t = s.trim();
         let split = t
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -75,9 +79,9 @@ impl FromStr for ByteSize {
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = self.0;
-        if b >= Self::GIB && b % Self::GIB == 0 {
+        if b >= Self::GIB && b.is_multiple_of(Self::GIB) {
             write!(f, "{}GiB", b / Self::GIB)
-        } else if b >= Self::MIB && b % Self::MIB == 0 {
+        } else if b >= Self::MIB && b.is_multiple_of(Self::MIB) {
             write!(f, "{}MiB", b / Self::MIB)
         } else if b >= Self::GIB {
             write!(f, "{:.2}GiB", b as f64 / Self::GIB as f64)

@@ -12,7 +12,10 @@ pub enum Auth {
     #[default]
     None,
     /// HTTP Basic, sent up front: the server challenges with `Bearer` even where Basic works.
-    Basic { username: String, password: SecretString },
+    Basic {
+        username: String,
+        password: SecretString,
+    },
     /// `Authorization: Token <token>` (v0.9 and self-hosted servers).
     Token(SecretString),
     /// `Authorization: Bearer <token>` with a static token. Cognito-issued tokens that renew

@@ -30,13 +30,25 @@ pub struct AssetTarget {
 
 impl AssetTarget {
     /// An asset of an item.
-    pub fn item_asset(collection: impl Into<String>, item: impl Into<String>, asset: impl Into<String>) -> Self {
-        Self { collection: collection.into(), item: Some(item.into()), asset: asset.into() }
+    pub fn item_asset(
+        collection: impl Into<String>,
+        item: impl Into<String>,
+        asset: impl Into<String>,
+    ) -> Self {
+        Self {
+            collection: collection.into(),
+            item: Some(item.into()),
+            asset: asset.into(),
+        }
     }
 
     /// An asset of a collection.
     pub fn collection_asset(collection: impl Into<String>, asset: impl Into<String>) -> Self {
-        Self { collection: collection.into(), item: None, asset: asset.into() }
+        Self {
+            collection: collection.into(),
+            item: None,
+            asset: asset.into(),
+        }
     }
 
     fn segments(&self) -> Vec<&str> {
@@ -203,31 +215,59 @@ impl StacClient {
         if status.is_success() || status == StatusCode::NOT_MODIFIED {
             Ok(Answer { status, body })
         } else {
-            let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
-            Err(StacError::from_answer(step, method_name, url.as_str(), status, ct, &body))
+            let ct = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok());
+            Err(StacError::from_answer(
+                step,
+                method_name,
+                url.as_str(),
+                status,
+                ct,
+                &body,
+            ))
         }
     }
 
     fn json(&self, step: Step, method: &Method, url: &Url, a: &Answer) -> Result<Value, StacError> {
         serde_json::from_slice(&a.body).map_err(|e| {
-            StacError::bad_answer(step, method_name(method), url.as_str(), a.status, format!("invalid JSON: {e}"))
+            StacError::bad_answer(
+                step,
+                method_name(method),
+                url.as_str(),
+                a.status,
+                format!("invalid JSON: {e}"),
+            )
         })
     }
 
-    fn parse_upload(&self, step: Step, method: &Method, url: &Url, a: &Answer) -> Result<Upload, StacError> {
+    fn parse_upload(
+        &self,
+        step: Step,
+        method: &Method,
+        url: &Url,
+        a: &Answer,
+    ) -> Result<Upload, StacError> {
         let v = self.json(step, method, url, a)?;
-        self.upload_from_value(v).map_err(|what| StacError::bad_answer(step, method_name(method), url.as_str(), a.status, what))
+        self.upload_from_value(v).map_err(|what| {
+            StacError::bad_answer(step, method_name(method), url.as_str(), a.status, what)
+        })
     }
 
     fn upload_from_value(&self, v: Value) -> Result<Upload, String> {
         let checksum = checksum_of(&v, self.inner.api);
-        let mut u: Upload = serde_json::from_value(v).map_err(|e| format!("not an upload object: {e}"))?;
+        let mut u: Upload =
+            serde_json::from_value(v).map_err(|e| format!("not an upload object: {e}"))?;
         u.checksum = checksum;
         Ok(u)
     }
 
     /// `POST A/uploads`: starts a multipart upload and returns it with its presigned URLs.
-    pub async fn create_upload(&self, target: &AssetTarget, req: &CreateUpload) -> Result<Upload, StacError> {
+    pub async fn create_upload(
+        &self,
+        target: &AssetTarget,
+        req: &CreateUpload,
+    ) -> Result<Upload, StacError> {
         let url = self.url(target, &["uploads"]);
         let mut body = json!({
             "number_parts": req.md5_parts.len(),
@@ -238,7 +278,9 @@ impl StacClient {
             body["content_encoding"] = json!(enc);
         }
         let step = Step::CreateUpload;
-        let a = self.send(step, Method::POST, url.clone(), Some(&body), false).await?;
+        let a = self
+            .send(step, Method::POST, url.clone(), Some(&body), false)
+            .await?;
         let upload = self.parse_upload(step, &Method::POST, &url, &a)?;
         if upload.urls.len() != req.md5_parts.len() {
             return Err(StacError::bad_answer(
@@ -246,14 +288,22 @@ impl StacClient {
                 "POST",
                 url.as_str(),
                 a.status,
-                format!("{} presigned URLs for {} parts", upload.urls.len(), req.md5_parts.len()),
+                format!(
+                    "{} presigned URLs for {} parts",
+                    upload.urls.len(),
+                    req.md5_parts.len()
+                ),
             ));
         }
         Ok(upload)
     }
 
     /// `GET A/uploads[?status=]`, following `next` links.
-    pub async fn list_uploads(&self, target: &AssetTarget, status: Option<UploadStatus>) -> Result<Vec<Upload>, StacError> {
+    pub async fn list_uploads(
+        &self,
+        target: &AssetTarget,
+        status: Option<UploadStatus>,
+    ) -> Result<Vec<Upload>, StacError> {
         let mut url = self.url(target, &["uploads"]);
         if let Some(s) = &status {
             url.query_pairs_mut().append_pair("status", s.as_query());
@@ -268,14 +318,24 @@ impl StacClient {
     }
 
     /// `GET A/uploads/{id}`, fresh (not from a cache).
-    pub async fn get_upload(&self, target: &AssetTarget, id: &UploadId) -> Result<Upload, StacError> {
+    pub async fn get_upload(
+        &self,
+        target: &AssetTarget,
+        id: &UploadId,
+    ) -> Result<Upload, StacError> {
         let url = self.url(target, &["uploads", &id.0]);
-        let a = self.send(Step::GetUpload, Method::GET, url.clone(), None, true).await?;
+        let a = self
+            .send(Step::GetUpload, Method::GET, url.clone(), None, true)
+            .await?;
         self.parse_upload(Step::GetUpload, &Method::GET, &url, &a)
     }
 
     /// `GET A/uploads/{id}/parts`, following `next` links.
-    pub async fn list_parts(&self, target: &AssetTarget, id: &UploadId) -> Result<Vec<UploadedPart>, StacError> {
+    pub async fn list_parts(
+        &self,
+        target: &AssetTarget,
+        id: &UploadId,
+    ) -> Result<Vec<UploadedPart>, StacError> {
         let url = self.url(target, &["uploads", &id.0, "parts"]);
         let mut out = Vec::new();
         self.paginate(Step::ListParts, url, "parts", |v| {
@@ -299,9 +359,12 @@ impl StacClient {
             if seen.len() >= MAX_PAGES || !seen.insert(url.to_string()) {
                 break;
             }
-            let a = self.send(step, Method::GET, url.clone(), None, true).await?;
+            let a = self
+                .send(step, Method::GET, url.clone(), None, true)
+                .await?;
             let mut v = self.json(step, &Method::GET, &url, &a)?;
-            let bad = |what: String| StacError::bad_answer(step, "GET", url.as_str(), a.status, what);
+            let bad =
+                |what: String| StacError::bad_answer(step, "GET", url.as_str(), a.status, what);
             let Some(Value::Array(items)) = v.get_mut(key).map(Value::take) else {
                 return Err(bad(format!("no \"{key}\" list")));
             };
@@ -322,24 +385,41 @@ impl StacClient {
     }
 
     /// `POST A/uploads/{id}/complete` with the parts' ETags in order.
-    pub async fn complete(&self, target: &AssetTarget, id: &UploadId, parts: &[CompletedPart]) -> Result<Upload, StacError> {
+    pub async fn complete(
+        &self,
+        target: &AssetTarget,
+        id: &UploadId,
+        parts: &[CompletedPart],
+    ) -> Result<Upload, StacError> {
         let url = self.url(target, &["uploads", &id.0, "complete"]);
         let body = json!({ "parts": parts });
-        let a = self.send(Step::Complete, Method::POST, url.clone(), Some(&body), false).await?;
+        let a = self
+            .send(
+                Step::Complete,
+                Method::POST,
+                url.clone(),
+                Some(&body),
+                false,
+            )
+            .await?;
         self.parse_upload(Step::Complete, &Method::POST, &url, &a)
     }
 
     /// `POST A/uploads/{id}/abort`.
     pub async fn abort(&self, target: &AssetTarget, id: &UploadId) -> Result<Upload, StacError> {
         let url = self.url(target, &["uploads", &id.0, "abort"]);
-        let a = self.send(Step::Abort, Method::POST, url.clone(), None, false).await?;
+        let a = self
+            .send(Step::Abort, Method::POST, url.clone(), None, false)
+            .await?;
         self.parse_upload(Step::Abort, &Method::POST, &url, &a)
     }
 
     /// `GET A`, fresh: what the last completed upload declared.
     pub async fn read_asset(&self, target: &AssetTarget) -> Result<AssetInfo, StacError> {
         let url = self.url(target, &[]);
-        let a = self.send(Step::ReadAsset, Method::GET, url.clone(), None, true).await?;
+        let a = self
+            .send(Step::ReadAsset, Method::GET, url.clone(), None, true)
+            .await?;
         let v = self.json(Step::ReadAsset, &Method::GET, &url, &a)?;
         Ok(AssetInfo {
             checksum: checksum_of(&v, self.inner.api),
@@ -387,14 +467,20 @@ impl StacClient {
             "request"
         );
         if !status.is_success() {
-            let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
-            return Err(StacError::from_answer(step, "PUT", &url.url, status, ct, &body));
+            let ct = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok());
+            return Err(StacError::from_answer(
+                step, "PUT", &url.url, status, ct, &body,
+            ));
         }
         headers
             .get(header::ETAG)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
-            .ok_or_else(|| StacError::bad_answer(step, "PUT", &url.url, status, "no ETag header".to_owned()))
+            .ok_or_else(|| {
+                StacError::bad_answer(step, "PUT", &url.url, status, "no ETag header".to_owned())
+            })
     }
 }
 

@@ -112,10 +112,12 @@ impl StacError {
         body: &[u8],
     ) -> Self {
         let parsed = parse_body(content_type, body);
-        let description = parsed
-            .description
-            .clone()
-            .unwrap_or_else(|| status.canonical_reason().unwrap_or("no description").to_owned());
+        let description = parsed.description.clone().unwrap_or_else(|| {
+            status
+                .canonical_reason()
+                .unwrap_or("no description")
+                .to_owned()
+        });
         let class = classify(step, status, &parsed);
         StacError {
             step,
@@ -129,7 +131,12 @@ impl StacError {
     }
 
     /// Classifies a transport failure (no HTTP answer, or a body that broke off).
-    pub fn from_transport(step: Step, method: &'static str, url: &str, err: reqwest::Error) -> Self {
+    pub fn from_transport(
+        step: Step,
+        method: &'static str,
+        url: &str,
+        err: reqwest::Error,
+    ) -> Self {
         let class = if err.is_builder() {
             ErrorClass::RequestWrong
         } else if err.is_decode() {
@@ -155,14 +162,24 @@ impl StacError {
             method,
             url: super::redact_url(url),
             status: None,
-            description: if detail.is_empty() { kind.to_owned() } else { format!("{kind}: {detail}") },
+            description: if detail.is_empty() {
+                kind.to_owned()
+            } else {
+                format!("{kind}: {detail}")
+            },
             class,
             source: Some(err.without_url()),
         }
     }
 
     /// An answer with a success status whose body could not be understood.
-    pub fn bad_answer(step: Step, method: &'static str, url: &str, status: StatusCode, what: String) -> Self {
+    pub fn bad_answer(
+        step: Step,
+        method: &'static str,
+        url: &str,
+        status: StatusCode,
+        what: String,
+    ) -> Self {
         StacError {
             step,
             method,
@@ -234,21 +251,24 @@ pub(crate) fn parse_body(content_type: Option<&str>, body: &[u8]) -> ParsedBody 
         return ParsedBody::default();
     }
     let ct = content_type.unwrap_or("").to_ascii_lowercase();
-    if trimmed.starts_with('{') || ct.contains("json") {
-        if let Ok(v) = serde_json::from_str::<serde_json::Value>(trimmed) {
-            let description = match v.get("description") {
-                Some(serde_json::Value::String(s)) => Some(s.clone()),
-                Some(other) if !other.is_null() => Some(other.to_string()),
-                // DRF validation errors come as {"field": ["message"]} without a wrapper.
-                _ => Some(v.to_string()),
-            };
-            let upload_id = v.get("upload_id").and_then(|u| u.as_str()).map(str::to_owned);
-            return ParsedBody {
-                description: description.map(truncate),
-                s3_code: None,
-                upload_id,
-            };
-        }
+    if (trimmed.starts_with('{') || ct.contains("json"))
+        && let Ok(v) = serde_json::from_str::<serde_json::Value>(trimmed)
+    {
+        let description = match v.get("description") {
+            Some(serde_json::Value::String(s)) => Some(s.clone()),
+            Some(other) if !other.is_null() => Some(other.to_string()),
+            // DRF validation errors come as {"field": ["message"]} without a wrapper.
+            _ => Some(v.to_string()),
+        };
+        let upload_id = v
+            .get("upload_id")
+            .and_then(|u| u.as_str())
+            .map(str::to_owned);
+        return ParsedBody {
+            description: description.map(truncate),
+            s3_code: None,
+            upload_id,
+        };
     }
     if trimmed.starts_with("<?xml") || trimmed.starts_with("<Error") {
         #[derive(serde::Deserialize)]
@@ -287,12 +307,12 @@ pub(crate) fn parse_body(content_type: Option<&str>, body: &[u8]) -> ParsedBody 
 /// The `<title>` of an HTML page, or its text without tags, whitespace collapsed.
 fn html_summary(html: &str) -> String {
     let lower = html.to_ascii_lowercase();
-    if let (Some(a), Some(b)) = (lower.find("<title>"), lower.find("</title>")) {
-        if b > a + 7 {
-            let t = html[a + 7..b].trim();
-            if !t.is_empty() {
-                return format!("gateway page: {t}");
-            }
+    if let (Some(a), Some(b)) = (lower.find("<title>"), lower.find("</title>"))
+        && b > a + 7
+    {
+        let t = html[a + 7..b].trim();
+        if !t.is_empty() {
+            return format!("gateway page: {t}");
         }
     }
     let mut out = String::new();
@@ -330,7 +350,9 @@ fn classify(step: Step, status: StatusCode, body: &ParsedBody) -> ErrorClass {
         (Step::PutPart(_), 404) if body.s3_code.as_deref() == Some("NoSuchUpload") => {
             ErrorClass::NotInProgress
         }
-        (Step::CreateUpload, 409) | (Step::CreateUpload, 400) if in_progress_text || body.upload_id.is_some() => {
+        (Step::CreateUpload, 409) | (Step::CreateUpload, 400)
+            if in_progress_text || body.upload_id.is_some() =>
+        {
             ErrorClass::AlreadyInProgress {
                 upload_id: body.upload_id.clone().map(UploadId),
             }
@@ -367,7 +389,9 @@ mod tests {
         );
         assert_eq!(
             e.class,
-            ErrorClass::AlreadyInProgress { upload_id: Some(UploadId("abc".into())) }
+            ErrorClass::AlreadyInProgress {
+                upload_id: Some(UploadId("abc".into()))
+            }
         );
     }
 
@@ -391,7 +415,11 @@ mod tests {
             r#"{"code":400,"description":{"md5_parts":["Missing part 2"]}}"#,
         );
         assert_eq!(e.class, ErrorClass::RequestWrong);
-        assert!(e.description.contains("Missing part 2"), "{}", e.description);
+        assert!(
+            e.description.contains("Missing part 2"),
+            "{}",
+            e.description
+        );
     }
 
     #[test]
@@ -428,11 +456,26 @@ mod tests {
 
     #[test]
     fn complete_409_and_500() {
-        let e = err(Step::Complete, 409, "application/json", r#"{"code":409,"description":"No upload in progress"}"#);
+        let e = err(
+            Step::Complete,
+            409,
+            "application/json",
+            r#"{"code":409,"description":"No upload in progress"}"#,
+        );
         assert_eq!(e.class, ErrorClass::NotInProgress);
-        let e = err(Step::Abort, 500, "application/json", r#"{"code":500,"description":"NoSuchUpload"}"#);
+        let e = err(
+            Step::Abort,
+            500,
+            "application/json",
+            r#"{"code":500,"description":"NoSuchUpload"}"#,
+        );
         assert_eq!(e.class, ErrorClass::ServerBroken);
-        let e = err(Step::ReadAsset, 401, "application/json", r#"{"code":401,"description":"nope"}"#);
+        let e = err(
+            Step::ReadAsset,
+            401,
+            "application/json",
+            r#"{"code":401,"description":"nope"}"#,
+        );
         assert_eq!(e.class, ErrorClass::Auth);
         let e = err(Step::ReadAsset, 503, "", "");
         assert_eq!(e.description, "Service Unavailable");

@@ -28,7 +28,8 @@ pub struct DigestOptions {
     pub chunk_size: usize,
     /// Total bytes of buffers in flight: the memory bound of the pass.
     pub window: usize,
-    /// MD5 worker threads; 0 means one per available core.
+    /// MD5 worker threads; 0 means one more than there are cores (measured: with the sha256
+    /// thread sharing a core, one extra runnable MD5 thread keeps both cores busier).
     pub md5_workers: usize,
 }
 
@@ -103,7 +104,7 @@ pub fn digest_file(
     let chunk_size = opts.chunk_size.max(4096);
     let buffers = (opts.window / chunk_size).max(2);
     let workers = match opts.md5_workers {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()) + 1,
         n => n,
     }
     .min(plan.count())
@@ -134,7 +135,17 @@ pub fn digest_file(
             let results = &results;
             s.spawn(move || md5_worker(rx, results));
         }
-        let read = read_parts(&mut file, plan, chunk_size, &pool_rx, &pool_tx, &sha_tx, &md5_txs, cancel, on_progress);
+        let read = read_parts(
+            &mut file,
+            plan,
+            chunk_size,
+            &pool_rx,
+            &pool_tx,
+            &sha_tx,
+            &md5_txs,
+            cancel,
+            on_progress,
+        );
         // Closing the channels ends the consumers; the scope joins them.
         drop(sha_tx);
         drop(md5_txs);
@@ -201,14 +212,22 @@ fn read_parts(
                     found: format!("it ended after {} bytes", total + got as u64),
                 });
             }
-            let chunk = Arc::new(Chunk { buf, len: want, pool: pool_tx.clone() });
+            let chunk = Arc::new(Chunk {
+                buf,
+                len: want,
+                pool: pool_tx.clone(),
+            });
             sha_tx.send(chunk.clone()).map_err(|_| consumer_gone())?;
-            worker.send(Md5Msg::Data(chunk)).map_err(|_| consumer_gone())?;
+            worker
+                .send(Md5Msg::Data(chunk))
+                .map_err(|_| consumer_gone())?;
             left -= want as u64;
             total += want as u64;
             on_progress(want as u64);
         }
-        worker.send(Md5Msg::EndPart(i)).map_err(|_| consumer_gone())?;
+        worker
+            .send(Md5Msg::EndPart(i))
+            .map_err(|_| consumer_gone())?;
     }
     let mut probe = [0u8; 1];
     if read_full(file, &mut probe)? > 0 {
@@ -244,11 +263,16 @@ mod tests {
         let md5s = plan
             .parts()
             .map(|p| {
-                let d: [u8; 16] = Md5Hasher::digest(&data[p.offset as usize..(p.offset + p.len) as usize]).into();
+                let d: [u8; 16] =
+                    Md5Hasher::digest(&data[p.offset as usize..(p.offset + p.len) as usize]).into();
                 Md5(d)
             })
             .collect();
-        FileDigest { multihash: Multihash::from_sha256(&sha), part_md5s: md5s, size: data.len() as u64 }
+        FileDigest {
+            multihash: Multihash::from_sha256(&sha),
+            part_md5s: md5s,
+            size: data.len() as u64,
+        }
     }
 
     fn run(data: &[u8], part: u64, opts: DigestOptions) -> (FileDigest, FileDigest, u64) {
@@ -267,9 +291,22 @@ mod tests {
 
     #[test]
     fn matches_reference_for_awkward_sizes() {
-        let data: Vec<u8> = (0..(11 * ByteSize::MIB + 12345)).map(|i| (i * 31 % 251) as u8).collect();
-        for (len, workers) in [(0usize, 0usize), (1, 1), (4096, 3), (5 * ByteSize::MIB as usize, 2), (data.len(), 0), (data.len(), 1)] {
-            let opts = DigestOptions { chunk_size: 64 * 1024 + 7, window: 512 * 1024, md5_workers: workers };
+        let data: Vec<u8> = (0..(11 * ByteSize::MIB + 12345))
+            .map(|i| (i * 31 % 251) as u8)
+            .collect();
+        for (len, workers) in [
+            (0usize, 0usize),
+            (1, 1),
+            (4096, 3),
+            (5 * ByteSize::MIB as usize, 2),
+            (data.len(), 0),
+            (data.len(), 1),
+        ] {
+            let opts = DigestOptions {
+                chunk_size: 64 * 1024 + 7,
+                window: 512 * 1024,
+                md5_workers: workers,
+            };
             let (got, want, seen) = run(&data[..len], 5 * ByteSize::MIB, opts);
             assert_eq!(got, want, "len {len} workers {workers}");
             assert_eq!(seen, len as u64);
@@ -293,7 +330,14 @@ mod tests {
         use std::io::Seek;
         f.rewind().unwrap();
         let plan = PartPlan::new(2000, ByteSize::mib(5)).unwrap();
-        let e = digest_file(f, &plan, DigestOptions::default(), &AtomicBool::new(false), &|_| {}).unwrap_err();
+        let e = digest_file(
+            f,
+            &plan,
+            DigestOptions::default(),
+            &AtomicBool::new(false),
+            &|_| {},
+        )
+        .unwrap_err();
         assert!(matches!(e, DigestError::SizeChanged { .. }), "{e}");
     }
 
@@ -302,7 +346,14 @@ mod tests {
         let f = tempfile::tempfile().unwrap();
         f.set_len(64 * 1024 * 1024).unwrap();
         let plan = PartPlan::new(64 * 1024 * 1024, ByteSize::mib(16)).unwrap();
-        let e = digest_file(f, &plan, DigestOptions::default(), &AtomicBool::new(true), &|_| {}).unwrap_err();
+        let e = digest_file(
+            f,
+            &plan,
+            DigestOptions::default(),
+            &AtomicBool::new(true),
+            &|_| {},
+        )
+        .unwrap_err();
         assert!(matches!(e, DigestError::Cancelled));
     }
 }

@@ -22,8 +22,13 @@ impl std::fmt::Display for AbortOutcome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             AbortOutcome::Aborted => f.write_str("the upload was aborted"),
-            AbortOutcome::AlreadyFinished(s) => write!(f, "the upload was already {}", s.as_query()),
-            AbortOutcome::Failed(e) => write!(f, "the upload could NOT be aborted and may block the asset: {e}"),
+            AbortOutcome::AlreadyFinished(s) => {
+                write!(f, "the upload was already {}", s.as_query())
+            }
+            AbortOutcome::Failed(e) => write!(
+                f,
+                "the upload could NOT be aborted and may block the asset: {e}"
+            ),
         }
     }
 }
@@ -33,7 +38,11 @@ impl std::fmt::Display for AbortOutcome {
 #[non_exhaustive]
 pub enum UploadError {
     #[error("{}: {action}: {source}", path.display())]
-    File { path: PathBuf, action: &'static str, source: io::Error },
+    File {
+        path: PathBuf,
+        action: &'static str,
+        source: io::Error,
+    },
     #[error("{}: not a regular file", path.display())]
     NotAFile { path: PathBuf },
     #[error("{}: {source}", path.display())]
@@ -41,7 +50,10 @@ pub enum UploadError {
     #[error("{}: the file changed {what}; it was not sent", path.display())]
     FileChanged { path: PathBuf, what: String },
     #[error("asset {target} is blocked by upload {} in progress since {}", upload.upload_id, since(upload))]
-    InProgress { target: AssetTarget, upload: Box<Upload> },
+    InProgress {
+        target: AssetTarget,
+        upload: Box<Upload>,
+    },
     #[error(transparent)]
     Stac(#[from] StacError),
     #[error("cancelled")]
@@ -60,7 +72,11 @@ fn since(u: &Upload) -> String {
     match u.created {
         Some(c) => {
             let age = chrono::Utc::now().signed_duration_since(c);
-            format!("{} ({} min ago)", c.format("%Y-%m-%d %H:%M:%S UTC"), age.num_minutes().max(0))
+            format!(
+                "{} ({} min ago)",
+                c.format("%Y-%m-%d %H:%M:%S UTC"),
+                age.num_minutes().max(0)
+            )
         }
         None => "an unknown time".to_owned(),
     }
@@ -84,7 +100,11 @@ impl UploadError {
     /// An upload of ours that may still be in progress on the server.
     pub fn left_in_progress(&self) -> Option<&UploadId> {
         match self {
-            UploadError::AfterCreate { upload_id, abort: AbortOutcome::Failed(_), .. } => Some(upload_id),
+            UploadError::AfterCreate {
+                upload_id,
+                abort: AbortOutcome::Failed(_),
+                ..
+            } => Some(upload_id),
             _ => None,
         }
     }

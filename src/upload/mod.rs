@@ -11,5 +11,11 @@ mod transfer;
 
 pub use digest::{DigestError, DigestOptions, FileDigest, digest_file};
 pub use error::{AbortOutcome, UploadError};
-pub use plan::{DEFAULT_PART_SIZE, MAX_FILE_SIZE, MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, PartPlan, PartRange, TooLarge};
-pub use session::{UploadEvent, UploadObserver, UploadOptions, UploadReport, abort_upload, find_blocking_upload, upload_file};
+pub use plan::{
+    DEFAULT_PART_SIZE, MAX_FILE_SIZE, MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, PartPlan, PartRange,
+    TooLarge,
+};
+pub use session::{
+    UploadEvent, UploadObserver, UploadOptions, UploadReport, abort_upload, find_blocking_upload,
+    upload_file,
+};

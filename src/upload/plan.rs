@@ -56,7 +56,11 @@ impl PartPlan {
             part_size = needed.next_multiple_of(ByteSize::MIB).min(MAX_PART_SIZE);
         }
         let count = file_size.div_ceil(part_size).max(1);
-        Ok(Self { file_size, part_size, count })
+        Ok(Self {
+            file_size,
+            part_size,
+            count,
+        })
     }
 
     /// The file size this plan covers.
@@ -101,7 +105,12 @@ mod tests {
             assert_eq!(p.offset, next, "parts must be contiguous");
             assert!(p.len <= MAX_PART_SIZE);
             if i + 1 < parts.len() {
-                assert!(p.len >= MIN_PART_SIZE, "part {} too small: {}", i + 1, p.len);
+                assert!(
+                    p.len >= MIN_PART_SIZE,
+                    "part {} too small: {}",
+                    i + 1,
+                    p.len
+                );
             }
             next += p.len;
         }
@@ -126,7 +135,15 @@ mod tests {
             assert_eq!(plan.count(), parts, "size {size} target {target}");
             check_invariants(&plan);
         }
-        assert_eq!(PartPlan::new(0, DEFAULT_PART_SIZE).unwrap().parts().next().unwrap().len, 0);
+        assert_eq!(
+            PartPlan::new(0, DEFAULT_PART_SIZE)
+                .unwrap()
+                .parts()
+                .next()
+                .unwrap()
+                .len,
+            0
+        );
     }
 
     #[test]

@@ -16,8 +16,8 @@ use super::error::{AbortOutcome, UploadError};
 use super::plan::{DEFAULT_PART_SIZE, PartPlan};
 use super::transfer::{PartContext, backoff};
 use crate::stac::{
-    AssetTarget, CompletedPart, ContentEncoding, CreateUpload, ErrorClass, Md5Part, Multihash, PartNumber, StacClient,
-    StacError, Upload, UploadId, UploadStatus,
+    AssetTarget, CompletedPart, ContentEncoding, CreateUpload, ErrorClass, Md5Part, Multihash,
+    PartNumber, StacClient, StacError, Upload, UploadId, UploadStatus,
 };
 use crate::units::ByteSize;
 
@@ -65,17 +65,39 @@ impl Default for UploadOptions {
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum UploadEvent<'a> {
-    Planned { size: u64, parts: usize, part_size: u64 },
-    Hashed { bytes: u64 },
-    Digested { multihash: &'a Multihash, elapsed: Duration },
+    Planned {
+        size: u64,
+        parts: usize,
+        part_size: u64,
+    },
+    Hashed {
+        bytes: u64,
+    },
+    Digested {
+        multihash: &'a Multihash,
+        elapsed: Duration,
+    },
     /// The server holds an upload of ours in progress from now on.
-    Created { upload: &'a Upload },
-    Sent { bytes: u64 },
+    Created {
+        upload: &'a Upload,
+    },
+    Sent {
+        bytes: u64,
+    },
     /// An attempt at a part failed after sending this many bytes; they will be sent again.
-    Unsent { bytes: u64 },
-    PartRetry { part: PartNumber, error: &'a UploadError },
-    Completed { upload_id: &'a UploadId },
-    Aborted { upload_id: &'a UploadId },
+    Unsent {
+        bytes: u64,
+    },
+    PartRetry {
+        part: PartNumber,
+        error: &'a UploadError,
+    },
+    Completed {
+        upload_id: &'a UploadId,
+    },
+    Aborted {
+        upload_id: &'a UploadId,
+    },
 }
 
 /// Receives session events. Called from the session's tasks and from the digest threads, so it
@@ -116,16 +138,23 @@ pub(crate) struct FileSnapshot {
 
 impl FileSnapshot {
     fn of(m: &std::fs::Metadata) -> Self {
-        Self { len: m.len(), mtime: (m.mtime(), m.mtime_nsec()), ino: m.ino(), dev: m.dev() }
+        Self {
+            len: m.len(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ino: m.ino(),
+            dev: m.dev(),
+        }
     }
 
     /// Fails if the file at `path` is no longer the one that was digested.
     pub(crate) async fn check(&self, path: &Path, when: &str) -> Result<(), UploadError> {
-        let m = tokio::fs::metadata(path).await.map_err(|source| UploadError::File {
-            path: path.to_owned(),
-            action: "stat",
-            source,
-        })?;
+        let m = tokio::fs::metadata(path)
+            .await
+            .map_err(|source| UploadError::File {
+                path: path.to_owned(),
+                action: "stat",
+                source,
+            })?;
         let now = Self::of(&m);
         if now == *self {
             return Ok(());
@@ -137,7 +166,10 @@ impl FileSnapshot {
         } else {
             "(its modification time moved)".to_owned()
         };
-        Err(UploadError::FileChanged { path: path.to_owned(), what: format!("{when}: {what}") })
+        Err(UploadError::FileChanged {
+            path: path.to_owned(),
+            what: format!("{when}: {what}"),
+        })
     }
 }
 
@@ -155,19 +187,35 @@ pub async fn upload_file(
     let started = Instant::now();
     let meta = tokio::fs::metadata(path)
         .await
-        .map_err(|source| UploadError::File { path: path.to_owned(), action: "cannot read", source })?;
+        .map_err(|source| UploadError::File {
+            path: path.to_owned(),
+            action: "cannot read",
+            source,
+        })?;
     if !meta.is_file() {
-        return Err(UploadError::NotAFile { path: path.to_owned() });
+        return Err(UploadError::NotAFile {
+            path: path.to_owned(),
+        });
     }
     let snapshot = FileSnapshot::of(&meta);
-    let plan = PartPlan::new(meta.len(), opts.part_size)
-        .map_err(|source| UploadError::TooLarge { path: path.to_owned(), source })?;
-    observer.on_event(&UploadEvent::Planned { size: plan.file_size(), parts: plan.count(), part_size: plan.part_size() });
+    let plan =
+        PartPlan::new(meta.len(), opts.part_size).map_err(|source| UploadError::TooLarge {
+            path: path.to_owned(),
+            source,
+        })?;
+    observer.on_event(&UploadEvent::Planned {
+        size: plan.file_size(),
+        parts: plan.count(),
+        part_size: plan.part_size(),
+    });
 
     let digest_started = Instant::now();
     let digest = digest(path, &plan, opts.digest, observer.clone(), cancel).await?;
     let digest_time = digest_started.elapsed();
-    observer.on_event(&UploadEvent::Digested { multihash: &digest.multihash, elapsed: digest_time });
+    observer.on_event(&UploadEvent::Digested {
+        multihash: &digest.multihash,
+        elapsed: digest_time,
+    });
     debug!(multihash = %digest.multihash, parts = plan.count(), part_size = plan.part_size(), "digested");
     snapshot.check(path, "while it was hashed").await?;
 
@@ -176,7 +224,10 @@ pub async fn upload_file(
             .part_md5s
             .iter()
             .enumerate()
-            .map(|(i, m)| Md5Part { part_number: PartNumber(i as u32 + 1), md5: m.to_base64() })
+            .map(|(i, m)| Md5Part {
+                part_number: PartNumber(i as u32 + 1),
+                md5: m.to_base64(),
+            })
             .collect(),
         checksum: digest.multihash.clone(),
         content_encoding: opts.content_encoding,
@@ -191,14 +242,23 @@ pub async fn upload_file(
 
     let send_started = Instant::now();
     let retries = AtomicU32::new(0);
-    let ctx = PartContext { client, path, snapshot: &snapshot, opts, observer: &observer, retries: &retries };
+    let ctx = PartContext {
+        client,
+        path,
+        snapshot: &snapshot,
+        opts,
+        observer: &observer,
+        retries: &retries,
+    };
     let outcome = tokio::select! {
         r = send_and_complete(&ctx, target, &upload, &plan, &digest) => r,
         () = cancel.cancelled() => Err(UploadError::Cancelled),
     };
     match outcome {
         Ok(()) => {
-            observer.on_event(&UploadEvent::Completed { upload_id: &upload_id });
+            observer.on_event(&UploadEvent::Completed {
+                upload_id: &upload_id,
+            });
             Ok(UploadReport {
                 upload_id,
                 multihash: digest.multihash,
@@ -215,10 +275,20 @@ pub async fn upload_file(
         Err(cause) => {
             warn!(upload_id = %upload_id, error = %cause, "upload failed, aborting it");
             let abort = abort_upload(client, target, &upload_id, opts).await;
-            if matches!(abort, AbortOutcome::Aborted | AbortOutcome::AlreadyFinished(UploadStatus::Aborted)) {
-                observer.on_event(&UploadEvent::Aborted { upload_id: &upload_id });
+            if matches!(
+                abort,
+                AbortOutcome::Aborted | AbortOutcome::AlreadyFinished(UploadStatus::Aborted)
+            ) {
+                observer.on_event(&UploadEvent::Aborted {
+                    upload_id: &upload_id,
+                });
             }
-            Err(UploadError::AfterCreate { target: target.clone(), upload_id, cause: Box::new(cause), abort })
+            Err(UploadError::AfterCreate {
+                target: target.clone(),
+                upload_id,
+                cause: Box::new(cause),
+                abort,
+            })
         }
     }
 }
@@ -242,25 +312,37 @@ async fn digest(
     let plan = *plan;
     let result = tokio::task::spawn_blocking(move || {
         let file = std::fs::File::open(&owned)?;
-        digest_file(file, &plan, opts, &flag, &|n| observer.on_event(&UploadEvent::Hashed { bytes: n }))
-            .map_err(|e| match e {
-                DigestError::Io(e) => e,
-                other => std::io::Error::other(other),
-            })
+        digest_file(file, &plan, opts, &flag, &|n| {
+            observer.on_event(&UploadEvent::Hashed { bytes: n })
+        })
+        .map_err(|e| match e {
+            DigestError::Io(e) => e,
+            other => std::io::Error::other(other),
+        })
     })
     .await;
     watcher.abort();
-    let io = |source| UploadError::File { path: path.to_owned(), action: "cannot read", source };
+    let io = |source| UploadError::File {
+        path: path.to_owned(),
+        action: "cannot read",
+        source,
+    };
     match result {
         Ok(Ok(d)) => Ok(d),
-        Ok(Err(e)) => match e.get_ref().and_then(|inner| inner.downcast_ref::<DigestError>()) {
+        Ok(Err(e)) => match e
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<DigestError>())
+        {
             Some(DigestError::Cancelled) => Err(UploadError::Cancelled),
-            Some(DigestError::SizeChanged { .. }) => {
-                Err(UploadError::FileChanged { path: path.to_owned(), what: format!("while it was hashed: {e}") })
-            }
+            Some(DigestError::SizeChanged { .. }) => Err(UploadError::FileChanged {
+                path: path.to_owned(),
+                what: format!("while it was hashed: {e}"),
+            }),
             _ => Err(io(e)),
         },
-        Err(join) => Err(io(std::io::Error::other(format!("digest task failed: {join}")))),
+        Err(join) => Err(io(std::io::Error::other(format!(
+            "digest task failed: {join}"
+        )))),
     }
 }
 
@@ -292,17 +374,27 @@ async fn create(
     };
     let Some(blocking) = find_blocking_upload(client, target, upload_id.as_ref()).await? else {
         // It finished between our create and the lookup: one more try is all it takes.
-        return client.create_upload(target, request).await.map(|u| (u, false)).map_err(Into::into);
+        return client
+            .create_upload(target, request)
+            .await
+            .map(|u| (u, false))
+            .map_err(Into::into);
     };
     let ours = attempts.load(Ordering::Relaxed) > 1
-        && blocking.checksum.as_deref().is_some_and(|c| request.checksum.matches(c))
+        && blocking
+            .checksum
+            .as_deref()
+            .is_some_and(|c| request.checksum.matches(c))
         && blocking.number_parts == Some(request.md5_parts.len() as u32)
         && blocking.urls.len() == request.md5_parts.len();
     if ours {
         warn!(upload_id = %blocking.upload_id, "a create whose answer was lost had succeeded; carrying on with that upload");
         return Ok((blocking, true));
     }
-    Err(UploadError::InProgress { target: target.clone(), upload: Box::new(blocking) })
+    Err(UploadError::InProgress {
+        target: target.clone(),
+        upload: Box::new(blocking),
+    })
 }
 
 /// The upload that blocks `target`: read by id when the server named it (409), looked up among
@@ -316,7 +408,9 @@ pub async fn find_blocking_upload(
         let u = client.get_upload(target, id).await?;
         return Ok((u.status == UploadStatus::InProgress).then_some(u));
     }
-    let mut in_progress = client.list_uploads(target, Some(UploadStatus::InProgress)).await?;
+    let mut in_progress = client
+        .list_uploads(target, Some(UploadStatus::InProgress))
+        .await?;
     in_progress.retain(|u| u.status == UploadStatus::InProgress);
     in_progress.sort_by_key(|u| u.created);
     Ok(in_progress.into_iter().next())
@@ -349,15 +443,28 @@ async fn send_and_complete(
                 // S3 answers the body's MD5 unless the bucket encrypts with KMS; keep its word.
                 debug!(part = part.number.0, etag, "ETag is not the part's MD5");
             }
-            Ok::<_, UploadError>(CompletedPart { etag, part_number: part.number })
+            Ok::<_, UploadError>(CompletedPart {
+                etag,
+                part_number: part.number,
+            })
         }
     });
     // The first failure drops the other in-flight parts: their requests are cancelled.
-    let mut parts: Vec<CompletedPart> =
-        futures_util::stream::iter(jobs).buffer_unordered(ctx.opts.parallel.max(1)).try_collect().await?;
+    let mut parts: Vec<CompletedPart> = futures_util::stream::iter(jobs)
+        .buffer_unordered(ctx.opts.parallel.max(1))
+        .try_collect()
+        .await?;
     parts.sort_by_key(|p| p.part_number);
     ctx.snapshot.check(ctx.path, "while it was sent").await?;
-    complete(ctx.client, target, &upload.upload_id, &parts, &digest.multihash, ctx.opts).await
+    complete(
+        ctx.client,
+        target,
+        &upload.upload_id,
+        &parts,
+        &digest.multihash,
+        ctx.opts,
+    )
+    .await
 }
 
 /// Completes, treating "409 No upload in progress" as success when the server shows the upload
@@ -395,7 +502,12 @@ async fn complete(
 /// Aborts an upload, retrying transient failures. A 409 or 500 answer may mean an earlier abort
 /// (or complete) already went through with its answer lost, so the upload is read before
 /// concluding anything.
-pub async fn abort_upload(client: &StacClient, target: &AssetTarget, id: &UploadId, opts: &UploadOptions) -> AbortOutcome {
+pub async fn abort_upload(
+    client: &StacClient,
+    target: &AssetTarget,
+    id: &UploadId,
+    opts: &UploadOptions,
+) -> AbortOutcome {
     let result = (|| client.abort(target, id))
         .retry(backoff(opts, opts.part_retries))
         .sleep(tokio::time::sleep)
@@ -409,14 +521,19 @@ pub async fn abort_upload(client: &StacClient, target: &AssetTarget, id: &Upload
         }
         Err(e) => e,
     };
-    if matches!(err.class, ErrorClass::NotInProgress | ErrorClass::ServerBroken) {
+    if matches!(
+        err.class,
+        ErrorClass::NotInProgress | ErrorClass::ServerBroken
+    ) {
         match client.get_upload(target, id).await {
             Ok(u) if u.status != UploadStatus::InProgress => {
                 info!(upload_id = %id, status = u.status.as_query(), "abort: the upload is already finished");
                 return AbortOutcome::AlreadyFinished(u.status);
             }
             Ok(_) => {}
-            Err(e) => warn!(upload_id = %id, error = %e, "could not read the upload after a failed abort"),
+            Err(e) => {
+                warn!(upload_id = %id, error = %e, "could not read the upload after a failed abort")
+            }
         }
     }
     AbortOutcome::Failed(err)

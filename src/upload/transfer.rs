@@ -37,7 +37,12 @@ impl PartContext<'_> {
     }
 
     /// Sends one part, retrying transient failures from a fresh read of the file.
-    pub async fn send_part(&self, url: &PresignedUrl, part: PartRange, md5: Md5) -> Result<String, UploadError> {
+    pub async fn send_part(
+        &self,
+        url: &PresignedUrl,
+        part: PartRange,
+        md5: Md5,
+    ) -> Result<String, UploadError> {
         let attempt = AtomicU32::new(0);
         (|| async {
             attempt.fetch_add(1, Ordering::Relaxed);
@@ -55,21 +60,39 @@ impl PartContext<'_> {
         .await
     }
 
-    async fn attempt(&self, url: &PresignedUrl, part: PartRange, md5: Md5) -> Result<String, UploadError> {
-        let io_err = |action, source| UploadError::File { path: self.path.to_owned(), action, source };
-        let mut file = tokio::fs::File::open(self.path).await.map_err(|e| io_err("open", e))?;
-        file.seek(SeekFrom::Start(part.offset)).await.map_err(|e| io_err("seek", e))?;
+    async fn attempt(
+        &self,
+        url: &PresignedUrl,
+        part: PartRange,
+        md5: Md5,
+    ) -> Result<String, UploadError> {
+        let io_err = |action, source| UploadError::File {
+            path: self.path.to_owned(),
+            action,
+            source,
+        };
+        let mut file = tokio::fs::File::open(self.path)
+            .await
+            .map_err(|e| io_err("open", e))?;
+        file.seek(SeekFrom::Start(part.offset))
+            .await
+            .map_err(|e| io_err("seek", e))?;
         let sent = Arc::new(AtomicU64::new(0));
         let observer = self.observer.clone();
         let counter = sent.clone();
-        let stream = ReaderStream::with_capacity(file.take(part.len), self.opts.send_buffer).inspect(move |chunk| {
-            if let Ok(b) = chunk {
-                counter.fetch_add(b.len() as u64, Ordering::Relaxed);
-                observer.on_event(&UploadEvent::Sent { bytes: b.len() as u64 });
-            }
-        });
+        let stream = ReaderStream::with_capacity(file.take(part.len), self.opts.send_buffer)
+            .inspect(move |chunk| {
+                if let Ok(b) = chunk {
+                    counter.fetch_add(b.len() as u64, Ordering::Relaxed);
+                    observer.on_event(&UploadEvent::Sent {
+                        bytes: b.len() as u64,
+                    });
+                }
+            });
         let body = reqwest::Body::wrap_stream(stream);
-        let put = self.client.put_part(url, &md5, part.len, body, self.deadline(part.len));
+        let put = self
+            .client
+            .put_part(url, &md5, part.len, body, self.deadline(part.len));
         let result = tokio::select! {
             r = put => r.map_err(UploadError::from),
             () = stall_watch(&sent, part.len, self.opts.stall_timeout) => Err(UploadError::Stac(StacError::deadline(

@@ -1,0 +1,352 @@
+//! Upload benchmark: a large file to the emulator (run as its own process), printing wall time,
+//! digest and send throughput, the machine's digest bound, a raw single-PUT baseline, the effect
+//! of parallel parts under a per-connection bandwidth limit, and peak RSS.
+//!
+//! `cargo bench --bench upload` (1 GiB). Environment: BENCH_SIZE (e.g. 256MiB), BENCH_LIMITED_SIZE
+//! (file for the bandwidth-limited runs, default 512MiB), BENCH_RATE (default 50MB/s).
+//! Each measured upload runs in a child process of this binary, so its peak RSS is the upload's
+//! alone, not the file generator's or the emulator's.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use md5::Md5 as Md5Hasher;
+use sha2::{Digest as _, Sha256};
+use stac_uploadd::stac::{
+    AssetTarget, ClientConfig, CreateUpload, Md5Part, PartNumber, StacClient,
+};
+use stac_uploadd::units::ByteSize;
+use stac_uploadd::upload::{self, DigestOptions, PartPlan, UploadOptions};
+use tokio_util::sync::CancellationToken;
+
+const MB: f64 = 1_000_000.0;
+
+fn main() {
+    if std::env::var_os("BENCH_CHILD").is_some() {
+        child();
+        return;
+    }
+    // `cargo test --benches` builds and runs benches with --bench absent: only prove it builds.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("upload bench: run with `cargo bench --bench upload`");
+        return;
+    }
+    let size = env_size("BENCH_SIZE", ByteSize::GIB);
+    let limited_size = env_size("BENCH_LIMITED_SIZE", 512 * ByteSize::MIB);
+    let rate = env_size("BENCH_RATE", 50_000_000);
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("bench.zip");
+    print!("writing a {} test file... ", ByteSize(size));
+    std::io::stdout().flush().ok();
+    write_file(&file, size);
+    println!("done");
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+
+    // Single-core hash speeds, on a cache-resident buffer: the inputs of the bound.
+    let sha_rate = hash_rate(|b| {
+        let mut h = Sha256::new();
+        h.update(b);
+        h.finalize()[0]
+    });
+    let md5_rate = hash_rate(|b| {
+        let mut h = Md5Hasher::new();
+        h.update(b);
+        h.finalize()[0]
+    });
+    let gib = size as f64;
+    let bound = (gib / sha_rate).max((gib / sha_rate + gib / md5_rate) / cores as f64);
+
+    let port = free_port();
+    let mut emu = start_emulator(port);
+    let base = format!("http://127.0.0.1:{port}/api/stac/v1");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(wait_ready(&base));
+    for asset in ["raw.zip", "engine.zip", "limited-1.zip", "limited-4.zip"] {
+        rt.block_on(create_asset(&base, asset));
+    }
+
+    let raw = rt.block_on(raw_put(&base, &file, size));
+    let engine = run_child(&base, &file, "engine.zip", 4);
+
+    // Parallel parts against a per-connection limit (a WAN where each TCP stream is capped).
+    let small = dir.path().join("limited.zip");
+    write_file(&small, limited_size);
+    rt.block_on(set_bandwidth(port, Some(rate)));
+    let one = run_child(&base, &small, "limited-1.zip", 1);
+    let four = run_child(&base, &small, "limited-4.zip", 4);
+    rt.block_on(set_bandwidth(port, None));
+    let _ = emu.kill();
+    let _ = emu.wait();
+
+    println!();
+    println!(
+        "machine: {cores} cores; sha256 {:.0} MB/s, md5 {:.0} MB/s (one core each)",
+        sha_rate / MB,
+        md5_rate / MB
+    );
+    println!(
+        "file: {} ({} parts of {})",
+        ByteSize(size),
+        engine.parts,
+        ByteSize(engine.part_size)
+    );
+    println!(
+        "wall time (digest + create + send + complete): {:.2} s",
+        engine.total_s
+    );
+    println!(
+        "digest pass: {:.2} s = {:.0} MB/s; bound max(sha256, (sha256+md5)/cores) = {:.2} s -> {:.0}% of the bound's speed",
+        engine.digest_s,
+        gib / engine.digest_s / MB,
+        bound,
+        bound / engine.digest_s * 100.0
+    );
+    println!(
+        "send pass: {:.2} s = {:.0} MB/s; raw single PUT of the same bytes: {:.2} s = {:.0} MB/s -> {:.0}% of raw",
+        engine.send_s,
+        gib / engine.send_s / MB,
+        raw,
+        gib / raw / MB,
+        raw / engine.send_s * 100.0
+    );
+    println!(
+        "peak RSS of the upload process: {:.1} MiB",
+        engine.rss_kib as f64 / 1024.0
+    );
+    println!(
+        "with {}/s per connection, {}: 1 part at a time {:.2} s, 4 in parallel {:.2} s -> {:.2}x (peak RSS {:.1} MiB)",
+        ByteSize(rate),
+        ByteSize(limited_size),
+        one.send_s,
+        four.send_s,
+        one.send_s / four.send_s,
+        four.rss_kib as f64 / 1024.0
+    );
+}
+
+struct ChildResult {
+    total_s: f64,
+    digest_s: f64,
+    send_s: f64,
+    rss_kib: u64,
+    parts: u64,
+    part_size: u64,
+}
+
+fn run_child(base: &str, file: &Path, asset: &str, parallel: usize) -> ChildResult {
+    let out = Command::new(std::env::current_exe().expect("own path"))
+        .env("BENCH_CHILD", "1")
+        .env("BENCH_URL", base)
+        .env("BENCH_FILE", file)
+        .env("BENCH_ASSET", asset)
+        .env("BENCH_PARALLEL", parallel.to_string())
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("child runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "bench child failed: {text}");
+    let v: serde_json::Value = serde_json::from_str(text.trim()).expect("child prints JSON");
+    let f = |k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+    ChildResult {
+        total_s: f("total_s"),
+        digest_s: f("digest_s"),
+        send_s: f("send_s"),
+        rss_kib: v["rss_kib"].as_u64().unwrap_or(0),
+        parts: v["parts"].as_u64().unwrap_or(0),
+        part_size: v["part_size"].as_u64().unwrap_or(0),
+    }
+}
+
+/// The measured upload, in its own process.
+fn child() {
+    let var = |k: &str| std::env::var(k).expect("set by the parent");
+    let client =
+        StacClient::new(ClientConfig::new(var("BENCH_URL").parse().expect("url"))).expect("client");
+    let target = AssetTarget::item_asset("bench", "item", var("BENCH_ASSET"));
+    let opts = UploadOptions {
+        parallel: var("BENCH_PARALLEL").parse().expect("number"),
+        ..UploadOptions::default()
+    };
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let report = rt
+        .block_on(upload::upload_file(
+            &client,
+            &target,
+            Path::new(&var("BENCH_FILE")),
+            &opts,
+            Arc::new(()),
+            &CancellationToken::new(),
+        ))
+        .expect("upload succeeds");
+    println!(
+        "{}",
+        serde_json::json!({
+            "total_s": report.total_time.as_secs_f64(),
+            "digest_s": report.digest_time.as_secs_f64(),
+            "send_s": report.send_time.as_secs_f64(),
+            "rss_kib": peak_rss_kib(),
+            "parts": report.parts,
+            "part_size": report.part_size,
+        })
+    );
+}
+
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// One PUT of the whole file to a presigned URL of a one-part upload: the transport's ceiling.
+async fn raw_put(base: &str, file: &Path, size: u64) -> f64 {
+    let client = StacClient::new(ClientConfig::new(base.parse().expect("url"))).expect("client");
+    let target = AssetTarget::item_asset("bench", "item", "raw.zip");
+    let plan = PartPlan::new(size, ByteSize(size.max(1))).expect("one part");
+    assert_eq!(plan.count(), 1, "the raw PUT needs a file of at most 5 GiB");
+    let f = std::fs::File::open(file).expect("open");
+    let d = upload::digest_file(
+        f,
+        &plan,
+        DigestOptions::default(),
+        &AtomicBool::new(false),
+        &|_| {},
+    )
+    .expect("digest");
+    let req = CreateUpload {
+        md5_parts: vec![Md5Part {
+            part_number: PartNumber(1),
+            md5: d.part_md5s[0].to_base64(),
+        }],
+        checksum: d.multihash.clone(),
+        content_encoding: None,
+    };
+    let up = client.create_upload(&target, &req).await.expect("create");
+    let body = tokio::fs::File::open(file).await.expect("open");
+    let started = Instant::now();
+    client
+        .put_part(
+            &up.urls[0],
+            &d.part_md5s[0],
+            size,
+            reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(
+                body,
+                256 * 1024,
+            )),
+            Duration::from_secs(3600),
+        )
+        .await
+        .expect("raw PUT");
+    let took = started.elapsed().as_secs_f64();
+    client.abort(&target, &up.upload_id).await.expect("abort");
+    took
+}
+
+fn hash_rate(f: impl Fn(&[u8]) -> u8) -> f64 {
+    let buf: Vec<u8> = (0..4 * 1024 * 1024).map(|i| (i * 7 % 256) as u8).collect();
+    let rounds = 128;
+    let mut sink = 0u8;
+    let started = Instant::now();
+    for _ in 0..rounds {
+        sink ^= f(&buf);
+    }
+    std::hint::black_box(sink);
+    (buf.len() * rounds) as f64 / started.elapsed().as_secs_f64()
+}
+
+fn env_size(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse::<ByteSize>().ok())
+        .map_or(default, |b| b.get())
+}
+
+fn write_file(path: &PathBuf, size: u64) {
+    let mut f =
+        std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path).expect("create"));
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = size;
+    while left > 0 {
+        for b in buf.chunks_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            b.copy_from_slice(&x.to_le_bytes()[..b.len()]);
+        }
+        let n = left.min(buf.len() as u64) as usize;
+        f.write_all(&buf[..n]).expect("write");
+        left -= n as u64;
+    }
+    f.flush().expect("flush");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+fn start_emulator(port: u16) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_stac-uploadd"))
+        .args(["emulator", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("emulator starts")
+}
+
+async fn wait_ready(base: &str) {
+    let http = reqwest::Client::new();
+    for _ in 0..200 {
+        if http.get(format!("{base}/collections")).send().await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the emulator did not start");
+}
+
+async fn create_asset(base: &str, asset: &str) {
+    let http = reqwest::Client::new();
+    let put = |url: String, body: serde_json::Value| {
+        let http = http.clone();
+        async move {
+            let r = http.put(url).json(&body).send().await.expect("PUT");
+            assert!(r.status().is_success(), "PUT failed: {}", r.status());
+        }
+    };
+    put(format!("{base}/collections/bench"), serde_json::json!({"id": "bench", "description": "bench", "license": "proprietary", "extent": {}, "links": []})).await;
+    put(format!("{base}/collections/bench/items/item"), serde_json::json!({"id": "item", "type": "Feature", "geometry": null, "properties": {"datetime": "2026-01-01T00:00:00Z"}, "links": []})).await;
+    put(
+        format!("{base}/collections/bench/items/item/assets/{asset}"),
+        serde_json::json!({"id": asset, "type": "application/zip"}),
+    )
+    .await;
+}
+
+async fn set_bandwidth(port: u16, rate: Option<u64>) {
+    let r = reqwest::Client::new()
+        .put(format!("http://127.0.0.1:{port}/_emulator/bandwidth"))
+        .json(&serde_json::json!({ "bytes_per_second": rate }))
+        .send()
+        .await
+        .expect("admin call");
+    assert!(
+        r.status().is_success(),
+        "setting the bandwidth failed: {}",
+        r.status()
+    );
+}

@@ -1,0 +1,300 @@
+//! Command line: raw clap arguments, turned into validated settings before anything runs.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use secrecy::SecretString;
+use tokio_util::sync::CancellationToken;
+
+use crate::observe::LogFormat;
+use crate::stac::{ApiVersion, AssetTarget, Auth, ClientConfig, StacClient};
+use crate::units::ByteSize;
+use crate::upload::{self, UploadError, UploadOptions};
+
+/// Exit codes: 0 success, 1 runtime failure, 2 bad usage, input or config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitCode {
+    Success = 0,
+    Failure = 1,
+    Usage = 2,
+}
+
+/// A failure with the exit code it deserves.
+#[derive(Debug)]
+pub struct CliError {
+    pub code: ExitCode,
+    pub error: anyhow::Error,
+}
+
+impl CliError {
+    fn usage(error: impl Into<anyhow::Error>) -> Self {
+        Self {
+            code: ExitCode::Usage,
+            error: error.into(),
+        }
+    }
+    fn failure(error: impl Into<anyhow::Error>) -> Self {
+        Self {
+            code: ExitCode::Failure,
+            error: error.into(),
+        }
+    }
+}
+
+impl From<UploadError> for CliError {
+    fn from(e: UploadError) -> Self {
+        let code = if e.is_local_input() {
+            ExitCode::Usage
+        } else {
+            ExitCode::Failure
+        };
+        Self {
+            code,
+            error: e.into(),
+        }
+    }
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "stac-uploadd",
+    version,
+    about = "Publish files to a STAC API (service-stac), once or on a schedule"
+)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// More log output (-v info, -vv debug, -vvv trace). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Upload one file to one asset, now.
+    Upload(UploadArgs),
+    /// Serve a local emulator of the service-stac upload API, to try jobs safely.
+    Emulator(crate::emulator::EmulatorArgs),
+    /// Show the tool at work against a built-in emulator, with nothing to set up.
+    Demo(crate::demo::DemoArgs),
+}
+
+impl Cli {
+    /// The log level when neither -v nor RUST_LOG says otherwise.
+    pub fn log_level(&self) -> &'static str {
+        let base = match self.command {
+            // One-shot commands keep the terminal for their progress bar and result line.
+            Command::Upload(_) => 0,
+            Command::Demo(_) => 0,
+            Command::Emulator(_) => 1,
+        };
+        match base + self.verbose {
+            0 => "warn",
+            1 => "info",
+            2 => "debug",
+            _ => "trace",
+        }
+    }
+}
+
+/// How to reach and authenticate to the API.
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// Base URL of the STAC API, e.g. https://data.geo.admin.ch/api/stac/v1
+    #[arg(long, env = "STAC_UPLOADD_URL")]
+    pub url: url::Url,
+    /// API generation: v1 (file:checksum) or v0.9 (checksum:multihash).
+    #[arg(long, value_enum, default_value_t = ApiVersion::V1)]
+    pub api_version: ApiVersion,
+    /// Authentication scheme.
+    #[arg(long, value_enum, default_value_t = AuthKind::None)]
+    pub auth: AuthKind,
+    /// User name for --auth basic.
+    #[arg(long, env = "STAC_UPLOADD_USER")]
+    pub user: Option<String>,
+    /// File holding the password (basic) or token (token, bearer). Alternatively set
+    /// STAC_UPLOADD_SECRET; secrets are never taken from the command line, where `ps` shows them.
+    #[arg(long)]
+    pub secret_file: Option<PathBuf>,
+    /// Bound on establishing a connection.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub connect_timeout: Duration,
+    /// Bound on each API call (part uploads get a deadline from their length).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+}
+
+/// Authentication schemes of the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AuthKind {
+    None,
+    Basic,
+    Token,
+    Bearer,
+}
+
+impl ServerArgs {
+    /// A client for these settings; errors are usage errors (bad flags, unreadable secret).
+    pub fn client(&self) -> Result<StacClient, CliError> {
+        let secret = || -> Result<SecretString, CliError> {
+            if let Some(path) = &self.secret_file {
+                let s = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read the secret file {}", path.display()))
+                    .map_err(CliError::usage)?;
+                return Ok(SecretString::from(
+                    s.trim_end_matches(['\n', '\r']).to_owned(),
+                ));
+            }
+            match std::env::var("STAC_UPLOADD_SECRET") {
+                Ok(s) if !s.is_empty() => Ok(SecretString::from(s)),
+                _ => Err(CliError::usage(anyhow::anyhow!(
+                    "--auth {:?} needs a secret: --secret-file PATH or the STAC_UPLOADD_SECRET variable",
+                    self.auth
+                ))),
+            }
+        };
+        let auth = match self.auth {
+            AuthKind::None => Auth::None,
+            AuthKind::Basic => Auth::Basic {
+                username: self
+                    .user
+                    .clone()
+                    .ok_or_else(|| CliError::usage(anyhow::anyhow!("--auth basic needs --user")))?,
+                password: secret()?,
+            },
+            AuthKind::Token => Auth::Token(secret()?),
+            AuthKind::Bearer => Auth::Bearer(secret()?),
+        };
+        let mut cfg = ClientConfig::new(self.url.clone());
+        cfg.api_version = self.api_version;
+        cfg.auth = auth;
+        cfg.connect_timeout = self.connect_timeout;
+        cfg.request_timeout = self.timeout;
+        StacClient::new(cfg).map_err(CliError::failure)
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct UploadArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// Collection id.
+    #[arg(long)]
+    pub collection: String,
+    /// Item id; leave out to upload a collection asset.
+    #[arg(long)]
+    pub item: Option<String>,
+    /// Asset id (must already exist on the server).
+    #[arg(long)]
+    pub asset: String,
+    /// Target part size; larger files get larger parts (at most 100 parts).
+    #[arg(long, default_value_t = upload::DEFAULT_PART_SIZE)]
+    pub part_size: ByteSize,
+    /// Parts sent at once.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=32))]
+    pub parallel: u16,
+    /// Retries of a part (and of create/complete/abort) after a transient failure.
+    #[arg(long, default_value_t = 3)]
+    pub retries: u32,
+    /// If another upload is in progress on the asset, abort it and upload anyway.
+    #[arg(long)]
+    pub abort_in_progress: bool,
+    /// The file to upload.
+    pub file: PathBuf,
+}
+
+/// Runs the parsed command.
+pub async fn run(cli: Cli) -> Result<(), CliError> {
+    match cli.command {
+        Command::Upload(args) => run_upload(args).await,
+        Command::Emulator(args) => crate::emulator::run(args).await.map_err(CliError::failure),
+        Command::Demo(args) => crate::demo::run(args).await.map_err(CliError::failure),
+    }
+}
+
+async fn run_upload(args: UploadArgs) -> Result<(), CliError> {
+    let client = args.server.client()?;
+    let target = AssetTarget {
+        collection: args.collection.clone(),
+        item: args.item.clone(),
+        asset: args.asset.clone(),
+    };
+    let opts = UploadOptions {
+        part_size: args.part_size,
+        parallel: args.parallel.into(),
+        part_retries: args.retries,
+        ..UploadOptions::default()
+    };
+    let cancel = CancellationToken::new();
+    let on_signal = cancel.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            on_signal.cancel();
+        }
+    });
+    let progress = Arc::new(crate::progress::Bar::new());
+    let mut result = upload::upload_file(
+        &client,
+        &target,
+        &args.file,
+        &opts,
+        progress.clone(),
+        &cancel,
+    )
+    .await;
+    if let Err(UploadError::InProgress { upload, .. }) = &result {
+        if !args.abort_in_progress {
+            progress.clear();
+            return Err(CliError::failure(anyhow::anyhow!(
+                "{}; rerun with --abort-in-progress to abort it (only if nobody is still sending it)",
+                result.err().map(|e| e.to_string()).unwrap_or_default()
+            )));
+        }
+        let id = upload.upload_id.clone();
+        match upload::abort_upload(&client, &target, &id, &opts).await {
+            upload::AbortOutcome::Failed(e) => {
+                progress.clear();
+                return Err(CliError::failure(anyhow::anyhow!(
+                    "cannot abort the blocking upload {id}: {e}"
+                )));
+            }
+            outcome => eprintln!("blocking upload {id}: {outcome}"),
+        }
+        progress.reset();
+        result = upload::upload_file(
+            &client,
+            &target,
+            &args.file,
+            &opts,
+            progress.clone(),
+            &cancel,
+        )
+        .await;
+    }
+    progress.clear();
+    let report = result?;
+    println!(
+        "uploaded {} to {target}: {} in {} part(s) of {}, upload {}, checksum {}, {:.1} s (digest {:.1} s, send {:.1} s){}",
+        args.file.display(),
+        ByteSize(report.bytes),
+        report.parts,
+        ByteSize(report.part_size),
+        report.upload_id,
+        report.multihash,
+        report.total_time.as_secs_f64(),
+        report.digest_time.as_secs_f64(),
+        report.send_time.as_secs_f64(),
+        if report.part_retries > 0 {
+            format!(", {} part retries", report.part_retries)
+        } else {
+            String::new()
+        },
+    );
+    Ok(())
+}

@@ -1,0 +1,581 @@
+//! Scripted failures per kind of call, and the per-connection bandwidth cap.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+/// The kinds of request the emulator counts and can fail on purpose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum CallKind {
+    /// `POST A/uploads`.
+    #[serde(rename = "create")]
+    CreateUpload,
+    /// `GET A/uploads`.
+    #[serde(rename = "list")]
+    ListUploads,
+    /// `GET A/uploads/{id}`.
+    #[serde(rename = "get")]
+    GetUpload,
+    /// `GET A/uploads/{id}/parts`.
+    #[serde(rename = "parts")]
+    ListParts,
+    /// `PUT` of a presigned part URL.
+    #[serde(rename = "put_part")]
+    PutPart,
+    /// `POST A/uploads/{id}/complete`.
+    #[serde(rename = "complete")]
+    Complete,
+    /// `POST A/uploads/{id}/abort`.
+    #[serde(rename = "abort")]
+    Abort,
+    /// `GET A` (the asset itself; reads of collections and items are not counted).
+    #[serde(rename = "asset")]
+    GetAsset,
+    /// `PUT`, `PATCH` or `DELETE` of a collection, item or asset.
+    #[serde(rename = "put_stac")]
+    PutStac,
+    /// `GET` of an asset's data (its `href`).
+    #[serde(rename = "download")]
+    Download,
+}
+
+impl CallKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [CallKind; 10] = [
+        CallKind::CreateUpload,
+        CallKind::ListUploads,
+        CallKind::GetUpload,
+        CallKind::ListParts,
+        CallKind::PutPart,
+        CallKind::Complete,
+        CallKind::Abort,
+        CallKind::GetAsset,
+        CallKind::PutStac,
+        CallKind::Download,
+    ];
+
+    /// The name used by the admin API and `--fault`.
+    pub fn name(self) -> &'static str {
+        match self {
+            CallKind::CreateUpload => "create",
+            CallKind::ListUploads => "list",
+            CallKind::GetUpload => "get",
+            CallKind::ListParts => "parts",
+            CallKind::PutPart => "put_part",
+            CallKind::Complete => "complete",
+            CallKind::Abort => "abort",
+            CallKind::GetAsset => "asset",
+            CallKind::PutStac => "put_stac",
+            CallKind::Download => "download",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for CallKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for CallKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        CallKind::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<_> = CallKind::ALL.iter().map(|k| k.name()).collect();
+                format!("unknown call {s:?}, expected one of: {}", names.join(", "))
+            })
+    }
+}
+
+/// What an injected fault does to the request it hits.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FaultAction {
+    /// Answer this status without handling the request: 502/503/504 with an nginx-like HTML
+    /// page (what a gateway sends), part PUTs with an S3 XML error, anything else with a JSON
+    /// error body.
+    Status(u16),
+    /// Close the connection without an answer and without any effect; a part PUT is cut after
+    /// about half of its body has been read.
+    Drop,
+    /// Handle the request (it takes effect) and then close the connection instead of answering:
+    /// the answer is lost, as when a client times out on a request that succeeded.
+    DropAfterCommit,
+    /// Wait this long, then handle the request normally.
+    Delay(Duration),
+    /// Part PUT only: answer 403 AccessDenied "Request has expired" as if the URL had expired.
+    /// On other calls it answers a plain 403.
+    ExpireUrl,
+}
+
+/// When an injected fault fires.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum FaultTrigger {
+    /// On each of the next N calls of that kind.
+    Next(u32),
+    /// On each call of that kind with this probability (0.0..=1.0), until cleared.
+    Probability(f64),
+}
+
+/// One injected fault: which calls it hits, what it does, and when.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FaultSpec {
+    /// The kind of call it hits.
+    pub call: CallKind,
+    /// What it does.
+    pub action: FaultAction,
+    /// When it fires.
+    pub trigger: FaultTrigger,
+}
+
+const SPEC_USAGE: &str = "expected CALL:ACTION[:PARAM][:next=N|:p=F], e.g. put_part:503:next=2, \
+     complete:drop:p=0.1, create:delay=2s, complete:drop_after_commit, put_part:expire_url \
+     (actions: STATUS, status=STATUS, drop, drop_after_commit, delay=DURATION, expire_url)";
+
+impl FaultSpec {
+    fn validate(self) -> Result<Self, String> {
+        if let FaultAction::Status(code) = self.action
+            && !(200..=599).contains(&code)
+        {
+            return Err(format!(
+                "status {code} is not an HTTP status between 200 and 599"
+            ));
+        }
+        if self.action == FaultAction::ExpireUrl && self.call != CallKind::PutPart {
+            return Err("expire_url only applies to put_part".into());
+        }
+        if let FaultTrigger::Probability(p) = self.trigger
+            && !(0.0..=1.0).contains(&p)
+        {
+            return Err(format!("probability {p} is not between 0 and 1"));
+        }
+        Ok(self)
+    }
+}
+
+/// `CALL:ACTION[:PARAM][:next=N|:p=F]`, the syntax of `--fault`. Without a trigger a fault fires
+/// once (`next=1`).
+impl FromStr for FaultSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut tokens = s.trim().split(':');
+        let call: CallKind = tokens.next().unwrap_or_default().parse()?;
+        let mut trigger = FaultTrigger::Next(1);
+        let mut action_tokens = Vec::new();
+        for token in tokens {
+            if let Some(n) = token.strip_prefix("next=") {
+                let n = n
+                    .parse()
+                    .map_err(|_| format!("invalid count in {token:?}: {SPEC_USAGE}"))?;
+                trigger = FaultTrigger::Next(n);
+            } else if let Some(p) = token.strip_prefix("p=") {
+                let p = p
+                    .parse()
+                    .map_err(|_| format!("invalid probability in {token:?}: {SPEC_USAGE}"))?;
+                trigger = FaultTrigger::Probability(p);
+            } else {
+                action_tokens.push(token);
+            }
+        }
+        // `delay:2s` and `delay=2s` read the same.
+        let joined = action_tokens.join("=");
+        let (name, param) = match joined.split_once('=') {
+            Some((name, param)) => (name, Some(param)),
+            None => (joined.as_str(), None),
+        };
+        let status = |code: &str| {
+            code.parse::<u16>()
+                .map(FaultAction::Status)
+                .map_err(|_| format!("invalid status {code:?}: {SPEC_USAGE}"))
+        };
+        let action = match (name, param) {
+            (code, None) if !code.is_empty() && code.bytes().all(|b| b.is_ascii_digit()) => {
+                status(code)?
+            }
+            ("status", Some(code)) => status(code)?,
+            ("drop", None) => FaultAction::Drop,
+            ("drop_after_commit", None) => FaultAction::DropAfterCommit,
+            ("expire_url", None) => FaultAction::ExpireUrl,
+            ("delay", Some(d)) => FaultAction::Delay(
+                humantime::parse_duration(d).map_err(|e| format!("invalid delay {d:?}: {e}"))?,
+            ),
+            _ => return Err(format!("invalid fault {s:?}: {SPEC_USAGE}")),
+        };
+        FaultSpec {
+            call,
+            action,
+            trigger,
+        }
+        .validate()
+    }
+}
+
+impl fmt::Display for FaultSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:", self.call)?;
+        match &self.action {
+            FaultAction::Status(code) => write!(f, "{code}")?,
+            FaultAction::Drop => f.write_str("drop")?,
+            FaultAction::DropAfterCommit => f.write_str("drop_after_commit")?,
+            FaultAction::Delay(d) => write!(f, "delay={}", humantime::format_duration(*d))?,
+            FaultAction::ExpireUrl => f.write_str("expire_url")?,
+        }
+        match self.trigger {
+            FaultTrigger::Next(n) => write!(f, ":next={n}"),
+            FaultTrigger::Probability(p) => write!(f, ":p={p}"),
+        }
+    }
+}
+
+/// The admin API's JSON form of a fault:
+/// `{"call":"put_part","action":"status","status":503,"next":2}`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FaultRequest {
+    call: CallKind,
+    action: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    status: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    delay_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    next: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    probability: Option<f64>,
+}
+
+impl TryFrom<FaultRequest> for FaultSpec {
+    type Error = String;
+
+    fn try_from(r: FaultRequest) -> Result<Self, String> {
+        let action = match (r.action.as_str(), r.status, r.delay_ms) {
+            ("status", Some(code), None) => FaultAction::Status(code),
+            ("drop", None, None) => FaultAction::Drop,
+            ("drop_after_commit", None, None) => FaultAction::DropAfterCommit,
+            ("delay", None, Some(ms)) => FaultAction::Delay(Duration::from_millis(ms)),
+            ("expire_url", None, None) => FaultAction::ExpireUrl,
+            _ => {
+                return Err(format!(
+                    "invalid action {:?}: expected \"status\" with \"status\", \"delay\" with \
+                     \"delay_ms\", \"drop\", \"drop_after_commit\" or \"expire_url\"",
+                    r.action
+                ));
+            }
+        };
+        let trigger = match (r.next, r.probability) {
+            (Some(_), Some(_)) => return Err("give either \"next\" or \"probability\"".into()),
+            (_, Some(p)) => FaultTrigger::Probability(p),
+            (n, None) => FaultTrigger::Next(n.unwrap_or(1)),
+        };
+        FaultSpec {
+            call: r.call,
+            action,
+            trigger,
+        }
+        .validate()
+    }
+}
+
+impl From<&FaultSpec> for FaultRequest {
+    fn from(spec: &FaultSpec) -> Self {
+        let (action, status, delay_ms) = match &spec.action {
+            FaultAction::Status(code) => ("status", Some(*code), None),
+            FaultAction::Drop => ("drop", None, None),
+            FaultAction::DropAfterCommit => ("drop_after_commit", None, None),
+            FaultAction::Delay(d) => (
+                "delay",
+                None,
+                Some(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            ),
+            FaultAction::ExpireUrl => ("expire_url", None, None),
+        };
+        let (next, probability) = match spec.trigger {
+            FaultTrigger::Next(n) => (Some(n), None),
+            FaultTrigger::Probability(p) => (None, Some(p)),
+        };
+        FaultRequest {
+            call: spec.call,
+            action: action.into(),
+            status,
+            delay_ms,
+            next,
+            probability,
+        }
+    }
+}
+
+/// One counter per [`CallKind`].
+#[derive(Debug, Default)]
+pub(crate) struct CallCounters([AtomicU64; CallKind::ALL.len()]);
+
+impl CallCounters {
+    pub(crate) fn incr(&self, kind: CallKind) {
+        self.0[kind.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn get(&self, kind: CallKind) -> u64 {
+        self.0[kind.index()].load(Ordering::Relaxed)
+    }
+}
+
+/// A count of things in progress that remembers its peak.
+#[derive(Debug, Default)]
+pub(crate) struct Gauge {
+    now: AtomicU64,
+    max: AtomicU64,
+}
+
+impl Gauge {
+    /// Counts one in; the guard counts it out when dropped.
+    pub(crate) fn enter(&self) -> GaugeGuard<'_> {
+        let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max.fetch_max(n, Ordering::SeqCst);
+        GaugeGuard(self)
+    }
+
+    pub(crate) fn max(&self) -> u64 {
+        self.max.load(Ordering::SeqCst)
+    }
+}
+
+/// Held while a counted thing is in progress.
+pub(crate) struct GaugeGuard<'a>(&'a Gauge);
+
+impl Drop for GaugeGuard<'_> {
+    fn drop(&mut self) {
+        self.0.now.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The faults waiting to fire, and the bandwidth cap. Shared by every connection.
+#[derive(Debug, Default)]
+pub struct Faults {
+    queue: Mutex<Vec<FaultSpec>>,
+    injected: CallCounters,
+    /// Bytes per second each connection may read; 0 means unlimited.
+    bandwidth: Arc<AtomicU64>,
+}
+
+impl Faults {
+    /// Queues a fault. Several may be queued; a call fires the first one of its kind that
+    /// triggers. A probability outside 0..=1 is clamped.
+    pub fn inject(&self, call: CallKind, action: FaultAction, trigger: FaultTrigger) {
+        self.add(FaultSpec {
+            call,
+            action,
+            trigger,
+        });
+    }
+
+    /// Queues a fault given as a [`FaultSpec`] (e.g. parsed from `--fault`).
+    pub fn add(&self, mut spec: FaultSpec) {
+        match &mut spec.trigger {
+            FaultTrigger::Next(0) => return,
+            FaultTrigger::Next(_) => {}
+            // Out-of-range probabilities would make the random draw panic.
+            FaultTrigger::Probability(p) if p.is_nan() => *p = 0.0,
+            FaultTrigger::Probability(p) => *p = p.clamp(0.0, 1.0),
+        }
+        self.lock().push(spec);
+    }
+
+    /// Removes every queued fault (the bandwidth cap stays).
+    pub fn clear(&self) {
+        self.lock().clear();
+    }
+
+    /// The faults still queued.
+    pub fn pending(&self) -> Vec<FaultSpec> {
+        self.lock().clone()
+    }
+
+    /// Caps the read rate of every connection, new and open ones, in bytes per second;
+    /// `None` (or 0) lifts the cap.
+    pub fn set_bandwidth_limit(&self, bytes_per_second: Option<u64>) {
+        self.bandwidth
+            .store(bytes_per_second.unwrap_or(0), Ordering::Relaxed);
+    }
+
+    /// The current cap in bytes per second.
+    pub fn bandwidth_limit(&self) -> Option<u64> {
+        Some(self.bandwidth.load(Ordering::Relaxed)).filter(|&b| b > 0)
+    }
+
+    /// How many faults of this kind have fired.
+    pub fn injected(&self, kind: CallKind) -> u64 {
+        self.injected.get(kind)
+    }
+
+    pub(crate) fn bandwidth_handle(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.bandwidth)
+    }
+
+    /// The action of the fault this call triggers, if any.
+    pub(crate) fn take(&self, kind: CallKind) -> Option<FaultAction> {
+        let mut queue = self.lock();
+        let index = queue.iter().position(|spec| {
+            spec.call == kind
+                && match spec.trigger {
+                    FaultTrigger::Next(_) => true,
+                    FaultTrigger::Probability(p) => rand::random_bool(p),
+                }
+        })?;
+        let action = queue[index].action.clone();
+        match &mut queue[index].trigger {
+            FaultTrigger::Next(n) if *n <= 1 => {
+                queue.remove(index);
+            }
+            FaultTrigger::Next(n) => *n -= 1,
+            FaultTrigger::Probability(_) => {}
+        }
+        drop(queue);
+        self.injected.incr(kind);
+        Some(action)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<FaultSpec>> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The answer of an injected `Status` fault on an API call.
+pub(crate) fn status_response(code: u16) -> Response {
+    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = match status.as_u16() {
+        // What nginx in front of the API sends when the backend is away.
+        502..=504 => {
+            let title = match status.as_u16() {
+                503 => "503 Service Temporarily Unavailable".to_owned(),
+                504 => "504 Gateway Time-out".to_owned(),
+                _ => format!(
+                    "{} {}",
+                    status.as_u16(),
+                    status.canonical_reason().unwrap_or("")
+                ),
+            };
+            let page = format!(
+                "<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n<center><h1>{title}\
+                 </h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
+            );
+            (status, [(header::CONTENT_TYPE, "text/html")], page).into_response()
+        }
+        500 => super::error::ApiError::internal().into_response(),
+        _ => super::error::ApiError::new(status, status.canonical_reason().unwrap_or("Error"))
+            .into_response(),
+    };
+    mark_injected(&mut response);
+    response
+}
+
+/// Tags an answer produced by a fault, so that a human reading a capture knows it was staged.
+pub(crate) fn mark_injected(response: &mut Response) {
+    response
+        .headers_mut()
+        .insert("x-emulator-fault", HeaderValue::from_static("injected"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_fault_specs() {
+        let spec: FaultSpec = "put_part:503:next=2".parse().unwrap();
+        assert_eq!(spec.call, CallKind::PutPart);
+        assert_eq!(spec.action, FaultAction::Status(503));
+        assert_eq!(spec.trigger, FaultTrigger::Next(2));
+
+        let spec: FaultSpec = "complete:drop:p=0.1".parse().unwrap();
+        assert_eq!(spec.action, FaultAction::Drop);
+        assert_eq!(spec.trigger, FaultTrigger::Probability(0.1));
+
+        let spec: FaultSpec = "create:delay=2s:next=1".parse().unwrap();
+        assert_eq!(spec.action, FaultAction::Delay(Duration::from_secs(2)));
+        let spec: FaultSpec = "get:delay:500ms".parse().unwrap();
+        assert_eq!(spec.action, FaultAction::Delay(Duration::from_millis(500)));
+        assert_eq!(spec.trigger, FaultTrigger::Next(1));
+
+        let spec: FaultSpec = "abort:drop_after_commit".parse().unwrap();
+        assert_eq!(spec.action, FaultAction::DropAfterCommit);
+        assert_eq!(spec.to_string(), "abort:drop_after_commit:next=1");
+
+        for bad in [
+            "",
+            "nope:500",
+            "put_part",
+            "put_part:teapot",
+            "put_part:99",
+            "put_part:500:p=2",
+            "complete:expire_url",
+            "create:delay=soon",
+        ] {
+            assert!(
+                bad.parse::<FaultSpec>().is_err(),
+                "{bad:?} should be refused"
+            );
+        }
+    }
+
+    #[test]
+    fn admin_json_round_trips() {
+        let r: FaultRequest = serde_json::from_str(
+            r#"{"call":"get","action":"delay","delay_ms":500,"probability":0.5}"#,
+        )
+        .unwrap();
+        let spec = FaultSpec::try_from(r).unwrap();
+        assert_eq!(spec.action, FaultAction::Delay(Duration::from_millis(500)));
+        assert_eq!(spec.trigger, FaultTrigger::Probability(0.5));
+        let back = serde_json::to_value(FaultRequest::from(&spec)).unwrap();
+        assert_eq!(back["call"], "get");
+
+        let r: FaultRequest =
+            serde_json::from_str(r#"{"call":"put_part","action":"status","next":2}"#).unwrap();
+        assert!(FaultSpec::try_from(r).is_err(), "status without a code");
+    }
+
+    #[test]
+    fn next_faults_fire_in_order_then_stop() {
+        let faults = Faults::default();
+        faults.inject(
+            CallKind::Complete,
+            FaultAction::Status(503),
+            FaultTrigger::Next(2),
+        );
+        faults.inject(CallKind::Complete, FaultAction::Drop, FaultTrigger::Next(1));
+        assert_eq!(faults.take(CallKind::Abort), None);
+        assert_eq!(
+            faults.take(CallKind::Complete),
+            Some(FaultAction::Status(503))
+        );
+        assert_eq!(
+            faults.take(CallKind::Complete),
+            Some(FaultAction::Status(503))
+        );
+        assert_eq!(faults.take(CallKind::Complete), Some(FaultAction::Drop));
+        assert_eq!(faults.take(CallKind::Complete), None);
+        assert_eq!(faults.injected(CallKind::Complete), 3);
+
+        faults.inject(
+            CallKind::GetUpload,
+            FaultAction::Drop,
+            FaultTrigger::Probability(0.0),
+        );
+        assert_eq!(faults.take(CallKind::GetUpload), None);
+        faults.clear();
+        assert!(faults.pending().is_empty());
+    }
+}

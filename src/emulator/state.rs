@@ -1,0 +1,644 @@
+//! What the emulated server holds: collections, items, assets, their uploads and parts.
+//!
+//! All of it sits under one mutex in [`super::Shared`]; every function here runs inside a short
+//! critical section and never waits.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::AssetKey;
+use super::error::ApiError;
+use super::storage::Blob;
+
+/// The whole server state.
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    pub(crate) collections: BTreeMap<String, Collection>,
+    /// Upload id to its asset, for the S3 part handler, which only knows the id.
+    pub(crate) upload_index: HashMap<String, AssetKey>,
+}
+
+/// Metadata of a collection or item, echoed back as it was PUT.
+#[derive(Debug)]
+pub(crate) struct StacMeta {
+    pub(crate) fields: Map<String, Value>,
+    pub(crate) created: DateTime<Utc>,
+    pub(crate) updated: DateTime<Utc>,
+}
+
+impl StacMeta {
+    pub(crate) fn new(fields: Map<String, Value>, now: DateTime<Utc>) -> Self {
+        StacMeta {
+            fields,
+            created: now,
+            updated: now,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Collection {
+    pub(crate) meta: StacMeta,
+    pub(crate) items: BTreeMap<String, Item>,
+    pub(crate) assets: BTreeMap<String, Asset>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Item {
+    pub(crate) meta: StacMeta,
+    pub(crate) assets: BTreeMap<String, Asset>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Asset {
+    pub(crate) media_type: String,
+    /// Other metadata (title, roles, ...), echoed back.
+    pub(crate) fields: Map<String, Value>,
+    /// Set for an external asset, which cannot receive uploads.
+    pub(crate) external_href: Option<String>,
+    pub(crate) checksum: Option<String>,
+    pub(crate) size: Option<u64>,
+    pub(crate) object: Option<StoredObject>,
+    pub(crate) created: DateTime<Utc>,
+    pub(crate) updated: DateTime<Utc>,
+    pub(crate) etag: String,
+    pub(crate) uploads: Vec<Upload>,
+}
+
+impl Asset {
+    pub(crate) fn new(media_type: String, now: DateTime<Utc>) -> Self {
+        Asset {
+            media_type,
+            fields: Map::new(),
+            external_href: None,
+            checksum: None,
+            size: None,
+            object: None,
+            created: now,
+            updated: now,
+            etag: new_etag(),
+            uploads: Vec::new(),
+        }
+    }
+
+    pub(crate) fn in_progress(&self) -> Option<&Upload> {
+        self.uploads
+            .iter()
+            .find(|u| u.status == UploadState::InProgress)
+    }
+
+    pub(crate) fn touch(&mut self, now: DateTime<Utc>) {
+        self.updated = now;
+        self.etag = new_etag();
+    }
+}
+
+/// The bytes of a completed upload.
+#[derive(Debug)]
+pub(crate) struct StoredObject {
+    pub(crate) blobs: Vec<Blob>,
+    pub(crate) size: u64,
+    pub(crate) content_encoding: Option<String>,
+}
+
+/// The state of an upload, as the API spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UploadState {
+    /// Created, neither completed nor aborted.
+    InProgress,
+    /// Completed: its object is the asset's data.
+    Completed,
+    /// Aborted: its parts are gone.
+    Aborted,
+}
+
+impl UploadState {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            UploadState::InProgress => "in-progress",
+            UploadState::Completed => "completed",
+            UploadState::Aborted => "aborted",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Option<Self> {
+        [
+            UploadState::InProgress,
+            UploadState::Completed,
+            UploadState::Aborted,
+        ]
+        .into_iter()
+        .find(|status| status.as_str() == s)
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Upload {
+    pub(crate) id: String,
+    pub(crate) status: UploadState,
+    pub(crate) number_parts: u32,
+    /// The base64 md5 declared for each part; index = part number - 1.
+    pub(crate) md5_parts: Vec<String>,
+    pub(crate) checksum: String,
+    pub(crate) created: DateTime<Utc>,
+    pub(crate) ended: Option<DateTime<Utc>>,
+    /// When its presigned URLs expire.
+    pub(crate) expires: DateTime<Utc>,
+    pub(crate) content_encoding: Option<String>,
+    pub(crate) update_interval: i64,
+    pub(crate) parts: BTreeMap<u32, Part>,
+    /// Changes with the status, like the real server's per-change UUID.
+    pub(crate) etag: String,
+}
+
+impl Upload {
+    pub(crate) fn finish(&mut self, status: UploadState, now: DateTime<Utc>) {
+        self.status = status;
+        self.ended = Some(now);
+        self.etag = new_etag();
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Part {
+    pub(crate) md5_hex: String,
+    pub(crate) modified: DateTime<Utc>,
+    pub(crate) blob: Blob,
+}
+
+pub(crate) fn new_etag() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+impl State {
+    fn assets(&self, key: &AssetKey) -> Result<&BTreeMap<String, Asset>, ApiError> {
+        let collection = self.collections.get(&key.collection).ok_or_else(|| {
+            ApiError::not_found(format!("The collection {} does not exist", key.collection))
+        })?;
+        match &key.item {
+            None => Ok(&collection.assets),
+            Some(item) => collection
+                .items
+                .get(item)
+                .map(|i| &i.assets)
+                .ok_or_else(|| item_missing(key)),
+        }
+    }
+
+    pub(crate) fn assets_mut(
+        &mut self,
+        key: &AssetKey,
+    ) -> Result<&mut BTreeMap<String, Asset>, ApiError> {
+        let collection = self.collections.get_mut(&key.collection).ok_or_else(|| {
+            ApiError::not_found(format!("The collection {} does not exist", key.collection))
+        })?;
+        match &key.item {
+            None => Ok(&mut collection.assets),
+            Some(item) => collection
+                .items
+                .get_mut(item)
+                .map(|i| &mut i.assets)
+                .ok_or_else(|| item_missing(key)),
+        }
+    }
+
+    pub(crate) fn asset(&self, key: &AssetKey) -> Result<&Asset, ApiError> {
+        self.assets(key)?
+            .get(&key.asset)
+            .ok_or_else(|| asset_missing(key))
+    }
+
+    pub(crate) fn asset_mut(&mut self, key: &AssetKey) -> Result<&mut Asset, ApiError> {
+        self.assets_mut(key)?
+            .get_mut(&key.asset)
+            .ok_or_else(|| asset_missing(key))
+    }
+
+    pub(crate) fn upload(&self, key: &AssetKey, id: &str) -> Result<&Upload, ApiError> {
+        self.asset(key)?
+            .uploads
+            .iter()
+            .find(|u| u.id == id)
+            .ok_or_else(|| upload_missing(key))
+    }
+
+    pub(crate) fn upload_mut(&mut self, key: &AssetKey, id: &str) -> Result<&mut Upload, ApiError> {
+        self.asset_mut(key)?
+            .uploads
+            .iter_mut()
+            .find(|u| u.id == id)
+            .ok_or_else(|| upload_missing(key))
+    }
+
+    /// An upload found by id alone (what a presigned URL carries).
+    pub(crate) fn upload_by_id(&self, id: &str) -> Option<&Upload> {
+        let key = self.upload_index.get(id)?;
+        self.upload(key, id).ok()
+    }
+
+    pub(crate) fn upload_by_id_mut(&mut self, id: &str) -> Option<&mut Upload> {
+        let key = self.upload_index.get(id)?.clone();
+        self.upload_mut(&key, id).ok()
+    }
+
+    /// Creates the collection and item of `key` if they do not exist.
+    pub(crate) fn ensure_parents(&mut self, key: &AssetKey, now: DateTime<Utc>) {
+        match &key.item {
+            Some(item) => self.ensure_item(&key.collection, item, now),
+            None => {
+                self.ensure_collection(&key.collection, now);
+            }
+        }
+    }
+
+    fn ensure_collection(&mut self, id: &str, now: DateTime<Utc>) -> &mut Collection {
+        self.collections
+            .entry(id.to_owned())
+            .or_insert_with(|| Collection {
+                meta: StacMeta::new(id_only(id), now),
+                items: BTreeMap::new(),
+                assets: BTreeMap::new(),
+            })
+    }
+
+    fn ensure_item(&mut self, collection: &str, id: &str, now: DateTime<Utc>) {
+        self.ensure_collection(collection, now)
+            .items
+            .entry(id.to_owned())
+            .or_insert_with(|| Item {
+                meta: StacMeta::new(id_only(id), now),
+                assets: BTreeMap::new(),
+            });
+    }
+
+    /// Creates or replaces an asset the way `PUT A` does: a replaced asset loses its checksum
+    /// and size (the real server resets them) but keeps its data and upload history.
+    /// Returns whether it was created.
+    pub(crate) fn put_asset(
+        &mut self,
+        key: &AssetKey,
+        media_type: String,
+        fields: Map<String, Value>,
+        external_href: Option<String>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, ApiError> {
+        let assets = self.assets_mut(key)?;
+        let created = !assets.contains_key(&key.asset);
+        let asset = assets
+            .entry(key.asset.clone())
+            .or_insert_with(|| Asset::new(media_type.clone(), now));
+        asset.media_type = media_type;
+        asset.fields = fields;
+        asset.external_href = external_href;
+        asset.checksum = None;
+        asset.size = None;
+        asset.touch(now);
+        Ok(created)
+    }
+
+    /// Everything the admin state dump shows, without part bytes.
+    pub(crate) fn dump(&self) -> Value {
+        let mut assets = Vec::new();
+        for (cid, collection) in &self.collections {
+            let item_assets = collection.items.iter().flat_map(|(iid, item)| {
+                item.assets
+                    .iter()
+                    .map(move |(aid, a)| (AssetKey::item_asset(cid, iid, aid), a))
+            });
+            let collection_assets = collection
+                .assets
+                .iter()
+                .map(|(aid, a)| (AssetKey::collection_asset(cid, aid), a));
+            for (key, asset) in collection_assets.chain(item_assets) {
+                let uploads: Vec<Value> = asset
+                    .uploads
+                    .iter()
+                    .map(|u| {
+                        let parts: Vec<Value> = u
+                            .parts
+                            .iter()
+                            .map(|(n, p)| {
+                                serde_json::json!({
+                                    "part_number": n, "size": p.blob.len(),
+                                    "etag": format!("\"{}\"", p.md5_hex),
+                                })
+                            })
+                            .collect();
+                        serde_json::json!({
+                            "upload_id": u.id, "status": u.status.as_str(),
+                            "number_parts": u.number_parts, "file:checksum": u.checksum,
+                            "created": u.created, "ended": u.ended,
+                            "content_encoding": u.content_encoding, "parts": parts,
+                        })
+                    })
+                    .collect();
+                assets.push(serde_json::json!({
+                    "collection": key.collection, "item": key.item, "asset": key.asset,
+                    "type": asset.media_type, "file:checksum": asset.checksum,
+                    "file:size": asset.size, "external_href": asset.external_href,
+                    "uploads": uploads,
+                }));
+            }
+        }
+        serde_json::json!({ "assets": assets })
+    }
+}
+
+fn id_only(id: &str) -> Map<String, Value> {
+    let mut fields = Map::new();
+    fields.insert("id".into(), id.into());
+    fields
+}
+
+fn item_missing(key: &AssetKey) -> ApiError {
+    ApiError::not_found(format!(
+        "The item {} does not exist in collection {}",
+        key.item.as_deref().unwrap_or_default(),
+        key.collection
+    ))
+}
+
+fn asset_missing(key: &AssetKey) -> ApiError {
+    ApiError::not_found(format!("The asset {} does not exist", key.asset))
+}
+
+fn upload_missing(key: &AssetKey) -> ApiError {
+    // DRF's get_object_or_404 message, named after the model.
+    let model = if key.item.is_some() {
+        "AssetUpload"
+    } else {
+        "CollectionAssetUpload"
+    };
+    ApiError::not_found(format!("No {model} matches the given query."))
+}
+
+/// Media types the emulator accepts, with the file extensions that fit each.
+const MEDIA_TYPES: &[(&str, &[&str])] = &[
+    ("application/zip", &["zip"]),
+    ("application/x.ascii-grid+zip", &["zip"]),
+    ("image/tiff; application=geotiff", &["tif", "tiff"]),
+    (
+        "image/tiff; application=geotiff; profile=cloud-optimized",
+        &["tif", "tiff"],
+    ),
+    ("image/png", &["png"]),
+    ("image/jpeg", &["jpg", "jpeg"]),
+    ("application/json", &["json"]),
+    ("application/geo+json", &["json", "geojson"]),
+    ("text/plain", &["txt"]),
+    ("text/csv", &["csv"]),
+    ("application/x-netcdf", &["nc"]),
+    ("application/x-hdf5", &["h5"]),
+    ("application/gzip", &["gz"]),
+    ("application/vnd.apache.parquet", &["parquet"]),
+    ("application/x.interlis; version=2.3", &["xtf", "xml"]),
+];
+
+/// `Image/TIFF;profile=cloud-optimized; application=geotiff` and the table's spelling compare
+/// equal: case, spaces and parameter order do not matter.
+fn normalize_media_type(t: &str) -> String {
+    let mut parts = t.split(';').map(|p| p.trim().to_ascii_lowercase());
+    let main = parts.next().unwrap_or_default();
+    let mut params: Vec<String> = parts.filter(|p| !p.is_empty()).collect();
+    params.sort();
+    std::iter::once(main)
+        .chain(params)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Checks that `media_type` is known and that `asset_id` ends in an extension fitting it.
+/// Errors name the field at fault (`type` or `id`).
+pub(crate) fn check_media_type(
+    asset_id: &str,
+    media_type: &str,
+) -> Result<(), (&'static str, String)> {
+    let wanted = normalize_media_type(media_type);
+    let Some((_, extensions)) = MEDIA_TYPES
+        .iter()
+        .find(|(t, _)| normalize_media_type(t) == wanted)
+    else {
+        return Err(("type", format!("Invalid media type \"{media_type}\"")));
+    };
+    let ext = asset_id
+        .rsplit_once('.')
+        .map(|(_, ext)| ext.to_ascii_lowercase())
+        .unwrap_or_default();
+    if extensions.contains(&ext.as_str()) {
+        Ok(())
+    } else {
+        Err((
+            "id",
+            format!(
+                "Invalid id extension \"{ext}\" for media type \"{media_type}\", expected one of \
+                 .{}",
+                extensions.join(", .")
+            ),
+        ))
+    }
+}
+
+/// The media type an asset id suggests, for assets created behind the API's back.
+pub(crate) fn media_type_for(asset_id: &str) -> &'static str {
+    let ext = asset_id
+        .rsplit_once('.')
+        .map(|(_, ext)| ext.to_ascii_lowercase())
+        .unwrap_or_default();
+    MEDIA_TYPES
+        .iter()
+        .find(|(_, exts)| exts.contains(&ext.as_str()))
+        .map_or("application/zip", |(t, _)| t)
+}
+
+/// The real server's id rule: lowercase letters, digits, `-`, `_` and `.`.
+pub(crate) fn check_id(id: &str) -> Result<(), String> {
+    let valid = !id.is_empty()
+        && id.len() <= 255
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b));
+    if valid {
+        Ok(())
+    } else {
+        Err("Invalid id, only the following characters are allowed: 0-9a-z-_.".into())
+    }
+}
+
+/// Checks every id of `key` and its media type.
+pub(crate) fn check_key(key: &AssetKey, media_type: &str) -> Result<(), String> {
+    check_id(&key.collection)
+        .and_then(|()| key.item.as_deref().map_or(Ok(()), check_id))
+        .and_then(|()| check_id(&key.asset))
+        .map_err(|e| format!("{key}: {e}"))?;
+    check_media_type(&key.asset, media_type).map_err(|(_, e)| format!("{key}: {e}"))
+}
+
+/// The seed file: `{"collections":[{"id":..,"assets":[{"id":..,"type":..}],
+/// "items":[{"id":..,"assets":[..]}]}]}`.
+#[derive(Debug, Deserialize)]
+struct Seed {
+    collections: Vec<SeedCollection>,
+}
+
+#[derive(Debug, Deserialize)]
+struct SeedCollection {
+    id: String,
+    #[serde(default)]
+    assets: Vec<SeedAsset>,
+    #[serde(default)]
+    items: Vec<SeedItem>,
+}
+
+#[derive(Debug, Deserialize)]
+struct SeedItem {
+    id: String,
+    #[serde(default)]
+    assets: Vec<SeedAsset>,
+}
+
+#[derive(Debug, Deserialize)]
+struct SeedAsset {
+    id: String,
+    #[serde(rename = "type")]
+    media_type: String,
+    #[serde(default)]
+    href: Option<String>,
+}
+
+/// Fills `state` from a seed file.
+pub(crate) async fn load_seed(
+    state: &mut State,
+    path: &Path,
+    now: DateTime<Utc>,
+) -> std::io::Result<()> {
+    let invalid = |msg: String| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("seed file {}: {msg}", path.display()),
+        )
+    };
+    let text = tokio::fs::read(path)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("seed file {}: {e}", path.display())))?;
+    let seed: Seed = serde_json::from_slice(&text).map_err(|e| invalid(e.to_string()))?;
+    for collection in seed.collections {
+        check_id(&collection.id).map_err(|e| invalid(format!("{}: {e}", collection.id)))?;
+        let mut assets: Vec<(AssetKey, SeedAsset)> = collection
+            .assets
+            .into_iter()
+            .map(|a| (AssetKey::collection_asset(&collection.id, &a.id), a))
+            .collect();
+        for item in collection.items {
+            check_id(&item.id).map_err(|e| invalid(format!("{}: {e}", item.id)))?;
+            state.ensure_item(&collection.id, &item.id, now);
+            assets.extend(
+                item.assets
+                    .into_iter()
+                    .map(|a| (AssetKey::item_asset(&collection.id, &item.id, &a.id), a)),
+            );
+        }
+        state.ensure_collection(&collection.id, now);
+        for (key, asset) in assets {
+            check_key(&key, &asset.media_type).map_err(invalid)?;
+            state.ensure_parents(&key, now);
+            state
+                .put_asset(&key, asset.media_type, Map::new(), asset.href, now)
+                .map_err(|e| invalid(format!("{key}: {e:?}")))?;
+        }
+    }
+    Ok(())
+}
+
+/// An asset as tests see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AssetSnapshot {
+    /// Its media type.
+    pub media_type: String,
+    /// `file:checksum`: the multihash (hex) of the last completed upload.
+    pub checksum: Option<String>,
+    /// `file:size`: the bytes of the last completed upload.
+    pub size: Option<u64>,
+    /// Where its data is downloaded (set by the first completed upload, or external).
+    pub href: Option<String>,
+    /// The `Content-Encoding` of its data.
+    pub content_encoding: Option<String>,
+}
+
+/// An upload as tests see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadSnapshot {
+    /// The upload id.
+    pub id: String,
+    /// Its status.
+    pub status: UploadState,
+    /// The number of parts declared at create.
+    pub number_parts: u32,
+    /// The multihash declared at create.
+    pub checksum: String,
+    /// When it was created.
+    pub created: DateTime<Utc>,
+    /// When it was completed or aborted.
+    pub ended: Option<DateTime<Utc>>,
+    /// How many distinct parts the part URLs have received.
+    pub parts_received: u32,
+    /// The `content_encoding` declared at create.
+    pub content_encoding: Option<String>,
+}
+
+impl From<&Upload> for UploadSnapshot {
+    fn from(u: &Upload) -> Self {
+        UploadSnapshot {
+            id: u.id.clone(),
+            status: u.status,
+            number_parts: u.number_parts,
+            checksum: u.checksum.clone(),
+            created: u.created,
+            ended: u.ended,
+            parts_received: u32::try_from(u.parts.len()).unwrap_or(u32::MAX),
+            content_encoding: u.content_encoding.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn media_types_fit_extensions() {
+        assert!(check_media_type("a.zip", "application/zip").is_ok());
+        assert!(
+            check_media_type(
+                "dem.TIF",
+                "image/tiff;profile=cloud-optimized; Application=geotiff"
+            )
+            .is_ok()
+        );
+        assert!(check_media_type("x.xtf", "application/x.interlis; version=2.3").is_ok());
+        assert_eq!(
+            check_media_type("a.bin", "application/zip").unwrap_err().0,
+            "id"
+        );
+        assert_eq!(
+            check_media_type("a.bin", "application/octet-stream")
+                .unwrap_err()
+                .0,
+            "type"
+        );
+        assert_eq!(check_media_type("a", "text/plain").unwrap_err().0, "id");
+        assert_eq!(media_type_for("x.geojson"), "application/geo+json");
+    }
+
+    #[test]
+    fn ids_follow_the_server_rule() {
+        assert!(check_id("ch.swisstopo.swissalti3d_2019-1").is_ok());
+        for bad in ["", "Upper", "a b", "a/b", "é"] {
+            assert!(check_id(bad).is_err(), "{bad:?}");
+        }
+    }
+}

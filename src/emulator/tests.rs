@@ -1,0 +1,1009 @@
+//! The emulator through real HTTP, as a client sees it.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use md5::{Digest, Md5};
+use reqwest::{Client, StatusCode};
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+use super::*;
+
+const MIB: usize = 1024 * 1024;
+
+async fn start(config: EmulatorConfig) -> Emulator {
+    Emulator::start("127.0.0.1:0".parse().unwrap(), config)
+        .await
+        .unwrap()
+}
+
+fn client() -> Client {
+    Client::builder().no_proxy().build().unwrap()
+}
+
+fn md5_b64(data: &[u8]) -> String {
+    STANDARD.encode(Md5::digest(data))
+}
+
+fn md5_hex(data: &[u8]) -> String {
+    hex::encode(Md5::digest(data))
+}
+
+fn multihash(data: &[u8]) -> String {
+    format!("1220{}", hex::encode(Sha256::digest(data)))
+}
+
+fn item_key() -> AssetKey {
+    AssetKey::item_asset("coll", "item-1", "data.zip")
+}
+
+/// An emulator with one item asset, and a client.
+async fn setup(config: EmulatorConfig) -> (Emulator, Client, AssetKey) {
+    let emu = start(config).await;
+    let key = item_key();
+    emu.create_asset(&key, "application/zip").unwrap();
+    (emu, client(), key)
+}
+
+fn create_body(parts: &[&[u8]], whole: &[u8]) -> Value {
+    let md5_parts: Vec<Value> = parts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| json!({"part_number": i + 1, "md5": md5_b64(p)}))
+        .collect();
+    json!({
+        "number_parts": parts.len(),
+        "md5_parts": md5_parts,
+        "file:checksum": multihash(whole),
+    })
+}
+
+async fn create(http: &Client, asset_url: &str, body: &Value) -> reqwest::Response {
+    http.post(format!("{asset_url}/uploads"))
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn create_ok(http: &Client, asset_url: &str, parts: &[&[u8]]) -> Value {
+    let whole = parts.concat();
+    let response = create(http, asset_url, &create_body(parts, &whole)).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    response.json().await.unwrap()
+}
+
+fn part_url(upload: &Value, part: usize) -> String {
+    upload["urls"][part - 1]["url"].as_str().unwrap().to_owned()
+}
+
+async fn put_part(http: &Client, url: &str, data: &[u8]) -> reqwest::Response {
+    http.put(url)
+        .header("Content-MD5", md5_b64(data))
+        .body(data.to_vec())
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn complete(http: &Client, asset_url: &str, id: &str, parts: &[&[u8]]) -> reqwest::Response {
+    let parts: Vec<Value> = parts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| json!({"etag": format!("\"{}\"", md5_hex(p)), "part_number": i + 1}))
+        .collect();
+    post(
+        http,
+        &format!("{asset_url}/uploads/{id}/complete"),
+        json!({"parts": parts}),
+    )
+    .await
+}
+
+async fn post(http: &Client, url: &str, body: Value) -> reqwest::Response {
+    http.post(url).json(&body).send().await.unwrap()
+}
+
+async fn abort(http: &Client, asset_url: &str, id: &str) -> reqwest::Response {
+    post(http, &format!("{asset_url}/uploads/{id}/abort"), json!({})).await
+}
+
+async fn s3_code(response: reqwest::Response) -> (StatusCode, String) {
+    let status = response.status();
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/xml",
+        "S3 errors are XML"
+    );
+    let body = response.text().await.unwrap();
+    let code = body
+        .split("<Code>")
+        .nth(1)
+        .and_then(|rest| rest.split("</Code>").next())
+        .unwrap_or_default()
+        .to_owned();
+    (status, code)
+}
+
+#[tokio::test]
+async fn multipart_upload_round_trip() {
+    let (emu, http, key) = setup(EmulatorConfig::default()).await;
+    let url = emu.asset_url(&key);
+    let first = vec![1u8; 5 * MIB];
+    let second = b"tail".to_vec();
+    let parts: [&[u8]; 2] = [&first, &second];
+    let whole = parts.concat();
+
+    let response = create(&http, &url, &create_body(&parts, &whole)).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    let upload: Value = response.json().await.unwrap();
+    let id = upload["upload_id"].as_str().unwrap().to_owned();
+    assert_eq!(location, format!("{url}/uploads/{id}"));
+    assert_eq!(upload["status"], "in-progress");
+    assert_eq!(upload["urls"].as_array().unwrap().len(), 2);
+    assert_eq!(upload["urls"][1]["part"], 2);
+    assert!(upload["urls"][0]["expires"].is_string());
+
+    for (i, part) in parts.iter().enumerate() {
+        let response = put_part(&http, &part_url(&upload, i + 1), part).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            response.headers()["etag"],
+            format!("\"{}\"", md5_hex(part)).as_str()
+        );
+    }
+    let listed: Value = http
+        .get(format!("{url}/uploads/{id}/parts"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["parts"][0]["size"], 5 * MIB);
+    assert_eq!(listed["parts"][1]["part_number"], 2);
+
+    let response = complete(&http, &url, &id, &parts).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let done: Value = response.json().await.unwrap();
+    assert_eq!(done["status"], "completed");
+    assert_eq!(done["urls"], json!([]));
+    assert!(done["completed"].is_string());
+
+    let asset = emu.asset(&key).unwrap();
+    assert_eq!(asset.checksum.as_deref(), Some(multihash(&whole).as_str()));
+    assert_eq!(asset.size, Some(whole.len() as u64));
+    assert_eq!(emu.object_bytes(&key).unwrap(), whole);
+    assert_eq!(
+        emu.object_sha256_hex(&key).unwrap(),
+        hex::encode(Sha256::digest(&whole))
+    );
+    let json: Value = http.get(&url).send().await.unwrap().json().await.unwrap();
+    assert_eq!(json["file:checksum"], multihash(&whole));
+    assert_eq!(json["file:size"], whole.len());
+    let href = json["href"].as_str().unwrap();
+    let downloaded = http.get(href).send().await.unwrap().bytes().await.unwrap();
+    assert_eq!(downloaded.as_ref(), whole.as_slice());
+
+    // The upload is finished: ETag caching, 500 on its parts, 409 on a second complete.
+    let response = http
+        .get(format!("{url}/uploads/{id}"))
+        .send()
+        .await
+        .unwrap();
+    let etag = response.headers()["etag"].clone();
+    let response = http
+        .get(format!("{url}/uploads/{id}"))
+        .header("If-None-Match", etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_MODIFIED);
+    let response = http
+        .get(format!("{url}/uploads/{id}/parts"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let response = complete(&http, &url, &id, &parts).await;
+    assert_eq!(response.status(), StatusCode::CONFLICT);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body,
+        json!({"code": 409, "description": "No upload in progress"})
+    );
+    assert!(emu.in_progress_uploads().is_empty());
+    assert_eq!(emu.call_count(CallKind::PutPart), 2);
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn collection_asset_on_disk_with_content_encoding() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = EmulatorConfig {
+        storage: Storage::Dir(dir.path().to_owned()),
+        ..Default::default()
+    };
+    let emu = start(config).await;
+    let http = client();
+    let key = AssetKey::collection_asset("coll", "table.csv");
+    emu.create_asset(&key, "text/csv").unwrap();
+    let url = emu.asset_url(&key);
+    let data = b"pretend this is gzip".to_vec();
+    let mut body = create_body(&[&data], b"uncompressed");
+    body["content_encoding"] = json!("gzip");
+    let response = create(&http, &url, &body).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let upload: Value = response.json().await.unwrap();
+    assert_eq!(upload["content_encoding"], "gzip");
+    let id = upload["upload_id"].as_str().unwrap();
+    assert_eq!(
+        put_part(&http, &part_url(&upload, 1), &data).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        complete(&http, &url, id, &[&data]).await.status(),
+        StatusCode::OK
+    );
+
+    assert_eq!(emu.object_bytes(&key).unwrap(), data);
+    let asset = emu.asset(&key).unwrap();
+    assert_eq!(asset.content_encoding.as_deref(), Some("gzip"));
+    let response = http.get(asset.href.unwrap()).send().await.unwrap();
+    assert_eq!(response.headers()["content-encoding"], "gzip");
+    assert_eq!(response.headers()["content-type"], "text/csv");
+    assert_eq!(response.bytes().await.unwrap().as_ref(), data.as_slice());
+    emu.shutdown().await;
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "the part files go with the emulator"
+    );
+}
+
+#[tokio::test]
+async fn second_create_conflicts_with_upload_id() {
+    let (emu, http, key) = setup(EmulatorConfig::default()).await;
+    let url = emu.asset_url(&key);
+    let first = create_ok(&http, &url, &[b"a"]).await;
+    let response = create(&http, &url, &create_body(&[b"b"], b"b")).await;
+    assert_eq!(response.status(), StatusCode::CONFLICT);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body,
+        json!({"code": 409, "description": "Upload already in progress",
+               "upload_id": first["upload_id"]})
+    );
+    let listed: Value = http
+        .get(format!("{url}/uploads"))
+        .query(&[("status", "in-progress")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["uploads"][0]["upload_id"], first["upload_id"]);
+    assert_eq!(listed["uploads"].as_array().unwrap().len(), 1);
+    let delete = http.delete(&url).send().await.unwrap();
+    assert_eq!(
+        delete.status(),
+        StatusCode::BAD_REQUEST,
+        "an upload is in progress"
+    );
+    assert!(emu.asset(&key).is_some());
+}
+
+#[tokio::test]
+async fn legacy_mode_answers_400_without_id() {
+    let config = EmulatorConfig {
+        legacy_in_progress_400: true,
+        ..Default::default()
+    };
+    let (emu, http, key) = setup(config).await;
+    let url = emu.asset_url(&key);
+    let planted = emu.plant_upload(&key, chrono::Utc::now() - chrono::TimeDelta::days(2));
+    let response = create(&http, &url, &create_body(&[b"b"], b"b")).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body,
+        json!({"code": 400, "description": "Upload already in progress"})
+    );
+    assert_eq!(emu.in_progress_uploads()[0].1.id, planted);
+}
+
+#[tokio::test]
+async fn concurrent_creates_have_one_winner() {
+    let (emu, http, key) = setup(EmulatorConfig::default()).await;
+    let url = emu.asset_url(&key);
+    let body = create_body(&[b"x"], b"x");
+    let attempts = (0..8).map(|_| create(&http, &url, &body));
+    let statuses: Vec<StatusCode> = futures_util::future::join_all(attempts)
+        .await
+        .iter()
+        .map(|r| r.status())
+        .collect();
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| **s == StatusCode::CREATED)
+            .count(),
+        1
+    );
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| **s == StatusCode::CONFLICT)
+            .count(),
+        7
+    );
+    assert_eq!(emu.uploads(&key).len(), 1);
+}
+
+#[tokio::test]
+async fn refused_complete_leaves_upload_in_progress() {
+    let (emu, http, key) = setup(EmulatorConfig::default()).await;
+    let url = emu.asset_url(&key);
+    let parts: [&[u8]; 2] = [b"too small", b"last"];
+    let upload = create_ok(&http, &url, &parts).await;
+    let id = upload["upload_id"].as_str().unwrap();
+    for (i, part) in parts.iter().enumerate() {
+        put_part(&http, &part_url(&upload, i + 1), part).await;
+    }
+
+    let response = complete(&http, &url, id, &parts).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body = response.text().await.unwrap();
+    assert!(body.contains("EntityTooSmall"), "{body}");
+
+    let wrong = post(
+        &http,
+        &format!("{url}/uploads/{id}/complete"),
+        json!({"parts": [{"etag": "\"00\"", "part_number": 1},
+                         {"etag": format!("\"{}\"", md5_hex(b"last")), "part_number": 2}]}),
+    )
+    .await;
+    assert!(wrong.text().await.unwrap().contains("InvalidPart"));
+    let unordered = post(
+        &http,
+        &format!("{url}/uploads/{id}/complete"),
+        json!({"parts": [{"etag": "a", "part_number": 2}, {"etag": "b", "part_number": 1}]}),
+    )
+    .await;
+    assert!(unordered.text().await.unwrap().contains("InvalidPartOrder"));
+    let too_few = post(
+        &http,
+        &format!("{url}/uploads/{id}/complete"),
+        json!({"parts": [{"etag": "a", "part_number": 1}]}),
+    )
+    .await;
+    assert_eq!(
+        too_few.json::<Value>().await.unwrap()["description"],
+        json!({"parts": ["Too few parts"]})
+    );
+    let missing = post(&http, &format!("{url}/uploads/{id}/complete"), json!({})).await;
+    assert_eq!(
+        missing.json::<Value>().await.unwrap()["description"],
+        json!({"parts": "Missing required field"})
+    );
+
+    let in_progress = emu.in_progress_uploads();
+    assert_eq!(in_progress.len(), 1);
+    assert_eq!(in_progress[0].1.parts_received, 2);
+
+    let response = abort(&http, &url, id).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.json::<Value>().await.unwrap()["status"], "aborted");
+    assert!(emu.in_progress_uploads().is_empty());
+    assert_eq!(
+        abort(&http, &url, id).await.status(),
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+    // A part URL of an aborted upload is dead.
+    let (status, code) = s3_code(put_part(&http, &part_url(&upload, 1), parts[0]).await).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::NOT_FOUND, "NoSuchUpload")
+    );
+    assert!(emu.asset(&key).unwrap().checksum.is_none());
+}
+
+#[tokio::test]
+async fn part_put_is_checked_like_s3() {
+    let (emu, http, key) = setup(EmulatorConfig::default()).await;
+    let url = emu.asset_url(&key);
+    let data = b"part body".to_vec();
+    let upload = create_ok(&http, &url, &[&data]).await;
+    let part = part_url(&upload, 1);
+
+    let bad_digest = http
+        .put(&part)
+        .header("Content-MD5", md5_b64(&data))
+        .body(b"other bytes".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        s3_code(bad_digest).await,
+        (StatusCode::BAD_REQUEST, "BadDigest".to_owned())
+    );
+    let no_md5 = http.put(&part).body(data.clone()).send().await.unwrap();
+    assert_eq!(
+        s3_code(no_md5).await,
+        (StatusCode::FORBIDDEN, "SignatureDoesNotMatch".to_owned())
+    );
+    let other_md5 = http
+        .put(&part)
+        .header("Content-MD5", md5_b64(b"other bytes"))
+        .body(b"other bytes".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(s3_code(other_md5).await.1, "SignatureDoesNotMatch");
+    let tampered = put_part(
+        &http,
+        &part.replace("X-Amz-Expires=", "X-Amz-Expires=1"),
+        &data,
+    )
+    .await;
+    assert_eq!(s3_code(tampered).await.1, "SignatureDoesNotMatch");
+    let chunks = vec![Ok::<_, std::io::Error>(bytes::Bytes::from(data.clone()))];
+    let chunked = http
+        .put(&part)
+        .header("Content-MD5", md5_b64(&data))
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        s3_code(chunked).await,
+        (StatusCode::NOT_IMPLEMENTED, "NotImplemented".to_owned())
+    );
+    assert_eq!(emu.uploads(&key)[0].parts_received, 0);
+
+    // Sent again, a part replaces the previous one.
+    assert_eq!(put_part(&http, &part, &data).await.status(), StatusCode::OK);
+    assert_eq!(put_part(&http, &part, &data).await.status(), StatusCode::OK);
+    assert_eq!(emu.uploads(&key)[0].parts_received, 1);
+}
+
+#[tokio::test]
+async fn expired_urls_are_refused() {
+    let config = EmulatorConfig {
+        url_ttl: Duration::ZERO,
+        ..Default::default()
+    };
+    let (emu, http, key) = setup(config).await;
+    let url = emu.asset_url(&key);
+    let upload = create_ok(&http, &url, &[b"x"]).await;
+    let (status, code) = s3_code(put_part(&http, &part_url(&upload, 1), b"x").await).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::FORBIDDEN, "AccessDenied")
+    );
+
+    let (emu, http, key) = setup(EmulatorConfig::default()).await;
+    let url = emu.asset_url(&key);
+    let upload = create_ok(&http, &url, &[b"x"]).await;
+    emu.faults().inject(
+        CallKind::PutPart,
+        FaultAction::ExpireUrl,
+        FaultTrigger::Next(1),
+    );
+    let response = put_part(&http, &part_url(&upload, 1), b"x").await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert!(
+        response
+            .text()
+            .await
+            .unwrap()
+            .contains("Request has expired")
+    );
+    assert_eq!(
+        put_part(&http, &part_url(&upload, 1), b"x").await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(emu.faults().injected(CallKind::PutPart), 1);
+}
+
+#[tokio::test]
+async fn drop_fault_resets_the_connection_mid_body() {
+    let (emu, http, key) = setup(EmulatorConfig::default()).await;
+    let url = emu.asset_url(&key);
+    let data = vec![9u8; 2 * MIB];
+    let upload = create_ok(&http, &url, &[&data]).await;
+    emu.faults()
+        .inject(CallKind::PutPart, FaultAction::Drop, FaultTrigger::Next(1));
+    let result = http
+        .put(part_url(&upload, 1))
+        .header("Content-MD5", md5_b64(&data))
+        .body(data.clone())
+        .send()
+        .await;
+    assert!(result.is_err(), "the client must see the connection die");
+    assert_eq!(emu.uploads(&key)[0].parts_received, 0, "no effect on state");
+    assert_eq!(emu.faults().injected(CallKind::PutPart), 1);
+
+    assert_eq!(
+        put_part(&http, &part_url(&upload, 1), &data).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(emu.uploads(&key)[0].parts_received, 1);
+}
+
+#[tokio::test]
+async fn lost_complete_answer_still_completes() {
+    let (emu, http, key) = setup(EmulatorConfig::default()).await;
+    let url = emu.asset_url(&key);
+    let data = b"whole file".to_vec();
+    let upload = create_ok(&http, &url, &[&data]).await;
+    let id = upload["upload_id"].as_str().unwrap();
+    put_part(&http, &part_url(&upload, 1), &data).await;
+    emu.faults().inject(
+        CallKind::Complete,
+        FaultAction::DropAfterCommit,
+        FaultTrigger::Next(1),
+    );
+    let parts = json!({"parts": [{"etag": md5_hex(&data), "part_number": 1}]});
+    let lost = http
+        .post(format!("{url}/uploads/{id}/complete"))
+        .json(&parts)
+        .send()
+        .await;
+    assert!(lost.is_err());
+    assert_eq!(emu.uploads(&key)[0].status, UploadState::Completed);
+    assert_eq!(emu.object_bytes(&key).unwrap(), data);
+
+    let retry = post(&http, &format!("{url}/uploads/{id}/complete"), parts).await;
+    assert_eq!(retry.status(), StatusCode::CONFLICT);
+    let read: Value = http
+        .get(format!("{url}/uploads/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(read["status"], "completed");
+    assert_eq!(read["file:checksum"], multihash(&data));
+}
+
+#[tokio::test]
+async fn status_faults_look_like_gateways_and_servers() {
+    let (emu, http, key) = setup(EmulatorConfig::default()).await;
+    let url = emu.asset_url(&key);
+    let faults = emu.faults();
+    faults.inject(
+        CallKind::CreateUpload,
+        FaultAction::Status(503),
+        FaultTrigger::Next(1),
+    );
+    faults.inject(
+        CallKind::CreateUpload,
+        FaultAction::Status(500),
+        FaultTrigger::Next(1),
+    );
+    faults.inject(
+        CallKind::CreateUpload,
+        FaultAction::Delay(Duration::from_millis(50)),
+        FaultTrigger::Next(1),
+    );
+    let body = create_body(&[b"x"], b"x");
+
+    let response = create(&http, &url, &body).await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()["content-type"], "text/html");
+    assert!(response.text().await.unwrap().contains("<title>503"));
+    let response = create(&http, &url, &body).await;
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(response.json::<Value>().await.unwrap()["code"], 500);
+    assert!(emu.uploads(&key).is_empty(), "a status fault has no effect");
+
+    let started = std::time::Instant::now();
+    assert_eq!(
+        create(&http, &url, &body).await.status(),
+        StatusCode::CREATED
+    );
+    assert!(started.elapsed() >= Duration::from_millis(50));
+    assert_eq!(emu.call_count(CallKind::CreateUpload), 3);
+    assert_eq!(faults.injected(CallKind::CreateUpload), 3);
+}
+
+#[tokio::test]
+async fn v09_names_the_checksum_differently() {
+    let (emu, http, key) = setup(EmulatorConfig::default()).await;
+    let url = format!("{}/{}", emu.base_url_v09(), key.api_path());
+    let data = b"v0.9 data".to_vec();
+    let v1_body = create_body(&[&data], &data);
+    let response = create(&http, &url, &v1_body).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body["description"]["checksum:multihash"],
+        json!(["This field is required."])
+    );
+
+    let mut v09_body = v1_body.clone();
+    let checksum = v09_body
+        .as_object_mut()
+        .unwrap()
+        .remove("file:checksum")
+        .unwrap();
+    v09_body["checksum:multihash"] = checksum;
+    let response = create(&http, &url, &v09_body).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let upload: Value = response.json().await.unwrap();
+    assert_eq!(upload["checksum:multihash"], multihash(&data));
+    assert!(upload.get("file:checksum").is_none());
+    let id = upload["upload_id"].as_str().unwrap();
+    put_part(&http, &part_url(&upload, 1), &data).await;
+    assert_eq!(
+        complete(&http, &url, id, &[&data]).await.status(),
+        StatusCode::OK
+    );
+    let asset: Value = http.get(&url).send().await.unwrap().json().await.unwrap();
+    assert_eq!(asset["checksum:multihash"], multihash(&data));
+}
+
+#[tokio::test]
+async fn writes_need_credentials() {
+    let config = EmulatorConfig {
+        auth: EmulatorAuth::Basic {
+            username: "user".into(),
+            password: "secret".into(),
+        },
+        ..Default::default()
+    };
+    let (emu, http, key) = setup(config).await;
+    let url = format!("{}/uploads", emu.asset_url(&key));
+    let body = create_body(&[b"x"], b"x");
+
+    let response = http.post(&url).json(&body).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(response.headers()["www-authenticate"], "Bearer");
+    assert_eq!(response.json::<Value>().await.unwrap()["code"], 401);
+    let wrong = http
+        .post(&url)
+        .basic_auth("user", Some("wrong"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        http.get(&url).send().await.unwrap().status(),
+        StatusCode::OK
+    );
+    let right = http
+        .post(&url)
+        .basic_auth("user", Some("secret"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(right.status(), StatusCode::CREATED);
+
+    let config = EmulatorConfig {
+        auth: EmulatorAuth::Bearer("tok".into()),
+        ..Default::default()
+    };
+    let (emu, http, key) = setup(config).await;
+    let url = format!("{}/uploads", emu.asset_url(&key));
+    let token = http
+        .post(&url)
+        .header("Authorization", "Token tok")
+        .json(&body);
+    assert_eq!(
+        token.send().await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let bearer = http.post(&url).bearer_auth("tok").json(&body);
+    assert_eq!(bearer.send().await.unwrap().status(), StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn create_body_is_validated() {
+    let (emu, http, key) = setup(EmulatorConfig::default()).await;
+    let url = emu.asset_url(&key);
+    let good = create_body(&[b"a", b"b"], b"ab");
+    let mut cases = Vec::new();
+    for (field, value) in [
+        ("number_parts", json!(0)),
+        ("number_parts", json!(101)),
+        ("number_parts", json!(3)),
+        ("file:checksum", json!(format!("1114{}", "00".repeat(20)))),
+        ("content_encoding", json!("zstd")),
+        ("update_interval", json!(3601)),
+        (
+            "md5_parts",
+            json!([{"part_number": 1, "md5": md5_b64(b"a")}]),
+        ),
+    ] {
+        let mut body = good.clone();
+        body[field] = value;
+        cases.push(body);
+    }
+    for body in cases {
+        let response = create(&http, &url, &body).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(response.json::<Value>().await.unwrap()["code"], 400);
+    }
+    assert!(emu.uploads(&key).is_empty());
+
+    let missing = AssetKey::item_asset("coll", "item-1", "nope.zip");
+    let response = create(&http, &emu.asset_url(&missing), &good).await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+
+    let external = AssetKey::item_asset("coll", "item-1", "ext.tif");
+    let response = http
+        .put(emu.asset_url(&external))
+        .json(
+            &json!({"id": "ext.tif", "type": "image/tiff; application=geotiff",
+                      "href": "https://example.com/ext.tif"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let response = create(&http, &emu.asset_url(&external), &good).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        response.json::<Value>().await.unwrap()["description"],
+        "Not allowed to create multipart uploads on external assets"
+    );
+}
+
+#[tokio::test]
+async fn stac_objects_are_put_and_read() {
+    let emu = start(EmulatorConfig::default()).await;
+    let http = client();
+    let base = emu.base_url();
+    let put = |url: String, body: Value| {
+        let http = http.clone();
+        async move { http.put(url).json(&body).send().await.unwrap() }
+    };
+
+    let response = put(format!("{base}/collections/c"), json!({"id": "c"})).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let response = put(
+        format!("{base}/collections/c"),
+        json!({"id": "c", "title": "C"}),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let response = put(format!("{base}/collections/c"), json!({"id": "d"})).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let response = put(format!("{base}/collections/x/items/i"), json!({"id": "i"})).await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let response = put(format!("{base}/collections/c/items/i"), json!({"id": "i"})).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+
+    let asset_url = format!("{base}/collections/c/items/i/assets");
+    let refused = [
+        ("a.bin", "application/zip", "id"),
+        ("a.bin", "application/octet-stream", "type"),
+        ("a.zip", "image/png", "id"),
+    ];
+    for (id, media_type, field) in refused {
+        let response = put(
+            format!("{asset_url}/{id}"),
+            json!({"id": id, "type": media_type}),
+        )
+        .await;
+        assert_eq!(
+            response.status(),
+            StatusCode::BAD_REQUEST,
+            "{id} {media_type}"
+        );
+        let body: Value = response.json().await.unwrap();
+        assert!(body["description"][field].is_array(), "{body}");
+    }
+    let response = put(
+        format!("{asset_url}/a.zip"),
+        json!({"id": "a.zip", "type": "application/zip", "title": "A"}),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+
+    // An uploaded asset PUT again loses its checksum; PATCH keeps it.
+    let key = AssetKey::item_asset("c", "i", "a.zip");
+    let upload = create_ok(&http, &emu.asset_url(&key), &[b"z"]).await;
+    let id = upload["upload_id"].as_str().unwrap();
+    put_part(&http, &part_url(&upload, 1), b"z").await;
+    complete(&http, &emu.asset_url(&key), id, &[b"z"]).await;
+    let patched = http
+        .patch(format!("{asset_url}/a.zip"))
+        .json(&json!({"title": "B"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patched.status(), StatusCode::OK);
+    let patched: Value = patched.json().await.unwrap();
+    assert_eq!(patched["title"], "B");
+    assert_eq!(patched["file:checksum"], multihash(b"z"));
+    let response = put(
+        format!("{asset_url}/a.zip"),
+        json!({"id": "a.zip", "type": "application/zip"}),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let replaced = emu.asset(&key).unwrap();
+    assert_eq!((replaced.checksum, replaced.size), (None, None));
+    let read: Value = http
+        .get(format!("{base}/collections/c/items/i"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(read["id"], "i");
+}
+
+#[tokio::test]
+async fn uploads_are_listed_page_by_page() {
+    let (emu, http, key) = setup(EmulatorConfig::default()).await;
+    let url = emu.asset_url(&key);
+    for _ in 0..3 {
+        let upload = create_ok(&http, &url, &[b"x"]).await;
+        abort(&http, &url, upload["upload_id"].as_str().unwrap()).await;
+    }
+    let mut seen = Vec::new();
+    let mut next = Some(format!("{url}/uploads?limit=2"));
+    while let Some(page_url) = next.take() {
+        let page: Value = http
+            .get(&page_url)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        for upload in page["uploads"].as_array().unwrap() {
+            seen.push(upload["upload_id"].as_str().unwrap().to_owned());
+        }
+        next = page["links"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["rel"] == "next")
+            .map(|l| l["href"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(seen.len(), 3);
+    seen.dedup();
+    assert_eq!(seen.len(), 3);
+}
+
+#[tokio::test]
+async fn admin_api_drives_faults_and_shows_state() {
+    let (emu, http, key) = setup(EmulatorConfig::default()).await;
+    let admin = format!("http://{}/_emulator", emu.addr());
+    let url = emu.asset_url(&key);
+    let upload = create_ok(&http, &url, &[b"x"]).await;
+    let id = upload["upload_id"].as_str().unwrap();
+
+    let response = http
+        .post(format!("{admin}/faults"))
+        .json(&json!({"call": "get", "action": "status", "status": 502, "next": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let bad = http
+        .post(format!("{admin}/faults"))
+        .json(&json!({"call": "get", "action": "explode"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    let get = http
+        .get(format!("{url}/uploads/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(get.status(), StatusCode::BAD_GATEWAY);
+    assert_eq!(
+        http.get(format!("{url}/uploads/{id}"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+
+    http.post(format!("{admin}/faults"))
+        .json(&json!({"call": "put_part", "action": "drop", "probability": 1.0}))
+        .send()
+        .await
+        .unwrap();
+    let response = http.delete(format!("{admin}/faults")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert!(emu.faults().pending().is_empty());
+
+    let response = http
+        .put(format!("{admin}/bandwidth"))
+        .json(&json!({"bytes_per_second": 1_000_000}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(emu.faults().bandwidth_limit(), Some(1_000_000));
+
+    let state: Value = http
+        .get(format!("{admin}/state"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(state["assets"][0]["uploads"][0]["upload_id"], id);
+    assert_eq!(state["assets"][0]["uploads"][0]["status"], "in-progress");
+    assert_eq!(state["calls"]["get"], 2);
+    assert_eq!(state["bytes_per_second"], 1_000_000);
+}
+
+#[tokio::test]
+async fn bandwidth_limit_slows_part_bodies() {
+    let (emu, http, key) = setup(EmulatorConfig::default()).await;
+    let url = emu.asset_url(&key);
+    let data = vec![3u8; 100_000];
+    let upload = create_ok(&http, &url, &[&data]).await;
+    emu.faults().set_bandwidth_limit(Some(400_000));
+    let started = std::time::Instant::now();
+    assert_eq!(
+        put_part(&http, &part_url(&upload, 1), &data).await.status(),
+        StatusCode::OK
+    );
+    // 100 kB at 400 kB/s: a quarter of a second, give or take the first read.
+    assert!(
+        started.elapsed() >= Duration::from_millis(200),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn seed_file_creates_the_catalogue() {
+    let dir = tempfile::tempdir().unwrap();
+    let seed = dir.path().join("seed.json");
+    std::fs::write(
+        &seed,
+        json!({"collections": [{"id": "c", "assets": [{"id": "c.zip", "type": "application/zip"}],
+              "items": [{"id": "i", "assets": [{"id": "i.tif",
+                         "type": "image/tiff; application=geotiff; profile=cloud-optimized"}]}]}]})
+        .to_string(),
+    )
+    .unwrap();
+    let config = EmulatorConfig {
+        seed: Some(seed.clone()),
+        ..Default::default()
+    };
+    let emu = start(config).await;
+    assert!(
+        emu.asset(&AssetKey::collection_asset("c", "c.zip"))
+            .is_some()
+    );
+    let tif = emu.asset(&AssetKey::item_asset("c", "i", "i.tif")).unwrap();
+    assert!(tif.media_type.contains("geotiff"));
+
+    std::fs::write(
+        &seed,
+        r#"{"collections": [{"id": "c", "assets": [{"id": "x.bin", "type": "application/zip"}]}]}"#,
+    )
+    .unwrap();
+    let config = EmulatorConfig {
+        seed: Some(seed),
+        ..Default::default()
+    };
+    let err = Emulator::start("127.0.0.1:0".parse().unwrap(), config)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+}

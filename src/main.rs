@@ -1,0 +1,15 @@
+use clap::Parser;
+use stac_uploadd::cli::{self, Cli, ExitCode};
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    stac_uploadd::observe::init_logging(cli.log_format, cli.log_level());
+    match cli::run(cli).await {
+        Ok(()) => std::process::ExitCode::from(ExitCode::Success as u8),
+        Err(e) => {
+            eprintln!("error: {:#}", e.error);
+            std::process::ExitCode::from(e.code as u8)
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! The real binary on bad input: a clear one-line error, exit code 1 or 2, never a panic.
+
+mod common;
+
+use std::process::Output;
+
+use common::*;
+use stac_uploadd::emulator::{CallKind, FaultAction, FaultTrigger};
+
+const BIN: &str = env!("CARGO_BIN_EXE_stac-uploadd");
+
+/// Runs `stac-uploadd upload` against the emulator off the async runtime's threads.
+async fn upload(env: &Env, extra: &[&str], file: &str, password: &str) -> Output {
+    let mut cmd = tokio::process::Command::new(BIN);
+    cmd.args([
+        "upload",
+        "--url",
+        &env.emu.base_url(),
+        "--auth",
+        "basic",
+        "--user",
+        USER,
+    ])
+    .args(["--collection", "ch.test.collection", "--item", "item-1"])
+    .args(extra)
+    .arg(file)
+    .env("STAC_UPLOADD_SECRET", password)
+    .env_remove("RUST_LOG");
+    cmd.output().await.expect("the binary runs")
+}
+
+fn check(out: &Output, code: i32, fragment: &str) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(code), "stderr: {stderr}");
+    assert!(
+        stderr.contains(fragment),
+        "expected {fragment:?} in: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!stderr.contains(PASSWORD), "{stderr}");
+    let error_lines = stderr.lines().filter(|l| l.starts_with("error:")).count();
+    assert_eq!(error_lines, 1, "one error line: {stderr}");
+    stderr
+}
+
+#[tokio::test]
+async fn uploads_and_prints_one_result_line() {
+    let env = start().await;
+    let target = env.item_asset("ok.zip");
+    let (path, sha) = env.file("ok.zip", 6 * MIB);
+    let out = upload(
+        &env,
+        &["--asset", "ok.zip"],
+        path.to_str().unwrap(),
+        PASSWORD,
+    )
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("uploaded") && stdout.contains(&format!("1220{sha}")),
+        "{stdout}"
+    );
+    env.assert_holds(&target, &sha);
+}
+
+#[tokio::test]
+async fn bad_files_are_usage_errors() {
+    let env = start().await;
+    env.item_asset("x.zip");
+    let missing = env.dir.path().join("missing.zip");
+    check(
+        &upload(
+            &env,
+            &["--asset", "x.zip"],
+            missing.to_str().unwrap(),
+            PASSWORD,
+        )
+        .await,
+        2,
+        "No such file",
+    );
+    check(
+        &upload(
+            &env,
+            &["--asset", "x.zip"],
+            env.dir.path().to_str().unwrap(),
+            PASSWORD,
+        )
+        .await,
+        2,
+        "not a regular file",
+    );
+
+    let huge = env.dir.path().join("huge.zip");
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len(500 * 1024 * MIB + 1)
+        .unwrap(); // sparse
+    check(
+        &upload(
+            &env,
+            &["--asset", "x.zip"],
+            huge.to_str().unwrap(),
+            PASSWORD,
+        )
+        .await,
+        2,
+        "at most 100 parts",
+    );
+
+    // Root reads a chmod 000 file anyway; a write-only sysctl is unreadable even for root.
+    let unreadable = if unsafe { libc::geteuid() } == 0 {
+        std::path::PathBuf::from("/proc/sys/vm/drop_caches")
+    } else {
+        let p = env.dir.path().join("locked.zip");
+        std::fs::write(&p, b"data").unwrap();
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o000)).unwrap();
+        p
+    };
+    check(
+        &upload(
+            &env,
+            &["--asset", "x.zip"],
+            unreadable.to_str().unwrap(),
+            PASSWORD,
+        )
+        .await,
+        2,
+        "ermission denied",
+    );
+    assert!(env.emu.in_progress_uploads().is_empty());
+}
+
+#[tokio::test]
+async fn server_refusals_are_runtime_errors() {
+    let env = start().await;
+    env.item_asset("x.zip");
+    let (path, _) = env.file("x.zip", 100);
+    let p = path.to_str().unwrap();
+    check(
+        &upload(&env, &["--asset", "x.zip"], p, "wrong password").await,
+        1,
+        "HTTP 401",
+    );
+    check(
+        &upload(&env, &["--asset", "unknown.zip"], p, PASSWORD).await,
+        1,
+        "HTTP 404",
+    );
+    env.emu.faults().inject(
+        CallKind::CreateUpload,
+        FaultAction::Status(502),
+        FaultTrigger::Next(100),
+    );
+    check(
+        &upload(&env, &["--asset", "x.zip", "--retries", "1"], p, PASSWORD).await,
+        1,
+        "gateway page: 502 Bad Gateway",
+    );
+}
+
+#[tokio::test]
+async fn an_asset_in_progress_is_named_and_aborted_only_when_asked() {
+    let env = start().await;
+    let target = env.item_asset("busy.zip");
+    let blocker = env.emu.plant_upload(
+        &key(&target),
+        chrono::Utc::now() - chrono::Duration::minutes(5),
+    );
+    let (path, sha) = env.file("busy.zip", 100);
+    let p = path.to_str().unwrap();
+    let stderr = check(
+        &upload(&env, &["--asset", "busy.zip"], p, PASSWORD).await,
+        1,
+        &blocker,
+    );
+    assert!(stderr.contains("--abort-in-progress"), "{stderr}");
+    assert_eq!(
+        env.emu.in_progress_uploads().len(),
+        1,
+        "left alone without the flag"
+    );
+
+    let out = upload(
+        &env,
+        &["--asset", "busy.zip", "--abort-in-progress"],
+        p,
+        PASSWORD,
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    env.assert_holds(&target, &sha);
+    assert!(env.emu.in_progress_uploads().is_empty());
+}
+
+#[tokio::test]
+async fn bad_flags_exit_2() {
+    let out = tokio::process::Command::new(BIN)
+        .args([
+            "upload",
+            "--url",
+            "http://127.0.0.1:9/api/stac/v1",
+            "--collection",
+            "c",
+            "--asset",
+            "a",
+            "--part-size",
+            "lots",
+            "f",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid byte size"));
+}

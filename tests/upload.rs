@@ -1,0 +1,596 @@
+//! The upload engine against the emulator over real HTTP: sizes, targets, API versions, and every
+//! fault the emulator can inject, each checked by what the server holds afterwards.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use common::*;
+use stac_uploadd::emulator::{CallKind, EmulatorConfig, FaultAction, FaultTrigger, UploadState};
+use stac_uploadd::stac::{ApiVersion, AssetTarget, Auth, ErrorClass, UploadStatus};
+use stac_uploadd::upload::{
+    self, AbortOutcome, UploadError, UploadEvent, UploadObserver, UploadOptions,
+};
+use tokio_util::sync::CancellationToken;
+
+#[tokio::test]
+async fn sizes_around_the_part_limits() {
+    let env = start().await;
+    for (name, len, parts) in [
+        ("one-byte.zip", 1, 1),
+        ("empty.zip", 0, 1),
+        ("exactly-5mib.zip", 5 * MIB, 1),
+        ("5mib-plus-1.zip", 5 * MIB + 1, 2),
+        ("multi.zip", 23 * MIB + 12_345, 5),
+    ] {
+        let target = env.item_asset(name);
+        let (path, sha) = env.file(name, len);
+        let report = env
+            .upload(&target, &path)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(report.parts, parts, "{name}");
+        assert_eq!(report.bytes, len);
+        env.assert_holds(&target, &sha);
+        assert_eq!(env.count(&target, UploadState::Completed), 1);
+    }
+    env.assert_nothing_in_progress();
+}
+
+#[tokio::test]
+async fn parts_really_go_in_parallel() {
+    for parallel in [1, 4] {
+        let env = start().await;
+        // Each part PUT waits on the server, so the client's parts overlap there if it sends them at once.
+        env.emu.faults().inject(
+            CallKind::PutPart,
+            FaultAction::Delay(Duration::from_millis(150)),
+            FaultTrigger::Next(8),
+        );
+        let target = env.item_asset("parallel.zip");
+        let (path, sha) = env.file("parallel.zip", 36 * MIB);
+        let report = env
+            .upload_with(&target, &path, &UploadOptions { parallel, ..opts() })
+            .await
+            .unwrap();
+        assert_eq!(report.parts, 8);
+        assert_eq!(
+            env.emu.max_concurrent_part_puts(),
+            parallel as u64,
+            "parts at once on the server"
+        );
+        env.assert_holds(&target, &sha);
+    }
+}
+
+#[tokio::test]
+async fn collection_asset_uses_the_same_path() {
+    let env = start().await;
+    let target = AssetTarget::collection_asset("ch.test.collection", "overview.zip");
+    env.emu
+        .create_asset(&key(&target), "application/zip")
+        .unwrap();
+    let (path, sha) = env.file("overview.zip", 6 * MIB);
+    env.upload(&target, &path).await.unwrap();
+    env.assert_holds(&target, &sha);
+    let info = env.client.read_asset(&target).await.unwrap();
+    assert_eq!(info.checksum, Some(format!("1220{sha}")));
+    assert!(info.href.is_some(), "href is set after the first upload");
+}
+
+#[tokio::test]
+async fn api_v09_uses_checksum_multihash() {
+    let env = start_with(EmulatorConfig::default(), ApiVersion::V09).await;
+    let target = env.item_asset("old.zip");
+    let (path, sha) = env.file("old.zip", 7 * MIB);
+    env.upload(&target, &path).await.unwrap();
+    env.assert_holds(&target, &sha);
+    assert_eq!(
+        env.client.read_asset(&target).await.unwrap().checksum,
+        Some(format!("1220{sha}"))
+    );
+}
+
+#[tokio::test]
+async fn transient_part_failures_are_resent() {
+    let env = start().await;
+    let f = env.emu.faults();
+    f.inject(
+        CallKind::PutPart,
+        FaultAction::Status(502),
+        FaultTrigger::Next(1),
+    );
+    f.inject(
+        CallKind::PutPart,
+        FaultAction::Status(503),
+        FaultTrigger::Next(1),
+    );
+    f.inject(
+        CallKind::PutPart,
+        FaultAction::Status(504),
+        FaultTrigger::Next(1),
+    );
+    f.inject(CallKind::PutPart, FaultAction::Drop, FaultTrigger::Next(1));
+    let target = env.item_asset("flaky.zip");
+    let (path, sha) = env.file("flaky.zip", 16 * MIB);
+    let report = env.upload(&target, &path).await.unwrap();
+    assert_eq!(
+        report.part_retries, 4,
+        "each injected fault costs one resend"
+    );
+    assert_eq!(f.injected(CallKind::PutPart), 4);
+    env.assert_holds(&target, &sha);
+    env.assert_nothing_in_progress();
+}
+
+#[tokio::test]
+async fn transient_failures_of_api_calls_are_retried() {
+    let env = start().await;
+    let f = env.emu.faults();
+    f.inject(
+        CallKind::CreateUpload,
+        FaultAction::Status(503),
+        FaultTrigger::Next(1),
+    );
+    f.inject(
+        CallKind::Complete,
+        FaultAction::Status(502),
+        FaultTrigger::Next(1),
+    );
+    let target = env.item_asset("api-flaky.zip");
+    let (path, sha) = env.file("api-flaky.zip", 3 * MIB);
+    env.upload(&target, &path).await.unwrap();
+    env.assert_holds(&target, &sha);
+    assert_eq!(env.count(&target, UploadState::Completed), 1);
+    assert_eq!(env.count(&target, UploadState::Aborted), 0);
+}
+
+#[tokio::test]
+async fn a_part_that_keeps_failing_aborts_the_upload() {
+    let env = start().await;
+    env.emu.faults().inject(
+        CallKind::PutPart,
+        FaultAction::Status(503),
+        FaultTrigger::Next(100),
+    );
+    let target = env.item_asset("down.zip");
+    let (path, _) = env.file("down.zip", 2 * MIB);
+    let err = env
+        .upload_with(
+            &target,
+            &path,
+            &UploadOptions {
+                part_retries: 2,
+                ..opts()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            UploadError::AfterCreate {
+                abort: AbortOutcome::Aborted,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        err.is_retryable(),
+        "a gateway error is worth a later run: {err}"
+    );
+    assert_eq!(
+        env.emu.faults().injected(CallKind::PutPart),
+        3,
+        "one try and two retries"
+    );
+    assert_eq!(env.count(&target, UploadState::Aborted), 1);
+    env.assert_nothing_in_progress();
+    assert_eq!(env.emu.asset(&key(&target)).unwrap().checksum, None);
+}
+
+#[tokio::test]
+async fn server_errors_are_not_retried_and_abort() {
+    let env = start().await;
+    env.emu.faults().inject(
+        CallKind::PutPart,
+        FaultAction::Status(500),
+        FaultTrigger::Next(1),
+    );
+    let target = env.item_asset("broken.zip");
+    let (path, _) = env.file("broken.zip", 1000);
+    let err = env.upload(&target, &path).await.unwrap_err();
+    assert_eq!(err.class(), Some(&ErrorClass::ServerBroken), "{err}");
+    assert_eq!(env.emu.faults().injected(CallKind::PutPart), 1);
+    env.assert_nothing_in_progress();
+}
+
+#[tokio::test]
+async fn a_500_on_create_leaves_nothing_behind() {
+    let env = start().await;
+    env.emu.faults().inject(
+        CallKind::CreateUpload,
+        FaultAction::Status(500),
+        FaultTrigger::Next(1),
+    );
+    let target = env.item_asset("create500.zip");
+    let (path, _) = env.file("create500.zip", 1000);
+    let err = env.upload(&target, &path).await.unwrap_err();
+    assert!(
+        matches!(&err, UploadError::Stac(e) if e.status.map(|s| s.as_u16()) == Some(500)),
+        "{err}"
+    );
+    assert!(env.emu.uploads(&key(&target)).is_empty());
+}
+
+#[tokio::test]
+async fn expired_urls_abort_the_upload() {
+    let env = start().await;
+    env.emu.faults().inject(
+        CallKind::PutPart,
+        FaultAction::ExpireUrl,
+        FaultTrigger::Next(100),
+    );
+    let target = env.item_asset("late.zip");
+    let (path, _) = env.file("late.zip", 1000);
+    let err = env.upload(&target, &path).await.unwrap_err();
+    assert_eq!(
+        err.class(),
+        Some(&ErrorClass::UrlRejected { expired: true }),
+        "{err}"
+    );
+    assert_eq!(
+        env.emu.faults().injected(CallKind::PutPart),
+        1,
+        "an expired URL is not retried"
+    );
+    env.assert_nothing_in_progress();
+}
+
+#[tokio::test]
+async fn a_complete_whose_answer_is_lost_is_recognised() {
+    let env = start().await;
+    env.emu.faults().inject(
+        CallKind::Complete,
+        FaultAction::DropAfterCommit,
+        FaultTrigger::Next(1),
+    );
+    let target = env.item_asset("lost-complete.zip");
+    let (path, sha) = env.file("lost-complete.zip", 6 * MIB);
+    env.upload(&target, &path)
+        .await
+        .expect("409 + completed with our checksum is success");
+    env.assert_holds(&target, &sha);
+    assert_eq!(env.count(&target, UploadState::Completed), 1);
+}
+
+#[tokio::test]
+async fn a_complete_refused_with_400_is_aborted() {
+    let env = start().await;
+    env.emu.faults().inject(
+        CallKind::Complete,
+        FaultAction::Status(400),
+        FaultTrigger::Next(1),
+    );
+    let target = env.item_asset("refused.zip");
+    let (path, _) = env.file("refused.zip", 1000);
+    let err = env.upload(&target, &path).await.unwrap_err();
+    assert_eq!(err.class(), Some(&ErrorClass::RequestWrong), "{err}");
+    assert!(
+        matches!(
+            err,
+            UploadError::AfterCreate {
+                abort: AbortOutcome::Aborted,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    env.assert_nothing_in_progress();
+}
+
+#[tokio::test]
+async fn an_abort_whose_answer_is_lost_is_read_back() {
+    let env = start().await;
+    let f = env.emu.faults();
+    f.inject(
+        CallKind::PutPart,
+        FaultAction::Status(500),
+        FaultTrigger::Next(1),
+    );
+    f.inject(
+        CallKind::Abort,
+        FaultAction::DropAfterCommit,
+        FaultTrigger::Next(1),
+    );
+    let target = env.item_asset("lost-abort.zip");
+    let (path, _) = env.file("lost-abort.zip", 1000);
+    let err = env.upload(&target, &path).await.unwrap_err();
+    // The retried abort meets 500 (already aborted); reading the upload shows it is.
+    assert!(
+        matches!(
+            err,
+            UploadError::AfterCreate {
+                abort: AbortOutcome::AlreadyFinished(UploadStatus::Aborted),
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.left_in_progress().is_none());
+    env.assert_nothing_in_progress();
+}
+
+#[tokio::test]
+async fn a_lost_create_answer_is_adopted_not_reported_as_a_blocker() {
+    let env = start().await;
+    env.emu.faults().inject(
+        CallKind::CreateUpload,
+        FaultAction::DropAfterCommit,
+        FaultTrigger::Next(1),
+    );
+    let target = env.item_asset("lost-create.zip");
+    let (path, sha) = env.file("lost-create.zip", 6 * MIB);
+    let report = env.upload(&target, &path).await.unwrap();
+    assert!(report.adopted);
+    env.assert_holds(&target, &sha);
+    assert_eq!(
+        env.emu.uploads(&key(&target)).len(),
+        1,
+        "one upload only: the lost one, carried on"
+    );
+}
+
+#[tokio::test]
+async fn slow_answers_hit_the_deadline_and_are_retried() {
+    let env = start().await;
+    env.emu.faults().inject(
+        CallKind::PutPart,
+        FaultAction::Delay(Duration::from_secs(5)),
+        FaultTrigger::Next(1),
+    );
+    let target = env.item_asset("slow.zip");
+    let (path, sha) = env.file("slow.zip", 1000);
+    let o = UploadOptions {
+        part_base_timeout: Duration::from_millis(500),
+        ..opts()
+    };
+    let report = env.upload_with(&target, &path, &o).await.unwrap();
+    assert_eq!(report.part_retries, 1);
+    env.assert_holds(&target, &sha);
+}
+
+#[tokio::test]
+async fn another_upload_in_progress_is_reported_with_its_id_and_age() {
+    for legacy in [false, true] {
+        let env = start_with(
+            EmulatorConfig {
+                legacy_in_progress_400: legacy,
+                ..EmulatorConfig::default()
+            },
+            ApiVersion::V1,
+        )
+        .await;
+        let target = env.item_asset("busy.zip");
+        let created = chrono::Utc::now() - chrono::Duration::minutes(90);
+        let blocker = env.emu.plant_upload(&key(&target), created);
+        let (path, sha) = env.file("busy.zip", 1000);
+        let err = env.upload(&target, &path).await.unwrap_err();
+        let UploadError::InProgress { upload, .. } = &err else {
+            panic!("legacy={legacy}: {err}")
+        };
+        assert_eq!(upload.upload_id.0, blocker, "legacy={legacy}");
+        assert_eq!(
+            upload.created.map(|c| c.timestamp()),
+            Some(created.timestamp())
+        );
+        assert!(
+            err.to_string().contains(&blocker) && err.to_string().contains("90 min ago"),
+            "{err}"
+        );
+        // What --abort-in-progress does: abort it, then upload.
+        let outcome = upload::abort_upload(&env.client, &target, &upload.upload_id, &opts()).await;
+        assert!(matches!(outcome, AbortOutcome::Aborted), "{outcome}");
+        env.upload(&target, &path).await.unwrap();
+        env.assert_holds(&target, &sha);
+        env.assert_nothing_in_progress();
+    }
+}
+
+/// Changes the file when a given event arrives.
+struct Meddler {
+    on_created: bool,
+    path: std::path::PathBuf,
+    done: AtomicBool,
+}
+
+impl UploadObserver for Meddler {
+    fn on_event(&self, event: &UploadEvent<'_>) {
+        let now = match event {
+            UploadEvent::Digested { .. } => !self.on_created,
+            UploadEvent::Created { .. } => self.on_created,
+            _ => false,
+        };
+        if now && !self.done.swap(true, Ordering::SeqCst) {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&self.path)
+                .unwrap();
+            f.write_all(b"late line\n").unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_file_that_changes_is_not_sent() {
+    let env = start().await;
+    for on_created in [false, true] {
+        let target = env.item_asset(if on_created {
+            "changes-late.zip"
+        } else {
+            "changes-early.zip"
+        });
+        let (path, _) = env.file(&target.asset, 6 * MIB);
+        let m = Arc::new(Meddler {
+            on_created,
+            path: path.clone(),
+            done: AtomicBool::new(false),
+        });
+        let err = upload::upload_file(
+            &env.client,
+            &target,
+            &path,
+            &opts(),
+            m,
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap_err();
+        let cause = match &err {
+            UploadError::AfterCreate { cause, abort, .. } => {
+                assert!(
+                    on_created,
+                    "changed before create, yet an upload was created: {err}"
+                );
+                assert!(matches!(abort, AbortOutcome::Aborted), "{err}");
+                cause.as_ref()
+            }
+            other => other,
+        };
+        assert!(matches!(cause, UploadError::FileChanged { .. }), "{err}");
+        assert_eq!(env.emu.asset(&key(&target)).unwrap().checksum, None);
+    }
+    env.assert_nothing_in_progress();
+}
+
+/// Cancels the session once its upload exists.
+struct CancelOnCreate(CancellationToken);
+
+impl UploadObserver for CancelOnCreate {
+    fn on_event(&self, event: &UploadEvent<'_>) {
+        if matches!(event, UploadEvent::Created { .. }) {
+            self.0.cancel();
+        }
+    }
+}
+
+#[tokio::test]
+async fn cancelling_aborts_what_was_created() {
+    let env = start().await;
+    env.emu.faults().inject(
+        CallKind::PutPart,
+        FaultAction::Delay(Duration::from_secs(2)),
+        FaultTrigger::Next(10),
+    );
+    let target = env.item_asset("cancel.zip");
+    let (path, _) = env.file("cancel.zip", 1000);
+    let token = CancellationToken::new();
+    let obs = Arc::new(CancelOnCreate(token.clone()));
+    let err = upload::upload_file(&env.client, &target, &path, &opts(), obs, &token)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, UploadError::AfterCreate { cause, abort: AbortOutcome::Aborted, .. } if matches!(**cause, UploadError::Cancelled)),
+        "{err}"
+    );
+    env.assert_nothing_in_progress();
+}
+
+#[tokio::test]
+async fn wrong_credentials_and_unknown_assets_are_clear() {
+    let env = start().await;
+    let target = env.item_asset("auth.zip");
+    let (path, _) = env.file("auth.zip", 10);
+    let wrong = client_for(
+        &env.emu.base_url(),
+        ApiVersion::V1,
+        Auth::Basic {
+            username: USER.into(),
+            password: "wrong".to_owned().into(),
+        },
+    );
+    let err = upload::upload_file(
+        &wrong,
+        &target,
+        &path,
+        &opts(),
+        Arc::new(()),
+        &CancellationToken::new(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.class(), Some(&ErrorClass::Auth), "{err}");
+    assert!(err.to_string().contains("HTTP 401"), "{err}");
+    assert!(
+        !err.to_string().contains("wrong"),
+        "no secret in messages: {err}"
+    );
+
+    let missing = AssetTarget::item_asset("ch.test.collection", "item-1", "nope.zip");
+    let err = env.upload(&missing, &path).await.unwrap_err();
+    assert_eq!(err.class(), Some(&ErrorClass::RequestWrong), "{err}");
+    assert!(err.to_string().contains("HTTP 404"), "{err}");
+}
+
+#[tokio::test]
+async fn a_persistent_gateway_page_is_reported_readably() {
+    let env = start().await;
+    env.emu.faults().inject(
+        CallKind::CreateUpload,
+        FaultAction::Status(502),
+        FaultTrigger::Next(100),
+    );
+    let target = env.item_asset("gateway.zip");
+    let (path, _) = env.file("gateway.zip", 10);
+    let err = env
+        .upload_with(
+            &target,
+            &path,
+            &UploadOptions {
+                part_retries: 1,
+                ..opts()
+            },
+        )
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("create upload failed (POST")
+            && text.contains("HTTP 502")
+            && text.contains("Bad Gateway"),
+        "{text}"
+    );
+    assert!(err.is_retryable());
+    assert!(env.emu.uploads(&key(&target)).is_empty());
+}
+
+#[tokio::test]
+async fn part_urls_and_secrets_stay_out_of_errors() {
+    let env = start().await;
+    env.emu.faults().inject(
+        CallKind::PutPart,
+        FaultAction::Status(403),
+        FaultTrigger::Next(1),
+    );
+    let target = env.item_asset("secret.zip");
+    let (path, _) = env.file("secret.zip", 10);
+    let err = env.upload(&target, &path).await.unwrap_err();
+    let text = format!("{err} {err:?}");
+    assert!(!text.contains("X-Amz-Signature"), "{text}");
+    assert!(!text.contains(PASSWORD), "{text}");
+}
+
+#[tokio::test]
+async fn the_server_holds_the_same_bytes_with_a_bandwidth_limit() {
+    // The throughput effect is measured by the benchmark; here, correctness under throttling.
+    let env = start().await;
+    env.emu.faults().set_bandwidth_limit(Some(40 * MIB));
+    let target = env.item_asset("limited.zip");
+    let (path, sha) = env.file("limited.zip", 11 * MIB);
+    env.upload(&target, &path).await.unwrap();
+    env.assert_holds(&target, &sha);
+}
