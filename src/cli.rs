@@ -71,12 +71,21 @@ pub struct Cli {
     /// More log output (-v info, -vv debug, -vvv trace). RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Job file: without a subcommand, run the daemon with it.
+    #[arg(long, global = true, env = "STAC_UPLOADD_CONFIG")]
+    pub config: Option<PathBuf>,
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the daemon: the jobs of --config, until SIGTERM (the default command).
+    Run(RunArgs),
+    /// Check a job file and show what it would do, without running anything.
+    Check,
+    /// Show each job's last runs and any upload in flight, from the state folder.
+    Status(StatusArgs),
     /// Upload one file to one asset, now.
     Upload(UploadArgs),
     /// Serve a local emulator of the service-stac upload API, to try jobs safely.
@@ -89,10 +98,9 @@ impl Cli {
     /// The log level when neither -v nor RUST_LOG says otherwise.
     pub fn log_level(&self) -> &'static str {
         let base = match self.command {
-            // One-shot commands keep the terminal for their progress bar and result line.
-            Command::Upload(_) => 0,
-            Command::Demo(_) => 0,
-            Command::Emulator(_) => 1,
+            // One-shot commands keep the terminal for their progress bar, table or result line.
+            Some(Command::Upload(_) | Command::Demo(_) | Command::Check | Command::Status(_)) => 0,
+            None | Some(Command::Run(_) | Command::Emulator(_)) => 1,
         };
         match base + self.verbose {
             0 => "warn",
@@ -101,6 +109,20 @@ impl Cli {
             _ => "trace",
         }
     }
+}
+
+#[derive(Debug, Args, Default)]
+pub struct RunArgs {
+    /// On SIGTERM, how long running uploads may go on before they are aborted.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Option<Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The state folder (default: the one of --config).
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
 }
 
 /// How to reach and authenticate to the API.
@@ -211,11 +233,141 @@ pub struct UploadArgs {
 
 /// Runs the parsed command.
 pub async fn run(cli: Cli) -> Result<(), CliError> {
+    let config = cli.config;
+    let need_config = || {
+        config.clone().ok_or_else(|| {
+            CliError::usage(anyhow::anyhow!(
+                "--config FILE is required (or STAC_UPLOADD_CONFIG)"
+            ))
+        })
+    };
     match cli.command {
-        Command::Upload(args) => run_upload(args).await,
-        Command::Emulator(args) => crate::emulator::run(args).await.map_err(CliError::failure),
-        Command::Demo(args) => crate::demo::run(args).await.map_err(CliError::failure),
+        None => run_daemon(need_config()?, RunArgs::default()).await,
+        Some(Command::Run(args)) => run_daemon(need_config()?, args).await,
+        Some(Command::Check) => run_check(&need_config()?),
+        Some(Command::Status(args)) => run_status(config.as_deref(), args),
+        Some(Command::Upload(args)) => run_upload(args).await,
+        Some(Command::Emulator(args)) => {
+            crate::emulator::run(args).await.map_err(CliError::failure)
+        }
+        Some(Command::Demo(args)) => crate::demo::run(args).await.map_err(CliError::failure),
     }
+}
+
+async fn run_daemon(config: PathBuf, args: RunArgs) -> Result<(), CliError> {
+    let grace = args.shutdown_grace.unwrap_or(Duration::from_secs(30));
+    crate::daemon::run(config, grace)
+        .await
+        .map_err(|e| match e {
+            crate::daemon::StartError::Config(e) => CliError::usage(e),
+            crate::daemon::StartError::Other(e) => CliError::failure(e),
+        })
+}
+
+fn run_check(path: &std::path::Path) -> Result<(), CliError> {
+    let config = crate::config::load(path).map_err(CliError::usage)?;
+    let now = chrono::Utc::now();
+    println!(
+        "{}: {} job(s), server {} ({:?}), state in {}",
+        path.display(),
+        config.jobs.len(),
+        config.server.url,
+        config.server.api_version,
+        config.state_dir.display()
+    );
+    for job in &config.jobs {
+        let target = match &job.item {
+            Some(item) => format!("{}/{}/{}", job.collection, item, job.asset.0),
+            None => format!("{}/{}", job.collection, job.asset.0),
+        };
+        let policy = crate::supervisor::effective_policy(job, now);
+        match &job.trigger {
+            crate::config::TriggerSpec::Cron { file, schedule } => {
+                let mut t = now;
+                let next: Vec<String> = (0..3)
+                    .filter_map(|_| {
+                        t = schedule.next_after(t)?;
+                        Some(
+                            t.with_timezone(&schedule.timezone())
+                                .format("%Y-%m-%d %H:%M:%S %Z")
+                                .to_string(),
+                        )
+                    })
+                    .collect();
+                println!(
+                    "  {}: {} -> {target} on {schedule}, policy {policy:?}; next: {}",
+                    job.name,
+                    file.display(),
+                    next.join(", ")
+                );
+            }
+            crate::config::TriggerSpec::Watch(w) => {
+                println!(
+                    "  {}: files matching {:?} in {} -> {target}, policy {policy:?}",
+                    job.name,
+                    w.pattern.glob().glob(),
+                    w.dir.display()
+                );
+            }
+        }
+    }
+    println!("ok");
+    Ok(())
+}
+
+fn run_status(config: Option<&std::path::Path>, args: StatusArgs) -> Result<(), CliError> {
+    let dir = match (args.state_dir, config) {
+        (Some(d), _) => d,
+        (None, Some(c)) => crate::config::load(c).map_err(CliError::usage)?.state_dir,
+        (None, None) => {
+            return Err(CliError::usage(anyhow::anyhow!(
+                "status needs --config FILE or --state-dir DIR"
+            )));
+        }
+    };
+    if !dir.is_dir() {
+        return Err(CliError::usage(anyhow::anyhow!(
+            "no state folder at {} (has the daemon run yet?)",
+            dir.display()
+        )));
+    }
+    let state = crate::state::StateStore::open(&dir).map_err(CliError::failure)?;
+    let history = state.history();
+    if history.is_empty() {
+        println!("no runs recorded yet in {}", dir.display());
+    }
+    println!(
+        "{:<24} {:<20} {:<17} {:>8} {:>10}  upload / error",
+        "job", "finished (UTC)", "outcome", "attempts", "bytes"
+    );
+    for (job, runs) in &history {
+        for r in runs.iter().rev().take(5) {
+            let detail = r
+                .error
+                .clone()
+                .or_else(|| r.upload_id.as_ref().map(|u| u.0.clone()))
+                .unwrap_or_default();
+            println!(
+                "{:<24} {:<20} {:<17} {:>8} {:>10}  {}",
+                job,
+                r.finished.format("%Y-%m-%d %H:%M:%S"),
+                r.outcome.as_str(),
+                r.attempts,
+                ByteSize(r.bytes).to_string(),
+                detail
+            );
+        }
+    }
+    for u in state.inflight() {
+        println!(
+            "in flight: upload {} of job {} ({}), created {}",
+            u.upload_id,
+            u.job,
+            u.target,
+            u.created.format("%Y-%m-%d %H:%M:%S")
+        );
+    }
+    Ok(())
 }
 
 async fn run_upload(args: UploadArgs) -> Result<(), CliError> {

@@ -5,10 +5,15 @@
 //! the tests, the demo and users who want to try a job safely.
 
 pub mod cli;
+pub mod config;
+pub mod daemon;
 pub mod demo;
 pub mod emulator;
 pub mod observe;
 pub mod progress;
 pub mod stac;
+pub mod state;
+pub mod supervisor;
+pub mod trigger;
 pub mod units;
 pub mod upload;

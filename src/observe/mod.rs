@@ -32,3 +32,32 @@ pub fn init_logging(format: LogFormat, default_level: &str) {
     // A second init (tests calling main paths twice) keeps the first subscriber.
     let _ = result;
 }
+
+static LATENESS: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+const LATENESS_KEPT: usize = 100_000;
+
+/// Records how late a schedule fired (for the scheduler's p99 figure).
+pub fn record_lateness(late: chrono::Duration) {
+    let micros = late
+        .num_microseconds()
+        .unwrap_or(i64::MAX)
+        .clamp(0, u32::MAX as i64) as u32;
+    let mut v = LATENESS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if v.len() >= LATENESS_KEPT {
+        // Keep the most recent ones: drop the older half at once rather than shift every time.
+        v.drain(..LATENESS_KEPT / 2);
+    }
+    v.push(micros);
+}
+
+/// Fire lateness recorded so far, in microseconds, sorted.
+pub fn lateness_sorted() -> Vec<u32> {
+    let mut v = LATENESS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    v.sort_unstable();
+    v
+}

@@ -21,7 +21,7 @@ use super::types::*;
 const MAX_PAGES: usize = 1_000;
 
 /// The asset an upload writes: an item asset, or a collection asset when `item` is `None`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct AssetTarget {
     pub collection: String,
     pub item: Option<String>,

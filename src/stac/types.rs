@@ -38,6 +38,11 @@ impl Multihash {
         Self(format!("1220{}", hex::encode(digest)))
     }
 
+    /// A multihash as stored (e.g. in the state store), taken as is.
+    pub fn from_hex(hex: &str) -> Self {
+        Self(hex.to_ascii_lowercase())
+    }
+
     /// The hex form sent on the wire.
     pub fn as_str(&self) -> &str {
         &self.0

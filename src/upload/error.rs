@@ -58,6 +58,10 @@ pub enum UploadError {
     Stac(#[from] StacError),
     #[error("cancelled")]
     Cancelled,
+    #[error("the upload's part URLs expire at {expires}; it was given up before they did")]
+    UrlsExpiring {
+        expires: chrono::DateTime<chrono::Utc>,
+    },
     #[error("upload {upload_id} of {target} failed: {cause}; {abort}")]
     AfterCreate {
         target: AssetTarget,

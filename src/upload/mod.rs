@@ -16,6 +16,6 @@ pub use plan::{
     TooLarge,
 };
 pub use session::{
-    UploadEvent, UploadObserver, UploadOptions, UploadReport, abort_upload, find_blocking_upload,
-    upload_file,
+    FileSnapshot, UploadEvent, UploadObserver, UploadOptions, UploadReport, abort_upload,
+    find_blocking_upload, resume_upload, upload_file,
 };

@@ -1,5 +1,6 @@
 //! The session state machine: digest -> create -> parts -> complete, and abort on the way out.
 
+use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -77,9 +78,13 @@ pub enum UploadEvent<'a> {
         multihash: &'a Multihash,
         elapsed: Duration,
     },
-    /// The server holds an upload of ours in progress from now on.
+    /// The server holds an upload of ours in progress from now on. An observer that must survive
+    /// a crash records it here: no part is sent before this returns.
     Created {
         upload: &'a Upload,
+        multihash: &'a Multihash,
+        part_size: u64,
+        file: &'a FileSnapshot,
     },
     Sent {
         bytes: u64,
@@ -128,16 +133,17 @@ pub struct UploadReport {
 }
 
 /// Size, mtime and inode of the file when it was digested: what was hashed is what is sent.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct FileSnapshot {
-    len: u64,
-    mtime: (i64, i64),
-    ino: u64,
-    dev: u64,
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileSnapshot {
+    pub len: u64,
+    pub mtime: (i64, i64),
+    pub ino: u64,
+    pub dev: u64,
 }
 
 impl FileSnapshot {
-    fn of(m: &std::fs::Metadata) -> Self {
+    /// The snapshot of a file's metadata.
+    pub fn of(m: &std::fs::Metadata) -> Self {
         Self {
             len: m.len(),
             mtime: (m.mtime(), m.mtime_nsec()),
@@ -237,7 +243,12 @@ pub async fn upload_file(
         () = cancel.cancelled() => return Err(UploadError::Cancelled),
     };
     let upload_id = upload.upload_id.clone();
-    observer.on_event(&UploadEvent::Created { upload: &upload });
+    observer.on_event(&UploadEvent::Created {
+        upload: &upload,
+        multihash: &digest.multihash,
+        part_size: plan.part_size(),
+        file: &snapshot,
+    });
     info!(upload_id = %upload_id, parts = plan.count(), bytes = plan.file_size(), adopted, "upload created");
 
     let send_started = Instant::now();
@@ -250,10 +261,62 @@ pub async fn upload_file(
         observer: &observer,
         retries: &retries,
     };
+    let nothing_on_server = HashMap::new();
     let outcome = tokio::select! {
-        r = send_and_complete(&ctx, target, &upload, &plan, &digest) => r,
+        r = send_and_complete(&ctx, target, &upload, &plan, &digest, &nothing_on_server) => r,
         () = cancel.cancelled() => Err(UploadError::Cancelled),
     };
+    finish(
+        client,
+        target,
+        &upload_id,
+        outcome,
+        observer,
+        opts,
+        Finished {
+            digest,
+            plan,
+            retries,
+            adopted,
+            digest_time,
+            send_started,
+            started,
+        },
+    )
+    .await
+}
+
+/// What a session knows when its sending ends.
+struct Finished {
+    digest: FileDigest,
+    plan: PartPlan,
+    retries: AtomicU32,
+    adopted: bool,
+    digest_time: Duration,
+    send_started: Instant,
+    started: Instant,
+}
+
+/// Reports success, or aborts the upload and reports why not.
+async fn finish(
+    client: &StacClient,
+    target: &AssetTarget,
+    upload_id: &UploadId,
+    outcome: Result<(), UploadError>,
+    observer: Arc<dyn UploadObserver>,
+    opts: &UploadOptions,
+    f: Finished,
+) -> Result<UploadReport, UploadError> {
+    let Finished {
+        digest,
+        plan,
+        retries,
+        adopted,
+        digest_time,
+        send_started,
+        started,
+    } = f;
+    let upload_id = upload_id.clone();
     match outcome {
         Ok(()) => {
             observer.on_event(&UploadEvent::Completed {
@@ -291,6 +354,109 @@ pub async fn upload_file(
             })
         }
     }
+}
+
+/// Carries on an upload a previous run of the daemon created and did not finish: the file is
+/// digested again and must still be what was announced, the parts the server already holds with
+/// our bytes are kept, the rest are sent, and the upload is completed. On any failure the upload
+/// is aborted, as in [`upload_file`].
+#[allow(clippy::too_many_arguments)]
+pub async fn resume_upload(
+    client: &StacClient,
+    target: &AssetTarget,
+    path: &Path,
+    upload: &Upload,
+    expected: &Multihash,
+    part_size: u64,
+    opts: &UploadOptions,
+    observer: Arc<dyn UploadObserver>,
+    cancel: &CancellationToken,
+) -> Result<UploadReport, UploadError> {
+    let started = Instant::now();
+    let id = upload.upload_id.clone();
+    let prepared = async {
+        let meta = tokio::fs::metadata(path)
+            .await
+            .map_err(|source| UploadError::File {
+                path: path.to_owned(),
+                action: "cannot read",
+                source,
+            })?;
+        let snapshot = FileSnapshot::of(&meta);
+        let plan = PartPlan::new(meta.len(), ByteSize(part_size)).map_err(|source| {
+            UploadError::TooLarge {
+                path: path.to_owned(),
+                source,
+            }
+        })?;
+        if Some(plan.count() as u32) != upload.number_parts || plan.part_size() != part_size {
+            return Err(UploadError::FileChanged {
+                path: path.to_owned(),
+                what: "since the upload was created (its parts no longer fit)".into(),
+            });
+        }
+        let digest = digest(path, &plan, opts.digest, observer.clone(), cancel).await?;
+        if &digest.multihash != expected {
+            return Err(UploadError::FileChanged {
+                path: path.to_owned(),
+                what: "since the upload was created (other checksum)".into(),
+            });
+        }
+        let on_server: HashMap<PartNumber, String> = client
+            .list_parts(target, &id)
+            .await?
+            .into_iter()
+            .map(|p| (p.part_number, p.etag))
+            .collect();
+        Ok((snapshot, plan, digest, on_server))
+    }
+    .await;
+    let (snapshot, plan, digest, on_server) = match prepared {
+        Ok(p) => p,
+        Err(cause) => {
+            let abort = abort_upload(client, target, &id, opts).await;
+            return Err(UploadError::AfterCreate {
+                target: target.clone(),
+                upload_id: id,
+                cause: Box::new(cause),
+                abort,
+            });
+        }
+    };
+    let digest_time = started.elapsed();
+    info!(upload_id = %id, parts_on_server = on_server.len(), parts = plan.count(), "resuming upload");
+    let send_started = Instant::now();
+    let retries = AtomicU32::new(0);
+    let ctx = PartContext {
+        client,
+        path,
+        snapshot: &snapshot,
+        opts,
+        observer: &observer,
+        retries: &retries,
+    };
+    let outcome = tokio::select! {
+        r = send_and_complete(&ctx, target, upload, &plan, &digest, &on_server) => r,
+        () = cancel.cancelled() => Err(UploadError::Cancelled),
+    };
+    finish(
+        client,
+        target,
+        &id,
+        outcome,
+        observer,
+        opts,
+        Finished {
+            digest,
+            plan,
+            retries,
+            adopted: true,
+            digest_time,
+            send_started,
+            started,
+        },
+    )
+    .await
 }
 
 async fn digest(
@@ -416,19 +582,62 @@ pub async fn find_blocking_upload(
     Ok(in_progress.into_iter().next())
 }
 
+/// How long before its presigned URLs expire an upload is given up: a part PUT or a complete
+/// that starts later would meet 403 half way.
+const URL_EXPIRY_MARGIN: Duration = Duration::from_secs(60);
+
 async fn send_and_complete(
     ctx: &PartContext<'_>,
     target: &AssetTarget,
     upload: &Upload,
     plan: &PartPlan,
     digest: &FileDigest,
+    on_server: &HashMap<PartNumber, String>,
+) -> Result<(), UploadError> {
+    let expiry = upload.urls.iter().filter_map(|u| u.expires).min();
+    let until_expiry = expiry.map(|e| {
+        (e - chrono::Utc::now())
+            .to_std()
+            .unwrap_or_default()
+            .saturating_sub(URL_EXPIRY_MARGIN)
+    });
+    let work = send_parts_and_complete(ctx, target, upload, plan, digest, on_server);
+    match until_expiry {
+        None => work.await,
+        Some(left) => tokio::select! {
+            r = work => r,
+            () = tokio::time::sleep(left) => Err(UploadError::UrlsExpiring { expires: expiry.unwrap_or_default() }),
+        },
+    }
+}
+
+async fn send_parts_and_complete(
+    ctx: &PartContext<'_>,
+    target: &AssetTarget,
+    upload: &Upload,
+    plan: &PartPlan,
+    digest: &FileDigest,
+    on_server: &HashMap<PartNumber, String>,
 ) -> Result<(), UploadError> {
     let mut urls: Vec<_> = upload.urls.iter().collect();
     urls.sort_by_key(|u| u.part);
     let jobs = plan.parts().map(|part| {
         let url = urls.iter().find(|u| u.part == part.number).copied();
         let md5 = digest.part_md5s[part.number.0 as usize - 1];
+        let already = on_server
+            .get(&part.number)
+            .filter(|etag| etag.trim_matches('"') == hex::encode(md5.0))
+            .cloned();
         async move {
+            if let Some(etag) = already {
+                // Resuming: the server holds this part with our bytes already.
+                ctx.observer
+                    .on_event(&UploadEvent::Sent { bytes: part.len });
+                return Ok(CompletedPart {
+                    etag,
+                    part_number: part.number,
+                });
+            }
             let url = url.ok_or_else(|| {
                 UploadError::Stac(StacError::bad_answer(
                     crate::stac::Step::CreateUpload,

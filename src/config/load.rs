@@ -1,0 +1,1029 @@
+//! Reading and checking the job file: shape by serde, meaning here, every problem located.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono_tz::Tz;
+use globset::{Glob, GlobBuilder, GlobSetBuilder};
+use secrecy::SecretString;
+use serde::Deserialize;
+use serde::de::IntoDeserializer;
+use toml::Spanned;
+
+use super::error::{ConfigError, Diagnostics};
+use super::raw::{
+    DurationText, Int, RawAuth, RawConfig, RawJob, RawServer, RawSettings, RawWatch, Size,
+};
+use super::{AssetTemplate, Config, JobSpec, ServerConfig, TriggerSpec};
+use crate::stac::{ApiVersion, Auth};
+use crate::supervisor::{PolicyKind, PolicySpec};
+use crate::trigger::watch::DEFAULT_IGNORE;
+use crate::trigger::{Schedule, ScheduleError, WatchSpec};
+use crate::units::ByteSize;
+use crate::upload::{MAX_PART_SIZE, MIN_PART_SIZE, UploadOptions};
+
+type Span = Range<usize>;
+
+const PARALLEL: std::ops::RangeInclusive<i64> = 1..=32;
+const RETRIES: std::ops::RangeInclusive<i64> = 0..=10;
+/// Below this, retries hammer a server that is already in trouble.
+const MIN_RETRY_DELAY: Duration = Duration::from_millis(100);
+const DEFAULT_SETTLE: Duration = Duration::from_secs(2);
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Reads and checks the job file at `path`; secrets named by `*_env` come from the process
+/// environment.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse(&text, path, &|name| std::env::var(name).ok())
+}
+
+/// Checks the job file `text` read from `source` (which locates errors and anchors relative
+/// paths), looking environment variables up with `env`.
+pub fn parse(
+    text: &str,
+    source: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    let raw: RawConfig = match toml::from_str(text) {
+        Ok(raw) => raw,
+        Err(e) => {
+            // serde stops at the first problem of shape; there is only one to report.
+            let mut diag = Diagnostics::new(text);
+            diag.at_offset(e.span().map_or(0, |s| s.start), tidy(e.message()));
+            return Err(diag.into_error(source));
+        }
+    };
+    let mut checker = Checker {
+        diag: Diagnostics::new(text),
+        source,
+        folder: config_folder(source),
+        env,
+    };
+    let config = checker.config(&raw);
+    checker.diag.finish(source)?;
+    // Every path that yields `None` records an error, so a clean run has built everything.
+    Ok(config.expect("a job file without errors yields a config"))
+}
+
+/// serde and toml quote names with backticks; the rest of our messages use double quotes.
+fn tidy(message: &str) -> String {
+    message.trim_end().replace('`', "\"")
+}
+
+/// The folder relative paths are resolved against: the config file's, made absolute so that it
+/// still holds if the daemon changes directory.
+fn config_folder(source: &Path) -> PathBuf {
+    let source = std::path::absolute(source).unwrap_or_else(|_| source.to_owned());
+    match source.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Parses one of our serde enums from a string, so that its names stay defined in one place.
+fn parse_enum<'de, T: Deserialize<'de>>(s: &'de str, key: &str) -> Result<T, String> {
+    let de: serde::de::value::StrDeserializer<'de, serde::de::value::Error> = s.into_deserializer();
+    T::deserialize(de).map_err(|e| format!("invalid {key} {s:?}: {}", tidy(&e.to_string())))
+}
+
+fn fmt_duration(d: Duration) -> humantime::FormattedDuration {
+    humantime::format_duration(d)
+}
+
+/// The auth schemes of `[server.auth] type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum AuthKind {
+    None,
+    Basic,
+    Token,
+    Bearer,
+}
+
+/// The inheritable settings of one table, each valid value with where it was written.
+#[derive(Debug, Clone, Default)]
+struct Layer {
+    part_size: Option<(ByteSize, Span)>,
+    parallel: Option<(usize, Span)>,
+    policy: Option<(PolicyKind, Span)>,
+    auto_threshold: Option<(Duration, Span)>,
+    retries: Option<(u32, Span)>,
+    retry_min_delay: Option<(Duration, Span)>,
+    retry_max_delay: Option<(Duration, Span)>,
+    stale_after: Option<(Duration, Span)>,
+    run_timeout: Option<(Duration, Span)>,
+    timezone: Option<(Tz, Span)>,
+}
+
+impl Layer {
+    /// This table's values, the `parent`'s where this one has none.
+    fn or(&self, parent: &Layer) -> Layer {
+        Layer {
+            part_size: self.part_size.clone().or_else(|| parent.part_size.clone()),
+            parallel: self.parallel.clone().or_else(|| parent.parallel.clone()),
+            policy: self.policy.clone().or_else(|| parent.policy.clone()),
+            auto_threshold: self
+                .auto_threshold
+                .clone()
+                .or_else(|| parent.auto_threshold.clone()),
+            retries: self.retries.clone().or_else(|| parent.retries.clone()),
+            retry_min_delay: self
+                .retry_min_delay
+                .clone()
+                .or_else(|| parent.retry_min_delay.clone()),
+            retry_max_delay: self
+                .retry_max_delay
+                .clone()
+                .or_else(|| parent.retry_max_delay.clone()),
+            stale_after: self
+                .stale_after
+                .clone()
+                .or_else(|| parent.stale_after.clone()),
+            run_timeout: self
+                .run_timeout
+                .clone()
+                .or_else(|| parent.run_timeout.clone()),
+            timezone: self.timezone.clone().or_else(|| parent.timezone.clone()),
+        }
+    }
+
+    fn policy(&self) -> PolicySpec {
+        let d = PolicySpec::default();
+        PolicySpec {
+            kind: self.policy.as_ref().map_or(d.kind, |v| v.0),
+            auto_threshold: self
+                .auto_threshold
+                .as_ref()
+                .map_or(d.auto_threshold, |v| v.0),
+            retries: self.retries.as_ref().map_or(d.retries, |v| v.0),
+            retry_min_delay: self
+                .retry_min_delay
+                .as_ref()
+                .map_or(d.retry_min_delay, |v| v.0),
+            retry_max_delay: self
+                .retry_max_delay
+                .as_ref()
+                .map_or(d.retry_max_delay, |v| v.0),
+            stale_after: self.stale_after.as_ref().map_or(d.stale_after, |v| v.0),
+            run_timeout: self.run_timeout.as_ref().map_or(d.run_timeout, |v| v.0),
+        }
+    }
+
+    /// Only the part size and parallelism are per job; the part-level retry and timeout
+    /// settings keep their tuned defaults.
+    fn upload(&self) -> UploadOptions {
+        let d = UploadOptions::default();
+        UploadOptions {
+            part_size: self.part_size.as_ref().map_or(d.part_size, |v| v.0),
+            parallel: self.parallel.as_ref().map_or(d.parallel, |v| v.0),
+            ..d
+        }
+    }
+}
+
+struct Checker<'a> {
+    diag: Diagnostics<'a>,
+    source: &'a Path,
+    folder: PathBuf,
+    env: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl Checker<'_> {
+    fn config(&mut self, raw: &RawConfig) -> Option<Config> {
+        let state_dir = self.state_dir(raw.state_dir.as_ref());
+        let server = self.server(&raw.server);
+
+        let defaults = self.layer(raw.defaults.settings());
+        self.check_delay_order(&defaults, &Layer::default());
+
+        if raw.job.is_empty() {
+            self.diag.at_offset(
+                0,
+                "no [[job]] defined: expected at least one [[job]] table (a schedule or a watched folder)",
+            );
+        }
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        let mut jobs = Vec::with_capacity(raw.job.len());
+        for job in &raw.job {
+            self.check_name(&job.name, &mut seen);
+            jobs.push(self.job(job, &defaults));
+        }
+        Some(Config {
+            source: self.source.to_owned(),
+            state_dir: state_dir?,
+            server: server?,
+            jobs: jobs.into_iter().collect::<Option<Vec<_>>>()?,
+        })
+    }
+
+    // --- values -------------------------------------------------------------------------------
+
+    /// Runs `check` on a value written in the file, recording its error at the value.
+    fn value<R, T>(
+        &mut self,
+        raw: Option<&Spanned<R>>,
+        check: impl FnOnce(&R) -> Result<T, String>,
+    ) -> Option<(T, Span)> {
+        let raw = raw?;
+        match check(raw.get_ref()) {
+            Ok(v) => Some((v, raw.span())),
+            Err(msg) => {
+                self.diag.at(&raw.span(), msg);
+                None
+            }
+        }
+    }
+
+    fn duration(
+        &mut self,
+        raw: Option<&Spanned<DurationText>>,
+        key: &str,
+        check: impl FnOnce(Duration) -> Result<(), String>,
+    ) -> Option<(Duration, Span)> {
+        self.value(raw, |t| {
+            let d = humantime::parse_duration(t.0.trim()).map_err(|e| {
+                format!(
+                    "invalid duration {:?} for {key}: {e}; expected e.g. \"90s\", \"5m\" or \"1h 30m\"",
+                    t.0
+                )
+            })?;
+            check(d).map(|()| d)
+        })
+    }
+
+    fn positive_duration(
+        &mut self,
+        raw: Option<&Spanned<DurationText>>,
+        key: &str,
+    ) -> Option<(Duration, Span)> {
+        self.duration(raw, key, |d| {
+            if d.is_zero() {
+                Err(format!("{key} must be longer than 0"))
+            } else {
+                Ok(())
+            }
+        })
+    }
+
+    fn int_in(
+        &mut self,
+        raw: Option<&Spanned<Int>>,
+        key: &str,
+        range: std::ops::RangeInclusive<i64>,
+    ) -> Option<(i64, Span)> {
+        self.value(raw, |v| {
+            if range.contains(&v.0) {
+                Ok(v.0)
+            } else {
+                Err(format!(
+                    "{key} = {} is out of range: expected {} to {}",
+                    v.0,
+                    range.start(),
+                    range.end()
+                ))
+            }
+        })
+    }
+
+    fn layer(&mut self, s: RawSettings<'_>) -> Layer {
+        let parallel = self
+            .int_in(s.parallel, "parallel", PARALLEL)
+            .map(|(v, span)| (usize::try_from(v).expect("1..=32 fits usize"), span));
+        let retries = self
+            .int_in(s.retries, "retries", RETRIES)
+            .map(|(v, span)| (u32::try_from(v).expect("0..=10 fits u32"), span));
+        Layer {
+            part_size: self.value(s.part_size, part_size),
+            parallel,
+            policy: self.value(s.policy, |p| parse_enum(p, "policy")),
+            auto_threshold: self.duration(s.auto_threshold, "auto_threshold", |_| Ok(())),
+            retries,
+            retry_min_delay: self.duration(s.retry_min_delay, "retry_min_delay", |d| {
+                if d < MIN_RETRY_DELAY {
+                    Err(format!(
+                        "retry_min_delay = {} is too short: expected at least 100ms, so that retries do not hammer a struggling server",
+                        fmt_duration(d)
+                    ))
+                } else {
+                    Ok(())
+                }
+            }),
+            retry_max_delay: self.duration(s.retry_max_delay, "retry_max_delay", |_| Ok(())),
+            stale_after: self.positive_duration(s.stale_after, "stale_after"),
+            run_timeout: self.positive_duration(s.run_timeout, "run_timeout"),
+            timezone: self.value(s.timezone, |t| {
+                Tz::from_str(t).map_err(|_| ScheduleError::TimeZone(t.clone()).to_string())
+            }),
+        }
+    }
+
+    /// retry_min_delay <= retry_max_delay, checked where either is set, against the inherited
+    /// value of the other.
+    fn check_delay_order(&mut self, own: &Layer, inherited: &Layer) {
+        let merged = own.or(inherited).policy();
+        if merged.retry_min_delay <= merged.retry_max_delay {
+            return;
+        }
+        let Some(span) = own
+            .retry_min_delay
+            .as_ref()
+            .or(own.retry_max_delay.as_ref())
+            .map(|v| v.1.clone())
+        else {
+            return;
+        };
+        self.diag.at(
+            &span,
+            format!(
+                "retry_min_delay ({}) is longer than retry_max_delay ({}): expected retry_min_delay <= retry_max_delay",
+                fmt_duration(merged.retry_min_delay),
+                fmt_duration(merged.retry_max_delay)
+            ),
+        );
+    }
+
+    /// A string that must not be empty.
+    fn non_empty(&mut self, raw: &Spanned<String>, what: &str) -> Option<String> {
+        if raw.get_ref().trim().is_empty() {
+            self.diag.at(
+                &raw.span(),
+                format!("{what} is empty: expected a {what} id"),
+            );
+            None
+        } else {
+            Some(raw.get_ref().clone())
+        }
+    }
+
+    /// A path relative to the config file's folder.
+    fn path(&mut self, raw: &Spanned<String>, key: &str) -> Option<PathBuf> {
+        if raw.get_ref().is_empty() {
+            self.diag
+                .at(&raw.span(), format!("{key} is empty: expected a path"));
+            return None;
+        }
+        Some(self.folder.join(raw.get_ref()))
+    }
+
+    // --- top level ----------------------------------------------------------------------------
+
+    fn state_dir(&mut self, raw: Option<&Spanned<String>>) -> Option<PathBuf> {
+        if let Some(raw) = raw {
+            return self.path(raw, "state_dir");
+        }
+        // systemd's StateDirectory= sets this, possibly to several folders separated by ':'.
+        let from_systemd = (self.env)("STATE_DIRECTORY")
+            .and_then(|v| v.split(':').next().map(str::to_owned))
+            .filter(|v| !v.is_empty());
+        Some(match from_systemd {
+            Some(dir) => PathBuf::from(dir),
+            None => self.folder.join("state"),
+        })
+    }
+
+    fn server(&mut self, raw: &RawServer) -> Option<ServerConfig> {
+        let url = self.value(Some(&raw.url), |u| {
+            let url = url::Url::parse(u).map_err(|e| {
+                format!("invalid url {u:?}: {e}; expected an http(s) URL such as \"https://data.geo.admin.ch/api/stac/v1\"")
+            })?;
+            match url.scheme() {
+                "http" | "https" => Ok(url),
+                other => Err(format!("url {u:?} has scheme {other:?}: expected http or https")),
+            }
+        });
+        let api_version = match raw.api_version.as_ref() {
+            Some(v) => self
+                .value(Some(v), |v| parse_enum::<ApiVersion>(v, "api_version"))
+                .map(|v| v.0),
+            None => Some(ApiVersion::default()),
+        };
+        let connect_timeout =
+            self.positive_duration(raw.connect_timeout.as_ref(), "connect_timeout");
+        let request_timeout =
+            self.positive_duration(raw.request_timeout.as_ref(), "request_timeout");
+        let auth = match &raw.auth {
+            Some(a) => self.auth(a),
+            None => Some(Auth::None),
+        };
+        let connect_ok = raw.connect_timeout.is_none() || connect_timeout.is_some();
+        let request_ok = raw.request_timeout.is_none() || request_timeout.is_some();
+        if !(connect_ok && request_ok) {
+            return None;
+        }
+        Some(ServerConfig {
+            url: url?.0,
+            api_version: api_version?,
+            auth: auth?,
+            connect_timeout: connect_timeout.map_or(DEFAULT_CONNECT_TIMEOUT, |v| v.0),
+            request_timeout: request_timeout.map_or(DEFAULT_REQUEST_TIMEOUT, |v| v.0),
+        })
+    }
+
+    // --- auth ---------------------------------------------------------------------------------
+
+    fn auth(&mut self, raw: &RawAuth) -> Option<Auth> {
+        let kind = self
+            .value(Some(&raw.kind), |k| parse_enum::<AuthKind>(k, "auth type"))?
+            .0;
+        let type_span = raw.kind.span();
+        let type_name = raw.kind.get_ref().as_str();
+
+        // Keys of another scheme are refused: a misplaced secret must not go unnoticed.
+        let allowed: &[&str] = match kind {
+            AuthKind::None => &[],
+            AuthKind::Basic => &["username", "password", "password_env", "password_file"],
+            AuthKind::Token | AuthKind::Bearer => &["token", "token_env", "token_file"],
+        };
+        let keys = [
+            ("username", &raw.username),
+            ("password", &raw.password),
+            ("password_env", &raw.password_env),
+            ("password_file", &raw.password_file),
+            ("token", &raw.token),
+            ("token_env", &raw.token_env),
+            ("token_file", &raw.token_file),
+        ];
+        let mut misplaced = false;
+        for (key, value) in keys {
+            if let Some(v) = value
+                && !allowed.contains(&key)
+            {
+                let expected = if allowed.is_empty() {
+                    "no other keys".to_owned()
+                } else {
+                    allowed.join(", ")
+                };
+                self.diag.at(
+                    &v.span(),
+                    format!(
+                        "{key} does not apply to auth type {type_name:?}, which takes {expected}"
+                    ),
+                );
+                misplaced = true;
+            }
+        }
+
+        let auth = match kind {
+            AuthKind::None => Some(Auth::None),
+            AuthKind::Basic => {
+                let username = match &raw.username {
+                    None => {
+                        self.diag.at(
+                            &type_span,
+                            "auth type \"basic\" needs a username: expected username = \"...\"",
+                        );
+                        None
+                    }
+                    Some(u) if u.get_ref().is_empty() => {
+                        self.diag
+                            .at(&u.span(), "username is empty: expected the API user name");
+                        None
+                    }
+                    Some(u) => Some(u.get_ref().clone()),
+                };
+                let password = self.secret(
+                    &type_span,
+                    type_name,
+                    "password",
+                    [&raw.password_env, &raw.password_file, &raw.password],
+                );
+                Some(Auth::Basic {
+                    username: username?,
+                    password: password?,
+                })
+            }
+            AuthKind::Token | AuthKind::Bearer => {
+                let token = self.secret(
+                    &type_span,
+                    type_name,
+                    "token",
+                    [&raw.token_env, &raw.token_file, &raw.token],
+                )?;
+                Some(if kind == AuthKind::Token {
+                    Auth::Token(token)
+                } else {
+                    Auth::Bearer(token)
+                })
+            }
+        };
+        if misplaced { None } else { auth }
+    }
+
+    /// The secret from exactly one of `<what>_env`, `<what>_file` or `<what>` (inline).
+    fn secret(
+        &mut self,
+        type_span: &Span,
+        type_name: &str,
+        what: &str,
+        [env, file, inline]: [&Option<Spanned<String>>; 3],
+    ) -> Option<SecretString> {
+        let keys = [
+            format!("{what}_env"),
+            format!("{what}_file"),
+            what.to_owned(),
+        ];
+        let choices = format!("{}, {} or {}", keys[0], keys[1], keys[2]);
+        let mut set: Vec<(&str, &Spanned<String>)> = [env, file, inline]
+            .into_iter()
+            .zip(&keys)
+            .filter_map(|(v, k)| v.as_ref().map(|v| (k.as_str(), v)))
+            .collect();
+        // Report a conflict at whichever was written later in the file.
+        set.sort_by_key(|(_, v)| v.span().start);
+        let (first_key, first) = match set.as_slice() {
+            [] => {
+                self.diag.at(
+                    type_span,
+                    format!("auth type {type_name:?} needs its {what}: expected one of {choices}"),
+                );
+                return None;
+            }
+            [one] => *one,
+            [(first_key, first), rest @ ..] => {
+                let (first_line, _) = self.diag.line_col(first.span().start);
+                for (key, v) in rest {
+                    self.diag.at(
+                        &v.span(),
+                        format!(
+                            "{key} conflicts with {first_key} (line {first_line}): expected exactly one of {choices}"
+                        ),
+                    );
+                }
+                return None;
+            }
+        };
+        let secret = if first_key.ends_with("_env") {
+            self.secret_from_env(first, first_key)?
+        } else if first_key.ends_with("_file") {
+            self.secret_from_file(first, first_key)?
+        } else {
+            self.inline_secret(first, what)?
+        };
+        Some(SecretString::from(secret))
+    }
+
+    fn secret_from_env(&mut self, raw: &Spanned<String>, key: &str) -> Option<String> {
+        let name = raw.get_ref();
+        let problem = if name.is_empty() {
+            format!("{key} is empty: expected the name of an environment variable")
+        } else {
+            match (self.env)(name) {
+                Some(v) if !v.is_empty() => return Some(v),
+                Some(_) => format!("environment variable {name} (from {key}) is empty"),
+                None => format!(
+                    "environment variable {name} (from {key}) is not set: expected it to hold the secret"
+                ),
+            }
+        };
+        self.diag.at(&raw.span(), problem);
+        None
+    }
+
+    fn secret_from_file(&mut self, raw: &Spanned<String>, key: &str) -> Option<String> {
+        let path = self.path(raw, key)?;
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                // Files written by `echo` or an editor end with a newline that is not the secret.
+                let secret = text.trim_end_matches(['\n', '\r']);
+                if secret.is_empty() {
+                    self.diag
+                        .at(&raw.span(), format!("{key} {} is empty", path.display()));
+                    None
+                } else {
+                    Some(secret.to_owned())
+                }
+            }
+            Err(e) => {
+                self.diag.at(
+                    &raw.span(),
+                    format!("cannot read {key} {}: {e}", path.display()),
+                );
+                None
+            }
+        }
+    }
+
+    fn inline_secret(&mut self, raw: &Spanned<String>, what: &str) -> Option<String> {
+        if let Err(why) = private_file(self.source) {
+            self.diag.at(
+                &raw.span(),
+                format!(
+                    "inline {what} refused: {why}, so anyone on the machine could read it; use {what}_file or {what}_env instead, or chmod 600 {}",
+                    self.source.display()
+                ),
+            );
+            return None;
+        }
+        if raw.get_ref().is_empty() {
+            self.diag.at(&raw.span(), format!("{what} is empty"));
+            return None;
+        }
+        Some(raw.get_ref().clone())
+    }
+
+    // --- jobs ---------------------------------------------------------------------------------
+
+    fn check_name<'r>(&mut self, raw: &'r Spanned<String>, seen: &mut HashMap<&'r str, usize>) {
+        let name = raw.get_ref().as_str();
+        let bad = name
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')));
+        if name.is_empty() {
+            self.diag.at(
+                &raw.span(),
+                "job name is empty: expected letters, digits, '.', '_' or '-'",
+            );
+        } else if let Some(c) = bad {
+            self.diag.at(
+                &raw.span(),
+                format!(
+                    "invalid job name {name:?} ({c:?} not allowed): expected only letters, digits, '.', '_' or '-' (the name is used in logs, metrics and file names)"
+                ),
+            );
+        } else if let Some(&first) = seen.get(name) {
+            let (line, _) = self.diag.line_col(first);
+            self.diag.at(
+                &raw.span(),
+                format!("duplicate job name {name:?}: already used by the job at line {line}; names must be unique"),
+            );
+        } else {
+            seen.insert(name, raw.span().start);
+        }
+    }
+
+    fn job(&mut self, raw: &RawJob, defaults: &Layer) -> Option<JobSpec> {
+        let name = raw.name.get_ref().clone();
+        let own = self.layer(raw.settings());
+        self.check_delay_order(&own, defaults);
+        let settings = own.or(defaults);
+
+        let collection = self.non_empty(&raw.collection, "collection");
+        // `None`: refused; `Some(None)`: a collection asset.
+        let item = match &raw.item {
+            Some(item) if item.get_ref().trim().is_empty() => {
+                self.diag.at(
+                    &item.span(),
+                    "item is empty: expected an item id, or leave item out for a collection asset",
+                );
+                None
+            }
+            Some(item) => Some(Some(item.get_ref().clone())),
+            None => Some(None),
+        };
+        let mut asset = self.asset(&raw.asset);
+        let is_cron = raw.watch.is_none() && (raw.file.is_some() || raw.schedule.is_some());
+        if is_cron
+            && let Some(a) = &asset
+            && !a.is_literal()
+        {
+            self.diag.at(
+                &raw.asset.span(),
+                format!(
+                    "asset {:?} uses placeholders, which only apply to watch jobs: a cron job uploads one file, expected a literal asset id",
+                    a.0
+                ),
+            );
+            asset = None;
+        }
+
+        let trigger = match (&raw.file, &raw.schedule, &raw.watch) {
+            (Some(file), Some(schedule), None) => self.cron(file, schedule, &own, &settings),
+            (None, None, Some(watch)) => {
+                if let Some(tz) = &raw.timezone {
+                    self.diag.at(
+                        &tz.span(),
+                        "timezone only applies to cron schedules, and this job watches a folder: remove it",
+                    );
+                }
+                self.watch(watch.get_ref()).map(TriggerSpec::Watch)
+            }
+            (file, schedule, Some(watch)) => {
+                let span = file
+                    .as_ref()
+                    .or(schedule.as_ref())
+                    .map_or_else(|| watch.span(), |v| v.span());
+                self.diag.at(
+                    &span,
+                    format!(
+                        "job {name:?} has both file/schedule and [job.watch]: expected exactly one trigger, either file + schedule or [job.watch]"
+                    ),
+                );
+                None
+            }
+            (Some(file), None, None) => {
+                self.diag.at(
+                    &file.span(),
+                    format!(
+                        "job {name:?} has a file but no schedule: expected schedule = \"<cron>\" next to file (or a [job.watch] table instead)"
+                    ),
+                );
+                None
+            }
+            (None, Some(schedule), None) => {
+                self.diag.at(
+                    &schedule.span(),
+                    format!(
+                        "job {name:?} has a schedule but no file: expected file = \"<path>\" next to schedule"
+                    ),
+                );
+                None
+            }
+            (None, None, None) => {
+                self.diag.at(
+                    &raw.name.span(),
+                    format!(
+                        "job {name:?} has no trigger: expected either file + schedule (cron) or a [job.watch] table"
+                    ),
+                );
+                None
+            }
+        };
+
+        Some(JobSpec {
+            name,
+            collection: collection?,
+            item: item?,
+            asset: asset?,
+            trigger: trigger?,
+            policy: settings.policy(),
+            upload: settings.upload(),
+        })
+    }
+
+    fn asset(&mut self, raw: &Spanned<String>) -> Option<AssetTemplate> {
+        let text = raw.get_ref();
+        if text.trim().is_empty() {
+            self.diag.at(
+                &raw.span(),
+                "asset is empty: expected an asset id, or a template such as \"{name}\" for watch jobs",
+            );
+            return None;
+        }
+        match AssetTemplate::parse(text) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                let span = raw.span();
+                // Point at the brace itself when the value is written without escapes, so the
+                // offset in the string is the offset in the file.
+                let plain = self.diag.source(&span).is_some_and(|s| {
+                    s.len() == text.len() + 2 && s.get(1..s.len() - 1) == Some(text.as_str())
+                });
+                let offset = if plain {
+                    span.start + 1 + e.offset()
+                } else {
+                    span.start
+                };
+                self.diag.at_offset(offset, e.to_string());
+                None
+            }
+        }
+    }
+
+    fn cron(
+        &mut self,
+        file: &Spanned<String>,
+        schedule: &Spanned<String>,
+        own: &Layer,
+        settings: &Layer,
+    ) -> Option<TriggerSpec> {
+        let path = self.path(file, "file").and_then(|path| {
+            let problem = match path.parent() {
+                _ if path.is_dir() => format!(
+                    "file {} is a directory: expected the path of the file to upload (use [job.watch] for a folder)",
+                    path.display()
+                ),
+                Some(parent) if parent.is_dir() => return Some(path),
+                Some(parent) => format!(
+                    "folder {} does not exist: the file may appear later, but its folder must exist",
+                    parent.display()
+                ),
+                None => format!("file {} has no folder: expected the path of a file", path.display()),
+            };
+            self.diag.at(&file.span(), problem);
+            None
+        });
+        let tz = settings.timezone.as_ref().map_or(Tz::UTC, |v| v.0);
+        let schedule = match Schedule::parse(schedule.get_ref(), tz.name()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                // A zone refused here was refused where it was written; blame it, not the cron.
+                let span = match e {
+                    ScheduleError::TimeZone(_) => own
+                        .timezone
+                        .as_ref()
+                        .map_or_else(|| schedule.span(), |v| v.1.clone()),
+                    _ => schedule.span(),
+                };
+                self.diag.at(&span, e.to_string());
+                None
+            }
+        };
+        Some(TriggerSpec::Cron {
+            file: path?,
+            schedule: schedule?,
+        })
+    }
+
+    fn watch(&mut self, raw: &RawWatch) -> Option<WatchSpec> {
+        let dir = self.path(&raw.dir, "dir").and_then(|dir| {
+            let problem = match std::fs::metadata(&dir) {
+                Ok(m) if m.is_dir() => return Some(dir),
+                Ok(_) => format!(
+                    "watch dir {} is not a directory: expected a folder",
+                    dir.display()
+                ),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => format!(
+                    "watch dir {} does not exist: expected an existing folder",
+                    dir.display()
+                ),
+                Err(e) => format!(
+                    "watch dir {} cannot be used: {e}; expected an existing folder",
+                    dir.display()
+                ),
+            };
+            self.diag.at(&raw.dir.span(), problem);
+            None
+        });
+        // `*` stays within one folder level, as in .gitignore: `**/*.tif` reaches sub-folders.
+        let pattern = self.value(Some(&raw.pattern), |p| {
+            GlobBuilder::new(p)
+                .literal_separator(true)
+                .build()
+                .map(|g| g.compile_matcher())
+                .map_err(|e| {
+                    format!(
+                        "invalid pattern {p:?}: {}; expected a glob on the path relative to dir, e.g. \"*.h5\" or \"**/*.tif\"",
+                        e.kind()
+                    )
+                })
+        });
+        let ignore = self.ignore(raw.ignore.as_deref(), &raw.dir.span());
+        let settle = self.duration(raw.settle.as_ref(), "settle", |_| Ok(()));
+        let poll = self.positive_duration(raw.poll.as_ref(), "poll");
+        let durations_ok =
+            (raw.settle.is_none() || settle.is_some()) && (raw.poll.is_none() || poll.is_some());
+        if !durations_ok {
+            return None;
+        }
+        Some(WatchSpec {
+            dir: dir?,
+            pattern: pattern?.0,
+            recursive: raw.recursive,
+            ignore: ignore?,
+            settle: settle.map_or(DEFAULT_SETTLE, |v| v.0),
+            poll: poll.map(|v| v.0),
+        })
+    }
+
+    fn ignore(
+        &mut self,
+        raw: Option<&[Spanned<String>]>,
+        dir_span: &Span,
+    ) -> Option<globset::GlobSet> {
+        let mut builder = GlobSetBuilder::new();
+        let mut ok = true;
+        match raw {
+            Some(globs) => {
+                for g in globs {
+                    match Glob::new(g.get_ref()) {
+                        Ok(glob) => {
+                            builder.add(glob);
+                        }
+                        Err(e) => {
+                            self.diag.at(
+                                &g.span(),
+                                format!(
+                                    "invalid ignore glob {:?}: {}; expected a glob on the file name, e.g. \"*.tmp\"",
+                                    g.get_ref(),
+                                    e.kind()
+                                ),
+                            );
+                            ok = false;
+                        }
+                    }
+                }
+            }
+            None => {
+                for g in DEFAULT_IGNORE {
+                    builder.add(Glob::new(g).expect("the default ignore globs are valid"));
+                }
+            }
+        }
+        if !ok {
+            return None;
+        }
+        match builder.build() {
+            Ok(set) => Some(set),
+            Err(e) => {
+                let span = raw
+                    .and_then(|g| g.first())
+                    .map_or_else(|| dir_span.clone(), |g| g.span());
+                self.diag.at(&span, format!("invalid ignore globs: {e}"));
+                None
+            }
+        }
+    }
+}
+
+fn part_size(raw: &Size) -> Result<ByteSize, String> {
+    let size = match raw {
+        Size::Bytes(n) => u64::try_from(*n).map(ByteSize).map_err(|_| {
+            format!("part_size = {n} is negative: expected a size such as \"16MiB\"")
+        })?,
+        Size::Text(t) => t
+            .parse::<ByteSize>()
+            .map_err(|e| format!("invalid part_size: {e}"))?,
+    };
+    if !(MIN_PART_SIZE..=MAX_PART_SIZE).contains(&size.get()) {
+        return Err(format!(
+            "part_size = {size} is out of range: expected {} to {} (the API's limits for one part)",
+            ByteSize(MIN_PART_SIZE),
+            ByteSize(MAX_PART_SIZE)
+        ));
+    }
+    Ok(size)
+}
+
+/// `Ok` when only the owner can read the file; else why the file is open to others.
+fn private_file(path: &Path) -> Result<(), String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(path).map_err(|e| {
+            format!(
+                "the permissions of {} cannot be checked ({e})",
+                path.display()
+            )
+        })?;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(format!(
+                "{} is open to group or others (mode {mode:04o})",
+                path.display()
+            ));
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_config_paths_get_an_absolute_folder() {
+        let folder = config_folder(Path::new("jobs.toml"));
+        assert!(folder.is_absolute(), "{}", folder.display());
+        assert_eq!(
+            config_folder(Path::new("/etc/stac/jobs.toml")),
+            Path::new("/etc/stac")
+        );
+    }
+
+    #[test]
+    fn enum_names_come_from_the_serde_types() {
+        assert_eq!(
+            parse_enum::<PolicyKind>("cancel", "policy"),
+            Ok(PolicyKind::Cancel)
+        );
+        assert_eq!(
+            parse_enum::<ApiVersion>("v0.9", "api_version"),
+            Ok(ApiVersion::V09)
+        );
+        let e = parse_enum::<PolicyKind>("Retry", "policy").unwrap_err();
+        assert!(e.starts_with("invalid policy \"Retry\""), "{e}");
+        assert!(!e.contains('`'), "{e}");
+    }
+
+    #[test]
+    fn part_size_is_held_to_the_api_limits() {
+        assert_eq!(
+            part_size(&Size::Text("16MiB".into())),
+            Ok(ByteSize::mib(16))
+        );
+        assert_eq!(
+            part_size(&Size::Bytes(5 * 1024 * 1024)),
+            Ok(ByteSize::mib(5))
+        );
+        assert!(
+            part_size(&Size::Bytes(-1))
+                .unwrap_err()
+                .contains("negative")
+        );
+        assert!(
+            part_size(&Size::Text("6GiB".into()))
+                .unwrap_err()
+                .contains("out of range")
+        );
+    }
+}

@@ -1,0 +1,213 @@
+//! The job file as written: serde structs that only check shape (known keys, value types) and
+//! keep the span of every value that `load` checks further, so its errors can be located.
+
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{self, Unexpected, Visitor};
+use toml::Spanned;
+
+/// Declares a table struct with the keys of `[defaults]` added, which every job may override
+/// under the same names. serde's `flatten` would share them, but it loses the spans and does not
+/// work with `deny_unknown_fields`.
+macro_rules! with_settings {
+    ($(#[$attr:meta])* pub(super) struct $name:ident { $(pub(super) $field:ident: $ty:ty,)* }) => {
+        $(#[$attr])*
+        pub(super) struct $name {
+            $(pub(super) $field: $ty,)*
+            pub(super) part_size: Option<Spanned<Size>>,
+            pub(super) parallel: Option<Spanned<Int>>,
+            pub(super) policy: Option<Spanned<String>>,
+            pub(super) auto_threshold: Option<Spanned<DurationText>>,
+            pub(super) retries: Option<Spanned<Int>>,
+            pub(super) retry_min_delay: Option<Spanned<DurationText>>,
+            pub(super) retry_max_delay: Option<Spanned<DurationText>>,
+            pub(super) stale_after: Option<Spanned<DurationText>>,
+            pub(super) run_timeout: Option<Spanned<DurationText>>,
+            pub(super) timezone: Option<Spanned<String>>,
+        }
+
+        impl $name {
+            /// The inheritable settings of this table.
+            pub(super) fn settings(&self) -> RawSettings<'_> {
+                RawSettings {
+                    part_size: self.part_size.as_ref(),
+                    parallel: self.parallel.as_ref(),
+                    policy: self.policy.as_ref(),
+                    auto_threshold: self.auto_threshold.as_ref(),
+                    retries: self.retries.as_ref(),
+                    retry_min_delay: self.retry_min_delay.as_ref(),
+                    retry_max_delay: self.retry_max_delay.as_ref(),
+                    stale_after: self.stale_after.as_ref(),
+                    run_timeout: self.run_timeout.as_ref(),
+                    timezone: self.timezone.as_ref(),
+                }
+            }
+        }
+    };
+}
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    pub(super) state_dir: Option<Spanned<String>>,
+    pub(super) server: RawServer,
+    #[serde(default)]
+    pub(super) defaults: RawDefaults,
+    #[serde(default)]
+    pub(super) job: Vec<RawJob>,
+}
+
+/// `[server]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawServer {
+    pub(super) url: Spanned<String>,
+    pub(super) api_version: Option<Spanned<String>>,
+    pub(super) connect_timeout: Option<Spanned<DurationText>>,
+    pub(super) request_timeout: Option<Spanned<DurationText>>,
+    pub(super) auth: Option<RawAuth>,
+}
+
+/// `[server.auth]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAuth {
+    #[serde(rename = "type")]
+    pub(super) kind: Spanned<String>,
+    pub(super) username: Option<Spanned<String>>,
+    pub(super) password: Option<Spanned<String>>,
+    pub(super) password_env: Option<Spanned<String>>,
+    pub(super) password_file: Option<Spanned<String>>,
+    pub(super) token: Option<Spanned<String>>,
+    pub(super) token_env: Option<Spanned<String>>,
+    pub(super) token_file: Option<Spanned<String>>,
+}
+
+with_settings! {
+    /// `[defaults]`.
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct RawDefaults {}
+}
+
+with_settings! {
+    /// One `[[job]]`.
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct RawJob {
+        pub(super) name: Spanned<String>,
+        pub(super) collection: Spanned<String>,
+        pub(super) item: Option<Spanned<String>>,
+        pub(super) asset: Spanned<String>,
+        pub(super) file: Option<Spanned<String>>,
+        pub(super) schedule: Option<Spanned<String>>,
+        pub(super) watch: Option<Spanned<RawWatch>>,
+    }
+}
+
+/// `[job.watch]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawWatch {
+    pub(super) dir: Spanned<String>,
+    pub(super) pattern: Spanned<String>,
+    #[serde(default)]
+    pub(super) recursive: bool,
+    pub(super) ignore: Option<Vec<Spanned<String>>>,
+    pub(super) settle: Option<Spanned<DurationText>>,
+    pub(super) poll: Option<Spanned<DurationText>>,
+}
+
+/// The settings a job inherits from `[defaults]`, borrowed from either table.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct RawSettings<'a> {
+    pub(super) part_size: Option<&'a Spanned<Size>>,
+    pub(super) parallel: Option<&'a Spanned<Int>>,
+    pub(super) policy: Option<&'a Spanned<String>>,
+    pub(super) auto_threshold: Option<&'a Spanned<DurationText>>,
+    pub(super) retries: Option<&'a Spanned<Int>>,
+    pub(super) retry_min_delay: Option<&'a Spanned<DurationText>>,
+    pub(super) retry_max_delay: Option<&'a Spanned<DurationText>>,
+    pub(super) stale_after: Option<&'a Spanned<DurationText>>,
+    pub(super) run_timeout: Option<&'a Spanned<DurationText>>,
+    pub(super) timezone: Option<&'a Spanned<String>>,
+}
+
+/// An integer; its range is checked later so that the message can name the bounds. (serde's
+/// own `i64` would say "expected i64".)
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Int(pub(super) i64);
+
+impl<'de> Deserialize<'de> for Int {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Int;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an integer")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Int, E> {
+                Ok(Int(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Int, E> {
+                i64::try_from(v)
+                    .map(Int)
+                    .map_err(|_| E::invalid_value(Unexpected::Unsigned(v), &self))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A humantime duration as written; parsed later so that every bad one is reported.
+#[derive(Debug, Clone)]
+pub(super) struct DurationText(pub(super) String);
+
+impl<'de> Deserialize<'de> for DurationText {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = DurationText;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration string with a unit, such as \"90s\", \"5m\" or \"1h 30m\"")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<DurationText, E> {
+                Ok(DurationText(v.to_owned()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A byte size as written: a number of bytes or a string with a unit, parsed later.
+#[derive(Debug, Clone)]
+pub(super) enum Size {
+    Bytes(i64),
+    Text(String),
+}
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Size;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a size such as \"16MiB\" or a number of bytes")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Size, E> {
+                Ok(Size::Bytes(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Size, E> {
+                i64::try_from(v)
+                    .map(Size::Bytes)
+                    .map_err(|_| E::invalid_value(Unexpected::Unsigned(v), &self))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Size, E> {
+                Ok(Size::Text(v.to_owned()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}

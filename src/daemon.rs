@@ -1,0 +1,142 @@
+//! `stac-uploadd run --config jobs.toml`: the daemon. Load and check the job file, take the
+//! state folder, finish or abort what a previous run left in flight, start the jobs, and react to
+//! signals: SIGTERM/SIGINT stop (uploads get a grace period, then are aborted), SIGHUP reloads.
+
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::config::{self, Config};
+use crate::stac::{ClientConfig, StacClient};
+use crate::state::StateStore;
+use crate::supervisor::{Clock, HttpUploader, Shared, Supervisor, reconcile};
+
+/// Why the daemon did not start: a bad job file (exit 2) or anything else (exit 1).
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+/// Holds the state folder for this process; released on drop (and by the kernel on a crash).
+#[derive(Debug)]
+pub struct StateLock(#[allow(dead_code)] std::fs::File);
+
+/// Takes the state folder's lock, so two daemons never share one state.
+pub fn lock_state(dir: &Path) -> anyhow::Result<StateLock> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create the state folder {}", dir.display()))?;
+    let path = dir.join("lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    // SAFETY: flock on a file descriptor we own; no memory is involved.
+    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        anyhow::bail!(
+            "another stac-uploadd is already using the state folder {}",
+            dir.display()
+        );
+    }
+    Ok(StateLock(f))
+}
+
+/// A client for the configured server.
+pub fn client(config: &Config) -> anyhow::Result<StacClient> {
+    let s = &config.server;
+    let mut c = ClientConfig::new(s.url.clone());
+    c.api_version = s.api_version;
+    c.auth = s.auth.clone();
+    c.connect_timeout = s.connect_timeout;
+    c.request_timeout = s.request_timeout;
+    StacClient::new(c).context("cannot start the HTTP client")
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub async fn run(config_path: PathBuf, grace: Duration) -> Result<(), StartError> {
+    let mut config = config::load(&config_path)?;
+    let _lock = lock_state(&config.state_dir)?;
+    let state = Arc::new(StateStore::open(&config.state_dir).map_err(anyhow::Error::from)?);
+    let shutdown = CancellationToken::new();
+    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    let mut hup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
+
+    let flusher = {
+        let (state, stop) = (state.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(crate::state::HISTORY_FLUSH) => {}
+                    () = stop.cancelled() => return,
+                }
+                if let Err(e) = state.flush_history() {
+                    warn!(error = %e, "cannot write the run history");
+                }
+            }
+        })
+    };
+
+    let mut supervisor = start(&config, &state, &shutdown).await?;
+    info!(config = %config_path.display(), jobs = config.jobs.len(), state = %config.state_dir.display(), "ready");
+    loop {
+        tokio::select! {
+            _ = term.recv() => { info!("SIGTERM: stopping"); break }
+            _ = int.recv() => { info!("SIGINT: stopping"); break }
+            _ = hup.recv() => {
+                match config::load(&config_path) {
+                    Err(e) => error!(error = %e, "SIGHUP: the new job file is invalid; keeping the running one"),
+                    Ok(new) if new.state_dir != config.state_dir => {
+                        error!("SIGHUP: state_dir cannot change while running; restart the daemon instead");
+                    }
+                    Ok(new) => {
+                        info!(jobs = new.jobs.len(), "SIGHUP: reloading");
+                        // Running uploads finish first (no grace limit): a reload must not abort work.
+                        supervisor.shutdown(Duration::MAX).await;
+                        config = new;
+                        supervisor = start(&config, &state, &shutdown).await?;
+                        info!("reloaded");
+                    }
+                }
+            }
+        }
+    }
+    supervisor.shutdown(grace).await;
+    shutdown.cancel();
+    let _ = flusher.await;
+    state.flush_history().map_err(anyhow::Error::from)?;
+    info!("stopped");
+    Ok(())
+}
+
+async fn start(
+    config: &Config,
+    state: &Arc<StateStore>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Supervisor<HttpUploader>> {
+    let client = client(config)?;
+    let handled = reconcile::reconcile(&client, state, &config.jobs, shutdown).await;
+    if !handled.is_empty() {
+        info!(
+            uploads = handled.len(),
+            "finished what a previous run left in flight"
+        );
+    }
+    let shared = Arc::new(Shared::new(
+        HttpUploader(client),
+        state.clone(),
+        Clock::System,
+    ));
+    Supervisor::start(shared, config.jobs.clone()).context("cannot start a job")
+}

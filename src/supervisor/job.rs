@@ -1,0 +1,538 @@
+//! One job: its trigger feeds a pending slot, its runner takes work from the slot one run at a
+//! time and applies the policy.
+
+use std::collections::{BTreeSet, HashSet};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use chrono::{DateTime, Utc};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, error, info, info_span, warn};
+
+use super::clock::Clock;
+use super::policy::PolicyKind;
+use crate::config::{JobSpec, TriggerSpec};
+use crate::stac::{AssetTarget, StacClient, Upload, UploadId};
+use crate::state::{InFlight, Outcome, RunRecord, StateStore};
+use crate::upload::{
+    self, AbortOutcome, UploadError, UploadEvent, UploadObserver, UploadOptions, UploadReport,
+};
+
+/// The upload calls a job makes; HTTP in production, scripted in policy tests.
+pub trait Uploader: Send + Sync + 'static {
+    /// Uploads a file (see [`upload::upload_file`]).
+    fn upload(
+        &self,
+        target: &AssetTarget,
+        path: &Path,
+        opts: &UploadOptions,
+        observer: Arc<dyn UploadObserver>,
+        cancel: &CancellationToken,
+    ) -> impl Future<Output = Result<UploadReport, UploadError>> + Send;
+
+    /// Aborts an upload (see [`upload::abort_upload`]).
+    fn abort(
+        &self,
+        target: &AssetTarget,
+        id: &UploadId,
+        opts: &UploadOptions,
+    ) -> impl Future<Output = AbortOutcome> + Send;
+}
+
+/// The real thing: a STAC client.
+#[derive(Debug, Clone)]
+pub struct HttpUploader(pub StacClient);
+
+impl Uploader for HttpUploader {
+    async fn upload(
+        &self,
+        target: &AssetTarget,
+        path: &Path,
+        opts: &UploadOptions,
+        observer: Arc<dyn UploadObserver>,
+        cancel: &CancellationToken,
+    ) -> Result<UploadReport, UploadError> {
+        upload::upload_file(&self.0, target, path, opts, observer, cancel).await
+    }
+
+    async fn abort(
+        &self,
+        target: &AssetTarget,
+        id: &UploadId,
+        opts: &UploadOptions,
+    ) -> AbortOutcome {
+        upload::abort_upload(&self.0, target, id, opts).await
+    }
+}
+
+/// What the job tasks of one daemon share.
+pub struct Shared<U> {
+    pub uploader: U,
+    pub state: Arc<StateStore>,
+    pub clock: Clock,
+    /// Uploads this process is sending right now: ours, and not stale.
+    pub running: Mutex<HashSet<UploadId>>,
+    /// Every finished run, for the demo, tests and metrics.
+    pub runs: tokio::sync::broadcast::Sender<RunRecord>,
+}
+
+impl<U> Shared<U> {
+    /// Shared state for jobs using `uploader`.
+    pub fn new(uploader: U, state: Arc<StateStore>, clock: Clock) -> Self {
+        Self {
+            uploader,
+            state,
+            clock,
+            running: Mutex::new(HashSet::new()),
+            runs: tokio::sync::broadcast::channel(1024).0,
+        }
+    }
+
+    fn running(&self) -> std::sync::MutexGuard<'_, HashSet<UploadId>> {
+        self.running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Work waiting for a job's runner. Triggers that fire while a run is going are coalesced here:
+/// any number of schedule fires become one follow-up run, a file reported twice is sent once.
+#[derive(Debug, Default)]
+pub struct Pending {
+    inner: Mutex<PendingInner>,
+    notify: Notify,
+}
+
+#[derive(Debug, Default)]
+struct PendingInner {
+    fire: Option<DateTime<Utc>>,
+    coalesced: u64,
+    files: BTreeSet<PathBuf>,
+}
+
+/// One unit of work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Work {
+    /// A schedule fired at this time.
+    Scheduled(DateTime<Utc>),
+    /// A watched file is ready.
+    File(PathBuf),
+}
+
+impl Pending {
+    fn lock(&self) -> std::sync::MutexGuard<'_, PendingInner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A schedule fired.
+    pub fn fire(&self, at: DateTime<Utc>) {
+        let mut g = self.lock();
+        if g.fire.is_some() {
+            g.coalesced += 1;
+            debug!(at = %at, "run still pending: fire coalesced");
+        } else {
+            g.fire = Some(at);
+        }
+        drop(g);
+        self.notify.notify_one();
+    }
+
+    /// A file is ready.
+    pub fn file(&self, path: PathBuf) {
+        self.lock().files.insert(path);
+        self.notify.notify_one();
+    }
+
+    /// The next unit of work, if any.
+    pub fn take(&self) -> Option<Work> {
+        let mut g = self.lock();
+        if let Some(at) = g.fire.take() {
+            return Some(Work::Scheduled(at));
+        }
+        g.files.pop_first().map(Work::File)
+    }
+
+    /// Fires that were merged into an already pending run.
+    pub fn coalesced(&self) -> u64 {
+        self.lock().coalesced
+    }
+}
+
+/// A job and what it needs to run.
+pub struct Job<U> {
+    pub spec: JobSpec,
+    pub shared: Arc<Shared<U>>,
+    pub pending: Arc<Pending>,
+    /// Cancelled to abort the runs in progress (end of the shutdown grace period).
+    pub abort_runs: CancellationToken,
+}
+
+/// Whether a job retries failed runs: `auto` resolved against its trigger.
+pub fn effective_policy(spec: &JobSpec, now: DateTime<Utc>) -> PolicyKind {
+    match (spec.policy.kind, &spec.trigger) {
+        (PolicyKind::Auto, TriggerSpec::Cron { schedule, .. }) => {
+            let threshold = chrono::Duration::from_std(spec.policy.auto_threshold)
+                .unwrap_or(chrono::Duration::MAX);
+            match schedule.min_interval(now, 24) {
+                Some(gap) if gap < threshold => PolicyKind::Cancel,
+                _ => PolicyKind::Retry,
+            }
+        }
+        (PolicyKind::Auto, TriggerSpec::Watch(_)) => PolicyKind::Retry,
+        (kind, _) => kind,
+    }
+}
+
+/// Whether an error is worth another attempt of the run, per protocol.md: transient failures and
+/// a foreign upload that may finish; not 500s, wrong requests, auth or local-input problems.
+fn worth_retrying(e: &UploadError) -> bool {
+    match e {
+        UploadError::InProgress { .. }
+        | UploadError::FileChanged { .. }
+        | UploadError::UrlsExpiring { .. } => true,
+        UploadError::AfterCreate { cause, .. } => worth_retrying(cause),
+        other => other.is_retryable(),
+    }
+}
+
+impl<U: Uploader> Job<U> {
+    /// Runs work from the pending slot until `stop` is cancelled; a run in progress is finished
+    /// (or aborted through `abort_runs`) first.
+    pub async fn run_loop(self: Arc<Self>, stop: CancellationToken) {
+        loop {
+            while let Some(work) = self.pending.take() {
+                self.run(work).await;
+                if stop.is_cancelled() {
+                    return;
+                }
+            }
+            tokio::select! {
+                () = self.pending.notify.notified() => {}
+                () = stop.cancelled() => return,
+            }
+        }
+    }
+
+    /// The next scheduled fire after `t`, for capping retries.
+    fn next_fire_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        match &self.spec.trigger {
+            TriggerSpec::Cron { schedule, .. } => schedule.next_after(t),
+            TriggerSpec::Watch(_) => None,
+        }
+    }
+
+    /// One run: attempts under the policy, and one record of the outcome.
+    pub async fn run(&self, work: Work) -> RunRecord {
+        let (path, asset) = match &work {
+            Work::Scheduled(_) => match &self.spec.trigger {
+                TriggerSpec::Cron { file, .. } => (file.clone(), self.spec.asset.0.clone()),
+                TriggerSpec::Watch(_) => unreachable!("watch jobs are never scheduled"),
+            },
+            Work::File(p) => {
+                let name = p
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                (p.clone(), self.spec.asset.render(&name))
+            }
+        };
+        let target = AssetTarget {
+            collection: self.spec.collection.clone(),
+            item: self.spec.item.clone(),
+            asset,
+        };
+        let span = info_span!("run", job = %self.spec.name, collection = %target.collection, item = target.item.as_deref().unwrap_or(""), asset = %target.asset);
+        self.run_target(target, path).instrument(span).await
+    }
+
+    async fn run_target(&self, target: AssetTarget, path: PathBuf) -> RunRecord {
+        let clock = self.shared.clock;
+        let started = clock.now();
+        let policy = effective_policy(&self.spec, started);
+        let p = &self.spec.policy;
+        let mut waits = ExponentialBuilder::default()
+            .with_min_delay(p.retry_min_delay.max(Duration::from_millis(100)))
+            .with_max_delay(p.retry_max_delay)
+            .with_max_times(p.retries as usize)
+            .with_jitter()
+            .build();
+        let mut attempts = 0u32;
+        let result = loop {
+            attempts += 1;
+            let result = self.attempt(&target, &path, attempts).await;
+            let Err(e) = &result else { break result };
+            if policy != PolicyKind::Retry || !worth_retrying(e) || self.abort_runs.is_cancelled() {
+                break result;
+            }
+            let Some(wait) = waits.next() else {
+                break result;
+            };
+            let now = clock.now();
+            if let Some(next) = self.next_fire_after(started)
+                && now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX) >= next
+            {
+                info!(next_run = %next, "not retrying: the next scheduled run comes first");
+                break result;
+            }
+            warn!(attempt = attempts, wait_ms = wait.as_millis() as u64, error = %e, "run failed, retrying");
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = self.abort_runs.cancelled() => break result,
+            }
+        };
+        let finished = clock.now();
+        let record = match &result {
+            Ok(r) => {
+                info!(
+                    upload_id = %r.upload_id, bytes = r.bytes, parts = r.parts, attempts,
+                    duration_ms = (finished - started).num_milliseconds(), "uploaded"
+                );
+                RunRecord {
+                    job: self.spec.name.clone(),
+                    started,
+                    finished,
+                    outcome: Outcome::Uploaded,
+                    asset: target.asset.clone(),
+                    file: Some(path),
+                    bytes: r.bytes,
+                    attempts,
+                    upload_id: Some(r.upload_id.clone()),
+                    error: None,
+                }
+            }
+            Err(e) => {
+                let outcome = if policy == PolicyKind::Cancel {
+                    Outcome::Cancelled
+                } else {
+                    Outcome::Failed
+                };
+                error!(attempts, policy = ?policy, error = %e, "run given up");
+                RunRecord {
+                    job: self.spec.name.clone(),
+                    started,
+                    finished,
+                    outcome,
+                    asset: target.asset.clone(),
+                    file: Some(path),
+                    bytes: 0,
+                    attempts,
+                    upload_id: match e {
+                        UploadError::AfterCreate { upload_id, .. } => Some(upload_id.clone()),
+                        _ => None,
+                    },
+                    error: Some(e.to_string()),
+                }
+            }
+        };
+        self.shared.state.record_run(record.clone());
+        let _ = self.shared.runs.send(record.clone());
+        record
+    }
+
+    /// One attempt: the upload, with a deadline, and the stale-upload rule when the asset is
+    /// blocked.
+    async fn attempt(
+        &self,
+        target: &AssetTarget,
+        path: &Path,
+        attempt: u32,
+    ) -> Result<UploadReport, UploadError> {
+        let result = self.upload_once(target, path, attempt).await;
+        let Err(UploadError::InProgress { upload, .. }) = &result else {
+            return result;
+        };
+        match self.staleness(upload) {
+            Some(why) => {
+                warn!(blocking = %upload.upload_id, why, "aborting a stale upload that blocks the asset");
+                match self
+                    .shared
+                    .uploader
+                    .abort(target, &upload.upload_id, &self.spec.upload)
+                    .await
+                {
+                    AbortOutcome::Failed(e) => {
+                        warn!(blocking = %upload.upload_id, error = %e, "could not abort the stale upload");
+                        return result;
+                    }
+                    _ => {
+                        let _ = self.shared.state.remove_inflight(&upload.upload_id);
+                    }
+                }
+                self.upload_once(target, path, attempt).await
+            }
+            None => {
+                warn!(
+                    blocking = %upload.upload_id,
+                    since = %upload.created.map(|c| c.to_rfc3339()).unwrap_or_else(|| "unknown".into()),
+                    "the asset is blocked by someone else's upload that may still be running"
+                );
+                result
+            }
+        }
+    }
+
+    /// Why a blocking upload may be aborted, or `None` if someone may still be sending it.
+    pub fn staleness(&self, blocking: &Upload) -> Option<&'static str> {
+        let id = &blocking.upload_id;
+        if self.shared.state.is_ours(id) && !self.shared.running().contains(id) {
+            return Some("it is ours, from a run that is over");
+        }
+        let now = self.shared.clock.now();
+        if blocking
+            .urls
+            .iter()
+            .filter_map(|u| u.expires)
+            .min()
+            .is_some_and(|e| e <= now)
+        {
+            return Some("its part URLs have expired, nobody can finish it");
+        }
+        let created = blocking.created?;
+        // Never wait longer than the URLs live: past that the upload cannot be finished anyway.
+        let lifetime = blocking
+            .urls
+            .iter()
+            .filter_map(|u| u.expires)
+            .min()
+            .map(|e| e - created);
+        let mut limit = chrono::Duration::from_std(self.spec.policy.stale_after)
+            .unwrap_or(chrono::Duration::MAX);
+        if let Some(l) = lifetime {
+            limit = limit.min(l);
+        }
+        (now - created >= limit).then_some("it is older than stale_after")
+    }
+
+    async fn upload_once(
+        &self,
+        target: &AssetTarget,
+        path: &Path,
+        attempt: u32,
+    ) -> Result<UploadReport, UploadError> {
+        let cancel = self.abort_runs.child_token();
+        let deadline = {
+            let cancel = cancel.clone();
+            let timeout = self.spec.policy.run_timeout;
+            tokio::spawn(async move {
+                tokio::time::sleep(timeout).await;
+                warn!(
+                    timeout_s = timeout.as_secs(),
+                    "run deadline reached, aborting the upload"
+                );
+                cancel.cancel();
+            })
+        };
+        let observer = Arc::new(Recorder {
+            shared: self.shared.clone() as Arc<dyn RecorderShared>,
+            job: self.spec.name.clone(),
+            target: target.clone(),
+            path: path.to_owned(),
+            created: Mutex::new(None),
+        });
+        let span = info_span!("attempt", attempt);
+        let result = self
+            .shared
+            .uploader
+            .upload(target, path, &self.spec.upload, observer.clone(), &cancel)
+            .instrument(span)
+            .await;
+        deadline.abort();
+        if let Some(id) = observer
+            .created
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+        {
+            self.shared.running().remove(&id);
+            let finished = match &result {
+                Ok(_) => true,
+                Err(e) => e.left_in_progress().is_none(),
+            };
+            // An upload whose abort failed stays recorded: the next run or a restart aborts it.
+            if finished && let Err(e) = self.shared.state.remove_inflight(&id) {
+                error!(error = %e, "cannot update the state store");
+            }
+        }
+        result
+    }
+}
+
+/// The part of [`Shared`] the observer needs, without its type parameter.
+trait RecorderShared: Send + Sync {
+    fn state(&self) -> &StateStore;
+    fn mark_running(&self, id: UploadId);
+    fn now(&self) -> DateTime<Utc>;
+}
+
+impl<U: Send + Sync> RecorderShared for Shared<U> {
+    fn state(&self) -> &StateStore {
+        &self.state
+    }
+    fn mark_running(&self, id: UploadId) {
+        self.running().insert(id);
+    }
+    fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+}
+
+/// Writes an upload to the state store the moment it is created, before any part is sent.
+struct Recorder {
+    shared: Arc<dyn RecorderShared>,
+    job: String,
+    target: AssetTarget,
+    path: PathBuf,
+    created: Mutex<Option<UploadId>>,
+}
+
+impl UploadObserver for Recorder {
+    fn on_event(&self, event: &UploadEvent<'_>) {
+        let UploadEvent::Created {
+            upload,
+            multihash,
+            part_size,
+            file,
+        } = event
+        else {
+            return;
+        };
+        self.shared.mark_running(upload.upload_id.clone());
+        *self
+            .created
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(upload.upload_id.clone());
+        let rec = InFlight {
+            upload_id: upload.upload_id.clone(),
+            job: self.job.clone(),
+            target: self.target.clone(),
+            file: self.path.clone(),
+            size: file.len,
+            mtime: file.mtime,
+            ino: file.ino,
+            multihash: multihash.as_str().to_owned(),
+            part_size: *part_size,
+            created: upload.created.unwrap_or_else(|| self.shared.now()),
+            urls_expire: upload.urls.iter().filter_map(|u| u.expires).min(),
+            pid: std::process::id(),
+        };
+        // A write that fails leaves the upload unrecorded: still aborted on failure by the
+        // session, only a crash in this window would leave it to the stale rule.
+        if let Err(e) = self.shared.state().add_inflight(rec) {
+            error!(error = %e, "cannot record the upload in the state store");
+        }
+    }
+}
+
+impl<U> std::fmt::Debug for Job<U> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job")
+            .field("name", &self.spec.name)
+            .finish()
+    }
+}

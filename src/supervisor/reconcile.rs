@@ -1,0 +1,142 @@
+//! At start-up, before any job runs: every upload a previous run of the daemon recorded as in
+//! flight is resumed (file unchanged, URLs still valid) or aborted. Nothing of ours is left in
+//! progress after a restart.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::JobSpec;
+use crate::stac::{ErrorClass, StacClient, UploadStatus};
+use crate::state::{InFlight, Outcome, RunRecord, StateStore};
+use crate::upload::{self, AbortOutcome, FileSnapshot, UploadOptions};
+
+/// How much life the part URLs must have left for a resume to be worth starting.
+const MIN_URL_LIFE: chrono::Duration = chrono::Duration::minutes(5);
+
+/// Resumes or aborts each recorded in-flight upload; returns one record per upload handled.
+pub async fn reconcile(
+    client: &StacClient,
+    state: &StateStore,
+    jobs: &[JobSpec],
+    cancel: &CancellationToken,
+) -> Vec<RunRecord> {
+    let mut records = Vec::new();
+    for rec in state.inflight() {
+        let opts = jobs
+            .iter()
+            .find(|j| j.name == rec.job)
+            .map(|j| j.upload.clone())
+            .unwrap_or_default();
+        if let Some(r) = reconcile_one(client, state, &rec, &opts, cancel).await {
+            state.record_run(r.clone());
+            records.push(r);
+        }
+    }
+    records
+}
+
+async fn reconcile_one(
+    client: &StacClient,
+    state: &StateStore,
+    rec: &InFlight,
+    opts: &UploadOptions,
+    cancel: &CancellationToken,
+) -> Option<RunRecord> {
+    let id = &rec.upload_id;
+    let upload = match client.get_upload(&rec.target, id).await {
+        Ok(u) => u,
+        Err(e) if matches!(e.class, ErrorClass::RequestWrong) => {
+            // 404: the asset or the upload is gone; nothing of ours can be in progress.
+            info!(upload_id = %id, error = %e, "recorded upload no longer exists");
+            let _ = state.remove_inflight(id);
+            return None;
+        }
+        Err(e) => {
+            // Keep the record: the job's next run meets the upload as ours-and-stale and aborts it.
+            warn!(upload_id = %id, error = %e, "cannot read a recorded upload; will retry through its job");
+            return None;
+        }
+    };
+    if upload.status != UploadStatus::InProgress {
+        let _ = state.remove_inflight(id);
+        return None;
+    }
+    let started = Utc::now();
+    let file_same = tokio::fs::metadata(&rec.file)
+        .await
+        .ok()
+        .map(|m| FileSnapshot::of(&m))
+        .is_some_and(|s| s.len == rec.size && s.mtime == rec.mtime && s.ino == rec.ino);
+    let urls_alive = upload
+        .urls
+        .iter()
+        .filter_map(|u| u.expires)
+        .min()
+        .is_none_or(|e| e - Utc::now() > MIN_URL_LIFE)
+        && !upload.urls.is_empty();
+    let record = |outcome, error: Option<String>, bytes| RunRecord {
+        job: rec.job.clone(),
+        started,
+        finished: Utc::now(),
+        outcome,
+        asset: rec.target.asset.clone(),
+        file: Some(rec.file.clone()),
+        bytes,
+        attempts: 1,
+        upload_id: Some(id.clone()),
+        error,
+    };
+    if file_same && urls_alive {
+        info!(upload_id = %id, job = %rec.job, "resuming an upload interrupted by a restart");
+        let expected = crate::stac::Multihash::from_hex(&rec.multihash);
+        let result = upload::resume_upload(
+            client,
+            &rec.target,
+            &rec.file,
+            &upload,
+            &expected,
+            rec.part_size,
+            opts,
+            Arc::new(()),
+            cancel,
+        )
+        .await;
+        return match result {
+            Ok(r) => {
+                let _ = state.remove_inflight(id);
+                info!(upload_id = %id, bytes = r.bytes, "resumed upload completed");
+                Some(record(Outcome::Resumed, None, r.bytes))
+            }
+            Err(e) => {
+                if e.left_in_progress().is_none() {
+                    let _ = state.remove_inflight(id);
+                }
+                warn!(upload_id = %id, error = %e, "resume failed");
+                Some(record(Outcome::AbortedAtStart, Some(e.to_string()), 0))
+            }
+        };
+    }
+    let why = if file_same {
+        "its part URLs expire too soon"
+    } else {
+        "the file changed"
+    };
+    info!(upload_id = %id, job = %rec.job, why, "aborting an upload interrupted by a restart");
+    match upload::abort_upload(client, &rec.target, id, opts).await {
+        AbortOutcome::Failed(e) => {
+            warn!(upload_id = %id, error = %e, "cannot abort it now; the job's next run will");
+            None
+        }
+        _ => {
+            let _ = state.remove_inflight(id);
+            Some(record(
+                Outcome::AbortedAtStart,
+                Some(format!("interrupted by a restart and aborted: {why}")),
+                0,
+            ))
+        }
+    }
+}

@@ -1,0 +1,496 @@
+//! Policy tests under paused tokio time, against a scripted uploader: no real waiting, exact
+//! spacing.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::*;
+use crate::config::{AssetTemplate, JobSpec, TriggerSpec};
+use crate::stac::{
+    AssetTarget, ErrorClass, PartNumber, PresignedUrl, StacError, Step, Upload, UploadId,
+    UploadStatus,
+};
+use crate::state::{InFlight, Outcome, StateStore};
+use crate::trigger::{Schedule, WatchSpec};
+use crate::upload::{AbortOutcome, UploadError, UploadObserver, UploadOptions, UploadReport};
+
+/// What the scripted uploader does on its next call.
+#[derive(Debug, Clone)]
+enum Act {
+    Ok,
+    Gateway,
+    Broken,
+    /// Blocked by an upload created this long before "now", optionally with URLs expiring at
+    /// `created + url_life`.
+    Blocked {
+        id: &'static str,
+        age: chrono::Duration,
+        url_life: Option<chrono::Duration>,
+    },
+    /// Take this long, then succeed.
+    Slow(Duration),
+    /// Hang until cancelled, then report the upload aborted.
+    Hang,
+}
+
+struct Script {
+    acts: Mutex<VecDeque<Act>>,
+    calls: Mutex<Vec<Instant>>,
+    aborted: Mutex<Vec<String>>,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+    clock: Clock,
+}
+
+impl Script {
+    fn new(clock: Clock, acts: impl IntoIterator<Item = Act>) -> Self {
+        Self {
+            acts: Mutex::new(acts.into_iter().collect()),
+            calls: Mutex::new(Vec::new()),
+            aborted: Mutex::new(Vec::new()),
+            in_flight: AtomicUsize::new(0),
+            max_in_flight: AtomicUsize::new(0),
+            clock,
+        }
+    }
+}
+
+fn stac_error(status: u16, class: ErrorClass) -> UploadError {
+    UploadError::Stac(StacError {
+        step: Step::CreateUpload,
+        method: "POST",
+        url: "http://127.0.0.1/uploads".into(),
+        status: Some(reqwest::StatusCode::from_u16(status).unwrap()),
+        description: "scripted".into(),
+        class,
+        source: None,
+    })
+}
+
+fn report() -> UploadReport {
+    UploadReport {
+        upload_id: UploadId("new".into()),
+        multihash: crate::stac::Multihash::from_sha256(&[0; 32]),
+        bytes: 1,
+        parts: 1,
+        part_size: 1,
+        part_retries: 0,
+        adopted: false,
+        digest_time: Duration::ZERO,
+        send_time: Duration::ZERO,
+        total_time: Duration::ZERO,
+    }
+}
+
+impl Uploader for Arc<Script> {
+    async fn upload(
+        &self,
+        target: &AssetTarget,
+        _path: &Path,
+        _opts: &UploadOptions,
+        _observer: Arc<dyn UploadObserver>,
+        cancel: &CancellationToken,
+    ) -> Result<UploadReport, UploadError> {
+        self.calls.lock().unwrap().push(Instant::now());
+        let n = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_in_flight.fetch_max(n, Ordering::SeqCst);
+        let act = self.acts.lock().unwrap().pop_front().unwrap_or(Act::Ok);
+        let result = match act {
+            Act::Ok => Ok(report()),
+            Act::Gateway => Err(stac_error(503, ErrorClass::Retryable)),
+            Act::Broken => Err(stac_error(500, ErrorClass::ServerBroken)),
+            Act::Blocked { id, age, url_life } => {
+                let created = self.clock.now() - age;
+                Err(UploadError::InProgress {
+                    target: target.clone(),
+                    upload: Box::new(Upload {
+                        upload_id: UploadId(id.into()),
+                        status: UploadStatus::InProgress,
+                        number_parts: Some(1),
+                        created: Some(created),
+                        completed: None,
+                        aborted: None,
+                        urls: url_life
+                            .map(|l| {
+                                vec![PresignedUrl {
+                                    url: "http://x/".into(),
+                                    part: PartNumber(1),
+                                    expires: Some(created + l),
+                                }]
+                            })
+                            .unwrap_or_default(),
+                        content_encoding: None,
+                        checksum: None,
+                    }),
+                })
+            }
+            Act::Slow(d) => {
+                tokio::time::sleep(d).await;
+                Ok(report())
+            }
+            Act::Hang => {
+                cancel.cancelled().await;
+                Err(UploadError::AfterCreate {
+                    target: target.clone(),
+                    upload_id: UploadId("hung".into()),
+                    cause: Box::new(UploadError::Cancelled),
+                    abort: AbortOutcome::Aborted,
+                })
+            }
+        };
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        result
+    }
+
+    async fn abort(
+        &self,
+        _target: &AssetTarget,
+        id: &UploadId,
+        _opts: &UploadOptions,
+    ) -> AbortOutcome {
+        self.aborted.lock().unwrap().push(id.0.clone());
+        AbortOutcome::Aborted
+    }
+}
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 3, 2, 10, 0, 0).unwrap()
+}
+
+fn cron_job(schedule: &str, kind: PolicyKind) -> JobSpec {
+    JobSpec {
+        name: "job".into(),
+        collection: "c".into(),
+        item: Some("i".into()),
+        asset: AssetTemplate("a.zip".into()),
+        trigger: TriggerSpec::Cron {
+            file: PathBuf::from("/data/a.zip"),
+            schedule: Schedule::parse(schedule, "Europe/Zurich").unwrap(),
+        },
+        policy: PolicySpec {
+            kind,
+            ..PolicySpec::default()
+        },
+        upload: UploadOptions::default(),
+    }
+}
+
+struct Fixture {
+    job: Job<Arc<Script>>,
+    script: Arc<Script>,
+    _dir: tempfile::TempDir,
+}
+
+fn fixture(spec: JobSpec, acts: impl IntoIterator<Item = Act>) -> Fixture {
+    let clock = Clock::anchored(t0());
+    let script = Arc::new(Script::new(clock, acts));
+    let dir = tempfile::tempdir().unwrap();
+    let state = Arc::new(StateStore::open(dir.path()).unwrap());
+    let shared = Arc::new(Shared::new(script.clone(), state, clock));
+    let job = Job {
+        spec,
+        shared,
+        pending: Arc::new(Pending::default()),
+        abort_runs: CancellationToken::new(),
+    };
+    Fixture {
+        job,
+        script,
+        _dir: dir,
+    }
+}
+
+fn gaps(calls: &[Instant]) -> Vec<Duration> {
+    calls.windows(2).map(|w| w[1] - w[0]).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_policy_retries_three_times_with_growing_jittered_waits() {
+    let f = fixture(
+        cron_job("0 3 * * *", PolicyKind::Retry),
+        [Act::Gateway, Act::Gateway, Act::Gateway, Act::Gateway],
+    );
+    let rec = f.job.run(Work::Scheduled(t0())).await;
+    assert_eq!(rec.outcome, Outcome::Failed);
+    assert_eq!(rec.attempts, 4, "one attempt and three retries");
+    let g = gaps(&f.script.calls.lock().unwrap());
+    assert_eq!(g.len(), 3);
+    // Exponential from 1 s, doubling, jitter adds up to one more delay: [1,2), [2,4), [4,8).
+    for (i, gap) in g.iter().enumerate() {
+        let base = Duration::from_secs(1 << i);
+        assert!(*gap >= base && *gap < base * 2, "wait {i} was {gap:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_ends_at_the_first_success() {
+    let f = fixture(
+        cron_job("0 3 * * *", PolicyKind::Retry),
+        [Act::Gateway, Act::Ok],
+    );
+    let rec = f.job.run(Work::Scheduled(t0())).await;
+    assert_eq!((rec.outcome, rec.attempts), (Outcome::Uploaded, 2));
+    assert_eq!(
+        f.job.shared.state.history()["job"].len(),
+        1,
+        "one run, one record"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancel_policy_gives_a_failed_run_up() {
+    let f = fixture(
+        cron_job("0 3 * * *", PolicyKind::Cancel),
+        [Act::Gateway, Act::Ok],
+    );
+    let rec = f.job.run(Work::Scheduled(t0())).await;
+    assert_eq!((rec.outcome, rec.attempts), (Outcome::Cancelled, 1));
+    assert_eq!(f.script.calls.lock().unwrap().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn server_errors_and_bad_requests_are_not_retried() {
+    let f = fixture(
+        cron_job("0 3 * * *", PolicyKind::Retry),
+        [Act::Broken, Act::Ok],
+    );
+    let rec = f.job.run(Work::Scheduled(t0())).await;
+    assert_eq!((rec.outcome, rec.attempts), (Outcome::Failed, 1));
+    assert!(rec.error.unwrap().contains("HTTP 500"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_stop_before_the_next_scheduled_run() {
+    // Every 10 minutes, waits from 4 minutes: the second retry would run into the next run.
+    let mut spec = cron_job("*/10 * * * *", PolicyKind::Retry);
+    spec.policy.retry_min_delay = Duration::from_secs(240);
+    let f = fixture(spec, vec![Act::Gateway; 4]);
+    let start = Instant::now();
+    let rec = f.job.run(Work::Scheduled(t0())).await;
+    assert_eq!(rec.outcome, Outcome::Failed);
+    assert!(rec.attempts < 4, "attempts {}", rec.attempts);
+    assert!(
+        start.elapsed() < Duration::from_secs(600),
+        "retries ran into the next run: {:?}",
+        start.elapsed()
+    );
+}
+
+#[test]
+fn auto_policy_follows_the_schedule() {
+    let now = t0();
+    assert_eq!(
+        effective_policy(&cron_job("*/5 * * * *", PolicyKind::Auto), now),
+        PolicyKind::Cancel
+    );
+    assert_eq!(
+        effective_policy(&cron_job("0 * * * *", PolicyKind::Auto), now),
+        PolicyKind::Retry,
+        "hourly = threshold"
+    );
+    assert_eq!(
+        effective_policy(&cron_job("30 2 * * *", PolicyKind::Auto), now),
+        PolicyKind::Retry
+    );
+    assert_eq!(
+        effective_policy(&cron_job("*/5 * * * *", PolicyKind::Retry), now),
+        PolicyKind::Retry,
+        "explicit wins"
+    );
+    let mut watch = cron_job("0 3 * * *", PolicyKind::Auto);
+    watch.trigger = TriggerSpec::Watch(WatchSpec {
+        dir: "/tmp".into(),
+        pattern: globset::Glob::new("*").unwrap().compile_matcher(),
+        recursive: false,
+        ignore: globset::GlobSet::empty(),
+        settle: Duration::from_secs(1),
+        poll: None,
+    });
+    assert_eq!(effective_policy(&watch, now), PolicyKind::Retry);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stale_foreign_upload_is_aborted_and_the_run_goes_on() {
+    let blocked = Act::Blocked {
+        id: "old",
+        age: chrono::Duration::hours(2),
+        url_life: None,
+    };
+    let f = fixture(
+        cron_job("0 3 * * *", PolicyKind::Cancel),
+        [blocked, Act::Ok],
+    );
+    let rec = f.job.run(Work::Scheduled(t0())).await;
+    assert_eq!(rec.outcome, Outcome::Uploaded);
+    assert_eq!(*f.script.aborted.lock().unwrap(), ["old"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_recent_foreign_upload_is_left_alone() {
+    let blocked = || Act::Blocked {
+        id: "busy",
+        age: chrono::Duration::minutes(10),
+        url_life: Some(chrono::Duration::hours(3)),
+    };
+    // Retry policy: backs off while someone else is busy, never aborts their upload.
+    let f = fixture(
+        cron_job("0 3 * * *", PolicyKind::Retry),
+        [blocked(), blocked(), blocked(), blocked()],
+    );
+    let rec = f.job.run(Work::Scheduled(t0())).await;
+    assert_eq!((rec.outcome, rec.attempts), (Outcome::Failed, 4));
+    assert!(f.script.aborted.lock().unwrap().is_empty());
+    // Cancel policy: gives this run up at once.
+    let f = fixture(cron_job("*/5 * * * *", PolicyKind::Auto), [blocked()]);
+    let rec = f.job.run(Work::Scheduled(t0())).await;
+    assert_eq!((rec.outcome, rec.attempts), (Outcome::Cancelled, 1));
+    assert!(f.script.aborted.lock().unwrap().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn staleness_is_capped_by_the_url_lifetime_and_knows_our_own_uploads() {
+    // 40 minutes old is not stale by age (1 h), but its URLs lived 30 minutes: nobody can finish it.
+    let expired = Act::Blocked {
+        id: "dead",
+        age: chrono::Duration::minutes(40),
+        url_life: Some(chrono::Duration::minutes(30)),
+    };
+    let f = fixture(
+        cron_job("0 3 * * *", PolicyKind::Cancel),
+        [expired, Act::Ok],
+    );
+    assert_eq!(
+        f.job.run(Work::Scheduled(t0())).await.outcome,
+        Outcome::Uploaded
+    );
+    assert_eq!(*f.script.aborted.lock().unwrap(), ["dead"]);
+
+    // One minute old, but ours and not running: left over by a crashed run of this daemon.
+    let ours = Act::Blocked {
+        id: "mine",
+        age: chrono::Duration::minutes(1),
+        url_life: Some(chrono::Duration::hours(1)),
+    };
+    let f = fixture(cron_job("0 3 * * *", PolicyKind::Cancel), [ours, Act::Ok]);
+    f.job.shared.state.add_inflight(inflight("mine")).unwrap();
+    assert_eq!(
+        f.job.run(Work::Scheduled(t0())).await.outcome,
+        Outcome::Uploaded
+    );
+    assert_eq!(*f.script.aborted.lock().unwrap(), ["mine"]);
+    assert!(
+        f.job.shared.state.inflight().is_empty(),
+        "the aborted upload is forgotten"
+    );
+
+    // Ours and still running (another attempt of this process): not stale.
+    let running = Act::Blocked {
+        id: "live",
+        age: chrono::Duration::minutes(1),
+        url_life: Some(chrono::Duration::hours(1)),
+    };
+    let f = fixture(cron_job("0 3 * * *", PolicyKind::Cancel), [running]);
+    f.job.shared.state.add_inflight(inflight("live")).unwrap();
+    f.job
+        .shared
+        .running
+        .lock()
+        .unwrap()
+        .insert(UploadId("live".into()));
+    assert_eq!(
+        f.job.run(Work::Scheduled(t0())).await.outcome,
+        Outcome::Cancelled
+    );
+    assert!(f.script.aborted.lock().unwrap().is_empty());
+}
+
+fn inflight(id: &str) -> InFlight {
+    InFlight {
+        upload_id: UploadId(id.into()),
+        job: "job".into(),
+        target: AssetTarget::item_asset("c", "i", "a.zip"),
+        file: "/data/a.zip".into(),
+        size: 1,
+        mtime: (0, 0),
+        ino: 0,
+        multihash: String::new(),
+        part_size: 1,
+        created: t0(),
+        urls_expire: None,
+        pid: 0,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_past_its_deadline_is_aborted() {
+    let mut spec = cron_job("0 3 * * *", PolicyKind::Cancel);
+    spec.policy.run_timeout = Duration::from_secs(300);
+    let f = fixture(spec, [Act::Hang]);
+    let start = Instant::now();
+    let rec = f.job.run(Work::Scheduled(t0())).await;
+    assert_eq!(start.elapsed(), Duration::from_secs(300));
+    assert_eq!(rec.outcome, Outcome::Cancelled);
+    assert!(
+        rec.error
+            .unwrap()
+            .contains("cancelled; the upload was aborted")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn overlapping_fires_coalesce_into_one_follow_up_run() {
+    // Fires every second; each run takes 10 s. Over 35 s: never two runs at once, and the fires
+    // during a run make one follow-up run, not a queue of thirty.
+    let clock = Clock::anchored(t0());
+    let script = Arc::new(Script::new(
+        clock,
+        std::iter::repeat_n(Act::Slow(Duration::from_secs(10)), 100),
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let state = Arc::new(StateStore::open(dir.path()).unwrap());
+    let shared = Arc::new(Shared::new(script.clone(), state, clock));
+    let mut spec = cron_job("* * * * * *", PolicyKind::Cancel);
+    spec.policy.run_timeout = Duration::from_secs(3600);
+    let sup = Supervisor::start(shared, vec![spec]).unwrap();
+    tokio::time::sleep(Duration::from_millis(35_500)).await;
+    let runs = script.calls.lock().unwrap().len();
+    let coalesced = sup.jobs()[0].pending.coalesced();
+    sup.shutdown(Duration::from_secs(60)).await;
+    assert_eq!(
+        script.max_in_flight.load(Ordering::SeqCst),
+        1,
+        "two runs of one job overlapped"
+    );
+    assert_eq!(runs, 4, "runs start at 1, 11, 21, 31 s");
+    assert!(
+        coalesced >= 25,
+        "fires during runs were coalesced: {coalesced}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_waits_for_the_grace_period_then_aborts() {
+    let clock = Clock::anchored(t0());
+    let script = Arc::new(Script::new(clock, [Act::Hang]));
+    let dir = tempfile::tempdir().unwrap();
+    let state = Arc::new(StateStore::open(dir.path()).unwrap());
+    let shared = Arc::new(Shared::new(script.clone(), state.clone(), clock));
+    let sup = Supervisor::start(shared, vec![cron_job("* * * * * *", PolicyKind::Cancel)]).unwrap();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(script.calls.lock().unwrap().len(), 1);
+    let start = Instant::now();
+    sup.shutdown(Duration::from_secs(30)).await;
+    assert_eq!(
+        start.elapsed(),
+        Duration::from_secs(30),
+        "waited the grace period, then aborted"
+    );
+    assert_eq!(state.history()["job"][0].outcome, Outcome::Cancelled);
+}

@@ -1,0 +1,1371 @@
+//! The job-file loader: every broken file is refused with `file:line:col` and what was expected;
+//! the documented example and the inheritance rules load as described.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::ExposeSecret;
+use stac_uploadd::config::{self, AssetTemplate, Config, ConfigError, TriggerSpec};
+use stac_uploadd::stac::{ApiVersion, Auth};
+use stac_uploadd::supervisor::PolicyKind;
+use stac_uploadd::units::ByteSize;
+use tempfile::TempDir;
+
+/// Replaced by the temporary folder in every config text.
+const DIR: &str = "@DIR@";
+
+/// A valid cron job, appended to cases about `[server]` and `[defaults]` so that only the
+/// problem under test is reported.
+const JOB: &str = r#"
+[[job]]
+name = "j"
+collection = "c"
+asset = "a.tif"
+file = "export/a.tif"
+schedule = "0 3 * * *"
+"#;
+
+/// Environment seen by the loader: the process environment is never touched.
+fn env(name: &str) -> Option<String> {
+    match name {
+        "STAC_PW" => Some("pw-from-env".into()),
+        "EMPTY" => Some(String::new()),
+        _ => None,
+    }
+}
+
+/// A folder with what the configs refer to: `export/`, `incoming/`, a plain file `afile`, and
+/// `secret.txt` holding "s3cret" and a newline.
+fn folder() -> TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir(dir.path().join("export")).expect("mkdir");
+    std::fs::create_dir(dir.path().join("incoming")).expect("mkdir");
+    std::fs::write(dir.path().join("afile"), "x").expect("write");
+    std::fs::write(dir.path().join("secret.txt"), "s3cret\n").expect("write");
+    dir
+}
+
+/// Writes `text` as `jobs.toml` with `mode` into `dir` and loads it.
+fn load_in(dir: &Path, text: &str, mode: u32) -> (PathBuf, Result<Config, ConfigError>) {
+    let path = dir.join("jobs.toml");
+    let text = text.replace(DIR, dir.to_str().expect("utf-8 temp path"));
+    std::fs::write(&path, &text).expect("write config");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    let result = config::parse(&text, &path, &env);
+    (path, result)
+}
+
+fn load_ok(text: &str) -> (TempDir, Config) {
+    let dir = folder();
+    let (_, result) = load_in(dir.path(), text, 0o600);
+    match result {
+        Ok(c) => (dir, c),
+        Err(e) => panic!("expected the config to load, got:\n{e}"),
+    }
+}
+
+/// Asserts that `text` is refused with an error at `line` (and `col`) whose message contains
+/// `fragment`, and that the displayed error is `jobs.toml-path:line:col: message`.
+fn expect_error(
+    case: &str,
+    text: &str,
+    mode: u32,
+    line: usize,
+    col: Option<usize>,
+    fragment: &str,
+) {
+    let dir = folder();
+    let (path, result) = load_in(dir.path(), text, mode);
+    let err = match result {
+        Ok(_) => {
+            panic!("case {case}: expected an error containing {fragment:?}, but the config loaded")
+        }
+        Err(e) => e,
+    };
+    let found = err.errors().iter().find(|e| e.message.contains(fragment));
+    let Some(found) = found else {
+        panic!("case {case}: no error contains {fragment:?}; got:\n{err}");
+    };
+    assert_eq!(
+        found.line, line,
+        "case {case}: wrong line for {fragment:?}; got:\n{err}"
+    );
+    if let Some(col) = col {
+        assert_eq!(
+            found.col, col,
+            "case {case}: wrong column for {fragment:?}; got:\n{err}"
+        );
+    }
+    let shown = format!(
+        "{}:{}:{}: {}",
+        path.display(),
+        found.line,
+        found.col,
+        found.message
+    );
+    assert!(
+        err.to_string().lines().any(|l| l == shown),
+        "case {case}: display lacks {shown:?}; got:\n{err}"
+    );
+}
+
+/// One test per broken config: `name, text, line, col, fragment` (`mode` 0600 unless given).
+macro_rules! broken {
+    ($name:ident, $text:expr, $line:expr, $col:expr, $fragment:expr $(,)?) => {
+        broken!($name, $text, 0o600, $line, $col, $fragment);
+    };
+    ($name:ident, $text:expr, $mode:expr, $line:expr, $col:expr, $fragment:expr $(,)?) => {
+        #[test]
+        fn $name() {
+            let text: String = $text.into();
+            expect_error(stringify!($name), &text, $mode, $line, $col, $fragment);
+        }
+    };
+}
+
+fn with_job(head: &str) -> String {
+    format!("{head}{JOB}")
+}
+
+// --- shape: syntax, unknown keys, types -----------------------------------------------------
+
+broken!(
+    toml_syntax_error,
+    with_job("[server\nurl = \"https://stac.example/api/stac/v1\"\n"),
+    1,
+    Some(8),
+    "unclosed table"
+);
+
+broken!(
+    unknown_top_level_key,
+    with_job(
+        r#"colour = "blue"
+[server]
+url = "https://stac.example/api/stac/v1"
+"#
+    ),
+    1,
+    Some(1),
+    "unknown field \"colour\", expected one of \"state_dir\", \"server\", \"defaults\", \"job\""
+);
+
+broken!(
+    unknown_key_in_server,
+    with_job(
+        r#"[server]
+url = "https://stac.example/api/stac/v1"
+parralel = 4
+"#
+    ),
+    3,
+    Some(1),
+    "unknown field \"parralel\", expected one of \"url\""
+);
+
+broken!(
+    unknown_key_in_auth,
+    with_job(
+        r#"[server]
+url = "https://stac.example/api/stac/v1"
+[server.auth]
+type = "basic"
+username = "u"
+pasword_env = "STAC_PW"
+"#
+    ),
+    6,
+    Some(1),
+    "unknown field \"pasword_env\""
+);
+
+broken!(
+    unknown_key_in_defaults,
+    with_job(
+        r#"[server]
+url = "https://stac.example/api/stac/v1"
+[defaults]
+retrys = 3
+"#
+    ),
+    4,
+    Some(1),
+    "unknown field \"retrys\", expected one of"
+);
+
+broken!(
+    unknown_key_in_job,
+    r#"[server]
+url = "https://stac.example/api/stac/v1"
+[[job]]
+name = "j"
+collection = "c"
+asset = "a.tif"
+file = "export/a.tif"
+shedule = "0 3 * * *"
+"#,
+    8,
+    Some(1),
+    "unknown field \"shedule\""
+);
+
+broken!(
+    unknown_key_in_watch,
+    r#"[server]
+url = "https://stac.example/api/stac/v1"
+[[job]]
+name = "w"
+collection = "c"
+asset = "{name}"
+[job.watch]
+dir = "incoming"
+pattern = "*.h5"
+recursiv = true
+"#,
+    10,
+    Some(1),
+    "unknown field \"recursiv\", expected one of \"dir\", \"pattern\", \"recursive\""
+);
+
+broken!(
+    wrong_type_parallel,
+    with_job(
+        r#"[server]
+url = "https://stac.example/api/stac/v1"
+[defaults]
+parallel = "four"
+"#
+    ),
+    4,
+    Some(12),
+    "invalid type: string \"four\", expected an integer"
+);
+
+broken!(
+    duration_given_as_number,
+    with_job(
+        r#"[server]
+url = "https://stac.example/api/stac/v1"
+request_timeout = 60
+"#
+    ),
+    3,
+    Some(19),
+    "expected a duration string with a unit"
+);
+
+broken!(
+    missing_server_table,
+    JOB,
+    1,
+    Some(1),
+    "missing field \"server\""
+);
+
+// --- server ------------------------------------------------------------------------------------
+
+broken!(
+    bad_url,
+    with_job("[server]\nurl = \"not a url\"\n"),
+    2,
+    Some(7),
+    "invalid url \"not a url\""
+);
+
+broken!(
+    url_not_http,
+    with_job("[server]\nurl = \"ftp://stac.example/v1\"\n"),
+    2,
+    Some(7),
+    "has scheme \"ftp\": expected http or https"
+);
+
+broken!(
+    bad_api_version,
+    with_job(
+        r#"[server]
+url = "https://stac.example/api/stac/v1"
+api_version = "v2"
+"#
+    ),
+    3,
+    Some(15),
+    "invalid api_version \"v2\""
+);
+
+broken!(
+    zero_connect_timeout,
+    with_job(
+        r#"[server]
+url = "https://stac.example/api/stac/v1"
+connect_timeout = "0s"
+"#
+    ),
+    3,
+    Some(19),
+    "connect_timeout must be longer than 0"
+);
+
+// --- auth --------------------------------------------------------------------------------------
+
+broken!(
+    bad_auth_type,
+    with_job(
+        r#"[server]
+url = "https://stac.example/api/stac/v1"
+[server.auth]
+type = "kerberos"
+"#
+    ),
+    4,
+    Some(8),
+    "invalid auth type \"kerberos\""
+);
+
+broken!(
+    basic_without_username,
+    with_job(
+        r#"[server]
+url = "https://stac.example/api/stac/v1"
+[server.auth]
+type = "basic"
+password_env = "STAC_PW"
+"#
+    ),
+    4,
+    Some(8),
+    "auth type \"basic\" needs a username"
+);
+
+broken!(
+    basic_without_password,
+    with_job(
+        r#"[server]
+url = "https://stac.example/api/stac/v1"
+[server.auth]
+type = "basic"
+username = "u"
+"#
+    ),
+    4,
+    Some(8),
+    "needs its password: expected one of password_env, password_file or password"
+);
+
+broken!(
+    two_secret_sources,
+    with_job(
+        r#"[server]
+url = "https://stac.example/api/stac/v1"
+[server.auth]
+type = "basic"
+username = "u"
+password_env = "STAC_PW"
+password_file = "secret.txt"
+"#
+    ),
+    7,
+    Some(17),
+    "password_file conflicts with password_env (line 6): expected exactly one of"
+);
+
+broken!(
+    token_key_with_basic,
+    with_job(
+        r#"[server]
+url = "https://stac.example/api/stac/v1"
+[server.auth]
+type = "basic"
+username = "u"
+password_env = "STAC_PW"
+token_env = "STAC_PW"
+"#
+    ),
+    7,
+    Some(13),
+    "token_env does not apply to auth type \"basic\""
+);
+
+broken!(
+    bearer_without_token,
+    with_job(
+        r#"[server]
+url = "https://stac.example/api/stac/v1"
+[server.auth]
+type = "bearer"
+"#
+    ),
+    4,
+    Some(8),
+    "needs its token: expected one of token_env, token_file or token"
+);
+
+broken!(
+    missing_env_var,
+    with_job(
+        r#"[server]
+url = "https://stac.example/api/stac/v1"
+[server.auth]
+type = "token"
+token_env = "NOT_SET_ANYWHERE"
+"#
+    ),
+    5,
+    Some(13),
+    "environment variable NOT_SET_ANYWHERE (from token_env) is not set"
+);
+
+broken!(
+    empty_env_var,
+    with_job(
+        r#"[server]
+url = "https://stac.example/api/stac/v1"
+[server.auth]
+type = "token"
+token_env = "EMPTY"
+"#
+    ),
+    5,
+    Some(13),
+    "environment variable EMPTY (from token_env) is empty"
+);
+
+broken!(
+    unreadable_secret_file,
+    with_job(
+        r#"[server]
+url = "https://stac.example/api/stac/v1"
+[server.auth]
+type = "basic"
+username = "u"
+password_file = "no-such-secret"
+"#
+    ),
+    6,
+    Some(17),
+    "cannot read password_file"
+);
+
+broken!(
+    inline_password_in_world_readable_file,
+    with_job(
+        r#"[server]
+url = "https://stac.example/api/stac/v1"
+[server.auth]
+type = "basic"
+username = "u"
+password = "hunter2"
+"#
+    ),
+    0o644,
+    6,
+    Some(12),
+    "inline password refused"
+);
+
+broken!(
+    inline_token_in_group_readable_file,
+    with_job(
+        r#"[server]
+url = "https://stac.example/api/stac/v1"
+[server.auth]
+type = "bearer"
+token = "abc"
+"#
+    ),
+    0o640,
+    5,
+    Some(9),
+    "anyone on the machine could read it; use token_file or token_env instead, or chmod 600"
+);
+
+// --- defaults and per-job settings -------------------------------------------------------------
+
+broken!(
+    bad_duration,
+    with_job(
+        r#"[server]
+url = "https://stac.example/api/stac/v1"
+[defaults]
+run_timeout = "2 hourz"
+"#
+    ),
+    4,
+    Some(15),
+    "invalid duration \"2 hourz\" for run_timeout"
+);
+
+broken!(
+    bad_size,
+    with_job(
+        r#"[server]
+url = "https://stac.example/api/stac/v1"
+[defaults]
+part_size = "16 parsecs"
+"#
+    ),
+    4,
+    Some(13),
+    "invalid byte size \"16 parsecs\""
+);
+
+broken!(
+    part_size_below_the_api_minimum,
+    with_job(
+        r#"[server]
+url = "https://stac.example/api/stac/v1"
+[defaults]
+part_size = "1MiB"
+"#
+    ),
+    4,
+    Some(13),
+    "part_size = 1MiB is out of range: expected 5MiB to 5GiB"
+);
+
+broken!(
+    parallel_zero,
+    with_job(
+        r#"[server]
+url = "https://stac.example/api/stac/v1"
+[defaults]
+parallel = 0
+"#
+    ),
+    4,
+    Some(12),
+    "parallel = 0 is out of range: expected 1 to 32"
+);
+
+broken!(
+    parallel_99_in_a_job,
+    r#"[server]
+url = "https://stac.example/api/stac/v1"
+[[job]]
+name = "j"
+collection = "c"
+asset = "a.tif"
+file = "export/a.tif"
+schedule = "0 3 * * *"
+parallel = 99
+"#,
+    9,
+    Some(12),
+    "parallel = 99 is out of range: expected 1 to 32"
+);
+
+broken!(
+    retries_11,
+    with_job(
+        r#"[server]
+url = "https://stac.example/api/stac/v1"
+[defaults]
+retries = 11
+"#
+    ),
+    4,
+    Some(11),
+    "retries = 11 is out of range: expected 0 to 10"
+);
+
+broken!(
+    retry_min_delay_10ms,
+    with_job(
+        r#"[server]
+url = "https://stac.example/api/stac/v1"
+[defaults]
+retry_min_delay = "10ms"
+"#
+    ),
+    4,
+    Some(19),
+    "retry_min_delay = 10ms is too short: expected at least 100ms"
+);
+
+broken!(
+    retry_min_above_max,
+    with_job(
+        r#"[server]
+url = "https://stac.example/api/stac/v1"
+[defaults]
+retry_min_delay = "5m"
+retry_max_delay = "1m"
+"#
+    ),
+    4,
+    Some(19),
+    "retry_min_delay (5m) is longer than retry_max_delay (1m)"
+);
+
+broken!(
+    retry_min_in_job_above_inherited_max,
+    r#"[server]
+url = "https://stac.example/api/stac/v1"
+[defaults]
+retry_max_delay = "1s"
+[[job]]
+name = "j"
+collection = "c"
+asset = "a.tif"
+file = "export/a.tif"
+schedule = "0 3 * * *"
+retry_min_delay = "5s"
+"#,
+    11,
+    Some(19),
+    "retry_min_delay (5s) is longer than retry_max_delay (1s)"
+);
+
+broken!(
+    bad_policy,
+    with_job(
+        r#"[server]
+url = "https://stac.example/api/stac/v1"
+[defaults]
+policy = "sometimes"
+"#
+    ),
+    4,
+    Some(10),
+    "invalid policy \"sometimes\": unknown variant \"sometimes\", expected one of \"retry\", \"cancel\", \"auto\""
+);
+
+broken!(
+    zero_stale_after,
+    with_job(
+        r#"[server]
+url = "https://stac.example/api/stac/v1"
+[defaults]
+stale_after = "0s"
+"#
+    ),
+    4,
+    Some(15),
+    "stale_after must be longer than 0"
+);
+
+// --- jobs --------------------------------------------------------------------------------------
+
+broken!(
+    no_jobs,
+    "[server]\nurl = \"https://stac.example/api/stac/v1\"\n",
+    1,
+    Some(1),
+    "expected at least one [[job]]"
+);
+
+broken!(
+    empty_job_name,
+    r#"[server]
+url = "https://stac.example/api/stac/v1"
+[[job]]
+name = ""
+collection = "c"
+asset = "a.tif"
+file = "export/a.tif"
+schedule = "0 3 * * *"
+"#,
+    4,
+    Some(8),
+    "job name is empty"
+);
+
+broken!(
+    bad_characters_in_job_name,
+    r#"[server]
+url = "https://stac.example/api/stac/v1"
+[[job]]
+name = "daily map"
+collection = "c"
+asset = "a.tif"
+file = "export/a.tif"
+schedule = "0 3 * * *"
+"#,
+    4,
+    Some(8),
+    "invalid job name \"daily map\" (' ' not allowed)"
+);
+
+broken!(
+    duplicate_job_names,
+    r#"[server]
+url = "https://stac.example/api/stac/v1"
+[[job]]
+name = "j"
+collection = "c"
+asset = "a.tif"
+file = "export/a.tif"
+schedule = "0 3 * * *"
+[[job]]
+name = "j"
+collection = "c"
+asset = "b.tif"
+file = "export/b.tif"
+schedule = "0 4 * * *"
+"#,
+    10,
+    Some(8),
+    "duplicate job name \"j\": already used by the job at line 4"
+);
+
+broken!(
+    empty_collection,
+    r#"[server]
+url = "https://stac.example/api/stac/v1"
+[[job]]
+name = "j"
+collection = ""
+asset = "a.tif"
+file = "export/a.tif"
+schedule = "0 3 * * *"
+"#,
+    5,
+    Some(14),
+    "collection is empty"
+);
+
+broken!(
+    both_file_and_watch,
+    r#"[server]
+url = "https://stac.example/api/stac/v1"
+[[job]]
+name = "j"
+collection = "c"
+asset = "a.tif"
+file = "export/a.tif"
+schedule = "0 3 * * *"
+[job.watch]
+dir = "incoming"
+pattern = "*.tif"
+"#,
+    7,
+    Some(8),
+    "has both file/schedule and [job.watch]: expected exactly one trigger"
+);
+
+broken!(
+    neither_file_nor_watch,
+    r#"[server]
+url = "https://stac.example/api/stac/v1"
+[[job]]
+name = "j"
+collection = "c"
+asset = "a.tif"
+"#,
+    4,
+    Some(8),
+    "job \"j\" has no trigger: expected either file + schedule (cron) or a [job.watch] table"
+);
+
+broken!(
+    schedule_without_file,
+    r#"[server]
+url = "https://stac.example/api/stac/v1"
+[[job]]
+name = "j"
+collection = "c"
+asset = "a.tif"
+schedule = "0 3 * * *"
+"#,
+    7,
+    Some(12),
+    "has a schedule but no file"
+);
+
+broken!(
+    file_without_schedule,
+    r#"[server]
+url = "https://stac.example/api/stac/v1"
+[[job]]
+name = "j"
+collection = "c"
+asset = "a.tif"
+file = "export/a.tif"
+"#,
+    7,
+    Some(8),
+    "has a file but no schedule"
+);
+
+broken!(
+    cron_minute_61,
+    r#"[server]
+url = "https://stac.example/api/stac/v1"
+[[job]]
+name = "j"
+collection = "c"
+asset = "a.tif"
+file = "export/a.tif"
+schedule = "61 * * * *"
+"#,
+    8,
+    Some(12),
+    "invalid cron expression \"61 * * * *\""
+);
+
+broken!(
+    cron_with_three_fields,
+    r#"[server]
+url = "https://stac.example/api/stac/v1"
+[[job]]
+name = "j"
+collection = "c"
+asset = "a.tif"
+file = "export/a.tif"
+schedule = "* * *"
+"#,
+    8,
+    Some(12),
+    "expected 5 fields (minute hour day month weekday) or 6 with seconds first"
+);
+
+broken!(
+    unknown_time_zone_in_job,
+    r#"[server]
+url = "https://stac.example/api/stac/v1"
+[[job]]
+name = "j"
+collection = "c"
+asset = "a.tif"
+file = "export/a.tif"
+schedule = "0 3 * * *"
+timezone = "Europe/Zurik"
+"#,
+    9,
+    Some(12),
+    "unknown time zone \"Europe/Zurik\": expected an IANA name"
+);
+
+broken!(
+    unknown_time_zone_in_defaults,
+    with_job(
+        r#"[server]
+url = "https://stac.example/api/stac/v1"
+[defaults]
+timezone = "Mars/Olympus"
+"#
+    ),
+    4,
+    Some(12),
+    "unknown time zone \"Mars/Olympus\""
+);
+
+broken!(
+    cron_file_in_missing_folder,
+    r#"[server]
+url = "https://stac.example/api/stac/v1"
+[[job]]
+name = "j"
+collection = "c"
+asset = "a.tif"
+file = "no-such-folder/a.tif"
+schedule = "0 3 * * *"
+"#,
+    7,
+    Some(8),
+    "no-such-folder does not exist: the file may appear later, but its folder must exist"
+);
+
+broken!(
+    placeholder_in_cron_asset,
+    r#"[server]
+url = "https://stac.example/api/stac/v1"
+[[job]]
+name = "j"
+collection = "c"
+asset = "{stem}.tif"
+file = "export/a.tif"
+schedule = "0 3 * * *"
+"#,
+    6,
+    Some(9),
+    "uses placeholders, which only apply to watch jobs"
+);
+
+// --- watch jobs --------------------------------------------------------------------------------
+
+broken!(
+    missing_watch_dir,
+    r#"[server]
+url = "https://stac.example/api/stac/v1"
+[[job]]
+name = "w"
+collection = "c"
+asset = "{name}"
+[job.watch]
+dir = "no-such-folder"
+pattern = "*.h5"
+"#,
+    8,
+    Some(7),
+    "no-such-folder does not exist: expected an existing folder"
+);
+
+broken!(
+    watch_dir_is_a_file,
+    r#"[server]
+url = "https://stac.example/api/stac/v1"
+[[job]]
+name = "w"
+collection = "c"
+asset = "{name}"
+[job.watch]
+dir = "afile"
+pattern = "*.h5"
+"#,
+    8,
+    Some(7),
+    "is not a directory"
+);
+
+broken!(
+    bad_glob_pattern,
+    r#"[server]
+url = "https://stac.example/api/stac/v1"
+[[job]]
+name = "w"
+collection = "c"
+asset = "{name}"
+[job.watch]
+dir = "incoming"
+pattern = "[a-"
+"#,
+    9,
+    Some(11),
+    "invalid pattern \"[a-\""
+);
+
+broken!(
+    bad_ignore_glob,
+    r#"[server]
+url = "https://stac.example/api/stac/v1"
+[[job]]
+name = "w"
+collection = "c"
+asset = "{name}"
+[job.watch]
+dir = "incoming"
+pattern = "*.h5"
+ignore = ["*.tmp", "{a"]
+"#,
+    10,
+    Some(20),
+    "invalid ignore glob \"{a\""
+);
+
+broken!(
+    zero_poll,
+    r#"[server]
+url = "https://stac.example/api/stac/v1"
+[[job]]
+name = "w"
+collection = "c"
+asset = "{name}"
+[job.watch]
+dir = "incoming"
+pattern = "*.h5"
+poll = "0s"
+"#,
+    10,
+    Some(8),
+    "poll must be longer than 0"
+);
+
+broken!(
+    unknown_template_placeholder,
+    r#"[server]
+url = "https://stac.example/api/stac/v1"
+[[job]]
+name = "w"
+collection = "c"
+asset = "radar-{date}.h5"
+[job.watch]
+dir = "incoming"
+pattern = "*.h5"
+"#,
+    6,
+    // At the brace: `asset = "radar-` is 15 characters.
+    Some(16),
+    "unknown placeholder \"{date}\" in asset \"radar-{date}.h5\": expected {name} (the file name), {stem}"
+);
+
+broken!(
+    unbalanced_brace,
+    r#"[server]
+url = "https://stac.example/api/stac/v1"
+[[job]]
+name = "w"
+collection = "c"
+asset = "{stem.h5"
+[job.watch]
+dir = "incoming"
+pattern = "*.h5"
+"#,
+    6,
+    Some(10),
+    "unbalanced \"{\" in asset \"{stem.h5\""
+);
+
+broken!(
+    timezone_in_a_watch_job,
+    r#"[server]
+url = "https://stac.example/api/stac/v1"
+[[job]]
+name = "w"
+collection = "c"
+asset = "{name}"
+timezone = "Europe/Zurich"
+[job.watch]
+dir = "incoming"
+pattern = "*.h5"
+"#,
+    7,
+    Some(12),
+    "timezone only applies to cron schedules"
+);
+
+// --- all problems at once, unreadable files ----------------------------------------------------
+
+#[test]
+fn every_problem_is_reported_in_file_order() {
+    let dir = folder();
+    let text = r#"[server]
+url = "https://stac.example/api/stac/v1"
+api_version = "v3"
+[defaults]
+parallel = 0
+[[job]]
+name = "j"
+collection = "c"
+asset = "a.tif"
+file = "export/a.tif"
+schedule = "61 * * * *"
+"#;
+    let (path, result) = load_in(dir.path(), text, 0o600);
+    let err = result.expect_err("three problems");
+    let at: Vec<(usize, usize)> = err.errors().iter().map(|e| (e.line, e.col)).collect();
+    assert_eq!(at, [(3, 15), (5, 12), (11, 12)], "{err}");
+    let shown = err.to_string();
+    assert_eq!(shown.lines().count(), 3, "{shown}");
+    let first = format!("{}:3:15: invalid api_version \"v3\"", path.display());
+    assert!(shown.starts_with(&first), "{shown}");
+}
+
+#[test]
+fn an_unreadable_file_is_named() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("missing.toml");
+    let err = config::load(&path).expect_err("no such file");
+    assert!(matches!(err, ConfigError::Read { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains(&path.display().to_string()),
+        "{err}"
+    );
+    assert!(err.errors().is_empty());
+}
+
+// --- files that load ---------------------------------------------------------------------------
+
+#[test]
+fn the_documented_example_loads() {
+    let dir = folder();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/jobs.example.toml");
+    let text = std::fs::read_to_string(&example).expect("the example exists");
+    let root = dir.path().to_str().expect("utf-8 temp path");
+    std::fs::create_dir_all(dir.path().join("data/export")).expect("mkdir");
+    std::fs::create_dir_all(dir.path().join("data/incoming/radar")).expect("mkdir");
+    let text = text
+        .replace("\"/data/", &format!("\"{root}/data/"))
+        .replace("\"/var/lib/stac-uploadd\"", &format!("\"{root}/state\""));
+    let path = dir.path().join("jobs.toml");
+    std::fs::write(&path, &text).expect("write");
+    let env = |name: &str| (name == "STAC_UPLOADD_PASSWORD").then(|| "from-env".to_owned());
+    let config = match config::parse(&text, &path, &env) {
+        Ok(c) => c,
+        Err(e) => panic!("the example must load:\n{e}"),
+    };
+
+    assert_eq!(config.source, path);
+    assert_eq!(config.state_dir, dir.path().join("state"));
+    assert_eq!(
+        config.server.url.as_str(),
+        "https://data.geo.admin.ch/api/stac/v1"
+    );
+    assert_eq!(config.server.api_version, ApiVersion::V1);
+    assert_eq!(config.server.connect_timeout, Duration::from_secs(10));
+    assert_eq!(config.server.request_timeout, Duration::from_secs(60));
+    match &config.server.auth {
+        Auth::Basic { username, password } => {
+            assert_eq!(username, "publisher@example.admin.ch");
+            assert_eq!(password.expose_secret(), "from-env");
+        }
+        other => panic!("expected basic auth, got {other:?}"),
+    }
+
+    let [daily, radar] = config.jobs.as_slice() else {
+        panic!("two jobs expected: {:?}", config.jobs);
+    };
+    assert_eq!(daily.name, "daily-map");
+    assert_eq!(daily.collection, "ch.swisstopo.example");
+    assert_eq!(daily.item.as_deref(), Some("map-current"));
+    assert_eq!(daily.asset, AssetTemplate("map.tif".into()));
+    match &daily.trigger {
+        TriggerSpec::Cron { file, schedule } => {
+            assert_eq!(file, &dir.path().join("data/export/map.tif"));
+            assert_eq!(schedule.timezone(), chrono_tz::Europe::Zurich);
+        }
+        other => panic!("daily-map should be a cron job: {other:?}"),
+    }
+    assert_eq!(daily.policy.kind, PolicyKind::Auto);
+    assert_eq!(daily.policy.auto_threshold, Duration::from_secs(3600));
+    assert_eq!(daily.policy.retries, 3);
+    assert_eq!(daily.policy.retry_min_delay, Duration::from_secs(1));
+    assert_eq!(daily.policy.retry_max_delay, Duration::from_secs(600));
+    assert_eq!(daily.policy.stale_after, Duration::from_secs(3600));
+    assert_eq!(daily.policy.run_timeout, Duration::from_secs(7200));
+    assert_eq!(daily.upload.part_size, ByteSize::mib(16));
+    assert_eq!(daily.upload.parallel, 4);
+
+    assert_eq!(radar.name, "radar");
+    assert_eq!(radar.policy.kind, PolicyKind::Cancel);
+    assert_eq!(radar.asset.render("20260101.h5"), "20260101.h5");
+    match &radar.trigger {
+        TriggerSpec::Watch(w) => {
+            assert_eq!(w.dir, dir.path().join("data/incoming/radar"));
+            assert!(w.pattern.is_match("scan.h5"));
+            assert!(!w.pattern.is_match("scan.tif"));
+            assert!(!w.recursive);
+            for name in ["scan.h5.tmp", ".scan.h5", "scan.h5~"] {
+                assert!(w.ignore.is_match(name), "{name} is ignored");
+            }
+            assert!(!w.ignore.is_match("scan.h5"));
+            assert_eq!(w.settle, Duration::from_secs(2));
+            assert_eq!(w.poll, None);
+        }
+        other => panic!("radar should be a watch job: {other:?}"),
+    }
+}
+
+#[test]
+fn jobs_inherit_defaults_and_override_them() {
+    let (_dir, config) = load_ok(
+        r#"[server]
+url = "http://127.0.0.1:8080/api/stac/v1"
+api_version = "v0.9"
+[defaults]
+part_size = "32MiB"
+parallel = 8
+policy = "retry"
+auto_threshold = "30m"
+retries = 5
+retry_min_delay = "2s"
+retry_max_delay = "1m"
+stale_after = "3h"
+run_timeout = "1h"
+timezone = "Europe/Zurich"
+
+[[job]]
+name = "inherits"
+collection = "c"
+asset = "a.tif"
+file = "export/a.tif"
+schedule = "0 3 * * *"
+
+[[job]]
+name = "overrides"
+collection = "c"
+item = "i"
+asset = "b.tif"
+file = "export/b.tif"
+schedule = "*/5 * * * *"
+part_size = 8388608
+parallel = 2
+policy = "cancel"
+auto_threshold = "2h"
+retries = 0
+retry_min_delay = "500ms"
+retry_max_delay = "5s"
+stale_after = "10m"
+run_timeout = "20m"
+timezone = "UTC"
+"#,
+    );
+    assert_eq!(config.server.api_version, ApiVersion::V09);
+    assert!(matches!(config.server.auth, Auth::None));
+    let [inherits, overrides] = config.jobs.as_slice() else {
+        panic!("two jobs: {:?}", config.jobs);
+    };
+
+    assert_eq!(inherits.item, None);
+    assert_eq!(inherits.upload.part_size, ByteSize::mib(32));
+    assert_eq!(inherits.upload.parallel, 8);
+    let p = &inherits.policy;
+    assert_eq!(p.kind, PolicyKind::Retry);
+    assert_eq!(p.auto_threshold, Duration::from_secs(1800));
+    assert_eq!(p.retries, 5);
+    assert_eq!(p.retry_min_delay, Duration::from_secs(2));
+    assert_eq!(p.retry_max_delay, Duration::from_secs(60));
+    assert_eq!(p.stale_after, Duration::from_secs(3 * 3600));
+    assert_eq!(p.run_timeout, Duration::from_secs(3600));
+    let TriggerSpec::Cron { schedule, .. } = &inherits.trigger else {
+        panic!("cron expected");
+    };
+    assert_eq!(schedule.timezone(), chrono_tz::Europe::Zurich);
+
+    assert_eq!(overrides.item.as_deref(), Some("i"));
+    assert_eq!(overrides.upload.part_size, ByteSize::mib(8));
+    assert_eq!(overrides.upload.parallel, 2);
+    let p = &overrides.policy;
+    assert_eq!(p.kind, PolicyKind::Cancel);
+    assert_eq!(p.auto_threshold, Duration::from_secs(7200));
+    assert_eq!(p.retries, 0);
+    assert_eq!(p.retry_min_delay, Duration::from_millis(500));
+    assert_eq!(p.retry_max_delay, Duration::from_secs(5));
+    assert_eq!(p.stale_after, Duration::from_secs(600));
+    assert_eq!(p.run_timeout, Duration::from_secs(1200));
+    let TriggerSpec::Cron { schedule, .. } = &overrides.trigger else {
+        panic!("cron expected");
+    };
+    assert_eq!(schedule.timezone(), chrono_tz::UTC);
+
+    // The part-level settings of UploadOptions are not in the job file: they keep their defaults.
+    let d = stac_uploadd::upload::UploadOptions::default();
+    assert_eq!(overrides.upload.part_retries, d.part_retries);
+    assert_eq!(overrides.upload.stall_timeout, d.stall_timeout);
+}
+
+#[test]
+fn relative_paths_resolve_against_the_config_folder() {
+    let (dir, config) = load_ok(
+        r#"state_dir = "var/state"
+[server]
+url = "https://stac.example/api/stac/v1"
+[server.auth]
+type = "basic"
+username = "u"
+password_file = "secret.txt"
+
+[[job]]
+name = "cron"
+collection = "c"
+asset = "a.tif"
+file = "export/a.tif"
+schedule = "0 3 * * *"
+
+[[job]]
+name = "watch"
+collection = "c"
+asset = "{stem}"
+[job.watch]
+dir = "incoming"
+pattern = "**/*.h5"
+recursive = true
+ignore = ["*.part"]
+settle = "500ms"
+poll = "5s"
+"#,
+    );
+    assert_eq!(config.state_dir, dir.path().join("var/state"));
+    match &config.server.auth {
+        // The trailing newline of the secret file is not part of the password.
+        Auth::Basic { password, .. } => assert_eq!(password.expose_secret(), "s3cret"),
+        other => panic!("basic expected: {other:?}"),
+    }
+    let TriggerSpec::Cron { file, .. } = &config.jobs[0].trigger else {
+        panic!("cron expected");
+    };
+    assert_eq!(file, &dir.path().join("export/a.tif"));
+    let TriggerSpec::Watch(w) = &config.jobs[1].trigger else {
+        panic!("watch expected");
+    };
+    assert_eq!(w.dir, dir.path().join("incoming"));
+    assert!(w.recursive);
+    assert!(w.pattern.is_match("2026/01/scan.h5"));
+    assert!(w.ignore.is_match("scan.part"));
+    // A given ignore list replaces the default one.
+    assert!(!w.ignore.is_match("scan.tmp"));
+    assert_eq!(w.settle, Duration::from_millis(500));
+    assert_eq!(w.poll, Some(Duration::from_secs(5)));
+}
+
+#[test]
+fn state_dir_defaults_to_systemd_then_the_config_folder() {
+    let text = format!("[server]\nurl = \"https://stac.example/api/stac/v1\"\n{JOB}");
+    let (dir, config) = load_ok(&text);
+    assert_eq!(config.state_dir, dir.path().join("state"));
+
+    let systemd =
+        |name: &str| (name == "STATE_DIRECTORY").then(|| "/var/lib/a:/var/lib/b".to_owned());
+    let path = dir.path().join("jobs.toml");
+    let config = config::parse(&text, &path, &systemd).expect("loads");
+    assert_eq!(config.state_dir, Path::new("/var/lib/a"));
+}
+
+#[test]
+fn inline_secrets_are_accepted_in_a_private_file() {
+    let dir = folder();
+    let text = with_job(
+        r#"[server]
+url = "https://stac.example/api/stac/v1"
+[server.auth]
+type = "token"
+token = "t0ken"
+"#,
+    );
+    let (_, result) = load_in(dir.path(), &text, 0o600);
+    match result {
+        Ok(c) => match c.server.auth {
+            Auth::Token(t) => assert_eq!(t.expose_secret(), "t0ken"),
+            other => panic!("token expected: {other:?}"),
+        },
+        Err(e) => panic!("a 0600 file may hold an inline token:\n{e}"),
+    }
+}
+
+#[test]
+fn load_reads_the_file_and_uses_the_process_environment() {
+    let dir = folder();
+    let text = with_job("[server]\nurl = \"https://stac.example/api/stac/v1\"\n");
+    let path = dir.path().join("jobs.toml");
+    std::fs::write(&path, text).expect("write");
+    let config = config::load(&path).expect("loads");
+    assert_eq!(config.jobs.len(), 1);
+    assert_eq!(config.jobs[0].name, "j");
+}
+
+#[test]
+fn asset_templates_render_from_the_file_name() {
+    let (_dir, config) = load_ok(
+        r#"[server]
+url = "https://stac.example/api/stac/v1"
+[[job]]
+name = "w"
+collection = "c"
+asset = "radar-{stem}.{ext}"
+[job.watch]
+dir = "incoming"
+pattern = "*"
+"#,
+    );
+    let asset = &config.jobs[0].asset;
+    assert!(!asset.is_literal());
+    assert_eq!(asset.render("scan.20260101.h5"), "radar-scan.20260101.h5");
+    assert_eq!(asset.render("README"), "radar-README.");
+
+    let literal = AssetTemplate::parse("map.tif").expect("literal");
+    assert!(literal.is_literal());
+    assert_eq!(literal.render("anything.h5"), "map.tif");
+    assert_eq!(
+        AssetTemplate::parse("{name}")
+            .expect("valid")
+            .render("a.b.c"),
+        "a.b.c"
+    );
+    assert_eq!(
+        AssetTemplate::parse("{ext}")
+            .expect("valid")
+            .render("noext"),
+        ""
+    );
+}

@@ -1,0 +1,469 @@
+//! The folder-watch trigger on real temp dirs, with real (short) time: inotify and the file
+//! system do not follow tokio's paused clock. The settle rule itself is tested with exact
+//! instants in `src/trigger/watch/settle.rs`.
+
+use std::collections::HashSet;
+use std::fs;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use stac_uploadd::trigger::watch::{DEFAULT_IGNORE, WatchError, WatchSpec, Watcher};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, sleep, timeout, timeout_at};
+use tokio_util::sync::CancellationToken;
+
+const SETTLE: Duration = Duration::from_millis(250);
+/// How long to keep listening once the expected files came, to catch one sent twice.
+const AFTER: Duration = Duration::from_millis(1000);
+/// How long any expected file may take to come.
+const PATIENCE: Duration = Duration::from_secs(5);
+/// The bound on each whole test.
+const TEST_LIMIT: Duration = Duration::from_secs(10);
+
+fn default_ignore() -> GlobSet {
+    let mut set = GlobSetBuilder::new();
+    for glob in DEFAULT_IGNORE {
+        set.add(Glob::new(glob).expect("a valid default glob"));
+    }
+    set.build().expect("valid default globs")
+}
+
+fn spec(dir: &Path, pattern: &str) -> WatchSpec {
+    WatchSpec {
+        dir: dir.to_path_buf(),
+        pattern: Glob::new(pattern)
+            .expect("a valid test glob")
+            .compile_matcher(),
+        recursive: false,
+        ignore: default_ignore(),
+        settle: SETTLE,
+        poll: None,
+    }
+}
+
+/// A temp dir with the watched folder `in` and a sibling `out` on the same file system.
+struct Dirs {
+    _tmp: tempfile::TempDir,
+    watched: PathBuf,
+    outside: PathBuf,
+}
+
+fn dirs() -> Dirs {
+    let tmp = tempfile::tempdir().expect("a temp dir");
+    let watched = tmp.path().join("in");
+    let outside = tmp.path().join("out");
+    fs::create_dir(&watched).expect("create in/");
+    fs::create_dir(&outside).expect("create out/");
+    Dirs {
+        _tmp: tmp,
+        watched,
+        outside,
+    }
+}
+
+struct Watch {
+    rx: mpsc::Receiver<PathBuf>,
+    cancel: CancellationToken,
+    watcher: Watcher,
+}
+
+fn start(spec: WatchSpec) -> Watch {
+    let (tx, rx) = mpsc::channel(8);
+    let cancel = CancellationToken::new();
+    let watcher = Watcher::start(spec, tx, cancel.clone()).expect("the watch starts");
+    Watch {
+        rx,
+        cancel,
+        watcher,
+    }
+}
+
+impl Watch {
+    /// Receives until `n` files came, then listens [`AFTER`] longer; returns everything received.
+    async fn collect(&mut self, n: usize) -> Vec<PathBuf> {
+        let deadline = Instant::now() + PATIENCE;
+        let mut got = Vec::new();
+        while got.len() < n {
+            match timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(path)) => got.push(path),
+                Ok(None) | Err(_) => return got,
+            }
+        }
+        let quiet_until = Instant::now() + AFTER;
+        while let Ok(Some(path)) = timeout_at(quiet_until, self.rx.recv()).await {
+            got.push(path);
+        }
+        got
+    }
+}
+
+/// Runs a test body within [`TEST_LIMIT`].
+async fn bounded(body: impl Future<Output = ()>) {
+    timeout(TEST_LIMIT, body)
+        .await
+        .expect("the test finished in time");
+}
+
+fn write(path: &Path, len: usize) {
+    fs::write(path, vec![b'x'; len]).expect("write a file");
+}
+
+fn append(path: &Path, len: usize) {
+    let mut f = fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .expect("open for append");
+    f.write_all(&vec![b'y'; len]).expect("append");
+}
+
+fn sorted(mut paths: Vec<PathBuf>) -> Vec<PathBuf> {
+    paths.sort();
+    paths
+}
+
+#[tokio::test]
+async fn a_file_written_slowly_is_reported_once_complete() {
+    bounded(async {
+        let d = dirs();
+        let mut w = start(WatchSpec {
+            settle: Duration::from_millis(300),
+            ..spec(&d.watched, "*.dat")
+        });
+        let path = d.watched.join("slow.dat");
+        let writer = tokio::spawn({
+            let path = path.clone();
+            async move {
+                let mut f = fs::File::create(&path).expect("create");
+                for chunk in 0..5 {
+                    if chunk > 0 {
+                        sleep(Duration::from_millis(100)).await;
+                    }
+                    f.write_all(&[b'z'; 1000]).expect("write a chunk");
+                }
+                Instant::now()
+            }
+        });
+
+        let mut reports = Vec::new();
+        let deadline = Instant::now() + PATIENCE;
+        while let Ok(Some(p)) = timeout_at(deadline, w.rx.recv()).await {
+            let len = fs::metadata(&p).expect("the reported file exists").len();
+            reports.push((p, len, Instant::now()));
+            break;
+        }
+        let last_chunk = writer.await.expect("the writer ran");
+        reports.extend(
+            w.collect(0)
+                .await
+                .into_iter()
+                .map(|p| (p, 0, Instant::now())),
+        );
+
+        assert_eq!(reports.len(), 1, "reported exactly once: {reports:?}");
+        let (reported, len, at) = &reports[0];
+        assert_eq!(reported, &path);
+        assert_eq!(*len, 5000, "the whole file was there when it was reported");
+        assert!(
+            *at >= last_chunk + Duration::from_millis(300),
+            "reported a settle period after the last chunk"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_rename_into_place_triggers_once() {
+    bounded(async {
+        let d = dirs();
+        // `*` so that only the ignore globs keep the temporary name out.
+        let mut w = start(spec(&d.watched, "*"));
+
+        // Written outside the folder, then moved in.
+        let outside = d.outside.join("moved.dat");
+        write(&outside, 4096);
+        fs::rename(&outside, d.watched.join("moved.dat")).expect("move in");
+
+        // Written under a temporary name inside the folder, then renamed into place.
+        let temp = d.watched.join("renamed.tmp");
+        let mut f = fs::File::create(&temp).expect("create the temp file");
+        f.write_all(&[1; 2048]).expect("write");
+        sleep(Duration::from_millis(100)).await;
+        f.write_all(&[2; 2048]).expect("write");
+        drop(f);
+        fs::rename(&temp, d.watched.join("renamed.dat")).expect("rename into place");
+
+        let got = sorted(w.collect(2).await);
+        assert_eq!(
+            got,
+            vec![d.watched.join("moved.dat"), d.watched.join("renamed.dat")]
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_hundred_files_dropped_at_once_are_all_reported_once() {
+    bounded(async {
+        let d = dirs();
+        let mut w = start(spec(&d.watched, "*.dat"));
+        let expected: HashSet<PathBuf> = (0..100)
+            .map(|i| d.watched.join(format!("f{i:03}.dat")))
+            .collect();
+        for path in &expected {
+            write(path, 1024);
+        }
+        let got = w.collect(100).await;
+        let distinct: HashSet<PathBuf> = got.iter().cloned().collect();
+        assert_eq!(got.len(), 100, "none twice");
+        assert_eq!(distinct, expected);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn ignored_names_are_never_reported() {
+    bounded(async {
+        let d = dirs();
+        let mut w = start(spec(&d.watched, "*"));
+        for name in ["x.tmp", ".hidden", "backup~"] {
+            write(&d.watched.join(name), 100);
+        }
+        write(&d.watched.join("kept.dat"), 100);
+        assert_eq!(w.collect(1).await, vec![d.watched.join("kept.dat")]);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_name_not_matching_the_pattern_is_not_reported() {
+    bounded(async {
+        let d = dirs();
+        let mut w = start(spec(&d.watched, "*.dat"));
+        write(&d.watched.join("notes.txt"), 100);
+        write(&d.watched.join("data.dat"), 100);
+        assert_eq!(w.collect(1).await, vec![d.watched.join("data.dat")]);
+    })
+    .await;
+}
+
+/// Writes `top.dat`, `old/a.dat` (in a folder that existed at start) and `new/deeper/b.dat` (in
+/// folders made after it); returns their paths.
+async fn write_tree(watched: &Path) -> [PathBuf; 3] {
+    let files = [
+        watched.join("top.dat"),
+        watched.join("old/a.dat"),
+        watched.join("new/deeper/b.dat"),
+    ];
+    fs::create_dir_all(watched.join("new/deeper")).expect("make new folders");
+    for path in &files {
+        write(path, 512);
+    }
+    files
+}
+
+#[tokio::test]
+async fn sub_folder_files_are_reported_only_when_recursive() {
+    bounded(async {
+        let d = dirs();
+        fs::create_dir(d.watched.join("old")).expect("make old/");
+        let mut flat = start(spec(&d.watched, "**/*.dat"));
+        let mut deep = start(WatchSpec {
+            recursive: true,
+            ..spec(&d.watched, "**/*.dat")
+        });
+        let files = write_tree(&d.watched).await;
+
+        let (flat_got, deep_got) = tokio::join!(flat.collect(1), deep.collect(3));
+        assert_eq!(flat_got, vec![files[0].clone()]);
+        assert_eq!(sorted(deep_got), sorted(files.to_vec()));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_file_modified_after_it_was_reported_is_reported_again_once() {
+    bounded(async {
+        let d = dirs();
+        let mut w = start(spec(&d.watched, "*.dat"));
+        let path = d.watched.join("a.dat");
+        write(&path, 100);
+        let first = timeout(PATIENCE, w.rx.recv())
+            .await
+            .expect("reported in time");
+        assert_eq!(first.as_deref(), Some(path.as_path()));
+
+        append(&path, 100);
+        let again = w.collect(1).await;
+        assert_eq!(again, vec![path.clone()]);
+        assert_eq!(fs::metadata(&path).expect("stat").len(), 200);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_file_deleted_before_it_settled_is_dropped() {
+    bounded(async {
+        let d = dirs();
+        let mut w = start(spec(&d.watched, "*.dat"));
+        let doomed = d.watched.join("doomed.dat");
+        write(&doomed, 100);
+        write(&d.watched.join("kept.dat"), 100);
+        sleep(Duration::from_millis(50)).await;
+        fs::remove_file(&doomed).expect("delete");
+        assert_eq!(w.collect(1).await, vec![d.watched.join("kept.dat")]);
+    })
+    .await;
+}
+
+async fn files_present_before_start_are_reported(poll: Option<Duration>) {
+    let d = dirs();
+    let expected: Vec<PathBuf> = ["a.dat", "b.dat", "c.dat"]
+        .iter()
+        .map(|n| d.watched.join(n))
+        .collect();
+    for path in &expected {
+        write(path, 100);
+    }
+    write(&d.watched.join("partial.tmp"), 100);
+    let mut w = start(WatchSpec {
+        poll,
+        ..spec(&d.watched, "*")
+    });
+    assert_eq!(sorted(w.collect(3).await), expected);
+}
+
+#[tokio::test]
+async fn files_present_before_start_are_reported_with_events() {
+    bounded(files_present_before_start_are_reported(None)).await;
+}
+
+#[tokio::test]
+async fn files_present_before_start_are_reported_when_polling() {
+    bounded(files_present_before_start_are_reported(Some(
+        Duration::from_millis(100),
+    )))
+    .await;
+}
+
+#[tokio::test]
+async fn polling_reports_a_new_file_and_a_modified_file() {
+    bounded(async {
+        let d = dirs();
+        let mut w = start(WatchSpec {
+            poll: Some(Duration::from_millis(100)),
+            ..spec(&d.watched, "*.dat")
+        });
+        let path = d.watched.join("polled.dat");
+        // Written slowly too: a poll in the middle must not send it half-written.
+        let mut f = fs::File::create(&path).expect("create");
+        for _ in 0..3 {
+            f.write_all(&[3; 1000]).expect("write");
+            sleep(Duration::from_millis(100)).await;
+        }
+        drop(f);
+        let first = timeout(PATIENCE, w.rx.recv())
+            .await
+            .expect("reported in time");
+        assert_eq!(first.as_deref(), Some(path.as_path()));
+        assert_eq!(fs::metadata(&path).expect("stat").len(), 3000);
+
+        append(&path, 1000);
+        assert_eq!(w.collect(1).await, vec![path]);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn cancelling_stops_the_watch() {
+    bounded(async {
+        let d = dirs();
+        let mut w = start(spec(&d.watched, "*.dat"));
+        write(&d.watched.join("before.dat"), 100);
+        assert!(
+            timeout(PATIENCE, w.rx.recv())
+                .await
+                .expect("reported in time")
+                .is_some()
+        );
+
+        w.cancel.cancel();
+        write(&d.watched.join("after.dat"), 100);
+        let end = timeout(Duration::from_secs(2), w.rx.recv())
+            .await
+            .expect("the watch stopped in time");
+        assert_eq!(end, None, "the sender side closed without a further report");
+        w.watcher
+            .join()
+            .await
+            .expect("a cancelled watch ends cleanly");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn dropping_the_watcher_stops_the_watch() {
+    bounded(async {
+        let d = dirs();
+        let Watch {
+            mut rx, watcher, ..
+        } = start(spec(&d.watched, "*.dat"));
+        drop(watcher);
+        write(&d.watched.join("after.dat"), 100);
+        let end = timeout(Duration::from_secs(2), rx.recv())
+            .await
+            .expect("the watch stopped in time");
+        assert_eq!(end, None);
+    })
+    .await;
+}
+
+async fn a_vanished_folder_ends_the_watch_with_an_error(poll: Option<Duration>) {
+    let d = dirs();
+    let w = start(WatchSpec {
+        poll,
+        ..spec(&d.watched, "*.dat")
+    });
+    sleep(Duration::from_millis(100)).await;
+    fs::remove_dir(&d.watched).expect("remove the watched folder");
+    let end = timeout(Duration::from_secs(3), w.watcher.join())
+        .await
+        .expect("the watch ended in time");
+    assert!(
+        matches!(&end, Err(WatchError::Vanished { path }) if *path == d.watched),
+        "{end:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_vanished_folder_ends_the_watch_with_events() {
+    bounded(a_vanished_folder_ends_the_watch_with_an_error(None)).await;
+}
+
+#[tokio::test]
+async fn a_vanished_folder_ends_the_watch_when_polling() {
+    bounded(a_vanished_folder_ends_the_watch_with_an_error(Some(
+        Duration::from_millis(100),
+    )))
+    .await;
+}
+
+#[test]
+fn a_missing_folder_cannot_be_watched() {
+    let d = dirs();
+    let missing = d.watched.join("nope");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let _guard = rt.enter();
+    let (tx, _rx) = mpsc::channel(1);
+    let err =
+        Watcher::start(spec(&missing, "*"), tx, CancellationToken::new()).expect_err("refused");
+    assert!(
+        matches!(&err, WatchError::Inaccessible { path, .. } if *path == missing),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("nope"), "{err}");
+}
