@@ -8,7 +8,7 @@
 //! alone, not the file generator's or the emulator's.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -271,26 +271,12 @@ fn env_size(name: &str, default: u64) -> u64 {
         .map_or(default, |b| b.get())
 }
 
-fn write_file(path: &PathBuf, size: u64) {
-    let mut f =
-        std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path).expect("create"));
-    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
-    let mut buf = vec![0u8; 1 << 20];
-    let mut left = size;
-    while left > 0 {
-        for b in buf.chunks_mut(8) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            b.copy_from_slice(&x.to_le_bytes()[..b.len()]);
-        }
-        let n = left.min(buf.len() as u64) as usize;
-        f.write_all(&buf[..n]).expect("write");
-        left -= n as u64;
-    }
-    f.flush().expect("flush");
+fn write_file(path: &Path, size: u64) {
+    stac_uploadd::demo::write_sample(path, size, 0x2545_F491_4F6C_DD1D).expect("test file written");
     // Measure a file at rest: writeback of fresh dirty pages would compete for the CPU.
-    f.get_ref().sync_all().expect("fsync");
+    std::fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .expect("fsync");
 }
 
 fn free_port() -> u16 {

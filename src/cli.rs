@@ -102,6 +102,10 @@ impl Cli {
             Some(Command::Upload(_) | Command::Demo(_) | Command::Check | Command::Status(_)) => 0,
             None | Some(Command::Run(_) | Command::Emulator(_)) => 1,
         };
+        if matches!(self.command, Some(Command::Demo(_))) && self.verbose == 0 {
+            // The demo's table tells the story; -v shows every retry as it happens.
+            return "error";
+        }
         match base + self.verbose {
             0 => "warn",
             1 => "info",
@@ -391,15 +395,17 @@ async fn run_upload(args: UploadArgs) -> Result<(), CliError> {
         }
     });
     let progress = Arc::new(crate::progress::Bar::new());
-    let mut result = upload::upload_file(
-        &client,
-        &target,
-        &args.file,
-        &opts,
-        progress.clone(),
-        &cancel,
-    )
-    .await;
+    let attempt = || {
+        upload::upload_file(
+            &client,
+            &target,
+            &args.file,
+            &opts,
+            progress.clone(),
+            &cancel,
+        )
+    };
+    let mut result = attempt().await;
     if let Err(UploadError::InProgress { upload, .. }) = &result {
         if !args.abort_in_progress {
             progress.clear();
@@ -419,15 +425,7 @@ async fn run_upload(args: UploadArgs) -> Result<(), CliError> {
             outcome => eprintln!("blocking upload {id}: {outcome}"),
         }
         progress.reset();
-        result = upload::upload_file(
-            &client,
-            &target,
-            &args.file,
-            &opts,
-            progress.clone(),
-            &cancel,
-        )
-        .await;
+        result = attempt().await;
     }
     progress.clear();
     let report = result?;

@@ -1,203 +1,290 @@
-//! `stac-uploadd demo`: the tool at work against an in-process emulator, with nothing to set up.
-//! It uploads sample files through injected faults and checks what the server holds afterwards.
+//! `stac-uploadd demo`: the daemon at work against an in-process emulator, with nothing to set
+//! up. It runs the cron job and the watch job of `config/demo.toml` for a few cycles through
+//! injected faults (a stale upload blocking the asset, failing parts, a lost complete answer, a
+//! create that keeps failing until the policy retries the run), prints every run, and checks what
+//! the server holds afterwards.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::Args;
-use secrecy::SecretString;
 use sha2::{Digest as _, Sha256};
-use tokio_util::sync::CancellationToken;
 
 use crate::emulator::{
     AssetKey, CallKind, Emulator, EmulatorAuth, EmulatorConfig, FaultAction, FaultTrigger,
 };
-use crate::stac::{AssetTarget, Auth, ClientConfig, StacClient};
+use crate::state::{Outcome, RunRecord, StateStore};
+use crate::supervisor::{Clock, HttpUploader, Shared, Supervisor};
 use crate::units::ByteSize;
-use crate::upload::{self, UploadError, UploadOptions};
+
+const DEMO_TOML: &str = include_str!("../config/demo.toml");
+const PASSWORD: &str = "demo-password";
+/// Runs of the scheduled job to watch before stopping.
+const CRON_RUNS: usize = 3;
+/// Files dropped into the watched folder.
+const STATION_FILES: [&str; 3] = [
+    "station-bern.csv",
+    "station-zurich.csv",
+    "station-geneva.csv",
+];
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// Size of the large sample file (sent in 5 MiB parts).
-    #[arg(long, default_value = "48MiB")]
+    /// Size of the scheduled job's file (sent in 5 MiB parts).
+    #[arg(long, default_value = "12MiB")]
     pub size: ByteSize,
-}
-
-struct Case {
-    name: &'static str,
-    target: AssetTarget,
-    media_type: &'static str,
-    size: u64,
-    /// Faults injected before this case runs.
-    faults: Vec<(CallKind, FaultAction)>,
-    /// Someone else's upload left in progress on the asset beforehand.
-    blocked: bool,
 }
 
 /// Runs the demo and fails if anything the server holds afterwards is not what was sent.
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
-    let password = "demo-password";
     let emu = Emulator::start(
         "127.0.0.1:0".parse().expect("a literal socket address"),
         EmulatorConfig {
             auth: EmulatorAuth::Basic {
                 username: "demo".into(),
-                password: password.into(),
+                password: PASSWORD.into(),
             },
             ..EmulatorConfig::default()
         },
     )
     .await
     .context("cannot start the emulator")?;
-    println!("emulator listening on {}", emu.base_url());
-    let mut cfg = ClientConfig::new(emu.base_url().parse()?);
-    cfg.auth = Auth::Basic {
-        username: "demo".into(),
-        password: SecretString::from(password),
-    };
-    let client = StacClient::new(cfg)?;
     let dir = tempfile::tempdir()?;
+    let (data, incoming) = (dir.path().join("data"), dir.path().join("incoming"));
+    std::fs::create_dir_all(&data)?;
+    std::fs::create_dir_all(&incoming)?;
+    let text = DEMO_TOML
+        .replace("@URL@", &emu.base_url())
+        .replace("@STATE@", &dir.path().join("state").display().to_string())
+        .replace("@DATA@", &data.display().to_string())
+        .replace("@INCOMING@", &incoming.display().to_string());
+    let config_path = dir.path().join("demo.toml");
+    let config = crate::config::parse(&text, &config_path, &|k| {
+        (k == "STAC_UPLOADD_DEMO_PASSWORD").then(|| PASSWORD.to_owned())
+    })
+    .context("the embedded demo job file")?;
 
-    let cases = vec![
-        Case {
-            name: "small collection asset",
-            target: AssetTarget::collection_asset("ch.demo.radar", "legend.json"),
-            media_type: "application/json",
-            size: 1_000,
-            faults: vec![],
-            blocked: false,
-        },
-        Case {
-            name: "multi-part, a part fails twice (503, reset)",
-            target: AssetTarget::item_asset("ch.demo.radar", "radar-2026-11-25", "radar.tif"),
-            media_type: "image/tiff; application=geotiff",
-            size: args.size.get(),
-            faults: vec![
-                (CallKind::PutPart, FaultAction::Status(503)),
-                (CallKind::PutPart, FaultAction::Drop),
-            ],
-            blocked: false,
-        },
-        Case {
-            name: "complete succeeds but its answer is lost",
-            target: AssetTarget::item_asset("ch.demo.radar", "radar-2026-11-25", "radar-small.tif"),
-            media_type: "image/tiff; application=geotiff",
-            size: 6 * ByteSize::MIB + 17,
-            faults: vec![(CallKind::Complete, FaultAction::DropAfterCommit)],
-            blocked: false,
-        },
-        Case {
-            name: "asset blocked by a stale upload",
-            target: AssetTarget::item_asset("ch.demo.radar", "radar-2026-11-24", "radar.tif"),
-            media_type: "image/tiff; application=geotiff",
-            size: 2_000_000,
-            faults: vec![],
-            blocked: true,
-        },
-    ];
+    let radar = AssetKey::item_asset("ch.demo.radar", "latest", "composite.zip");
+    emu.create_asset(&radar, "application/zip")
+        .map_err(anyhow::Error::msg)?;
+    for name in STATION_FILES {
+        emu.create_asset(
+            &AssetKey::item_asset("ch.demo.stations", "latest", name),
+            "text/csv",
+        )
+        .map_err(anyhow::Error::msg)?;
+    }
+    let radar_file = data.join("composite.zip");
+    let mut radar_sha = write_sample(&radar_file, args.size.get(), 1)?;
 
-    let opts = UploadOptions {
-        part_size: ByteSize::mib(5),
-        ..UploadOptions::default()
-    };
-    let cancel = CancellationToken::new();
+    // The faults the runs meet, in order.
+    let blocker = emu.plant_upload(&radar, chrono::Utc::now() - chrono::Duration::hours(3));
+    let faults = emu.faults();
+    faults.inject(
+        CallKind::PutPart,
+        FaultAction::Status(503),
+        FaultTrigger::Next(1),
+    );
+    faults.inject(CallKind::PutPart, FaultAction::Drop, FaultTrigger::Next(1));
+    faults.inject(
+        CallKind::Complete,
+        FaultAction::DropAfterCommit,
+        FaultTrigger::Next(1),
+    );
+
+    println!("emulator: {}", emu.base_url());
+    println!(
+        "jobs: radar-composite (cron \"*/3 * * * * *\", {}) and station-files (watch {})",
+        ByteSize(args.size.get()),
+        incoming.display()
+    );
+    println!(
+        "planted: a 3-hour-old upload {} blocking composite.zip; faults: part 503, part reset, lost complete answer",
+        &blocker[..8]
+    );
     println!();
     println!(
-        "{:<44} {:>10} {:>6} {:>8}  {:<26} server holds the file?",
-        "case", "size", "parts", "retries", "outcome"
+        "{:<9} {:<16} {:<20} {:<9} {:>8} {:>9}  note",
+        "time", "job", "asset", "outcome", "attempts", "size"
     );
-    let mut failures = 0;
-    for case in &cases {
-        let key = AssetKey {
-            collection: case.target.collection.clone(),
-            item: case.target.item.clone(),
-            asset: case.target.asset.clone(),
+
+    let state = Arc::new(StateStore::open(&config.state_dir)?);
+    let client = crate::daemon::client(&config)?;
+    let shared = Arc::new(Shared::new(
+        HttpUploader(client),
+        state.clone(),
+        Clock::System,
+    ));
+    let mut runs = shared.runs.subscribe();
+    let supervisor = Supervisor::start(shared, config.jobs.clone())?;
+
+    let mut seen: Vec<RunRecord> = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut dropped = false;
+    let mut create_fault = false;
+    loop {
+        let rec = tokio::select! {
+            r = runs.recv() => match r { Ok(r) => r, Err(_) => break },
+            () = tokio::time::sleep_until(deadline) => break,
         };
-        emu.create_asset(&key, case.media_type)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let path = dir.path().join(&case.target.asset);
-        let sha = write_sample(&path, case.size, case.name.len() as u64)?;
-        if case.blocked {
-            emu.plant_upload(&key, chrono::Utc::now() - chrono::Duration::hours(3));
-        }
-        for (kind, action) in &case.faults {
-            emu.faults()
-                .inject(*kind, action.clone(), FaultTrigger::Next(1));
-        }
-        let mut outcome =
-            upload::upload_file(&client, &case.target, &path, &opts, Arc::new(()), &cancel).await;
-        let mut note = String::new();
-        if let Err(UploadError::InProgress { upload, .. }) = &outcome {
-            // What `upload --abort-in-progress` does, and what the daemon does with stale uploads.
-            note = format!(" (aborted blocker {})", short(&upload.upload_id.0));
-            let id = upload.upload_id.clone();
-            if let upload::AbortOutcome::Failed(e) =
-                upload::abort_upload(&client, &case.target, &id, &opts).await
-            {
-                bail!("could not abort the blocking upload: {e}");
+        let note = match (rec.job.as_str(), rec.outcome, rec.attempts) {
+            ("radar-composite", Outcome::Uploaded, n) if n > 1 => {
+                "create kept failing (503): the policy retried the run"
             }
-            outcome =
-                upload::upload_file(&client, &case.target, &path, &opts, Arc::new(()), &cancel)
-                    .await;
-        }
-        let stored = emu.object_sha256_hex(&key);
-        let checksum_ok = emu
-            .asset(&key)
-            .and_then(|a| a.checksum)
-            .is_some_and(|c| c == format!("1220{sha}"));
-        let holds = stored.as_deref() == Some(sha.as_str()) && checksum_ok;
-        let in_progress = emu
-            .uploads(&key)
-            .iter()
-            .filter(|u| u.status == crate::emulator::UploadState::InProgress)
-            .count();
-        let (parts, retries, result) = match &outcome {
-            Ok(r) => (
-                r.parts.to_string(),
-                r.part_retries.to_string(),
-                format!("completed{note}"),
-            ),
-            Err(e) => ("-".into(), "-".into(), format!("FAILED: {e}")),
+            ("radar-composite", Outcome::Uploaded, _) if seen.is_empty() => {
+                "stale blocker aborted; a part 503 and a reset resent; lost complete answer recognised"
+            }
+            ("station-files", Outcome::Uploaded, _) if rec.asset == STATION_FILES[0] => {
+                "written slowly in 4 chunks: sent once, complete"
+            }
+            _ => "",
         };
-        let ok = outcome.is_ok() && holds && in_progress == 0;
-        if !ok {
-            failures += 1;
-        }
         println!(
-            "{:<44} {:>10} {:>6} {:>8}  {:<26} {}",
-            case.name,
-            ByteSize(case.size).to_string(),
-            parts,
-            retries,
-            result,
-            if ok {
-                "yes, checksum verified, nothing in progress"
+            "{:<9} {:<16} {:<20} {:<9} {:>8} {:>9}  {note}",
+            rec.finished.format("%H:%M:%S"),
+            rec.job,
+            rec.asset,
+            rec.outcome.as_str(),
+            rec.attempts,
+            ByteSize(rec.bytes).to_string()
+        );
+        seen.push(rec.clone());
+        let radar_ok = seen
+            .iter()
+            .filter(|r| r.job == "radar-composite" && r.outcome == Outcome::Uploaded)
+            .count();
+        let retried = seen
+            .iter()
+            .any(|r| r.job == "radar-composite" && r.attempts > 1);
+        if rec.job == "radar-composite"
+            && rec.outcome == Outcome::Uploaded
+            && (radar_ok < CRON_RUNS || !retried)
+        {
+            // The processing chain writes a new composite; the next run sends it.
+            radar_sha = write_sample(&radar_file, args.size.get(), seen.len() as u64 + 1)?;
+            if !dropped {
+                drop_station_files(&incoming).await?;
+                dropped = true;
+            }
+        }
+        let stations = seen
+            .iter()
+            .filter(|r| r.job == "station-files" && r.outcome == Outcome::Uploaded)
+            .count();
+        if stations >= STATION_FILES.len() && !create_fault {
+            // Every create attempt of the next radar run fails (the first try and the engine's 3
+            // retries): the session gives up, and the job's retry policy runs it again.
+            emu.faults().inject(
+                CallKind::CreateUpload,
+                FaultAction::Status(503),
+                FaultTrigger::Next(4),
+            );
+            create_fault = true;
+        }
+        let policy_retried = seen.iter().any(|r| {
+            r.job == "radar-composite" && r.outcome == Outcome::Uploaded && r.attempts > 1
+        });
+        if radar_ok >= CRON_RUNS && stations >= STATION_FILES.len() && policy_retried {
+            break;
+        }
+    }
+    supervisor.shutdown(Duration::from_secs(30)).await;
+    state.flush_history()?;
+
+    // Whatever ran last, the server must hold the file as it is now.
+    println!();
+    let mut problems = Vec::new();
+    let mut check = |key: &AssetKey, sha: &str| {
+        let holds = emu.object_sha256_hex(key).as_deref() == Some(sha)
+            && emu.asset(key).and_then(|a| a.checksum).as_deref()
+                == Some(format!("1220{sha}").as_str());
+        println!(
+            "{:<56} {}",
+            key.api_path(),
+            if holds {
+                "holds the file (bytes and checksum verified)"
             } else {
-                "NO"
+                "DOES NOT hold the file"
             }
         );
+        if !holds {
+            problems.push(key.asset.clone());
+        }
+    };
+    check(&radar, &radar_sha);
+    for name in STATION_FILES {
+        let sha = hex::encode(Sha256::digest(std::fs::read(incoming.join(name))?));
+        check(
+            &AssetKey::item_asset("ch.demo.stations", "latest", name),
+            &sha,
+        );
     }
-    println!();
+    let left = emu.in_progress_uploads();
+    println!("uploads left in progress on the server: {}", left.len());
+    let by_job = seen
+        .iter()
+        .fold(BTreeMap::<&str, usize>::new(), |mut m, r| {
+            *m.entry(r.job.as_str()).or_default() += 1;
+            m
+        });
     emu.shutdown().await;
-    if failures > 0 {
-        bail!("{failures} demo case(s) did not end with the file on the server");
+    let radar_runs = seen
+        .iter()
+        .filter(|r| r.job == "radar-composite" && r.outcome == Outcome::Uploaded)
+        .count();
+    if radar_runs < CRON_RUNS
+        || by_job.get("station-files").copied().unwrap_or(0) < STATION_FILES.len()
+    {
+        bail!("the demo did not see all its runs within a minute: {by_job:?}");
+    }
+    if !problems.is_empty() || !left.is_empty() {
+        bail!(
+            "the server does not hold what was sent: {problems:?}, {} upload(s) in progress",
+            left.len()
+        );
     }
     println!(
-        "all {} uploads verified: the server holds exactly the bytes of each file.",
-        cases.len()
+        "demo passed: {} runs, every asset verified, nothing left in progress.",
+        seen.len()
     );
     Ok(())
 }
 
-fn short(id: &str) -> &str {
-    &id[..id.len().min(8)]
+/// Writes station files the way instruments do: one slowly, in chunks; the others at once.
+async fn drop_station_files(incoming: &Path) -> anyhow::Result<()> {
+    for (i, name) in STATION_FILES.iter().enumerate() {
+        let path = incoming.join(name);
+        let mut f = std::fs::File::create(&path)?;
+        let rows = 2_000 + i * 500;
+        let chunks = if i == 0 { 4 } else { 1 };
+        for c in 0..chunks {
+            for r in (c * rows / chunks)..((c + 1) * rows / chunks) {
+                writeln!(
+                    f,
+                    "2026-11-25T10:{:02}:00Z,{name},{:.1}",
+                    r % 60,
+                    5.0 + (r % 97) as f64 / 10.0
+                )?;
+            }
+            f.flush()?;
+            if chunks > 1 {
+                tokio::time::sleep(Duration::from_millis(150)).await;
+            }
+        }
+    }
+    Ok(())
 }
 
-/// Writes `size` deterministic pseudo-random bytes and returns their sha256 in hex.
-fn write_sample(path: &Path, size: u64, seed: u64) -> anyhow::Result<String> {
-    let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
+/// Writes `size` deterministic pseudo-random bytes (incompressible, like real imagery) and returns
+/// their sha256 in hex. Also used by the tests and benchmarks.
+pub fn write_sample(path: &Path, size: u64, seed: u64) -> anyhow::Result<String> {
+    // Written beside and renamed into place, as a careful producer does.
+    let tmp = path.with_extension("part");
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
     let mut h = Sha256::new();
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let mut buf = vec![0u8; 64 * 1024];
@@ -216,5 +303,7 @@ fn write_sample(path: &Path, size: u64, seed: u64) -> anyhow::Result<String> {
         left -= n as u64;
     }
     f.flush()?;
+    drop(f);
+    std::fs::rename(&tmp, path)?;
     Ok(hex::encode(h.finalize()))
 }

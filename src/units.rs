@@ -87,6 +87,8 @@ impl fmt::Display for ByteSize {
             write!(f, "{:.2}GiB", b as f64 / Self::GIB as f64)
         } else if b >= Self::MIB {
             write!(f, "{:.2}MiB", b as f64 / Self::MIB as f64)
+        } else if b >= Self::KIB {
+            write!(f, "{:.1}KiB", b as f64 / Self::KIB as f64)
         } else {
             write!(f, "{b}B")
         }

@@ -59,10 +59,14 @@ impl<U: Uploader> Supervisor<U> {
                     let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
                     let watcher = Watcher::start(spec.clone(), tx, stop.child_token())?;
                     let pending = job.pending.clone();
+                    let name = job.spec.name.clone();
                     tasks.spawn(async move {
-                        let _watcher = watcher;
                         while let Some(path) = rx.recv().await {
                             pending.file(path);
+                        }
+                        // The sender closed: the watch ended, on purpose or because its folder went.
+                        if let Err(e) = watcher.join().await {
+                            tracing::error!(job = %name, error = %e, "the folder watch stopped; restart or reload the daemon once the folder is back");
                         }
                     });
                 }

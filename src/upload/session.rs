@@ -154,14 +154,7 @@ impl FileSnapshot {
 
     /// Fails if the file at `path` is no longer the one that was digested.
     pub(crate) async fn check(&self, path: &Path, when: &str) -> Result<(), UploadError> {
-        let m = tokio::fs::metadata(path)
-            .await
-            .map_err(|source| UploadError::File {
-                path: path.to_owned(),
-                action: "stat",
-                source,
-            })?;
-        let now = Self::of(&m);
+        let now = Self::of(&stat_file(path).await?);
         if now == *self {
             return Ok(());
         }
@@ -179,18 +172,8 @@ impl FileSnapshot {
     }
 }
 
-/// Uploads `path` to `target`: the whole protocol, with retries of transient failures inside
-/// each step. An upload this session created is completed or aborted before it returns, unless
-/// the abort itself fails (see [`UploadError::left_in_progress`]).
-pub async fn upload_file(
-    client: &StacClient,
-    target: &AssetTarget,
-    path: &Path,
-    opts: &UploadOptions,
-    observer: Arc<dyn UploadObserver>,
-    cancel: &CancellationToken,
-) -> Result<UploadReport, UploadError> {
-    let started = Instant::now();
+/// The metadata of the regular file at `path`.
+async fn stat_file(path: &Path) -> Result<std::fs::Metadata, UploadError> {
     let meta = tokio::fs::metadata(path)
         .await
         .map_err(|source| UploadError::File {
@@ -203,6 +186,22 @@ pub async fn upload_file(
             path: path.to_owned(),
         });
     }
+    Ok(meta)
+}
+
+/// Uploads `path` to `target`: the whole protocol, with retries of transient failures inside
+/// each step. An upload this session created is completed or aborted before it returns, unless
+/// the abort itself fails (see [`UploadError::left_in_progress`]).
+pub async fn upload_file(
+    client: &StacClient,
+    target: &AssetTarget,
+    path: &Path,
+    opts: &UploadOptions,
+    observer: Arc<dyn UploadObserver>,
+    cancel: &CancellationToken,
+) -> Result<UploadReport, UploadError> {
+    let started = Instant::now();
+    let meta = stat_file(path).await?;
     let snapshot = FileSnapshot::of(&meta);
     let plan =
         PartPlan::new(meta.len(), opts.part_size).map_err(|source| UploadError::TooLarge {
@@ -375,13 +374,7 @@ pub async fn resume_upload(
     let started = Instant::now();
     let id = upload.upload_id.clone();
     let prepared = async {
-        let meta = tokio::fs::metadata(path)
-            .await
-            .map_err(|source| UploadError::File {
-                path: path.to_owned(),
-                action: "cannot read",
-                source,
-            })?;
+        let meta = stat_file(path).await?;
         let snapshot = FileSnapshot::of(&meta);
         let plan = PartPlan::new(meta.len(), ByteSize(part_size)).map_err(|source| {
             UploadError::TooLarge {

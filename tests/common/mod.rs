@@ -2,13 +2,11 @@
 //! for it, and sample files.
 #![allow(dead_code)]
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use secrecy::SecretString;
-use sha2::{Digest as _, Sha256};
 use stac_uploadd::emulator::{AssetKey, Emulator, EmulatorAuth, EmulatorConfig, UploadState};
 use stac_uploadd::stac::{ApiVersion, AssetTarget, Auth, ClientConfig, StacClient};
 use stac_uploadd::units::ByteSize;
@@ -155,23 +153,5 @@ impl Env {
 
 /// Writes `len` deterministic pseudo-random bytes; returns their sha256 in hex.
 pub fn write_file(path: &Path, len: u64, seed: u64) -> String {
-    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
-    let mut h = Sha256::new();
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut left = len;
-    while left > 0 {
-        for b in buf.chunks_mut(8) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            b.copy_from_slice(&x.to_le_bytes()[..b.len()]);
-        }
-        let n = left.min(buf.len() as u64) as usize;
-        f.write_all(&buf[..n]).unwrap();
-        h.update(&buf[..n]);
-        left -= n as u64;
-    }
-    f.flush().unwrap();
-    hex::encode(h.finalize())
+    stac_uploadd::demo::write_sample(path, len, seed).expect("the test file is written")
 }

@@ -150,9 +150,8 @@ impl Watcher {
             }),
             settler: Settler::new(spec.settle),
             tx,
-            cancel: cancel.clone(),
         };
-        let task = tokio::spawn(task.run(source).instrument(span));
+        let task = tokio::spawn(task.run(source, cancel.clone()).instrument(span));
         Ok(Watcher {
             task,
             stop: cancel.drop_guard(),
@@ -214,11 +213,22 @@ struct Task {
     filter: Arc<Filter>,
     settler: Settler,
     tx: mpsc::Sender<PathBuf>,
-    cancel: CancellationToken,
 }
 
 impl Task {
-    async fn run(mut self, mut source: Source) -> Result<(), WatchError> {
+    /// Watches until cancelled or ended; every await in the watch is a point where a
+    /// cancellation stops it.
+    async fn run(mut self, source: Source, cancel: CancellationToken) -> Result<(), WatchError> {
+        let end = tokio::select! {
+            biased;
+            () = cancel.cancelled() => Ok(()),
+            end = self.watch(source) => end,
+        };
+        debug!("watch stopped");
+        end
+    }
+
+    async fn watch(&mut self, mut source: Source) -> Result<(), WatchError> {
         // Polling scans at its first tick, right away; events need a first look at what is there.
         if matches!(source, Source::Events { .. })
             && let ControlFlow::Break(end) = self.scan().await
@@ -228,8 +238,6 @@ impl Task {
         loop {
             let deadline = self.settler.next_deadline();
             let wake = tokio::select! {
-                biased;
-                () = self.cancel.cancelled() => return Ok(()),
                 wake = source.next() => wake,
                 () = sleep_until(deadline) => Wake::Due,
             };
@@ -240,7 +248,6 @@ impl Task {
                 Wake::EventsEnded => ControlFlow::Break(Err(self.stopped())),
             };
             if let ControlFlow::Break(end) = step {
-                debug!("watch stopped");
                 return end;
             }
         }
@@ -365,13 +372,10 @@ impl Task {
         }
         for path in ready {
             info!(path = %path.display(), "file ready");
-            tokio::select! {
-                biased;
-                () = self.cancel.cancelled() => return ControlFlow::Break(Ok(())),
-                sent = self.tx.send(path) => if sent.is_err() {
-                    debug!("nobody receives the files any more");
-                    return ControlFlow::Break(Ok(()));
-                },
+            // Waits while the consumer is busy: backpressure, and events queue meanwhile.
+            if self.tx.send(path).await.is_err() {
+                debug!("nobody receives the files any more");
+                return ControlFlow::Break(Ok(()));
             }
         }
         ControlFlow::Continue(())

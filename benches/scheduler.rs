@@ -1,0 +1,131 @@
+//! Scheduler scale: 1,000 cron jobs (each once a minute, staggered over the seconds) under the
+//! real supervisor for a minute, with an uploader that does nothing, so the figures are the
+//! daemon's own: RSS, CPU share of one core, and how late schedules fire (p50, p99, max).
+//!
+//! `cargo bench --bench scheduler` (BENCH_JOBS, BENCH_SECONDS to change the defaults).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use stac_uploadd::config::{AssetTemplate, JobSpec, TriggerSpec};
+use stac_uploadd::stac::{AssetTarget, UploadId};
+use stac_uploadd::state::StateStore;
+use stac_uploadd::supervisor::{Clock, PolicyKind, PolicySpec, Shared, Supervisor, Uploader};
+use stac_uploadd::trigger::Schedule;
+use stac_uploadd::upload::{
+    AbortOutcome, UploadError, UploadObserver, UploadOptions, UploadReport,
+};
+use tokio_util::sync::CancellationToken;
+
+struct Noop;
+
+impl Uploader for Noop {
+    async fn upload(
+        &self,
+        _: &AssetTarget,
+        _: &Path,
+        _: &UploadOptions,
+        _: Arc<dyn UploadObserver>,
+        _: &CancellationToken,
+    ) -> Result<UploadReport, UploadError> {
+        Err(UploadError::Cancelled)
+    }
+    async fn abort(&self, _: &AssetTarget, _: &UploadId, _: &UploadOptions) -> AbortOutcome {
+        AbortOutcome::Aborted
+    }
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("scheduler bench: run with `cargo bench --bench scheduler`");
+        return;
+    }
+    let jobs: usize = std::env::var("BENCH_JOBS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1000);
+    let seconds: u64 = std::env::var("BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let specs: Vec<JobSpec> = (0..jobs)
+        .map(|i| JobSpec {
+            name: format!("job-{i}"),
+            collection: "c".into(),
+            item: Some(format!("item-{i}")),
+            asset: AssetTemplate("a.zip".into()),
+            trigger: TriggerSpec::Cron {
+                file: dir.path().join(format!("f{i}.zip")),
+                schedule: Schedule::parse(&format!("{} * * * * *", i % 60), "Europe/Zurich")
+                    .expect("valid"),
+            },
+            policy: PolicySpec {
+                kind: PolicyKind::Cancel,
+                ..PolicySpec::default()
+            },
+            upload: UploadOptions::default(),
+        })
+        .collect();
+    let rss_before = status_kib("VmRSS");
+    let (cpu_before, wall) = (cpu_seconds(), Instant::now());
+    rt.block_on(async {
+        let state = Arc::new(StateStore::open(dir.path()).expect("state"));
+        let shared = Arc::new(Shared::new(Noop, state.clone(), Clock::System));
+        let sup = Supervisor::start(shared, specs).expect("start");
+        tokio::time::sleep(Duration::from_secs(seconds)).await;
+        sup.shutdown(Duration::from_secs(5)).await;
+        state.flush_history().expect("flush");
+    });
+    let cpu = cpu_seconds() - cpu_before;
+    let elapsed = wall.elapsed().as_secs_f64();
+    let late = stac_uploadd::observe::lateness_sorted();
+    let pct = |p: f64| {
+        late.get(((late.len() as f64 * p) as usize).min(late.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0) as f64
+            / 1000.0
+    };
+    println!(
+        "{jobs} cron jobs for {elapsed:.0} s ({} fires):",
+        late.len()
+    );
+    println!(
+        "  RSS: {:.1} MiB (peak {:.1} MiB, {:.1} MiB before the jobs started)",
+        status_kib("VmRSS") as f64 / 1024.0,
+        status_kib("VmHWM") as f64 / 1024.0,
+        rss_before as f64 / 1024.0
+    );
+    println!(
+        "  CPU: {:.2}% of one core ({cpu:.2} s user+sys)",
+        cpu / elapsed * 100.0
+    );
+    println!(
+        "  fire lateness: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        pct(0.50),
+        pct(0.99),
+        late.last().copied().unwrap_or(0) as f64 / 1000.0
+    );
+}
+
+fn status_kib(key: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage fills the struct we pass; no other memory is touched.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    t(u.ru_utime) + t(u.ru_stime)
+}
