@@ -74,6 +74,8 @@ pub struct Cli {
     /// Job file: without a subcommand, run the daemon with it.
     #[arg(long, global = true, env = "STAC_UPLOADD_CONFIG")]
     pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub run: RunArgs,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -81,7 +83,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon: the jobs of --config, until SIGTERM (the default command).
-    Run(RunArgs),
+    Run,
     /// Check a job file and show what it would do, without running anything.
     Check,
     /// Show each job's last runs and any upload in flight, from the state folder.
@@ -100,7 +102,7 @@ impl Cli {
         let base = match self.command {
             // One-shot commands keep the terminal for their progress bar, table or result line.
             Some(Command::Upload(_) | Command::Demo(_) | Command::Check | Command::Status(_)) => 0,
-            None | Some(Command::Run(_) | Command::Emulator(_)) => 1,
+            None | Some(Command::Run | Command::Emulator(_)) => 1,
         };
         if matches!(self.command, Some(Command::Demo(_))) && self.verbose == 0 {
             // The demo's table tells the story; -v shows every retry as it happens.
@@ -118,8 +120,16 @@ impl Cli {
 #[derive(Debug, Args, Default)]
 pub struct RunArgs {
     /// On SIGTERM, how long running uploads may go on before they are aborted.
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, global = true, default_value = "30s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Option<Duration>,
+    /// Serve /metrics (Prometheus), /healthz and /readyz on this address, e.g. 127.0.0.1:9187.
+    #[arg(
+        long,
+        global = true,
+        value_name = "ADDR",
+        env = "STAC_UPLOADD_OBSERVE_LISTEN"
+    )]
+    pub observe_listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Args)]
@@ -246,8 +256,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         })
     };
     match cli.command {
-        None => run_daemon(need_config()?, RunArgs::default()).await,
-        Some(Command::Run(args)) => run_daemon(need_config()?, args).await,
+        None | Some(Command::Run) => run_daemon(need_config()?, cli.run).await,
         Some(Command::Check) => run_check(&need_config()?),
         Some(Command::Status(args)) => run_status(config.as_deref(), args),
         Some(Command::Upload(args)) => run_upload(args).await,
@@ -260,7 +269,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
 
 async fn run_daemon(config: PathBuf, args: RunArgs) -> Result<(), CliError> {
     let grace = args.shutdown_grace.unwrap_or(Duration::from_secs(30));
-    crate::daemon::run(config, grace)
+    crate::daemon::run(config, grace, args.observe_listen)
         .await
         .map_err(|e| match e {
             crate::daemon::StartError::Config(e) => CliError::usage(e),

@@ -2,6 +2,7 @@
 //! state folder, finish or abort what a previous run left in flight, start the jobs, and react to
 //! signals: SIGTERM/SIGINT stop (uploads get a grace period, then are aborted), SIGHUP reloads.
 
+use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,7 +14,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::config::{self, Config};
-use crate::stac::{ClientConfig, StacClient};
+use crate::observe::{ObserveOptions, Observer, metrics};
+use crate::stac::StacClient;
 use crate::state::StateStore;
 use crate::supervisor::{Clock, HttpUploader, Shared, Supervisor, reconcile};
 
@@ -54,20 +56,24 @@ pub fn lock_state(dir: &Path) -> anyhow::Result<StateLock> {
 
 /// A client for the configured server.
 pub fn client(config: &Config) -> anyhow::Result<StacClient> {
-    let s = &config.server;
-    let mut c = ClientConfig::new(s.url.clone());
-    c.api_version = s.api_version;
-    c.auth = s.auth.clone();
-    c.connect_timeout = s.connect_timeout;
-    c.request_timeout = s.request_timeout;
-    StacClient::new(c).context("cannot start the HTTP client")
+    StacClient::new(config.server.client_config()).context("cannot start the HTTP client")
 }
 
-/// Runs the daemon until SIGTERM or SIGINT.
-pub async fn run(config_path: PathBuf, grace: Duration) -> Result<(), StartError> {
+/// Runs the daemon until SIGTERM or SIGINT; `observe_listen` serves `/metrics`, `/healthz` and
+/// `/readyz`.
+pub async fn run(
+    config_path: PathBuf,
+    grace: Duration,
+    observe_listen: Option<SocketAddr>,
+) -> Result<(), StartError> {
     let mut config = config::load(&config_path)?;
     let _lock = lock_state(&config.state_dir)?;
     let state = Arc::new(StateStore::open(&config.state_dir).map_err(anyhow::Error::from)?);
+    let observe_opts = ObserveOptions {
+        listen: observe_listen,
+        ..ObserveOptions::default()
+    };
+    let observer = Observer::start(&observe_opts).await?;
     let shutdown = CancellationToken::new();
     let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
@@ -88,36 +94,63 @@ pub async fn run(config_path: PathBuf, grace: Duration) -> Result<(), StartError
         })
     };
 
-    let mut supervisor = start(&config, &state, &shutdown).await?;
+    let mut supervisor = observer.ticking(start(&config, &state, &shutdown)).await?;
+    observer.ready(&running(&config));
     info!(config = %config_path.display(), jobs = config.jobs.len(), state = %config.state_dir.display(), "ready");
+    // The supervisor loop: its ticks feed /healthz and the systemd watchdog, so a daemon stuck
+    // here (or a runtime too starved to poll it) is reported unhealthy and restarted.
+    let mut tick = observer.interval();
     loop {
         tokio::select! {
+            _ = tick.tick() => observer.tick(),
             _ = term.recv() => { info!("SIGTERM: stopping"); break }
             _ = int.recv() => { info!("SIGINT: stopping"); break }
             _ = hup.recv() => {
+                observer.reloading();
+                let mut status = running(&config);
                 match config::load(&config_path) {
-                    Err(e) => error!(error = %e, "SIGHUP: the new job file is invalid; keeping the running one"),
+                    Err(e) => {
+                        error!(error = %e, "SIGHUP: the new job file is invalid; keeping the running one");
+                        metrics::reload(false);
+                        status.push_str("; the last reload was refused (see the log)");
+                    }
                     Ok(new) if new.state_dir != config.state_dir => {
                         error!("SIGHUP: state_dir cannot change while running; restart the daemon instead");
+                        metrics::reload(false);
+                        status.push_str("; the last reload was refused (see the log)");
                     }
                     Ok(new) => {
                         info!(jobs = new.jobs.len(), "SIGHUP: reloading");
                         // Running uploads finish first (no grace limit): a reload must not abort work.
-                        supervisor.shutdown(Duration::MAX).await;
+                        observer.ticking(supervisor.shutdown(Duration::MAX)).await;
                         config = new;
-                        supervisor = start(&config, &state, &shutdown).await?;
+                        supervisor = observer.ticking(start(&config, &state, &shutdown)).await?;
+                        metrics::reload(true);
+                        status = running(&config);
                         info!("reloaded");
                     }
                 }
+                observer.ready(&status);
             }
         }
     }
-    supervisor.shutdown(grace).await;
+    observer.stopping();
+    observer.ticking(supervisor.shutdown(grace)).await;
     shutdown.cancel();
     let _ = flusher.await;
     state.flush_history().map_err(anyhow::Error::from)?;
+    observer.stop().await;
     info!("stopped");
     Ok(())
+}
+
+/// The status line systemd shows while the jobs run.
+fn running(config: &Config) -> String {
+    format!(
+        "running {} job(s) from {}",
+        config.jobs.len(),
+        config.source.display()
+    )
 }
 
 async fn start(

@@ -144,7 +144,7 @@ async fn token_auth_daemon_at_trace_level_leaks_nothing() {
         ),
     )
     .unwrap();
-    let mut child = tokio::process::Command::new(BIN)
+    let child = tokio::process::Command::new(BIN)
         .args(["run", "--config"])
         .arg(&jobs)
         .env("RUST_LOG", "trace")

@@ -18,7 +18,7 @@ use super::raw::{
     DurationText, Int, RawAuth, RawConfig, RawJob, RawServer, RawSettings, RawWatch, Size,
 };
 use super::{AssetTemplate, Config, JobSpec, ServerConfig, TriggerSpec};
-use crate::stac::{ApiVersion, Auth};
+use crate::stac::{ApiVersion, Auth, CognitoAuth};
 use crate::supervisor::{PolicyKind, PolicySpec};
 use crate::trigger::watch::DEFAULT_IGNORE;
 use crate::trigger::{Schedule, ScheduleError, WatchSpec};
@@ -106,6 +106,7 @@ enum AuthKind {
     Basic,
     Token,
     Bearer,
+    Cognito,
 }
 
 /// The inheritable settings of one table, each valid value with where it was written.
@@ -413,6 +414,8 @@ impl Checker<'_> {
             Some(a) => self.auth(a),
             None => Some(Auth::None),
         };
+        let ca_file = raw.ca_file.as_ref().map(|raw| self.ca_file(raw));
+        let proxy = raw.proxy.as_ref().map(|raw| self.proxy(raw));
         let connect_ok = raw.connect_timeout.is_none() || connect_timeout.is_some();
         let request_ok = raw.request_timeout.is_none() || request_timeout.is_some();
         if !(connect_ok && request_ok) {
@@ -424,7 +427,51 @@ impl Checker<'_> {
             auth: auth?,
             connect_timeout: connect_timeout.map_or(DEFAULT_CONNECT_TIMEOUT, |v| v.0),
             request_timeout: request_timeout.map_or(DEFAULT_REQUEST_TIMEOUT, |v| v.0),
+            ca_file: written(ca_file)?,
+            proxy: written(proxy)?,
         })
+    }
+
+    /// `ca_file`: a readable PEM file with at least one usable certificate.
+    fn ca_file(&mut self, raw: &Spanned<String>) -> Option<PathBuf> {
+        let path = self.path(raw, "ca_file")?;
+        match crate::stac::load_ca_file(&path) {
+            Ok(_) => Some(path),
+            Err(e) => {
+                self.diag.at(
+                    &raw.span(),
+                    format!("{e}; ca_file names extra trusted root certificates in PEM form"),
+                );
+                None
+            }
+        }
+    }
+
+    /// `proxy`: an http(s) proxy URL; one with a password is a secret like any other.
+    fn proxy(&mut self, raw: &Spanned<String>) -> Option<url::Url> {
+        let text = raw.get_ref();
+        let expected = "expected a proxy URL such as \"http://proxy.example:3128\"";
+        let problem = match url::Url::parse(text) {
+            Err(e) => format!("invalid proxy {text:?}: {e}; {expected}"),
+            Ok(u) if !matches!(u.scheme(), "http" | "https") => format!(
+                "proxy scheme {:?} is not supported: {expected} (http or https)",
+                u.scheme()
+            ),
+            Ok(u) if u.host_str().is_none_or(str::is_empty) => {
+                format!("proxy {text:?} has no host: {expected}")
+            }
+            Ok(u) if u.password().is_some() => match private_file(self.source) {
+                Ok(()) => return Some(u),
+                // Said without the URL itself: it holds the password.
+                Err(why) => format!(
+                    "proxy with an inline password refused: {why}, so anyone on the machine could read it; chmod 600 {}",
+                    self.source.display()
+                ),
+            },
+            Ok(u) => return Some(u),
+        };
+        self.diag.at(&raw.span(), problem);
+        None
     }
 
     // --- auth ---------------------------------------------------------------------------------
@@ -441,6 +488,15 @@ impl Checker<'_> {
             AuthKind::None => &[],
             AuthKind::Basic => &["username", "password", "password_env", "password_file"],
             AuthKind::Token | AuthKind::Bearer => &["token", "token_env", "token_file"],
+            AuthKind::Cognito => &[
+                "username",
+                "password",
+                "password_env",
+                "password_file",
+                "client_id",
+                "region",
+                "endpoint",
+            ],
         };
         let keys = [
             ("username", &raw.username),
@@ -450,6 +506,9 @@ impl Checker<'_> {
             ("token", &raw.token),
             ("token_env", &raw.token_env),
             ("token_file", &raw.token_file),
+            ("client_id", &raw.client_id),
+            ("region", &raw.region),
+            ("endpoint", &raw.endpoint),
         ];
         let mut misplaced = false;
         for (key, value) in keys {
@@ -474,21 +533,7 @@ impl Checker<'_> {
         let auth = match kind {
             AuthKind::None => Some(Auth::None),
             AuthKind::Basic => {
-                let username = match &raw.username {
-                    None => {
-                        self.diag.at(
-                            &type_span,
-                            "auth type \"basic\" needs a username: expected username = \"...\"",
-                        );
-                        None
-                    }
-                    Some(u) if u.get_ref().is_empty() => {
-                        self.diag
-                            .at(&u.span(), "username is empty: expected the API user name");
-                        None
-                    }
-                    Some(u) => Some(u.get_ref().clone()),
-                };
+                let username = self.username(raw, &type_span, type_name);
                 let password = self.secret(
                     &type_span,
                     type_name,
@@ -500,6 +545,7 @@ impl Checker<'_> {
                     password: password?,
                 })
             }
+            AuthKind::Cognito => self.cognito(raw, &type_span, type_name),
             AuthKind::Token | AuthKind::Bearer => {
                 let token = self.secret(
                     &type_span,
@@ -515,6 +561,89 @@ impl Checker<'_> {
             }
         };
         if misplaced { None } else { auth }
+    }
+
+    fn username(&mut self, raw: &RawAuth, type_span: &Span, type_name: &str) -> Option<String> {
+        match &raw.username {
+            None => {
+                self.diag.at(
+                    type_span,
+                    format!(
+                        "auth type {type_name:?} needs a username: expected username = \"...\""
+                    ),
+                );
+                None
+            }
+            Some(u) if u.get_ref().is_empty() => {
+                self.diag
+                    .at(&u.span(), "username is empty: expected the API user name");
+                None
+            }
+            Some(u) => Some(u.get_ref().clone()),
+        }
+    }
+
+    /// `type = "cognito"`: a user pool login (username, password, client_id, region, and an
+    /// optional endpoint that replaces the region's public one).
+    fn cognito(&mut self, raw: &RawAuth, type_span: &Span, type_name: &str) -> Option<Auth> {
+        let username = self.username(raw, type_span, type_name);
+        let password = self.secret(
+            type_span,
+            type_name,
+            "password",
+            [&raw.password_env, &raw.password_file, &raw.password],
+        );
+        let client_id = match &raw.client_id {
+            None => {
+                self.diag.at(
+                    type_span,
+                    "auth type \"cognito\" needs client_id: expected the id of the user pool's app client",
+                );
+                None
+            }
+            Some(c) => self.value(Some(c), |c| {
+                if c.trim().is_empty() {
+                    Err("client_id is empty: expected the id of the user pool's app client".into())
+                } else {
+                    Ok(c.clone())
+                }
+            }),
+        };
+        let region = match &raw.region {
+            None => {
+                self.diag.at(
+                    type_span,
+                    "auth type \"cognito\" needs region: expected the user pool's AWS region, e.g. region = \"eu-central-1\"",
+                );
+                None
+            }
+            Some(r) => self.value(Some(r), |r| {
+                CognitoAuth::regional_endpoint(r)
+                    .map(|_| r.clone())
+                    .ok_or_else(|| {
+                        format!(
+                            "invalid region {r:?}: expected an AWS region such as \"eu-central-1\""
+                        )
+                    })
+            }),
+        };
+        let endpoint = raw.endpoint.as_ref().map(|e| {
+            self.value(Some(e), |e| {
+                let url = url::Url::parse(e).map_err(|err| {
+                    format!("invalid endpoint {e:?}: {err}; expected an http(s) URL such as \"https://cognito-idp.eu-central-1.amazonaws.com/\"")
+                })?;
+                match url.scheme() {
+                    "http" | "https" => Ok(url),
+                    other => Err(format!("endpoint {e:?} has scheme {other:?}: expected http or https")),
+                }
+            })
+            .map(|v| v.0)
+        });
+        let mut auth = CognitoAuth::new(username?, password?, client_id?.0, region?.0);
+        if let Some(endpoint) = endpoint {
+            auth = auth.with_endpoint(endpoint?);
+        }
+        Some(Auth::Cognito(auth))
     }
 
     /// The secret from exactly one of `<what>_env`, `<what>_file` or `<what>` (inline).
@@ -933,6 +1062,16 @@ impl Checker<'_> {
     }
 }
 
+/// An optional key's checked value: `None` when it was written and refused (the error is
+/// recorded), `Some(None)` when it was not written.
+fn written<T>(checked: Option<Option<T>>) -> Option<Option<T>> {
+    match checked {
+        Some(None) => None,
+        Some(Some(v)) => Some(Some(v)),
+        None => Some(None),
+    }
+}
+
 fn part_size(raw: &Size) -> Result<ByteSize, String> {
     let size = match raw {
         Size::Bytes(n) => u64::try_from(*n).map(ByteSize).map_err(|_| {
@@ -979,6 +1118,213 @@ fn private_file(path: &Path) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Writes `server` (the `[server]` tables) plus one valid job as `jobs.toml` with `mode`
+    /// in a fresh folder, and checks it with `env`.
+    fn check(
+        server: &str,
+        mode: u32,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> (tempfile::TempDir, Result<Config, ConfigError>) {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir(dir.path().join("export")).expect("mkdir");
+        let text = format!(
+            "{server}\n[[job]]\nname = \"j\"\ncollection = \"c\"\nasset = \"a.tif\"\nfile = \"export/a.tif\"\nschedule = \"0 3 * * *\"\n"
+        );
+        let path = dir.path().join("jobs.toml");
+        std::fs::write(&path, &text).expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        let result = parse(&text, &path, env);
+        (dir, result)
+    }
+
+    fn messages(result: Result<Config, ConfigError>) -> Vec<String> {
+        match result {
+            Ok(_) => panic!("expected errors"),
+            Err(e) => e.errors().iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn cognito_auth_reads_its_keys() {
+        use secrecy::ExposeSecret;
+        let env = |n: &str| (n == "PW").then(|| "from-env".to_owned());
+        let server = r#"[server]
+url = "https://data.geo.admin.ch/api/stac/v1"
+[server.auth]
+type = "cognito"
+username = "publisher"
+password_env = "PW"
+client_id = "abc123"
+region = "eu-central-1"
+"#;
+        let (_dir, result) = check(server, 0o644, &env);
+        let config = result.expect("valid");
+        let Auth::Cognito(c) = &config.server.auth else {
+            panic!("{:?}", config.server.auth)
+        };
+        assert_eq!(c.username, "publisher");
+        assert_eq!(c.password.expose_secret(), "from-env");
+        assert_eq!(c.client_id, "abc123");
+        assert_eq!(
+            c.endpoint.as_str(),
+            "https://cognito-idp.eu-central-1.amazonaws.com/"
+        );
+        assert!(!format!("{config:?}").contains("from-env"));
+
+        let with_endpoint = format!("{server}endpoint = \"http://127.0.0.1:5000\"\n");
+        let (_dir, result) = check(&with_endpoint, 0o644, &env);
+        let config = result.expect("valid");
+        let Auth::Cognito(c) = &config.server.auth else {
+            panic!()
+        };
+        assert_eq!(c.endpoint.as_str(), "http://127.0.0.1:5000/");
+    }
+
+    #[test]
+    fn cognito_auth_errors_are_located() {
+        let env = |_: &str| None;
+        // Missing client_id and region, an inline password in a world-readable file.
+        let (_dir, result) = check(
+            r#"[server]
+url = "https://x/api/stac/v1"
+[server.auth]
+type = "cognito"
+username = "u"
+password = "pw"
+"#,
+            0o644,
+            &env,
+        );
+        let m = messages(result);
+        assert!(
+            m.iter()
+                .any(|e| e.starts_with("4:8:") && e.contains("needs client_id")),
+            "{m:?}"
+        );
+        assert!(
+            m.iter()
+                .any(|e| e.starts_with("4:8:") && e.contains("needs region")),
+            "{m:?}"
+        );
+        assert!(
+            m.iter()
+                .any(|e| e.starts_with("6:12:") && e.contains("inline password refused")),
+            "{m:?}"
+        );
+
+        // A bad region and endpoint; a token key that belongs to another scheme.
+        let (_dir, result) = check(
+            r#"[server]
+url = "https://x/api/stac/v1"
+[server.auth]
+type = "cognito"
+username = "u"
+password = "pw"
+client_id = "c"
+region = "Europe"
+endpoint = "ftp://x"
+token = "t"
+"#,
+            0o600,
+            &env,
+        );
+        let m = messages(result);
+        assert!(
+            m.iter()
+                .any(|e| e.starts_with("8:10:") && e.contains("invalid region")),
+            "{m:?}"
+        );
+        assert!(
+            m.iter()
+                .any(|e| e.starts_with("9:12:") && e.contains("expected http or https")),
+            "{m:?}"
+        );
+        assert!(
+            m.iter()
+                .any(|e| e.starts_with("10:9:") && e.contains("does not apply to auth type")),
+            "{m:?}"
+        );
+
+        // Cognito keys on another scheme are refused too.
+        let (_dir, result) = check(
+            "[server]\nurl = \"https://x/api/stac/v1\"\n[server.auth]\ntype = \"bearer\"\ntoken_env = \"T\"\nregion = \"eu-central-1\"\n",
+            0o600,
+            &|_| Some("t".into()),
+        );
+        let m = messages(result);
+        assert!(
+            m.iter()
+                .any(|e| e.starts_with("6:10:") && e.contains("region does not apply")),
+            "{m:?}"
+        );
+    }
+
+    #[test]
+    fn proxy_urls_are_checked_and_their_passwords_kept_secret() {
+        let env = |_: &str| None;
+        let server = |proxy: &str| {
+            format!("[server]\nurl = \"https://x/api/stac/v1\"\nproxy = \"{proxy}\"\n")
+        };
+        let (_dir, result) = check(&server("http://proxy.corp:3128"), 0o644, &env);
+        let config = result.expect("valid");
+        assert_eq!(
+            config.server.proxy.as_ref().map(url::Url::as_str),
+            Some("http://proxy.corp:3128/")
+        );
+        assert_eq!(
+            config.server.client_config().proxy,
+            config.server.proxy,
+            "the client gets the proxy"
+        );
+
+        for (proxy, expected) in [
+            (
+                "socks5://p:1080",
+                "proxy scheme \"socks5\" is not supported",
+            ),
+            ("proxy:3128", "not supported"),
+            ("not a url", "invalid proxy"),
+            ("http://u:s3cret@proxy.corp:3128", "inline password refused"),
+        ] {
+            let (_dir, result) = check(&server(proxy), 0o644, &env);
+            let m = messages(result);
+            assert!(
+                m.iter()
+                    .any(|e| e.starts_with("3:9:") && e.contains(expected)),
+                "{proxy}: {m:?}"
+            );
+            assert!(!m.iter().any(|e| e.contains("s3cret")), "{m:?}");
+        }
+        // With a private file a proxy password is accepted, and never shown.
+        let (_dir, result) = check(&server("http://u:s3cret@proxy.corp:3128"), 0o600, &env);
+        let config = result.expect("valid");
+        let shown = format!("{config:?} {:?}", config.server.client_config());
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("proxy.corp"), "{shown}");
+    }
+
+    #[test]
+    fn ca_file_is_resolved_next_to_the_job_file_and_must_hold_a_certificate() {
+        let env = |_: &str| None;
+        let (dir, result) = check(
+            "[server]\nurl = \"https://x/api/stac/v1\"\nca_file = \"missing.pem\"\n",
+            0o644,
+            &env,
+        );
+        let m = messages(result);
+        assert!(
+            m.iter()
+                .any(|e| e.starts_with("3:11:") && e.contains("cannot read the CA file")),
+            "{m:?}"
+        );
+        assert!(
+            m.iter()
+                .any(|e| e.contains(&dir.path().join("missing.pem").display().to_string())),
+            "{m:?}"
+        );
+    }
 
     #[test]
     fn relative_config_paths_get_an_absolute_folder() {

@@ -9,10 +9,11 @@ pub use error::{ConfigError, LocatedError};
 pub use load::{load, parse};
 pub use template::TemplateError;
 
+use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::stac::{ApiVersion, Auth};
+use crate::stac::{ApiVersion, Auth, ClientConfig, redact_userinfo};
 use crate::supervisor::PolicySpec;
 use crate::trigger::{Schedule, WatchSpec};
 use crate::upload::UploadOptions;
@@ -28,13 +29,47 @@ pub struct Config {
 }
 
 /// How to reach the API.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ServerConfig {
     pub url: url::Url,
     pub api_version: ApiVersion,
     pub auth: Auth,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
+    /// `ca_file`: PEM roots trusted on top of the system's, checked to hold a certificate.
+    pub ca_file: Option<PathBuf>,
+    /// `proxy`: the proxy for the API, the part URLs and Cognito alike (`NO_PROXY` still
+    /// applies). Without it, `HTTPS_PROXY`/`HTTP_PROXY` from the environment apply.
+    pub proxy: Option<url::Url>,
+}
+
+impl ServerConfig {
+    /// The client settings for this server (`NO_PROXY` read from the environment).
+    pub fn client_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new(self.url.clone());
+        c.api_version = self.api_version;
+        c.auth = self.auth.clone();
+        c.connect_timeout = self.connect_timeout;
+        c.request_timeout = self.request_timeout;
+        c.ca_file = self.ca_file.clone();
+        c.proxy = self.proxy.clone();
+        c
+    }
+}
+
+/// A proxy URL may hold a password: never shown.
+impl fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("url", &self.url.as_str())
+            .field("api_version", &self.api_version)
+            .field("auth", &self.auth)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("ca_file", &self.ca_file)
+            .field("proxy", &self.proxy.as_ref().map(redact_userinfo))
+            .finish()
+    }
 }
 
 /// One `[[job]]`, defaults applied.

@@ -67,6 +67,8 @@ pub(super) struct RawServer {
     pub(super) api_version: Option<Spanned<String>>,
     pub(super) connect_timeout: Option<Spanned<DurationText>>,
     pub(super) request_timeout: Option<Spanned<DurationText>>,
+    pub(super) ca_file: Option<Spanned<String>>,
+    pub(super) proxy: Option<Spanned<String>>,
     pub(super) auth: Option<RawAuth>,
 }
 
@@ -83,6 +85,9 @@ pub(super) struct RawAuth {
     pub(super) token: Option<Spanned<String>>,
     pub(super) token_env: Option<Spanned<String>>,
     pub(super) token_file: Option<Spanned<String>>,
+    pub(super) client_id: Option<Spanned<String>>,
+    pub(super) region: Option<Spanned<String>>,
+    pub(super) endpoint: Option<Spanned<String>>,
 }
 
 with_settings! {

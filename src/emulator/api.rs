@@ -233,14 +233,14 @@ impl Ctx {
     where
         F: Future<Output = Result<Response, ApiError>>,
     {
-        if let Err(e) = self.authorize() {
+        if let Err(e) = self.authorize().await {
             return e.into_response();
         }
         handler.await.unwrap_or_else(IntoResponse::into_response)
     }
 
     /// Writes of the API need the configured credentials; reads and presigned URLs do not.
-    fn authorize(&self) -> Result<(), ApiError> {
+    async fn authorize(&self) -> Result<(), ApiError> {
         if matches!(self.method, Method::GET | Method::HEAD | Method::OPTIONS)
             || !self.uri.path().starts_with("/api/")
         {
@@ -268,6 +268,14 @@ impl Ctx {
                 .is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes())),
             (EmulatorAuth::Bearer(token), Some(given)) => credentials(given, "Bearer")
                 .is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes())),
+            (EmulatorAuth::Cognito { .. }, Some(given)) => {
+                match (credentials(given, "Bearer"), &self.shared.cognito) {
+                    (Some(token), Some(checker)) if !token.is_empty() => {
+                        checker.check(token).await?
+                    }
+                    _ => false,
+                }
+            }
         };
         if accepted {
             Ok(())
@@ -278,17 +286,18 @@ impl Ctx {
         }
     }
 
-    /// `http://HOST` as the client addressed us, so that the URLs we hand out work from where
-    /// it stands (a container, another host).
+    /// `http://HOST` (or `https://`) as the client addressed us, so that the URLs we hand out
+    /// work from where it stands (a container, another host).
     fn origin(&self) -> String {
         let host = self
             .headers
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
             .filter(|h| h.parse::<Authority>().is_ok());
+        let scheme = self.shared.scheme;
         match host {
-            Some(host) => format!("http://{host}"),
-            None => format!("http://{}", self.shared.addr),
+            Some(host) => format!("{scheme}://{host}"),
+            None => format!("{scheme}://{}", self.shared.addr),
         }
     }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use super::{Emulator, EmulatorAuth, EmulatorConfig, FaultSpec, Storage};
+use super::{Emulator, EmulatorAuth, EmulatorConfig, EmulatorTls, FaultSpec, Storage};
 use crate::units::ByteSize;
 
 /// Options of `stac-uploadd emulator`.
@@ -16,7 +16,8 @@ pub struct EmulatorArgs {
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
-    /// Credentials required on writes: none, basic:USER:PASS, token:TOKEN or bearer:TOKEN.
+    /// Credentials required on writes: none, basic:USER:PASS, token:TOKEN, bearer:TOKEN, or
+    /// cognito:ENDPOINT (Bearer tokens the Cognito user pool at ENDPOINT accepts).
     #[arg(
         long,
         env = "STAC_EMULATOR_AUTH",
@@ -50,6 +51,14 @@ pub struct EmulatorArgs {
     /// complete:drop_after_commit, create:delay=2s:p=0.5 (repeatable).
     #[arg(long = "fault", value_name = "SPEC")]
     pub faults: Vec<FaultSpec>,
+
+    /// Serve https with this PEM certificate (chain); needs --tls-key.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// Parses `--auth` without echoing the value in errors, as clap would: it holds a secret.
@@ -87,6 +96,11 @@ pub async fn run(args: EmulatorArgs) -> anyhow::Result<()> {
         url_ttl: args.url_ttl,
         storage: args.data_dir.map_or(Storage::Memory, Storage::Dir),
         seed: args.seed,
+        tls: match (args.tls_cert, args.tls_key) {
+            (Some(cert), Some(key)) => Some(EmulatorTls { cert, key }),
+            // clap makes each of the two flags require the other.
+            _ => None,
+        },
     };
     let emulator = Emulator::start(args.listen, config)
         .await
@@ -166,6 +180,26 @@ mod tests {
         assert_eq!(cli.args.faults.len(), 2);
         assert_eq!(cli.args.listen.port(), 8080);
         assert!(!format!("{:?}", cli.args.auth).contains("se:cret"));
+
+        let cli = Cli::try_parse_from([
+            "x",
+            "--auth",
+            "cognito:http://127.0.0.1:5000/",
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+        ])
+        .unwrap();
+        assert_eq!(
+            cli.args.auth,
+            EmulatorAuth::Cognito {
+                endpoint: "http://127.0.0.1:5000/".into()
+            }
+        );
+        assert_eq!(cli.args.tls_key, Some(PathBuf::from("k.pem")));
+        assert!(Cli::try_parse_from(["x", "--auth", "cognito:nope"]).is_err());
+        assert!(Cli::try_parse_from(["x", "--tls-key", "k.pem"]).is_err());
 
         let err = Cli::try_parse_from(["x", "--auth", "basic:secretonly"]).unwrap_err();
         assert!(!err.to_string().contains("secretonly"));

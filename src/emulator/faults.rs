@@ -474,6 +474,9 @@ pub(crate) fn status_response(code: u16) -> Response {
             (status, [(header::CONTENT_TYPE, "text/html")], page).into_response()
         }
         500 => super::error::ApiError::internal().into_response(),
+        // What the API says when a token has expired or was revoked (with `WWW-Authenticate`).
+        401 => super::error::ApiError::unauthorized("Incorrect authentication credentials.")
+            .into_response(),
         _ => super::error::ApiError::new(status, status.canonical_reason().unwrap_or("Error"))
             .into_response(),
     };

@@ -7,6 +7,10 @@
 //! lost answers, delays, expired URLs, a bandwidth cap) are injected per kind of call from Rust,
 //! from the admin API under `/_emulator/`, or with `--fault` on the command line.
 //!
+//! Writes need the configured credentials: Basic, `Token`, a static `Bearer`, or an access
+//! token of a Cognito user pool (checked with Cognito's `GetUser`, as production accepts them).
+//! With a certificate and key it serves https, and hands out https part URLs.
+//!
 //! | path | what |
 //! | --- | --- |
 //! | `/api/stac/{v1,v0.9}/collections/...` | the STAC API (collections, items, assets, uploads) |
@@ -16,6 +20,7 @@
 
 mod api;
 mod cli;
+mod cognito;
 mod error;
 mod faults;
 mod s3;
@@ -59,6 +64,17 @@ pub struct EmulatorConfig {
     pub storage: Storage,
     /// A JSON file of collections, items and assets to start with.
     pub seed: Option<PathBuf>,
+    /// Serve https with this certificate and key instead of plain http.
+    pub tls: Option<EmulatorTls>,
+}
+
+/// The PEM files of an https emulator: its certificate (chain) and private key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmulatorTls {
+    /// The certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
 }
 
 impl Default for EmulatorConfig {
@@ -69,6 +85,7 @@ impl Default for EmulatorConfig {
             url_ttl: Duration::from_secs(3600),
             storage: Storage::Memory,
             seed: None,
+            tls: None,
         }
     }
 }
@@ -90,6 +107,13 @@ pub enum EmulatorAuth {
     Token(String),
     /// `Authorization: Bearer <token>`.
     Bearer(String),
+    /// `Authorization: Bearer <access token>` issued by the Cognito user pool at `endpoint`
+    /// (e.g. `https://cognito-idp.eu-central-1.amazonaws.com/`, or moto), checked with its
+    /// `GetUser` call; accepted tokens are remembered for 30 s.
+    Cognito {
+        /// The Cognito API endpoint.
+        endpoint: String,
+    },
 }
 
 /// Never shows the secrets.
@@ -105,16 +129,19 @@ impl fmt::Debug for EmulatorAuth {
             }
             EmulatorAuth::Token(_) => f.write_str("Token(<redacted>)"),
             EmulatorAuth::Bearer(_) => f.write_str("Bearer(<redacted>)"),
+            EmulatorAuth::Cognito { endpoint } => {
+                write!(f, "Cognito {{ endpoint: {endpoint:?} }}")
+            }
         }
     }
 }
 
-/// `none`, `basic:USER:PASS`, `token:TOKEN` or `bearer:TOKEN`.
+/// `none`, `basic:USER:PASS`, `token:TOKEN`, `bearer:TOKEN` or `cognito:ENDPOINT`.
 impl FromStr for EmulatorAuth {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        let usage = "expected none, basic:USER:PASS, token:TOKEN or bearer:TOKEN";
+        let usage = "expected none, basic:USER:PASS, token:TOKEN, bearer:TOKEN or cognito:ENDPOINT";
         let (scheme, rest) = s.split_once(':').unwrap_or((s, ""));
         let auth = match scheme {
             "none" if rest.is_empty() => EmulatorAuth::None,
@@ -127,6 +154,16 @@ impl FromStr for EmulatorAuth {
             },
             "token" if !rest.is_empty() => EmulatorAuth::Token(rest.to_owned()),
             "bearer" if !rest.is_empty() => EmulatorAuth::Bearer(rest.to_owned()),
+            "cognito" => match url::Url::parse(rest) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") => EmulatorAuth::Cognito {
+                    endpoint: rest.to_owned(),
+                },
+                _ => {
+                    return Err(format!(
+                        "invalid Cognito endpoint {rest:?}: expected e.g. cognito:https://cognito-idp.eu-central-1.amazonaws.com/"
+                    ));
+                }
+            },
             // The input may hold a secret: do not echo it.
             _ => return Err(format!("invalid --auth value: {usage}")),
         };
@@ -229,7 +266,11 @@ impl Clock {
 pub(crate) struct Shared {
     /// The address clients reach this server at (loopback when bound to 0.0.0.0).
     pub(crate) addr: SocketAddr,
+    /// `http`, or `https` when serving TLS.
+    pub(crate) scheme: &'static str,
     pub(crate) auth: EmulatorAuth,
+    /// Set with `EmulatorAuth::Cognito`.
+    pub(crate) cognito: Option<cognito::TokenChecker>,
     pub(crate) legacy_in_progress_400: bool,
     pub(crate) url_ttl: TimeDelta,
     state: Mutex<State>,
@@ -271,6 +312,7 @@ pub struct Emulator {
 impl Emulator {
     /// Binds `listen` (port 0 for an ephemeral port) and serves until shut down.
     pub async fn start(listen: SocketAddr, config: EmulatorConfig) -> std::io::Result<Emulator> {
+        let tls = config.tls.as_ref().map(server::acceptor).transpose()?;
         let listener = tokio::net::TcpListener::bind(listen).await?;
         let addr = connectable(listener.local_addr()?);
         let clock = Clock::new();
@@ -278,9 +320,17 @@ impl Emulator {
         if let Some(seed) = &config.seed {
             state::load_seed(&mut state, seed, clock.now()).await?;
         }
+        let cognito = match &config.auth {
+            EmulatorAuth::Cognito { endpoint } => {
+                Some(cognito::TokenChecker::new(endpoint.clone()))
+            }
+            _ => None,
+        };
         let shared = Arc::new(Shared {
             addr,
+            scheme: if tls.is_some() { "https" } else { "http" },
             auth: config.auth,
+            cognito,
             legacy_in_progress_400: config.legacy_in_progress_400,
             url_ttl: TimeDelta::from_std(config.url_ttl).unwrap_or(TimeDelta::MAX),
             state: Mutex::new(state),
@@ -297,6 +347,7 @@ impl Emulator {
             listener,
             api::router(Arc::clone(&shared)),
             shared.faults.bandwidth_handle(),
+            tls,
             shutdown.clone(),
             tasks.clone(),
         ));
@@ -312,14 +363,19 @@ impl Emulator {
         self.shared.addr
     }
 
+    /// `http://127.0.0.1:PORT` (`https://` when serving TLS).
+    pub fn origin(&self) -> String {
+        format!("{}://{}", self.shared.scheme, self.shared.addr)
+    }
+
     /// `http://127.0.0.1:PORT/api/stac/v1`.
     pub fn base_url(&self) -> String {
-        format!("http://{}/api/stac/v1", self.shared.addr)
+        format!("{}/api/stac/v1", self.origin())
     }
 
     /// `http://127.0.0.1:PORT/api/stac/v0.9`.
     pub fn base_url_v09(&self) -> String {
-        format!("http://{}/api/stac/v0.9", self.shared.addr)
+        format!("{}/api/stac/v0.9", self.origin())
     }
 
     /// The asset's URL under the v1 API.
@@ -360,7 +416,7 @@ impl Emulator {
         let asset = state.asset(key).ok()?;
         let href = match (&asset.external_href, &asset.object) {
             (Some(external), _) => Some(external.clone()),
-            (None, Some(_)) => Some(format!("http://{}{}", self.shared.addr, key.data_path())),
+            (None, Some(_)) => Some(format!("{}{}", self.origin(), key.data_path())),
             (None, None) => None,
         };
         Some(AssetSnapshot {

@@ -1,5 +1,6 @@
-//! The accept loop: one hyper HTTP/1 connection per socket, each read through a throttle and
-//! killable by its own handlers (that is how a "connection reset" fault is staged).
+//! The accept loop: one hyper HTTP/1 connection per socket (TLS-wrapped when configured), each
+//! read through a throttle and killable by its own handlers (that is how a "connection reset"
+//! fault is staged).
 
 use std::io;
 use std::pin::Pin;
@@ -16,8 +17,12 @@ use hyper::service::Service as _;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::time::{Instant, Sleep};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -34,10 +39,44 @@ impl ConnHandle {
     }
 }
 
+/// A client that connects and never finishes its TLS handshake is dropped after this long.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The TLS acceptor for the PEM certificate chain and key of `tls`.
+pub(crate) fn acceptor(tls: &super::EmulatorTls) -> io::Result<TlsAcceptor> {
+    let bad = |what: &str, path: &std::path::Path, e: &dyn std::fmt::Display| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("TLS {what} {}: {e}", path.display()),
+        )
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&tls.cert)
+        .and_then(|certs| certs.collect())
+        .map_err(|e| bad("certificate", &tls.cert, &e))?;
+    if certs.is_empty() {
+        return Err(bad(
+            "certificate",
+            &tls.cert,
+            &"no PEM certificate in the file",
+        ));
+    }
+    let key =
+        PrivateKeyDer::from_pem_file(&tls.key).map_err(|e| bad("private key", &tls.key, &e))?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
+        .map_err(|e| bad("certificate or key", &tls.cert, &e))?;
+    // The connections are served by hyper's HTTP/1 only.
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
 pub(crate) async fn accept_loop(
     listener: TcpListener,
     router: Router,
     bandwidth: Arc<AtomicU64>,
+    tls: Option<TlsAcceptor>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 ) {
@@ -50,12 +89,34 @@ pub(crate) async fn accept_loop(
             Ok((stream, peer)) => {
                 // Small answers must not wait for Nagle.
                 let _ = stream.set_nodelay(true);
-                tasks.spawn(serve(
-                    stream,
-                    router.clone(),
-                    Arc::clone(&bandwidth),
-                    shutdown.clone(),
-                ));
+                let (router, bandwidth, shutdown) =
+                    (router.clone(), Arc::clone(&bandwidth), shutdown.clone());
+                match tls.clone() {
+                    None => {
+                        tasks.spawn(serve(stream, router, bandwidth, shutdown));
+                    }
+                    Some(acceptor) => {
+                        tasks.spawn(async move {
+                            let handshake =
+                                tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+                            let stream = tokio::select! {
+                                () = shutdown.cancelled() => return,
+                                done = handshake => match done {
+                                    Ok(Ok(stream)) => stream,
+                                    Ok(Err(e)) => {
+                                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                        return;
+                                    }
+                                    Err(_) => {
+                                        tracing::debug!(%peer, "TLS handshake timed out");
+                                        return;
+                                    }
+                                },
+                            };
+                            serve(stream, router, bandwidth, shutdown).await;
+                        });
+                    }
+                }
                 tracing::trace!(%peer, "connection accepted");
             }
             Err(e) => {
@@ -67,12 +128,10 @@ pub(crate) async fn accept_loop(
     }
 }
 
-async fn serve(
-    stream: TcpStream,
-    router: Router,
-    bandwidth: Arc<AtomicU64>,
-    shutdown: CancellationToken,
-) {
+async fn serve<S>(stream: S, router: Router, bandwidth: Arc<AtomicU64>, shutdown: CancellationToken)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let kill = CancellationToken::new();
     let handle = ConnHandle(kill.clone());
     let service = TowerToHyperService::new(router);

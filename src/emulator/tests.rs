@@ -1007,3 +1007,105 @@ async fn seed_file_creates_the_catalogue() {
         .unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
 }
+
+#[tokio::test]
+async fn an_injected_401_is_the_api_json_with_a_bearer_challenge() {
+    let (emu, http, key) = setup(EmulatorConfig::default()).await;
+    emu.faults().inject(
+        CallKind::CreateUpload,
+        FaultAction::Status(401),
+        FaultTrigger::Next(1),
+    );
+    let response = create(&http, &emu.asset_url(&key), &create_body(&[b"x"], b"x")).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(response.headers()["www-authenticate"], "Bearer");
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .contains("json")
+    );
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["code"], 401);
+    assert!(body["description"].is_string(), "{body}");
+}
+
+#[tokio::test]
+async fn cognito_mode_asks_getuser_and_remembers_valid_tokens() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    // A stand-in Cognito: "good" is a valid access token, anything else is not.
+    let asked = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&asked);
+    let cognito = axum::Router::new().route(
+        "/",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+            let counter = Arc::clone(&counter);
+            async move {
+                counter.fetch_add(1, Ordering::SeqCst);
+                assert_eq!(
+                    headers["x-amz-target"],
+                    "AWSCognitoIdentityProviderService.GetUser"
+                );
+                let token: Value = serde_json::from_str(&body).unwrap();
+                if token["AccessToken"] == "good" {
+                    (axum::http::StatusCode::OK, r#"{"Username":"u"}"#)
+                } else {
+                    (
+                        axum::http::StatusCode::BAD_REQUEST,
+                        r#"{"__type":"NotAuthorizedException","message":"Invalid token"}"#,
+                    )
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}/", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, cognito).await.unwrap() });
+
+    let config = EmulatorConfig {
+        auth: EmulatorAuth::Cognito { endpoint },
+        ..Default::default()
+    };
+    let (emu, http, key) = setup(config).await;
+    let url = format!("{}/uploads", emu.asset_url(&key));
+    let body = create_body(&[b"x"], b"x");
+    let bad = http.post(&url).bearer_auth("forged").json(&body);
+    assert_eq!(bad.send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    let basic = http.post(&url).basic_auth("u", Some("p")).json(&body);
+    assert_eq!(
+        basic.send().await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let good = http.post(&url).bearer_auth("good").json(&body);
+    assert_eq!(good.send().await.unwrap().status(), StatusCode::CREATED);
+    let id = emu.uploads(&key)[0].id.clone();
+    let abort = http
+        .post(format!("{url}/{id}/abort"))
+        .bearer_auth("good")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(abort.status(), StatusCode::OK);
+    // forged once, good once: the second use of "good" came from the cache.
+    assert_eq!(asked.load(Ordering::SeqCst), 2);
+
+    // Cognito away: the API cannot check tokens and says so with a 503.
+    let config = EmulatorConfig {
+        auth: EmulatorAuth::Cognito {
+            endpoint: format!("http://127.0.0.1:{}/", {
+                let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                l.local_addr().unwrap().port()
+            }),
+        },
+        ..Default::default()
+    };
+    let (emu, http, key) = setup(config).await;
+    let url = format!("{}/uploads", emu.asset_url(&key));
+    let down = http.post(&url).bearer_auth("good").json(&body);
+    assert_eq!(
+        down.send().await.unwrap().status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+}

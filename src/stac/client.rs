@@ -2,6 +2,7 @@
 //! target only decides the asset path.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -9,11 +10,13 @@ use bytes::Bytes;
 use reqwest::header;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use tracing::debug;
+use tracing::{debug, warn};
 use url::Url;
 
-use super::auth::Auth;
-use super::error::{StacError, Step};
+use super::auth::{self, Auth};
+use super::cognito::{Bearer, CognitoError, CognitoProvider};
+use super::error::{ErrorClass, StacError, Step};
+use super::tls::{self, CaFileError};
 use super::types::*;
 
 /// Upper bound on pages followed through `next` links, so a server that links in a circle
@@ -70,8 +73,9 @@ impl fmt::Display for AssetTarget {
     }
 }
 
-/// How to reach the API.
-#[derive(Debug, Clone)]
+/// How to reach the API. The same HTTP client (roots, proxy) serves the API, the presigned
+/// part URLs and Cognito.
+#[derive(Clone)]
 pub struct ClientConfig {
     /// e.g. `https://data.geo.admin.ch/api/stac/v1`
     pub base_url: Url,
@@ -81,10 +85,19 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// Bound on one API call (not part uploads, whose deadline depends on their length).
     pub request_timeout: Duration,
+    /// PEM certificates trusted on top of the system's roots (self-hosted servers, TLS
+    /// inspection proxies).
+    pub ca_file: Option<PathBuf>,
+    /// A proxy for every request. `None`: the `HTTPS_PROXY`/`HTTP_PROXY`/`ALL_PROXY` variables
+    /// apply (with `NO_PROXY`), as reqwest reads them.
+    pub proxy: Option<Url>,
+    /// Hosts that bypass `proxy`, in `NO_PROXY` syntax. `new` reads `NO_PROXY`/`no_proxy`.
+    pub no_proxy: Option<String>,
 }
 
 impl ClientConfig {
-    /// Defaults for a base URL: v1, no auth, 10 s to connect, 60 s per API call.
+    /// Defaults for a base URL: v1, no auth, 10 s to connect, 60 s per API call, system roots,
+    /// proxies from the environment.
     pub fn new(base_url: Url) -> Self {
         Self {
             base_url,
@@ -92,8 +105,55 @@ impl ClientConfig {
             auth: Auth::None,
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(60),
+            ca_file: None,
+            proxy: None,
+            no_proxy: std::env::var("NO_PROXY")
+                .or_else(|_| std::env::var("no_proxy"))
+                .ok()
+                .filter(|v| !v.trim().is_empty()),
         }
     }
+}
+
+impl fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("base_url", &self.base_url.as_str())
+            .field("api_version", &self.api_version)
+            .field("auth", &self.auth)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("ca_file", &self.ca_file)
+            .field("proxy", &self.proxy.as_ref().map(redact_userinfo))
+            .field("no_proxy", &self.no_proxy)
+            .finish()
+    }
+}
+
+/// A URL with its password (if any) replaced, for logs and Debug output.
+pub fn redact_userinfo(url: &Url) -> String {
+    let mut shown = url.clone();
+    if shown.password().is_some() {
+        let _ = shown.set_password(Some("***"));
+    }
+    shown.to_string()
+}
+
+/// Why a client could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientBuildError {
+    #[error(transparent)]
+    CaFile(#[from] CaFileError),
+    #[error("invalid proxy {url}: {source}")]
+    Proxy {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The TLS backend or the system's roots could not be set up.
+    #[error(transparent)]
+    Http(reqwest::Error),
 }
 
 /// A client of one STAC API. Cheap to clone; clones share the connection pool.
@@ -107,6 +167,8 @@ struct Inner {
     base: Url,
     api: ApiVersion,
     auth: Auth,
+    /// Set for `Auth::Cognito`: the one token source shared by every clone of this client.
+    cognito: Option<CognitoProvider>,
     request_timeout: Duration,
 }
 
@@ -127,24 +189,52 @@ struct Answer {
 }
 
 impl StacClient {
-    /// Builds a client; fails only if the TLS backend cannot start.
-    pub fn new(cfg: ClientConfig) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
+    /// Builds a client: reads the CA file and sets up the proxy; fails if either is unusable
+    /// or the TLS backend cannot start.
+    pub fn new(cfg: ClientConfig) -> Result<Self, ClientBuildError> {
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(cfg.connect_timeout)
             .user_agent(concat!("stac-uploadd/", env!("CARGO_PKG_VERSION")))
             // Keep pooled connections short-lived: S3 endpoints close idle ones after ~20 s.
-            .pool_idle_timeout(Duration::from_secs(15))
-            .build()?;
+            .pool_idle_timeout(Duration::from_secs(15));
+        if let Some(path) = &cfg.ca_file {
+            builder = builder.tls_certs_merge(tls::load_ca_file(path)?);
+        }
+        // Without an explicit proxy the builder keeps reqwest's environment proxies: nothing
+        // here may call `no_proxy()`.
+        if let Some(url) = &cfg.proxy {
+            let proxy = reqwest::Proxy::all(url.as_str())
+                .map_err(|source| ClientBuildError::Proxy {
+                    url: redact_userinfo(url),
+                    source,
+                })?
+                .no_proxy(
+                    cfg.no_proxy
+                        .as_deref()
+                        .and_then(reqwest::NoProxy::from_string),
+                );
+            builder = builder.proxy(proxy);
+        }
+        let http = builder.build().map_err(ClientBuildError::Http)?;
         let mut base = cfg.base_url;
         if let Ok(mut segs) = base.path_segments_mut() {
             segs.pop_if_empty();
         }
+        let cognito = match &cfg.auth {
+            Auth::Cognito(c) => Some(CognitoProvider::new(
+                http.clone(),
+                c.clone(),
+                cfg.request_timeout,
+            )),
+            _ => None,
+        };
         Ok(Self {
             inner: Arc::new(Inner {
                 http,
                 base,
                 api: cfg.api_version,
                 auth: cfg.auth,
+                cognito,
                 request_timeout: cfg.request_timeout,
             }),
         })
@@ -168,7 +258,8 @@ impl StacClient {
         url
     }
 
-    /// Sends one request and returns the answer if its status is a success.
+    /// Sends one API request and returns the answer if its status is a success. Every API call
+    /// goes through here: with Cognito, a 401 renews the token and replays the request once.
     async fn send(
         &self,
         step: Step,
@@ -178,40 +269,56 @@ impl StacClient {
         fresh: bool,
     ) -> Result<Answer, StacError> {
         let method_name = method_name(&method);
-        let mut req = self
-            .inner
-            .http
-            .request(method, url.clone())
-            .timeout(self.inner.request_timeout);
-        // Reads need no credentials; sending them anyway is harmless and keeps private
-        // deployments that protect reads working.
-        req = self.inner.auth.apply(req);
-        if fresh {
-            // Answers may come through a CDN; a skip or resume decision needs the live value.
-            req = req.header(header::CACHE_CONTROL, "no-cache");
-        }
-        if let Some(b) = body {
-            req = req.json(b);
-        }
-        let started = Instant::now();
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| StacError::from_transport(step, method_name, url.as_str(), e))?;
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| StacError::from_transport(step, method_name, url.as_str(), e))?;
-        debug!(
-            step = %step,
-            method = method_name,
-            url = %super::redact_url(url.as_str()),
-            status = status.as_u16(),
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "request"
-        );
+        let mut replayed = false;
+        let (status, headers, body) = loop {
+            let bearer = self.cognito_token(step, method_name, &url).await?;
+            let mut req = self
+                .inner
+                .http
+                .request(method.clone(), url.clone())
+                .timeout(self.inner.request_timeout);
+            // Reads need no credentials; sending them anyway is harmless and keeps private
+            // deployments that protect reads working.
+            req = match &bearer {
+                Some(b) => auth::bearer(req, &b.token),
+                None => self.inner.auth.apply(req),
+            };
+            if fresh {
+                // Answers may come through a CDN; a skip or resume decision needs the live value.
+                req = req.header(header::CACHE_CONTROL, "no-cache");
+            }
+            if let Some(b) = body {
+                req = req.json(b);
+            }
+            let started = Instant::now();
+            let resp = req
+                .send()
+                .await
+                .map_err(|e| transport_error(step, method_name, url.as_str(), e))?;
+            let status = resp.status();
+            let headers = resp.headers().clone();
+            let body = resp
+                .bytes()
+                .await
+                .map_err(|e| transport_error(step, method_name, url.as_str(), e))?;
+            debug!(
+                step = %step,
+                method = method_name,
+                url = %super::redact_url(url.as_str()),
+                status = status.as_u16(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "request"
+            );
+            match (&bearer, &self.inner.cognito) {
+                (Some(b), Some(provider)) if status == StatusCode::UNAUTHORIZED && !replayed => {
+                    // Expired early, revoked, or the clock is off: one fresh token, one replay.
+                    warn!(step = %step, "the API refused the Cognito token; renewing it and sending again");
+                    provider.invalidate(b.generation).await;
+                    replayed = true;
+                }
+                _ => break (status, headers, body),
+            }
+        };
         if status.is_success() || status == StatusCode::NOT_MODIFIED {
             Ok(Answer { status, body })
         } else {
@@ -227,6 +334,23 @@ impl StacClient {
                 &body,
             ))
         }
+    }
+
+    /// The Cognito token for a request, when the client logs in with Cognito.
+    async fn cognito_token(
+        &self,
+        step: Step,
+        method: &'static str,
+        url: &Url,
+    ) -> Result<Option<Bearer>, StacError> {
+        let Some(provider) = &self.inner.cognito else {
+            return Ok(None);
+        };
+        provider
+            .token()
+            .await
+            .map(Some)
+            .map_err(|e| cognito_error(step, method, url.as_str(), e))
     }
 
     fn json(&self, step: Step, method: &Method, url: &Url, a: &Answer) -> Result<Value, StacError> {
@@ -451,13 +575,13 @@ impl StacClient {
             .body(body)
             .send()
             .await
-            .map_err(|e| StacError::from_transport(step, "PUT", &url.url, e))?;
+            .map_err(|e| transport_error(step, "PUT", &url.url, e))?;
         let status = resp.status();
         let headers = resp.headers().clone();
         let body = resp
             .bytes()
             .await
-            .map_err(|e| StacError::from_transport(step, "PUT", &url.url, e))?;
+            .map_err(|e| transport_error(step, "PUT", &url.url, e))?;
         debug!(
             step = %step,
             url = %super::redact_url(&url.url),
@@ -481,6 +605,34 @@ impl StacClient {
             .ok_or_else(|| {
                 StacError::bad_answer(step, "PUT", &url.url, status, "no ETag header".to_owned())
             })
+    }
+}
+
+/// A transport failure as a [`StacError`]; a refused server certificate is not retryable, as
+/// sending again cannot help until the trusted roots change.
+fn transport_error(step: Step, method: &'static str, url: &str, err: reqwest::Error) -> StacError {
+    let refused = tls::is_certificate_refusal(&err);
+    let mut e = StacError::from_transport(step, method, url, err);
+    if refused {
+        e.class = ErrorClass::RequestWrong;
+        e.description = format!(
+            "the server's TLS certificate is not trusted ({}); if the server or a proxy uses a private CA, add it with [server] ca_file",
+            e.description
+        );
+    }
+    e
+}
+
+/// A failed Cognito login, reported against the API call that needed the token.
+fn cognito_error(step: Step, method: &'static str, url: &str, err: CognitoError) -> StacError {
+    StacError {
+        step,
+        method,
+        url: super::redact_url(url),
+        status: None,
+        class: err.class(),
+        description: err.to_string(),
+        source: None,
     }
 }
 

@@ -2,12 +2,15 @@
 
 mod auth;
 mod client;
+mod cognito;
 mod error;
+mod tls;
 mod types;
 
-pub use auth::Auth;
-pub use client::{AssetTarget, ClientConfig, StacClient};
+pub use auth::{Auth, CognitoAuth, DEFAULT_RENEW_MARGIN};
+pub use client::{AssetTarget, ClientBuildError, ClientConfig, StacClient, redact_userinfo};
 pub use error::{ErrorClass, StacError, Step};
+pub use tls::{CaFileError, load_ca_file};
 pub use types::*;
 
 /// A URL without its query string: presigned URLs carry their signature there.

@@ -16,6 +16,7 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 use super::clock::Clock;
 use super::policy::PolicyKind;
 use crate::config::{JobSpec, TriggerSpec};
+use crate::observe::metrics::{self, UploadOutcome};
 use crate::stac::{AssetTarget, StacClient, Upload, UploadId};
 use crate::state::{InFlight, Outcome, RunRecord, StateStore};
 use crate::upload::{
@@ -201,6 +202,37 @@ fn worth_retrying(e: &UploadError) -> bool {
     }
 }
 
+/// The reason label of a retry: the protocol error class when the server answered, else what
+/// went wrong locally.
+fn error_reason(e: &UploadError) -> &'static str {
+    match e {
+        UploadError::AfterCreate { cause, .. } => error_reason(cause),
+        UploadError::Stac(e) => e.class.name(),
+        UploadError::InProgress { .. } => "already_in_progress",
+        UploadError::FileChanged { .. } => "file_changed",
+        UploadError::UrlsExpiring { .. } => "urls_expiring",
+        UploadError::Cancelled => "cancelled",
+        e if e.is_local_input() => "local_input",
+        _ => "other",
+    }
+}
+
+/// How an upload session ended, for the metrics.
+fn upload_outcome(result: &Result<UploadReport, UploadError>) -> UploadOutcome {
+    match result {
+        Ok(_) => UploadOutcome::Uploaded,
+        Err(UploadError::InProgress { .. }) => UploadOutcome::Blocked,
+        Err(e) if e.left_in_progress().is_some() => UploadOutcome::AbortFailed,
+        Err(UploadError::Cancelled) => UploadOutcome::Cancelled,
+        Err(UploadError::AfterCreate { cause, .. })
+            if matches!(**cause, UploadError::Cancelled) =>
+        {
+            UploadOutcome::Cancelled
+        }
+        Err(_) => UploadOutcome::Failed,
+    }
+}
+
 impl<U: Uploader> Job<U> {
     /// Runs work from the pending slot until `stop` is cancelled; a run in progress is finished
     /// (or aborted through `abort_runs`) first.
@@ -281,6 +313,7 @@ impl<U: Uploader> Job<U> {
                 break result;
             }
             warn!(attempt = attempts, wait_ms = wait.as_millis() as u64, error = %e, "run failed, retrying");
+            metrics::run_retry(&self.spec.name, error_reason(e));
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
                 () = self.abort_runs.cancelled() => break result,
@@ -331,6 +364,7 @@ impl<U: Uploader> Job<U> {
             }
         };
         self.shared.state.record_run(record.clone());
+        metrics::run_finished(&record);
         let _ = self.shared.runs.send(record.clone());
         record
     }
@@ -361,6 +395,7 @@ impl<U: Uploader> Job<U> {
                         return result;
                     }
                     _ => {
+                        metrics::stale_upload_aborted(&self.spec.name);
                         let _ = self.shared.state.remove_inflight(&upload.upload_id);
                     }
                 }
@@ -436,13 +471,20 @@ impl<U: Uploader> Job<U> {
             created: Mutex::new(None),
         });
         let span = info_span!("attempt", attempt);
+        let busy = metrics::upload_in_progress();
         let result = self
             .shared
             .uploader
             .upload(target, path, &self.spec.upload, observer.clone(), &cancel)
             .instrument(span)
             .await;
+        drop(busy);
         deadline.abort();
+        metrics::upload_finished(
+            &self.spec.name,
+            upload_outcome(&result),
+            result.as_ref().ok().map(|r| r.total_time),
+        );
         if let Some(id) = observer
             .created
             .lock()
@@ -493,6 +535,10 @@ struct Recorder {
 
 impl UploadObserver for Recorder {
     fn on_event(&self, event: &UploadEvent<'_>) {
+        if let UploadEvent::PartRetry { error, .. } = event {
+            metrics::part_retry(&self.job, error_reason(error));
+            return;
+        }
         let UploadEvent::Created {
             upload,
             multihash,

@@ -40,6 +40,7 @@ impl<U: Uploader> Supervisor<U> {
         let tasks = TaskTracker::new();
         let mut jobs = Vec::with_capacity(specs.len());
         for spec in specs {
+            crate::observe::metrics::register_job(&spec.name);
             let job = Arc::new(Job {
                 spec,
                 shared: shared.clone(),

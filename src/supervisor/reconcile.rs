@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::JobSpec;
+use crate::observe::metrics;
 use crate::stac::{ErrorClass, StacClient, UploadStatus};
 use crate::state::{InFlight, Outcome, RunRecord, StateStore};
 use crate::upload::{self, AbortOutcome, FileSnapshot, UploadOptions};
@@ -32,6 +33,7 @@ pub async fn reconcile(
             .unwrap_or_default();
         if let Some(r) = reconcile_one(client, state, &rec, &opts, cancel).await {
             state.record_run(r.clone());
+            metrics::run_finished(&r);
             records.push(r);
         }
     }
@@ -91,6 +93,7 @@ async fn reconcile_one(
     };
     if file_same && urls_alive {
         info!(upload_id = %id, job = %rec.job, "resuming an upload interrupted by a restart");
+        let _busy = metrics::upload_in_progress();
         let expected = crate::stac::Multihash::from_hex(&rec.multihash);
         let result = upload::resume_upload(
             client,

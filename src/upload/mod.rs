@@ -3,6 +3,7 @@
 //!
 //! Nothing here knows about schedules or policies: errors go up typed, and the caller decides.
 
+pub mod compress;
 mod digest;
 mod error;
 mod plan;

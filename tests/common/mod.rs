@@ -155,3 +155,366 @@ impl Env {
 pub fn write_file(path: &Path, len: u64, seed: u64) -> String {
     stac_uploadd::demo::write_sample(path, len, seed).expect("the test file is written")
 }
+
+/// An emulator with the given auth, and a client with `client_auth`.
+pub async fn start_with_auth(config: EmulatorConfig, client_auth: Auth) -> Env {
+    let emu = Emulator::start("127.0.0.1:0".parse().unwrap(), config)
+        .await
+        .expect("emulator starts");
+    let client = client_for(&emu.base_url(), ApiVersion::V1, client_auth);
+    Env {
+        emu,
+        client,
+        dir: tempfile::tempdir().unwrap(),
+    }
+}
+
+/// The [`StacError`] behind an upload failure, looking through "failed after create".
+pub fn stac_error(e: &UploadError) -> Option<&stac_uploadd::stac::StacError> {
+    match e {
+        UploadError::Stac(s) => Some(s),
+        UploadError::AfterCreate { cause, .. } => stac_error(cause),
+        _ => None,
+    }
+}
+
+// --- Cognito (moto) -------------------------------------------------------------------------
+
+/// A free loopback port (free when asked; good enough for a test server started right after).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// The moto server the Cognito tests talk to: `MOTO_ENDPOINT` (set by .ci/run), else one
+/// started for this test binary on a free port, stopped when the test process exits.
+pub fn moto_endpoint() -> String {
+    /// The endpoint, and the watchdog shell of a moto we started (kept for the process's life).
+    type Moto = (String, Option<std::sync::Mutex<std::process::Child>>);
+    static MOTO: std::sync::OnceLock<Moto> = std::sync::OnceLock::new();
+    MOTO.get_or_init(|| match std::env::var("MOTO_ENDPOINT") {
+        Ok(e) if !e.trim().is_empty() => (e.trim().trim_end_matches('/').to_owned(), None),
+        _ => {
+            let (endpoint, watchdog) = start_moto();
+            (endpoint, Some(std::sync::Mutex::new(watchdog)))
+        }
+    })
+    .0
+    .clone()
+}
+
+fn start_moto() -> (String, std::process::Child) {
+    use std::process::{Command, Stdio};
+    match Command::new("moto_server")
+        .arg("--help")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+    {
+        Ok(s) if s.success() => {}
+        other => panic!(
+            "the Cognito tests need moto's server (a local AWS Cognito), and `moto_server --help` \
+             did not run ({other:?}): install it with pip install 'moto[server]', or point \
+             MOTO_ENDPOINT at a running one"
+        ),
+    }
+    let port = free_port();
+    // A watchdog shell owns moto and stops it once this test process is gone, so that a test
+    // binary never leaves a server behind (statics are not dropped at exit).
+    let script = format!(
+        "moto_server -H 127.0.0.1 -p {port} >/dev/null 2>&1 & m=$!\n\
+         while kill -0 {parent} 2>/dev/null && kill -0 $m 2>/dev/null; do sleep 0.5; done\n\
+         kill $m 2>/dev/null",
+        parent = std::process::id()
+    );
+    let mut watchdog = Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("sh starts moto_server");
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return (endpoint, watchdog);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = watchdog.kill();
+    let _ = watchdog.wait();
+    panic!("moto_server did not listen on {endpoint} within 60 s");
+}
+
+/// One call of Cognito's JSON API; panics unless it succeeds.
+pub async fn cognito_call(
+    endpoint: &str,
+    action: &str,
+    body: serde_json::Value,
+) -> serde_json::Value {
+    let resp = reqwest::Client::new()
+        .post(endpoint)
+        .header("Content-Type", "application/x-amz-json-1.1")
+        .header(
+            "X-Amz-Target",
+            format!("AWSCognitoIdentityProviderService.{action}"),
+        )
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{action} at {endpoint}: {e}"));
+    let status = resp.status();
+    let text = resp.text().await.unwrap_or_default();
+    assert!(status.is_success(), "{action}: HTTP {status}: {text}");
+    serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
+}
+
+/// A fresh user pool with an app client that allows password and refresh-token logins.
+pub struct CognitoPool {
+    pub endpoint: String,
+    pub pool_id: String,
+    pub client_id: String,
+}
+
+/// A password moto's default pool policy accepts.
+pub const COGNITO_PASSWORD: &str = "Corr3ct-Horse-Battery!";
+
+impl CognitoPool {
+    pub async fn new() -> Self {
+        let endpoint = moto_endpoint();
+        let pool = cognito_call(
+            &endpoint,
+            "CreateUserPool",
+            serde_json::json!({ "PoolName": format!("stac-{}", uuid::Uuid::new_v4().simple()) }),
+        )
+        .await;
+        let pool_id = pool["UserPool"]["Id"].as_str().expect("pool id").to_owned();
+        let client = cognito_call(
+            &endpoint,
+            "CreateUserPoolClient",
+            serde_json::json!({
+                "UserPoolId": pool_id,
+                "ClientName": "stac-uploadd",
+                "ExplicitAuthFlows": ["ALLOW_USER_PASSWORD_AUTH", "ALLOW_REFRESH_TOKEN_AUTH"],
+            }),
+        )
+        .await;
+        let client_id = client["UserPoolClient"]["ClientId"]
+            .as_str()
+            .expect("client id")
+            .to_owned();
+        CognitoPool {
+            endpoint,
+            pool_id,
+            client_id,
+        }
+    }
+
+    /// A user with a permanent password, ready to log in.
+    pub async fn user(&self, name: &str, password: &str) {
+        self.user_with_temporary_password(name, "Temp-Pass-1!")
+            .await;
+        cognito_call(
+            &self.endpoint,
+            "AdminSetUserPassword",
+            serde_json::json!({
+                "UserPoolId": self.pool_id,
+                "Username": name,
+                "Password": password,
+                "Permanent": true,
+            }),
+        )
+        .await;
+    }
+
+    /// A user created by an admin and never logged in: FORCE_CHANGE_PASSWORD.
+    pub async fn user_with_temporary_password(&self, name: &str, temporary: &str) {
+        cognito_call(
+            &self.endpoint,
+            "AdminCreateUser",
+            serde_json::json!({
+                "UserPoolId": self.pool_id,
+                "Username": name,
+                "TemporaryPassword": temporary,
+                "MessageAction": "SUPPRESS",
+            }),
+        )
+        .await;
+    }
+
+    /// Revokes every token of the user (access and refresh), as an admin would.
+    pub async fn sign_out(&self, name: &str) {
+        cognito_call(
+            &self.endpoint,
+            "AdminUserGlobalSignOut",
+            serde_json::json!({ "UserPoolId": self.pool_id, "Username": name }),
+        )
+        .await;
+    }
+
+    /// Client credentials for `name` at `endpoint` (the pool's own, or a counting front).
+    pub fn auth(
+        &self,
+        name: &str,
+        password: &str,
+        endpoint: &str,
+    ) -> stac_uploadd::stac::CognitoAuth {
+        stac_uploadd::stac::CognitoAuth::new(
+            name,
+            SecretString::from(password),
+            &self.client_id,
+            "us-east-1",
+        )
+        .with_endpoint(endpoint.parse().expect("endpoint URL"))
+    }
+}
+
+/// A pass-through in front of Cognito that counts the calls it forwards, by `X-Amz-Target`
+/// action and, for InitiateAuth, by AuthFlow: what Cognito saw, independent of the client.
+pub struct CognitoFront {
+    pub url: String,
+    seen: Arc<std::sync::Mutex<Vec<String>>>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl CognitoFront {
+    pub async fn start(upstream: &str) -> Self {
+        use axum::body::Bytes;
+        use axum::http::{HeaderMap, StatusCode};
+
+        let seen: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+        let http = reqwest::Client::new();
+        let (upstream, recorded) = (upstream.to_owned(), Arc::clone(&seen));
+        let app = axum::Router::new().fallback(move |headers: HeaderMap, body: Bytes| {
+            let (http, upstream, recorded) =
+                (http.clone(), upstream.clone(), Arc::clone(&recorded));
+            async move {
+                let target = headers
+                    .get("x-amz-target")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .rsplit('.')
+                    .next()
+                    .unwrap_or("")
+                    .to_owned();
+                let flow = serde_json::from_slice::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v["AuthFlow"].as_str().map(str::to_owned));
+                recorded.lock().unwrap().push(match flow {
+                    Some(flow) => format!("{target}:{flow}"),
+                    None => target,
+                });
+                let mut req = http.post(&upstream).body(body);
+                for name in ["content-type", "x-amz-target"] {
+                    if let Some(v) = headers.get(name) {
+                        req = req.header(name, v);
+                    }
+                }
+                let resp = req.send().await.expect("moto answers");
+                let status = StatusCode::from_u16(resp.status().as_u16()).unwrap();
+                let mut out = axum::http::Response::builder().status(status);
+                for name in ["content-type", "x-amzn-errortype"] {
+                    if let Some(v) = resp.headers().get(name) {
+                        out = out.header(name, v.as_bytes());
+                    }
+                }
+                out.body(axum::body::Body::from(
+                    resp.bytes().await.unwrap_or_default(),
+                ))
+                .unwrap()
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        CognitoFront {
+            url,
+            seen,
+            _task: task,
+        }
+    }
+
+    /// Every call forwarded so far, e.g. `InitiateAuth:USER_PASSWORD_AUTH`, `GetUser`.
+    pub fn calls(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// How many calls were exactly `what`.
+    pub fn count(&self, what: &str) -> usize {
+        self.calls().iter().filter(|c| *c == what).count()
+    }
+
+    /// How many InitiateAuth calls of any flow.
+    pub fn initiate_auths(&self) -> usize {
+        self.calls()
+            .iter()
+            .filter(|c| c.starts_with("InitiateAuth"))
+            .count()
+    }
+}
+
+// --- TLS ------------------------------------------------------------------------------------
+
+/// PEM files of a private CA and of a server certificate it signed for 127.0.0.1/localhost, as
+/// a self-hosted server or a TLS-inspecting proxy would have.
+pub struct TestPki {
+    /// The CA certificate: what `ca_file` names.
+    pub ca: PathBuf,
+    /// The server's certificate chain (leaf, then the CA).
+    pub cert: PathBuf,
+    /// The server's private key.
+    pub key: PathBuf,
+}
+
+pub fn test_pki(dir: &Path) -> TestPki {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    };
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "stac-uploadd test CA");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+
+    let mut leaf_params =
+        CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
+    leaf_params
+        .distinguished_name
+        .push(DnType::CommonName, "emulator");
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf_cert = leaf_params.signed_by(&leaf_key, &issuer).unwrap();
+
+    let pki = TestPki {
+        ca: dir.join("ca.pem"),
+        cert: dir.join("server.pem"),
+        key: dir.join("server.key"),
+    };
+    std::fs::write(&pki.ca, ca_cert.pem()).unwrap();
+    std::fs::write(&pki.cert, format!("{}{}", leaf_cert.pem(), ca_cert.pem())).unwrap();
+    std::fs::write(&pki.key, leaf_key.serialize_pem()).unwrap();
+    pki
+}
+
+/// A client for `base` with every setting given, and no `NO_PROXY` from the environment (tests
+/// must not depend on the machine's variables).
+pub fn client_with(
+    base: &str,
+    auth: Auth,
+    ca_file: Option<&Path>,
+    proxy: Option<&str>,
+) -> StacClient {
+    let mut cfg = ClientConfig::new(base.parse().unwrap());
+    cfg.auth = auth;
+    cfg.request_timeout = Duration::from_secs(10);
+    cfg.ca_file = ca_file.map(Path::to_owned);
+    cfg.proxy = proxy.map(|p| p.parse().unwrap());
+    cfg.no_proxy = None;
+    StacClient::new(cfg).expect("client")
+}
