@@ -22,6 +22,21 @@ pub enum ExitCode {
     Usage = 2,
 }
 
+/// One line for an error and its causes. Many errors name their cause in their own message
+/// (`cannot read X: No such file`) and also expose it as `source`; a cause already said is not
+/// repeated.
+pub fn render_error(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !c.is_empty() && !out.contains(&c) {
+            out.push_str(": ");
+            out.push_str(&c);
+        }
+    }
+    out
+}
+
 /// A failure with the exit code it deserves.
 #[derive(Debug)]
 pub struct CliError {
@@ -80,6 +95,8 @@ pub struct Cli {
     pub command: Option<Command>,
 }
 
+// Parsed once at start-up: the size of the biggest variant costs nothing worth boxing for.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon: the jobs of --config, until SIGTERM (the default command).
@@ -158,6 +175,21 @@ pub struct ServerArgs {
     /// STAC_UPLOADD_SECRET; secrets are never taken from the command line, where `ps` shows them.
     #[arg(long)]
     pub secret_file: Option<PathBuf>,
+    /// Cognito app client id (--auth cognito).
+    #[arg(long, env = "STAC_UPLOADD_COGNITO_CLIENT_ID")]
+    pub cognito_client_id: Option<String>,
+    /// Cognito region, e.g. eu-central-1 (--auth cognito).
+    #[arg(long, env = "STAC_UPLOADD_COGNITO_REGION")]
+    pub cognito_region: Option<String>,
+    /// Cognito endpoint, if not the region's public one (--auth cognito).
+    #[arg(long)]
+    pub cognito_endpoint: Option<url::Url>,
+    /// Extra CA certificates (PEM) to trust: self-hosted servers, corporate TLS inspection.
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
+    /// Proxy for the API, the part URLs and Cognito (default: HTTPS_PROXY/HTTP_PROXY).
+    #[arg(long)]
+    pub proxy: Option<url::Url>,
     /// Bound on establishing a connection.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub connect_timeout: Duration,
@@ -173,6 +205,8 @@ pub enum AuthKind {
     Basic,
     Token,
     Bearer,
+    /// A Cognito login (user + password), as production v1 wants.
+    Cognito,
 }
 
 impl ServerArgs {
@@ -190,8 +224,10 @@ impl ServerArgs {
             match std::env::var("STAC_UPLOADD_SECRET") {
                 Ok(s) if !s.is_empty() => Ok(SecretString::from(s)),
                 _ => Err(CliError::usage(anyhow::anyhow!(
-                    "--auth {:?} needs a secret: --secret-file PATH or the STAC_UPLOADD_SECRET variable",
-                    self.auth
+                    "--auth {} needs a secret: --secret-file PATH or the STAC_UPLOADD_SECRET variable",
+                    clap::ValueEnum::to_possible_value(&self.auth)
+                        .map(|v| v.get_name().to_owned())
+                        .unwrap_or_default()
                 ))),
             }
         };
@@ -206,13 +242,35 @@ impl ServerArgs {
             },
             AuthKind::Token => Auth::Token(secret()?),
             AuthKind::Bearer => Auth::Bearer(secret()?),
+            AuthKind::Cognito => {
+                let need = |v: &Option<String>, flag: &str| {
+                    v.clone().ok_or_else(|| {
+                        CliError::usage(anyhow::anyhow!("--auth cognito needs {flag}"))
+                    })
+                };
+                let mut c = crate::stac::CognitoAuth::new(
+                    need(&self.user, "--user")?,
+                    secret()?,
+                    need(&self.cognito_client_id, "--cognito-client-id")?,
+                    need(&self.cognito_region, "--cognito-region")?,
+                );
+                if let Some(e) = &self.cognito_endpoint {
+                    c.endpoint = e.clone();
+                }
+                Auth::Cognito(c)
+            }
         };
         let mut cfg = ClientConfig::new(self.url.clone());
         cfg.api_version = self.api_version;
         cfg.auth = auth;
         cfg.connect_timeout = self.connect_timeout;
         cfg.request_timeout = self.timeout;
-        StacClient::new(cfg).map_err(CliError::failure)
+        cfg.ca_file = self.ca_file.clone();
+        if self.proxy.is_some() {
+            cfg.proxy = self.proxy.clone();
+        }
+        // What can fail here are the flags: an unreadable CA file, a bad proxy.
+        StacClient::new(cfg).map_err(CliError::usage)
     }
 }
 

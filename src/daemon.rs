@@ -70,8 +70,11 @@ pub async fn run(
     let _lock = lock_state(&config.state_dir)?;
     let state = Arc::new(StateStore::open(&config.state_dir).map_err(anyhow::Error::from)?);
     let observe_opts = ObserveOptions {
-        listen: observe_listen,
-        ..ObserveOptions::default()
+        listen: observe_listen.or(config.observe.listen),
+        health_timeout: config
+            .observe
+            .health_timeout
+            .unwrap_or(ObserveOptions::default().health_timeout),
     };
     let observer = Observer::start(&observe_opts).await?;
     let shutdown = CancellationToken::new();

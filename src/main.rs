@@ -8,7 +8,7 @@ async fn main() -> std::process::ExitCode {
     match cli::run(cli).await {
         Ok(()) => std::process::ExitCode::from(ExitCode::Success as u8),
         Err(e) => {
-            eprintln!("error: {:#}", e.error);
+            eprintln!("error: {}", cli::render_error(&e.error));
             std::process::ExitCode::from(e.code as u8)
         }
     }

@@ -40,6 +40,10 @@ fn check(out: &Output, code: i32, fragment: &str) -> String {
     assert!(!stderr.contains(PASSWORD), "{stderr}");
     let error_lines = stderr.lines().filter(|l| l.starts_with("error:")).count();
     assert_eq!(error_lines, 1, "one error line: {stderr}");
+    assert!(
+        stderr.matches("(os error").count() <= 1,
+        "a cause is said once: {stderr}"
+    );
     stderr
 }
 

@@ -1369,3 +1369,64 @@ pattern = "*"
         ""
     );
 }
+
+// --- paths with ${VAR}, [observe] ----------------------------------------------------------
+
+broken!(
+    unset_variable_in_a_secret_path,
+    with_job(
+        r#"[server]
+url = "https://stac.example/api/stac/v1"
+[server.auth]
+type = "basic"
+username = "u"
+password_file = "${CREDENTIALS_DIRECTORY}/stac-password"
+"#
+    ),
+    6,
+    Some(17),
+    "password_file: the environment variable CREDENTIALS_DIRECTORY is not set"
+);
+
+broken!(
+    unclosed_variable_in_a_path,
+    with_job("state_dir = \"${STATE/x\"\n[server]\nurl = \"https://stac.example/api/stac/v1\"\n"),
+    1,
+    Some(13),
+    "unclosed \"${\""
+);
+
+broken!(
+    bad_observe_listen_address,
+    with_job(
+        "[server]\nurl = \"https://stac.example/api/stac/v1\"\n[observe]\nlisten = \"localhost:metrics\"\n"
+    ),
+    4,
+    Some(10),
+    "expected an address such as \"127.0.0.1:9187\""
+);
+
+broken!(
+    unknown_observe_key,
+    with_job("[server]\nurl = \"https://stac.example/api/stac/v1\"\n[observe]\nport = 9187\n"),
+    4,
+    Some(1),
+    "unknown field"
+);
+
+#[test]
+fn variables_expand_in_paths_and_observe_is_read() {
+    let (dir, c) = load_ok(&with_job(
+        "state_dir = \"${STAC_PW}/state\"\n[server]\nurl = \"https://stac.example/api/stac/v1\"\n[observe]\nlisten = \"127.0.0.1:9187\"\nhealth_timeout = \"45s\"\n",
+    ));
+    assert_eq!(c.state_dir, dir.path().join("pw-from-env/state"));
+    assert_eq!(c.observe.listen, Some("127.0.0.1:9187".parse().unwrap()));
+    assert_eq!(
+        c.observe.health_timeout,
+        Some(std::time::Duration::from_secs(45))
+    );
+    let (_, c) = load_ok(&with_job(
+        "[server]\nurl = \"https://stac.example/api/stac/v1\"\n",
+    ));
+    assert_eq!(c.observe, config::ObserveConfig::default());
+}

@@ -15,9 +15,10 @@ use toml::Spanned;
 
 use super::error::{ConfigError, Diagnostics};
 use super::raw::{
-    DurationText, Int, RawAuth, RawConfig, RawJob, RawServer, RawSettings, RawWatch, Size,
+    DurationText, Int, RawAuth, RawConfig, RawJob, RawObserve, RawServer, RawSettings, RawWatch,
+    Size,
 };
-use super::{AssetTemplate, Config, JobSpec, ServerConfig, TriggerSpec};
+use super::{AssetTemplate, Config, JobSpec, ObserveConfig, ServerConfig, TriggerSpec};
 use crate::stac::{ApiVersion, Auth, CognitoAuth};
 use crate::supervisor::{PolicyKind, PolicySpec};
 use crate::trigger::watch::DEFAULT_IGNORE;
@@ -217,11 +218,13 @@ impl Checker<'_> {
             self.check_name(&job.name, &mut seen);
             jobs.push(self.job(job, &defaults));
         }
+        let observe = self.observe(&raw.observe);
         Some(Config {
             source: self.source.to_owned(),
             state_dir: state_dir?,
             server: server?,
             jobs: jobs.into_iter().collect::<Option<Vec<_>>>()?,
+            observe: observe?,
         })
     }
 
@@ -364,14 +367,54 @@ impl Checker<'_> {
         }
     }
 
-    /// A path relative to the config file's folder.
+    /// A path relative to the config file's folder, with `${VAR}` taken from the environment
+    /// (e.g. `${CREDENTIALS_DIRECTORY}/stac-password` under systemd's LoadCredential=).
     fn path(&mut self, raw: &Spanned<String>, key: &str) -> Option<PathBuf> {
         if raw.get_ref().is_empty() {
             self.diag
                 .at(&raw.span(), format!("{key} is empty: expected a path"));
             return None;
         }
-        Some(self.folder.join(raw.get_ref()))
+        match expand_vars(raw.get_ref(), self.env) {
+            Ok(expanded) => Some(self.folder.join(expanded)),
+            Err(problem) => {
+                self.diag.at(&raw.span(), format!("{key}: {problem}"));
+                None
+            }
+        }
+    }
+
+    fn observe(&mut self, raw: &RawObserve) -> Option<ObserveConfig> {
+        let listen = match &raw.listen {
+            None => Ok(None),
+            Some(l) => match l.get_ref().parse::<std::net::SocketAddr>() {
+                Ok(a) => Ok(Some(a)),
+                Err(_) => {
+                    self.diag.at(
+                        &l.span(),
+                        format!("invalid listen address {:?}: expected an address such as \"127.0.0.1:9187\"", l.get_ref()),
+                    );
+                    Err(())
+                }
+            },
+        };
+        let health_timeout = match raw.health_timeout.as_ref() {
+            None => Ok(None),
+            Some(_) => self
+                .duration(raw.health_timeout.as_ref(), "health_timeout", |d| {
+                    if d < Duration::from_secs(1) {
+                        Err("health_timeout must be at least 1s".to_owned())
+                    } else {
+                        Ok(())
+                    }
+                })
+                .map(|(d, _)| Some(d))
+                .ok_or(()),
+        };
+        Some(ObserveConfig {
+            listen: listen.ok()?,
+            health_timeout: health_timeout.ok()?,
+        })
     }
 
     // --- top level ----------------------------------------------------------------------------
@@ -1113,6 +1156,32 @@ fn private_file(path: &Path) -> Result<(), String> {
     #[cfg(not(unix))]
     let _ = path;
     Ok(())
+}
+
+/// Replaces each `${NAME}` with the value of the environment variable NAME.
+fn expand_vars(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else {
+            return Err(format!("unclosed \"${{\" in {text:?}: expected ${{NAME}}"));
+        };
+        let name = &after[..end];
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(format!(
+                "invalid variable name {name:?} in {text:?}: expected ${{NAME}}"
+            ));
+        }
+        match env(name).filter(|v| !v.is_empty()) {
+            Some(v) => out.push_str(&v),
+            None => return Err(format!("the environment variable {name} is not set")),
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -26,6 +26,16 @@ pub struct Config {
     pub state_dir: PathBuf,
     pub server: ServerConfig,
     pub jobs: Vec<JobSpec>,
+    pub observe: ObserveConfig,
+}
+
+/// `[observe]`: the metrics and health listener.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ObserveConfig {
+    /// Where to serve `/metrics`, `/healthz` and `/readyz`; `--observe-listen` overrides it.
+    pub listen: Option<std::net::SocketAddr>,
+    /// `/healthz` fails when the supervisor loop has not ticked for this long.
+    pub health_timeout: Option<std::time::Duration>,
 }
 
 /// How to reach the API.

@@ -57,6 +57,16 @@ pub(super) struct RawConfig {
     pub(super) defaults: RawDefaults,
     #[serde(default)]
     pub(super) job: Vec<RawJob>,
+    #[serde(default)]
+    pub(super) observe: RawObserve,
+}
+
+/// `[observe]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawObserve {
+    pub(super) listen: Option<Spanned<String>>,
+    pub(super) health_timeout: Option<Spanned<DurationText>>,
 }
 
 /// `[server]`.
