@@ -372,6 +372,14 @@ fn run_check(path: &std::path::Path) -> Result<(), CliError> {
                     next.join(", ")
                 );
             }
+            crate::config::TriggerSpec::Every { file, interval } => {
+                println!(
+                    "  {}: {} -> {target} every {}, policy {policy:?}",
+                    job.name,
+                    file.display(),
+                    humantime::format_duration(*interval)
+                );
+            }
             crate::config::TriggerSpec::Watch(w) => {
                 println!(
                     "  {}: files matching {:?} in {} -> {target}, policy {policy:?}",

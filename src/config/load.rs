@@ -927,6 +927,9 @@ impl Checker<'_> {
             trigger: trigger?,
             policy: settings.policy(),
             upload: settings.upload(),
+            jitter: None,
+            catch_up: false,
+            bandwidth_limit: None,
         })
     }
 

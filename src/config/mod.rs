@@ -93,6 +93,12 @@ pub struct JobSpec {
     pub trigger: TriggerSpec,
     pub policy: PolicySpec,
     pub upload: UploadOptions,
+    /// A random delay of up to this much before each scheduled run, to spread many jobs.
+    pub jitter: Option<std::time::Duration>,
+    /// Run once at start-up if a scheduled run was missed while the daemon was down.
+    pub catch_up: bool,
+    /// This job's own bandwidth limit (besides the daemon's `[server] bandwidth_limit`).
+    pub bandwidth_limit: Option<crate::upload::bandwidth::BandwidthLimit>,
 }
 
 /// What starts a job's runs.
@@ -100,6 +106,11 @@ pub struct JobSpec {
 pub enum TriggerSpec {
     /// Upload `file` at each fire time of `schedule`.
     Cron { file: PathBuf, schedule: Schedule },
+    /// Upload `file` every `interval` (`every = "5m"`), from the daemon's start.
+    Every {
+        file: PathBuf,
+        interval: std::time::Duration,
+    },
     /// Upload each finished file that appears in a folder.
     Watch(WatchSpec),
 }

@@ -185,6 +185,13 @@ pub fn effective_policy(spec: &JobSpec, now: DateTime<Utc>) -> PolicyKind {
                 _ => PolicyKind::Retry,
             }
         }
+        (PolicyKind::Auto, TriggerSpec::Every { interval, .. }) => {
+            if *interval < spec.policy.auto_threshold {
+                PolicyKind::Cancel
+            } else {
+                PolicyKind::Retry
+            }
+        }
         (PolicyKind::Auto, TriggerSpec::Watch(_)) => PolicyKind::Retry,
         (kind, _) => kind,
     }
@@ -255,6 +262,9 @@ impl<U: Uploader> Job<U> {
     fn next_fire_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
         match &self.spec.trigger {
             TriggerSpec::Cron { schedule, .. } => schedule.next_after(t),
+            TriggerSpec::Every { interval, .. } => {
+                chrono::Duration::from_std(*interval).ok().map(|i| t + i)
+            }
             TriggerSpec::Watch(_) => None,
         }
     }
@@ -263,7 +273,9 @@ impl<U: Uploader> Job<U> {
     pub async fn run(&self, work: Work) -> RunRecord {
         let (path, asset) = match &work {
             Work::Scheduled(_) => match &self.spec.trigger {
-                TriggerSpec::Cron { file, .. } => (file.clone(), self.spec.asset.0.clone()),
+                TriggerSpec::Cron { file, .. } | TriggerSpec::Every { file, .. } => {
+                    (file.clone(), self.spec.asset.0.clone())
+                }
                 TriggerSpec::Watch(_) => unreachable!("watch jobs are never scheduled"),
             },
             Work::File(p) => {

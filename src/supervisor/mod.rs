@@ -56,6 +56,14 @@ impl<U: Uploader> Supervisor<U> {
                         stop.clone(),
                     ));
                 }
+                TriggerSpec::Every { interval, .. } => {
+                    tasks.spawn(every_loop(
+                        *interval,
+                        job.pending.clone(),
+                        shared.clock,
+                        stop.clone(),
+                    ));
+                }
                 TriggerSpec::Watch(spec) => {
                     let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
                     let watcher = Watcher::start(spec.clone(), tx, stop.child_token())?;
@@ -106,6 +114,32 @@ impl<U: Uploader> Supervisor<U> {
             self.tasks.wait().await;
         }
         info!("all jobs stopped");
+    }
+}
+
+/// Fires `pending` every `interval` from now until `stop`; times missed (a suspended machine)
+/// are skipped, not fired in a burst.
+async fn every_loop(
+    interval: Duration,
+    pending: Arc<Pending>,
+    clock: Clock,
+    stop: CancellationToken,
+) {
+    let Ok(step) = chrono::Duration::from_std(interval) else {
+        return;
+    };
+    let mut next = clock.now() + step;
+    loop {
+        tokio::select! {
+            () = clock.sleep_until(next) => {}
+            () = stop.cancelled() => return,
+        }
+        crate::observe::record_lateness(clock.now() - next);
+        pending.fire(next);
+        let now = clock.now();
+        while next <= now {
+            next += step;
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 //!
 //! Nothing here knows about schedules or policies: errors go up typed, and the caller decides.
 
+pub mod bandwidth;
 pub mod compress;
 mod digest;
 mod error;
@@ -17,6 +18,6 @@ pub use plan::{
     TooLarge,
 };
 pub use session::{
-    FileSnapshot, UploadEvent, UploadObserver, UploadOptions, UploadReport, abort_upload,
-    find_blocking_upload, resume_upload, upload_file,
+    CompressMode, FileSnapshot, UploadEvent, UploadObserver, UploadOptions, UploadReport,
+    abort_upload, find_blocking_upload, resume_upload, upload_file,
 };

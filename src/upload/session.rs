@@ -17,8 +17,8 @@ use super::error::{AbortOutcome, UploadError};
 use super::plan::{DEFAULT_PART_SIZE, PartPlan};
 use super::transfer::{PartContext, backoff};
 use crate::stac::{
-    AssetTarget, CompletedPart, ContentEncoding, CreateUpload, ErrorClass, Md5Part, Multihash,
-    PartNumber, StacClient, StacError, Upload, UploadId, UploadStatus,
+    AssetTarget, CompletedPart, CreateUpload, ErrorClass, Md5Part, Multihash, PartNumber,
+    StacClient, StacError, Upload, UploadId, UploadStatus,
 };
 use crate::units::ByteSize;
 
@@ -41,7 +41,27 @@ pub struct UploadOptions {
     /// Read size when streaming parts from disk.
     pub send_buffer: usize,
     pub digest: DigestOptions,
-    pub content_encoding: Option<ContentEncoding>,
+    /// Compress before sending (`content_encoding`); `Auto` compresses files over 10 MB whose
+    /// media type is not already compressed.
+    pub compress: CompressMode,
+    /// Read the asset first and skip the upload when its checksum is already the file's.
+    pub skip_unchanged: bool,
+    /// Limiters every part's bytes pass through (the daemon's and the job's).
+    pub bandwidth: Vec<Arc<super::bandwidth::Bandwidth>>,
+    /// Where compressed temporary files go (default: the system's temporary folder).
+    pub temp_dir: Option<PathBuf>,
+}
+
+/// Whether and how a file is compressed before upload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CompressMode {
+    #[default]
+    None,
+    Gzip,
+    Br,
+    /// gzip for files over 10 MB whose media type is not already compressed (as the API's
+    /// documentation recommends), nothing otherwise.
+    Auto,
 }
 
 impl Default for UploadOptions {
@@ -57,7 +77,10 @@ impl Default for UploadOptions {
             stall_timeout: Duration::from_secs(60),
             send_buffer: 256 * 1024,
             digest: DigestOptions::default(),
-            content_encoding: None,
+            compress: CompressMode::None,
+            skip_unchanged: true,
+            bandwidth: Vec::new(),
+            temp_dir: None,
         }
     }
 }
@@ -235,7 +258,7 @@ pub async fn upload_file(
             })
             .collect(),
         checksum: digest.multihash.clone(),
-        content_encoding: opts.content_encoding,
+        content_encoding: None,
     };
     let (upload, adopted) = tokio::select! {
         r = create(client, target, &request, opts) => r?,
