@@ -55,7 +55,7 @@ fn main() {
         .map(|i| JobSpec {
             name: format!("job-{i}"),
             collection: "c".into(),
-            item: Some(format!("item-{i}")),
+            item: Some(format!("item-{i}").into()),
             asset: AssetTemplate("a.zip".into()),
             trigger: TriggerSpec::Cron {
                 file: dir.path().join(format!("f{i}.zip")),
@@ -67,6 +67,12 @@ fn main() {
                 ..PolicySpec::default()
             },
             upload: UploadOptions::default(),
+            jitter: None,
+            catch_up: false,
+            bandwidth_limit: None,
+            timezone: chrono_tz::Europe::Zurich,
+            item_metadata: None,
+            asset_metadata: None,
         })
         .collect();
     let rss_before = status_kib("VmRSS");

@@ -20,6 +20,7 @@ use stac_uploadd::stac::{
     AssetTarget, ClientConfig, CreateUpload, Md5Part, PartNumber, StacClient,
 };
 use stac_uploadd::units::ByteSize;
+use stac_uploadd::upload::bandwidth::{Bandwidth, BandwidthLimit};
 use stac_uploadd::upload::{self, DigestOptions, PartPlan, UploadOptions};
 use tokio_util::sync::CancellationToken;
 
@@ -80,6 +81,10 @@ fn main() {
     let one = run_child(&base, &small, "limited-1.zip", 1);
     let four = run_child(&base, &small, "limited-4.zip", 4);
     rt.block_on(set_bandwidth(port, None));
+    // Our own limit (bandwidth_limit), shared by 4 parts, on an unthrottled emulator.
+    let own_limit = env_size("BENCH_OWN_LIMIT", 40_000_000);
+    rt.block_on(create_asset(&base, "own-limit.zip"));
+    let limited_run = run_child_with(&base, &small, "own-limit.zip", 4, Some(own_limit));
     let _ = emu.kill();
     let _ = emu.wait();
 
@@ -127,6 +132,15 @@ fn main() {
         one.send_s / four.send_s,
         four.rss_kib as f64 / 1024.0
     );
+    let achieved = limited_size as f64 / limited_run.send_s;
+    println!(
+        "our bandwidth_limit {:.0} MB/s shared by 4 parts, {}: send pass {:.2} s = {:.1} MB/s ({:+.1}% of the limit)",
+        own_limit as f64 / MB,
+        ByteSize(limited_size),
+        limited_run.send_s,
+        achieved / MB,
+        (achieved / own_limit as f64 - 1.0) * 100.0
+    );
 }
 
 struct ChildResult {
@@ -139,7 +153,21 @@ struct ChildResult {
 }
 
 fn run_child(base: &str, file: &Path, asset: &str, parallel: usize) -> ChildResult {
+    run_child_with(base, file, asset, parallel, None)
+}
+
+fn run_child_with(
+    base: &str,
+    file: &Path,
+    asset: &str,
+    parallel: usize,
+    limit: Option<u64>,
+) -> ChildResult {
     let out = Command::new(std::env::current_exe().expect("own path"))
+        .env(
+            "BENCH_LIMIT",
+            limit.map(|l| l.to_string()).unwrap_or_default(),
+        )
         .env("BENCH_CHILD", "1")
         .env("BENCH_URL", base)
         .env("BENCH_FILE", file)
@@ -168,8 +196,17 @@ fn child() {
     let client =
         StacClient::new(ClientConfig::new(var("BENCH_URL").parse().expect("url"))).expect("client");
     let target = AssetTarget::item_asset("bench", "item", var("BENCH_ASSET"));
+    let bandwidth = std::env::var("BENCH_LIMIT")
+        .ok()
+        .and_then(|l| l.parse::<u64>().ok())
+        .map(|l| Arc::new(Bandwidth::new(BandwidthLimit::constant(ByteSize(l)))))
+        .into_iter()
+        .collect();
     let opts = UploadOptions {
         parallel: var("BENCH_PARALLEL").parse().expect("number"),
+        // Every run sends: a benchmark of skipping would measure nothing.
+        skip_unchanged: false,
+        bandwidth,
         ..UploadOptions::default()
     };
     let rt = tokio::runtime::Runtime::new().expect("runtime");

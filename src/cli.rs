@@ -198,6 +198,26 @@ pub struct ServerArgs {
     pub timeout: Duration,
 }
 
+/// `--compress` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CompressArg {
+    None,
+    Gzip,
+    Br,
+    Auto,
+}
+
+impl From<CompressArg> for crate::upload::CompressMode {
+    fn from(c: CompressArg) -> Self {
+        match c {
+            CompressArg::None => Self::None,
+            CompressArg::Gzip => Self::Gzip,
+            CompressArg::Br => Self::Br,
+            CompressArg::Auto => Self::Auto,
+        }
+    }
+}
+
 /// Authentication schemes of the API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum AuthKind {
@@ -299,6 +319,16 @@ pub struct UploadArgs {
     /// If another upload is in progress on the asset, abort it and upload anyway.
     #[arg(long)]
     pub abort_in_progress: bool,
+    /// Upload even when the asset already holds this file (its checksum is the file's).
+    #[arg(long)]
+    pub force: bool,
+    /// Compress before sending: gzip, br, auto (gzip over 10 MB unless the media type is already
+    /// compressed) or none.
+    #[arg(long, value_enum, default_value_t = CompressArg::None)]
+    pub compress: CompressArg,
+    /// Cap the upload's rate, e.g. 20MB/s (shared by the parts in flight).
+    #[arg(long)]
+    pub bandwidth_limit: Option<ByteSize>,
     /// The file to upload.
     pub file: PathBuf,
 }
@@ -460,6 +490,17 @@ async fn run_upload(args: UploadArgs) -> Result<(), CliError> {
         part_size: args.part_size,
         parallel: args.parallel.into(),
         part_retries: args.retries,
+        skip_unchanged: !args.force,
+        compress: args.compress.into(),
+        bandwidth: args
+            .bandwidth_limit
+            .map(|r| {
+                Arc::new(crate::upload::bandwidth::Bandwidth::new(
+                    crate::upload::bandwidth::BandwidthLimit::constant(r),
+                ))
+            })
+            .into_iter()
+            .collect(),
         ..UploadOptions::default()
     };
     let cancel = CancellationToken::new();
@@ -504,13 +545,25 @@ async fn run_upload(args: UploadArgs) -> Result<(), CliError> {
     }
     progress.clear();
     let report = result?;
+    if report.unchanged {
+        println!(
+            "unchanged: {target} already holds {} (checksum {}); nothing sent (--force uploads anyway)",
+            args.file.display(),
+            report.multihash
+        );
+        return Ok(());
+    }
     println!(
         "uploaded {} to {target}: {} in {} part(s) of {}, upload {}, checksum {}, {:.1} s (digest {:.1} s, send {:.1} s){}",
         args.file.display(),
         ByteSize(report.bytes),
         report.parts,
         ByteSize(report.part_size),
-        report.upload_id,
+        report
+            .upload_id
+            .as_ref()
+            .map(|u| u.0.as_str())
+            .unwrap_or("-"),
         report.multihash,
         report.total_time.as_secs_f64(),
         report.digest_time.as_secs_f64(),

@@ -174,5 +174,46 @@ async fn start(
         state.clone(),
         Clock::System,
     ));
-    Supervisor::start(shared, config.jobs.clone()).context("cannot start a job")
+    Supervisor::start(shared, jobs_with_runtime(config, state)?).context("cannot start a job")
+}
+
+/// The configured jobs with what only the running daemon has: the digest cache in the state
+/// folder, a folder for compressed temporary files beside it, and the bandwidth limiters (one
+/// shared by all jobs, one per job).
+pub fn jobs_with_runtime(
+    config: &Config,
+    state: &Arc<StateStore>,
+) -> anyhow::Result<Vec<crate::config::JobSpec>> {
+    let temp = state.dir().join("tmp");
+    std::fs::create_dir_all(&temp).with_context(|| format!("cannot create {}", temp.display()))?;
+    // Compressed copies left by a crash are of no use: they are made afresh for every upload.
+    if let Ok(entries) = std::fs::read_dir(&temp) {
+        for e in entries.flatten() {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+    let global = config
+        .bandwidth_limit
+        .clone()
+        .map(|l| Arc::new(crate::upload::bandwidth::Bandwidth::new(l)));
+    let cache: Arc<dyn crate::upload::DigestCache> = state.clone();
+    Ok(config
+        .jobs
+        .iter()
+        .cloned()
+        .map(|mut job| {
+            job.upload.digest_cache = Some(cache.clone());
+            job.upload.temp_dir = Some(temp.clone());
+            job.upload.bandwidth = global
+                .iter()
+                .cloned()
+                .chain(
+                    job.bandwidth_limit
+                        .clone()
+                        .map(|l| Arc::new(crate::upload::bandwidth::Bandwidth::new(l))),
+                )
+                .collect();
+            job
+        })
+        .collect())
 }

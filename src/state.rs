@@ -22,7 +22,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::stac::{AssetTarget, UploadId};
+use base64::Engine as _;
+
+use crate::stac::{AssetTarget, Md5, Multihash, UploadId};
+use crate::upload::{DigestCache, DigestKey, FileDigest};
 
 /// Runs kept per job.
 pub const HISTORY_PER_JOB: usize = 20;
@@ -115,12 +118,30 @@ struct HistoryFile {
     jobs: BTreeMap<String, VecDeque<RunRecord>>,
 }
 
+/// Digests kept: a file's (device, inode, size, mtime) and part size → its multihash and MD5s.
+/// Bounded; the oldest entries go first.
+pub const DIGESTS_KEPT: usize = 10_000;
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct DigestFile {
+    entries: Vec<DigestEntry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct DigestEntry {
+    key: DigestKey,
+    multihash: String,
+    /// Base64 MD5 of each part; empty for a multihash alone (compressed uploads).
+    md5s: Vec<String>,
+}
+
 /// The store. One per daemon; shared by the job tasks.
 #[derive(Debug)]
 pub struct StateStore {
     dir: PathBuf,
     inflight: Mutex<InFlightFile>,
     history: Mutex<(HistoryFile, bool)>,
+    digests: Mutex<(VecDeque<DigestEntry>, bool)>,
 }
 
 impl StateStore {
@@ -132,10 +153,12 @@ impl StateStore {
         })?;
         let inflight: InFlightFile = read_json(&dir.join("inflight.json"))?;
         let history: HistoryFile = read_json(&dir.join("history.json"))?;
+        let digests: DigestFile = read_json(&dir.join("digests.json"))?;
         Ok(Self {
             dir: dir.to_owned(),
             inflight: Mutex::new(inflight),
             history: Mutex::new((history, false)),
+            digests: Mutex::new((digests.entries.into(), false)),
         })
     }
 
@@ -187,14 +210,23 @@ impl StateStore {
         g.1 = true;
     }
 
-    /// Writes the history if it changed.
+    /// Writes the history and the digest cache if they changed.
     pub fn flush_history(&self) -> Result<(), StateError> {
-        let mut g = lock(&self.history);
-        if !g.1 {
-            return Ok(());
+        {
+            let mut g = lock(&self.history);
+            if g.1 {
+                write_json(&self.dir, "history.json", &g.0)?;
+                g.1 = false;
+            }
         }
-        write_json(&self.dir, "history.json", &g.0)?;
-        g.1 = false;
+        let mut d = lock(&self.digests);
+        if d.1 {
+            let file = DigestFile {
+                entries: d.0.iter().cloned().collect(),
+            };
+            write_json(&self.dir, "digests.json", &file)?;
+            d.1 = false;
+        }
         Ok(())
     }
 
@@ -206,6 +238,40 @@ impl StateStore {
             .iter()
             .map(|(k, v)| (k.clone(), v.iter().cloned().collect()))
             .collect()
+    }
+}
+
+impl DigestCache for StateStore {
+    fn get(&self, key: &DigestKey) -> Option<FileDigest> {
+        let g = lock(&self.digests);
+        let e = g.0.iter().rev().find(|e| &e.key == key)?;
+        let md5s = e
+            .md5s
+            .iter()
+            .map(|b| {
+                let raw = base64::engine::general_purpose::STANDARD.decode(b).ok()?;
+                Some(Md5(raw.try_into().ok()?))
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(FileDigest {
+            multihash: Multihash::from_hex(&e.multihash),
+            part_md5s: md5s,
+            size: key.size,
+        })
+    }
+
+    fn put(&self, key: DigestKey, digest: &FileDigest) {
+        let mut g = lock(&self.digests);
+        g.0.retain(|e| e.key != key);
+        g.0.push_back(DigestEntry {
+            key,
+            multihash: digest.multihash.as_str().to_owned(),
+            md5s: digest.part_md5s.iter().map(Md5::to_base64).collect(),
+        });
+        while g.0.len() > DIGESTS_KEPT {
+            g.0.pop_front();
+        }
+        g.1 = true;
     }
 }
 

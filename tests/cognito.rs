@@ -81,11 +81,16 @@ async fn upload_file_with(
     target: &stac_uploadd::stac::AssetTarget,
     path: &std::path::Path,
 ) -> Option<stac_uploadd::stac::StacError> {
+    // Forced: the asset may already hold the file, and this is about what the API says to a send.
+    let forced = stac_uploadd::upload::UploadOptions {
+        skip_unchanged: false,
+        ..opts()
+    };
     let result = stac_uploadd::upload::upload_file(
         client,
         target,
         path,
-        &opts(),
+        &forced,
         std::sync::Arc::new(()),
         &tokio_util::sync::CancellationToken::new(),
     )

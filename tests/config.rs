@@ -6,10 +6,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use secrecy::ExposeSecret;
-use stac_uploadd::config::{self, AssetTemplate, Config, ConfigError, TriggerSpec};
+use stac_uploadd::config::{
+    self, AssetTemplate, Config, ConfigError, IdTemplate, ItemTime, TimeValue, TriggerSpec,
+};
 use stac_uploadd::stac::{ApiVersion, Auth};
 use stac_uploadd::supervisor::PolicyKind;
 use stac_uploadd::units::ByteSize;
+use stac_uploadd::upload::CompressMode;
 use tempfile::TempDir;
 
 /// Replaced by the temporary folder in every config text.
@@ -25,6 +28,14 @@ asset = "a.tif"
 file = "export/a.tif"
 schedule = "0 3 * * *"
 "#;
+
+/// A run time for rendering templates: 25 November 2026, 06:00 in Zurich.
+fn run_time() -> chrono::DateTime<chrono_tz::Tz> {
+    use chrono::TimeZone;
+    chrono_tz::Europe::Zurich
+        .with_ymd_and_hms(2026, 11, 25, 6, 0, 0)
+        .unwrap()
+}
 
 /// Environment seen by the loader: the process environment is never touched.
 fn env(name: &str) -> Option<String> {
@@ -755,7 +766,7 @@ asset = "a.tif"
 "#,
     4,
     Some(8),
-    "job \"j\" has no trigger: expected either file + schedule (cron) or a [job.watch] table"
+    "job \"j\" has no trigger: expected either file + schedule (cron), file + every (an interval) or a [job.watch] table"
 );
 
 broken!(
@@ -1103,8 +1114,8 @@ fn the_documented_example_loads() {
         other => panic!("expected basic auth, got {other:?}"),
     }
 
-    let [daily, radar] = config.jobs.as_slice() else {
-        panic!("two jobs expected: {:?}", config.jobs);
+    let [daily, radar, archive] = config.jobs.as_slice() else {
+        panic!("three jobs expected: {:?}", config.jobs);
     };
     assert_eq!(daily.name, "daily-map");
     assert_eq!(daily.collection, "ch.swisstopo.example");
@@ -1129,7 +1140,10 @@ fn the_documented_example_loads() {
 
     assert_eq!(radar.name, "radar");
     assert_eq!(radar.policy.kind, PolicyKind::Cancel);
-    assert_eq!(radar.asset.render("20260101.h5"), "20260101.h5");
+    assert_eq!(
+        radar.asset.render("20260101.h5", &run_time()),
+        "20260101.h5"
+    );
     match &radar.trigger {
         TriggerSpec::Watch(w) => {
             assert_eq!(w.dir, dir.path().join("data/incoming/radar"));
@@ -1145,6 +1159,62 @@ fn the_documented_example_loads() {
         }
         other => panic!("radar should be a watch job: {other:?}"),
     }
+    assert_eq!(config.bandwidth_limit, None, "commented out in [server]");
+    assert_eq!(daily.upload.compress, CompressMode::None);
+    assert!(daily.upload.skip_unchanged);
+    assert_eq!((daily.jitter, daily.catch_up), (None, false));
+    assert_eq!(daily.bandwidth_limit, None);
+
+    assert_eq!(archive.name, "radar-archive");
+    match &archive.trigger {
+        TriggerSpec::Every { file, interval } => {
+            assert_eq!(file, &dir.path().join("data/export/radar.h5"));
+            assert_eq!(*interval, Duration::from_secs(600));
+        }
+        other => panic!("radar-archive should be an every job: {other:?}"),
+    }
+    assert_eq!(archive.jitter, Some(Duration::from_secs(30)));
+    assert_eq!(archive.upload.compress, CompressMode::Gzip);
+    assert_eq!(archive.timezone, chrono_tz::Europe::Zurich);
+    let limit = archive.bandwidth_limit.as_ref().expect("a job limit");
+    assert_eq!(limit.rate, Some(ByteSize(10_000_000)));
+    assert_eq!(limit.timezone, chrono_tz::Europe::Zurich);
+    assert_eq!(limit.windows.len(), 1);
+    let run = run_time();
+    let item = archive
+        .item
+        .as_ref()
+        .expect("an item")
+        .render("radar.h5", &run);
+    let asset = archive.asset.render("radar.h5", &run);
+    assert_eq!(
+        (item.as_str(), asset.as_str()),
+        ("radar-2026-11-25", "radar-20261125-0600.h5")
+    );
+    let body = archive
+        .item_metadata
+        .as_ref()
+        .expect("item metadata")
+        .item_body(&item, "radar.h5", &run);
+    assert_eq!(body["properties"]["start_datetime"], "2026-11-24T23:00:00Z");
+    assert_eq!(body["properties"]["end_datetime"], "2026-11-25T22:59:59Z");
+    assert_eq!(body["properties"]["expires"], "2026-12-25T05:00:00Z");
+    assert_eq!(
+        body["properties"]["title"],
+        "Radar composites of 25.11.2026"
+    );
+    let asset_body = archive
+        .asset_metadata
+        .as_ref()
+        .expect("asset metadata")
+        .asset_body(&asset, "radar.h5", &run);
+    assert_eq!(
+        asset_body,
+        serde_json::json!({
+            "id": "radar-20261125-0600.h5", "type": "application/x-hdf5",
+            "title": "Composite 06:00", "roles": ["data"], "proj:epsg": 2056,
+        })
+    );
 }
 
 #[test]
@@ -1350,22 +1420,25 @@ pattern = "*"
     );
     let asset = &config.jobs[0].asset;
     assert!(!asset.is_literal());
-    assert_eq!(asset.render("scan.20260101.h5"), "radar-scan.20260101.h5");
-    assert_eq!(asset.render("README"), "radar-README.");
+    assert_eq!(
+        asset.render("scan.20260101.h5", &run_time()),
+        "radar-scan.20260101.h5"
+    );
+    assert_eq!(asset.render("README", &run_time()), "radar-README.");
 
     let literal = AssetTemplate::parse("map.tif").expect("literal");
     assert!(literal.is_literal());
-    assert_eq!(literal.render("anything.h5"), "map.tif");
+    assert_eq!(literal.render("anything.h5", &run_time()), "map.tif");
     assert_eq!(
         AssetTemplate::parse("{name}")
             .expect("valid")
-            .render("a.b.c"),
+            .render("a.b.c", &run_time()),
         "a.b.c"
     );
     assert_eq!(
         AssetTemplate::parse("{ext}")
             .expect("valid")
-            .render("noext"),
+            .render("noext", &run_time()),
         ""
     );
 }
@@ -1430,3 +1503,812 @@ fn variables_expand_in_paths_and_observe_is_read() {
     ));
     assert_eq!(c.observe, config::ObserveConfig::default());
 }
+
+// --- recurring publishers: compression, skipping, bandwidth, every/jitter/catch-up -------------
+
+#[test]
+fn recurring_publisher_keys_load_and_inherit() {
+    let (dir, c) = load_ok(
+        r#"[server]
+url = "https://stac.example/api/stac/v1"
+bandwidth_limit = "20MB/s"
+bandwidth_timetable = [
+  { from = "07:00", to = "19:00", limit = "5MB/s" },
+  { from = "22:00", to = "06:00", limit = "unlimited" },
+]
+[defaults]
+timezone = "Europe/Zurich"
+compress = "auto"
+skip_unchanged = false
+jitter = "10s"
+catch_up = true
+bandwidth_limit = 1000000
+
+[[job]]
+name = "inherits"
+collection = "c"
+asset = "a.tif"
+file = "export/a.tif"
+every = "5m"
+
+[[job]]
+name = "overrides"
+collection = "c"
+asset = "b.tif"
+file = "export/b.tif"
+schedule = "0 * * * *"
+timezone = "UTC"
+compress = "br"
+skip_unchanged = true
+jitter = "0s"
+catch_up = false
+bandwidth_limit = "unlimited"
+bandwidth_timetable = [ { from = "08:00", to = "09:30:00", limit = "2MiB/s" } ]
+
+[[job]]
+name = "watch"
+collection = "c"
+asset = "{name}"
+compress = "none"
+[job.watch]
+dir = "incoming"
+pattern = "*.tif"
+"#,
+    );
+    // [server]: the daemon's limit, its windows read in the [defaults] zone.
+    let limit = c.bandwidth_limit.as_ref().expect("a daemon limit");
+    assert_eq!(limit.rate, Some(ByteSize(20_000_000)));
+    assert_eq!(limit.timezone, chrono_tz::Europe::Zurich);
+    let windows: Vec<_> = limit
+        .windows
+        .iter()
+        .map(|w| (w.from.to_string(), w.to.to_string(), w.rate))
+        .collect();
+    assert_eq!(
+        windows,
+        [
+            (
+                "07:00:00".into(),
+                "19:00:00".into(),
+                Some(ByteSize(5_000_000))
+            ),
+            ("22:00:00".into(), "06:00:00".into(), None),
+        ]
+    );
+    use chrono::TimeZone;
+    let at = |h| {
+        chrono::Utc
+            .with_ymd_and_hms(2026, 11, 25, h, 30, 0)
+            .unwrap()
+    };
+    assert_eq!(
+        limit.rate_at(at(10)),
+        Some(ByteSize(5_000_000)),
+        "11:30 in Zurich"
+    );
+    assert_eq!(
+        limit.rate_at(at(2)),
+        None,
+        "03:30, the night window past midnight"
+    );
+    assert_eq!(
+        limit.rate_at(at(19)),
+        Some(ByteSize(20_000_000)),
+        "20:30, no window"
+    );
+
+    let [inherits, overrides, watch] = c.jobs.as_slice() else {
+        panic!("three jobs: {:?}", c.jobs);
+    };
+    assert!(matches!(
+        inherits.trigger,
+        TriggerSpec::Every { interval, .. } if interval == Duration::from_secs(300)
+    ));
+    assert_eq!(inherits.upload.compress, CompressMode::Auto);
+    assert!(!inherits.upload.skip_unchanged);
+    assert_eq!(inherits.jitter, Some(Duration::from_secs(10)));
+    assert!(inherits.catch_up);
+    assert_eq!(inherits.timezone, chrono_tz::Europe::Zurich);
+    let own = inherits.bandwidth_limit.as_ref().expect("inherited limit");
+    assert_eq!(
+        (own.rate, own.windows.len()),
+        (Some(ByteSize(1_000_000)), 0)
+    );
+
+    assert_eq!(overrides.upload.compress, CompressMode::Br);
+    assert!(overrides.upload.skip_unchanged);
+    assert_eq!((overrides.jitter, overrides.catch_up), (None, false));
+    let own = overrides.bandwidth_limit.as_ref().expect("a timetable");
+    assert_eq!(own.rate, None, "unlimited outside the window");
+    assert_eq!(own.timezone, chrono_tz::UTC, "the job's zone");
+    assert_eq!(own.windows[0].rate, Some(ByteSize::mib(2)));
+    assert_eq!(own.windows[0].to.to_string(), "09:30:00");
+
+    // Schedule options from [defaults] do not apply to a folder watch.
+    assert_eq!((watch.jitter, watch.catch_up), (None, false));
+    assert_eq!(watch.upload.compress, CompressMode::None);
+    drop(dir);
+}
+
+#[test]
+fn ids_and_metadata_templates_load_and_render_for_the_run() {
+    let (_dir, c) = load_ok(
+        r#"[server]
+url = "https://stac.example/api/stac/v1"
+[[job]]
+name = "w"
+collection = "c"
+item = "scan-{stem}-%Y"
+asset = "%Y%m%d-{name}"
+timezone = "Europe/Zurich"
+[job.watch]
+dir = "incoming"
+pattern = "*.h5"
+[job.item_metadata]
+geometry = { type = "MultiPoint", coordinates = [[7.4, 46.9], [8.5, 47.4, 400]] }
+datetime = "run"
+title = "Scan {stem}"
+properties = { "ch:station" = "bern", level = 3 }
+[job.asset_metadata]
+type = "application/x-hdf5"
+properties = { gsd = 2.5 }
+"#,
+    );
+    let job = &c.jobs[0];
+    let run = run_time();
+    let item = job.item.as_ref().expect("item").render("a.h5", &run);
+    assert_eq!(item, "scan-a-2026");
+    assert_eq!(job.asset.render("a.h5", &run), "20261125-a.h5");
+    let meta = job.item_metadata.as_ref().expect("item metadata");
+    assert_eq!(
+        meta.bbox,
+        [7.4, 46.9, 8.5, 47.4],
+        "bbox of the geometry's positions"
+    );
+    assert_eq!(meta.time, ItemTime::Instant(TimeValue::Run));
+    let body = meta.item_body(&item, "a.h5", &run);
+    assert_eq!(body["geometry"]["type"], "MultiPoint");
+    assert_eq!(body["properties"]["datetime"], "2026-11-25T05:00:00Z");
+    assert_eq!(body["properties"]["title"], "Scan a");
+    assert_eq!(body["properties"]["ch:station"], "bern");
+    assert_eq!(body["properties"]["level"], 3);
+    let asset = job.asset_metadata.as_ref().expect("asset metadata");
+    assert_eq!(asset.asset_body("x.h5", "a.h5", &run)["gsd"], 2.5);
+
+    let bad = IdTemplate::parse("%Y-%Q").expect_err("unknown field");
+    assert_eq!(bad.offset(), 3);
+}
+
+/// A cron job with `item_line` as its item, `meta` appended after `[job.item_metadata]` (at
+/// line 11), and `asset_meta` as the body of `[job.asset_metadata]`.
+fn meta_job(item_meta: &str, asset_meta: &str) -> String {
+    format!(
+        r#"[server]
+url = "https://stac.example/api/stac/v1"
+[[job]]
+name = "j"
+collection = "c"
+item = "i-%Y%m%d"
+asset = "a.h5"
+file = "export/a.h5"
+schedule = "0 3 * * *"
+[job.item_metadata]
+{item_meta}
+[job.asset_metadata]
+{asset_meta}
+"#
+    )
+}
+
+const BBOX: &str = "bbox = [5.9, 45.8, 10.5, 47.8]";
+const HDF5: &str = "type = \"application/x-hdf5\"";
+
+broken!(
+    unknown_compress,
+    with_job(
+        "[server]\nurl = \"https://stac.example/api/stac/v1\"\n[defaults]\ncompress = \"zip\"\n"
+    ),
+    4,
+    Some(12),
+    "invalid compress \"zip\": expected \"gzip\", \"br\", \"none\" or \"auto\""
+);
+
+broken!(
+    skip_unchanged_not_a_bool,
+    with_job(
+        "[server]\nurl = \"https://stac.example/api/stac/v1\"\n[defaults]\nskip_unchanged = \"yes\"\n"
+    ),
+    4,
+    Some(18),
+    "expected a boolean"
+);
+
+broken!(
+    bad_server_bandwidth_limit,
+    with_job("[server]\nurl = \"https://stac.example/api/stac/v1\"\nbandwidth_limit = \"fast\"\n"),
+    3,
+    Some(19),
+    "invalid bandwidth_limit \"fast\": expected a rate such as \"20MB/s\", or \"unlimited\""
+);
+
+broken!(
+    zero_job_bandwidth_limit,
+    r#"[server]
+url = "https://stac.example/api/stac/v1"
+[[job]]
+name = "j"
+collection = "c"
+asset = "a.tif"
+file = "export/a.tif"
+schedule = "0 3 * * *"
+bandwidth_limit = 0
+"#,
+    9,
+    Some(19),
+    "bandwidth_limit of 0 would stop every upload"
+);
+
+broken!(
+    timetable_time_not_a_time_of_day,
+    with_job(
+        r#"[server]
+url = "https://stac.example/api/stac/v1"
+bandwidth_timetable = [
+  { from = "07:00", to = "19:00", limit = "5MB/s" },
+  { from = "7pm", to = "06:00", limit = "unlimited" },
+]
+"#
+    ),
+    5,
+    Some(12),
+    "invalid from \"7pm\": expected a time of day such as \"07:00\""
+);
+
+broken!(
+    timetable_unknown_key,
+    with_job(
+        r#"[server]
+url = "https://stac.example/api/stac/v1"
+[defaults]
+bandwidth_timetable = [ { from = "07:00", until = "19:00", limit = "5MB/s" } ]
+"#
+    ),
+    4,
+    None,
+    "unknown field \"until\", expected one of \"from\", \"to\", \"limit\""
+);
+
+broken!(
+    timetable_bad_limit,
+    with_job(
+        r#"[server]
+url = "https://stac.example/api/stac/v1"
+[defaults]
+bandwidth_timetable = [ { from = "07:00", to = "19:00", limit = "slow" } ]
+"#
+    ),
+    4,
+    Some(65),
+    "invalid limit \"slow\""
+);
+
+broken!(
+    every_and_schedule,
+    r#"[server]
+url = "https://stac.example/api/stac/v1"
+[[job]]
+name = "j"
+collection = "c"
+asset = "a.tif"
+file = "export/a.tif"
+schedule = "0 3 * * *"
+every = "5m"
+"#,
+    9,
+    Some(9),
+    "job \"j\" has both schedule and every: expected exactly one trigger"
+);
+
+broken!(
+    every_and_watch,
+    r#"[server]
+url = "https://stac.example/api/stac/v1"
+[[job]]
+name = "j"
+collection = "c"
+asset = "{name}"
+every = "5m"
+[job.watch]
+dir = "incoming"
+pattern = "*.tif"
+"#,
+    7,
+    Some(9),
+    "has both every and [job.watch]"
+);
+
+broken!(
+    every_without_file,
+    r#"[server]
+url = "https://stac.example/api/stac/v1"
+[[job]]
+name = "j"
+collection = "c"
+asset = "a.tif"
+every = "5m"
+"#,
+    7,
+    Some(9),
+    "has every but no file: expected file = \"<path>\" next to every"
+);
+
+broken!(
+    every_too_short,
+    r#"[server]
+url = "https://stac.example/api/stac/v1"
+[[job]]
+name = "j"
+collection = "c"
+asset = "a.tif"
+file = "export/a.tif"
+every = "100ms"
+"#,
+    8,
+    Some(9),
+    "every = 100ms is too short: expected at least 1s"
+);
+
+broken!(
+    every_not_a_duration,
+    r#"[server]
+url = "https://stac.example/api/stac/v1"
+[[job]]
+name = "j"
+collection = "c"
+asset = "a.tif"
+file = "export/a.tif"
+every = "often"
+"#,
+    8,
+    Some(9),
+    "invalid duration \"often\" for every"
+);
+
+broken!(
+    jitter_not_shorter_than_every,
+    r#"[server]
+url = "https://stac.example/api/stac/v1"
+[[job]]
+name = "j"
+collection = "c"
+asset = "a.tif"
+file = "export/a.tif"
+every = "1m"
+jitter = "60s"
+"#,
+    9,
+    Some(10),
+    "jitter = 1m is not shorter than the job's interval (1m)"
+);
+
+broken!(
+    inherited_jitter_longer_than_a_schedule,
+    r#"[server]
+url = "https://stac.example/api/stac/v1"
+[defaults]
+jitter = "2h"
+[[job]]
+name = "j"
+collection = "c"
+asset = "a.tif"
+file = "export/a.tif"
+schedule = "0 * * * *"
+"#,
+    10,
+    Some(12),
+    "jitter = 2h (from [defaults], line 4) is not shorter than the job's interval (1h)"
+);
+
+broken!(
+    jitter_in_a_watch_job,
+    r#"[server]
+url = "https://stac.example/api/stac/v1"
+[[job]]
+name = "w"
+collection = "c"
+asset = "{name}"
+jitter = "5s"
+[job.watch]
+dir = "incoming"
+pattern = "*.h5"
+"#,
+    7,
+    Some(10),
+    "jitter only applies to schedule and every jobs"
+);
+
+broken!(
+    catch_up_in_a_watch_job,
+    r#"[server]
+url = "https://stac.example/api/stac/v1"
+[[job]]
+name = "w"
+collection = "c"
+asset = "{name}"
+catch_up = true
+[job.watch]
+dir = "incoming"
+pattern = "*.h5"
+"#,
+    7,
+    Some(12),
+    "catch_up only applies to schedule and every jobs"
+);
+
+broken!(
+    timezone_in_an_every_job_without_local_time,
+    r#"[server]
+url = "https://stac.example/api/stac/v1"
+[[job]]
+name = "j"
+collection = "c"
+asset = "a.tif"
+file = "export/a.tif"
+every = "5m"
+timezone = "Europe/Zurich"
+"#,
+    9,
+    Some(12),
+    "timezone only applies to cron schedules, time fields"
+);
+
+// --- templates and metadata --------------------------------------------------------------------
+
+broken!(
+    unknown_placeholder_in_item,
+    r#"[server]
+url = "https://stac.example/api/stac/v1"
+[[job]]
+name = "w"
+collection = "c"
+item = "day-{date}"
+asset = "{name}"
+[job.watch]
+dir = "incoming"
+pattern = "*.h5"
+"#,
+    6,
+    // At the brace: `item = "day-` is 12 characters.
+    Some(13),
+    "unknown placeholder \"{date}\" in item \"day-{date}\""
+);
+
+broken!(
+    unknown_strftime_field_in_item,
+    r#"[server]
+url = "https://stac.example/api/stac/v1"
+[[job]]
+name = "j"
+collection = "c"
+item = "radar-%Y-%Q"
+asset = "a.tif"
+file = "export/a.tif"
+schedule = "0 3 * * *"
+"#,
+    6,
+    // At the field: `item = "radar-%Y-` is 17 characters.
+    Some(18),
+    "unknown time field \"%Q\" in item \"radar-%Y-%Q\": expected strftime fields such as %Y"
+);
+
+broken!(
+    unknown_strftime_field_in_asset,
+    r#"[server]
+url = "https://stac.example/api/stac/v1"
+[[job]]
+name = "j"
+collection = "c"
+asset = "a-%-K.tif"
+file = "export/a.tif"
+schedule = "0 3 * * *"
+"#,
+    6,
+    Some(12),
+    "unknown time field \"%-K\" in asset"
+);
+
+broken!(
+    strftime_field_rendering_a_name_in_an_id,
+    r#"[server]
+url = "https://stac.example/api/stac/v1"
+[[job]]
+name = "j"
+collection = "c"
+asset = "map-%b.tif"
+file = "export/a.tif"
+schedule = "0 3 * * *"
+"#,
+    6,
+    Some(14),
+    "time field \"%b\" in asset \"map-%b.tif\" renders \"Jan\", which an id cannot hold"
+);
+
+broken!(
+    file_name_placeholder_in_an_every_job,
+    r#"[server]
+url = "https://stac.example/api/stac/v1"
+[[job]]
+name = "j"
+collection = "c"
+item = "{stem}-%Y"
+asset = "a.tif"
+file = "export/a.tif"
+every = "1h"
+"#,
+    6,
+    Some(8),
+    "item \"{stem}-%Y\" uses placeholders, which only apply to watch jobs"
+);
+
+broken!(
+    item_metadata_for_a_collection_asset,
+    r#"[server]
+url = "https://stac.example/api/stac/v1"
+[[job]]
+name = "j"
+collection = "c"
+asset = "a.h5"
+file = "export/a.h5"
+schedule = "0 3 * * *"
+[job.item_metadata]
+bbox = [5.9, 45.8, 10.5, 47.8]
+datetime = "run"
+[job.asset_metadata]
+type = "application/x-hdf5"
+"#,
+    9,
+    None,
+    "[job.item_metadata] needs item: a collection asset has no item to create"
+);
+
+broken!(
+    item_metadata_without_asset_metadata,
+    r#"[server]
+url = "https://stac.example/api/stac/v1"
+[[job]]
+name = "j"
+collection = "c"
+item = "i"
+asset = "a.h5"
+file = "export/a.h5"
+schedule = "0 3 * * *"
+[job.item_metadata]
+bbox = [5.9, 45.8, 10.5, 47.8]
+datetime = "run"
+"#,
+    10,
+    None,
+    "[job.item_metadata] needs [job.asset_metadata]"
+);
+
+broken!(
+    unknown_key_in_item_metadata,
+    meta_job(
+        &format!("{BBOX}\ndatetime = \"run\"\ndescription = \"x\""),
+        HDF5
+    ),
+    13,
+    Some(1),
+    "unknown field \"description\""
+);
+
+broken!(
+    geometry_and_bbox,
+    meta_job(
+        &format!(
+            "geometry = {{ type = \"Point\", coordinates = [7.4, 46.9] }}\n{BBOX}\ndatetime = \"run\""
+        ),
+        HDF5
+    ),
+    12,
+    Some(8),
+    "bbox conflicts with geometry: expected exactly one of geometry or bbox"
+);
+
+broken!(
+    no_geometry,
+    meta_job("datetime = \"run\"", HDF5),
+    10,
+    None,
+    "[job.item_metadata] needs a geometry"
+);
+
+broken!(
+    empty_bbox,
+    meta_job("bbox = [10.5, 45.8, 5.9, 47.8]\ndatetime = \"run\"", HDF5),
+    11,
+    Some(8),
+    "bbox [10.5, 45.8, 5.9, 47.8] is empty: west must be less than east"
+);
+
+broken!(
+    bbox_of_three_numbers,
+    meta_job("bbox = [5.9, 45.8, 10.5]\ndatetime = \"run\"", HDF5),
+    11,
+    Some(8),
+    "bbox has 3 numbers: expected bbox = [west, south, east, north]"
+);
+
+broken!(
+    unsupported_geometry,
+    meta_job(
+        "geometry = { type = \"Circle\", coordinates = [7.4, 46.9] }\ndatetime = \"run\"",
+        HDF5
+    ),
+    11,
+    Some(12),
+    "geometry type \"Circle\" is not supported"
+);
+
+broken!(
+    open_polygon_ring,
+    meta_job(
+        "geometry = { type = \"Polygon\", coordinates = [[[5, 45], [10, 45], [10, 47], [5, 47]]] }\ndatetime = \"run\"",
+        HDF5
+    ),
+    11,
+    Some(12),
+    "is not closed: its last position must repeat its first"
+);
+
+broken!(
+    position_out_of_range,
+    meta_job(
+        "geometry = { type = \"Point\", coordinates = [2600000, 1200000] }\ndatetime = \"run\"",
+        HDF5
+    ),
+    11,
+    Some(12),
+    "lies outside -180..180 / -90..90 degrees (WGS 84)"
+);
+
+broken!(
+    no_item_time,
+    meta_job(BBOX, HDF5),
+    10,
+    None,
+    "[job.item_metadata] needs a time: expected datetime = \"run\""
+);
+
+broken!(
+    datetime_template_not_rfc3339,
+    meta_job(&format!("{BBOX}\ndatetime = \"%Y-%m-%d\""), HDF5),
+    12,
+    Some(12),
+    "datetime \"%Y-%m-%d\" renders \"2026-01-05\" (for a run at 2026-01-05T03:04:05+00:00), which is not an RFC 3339 date-time"
+);
+
+broken!(
+    unknown_field_in_datetime,
+    meta_job(&format!("{BBOX}\ndatetime = \"%Y-%m-%dT%H:%M:%S%Q\""), HDF5),
+    12,
+    // At the field: `datetime = "%Y-%m-%dT%H:%M:%S` is 29 characters.
+    Some(30),
+    "unknown time field \"%Q\" in datetime"
+);
+
+broken!(
+    start_without_end,
+    meta_job(&format!("{BBOX}\nstart_datetime = \"run\""), HDF5),
+    12,
+    Some(18),
+    "start_datetime needs end_datetime"
+);
+
+broken!(
+    datetime_and_a_range,
+    meta_job(
+        &format!("{BBOX}\ndatetime = \"run\"\nend_datetime = \"run\""),
+        HDF5
+    ),
+    13,
+    Some(16),
+    "end_datetime conflicts with datetime (line 12)"
+);
+
+broken!(
+    range_backwards,
+    meta_job(
+        &format!(
+            "{BBOX}\nstart_datetime = \"%Y-%m-%dT12:00:00Z\"\nend_datetime = \"%Y-%m-%dT00:00:00Z\""
+        ),
+        HDF5
+    ),
+    13,
+    Some(16),
+    "end_datetime comes before start_datetime"
+);
+
+broken!(
+    zero_expires,
+    meta_job(
+        &format!("{BBOX}\ndatetime = \"run\"\nexpires = \"0s\""),
+        HDF5
+    ),
+    13,
+    Some(11),
+    "expires must be longer than 0"
+);
+
+broken!(
+    item_properties_setting_the_datetime,
+    meta_job(
+        &format!(
+            "{BBOX}\ndatetime = \"run\"\nproperties = {{ datetime = \"2026-01-01T00:00:00Z\" }}"
+        ),
+        HDF5
+    ),
+    13,
+    Some(14),
+    "properties may not set \"datetime\""
+);
+
+broken!(
+    asset_metadata_without_type,
+    meta_job(&format!("{BBOX}\ndatetime = \"run\""), "roles = [\"data\"]"),
+    13,
+    None,
+    "missing field \"type\""
+);
+
+broken!(
+    asset_type_not_a_media_type,
+    meta_job(&format!("{BBOX}\ndatetime = \"run\""), "type = \"hdf5\""),
+    14,
+    Some(8),
+    "invalid type \"hdf5\": expected a media type"
+);
+
+broken!(
+    epsg_out_of_range,
+    meta_job(
+        &format!("{BBOX}\ndatetime = \"run\""),
+        &format!("{HDF5}\n\"proj:epsg\" = 0")
+    ),
+    15,
+    Some(15),
+    "proj:epsg = 0 is out of range: expected 1 to 999999"
+);
+
+broken!(
+    empty_role,
+    meta_job(
+        &format!("{BBOX}\ndatetime = \"run\""),
+        &format!("{HDF5}\nroles = [\"data\", \" \"]")
+    ),
+    15,
+    Some(18),
+    "a role is empty"
+);
+
+broken!(
+    asset_properties_with_an_href,
+    meta_job(
+        &format!("{BBOX}\ndatetime = \"run\""),
+        &format!("{HDF5}\nproperties = {{ href = \"https://elsewhere/a.h5\" }}")
+    ),
+    15,
+    Some(14),
+    "properties may not set \"href\": an href makes the asset external"
+);
+
+broken!(
+    title_with_a_file_name_in_a_cron_job,
+    meta_job(
+        &format!("{BBOX}\ndatetime = \"run\"\ntitle = \"{{stem}}\""),
+        HDF5
+    ),
+    13,
+    Some(9),
+    "title \"{stem}\" uses placeholders, which only apply to watch jobs"
+);

@@ -201,8 +201,9 @@ async fn api_calls_and_part_puts_go_through_the_configured_proxy() {
     assert_eq!(proxy.requests("/_s3/"), 3, "{:?}", proxy.carried());
     assert_eq!(
         proxy.requests("/api/stac/v1/"),
-        (env.emu.call_count(CallKind::CreateUpload) + env.emu.call_count(CallKind::Complete))
-            as usize
+        (env.emu.call_count(CallKind::GetAsset)
+            + env.emu.call_count(CallKind::CreateUpload)
+            + env.emu.call_count(CallKind::Complete)) as usize
     );
     assert_eq!(proxy.tunnels(), 0, "plain http is forwarded, not tunnelled");
 }

@@ -89,6 +89,8 @@ async fn basic_auth_uploads_at_trace_level_leak_nothing() {
         "secret.zip",
         "--part-size",
         "5MiB",
+        // Every run sends: the point is what each request and error prints.
+        "--force",
         path.to_str().unwrap(),
     ]);
     let (_, out1) = run(&all_args, &[("STAC_UPLOADD_SECRET", PASSWORD)]).await;

@@ -14,17 +14,20 @@ use serde::de::IntoDeserializer;
 use toml::Spanned;
 
 use super::error::{ConfigError, Diagnostics};
+use super::metadata::{AssetMetadata, ItemMetadata, ItemTime, TimeValue, bbox_polygon};
 use super::raw::{
-    DurationText, Int, RawAuth, RawConfig, RawJob, RawObserve, RawServer, RawSettings, RawWatch,
-    Size,
+    DurationText, Int, RawAssetMetadata, RawAuth, RawConfig, RawItemMetadata, RawJob, RawObserve,
+    RawServer, RawSettings, RawWatch, RawWindow, Size,
 };
-use super::{AssetTemplate, Config, JobSpec, ObserveConfig, ServerConfig, TriggerSpec};
+use super::template::{IdTemplate, TemplateError, TextTemplate};
+use super::{Config, JobSpec, ObserveConfig, ServerConfig, TriggerSpec};
 use crate::stac::{ApiVersion, Auth, CognitoAuth};
 use crate::supervisor::{PolicyKind, PolicySpec};
 use crate::trigger::watch::DEFAULT_IGNORE;
 use crate::trigger::{Schedule, ScheduleError, WatchSpec};
 use crate::units::ByteSize;
-use crate::upload::{MAX_PART_SIZE, MIN_PART_SIZE, UploadOptions};
+use crate::upload::bandwidth::{BandwidthLimit, BandwidthWindow};
+use crate::upload::{CompressMode, MAX_PART_SIZE, MIN_PART_SIZE, UploadOptions};
 
 type Span = Range<usize>;
 
@@ -35,6 +38,9 @@ const MIN_RETRY_DELAY: Duration = Duration::from_millis(100);
 const DEFAULT_SETTLE: Duration = Duration::from_secs(2);
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Below this, `every` is a busy loop rather than a schedule.
+const MIN_EVERY: Duration = Duration::from_secs(1);
+const EPSG: std::ops::RangeInclusive<i64> = 1..=999_999;
 
 /// Reads and checks the job file at `path`; secrets named by `*_env` come from the process
 /// environment.
@@ -123,6 +129,13 @@ struct Layer {
     stale_after: Option<(Duration, Span)>,
     run_timeout: Option<(Duration, Span)>,
     timezone: Option<(Tz, Span)>,
+    compress: Option<(CompressMode, Span)>,
+    skip_unchanged: Option<(bool, Span)>,
+    /// `None` inside: "unlimited".
+    bandwidth_limit: Option<(Option<ByteSize>, Span)>,
+    bandwidth_timetable: Option<(Vec<BandwidthWindow>, Span)>,
+    jitter: Option<(Duration, Span)>,
+    catch_up: Option<(bool, Span)>,
 }
 
 impl Layer {
@@ -154,7 +167,37 @@ impl Layer {
                 .clone()
                 .or_else(|| parent.run_timeout.clone()),
             timezone: self.timezone.clone().or_else(|| parent.timezone.clone()),
+            compress: self.compress.clone().or_else(|| parent.compress.clone()),
+            skip_unchanged: self
+                .skip_unchanged
+                .clone()
+                .or_else(|| parent.skip_unchanged.clone()),
+            bandwidth_limit: self
+                .bandwidth_limit
+                .clone()
+                .or_else(|| parent.bandwidth_limit.clone()),
+            bandwidth_timetable: self
+                .bandwidth_timetable
+                .clone()
+                .or_else(|| parent.bandwidth_timetable.clone()),
+            jitter: self.jitter.clone().or_else(|| parent.jitter.clone()),
+            catch_up: self.catch_up.clone().or_else(|| parent.catch_up.clone()),
         }
+    }
+
+    /// The zone of schedules, templates and timetables.
+    fn timezone(&self) -> Tz {
+        self.timezone.as_ref().map_or(Tz::UTC, |v| v.0)
+    }
+
+    /// The limit of `bandwidth_limit` and `bandwidth_timetable`, read in `tz`; `None` when
+    /// nothing is limited.
+    fn bandwidth(&self, tz: Tz) -> Option<BandwidthLimit> {
+        bandwidth_limit(
+            self.bandwidth_limit.as_ref().map(|v| v.0),
+            self.bandwidth_timetable.as_ref().map(|v| v.0.clone()),
+            tz,
+        )
     }
 
     fn policy(&self) -> PolicySpec {
@@ -179,13 +222,19 @@ impl Layer {
         }
     }
 
-    /// Only the part size and parallelism are per job; the part-level retry and timeout
-    /// settings keep their tuned defaults.
+    /// Part size, parallelism, compression and skipping are per job; the part-level retry and
+    /// timeout settings keep their tuned defaults. The bandwidth limiters are shared objects,
+    /// attached by whoever runs the jobs.
     fn upload(&self) -> UploadOptions {
         let d = UploadOptions::default();
         UploadOptions {
             part_size: self.part_size.as_ref().map_or(d.part_size, |v| v.0),
             parallel: self.parallel.as_ref().map_or(d.parallel, |v| v.0),
+            compress: self.compress.as_ref().map_or(d.compress, |v| v.0),
+            skip_unchanged: self
+                .skip_unchanged
+                .as_ref()
+                .map_or(d.skip_unchanged, |v| v.0),
             ..d
         }
     }
@@ -205,6 +254,7 @@ impl Checker<'_> {
 
         let defaults = self.layer(raw.defaults.settings());
         self.check_delay_order(&defaults, &Layer::default());
+        let bandwidth = self.server_bandwidth(&raw.server, defaults.timezone());
 
         if raw.job.is_empty() {
             self.diag.at_offset(
@@ -225,6 +275,7 @@ impl Checker<'_> {
             server: server?,
             jobs: jobs.into_iter().collect::<Option<Vec<_>>>()?,
             observe: observe?,
+            bandwidth_limit: bandwidth?,
         })
     }
 
@@ -326,7 +377,55 @@ impl Checker<'_> {
             timezone: self.value(s.timezone, |t| {
                 Tz::from_str(t).map_err(|_| ScheduleError::TimeZone(t.clone()).to_string())
             }),
+            compress: self.value(s.compress, |c| compress_mode(c)),
+            skip_unchanged: s.skip_unchanged.map(|v| (*v.get_ref(), v.span())),
+            bandwidth_limit: self.value(s.bandwidth_limit, |r| rate(r, "bandwidth_limit")),
+            bandwidth_timetable: self.timetable(s.bandwidth_timetable),
+            jitter: self.duration(s.jitter, "jitter", |_| Ok(())),
+            catch_up: s.catch_up.map(|v| (*v.get_ref(), v.span())),
         }
+    }
+
+    /// `[server] bandwidth_limit` and `bandwidth_timetable`, read in the defaults' zone. `None`
+    /// when refused (the error is recorded), `Some(None)` when nothing is limited.
+    fn server_bandwidth(&mut self, raw: &RawServer, tz: Tz) -> Option<Option<BandwidthLimit>> {
+        let limit = self.value(raw.bandwidth_limit.as_ref(), |r| rate(r, "bandwidth_limit"));
+        let windows = self.timetable(raw.bandwidth_timetable.as_ref());
+        let refused = (raw.bandwidth_limit.is_some() && limit.is_none())
+            || (raw.bandwidth_timetable.is_some() && windows.is_none());
+        if refused {
+            return None;
+        }
+        Some(bandwidth_limit(
+            limit.map(|v| v.0),
+            windows.map(|v| v.0),
+            tz,
+        ))
+    }
+
+    /// `bandwidth_timetable = [{ from = "07:00", to = "19:00", limit = "5MB/s" }, ...]`.
+    fn timetable(
+        &mut self,
+        raw: Option<&Spanned<Vec<Spanned<RawWindow>>>>,
+    ) -> Option<(Vec<BandwidthWindow>, Span)> {
+        let raw = raw?;
+        let mut windows = Vec::with_capacity(raw.get_ref().len());
+        let mut ok = true;
+        for w in raw.get_ref() {
+            let w = w.get_ref();
+            let from = self.value(Some(&w.from), |t| time_of_day(t, "from"));
+            let to = self.value(Some(&w.to), |t| time_of_day(t, "to"));
+            let limit = self.value(Some(&w.limit), |r| rate(r, "limit"));
+            match (from, to, limit) {
+                (Some(from), Some(to), Some(limit)) => windows.push(BandwidthWindow {
+                    from: from.0,
+                    to: to.0,
+                    rate: limit.0,
+                }),
+                _ => ok = false,
+            }
+        }
+        ok.then(|| (windows, raw.span()))
     }
 
     /// retry_min_delay <= retry_max_delay, checked where either is set, against the inherited
@@ -836,6 +935,10 @@ impl Checker<'_> {
         let own = self.layer(raw.settings());
         self.check_delay_order(&own, defaults);
         let settings = own.or(defaults);
+        let tz = settings.timezone();
+        // A job whose trigger names one file: file-name placeholders have nothing to read.
+        let one_file = raw.watch.is_none()
+            && (raw.file.is_some() || raw.schedule.is_some() || raw.every.is_some());
 
         let collection = self.non_empty(&raw.collection, "collection");
         // `None`: refused; `Some(None)`: a collection asset.
@@ -847,54 +950,272 @@ impl Checker<'_> {
                 );
                 None
             }
-            Some(item) => Some(Some(item.get_ref().clone())),
+            Some(item) => self.id_template(item, "item", one_file).map(Some),
             None => Some(None),
         };
-        let mut asset = self.asset(&raw.asset);
-        let is_cron = raw.watch.is_none() && (raw.file.is_some() || raw.schedule.is_some());
-        if is_cron
-            && let Some(a) = &asset
-            && !a.is_literal()
-        {
+        let asset = if raw.asset.get_ref().trim().is_empty() {
             self.diag.at(
                 &raw.asset.span(),
+                "asset is empty: expected an asset id, or a template such as \"{name}\" for watch jobs",
+            );
+            None
+        } else {
+            self.id_template(&raw.asset, "asset", one_file)
+        };
+
+        let trigger = self.trigger(raw, &name, &own, &settings);
+        let item_metadata = raw
+            .item_metadata
+            .as_ref()
+            .map(|m| self.item_metadata(m, raw, tz, one_file));
+        let asset_metadata = raw
+            .asset_metadata
+            .as_ref()
+            .map(|m| self.asset_metadata(m, one_file));
+
+        let uses_local_time = item
+            .as_ref()
+            .is_some_and(|i| i.as_ref().is_some_and(IdTemplate::uses_time))
+            || asset.as_ref().is_some_and(IdTemplate::uses_time)
+            || matches!(&item_metadata, Some(Some(m)) if m.uses_time())
+            || matches!(&asset_metadata, Some(Some(m)) if m.uses_time())
+            || settings
+                .bandwidth_timetable
+                .as_ref()
+                .is_some_and(|t| !t.0.is_empty());
+        let is_cron = matches!(trigger, Some(TriggerSpec::Cron { .. }));
+        if let Some(tz) = &raw.timezone
+            && trigger.is_some()
+            && !is_cron
+            && !uses_local_time
+        {
+            self.diag.at(
+                &tz.span(),
+                "timezone only applies to cron schedules, time fields (%Y, %m, %d, ...) in ids and metadata, and bandwidth timetables, and this job has none of them: remove it",
+            );
+        }
+        let (jitter, catch_up) = self.schedule_options(raw, &own, &settings, trigger.as_ref());
+
+        Some(JobSpec {
+            name,
+            collection: collection?,
+            item: item?,
+            asset: asset?,
+            timezone: tz,
+            trigger: trigger?,
+            policy: settings.policy(),
+            upload: settings.upload(),
+            jitter: jitter?,
+            catch_up,
+            bandwidth_limit: settings.bandwidth(tz),
+            item_metadata: written(item_metadata)?,
+            asset_metadata: written(asset_metadata)?,
+        })
+    }
+
+    /// `jitter` and `catch_up`: for schedule and every jobs, the jitter shorter than the
+    /// interval. `None` for a jitter refused.
+    fn schedule_options(
+        &mut self,
+        raw: &RawJob,
+        own: &Layer,
+        settings: &Layer,
+        trigger: Option<&TriggerSpec>,
+    ) -> (Option<Option<Duration>>, bool) {
+        let (interval, key) = match trigger {
+            None => return (Some(None), false),
+            Some(TriggerSpec::Watch(_)) => {
+                for (key, span) in [
+                    ("jitter", own.jitter.as_ref().map(|v| &v.1)),
+                    ("catch_up", own.catch_up.as_ref().map(|v| &v.1)),
+                ] {
+                    if let Some(span) = span {
+                        self.diag.at(
+                            span,
+                            format!("{key} only applies to schedule and every jobs, and this job watches a folder: remove it"),
+                        );
+                    }
+                }
+                return (Some(None), false);
+            }
+            Some(TriggerSpec::Cron { schedule, .. }) => (
+                schedule
+                    .min_interval(chrono::Utc::now(), 24)
+                    .and_then(|d| d.to_std().ok()),
+                raw.schedule.as_ref().map(Spanned::span),
+            ),
+            Some(TriggerSpec::Every { interval, .. }) => {
+                (Some(*interval), raw.every.as_ref().map(Spanned::span))
+            }
+        };
+        let catch_up = settings.catch_up.as_ref().is_some_and(|v| v.0);
+        let Some((jitter, jitter_span)) = settings.jitter.clone() else {
+            return (Some(None), catch_up);
+        };
+        if jitter.is_zero() {
+            return (Some(None), catch_up);
+        }
+        let Some(interval) = interval.filter(|i| jitter >= *i) else {
+            return (Some(Some(jitter)), catch_up);
+        };
+        // Blame the job's own jitter, or else its trigger: the inherited jitter suits others.
+        let (span, whose) = match (&own.jitter, key) {
+            (Some(_), _) | (None, None) => (jitter_span.clone(), String::new()),
+            (None, Some(k)) => {
+                let (line, _) = self.diag.line_col(jitter_span.start);
+                (k, format!(" (from [defaults], line {line})"))
+            }
+        };
+        self.diag.at(
+            &span,
+            format!(
+                "jitter = {}{whose} is not shorter than the job's interval ({}): expected a jitter below the time between runs",
+                fmt_duration(jitter),
+                fmt_duration(interval)
+            ),
+        );
+        (None, catch_up)
+    }
+
+    /// An item or asset id. Placeholders of the file name only apply to watch jobs.
+    fn id_template(
+        &mut self,
+        raw: &Spanned<String>,
+        key: &str,
+        one_file: bool,
+    ) -> Option<IdTemplate> {
+        let template = match IdTemplate::parse(raw.get_ref()) {
+            Ok(t) => t,
+            Err(e) => {
+                self.template_error(raw, e.for_key(key));
+                return None;
+            }
+        };
+        if one_file && template.uses_file_name() {
+            self.diag.at(
+                &raw.span(),
                 format!(
-                    "asset {:?} uses placeholders, which only apply to watch jobs: a cron job uploads one file, expected a literal asset id",
-                    a.0
+                    "{key} {:?} uses placeholders, which only apply to watch jobs: a schedule uploads one file, expected a literal {key} id (strftime fields such as %Y-%m-%d are fine)",
+                    template.as_str()
                 ),
             );
-            asset = None;
+            return None;
         }
+        Some(template)
+    }
 
-        let trigger = match (&raw.file, &raw.schedule, &raw.watch) {
-            (Some(file), Some(schedule), None) => self.cron(file, schedule, &own, &settings),
-            (None, None, Some(watch)) => {
-                if let Some(tz) = &raw.timezone {
-                    self.diag.at(
-                        &tz.span(),
-                        "timezone only applies to cron schedules, and this job watches a folder: remove it",
-                    );
-                }
-                self.watch(watch.get_ref()).map(TriggerSpec::Watch)
+    /// A metadata text (title, date-time). Placeholders of the file name only apply to watch
+    /// jobs.
+    fn text_template(
+        &mut self,
+        raw: &Spanned<String>,
+        key: &str,
+        one_file: bool,
+    ) -> Option<TextTemplate> {
+        let template = match TextTemplate::parse(raw.get_ref()) {
+            Ok(t) => t,
+            Err(e) => {
+                self.template_error(raw, e.for_key(key));
+                return None;
             }
-            (file, schedule, Some(watch)) => {
-                let span = file
-                    .as_ref()
-                    .or(schedule.as_ref())
-                    .map_or_else(|| watch.span(), |v| v.span());
+        };
+        if one_file && template.uses_file_name() {
+            self.diag.at(
+                &raw.span(),
+                format!(
+                    "{key} {:?} uses placeholders, which only apply to watch jobs: a schedule uploads one file",
+                    raw.get_ref()
+                ),
+            );
+            return None;
+        }
+        Some(template)
+    }
+
+    fn template_error(&mut self, raw: &Spanned<String>, e: TemplateError) {
+        let span = raw.span();
+        let text = raw.get_ref();
+        // Point at the problem itself when the value is written without escapes, so the
+        // offset in the string is the offset in the file.
+        let plain = self.diag.source(&span).is_some_and(|s| {
+            s.len() == text.len() + 2 && s.get(1..s.len() - 1) == Some(text.as_str())
+        });
+        let offset = if plain {
+            span.start + 1 + e.offset()
+        } else {
+            span.start
+        };
+        self.diag.at_offset(offset, e.to_string());
+    }
+
+    /// Exactly one trigger: file + schedule, file + every, or [job.watch].
+    fn trigger(
+        &mut self,
+        raw: &RawJob,
+        name: &str,
+        own: &Layer,
+        settings: &Layer,
+    ) -> Option<TriggerSpec> {
+        let expected =
+            "expected exactly one trigger: file + schedule, file + every, or [job.watch]";
+        if let Some(watch) = &raw.watch {
+            let others: Vec<(&str, Span)> = [
+                ("file", raw.file.as_ref().map(Spanned::span)),
+                ("schedule", raw.schedule.as_ref().map(Spanned::span)),
+                ("every", raw.every.as_ref().map(Spanned::span)),
+            ]
+            .into_iter()
+            .filter_map(|(k, s)| Some((k, s?)))
+            .collect();
+            if let Some((_, span)) = others.first() {
+                let keys: Vec<&str> = others.iter().map(|(k, _)| *k).collect();
                 self.diag.at(
-                    &span,
+                    span,
                     format!(
-                        "job {name:?} has both file/schedule and [job.watch]: expected exactly one trigger, either file + schedule or [job.watch]"
+                        "job {name:?} has both {} and [job.watch]: {expected}",
+                        keys.join("/")
                     ),
                 );
+                return None;
+            }
+            return self.watch(watch.get_ref()).map(TriggerSpec::Watch);
+        }
+        match (&raw.file, &raw.schedule, &raw.every) {
+            (_, Some(schedule), Some(every)) => {
+                let later = if every.span().start > schedule.span().start {
+                    every.span()
+                } else {
+                    schedule.span()
+                };
+                self.diag.at(
+                    &later,
+                    format!("job {name:?} has both schedule and every: {expected}"),
+                );
                 None
+            }
+            (Some(file), Some(schedule), None) => self.cron(file, schedule, own, settings),
+            (Some(file), None, Some(every)) => {
+                let file = self.upload_file(file);
+                let interval = self.duration(Some(every), "every", |d| {
+                    if d < MIN_EVERY {
+                        Err(format!(
+                            "every = {} is too short: expected at least 1s",
+                            fmt_duration(d)
+                        ))
+                    } else {
+                        Ok(())
+                    }
+                });
+                Some(TriggerSpec::Every {
+                    file: file?,
+                    interval: interval?.0,
+                })
             }
             (Some(file), None, None) => {
                 self.diag.at(
                     &file.span(),
                     format!(
-                        "job {name:?} has a file but no schedule: expected schedule = \"<cron>\" next to file (or a [job.watch] table instead)"
+                        "job {name:?} has a file but no schedule: expected schedule = \"<cron>\" or every = \"<interval>\" next to file (or a [job.watch] table instead)"
                     ),
                 );
                 None
@@ -908,68 +1229,30 @@ impl Checker<'_> {
                 );
                 None
             }
-            (None, None, None) => {
+            (None, None, Some(every)) => {
                 self.diag.at(
-                    &raw.name.span(),
+                    &every.span(),
                     format!(
-                        "job {name:?} has no trigger: expected either file + schedule (cron) or a [job.watch] table"
+                        "job {name:?} has every but no file: expected file = \"<path>\" next to every"
                     ),
                 );
                 None
             }
-        };
-
-        Some(JobSpec {
-            name,
-            collection: collection?,
-            item: item?,
-            asset: asset?,
-            trigger: trigger?,
-            policy: settings.policy(),
-            upload: settings.upload(),
-            jitter: None,
-            catch_up: false,
-            bandwidth_limit: None,
-        })
-    }
-
-    fn asset(&mut self, raw: &Spanned<String>) -> Option<AssetTemplate> {
-        let text = raw.get_ref();
-        if text.trim().is_empty() {
-            self.diag.at(
-                &raw.span(),
-                "asset is empty: expected an asset id, or a template such as \"{name}\" for watch jobs",
-            );
-            return None;
-        }
-        match AssetTemplate::parse(text) {
-            Ok(t) => Some(t),
-            Err(e) => {
-                let span = raw.span();
-                // Point at the brace itself when the value is written without escapes, so the
-                // offset in the string is the offset in the file.
-                let plain = self.diag.source(&span).is_some_and(|s| {
-                    s.len() == text.len() + 2 && s.get(1..s.len() - 1) == Some(text.as_str())
-                });
-                let offset = if plain {
-                    span.start + 1 + e.offset()
-                } else {
-                    span.start
-                };
-                self.diag.at_offset(offset, e.to_string());
+            (None, None, None) => {
+                self.diag.at(
+                    &raw.name.span(),
+                    format!(
+                        "job {name:?} has no trigger: expected either file + schedule (cron), file + every (an interval) or a [job.watch] table"
+                    ),
+                );
                 None
             }
         }
     }
 
-    fn cron(
-        &mut self,
-        file: &Spanned<String>,
-        schedule: &Spanned<String>,
-        own: &Layer,
-        settings: &Layer,
-    ) -> Option<TriggerSpec> {
-        let path = self.path(file, "file").and_then(|path| {
+    /// The file a schedule or every job uploads: it may appear later, but its folder must exist.
+    fn upload_file(&mut self, file: &Spanned<String>) -> Option<PathBuf> {
+        self.path(file, "file").and_then(|path| {
             let problem = match path.parent() {
                 _ if path.is_dir() => format!(
                     "file {} is a directory: expected the path of the file to upload (use [job.watch] for a folder)",
@@ -984,8 +1267,18 @@ impl Checker<'_> {
             };
             self.diag.at(&file.span(), problem);
             None
-        });
-        let tz = settings.timezone.as_ref().map_or(Tz::UTC, |v| v.0);
+        })
+    }
+
+    fn cron(
+        &mut self,
+        file: &Spanned<String>,
+        schedule: &Spanned<String>,
+        own: &Layer,
+        settings: &Layer,
+    ) -> Option<TriggerSpec> {
+        let path = self.upload_file(file);
+        let tz = settings.timezone();
         let schedule = match Schedule::parse(schedule.get_ref(), tz.name()) {
             Ok(s) => Some(s),
             Err(e) => {
@@ -1004,6 +1297,265 @@ impl Checker<'_> {
         Some(TriggerSpec::Cron {
             file: path?,
             schedule: schedule?,
+        })
+    }
+
+    // --- metadata of the objects a job creates ----------------------------------------------------
+
+    /// `[job.item_metadata]`: a geometry (or bbox) and a time are required. `None` when refused.
+    fn item_metadata(
+        &mut self,
+        table: &Spanned<RawItemMetadata>,
+        job: &RawJob,
+        tz: Tz,
+        one_file: bool,
+    ) -> Option<ItemMetadata> {
+        let raw = table.get_ref();
+        let at_table = table.span();
+        if job.item.is_none() {
+            self.diag.at(
+                &at_table,
+                "[job.item_metadata] needs item: a collection asset has no item to create; set item = \"...\" or remove the table",
+            );
+        }
+        if job.asset_metadata.is_none() {
+            self.diag.at(
+                &at_table,
+                "[job.item_metadata] needs [job.asset_metadata]: a new item has no assets, so the asset must be created with it (expected at least type = \"<media type>\")",
+            );
+        }
+        let geometry = match (&raw.geometry, &raw.bbox) {
+            (Some(g), Some(b)) => {
+                let (first, second, later) = if g.span().start < b.span().start {
+                    ("geometry", "bbox", b.span())
+                } else {
+                    ("bbox", "geometry", g.span())
+                };
+                self.diag.at(
+                    &later,
+                    format!("{second} conflicts with {first}: expected exactly one of geometry or bbox (the polygon of the box)"),
+                );
+                None
+            }
+            (Some(g), None) => self
+                .value(Some(g), |t| {
+                    let geometry = serde_json::Value::Object(table_to_json(t)?);
+                    let bbox = geometry_bbox(&geometry)?;
+                    Ok((geometry, bbox))
+                })
+                .map(|v| v.0),
+            (None, Some(b)) => self
+                .value(Some(b), |values| {
+                    let values: Vec<f64> = values.iter().map(|v| *v.get_ref()).collect();
+                    let bbox = check_bbox(&values)?;
+                    Ok((bbox_polygon(bbox), bbox))
+                })
+                .map(|v| v.0),
+            (None, None) => {
+                self.diag.at(
+                    &at_table,
+                    "[job.item_metadata] needs a geometry: expected bbox = [west, south, east, north] or geometry = { type = \"Polygon\", coordinates = [...] }",
+                );
+                None
+            }
+        };
+        let time = self.item_time(raw, &at_table, tz, one_file);
+        let expires = self.positive_duration(raw.expires.as_ref(), "expires");
+        let title = raw
+            .title
+            .as_ref()
+            .map(|t| self.text_template(t, "title", one_file));
+        let properties = raw.properties.as_ref().map(|p| {
+            self.value(Some(p), |t| {
+                let map = table_to_json(t)?;
+                check_properties(
+                    &map,
+                    &[
+                        ("datetime", "the item's time comes from datetime, or start_datetime and end_datetime, of [job.item_metadata]"),
+                        ("start_datetime", "write start_datetime in [job.item_metadata] itself"),
+                        ("end_datetime", "write end_datetime in [job.item_metadata] itself"),
+                        ("title", "write title in [job.item_metadata] itself"),
+                        ("expires", "write expires in [job.item_metadata] itself, as a duration after the run"),
+                    ],
+                )?;
+                Ok(map)
+            })
+            .map(|v| v.0)
+        });
+        if raw.expires.is_some() && expires.is_none() {
+            return None;
+        }
+        let (geometry, bbox) = geometry?;
+        Some(ItemMetadata {
+            geometry,
+            bbox,
+            time: time?,
+            expires: expires.map(|v| v.0),
+            title: written(title)?,
+            properties: written(properties)?.unwrap_or_default(),
+        })
+    }
+
+    /// `datetime`, or `start_datetime` with `end_datetime`.
+    fn item_time(
+        &mut self,
+        raw: &RawItemMetadata,
+        at_table: &Span,
+        tz: Tz,
+        one_file: bool,
+    ) -> Option<ItemTime> {
+        let expected = "expected either datetime, or start_datetime and end_datetime";
+        match (&raw.datetime, &raw.start_datetime, &raw.end_datetime) {
+            (Some(datetime), Some(other), _) | (Some(datetime), None, Some(other)) => {
+                let key = if raw.start_datetime.is_some() {
+                    "start_datetime"
+                } else {
+                    "end_datetime"
+                };
+                let (line, _) = self.diag.line_col(datetime.span().start);
+                self.diag.at(
+                    &other.span(),
+                    format!("{key} conflicts with datetime (line {line}): {expected}"),
+                );
+                None
+            }
+            (Some(datetime), None, None) => self
+                .time_value(datetime, "datetime", tz, one_file)
+                .map(|v| ItemTime::Instant(v.0)),
+            (None, Some(start), Some(end)) => {
+                let start = self.time_value(start, "start_datetime", tz, one_file);
+                let end_value = self.time_value(end, "end_datetime", tz, one_file);
+                let ((start, first), (end_value, last)) = (start?, end_value?);
+                if first > last {
+                    self.diag.at(
+                        &end.span(),
+                        format!("end_datetime comes before start_datetime (for a run at {}: {last} < {first}): expected a range forwards in time", sample_run(tz).to_rfc3339()),
+                    );
+                    return None;
+                }
+                Some(ItemTime::Range {
+                    start,
+                    end: end_value,
+                })
+            }
+            (None, Some(only), None) | (None, None, Some(only)) => {
+                let (key, missing) = if raw.start_datetime.is_some() {
+                    ("start_datetime", "end_datetime")
+                } else {
+                    ("end_datetime", "start_datetime")
+                };
+                self.diag
+                    .at(&only.span(), format!("{key} needs {missing}: {expected}"));
+                None
+            }
+            (None, None, None) => {
+                self.diag.at(
+                    at_table,
+                    "[job.item_metadata] needs a time: expected datetime = \"run\" (the run time), a template such as datetime = \"%Y-%m-%dT00:00:00Z\", or start_datetime and end_datetime",
+                );
+                None
+            }
+        }
+    }
+
+    /// `"run"` or a template that renders an RFC 3339 date-time (tried with a sample run), with
+    /// the sample's instant for ordering checks.
+    fn time_value(
+        &mut self,
+        raw: &Spanned<String>,
+        key: &str,
+        tz: Tz,
+        one_file: bool,
+    ) -> Option<(TimeValue, chrono::DateTime<chrono::FixedOffset>)> {
+        let run = sample_run(tz);
+        if raw.get_ref() == "run" {
+            return Some((TimeValue::Run, run.fixed_offset()));
+        }
+        let template = self.text_template(raw, key, one_file)?;
+        let sample = template.render("file.ext", &run);
+        match chrono::DateTime::parse_from_rfc3339(&sample) {
+            Ok(at) => Some((TimeValue::Template(template), at)),
+            Err(_) => {
+                self.diag.at(
+                    &raw.span(),
+                    format!(
+                        "{key} {:?} renders {sample:?} (for a run at {}), which is not an RFC 3339 date-time: expected \"run\" (the run time) or a template such as \"%Y-%m-%dT00:00:00Z\"",
+                        raw.get_ref(),
+                        run.to_rfc3339()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// `[job.asset_metadata]`: `type` is required.
+    fn asset_metadata(
+        &mut self,
+        table: &Spanned<RawAssetMetadata>,
+        one_file: bool,
+    ) -> Option<AssetMetadata> {
+        let raw = table.get_ref();
+        let media_type = self.value(Some(&raw.media_type), |t| {
+            let t = t.trim();
+            match t.split_once('/') {
+                Some((main, sub)) if !main.is_empty() && !sub.trim().is_empty() => Ok(t.to_owned()),
+                _ => Err(format!(
+                    "invalid type {t:?}: expected a media type such as \"application/x-hdf5\" or \"image/tiff; application=geotiff\" (the server checks it fits the asset id's extension)"
+                )),
+            }
+        });
+        let title = raw
+            .title
+            .as_ref()
+            .map(|t| self.text_template(t, "title", one_file));
+        let mut roles = Vec::new();
+        let mut roles_ok = true;
+        for role in raw.roles.iter().flatten() {
+            if role.get_ref().trim().is_empty() {
+                self.diag.at(
+                    &role.span(),
+                    "a role is empty: expected names such as \"data\", \"overview\" or \"metadata\"",
+                );
+                roles_ok = false;
+            } else {
+                roles.push(role.get_ref().clone());
+            }
+        }
+        let proj_epsg = raw.proj_epsg.as_ref().map(|e| {
+            self.int_in(Some(e), "proj:epsg", EPSG)
+                .map(|(v, _)| u32::try_from(v).expect("1..=999999 fits u32"))
+        });
+        let properties = raw.properties.as_ref().map(|p| {
+            self.value(Some(p), |t| {
+                let map = table_to_json(t)?;
+                check_properties(
+                    &map,
+                    &[
+                        ("id", "the asset id is the job's asset"),
+                        ("type", "write type in [job.asset_metadata] itself"),
+                        ("title", "write title in [job.asset_metadata] itself"),
+                        ("roles", "write roles in [job.asset_metadata] itself"),
+                        ("proj:epsg", "write \"proj:epsg\" in [job.asset_metadata] itself"),
+                        ("href", "an href makes the asset external, and an external asset cannot be uploaded to"),
+                        ("file:checksum", "the server sets it from the uploads"),
+                        ("checksum:multihash", "the server sets it from the uploads"),
+                        ("file:size", "the server sets it from the uploads"),
+                    ],
+                )?;
+                Ok(map)
+            })
+            .map(|v| v.0)
+        });
+        if !roles_ok {
+            return None;
+        }
+        Some(AssetMetadata {
+            media_type: media_type?.0,
+            title: written(title)?,
+            roles,
+            proj_epsg: written(proj_epsg)?,
+            properties: written(properties)?.unwrap_or_default(),
         })
     }
 
@@ -1115,6 +1667,229 @@ fn written<T>(checked: Option<Option<T>>) -> Option<Option<T>> {
         Some(None) => None,
         Some(Some(v)) => Some(Some(v)),
         None => Some(None),
+    }
+}
+
+/// The run that templates are tried with at load: a date with single-digit fields, so that
+/// padding shows.
+fn sample_run(tz: Tz) -> chrono::DateTime<Tz> {
+    use chrono::TimeZone;
+    tz.with_ymd_and_hms(2026, 1, 5, 3, 4, 5)
+        .earliest()
+        .expect("no zone skips 03:04 on 5 January 2026")
+}
+
+/// `compress`: the names of [`CompressMode`].
+fn compress_mode(name: &str) -> Result<CompressMode, String> {
+    match name {
+        "none" => Ok(CompressMode::None),
+        "gzip" => Ok(CompressMode::Gzip),
+        "br" => Ok(CompressMode::Br),
+        "auto" => Ok(CompressMode::Auto),
+        other => Err(format!(
+            "invalid compress {other:?}: expected \"gzip\", \"br\", \"none\" or \"auto\" (gzip for files over 10 MB whose media type is not already compressed)"
+        )),
+    }
+}
+
+/// A rate per second: `"20MB/s"`, a number of bytes per second, or `"unlimited"` (`None`).
+fn rate(raw: &Size, key: &str) -> Result<Option<ByteSize>, String> {
+    let expected = "expected a rate such as \"20MB/s\", or \"unlimited\"";
+    let rate = match raw {
+        Size::Text(t) if t.trim() == "unlimited" => return Ok(None),
+        Size::Text(t) => t
+            .parse::<ByteSize>()
+            .map_err(|_| format!("invalid {key} {t:?}: {expected}"))?,
+        Size::Bytes(n) => u64::try_from(*n)
+            .map(ByteSize)
+            .map_err(|_| format!("{key} = {n} is negative: {expected}"))?,
+    };
+    if rate.get() == 0 {
+        return Err(format!("{key} of 0 would stop every upload: {expected}"));
+    }
+    Ok(Some(rate))
+}
+
+/// `"07:00"` or `"07:00:30"`, local time.
+fn time_of_day(text: &str, key: &str) -> Result<chrono::NaiveTime, String> {
+    chrono::NaiveTime::parse_from_str(text, "%H:%M")
+        .or_else(|_| chrono::NaiveTime::parse_from_str(text, "%H:%M:%S"))
+        .map_err(|_| {
+            format!(
+                "invalid {key} {text:?}: expected a time of day such as \"07:00\" (00:00 to 23:59)"
+            )
+        })
+}
+
+/// A limit from its two keys; `None` when nothing is limited at any time.
+fn bandwidth_limit(
+    rate: Option<Option<ByteSize>>,
+    windows: Option<Vec<BandwidthWindow>>,
+    timezone: Tz,
+) -> Option<BandwidthLimit> {
+    let rate = rate.flatten();
+    let windows = windows.unwrap_or_default();
+    if rate.is_none() && windows.iter().all(|w| w.rate.is_none()) {
+        return None;
+    }
+    Some(BandwidthLimit {
+        rate,
+        windows,
+        timezone,
+    })
+}
+
+/// A TOML value as JSON (date-times as their RFC 3339 text).
+fn toml_to_json(value: &toml::Value) -> Result<serde_json::Value, String> {
+    use serde_json::Value;
+    Ok(match value {
+        toml::Value::String(s) => Value::String(s.clone()),
+        toml::Value::Integer(i) => Value::from(*i),
+        toml::Value::Float(f) => serde_json::Number::from_f64(*f)
+            .map(Value::Number)
+            .ok_or_else(|| format!("{f} cannot be written in JSON: expected a finite number"))?,
+        toml::Value::Boolean(b) => Value::Bool(*b),
+        toml::Value::Datetime(d) => Value::String(d.to_string()),
+        toml::Value::Array(a) => {
+            Value::Array(a.iter().map(toml_to_json).collect::<Result<_, _>>()?)
+        }
+        toml::Value::Table(t) => Value::Object(table_to_json(t)?),
+    })
+}
+
+fn table_to_json(
+    table: &toml::Table,
+) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+    table
+        .iter()
+        .map(|(k, v)| Ok((k.clone(), toml_to_json(v)?)))
+        .collect()
+}
+
+/// Checks `[west, south, east, north]` in degrees.
+fn check_bbox(values: &[f64]) -> Result<[f64; 4], String> {
+    let expected = "expected bbox = [west, south, east, north] in degrees (WGS 84), e.g. [5.96, 45.82, 10.49, 47.81]";
+    let [w, s, e, n] = <[f64; 4]>::try_from(values)
+        .map_err(|_| format!("bbox has {} numbers: {expected}", values.len()))?;
+    if !((-180.0..=180.0).contains(&w) && (-180.0..=180.0).contains(&e)) {
+        return Err(format!(
+            "bbox longitudes {w} and {e} must lie within -180 to 180: {expected}"
+        ));
+    }
+    if !((-90.0..=90.0).contains(&s) && (-90.0..=90.0).contains(&n)) {
+        return Err(format!(
+            "bbox latitudes {s} and {n} must lie within -90 to 90: {expected}"
+        ));
+    }
+    if w >= e || s >= n {
+        return Err(format!(
+            "bbox [{w}, {s}, {e}, {n}] is empty: west must be less than east and south less than north; {expected}"
+        ));
+    }
+    Ok([w, s, e, n])
+}
+
+/// Checks a GeoJSON geometry and returns its bounding box.
+fn geometry_bbox(geometry: &serde_json::Value) -> Result<[f64; 4], String> {
+    use serde_json::Value;
+    let expected = "expected a GeoJSON geometry such as { type = \"Polygon\", coordinates = [[[w, s], [e, s], [e, n], [w, n], [w, s]]] }, or bbox instead";
+    if let Some(key) = geometry.as_object().and_then(|o| {
+        o.keys()
+            .find(|k| !matches!(k.as_str(), "type" | "coordinates"))
+    }) {
+        return Err(format!("unexpected key {key:?} in geometry: {expected}"));
+    }
+    let kind = geometry
+        .get("type")
+        .and_then(Value::as_str)
+        .ok_or_else(|| format!("geometry has no type: {expected}"))?;
+    // (nesting of the coordinates above a position, fewest positions in a line, closed rings)
+    let (depth, min_line, rings) = match kind {
+        "Point" => (0, 1, false),
+        "MultiPoint" => (1, 1, false),
+        "LineString" => (1, 2, false),
+        "MultiLineString" => (2, 2, false),
+        "Polygon" => (2, 4, true),
+        "MultiPolygon" => (3, 4, true),
+        other => {
+            return Err(format!(
+                "geometry type {other:?} is not supported: expected Point, MultiPoint, LineString, MultiLineString, Polygon or MultiPolygon"
+            ));
+        }
+    };
+    let coordinates = geometry
+        .get("coordinates")
+        .ok_or_else(|| format!("{kind} has no coordinates: {expected}"))?;
+    let mut bbox = [
+        f64::INFINITY,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        f64::NEG_INFINITY,
+    ];
+    walk_coordinates(coordinates, depth, min_line, rings, &mut bbox)
+        .map_err(|problem| format!("{kind} coordinates: {problem}"))?;
+    Ok(bbox)
+}
+
+fn walk_coordinates(
+    value: &serde_json::Value,
+    depth: usize,
+    min_line: usize,
+    rings: bool,
+    bbox: &mut [f64; 4],
+) -> Result<(), String> {
+    let list = value
+        .as_array()
+        .ok_or_else(|| format!("expected a list, found {value}"))?;
+    if depth == 0 {
+        let position: Option<Vec<f64>> = list.iter().map(serde_json::Value::as_f64).collect();
+        let (lon, lat) = match position.as_deref() {
+            Some([lon, lat]) | Some([lon, lat, _]) => (*lon, *lat),
+            _ => {
+                return Err(format!(
+                    "{value} is not a position: expected [longitude, latitude]"
+                ));
+            }
+        };
+        if !(-180.0..=180.0).contains(&lon) || !(-90.0..=90.0).contains(&lat) {
+            return Err(format!(
+                "{value} lies outside -180..180 / -90..90 degrees (WGS 84)"
+            ));
+        }
+        *bbox = [
+            bbox[0].min(lon),
+            bbox[1].min(lat),
+            bbox[2].max(lon),
+            bbox[3].max(lat),
+        ];
+        return Ok(());
+    }
+    if depth == 1 && list.len() < min_line {
+        return Err(format!(
+            "{value} has {} position(s): expected at least {min_line}",
+            list.len()
+        ));
+    }
+    if list.is_empty() {
+        return Err("an empty list: expected coordinates".to_owned());
+    }
+    if depth == 1 && rings && list.first() != list.last() {
+        return Err(format!(
+            "the ring {value} is not closed: its last position must repeat its first"
+        ));
+    }
+    list.iter()
+        .try_for_each(|v| walk_coordinates(v, depth - 1, min_line, rings, bbox))
+}
+
+/// Properties that have keys of their own, refused in a `properties` table.
+fn check_properties(
+    table: &serde_json::Map<String, serde_json::Value>,
+    own_keys: &[(&str, &str)],
+) -> Result<(), String> {
+    match own_keys.iter().find(|(k, _)| table.contains_key(*k)) {
+        Some((key, why)) => Err(format!("properties may not set {key:?}: {why}")),
+        None => Ok(()),
     }
 }
 

@@ -2,12 +2,14 @@
 
 mod error;
 mod load;
+mod metadata;
 mod raw;
 mod template;
 
 pub use error::{ConfigError, LocatedError};
 pub use load::{load, parse};
-pub use template::TemplateError;
+pub use metadata::{AssetMetadata, ItemMetadata, ItemTime, STAC_VERSION, TimeValue, bbox_polygon};
+pub use template::{AssetTemplate, IdTemplate, TemplateError, TextTemplate};
 
 use std::fmt;
 use std::path::PathBuf;
@@ -27,6 +29,8 @@ pub struct Config {
     pub server: ServerConfig,
     pub jobs: Vec<JobSpec>,
     pub observe: ObserveConfig,
+    /// `[server] bandwidth_limit`: shared by every job of the daemon.
+    pub bandwidth_limit: Option<crate::upload::bandwidth::BandwidthLimit>,
 }
 
 /// `[observe]`: the metrics and health listener.
@@ -87,9 +91,14 @@ impl fmt::Debug for ServerConfig {
 pub struct JobSpec {
     pub name: String,
     pub collection: String,
-    pub item: Option<String>,
-    /// Asset id; for watch jobs a template of the file name (`{name}`, `{stem}`, `{ext}`).
-    pub asset: AssetTemplate,
+    /// Item id (`None`: a collection asset), templated like `asset`.
+    pub item: Option<IdTemplate>,
+    /// Asset id: literal, or templated from the run time in `timezone` (`%Y-%m-%d`, ...) and,
+    /// for watch jobs, the file name (`{name}`, `{stem}`, `{ext}`).
+    pub asset: IdTemplate,
+    /// The zone run times are read in: templates, and the job's bandwidth timetable. Cron
+    /// schedules carry the same zone.
+    pub timezone: chrono_tz::Tz,
     pub trigger: TriggerSpec,
     pub policy: PolicySpec,
     pub upload: UploadOptions,
@@ -99,6 +108,10 @@ pub struct JobSpec {
     pub catch_up: bool,
     /// This job's own bandwidth limit (besides the daemon's `[server] bandwidth_limit`).
     pub bandwidth_limit: Option<crate::upload::bandwidth::BandwidthLimit>,
+    /// `[job.item_metadata]`: the item to create before the upload when it is missing.
+    pub item_metadata: Option<ItemMetadata>,
+    /// `[job.asset_metadata]`: the asset to create before the upload when it is missing.
+    pub asset_metadata: Option<AssetMetadata>,
 }
 
 /// What starts a job's runs.
@@ -114,7 +127,3 @@ pub enum TriggerSpec {
     /// Upload each finished file that appears in a folder.
     Watch(WatchSpec),
 }
-
-/// An asset id, literal or templated from the file name.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AssetTemplate(pub String);

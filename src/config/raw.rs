@@ -25,6 +25,12 @@ macro_rules! with_settings {
             pub(super) stale_after: Option<Spanned<DurationText>>,
             pub(super) run_timeout: Option<Spanned<DurationText>>,
             pub(super) timezone: Option<Spanned<String>>,
+            pub(super) compress: Option<Spanned<String>>,
+            pub(super) skip_unchanged: Option<Spanned<bool>>,
+            pub(super) bandwidth_limit: Option<Spanned<Size>>,
+            pub(super) bandwidth_timetable: Option<Spanned<Vec<Spanned<RawWindow>>>>,
+            pub(super) jitter: Option<Spanned<DurationText>>,
+            pub(super) catch_up: Option<Spanned<bool>>,
         }
 
         impl $name {
@@ -41,6 +47,12 @@ macro_rules! with_settings {
                     stale_after: self.stale_after.as_ref(),
                     run_timeout: self.run_timeout.as_ref(),
                     timezone: self.timezone.as_ref(),
+                    compress: self.compress.as_ref(),
+                    skip_unchanged: self.skip_unchanged.as_ref(),
+                    bandwidth_limit: self.bandwidth_limit.as_ref(),
+                    bandwidth_timetable: self.bandwidth_timetable.as_ref(),
+                    jitter: self.jitter.as_ref(),
+                    catch_up: self.catch_up.as_ref(),
                 }
             }
         }
@@ -79,7 +91,19 @@ pub(super) struct RawServer {
     pub(super) request_timeout: Option<Spanned<DurationText>>,
     pub(super) ca_file: Option<Spanned<String>>,
     pub(super) proxy: Option<Spanned<String>>,
+    /// The whole daemon's limit, shared by every job.
+    pub(super) bandwidth_limit: Option<Spanned<Size>>,
+    pub(super) bandwidth_timetable: Option<Spanned<Vec<Spanned<RawWindow>>>>,
     pub(super) auth: Option<RawAuth>,
+}
+
+/// One entry of `bandwidth_timetable`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawWindow {
+    pub(super) from: Spanned<String>,
+    pub(super) to: Spanned<String>,
+    pub(super) limit: Spanned<Size>,
 }
 
 /// `[server.auth]`.
@@ -118,8 +142,38 @@ with_settings! {
         pub(super) asset: Spanned<String>,
         pub(super) file: Option<Spanned<String>>,
         pub(super) schedule: Option<Spanned<String>>,
+        pub(super) every: Option<Spanned<DurationText>>,
         pub(super) watch: Option<Spanned<RawWatch>>,
+        pub(super) item_metadata: Option<Spanned<RawItemMetadata>>,
+        pub(super) asset_metadata: Option<Spanned<RawAssetMetadata>>,
     }
+}
+
+/// `[job.item_metadata]`: the item created when it is missing.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawItemMetadata {
+    pub(super) geometry: Option<Spanned<toml::Table>>,
+    pub(super) bbox: Option<Spanned<Vec<Spanned<f64>>>>,
+    pub(super) datetime: Option<Spanned<String>>,
+    pub(super) start_datetime: Option<Spanned<String>>,
+    pub(super) end_datetime: Option<Spanned<String>>,
+    pub(super) expires: Option<Spanned<DurationText>>,
+    pub(super) title: Option<Spanned<String>>,
+    pub(super) properties: Option<Spanned<toml::Table>>,
+}
+
+/// `[job.asset_metadata]`: the asset created when it is missing.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAssetMetadata {
+    #[serde(rename = "type")]
+    pub(super) media_type: Spanned<String>,
+    pub(super) title: Option<Spanned<String>>,
+    pub(super) roles: Option<Vec<Spanned<String>>>,
+    #[serde(rename = "proj:epsg")]
+    pub(super) proj_epsg: Option<Spanned<Int>>,
+    pub(super) properties: Option<Spanned<toml::Table>>,
 }
 
 /// `[job.watch]`.
@@ -148,6 +202,12 @@ pub(super) struct RawSettings<'a> {
     pub(super) stale_after: Option<&'a Spanned<DurationText>>,
     pub(super) run_timeout: Option<&'a Spanned<DurationText>>,
     pub(super) timezone: Option<&'a Spanned<String>>,
+    pub(super) compress: Option<&'a Spanned<String>>,
+    pub(super) skip_unchanged: Option<&'a Spanned<bool>>,
+    pub(super) bandwidth_limit: Option<&'a Spanned<Size>>,
+    pub(super) bandwidth_timetable: Option<&'a Spanned<Vec<Spanned<RawWindow>>>>,
+    pub(super) jitter: Option<&'a Spanned<DurationText>>,
+    pub(super) catch_up: Option<&'a Spanned<bool>>,
 }
 
 /// An integer; its range is checked later so that the message can name the bounds. (serde's

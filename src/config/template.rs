@@ -1,24 +1,50 @@
-//! Asset ids templated from a watched file's name.
+//! Ids and metadata values templated from the run: the run time in the job's zone (strftime
+//! fields such as `%Y-%m-%d`) and, for watch jobs, the file's name (`{name}`, `{stem}`, `{ext}`).
 
-use super::AssetTemplate;
+use std::fmt::{self, Write as _};
 
-/// Why an asset template was refused. Offsets are byte offsets into the template.
+use chrono::format::{Item, StrftimeItems};
+use chrono::{DateTime, TimeZone};
+use chrono_tz::Tz;
+
+/// Why a template was refused. Offsets are byte offsets into the template.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TemplateError {
     #[error(
-        "unknown placeholder \"{{{name}}}\" in asset {template:?}: expected {{name}} (the file name), {{stem}} (without the last extension) or {{ext}} (the last extension)"
+        "unknown placeholder \"{{{name}}}\" in {key} {template:?}: expected {{name}} (the file name), {{stem}} (without the last extension) or {{ext}} (the last extension), or strftime fields such as %Y-%m-%d for the run time"
     )]
     Unknown {
+        key: String,
         template: String,
         name: String,
         offset: usize,
     },
     #[error(
-        "unbalanced \"{brace}\" in asset {template:?}: placeholders are written {{name}}, {{stem}} or {{ext}}, and braces cannot appear otherwise"
+        "unbalanced \"{brace}\" in {key} {template:?}: placeholders are written {{name}}, {{stem}} or {{ext}}, and braces cannot appear otherwise"
     )]
     Unbalanced {
+        key: String,
         template: String,
         brace: char,
+        offset: usize,
+    },
+    #[error(
+        "unknown time field \"{field}\" in {key} {template:?}: expected strftime fields such as %Y, %m, %d, %H, %M, %j (write %% for a literal %)"
+    )]
+    UnknownTimeField {
+        key: String,
+        template: String,
+        field: String,
+        offset: usize,
+    },
+    #[error(
+        "time field \"{field}\" in {key} {template:?} renders {sample:?}, which an id cannot hold: ids allow only 0-9, a-z, '-', '_' and '.'; expected numeric fields such as %Y, %m, %d, %H, %M, %j"
+    )]
+    NotAnId {
+        key: String,
+        template: String,
+        field: String,
+        sample: String,
         offset: usize,
     },
 }
@@ -27,23 +53,46 @@ impl TemplateError {
     /// Where in the template the problem is.
     pub fn offset(&self) -> usize {
         match self {
-            TemplateError::Unknown { offset, .. } | TemplateError::Unbalanced { offset, .. } => {
-                *offset
-            }
+            TemplateError::Unknown { offset, .. }
+            | TemplateError::Unbalanced { offset, .. }
+            | TemplateError::UnknownTimeField { offset, .. }
+            | TemplateError::NotAnId { offset, .. } => *offset,
         }
+    }
+
+    /// The same error naming the key the template was written for (`asset`, `item`, ...).
+    pub fn for_key(mut self, name: &str) -> Self {
+        match &mut self {
+            TemplateError::Unknown { key, .. }
+            | TemplateError::Unbalanced { key, .. }
+            | TemplateError::UnknownTimeField { key, .. }
+            | TemplateError::NotAnId { key, .. } => *key = name.to_owned(),
+        }
+        self
     }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Segment<'a> {
+    /// Text with strftime fields.
     Literal(&'a str),
     Name,
     Stem,
     Ext,
 }
 
+/// What a template may render to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Output {
+    /// An item or asset id: time fields must render to id characters.
+    Id,
+    /// Free text (titles, date-times).
+    Text,
+}
+
 fn segments(template: &str) -> Result<Vec<Segment<'_>>, TemplateError> {
     let unbalanced = |brace, offset| TemplateError::Unbalanced {
+        key: "template".to_owned(),
         template: template.to_owned(),
         brace,
         offset,
@@ -69,6 +118,7 @@ fn segments(template: &str) -> Result<Vec<Segment<'_>>, TemplateError> {
             "ext" => Segment::Ext,
             other => {
                 return Err(TemplateError::Unknown {
+                    key: "template".to_owned(),
                     template: template.to_owned(),
                     name: other.to_owned(),
                     offset: pos + i,
@@ -85,6 +135,80 @@ fn segments(template: &str) -> Result<Vec<Segment<'_>>, TemplateError> {
     Ok(out)
 }
 
+/// The strftime fields of a literal segment: `(offset, field)`, `%%` excluded. A field is `%`,
+/// chrono's optional modifiers (`-`, `0`, `_`, `.`, `:`, `#`, digits) and one character.
+fn time_fields(literal: &str) -> Vec<(usize, &str)> {
+    let mut out = Vec::new();
+    let mut chars = literal.char_indices().peekable();
+    while let Some((start, c)) = chars.next() {
+        if c != '%' {
+            continue;
+        }
+        if chars.next_if(|&(_, c)| c == '%').is_some() {
+            continue;
+        }
+        while chars.next_if(|&(_, c)| "-0_".contains(c)).is_some() {}
+        while chars
+            .next_if(|&(_, c)| ".:#".contains(c) || c.is_ascii_digit())
+            .is_some()
+        {}
+        let end = chars
+            .next()
+            .map_or(literal.len(), |(i, c)| i + c.len_utf8());
+        out.push((start, &literal[start..end]));
+    }
+    out
+}
+
+/// A fixed time with single-digit fields, so that space padding (`%e`) shows in a sample.
+fn sample_time() -> DateTime<Tz> {
+    Tz::UTC
+        .with_ymd_and_hms(2026, 1, 5, 3, 4, 5)
+        .single()
+        .expect("a valid fixed date")
+}
+
+fn is_id_char(c: char) -> bool {
+    c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.')
+}
+
+/// Checks placeholders, braces and time fields; with [`Output::Id`] also that every time field
+/// renders to characters an id may hold.
+fn check(template: &str, output: Output) -> Result<(), TemplateError> {
+    let sample = sample_time();
+    for segment in segments(template)? {
+        let Segment::Literal(literal) = segment else {
+            continue;
+        };
+        // A literal segment is a slice of the template: its offset is where it starts.
+        let base = literal.as_ptr() as usize - template.as_ptr() as usize;
+        for (offset, field) in time_fields(literal) {
+            let items: Vec<Item<'_>> = StrftimeItems::new(field).collect();
+            let mut shown = String::new();
+            let rendered = !items.contains(&Item::Error)
+                && write!(shown, "{}", sample.format_with_items(items.into_iter())).is_ok();
+            if !rendered {
+                return Err(TemplateError::UnknownTimeField {
+                    key: "template".to_owned(),
+                    template: template.to_owned(),
+                    field: field.to_owned(),
+                    offset: base + offset,
+                });
+            }
+            if output == Output::Id && !shown.chars().all(is_id_char) {
+                return Err(TemplateError::NotAnId {
+                    key: "template".to_owned(),
+                    template: template.to_owned(),
+                    field: field.to_owned(),
+                    sample: shown,
+                    offset: base + offset,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// `(stem, ext)`: the name split at its last dot. A leading dot starts a hidden name, not an
 /// extension, as with `Path::file_stem`.
 fn split_name(file_name: &str) -> (&str, &str) {
@@ -94,37 +218,144 @@ fn split_name(file_name: &str) -> (&str, &str) {
     }
 }
 
-impl AssetTemplate {
-    /// Checks the placeholders (`{name}`, `{stem}`, `{ext}`) and braces of a template.
+/// Renders `template`; one that does not parse (built by hand, bypassing the checks) is
+/// returned as is.
+fn render(template: &str, file_name: &str, time: &DateTime<Tz>) -> String {
+    let Ok(segments) = segments(template) else {
+        return template.to_owned();
+    };
+    let (stem, ext) = split_name(file_name);
+    let mut out = String::with_capacity(template.len() + file_name.len());
+    for segment in segments {
+        match segment {
+            Segment::Literal(literal) => {
+                let items: Vec<Item<'_>> = StrftimeItems::new(literal).collect();
+                if items.contains(&Item::Error)
+                    || write!(out, "{}", time.format_with_items(items.into_iter())).is_err()
+                {
+                    return template.to_owned();
+                }
+            }
+            Segment::Name => out.push_str(file_name),
+            Segment::Stem => out.push_str(stem),
+            Segment::Ext => out.push_str(ext),
+        }
+    }
+    out
+}
+
+fn uses_file_name(template: &str) -> bool {
+    segments(template).is_ok_and(|s| s.iter().any(|s| !matches!(s, Segment::Literal(_))))
+}
+
+fn uses_time(template: &str) -> bool {
+    segments(template).is_ok_and(|s| {
+        s.iter().any(|s| match s {
+            Segment::Literal(l) => !time_fields(l).is_empty(),
+            _ => false,
+        })
+    })
+}
+
+/// An item or asset id: literal, or templated from the run time (`%Y-%m-%d`, ...) and, in
+/// watch jobs, the file's name (`{name}`, `{stem}`, `{ext}`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdTemplate(pub String);
+
+/// The asset side of [`IdTemplate`], under the name asset code has always used.
+pub use IdTemplate as AssetTemplate;
+
+impl IdTemplate {
+    /// Checks the placeholders and braces, and that every time field is known to strftime and
+    /// renders to characters an id may hold.
     pub fn parse(template: &str) -> Result<Self, TemplateError> {
-        segments(template)?;
+        check(template, Output::Id)?;
         Ok(Self(template.to_owned()))
     }
 
-    /// The asset id for a file name: `{name}` is the whole name, `{stem}` the name without its
-    /// last extension, `{ext}` that extension without the dot (empty if none).
+    /// The id for a file name and a run time (in the job's zone): `{name}` is the whole name,
+    /// `{stem}` the name without its last extension, `{ext}` that extension without the dot
+    /// (empty if none); `%` fields are those of strftime.
     ///
-    /// A template that does not parse (built by hand, bypassing [`AssetTemplate::parse`]) is
+    /// A template that does not parse (built by hand, bypassing [`IdTemplate::parse`]) is
     /// returned as is.
-    pub fn render(&self, file_name: &str) -> String {
-        let Ok(segments) = segments(&self.0) else {
-            return self.0.clone();
-        };
-        let (stem, ext) = split_name(file_name);
-        segments
-            .into_iter()
-            .map(|s| match s {
-                Segment::Literal(l) => l,
-                Segment::Name => file_name,
-                Segment::Stem => stem,
-                Segment::Ext => ext,
-            })
-            .collect()
+    pub fn render(&self, file_name: &str, time: &DateTime<Tz>) -> String {
+        render(&self.0, file_name, time)
     }
 
-    /// True when the id does not depend on the file name.
+    /// True when the id is the same for every run: no placeholders, no time fields.
     pub fn is_literal(&self) -> bool {
-        matches!(segments(&self.0), Ok(s) if s.iter().all(|s| matches!(s, Segment::Literal(_))))
+        !self.uses_file_name() && !self.uses_time()
+    }
+
+    /// True when the id depends on the file's name (`{name}`, `{stem}`, `{ext}`).
+    pub fn uses_file_name(&self) -> bool {
+        uses_file_name(&self.0)
+    }
+
+    /// True when the id depends on the run time (strftime fields).
+    pub fn uses_time(&self) -> bool {
+        uses_time(&self.0)
+    }
+
+    /// The template as written.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for IdTemplate {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for IdTemplate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for IdTemplate {
+    /// A template taken as written, unchecked (tests, benches): prefer [`IdTemplate::parse`].
+    fn from(s: &str) -> Self {
+        Self(s.to_owned())
+    }
+}
+
+impl From<String> for IdTemplate {
+    /// A template taken as written, unchecked (tests, benches): prefer [`IdTemplate::parse`].
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
+/// A metadata value (a title, a date-time) templated like an id, without the id's character
+/// rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TextTemplate(pub String);
+
+impl TextTemplate {
+    /// Checks the placeholders, braces and time fields.
+    pub fn parse(template: &str) -> Result<Self, TemplateError> {
+        check(template, Output::Text)?;
+        Ok(Self(template.to_owned()))
+    }
+
+    /// The text for a file name and a run time, as [`IdTemplate::render`].
+    pub fn render(&self, file_name: &str, time: &DateTime<Tz>) -> String {
+        render(&self.0, file_name, time)
+    }
+
+    /// True when the text depends on the file's name.
+    pub fn uses_file_name(&self) -> bool {
+        uses_file_name(&self.0)
+    }
+
+    /// True when the text depends on the run time.
+    pub fn uses_time(&self) -> bool {
+        uses_time(&self.0)
     }
 }
 
@@ -132,33 +363,98 @@ impl AssetTemplate {
 mod tests {
     use super::*;
 
-    fn t(s: &str) -> AssetTemplate {
-        AssetTemplate::parse(s).unwrap()
+    fn t(s: &str) -> IdTemplate {
+        IdTemplate::parse(s).unwrap()
+    }
+
+    fn at(y: i32, m: u32, d: u32, h: u32, min: u32) -> DateTime<Tz> {
+        chrono_tz::Europe::Zurich
+            .with_ymd_and_hms(y, m, d, h, min, 0)
+            .unwrap()
     }
 
     #[test]
     fn renders_placeholders() {
-        assert_eq!(t("{name}").render("radar.h5"), "radar.h5");
-        assert_eq!(t("{stem}-v2.{ext}").render("a.tar.gz"), "a.tar-v2.gz");
-        assert_eq!(t("x-{ext}").render("README"), "x-");
-        assert_eq!(t("{stem}").render(".hidden"), ".hidden");
-        assert_eq!(t("map.tif").render("whatever.h5"), "map.tif");
+        let now = at(2026, 11, 25, 6, 0);
+        assert_eq!(t("{name}").render("radar.h5", &now), "radar.h5");
+        assert_eq!(t("{stem}-v2.{ext}").render("a.tar.gz", &now), "a.tar-v2.gz");
+        assert_eq!(t("x-{ext}").render("README", &now), "x-");
+        assert_eq!(t("{stem}").render(".hidden", &now), ".hidden");
+        assert_eq!(t("map.tif").render("whatever.h5", &now), "map.tif");
+    }
+
+    #[test]
+    fn renders_time_fields_in_the_given_zone() {
+        let t = t("radar-%Y-%m-%d_%H%M-%j.{ext}");
+        assert_eq!(
+            t.render("a.h5", &at(2026, 3, 2, 0, 30)),
+            "radar-2026-03-02_0030-061.h5"
+        );
+        // A file name is never read as strftime, and %% is a literal %.
+        assert_eq!(
+            TextTemplate::parse("%% {name} %d")
+                .unwrap()
+                .render("100%.h5", &at(2026, 3, 2, 0, 30)),
+            "% 100%.h5 02"
+        );
     }
 
     #[test]
     fn literal_or_not() {
         assert!(t("map.tif").is_literal());
         assert!(!t("{stem}.tif").is_literal());
+        assert!(!t("map-%Y.tif").is_literal());
+        assert!(t("map-%Y.tif").uses_time());
+        assert!(!t("map-%Y.tif").uses_file_name());
+        assert!(t("{stem}.tif").uses_file_name());
+        assert!(!t("100%%.tif").uses_time());
     }
 
     #[test]
     fn refuses_unknown_and_unbalanced() {
-        let e = AssetTemplate::parse("a-{date}").unwrap_err();
+        let e = IdTemplate::parse("a-{date}").unwrap_err();
         assert_eq!(e.offset(), 2);
         assert!(e.to_string().contains("\"{date}\""), "{e}");
         assert!(e.to_string().contains("{stem}"), "{e}");
         for (s, at) in [("{name", 0), ("name}", 4), ("{na{me}", 0), ("a{}", 1)] {
-            assert_eq!(AssetTemplate::parse(s).unwrap_err().offset(), at, "{s}");
+            assert_eq!(IdTemplate::parse(s).unwrap_err().offset(), at, "{s}");
         }
+    }
+
+    #[test]
+    fn refuses_unknown_time_fields_where_they_are() {
+        for (s, at, field) in [
+            ("a-%Q", 2, "%Q"),
+            ("{stem}-%Y-%K", 10, "%K"),
+            ("x%", 1, "%"),
+            ("é%-Q", 2, "%-Q"),
+        ] {
+            let e = IdTemplate::parse(s).unwrap_err().for_key("item");
+            assert_eq!(e.offset(), at, "{s}: {e}");
+            assert!(
+                e.to_string()
+                    .starts_with(&format!("unknown time field \"{field}\" in item")),
+                "{e}"
+            );
+        }
+        assert!(TextTemplate::parse("%Y-%m-%dT%H:%M:%S%:z").is_ok());
+    }
+
+    #[test]
+    fn ids_refuse_fields_that_render_other_characters() {
+        for (s, sample) in [
+            ("%b", "Jan"),
+            ("x-%e", " 5"),
+            ("%T", "03:04:05"),
+            ("%Z", "UTC"),
+        ] {
+            let e = IdTemplate::parse(s).unwrap_err();
+            assert!(
+                matches!(&e, TemplateError::NotAnId { sample: got, .. } if got == sample),
+                "{s}: {e}"
+            );
+        }
+        assert!(TextTemplate::parse("%b %e").is_ok(), "free text may");
+        assert!(IdTemplate::parse("%Y%m%d-%H%M%S.%3f-%P").is_ok());
     }
 }

@@ -553,6 +553,63 @@ impl StacClient {
         })
     }
 
+    /// The URL of `segments` under the base, each segment escaped.
+    fn path_url(&self, segments: &[&str]) -> Url {
+        let mut url = self.inner.base.clone();
+        if let Ok(mut segs) = url.path_segments_mut() {
+            segs.extend(segments);
+        }
+        url
+    }
+
+    /// A fresh `GET` of a STAC object: its JSON, or `None` when the server answers 404.
+    async fn read_object(&self, step: Step, url: Url) -> Result<Option<Value>, StacError> {
+        match self.send(step, Method::GET, url.clone(), None, true).await {
+            Ok(a) => self.json(step, &Method::GET, &url, &a).map(Some),
+            Err(e) if e.status == Some(StatusCode::NOT_FOUND) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A `PUT` of a STAC object; returns the object as the server stored it.
+    async fn put_object(&self, step: Step, url: Url, body: &Value) -> Result<Value, StacError> {
+        let a = self
+            .send(step, Method::PUT, url.clone(), Some(body), false)
+            .await?;
+        self.json(step, &Method::PUT, &url, &a)
+    }
+
+    /// `GET collections/{c}/items/{i}`, fresh: the item, or `None` if it does not exist.
+    pub async fn get_item(&self, collection: &str, item: &str) -> Result<Option<Value>, StacError> {
+        let url = self.path_url(&["collections", collection, "items", item]);
+        self.read_object(Step::ReadItem, url).await
+    }
+
+    /// `PUT collections/{c}/items/{i}` with a STAC Item body. A PUT replaces an item that
+    /// exists: call it only for one that [`StacClient::get_item`] found missing.
+    pub async fn put_item(
+        &self,
+        collection: &str,
+        item: &str,
+        body: &Value,
+    ) -> Result<Value, StacError> {
+        let url = self.path_url(&["collections", collection, "items", item]);
+        self.put_object(Step::CreateItem, url, body).await
+    }
+
+    /// `GET A`, fresh: the asset's JSON as the server holds it, or `None` if it does not exist.
+    pub async fn get_asset(&self, target: &AssetTarget) -> Result<Option<Value>, StacError> {
+        self.read_object(Step::ReadAsset, self.url(target, &[]))
+            .await
+    }
+
+    /// `PUT A` with the asset's metadata. A PUT replaces an asset that exists and resets its
+    /// file (protocol.md): call it only for one that [`StacClient::get_asset`] found missing.
+    pub async fn put_asset(&self, target: &AssetTarget, body: &Value) -> Result<Value, StacError> {
+        self.put_object(Step::CreateAsset, self.url(target, &[]), body)
+            .await
+    }
+
     /// `PUT` one part's bytes to its presigned URL, with the `Content-MD5` given at create and
     /// an explicit `Content-Length` (S3 refuses chunked bodies). Returns the ETag S3 answered.
     pub async fn put_part(

@@ -18,6 +18,12 @@ pub enum Step {
     Complete,
     Abort,
     ReadAsset,
+    /// `GET` of an item, to learn whether it exists.
+    ReadItem,
+    /// `PUT` of a missing item.
+    CreateItem,
+    /// `PUT` of a missing asset.
+    CreateAsset,
 }
 
 impl fmt::Display for Step {
@@ -31,6 +37,9 @@ impl fmt::Display for Step {
             Step::Complete => f.write_str("complete upload"),
             Step::Abort => f.write_str("abort upload"),
             Step::ReadAsset => f.write_str("read asset"),
+            Step::ReadItem => f.write_str("read item"),
+            Step::CreateItem => f.write_str("create item"),
+            Step::CreateAsset => f.write_str("create asset"),
         }
     }
 }

@@ -20,7 +20,8 @@ use crate::observe::metrics::{self, UploadOutcome};
 use crate::stac::{AssetTarget, StacClient, Upload, UploadId};
 use crate::state::{InFlight, Outcome, RunRecord, StateStore};
 use crate::upload::{
-    self, AbortOutcome, UploadError, UploadEvent, UploadObserver, UploadOptions, UploadReport,
+    self, AbortOutcome, NewObjects, ObjectsReport, UploadError, UploadEvent, UploadObserver,
+    UploadOptions, UploadReport,
 };
 
 /// The upload calls a job makes; HTTP in production, scripted in policy tests.
@@ -42,6 +43,17 @@ pub trait Uploader: Send + Sync + 'static {
         id: &UploadId,
         opts: &UploadOptions,
     ) -> impl Future<Output = AbortOutcome> + Send;
+
+    /// Creates the item and asset of `target` that do not exist yet (see
+    /// [`upload::ensure_objects`]). The default creates nothing, for uploaders without a server.
+    fn ensure_objects(
+        &self,
+        target: &AssetTarget,
+        objects: &NewObjects,
+    ) -> impl Future<Output = Result<ObjectsReport, UploadError>> + Send {
+        let _ = (target, objects);
+        std::future::ready(Ok(ObjectsReport::default()))
+    }
 }
 
 /// The real thing: a STAC client.
@@ -67,6 +79,14 @@ impl Uploader for HttpUploader {
         opts: &UploadOptions,
     ) -> AbortOutcome {
         upload::abort_upload(&self.0, target, id, opts).await
+    }
+
+    async fn ensure_objects(
+        &self,
+        target: &AssetTarget,
+        objects: &NewObjects,
+    ) -> Result<ObjectsReport, UploadError> {
+        upload::ensure_objects(&self.0, target, objects).await
     }
 }
 
@@ -271,31 +291,58 @@ impl<U: Uploader> Job<U> {
 
     /// One run: attempts under the policy, and one record of the outcome.
     pub async fn run(&self, work: Work) -> RunRecord {
-        let (path, asset) = match &work {
-            Work::Scheduled(_) => match &self.spec.trigger {
+        let (target, path, objects) = self.prepare(&work);
+        let span = info_span!("run", job = %self.spec.name, collection = %target.collection, item = target.item.as_deref().unwrap_or(""), asset = %target.asset);
+        self.run_target(target, path, objects)
+            .instrument(span)
+            .await
+    }
+
+    /// What a unit of work writes: its target, ids rendered for the run time in the job's zone
+    /// (a schedule's fire time, or when a watched file was picked up), its file, and the item
+    /// and asset to create if they are missing.
+    pub fn prepare(&self, work: &Work) -> (AssetTarget, PathBuf, NewObjects) {
+        let (path, at) = match work {
+            Work::Scheduled(at) => match &self.spec.trigger {
                 TriggerSpec::Cron { file, .. } | TriggerSpec::Every { file, .. } => {
-                    (file.clone(), self.spec.asset.0.clone())
+                    (file.clone(), *at)
                 }
                 TriggerSpec::Watch(_) => unreachable!("watch jobs are never scheduled"),
             },
-            Work::File(p) => {
-                let name = p
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                (p.clone(), self.spec.asset.render(&name))
-            }
+            Work::File(p) => (p.clone(), self.shared.clock.now()),
         };
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let time = at.with_timezone(&self.spec.timezone);
         let target = AssetTarget {
             collection: self.spec.collection.clone(),
-            item: self.spec.item.clone(),
-            asset,
+            item: self.spec.item.as_ref().map(|i| i.render(&name, &time)),
+            asset: self.spec.asset.render(&name, &time),
         };
-        let span = info_span!("run", job = %self.spec.name, collection = %target.collection, item = target.item.as_deref().unwrap_or(""), asset = %target.asset);
-        self.run_target(target, path).instrument(span).await
+        let objects = NewObjects {
+            item: self
+                .spec
+                .item_metadata
+                .as_ref()
+                .zip(target.item.as_deref())
+                .map(|(m, id)| m.item_body(id, &name, &time)),
+            asset: self
+                .spec
+                .asset_metadata
+                .as_ref()
+                .map(|m| m.asset_body(&target.asset, &name, &time)),
+        };
+        (target, path, objects)
     }
 
-    async fn run_target(&self, target: AssetTarget, path: PathBuf) -> RunRecord {
+    async fn run_target(
+        &self,
+        target: AssetTarget,
+        path: PathBuf,
+        objects: NewObjects,
+    ) -> RunRecord {
         let clock = self.shared.clock;
         let started = clock.now();
         let policy = effective_policy(&self.spec, started);
@@ -309,7 +356,7 @@ impl<U: Uploader> Job<U> {
         let mut attempts = 0u32;
         let result = loop {
             attempts += 1;
-            let result = self.attempt(&target, &path, attempts).await;
+            let result = self.attempt(&target, &path, &objects, attempts).await;
             let Err(e) = &result else { break result };
             if policy != PolicyKind::Retry || !worth_retrying(e) || self.abort_runs.is_cancelled() {
                 break result;
@@ -334,20 +381,37 @@ impl<U: Uploader> Job<U> {
         let finished = clock.now();
         let record = match &result {
             Ok(r) => {
-                info!(
-                    upload_id = %r.upload_id, bytes = r.bytes, parts = r.parts, attempts,
-                    duration_ms = (finished - started).num_milliseconds(), "uploaded"
-                );
+                let id = r.upload_id.as_ref().map(|u| u.0.as_str()).unwrap_or("-");
+                let duration_ms = (finished - started).num_milliseconds();
+                if r.unchanged {
+                    info!(
+                        bytes = r.bytes,
+                        attempts, duration_ms, "unchanged: the asset already holds the file"
+                    );
+                } else {
+                    info!(
+                        upload_id = id,
+                        bytes = r.bytes,
+                        parts = r.parts,
+                        attempts,
+                        duration_ms,
+                        "uploaded"
+                    );
+                }
                 RunRecord {
                     job: self.spec.name.clone(),
                     started,
                     finished,
-                    outcome: Outcome::Uploaded,
+                    outcome: if r.unchanged {
+                        Outcome::Unchanged
+                    } else {
+                        Outcome::Uploaded
+                    },
                     asset: target.asset.clone(),
                     file: Some(path),
                     bytes: r.bytes,
                     attempts,
-                    upload_id: Some(r.upload_id.clone()),
+                    upload_id: r.upload_id.clone(),
                     error: None,
                 }
             }
@@ -381,14 +445,21 @@ impl<U: Uploader> Job<U> {
         record
     }
 
-    /// One attempt: the upload, with a deadline, and the stale-upload rule when the asset is
-    /// blocked.
+    /// One attempt: the item and asset created if missing, the upload with a deadline, and the
+    /// stale-upload rule when the asset is blocked.
     async fn attempt(
         &self,
         target: &AssetTarget,
         path: &Path,
+        objects: &NewObjects,
         attempt: u32,
     ) -> Result<UploadReport, UploadError> {
+        if !objects.is_empty() {
+            tokio::select! {
+                r = self.shared.uploader.ensure_objects(target, objects) => { r?; }
+                () = self.abort_runs.cancelled() => return Err(UploadError::Cancelled),
+            }
+        }
         let result = self.upload_once(target, path, attempt).await;
         let Err(UploadError::InProgress { upload, .. }) = &result else {
             return result;

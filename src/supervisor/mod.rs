@@ -6,6 +6,7 @@ pub mod clock;
 pub mod job;
 pub mod policy;
 pub mod reconcile;
+pub mod schedule;
 #[cfg(test)]
 mod tests;
 
@@ -14,15 +15,15 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{Instrument, info, info_span, warn};
 
 pub use clock::Clock;
 pub use job::{HttpUploader, Job, Pending, Shared, Uploader, Work, effective_policy};
 pub use policy::{PolicyKind, PolicySpec};
 
 use crate::config::{JobSpec, TriggerSpec};
-use crate::trigger::Schedule;
 use crate::trigger::watch::{WatchError, Watcher};
+use schedule::Trigger;
 
 /// The running jobs of one configuration.
 pub struct Supervisor<U: Uploader> {
@@ -39,6 +40,15 @@ impl<U: Uploader> Supervisor<U> {
         let abort_runs = CancellationToken::new();
         let tasks = TaskTracker::new();
         let mut jobs = Vec::with_capacity(specs.len());
+        // One instant for all: `every` jobs share the grid's origin, and catch-up compares
+        // against the same "now".
+        let now = shared.clock.now();
+        // Read once, and only if needed: a copy per job would grow with the square of the jobs.
+        let history = if specs.iter().any(|s| s.catch_up) {
+            shared.state.history()
+        } else {
+            Default::default()
+        };
         for spec in specs {
             crate::observe::metrics::register_job(&spec.name);
             let job = Arc::new(Job {
@@ -48,21 +58,25 @@ impl<U: Uploader> Supervisor<U> {
                 abort_runs: abort_runs.clone(),
             });
             match &job.spec.trigger {
-                TriggerSpec::Cron { schedule, .. } => {
-                    tasks.spawn(cron_loop(
-                        schedule.clone(),
-                        job.pending.clone(),
-                        shared.clock,
-                        stop.clone(),
-                    ));
-                }
-                TriggerSpec::Every { interval, .. } => {
-                    tasks.spawn(every_loop(
-                        *interval,
-                        job.pending.clone(),
-                        shared.clock,
-                        stop.clone(),
-                    ));
+                TriggerSpec::Cron { .. } | TriggerSpec::Every { .. } => {
+                    let runs = history.get(&job.spec.name).map_or(&[][..], Vec::as_slice);
+                    match Trigger::for_job(&job.spec, now, runs) {
+                        Some(trigger) => {
+                            tasks.spawn(
+                                schedule::fire_loop(
+                                    trigger,
+                                    now,
+                                    job.pending.clone(),
+                                    shared.clock,
+                                    stop.clone(),
+                                )
+                                .instrument(info_span!("schedule", job = %job.spec.name)),
+                            );
+                        }
+                        None => {
+                            tracing::error!(job = %job.spec.name, "the interval is zero or too long: the job never runs");
+                        }
+                    }
                 }
                 TriggerSpec::Watch(spec) => {
                     let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
@@ -114,54 +128,5 @@ impl<U: Uploader> Supervisor<U> {
             self.tasks.wait().await;
         }
         info!("all jobs stopped");
-    }
-}
-
-/// Fires `pending` every `interval` from now until `stop`; times missed (a suspended machine)
-/// are skipped, not fired in a burst.
-async fn every_loop(
-    interval: Duration,
-    pending: Arc<Pending>,
-    clock: Clock,
-    stop: CancellationToken,
-) {
-    let Ok(step) = chrono::Duration::from_std(interval) else {
-        return;
-    };
-    let mut next = clock.now() + step;
-    loop {
-        tokio::select! {
-            () = clock.sleep_until(next) => {}
-            () = stop.cancelled() => return,
-        }
-        crate::observe::record_lateness(clock.now() - next);
-        pending.fire(next);
-        let now = clock.now();
-        while next <= now {
-            next += step;
-        }
-    }
-}
-
-/// Fires `pending` at each time of `schedule` until `stop`.
-async fn cron_loop(
-    schedule: Schedule,
-    pending: Arc<Pending>,
-    clock: Clock,
-    stop: CancellationToken,
-) {
-    loop {
-        let Some(next) = schedule.next_after(clock.now()) else {
-            warn!(%schedule, "the schedule has no further fire time");
-            return;
-        };
-        tokio::select! {
-            () = clock.sleep_until(next) => {}
-            () = stop.cancelled() => return,
-        }
-        let late = clock.now() - next;
-        tracing::trace!(late_ms = late.num_milliseconds(), "schedule fired");
-        crate::observe::record_lateness(late);
-        pending.fire(next);
     }
 }

@@ -17,7 +17,7 @@ use crate::stac::{
     AssetTarget, ErrorClass, PartNumber, PresignedUrl, StacError, Step, Upload, UploadId,
     UploadStatus,
 };
-use crate::state::{InFlight, Outcome, StateStore};
+use crate::state::{InFlight, Outcome, RunRecord, StateStore};
 use crate::trigger::{Schedule, WatchSpec};
 use crate::upload::{AbortOutcome, UploadError, UploadObserver, UploadOptions, UploadReport};
 
@@ -76,7 +76,8 @@ fn stac_error(status: u16, class: ErrorClass) -> UploadError {
 
 fn report() -> UploadReport {
     UploadReport {
-        upload_id: UploadId("new".into()),
+        upload_id: Some(UploadId("new".into())),
+        unchanged: false,
         multihash: crate::stac::Multihash::from_sha256(&[0; 32]),
         bytes: 1,
         parts: 1,
@@ -179,6 +180,12 @@ fn cron_job(schedule: &str, kind: PolicyKind) -> JobSpec {
             ..PolicySpec::default()
         },
         upload: UploadOptions::default(),
+        jitter: None,
+        catch_up: false,
+        bandwidth_limit: None,
+        timezone: chrono_tz::Europe::Zurich,
+        item_metadata: None,
+        asset_metadata: None,
     }
 }
 
@@ -493,4 +500,305 @@ async fn shutdown_waits_for_the_grace_period_then_aborts() {
         "waited the grace period, then aborted"
     );
     assert_eq!(state.history()["job"][0].outcome, Outcome::Cancelled);
+}
+
+// Schedules: `every`, jitter, catch-up. Fire times are read off when the scripted uploader is
+// called: under paused time a run starts at the very instant its fire is taken.
+
+fn every_job(interval: Duration) -> JobSpec {
+    let mut spec = cron_job("0 3 * * *", PolicyKind::Cancel);
+    spec.trigger = TriggerSpec::Every {
+        file: PathBuf::from("/data/a.zip"),
+        interval,
+    };
+    spec
+}
+
+/// A supervisor of one job, started at wall time `wall` over a state store holding `history`.
+struct Started {
+    sup: Supervisor<Arc<Script>>,
+    script: Arc<Script>,
+    at: Instant,
+    _dir: tempfile::TempDir,
+}
+
+fn start_at(
+    wall: DateTime<Utc>,
+    spec: JobSpec,
+    history: &[RunRecord],
+    acts: impl IntoIterator<Item = Act>,
+) -> Started {
+    let clock = Clock::anchored(wall);
+    let script = Arc::new(Script::new(clock, acts));
+    let dir = tempfile::tempdir().unwrap();
+    let state = Arc::new(StateStore::open(dir.path()).unwrap());
+    for r in history {
+        state.record_run(r.clone());
+    }
+    let shared = Arc::new(Shared::new(script.clone(), state, clock));
+    Started {
+        sup: Supervisor::start(shared, vec![spec]).unwrap(),
+        script,
+        at: Instant::now(),
+        _dir: dir,
+    }
+}
+
+impl Started {
+    /// When each run started, from the supervisor's start.
+    fn offsets(&self) -> Vec<Duration> {
+        self.script
+            .calls
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|c| *c - self.at)
+            .collect()
+    }
+
+    /// Runs for `d`, then stops; the runs' start offsets.
+    async fn offsets_after(self, d: Duration) -> Vec<Duration> {
+        tokio::time::sleep(d).await;
+        let offsets = self.offsets();
+        self.sup.shutdown(Duration::from_secs(5)).await;
+        offsets
+    }
+}
+
+fn ran(started: DateTime<Utc>, outcome: Outcome) -> RunRecord {
+    RunRecord {
+        job: "job".into(),
+        started,
+        finished: started,
+        outcome,
+        asset: "a.zip".into(),
+        file: None,
+        bytes: 0,
+        attempts: 1,
+        upload_id: None,
+        error: None,
+    }
+}
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_every_job_fires_one_interval_after_start_then_on_the_grid() {
+    // Runs of 7 s: a loop that counted the interval from the end of a run would drift by 7 s a run.
+    let s = start_at(
+        t0(),
+        every_job(secs(300)),
+        &[],
+        vec![Act::Slow(secs(7)); 20],
+    );
+    let offsets = s.offsets_after(secs(10 * 300 + 1)).await;
+    let grid: Vec<_> = (1..=10).map(|i| secs(300 * i)).collect();
+    assert_eq!(offsets, grid);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_every_job_skips_the_times_a_stall_swallowed_instead_of_bursting() {
+    let s = start_at(t0(), every_job(secs(300)), &[], []);
+    tokio::time::sleep(secs(301)).await;
+    // The runtime stalls (a suspended machine): 600, 900 and 1200 s pass unserved.
+    tokio::time::advance(secs(1000)).await;
+    let offsets = s.offsets_after(secs(300)).await;
+    assert_eq!(
+        offsets,
+        [secs(300), secs(1301), secs(1500)],
+        "one late fire for the stall, then back on the grid"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn jitter_delays_each_fire_within_its_window_and_spreads_them() {
+    let mut spec = every_job(secs(60));
+    spec.jitter = Some(secs(30));
+    let s = start_at(t0(), spec, &[], []);
+    let script = s.script.clone();
+    let offsets = s.offsets_after(secs(1_000 * 60 + 30)).await;
+    assert_eq!(offsets.len(), 1_000, "one run per fire");
+    let mut buckets = [0u32; 10];
+    for (i, at) in offsets.iter().enumerate() {
+        let nominal = secs(60 * (i as u64 + 1));
+        let delay = at.checked_sub(nominal).expect("a fire came early");
+        assert!(delay < secs(30), "fire {i} delayed {delay:?}");
+        buckets[(delay.as_secs() / 3) as usize] += 1;
+    }
+    let covered = buckets.iter().filter(|&&n| n > 0).count();
+    assert!(covered >= 8, "delays bunched up: {buckets:?}");
+    // Uniform: about 100 a bucket; 40 is six standard deviations off.
+    assert!(buckets.iter().all(|&n| n >= 40), "uneven: {buckets:?}");
+    assert_eq!(script.max_in_flight.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn jitter_never_lets_two_runs_of_a_job_overlap() {
+    // Runs of 50 s every 60 s with up to 30 s of jitter: fires often come while a run is going.
+    let mut spec = every_job(secs(60));
+    spec.jitter = Some(secs(30));
+    spec.policy.run_timeout = secs(3600);
+    let s = start_at(t0(), spec, &[], vec![Act::Slow(secs(50)); 1_000]);
+    let script = s.script.clone();
+    let offsets = s.offsets_after(secs(300 * 60)).await;
+    assert_eq!(script.max_in_flight.load(Ordering::SeqCst), 1);
+    assert!(offsets.len() >= 250, "runs: {}", offsets.len());
+    for w in offsets.windows(2) {
+        assert!(
+            w[1] - w[0] >= secs(50),
+            "a run started during another: {w:?}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fire_keeps_its_nominal_time_whatever_its_jitter_and_a_catch_up_the_missed_one() {
+    // The catch-up run stands for the latest run missed, and carries its time.
+    let missed = t0() - chrono::Duration::seconds(45);
+    let clock = Clock::anchored(t0());
+    let pending = Arc::new(Pending::default());
+    let stop = CancellationToken::new();
+    let trigger = schedule::Trigger {
+        cadence: schedule::Cadence::Every {
+            origin: t0(),
+            step: chrono::Duration::seconds(60),
+        },
+        jitter: Some(secs(30)),
+        catch_up: Some(schedule::Missed {
+            last_run: None,
+            at: missed,
+        }),
+    };
+    let start = Instant::now();
+    let task = tokio::spawn(schedule::fire_loop(
+        trigger,
+        t0(),
+        pending.clone(),
+        clock,
+        stop.clone(),
+    ));
+    tokio::time::sleep_until(start + secs(30)).await;
+    assert_eq!(pending.take(), Some(Work::Scheduled(missed)));
+    for i in 1..=20 {
+        tokio::time::sleep_until(start + secs(60 * i + 30)).await;
+        let nominal = t0() + chrono::Duration::seconds(60 * i as i64);
+        assert_eq!(pending.take(), Some(Work::Scheduled(nominal)));
+    }
+    stop.cancel();
+    task.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_cuts_a_jitter_delay_short() {
+    let mut spec = every_job(secs(7200));
+    spec.jitter = Some(secs(3600));
+    let s = start_at(t0(), spec, &[], []);
+    // Just past the first fire time: (almost surely) in its jitter delay.
+    tokio::time::sleep(secs(7200) + Duration::from_millis(1)).await;
+    let script = s.script.clone();
+    let stopping = Instant::now();
+    s.sup.shutdown(secs(30)).await;
+    assert_eq!(
+        stopping.elapsed(),
+        Duration::ZERO,
+        "shutdown waited for the jitter"
+    );
+    tokio::time::sleep(secs(3 * 3600)).await;
+    assert!(
+        script.calls.lock().unwrap().is_empty(),
+        "a run started after shutdown"
+    );
+}
+
+/// A daily 02:30 Europe/Zurich job: t0 is 11:00 CET, today's 02:30 was 01:30 UTC, the next is
+/// tomorrow 01:30 UTC, 15 h 30 after t0.
+fn daily(catch_up: bool) -> JobSpec {
+    let mut spec = cron_job("30 2 * * *", PolicyKind::Cancel);
+    spec.catch_up = catch_up;
+    spec
+}
+
+const NEXT_0230: Duration = Duration::from_secs(15 * 3600 + 1800);
+
+fn utc(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+}
+
+async fn daily_runs(catch_up: bool, history: &[RunRecord]) -> Vec<Duration> {
+    start_at(t0(), daily(catch_up), history, [])
+        .offsets_after(secs(16 * 3600))
+        .await
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_that_missed_two_days_catches_up_once_then_keeps_its_schedule() {
+    let two_days_ago = [ran(utc("2026-02-28T01:30:00Z"), Outcome::Uploaded)];
+    assert_eq!(
+        daily_runs(true, &two_days_ago).await,
+        [Duration::ZERO, NEXT_0230]
+    );
+    assert_eq!(
+        daily_runs(false, &two_days_ago).await,
+        [NEXT_0230],
+        "catch_up = false"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_that_ran_since_its_last_fire_time_does_not_catch_up() {
+    let history = [
+        ran(utc("2026-02-28T01:30:00Z"), Outcome::Uploaded),
+        ran(utc("2026-03-02T01:30:04Z"), Outcome::Uploaded),
+    ];
+    assert_eq!(daily_runs(true, &history).await, [NEXT_0230]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_that_never_ran_catches_up_once() {
+    assert_eq!(daily_runs(true, &[]).await, [Duration::ZERO, NEXT_0230]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_upload_aborted_at_start_up_is_not_a_run_that_was_caught_up() {
+    let history = [
+        ran(utc("2026-02-28T01:30:00Z"), Outcome::Uploaded),
+        ran(t0(), Outcome::AbortedAtStart),
+    ];
+    assert_eq!(
+        daily_runs(true, &history).await,
+        [Duration::ZERO, NEXT_0230]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_catch_up_is_jittered_like_any_fire() {
+    let mut spec = daily(true);
+    spec.jitter = Some(secs(30));
+    let offsets = start_at(t0(), spec, &[], [])
+        .offsets_after(secs(16 * 3600))
+        .await;
+    assert_eq!(offsets.len(), 2, "{offsets:?}");
+    assert!(offsets[0] < secs(30), "{offsets:?}");
+    assert!(offsets[1] >= NEXT_0230 && offsets[1] < NEXT_0230 + secs(30));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_every_job_catches_up_when_an_interval_passed_since_its_last_run() {
+    let five_min = secs(300);
+    let ago = |s: i64| [ran(t0() - chrono::Duration::seconds(s), Outcome::Uploaded)];
+    let runs = |history: [RunRecord; 1]| async move {
+        let mut spec = every_job(five_min);
+        spec.catch_up = true;
+        start_at(t0(), spec, &history, [])
+            .offsets_after(secs(601))
+            .await
+    };
+    assert_eq!(
+        runs(ago(600)).await,
+        [Duration::ZERO, secs(300), secs(600)],
+        "the grid starts at the catch-up"
+    );
+    assert_eq!(runs(ago(120)).await, [secs(300), secs(600)]);
 }

@@ -84,6 +84,15 @@ impl Schedule {
             .map(|d| d.with_timezone(&Utc))
     }
 
+    /// The last fire time at or before `t`: the latest run missed by a daemon that was down.
+    pub fn last_at_or_before(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let local = t.with_timezone(&self.tz);
+        self.cron
+            .find_previous_occurrence(&local, true)
+            .ok()
+            .map(|d| d.with_timezone(&Utc))
+    }
+
     /// The shortest gap between two consecutive fire times over the next `samples` runs: how
     /// often the job runs, for the `auto` policy and for capping retries.
     pub fn min_interval(&self, from: DateTime<Utc>, samples: usize) -> Option<chrono::Duration> {
@@ -142,6 +151,18 @@ mod tests {
                 "2026-10-27T01:30:00+00:00",
             ]
         );
+    }
+
+    #[test]
+    fn the_last_fire_time_matches_the_fire_times_across_dst_changes() {
+        let s = Schedule::parse("0 30 2 * * *", "Europe/Zurich").unwrap();
+        let last = |t| s.last_at_or_before(utc(t)).unwrap().to_rfc3339();
+        assert_eq!(last("2026-03-28T12:00:00Z"), "2026-03-28T01:30:00+00:00");
+        assert_eq!(last("2026-03-28T01:30:00Z"), "2026-03-28T01:30:00+00:00");
+        assert_eq!(last("2026-03-28T01:29:59Z"), "2026-03-27T01:30:00+00:00");
+        // As `next_after` fires: 03:00 CEST in the spring gap, the first 02:30 in the overlap.
+        assert_eq!(last("2026-03-29T12:00:00Z"), "2026-03-29T01:00:00+00:00");
+        assert_eq!(last("2026-10-25T12:00:00Z"), "2026-10-25T00:30:00+00:00");
     }
 
     #[test]

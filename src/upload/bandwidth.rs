@@ -57,35 +57,28 @@ impl BandwidthLimit {
     }
 }
 
-/// A shared token bucket. Parts ask for bytes before they send them; when the bucket is empty
-/// they wait their turn, so parts in flight share the rate fairly (FIFO through the mutex).
+/// A shared limiter. Each request for bytes reserves its slot on a virtual timeline that
+/// advances by `bytes / rate`; the caller sleeps until its slot (less a small burst allowance).
+/// Because the timeline does not depend on when sleepers actually wake, timer overshoot never
+/// accumulates into a lower rate, and slots are handed out in request order, so the parts in
+/// flight share the rate fairly.
 #[derive(Debug)]
 pub struct Bandwidth {
     limit: BandwidthLimit,
-    state: tokio::sync::Mutex<Bucket>,
-    clock: Mutex<()>,
+    /// When the bytes reserved so far will have been sent at the limit.
+    next: Mutex<Instant>,
 }
 
-#[derive(Debug)]
-struct Bucket {
-    tokens: f64,
-    last: Instant,
-}
-
-/// The burst allowed: this much of a second's worth of bytes. Small enough that the rate holds
-/// within a few percent over seconds, large enough that chunks are not cut up.
-const BURST: f64 = 0.1;
+/// Bytes may go this far ahead of the timeline: enough that chunks are not cut up, little
+/// enough that the rate holds within a percent over seconds.
+const BURST: Duration = Duration::from_millis(100);
 
 impl Bandwidth {
     /// A limiter following `limit`.
     pub fn new(limit: BandwidthLimit) -> Self {
         Self {
             limit,
-            state: tokio::sync::Mutex::new(Bucket {
-                tokens: 0.0,
-                last: Instant::now(),
-            }),
-            clock: Mutex::new(()),
+            next: Mutex::new(Instant::now()),
         }
     }
 
@@ -96,28 +89,29 @@ impl Bandwidth {
 
     /// Waits until `n` bytes may be sent.
     pub async fn acquire(&self, n: u64) {
-        let _ = &self.clock;
-        let mut b = self.state.lock().await;
         let Some(rate) = self
             .limit
             .rate_at(Utc::now())
             .map(|r| r.get() as f64)
             .filter(|r| *r > 0.0)
         else {
-            b.tokens = 0.0;
-            b.last = Instant::now();
             return;
         };
-        let now = Instant::now();
-        b.tokens = (b.tokens + now.duration_since(b.last).as_secs_f64() * rate).min(rate * BURST);
-        b.last = now;
-        b.tokens -= n as f64;
-        if b.tokens < 0.0 {
-            // Holding the lock while waiting keeps the order fair: the next part waits behind us.
-            let wait = Duration::from_secs_f64(-b.tokens / rate);
-            tokio::time::sleep(wait).await;
-            b.tokens = 0.0;
-            b.last = Instant::now();
+        let cost = Duration::from_secs_f64(n as f64 / rate);
+        let slot = {
+            let mut next = self
+                .next
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let now = Instant::now();
+            // An idle limiter does not bank more than the burst.
+            let floor = now.checked_sub(BURST).unwrap_or(now);
+            let start = (*next).max(floor);
+            *next = start + cost;
+            next.checked_sub(BURST).unwrap_or(*next)
+        };
+        if slot > Instant::now() {
+            tokio::time::sleep_until(slot).await;
         }
     }
 }

@@ -7,17 +7,19 @@ pub mod bandwidth;
 pub mod compress;
 mod digest;
 mod error;
+mod objects;
 mod plan;
 mod session;
 mod transfer;
 
 pub use digest::{DigestError, DigestOptions, FileDigest, digest_file};
 pub use error::{AbortOutcome, UploadError};
+pub use objects::{NewObjects, ObjectsReport, ensure_objects};
 pub use plan::{
     DEFAULT_PART_SIZE, MAX_FILE_SIZE, MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, PartPlan, PartRange,
     TooLarge,
 };
 pub use session::{
-    CompressMode, FileSnapshot, UploadEvent, UploadObserver, UploadOptions, UploadReport,
-    abort_upload, find_blocking_upload, resume_upload, upload_file,
+    CompressMode, DigestCache, DigestKey, FileSnapshot, UploadEvent, UploadObserver, UploadOptions,
+    UploadReport, abort_upload, find_blocking_upload, resume_upload, upload_file,
 };

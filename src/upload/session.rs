@@ -12,13 +12,14 @@ use futures_util::{StreamExt, TryStreamExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::compress;
 use super::digest::{DigestError, DigestOptions, FileDigest, digest_file};
 use super::error::{AbortOutcome, UploadError};
 use super::plan::{DEFAULT_PART_SIZE, PartPlan};
 use super::transfer::{PartContext, backoff};
 use crate::stac::{
-    AssetTarget, CompletedPart, CreateUpload, ErrorClass, Md5Part, Multihash, PartNumber,
-    StacClient, StacError, Upload, UploadId, UploadStatus,
+    AssetInfo, AssetTarget, CompletedPart, ContentEncoding, CreateUpload, ErrorClass, Md5Part,
+    Multihash, PartNumber, StacClient, StacError, Upload, UploadId, UploadStatus,
 };
 use crate::units::ByteSize;
 
@@ -50,6 +51,40 @@ pub struct UploadOptions {
     pub bandwidth: Vec<Arc<super::bandwidth::Bandwidth>>,
     /// Where compressed temporary files go (default: the system's temporary folder).
     pub temp_dir: Option<PathBuf>,
+    /// Digests of files seen before, so an unchanged file is not read again.
+    pub digest_cache: Option<Arc<dyn DigestCache>>,
+}
+
+/// What identifies a file's content without reading it: device, inode, size, mtime; plus the
+/// part size the MD5s were cut at (0 for a multihash alone).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct DigestKey {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime: (i64, i64),
+    pub part_size: u64,
+}
+
+impl DigestKey {
+    /// The key of a file as stat'ed, for parts of `part_size`.
+    pub fn new(s: &FileSnapshot, part_size: u64) -> Self {
+        Self {
+            dev: s.dev,
+            ino: s.ino,
+            size: s.len,
+            mtime: s.mtime,
+            part_size,
+        }
+    }
+}
+
+/// Remembers digests between runs (the daemon keeps them in its state folder).
+pub trait DigestCache: Send + Sync + std::fmt::Debug {
+    /// The digest recorded for this key, if any.
+    fn get(&self, key: &DigestKey) -> Option<FileDigest>;
+    /// Records a digest.
+    fn put(&self, key: DigestKey, digest: &FileDigest);
 }
 
 /// Whether and how a file is compressed before upload.
@@ -81,6 +116,7 @@ impl Default for UploadOptions {
             skip_unchanged: true,
             bandwidth: Vec::new(),
             temp_dir: None,
+            digest_cache: None,
         }
     }
 }
@@ -120,6 +156,10 @@ pub enum UploadEvent<'a> {
         part: PartNumber,
         error: &'a UploadError,
     },
+    /// The asset already holds this file: nothing is sent.
+    Unchanged {
+        multihash: &'a Multihash,
+    },
     Completed {
         upload_id: &'a UploadId,
     },
@@ -142,7 +182,10 @@ impl UploadObserver for () {
 /// What a successful session did.
 #[derive(Debug, Clone)]
 pub struct UploadReport {
-    pub upload_id: UploadId,
+    /// The upload made; `None` when the asset already held the file (`unchanged`).
+    pub upload_id: Option<UploadId>,
+    /// Skipped: the asset's checksum was already the file's.
+    pub unchanged: bool,
     pub multihash: Multihash,
     pub bytes: u64,
     pub parts: usize,
@@ -226,26 +269,138 @@ pub async fn upload_file(
     let started = Instant::now();
     let meta = stat_file(path).await?;
     let snapshot = FileSnapshot::of(&meta);
-    let plan =
-        PartPlan::new(meta.len(), opts.part_size).map_err(|source| UploadError::TooLarge {
-            path: path.to_owned(),
-            source,
-        })?;
-    observer.on_event(&UploadEvent::Planned {
-        size: plan.file_size(),
-        parts: plan.count(),
-        part_size: plan.part_size(),
-    });
+    // What the server holds: for skip-unchanged, and the media type for `auto` compression.
+    let asset = if opts.skip_unchanged || opts.compress == CompressMode::Auto {
+        Some(read_asset(client, target, opts).await?)
+    } else {
+        None
+    };
+    let encoding = match opts.compress {
+        CompressMode::None => None,
+        CompressMode::Gzip => Some(ContentEncoding::Gzip),
+        CompressMode::Br => Some(ContentEncoding::Br),
+        CompressMode::Auto => {
+            let media_type = asset
+                .as_ref()
+                .and_then(|a| a.media_type.as_deref())
+                .unwrap_or("");
+            (meta.len() > AUTO_COMPRESS_ABOVE && !compress::is_compressed_media_type(media_type))
+                .then_some(ContentEncoding::Gzip)
+        }
+    };
+    let unchanged = |multihash: &Multihash| {
+        opts.skip_unchanged
+            && asset
+                .as_ref()
+                .and_then(|a| a.checksum.as_deref())
+                .is_some_and(|c| multihash.matches(c))
+    };
+    let skipped = |multihash: Multihash, digest_time: Duration| {
+        info!(multihash = %multihash, "unchanged: the asset already holds this file");
+        observer.on_event(&UploadEvent::Unchanged {
+            multihash: &multihash,
+        });
+        UploadReport {
+            upload_id: None,
+            unchanged: true,
+            multihash,
+            bytes: meta.len(),
+            parts: 0,
+            part_size: 0,
+            part_retries: 0,
+            adopted: false,
+            digest_time,
+            send_time: Duration::ZERO,
+            total_time: started.elapsed(),
+        }
+    };
 
     let digest_started = Instant::now();
-    let digest = digest(path, &plan, opts.digest, observer.clone(), cancel).await?;
+    let (send_path, plan, digest, _compressed) = match encoding {
+        None => {
+            let plan = PartPlan::new(meta.len(), opts.part_size).map_err(|source| {
+                UploadError::TooLarge {
+                    path: path.to_owned(),
+                    source,
+                }
+            })?;
+            let key = DigestKey::new(&snapshot, plan.part_size());
+            let digest = match opts.digest_cache.as_ref().and_then(|c| c.get(&key)) {
+                Some(d) if d.part_md5s.len() == plan.count() => d,
+                _ => {
+                    observer.on_event(&UploadEvent::Planned {
+                        size: plan.file_size(),
+                        parts: plan.count(),
+                        part_size: plan.part_size(),
+                    });
+                    let d = digest(path, &plan, opts.digest, observer.clone(), cancel).await?;
+                    snapshot.check(path, "while it was hashed").await?;
+                    if let Some(c) = &opts.digest_cache {
+                        c.put(key, &d);
+                    }
+                    d
+                }
+            };
+            if unchanged(&digest.multihash) {
+                return Ok(skipped(digest.multihash, digest_started.elapsed()));
+            }
+            (path.to_owned(), plan, digest, None)
+        }
+        Some(enc) => {
+            // The multihash is the uncompressed file's: a cached one decides skipping without
+            // compressing at all.
+            let key = DigestKey::new(&snapshot, 0);
+            if let Some(d) = opts.digest_cache.as_ref().and_then(|c| c.get(&key))
+                && unchanged(&d.multihash)
+            {
+                return Ok(skipped(d.multihash, digest_started.elapsed()));
+            }
+            observer.on_event(&UploadEvent::Planned {
+                size: meta.len(),
+                parts: 0,
+                part_size: 0,
+            });
+            let compressed = compress_to_temp(path, enc, opts, observer.clone(), cancel).await?;
+            snapshot.check(path, "while it was compressed").await?;
+            if let Some(c) = &opts.digest_cache {
+                c.put(
+                    key,
+                    &FileDigest {
+                        multihash: compressed.multihash.clone(),
+                        part_md5s: Vec::new(),
+                        size: meta.len(),
+                    },
+                );
+            }
+            if unchanged(&compressed.multihash) {
+                return Ok(skipped(compressed.multihash, digest_started.elapsed()));
+            }
+            let plan = PartPlan::new(compressed.size, opts.part_size).map_err(|source| {
+                UploadError::TooLarge {
+                    path: path.to_owned(),
+                    source,
+                }
+            })?;
+            let mut d = digest(compressed.path(), &plan, opts.digest, Arc::new(()), cancel).await?;
+            // `file:checksum` declares the uncompressed bytes; the MD5s are of what is sent.
+            d.multihash = compressed.multihash.clone();
+            info!(
+                encoding = ?enc,
+                bytes = meta.len(),
+                compressed = compressed.size,
+                "compressed"
+            );
+            (compressed.path().to_owned(), plan, d, Some(compressed))
+        }
+    };
     let digest_time = digest_started.elapsed();
     observer.on_event(&UploadEvent::Digested {
         multihash: &digest.multihash,
         elapsed: digest_time,
     });
     debug!(multihash = %digest.multihash, parts = plan.count(), part_size = plan.part_size(), "digested");
-    snapshot.check(path, "while it was hashed").await?;
+    // As late as possible before the upload exists: what was hashed must be what is sent.
+    snapshot.check(path, "after it was hashed").await?;
 
     let request = CreateUpload {
         md5_parts: digest
@@ -258,7 +413,7 @@ pub async fn upload_file(
             })
             .collect(),
         checksum: digest.multihash.clone(),
-        content_encoding: None,
+        content_encoding: encoding,
     };
     let (upload, adopted) = tokio::select! {
         r = create(client, target, &request, opts) => r?,
@@ -277,7 +432,8 @@ pub async fn upload_file(
     let retries = AtomicU32::new(0);
     let ctx = PartContext {
         client,
-        path,
+        path: &send_path,
+        source: path,
         snapshot: &snapshot,
         opts,
         observer: &observer,
@@ -306,6 +462,70 @@ pub async fn upload_file(
         },
     )
     .await
+}
+
+/// `auto` compresses files larger than this (the API's documentation recommends compressing
+/// files over 10 MB).
+pub const AUTO_COMPRESS_ABOVE: u64 = 10_000_000;
+
+/// Reads the asset, retrying transient failures like every other call of the session.
+async fn read_asset(
+    client: &StacClient,
+    target: &AssetTarget,
+    opts: &UploadOptions,
+) -> Result<AssetInfo, UploadError> {
+    (|| client.read_asset(target))
+        .retry(backoff(opts, opts.part_retries))
+        .sleep(tokio::time::sleep)
+        .when(|e: &StacError| e.class.is_retryable())
+        .notify(|e, wait| warn!(error = %e, wait_ms = wait.as_millis() as u64, "reading the asset failed, trying again"))
+        .await
+        .map_err(Into::into)
+}
+
+/// Compresses into a temporary file (deleted when the handle drops), off the async threads.
+async fn compress_to_temp(
+    path: &Path,
+    encoding: ContentEncoding,
+    opts: &UploadOptions,
+    observer: Arc<dyn UploadObserver>,
+    cancel: &CancellationToken,
+) -> Result<compress::Compressed, UploadError> {
+    let dir = opts.temp_dir.clone().unwrap_or_else(std::env::temp_dir);
+    let source = path.to_owned();
+    let result = cancellable_blocking(cancel, move |flag| {
+        compress::compress_file(&source, &dir, encoding, flag, &|n| {
+            observer.on_event(&UploadEvent::Hashed { bytes: n })
+        })
+    })
+    .await;
+    match result {
+        Ok(c) => Ok(c),
+        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Err(UploadError::Cancelled),
+        Err(source) => Err(UploadError::File {
+            path: path.to_owned(),
+            action: "cannot compress",
+            source,
+        }),
+    }
+}
+
+/// Runs `work` on the blocking pool with a flag that turns true when `cancel` fires.
+async fn cancellable_blocking<T: Send + 'static>(
+    cancel: &CancellationToken,
+    work: impl FnOnce(&AtomicBool) -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let (flag, cancel) = (flag.clone(), cancel.clone());
+        tokio::spawn(async move {
+            cancel.cancelled().await;
+            flag.store(true, Ordering::Relaxed);
+        })
+    };
+    let result = tokio::task::spawn_blocking(move || work(&flag)).await;
+    watcher.abort();
+    result.unwrap_or_else(|join| Err(std::io::Error::other(format!("worker task failed: {join}"))))
 }
 
 /// What a session knows when its sending ends.
@@ -345,7 +565,8 @@ async fn finish(
                 upload_id: &upload_id,
             });
             Ok(UploadReport {
-                upload_id,
+                upload_id: Some(upload_id),
+                unchanged: false,
                 multihash: digest.multihash,
                 bytes: plan.file_size(),
                 parts: plan.count(),
@@ -446,6 +667,7 @@ pub async fn resume_upload(
     let ctx = PartContext {
         client,
         path,
+        source: path,
         snapshot: &snapshot,
         opts,
         observer: &observer,
@@ -482,19 +704,11 @@ async fn digest(
     observer: Arc<dyn UploadObserver>,
     cancel: &CancellationToken,
 ) -> Result<FileDigest, UploadError> {
-    let flag = Arc::new(AtomicBool::new(false));
-    let watcher = {
-        let (flag, cancel) = (flag.clone(), cancel.clone());
-        tokio::spawn(async move {
-            cancel.cancelled().await;
-            flag.store(true, Ordering::Relaxed);
-        })
-    };
     let owned: PathBuf = path.to_owned();
     let plan = *plan;
-    let result = tokio::task::spawn_blocking(move || {
+    let result = cancellable_blocking(cancel, move |flag| {
         let file = std::fs::File::open(&owned)?;
-        digest_file(file, &plan, opts, &flag, &|n| {
+        digest_file(file, &plan, opts, flag, &|n| {
             observer.on_event(&UploadEvent::Hashed { bytes: n })
         })
         .map_err(|e| match e {
@@ -503,15 +717,14 @@ async fn digest(
         })
     })
     .await;
-    watcher.abort();
     let io = |source| UploadError::File {
         path: path.to_owned(),
         action: "cannot read",
         source,
     };
     match result {
-        Ok(Ok(d)) => Ok(d),
-        Ok(Err(e)) => match e
+        Ok(d) => Ok(d),
+        Err(e) => match e
             .get_ref()
             .and_then(|inner| inner.downcast_ref::<DigestError>())
         {
@@ -522,9 +735,6 @@ async fn digest(
             }),
             _ => Err(io(e)),
         },
-        Err(join) => Err(io(std::io::Error::other(format!(
-            "digest task failed: {join}"
-        )))),
     }
 }
 
@@ -680,7 +890,7 @@ async fn send_parts_and_complete(
         .try_collect()
         .await?;
     parts.sort_by_key(|p| p.part_number);
-    ctx.snapshot.check(ctx.path, "while it was sent").await?;
+    ctx.snapshot.check(ctx.source, "while it was sent").await?;
     complete(
         ctx.client,
         target,

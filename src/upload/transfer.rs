@@ -21,7 +21,10 @@ use crate::stac::{Md5, PresignedUrl, StacClient, StacError, Step};
 /// What every part of one session shares.
 pub(crate) struct PartContext<'a> {
     pub client: &'a StacClient,
+    /// Where the bytes are read from (the file, or its compressed copy).
     pub path: &'a Path,
+    /// The file the user gave, which must not change while it is sent.
+    pub source: &'a Path,
     pub snapshot: &'a FileSnapshot,
     pub opts: &'a UploadOptions,
     pub observer: &'a Arc<dyn UploadObserver>,
@@ -32,7 +35,22 @@ impl PartContext<'_> {
     /// The total deadline for one attempt at a part: a base plus the time the part takes at the
     /// slowest rate we accept.
     fn deadline(&self, len: u64) -> Duration {
-        let rate = self.opts.min_part_rate.get().max(1);
+        // A bandwidth limit shared by the parts in flight may be slower than the rate we would
+        // otherwise call too slow: the deadline must allow for it.
+        let now = chrono::Utc::now();
+        let parallel = self.opts.parallel.max(1) as u64;
+        let limited = self
+            .opts
+            .bandwidth
+            .iter()
+            .filter_map(|b| b.limit().rate_at(now))
+            .map(|r| r.get() / parallel)
+            .min();
+        let rate = limited
+            .map_or(self.opts.min_part_rate.get(), |l| {
+                l.min(self.opts.min_part_rate.get())
+            })
+            .max(1);
         self.opts.part_base_timeout + Duration::from_secs_f64(len as f64 / rate as f64)
     }
 
@@ -46,7 +64,7 @@ impl PartContext<'_> {
         let attempt = AtomicU32::new(0);
         (|| async {
             attempt.fetch_add(1, Ordering::Relaxed);
-            self.snapshot.check(self.path, "before a part was sent").await?;
+            self.snapshot.check(self.source, "before a part was sent").await?;
             self.attempt(url, part, md5).await
         })
         .retry(backoff(self.opts, self.opts.part_retries))
@@ -80,7 +98,19 @@ impl PartContext<'_> {
         let sent = Arc::new(AtomicU64::new(0));
         let observer = self.observer.clone();
         let counter = sent.clone();
+        let limiters = self.opts.bandwidth.clone();
         let stream = ReaderStream::with_capacity(file.take(part.len), self.opts.send_buffer)
+            .then(move |chunk| {
+                let limiters = limiters.clone();
+                async move {
+                    if let Ok(b) = &chunk {
+                        for l in &limiters {
+                            l.acquire(b.len() as u64).await;
+                        }
+                    }
+                    chunk
+                }
+            })
             .inspect(move |chunk| {
                 if let Ok(b) = chunk {
                     counter.fetch_add(b.len() as u64, Ordering::Relaxed);

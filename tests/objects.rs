@@ -1,0 +1,345 @@
+//! Items and assets created when missing, with ids templated from the run time: jobs loaded from
+//! a job file run against the emulator over real HTTP, and the test reads back what the server
+//! holds.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeZone, Utc};
+use common::*;
+use serde_json::{Value, json};
+use stac_uploadd::config::{self, JobSpec};
+use stac_uploadd::emulator::{CallKind, FaultAction, FaultTrigger};
+use stac_uploadd::stac::AssetTarget;
+use stac_uploadd::state::{Outcome, StateStore};
+use stac_uploadd::supervisor::{Clock, HttpUploader, Job, Pending, Shared, Work};
+use tokio_util::sync::CancellationToken;
+
+const COLLECTION: &str = "ch.test.daily";
+
+/// `[server]` for the emulator, then `jobs`; loaded from `dir` as the daemon would.
+fn load_job(env: &Env, jobs: &str) -> JobSpec {
+    let text = format!(
+        r#"[server]
+url = "{}"
+[server.auth]
+type = "basic"
+username = "{USER}"
+password_env = "PW"
+{jobs}"#,
+        env.emu.base_url()
+    );
+    let path = env.dir.path().join("jobs.toml");
+    std::fs::write(&path, &text).unwrap();
+    let env_var = |name: &str| (name == "PW").then(|| PASSWORD.to_owned());
+    let mut config = config::parse(&text, &path, &env_var)
+        .unwrap_or_else(|e| panic!("the job file loads:\n{e}"));
+    config.jobs.remove(0)
+}
+
+/// A job on the real uploader, its wall clock starting at `now`.
+fn job(env: &Env, spec: JobSpec, now: DateTime<Utc>) -> Job<HttpUploader> {
+    let state = Arc::new(StateStore::open(&env.dir.path().join("state")).unwrap());
+    Job {
+        spec,
+        shared: Arc::new(Shared::new(
+            HttpUploader(env.client.clone()),
+            state,
+            Clock::anchored(now),
+        )),
+        pending: Arc::new(Pending::default()),
+        abort_runs: CancellationToken::new(),
+    }
+}
+
+/// A fresh JSON read of an API path (`collections/...`), or `None` on 404.
+async fn read(env: &Env, path: &str) -> Option<Value> {
+    let resp = reqwest::Client::new()
+        .get(format!("{}/{path}", env.emu.base_url()))
+        .send()
+        .await
+        .unwrap();
+    match resp.status().as_u16() {
+        404 => None,
+        200 => Some(resp.json().await.unwrap()),
+        other => panic!("GET {path}: HTTP {other}"),
+    }
+}
+
+/// `PUT` of an API path with the test's credentials, as a publisher does by hand.
+async fn put(env: &Env, path: &str, body: Value) {
+    let resp = reqwest::Client::new()
+        .put(format!("{}/{path}", env.emu.base_url()))
+        .basic_auth(USER, Some(PASSWORD))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "PUT {path}: {}", resp.status());
+}
+
+async fn collection(env: &Env) {
+    put(
+        env,
+        &format!("collections/{COLLECTION}"),
+        json!({"id": COLLECTION}),
+    )
+    .await;
+}
+
+fn write(dir: &Path, name: &str, len: u64) -> String {
+    write_file(&dir.join(name), len, 7)
+}
+
+/// A daily radar job: one item per local day, one asset per run, both created when missing.
+const DAILY: &str = r#"
+[[job]]
+name = "daily"
+collection = "ch.test.daily"
+item = "radar-%Y-%m-%d"
+asset = "radar-%H%M.h5"
+file = "radar.h5"
+schedule = "0 6 * * *"
+timezone = "Europe/Zurich"
+policy = "retry"
+retry_min_delay = "100ms"
+retry_max_delay = "200ms"
+[job.item_metadata]
+bbox = [5.96, 45.82, 10.49, 47.81]
+datetime = "run"
+expires = "7d"
+title = "Radar %d.%m.%Y"
+[job.asset_metadata]
+type = "application/x-hdf5"
+title = "Composite %H:%M"
+roles = ["data"]
+"proj:epsg" = 2056
+"#;
+
+/// 06:00 in Zurich on `day` November 2026.
+fn fire(day: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, day, 5, 0, 0).unwrap()
+}
+
+#[tokio::test]
+async fn a_templated_item_is_created_each_day_with_its_asset_uploaded() {
+    let env = start().await;
+    collection(&env).await;
+    let sha = write(env.dir.path(), "radar.h5", 6 * MIB);
+    let job = job(&env, load_job(&env, DAILY), fire(25));
+
+    for (day, item) in [(25, "radar-2026-11-25"), (26, "radar-2026-11-26")] {
+        assert_eq!(
+            read(&env, &format!("collections/{COLLECTION}/items/{item}")).await,
+            None
+        );
+        let rec = job.run(Work::Scheduled(fire(day))).await;
+        assert_eq!(rec.outcome, Outcome::Uploaded, "{rec:?}");
+        assert_eq!(rec.asset, "radar-0600.h5");
+
+        let stored = read(&env, &format!("collections/{COLLECTION}/items/{item}"))
+            .await
+            .expect("the item was created");
+        assert_eq!(stored["geometry"]["type"], "Polygon");
+        assert_eq!(
+            stored["geometry"]["coordinates"][0][0],
+            json!([5.96, 45.82])
+        );
+        assert_eq!(stored["bbox"], json!([5.96, 45.82, 10.49, 47.81]));
+        let p = &stored["properties"];
+        assert_eq!(p["datetime"], format!("2026-11-{day}T05:00:00Z"));
+        assert_eq!(p["expires"], format!("2026-12-0{}T05:00:00Z", day - 23));
+        assert_eq!(p["title"], format!("Radar {day}.11.2026"));
+
+        let target = AssetTarget::item_asset(COLLECTION, item, "radar-0600.h5");
+        env.assert_holds(&target, &sha);
+        let asset = read(
+            &env,
+            &format!("collections/{COLLECTION}/items/{item}/assets/radar-0600.h5"),
+        )
+        .await
+        .expect("the asset was created");
+        assert_eq!(asset["type"], "application/x-hdf5");
+        assert_eq!(asset["title"], "Composite 06:00");
+        assert_eq!(asset["roles"], json!(["data"]));
+        assert_eq!(asset["proj:epsg"], 2056);
+    }
+
+    // Day 25 again: item and asset exist, so nothing is PUT over them.
+    let puts = env.emu.call_count(CallKind::PutStac);
+    let rec = job.run(Work::Scheduled(fire(25))).await;
+    assert!(
+        matches!(rec.outcome, Outcome::Uploaded | Outcome::Unchanged),
+        "{rec:?}"
+    );
+    assert_eq!(env.emu.call_count(CallKind::PutStac), puts);
+    env.assert_nothing_in_progress();
+}
+
+#[tokio::test]
+async fn a_fire_before_local_midnight_utc_is_the_next_local_day() {
+    let env = start().await;
+    collection(&env).await;
+    write(env.dir.path(), "radar.h5", 1024);
+    let at = Utc.with_ymd_and_hms(2026, 11, 25, 23, 30, 0).unwrap();
+    let rec = job(&env, load_job(&env, DAILY), at)
+        .run(Work::Scheduled(at))
+        .await;
+    assert_eq!(rec.outcome, Outcome::Uploaded, "{rec:?}");
+    assert_eq!(rec.asset, "radar-0030.h5", "00:30 in Zurich");
+    let item = read(
+        &env,
+        &format!("collections/{COLLECTION}/items/radar-2026-11-26"),
+    )
+    .await
+    .expect("the item of the Zurich date");
+    assert_eq!(item["properties"]["datetime"], "2026-11-25T23:30:00Z");
+}
+
+#[tokio::test]
+async fn an_existing_item_and_asset_are_left_untouched() {
+    let env = start().await;
+    collection(&env).await;
+    let item_path = format!("collections/{COLLECTION}/items/radar-2026-11-25");
+    put(
+        &env,
+        &item_path,
+        json!({
+            "id": "radar-2026-11-25",
+            "geometry": {"type": "Point", "coordinates": [7.44, 46.95]},
+            "properties": {"datetime": "2020-01-01T00:00:00Z", "title": "made by hand"},
+        }),
+    )
+    .await;
+    let asset_path = format!("{item_path}/assets/radar-0600.h5");
+    put(
+        &env,
+        &asset_path,
+        json!({"id": "radar-0600.h5", "type": "application/x-hdf5", "title": "kept"}),
+    )
+    .await;
+    let item_before = read(&env, &item_path).await.unwrap();
+    let puts = env.emu.call_count(CallKind::PutStac);
+    let sha = write(env.dir.path(), "radar.h5", 1024);
+
+    let rec = job(&env, load_job(&env, DAILY), fire(25))
+        .run(Work::Scheduled(fire(25)))
+        .await;
+    assert_eq!(rec.outcome, Outcome::Uploaded, "{rec:?}");
+
+    assert_eq!(read(&env, &item_path).await.unwrap(), item_before);
+    assert_eq!(env.emu.call_count(CallKind::PutStac), puts, "no PUT at all");
+    let asset = read(&env, &asset_path).await.unwrap();
+    assert_eq!(asset["title"], "kept");
+    assert_eq!(
+        asset["roles"],
+        Value::Null,
+        "the configured roles were not written"
+    );
+    env.assert_holds(
+        &AssetTarget::item_asset(COLLECTION, "radar-2026-11-25", "radar-0600.h5"),
+        &sha,
+    );
+}
+
+#[tokio::test]
+async fn metadata_the_server_refuses_fails_the_run_with_its_description() {
+    let env = start().await;
+    collection(&env).await;
+    write(env.dir.path(), "radar.h5", 1024);
+    // A .h5 asset declared as a zip: the server refuses the asset's PUT with 400.
+    let spec = load_job(
+        &env,
+        &DAILY.replace("application/x-hdf5", "application/zip"),
+    );
+    let rec = job(&env, spec, fire(25))
+        .run(Work::Scheduled(fire(25)))
+        .await;
+
+    assert_eq!(rec.outcome, Outcome::Failed, "{rec:?}");
+    assert_eq!(rec.attempts, 1, "a wrong request is not retried");
+    let error = rec.error.expect("an error");
+    assert!(error.contains("create asset failed (PUT"), "{error}");
+    assert!(error.contains("HTTP 400"), "{error}");
+    assert!(
+        error.contains(r#"Invalid id extension \"h5\" for media type \"application/zip\""#),
+        "{error}"
+    );
+    let assets = format!("collections/{COLLECTION}/items/radar-2026-11-25/assets/radar-0600.h5");
+    assert_eq!(read(&env, &assets).await, None);
+    assert_eq!(
+        env.emu.call_count(CallKind::CreateUpload),
+        0,
+        "nothing was sent"
+    );
+}
+
+#[tokio::test]
+async fn a_gateway_error_while_creating_is_retried_by_the_policy() {
+    let env = start().await;
+    collection(&env).await;
+    let sha = write(env.dir.path(), "radar.h5", 1024);
+    env.emu.faults().inject(
+        CallKind::PutStac,
+        FaultAction::Status(503),
+        FaultTrigger::Next(1),
+    );
+
+    let rec = job(&env, load_job(&env, DAILY), fire(25))
+        .run(Work::Scheduled(fire(25)))
+        .await;
+
+    assert_eq!(
+        (rec.outcome, rec.attempts),
+        (Outcome::Uploaded, 2),
+        "{rec:?}"
+    );
+    assert_eq!(env.emu.faults().injected(CallKind::PutStac), 1);
+    env.assert_holds(
+        &AssetTarget::item_asset(COLLECTION, "radar-2026-11-25", "radar-0600.h5"),
+        &sha,
+    );
+}
+
+#[tokio::test]
+async fn a_watched_file_gets_a_collection_asset_named_from_its_stem_and_pick_up_date() {
+    let env = start().await;
+    collection(&env).await;
+    std::fs::create_dir(env.dir.path().join("incoming")).unwrap();
+    let sha = write(&env.dir.path().join("incoming"), "stations.csv", 2048);
+    let spec = load_job(
+        &env,
+        r#"
+[[job]]
+name = "stations"
+collection = "ch.test.daily"
+asset = "{stem}-%Y%m%d.{ext}"
+timezone = "Europe/Zurich"
+[job.watch]
+dir = "incoming"
+pattern = "*.csv"
+[job.asset_metadata]
+type = "text/csv"
+title = "Stations {stem}"
+"#,
+    );
+    // Picked up at 23:30 UTC: already the 26th in Zurich.
+    let picked_up = Utc.with_ymd_and_hms(2026, 11, 25, 23, 30, 0).unwrap();
+    let rec = job(&env, spec, picked_up)
+        .run(Work::File(env.dir.path().join("incoming/stations.csv")))
+        .await;
+
+    assert_eq!(rec.outcome, Outcome::Uploaded, "{rec:?}");
+    let target = AssetTarget::collection_asset(COLLECTION, "stations-20261126.csv");
+    env.assert_holds(&target, &sha);
+    let asset = read(
+        &env,
+        &format!("collections/{COLLECTION}/assets/stations-20261126.csv"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(asset["type"], "text/csv");
+    assert_eq!(asset["title"], "Stations stations");
+}
