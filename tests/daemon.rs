@@ -8,38 +8,20 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
-use stac_uploadd::emulator::{AssetKey, Emulator, EmulatorAuth, EmulatorConfig, UploadState};
+use stac_uploadd::emulator::{AssetKey, UploadState};
 use tokio::io::AsyncBufReadExt;
 use tokio::process::{Child, Command};
 
 const BIN: &str = env!("CARGO_BIN_EXE_stac-uploadd");
 
-async fn emulator() -> Emulator {
-    let config = EmulatorConfig {
-        auth: EmulatorAuth::Basic {
-            username: USER.into(),
-            password: PASSWORD.into(),
-        },
-        ..EmulatorConfig::default()
-    };
-    Emulator::start("127.0.0.1:0".parse().unwrap(), config)
-        .await
-        .unwrap()
-}
+use common::basic_emulator as emulator;
 
 fn job_file(dir: &Path, url: &str, schedule: &str, file: &Path, extra_defaults: &str) -> PathBuf {
     let path = dir.join("jobs.toml");
     std::fs::write(
         &path,
         format!(
-            r#"state_dir = "{state}"
-[server]
-url = "{url}"
-[server.auth]
-type = "basic"
-username = "{USER}"
-password_env = "TEST_STAC_PASSWORD"
-[defaults]
+            r#"{head}[defaults]
 part_size = "5MiB"
 parallel = 2
 policy = "cancel"
@@ -52,7 +34,7 @@ asset = "big.zip"
 file = "{file}"
 schedule = "{schedule}"
 "#,
-            state = dir.join("state").display(),
+            head = job_file_head(dir, url),
             file = file.display()
         ),
     )

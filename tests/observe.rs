@@ -11,27 +11,16 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{MIB, PASSWORD, USER, write_file};
+use common::{MIB, PASSWORD, job_file_head, write_file};
 use prometheus_parse::{Sample, Scrape, Value};
-use stac_uploadd::emulator::{AssetKey, Emulator, EmulatorAuth, EmulatorConfig};
+use stac_uploadd::emulator::AssetKey;
 use tokio::io::AsyncBufReadExt;
 use tokio::process::{Child, Command};
 
 const BIN: &str = env!("CARGO_BIN_EXE_stac-uploadd");
 const JOB: &str = "stations";
 
-async fn emulator() -> Emulator {
-    let config = EmulatorConfig {
-        auth: EmulatorAuth::Basic {
-            username: USER.into(),
-            password: PASSWORD.into(),
-        },
-        ..EmulatorConfig::default()
-    };
-    Emulator::start("127.0.0.1:0".parse().unwrap(), config)
-        .await
-        .unwrap()
-}
+use common::basic_emulator as emulator;
 
 fn key(name: &str) -> AssetKey {
     AssetKey::item_asset("ch.test.collection", "item-1", name)
@@ -44,14 +33,7 @@ fn job_file(dir: &Path, url: &str, incoming: &Path) -> PathBuf {
     std::fs::write(
         &path,
         format!(
-            r#"state_dir = "{state}"
-[server]
-url = "{url}"
-[server.auth]
-type = "basic"
-username = "{USER}"
-password_env = "TEST_STAC_PASSWORD"
-[defaults]
+            r#"{head}[defaults]
 part_size = "5MiB"
 retry_min_delay = "100ms"
 retry_max_delay = "200ms"
@@ -65,7 +47,7 @@ dir = "{incoming}"
 pattern = "*.zip"
 settle = "200ms"
 "#,
-            state = dir.join("state").display(),
+            head = job_file_head(dir, url),
             incoming = incoming.display(),
         ),
     )

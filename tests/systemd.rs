@@ -9,31 +9,13 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{PASSWORD, USER, write_file};
-use stac_uploadd::emulator::{AssetKey, Emulator, EmulatorAuth, EmulatorConfig};
+use common::{PASSWORD, job_file_head, write_file};
 use tokio::net::UnixDatagram;
 use tokio::process::{Child, Command};
 
 const BIN: &str = env!("CARGO_BIN_EXE_stac-uploadd");
 
-async fn emulator() -> Emulator {
-    let config = EmulatorConfig {
-        auth: EmulatorAuth::Basic {
-            username: USER.into(),
-            password: PASSWORD.into(),
-        },
-        ..EmulatorConfig::default()
-    };
-    let emu = Emulator::start("127.0.0.1:0".parse().unwrap(), config)
-        .await
-        .unwrap();
-    emu.create_asset(
-        &AssetKey::item_asset("ch.test.collection", "item-1", "small.zip"),
-        "application/zip",
-    )
-    .unwrap();
-    emu
-}
+use common::basic_emulator as emulator;
 
 fn job_file(dir: &Path, url: &str) -> PathBuf {
     let file = dir.join("small.zip");
@@ -42,14 +24,7 @@ fn job_file(dir: &Path, url: &str) -> PathBuf {
     std::fs::write(
         &path,
         format!(
-            r#"state_dir = "{state}"
-[server]
-url = "{url}"
-[server.auth]
-type = "basic"
-username = "{USER}"
-password_env = "TEST_STAC_PASSWORD"
-[[job]]
+            r#"{head}[[job]]
 name = "every-second"
 collection = "ch.test.collection"
 item = "item-1"
@@ -58,7 +33,7 @@ file = "{file}"
 schedule = "* * * * * *"
 policy = "cancel"
 "#,
-            state = dir.join("state").display(),
+            head = job_file_head(dir, url),
             file = file.display()
         ),
     )

@@ -409,16 +409,10 @@ fn transport(err: &reqwest::Error) -> String {
     } else {
         "request failed"
     };
-    let mut parts = vec![kind.to_owned()];
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
-    while let Some(e) = cur {
-        let s = e.to_string();
-        if !s.is_empty() && !parts.contains(&s) {
-            parts.push(s);
-        }
-        cur = e.source();
+    match super::error::source_chain(err) {
+        detail if detail.is_empty() => kind.to_owned(),
+        detail => format!("{kind}: {detail}"),
     }
-    parts.join(": ")
 }
 
 #[cfg(test)]

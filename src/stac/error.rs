@@ -214,7 +214,8 @@ impl StacError {
     }
 }
 
-fn source_chain(err: &reqwest::Error) -> String {
+/// The causes of a transport error, each once: reqwest's own text repeats the URL, query included.
+pub(crate) fn source_chain(err: &reqwest::Error) -> String {
     let mut parts = Vec::new();
     let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
     while let Some(e) = cur {

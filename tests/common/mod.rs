@@ -518,3 +518,27 @@ pub fn client_with(
     cfg.no_proxy = None;
     StacClient::new(cfg).expect("client")
 }
+
+/// An emulator with Basic auth (USER/PASSWORD) on an ephemeral loopback port, for tests that
+/// run the real binary against it.
+pub async fn basic_emulator() -> Emulator {
+    let config = EmulatorConfig {
+        auth: EmulatorAuth::Basic {
+            username: USER.into(),
+            password: PASSWORD.into(),
+        },
+        ..EmulatorConfig::default()
+    };
+    Emulator::start("127.0.0.1:0".parse().unwrap(), config)
+        .await
+        .expect("emulator starts")
+}
+
+/// The head of a job file for the emulator at `url`: the state folder in `dir`, Basic auth
+/// with the password from the TEST_STAC_PASSWORD variable.
+pub fn job_file_head(dir: &Path, url: &str) -> String {
+    format!(
+        "state_dir = \"{}\"\n[server]\nurl = \"{url}\"\n[server.auth]\ntype = \"basic\"\nusername = \"{USER}\"\npassword_env = \"TEST_STAC_PASSWORD\"\n",
+        dir.join("state").display()
+    )
+}
