@@ -67,12 +67,24 @@ fn main() {
     let base = format!("http://127.0.0.1:{port}/api/stac/v1");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(wait_ready(&base));
-    for asset in ["raw.zip", "engine.zip", "limited-1.zip", "limited-4.zip"] {
+    for asset in [
+        "raw.zip",
+        "engine.zip",
+        "engine-1.zip",
+        "engine-8.zip",
+        "limited-1.zip",
+        "limited-4.zip",
+        "limited-8.zip",
+    ] {
         rt.block_on(create_asset(&base, asset));
     }
 
     let raw = rt.block_on(raw_put(&base, &file, size));
     let engine = run_child(&base, &file, "engine.zip", 4);
+    let engine1 = run_child(&base, &file, "engine-1.zip", 1);
+    let engine8 = run_child(&base, &file, "engine-8.zip", 8);
+    rt.block_on(create_asset(&base, "python.zip"));
+    let python = run_python(&base, &file, "python.zip");
 
     // Parallel parts against a per-connection limit (a WAN where each TCP stream is capped).
     let small = dir.path().join("limited.zip");
@@ -80,6 +92,7 @@ fn main() {
     rt.block_on(set_bandwidth(port, Some(rate)));
     let one = run_child(&base, &small, "limited-1.zip", 1);
     let four = run_child(&base, &small, "limited-4.zip", 4);
+    let eight = run_child(&base, &small, "limited-8.zip", 8);
     rt.block_on(set_bandwidth(port, None));
     // Our own limit (bandwidth_limit), shared by 4 parts, on an unthrottled emulator.
     let own_limit = env_size("BENCH_OWN_LIMIT", 40_000_000);
@@ -123,6 +136,14 @@ fn main() {
         "peak RSS of the upload process: {:.1} MiB",
         engine.rss_kib as f64 / 1024.0
     );
+    match python {
+        Some((total, rss_kib)) => println!(
+            "straightforward Python client (hashlib, requests, 100 MiB parts in sequence): {total:.2} s, peak RSS {:.0} MiB -> stac-uploadd is {:.1}x faster",
+            rss_kib as f64 / 1024.0,
+            total / engine.total_s
+        ),
+        None => println!("Python client: not run (python3 with requests not available)"),
+    }
     println!(
         "with {:.0} MB/s per connection, {}: 1 part at a time {:.2} s, 4 in parallel {:.2} s -> {:.2}x (peak RSS {:.1} MiB)",
         rate as f64 / MB,
@@ -131,6 +152,14 @@ fn main() {
         four.send_s,
         one.send_s / four.send_s,
         four.rss_kib as f64 / 1024.0
+    );
+    println!(
+        "send pass by parallel parts, no limit: 1 -> {:.0} MB/s, 4 -> {:.0} MB/s, 8 -> {:.0} MB/s; with the limit: 8 parts {:.2} s ({:.2}x of 1 part)",
+        gib / engine1.send_s / MB,
+        gib / engine.send_s / MB,
+        gib / engine8.send_s / MB,
+        eight.send_s,
+        one.send_s / eight.send_s
     );
     let achieved = limited_size as f64 / limited_run.send_s;
     println!(
@@ -188,6 +217,29 @@ fn run_child_with(
         parts: v["parts"].as_u64().unwrap_or(0),
         part_size: v["part_size"].as_u64().unwrap_or(0),
     }
+}
+
+/// The Python client on the same file and emulator: its wall time and peak RSS.
+fn run_python(base: &str, file: &Path, asset: &str) -> Option<(f64, u64)> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/python_client.py");
+    let child = Command::new("python3")
+        .args([script, base, "bench", "item", asset])
+        .arg(file)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .ok()?;
+    let out = child.wait_with_output().ok()?;
+    // SAFETY: getrusage fills the struct we pass.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut u) };
+    if !out.status.success() {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    // RUSAGE_CHILDREN's maxrss is the largest of all waited-for children: the Python client's
+    // 100 MiB parts make it the largest by far.
+    Some((v["total_s"].as_f64()?, u.ru_maxrss as u64))
 }
 
 /// The measured upload, in its own process.

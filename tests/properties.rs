@@ -7,7 +7,7 @@ use stac_uploadd::units::ByteSize;
 use stac_uploadd::upload::{MAX_FILE_SIZE, MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, PartPlan};
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 2_000, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(2_000), ..ProptestConfig::default() })]
 
     /// Parts cover the file exactly, in order, and obey S3's and the API's limits.
     #[test]
@@ -69,12 +69,21 @@ proptest! {
     }
 }
 
+/// Cases per property: the CI default, or PROPTEST_CASES for a long run
+/// (`PROPTEST_CASES=200000 cargo test --release --test properties`).
+fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 fn env(_: &str) -> Option<String> {
     Some("secret".into())
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 1_000, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(1_000), ..ProptestConfig::default() })]
 
     /// Arbitrary text: the job-file parser answers Ok or located errors inside the text.
     #[test]
