@@ -1,0 +1,394 @@
+//! The real daemon binary SIGKILLed at each distinct step of an upload, then restarted on the
+//! same job file and state folder. Each case checks the end state (the asset holds the file,
+//! nothing in progress) and whether the restart resumed the interrupted upload or started over.
+//!
+//! The job: 22 MiB in 5 MiB parts (5 parts), one at a time, so part order is predictable.
+//! Emulator delays act before a call takes effect, so a kill inside one lands before the
+//! server has done anything for that call.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use stac_uploadd::emulator::{
+    AssetKey, CallKind, Emulator, FaultAction, FaultTrigger, UploadSnapshot, UploadState,
+};
+use tokio::io::AsyncBufReadExt;
+use tokio::process::{Child, Command};
+
+const BIN: &str = env!("CARGO_BIN_EXE_stac-uploadd");
+const PARTS: u32 = 5;
+/// Longer than any case: a delayed call never takes effect while the test looks.
+const STALL: Duration = Duration::from_secs(120);
+
+fn key() -> AssetKey {
+    AssetKey::item_asset("ch.test.collection", "item-1", "big.zip")
+}
+
+fn job_file(dir: &Path, url: &str, file: &Path) -> PathBuf {
+    let path = dir.join("jobs.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"{head}[defaults]
+part_size = "5MiB"
+parallel = 1
+policy = "cancel"
+
+[[job]]
+name = "crash"
+collection = "ch.test.collection"
+item = "item-1"
+asset = "big.zip"
+file = "{file}"
+schedule = "* * * * * *"
+"#,
+            head = job_file_head(dir, url),
+            file = file.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// Starts the daemon; its stderr lines are collected in the background.
+fn spawn(config: &Path) -> (Child, Arc<Mutex<Vec<String>>>) {
+    let mut child = Command::new(BIN)
+        .arg("--config")
+        .arg(config)
+        .env("TEST_STAC_PASSWORD", PASSWORD)
+        .env("RUST_LOG", "stac_uploadd=info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the daemon starts");
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let mut reader = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let sink = lines.clone();
+    tokio::spawn(async move {
+        while let Ok(Some(l)) = reader.next_line().await {
+            sink.lock().unwrap().push(l);
+        }
+    });
+    (child, lines)
+}
+
+fn signal(child: &Child, sig: i32) {
+    let pid = child.id().expect("running") as i32;
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
+}
+
+/// Polls `cond` every 20 ms for at most `limit`.
+async fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let end = tokio::time::Instant::now() + limit;
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < end,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// What the restart must do with the interrupted upload.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Expect {
+    /// The interrupted upload id ends completed and no other upload was created; the restart
+    /// sends only this many parts.
+    Resumed { parts_sent: u64 },
+    /// The server had already completed it before the kill: the restart sends nothing and
+    /// creates nothing, it only forgets its record.
+    AlreadyCompleted,
+}
+
+/// One step of an upload to kill the daemon in.
+struct Case {
+    name: &'static str,
+    /// Faults (and the bandwidth cap) that make the step slow enough to kill inside.
+    arrange: fn(&Emulator),
+    /// True once the daemon is inside the step, given our asset's uploads.
+    inside: fn(&Emulator, &[UploadSnapshot]) -> bool,
+    expect: Expect,
+}
+
+fn in_progress(uploads: &[UploadSnapshot]) -> Option<&UploadSnapshot> {
+    uploads.iter().find(|u| u.status == UploadState::InProgress)
+}
+
+async fn run(case: Case) {
+    let started = Instant::now();
+    let emu = basic_emulator().await;
+    emu.create_asset(&key(), "application/zip").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("big.zip");
+    let sha = write_file(&file, 22 * MIB, 11);
+    let config = job_file(dir.path(), &emu.base_url(), &file);
+    (case.arrange)(&emu);
+
+    let (mut daemon, log) = spawn(&config);
+    let end = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !(case.inside)(&emu, &emu.uploads(&key())) {
+        assert!(
+            tokio::time::Instant::now() < end,
+            "{}: timed out waiting for the daemon to be inside the step; uploads {:?}, \
+             faults fired: put_part {} complete {} abort {}, log {:?}",
+            case.name,
+            emu.uploads(&key()),
+            emu.faults().injected(CallKind::PutPart),
+            emu.faults().injected(CallKind::Complete),
+            emu.faults().injected(CallKind::Abort),
+            log.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    signal(&daemon, libc::SIGKILL);
+    daemon.wait().await.unwrap();
+    let killed_at = started.elapsed();
+
+    let uploads = emu.uploads(&key());
+    assert_eq!(
+        uploads.len(),
+        1,
+        "{}: one upload created: {uploads:?}",
+        case.name
+    );
+    let interrupted = uploads[0].clone();
+    let inflight = dir.path().join("state/inflight.json");
+    assert!(
+        std::fs::read_to_string(&inflight)
+            .unwrap()
+            .contains(&interrupted.id),
+        "{}: the interrupted upload is recorded in the state folder",
+        case.name
+    );
+
+    // The restart: no more faults, full speed.
+    emu.faults().clear();
+    emu.faults().set_bandwidth_limit(None);
+    let puts_before = emu.call_count(CallKind::PutPart);
+    let creates_before = emu.call_count(CallKind::CreateUpload);
+    let (mut daemon, log2) = spawn(&config);
+    wait_for(
+        Duration::from_secs(30),
+        "nothing in progress and the asset holding the file",
+        || {
+            emu.in_progress_uploads().is_empty()
+                && emu.asset(&key()).and_then(|a| a.checksum) == Some(format!("1220{sha}"))
+                && !std::fs::read_to_string(&inflight)
+                    .unwrap_or_default()
+                    .contains(&interrupted.id)
+        },
+    )
+    .await;
+    signal(&daemon, libc::SIGTERM);
+    let status = tokio::time::timeout(Duration::from_secs(30), daemon.wait())
+        .await
+        .expect("stops on SIGTERM")
+        .unwrap();
+    let restarted_log = log2.lock().unwrap().clone();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "{}: exit on SIGTERM; log before the kill: {:?}; after: {restarted_log:?}",
+        case.name,
+        log.lock().unwrap()
+    );
+
+    assert_eq!(
+        emu.object_sha256_hex(&key()).as_deref(),
+        Some(sha.as_str()),
+        "{}: stored bytes",
+        case.name
+    );
+    let left = emu.in_progress_uploads();
+    assert!(left.is_empty(), "{}: left in progress: {left:?}", case.name);
+    let uploads = emu.uploads(&key());
+    let end = uploads
+        .iter()
+        .find(|u| u.id == interrupted.id)
+        .expect("the interrupted upload is still listed");
+    assert_eq!(
+        end.status,
+        UploadState::Completed,
+        "{}: the interrupted upload ends completed: {uploads:?}; log: {restarted_log:?}",
+        case.name
+    );
+    assert_eq!(
+        uploads.len(),
+        1,
+        "{}: no new upload created: {uploads:?}",
+        case.name
+    );
+    assert_eq!(emu.call_count(CallKind::CreateUpload), creates_before);
+    let resumed_line = restarted_log
+        .iter()
+        .any(|l| l.contains("resuming an upload interrupted by a restart"));
+    let parts_sent = emu.call_count(CallKind::PutPart) - puts_before;
+    match case.expect {
+        Expect::Resumed { parts_sent: n } => {
+            assert!(resumed_line, "{}: resumed: {restarted_log:?}", case.name);
+            assert_eq!(
+                parts_sent, n,
+                "{}: parts sent by the restart; parts received before the kill: {}, log: \
+                 {restarted_log:?}",
+                case.name, interrupted.parts_received
+            );
+        }
+        Expect::AlreadyCompleted => {
+            assert!(!resumed_line, "{}: nothing to resume", case.name);
+            assert_eq!(parts_sent, 0, "{}: parts sent by the restart", case.name);
+        }
+    }
+    eprintln!(
+        "crash matrix: {:<16} {:?}: at the kill {:?} with {} parts, killed after {:.2?}, \
+         done after {:.2?}",
+        case.name,
+        case.expect,
+        interrupted.status,
+        interrupted.parts_received,
+        killed_at,
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn killed_after_create_resumes_and_sends_every_part() {
+    run(Case {
+        name: "after create",
+        // The first part PUT hangs before reading its body: no part arrives.
+        arrange: |emu| {
+            emu.faults().inject(
+                CallKind::PutPart,
+                FaultAction::Delay(STALL),
+                FaultTrigger::Next(1),
+            )
+        },
+        inside: |emu, uploads| {
+            in_progress(uploads).is_some_and(|u| u.parts_received == 0)
+                && emu.faults().injected(CallKind::PutPart) == 1
+        },
+        expect: Expect::Resumed { parts_sent: 5 },
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn killed_during_part_2_resumes_and_sends_the_missing_parts() {
+    run(Case {
+        name: "during part 2",
+        // Part 1 passes; the PUT of part 2 hangs before the server reads its body, so it can
+        // never land. (A bandwidth cap is not enough: the rest of the part may already sit in
+        // the kernel's socket buffers at the kill, and then it still arrives whole.)
+        arrange: |emu| {
+            let faults = emu.faults();
+            faults.inject(
+                CallKind::PutPart,
+                FaultAction::Delay(Duration::ZERO),
+                FaultTrigger::Next(1),
+            );
+            faults.inject(
+                CallKind::PutPart,
+                FaultAction::Delay(STALL),
+                FaultTrigger::Next(1),
+            );
+        },
+        inside: |emu, uploads| {
+            in_progress(uploads).is_some_and(|u| u.parts_received == 1)
+                && emu.faults().injected(CallKind::PutPart) == 2
+        },
+        expect: Expect::Resumed {
+            parts_sent: u64::from(PARTS) - 1,
+        },
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn killed_after_the_last_part_resumes_with_complete_only() {
+    run(Case {
+        name: "after last part",
+        // Complete hangs before it takes effect: every part is on the server, the upload is
+        // still in progress.
+        arrange: |emu| {
+            emu.faults().inject(
+                CallKind::Complete,
+                FaultAction::Delay(STALL),
+                FaultTrigger::Next(1),
+            )
+        },
+        inside: |emu, uploads| {
+            in_progress(uploads).is_some_and(|u| u.parts_received == PARTS)
+                && emu.faults().injected(CallKind::Complete) == 1
+        },
+        expect: Expect::Resumed { parts_sent: 0 },
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn killed_during_complete_after_it_took_effect_sends_nothing_again() {
+    run(Case {
+        name: "during complete",
+        // The complete takes effect and its answer is lost; the daemon's retry hangs. The kill
+        // lands while the daemon is still finding out that its complete went through.
+        arrange: |emu| {
+            emu.faults().inject(
+                CallKind::Complete,
+                FaultAction::DropAfterCommit,
+                FaultTrigger::Next(1),
+            );
+            emu.faults().inject(
+                CallKind::Complete,
+                FaultAction::Delay(STALL),
+                FaultTrigger::Next(1),
+            );
+        },
+        inside: |emu, uploads| {
+            uploads.iter().any(|u| u.status == UploadState::Completed)
+                && emu.faults().injected(CallKind::Complete) == 2
+        },
+        expect: Expect::AlreadyCompleted,
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn killed_during_abort_resumes_the_upload_it_was_aborting() {
+    run(Case {
+        name: "during abort",
+        // Part 1 passes, part 2 answers 500 (give up and abort), and the abort hangs before
+        // it takes effect. The 500 is answered before the body is read, so the daemon may see
+        // a broken pipe instead and send the part again: every retry gets the 500 too.
+        arrange: |emu| {
+            let faults = emu.faults();
+            faults.inject(
+                CallKind::PutPart,
+                FaultAction::Delay(Duration::ZERO),
+                FaultTrigger::Next(1),
+            );
+            faults.inject(
+                CallKind::PutPart,
+                FaultAction::Status(500),
+                FaultTrigger::Next(100),
+            );
+            faults.inject(
+                CallKind::Abort,
+                FaultAction::Delay(STALL),
+                FaultTrigger::Next(1),
+            );
+        },
+        inside: |emu, uploads| {
+            in_progress(uploads).is_some() && emu.faults().injected(CallKind::Abort) == 1
+        },
+        expect: Expect::Resumed {
+            parts_sent: u64::from(PARTS) - 1,
+        },
+    })
+    .await;
+}
