@@ -111,6 +111,18 @@ pub enum StateError {
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct InFlightFile {
     uploads: Vec<InFlight>,
+    /// Creates sent whose upload id is not known yet: if the answer is lost, an in-progress
+    /// upload of this target with this multihash is ours.
+    #[serde(default)]
+    creating: Vec<Creating>,
+}
+
+/// A create sent for `target` with `multihash`, answer not (yet) seen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Creating {
+    pub target: AssetTarget,
+    pub multihash: String,
+    pub at: DateTime<Utc>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -184,6 +196,48 @@ impl StateStore {
             return Ok(());
         }
         write_json(&self.dir, "inflight.json", &*g)
+    }
+
+    /// Records a create about to be sent; durable when this returns.
+    pub fn add_creating(&self, rec: Creating) -> Result<(), StateError> {
+        let mut g = lock(&self.inflight);
+        if g.creating.contains(&rec) {
+            return Ok(());
+        }
+        g.creating.push(rec);
+        write_json(&self.dir, "inflight.json", &*g)
+    }
+
+    /// Forgets the creates recorded for `target` with `multihash` (its upload is known now, or
+    /// was found and aborted).
+    pub fn remove_creating(&self, target: &AssetTarget, multihash: &str) -> Result<(), StateError> {
+        let mut g = lock(&self.inflight);
+        let before = g.creating.len();
+        g.creating
+            .retain(|c| !(&c.target == target && c.multihash.eq_ignore_ascii_case(multihash)));
+        if g.creating.len() == before {
+            return Ok(());
+        }
+        write_json(&self.dir, "inflight.json", &*g)
+    }
+
+    /// Forgets every create marker of `target`.
+    pub fn clear_creating(&self, target: &AssetTarget) -> Result<(), StateError> {
+        let mut g = lock(&self.inflight);
+        let before = g.creating.len();
+        g.creating.retain(|c| &c.target != target);
+        if g.creating.len() == before {
+            return Ok(());
+        }
+        write_json(&self.dir, "inflight.json", &*g)
+    }
+
+    /// Whether a create of ours for `target` with this multihash was sent without its answer seen.
+    pub fn created_unseen(&self, target: &AssetTarget, multihash: &str) -> bool {
+        lock(&self.inflight)
+            .creating
+            .iter()
+            .any(|c| &c.target == target && c.multihash.eq_ignore_ascii_case(multihash))
     }
 
     /// The uploads recorded as in flight.

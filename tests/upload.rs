@@ -594,3 +594,64 @@ async fn the_server_holds_the_same_bytes_with_a_bandwidth_limit() {
     env.upload(&target, &path).await.unwrap();
     env.assert_holds(&target, &sha);
 }
+
+/// Found by the fault soak: a create whose answer is lost, then a lookup of the blocking upload
+/// that keeps failing, left our own upload blocking the asset as if it were someone else's.
+#[tokio::test]
+async fn our_upload_whose_create_answer_was_lost_is_carried_on_by_the_next_run() {
+    for legacy in [false, true] {
+        let env = start_with(
+            EmulatorConfig {
+                legacy_in_progress_400: legacy,
+                ..EmulatorConfig::default()
+            },
+            ApiVersion::V1,
+        )
+        .await;
+        let f = env.emu.faults();
+        f.inject(
+            CallKind::CreateUpload,
+            FaultAction::DropAfterCommit,
+            FaultTrigger::Next(1),
+        );
+        let lookup = if legacy {
+            CallKind::ListUploads
+        } else {
+            CallKind::GetUpload
+        };
+        f.inject(lookup, FaultAction::Status(502), FaultTrigger::Next(100));
+        let target = env.item_asset("orphan.zip");
+        let (path, sha) = env.file("orphan.zip", 6 * MIB);
+        let err = env.upload(&target, &path).await.unwrap_err();
+        assert!(err.is_retryable(), "legacy={legacy}: {err}");
+        assert_eq!(
+            env.emu.in_progress_uploads().len(),
+            1,
+            "the lost create's upload is in progress"
+        );
+        f.clear();
+        let report = env.upload(&target, &path).await.unwrap();
+        assert!(
+            report.adopted,
+            "legacy={legacy}: the next run recognises the upload by its content"
+        );
+        env.assert_holds(&target, &sha);
+        env.assert_nothing_in_progress();
+        assert_eq!(
+            env.emu.uploads(&key(&target)).len(),
+            1,
+            "no second upload was needed"
+        );
+    }
+}
+
+/// Someone else's upload of different bytes is never taken over, however recent.
+#[tokio::test]
+async fn a_foreign_upload_of_other_bytes_is_not_taken_over() {
+    let env = start().await;
+    let target = env.item_asset("foreign.zip");
+    env.emu.plant_upload(&key(&target), chrono::Utc::now());
+    let (path, _) = env.file("foreign.zip", 1000);
+    let err = env.upload(&target, &path).await.unwrap_err();
+    assert!(matches!(err, UploadError::InProgress { .. }), "{err}");
+}

@@ -178,6 +178,9 @@ pub struct Upload {
     pub aborted: Option<chrono::DateTime<chrono::Utc>>,
     #[serde(default)]
     pub urls: Vec<PresignedUrl>,
+    /// The MD5 declared for each part at create (what the presigned URLs are signed for).
+    #[serde(default)]
+    pub md5_parts: Vec<Md5Part>,
     #[serde(default)]
     pub content_encoding: Option<String>,
     /// `file:checksum` (v1) or `checksum:multihash` (v0.9).

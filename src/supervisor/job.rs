@@ -464,7 +464,7 @@ impl<U: Uploader> Job<U> {
         let Err(UploadError::InProgress { upload, .. }) = &result else {
             return result;
         };
-        match self.staleness(upload) {
+        match self.staleness(target, upload) {
             Some(why) => {
                 warn!(blocking = %upload.upload_id, why, "aborting a stale upload that blocks the asset");
                 match self
@@ -480,6 +480,9 @@ impl<U: Uploader> Job<U> {
                     _ => {
                         metrics::stale_upload_aborted(&self.spec.name);
                         let _ = self.shared.state.remove_inflight(&upload.upload_id);
+                        if let Some(c) = &upload.checksum {
+                            let _ = self.shared.state.remove_creating(target, c);
+                        }
                     }
                 }
                 self.upload_once(target, path, attempt).await
@@ -496,10 +499,19 @@ impl<U: Uploader> Job<U> {
     }
 
     /// Why a blocking upload may be aborted, or `None` if someone may still be sending it.
-    pub fn staleness(&self, blocking: &Upload) -> Option<&'static str> {
+    pub fn staleness(&self, target: &AssetTarget, blocking: &Upload) -> Option<&'static str> {
         let id = &blocking.upload_id;
         if self.shared.state.is_ours(id) && !self.shared.running().contains(id) {
             return Some("it is ours, from a run that is over");
+        }
+        // A create of ours whose answer was lost: its id never reached the store, its multihash did.
+        if blocking
+            .checksum
+            .as_deref()
+            .is_some_and(|c| self.shared.state.created_unseen(target, c))
+            && !self.shared.running().contains(id)
+        {
+            return Some("it is ours, from a create whose answer was lost");
         }
         let now = self.shared.clock.now();
         if blocking
@@ -584,6 +596,12 @@ impl<U: Uploader> Job<U> {
                 error!(error = %e, "cannot update the state store");
             }
         }
+        // A completed upload proves nothing of ours blocks the asset: old create markers can go.
+        if result.as_ref().is_ok_and(|r| !r.unchanged)
+            && let Err(e) = self.shared.state.clear_creating(target)
+        {
+            error!(error = %e, "cannot update the state store");
+        }
         result
     }
 }
@@ -622,6 +640,17 @@ impl UploadObserver for Recorder {
             metrics::part_retry(&self.job, error_reason(error));
             return;
         }
+        if let UploadEvent::Creating { multihash } = event {
+            let rec = crate::state::Creating {
+                target: self.target.clone(),
+                multihash: multihash.as_str().to_owned(),
+                at: self.shared.now(),
+            };
+            if let Err(e) = self.shared.state().add_creating(rec) {
+                error!(error = %e, "cannot record the create in the state store");
+            }
+            return;
+        }
         let UploadEvent::Created {
             upload,
             multihash,
@@ -654,6 +683,14 @@ impl UploadObserver for Recorder {
         // session, only a crash in this window would leave it to the stale rule.
         if let Err(e) = self.shared.state().add_inflight(rec) {
             error!(error = %e, "cannot record the upload in the state store");
+        }
+        // Its id is known now: the create marker has done its job.
+        if let Err(e) = self
+            .shared
+            .state()
+            .remove_creating(&self.target, multihash.as_str())
+        {
+            error!(error = %e, "cannot update the state store");
         }
     }
 }

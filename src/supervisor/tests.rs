@@ -34,6 +34,11 @@ enum Act {
         age: chrono::Duration,
         url_life: Option<chrono::Duration>,
     },
+    /// Blocked by a one-minute-old upload with this checksum (URLs valid for an hour).
+    BlockedWithChecksum {
+        id: &'static str,
+        checksum: &'static str,
+    },
     /// Take this long, then succeed.
     Slow(Duration),
     /// Hang until cancelled, then report the upload aborted.
@@ -127,8 +132,31 @@ impl Uploader for Arc<Script> {
                                 }]
                             })
                             .unwrap_or_default(),
+                        md5_parts: Vec::new(),
                         content_encoding: None,
                         checksum: None,
+                    }),
+                })
+            }
+            Act::BlockedWithChecksum { id, checksum } => {
+                let created = self.clock.now() - chrono::Duration::minutes(1);
+                Err(UploadError::InProgress {
+                    target: target.clone(),
+                    upload: Box::new(Upload {
+                        upload_id: UploadId(id.into()),
+                        status: UploadStatus::InProgress,
+                        number_parts: Some(1),
+                        created: Some(created),
+                        completed: None,
+                        aborted: None,
+                        urls: vec![PresignedUrl {
+                            url: "http://x/".into(),
+                            part: PartNumber(1),
+                            expires: Some(created + chrono::Duration::hours(1)),
+                        }],
+                        md5_parts: Vec::new(),
+                        content_encoding: None,
+                        checksum: Some(checksum.into()),
                     }),
                 })
             }
@@ -801,4 +829,50 @@ async fn an_every_job_catches_up_when_an_interval_passed_since_its_last_run() {
         "the grid starts at the catch-up"
     );
     assert_eq!(runs(ago(120)).await, [secs(300), secs(600)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_upload_from_our_create_whose_answer_was_lost_is_ours_to_abort() {
+    // Found by the fault soak: the create took effect, its answer was lost, and the id never
+    // reached the store. The multihash did, before the create was sent.
+    let checksum = "1220aaaa";
+    let blocked = Act::BlockedWithChecksum {
+        id: "lost",
+        checksum,
+    };
+    let f = fixture(
+        cron_job("0 3 * * *", PolicyKind::Cancel),
+        [blocked, Act::Ok],
+    );
+    let target = AssetTarget::item_asset("c", "i", "a.zip");
+    f.job
+        .shared
+        .state
+        .add_creating(crate::state::Creating {
+            target: target.clone(),
+            multihash: checksum.into(),
+            at: t0(),
+        })
+        .unwrap();
+    assert_eq!(
+        f.job.run(Work::Scheduled(t0())).await.outcome,
+        Outcome::Uploaded
+    );
+    assert_eq!(*f.script.aborted.lock().unwrap(), ["lost"]);
+    assert!(
+        !f.job.shared.state.created_unseen(&target, checksum),
+        "the marker is gone with the upload"
+    );
+
+    // Without the marker, the same one-minute-old upload is someone else's: left alone.
+    let blocked = Act::BlockedWithChecksum {
+        id: "theirs",
+        checksum,
+    };
+    let f = fixture(cron_job("0 3 * * *", PolicyKind::Cancel), [blocked]);
+    assert_eq!(
+        f.job.run(Work::Scheduled(t0())).await.outcome,
+        Outcome::Cancelled
+    );
+    assert!(f.script.aborted.lock().unwrap().is_empty());
 }

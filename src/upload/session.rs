@@ -139,6 +139,11 @@ pub enum UploadEvent<'a> {
     },
     /// The server holds an upload of ours in progress from now on. An observer that must survive
     /// a crash records it here: no part is sent before this returns.
+    /// A create is about to be sent for this multihash: an observer that must survive a lost
+    /// answer or a crash records it here.
+    Creating {
+        multihash: &'a Multihash,
+    },
     Created {
         upload: &'a Upload,
         multihash: &'a Multihash,
@@ -415,6 +420,10 @@ pub async fn upload_file(
         checksum: digest.multihash.clone(),
         content_encoding: encoding,
     };
+    // Before the request: if its answer is lost, this is how the upload is known to be ours.
+    observer.on_event(&UploadEvent::Creating {
+        multihash: &digest.multihash,
+    });
     let (upload, adopted) = tokio::select! {
         r = create(client, target, &request, opts) => r?,
         () = cancel.cancelled() => return Err(UploadError::Cancelled),
@@ -764,7 +773,13 @@ async fn create(
     let ErrorClass::AlreadyInProgress { upload_id } = &err.class else {
         return Err(err.into());
     };
-    let Some(blocking) = find_blocking_upload(client, target, upload_id.as_ref()).await? else {
+    let lookup = (|| find_blocking_upload(client, target, upload_id.as_ref()))
+        .retry(backoff(opts, opts.part_retries))
+        .sleep(tokio::time::sleep)
+        .when(|e: &StacError| e.class.is_retryable())
+        .notify(|e, wait| warn!(error = %e, wait_ms = wait.as_millis() as u64, "reading the blocking upload failed, trying again"))
+        .await?;
+    let Some(blocking) = lookup else {
         // It finished between our create and the lookup: one more try is all it takes.
         return client
             .create_upload(target, request)
@@ -772,21 +787,37 @@ async fn create(
             .map(|u| (u, false))
             .map_err(Into::into);
     };
-    let ours = attempts.load(Ordering::Relaxed) > 1
-        && blocking
-            .checksum
-            .as_deref()
-            .is_some_and(|c| request.checksum.matches(c))
-        && blocking.number_parts == Some(request.md5_parts.len() as u32)
-        && blocking.urls.len() == request.md5_parts.len();
-    if ours {
-        warn!(upload_id = %blocking.upload_id, "a create whose answer was lost had succeeded; carrying on with that upload");
+    if same_content(&blocking, request, attempts.load(Ordering::Relaxed) > 1) {
+        warn!(upload_id = %blocking.upload_id, "an upload of exactly this file is in progress (ours, from a create whose answer was lost); carrying on with it");
         return Ok((blocking, true));
     }
     Err(UploadError::InProgress {
         target: target.clone(),
         upload: Box::new(blocking),
     })
+}
+
+/// Whether a blocking upload is for exactly the bytes we would send: the same multihash and the
+/// same MD5 for every part. Carrying such an upload on is safe whoever started it (the same bytes
+/// go to the same parts, and whoever completes it, the asset ends with this file), and it is how
+/// an upload of ours whose create answer was lost is found again, in this run or a later one,
+/// instead of blocking the asset until it goes stale. A server that does not list `md5_parts`
+/// only gets the benefit within the create call that lost the answer (`retried_create`).
+fn same_content(blocking: &Upload, request: &CreateUpload, retried_create: bool) -> bool {
+    let checksum = blocking
+        .checksum
+        .as_deref()
+        .is_some_and(|c| request.checksum.matches(c));
+    let parts = blocking.number_parts == Some(request.md5_parts.len() as u32)
+        && blocking.urls.len() == request.md5_parts.len();
+    let md5s = if blocking.md5_parts.is_empty() {
+        retried_create
+    } else {
+        let mut theirs = blocking.md5_parts.clone();
+        theirs.sort_by_key(|p| p.part_number);
+        theirs == request.md5_parts
+    };
+    checksum && parts && md5s
 }
 
 /// The upload that blocks `target`: read by id when the server named it (409), looked up among
