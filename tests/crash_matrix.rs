@@ -17,7 +17,6 @@ use common::*;
 use stac_uploadd::emulator::{
     AssetKey, CallKind, Emulator, FaultAction, FaultTrigger, UploadSnapshot, UploadState,
 };
-use tokio::io::AsyncBufReadExt;
 use tokio::process::{Child, Command};
 
 const BIN: &str = env!("CARGO_BIN_EXE_stac-uploadd");
@@ -67,33 +66,8 @@ fn spawn(config: &Path) -> (Child, Arc<Mutex<Vec<String>>>) {
         .kill_on_drop(true)
         .spawn()
         .expect("the daemon starts");
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let mut reader = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let sink = lines.clone();
-    tokio::spawn(async move {
-        while let Ok(Some(l)) = reader.next_line().await {
-            sink.lock().unwrap().push(l);
-        }
-    });
+    let lines = capture_stderr(&mut child);
     (child, lines)
-}
-
-fn signal(child: &Child, sig: i32) {
-    let pid = child.id().expect("running") as i32;
-    // SAFETY: sending a signal to our own child process.
-    assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
-}
-
-/// Polls `cond` every 20 ms for at most `limit`.
-async fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let end = tokio::time::Instant::now() + limit;
-    while !cond() {
-        assert!(
-            tokio::time::Instant::now() < end,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// What the restart must do with the interrupted upload.

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use common::*;
 use stac_uploadd::emulator::{AssetKey, UploadState};
-use tokio::io::AsyncBufReadExt;
 use tokio::process::{Child, Command};
 
 const BIN: &str = env!("CARGO_BIN_EXE_stac-uploadd");
@@ -56,37 +55,6 @@ fn spawn(args: &[&str], config: &Path) -> Child {
         .expect("the daemon starts")
 }
 
-/// Collects the child's stderr lines in the background.
-fn capture(child: &mut Child) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
-    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let mut reader = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let sink = lines.clone();
-    tokio::spawn(async move {
-        while let Ok(Some(l)) = reader.next_line().await {
-            sink.lock().unwrap().push(l);
-        }
-    });
-    lines
-}
-
-fn signal(child: &Child, sig: i32) {
-    let pid = child.id().expect("running") as i32;
-    // SAFETY: sending a signal to our own child process.
-    assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
-}
-
-/// Polls `cond` every 20 ms for at most `limit`.
-async fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let end = tokio::time::Instant::now() + limit;
-    while !cond() {
-        assert!(
-            tokio::time::Instant::now() < end,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 fn key() -> AssetKey {
     AssetKey::item_asset("ch.test.collection", "item-1", "big.zip")
 }
@@ -123,7 +91,7 @@ async fn killed_mid_upload_and_restarted_the_upload_is_resumed() {
 
     emu.faults().set_bandwidth_limit(None);
     let mut daemon = spawn(&[], &config);
-    let log = capture(&mut daemon);
+    let log = capture_stderr(&mut daemon);
     wait_for(
         Duration::from_secs(30),
         "the interrupted upload to complete",
@@ -219,7 +187,7 @@ async fn sighup_with_a_broken_file_keeps_the_running_config() {
     let sha = write_file(&file, 1000, 9);
     let config = job_file(dir.path(), &emu.base_url(), "* * * * * *", &file, "");
     let mut daemon = spawn(&[], &config);
-    let log = capture(&mut daemon);
+    let log = capture_stderr(&mut daemon);
     wait_for(Duration::from_secs(30), "the first upload", || {
         emu.asset(&key()).and_then(|a| a.checksum).is_some()
     })

@@ -11,10 +11,9 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{MIB, PASSWORD, job_file_head, write_file};
+use common::{MIB, PASSWORD, capture_stderr, job_file_head, wait_for, write_file};
 use prometheus_parse::{Sample, Scrape, Value};
 use stac_uploadd::emulator::AssetKey;
-use tokio::io::AsyncBufReadExt;
 use tokio::process::{Child, Command};
 
 const BIN: &str = env!("CARGO_BIN_EXE_stac-uploadd");
@@ -75,14 +74,7 @@ async fn spawn(config: &Path) -> (Child, Arc<Mutex<Vec<String>>>, SocketAddr) {
         .kill_on_drop(true)
         .spawn()
         .expect("the daemon starts");
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let mut reader = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let sink = lines.clone();
-    tokio::spawn(async move {
-        while let Ok(Some(l)) = reader.next_line().await {
-            sink.lock().unwrap().push(l);
-        }
-    });
+    let lines = capture_stderr(&mut child);
     let mut addr = None;
     wait_for(Duration::from_secs(30), "the listener address", || {
         addr = lines.lock().unwrap().iter().find_map(|l| {
@@ -96,18 +88,6 @@ async fn spawn(config: &Path) -> (Child, Arc<Mutex<Vec<String>>>, SocketAddr) {
     })
     .await;
     (child, lines, addr.expect("found"))
-}
-
-/// Polls `cond` every 20 ms for at most `limit`.
-async fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let end = tokio::time::Instant::now() + limit;
-    while !cond() {
-        assert!(
-            tokio::time::Instant::now() < end,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 async fn get(addr: SocketAddr, path: &str) -> (u16, String) {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{PASSWORD, job_file_head, write_file};
+use common::{PASSWORD, job_file_head, signal, write_file};
 use tokio::net::UnixDatagram;
 use tokio::process::{Child, Command};
 
@@ -55,12 +55,6 @@ fn spawn(config: &Path, notify_socket: &str) -> Child {
         .kill_on_drop(true)
         .spawn()
         .expect("the daemon starts")
-}
-
-fn signal(child: &Child, sig: i32) {
-    let pid = child.id().expect("running") as i32;
-    // SAFETY: sending a signal to our own child process.
-    assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
 }
 
 /// What the service manager hears: one entry per datagram.

@@ -542,3 +542,37 @@ pub fn job_file_head(dir: &Path, url: &str) -> String {
         dir.join("state").display()
     )
 }
+
+/// Collects a child's stderr lines in the background (the child must have `Stdio::piped()` stderr).
+pub fn capture_stderr(child: &mut tokio::process::Child) -> Arc<std::sync::Mutex<Vec<String>>> {
+    use tokio::io::AsyncBufReadExt;
+    let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut reader =
+        tokio::io::BufReader::new(child.stderr.take().expect("stderr is piped")).lines();
+    let sink = lines.clone();
+    tokio::spawn(async move {
+        while let Ok(Some(l)) = reader.next_line().await {
+            sink.lock().unwrap().push(l);
+        }
+    });
+    lines
+}
+
+/// Sends `sig` to a running child.
+pub fn signal(child: &tokio::process::Child, sig: i32) {
+    let pid = child.id().expect("running") as i32;
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
+}
+
+/// Polls `cond` every 20 ms for at most `limit`.
+pub async fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let end = tokio::time::Instant::now() + limit;
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < end,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
