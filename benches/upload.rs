@@ -3,7 +3,8 @@
 //! of parallel parts under a per-connection bandwidth limit, and peak RSS.
 //!
 //! `cargo bench --bench upload` (1 GiB). Environment: BENCH_SIZE (e.g. 256MiB), BENCH_LIMITED_SIZE
-//! (file for the bandwidth-limited runs, default 512MiB), BENCH_RATE (default 50MB/s).
+//! (file for the bandwidth-limited runs, default 512MiB; the same file when equal), BENCH_RATE
+//! (default 50MB/s). The raw-PUT baseline sends at most the first 5 GiB (one part's limit).
 //! Each measured upload runs in a child process of this binary, so its peak RSS is the upload's
 //! alone, not the file generator's or the emulator's.
 
@@ -11,17 +12,16 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use md5::Md5 as Md5Hasher;
 use sha2::{Digest as _, Sha256};
 use stac_uploadd::stac::{
-    AssetTarget, ClientConfig, CreateUpload, Md5Part, PartNumber, StacClient,
+    AssetTarget, ClientConfig, CreateUpload, Md5, Md5Part, Multihash, PartNumber, StacClient,
 };
 use stac_uploadd::units::ByteSize;
 use stac_uploadd::upload::bandwidth::{Bandwidth, BandwidthLimit};
-use stac_uploadd::upload::{self, DigestOptions, PartPlan, UploadOptions};
+use stac_uploadd::upload::{self, UploadOptions};
 use tokio_util::sync::CancellationToken;
 
 const MB: f64 = 1_000_000.0;
@@ -67,37 +67,32 @@ fn main() {
     let base = format!("http://127.0.0.1:{port}/api/stac/v1");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(wait_ready(&base));
-    for asset in [
-        "raw.zip",
-        "engine.zip",
-        "engine-1.zip",
-        "engine-8.zip",
-        "limited-1.zip",
-        "limited-4.zip",
-        "limited-8.zip",
-    ] {
-        rt.block_on(create_asset(&base, asset));
-    }
-
+    // Each asset is deleted after its run, so the in-memory emulator holds one copy of the
+    // file at a time (seven copies of a 10 GiB file would not fit).
     let raw = rt.block_on(raw_put(&base, &file, size));
-    let engine = run_child(&base, &file, "engine.zip", 4);
-    let engine1 = run_child(&base, &file, "engine-1.zip", 1);
-    let engine8 = run_child(&base, &file, "engine-8.zip", 8);
+    let engine = measured(&rt, &base, &file, "engine.zip", 4, None);
+    let engine1 = measured(&rt, &base, &file, "engine-1.zip", 1, None);
+    let engine8 = measured(&rt, &base, &file, "engine-8.zip", 8, None);
     rt.block_on(create_asset(&base, "python.zip"));
     let python = run_python(&base, &file, "python.zip");
+    rt.block_on(delete_asset(&base, "python.zip"));
 
     // Parallel parts against a per-connection limit (a WAN where each TCP stream is capped).
-    let small = dir.path().join("limited.zip");
-    write_file(&small, limited_size);
+    let small = if limited_size == size {
+        file.clone()
+    } else {
+        let small = dir.path().join("limited.zip");
+        write_file(&small, limited_size);
+        small
+    };
     rt.block_on(set_bandwidth(port, Some(rate)));
-    let one = run_child(&base, &small, "limited-1.zip", 1);
-    let four = run_child(&base, &small, "limited-4.zip", 4);
-    let eight = run_child(&base, &small, "limited-8.zip", 8);
+    let one = measured(&rt, &base, &small, "limited-1.zip", 1, None);
+    let four = measured(&rt, &base, &small, "limited-4.zip", 4, None);
+    let eight = measured(&rt, &base, &small, "limited-8.zip", 8, None);
     rt.block_on(set_bandwidth(port, None));
     // Our own limit (bandwidth_limit), shared by 4 parts, on an unthrottled emulator.
     let own_limit = env_size("BENCH_OWN_LIMIT", 40_000_000);
-    rt.block_on(create_asset(&base, "own-limit.zip"));
-    let limited_run = run_child_with(&base, &small, "own-limit.zip", 4, Some(own_limit));
+    let limited_run = measured(&rt, &base, &small, "own-limit.zip", 4, Some(own_limit));
     let _ = emu.kill();
     let _ = emu.wait();
 
@@ -125,12 +120,18 @@ fn main() {
         bound / engine.digest_s * 100.0
     );
     println!(
-        "send pass: {:.2} s = {:.0} MB/s; raw single PUT of the same bytes: {:.2} s = {:.0} MB/s -> {:.0}% of raw",
+        "send pass: {:.2} s = {:.0} MB/s; raw single PUT of {}{}: {:.2} s = {:.0} MB/s -> {:.0}% of raw",
         engine.send_s,
         gib / engine.send_s / MB,
-        raw,
-        gib / raw / MB,
-        raw / engine.send_s * 100.0
+        ByteSize(raw.bytes),
+        if raw.bytes == size {
+            " (the same bytes)"
+        } else {
+            " (the file's first bytes: one part is at most 5 GiB)"
+        },
+        raw.secs,
+        raw.rate() / MB,
+        gib / engine.send_s / raw.rate() * 100.0
     );
     println!(
         "peak RSS of the upload process: {:.1} MiB",
@@ -138,7 +139,7 @@ fn main() {
     );
     match python {
         Some((total, rss_kib)) => println!(
-            "straightforward Python client (hashlib, requests, 100 MiB parts in sequence): {total:.2} s, peak RSS {:.0} MiB -> stac-uploadd is {:.1}x faster",
+            "straightforward Python client (hashlib, requests, parts of 100 MiB or more in sequence): {total:.2} s, peak RSS {:.0} MiB -> stac-uploadd is {:.1}x faster",
             rss_kib as f64 / 1024.0,
             total / engine.total_s
         ),
@@ -181,8 +182,19 @@ struct ChildResult {
     part_size: u64,
 }
 
-fn run_child(base: &str, file: &Path, asset: &str, parallel: usize) -> ChildResult {
-    run_child_with(base, file, asset, parallel, None)
+/// One measured upload to a fresh asset, deleted afterwards.
+fn measured(
+    rt: &tokio::runtime::Runtime,
+    base: &str,
+    file: &Path,
+    asset: &str,
+    parallel: usize,
+    limit: Option<u64>,
+) -> ChildResult {
+    rt.block_on(create_asset(base, asset));
+    let result = run_child_with(base, file, asset, parallel, limit);
+    rt.block_on(delete_asset(base, asset));
+    result
 }
 
 fn run_child_with(
@@ -297,37 +309,55 @@ fn peak_rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-/// One PUT of the whole file to a presigned URL of a one-part upload: the transport's ceiling.
-async fn raw_put(base: &str, file: &Path, size: u64) -> f64 {
+/// A raw PUT: its length and time.
+struct Raw {
+    bytes: u64,
+    secs: f64,
+}
+
+impl Raw {
+    fn rate(&self) -> f64 {
+        self.bytes as f64 / self.secs
+    }
+}
+
+/// One PUT of the file (at most its first 5 GiB, S3's largest part) to a presigned URL of a
+/// one-part upload, then aborted: the transport's ceiling.
+async fn raw_put(base: &str, file: &Path, size: u64) -> Raw {
+    use std::io::Read as _;
+    use tokio::io::AsyncReadExt as _;
+    create_asset(base, "raw.zip").await;
     let client = StacClient::new(ClientConfig::new(base.parse().expect("url"))).expect("client");
     let target = AssetTarget::item_asset("bench", "item", "raw.zip");
-    let plan = PartPlan::new(size, ByteSize(size.max(1))).expect("one part");
-    assert_eq!(plan.count(), 1, "the raw PUT needs a file of at most 5 GiB");
-    let f = std::fs::File::open(file).expect("open");
-    let d = upload::digest_file(
-        f,
-        &plan,
-        DigestOptions::default(),
-        &AtomicBool::new(false),
-        &|_| {},
-    )
-    .expect("digest");
+    let len = size.min(5 * ByteSize::GIB);
+    let mut f = std::fs::File::open(file).expect("open").take(len);
+    let (mut sha, mut md5) = (Sha256::new(), Md5Hasher::new());
+    let mut buf = vec![0; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).expect("read");
+        if n == 0 {
+            break;
+        }
+        sha.update(&buf[..n]);
+        md5.update(&buf[..n]);
+    }
+    let md5 = Md5(md5.finalize().into());
     let req = CreateUpload {
         md5_parts: vec![Md5Part {
             part_number: PartNumber(1),
-            md5: d.part_md5s[0].to_base64(),
+            md5: md5.to_base64(),
         }],
-        checksum: d.multihash.clone(),
+        checksum: Multihash::from_sha256(&sha.finalize().into()),
         content_encoding: None,
     };
     let up = client.create_upload(&target, &req).await.expect("create");
-    let body = tokio::fs::File::open(file).await.expect("open");
+    let body = tokio::fs::File::open(file).await.expect("open").take(len);
     let started = Instant::now();
     client
         .put_part(
             &up.urls[0],
-            &d.part_md5s[0],
-            size,
+            &md5,
+            len,
             reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(
                 body,
                 256 * 1024,
@@ -336,9 +366,10 @@ async fn raw_put(base: &str, file: &Path, size: u64) -> f64 {
         )
         .await
         .expect("raw PUT");
-    let took = started.elapsed().as_secs_f64();
+    let secs = started.elapsed().as_secs_f64();
     client.abort(&target, &up.upload_id).await.expect("abort");
-    took
+    delete_asset(base, "raw.zip").await;
+    Raw { bytes: len, secs }
 }
 
 fn hash_rate(f: impl Fn(&[u8]) -> u8) -> f64 {
@@ -412,6 +443,17 @@ async fn create_asset(base: &str, asset: &str) {
         serde_json::json!({"id": asset, "type": "application/zip"}),
     )
     .await;
+}
+
+async fn delete_asset(base: &str, asset: &str) {
+    let r = reqwest::Client::new()
+        .delete(format!(
+            "{base}/collections/bench/items/item/assets/{asset}"
+        ))
+        .send()
+        .await
+        .expect("DELETE");
+    assert!(r.status().is_success(), "DELETE failed: {}", r.status());
 }
 
 async fn set_bandwidth(port: u16, rate: Option<u64>) {

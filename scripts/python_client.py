@@ -22,6 +22,11 @@ def main():
     url = f"{base}/collections/{collection}/items/{item}/assets/{asset}"
     size = os.path.getsize(path)
     count = max(1, -(-size // part_size))
+    if count > 100:  # the API takes at most 100 parts: grow them to whole MiB
+        mib = 1024 * 1024
+        per_part = -(-size // 100)  # ceiling division
+        part_size = -(-per_part // mib) * mib
+        count = -(-size // part_size)
     start = time.monotonic()
     sha = hashlib.sha256()
     md5s = []
