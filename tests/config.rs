@@ -458,6 +458,23 @@ password_file = "no-such-secret"
     "cannot read password_file"
 );
 
+// A device, a FIFO or a large file is refused without being read: /dev/zero would never end.
+broken!(
+    secret_file_that_is_a_device,
+    with_job(
+        r#"[server]
+url = "https://stac.example/api/stac/v1"
+[server.auth]
+type = "basic"
+username = "u"
+password_file = "/dev/zero"
+"#
+    ),
+    6,
+    Some(17),
+    "cannot read password_file /dev/zero: not a regular file"
+);
+
 broken!(
     inline_password_in_world_readable_file,
     with_job(

@@ -860,7 +860,7 @@ impl Checker<'_> {
 
     fn secret_from_file(&mut self, raw: &Spanned<String>, key: &str) -> Option<String> {
         let path = self.path(raw, key)?;
-        match std::fs::read_to_string(&path) {
+        match read_secret_file(&path) {
             Ok(text) => {
                 // Files written by `echo` or an editor end with a newline that is not the secret.
                 let secret = text.trim_end_matches(['\n', '\r']);
@@ -1960,6 +1960,31 @@ fn expand_vars(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Strin
     }
     out.push_str(rest);
     Ok(out)
+}
+
+/// The largest secret file read: a password or token is far smaller.
+const MAX_SECRET_FILE: u64 = 64 * 1024;
+
+/// A secret file's text. Only a regular file of at most 64 KiB is read, so a path to a FIFO,
+/// a device such as /dev/zero, or a large file by mistake cannot hang or fill the loader.
+fn read_secret_file(path: &Path) -> std::io::Result<String> {
+    use std::io::Read as _;
+    // Asked before opening: opening a FIFO waits for a writer.
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    if meta.len() > MAX_SECRET_FILE {
+        return Err(std::io::Error::other(format!(
+            "{} bytes, more than a secret's {MAX_SECRET_FILE}",
+            meta.len()
+        )));
+    }
+    let mut text = String::new();
+    std::fs::File::open(path)?
+        .take(MAX_SECRET_FILE)
+        .read_to_string(&mut text)?;
+    Ok(text)
 }
 
 #[cfg(test)]
