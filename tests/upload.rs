@@ -267,6 +267,40 @@ async fn a_complete_whose_answer_is_lost_is_recognised() {
     assert_eq!(env.count(&target, UploadState::Completed), 1);
 }
 
+/// The complete took effect, its answer was lost and every retry of it failed: the abort that
+/// follows finds the upload completed, which is success, not a failure (found by the soak:
+/// such runs were recorded failed, or unchanged on their next attempt).
+#[tokio::test]
+async fn a_complete_that_took_effect_is_success_even_when_its_retries_fail() {
+    let env = start().await;
+    let f = env.emu.faults();
+    f.inject(
+        CallKind::Complete,
+        FaultAction::DropAfterCommit,
+        FaultTrigger::Next(1),
+    );
+    f.inject(
+        CallKind::Complete,
+        FaultAction::Status(503),
+        FaultTrigger::Next(1_000),
+    );
+    let target = env.item_asset("complete-then-503.zip");
+    let (path, sha) = env.file("complete-then-503.zip", 6 * MIB);
+    let report = env
+        .upload(&target, &path)
+        .await
+        .expect("our completed upload is success");
+    assert!(!report.unchanged);
+    assert!(
+        f.injected(CallKind::Complete) >= 2,
+        "the complete was retried before the abort"
+    );
+    assert_eq!(env.count(&target, UploadState::Aborted), 0);
+    env.assert_holds(&target, &sha);
+    assert_eq!(env.count(&target, UploadState::Completed), 1);
+    env.assert_nothing_in_progress();
+}
+
 #[tokio::test]
 async fn a_complete_refused_with_400_is_aborted() {
     let env = start().await;

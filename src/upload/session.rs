@@ -568,6 +568,21 @@ async fn finish(
         started,
     } = f;
     let upload_id = upload_id.clone();
+    let outcome = match outcome {
+        Ok(()) => Ok(()),
+        Err(cause) => {
+            warn!(upload_id = %upload_id, error = %cause, "upload failed, aborting it");
+            match abort_upload(client, target, &upload_id, opts).await {
+                // Only our complete, with our parts' ETags, can have completed our upload: its
+                // answer was lost and its retries failed, but the asset holds the file.
+                AbortOutcome::AlreadyFinished(UploadStatus::Completed) => {
+                    warn!(upload_id = %upload_id, "the upload is completed after all: a complete took effect and its answer was lost");
+                    Ok(())
+                }
+                abort => Err((cause, abort)),
+            }
+        }
+    };
     match outcome {
         Ok(()) => {
             observer.on_event(&UploadEvent::Completed {
@@ -587,9 +602,7 @@ async fn finish(
                 total_time: started.elapsed(),
             })
         }
-        Err(cause) => {
-            warn!(upload_id = %upload_id, error = %cause, "upload failed, aborting it");
-            let abort = abort_upload(client, target, &upload_id, opts).await;
+        Err((cause, abort)) => {
             if matches!(
                 abort,
                 AbortOutcome::Aborted | AbortOutcome::AlreadyFinished(UploadStatus::Aborted)
