@@ -9,6 +9,8 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod emulator;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod observe;
 pub mod progress;
 pub mod stac;

@@ -1,10 +1,12 @@
-//! Property tests (proptest; cargo-fuzz needs a nightly toolchain, which CI does not have): the
-//! part planner, the server-answer parsers and the job-file parser, on arbitrary input.
+//! Property tests: the part planner, the server-answer parsers and the job-file parser on
+//! arbitrary input. The invariants live in `stac_uploadd::fuzzing`, shared with the cargo-fuzz
+//! targets in `fuzz/`; the corpus those keep is replayed here by `the_fuzz_corpus_holds`.
 
 use proptest::prelude::*;
+use stac_uploadd::fuzzing;
 use stac_uploadd::stac::{ErrorClass, PartNumber, StacError, Step};
 use stac_uploadd::units::ByteSize;
-use stac_uploadd::upload::{MAX_FILE_SIZE, MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, PartPlan};
+use stac_uploadd::upload::MAX_FILE_SIZE;
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: cases(2_000), ..ProptestConfig::default() })]
@@ -12,46 +14,31 @@ proptest! {
     /// Parts cover the file exactly, in order, and obey S3's and the API's limits.
     #[test]
     fn the_planner_covers_the_file_within_the_limits(size in 0..=MAX_FILE_SIZE, target in 0..=(6 * ByteSize::GIB)) {
-        let plan = PartPlan::new(size, ByteSize(target)).unwrap();
-        let parts: Vec<_> = plan.parts().collect();
-        prop_assert!(!parts.is_empty() && parts.len() as u64 <= MAX_PARTS);
-        let mut next = 0u64;
-        for (i, p) in parts.iter().enumerate() {
-            prop_assert_eq!(p.number, PartNumber(i as u32 + 1));
-            prop_assert_eq!(p.offset, next);
-            prop_assert!(p.len <= MAX_PART_SIZE);
-            if i + 1 < parts.len() {
-                prop_assert!(p.len >= MIN_PART_SIZE);
-            }
-            next += p.len;
-        }
-        prop_assert_eq!(next, size);
+        fuzzing::planner(size, target);
     }
 
     /// Files over the limit are refused, never planned.
     #[test]
     fn the_planner_refuses_what_cannot_fit(extra in 1..=ByteSize::GIB, target in 0..=(6 * ByteSize::GIB)) {
-        prop_assert!(PartPlan::new(MAX_FILE_SIZE + extra, ByteSize(target)).is_err());
+        fuzzing::planner(MAX_FILE_SIZE + extra, target);
     }
 
     /// Any body with any status and content type gives an error with a bounded, non-empty
     /// description and a class; none panics.
     #[test]
     fn answer_parsing_never_panics(
-        status in 400u16..600,
-        ct in prop::sample::select(vec!["application/json", "application/xml", "text/html", "text/plain", ""]),
+        status in 0u16..200,
+        ct in prop::sample::select(fuzzing::CONTENT_TYPES.to_vec()),
         body in prop::collection::vec(any::<u8>(), 0..2_000),
         put in any::<bool>(),
     ) {
-        let step = if put { Step::PutPart(PartNumber(3)) } else { Step::CreateUpload };
-        let status = reqwest::StatusCode::from_u16(status).unwrap();
-        let e = StacError::from_answer(step, "POST", "http://127.0.0.1/x?X-Amz-Signature=s", status, Some(ct), &body);
-        prop_assert!(!e.description.is_empty());
-        prop_assert!(e.description.chars().count() <= 301, "{}", e.description.len());
-        prop_assert!(!e.to_string().contains("X-Amz-Signature"));
-        if matches!(status.as_u16(), 502..=504) {
-            prop_assert_eq!(e.class, ErrorClass::Retryable);
-        }
+        fuzzing::error_answer(status, ct, put, &body);
+    }
+
+    /// Success bodies: arbitrary JSON-ish text read as uploads, pages and assets.
+    #[test]
+    fn success_answers_never_panic(v09 in any::<bool>(), body in "[{}\\[\\]\":, a-z0-9_-]{0,200}") {
+        fuzzing::ok_answer(v09, body.as_bytes());
     }
 
     /// Structured bodies close to what servers send: JSON with odd descriptions, S3 XML, HTML.
@@ -76,10 +63,6 @@ fn cases(default: u32) -> u32 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn env(_: &str) -> Option<String> {
-    Some("secret".into())
 }
 
 proptest! {
@@ -118,25 +101,43 @@ schedule = "30 2 * * *"
 }
 
 fn check_config(text: &str) -> Result<(), TestCaseError> {
-    let lines = text.split('\n').count().max(1);
-    match stac_uploadd::config::parse(text, std::path::Path::new("/tmp/prop/jobs.toml"), &env) {
-        Ok(_) => {}
-        Err(e) => {
-            let errors = e.errors();
-            prop_assert!(
-                !errors.is_empty(),
-                "an invalid file names at least one place: {e}"
-            );
-            for err in errors {
-                prop_assert!(
-                    err.line >= 1 && err.line <= lines + 1,
-                    "line {} of {lines}: {e}",
-                    err.line
-                );
-                prop_assert!(err.col >= 1, "{e}");
-                prop_assert!(!err.message.is_empty());
-            }
-        }
-    }
+    fuzzing::config(text);
     Ok(())
+}
+
+/// Every input of the committed fuzz corpus (`fuzz/corpus/`, seeds and what long
+/// `cargo fuzz` runs kept) through its target's invariants: the corpus is a regression suite.
+#[test]
+fn the_fuzz_corpus_holds() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
+    let mut counts = Vec::new();
+    for (target, check) in [
+        (
+            "config",
+            (|d: &[u8]| fuzzing::config(&String::from_utf8_lossy(d))) as fn(&[u8]),
+        ),
+        ("answers", fuzzing::answer_bytes),
+        ("planner", fuzzing::planner_bytes),
+    ] {
+        let dir = root.join(target);
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+            let path = entry.unwrap().path();
+            let data = std::fs::read(&path).unwrap();
+            let outcome = std::panic::catch_unwind(|| check(&data));
+            assert!(
+                outcome.is_ok(),
+                "{target}: {} breaks an invariant",
+                path.display()
+            );
+            n += 1;
+        }
+        counts.push((target, n));
+    }
+    for (target, n) in counts {
+        assert!(
+            n >= 5,
+            "fuzz/corpus/{target} holds {n} inputs: the seeds are missing"
+        );
+    }
 }

@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use tracing::{debug, warn};
 use url::Url;
 
+use super::answer;
 use super::auth::{self, Auth};
 use super::cognito::{Bearer, CognitoError, CognitoProvider};
 use super::error::{ErrorClass, StacError, Step};
@@ -354,14 +355,8 @@ impl StacClient {
     }
 
     fn json(&self, step: Step, method: &Method, url: &Url, a: &Answer) -> Result<Value, StacError> {
-        serde_json::from_slice(&a.body).map_err(|e| {
-            StacError::bad_answer(
-                step,
-                method_name(method),
-                url.as_str(),
-                a.status,
-                format!("invalid JSON: {e}"),
-            )
+        answer::json(&a.body).map_err(|what| {
+            StacError::bad_answer(step, method_name(method), url.as_str(), a.status, what)
         })
     }
 
@@ -373,17 +368,9 @@ impl StacClient {
         a: &Answer,
     ) -> Result<Upload, StacError> {
         let v = self.json(step, method, url, a)?;
-        self.upload_from_value(v).map_err(|what| {
+        answer::upload(v, self.inner.api).map_err(|what| {
             StacError::bad_answer(step, method_name(method), url.as_str(), a.status, what)
         })
-    }
-
-    fn upload_from_value(&self, v: Value) -> Result<Upload, String> {
-        let checksum = checksum_of(&v, self.inner.api);
-        let mut u: Upload =
-            serde_json::from_value(v).map_err(|e| format!("not an upload object: {e}"))?;
-        u.checksum = checksum;
-        Ok(u)
     }
 
     /// `POST A/uploads`: starts a multipart upload and returns it with its presigned URLs.
@@ -434,7 +421,7 @@ impl StacClient {
         }
         let mut out = Vec::new();
         self.paginate(Step::ListUploads, url, "uploads", |v| {
-            out.push(self.upload_from_value(v)?);
+            out.push(answer::upload(v, self.inner.api)?);
             Ok(())
         })
         .await?;
@@ -463,7 +450,7 @@ impl StacClient {
         let url = self.url(target, &["uploads", &id.0, "parts"]);
         let mut out = Vec::new();
         self.paginate(Step::ListParts, url, "parts", |v| {
-            out.push(serde_json::from_value(v).map_err(|e| format!("not a part object: {e}"))?);
+            out.push(answer::part(v)?);
             Ok(())
         })
         .await?;
@@ -486,24 +473,14 @@ impl StacClient {
             let a = self
                 .send(step, Method::GET, url.clone(), None, true)
                 .await?;
-            let mut v = self.json(step, &Method::GET, &url, &a)?;
+            let v = self.json(step, &Method::GET, &url, &a)?;
             let bad =
                 |what: String| StacError::bad_answer(step, "GET", url.as_str(), a.status, what);
-            let Some(Value::Array(items)) = v.get_mut(key).map(Value::take) else {
-                return Err(bad(format!("no \"{key}\" list")));
-            };
-            for item in items {
+            let page = answer::page(v, key).map_err(bad)?;
+            for item in page.items {
                 each(item).map_err(bad)?;
             }
-            let links: Vec<Link> = v
-                .get("links")
-                .cloned()
-                .and_then(|l| serde_json::from_value(l).ok())
-                .unwrap_or_default();
-            next = links
-                .into_iter()
-                .find(|l| l.rel == "next")
-                .and_then(|l| url.join(&l.href).ok());
+            next = page.next.and_then(|href| url.join(&href).ok());
         }
         Ok(())
     }
@@ -545,12 +522,7 @@ impl StacClient {
             .send(Step::ReadAsset, Method::GET, url.clone(), None, true)
             .await?;
         let v = self.json(Step::ReadAsset, &Method::GET, &url, &a)?;
-        Ok(AssetInfo {
-            checksum: checksum_of(&v, self.inner.api),
-            href: v.get("href").and_then(Value::as_str).map(str::to_owned),
-            size: v.get("file:size").and_then(Value::as_u64),
-            media_type: v.get("type").and_then(Value::as_str).map(str::to_owned),
-        })
+        Ok(answer::asset(&v, self.inner.api))
     }
 
     /// The URL of `segments` under the base, each segment escaped.
@@ -691,17 +663,6 @@ fn cognito_error(step: Step, method: &'static str, url: &str, err: CognitoError)
         description: err.to_string(),
         source: None,
     }
-}
-
-/// The multihash of an upload or asset object, under either generation's field name.
-fn checksum_of(v: &Value, api: ApiVersion) -> Option<String> {
-    let other = match api {
-        ApiVersion::V1 => ApiVersion::V09,
-        ApiVersion::V09 => ApiVersion::V1,
-    };
-    [api.checksum_field(), other.checksum_field()]
-        .iter()
-        .find_map(|f| v.get(*f).and_then(Value::as_str).map(str::to_owned))
 }
 
 fn method_name(m: &Method) -> &'static str {

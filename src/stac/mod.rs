@@ -1,5 +1,6 @@
 //! The STAC upload API as typed calls: one client for item and collection assets, v1 and v0.9.
 
+pub mod answer;
 mod auth;
 mod client;
 mod cognito;

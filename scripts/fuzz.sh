@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Runs each cargo-fuzz target (fuzz/fuzz_targets) for SECONDS (default 20), starting from the
+# committed corpus in fuzz/corpus/<target>:
+#   scripts/fuzz.sh            # the short run CI does
+#   scripts/fuzz.sh 1800 keep  # a long run that adds what it finds to fuzz/corpus (then minimised)
+# Without `keep`, new inputs go to a temporary folder and the committed corpus is only read.
+# A crash stops the script; its input is in fuzz/artifacts/<target>/ (add it to the corpus once
+# fixed: `cargo test --test properties the_fuzz_corpus_holds` replays every corpus file).
+# cargo-fuzz needs unstable rustc flags (-Zsanitizer=address): the machine's one stable
+# toolchain gets them with RUSTC_BOOTSTRAP=1, so no nightly is needed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds=${1:-20}
+keep=${2:-}
+command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --version 0.13.2
+export RUSTC_BOOTSTRAP=1
+for target in config answers planner; do
+    corpus=fuzz/corpus/$target
+    if [ "$keep" = keep ]; then
+        out=$corpus
+        read_only=()
+    else
+        out=$(mktemp -d)
+        read_only=("$corpus")
+    fi
+    echo "== fuzz $target for ${seconds}s (corpus: $(ls "$corpus" | wc -l) inputs)"
+    log=$(mktemp)
+    if ! cargo fuzz run --fuzz-dir fuzz "$target" "$out" "${read_only[@]}" -- \
+        -max_total_time="$seconds" -max_len=8192 -timeout=10 -rss_limit_mb=2048 \
+        -print_final_stats=1 >"$log" 2>&1; then
+        tail -n 60 "$log"
+        echo "fuzz $target FAILED: the input is in fuzz/artifacts/$target/"
+        exit 1
+    fi
+    grep -E '^#[0-9]+ +DONE|^Done|^stat::(number_of_executed_units|average_exec_per_sec|new_units_added|peak_rss_mb)' "$log"
+    rm -f "$log"
+    if [ "$keep" = keep ]; then
+        cargo fuzz cmin --fuzz-dir fuzz "$target" "$corpus" >/dev/null 2>&1
+        echo "corpus $target: $(ls "$corpus" | wc -l) inputs after cmin"
+    else
+        rm -rf "$out"
+    fi
+done
