@@ -192,18 +192,6 @@ fn measured(
     limit: Option<u64>,
 ) -> ChildResult {
     rt.block_on(create_asset(base, asset));
-    let result = run_child_with(base, file, asset, parallel, limit);
-    rt.block_on(delete_asset(base, asset));
-    result
-}
-
-fn run_child_with(
-    base: &str,
-    file: &Path,
-    asset: &str,
-    parallel: usize,
-    limit: Option<u64>,
-) -> ChildResult {
     let out = Command::new(std::env::current_exe().expect("own path"))
         .env(
             "BENCH_LIMIT",
@@ -221,6 +209,7 @@ fn run_child_with(
     assert!(out.status.success(), "bench child failed: {text}");
     let v: serde_json::Value = serde_json::from_str(text.trim()).expect("child prints JSON");
     let f = |k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+    rt.block_on(delete_asset(base, asset));
     ChildResult {
         total_s: f("total_s"),
         digest_s: f("digest_s"),

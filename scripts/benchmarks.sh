@@ -44,5 +44,7 @@ cargo bench --quiet --bench scheduler 2>/dev/null > "$tmp"
   echo '```'
   cat "$tmp"
   echo '```'
+  echo
 } >> "$out"
+cat docs/benchmarks-notes.md >> "$out"
 echo "wrote $out" >&2

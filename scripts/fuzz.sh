@@ -3,6 +3,7 @@
 # committed corpus in fuzz/corpus/<target>:
 #   scripts/fuzz.sh            # the short run CI does
 #   scripts/fuzz.sh 1800 keep  # a long run that adds what it finds to fuzz/corpus (then minimised)
+# FUZZ_TARGETS picks targets (default: config answers planner).
 # Without `keep`, new inputs go to a temporary folder and the committed corpus is only read.
 # A crash stops the script; its input is in fuzz/artifacts/<target>/ (add it to the corpus once
 # fixed: `cargo test --test properties the_fuzz_corpus_holds` replays every corpus file).
@@ -14,7 +15,7 @@ seconds=${1:-20}
 keep=${2:-}
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --version 0.13.2
 export RUSTC_BOOTSTRAP=1
-for target in config answers planner; do
+for target in ${FUZZ_TARGETS:-config answers planner}; do
     corpus=fuzz/corpus/$target
     if [ "$keep" = keep ]; then
         out=$corpus
