@@ -123,7 +123,10 @@ fn the_fuzz_corpus_holds() {
         let mut n = 0;
         for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
             let path = entry.unwrap().path();
-            let data = std::fs::read(&path).unwrap();
+            // A fuzzer writing to this corpus right now replaces inputs as it shrinks them.
+            let Ok(data) = std::fs::read(&path) else {
+                continue;
+            };
             let outcome = std::panic::catch_unwind(|| check(&data));
             assert!(
                 outcome.is_ok(),
