@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs each cargo-fuzz target (fuzz/fuzz_targets) for SECONDS (default 20), starting from the
-# committed corpus in fuzz/corpus/<target>:
+# committed inputs: fuzz/seeds/<target> (written by hand: real answers, job files, and each input
+# that once broke an invariant) and fuzz/corpus/<target> (what long runs kept, minimised):
 #   scripts/fuzz.sh            # the short run CI does
 #   scripts/fuzz.sh 1800 keep  # a long run that adds what it finds to fuzz/corpus (then minimised)
 # FUZZ_TARGETS picks targets (default: config answers planner).
@@ -18,13 +19,14 @@ export RUSTC_BOOTSTRAP=1
 for target in ${FUZZ_TARGETS:-config answers planner}; do
     corpus=fuzz/corpus/$target
     if [ "$keep" = keep ]; then
+        mkdir -p "$corpus"
         out=$corpus
-        read_only=()
+        read_only=(fuzz/seeds/$target)
     else
         out=$(mktemp -d)
-        read_only=("$corpus")
+        read_only=("$corpus" fuzz/seeds/$target)
     fi
-    echo "== fuzz $target for ${seconds}s (corpus: $(ls "$corpus" | wc -l) inputs)"
+    echo "== fuzz $target for ${seconds}s (corpus: $(ls "$corpus" | wc -l) inputs, seeds: $(ls fuzz/seeds/$target | wc -l))"
     log=$(mktemp)
     if ! cargo fuzz run --fuzz-dir fuzz "$target" "$out" "${read_only[@]}" -- \
         -max_total_time="$seconds" -max_len=8192 -timeout=10 -rss_limit_mb=2048 \

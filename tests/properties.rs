@@ -105,12 +105,12 @@ fn check_config(text: &str) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-/// Every input of the committed fuzz corpus (`fuzz/corpus/`, seeds and what long
-/// `cargo fuzz` runs kept) through its target's invariants: the corpus is a regression suite.
+/// Every committed fuzz input (`fuzz/seeds/`: written by hand, with each input that once broke
+/// an invariant; `fuzz/corpus/`: what long `cargo fuzz` runs kept) through its target's
+/// invariants: the corpus is a regression suite that runs without cargo-fuzz.
 #[test]
 fn the_fuzz_corpus_holds() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
-    let mut counts = Vec::new();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
     for (target, check) in [
         (
             "config",
@@ -119,28 +119,29 @@ fn the_fuzz_corpus_holds() {
         ("answers", fuzzing::answer_bytes),
         ("planner", fuzzing::planner_bytes),
     ] {
-        let dir = root.join(target);
-        let mut n = 0;
-        for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
-            let path = entry.unwrap().path();
-            // A fuzzer writing to this corpus right now replaces inputs as it shrinks them.
-            let Ok(data) = std::fs::read(&path) else {
-                continue;
-            };
-            let outcome = std::panic::catch_unwind(|| check(&data));
+        for (kind, at_least) in [("seeds", 5), ("corpus", 1)] {
+            let dir = root.join(kind).join(target);
+            let mut n = 0;
+            for entry in
+                std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            {
+                let path = entry.unwrap().path();
+                // A fuzzer writing to this corpus right now replaces inputs as it shrinks them.
+                let Ok(data) = std::fs::read(&path) else {
+                    continue;
+                };
+                let outcome = std::panic::catch_unwind(|| check(&data));
+                assert!(
+                    outcome.is_ok(),
+                    "{target}: {} breaks an invariant",
+                    path.display()
+                );
+                n += 1;
+            }
             assert!(
-                outcome.is_ok(),
-                "{target}: {} breaks an invariant",
-                path.display()
+                n >= at_least,
+                "fuzz/{kind}/{target} holds {n} inputs, expected {at_least} or more"
             );
-            n += 1;
         }
-        counts.push((target, n));
-    }
-    for (target, n) in counts {
-        assert!(
-            n >= 5,
-            "fuzz/corpus/{target} holds {n} inputs: the seeds are missing"
-        );
     }
 }

@@ -121,12 +121,18 @@ impl StacError {
         body: &[u8],
     ) -> Self {
         let parsed = parse_body(content_type, body);
-        let description = parsed.description.clone().unwrap_or_else(|| {
-            status
-                .canonical_reason()
-                .unwrap_or("no description")
-                .to_owned()
-        });
+        // A blank description (`{"description": ""}`, `<Code></Code>`) says nothing: the
+        // status's reason does (found by fuzzing).
+        let description = parsed
+            .description
+            .clone()
+            .filter(|d| !d.trim().is_empty())
+            .unwrap_or_else(|| {
+                status
+                    .canonical_reason()
+                    .unwrap_or("no description")
+                    .to_owned()
+            });
         let class = classify(step, status, &parsed);
         StacError {
             step,
@@ -288,7 +294,9 @@ pub(crate) fn parse_body(content_type: Option<&str>, body: &[u8]) -> ParsedBody 
             #[serde(rename = "Message")]
             message: Option<String>,
         }
-        if let Ok(e) = quick_xml::de::from_str::<S3Error>(trimmed) {
+        if let Ok(mut e) = quick_xml::de::from_str::<S3Error>(trimmed) {
+            e.code = e.code.filter(|c| !c.trim().is_empty());
+            e.message = e.message.filter(|m| !m.trim().is_empty());
             let description = match (&e.code, &e.message) {
                 (Some(c), Some(m)) => format!("{c}: {m}"),
                 (Some(c), None) => c.clone(),
@@ -414,6 +422,33 @@ mod tests {
             r#"{"code":400,"description":"Upload already in progress"}"#,
         );
         assert_eq!(e.class, ErrorClass::AlreadyInProgress { upload_id: None });
+    }
+
+    /// Found by the `answers` fuzz target: a blank description made an error that ended in
+    /// "HTTP 400: " and said nothing.
+    #[test]
+    fn a_blank_description_gives_the_status_reason() {
+        let json = err(
+            Step::Complete,
+            400,
+            "application/json",
+            r#"{"code":400,"description":"  "}"#,
+        );
+        assert_eq!(json.description, "Bad Request");
+        let xml = err(
+            Step::PutPart(PartNumber(2)),
+            403,
+            "",
+            "<Error><Code></Code></Error>",
+        );
+        assert_eq!(xml.description, "S3 error without code");
+        let xml = err(
+            Step::PutPart(PartNumber(2)),
+            403,
+            "",
+            "<Error><Code> </Code><Message>m</Message></Error>",
+        );
+        assert_eq!(xml.description, "m");
     }
 
     #[test]
