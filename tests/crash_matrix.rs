@@ -9,7 +9,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -17,9 +16,8 @@ use common::*;
 use stac_uploadd::emulator::{
     AssetKey, CallKind, Emulator, FaultAction, FaultTrigger, UploadSnapshot, UploadState,
 };
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
-const BIN: &str = env!("CARGO_BIN_EXE_stac-uploadd");
 const PARTS: u32 = 5;
 /// Longer than any case: a delayed call never takes effect while the test looks.
 const STALL: Duration = Duration::from_secs(120);
@@ -56,16 +54,7 @@ schedule = "* * * * * *"
 
 /// Starts the daemon; its stderr lines are collected in the background.
 fn spawn(config: &Path) -> (Child, Arc<Mutex<Vec<String>>>) {
-    let mut child = Command::new(BIN)
-        .arg("--config")
-        .arg(config)
-        .env("TEST_STAC_PASSWORD", PASSWORD)
-        .env("RUST_LOG", "stac_uploadd=info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the daemon starts");
+    let mut child = spawn_daemon(&[], config);
     let lines = capture_stderr(&mut child);
     (child, lines)
 }

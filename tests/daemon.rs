@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use stac_uploadd::emulator::{AssetKey, UploadState};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_stac-uploadd");
 
@@ -41,20 +41,6 @@ schedule = "{schedule}"
     path
 }
 
-fn spawn(args: &[&str], config: &Path) -> Child {
-    Command::new(BIN)
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .env("TEST_STAC_PASSWORD", PASSWORD)
-        .env("RUST_LOG", "stac_uploadd=info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the daemon starts")
-}
-
 fn key() -> AssetKey {
     AssetKey::item_asset("ch.test.collection", "item-1", "big.zip")
 }
@@ -70,7 +56,7 @@ async fn killed_mid_upload_and_restarted_the_upload_is_resumed() {
     let sha = write_file(&file, 24 * MIB, 7);
     let config = job_file(dir.path(), &emu.base_url(), "* * * * * *", &file, "");
 
-    let mut daemon = spawn(&[], &config);
+    let mut daemon = spawn_daemon(&[], &config);
     wait_for(Duration::from_secs(30), "a part to arrive", || {
         emu.uploads(&key())
             .iter()
@@ -90,7 +76,7 @@ async fn killed_mid_upload_and_restarted_the_upload_is_resumed() {
     );
 
     emu.faults().set_bandwidth_limit(None);
-    let mut daemon = spawn(&[], &config);
+    let mut daemon = spawn_daemon(&[], &config);
     let log = capture_stderr(&mut daemon);
     wait_for(
         Duration::from_secs(30),
@@ -186,7 +172,7 @@ async fn sighup_with_a_broken_file_keeps_the_running_config() {
     let file = dir.path().join("big.zip");
     let sha = write_file(&file, 1000, 9);
     let config = job_file(dir.path(), &emu.base_url(), "* * * * * *", &file, "");
-    let mut daemon = spawn(&[], &config);
+    let mut daemon = spawn_daemon(&[], &config);
     let log = capture_stderr(&mut daemon);
     wait_for(Duration::from_secs(30), "the first upload", || {
         emu.asset(&key()).and_then(|a| a.checksum).is_some()

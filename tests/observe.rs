@@ -7,16 +7,14 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{MIB, PASSWORD, capture_stderr, job_file_head, wait_for, write_file};
+use common::{MIB, capture_stderr, job_file_head, spawn_daemon, wait_for, write_file};
 use prometheus_parse::{Sample, Scrape, Value};
 use stac_uploadd::emulator::AssetKey;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
-const BIN: &str = env!("CARGO_BIN_EXE_stac-uploadd");
 const JOB: &str = "stations";
 
 use common::basic_emulator as emulator;
@@ -57,23 +55,16 @@ settle = "200ms"
 /// Starts the daemon with the listener on a port of the kernel's choosing; returns it, its
 /// stderr lines and the address it reports.
 async fn spawn(config: &Path) -> (Child, Arc<Mutex<Vec<String>>>, SocketAddr) {
-    let mut child = Command::new(BIN)
-        .args([
+    let mut child = spawn_daemon(
+        &[
             "--log-format",
             "json",
             "run",
             "--observe-listen",
             "127.0.0.1:0",
-        ])
-        .arg("--config")
-        .arg(config)
-        .env("TEST_STAC_PASSWORD", PASSWORD)
-        .env("RUST_LOG", "stac_uploadd=info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the daemon starts");
+        ],
+        config,
+    );
     let lines = capture_stderr(&mut child);
     let mut addr = None;
     wait_for(Duration::from_secs(30), "the listener address", || {

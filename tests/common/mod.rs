@@ -543,6 +543,22 @@ pub fn job_file_head(dir: &Path, url: &str) -> String {
     )
 }
 
+/// Starts the daemon binary with `args` (before `--config config`), the password of
+/// [`job_file_head`] in its environment and info logs on a piped stderr; killed when dropped.
+pub fn spawn_daemon(args: &[&str], config: &Path) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_stac-uploadd"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env("TEST_STAC_PASSWORD", PASSWORD)
+        .env("RUST_LOG", "stac_uploadd=info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the daemon starts")
+}
+
 /// Collects a child's stderr lines in the background (the child must have `Stdio::piped()` stderr).
 pub fn capture_stderr(child: &mut tokio::process::Child) -> Arc<std::sync::Mutex<Vec<String>>> {
     use tokio::io::AsyncBufReadExt;
