@@ -14,7 +14,7 @@ use common::*;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use stac_uploadd::emulator::{CallKind, Emulator, EmulatorAuth, EmulatorConfig, EmulatorTls};
+use stac_uploadd::emulator::{CallKind, EmulatorAuth, EmulatorConfig};
 use stac_uploadd::stac::Auth;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -211,22 +211,7 @@ async fn api_calls_and_part_puts_go_through_the_configured_proxy() {
 #[tokio::test]
 async fn https_goes_through_connect_tunnels() {
     let proxy = TestProxy::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let pki = test_pki(dir.path());
-    let config = EmulatorConfig {
-        auth: EmulatorAuth::Basic {
-            username: USER.into(),
-            password: PASSWORD.into(),
-        },
-        tls: Some(EmulatorTls {
-            cert: pki.cert.clone(),
-            key: pki.key.clone(),
-        }),
-        ..EmulatorConfig::default()
-    };
-    let emu = Emulator::start("127.0.0.1:0".parse().unwrap(), config)
-        .await
-        .unwrap();
+    let (emu, pki, dir) = https_emulator().await;
     let client = client_with(&emu.base_url(), basic(), Some(&pki.ca), Some(&proxy.url));
     let env = Env { emu, client, dir };
     let target = env.item_asset("tunnelled.zip");

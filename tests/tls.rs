@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use stac_uploadd::emulator::{CallKind, Emulator, EmulatorAuth, EmulatorConfig, EmulatorTls};
+use stac_uploadd::emulator::{CallKind, Emulator};
 use stac_uploadd::stac::{ErrorClass, StacClient};
 
 struct Setup {
@@ -15,23 +15,8 @@ struct Setup {
     dir: tempfile::TempDir,
 }
 
-async fn https_emulator() -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = test_pki(dir.path());
-    let config = EmulatorConfig {
-        auth: EmulatorAuth::Basic {
-            username: USER.into(),
-            password: PASSWORD.into(),
-        },
-        tls: Some(EmulatorTls {
-            cert: pki.cert.clone(),
-            key: pki.key.clone(),
-        }),
-        ..EmulatorConfig::default()
-    };
-    let emu = Emulator::start("127.0.0.1:0".parse().unwrap(), config)
-        .await
-        .expect("https emulator starts");
+async fn https_setup() -> Setup {
+    let (emu, pki, dir) = https_emulator().await;
     Setup { emu, pki, dir }
 }
 
@@ -47,7 +32,7 @@ impl Setup {
 
 #[tokio::test]
 async fn upload_over_https_trusting_the_ca_file() {
-    let s = https_emulator().await;
+    let s = https_setup().await;
     assert!(
         s.emu.base_url().starts_with("https://"),
         "{}",
@@ -74,7 +59,7 @@ async fn upload_over_https_trusting_the_ca_file() {
 
 #[tokio::test]
 async fn an_untrusted_certificate_is_refused_and_not_retried() {
-    let s = https_emulator().await;
+    let s = https_setup().await;
     let client = client_with(&s.emu.base_url(), basic(), None, None);
     let env = s.env(client);
     let target = env.item_asset("untrusted.zip");
@@ -93,7 +78,7 @@ async fn an_untrusted_certificate_is_refused_and_not_retried() {
 
 #[tokio::test]
 async fn ca_file_in_the_job_file_is_resolved_next_to_it_and_used() {
-    let s = https_emulator().await;
+    let s = https_setup().await;
     let job_dir = s.dir.path().join("etc");
     std::fs::create_dir_all(job_dir.join("export")).unwrap();
     std::fs::copy(&s.pki.ca, job_dir.join("corporate-ca.pem")).unwrap();

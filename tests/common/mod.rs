@@ -502,6 +502,28 @@ pub fn test_pki(dir: &Path) -> TestPki {
     pki
 }
 
+/// An emulator serving https with a certificate of a fresh test CA and Basic auth
+/// (USER/PASSWORD), its PKI, and the folder holding the PKI.
+pub async fn https_emulator() -> (Emulator, TestPki, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = test_pki(dir.path());
+    let config = EmulatorConfig {
+        auth: EmulatorAuth::Basic {
+            username: USER.into(),
+            password: PASSWORD.into(),
+        },
+        tls: Some(stac_uploadd::emulator::EmulatorTls {
+            cert: pki.cert.clone(),
+            key: pki.key.clone(),
+        }),
+        ..EmulatorConfig::default()
+    };
+    let emu = Emulator::start("127.0.0.1:0".parse().unwrap(), config)
+        .await
+        .expect("https emulator starts");
+    (emu, pki, dir)
+}
+
 /// A client for `base` with every setting given, and no `NO_PROXY` from the environment (tests
 /// must not depend on the machine's variables).
 pub fn client_with(
