@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs each cargo-fuzz target (fuzz/fuzz_targets) for SECONDS (default 20), starting from the
 # committed inputs: fuzz/seeds/<target> (written by hand: real answers, job files, and each input
-# that once broke an invariant) and fuzz/corpus/<target> (what long runs kept, minimised):
+# that once broke an invariant; the config target also reads config/) and fuzz/corpus/<target> (what long runs kept, minimised):
 #   scripts/fuzz.sh            # the short run CI does
 #   scripts/fuzz.sh 1800 keep  # a long run that adds what it finds to fuzz/corpus (then minimised)
 # FUZZ_TARGETS picks targets (default: config answers planner).
@@ -26,6 +26,8 @@ for target in ${FUZZ_TARGETS:-config answers planner}; do
         out=$(mktemp -d)
         read_only=("$corpus" fuzz/seeds/$target)
     fi
+    # The project's own job files (config/) seed the config target as they are.
+    if [ "$target" = config ]; then read_only+=(config); fi
     echo "== fuzz $target for ${seconds}s (corpus: $(ls "$corpus" | wc -l) inputs, seeds: $(ls fuzz/seeds/$target | wc -l))"
     log=$(mktemp)
     if ! cargo fuzz run --fuzz-dir fuzz "$target" "$out" "${read_only[@]}" -- \
