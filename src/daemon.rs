@@ -162,7 +162,10 @@ async fn start(
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Supervisor<HttpUploader>> {
     let client = client(config)?;
-    let handled = reconcile::reconcile(&client, state, &config.jobs, shutdown).await;
+    // The jobs as they will run, bandwidth limiters included: a resumed upload is held to the
+    // same limits (and shares the same limiters) as the job's own runs.
+    let jobs = jobs_with_runtime(config, state)?;
+    let handled = reconcile::reconcile(&client, state, &jobs, shutdown).await;
     if !handled.is_empty() {
         info!(
             uploads = handled.len(),
@@ -174,7 +177,7 @@ async fn start(
         state.clone(),
         Clock::System,
     ));
-    Supervisor::start(shared, jobs_with_runtime(config, state)?).context("cannot start a job")
+    Supervisor::start(shared, jobs).context("cannot start a job")
 }
 
 /// The configured jobs with what only the running daemon has: the digest cache in the state

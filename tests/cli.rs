@@ -227,3 +227,81 @@ async fn bad_flags_exit_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid byte size"));
 }
+
+/// Every answer to create is lost, though the first took effect: the upload is found among the
+/// in-progress ones by its checksum and carried on, and nothing is left in progress.
+#[tokio::test]
+async fn an_upload_whose_create_answers_are_all_lost_is_found_and_carried_on() {
+    let env = start().await;
+    let target = env.item_asset("lost.zip");
+    let (path, sha) = env.file("lost.zip", 6 * MIB);
+    env.emu.faults().inject(
+        CallKind::CreateUpload,
+        FaultAction::DropAfterCommit,
+        FaultTrigger::Next(100),
+    );
+    let out = upload(
+        &env,
+        &["--asset", "lost.zip", "--retries", "2"],
+        path.to_str().unwrap(),
+        PASSWORD,
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    env.assert_holds(&target, &sha);
+    assert!(env.emu.in_progress_uploads().is_empty());
+    assert_eq!(env.emu.uploads(&key(&target)).len(), 1, "one upload: ours");
+}
+
+/// The create's answer is lost and the server cannot be asked about the upload it started:
+/// the command says that an upload of this file may be in progress, with its id, and exits 1.
+#[tokio::test]
+async fn a_lost_create_that_cannot_be_looked_up_is_named_in_the_error() {
+    let env = start().await;
+    let target = env.item_asset("orphan.zip");
+    let (path, _) = env.file("orphan.zip", 6 * MIB);
+    let f = env.emu.faults();
+    f.inject(
+        CallKind::CreateUpload,
+        FaultAction::DropAfterCommit,
+        FaultTrigger::Next(1),
+    );
+    f.inject(
+        CallKind::GetUpload,
+        FaultAction::Status(502),
+        FaultTrigger::Next(100),
+    );
+    let out = upload(
+        &env,
+        &["--asset", "orphan.zip", "--retries", "1"],
+        path.to_str().unwrap(),
+        PASSWORD,
+    )
+    .await;
+    let left = env.emu.in_progress_uploads();
+    assert_eq!(left.len(), 1, "the lost create's upload");
+    let stderr = check(&out, 1, "may be in progress");
+    assert!(
+        stderr.contains(&left[0].1.id),
+        "the upload id is named: {stderr}"
+    );
+    assert!(stderr.contains("file:checksum 1220"), "{stderr}");
+
+    // The next run finds it by its checksum and carries it on.
+    f.clear();
+    let out = upload(
+        &env,
+        &["--asset", "orphan.zip"],
+        path.to_str().unwrap(),
+        PASSWORD,
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(env.emu.in_progress_uploads().is_empty());
+    assert_eq!(env.emu.uploads(&key(&target)).len(), 1);
+}

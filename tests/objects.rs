@@ -343,3 +343,74 @@ title = "Stations {stem}"
     assert_eq!(asset["type"], "text/csv");
     assert_eq!(asset["title"], "Stations stations");
 }
+
+/// Found by a tester: the item and asset were created before the file was read, so a missing
+/// file left an item and an empty asset on the server. Now nothing is created until the file
+/// has been read and digested.
+#[tokio::test]
+async fn a_file_that_cannot_be_read_creates_nothing() {
+    let env = start().await;
+    collection(&env).await;
+    // The job file is checked while the file is there; then it goes missing, and then a folder
+    // stands where the file should be.
+    let file = env.dir.path().join("radar.h5");
+    write(env.dir.path(), "radar.h5", 1024);
+    let job = job(&env, load_job(&env, DAILY), fire(25));
+    std::fs::remove_file(&file).unwrap();
+    for make in [(|_: &Path| {}) as fn(&Path), |p: &Path| {
+        std::fs::create_dir(p).unwrap()
+    }] {
+        make(&file);
+        let puts = env.emu.call_count(CallKind::PutStac);
+        let rec = job.run(Work::Scheduled(fire(25))).await;
+        assert_eq!(rec.outcome, Outcome::Failed, "{rec:?}");
+        let error = rec.error.unwrap_or_default();
+        assert!(error.contains("radar.h5"), "{error}");
+        assert_eq!(env.emu.call_count(CallKind::PutStac), puts, "no PUT at all");
+        assert_eq!(
+            read(
+                &env,
+                &format!("collections/{COLLECTION}/items/radar-2026-11-25")
+            )
+            .await,
+            None,
+            "no item"
+        );
+        assert_eq!(env.emu.call_count(CallKind::CreateUpload), 0);
+    }
+}
+
+/// An item made by hand, and a job that creates its asset: the asset body the strict server
+/// accepts, the item left as it was.
+#[tokio::test]
+async fn an_asset_is_created_in_an_existing_item() {
+    let env = start().await;
+    collection(&env).await;
+    let item_path = format!("collections/{COLLECTION}/items/radar-2026-11-25");
+    put(
+        &env,
+        &item_path,
+        json!({
+            "id": "radar-2026-11-25",
+            "geometry": {"type": "Point", "coordinates": [7.44, 46.95]},
+            "properties": {"datetime": "2026-11-25T00:00:00Z"},
+        }),
+    )
+    .await;
+    let item_before = read(&env, &item_path).await.unwrap();
+    let sha = write(env.dir.path(), "radar.h5", 2048);
+    let rec = job(&env, load_job(&env, DAILY), fire(25))
+        .run(Work::Scheduled(fire(25)))
+        .await;
+    assert_eq!(rec.outcome, Outcome::Uploaded, "{rec:?}");
+    assert_eq!(read(&env, &item_path).await.unwrap(), item_before);
+    let asset = read(&env, &format!("{item_path}/assets/radar-0600.h5"))
+        .await
+        .expect("the asset was created");
+    assert_eq!(asset["type"], "application/x-hdf5");
+    assert_eq!(asset["proj:epsg"], 2056);
+    env.assert_holds(
+        &AssetTarget::item_asset(COLLECTION, "radar-2026-11-25", "radar-0600.h5"),
+        &sha,
+    );
+}

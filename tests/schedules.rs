@@ -14,7 +14,7 @@ use stac_uploadd::state::StateStore;
 use stac_uploadd::supervisor::{Clock, PolicyKind, PolicySpec, Shared, Supervisor, Uploader};
 use stac_uploadd::trigger::Schedule;
 use stac_uploadd::upload::{
-    AbortOutcome, UploadError, UploadObserver, UploadOptions, UploadReport,
+    AbortOutcome, NewObjects, UploadError, UploadObserver, UploadOptions, UploadReport,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -27,6 +27,7 @@ impl Uploader for Counting {
         &self,
         _: &AssetTarget,
         _: &Path,
+        _: &NewObjects,
         _: &UploadOptions,
         _: Arc<dyn UploadObserver>,
         _: &CancellationToken,

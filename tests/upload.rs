@@ -689,3 +689,68 @@ async fn a_foreign_upload_of_other_bytes_is_not_taken_over() {
     let err = env.upload(&target, &path).await.unwrap_err();
     assert!(matches!(err, UploadError::InProgress { .. }), "{err}");
 }
+
+/// A server whose part URLs live `ttl`.
+async fn short_urls(ttl: Duration) -> Env {
+    start_with(
+        EmulatorConfig {
+            url_ttl: ttl,
+            ..EmulatorConfig::default()
+        },
+        ApiVersion::V1,
+    )
+    .await
+}
+
+fn limited(rate: u64) -> UploadOptions {
+    use stac_uploadd::upload::bandwidth::{Bandwidth, BandwidthLimit};
+    UploadOptions {
+        bandwidth: vec![Arc::new(Bandwidth::new(BandwidthLimit::constant(
+            stac_uploadd::units::ByteSize(rate),
+        )))],
+        ..opts()
+    }
+}
+
+/// Found by a tester: with URLs that live 60 s or less every upload failed at once ("given up
+/// before they expired"), the margin being a fixed minute. It now scales with the lifetime.
+#[tokio::test]
+async fn uploads_fit_in_urls_that_live_30_or_90_seconds() {
+    for ttl in [30, 90] {
+        let env = short_urls(Duration::from_secs(ttl)).await;
+        let target = env.item_asset("short.zip");
+        let (path, sha) = env.file("short.zip", 6 * MIB);
+        // 6 MiB at 4 MB/s: about 1.6 s, well inside either lifetime.
+        env.upload_with(&target, &path, &limited(4_000_000))
+            .await
+            .unwrap_or_else(|e| panic!("{ttl}s URLs: {e}"));
+        env.assert_holds(&target, &sha);
+    }
+}
+
+/// A file that cannot be sent before the URLs expire is refused before its first byte, with a
+/// message that says how long the URLs live and what the upload needs.
+#[tokio::test]
+async fn a_file_too_large_for_the_url_lifetime_is_refused_with_what_it_needs() {
+    for (ttl, len) in [(30, 80 * MIB), (90, 200 * MIB)] {
+        let env = short_urls(Duration::from_secs(ttl)).await;
+        let target = env.item_asset("long.zip");
+        let (path, _) = env.file("long.zip", len);
+        let err = env
+            .upload_with(&target, &path, &limited(2_000_000))
+            .await
+            .unwrap_err();
+        let message = err.to_string();
+        assert!(
+            message.contains(&format!(
+                "part URLs live {}",
+                humantime::format_duration(Duration::from_secs(ttl))
+            )),
+            "{message}"
+        );
+        assert!(message.contains("at the bandwidth limit of"), "{message}");
+        assert!(message.contains("needs"), "{message}");
+        assert_eq!(env.emu.call_count(CallKind::PutPart), 0, "nothing was sent");
+        env.assert_nothing_in_progress();
+    }
+}

@@ -143,6 +143,8 @@ pub enum UploadOutcome {
     Failed,
     /// Failed, and the abort failed too: the upload may still block the asset.
     AbortFailed,
+    /// Blocked by an upload record the server cannot abort (its S3 upload is gone).
+    Unfreeable,
 }
 
 impl UploadOutcome {
@@ -154,6 +156,7 @@ impl UploadOutcome {
             UploadOutcome::Cancelled => "cancelled",
             UploadOutcome::Failed => "failed",
             UploadOutcome::AbortFailed => "abort_failed",
+            UploadOutcome::Unfreeable => "unfreeable",
         }
     }
 }

@@ -111,6 +111,12 @@ impl fmt::Display for StacError {
 }
 
 impl StacError {
+    /// S3 has no multipart upload of that id (the server passes S3's NoSuchUpload through as a
+    /// 500, or it comes from S3 itself on a part URL).
+    pub fn is_no_such_upload(&self) -> bool {
+        self.description.contains("NoSuchUpload")
+    }
+
     /// Classifies an HTTP answer that was not a success.
     pub fn from_answer(
         step: Step,

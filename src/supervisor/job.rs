@@ -20,8 +20,8 @@ use crate::observe::metrics::{self, UploadOutcome};
 use crate::stac::{AssetTarget, StacClient, Upload, UploadId};
 use crate::state::{InFlight, Outcome, RunRecord, StateStore};
 use crate::upload::{
-    self, AbortOutcome, NewObjects, ObjectsReport, UploadError, UploadEvent, UploadObserver,
-    UploadOptions, UploadReport,
+    self, AbortOutcome, NewObjects, UploadError, UploadEvent, UploadObserver, UploadOptions,
+    UploadReport,
 };
 
 /// The upload calls a job makes; HTTP in production, scripted in policy tests.
@@ -31,6 +31,7 @@ pub trait Uploader: Send + Sync + 'static {
         &self,
         target: &AssetTarget,
         path: &Path,
+        objects: &NewObjects,
         opts: &UploadOptions,
         observer: Arc<dyn UploadObserver>,
         cancel: &CancellationToken,
@@ -43,17 +44,6 @@ pub trait Uploader: Send + Sync + 'static {
         id: &UploadId,
         opts: &UploadOptions,
     ) -> impl Future<Output = AbortOutcome> + Send;
-
-    /// Creates the item and asset of `target` that do not exist yet (see
-    /// [`upload::ensure_objects`]). The default creates nothing, for uploaders without a server.
-    fn ensure_objects(
-        &self,
-        target: &AssetTarget,
-        objects: &NewObjects,
-    ) -> impl Future<Output = Result<ObjectsReport, UploadError>> + Send {
-        let _ = (target, objects);
-        std::future::ready(Ok(ObjectsReport::default()))
-    }
 }
 
 /// The real thing: a STAC client.
@@ -65,11 +55,12 @@ impl Uploader for HttpUploader {
         &self,
         target: &AssetTarget,
         path: &Path,
+        objects: &NewObjects,
         opts: &UploadOptions,
         observer: Arc<dyn UploadObserver>,
         cancel: &CancellationToken,
     ) -> Result<UploadReport, UploadError> {
-        upload::upload_file(&self.0, target, path, opts, observer, cancel).await
+        upload::publish_file(&self.0, target, path, objects, opts, observer, cancel).await
     }
 
     async fn abort(
@@ -79,14 +70,6 @@ impl Uploader for HttpUploader {
         opts: &UploadOptions,
     ) -> AbortOutcome {
         upload::abort_upload(&self.0, target, id, opts).await
-    }
-
-    async fn ensure_objects(
-        &self,
-        target: &AssetTarget,
-        objects: &NewObjects,
-    ) -> Result<ObjectsReport, UploadError> {
-        upload::ensure_objects(&self.0, target, objects).await
     }
 }
 
@@ -238,6 +221,9 @@ fn error_reason(e: &UploadError) -> &'static str {
         UploadError::InProgress { .. } => "already_in_progress",
         UploadError::FileChanged { .. } => "file_changed",
         UploadError::UrlsExpiring { .. } => "urls_expiring",
+        UploadError::Unfreeable { .. } => "unfreeable",
+        UploadError::UrlsTooShort { .. } => "urls_too_short",
+        UploadError::MaybeInProgress { .. } => "maybe_in_progress",
         UploadError::Cancelled => "cancelled",
         e if e.is_local_input() => "local_input",
         _ => "other",
@@ -249,6 +235,7 @@ fn upload_outcome(result: &Result<UploadReport, UploadError>) -> UploadOutcome {
     match result {
         Ok(_) => UploadOutcome::Uploaded,
         Err(UploadError::InProgress { .. }) => UploadOutcome::Blocked,
+        Err(UploadError::Unfreeable { .. }) => UploadOutcome::Unfreeable,
         Err(e) if e.left_in_progress().is_some() => UploadOutcome::AbortFailed,
         Err(UploadError::Cancelled) => UploadOutcome::Cancelled,
         Err(UploadError::AfterCreate { cause, .. })
@@ -445,8 +432,8 @@ impl<U: Uploader> Job<U> {
         record
     }
 
-    /// One attempt: the item and asset created if missing, the upload with a deadline, and the
-    /// stale-upload rule when the asset is blocked.
+    /// One attempt: the upload with a deadline (creating the item and asset if missing, once
+    /// the file is known good), and the stale-upload rule when the asset is blocked.
     async fn attempt(
         &self,
         target: &AssetTarget,
@@ -454,13 +441,7 @@ impl<U: Uploader> Job<U> {
         objects: &NewObjects,
         attempt: u32,
     ) -> Result<UploadReport, UploadError> {
-        if !objects.is_empty() {
-            tokio::select! {
-                r = self.shared.uploader.ensure_objects(target, objects) => { r?; }
-                () = self.abort_runs.cancelled() => return Err(UploadError::Cancelled),
-            }
-        }
-        let result = self.upload_once(target, path, attempt).await;
+        let result = self.upload_once(target, path, objects, attempt).await;
         let Err(UploadError::InProgress { upload, .. }) = &result else {
             return result;
         };
@@ -473,6 +454,16 @@ impl<U: Uploader> Job<U> {
                     .abort(target, &upload.upload_id, &self.spec.upload)
                     .await
                 {
+                    AbortOutcome::Failed(e) if e.is_no_such_upload() => {
+                        // The record is in progress but S3 has no such upload: nothing a client
+                        // sends can free the asset (docs/protocol.md, "The unfreeable asset").
+                        error!(blocking = %upload.upload_id, error = %e, "the server holds an upload record whose S3 upload is gone");
+                        return Err(UploadError::Unfreeable {
+                            target: target.clone(),
+                            upload_id: upload.upload_id.clone(),
+                            cause: Box::new(e),
+                        });
+                    }
                     AbortOutcome::Failed(e) => {
                         warn!(blocking = %upload.upload_id, error = %e, "could not abort the stale upload");
                         return result;
@@ -485,7 +476,7 @@ impl<U: Uploader> Job<U> {
                         }
                     }
                 }
-                self.upload_once(target, path, attempt).await
+                self.upload_once(target, path, objects, attempt).await
             }
             None => {
                 warn!(
@@ -543,6 +534,7 @@ impl<U: Uploader> Job<U> {
         &self,
         target: &AssetTarget,
         path: &Path,
+        objects: &NewObjects,
         attempt: u32,
     ) -> Result<UploadReport, UploadError> {
         let cancel = self.abort_runs.child_token();
@@ -570,7 +562,14 @@ impl<U: Uploader> Job<U> {
         let result = self
             .shared
             .uploader
-            .upload(target, path, &self.spec.upload, observer.clone(), &cancel)
+            .upload(
+                target,
+                path,
+                objects,
+                &self.spec.upload,
+                observer.clone(),
+                &cancel,
+            )
             .instrument(span)
             .await;
         drop(busy);

@@ -19,7 +19,9 @@ use crate::stac::{
 };
 use crate::state::{InFlight, Outcome, RunRecord, StateStore};
 use crate::trigger::{Schedule, WatchSpec};
-use crate::upload::{AbortOutcome, UploadError, UploadObserver, UploadOptions, UploadReport};
+use crate::upload::{
+    AbortOutcome, NewObjects, UploadError, UploadObserver, UploadOptions, UploadReport,
+};
 
 /// What the scripted uploader does on its next call.
 #[derive(Debug, Clone)]
@@ -100,6 +102,7 @@ impl Uploader for Arc<Script> {
         &self,
         target: &AssetTarget,
         _path: &Path,
+        _objects: &NewObjects,
         _opts: &UploadOptions,
         _observer: Arc<dyn UploadObserver>,
         cancel: &CancellationToken,

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use crate::stac::{AssetTarget, ErrorClass, StacError, Upload, UploadId, UploadStatus};
 
 use super::plan::TooLarge;
+use crate::units::ByteSize;
 
 /// How the engine left an upload it had created when the session failed.
 #[derive(Debug)]
@@ -58,9 +59,44 @@ pub enum UploadError {
     Stac(#[from] StacError),
     #[error("cancelled")]
     Cancelled,
-    #[error("the upload's part URLs expire at {expires}; it was given up before they did")]
+    #[error(
+        "the upload's part URLs live {} and expire at {expires}; it was given up before they did, with {} of {} stored: the server's URL lifetime is too short for this file at the rate reached",
+        humantime::format_duration(ceil_secs(*lifetime)), ByteSize(*sent), ByteSize(*bytes)
+    )]
     UrlsExpiring {
         expires: chrono::DateTime<chrono::Utc>,
+        lifetime: std::time::Duration,
+        sent: u64,
+        bytes: u64,
+    },
+    #[error(
+        "the upload's part URLs live {} ({} usable before they expire), but sending {} at the bandwidth limit of {}/s needs {}: raise the limit, or the server's URL lifetime, or upload a smaller file",
+        humantime::format_duration(ceil_secs(*lifetime)), humantime::format_duration(round_secs(*usable)), ByteSize(*bytes), ByteSize(*rate), humantime::format_duration(round_secs(*needs))
+    )]
+    UrlsTooShort {
+        lifetime: std::time::Duration,
+        usable: std::time::Duration,
+        needs: std::time::Duration,
+        bytes: u64,
+        rate: u64,
+    },
+    #[error(
+        "asset {target} is blocked for good by upload {upload_id}: the server holds it as in progress but its S3 multipart upload is gone (abort answered NoSuchUpload), so no client can free the asset; only the service's operators can clear that upload record ({cause})"
+    )]
+    Unfreeable {
+        target: AssetTarget,
+        upload_id: UploadId,
+        cause: Box<StacError>,
+    },
+    #[error(
+        "{target}: a create's answer was lost and the server could not be asked whether it started an upload, so an upload of this file ({}, file:checksum {checksum}) may be in progress and block the asset; a later run finds it by its checksum and carries it on or aborts it ({cause})",
+        upload_id.as_ref().map_or_else(|| "id unknown".to_owned(), |id| format!("upload {id}"))
+    )]
+    MaybeInProgress {
+        target: AssetTarget,
+        checksum: crate::stac::Multihash,
+        upload_id: Option<UploadId>,
+        cause: Box<StacError>,
     },
     #[error("upload {upload_id} of {target} failed: {cause}; {abort}")]
     AfterCreate {
@@ -70,6 +106,17 @@ pub enum UploadError {
         cause: Box<UploadError>,
         abort: AbortOutcome,
     },
+}
+
+/// Whole seconds, for messages (a duration of sub-second digits reads as noise).
+fn round_secs(d: std::time::Duration) -> std::time::Duration {
+    std::time::Duration::from_secs(d.as_secs_f64().round() as u64)
+}
+
+/// Whole seconds, rounded up: URL lifetimes are whole seconds on the server, and one computed
+/// from two timestamps printed to different precision comes out a fraction short.
+fn ceil_secs(d: std::time::Duration) -> std::time::Duration {
+    std::time::Duration::from_secs(d.as_secs_f64().ceil() as u64)
 }
 
 fn since(u: &Upload) -> String {
@@ -92,6 +139,7 @@ impl UploadError {
         match self {
             UploadError::Stac(e) => Some(&e.class),
             UploadError::AfterCreate { cause, .. } => cause.class(),
+            UploadError::MaybeInProgress { cause, .. } => Some(&cause.class),
             _ => None,
         }
     }

@@ -21,5 +21,5 @@ pub use plan::{
 };
 pub use session::{
     CompressMode, DigestCache, DigestKey, FileSnapshot, UploadEvent, UploadObserver, UploadOptions,
-    UploadReport, abort_upload, find_blocking_upload, resume_upload, upload_file,
+    UploadReport, abort_upload, find_blocking_upload, publish_file, resume_upload, upload_file,
 };

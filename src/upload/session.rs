@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use backon::Retryable;
@@ -15,6 +15,7 @@ use tracing::{debug, info, warn};
 use super::compress;
 use super::digest::{DigestError, DigestOptions, FileDigest, digest_file};
 use super::error::{AbortOutcome, UploadError};
+use super::objects::{NewObjects, ensure_objects};
 use super::plan::{DEFAULT_PART_SIZE, PartPlan};
 use super::transfer::{PartContext, backoff};
 use crate::stac::{
@@ -260,9 +261,9 @@ async fn stat_file(path: &Path) -> Result<std::fs::Metadata, UploadError> {
     Ok(meta)
 }
 
-/// Uploads `path` to `target`: the whole protocol, with retries of transient failures inside
-/// each step. An upload this session created is completed or aborted before it returns, unless
-/// the abort itself fails (see [`UploadError::left_in_progress`]).
+/// Uploads `path` to `target`, which must exist: the whole protocol, with retries of transient
+/// failures inside each step. An upload this session created is completed or aborted before it
+/// returns, unless the abort itself fails (see [`UploadError::left_in_progress`]).
 pub async fn upload_file(
     client: &StacClient,
     target: &AssetTarget,
@@ -271,12 +272,29 @@ pub async fn upload_file(
     observer: Arc<dyn UploadObserver>,
     cancel: &CancellationToken,
 ) -> Result<UploadReport, UploadError> {
+    let nothing = NewObjects::default();
+    publish_file(client, target, path, &nothing, opts, observer, cancel).await
+}
+
+/// [`upload_file`], creating the target's item and asset from `objects` when they are missing.
+/// Nothing is created before the file has been read, digested and found unchanged since: a file
+/// that cannot be read leaves the server as it was.
+pub async fn publish_file(
+    client: &StacClient,
+    target: &AssetTarget,
+    path: &Path,
+    objects: &NewObjects,
+    opts: &UploadOptions,
+    observer: Arc<dyn UploadObserver>,
+    cancel: &CancellationToken,
+) -> Result<UploadReport, UploadError> {
     let started = Instant::now();
     let meta = stat_file(path).await?;
     let snapshot = FileSnapshot::of(&meta);
-    // What the server holds: for skip-unchanged, and the media type for `auto` compression.
+    // What the server holds: for skip-unchanged, and the media type for `auto` compression. An
+    // asset we are to create may be missing; then there is nothing to compare with.
     let asset = if opts.skip_unchanged || opts.compress == CompressMode::Auto {
-        Some(read_asset(client, target, opts).await?)
+        read_asset(client, target, opts, objects.asset.is_some()).await?
     } else {
         None
     };
@@ -285,9 +303,11 @@ pub async fn upload_file(
         CompressMode::Gzip => Some(ContentEncoding::Gzip),
         CompressMode::Br => Some(ContentEncoding::Br),
         CompressMode::Auto => {
+            let to_create = objects.asset.as_ref().and_then(|a| a["type"].as_str());
             let media_type = asset
                 .as_ref()
                 .and_then(|a| a.media_type.as_deref())
+                .or(to_create)
                 .unwrap_or("");
             (meta.len() > AUTO_COMPRESS_ABOVE && !compress::is_compressed_media_type(media_type))
                 .then_some(ContentEncoding::Gzip)
@@ -406,6 +426,12 @@ pub async fn upload_file(
     debug!(multihash = %digest.multihash, parts = plan.count(), part_size = plan.part_size(), "digested");
     // As late as possible before the upload exists: what was hashed must be what is sent.
     snapshot.check(path, "after it was hashed").await?;
+    if !objects.is_empty() {
+        tokio::select! {
+            r = ensure_objects(client, target, objects) => { r?; }
+            () = cancel.cancelled() => return Err(UploadError::Cancelled),
+        }
+    }
 
     let request = CreateUpload {
         md5_parts: digest
@@ -428,6 +454,7 @@ pub async fn upload_file(
         r = create(client, target, &request, opts) => r?,
         () = cancel.cancelled() => return Err(UploadError::Cancelled),
     };
+    let created_at = Instant::now();
     let upload_id = upload.upload_id.clone();
     observer.on_event(&UploadEvent::Created {
         upload: &upload,
@@ -439,6 +466,7 @@ pub async fn upload_file(
 
     let send_started = Instant::now();
     let retries = AtomicU32::new(0);
+    let stored = AtomicU64::new(0);
     let ctx = PartContext {
         client,
         path: &send_path,
@@ -447,10 +475,13 @@ pub async fn upload_file(
         opts,
         observer: &observer,
         retries: &retries,
+        stored: &stored,
     };
     let nothing_on_server = HashMap::new();
+    // An adopted upload was created by an earlier try: its URLs are older than our clock knows.
+    let created_here = (!adopted).then_some(created_at);
     let outcome = tokio::select! {
-        r = send_and_complete(&ctx, target, &upload, &plan, &digest, &nothing_on_server) => r,
+        r = send_and_complete(&ctx, target, &upload, &plan, &digest, &nothing_on_server, created_here) => r,
         () = cancel.cancelled() => Err(UploadError::Cancelled),
     };
     finish(
@@ -478,18 +509,24 @@ pub async fn upload_file(
 pub const AUTO_COMPRESS_ABOVE: u64 = 10_000_000;
 
 /// Reads the asset, retrying transient failures like every other call of the session.
+/// With `missing_ok`, an asset that does not exist (404) is `None` rather than an error.
 async fn read_asset(
     client: &StacClient,
     target: &AssetTarget,
     opts: &UploadOptions,
-) -> Result<AssetInfo, UploadError> {
-    (|| client.read_asset(target))
+    missing_ok: bool,
+) -> Result<Option<AssetInfo>, UploadError> {
+    let result = (|| client.read_asset(target))
         .retry(backoff(opts, opts.part_retries))
         .sleep(tokio::time::sleep)
         .when(|e: &StacError| e.class.is_retryable())
         .notify(|e, wait| warn!(error = %e, wait_ms = wait.as_millis() as u64, "reading the asset failed, trying again"))
-        .await
-        .map_err(Into::into)
+        .await;
+    match result {
+        Ok(a) => Ok(Some(a)),
+        Err(e) if missing_ok && e.status == Some(reqwest::StatusCode::NOT_FOUND) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Compresses into a temporary file (deleted when the handle drops), off the async threads.
@@ -686,6 +723,7 @@ pub async fn resume_upload(
     info!(upload_id = %id, parts_on_server = on_server.len(), parts = plan.count(), "resuming upload");
     let send_started = Instant::now();
     let retries = AtomicU32::new(0);
+    let stored = AtomicU64::new(0);
     let ctx = PartContext {
         client,
         path,
@@ -694,9 +732,10 @@ pub async fn resume_upload(
         opts,
         observer: &observer,
         retries: &retries,
+        stored: &stored,
     };
     let outcome = tokio::select! {
-        r = send_and_complete(&ctx, target, upload, &plan, &digest, &on_server) => r,
+        r = send_and_complete(&ctx, target, upload, &plan, &digest, &on_server, None) => r,
         () = cancel.cancelled() => Err(UploadError::Cancelled),
     };
     finish(
@@ -762,7 +801,9 @@ async fn digest(
 
 /// Creates the upload. A create whose answer was lost may have started an upload on the server:
 /// when a retry then meets "already in progress" with our exact checksum and parts, that upload
-/// is ours, and it is adopted rather than reported as a blocker.
+/// is ours, and it is adopted rather than reported as a blocker. When every try failed and one
+/// of them may have reached the server, the in-progress uploads are looked up for ours; if the
+/// server cannot be asked, the error says an upload of this file may be left in progress.
 async fn create(
     client: &StacClient,
     target: &AssetTarget,
@@ -770,6 +811,8 @@ async fn create(
     opts: &UploadOptions,
 ) -> Result<(Upload, bool), UploadError> {
     let attempts = AtomicU32::new(0);
+    // A try that failed without a clear answer (timeout, reset, gateway) may have taken effect.
+    let maybe_sent = AtomicBool::new(false);
     let result = (|| async {
         attempts.fetch_add(1, Ordering::Relaxed);
         client.create_upload(target, request).await
@@ -777,22 +820,43 @@ async fn create(
     .retry(backoff(opts, opts.part_retries))
     .sleep(tokio::time::sleep)
     .when(|e: &StacError| e.class.is_retryable())
-    .notify(|e, wait| warn!(error = %e, wait_ms = wait.as_millis() as u64, "create failed, trying again"))
+    .notify(|e, wait| {
+        maybe_sent.store(true, Ordering::Relaxed);
+        warn!(error = %e, wait_ms = wait.as_millis() as u64, "create failed, trying again")
+    })
     .await;
     let err = match result {
         Ok(u) => return Ok((u, false)),
         Err(e) => e,
     };
-    let ErrorClass::AlreadyInProgress { upload_id } = &err.class else {
-        return Err(err.into());
+    let lost = maybe_sent.load(Ordering::Relaxed) || err.class.is_retryable();
+    let hint = match &err.class {
+        ErrorClass::AlreadyInProgress { upload_id } => upload_id.clone(),
+        _ if lost => None,
+        _ => return Err(err.into()),
     };
-    let lookup = (|| find_blocking_upload(client, target, upload_id.as_ref()))
+    let maybe_in_progress = |cause: StacError| UploadError::MaybeInProgress {
+        target: target.clone(),
+        checksum: request.checksum.clone(),
+        upload_id: hint.clone(),
+        cause: Box::new(cause),
+    };
+    let lookup = (|| find_blocking_upload(client, target, hint.as_ref()))
         .retry(backoff(opts, opts.part_retries))
         .sleep(tokio::time::sleep)
         .when(|e: &StacError| e.class.is_retryable())
         .notify(|e, wait| warn!(error = %e, wait_ms = wait.as_millis() as u64, "reading the blocking upload failed, trying again"))
-        .await?;
-    let Some(blocking) = lookup else {
+        .await;
+    let blocking = match lookup {
+        Ok(b) => b,
+        Err(e) if lost || attempts.load(Ordering::Relaxed) > 1 => return Err(maybe_in_progress(e)),
+        Err(e) => return Err(e.into()),
+    };
+    let Some(blocking) = blocking else {
+        if !matches!(err.class, ErrorClass::AlreadyInProgress { .. }) {
+            // Nothing in progress: no try of ours took effect, and the create's own error stands.
+            return Err(err.into());
+        }
         // It finished between our create and the lookup: one more try is all it takes.
         return client
             .create_upload(target, request)
@@ -800,9 +864,17 @@ async fn create(
             .map(|u| (u, false))
             .map_err(Into::into);
     };
-    if same_content(&blocking, request, attempts.load(Ordering::Relaxed) > 1) {
+    if same_content(
+        &blocking,
+        request,
+        lost || attempts.load(Ordering::Relaxed) > 1,
+    ) {
         warn!(upload_id = %blocking.upload_id, "an upload of exactly this file is in progress (ours, from a create whose answer was lost); carrying on with it");
         return Ok((blocking, true));
+    }
+    if !matches!(err.class, ErrorClass::AlreadyInProgress { .. }) {
+        // Someone else's upload is in progress: ours never started. The create's error stands.
+        return Err(err.into());
     }
     Err(UploadError::InProgress {
         target: target.clone(),
@@ -852,9 +924,56 @@ pub async fn find_blocking_upload(
     Ok(in_progress.into_iter().next())
 }
 
-/// How long before its presigned URLs expire an upload is given up: a part PUT or a complete
-/// that starts later would meet 403 half way.
-const URL_EXPIRY_MARGIN: Duration = Duration::from_secs(60);
+/// How long before its presigned URLs expire an upload is given up, so that no part PUT or
+/// complete starts just before and meets 403 half way: a tenth of the URLs' lifetime, between
+/// 1 s and 60 s. A fixed minute made every upload fail at once where the server hands out URLs
+/// that live a minute or less (the lifetime is a server setting, docs/protocol.md).
+fn expiry_margin(lifetime: Duration) -> Duration {
+    (lifetime / 10).clamp(Duration::from_secs(1), Duration::from_secs(60))
+}
+
+/// The time the upload's URLs give us, as the server sees it.
+struct UrlLife {
+    /// The earliest `expires` of its URLs.
+    expires: chrono::DateTime<chrono::Utc>,
+    /// From the upload's creation to `expires`, on the server's clock.
+    lifetime: Duration,
+    /// What is left of it now, less the margin.
+    usable: Duration,
+}
+
+impl UrlLife {
+    /// `created_here`: when our own create answered. Then the time left is measured from the
+    /// server's `created` on our monotonic clock, so a local clock that is off from the
+    /// server's does not matter; for an upload created earlier (resumed, adopted) the wall
+    /// clock is all there is.
+    fn of(upload: &Upload, created_here: Option<Instant>) -> Option<Self> {
+        let expires = upload.urls.iter().filter_map(|u| u.expires).min()?;
+        let lifetime = upload
+            .created
+            .and_then(|c| (expires - c).to_std().ok())
+            .unwrap_or(Duration::from_secs(3600));
+        let left = match (created_here, upload.created) {
+            (Some(at), Some(_)) => lifetime.saturating_sub(at.elapsed()),
+            _ => (expires - chrono::Utc::now()).to_std().unwrap_or_default(),
+        };
+        Some(UrlLife {
+            expires,
+            lifetime,
+            usable: left.saturating_sub(expiry_margin(lifetime)),
+        })
+    }
+}
+
+/// The slowest bandwidth limit on the session now, if any.
+fn limited_rate(opts: &UploadOptions) -> Option<u64> {
+    let now = chrono::Utc::now();
+    opts.bandwidth
+        .iter()
+        .filter_map(|b| b.limit().rate_at(now))
+        .map(|r| r.get())
+        .min()
+}
 
 async fn send_and_complete(
     ctx: &PartContext<'_>,
@@ -863,21 +982,39 @@ async fn send_and_complete(
     plan: &PartPlan,
     digest: &FileDigest,
     on_server: &HashMap<PartNumber, String>,
+    created_here: Option<Instant>,
 ) -> Result<(), UploadError> {
-    let expiry = upload.urls.iter().filter_map(|u| u.expires).min();
-    let until_expiry = expiry.map(|e| {
-        (e - chrono::Utc::now())
-            .to_std()
-            .unwrap_or_default()
-            .saturating_sub(URL_EXPIRY_MARGIN)
-    });
+    let Some(life) = UrlLife::of(upload, created_here) else {
+        return send_parts_and_complete(ctx, target, upload, plan, digest, on_server).await;
+    };
+    let to_send: u64 = plan
+        .parts()
+        .filter(|p| !on_server.contains_key(&p.number))
+        .map(|p| p.len)
+        .sum();
+    // Under a bandwidth limit the time the parts need is known before the first byte.
+    if let Some(rate) = limited_rate(ctx.opts).filter(|r| *r > 0) {
+        let needs = Duration::from_secs_f64(to_send as f64 / rate as f64);
+        if needs > life.usable {
+            return Err(UploadError::UrlsTooShort {
+                lifetime: life.lifetime,
+                usable: life.usable,
+                needs,
+                bytes: to_send,
+                rate,
+            });
+        }
+    }
+    let sent_before = ctx.stored.load(Ordering::Relaxed);
     let work = send_parts_and_complete(ctx, target, upload, plan, digest, on_server);
-    match until_expiry {
-        None => work.await,
-        Some(left) => tokio::select! {
-            r = work => r,
-            () = tokio::time::sleep(left) => Err(UploadError::UrlsExpiring { expires: expiry.unwrap_or_default() }),
-        },
+    tokio::select! {
+        r = work => r,
+        () = tokio::time::sleep(life.usable) => Err(UploadError::UrlsExpiring {
+            expires: life.expires,
+            lifetime: life.lifetime,
+            sent: ctx.stored.load(Ordering::Relaxed).saturating_sub(sent_before),
+            bytes: to_send,
+        }),
     }
 }
 
@@ -918,6 +1055,7 @@ async fn send_parts_and_complete(
                 ))
             })?;
             let etag = ctx.send_part(url, part, md5).await?;
+            ctx.stored.fetch_add(part.len, Ordering::Relaxed);
             if etag.trim_matches('"') != hex::encode(md5.0) {
                 // S3 answers the body's MD5 unless the bucket encrypts with KMS; keep its word.
                 debug!(part = part.number.0, etag, "ETag is not the part's MD5");

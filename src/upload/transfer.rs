@@ -29,6 +29,8 @@ pub(crate) struct PartContext<'a> {
     pub opts: &'a UploadOptions,
     pub observer: &'a Arc<dyn UploadObserver>,
     pub retries: &'a AtomicU32,
+    /// Bytes of the parts the server has acknowledged so far.
+    pub stored: &'a AtomicU64,
 }
 
 impl PartContext<'_> {
