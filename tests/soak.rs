@@ -1,7 +1,7 @@
 //! Fault soak: many upload cycles of files of mixed sizes through the supervisor's jobs against
 //! the emulator, with faults injected at random on every call kind an upload makes, and foreign
 //! uploads planted on the assets. After each cycle the test checks what the server holds and
-//! that the run's outcome is what protocol.md's policy says; at the end it checks that nothing is
+//! that the run's outcome is what docs/protocol.md's policy says; at the end it checks that nothing is
 //! left in progress and prints a table.
 //!
 //! `SOAK_CYCLES` sets the number of cycles (default 100, the CI variant), `SOAK_SEED` the seed of

@@ -576,7 +576,7 @@ impl StacClient {
     }
 
     /// `PUT A` with the asset's metadata. A PUT replaces an asset that exists and resets its
-    /// file (protocol.md): call it only for one that [`StacClient::get_asset`] found missing.
+    /// file (docs/protocol.md): call it only for one that [`StacClient::get_asset`] found missing.
     pub async fn put_asset(&self, target: &AssetTarget, body: &Value) -> Result<Value, StacError> {
         self.put_object(Step::CreateAsset, self.url(target, &[]), body)
             .await

@@ -44,7 +44,7 @@ impl fmt::Display for Step {
     }
 }
 
-/// What a caller can do about an error (protocol.md, "Errors").
+/// What a caller can do about an error (docs/protocol.md, "Errors").
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ErrorClass {

@@ -200,7 +200,7 @@ pub fn effective_policy(spec: &JobSpec, now: DateTime<Utc>) -> PolicyKind {
     }
 }
 
-/// Whether an error is worth another attempt of the run, per protocol.md: transient failures and
+/// Whether an error is worth another attempt of the run, per docs/protocol.md: transient failures and
 /// a foreign upload that may finish; not 500s, wrong requests, auth or local-input problems.
 fn worth_retrying(e: &UploadError) -> bool {
     match e {
@@ -456,7 +456,7 @@ impl<U: Uploader> Job<U> {
                 {
                     AbortOutcome::Failed(e) if e.is_no_such_upload() => {
                         // The record is in progress but S3 has no such upload: nothing a client
-                        // sends can free the asset (docs/protocol.md, "The unfreeable asset").
+                        // sends can free the asset (docs/protocol.md, "The asset no one can free").
                         error!(blocking = %upload.upload_id, error = %e, "the server holds an upload record whose S3 upload is gone");
                         return Err(UploadError::Unfreeable {
                             target: target.clone(),

@@ -1,4 +1,4 @@
-//! The recurring-upload policy of protocol.md: low-frequency jobs retry with exponential backoff,
+//! The recurring-upload policy of docs/protocol.md: low-frequency jobs retry with exponential backoff,
 //! high-frequency jobs give a failed run up and wait for the next.
 
 use std::time::Duration;

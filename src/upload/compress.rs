@@ -1,7 +1,7 @@
 //! Compression before upload (`content_encoding` gzip or br), streaming into a temporary file.
 //!
 //! One read of the source computes the sha256 of the *uncompressed* bytes (what `file:checksum`
-//! must declare, per protocol.md) while the compressed bytes stream into a temporary file beside
+//! must declare, per docs/protocol.md) while the compressed bytes stream into a temporary file beside
 //! the state store; the parts and their MD5s are then taken from that file. Memory stays bounded
 //! (the encoders keep a window of a few MiB at most); the temporary file is removed when the
 //! returned handle is dropped, whatever happened.

@@ -1,6 +1,6 @@
 //! The item and asset an upload writes to, created when they do not exist yet.
 //!
-//! Only ever created: protocol.md warns that a PUT over an existing asset replaces it and resets
+//! Only ever created: docs/protocol.md warns that a PUT over an existing asset replaces it and resets
 //! its file, so what exists (ours from an earlier run, or someone's hand-made item) is left as it
 //! is, whatever its metadata.
 

@@ -166,7 +166,7 @@ async fn stall_watch(sent: &AtomicU64, len: u64, limit: Duration) {
     }
 }
 
-/// Exponential backoff with jitter, first wait at least 100 ms (protocol.md).
+/// Exponential backoff with jitter, first wait at least 100 ms (docs/protocol.md).
 pub(crate) fn backoff(opts: &UploadOptions, times: u32) -> ExponentialBuilder {
     ExponentialBuilder::default()
         .with_min_delay(opts.retry_min_delay.max(Duration::from_millis(100)))
