@@ -81,10 +81,10 @@ fn main() {
     rt.block_on(async {
         let state = Arc::new(StateStore::open(dir.path()).expect("state"));
         let shared = Arc::new(Shared::new(Noop, state.clone(), Clock::System));
-        let sup = Supervisor::start(shared, specs).expect("start");
+        let sup = Supervisor::start(shared, specs).await.expect("start");
         tokio::time::sleep(Duration::from_secs(seconds)).await;
         sup.shutdown(Duration::from_secs(5)).await;
-        state.flush_history().expect("flush");
+        state.flush().await.expect("flush");
     });
     let cpu = cpu_seconds() - cpu_before;
     let elapsed = wall.elapsed().as_secs_f64();

@@ -14,12 +14,14 @@ use crate::stac::{ApiVersion, AssetTarget, Auth, ClientConfig, StacClient};
 use crate::units::ByteSize;
 use crate::upload::{self, UploadError, UploadOptions};
 
-/// Exit codes: 0 success, 1 runtime failure, 2 bad usage, input or config.
+/// Exit codes: 0 success, 1 runtime failure, 2 bad usage, input or config, 3 the state folder
+/// needs an operator (a corrupt record of uploads in flight). systemd restarts on 1 only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExitCode {
     Success = 0,
     Failure = 1,
     Usage = 2,
+    NeedsOperator = 3,
 }
 
 /// One line for an error and its causes. Many errors name their cause in their own message
@@ -346,7 +348,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         None | Some(Command::Run) => run_daemon(need_config()?, cli.run).await,
         Some(Command::Check) => run_check(&need_config()?),
-        Some(Command::Status(args)) => run_status(config.as_deref(), args),
+        Some(Command::Status(args)) => run_status(config.as_deref(), args).await,
         Some(Command::Upload(args)) => run_upload(args).await,
         Some(Command::Emulator(args)) => {
             crate::emulator::run(args).await.map_err(CliError::failure)
@@ -361,12 +363,24 @@ async fn run_daemon(config: PathBuf, args: RunArgs) -> Result<(), CliError> {
         .await
         .map_err(|e| match e {
             crate::daemon::StartError::Config(e) => CliError::usage(e),
+            crate::daemon::StartError::State(e) if e.needs_operator() => CliError {
+                code: ExitCode::NeedsOperator,
+                error: e.into(),
+            },
+            crate::daemon::StartError::State(e) => CliError::failure(e),
             crate::daemon::StartError::Other(e) => CliError::failure(e),
         })
 }
 
 fn run_check(path: &std::path::Path) -> Result<(), CliError> {
     let config = crate::config::load(path).map_err(CliError::usage)?;
+    crate::state::check_dir(&config.state_dir).map_err(|problem| {
+        CliError::usage(anyhow::anyhow!(
+            "{}: state_dir {}: {problem}",
+            path.display(),
+            config.state_dir.display()
+        ))
+    })?;
     let now = chrono::Utc::now();
     println!(
         "{}: {} job(s), server {} ({:?}), state in {}",
@@ -424,7 +438,7 @@ fn run_check(path: &std::path::Path) -> Result<(), CliError> {
     Ok(())
 }
 
-fn run_status(config: Option<&std::path::Path>, args: StatusArgs) -> Result<(), CliError> {
+async fn run_status(config: Option<&std::path::Path>, args: StatusArgs) -> Result<(), CliError> {
     let dir = match (args.state_dir, config) {
         (Some(d), _) => d,
         (None, Some(c)) => crate::config::load(c).map_err(CliError::usage)?.state_dir,
@@ -440,16 +454,33 @@ fn run_status(config: Option<&std::path::Path>, args: StatusArgs) -> Result<(), 
             dir.display()
         )));
     }
-    let state = crate::state::StateStore::open(&dir).map_err(CliError::failure)?;
-    let history = state.history();
+    // Read only: a daemon may hold the folder, and a corrupt cache is its to move aside.
+    let state = crate::state::StateStore::open_read_only(&dir).map_err(CliError::failure)?;
+    let history = state.history().await.map_err(CliError::failure)?;
     if history.is_empty() {
         println!("no runs recorded yet in {}", dir.display());
+    } else {
+        print_history(&history);
     }
+    for u in state.inflight().await.map_err(CliError::failure)? {
+        println!(
+            "in flight: upload {} of job {} ({}), created {}",
+            u.upload_id,
+            u.job,
+            u.target,
+            u.created.format("%Y-%m-%d %H:%M:%S")
+        );
+    }
+    Ok(())
+}
+
+/// The last runs of each job, newest first.
+fn print_history(history: &std::collections::BTreeMap<String, Vec<crate::state::RunRecord>>) {
     println!(
         "{:<24} {:<20} {:<17} {:>8} {:>10}  upload / error",
         "job", "finished (UTC)", "outcome", "attempts", "bytes"
     );
-    for (job, runs) in &history {
+    for (job, runs) in history {
         for r in runs.iter().rev().take(5) {
             let detail = r
                 .error
@@ -467,16 +498,6 @@ fn run_status(config: Option<&std::path::Path>, args: StatusArgs) -> Result<(), 
             );
         }
     }
-    for u in state.inflight() {
-        println!(
-            "in flight: upload {} of job {} ({}), created {}",
-            u.upload_id,
-            u.job,
-            u.target,
-            u.created.format("%Y-%m-%d %H:%M:%S")
-        );
-    }
-    Ok(())
 }
 
 async fn run_upload(args: UploadArgs) -> Result<(), CliError> {

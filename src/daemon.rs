@@ -25,6 +25,8 @@ pub enum StartError {
     #[error(transparent)]
     Config(#[from] config::ConfigError),
     #[error(transparent)]
+    State(#[from] crate::state::StateError),
+    #[error(transparent)]
     Other(#[from] anyhow::Error),
 }
 
@@ -68,7 +70,7 @@ pub async fn run(
 ) -> Result<(), StartError> {
     let mut config = config::load(&config_path)?;
     let _lock = lock_state(&config.state_dir)?;
-    let state = Arc::new(StateStore::open(&config.state_dir).map_err(anyhow::Error::from)?);
+    let state = Arc::new(StateStore::open(&config.state_dir)?);
     let observe_opts = ObserveOptions {
         listen: observe_listen.or(config.observe.listen),
         health_timeout: config
@@ -90,7 +92,7 @@ pub async fn run(
                     () = tokio::time::sleep(crate::state::HISTORY_FLUSH) => {}
                     () = stop.cancelled() => return,
                 }
-                if let Err(e) = state.flush_history() {
+                if let Err(e) = state.flush().await {
                     warn!(error = %e, "cannot write the run history");
                 }
             }
@@ -141,7 +143,7 @@ pub async fn run(
     observer.ticking(supervisor.shutdown(grace)).await;
     shutdown.cancel();
     let _ = flusher.await;
-    state.flush_history().map_err(anyhow::Error::from)?;
+    state.flush().await.map_err(anyhow::Error::from)?;
     observer.stop().await;
     info!("stopped");
     Ok(())
@@ -177,7 +179,9 @@ async fn start(
         state.clone(),
         Clock::System,
     ));
-    Supervisor::start(shared, jobs).context("cannot start a job")
+    Supervisor::start(shared, jobs)
+        .await
+        .context("cannot start a job")
 }
 
 /// The configured jobs with what only the running daemon has: the digest cache in the state

@@ -120,7 +120,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         Clock::System,
     ));
     let mut runs = shared.runs.subscribe();
-    let supervisor = Supervisor::start(shared, config.jobs.clone())?;
+    let supervisor = Supervisor::start(shared, config.jobs.clone()).await?;
 
     let mut seen: Vec<RunRecord> = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -193,7 +193,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         }
     }
     supervisor.shutdown(Duration::from_secs(30)).await;
-    state.flush_history()?;
+    state.flush().await?;
 
     // Whatever ran last, the server must hold the file as it is now.
     println!();

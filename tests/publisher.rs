@@ -220,7 +220,7 @@ async fn the_digest_cache_spares_a_second_read() {
     assert!(!forced.unchanged);
     assert_eq!(read3, 0);
     // The cache survives a restart of the daemon (flushed with the history).
-    cache.flush_history().unwrap();
+    cache.flush().await.unwrap();
     let reopened = Arc::new(StateStore::open(state_dir.path()).unwrap());
     let (again, read4) = run(UploadOptions {
         digest_cache: Some(reopened),

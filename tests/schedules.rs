@@ -80,10 +80,10 @@ async fn daemon(state_dir: &Path, wall: &str, up: Duration) -> usize {
         state.clone(),
         Clock::anchored(utc(wall)),
     ));
-    let sup = Supervisor::start(shared, vec![daily_0230()]).unwrap();
+    let sup = Supervisor::start(shared, vec![daily_0230()]).await.unwrap();
     tokio::time::sleep(up).await;
     sup.shutdown(Duration::from_secs(5)).await;
-    state.flush_history().unwrap();
+    state.flush().await.unwrap();
     uploader.0.load(Ordering::SeqCst)
 }
 
@@ -99,6 +99,10 @@ async fn a_missed_run_is_caught_up_once_however_often_the_daemon_restarts() {
     assert_eq!(daemon(dir.path(), "2026-03-03T11:10:00Z", hour).await, 0);
     // Down over Wednesday's 02:30, back at 03:00 CET.
     assert_eq!(daemon(dir.path(), "2026-03-04T02:00:00Z", hour).await, 1);
-    let history = StateStore::open(dir.path()).unwrap().history();
+    let history = StateStore::open(dir.path())
+        .unwrap()
+        .history()
+        .await
+        .unwrap();
     assert_eq!(history["nightly"].len(), 4, "each run recorded once");
 }

@@ -455,7 +455,13 @@ async fn run_soak(cycles: u64, seed: u64) {
                     t.foreign_aborted_by_hand += 1;
                 }
                 _ if a.leftover.as_deref() == Some(u.id.as_str()) => {}
-                _ if lane.shared.state.created_unseen(&a.target, &u.checksum) => {
+                _ if lane
+                    .shared
+                    .state
+                    .created_unseen(&a.target, &u.checksum)
+                    .await
+                    .unwrap() =>
+                {
                     // A create whose answer was lost (and whose lookup failed) started this
                     // upload; its marker says it is ours, so the asset's next run aborts it as
                     // stale. Until then it is a leftover like one whose abort failed.

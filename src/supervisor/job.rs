@@ -20,8 +20,8 @@ use crate::observe::metrics::{self, UploadOutcome};
 use crate::stac::{AssetTarget, StacClient, Upload, UploadId};
 use crate::state::{InFlight, Outcome, RunRecord, StateStore};
 use crate::upload::{
-    self, AbortOutcome, NewObjects, UploadError, UploadEvent, UploadObserver, UploadOptions,
-    UploadReport,
+    self, AbortOutcome, Durable, NewObjects, RecordFuture, UploadError, UploadEvent,
+    UploadObserver, UploadOptions, UploadReport,
 };
 
 /// The upload calls a job makes; HTTP in production, scripted in policy tests.
@@ -426,7 +426,9 @@ impl<U: Uploader> Job<U> {
                 }
             }
         };
-        self.shared.state.record_run(record.clone());
+        if let Err(e) = self.shared.state.record_run(record.clone()).await {
+            error!(error = %e, "cannot record the run in the state store");
+        }
         metrics::run_finished(&record);
         let _ = self.shared.runs.send(record.clone());
         record
@@ -445,7 +447,7 @@ impl<U: Uploader> Job<U> {
         let Err(UploadError::InProgress { upload, .. }) = &result else {
             return result;
         };
-        match self.staleness(target, upload) {
+        match self.staleness(target, upload).await {
             Some(why) => {
                 warn!(blocking = %upload.upload_id, why, "aborting a stale upload that blocks the asset");
                 match self
@@ -470,9 +472,15 @@ impl<U: Uploader> Job<U> {
                     }
                     _ => {
                         metrics::stale_upload_aborted(&self.spec.name);
-                        let _ = self.shared.state.remove_inflight(&upload.upload_id);
-                        if let Some(c) = &upload.checksum {
-                            let _ = self.shared.state.remove_creating(target, c);
+                        // The upload is gone: its records only mislead now, and a failure to drop
+                        // them costs nothing but a later lookup.
+                        if let Err(e) = self.shared.state.remove_inflight(&upload.upload_id).await {
+                            warn!(error = %e, "cannot update the state store");
+                        }
+                        if let Some(c) = &upload.checksum
+                            && let Err(e) = self.shared.state.remove_creating(target, c).await
+                        {
+                            warn!(error = %e, "cannot update the state store");
                         }
                     }
                 }
@@ -489,18 +497,24 @@ impl<U: Uploader> Job<U> {
         }
     }
 
-    /// Why a blocking upload may be aborted, or `None` if someone may still be sending it.
-    pub fn staleness(&self, target: &AssetTarget, blocking: &Upload) -> Option<&'static str> {
+    /// Why a blocking upload may be aborted, or `None` if someone may still be sending it. A
+    /// state store that cannot be read makes no upload ours: only age and expiry count then.
+    pub async fn staleness(&self, target: &AssetTarget, blocking: &Upload) -> Option<&'static str> {
         let id = &blocking.upload_id;
-        if self.shared.state.is_ours(id) && !self.shared.running().contains(id) {
+        let running = self.shared.running().contains(id);
+        let known = |r: Result<bool, crate::state::StateError>| {
+            r.unwrap_or_else(|e| {
+                warn!(error = %e, "cannot read the state store; the blocking upload is judged by its age");
+                false
+            })
+        };
+        if !running && known(self.shared.state.is_ours(id).await) {
             return Some("it is ours, from a run that is over");
         }
         // A create of ours whose answer was lost: its id never reached the store, its multihash did.
-        if blocking
-            .checksum
-            .as_deref()
-            .is_some_and(|c| self.shared.state.created_unseen(target, c))
-            && !self.shared.running().contains(id)
+        if let Some(c) = blocking.checksum.as_deref()
+            && !running
+            && known(self.shared.state.created_unseen(target, c).await)
         {
             return Some("it is ours, from a create whose answer was lost");
         }
@@ -579,25 +593,25 @@ impl<U: Uploader> Job<U> {
             upload_outcome(&result),
             result.as_ref().ok().map(|r| r.total_time),
         );
-        if let Some(id) = observer
+        let created = observer
             .created
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take()
-        {
+            .take();
+        if let Some(id) = created {
             self.shared.running().remove(&id);
             let finished = match &result {
                 Ok(_) => true,
                 Err(e) => e.left_in_progress().is_none(),
             };
             // An upload whose abort failed stays recorded: the next run or a restart aborts it.
-            if finished && let Err(e) = self.shared.state.remove_inflight(&id) {
+            if finished && let Err(e) = self.shared.state.remove_inflight(&id).await {
                 error!(error = %e, "cannot update the state store");
             }
         }
         // A completed upload proves nothing of ours blocks the asset: old create markers can go.
         if result.as_ref().is_ok_and(|r| !r.unchanged)
-            && let Err(e) = self.shared.state.clear_creating(target)
+            && let Err(e) = self.shared.state.clear_creating(target).await
         {
             error!(error = %e, "cannot update the state store");
         }
@@ -637,60 +651,61 @@ impl UploadObserver for Recorder {
     fn on_event(&self, event: &UploadEvent<'_>) {
         if let UploadEvent::PartRetry { error, .. } = event {
             metrics::part_retry(&self.job, error_reason(error));
-            return;
         }
-        if let UploadEvent::Creating { multihash } = event {
-            let rec = crate::state::Creating {
-                target: self.target.clone(),
-                multihash: multihash.as_str().to_owned(),
-                at: self.shared.now(),
-            };
-            if let Err(e) = self.shared.state().add_creating(rec) {
-                error!(error = %e, "cannot record the create in the state store");
+    }
+
+    fn record<'a>(&'a self, what: Durable<'a>) -> RecordFuture<'a> {
+        Box::pin(async move {
+            match what {
+                Durable::Creating { multihash } => {
+                    let rec = crate::state::Creating {
+                        target: self.target.clone(),
+                        multihash: multihash.as_str().to_owned(),
+                        at: self.shared.now(),
+                    };
+                    self.shared.state().add_creating(rec).await?;
+                }
+                Durable::Created {
+                    upload,
+                    multihash,
+                    part_size,
+                    file,
+                } => {
+                    self.shared.mark_running(upload.upload_id.clone());
+                    *self
+                        .created
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                        Some(upload.upload_id.clone());
+                    let rec = InFlight {
+                        upload_id: upload.upload_id.clone(),
+                        job: self.job.clone(),
+                        target: self.target.clone(),
+                        file: self.path.clone(),
+                        size: file.len,
+                        mtime: file.mtime,
+                        ino: file.ino,
+                        multihash: multihash.as_str().to_owned(),
+                        part_size,
+                        created: upload.created.unwrap_or_else(|| self.shared.now()),
+                        urls_expire: upload.urls.iter().filter_map(|u| u.expires).min(),
+                        pid: std::process::id(),
+                    };
+                    self.shared.state().add_inflight(rec).await?;
+                    // Its id is known now: the create marker has done its job. One left over
+                    // only makes a later blocker of the same bytes count as ours.
+                    if let Err(e) = self
+                        .shared
+                        .state()
+                        .remove_creating(&self.target, multihash.as_str())
+                        .await
+                    {
+                        warn!(error = %e, "cannot update the state store");
+                    }
+                }
             }
-            return;
-        }
-        let UploadEvent::Created {
-            upload,
-            multihash,
-            part_size,
-            file,
-        } = event
-        else {
-            return;
-        };
-        self.shared.mark_running(upload.upload_id.clone());
-        *self
-            .created
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(upload.upload_id.clone());
-        let rec = InFlight {
-            upload_id: upload.upload_id.clone(),
-            job: self.job.clone(),
-            target: self.target.clone(),
-            file: self.path.clone(),
-            size: file.len,
-            mtime: file.mtime,
-            ino: file.ino,
-            multihash: multihash.as_str().to_owned(),
-            part_size: *part_size,
-            created: upload.created.unwrap_or_else(|| self.shared.now()),
-            urls_expire: upload.urls.iter().filter_map(|u| u.expires).min(),
-            pid: std::process::id(),
-        };
-        // A write that fails leaves the upload unrecorded: still aborted on failure by the
-        // session, only a crash in this window would leave it to the stale rule.
-        if let Err(e) = self.shared.state().add_inflight(rec) {
-            error!(error = %e, "cannot record the upload in the state store");
-        }
-        // Its id is known now: the create marker has done its job.
-        if let Err(e) = self
-            .shared
-            .state()
-            .remove_creating(&self.target, multihash.as_str())
-        {
-            error!(error = %e, "cannot update the state store");
-        }
+            Ok(())
+        })
     }
 }
 

@@ -35,7 +35,7 @@ pub struct Supervisor<U: Uploader> {
 
 impl<U: Uploader> Supervisor<U> {
     /// Starts every job: its trigger and its runner.
-    pub fn start(shared: Arc<Shared<U>>, specs: Vec<JobSpec>) -> Result<Self, WatchError> {
+    pub async fn start(shared: Arc<Shared<U>>, specs: Vec<JobSpec>) -> Result<Self, WatchError> {
         let stop = CancellationToken::new();
         let abort_runs = CancellationToken::new();
         let tasks = TaskTracker::new();
@@ -45,7 +45,10 @@ impl<U: Uploader> Supervisor<U> {
         let now = shared.clock.now();
         // Read once, and only if needed: a copy per job would grow with the square of the jobs.
         let history = if specs.iter().any(|s| s.catch_up) {
-            shared.state.history()
+            shared.state.history().await.unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "cannot read the run history; catch_up sees no earlier runs");
+                Default::default()
+            })
         } else {
             Default::default()
         };

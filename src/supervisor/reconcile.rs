@@ -25,14 +25,23 @@ pub async fn reconcile(
     cancel: &CancellationToken,
 ) -> Vec<RunRecord> {
     let mut records = Vec::new();
-    for rec in state.inflight() {
+    let inflight = match state.inflight().await {
+        Ok(i) => i,
+        Err(e) => {
+            warn!(error = %e, "cannot read the uploads in flight; their jobs will meet them as blockers");
+            return records;
+        }
+    };
+    for rec in inflight {
         let opts = jobs
             .iter()
             .find(|j| j.name == rec.job)
             .map(|j| j.upload.clone())
             .unwrap_or_default();
         if let Some(r) = reconcile_one(client, state, &rec, &opts, cancel).await {
-            state.record_run(r.clone());
+            if let Err(e) = state.record_run(r.clone()).await {
+                warn!(error = %e, "cannot record the run in the state store");
+            }
             metrics::run_finished(&r);
             records.push(r);
         }
@@ -53,7 +62,7 @@ async fn reconcile_one(
         Err(e) if matches!(e.class, ErrorClass::RequestWrong) => {
             // 404: the asset or the upload is gone; nothing of ours can be in progress.
             info!(upload_id = %id, error = %e, "recorded upload no longer exists");
-            let _ = state.remove_inflight(id);
+            forget(state, id).await;
             return None;
         }
         Err(e) => {
@@ -63,7 +72,7 @@ async fn reconcile_one(
         }
     };
     if upload.status != UploadStatus::InProgress {
-        let _ = state.remove_inflight(id);
+        forget(state, id).await;
         return None;
     }
     let started = Utc::now();
@@ -109,13 +118,13 @@ async fn reconcile_one(
         .await;
         return match result {
             Ok(r) => {
-                let _ = state.remove_inflight(id);
+                forget(state, id).await;
                 info!(upload_id = %id, bytes = r.bytes, "resumed upload completed");
                 Some(record(Outcome::Resumed, None, r.bytes))
             }
             Err(e) => {
                 if e.left_in_progress().is_none() {
-                    let _ = state.remove_inflight(id);
+                    forget(state, id).await;
                 }
                 warn!(upload_id = %id, error = %e, "resume failed");
                 Some(record(Outcome::AbortedAtStart, Some(e.to_string()), 0))
@@ -134,12 +143,20 @@ async fn reconcile_one(
             None
         }
         _ => {
-            let _ = state.remove_inflight(id);
+            forget(state, id).await;
             Some(record(
                 Outcome::AbortedAtStart,
                 Some(format!("interrupted by a restart and aborted: {why}")),
                 0,
             ))
         }
+    }
+}
+
+/// Drops the record of an upload that is finished: one left behind is met again as ours and
+/// handled, so a failure costs a lookup, not safety.
+async fn forget(state: &StateStore, id: &crate::stac::UploadId) {
+    if let Err(e) = state.remove_inflight(id).await {
+        warn!(upload_id = %id, error = %e, "cannot update the state store");
     }
 }

@@ -276,7 +276,7 @@ async fn retry_ends_at_the_first_success() {
     let rec = f.job.run(Work::Scheduled(t0())).await;
     assert_eq!((rec.outcome, rec.attempts), (Outcome::Uploaded, 2));
     assert_eq!(
-        f.job.shared.state.history()["job"].len(),
+        f.job.shared.state.history().await.unwrap()["job"].len(),
         1,
         "one run, one record"
     );
@@ -417,14 +417,19 @@ async fn staleness_is_capped_by_the_url_lifetime_and_knows_our_own_uploads() {
         url_life: Some(chrono::Duration::hours(1)),
     };
     let f = fixture(cron_job("0 3 * * *", PolicyKind::Cancel), [ours, Act::Ok]);
-    f.job.shared.state.add_inflight(inflight("mine")).unwrap();
+    f.job
+        .shared
+        .state
+        .add_inflight(inflight("mine"))
+        .await
+        .unwrap();
     assert_eq!(
         f.job.run(Work::Scheduled(t0())).await.outcome,
         Outcome::Uploaded
     );
     assert_eq!(*f.script.aborted.lock().unwrap(), ["mine"]);
     assert!(
-        f.job.shared.state.inflight().is_empty(),
+        f.job.shared.state.inflight().await.unwrap().is_empty(),
         "the aborted upload is forgotten"
     );
 
@@ -435,7 +440,12 @@ async fn staleness_is_capped_by_the_url_lifetime_and_knows_our_own_uploads() {
         url_life: Some(chrono::Duration::hours(1)),
     };
     let f = fixture(cron_job("0 3 * * *", PolicyKind::Cancel), [running]);
-    f.job.shared.state.add_inflight(inflight("live")).unwrap();
+    f.job
+        .shared
+        .state
+        .add_inflight(inflight("live"))
+        .await
+        .unwrap();
     f.job
         .shared
         .running
@@ -496,7 +506,7 @@ async fn overlapping_fires_coalesce_into_one_follow_up_run() {
     let shared = Arc::new(Shared::new(script.clone(), state, clock));
     let mut spec = cron_job("* * * * * *", PolicyKind::Cancel);
     spec.policy.run_timeout = Duration::from_secs(3600);
-    let sup = Supervisor::start(shared, vec![spec]).unwrap();
+    let sup = Supervisor::start(shared, vec![spec]).await.unwrap();
     tokio::time::sleep(Duration::from_millis(35_500)).await;
     let runs = script.calls.lock().unwrap().len();
     let coalesced = sup.jobs()[0].pending.coalesced();
@@ -520,7 +530,9 @@ async fn shutdown_waits_for_the_grace_period_then_aborts() {
     let dir = tempfile::tempdir().unwrap();
     let state = Arc::new(StateStore::open(dir.path()).unwrap());
     let shared = Arc::new(Shared::new(script.clone(), state.clone(), clock));
-    let sup = Supervisor::start(shared, vec![cron_job("* * * * * *", PolicyKind::Cancel)]).unwrap();
+    let sup = Supervisor::start(shared, vec![cron_job("* * * * * *", PolicyKind::Cancel)])
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     assert_eq!(script.calls.lock().unwrap().len(), 1);
     let start = Instant::now();
@@ -530,7 +542,10 @@ async fn shutdown_waits_for_the_grace_period_then_aborts() {
         Duration::from_secs(30),
         "waited the grace period, then aborted"
     );
-    assert_eq!(state.history()["job"][0].outcome, Outcome::Cancelled);
+    assert_eq!(
+        state.history().await.unwrap()["job"][0].outcome,
+        Outcome::Cancelled
+    );
 }
 
 // Schedules: `every`, jitter, catch-up. Fire times are read off when the scripted uploader is
@@ -553,7 +568,7 @@ struct Started {
     _dir: tempfile::TempDir,
 }
 
-fn start_at(
+async fn start_at(
     wall: DateTime<Utc>,
     spec: JobSpec,
     history: &[RunRecord],
@@ -564,11 +579,11 @@ fn start_at(
     let dir = tempfile::tempdir().unwrap();
     let state = Arc::new(StateStore::open(dir.path()).unwrap());
     for r in history {
-        state.record_run(r.clone());
+        state.record_run(r.clone()).await.unwrap();
     }
     let shared = Arc::new(Shared::new(script.clone(), state, clock));
     Started {
-        sup: Supervisor::start(shared, vec![spec]).unwrap(),
+        sup: Supervisor::start(shared, vec![spec]).await.unwrap(),
         script,
         at: Instant::now(),
         _dir: dir,
@@ -623,7 +638,8 @@ async fn an_every_job_fires_one_interval_after_start_then_on_the_grid() {
         every_job(secs(300)),
         &[],
         vec![Act::Slow(secs(7)); 20],
-    );
+    )
+    .await;
     let offsets = s.offsets_after(secs(10 * 300 + 1)).await;
     let grid: Vec<_> = (1..=10).map(|i| secs(300 * i)).collect();
     assert_eq!(offsets, grid);
@@ -631,7 +647,7 @@ async fn an_every_job_fires_one_interval_after_start_then_on_the_grid() {
 
 #[tokio::test(start_paused = true)]
 async fn an_every_job_skips_the_times_a_stall_swallowed_instead_of_bursting() {
-    let s = start_at(t0(), every_job(secs(300)), &[], []);
+    let s = start_at(t0(), every_job(secs(300)), &[], []).await;
     tokio::time::sleep(secs(301)).await;
     // The runtime stalls (a suspended machine): 600, 900 and 1200 s pass unserved.
     tokio::time::advance(secs(1000)).await;
@@ -647,7 +663,7 @@ async fn an_every_job_skips_the_times_a_stall_swallowed_instead_of_bursting() {
 async fn jitter_delays_each_fire_within_its_window_and_spreads_them() {
     let mut spec = every_job(secs(60));
     spec.jitter = Some(secs(30));
-    let s = start_at(t0(), spec, &[], []);
+    let s = start_at(t0(), spec, &[], []).await;
     let script = s.script.clone();
     let offsets = s.offsets_after(secs(1_000 * 60 + 30)).await;
     assert_eq!(offsets.len(), 1_000, "one run per fire");
@@ -671,7 +687,7 @@ async fn jitter_never_lets_two_runs_of_a_job_overlap() {
     let mut spec = every_job(secs(60));
     spec.jitter = Some(secs(30));
     spec.policy.run_timeout = secs(3600);
-    let s = start_at(t0(), spec, &[], vec![Act::Slow(secs(50)); 1_000]);
+    let s = start_at(t0(), spec, &[], vec![Act::Slow(secs(50)); 1_000]).await;
     let script = s.script.clone();
     let offsets = s.offsets_after(secs(300 * 60)).await;
     assert_eq!(script.max_in_flight.load(Ordering::SeqCst), 1);
@@ -725,7 +741,7 @@ async fn a_fire_keeps_its_nominal_time_whatever_its_jitter_and_a_catch_up_the_mi
 async fn shutdown_cuts_a_jitter_delay_short() {
     let mut spec = every_job(secs(7200));
     spec.jitter = Some(secs(3600));
-    let s = start_at(t0(), spec, &[], []);
+    let s = start_at(t0(), spec, &[], []).await;
     // Just past the first fire time: (almost surely) in its jitter delay.
     tokio::time::sleep(secs(7200) + Duration::from_millis(1)).await;
     let script = s.script.clone();
@@ -759,6 +775,7 @@ fn utc(s: &str) -> DateTime<Utc> {
 
 async fn daily_runs(catch_up: bool, history: &[RunRecord]) -> Vec<Duration> {
     start_at(t0(), daily(catch_up), history, [])
+        .await
         .offsets_after(secs(16 * 3600))
         .await
 }
@@ -808,6 +825,7 @@ async fn a_catch_up_is_jittered_like_any_fire() {
     let mut spec = daily(true);
     spec.jitter = Some(secs(30));
     let offsets = start_at(t0(), spec, &[], [])
+        .await
         .offsets_after(secs(16 * 3600))
         .await;
     assert_eq!(offsets.len(), 2, "{offsets:?}");
@@ -823,6 +841,7 @@ async fn an_every_job_catches_up_when_an_interval_passed_since_its_last_run() {
         let mut spec = every_job(five_min);
         spec.catch_up = true;
         start_at(t0(), spec, &history, [])
+            .await
             .offsets_after(secs(601))
             .await
     };
@@ -856,6 +875,7 @@ async fn an_upload_from_our_create_whose_answer_was_lost_is_ours_to_abort() {
             multihash: checksum.into(),
             at: t0(),
         })
+        .await
         .unwrap();
     assert_eq!(
         f.job.run(Work::Scheduled(t0())).await.outcome,
@@ -863,7 +883,12 @@ async fn an_upload_from_our_create_whose_answer_was_lost_is_ours_to_abort() {
     );
     assert_eq!(*f.script.aborted.lock().unwrap(), ["lost"]);
     assert!(
-        !f.job.shared.state.created_unseen(&target, checksum),
+        !f.job
+            .shared
+            .state
+            .created_unseen(&target, checksum)
+            .await
+            .unwrap(),
         "the marker is gone with the upload"
     );
 

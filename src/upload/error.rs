@@ -98,6 +98,12 @@ pub enum UploadError {
         upload_id: Option<UploadId>,
         cause: Box<StacError>,
     },
+    /// The state store could not make a write-ahead record durable.
+    #[error("cannot record {what} in the state store: {source}")]
+    NotRecorded {
+        what: &'static str,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("upload {upload_id} of {target} failed: {cause}; {abort}")]
     AfterCreate {
         target: AssetTarget,

@@ -20,6 +20,7 @@ pub use plan::{
     TooLarge,
 };
 pub use session::{
-    CompressMode, DigestCache, DigestKey, FileSnapshot, UploadEvent, UploadObserver, UploadOptions,
-    UploadReport, abort_upload, find_blocking_upload, publish_file, resume_upload, upload_file,
+    CompressMode, DigestCache, DigestKey, Durable, FileSnapshot, RecordError, RecordFuture,
+    UploadEvent, UploadObserver, UploadOptions, UploadReport, abort_upload, find_blocking_upload,
+    publish_file, resume_upload, upload_file,
 };

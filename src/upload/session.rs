@@ -174,10 +174,42 @@ pub enum UploadEvent<'a> {
     },
 }
 
-/// Receives session events. Called from the session's tasks and from the digest threads, so it
-/// must be cheap and must not block.
+/// What a session has made durable before it goes on (see [`UploadObserver::record`]).
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Durable<'a> {
+    /// A create is about to be sent for this multihash: if its answer is lost, this is how the
+    /// upload it started is known to be ours.
+    Creating { multihash: &'a Multihash },
+    /// The server holds this upload of ours in progress from now on; no part is sent before it
+    /// is recorded.
+    Created {
+        upload: &'a Upload,
+        multihash: &'a Multihash,
+        part_size: u64,
+        file: &'a FileSnapshot,
+    },
+}
+
+/// Why a record could not be made durable (the state store's error).
+pub type RecordError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The future of [`UploadObserver::record`].
+pub type RecordFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), RecordError>> + Send + 'a>>;
+
+/// Receives session events. `on_event` is called from the session's tasks and from the digest
+/// threads, so it must be cheap and must not block; `record` is awaited, and may take its time.
 pub trait UploadObserver: Send + Sync {
     fn on_event(&self, event: &UploadEvent<'_>);
+
+    /// Makes `what` durable before the session goes on: the session waits for it, and an error
+    /// stops it (a create is not sent, an upload is aborted before its parts). The default keeps
+    /// nothing, for one-shot uploads.
+    fn record<'a>(&'a self, what: Durable<'a>) -> RecordFuture<'a> {
+        let _ = what;
+        Box::pin(std::future::ready(Ok(())))
+    }
 }
 
 /// An observer that ignores everything.
@@ -446,7 +478,17 @@ pub async fn publish_file(
         checksum: digest.multihash.clone(),
         content_encoding: encoding,
     };
-    // Before the request: if its answer is lost, this is how the upload is known to be ours.
+    // Before the request: if its answer is lost, this is how the upload is known to be ours. A
+    // create that cannot be recorded is not sent.
+    observer
+        .record(Durable::Creating {
+            multihash: &digest.multihash,
+        })
+        .await
+        .map_err(|source| UploadError::NotRecorded {
+            what: "the create, before sending it",
+            source,
+        })?;
     observer.on_event(&UploadEvent::Creating {
         multihash: &digest.multihash,
     });
@@ -456,13 +498,28 @@ pub async fn publish_file(
     };
     let created_at = Instant::now();
     let upload_id = upload.upload_id.clone();
-    observer.on_event(&UploadEvent::Created {
-        upload: &upload,
-        multihash: &digest.multihash,
-        part_size: plan.part_size(),
-        file: &snapshot,
-    });
-    info!(upload_id = %upload_id, parts = plan.count(), bytes = plan.file_size(), adopted, "upload created");
+    // No part is sent before the upload is recorded: one that cannot be is aborted at once.
+    let recorded = observer
+        .record(Durable::Created {
+            upload: &upload,
+            multihash: &digest.multihash,
+            part_size: plan.part_size(),
+            file: &snapshot,
+        })
+        .await
+        .map_err(|source| UploadError::NotRecorded {
+            what: "the upload, before sending its parts",
+            source,
+        });
+    if recorded.is_ok() {
+        observer.on_event(&UploadEvent::Created {
+            upload: &upload,
+            multihash: &digest.multihash,
+            part_size: plan.part_size(),
+            file: &snapshot,
+        });
+        info!(upload_id = %upload_id, parts = plan.count(), bytes = plan.file_size(), adopted, "upload created");
+    }
 
     let send_started = Instant::now();
     let retries = AtomicU32::new(0);
@@ -480,9 +537,12 @@ pub async fn publish_file(
     let nothing_on_server = HashMap::new();
     // An adopted upload was created by an earlier try: its URLs are older than our clock knows.
     let created_here = (!adopted).then_some(created_at);
-    let outcome = tokio::select! {
-        r = send_and_complete(&ctx, target, &upload, &plan, &digest, &nothing_on_server, created_here) => r,
-        () = cancel.cancelled() => Err(UploadError::Cancelled),
+    let outcome = match recorded {
+        Err(e) => Err(e),
+        Ok(()) => tokio::select! {
+            r = send_and_complete(&ctx, target, &upload, &plan, &digest, &nothing_on_server, created_here) => r,
+            () = cancel.cancelled() => Err(UploadError::Cancelled),
+        },
     };
     finish(
         client,

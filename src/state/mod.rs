@@ -1,0 +1,313 @@
+//! The daemon's memory across restarts: the uploads it has in flight and the creates it has sent
+//! (so that a restart resumes or aborts them, and nothing of ours is ever left in progress),
+//! recent run history for `stac-uploadd status`, and the digest cache.
+//!
+//! One interface, [`StateBackend`], for what crash safety rests on and what several daemons
+//! would share: in-flight uploads, create markers and run history. Its methods are async and
+//! fallible, so a backend may sit on a database across the network; the one here
+//! ([`files::JsonFiles`]) keeps JSON files in the state folder. The digest cache describes local
+//! files, so it stays local whatever the backend.
+//!
+//! A write the caller waits for is durable when it returns, or returns an error: the caller
+//! decides (a create whose marker cannot be written is not sent).
+
+mod files;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::stac::{AssetTarget, UploadId};
+use crate::upload::{DigestCache, DigestKey, FileDigest};
+
+pub use files::{DIGESTS_KEPT, JsonFiles};
+
+/// Runs kept per job.
+pub const HISTORY_PER_JOB: usize = 20;
+/// How long history changes may wait before they are written.
+pub const HISTORY_FLUSH: Duration = Duration::from_secs(5);
+
+/// A future a backend returns.
+pub type StateFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StateError>> + Send + 'a>>;
+
+/// An upload this daemon created and has not seen finished.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InFlight {
+    pub upload_id: UploadId,
+    pub job: String,
+    pub target: AssetTarget,
+    pub file: PathBuf,
+    /// The file as it was digested: size, mtime (s, ns), inode.
+    pub size: u64,
+    pub mtime: (i64, i64),
+    pub ino: u64,
+    pub multihash: String,
+    pub part_size: u64,
+    pub created: DateTime<Utc>,
+    /// The earliest expiry of its presigned URLs, if the server gave one.
+    pub urls_expire: Option<DateTime<Utc>>,
+    /// Process id of the daemon that created it (a live one is still sending it).
+    pub pid: u32,
+}
+
+/// A create sent for `target` with `multihash`, answer not (yet) seen: if the answer is lost, an
+/// in-progress upload of this target with this multihash is ours.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Creating {
+    pub target: AssetTarget,
+    pub multihash: String,
+    pub at: DateTime<Utc>,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Uploaded,
+    Unchanged,
+    Failed,
+    Cancelled,
+    Resumed,
+    AbortedAtStart,
+}
+
+impl Outcome {
+    /// Stable lower-case name for logs, metrics and `status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Uploaded => "uploaded",
+            Outcome::Unchanged => "unchanged",
+            Outcome::Failed => "failed",
+            Outcome::Cancelled => "cancelled",
+            Outcome::Resumed => "resumed",
+            Outcome::AbortedAtStart => "aborted_at_start",
+        }
+    }
+}
+
+/// One finished run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub job: String,
+    pub started: DateTime<Utc>,
+    pub finished: DateTime<Utc>,
+    pub outcome: Outcome,
+    pub asset: String,
+    pub file: Option<PathBuf>,
+    pub bytes: u64,
+    pub attempts: u32,
+    pub upload_id: Option<UploadId>,
+    pub error: Option<String>,
+}
+
+/// Why the store could not be read or written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StateError {
+    #[error("state folder {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The record of our uploads in progress cannot be read. Unlike a cache, it cannot simply be
+    /// moved aside: an operator must decide (see the message).
+    #[error(
+        "state file {} is not valid ({source}). It lists the uploads this daemon has in progress on the server and the creates it has sent: moving it aside loses them, and each such upload then blocks its asset until its job's stale_after passes or someone aborts it (stac-uploadd status shows recent runs). Repair it, or move it aside knowingly, then start again",
+        path.display()
+    )]
+    CorruptInflight {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("the state store's worker failed: {0}")]
+    Worker(String),
+}
+
+impl StateError {
+    /// True when the daemon must not start until an operator has looked (systemd must not
+    /// restart it in a loop).
+    pub fn needs_operator(&self) -> bool {
+        matches!(self, StateError::CorruptInflight { .. })
+    }
+}
+
+/// What crash safety rests on, and what several daemons sharing the work would share. Every
+/// write is durable when its future resolves `Ok`.
+pub trait StateBackend: Send + Sync + std::fmt::Debug {
+    /// Records a create about to be sent.
+    fn add_creating(&self, rec: Creating) -> StateFuture<'_, ()>;
+    /// Forgets the creates recorded for `target` with `multihash`.
+    fn remove_creating(&self, target: AssetTarget, multihash: String) -> StateFuture<'_, ()>;
+    /// Forgets every create marker of `target`.
+    fn clear_creating(&self, target: AssetTarget) -> StateFuture<'_, ()>;
+    /// Whether a create of ours for `target` with this multihash was sent without its answer seen.
+    fn created_unseen(&self, target: AssetTarget, multihash: String) -> StateFuture<'_, bool>;
+    /// Records an upload before any part is sent.
+    fn add_inflight(&self, rec: InFlight) -> StateFuture<'_, ()>;
+    /// Forgets an upload that is completed or aborted.
+    fn remove_inflight(&self, id: UploadId) -> StateFuture<'_, ()>;
+    /// The uploads recorded as in flight.
+    fn inflight(&self) -> StateFuture<'_, Vec<InFlight>>;
+    /// Whether this upload id is one of ours.
+    fn is_ours(&self, id: UploadId) -> StateFuture<'_, bool>;
+    /// Appends a finished run (it may be written later, by [`StateBackend::flush`]).
+    fn record_run(&self, rec: RunRecord) -> StateFuture<'_, ()>;
+    /// The recorded runs, per job, oldest first.
+    fn history(&self) -> StateFuture<'_, BTreeMap<String, Vec<RunRecord>>>;
+    /// Writes what is held back (history).
+    fn flush(&self) -> StateFuture<'_, ()>;
+}
+
+/// Whether the daemon, run as this user, can keep its state in `dir`: a folder it can create
+/// files in, or one it can create. Tried for real, with a probe file that is removed at once
+/// (permission bits do not tell: root passes them on /proc or a read-only mount, and fails).
+pub fn check_dir(dir: &Path) -> Result<(), String> {
+    let mut existing = dir;
+    while !existing.exists() {
+        existing = existing
+            .parent()
+            .ok_or_else(|| "no part of the path exists".to_owned())?;
+    }
+    let meta = std::fs::metadata(existing)
+        .map_err(|e| format!("cannot read {}: {e}", existing.display()))?;
+    if !meta.is_dir() {
+        return Err(format!(
+            "{} is not a directory: expected a folder for the daemon's state",
+            existing.display()
+        ));
+    }
+    let what = if existing == dir {
+        "cannot create files in it"
+    } else {
+        "it does not exist, and cannot be created"
+    };
+    tempfile::Builder::new()
+        .prefix(".stac-uploadd-check")
+        .tempfile_in(existing)
+        .map(drop)
+        .map_err(|e| {
+            format!(
+                "{what} (tried in {}: {e}): expected a writable folder for the user running the daemon",
+                existing.display()
+            )
+        })
+}
+
+/// The store of one daemon: a backend for the shared records, and the local digest cache.
+#[derive(Debug)]
+pub struct StateStore {
+    dir: PathBuf,
+    backend: std::sync::Arc<dyn StateBackend>,
+    files: std::sync::Arc<JsonFiles>,
+}
+
+impl StateStore {
+    /// Opens the JSON-files store in `dir` (created if needed). A corrupt cache or history is
+    /// moved aside with a warning; a corrupt in-flight record is an error
+    /// ([`StateError::needs_operator`]).
+    pub fn open(dir: &Path) -> Result<Self, StateError> {
+        Self::open_files(dir, false)
+    }
+
+    /// Opens the store to read it beside a daemon that may be running: nothing is written.
+    pub fn open_read_only(dir: &Path) -> Result<Self, StateError> {
+        Self::open_files(dir, true)
+    }
+
+    fn open_files(dir: &Path, read_only: bool) -> Result<Self, StateError> {
+        let files = std::sync::Arc::new(JsonFiles::open(dir, read_only)?);
+        Ok(Self {
+            dir: dir.to_owned(),
+            backend: files.clone(),
+            files,
+        })
+    }
+
+    /// The folder the local files live in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// See [`StateBackend::add_creating`].
+    pub async fn add_creating(&self, rec: Creating) -> Result<(), StateError> {
+        self.backend.add_creating(rec).await
+    }
+
+    /// See [`StateBackend::remove_creating`].
+    pub async fn remove_creating(
+        &self,
+        target: &AssetTarget,
+        multihash: &str,
+    ) -> Result<(), StateError> {
+        self.backend
+            .remove_creating(target.clone(), multihash.to_owned())
+            .await
+    }
+
+    /// See [`StateBackend::clear_creating`].
+    pub async fn clear_creating(&self, target: &AssetTarget) -> Result<(), StateError> {
+        self.backend.clear_creating(target.clone()).await
+    }
+
+    /// See [`StateBackend::created_unseen`].
+    pub async fn created_unseen(
+        &self,
+        target: &AssetTarget,
+        multihash: &str,
+    ) -> Result<bool, StateError> {
+        self.backend
+            .created_unseen(target.clone(), multihash.to_owned())
+            .await
+    }
+
+    /// See [`StateBackend::add_inflight`].
+    pub async fn add_inflight(&self, rec: InFlight) -> Result<(), StateError> {
+        self.backend.add_inflight(rec).await
+    }
+
+    /// See [`StateBackend::remove_inflight`].
+    pub async fn remove_inflight(&self, id: &UploadId) -> Result<(), StateError> {
+        self.backend.remove_inflight(id.clone()).await
+    }
+
+    /// See [`StateBackend::inflight`].
+    pub async fn inflight(&self) -> Result<Vec<InFlight>, StateError> {
+        self.backend.inflight().await
+    }
+
+    /// See [`StateBackend::is_ours`].
+    pub async fn is_ours(&self, id: &UploadId) -> Result<bool, StateError> {
+        self.backend.is_ours(id.clone()).await
+    }
+
+    /// See [`StateBackend::record_run`].
+    pub async fn record_run(&self, rec: RunRecord) -> Result<(), StateError> {
+        self.backend.record_run(rec).await
+    }
+
+    /// See [`StateBackend::history`].
+    pub async fn history(&self) -> Result<BTreeMap<String, Vec<RunRecord>>, StateError> {
+        self.backend.history().await
+    }
+
+    /// Writes the history and the digest cache if they changed.
+    pub async fn flush(&self) -> Result<(), StateError> {
+        self.backend.flush().await?;
+        self.files.flush_digests().await
+    }
+}
+
+impl DigestCache for StateStore {
+    fn get(&self, key: &DigestKey) -> Option<FileDigest> {
+        self.files.digest(key)
+    }
+
+    fn put(&self, key: DigestKey, digest: &FileDigest) {
+        self.files.put_digest(key, digest);
+    }
+}
