@@ -513,7 +513,47 @@ mod tests {
         assert!(t("map-%Y.tif").uses_time());
         assert!(!t("map-%Y.tif").uses_file_name());
         assert!(t("{stem}.tif").uses_file_name());
-        assert!(!t("100%%.tif").uses_time());
+        // `%%` is a literal `%`, not a time field (and not an id character either).
+        assert!(!IdTemplate::from("100%%.tif").uses_time());
+        assert!(IdTemplate::parse("100%%.tif").is_err());
+    }
+
+    #[test]
+    fn ids_refuse_literal_text_outside_the_charset() {
+        for (s, at, ch) in [
+            ("A.BIN", 0, 'A'),
+            ("Radar_{stem}.h5", 0, 'R'),
+            ("../../x.bin", 2, '/'),
+            ("{stem} v2.h5", 6, ' '),
+            ("x-%Y%%.h5", 4, '%'),
+        ] {
+            let e = IdTemplate::parse(s).unwrap_err().for_key("asset");
+            assert!(
+                matches!(&e, TemplateError::NotIdChar { ch: got, offset, .. } if *got == ch && *offset == at),
+                "{s}: {e:?}"
+            );
+            assert!(e.to_string().starts_with(&format!("asset {s:?} holds {ch:?}")), "{e}");
+        }
+        assert!(IdTemplate::parse("radar-{stem}-%Y%m%d.h5").is_ok());
+    }
+
+    #[test]
+    fn the_extension_of_an_id_template() {
+        let ext = |s: &str| t(s).extension();
+        let lit = |e: &str| IdExtension::Literal(e.to_owned());
+        assert_eq!(ext("map.tif"), lit("tif"));
+        assert_eq!(ext("{stem}.h5"), lit("h5"));
+        assert_eq!(ext("radar-%Y%m%d.h5"), lit("h5"));
+        assert_eq!(ext("readme"), lit("readme"));
+        assert_eq!(ext("{stem}.{ext}"), IdExtension::FileExt);
+        assert_eq!(ext("%Y-{name}"), IdExtension::FileName);
+        assert_eq!(ext("{stem}"), IdExtension::Unknown);
+        assert_eq!(ext("{stem}-{ext}"), IdExtension::Unknown);
+        assert_eq!(ext("x.%Y"), IdExtension::Unknown);
+        assert_eq!(t("{stem}.{ext}").dot_ext_offset(), Some(7));
+        assert_eq!(t("a.{ext}-{name}").dot_ext_offset(), Some(2));
+        assert_eq!(t("{stem}-{ext}").dot_ext_offset(), None);
+        assert_eq!(t("{name}").dot_ext_offset(), None);
     }
 
     #[test]
