@@ -1691,7 +1691,11 @@ properties = { gsd = 2.5 }
     assert_eq!(body["properties"]["forecast:horizon"], "PT6H");
     assert_eq!(body["properties"]["forecast:perturbed"], false);
     let keys: Vec<&String> = body.as_object().expect("an object").keys().collect();
-    assert_eq!(keys.len(), 4, "id, geometry, properties, links only: {keys:?}");
+    assert_eq!(
+        keys.len(),
+        4,
+        "id, geometry, properties, links only: {keys:?}"
+    );
     let asset = job.asset_metadata.as_ref().expect("asset metadata");
     assert_eq!(asset.asset_body("x.h5", "a.h5", &run)["gsd"], 2.5);
 
@@ -2368,7 +2372,9 @@ fn refused_fixtures_are_refused_where_they_say() {
 }
 
 fn fixture(name: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/config/accepted").join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/config/accepted")
+        .join(name);
     std::fs::read_to_string(path).expect("a fixture")
 }
 
@@ -2385,7 +2391,12 @@ fn an_item_creating_job_sends_what_the_server_keeps() {
         .as_ref()
         .expect("item metadata")
         .item_body(&item, "m01.grib2", &run);
-    let mut keys: Vec<&str> = body.as_object().unwrap().keys().map(String::as_str).collect();
+    let mut keys: Vec<&str> = body
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
     keys.sort_unstable();
     assert_eq!(keys, ["geometry", "id", "links", "properties"]);
     assert_eq!(body["geometry"]["type"], "Polygon");

@@ -853,6 +853,10 @@ impl Checker<'_> {
 
     fn secret_from_env(&mut self, raw: &Spanned<String>, key: &str) -> Option<String> {
         let name = raw.get_ref();
+        if name.contains("${") {
+            // Reported as an unexpanded variable: `_env` names a variable, it does not expand one.
+            return None;
+        }
         let problem = if name.is_empty() {
             format!("{key} is empty: expected the name of an environment variable")
         } else {
@@ -1018,7 +1022,10 @@ impl Checker<'_> {
     /// The asset id's extension against the server's table and the asset's media type, as far
     /// as it is known before a file is seen; and `.{ext}` only where every file has an extension.
     fn asset_extension(&mut self, raw: &RawJob, asset: &IdTemplate, media_type: Option<&str>) {
-        let pattern = raw.watch.as_ref().map(|w| w.get_ref().pattern.get_ref().as_str());
+        let pattern = raw
+            .watch
+            .as_ref()
+            .map(|w| w.get_ref().pattern.get_ref().as_str());
         let from_pattern = pattern.and_then(server_rules::pattern_extensions);
         let judged: Vec<(String, String)> = match (asset.extension(), &from_pattern) {
             (IdExtension::Literal(ext), _) => vec![(ext, String::new())],
@@ -1051,7 +1058,10 @@ impl Checker<'_> {
             if let Err(why) = rules::check_extension(&ext, media_type) {
                 self.diag.at(
                     &raw.asset.span(),
-                    format!("asset {:?} ends in \".{ext}\"{whence}: {why}", asset.as_str()),
+                    format!(
+                        "asset {:?} ends in \".{ext}\"{whence}: {why}",
+                        asset.as_str()
+                    ),
                 );
                 return;
             }
@@ -1268,17 +1278,13 @@ impl Checker<'_> {
 
     /// A title: not blank and at most 255 characters, as the server takes it (tried with a
     /// sample run and an empty file name).
-    fn title(
-        &mut self,
-        raw: &Spanned<String>,
-        tz: Tz,
-        one_file: bool,
-    ) -> Option<TextTemplate> {
+    fn title(&mut self, raw: &Spanned<String>, tz: Tz, one_file: bool) -> Option<TextTemplate> {
         let template = self.text_template(raw, "title", one_file)?;
         let run = sample_run(tz);
         let sample = template.render("", &run);
         let problem = if sample.trim().is_empty() && !template.uses_file_name() {
-            "title is blank: the server refuses a blank title; expected some text, or no title".to_owned()
+            "title is blank: the server refuses a blank title; expected some text, or no title"
+                .to_owned()
         } else if sample.chars().count() > MAX_TITLE {
             format!(
                 "title renders {} characters (for a run at {}): the server takes at most {MAX_TITLE}",
@@ -1299,7 +1305,7 @@ impl Checker<'_> {
         &mut self,
         table: &Spanned<RawProperties>,
         own_keys: &[(&str, &str)],
-        check: fn(&str, &serde_json::Value) -> Result<(), (bool, String)>,
+        check: server_rules::PropertyCheck,
     ) -> Option<serde_json::Map<String, serde_json::Value>> {
         let mut map = serde_json::Map::new();
         let mut ok = true;
@@ -1321,8 +1327,11 @@ impl Checker<'_> {
                     continue;
                 }
             };
-            if let Err((at_key, why)) = check(name, &json) {
-                let span = if at_key { key.span() } else { value.span() };
+            if let Err((blame, why)) = check(name, &json) {
+                let span = match blame {
+                    server_rules::Blame::Key => key.span(),
+                    server_rules::Blame::Value => value.span(),
+                };
                 self.diag.at(&span, why);
                 ok = false;
                 continue;
@@ -1715,7 +1724,11 @@ impl Checker<'_> {
         // The types that fit the asset's extension, when it is written in the asset id.
         let fits = match asset.map(IdTemplate::extension) {
             Some(IdExtension::Literal(ext)) if rules::check_extension(&ext, None).is_ok() => {
-                format!("; for asset {:?}, expected {}", asset.map_or("", |a| a.as_str()), rules::types_for(&ext))
+                format!(
+                    "; for asset {:?}, expected {}",
+                    asset.map_or("", |a| a.as_str()),
+                    rules::types_for(&ext)
+                )
             }
             _ => String::new(),
         };

@@ -251,9 +251,15 @@ mod tests {
         let mut meta = meta();
         // Built by hand past the loader's checks: still left out.
         meta.properties.insert("gsd".into(), json!(10));
-        meta.properties.insert("created".into(), json!("2026-01-01T00:00:00Z"));
+        meta.properties
+            .insert("created".into(), json!("2026-01-01T00:00:00Z"));
         let body = meta.item_body("i", "scan.h5", &run());
-        let keys: Vec<&str> = body.as_object().unwrap().keys().map(String::as_str).collect();
+        let keys: Vec<&str> = body
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
         assert!(keys.iter().all(|k| ITEM_FIELDS.contains(k)), "{keys:?}");
         for read_only in ["type", "stac_version", "bbox"] {
             assert!(body.get(read_only).is_none(), "{read_only} is read-only");

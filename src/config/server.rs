@@ -40,18 +40,27 @@ fn list(items: &[&str]) -> String {
     }
 }
 
+/// What a refused property is blamed at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Blame {
+    Key,
+    Value,
+}
+
+/// A check of one property: `Err` says where the problem is and what it is.
+pub(super) type PropertyCheck = fn(&str, &Value) -> Result<(), (Blame, String)>;
+
 /// An item property of `[job.item_metadata.properties]`: the key, then the value's type.
-/// `Err((true, _))` blames the key, `Err((false, _))` the value.
-pub(super) fn item_property(key: &str, value: &Value) -> Result<(), (bool, String)> {
+pub(super) fn item_property(key: &str, value: &Value) -> Result<(), (Blame, String)> {
     match key {
         "created" | "updated" => Err((
-            true,
+            Blame::Key,
             format!("properties may not set {key:?}: the server sets it (read-only)"),
         )),
         "forecast:reference_datetime" => match value.as_str() {
             Some(s) if chrono::DateTime::parse_from_rfc3339(s).is_ok() => Ok(()),
             _ => Err((
-                false,
+                Blame::Value,
                 format!(
                     "{key} = {value} is not an RFC 3339 date-time: expected e.g. \"2026-11-25T06:00:00Z\" (with its offset)"
                 ),
@@ -60,7 +69,7 @@ pub(super) fn item_property(key: &str, value: &Value) -> Result<(), (bool, Strin
         "forecast:horizon" | "forecast:duration" => match value.as_str() {
             Some(s) if iso_duration(s) => Ok(()),
             _ => Err((
-                false,
+                Blame::Value,
                 format!(
                     "{key} = {value} is not an ISO 8601 duration: expected e.g. \"PT6H\", \"P2D\" or \"P1DT12H30M\" (days, hours, minutes and seconds; the server takes no years, months or weeks)"
                 ),
@@ -69,19 +78,19 @@ pub(super) fn item_property(key: &str, value: &Value) -> Result<(), (bool, Strin
         "forecast:variable" => match value.as_str() {
             Some(s) if !s.trim().is_empty() => Ok(()),
             _ => Err((
-                false,
+                Blame::Value,
                 format!("{key} = {value}: expected a non-empty string, e.g. \"T_2M\""),
             )),
         },
         "forecast:perturbed" => match value {
             Value::Bool(_) => Ok(()),
             _ => Err((
-                false,
+                Blame::Value,
                 format!("{key} = {value}: expected true or false"),
             )),
         },
         other => Err((
-            true,
+            Blame::Key,
             format!(
                 "the server drops item property {other:?} without a word: [job.item_metadata.properties] may hold only {} (datetime, start_datetime, end_datetime, title and expires are keys of [job.item_metadata] itself)",
                 list(ITEM_PROPERTIES)
@@ -91,30 +100,34 @@ pub(super) fn item_property(key: &str, value: &Value) -> Result<(), (bool, Strin
 }
 
 /// An extra asset field of `[job.asset_metadata.properties]`, as [`item_property`].
-pub(super) fn asset_property(key: &str, value: &Value) -> Result<(), (bool, String)> {
+pub(super) fn asset_property(key: &str, value: &Value) -> Result<(), (Blame, String)> {
     match key {
         "created" | "updated" => Err((
-            true,
+            Blame::Key,
             format!("properties may not set {key:?}: the server sets it (read-only)"),
         )),
         "description" => match value.as_str() {
             Some(s) if !s.trim().is_empty() => Ok(()),
             _ => Err((
-                false,
-                format!("description = {value}: expected a non-blank string (the server refuses a blank one)"),
+                Blame::Value,
+                format!(
+                    "description = {value}: expected a non-blank string (the server refuses a blank one)"
+                ),
             )),
         },
         "gsd" => match value.as_f64() {
             Some(g) if g > 0.0 => Ok(()),
             _ => Err((
-                false,
-                format!("gsd = {value}: expected a number above 0 (the ground sample distance, in metres)"),
+                Blame::Value,
+                format!(
+                    "gsd = {value}: expected a number above 0 (the ground sample distance, in metres)"
+                ),
             )),
         },
         "geoadmin:lang" => match value.as_str() {
             Some(s) if LANGUAGES.contains(&s) => Ok(()),
             _ => Err((
-                false,
+                Blame::Value,
                 format!(
                     "geoadmin:lang = {value} is not one of the server's languages: expected \"de\", \"it\", \"fr\", \"rm\" or \"en\""
                 ),
@@ -123,14 +136,14 @@ pub(super) fn asset_property(key: &str, value: &Value) -> Result<(), (bool, Stri
         "geoadmin:variant" => match value.as_str() {
             Some(s) if variant(s) && s.chars().count() <= MAX_VARIANT => Ok(()),
             _ => Err((
-                false,
+                Blame::Value,
                 format!(
                     "geoadmin:variant = {value}: expected at most {MAX_VARIANT} letters and digits, words separated by one space (e.g. \"komb\" or \"krel 2\")"
                 ),
             )),
         },
         other => Err((
-            true,
+            Blame::Key,
             format!(
                 "the server refuses asset field {other:?} (400 \"Unexpected property in payload\"): [job.asset_metadata.properties] may hold only {} (type, title, roles and \"proj:epsg\" are keys of [job.asset_metadata] itself)",
                 list(ASSET_PROPERTIES)
@@ -299,10 +312,20 @@ mod tests {
 
     #[test]
     fn iso_durations_as_the_server_reads_them() {
-        for ok in ["PT6H", "P2D", "P1DT12H30M", "PT0.5S", "-PT1H", "PT1,5H", "P1DT1S"] {
+        for ok in [
+            "PT6H",
+            "P2D",
+            "P1DT12H30M",
+            "PT0.5S",
+            "-PT1H",
+            "PT1,5H",
+            "P1DT1S",
+        ] {
             assert!(iso_duration(ok), "{ok}");
         }
-        for bad in ["6h", "P", "PT", "P1Y", "P1W", "PT1H2H", "PT1M1H", "P1H", "PTH", "PT.5S"] {
+        for bad in [
+            "6h", "P", "PT", "P1Y", "P1W", "PT1H2H", "PT1M1H", "P1H", "PTH", "PT.5S",
+        ] {
             assert!(!iso_duration(bad), "{bad}");
         }
     }
@@ -310,13 +333,27 @@ mod tests {
     #[test]
     fn pattern_extensions_need_a_literal_one_in_every_alternative() {
         assert_eq!(pattern_extensions("*.h5"), Some(vec!["h5".to_owned()]));
-        assert_eq!(pattern_extensions("**/scan_*.tif"), Some(vec!["tif".to_owned()]));
+        assert_eq!(
+            pattern_extensions("**/scan_*.tif"),
+            Some(vec!["tif".to_owned()])
+        );
         assert_eq!(
             pattern_extensions("*.{tif,tiff}"),
             Some(vec!["tif".to_owned(), "tiff".to_owned()])
         );
-        assert_eq!(pattern_extensions("{a,b}*.zip"), Some(vec!["zip".to_owned()]));
-        for none in ["*", "data_*", "*.t?f", "*.*", "*.{tif,*}", "dir.d/*", "{*.h5,README}"] {
+        assert_eq!(
+            pattern_extensions("{a,b}*.zip"),
+            Some(vec!["zip".to_owned()])
+        );
+        for none in [
+            "*",
+            "data_*",
+            "*.t?f",
+            "*.*",
+            "*.{tif,*}",
+            "dir.d/*",
+            "{*.h5,README}",
+        ] {
             assert_eq!(pattern_extensions(none), None, "{none}");
         }
     }
@@ -325,12 +362,26 @@ mod tests {
     fn properties_keep_to_what_the_server_keeps() {
         assert!(item_property("forecast:horizon", &json!("PT6H")).is_ok());
         assert!(item_property("forecast:perturbed", &json!(true)).is_ok());
-        assert!(item_property("forecast:reference_datetime", &json!("2026-01-01T00:00:00Z")).is_ok());
-        assert_eq!(item_property("forecast:perturbed", &json!("yes")).unwrap_err().0, false);
-        assert_eq!(item_property("gsd", &json!(2)).unwrap_err().0, true);
+        assert!(
+            item_property(
+                "forecast:reference_datetime",
+                &json!("2026-01-01T00:00:00Z")
+            )
+            .is_ok()
+        );
+        assert_eq!(
+            item_property("forecast:perturbed", &json!("yes"))
+                .unwrap_err()
+                .0,
+            Blame::Value
+        );
+        assert_eq!(item_property("gsd", &json!(2)).unwrap_err().0, Blame::Key);
         assert!(asset_property("geoadmin:variant", &json!("krel 2")).is_ok());
         for bad in ["krel  2", " krel", "krel-2", "abcdefghijklmnopqrstuvwxyz"] {
-            assert!(asset_property("geoadmin:variant", &json!(bad)).is_err(), "{bad}");
+            assert!(
+                asset_property("geoadmin:variant", &json!(bad)).is_err(),
+                "{bad}"
+            );
         }
         assert!(asset_property("gsd", &json!(0)).is_err());
         assert!(asset_property("gsd", &json!(0.5)).is_ok());

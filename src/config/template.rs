@@ -532,7 +532,11 @@ mod tests {
                 matches!(&e, TemplateError::NotIdChar { ch: got, offset, .. } if *got == ch && *offset == at),
                 "{s}: {e:?}"
             );
-            assert!(e.to_string().starts_with(&format!("asset {s:?} holds {ch:?}")), "{e}");
+            assert!(
+                e.to_string()
+                    .starts_with(&format!("asset {s:?} holds {ch:?}")),
+                "{e}"
+            );
         }
         assert!(IdTemplate::parse("radar-{stem}-%Y%m%d.h5").is_ok());
     }
