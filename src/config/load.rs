@@ -75,6 +75,7 @@ pub fn parse(
         source,
         folder: config_folder(source),
         env,
+        api_version: ApiVersion::default(),
     };
     let config = checker.config(&raw);
     // Parsed a second time, as a tree with every span: the raw types know only their own keys.
@@ -253,12 +254,17 @@ struct Checker<'a> {
     source: &'a Path,
     folder: PathBuf,
     env: &'a dyn Fn(&str) -> Option<String>,
+    /// `[server] api_version` as far as it was read: the asset fields differ.
+    api_version: ApiVersion,
 }
 
 impl Checker<'_> {
     fn config(&mut self, raw: &RawConfig) -> Option<Config> {
         let state_dir = self.state_dir(raw.state_dir.as_ref());
         let server = self.server(&raw.server);
+        if let Some(s) = &server {
+            self.api_version = s.api_version;
+        }
 
         let defaults = self.layer(raw.defaults.settings());
         self.check_delay_order(&defaults, &Layer::default());
@@ -1747,6 +1753,14 @@ impl Checker<'_> {
         let title = raw.title.as_ref().map(|t| self.title(t, tz, one_file));
         let mut roles = Vec::new();
         let mut roles_ok = true;
+        let v09 = self.api_version == ApiVersion::V09;
+        if v09 && let Some(first) = raw.roles.iter().flatten().next() {
+            self.diag.at(
+                &first.span(),
+                "roles do not apply with api_version = \"v0.9\": its assets have no roles, and the server refuses them (400 \"Unexpected property in payload\"); remove roles",
+            );
+            roles_ok = false;
+        }
         for role in raw.roles.iter().flatten() {
             if role.get_ref().trim().is_empty() {
                 self.diag.at(
@@ -1776,7 +1790,11 @@ impl Checker<'_> {
                     ("checksum:multihash", "the server sets it from the uploads"),
                     ("file:size", "the server sets it from the uploads"),
                 ],
-                server_rules::asset_property,
+                if v09 {
+                    server_rules::asset_property_v09
+                } else {
+                    server_rules::asset_property
+                },
             )
         });
         if !roles_ok {

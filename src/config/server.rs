@@ -152,6 +152,17 @@ pub(super) fn asset_property(key: &str, value: &Value) -> Result<(), (Blame, Str
     }
 }
 
+/// [`asset_property`] for `api_version = "v0.9"`, whose assets call `gsd` `eo:gsd`.
+pub(super) fn asset_property_v09(key: &str, value: &Value) -> Result<(), (Blame, String)> {
+    match key {
+        "gsd" => Err((
+            Blame::Key,
+            "gsd does not apply with api_version = \"v0.9\": the server refuses it there (400 \"Unexpected property in payload\"); its field is \"eo:gsd\", which stac-uploadd does not send".to_owned(),
+        )),
+        _ => asset_property(key, value),
+    }
+}
+
 /// The server's `geoadmin:variant`: ASCII letters and digits, words separated by one space.
 fn variant(s: &str) -> bool {
     let mut words = 0;

@@ -203,6 +203,10 @@ pub fn normalize_media_type(media_type: &str) -> Option<String> {
 
 /// The server's entry for a media type, after normalising it.
 pub fn media_type(media_type: &str) -> Option<&'static MediaType> {
+    // Written as stored, the usual case: no allocation.
+    if let Some(t) = MEDIA_TYPES.iter().find(|t| t.name == media_type) {
+        return Some(t);
+    }
     let normalized = normalize_media_type(media_type)?;
     MEDIA_TYPES.iter().find(|t| t.name == normalized)
 }
