@@ -1432,7 +1432,7 @@ collection = "c"
 asset = "radar-{stem}.{ext}"
 [job.watch]
 dir = "incoming"
-pattern = "*"
+pattern = "*.h5"
 "#,
     );
     let asset = &config.jobs[0].asset;
@@ -1441,6 +1441,7 @@ pattern = "*"
         asset.render("scan.20260101.h5", &run_time()),
         "radar-scan.20260101.h5"
     );
+    // Rendering alone; `check` refuses `.{ext}` unless the pattern guarantees an extension.
     assert_eq!(asset.render("README", &run_time()), "radar-README.");
 
     let literal = AssetTemplate::parse("map.tif").expect("literal");
@@ -1665,7 +1666,7 @@ pattern = "*.h5"
 geometry = { type = "MultiPoint", coordinates = [[7.4, 46.9], [8.5, 47.4, 400]] }
 datetime = "run"
 title = "Scan {stem}"
-properties = { "ch:station" = "bern", level = 3 }
+properties = { "forecast:horizon" = "PT6H", "forecast:perturbed" = false }
 [job.asset_metadata]
 type = "application/x-hdf5"
 properties = { gsd = 2.5 }
@@ -1687,8 +1688,14 @@ properties = { gsd = 2.5 }
     assert_eq!(body["geometry"]["type"], "MultiPoint");
     assert_eq!(body["properties"]["datetime"], "2026-11-25T05:00:00Z");
     assert_eq!(body["properties"]["title"], "Scan a");
-    assert_eq!(body["properties"]["ch:station"], "bern");
-    assert_eq!(body["properties"]["level"], 3);
+    assert_eq!(body["properties"]["forecast:horizon"], "PT6H");
+    assert_eq!(body["properties"]["forecast:perturbed"], false);
+    let keys: Vec<&String> = body.as_object().expect("an object").keys().collect();
+    assert_eq!(
+        keys.len(),
+        4,
+        "id, geometry, properties, links only: {keys:?}"
+    );
     let asset = job.asset_metadata.as_ref().expect("asset metadata");
     assert_eq!(asset.asset_body("x.h5", "a.h5", &run)["gsd"], 2.5);
 
@@ -2329,3 +2336,169 @@ broken!(
     Some(9),
     "title \"{stem}\" uses placeholders, which only apply to watch jobs"
 );
+
+// --- what the server refuses or drops: fixtures in tests/config/refused and accepted ----------
+
+/// Each `tests/config/refused/*.toml` starts with `# refused at LINE:COL: FRAGMENT`: the loader
+/// must refuse it with an error at that place whose message contains the fragment.
+#[test]
+fn refused_fixtures_are_refused_where_they_say() {
+    let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/config/refused");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&folder)
+        .expect("the fixtures folder")
+        .map(|e| e.expect("an entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    for file in &files {
+        let text = std::fs::read_to_string(file).expect("a fixture");
+        let case = file.file_stem().unwrap().to_string_lossy();
+        let head = text.lines().next().unwrap_or_default();
+        let Some(rest) = head.strip_prefix("# refused at ") else {
+            panic!("{case}: the first line must be \"# refused at LINE:COL: FRAGMENT\"");
+        };
+        let (place, fragment) = rest.split_once(": ").expect("LINE:COL: FRAGMENT");
+        let (line, col) = place.split_once(':').expect("LINE:COL");
+        expect_error(
+            &case,
+            &text,
+            0o600,
+            line.parse().expect("a line"),
+            Some(col.parse().expect("a column")),
+            fragment,
+        );
+    }
+    assert!(files.len() >= 15, "{} fixtures", files.len());
+}
+
+fn fixture(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/config/accepted")
+        .join(name);
+    std::fs::read_to_string(path).expect("a fixture")
+}
+
+#[test]
+fn an_item_creating_job_sends_what_the_server_keeps() {
+    let (_dir, c) = load_ok(&fixture("item_creating_job.toml"));
+    let job = &c.jobs[0];
+    let run = run_time();
+    let item = job.item.as_ref().expect("item").render("m01.grib2", &run);
+    assert_eq!(item, "icon-ch1-2026112506");
+    assert_eq!(job.asset.render("m01.grib2", &run), "m01.grib2");
+    let body = job
+        .item_metadata
+        .as_ref()
+        .expect("item metadata")
+        .item_body(&item, "m01.grib2", &run);
+    let mut keys: Vec<&str> = body
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["geometry", "id", "links", "properties"]);
+    assert_eq!(body["geometry"]["type"], "Polygon");
+    let p = &body["properties"];
+    assert_eq!(p["forecast:reference_datetime"], "2026-11-25T06:00:00Z");
+    assert_eq!(p["forecast:horizon"], "PT6H");
+    assert_eq!(p["forecast:duration"], "P1DT12H");
+    assert_eq!(p["forecast:variable"], "T_2M");
+    assert_eq!(p["forecast:perturbed"], false);
+    assert_eq!(p["title"], "ICON-CH1 run of 25.11.2026 06:00");
+    let asset = job.asset_metadata.as_ref().expect("asset metadata");
+    assert_eq!(
+        asset.asset_body("m01.grib2", "m01.grib2", &run),
+        serde_json::json!({
+            "id": "m01.grib2", "type": "application/grib", "title": "Member m01",
+            "roles": ["data"], "proj:epsg": 4326,
+        })
+    );
+}
+
+#[test]
+fn an_asset_creating_job_normalises_its_type_and_keeps_its_fields() {
+    let (_dir, c) = load_ok(&fixture("asset_creating_job.toml"));
+    let asset = c.jobs[0].asset_metadata.as_ref().expect("asset metadata");
+    assert_eq!(
+        asset.media_type, "image/tiff; application=geotiff; profile=cloud-optimized",
+        "stored as the server stores it"
+    );
+    assert_eq!(
+        asset.asset_body("map_2056.tif", "map.tif", &run_time()),
+        serde_json::json!({
+            "id": "map_2056.tif",
+            "type": "image/tiff; application=geotiff; profile=cloud-optimized",
+            "title": "Map", "roles": ["data", "visual"], "proj:epsg": 2056,
+            "description": "The current map, as a cloud-optimized GeoTIFF", "gsd": 0.5,
+            "geoadmin:lang": "de", "geoadmin:variant": "krel 2",
+        })
+    );
+}
+
+#[test]
+fn collection_assets_with_guaranteed_extensions_load() {
+    let (_dir, c) = load_ok(&fixture("collection_asset.toml"));
+    let [legend, tiles] = c.jobs.as_slice() else {
+        panic!("two jobs: {:?}", c.jobs);
+    };
+    assert_eq!((legend.item.as_ref(), tiles.item.as_ref()), (None, None));
+    assert_eq!(tiles.asset.render("a/b.tiff", &run_time()), "a/b.tiff");
+    assert_eq!(tiles.asset.render("b.tif", &run_time()), "b.tif");
+}
+
+#[test]
+fn the_same_asset_in_two_collections_or_items_is_two_targets() {
+    load_ok(
+        r#"[server]
+url = "https://stac.example/api/stac/v1"
+[[job]]
+name = "a"
+collection = "c1"
+item = "i"
+asset = "a.tif"
+file = "export/a.tif"
+schedule = "0 3 * * *"
+[[job]]
+name = "b"
+collection = "c2"
+item = "i"
+asset = "a.tif"
+file = "export/a.tif"
+schedule = "0 3 * * *"
+[[job]]
+name = "c"
+collection = "c1"
+item = "j"
+asset = "a.tif"
+file = "export/a.tif"
+schedule = "0 3 * * *"
+"#,
+    );
+}
+
+#[test]
+fn variables_in_paths_expand_and_inline_secrets_may_hold_dollar_braces() {
+    let (dir, c) = load_ok(
+        r#"state_dir = "${STAC_PW}/state"
+[server]
+url = "https://stac.example/api/stac/v1"
+[server.auth]
+type = "basic"
+username = "u"
+password = "pa${ss"
+[[job]]
+name = "j"
+collection = "c"
+asset = "a.tif"
+file = "export/a.tif"
+schedule = "0 3 * * *"
+"#,
+    );
+    assert_eq!(c.state_dir, dir.path().join("pw-from-env/state"));
+    match &c.server.auth {
+        Auth::Basic { password, .. } => assert_eq!(password.expose_secret(), "pa${ss"),
+        other => panic!("{other:?}"),
+    }
+}

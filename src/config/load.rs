@@ -17,10 +17,12 @@ use super::error::{ConfigError, Diagnostics};
 use super::metadata::{AssetMetadata, ItemMetadata, ItemTime, TimeValue, bbox_polygon};
 use super::raw::{
     DurationText, Int, RawAssetMetadata, RawAuth, RawConfig, RawItemMetadata, RawJob, RawObserve,
-    RawServer, RawSettings, RawWatch, RawWindow, Size,
+    RawProperties, RawServer, RawSettings, RawWatch, RawWindow, Size,
 };
-use super::template::{IdTemplate, TemplateError, TextTemplate};
+use super::server::{self as server_rules, MAX_TITLE};
+use super::template::{IdExtension, IdTemplate, TemplateError, TextTemplate};
 use super::{Config, JobSpec, ObserveConfig, ServerConfig, TriggerSpec};
+use crate::stac::rules;
 use crate::stac::{ApiVersion, Auth, CognitoAuth};
 use crate::supervisor::{PolicyKind, PolicySpec};
 use crate::trigger::watch::DEFAULT_IGNORE;
@@ -73,8 +75,15 @@ pub fn parse(
         source,
         folder: config_folder(source),
         env,
+        api_version: ApiVersion::default(),
     };
     let config = checker.config(&raw);
+    // Parsed a second time, as a tree with every span: the raw types know only their own keys.
+    if let Ok(doc) = toml::de::DeTable::parse(text) {
+        for (span, message) in server_rules::unexpanded_vars(doc.get_ref()) {
+            checker.diag.at(&span, message);
+        }
+    }
     checker.diag.finish(source)?;
     // Every path that yields `None` records an error, so a clean run has built everything.
     Ok(config.expect("a job file without errors yields a config"))
@@ -245,12 +254,17 @@ struct Checker<'a> {
     source: &'a Path,
     folder: PathBuf,
     env: &'a dyn Fn(&str) -> Option<String>,
+    /// `[server] api_version` as far as it was read: the asset fields differ.
+    api_version: ApiVersion,
 }
 
 impl Checker<'_> {
     fn config(&mut self, raw: &RawConfig) -> Option<Config> {
         let state_dir = self.state_dir(raw.state_dir.as_ref());
         let server = self.server(&raw.server);
+        if let Some(s) = &server {
+            self.api_version = s.api_version;
+        }
 
         let defaults = self.layer(raw.defaults.settings());
         self.check_delay_order(&defaults, &Layer::default());
@@ -263,9 +277,11 @@ impl Checker<'_> {
             );
         }
         let mut seen: HashMap<&str, usize> = HashMap::new();
+        let mut targets: HashMap<(&str, Option<&str>, &str), &RawJob> = HashMap::new();
         let mut jobs = Vec::with_capacity(raw.job.len());
         for job in &raw.job {
             self.check_name(&job.name, &mut seen);
+            self.check_target(job, &mut targets);
             jobs.push(self.job(job, &defaults));
         }
         let observe = self.observe(&raw.observe);
@@ -843,6 +859,10 @@ impl Checker<'_> {
 
     fn secret_from_env(&mut self, raw: &Spanned<String>, key: &str) -> Option<String> {
         let name = raw.get_ref();
+        if name.contains("${") {
+            // Reported as an unexpanded variable: `_env` names a variable, it does not expand one.
+            return None;
+        }
         let problem = if name.is_empty() {
             format!("{key} is empty: expected the name of an environment variable")
         } else {
@@ -930,6 +950,144 @@ impl Checker<'_> {
         }
     }
 
+    /// Two jobs on one asset (the same collection, item and asset, written alike) overwrite each
+    /// other's uploads: the second is refused.
+    fn check_target<'r>(
+        &mut self,
+        job: &'r RawJob,
+        targets: &mut HashMap<(&'r str, Option<&'r str>, &'r str), &'r RawJob>,
+    ) {
+        let key = (
+            job.collection.get_ref().as_str(),
+            job.item.as_ref().map(|i| i.get_ref().as_str()),
+            job.asset.get_ref().as_str(),
+        );
+        if key.0.trim().is_empty() || key.2.trim().is_empty() {
+            return;
+        }
+        match targets.get(&key) {
+            Some(first) => {
+                let (line, _) = self.diag.line_col(first.name.span().start);
+                let item = key.1.map_or_else(
+                    || " (a collection asset)".to_owned(),
+                    |i| format!(", item {i:?}"),
+                );
+                self.diag.at(
+                    &job.asset.span(),
+                    format!(
+                        "job {:?} uploads to the same asset as job {:?} (line {line}): collection {:?}{item}, asset {:?}; two jobs on one asset overwrite each other's uploads, expected one job per asset",
+                        job.name.get_ref(),
+                        first.name.get_ref(),
+                        key.0,
+                        key.2
+                    ),
+                );
+            }
+            None => {
+                targets.insert(key, job);
+            }
+        }
+    }
+
+    /// A literal id (a collection): the server's charset, located at the first bad character.
+    fn literal_id(&mut self, raw: &Spanned<String>, key: &str) -> Option<String> {
+        let id = raw.get_ref();
+        if id.contains("${") {
+            // Reported as an unexpanded variable.
+            return None;
+        }
+        match rules::check_id(id) {
+            Ok(()) => Some(id.clone()),
+            Err(e) => {
+                let at = id
+                    .char_indices()
+                    .find(|&(_, c)| !rules::is_id_char(c))
+                    .map_or(0, |(i, _)| i);
+                self.at_in_string(raw, at, format!("{key}: {e}"));
+                None
+            }
+        }
+    }
+
+    /// Records `message` at byte `offset` inside the string value `raw` when it is written
+    /// without escapes (so offsets in the string are offsets in the file), else at the value.
+    fn at_in_string(&mut self, raw: &Spanned<String>, offset: usize, message: String) {
+        let span = raw.span();
+        let text = raw.get_ref();
+        let plain = self.diag.source(&span).is_some_and(|s| {
+            s.len() == text.len() + 2 && s.get(1..s.len() - 1) == Some(text.as_str())
+        });
+        let at = if plain {
+            span.start + 1 + offset
+        } else {
+            span.start
+        };
+        self.diag.at_offset(at, message);
+    }
+
+    /// The asset id's extension against the server's table and the asset's media type, as far
+    /// as it is known before a file is seen; and `.{ext}` only where every file has an extension.
+    fn asset_extension(&mut self, raw: &RawJob, asset: &IdTemplate, media_type: Option<&str>) {
+        let pattern = raw
+            .watch
+            .as_ref()
+            .map(|w| w.get_ref().pattern.get_ref().as_str());
+        let from_pattern = pattern.and_then(server_rules::pattern_extensions);
+        let judged: Vec<(String, String)> = match (asset.extension(), &from_pattern) {
+            (IdExtension::Literal(ext), _) => vec![(ext, String::new())],
+            (IdExtension::FileExt | IdExtension::FileName, Some(exts)) => exts
+                .iter()
+                .map(|e| {
+                    (
+                        e.clone(),
+                        format!(
+                            " (the extension of the files pattern {:?} matches)",
+                            pattern.unwrap_or_default()
+                        ),
+                    )
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        for (ext, whence) in judged {
+            if let Some(c) = ext.chars().find(|&c| !rules::is_id_char(c)) {
+                self.diag.at(
+                    &raw.asset.span(),
+                    format!(
+                        "asset {:?} ends in \".{ext}\"{whence}, which holds {c:?}: ids hold only {}",
+                        asset.as_str(),
+                        rules::ID_CHARS
+                    ),
+                );
+                return;
+            }
+            if let Err(why) = rules::check_extension(&ext, media_type) {
+                self.diag.at(
+                    &raw.asset.span(),
+                    format!(
+                        "asset {:?} ends in \".{ext}\"{whence}: {why}",
+                        asset.as_str()
+                    ),
+                );
+                return;
+            }
+        }
+        if let Some(offset) = asset.dot_ext_offset()
+            && raw.watch.is_some()
+            && from_pattern.is_none()
+        {
+            self.at_in_string(
+                &raw.asset,
+                offset,
+                format!(
+                    "asset {:?}: a file without an extension (e.g. \"readme\") gives an id ending in \".\" (\"readme.\"), which the server refuses; the pattern {:?} does not guarantee an extension: expected a pattern such as \"*.tif\" that does",
+                    asset.as_str(),
+                    pattern.unwrap_or_default()
+                ),
+            );
+        }
+    }
+
     fn job(&mut self, raw: &RawJob, defaults: &Layer) -> Option<JobSpec> {
         let name = raw.name.get_ref().clone();
         let own = self.layer(raw.settings());
@@ -940,7 +1098,9 @@ impl Checker<'_> {
         let one_file = raw.watch.is_none()
             && (raw.file.is_some() || raw.schedule.is_some() || raw.every.is_some());
 
-        let collection = self.non_empty(&raw.collection, "collection");
+        let collection = self
+            .non_empty(&raw.collection, "collection")
+            .and_then(|_| self.literal_id(&raw.collection, "collection"));
         // `None`: refused; `Some(None)`: a collection asset.
         let item = match &raw.item {
             Some(item) if item.get_ref().trim().is_empty() => {
@@ -971,7 +1131,15 @@ impl Checker<'_> {
         let asset_metadata = raw
             .asset_metadata
             .as_ref()
-            .map(|m| self.asset_metadata(m, one_file));
+            .map(|m| self.asset_metadata(m, asset.as_ref(), tz, one_file));
+        if let Some(asset) = &asset {
+            let media_type = match &asset_metadata {
+                Some(Some(m)) => Some(m.media_type.as_str()),
+                _ => None,
+            };
+            // A refused type is reported where it is written; the id is judged without it.
+            self.asset_extension(raw, asset, media_type);
+        }
 
         let uses_local_time = item
             .as_ref()
@@ -1084,6 +1252,10 @@ impl Checker<'_> {
         key: &str,
         one_file: bool,
     ) -> Option<IdTemplate> {
+        if raw.get_ref().contains("${") {
+            // Reported as an unexpanded variable.
+            return None;
+        }
         let template = match IdTemplate::parse(raw.get_ref()) {
             Ok(t) => t,
             Err(e) => {
@@ -1101,7 +1273,78 @@ impl Checker<'_> {
             );
             return None;
         }
+        if let Some(id) = template.literal()
+            && let Err(e) = rules::check_id(&id)
+        {
+            self.diag.at(&raw.span(), format!("{key}: {e}"));
+            return None;
+        }
         Some(template)
+    }
+
+    /// A title: not blank and at most 255 characters, as the server takes it (tried with a
+    /// sample run and an empty file name).
+    fn title(&mut self, raw: &Spanned<String>, tz: Tz, one_file: bool) -> Option<TextTemplate> {
+        let template = self.text_template(raw, "title", one_file)?;
+        let run = sample_run(tz);
+        let sample = template.render("", &run);
+        let problem = if sample.trim().is_empty() && !template.uses_file_name() {
+            "title is blank: the server refuses a blank title; expected some text, or no title"
+                .to_owned()
+        } else if sample.chars().count() > MAX_TITLE {
+            format!(
+                "title renders {} characters (for a run at {}): the server takes at most {MAX_TITLE}",
+                sample.chars().count(),
+                run.to_rfc3339()
+            )
+        } else {
+            return Some(template);
+        };
+        self.diag.at(&raw.span(), problem);
+        None
+    }
+
+    /// `[job.item_metadata.properties]` or `[job.asset_metadata.properties]`: keys that have
+    /// keys of their own are refused at the table (`own_keys`), others by `check` at the key or
+    /// the value.
+    fn properties(
+        &mut self,
+        table: &Spanned<RawProperties>,
+        own_keys: &[(&str, &str)],
+        check: server_rules::PropertyCheck,
+    ) -> Option<serde_json::Map<String, serde_json::Value>> {
+        let mut map = serde_json::Map::new();
+        let mut ok = true;
+        for (key, value) in table.get_ref() {
+            let name = key.get_ref().as_str();
+            if let Some((_, why)) = own_keys.iter().find(|(k, _)| *k == name) {
+                self.diag.at(
+                    &table.span(),
+                    format!("properties may not set {name:?}: {why}"),
+                );
+                ok = false;
+                continue;
+            }
+            let json = match toml_to_json(value.get_ref()) {
+                Ok(j) => j,
+                Err(e) => {
+                    self.diag.at(&value.span(), e);
+                    ok = false;
+                    continue;
+                }
+            };
+            if let Err((blame, why)) = check(name, &json) {
+                let span = match blame {
+                    server_rules::Blame::Key => key.span(),
+                    server_rules::Blame::Value => value.span(),
+                };
+                self.diag.at(&span, why);
+                ok = false;
+                continue;
+            }
+            map.insert(name.to_owned(), json);
+        }
+        ok.then_some(map)
     }
 
     /// A metadata text (title, date-time). Placeholders of the file name only apply to watch
@@ -1112,6 +1355,10 @@ impl Checker<'_> {
         key: &str,
         one_file: bool,
     ) -> Option<TextTemplate> {
+        if raw.get_ref().contains("${") {
+            // Reported as an unexpanded variable.
+            return None;
+        }
         let template = match TextTemplate::parse(raw.get_ref()) {
             Ok(t) => t,
             Err(e) => {
@@ -1133,19 +1380,8 @@ impl Checker<'_> {
     }
 
     fn template_error(&mut self, raw: &Spanned<String>, e: TemplateError) {
-        let span = raw.span();
-        let text = raw.get_ref();
-        // Point at the problem itself when the value is written without escapes, so the
-        // offset in the string is the offset in the file.
-        let plain = self.diag.source(&span).is_some_and(|s| {
-            s.len() == text.len() + 2 && s.get(1..s.len() - 1) == Some(text.as_str())
-        });
-        let offset = if plain {
-            span.start + 1 + e.offset()
-        } else {
-            span.start
-        };
-        self.diag.at_offset(offset, e.to_string());
+        // At the problem itself when the value is written without escapes.
+        self.at_in_string(raw, e.offset(), e.to_string());
     }
 
     /// Exactly one trigger: file + schedule, file + every, or [job.watch].
@@ -1361,26 +1597,19 @@ impl Checker<'_> {
         };
         let time = self.item_time(raw, &at_table, tz, one_file);
         let expires = self.positive_duration(raw.expires.as_ref(), "expires");
-        let title = raw
-            .title
-            .as_ref()
-            .map(|t| self.text_template(t, "title", one_file));
+        let title = raw.title.as_ref().map(|t| self.title(t, tz, one_file));
         let properties = raw.properties.as_ref().map(|p| {
-            self.value(Some(p), |t| {
-                let map = table_to_json(t)?;
-                check_properties(
-                    &map,
-                    &[
-                        ("datetime", "the item's time comes from datetime, or start_datetime and end_datetime, of [job.item_metadata]"),
-                        ("start_datetime", "write start_datetime in [job.item_metadata] itself"),
-                        ("end_datetime", "write end_datetime in [job.item_metadata] itself"),
-                        ("title", "write title in [job.item_metadata] itself"),
-                        ("expires", "write expires in [job.item_metadata] itself, as a duration after the run"),
-                    ],
-                )?;
-                Ok(map)
-            })
-            .map(|v| v.0)
+            self.properties(
+                p,
+                &[
+                    ("datetime", "the item's time comes from datetime, or start_datetime and end_datetime, of [job.item_metadata]"),
+                    ("start_datetime", "write start_datetime in [job.item_metadata] itself"),
+                    ("end_datetime", "write end_datetime in [job.item_metadata] itself"),
+                    ("title", "write title in [job.item_metadata] itself"),
+                    ("expires", "write expires in [job.item_metadata] itself, as a duration after the run"),
+                ],
+                server_rules::item_property,
+            )
         });
         if raw.expires.is_some() && expires.is_none() {
             return None;
@@ -1493,24 +1722,45 @@ impl Checker<'_> {
     fn asset_metadata(
         &mut self,
         table: &Spanned<RawAssetMetadata>,
+        asset: Option<&IdTemplate>,
+        tz: Tz,
         one_file: bool,
     ) -> Option<AssetMetadata> {
         let raw = table.get_ref();
+        // The types that fit the asset's extension, when it is written in the asset id.
+        let fits = match asset.map(IdTemplate::extension) {
+            Some(IdExtension::Literal(ext)) if rules::check_extension(&ext, None).is_ok() => {
+                format!(
+                    "; for asset {:?}, expected {}",
+                    asset.map_or("", |a| a.as_str()),
+                    rules::types_for(&ext)
+                )
+            }
+            _ => String::new(),
+        };
         let media_type = self.value(Some(&raw.media_type), |t| {
             let t = t.trim();
-            match t.split_once('/') {
-                Some((main, sub)) if !main.is_empty() && !sub.trim().is_empty() => Ok(t.to_owned()),
-                _ => Err(format!(
-                    "invalid type {t:?}: expected a media type such as \"application/x-hdf5\" or \"image/tiff; application=geotiff\" (the server checks it fits the asset id's extension)"
+            match (rules::normalize_media_type(t), rules::media_type(t)) {
+                (_, Some(known)) => Ok(known.name.to_owned()),
+                (None, _) => Err(format!(
+                    "invalid type {t:?}: expected a media type such as \"application/x-hdf5\" or \"image/tiff; application=geotiff\" (the server checks it fits the asset id's extension){fits}"
+                )),
+                (Some(_), None) => Err(format!(
+                    "unknown type {t:?}: the server accepts only the media types of its table, such as \"application/x-hdf5\", \"image/tiff; application=geotiff\", \"application/zip\" or \"text/csv\"{fits}"
                 )),
             }
         });
-        let title = raw
-            .title
-            .as_ref()
-            .map(|t| self.text_template(t, "title", one_file));
+        let title = raw.title.as_ref().map(|t| self.title(t, tz, one_file));
         let mut roles = Vec::new();
         let mut roles_ok = true;
+        let v09 = self.api_version == ApiVersion::V09;
+        if v09 && let Some(first) = raw.roles.iter().flatten().next() {
+            self.diag.at(
+                &first.span(),
+                "roles do not apply with api_version = \"v0.9\": its assets have no roles, and the server refuses them (400 \"Unexpected property in payload\"); remove roles",
+            );
+            roles_ok = false;
+        }
         for role in raw.roles.iter().flatten() {
             if role.get_ref().trim().is_empty() {
                 self.diag.at(
@@ -1527,25 +1777,25 @@ impl Checker<'_> {
                 .map(|(v, _)| u32::try_from(v).expect("1..=999999 fits u32"))
         });
         let properties = raw.properties.as_ref().map(|p| {
-            self.value(Some(p), |t| {
-                let map = table_to_json(t)?;
-                check_properties(
-                    &map,
-                    &[
-                        ("id", "the asset id is the job's asset"),
-                        ("type", "write type in [job.asset_metadata] itself"),
-                        ("title", "write title in [job.asset_metadata] itself"),
-                        ("roles", "write roles in [job.asset_metadata] itself"),
-                        ("proj:epsg", "write \"proj:epsg\" in [job.asset_metadata] itself"),
-                        ("href", "an href makes the asset external, and an external asset cannot be uploaded to"),
-                        ("file:checksum", "the server sets it from the uploads"),
-                        ("checksum:multihash", "the server sets it from the uploads"),
-                        ("file:size", "the server sets it from the uploads"),
-                    ],
-                )?;
-                Ok(map)
-            })
-            .map(|v| v.0)
+            self.properties(
+                p,
+                &[
+                    ("id", "the asset id is the job's asset"),
+                    ("type", "write type in [job.asset_metadata] itself"),
+                    ("title", "write title in [job.asset_metadata] itself"),
+                    ("roles", "write roles in [job.asset_metadata] itself"),
+                    ("proj:epsg", "write \"proj:epsg\" in [job.asset_metadata] itself"),
+                    ("href", "an href makes the asset external, and an external asset cannot be uploaded to"),
+                    ("file:checksum", "the server sets it from the uploads"),
+                    ("checksum:multihash", "the server sets it from the uploads"),
+                    ("file:size", "the server sets it from the uploads"),
+                ],
+                if v09 {
+                    server_rules::asset_property_v09
+                } else {
+                    server_rules::asset_property
+                },
+            )
         });
         if !roles_ok {
             return None;
@@ -1581,6 +1831,11 @@ impl Checker<'_> {
         });
         // `*` stays within one folder level, as in .gitignore: `**/*.tif` reaches sub-folders.
         let pattern = self.value(Some(&raw.pattern), |p| {
+            if p.starts_with('/') {
+                return Err(format!(
+                    "pattern {p:?} is absolute: patterns are matched against the path relative to dir, expected e.g. \"*.h5\" or \"**/*.tif\" (with the folder in dir)"
+                ));
+            }
             GlobBuilder::new(p)
                 .literal_separator(true)
                 .build()
@@ -1880,17 +2135,6 @@ fn walk_coordinates(
     }
     list.iter()
         .try_for_each(|v| walk_coordinates(v, depth - 1, min_line, rings, bbox))
-}
-
-/// Properties that have keys of their own, refused in a `properties` table.
-fn check_properties(
-    table: &serde_json::Map<String, serde_json::Value>,
-    own_keys: &[(&str, &str)],
-) -> Result<(), String> {
-    match own_keys.iter().find(|(k, _)| table.contains_key(*k)) {
-        Some((key, why)) => Err(format!("properties may not set {key:?}: {why}")),
-        None => Ok(()),
-    }
 }
 
 fn part_size(raw: &Size) -> Result<ByteSize, String> {

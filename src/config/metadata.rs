@@ -9,21 +9,56 @@ use serde_json::{Map, Value, json};
 
 use super::template::TextTemplate;
 
-/// The STAC version written into the items we create.
+/// The STAC version of the items we create. It is not sent: the server refuses `stac_version`
+/// in an item body as read-only.
 pub const STAC_VERSION: &str = "1.0.0";
+
+/// The top-level keys of an item body the server accepts (`type`, `stac_version` and `bbox` are
+/// read-only there, anything else unexpected: both are refused with 400).
+pub const ITEM_FIELDS: &[&str] = &["id", "geometry", "properties", "links"];
+
+/// The item properties the server keeps besides the item's time, `title` and `expires`: the
+/// forecast extension. It drops any other property without a word.
+pub const ITEM_PROPERTIES: &[&str] = &[
+    "forecast:reference_datetime",
+    "forecast:horizon",
+    "forecast:duration",
+    "forecast:variable",
+    "forecast:perturbed",
+];
+
+/// The fields of an asset body we send (`href` would make the asset external; `file:checksum`,
+/// `created` and `updated` are read-only).
+pub const ASSET_FIELDS: &[&str] = &[
+    "id",
+    "type",
+    "title",
+    "description",
+    "roles",
+    "gsd",
+    "proj:epsg",
+    "geoadmin:lang",
+    "geoadmin:variant",
+];
+
+/// The asset fields given in `[job.asset_metadata.properties]` (the others have keys of their
+/// own).
+pub const ASSET_PROPERTIES: &[&str] = &["description", "gsd", "geoadmin:lang", "geoadmin:variant"];
 
 /// A STAC Item to create when the job's item is missing.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ItemMetadata {
     /// A GeoJSON geometry object (written, or the polygon of `bbox`).
     pub geometry: Value,
-    /// `[west, south, east, north]` of the geometry.
+    /// `[west, south, east, north]` of the geometry; not sent (the server computes it, and
+    /// refuses `bbox` in a body as read-only).
     pub bbox: [f64; 4],
     pub time: ItemTime,
     /// The item's `expires` property: this long after the run time.
     pub expires: Option<Duration>,
     pub title: Option<TextTemplate>,
-    /// Further properties, written as given.
+    /// Further properties: those of [`ITEM_PROPERTIES`] (checked at load; others are left out of
+    /// the body, as the server would drop them).
     pub properties: Map<String, Value>,
 }
 
@@ -65,9 +100,15 @@ fn rfc3339(t: DateTime<Utc>) -> String {
 }
 
 impl ItemMetadata {
-    /// The body of `PUT collections/{c}/items/{id}` for a run.
+    /// The body of `PUT collections/{c}/items/{id}` for a run: [`ITEM_FIELDS`] only, and in
+    /// `properties` only what the server keeps.
     pub fn item_body(&self, id: &str, file_name: &str, run: &DateTime<Tz>) -> Value {
-        let mut properties = self.properties.clone();
+        let mut properties: Map<String, Value> = self
+            .properties
+            .iter()
+            .filter(|(k, _)| ITEM_PROPERTIES.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         match &self.time {
             ItemTime::Instant(t) => {
                 properties.insert("datetime".into(), t.render(file_name, run).into());
@@ -90,11 +131,8 @@ impl ItemMetadata {
             }
         }
         json!({
-            "type": "Feature",
-            "stac_version": STAC_VERSION,
             "id": id,
             "geometry": self.geometry,
-            "bbox": self.bbox,
             "properties": properties,
             "links": [],
         })
@@ -122,19 +160,26 @@ pub fn bbox_polygon([w, s, e, n]: [f64; 4]) -> Value {
 /// An asset to create when the job's asset is missing.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AssetMetadata {
-    /// The media type (`type`); the server checks it fits the asset id's extension.
+    /// The media type (`type`), normalised as the server stores it; the server checks it fits
+    /// the asset id's extension.
     pub media_type: String,
     pub title: Option<TextTemplate>,
     pub roles: Vec<String>,
     pub proj_epsg: Option<u32>,
-    /// Further fields of the asset, written as given.
+    /// Further fields of the asset: those of [`ASSET_PROPERTIES`] (checked at load; others are
+    /// left out of the body, as the server would refuse them).
     pub properties: Map<String, Value>,
 }
 
 impl AssetMetadata {
-    /// The body of `PUT .../assets/{id}` for a run.
+    /// The body of `PUT .../assets/{id}` for a run: [`ASSET_FIELDS`] only.
     pub fn asset_body(&self, id: &str, file_name: &str, run: &DateTime<Tz>) -> Value {
-        let mut body = self.properties.clone();
+        let mut body: Map<String, Value> = self
+            .properties
+            .iter()
+            .filter(|(k, _)| ASSET_PROPERTIES.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         body.insert("id".into(), id.into());
         body.insert("type".into(), self.media_type.clone().into());
         if let Some(title) = &self.title {
@@ -166,9 +211,8 @@ mod tests {
             .unwrap()
     }
 
-    #[test]
-    fn an_item_body_has_what_stac_and_the_server_want() {
-        let meta = ItemMetadata {
+    fn meta() -> ItemMetadata {
+        ItemMetadata {
             geometry: bbox_polygon([5.9, 45.8, 10.5, 47.8]),
             bbox: [5.9, 45.8, 10.5, 47.8],
             time: ItemTime::Range {
@@ -177,13 +221,19 @@ mod tests {
             },
             expires: Some(Duration::from_secs(7 * 86_400)),
             title: Some(TextTemplate::parse("Radar {stem} %d.%m.%Y").unwrap()),
-            properties: Map::from_iter([("gsd".to_owned(), json!(10))]),
-        };
-        let body = meta.item_body("radar-2026-11-25", "scan.h5", &run());
-        assert_eq!(body["type"], "Feature");
-        assert_eq!(body["stac_version"], STAC_VERSION);
+            properties: Map::from_iter([
+                ("forecast:horizon".to_owned(), json!("PT6H")),
+                ("forecast:perturbed".to_owned(), json!(false)),
+            ]),
+        }
+    }
+
+    #[test]
+    fn an_item_body_has_what_the_server_accepts() {
+        let body = meta().item_body("radar-2026-11-25", "scan.h5", &run());
         assert_eq!(body["id"], "radar-2026-11-25");
-        assert_eq!(body["bbox"], json!([5.9, 45.8, 10.5, 47.8]));
+        // The bbox is sent as the geometry's polygon, never as `bbox`.
+        assert_eq!(body["geometry"]["type"], "Polygon");
         assert_eq!(body["geometry"]["coordinates"][0][2], json!([10.5, 47.8]));
         let p = &body["properties"];
         assert_eq!(p["datetime"], Value::Null);
@@ -191,8 +241,68 @@ mod tests {
         assert_eq!(p["end_datetime"], "2026-11-25T05:00:00Z");
         assert_eq!(p["expires"], "2026-12-02T05:00:00Z");
         assert_eq!(p["title"], "Radar scan 25.11.2026");
-        assert_eq!(p["gsd"], 10);
+        assert_eq!(p["forecast:horizon"], "PT6H");
+        assert_eq!(p["forecast:perturbed"], false);
         assert_eq!(body["links"], json!([]));
+    }
+
+    #[test]
+    fn an_item_body_has_no_key_the_server_refuses_or_drops() {
+        let mut meta = meta();
+        // Built by hand past the loader's checks: still left out.
+        meta.properties.insert("gsd".into(), json!(10));
+        meta.properties
+            .insert("created".into(), json!("2026-01-01T00:00:00Z"));
+        let body = meta.item_body("i", "scan.h5", &run());
+        let keys: Vec<&str> = body
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert!(keys.iter().all(|k| ITEM_FIELDS.contains(k)), "{keys:?}");
+        for read_only in ["type", "stac_version", "bbox"] {
+            assert!(body.get(read_only).is_none(), "{read_only} is read-only");
+        }
+        let kept = [
+            "datetime",
+            "start_datetime",
+            "end_datetime",
+            "title",
+            "expires",
+        ];
+        for key in body["properties"].as_object().unwrap().keys() {
+            assert!(
+                kept.contains(&key.as_str()) || ITEM_PROPERTIES.contains(&key.as_str()),
+                "{key} would be dropped"
+            );
+        }
+    }
+
+    #[test]
+    fn an_asset_body_has_only_the_accepted_fields() {
+        let meta = AssetMetadata {
+            media_type: "application/x-hdf5".into(),
+            title: Some(TextTemplate::parse("Scan {stem}").unwrap()),
+            roles: vec!["data".into()],
+            proj_epsg: Some(2056),
+            properties: Map::from_iter([
+                ("gsd".to_owned(), json!(2.5)),
+                ("geoadmin:lang".to_owned(), json!("de")),
+                ("file:checksum".to_owned(), json!("1220abcd")),
+                ("href".to_owned(), json!("https://elsewhere/a.h5")),
+            ]),
+        };
+        let body = meta.asset_body("scan.h5", "scan.h5", &run());
+        assert_eq!(
+            body,
+            json!({
+                "id": "scan.h5", "type": "application/x-hdf5", "title": "Scan scan",
+                "roles": ["data"], "proj:epsg": 2056, "gsd": 2.5, "geoadmin:lang": "de",
+            })
+        );
+        let keys = body.as_object().unwrap().keys();
+        assert!(keys.into_iter().all(|k| ASSET_FIELDS.contains(&k.as_str())));
     }
 
     #[test]

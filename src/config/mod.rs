@@ -4,12 +4,16 @@ mod error;
 mod load;
 mod metadata;
 mod raw;
+mod server;
 mod template;
 
 pub use error::{ConfigError, LocatedError};
 pub use load::{load, parse};
-pub use metadata::{AssetMetadata, ItemMetadata, ItemTime, STAC_VERSION, TimeValue, bbox_polygon};
-pub use template::{AssetTemplate, IdTemplate, TemplateError, TextTemplate};
+pub use metadata::{
+    ASSET_FIELDS, ASSET_PROPERTIES, AssetMetadata, ITEM_FIELDS, ITEM_PROPERTIES, ItemMetadata,
+    ItemTime, STAC_VERSION, TimeValue, bbox_polygon,
+};
+pub use template::{AssetTemplate, IdExtension, IdTemplate, TemplateError, TextTemplate};
 
 use std::fmt;
 use std::path::PathBuf;

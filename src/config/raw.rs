@@ -160,8 +160,11 @@ pub(super) struct RawItemMetadata {
     pub(super) end_datetime: Option<Spanned<String>>,
     pub(super) expires: Option<Spanned<DurationText>>,
     pub(super) title: Option<Spanned<String>>,
-    pub(super) properties: Option<Spanned<toml::Table>>,
+    pub(super) properties: Option<Spanned<RawProperties>>,
 }
+
+/// A `properties` table, each key and value with its span so that a refused one can be located.
+pub(super) type RawProperties = std::collections::BTreeMap<Spanned<String>, Spanned<toml::Value>>;
 
 /// `[job.asset_metadata]`: the asset created when it is missing.
 #[derive(Debug, Deserialize)]
@@ -173,7 +176,7 @@ pub(super) struct RawAssetMetadata {
     pub(super) roles: Option<Vec<Spanned<String>>>,
     #[serde(rename = "proj:epsg")]
     pub(super) proj_epsg: Option<Spanned<Int>>,
-    pub(super) properties: Option<Spanned<toml::Table>>,
+    pub(super) properties: Option<Spanned<RawProperties>>,
 }
 
 /// `[job.watch]`.

@@ -47,6 +47,15 @@ pub enum TemplateError {
         sample: String,
         offset: usize,
     },
+    #[error(
+        "{key} {template:?} holds {ch:?}, which an id cannot hold: ids allow only 0-9, a-z, '-', '_' and '.' (what placeholders such as {{stem}} give is checked when a file is seen)"
+    )]
+    NotIdChar {
+        key: String,
+        template: String,
+        ch: char,
+        offset: usize,
+    },
 }
 
 impl TemplateError {
@@ -56,7 +65,8 @@ impl TemplateError {
             TemplateError::Unknown { offset, .. }
             | TemplateError::Unbalanced { offset, .. }
             | TemplateError::UnknownTimeField { offset, .. }
-            | TemplateError::NotAnId { offset, .. } => *offset,
+            | TemplateError::NotAnId { offset, .. }
+            | TemplateError::NotIdChar { offset, .. } => *offset,
         }
     }
 
@@ -66,7 +76,8 @@ impl TemplateError {
             TemplateError::Unknown { key, .. }
             | TemplateError::Unbalanced { key, .. }
             | TemplateError::UnknownTimeField { key, .. }
-            | TemplateError::NotAnId { key, .. } => *key = name.to_owned(),
+            | TemplateError::NotAnId { key, .. }
+            | TemplateError::NotIdChar { key, .. } => *key = name.to_owned(),
         }
         self
     }
@@ -168,9 +179,7 @@ fn sample_time() -> DateTime<Tz> {
         .expect("a valid fixed date")
 }
 
-fn is_id_char(c: char) -> bool {
-    c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.')
-}
+use crate::stac::rules::is_id_char;
 
 /// Checks placeholders, braces and time fields; with [`Output::Id`] also that every time field
 /// renders to characters an id may hold.
@@ -206,7 +215,64 @@ fn check(template: &str, output: Output) -> Result<(), TemplateError> {
             }
         }
     }
+    if output == Output::Id {
+        check_literal_chars(template)?;
+    }
     Ok(())
+}
+
+/// The text of an id template outside placeholders and time fields holds only id characters
+/// (`%%`, a literal `%`, does not).
+fn check_literal_chars(template: &str) -> Result<(), TemplateError> {
+    for (base, segment) in segments_at(template)? {
+        let Segment::Literal(literal) = segment else {
+            continue;
+        };
+        let fields = time_fields(literal);
+        let in_field = |i: usize| fields.iter().any(|(s, f)| (*s..s + f.len()).contains(&i));
+        if let Some((i, ch)) = literal
+            .char_indices()
+            .find(|&(i, c)| !is_id_char(c) && !in_field(i))
+        {
+            return Err(TemplateError::NotIdChar {
+                key: "template".to_owned(),
+                template: template.to_owned(),
+                ch,
+                offset: base + i,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The segments with the offset each starts at.
+fn segments_at(template: &str) -> Result<Vec<(usize, Segment<'_>)>, TemplateError> {
+    let mut pos = 0;
+    Ok(segments(template)?
+        .into_iter()
+        .map(|s| {
+            let at = pos;
+            pos += match s {
+                Segment::Literal(l) => l.len(),
+                Segment::Name | Segment::Stem => "{name}".len(),
+                Segment::Ext => "{ext}".len(),
+            };
+            (at, s)
+        })
+        .collect())
+}
+
+/// What an id template's extension (what follows the id's last dot) is before a file is seen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdExtension {
+    /// Written in the template, without the dot: `h5` for `map.h5`, `{stem}.h5`, `radar-%Y.h5`.
+    Literal(String),
+    /// The template ends in `.{ext}`: the file's extension.
+    FileExt,
+    /// The template ends in `{name}`: the extension of the file's name, when it has one.
+    FileName,
+    /// Known only once the file is seen (`{stem}` last, a time field after the last dot, ...).
+    Unknown,
 }
 
 /// `(stem, ext)`: the name split at its last dot. A leading dot starts a hidden name, not an
@@ -301,6 +367,46 @@ impl IdTemplate {
     /// The template as written.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The id's extension as far as the template tells it.
+    pub fn extension(&self) -> IdExtension {
+        let Ok(segments) = segments(&self.0) else {
+            return IdExtension::Unknown;
+        };
+        match segments.as_slice() {
+            [.., Segment::Literal(l)] if l.contains('.') => {
+                let tail = l.rsplit_once('.').map_or("", |(_, t)| t);
+                if time_fields(tail).is_empty() && !tail.contains('%') {
+                    IdExtension::Literal(tail.to_owned())
+                } else {
+                    IdExtension::Unknown
+                }
+            }
+            // No dot at all: the server reads the whole id as its extension.
+            [Segment::Literal(l)] if time_fields(l).is_empty() && !l.contains('%') => {
+                IdExtension::Literal((*l).to_owned())
+            }
+            [.., Segment::Literal(l), Segment::Ext] if l.ends_with('.') => IdExtension::FileExt,
+            [.., Segment::Name] => IdExtension::FileName,
+            _ => IdExtension::Unknown,
+        }
+    }
+
+    /// Where `{ext}` follows a dot (`{stem}.{ext}`): a file without an extension leaves the id
+    /// ending in that dot. `None` when there is no such `{ext}`.
+    pub fn dot_ext_offset(&self) -> Option<usize> {
+        let segments = segments_at(&self.0).ok()?;
+        segments.windows(2).find_map(|w| match w {
+            [(_, Segment::Literal(l)), (at, Segment::Ext)] if l.ends_with('.') => Some(*at),
+            _ => None,
+        })
+    }
+
+    /// The literal id (`None` when the template has placeholders or time fields), `%%` read as
+    /// `%`.
+    pub fn literal(&self) -> Option<String> {
+        self.is_literal().then(|| self.0.replace("%%", "%"))
     }
 }
 
@@ -407,7 +513,51 @@ mod tests {
         assert!(t("map-%Y.tif").uses_time());
         assert!(!t("map-%Y.tif").uses_file_name());
         assert!(t("{stem}.tif").uses_file_name());
-        assert!(!t("100%%.tif").uses_time());
+        // `%%` is a literal `%`, not a time field (and not an id character either).
+        assert!(!IdTemplate::from("100%%.tif").uses_time());
+        assert!(IdTemplate::parse("100%%.tif").is_err());
+    }
+
+    #[test]
+    fn ids_refuse_literal_text_outside_the_charset() {
+        for (s, at, ch) in [
+            ("A.BIN", 0, 'A'),
+            ("Radar_{stem}.h5", 0, 'R'),
+            ("../../x.bin", 2, '/'),
+            ("{stem} v2.h5", 6, ' '),
+            ("x-%Y%%.h5", 4, '%'),
+        ] {
+            let e = IdTemplate::parse(s).unwrap_err().for_key("asset");
+            assert!(
+                matches!(&e, TemplateError::NotIdChar { ch: got, offset, .. } if *got == ch && *offset == at),
+                "{s}: {e:?}"
+            );
+            assert!(
+                e.to_string()
+                    .starts_with(&format!("asset {s:?} holds {ch:?}")),
+                "{e}"
+            );
+        }
+        assert!(IdTemplate::parse("radar-{stem}-%Y%m%d.h5").is_ok());
+    }
+
+    #[test]
+    fn the_extension_of_an_id_template() {
+        let ext = |s: &str| t(s).extension();
+        let lit = |e: &str| IdExtension::Literal(e.to_owned());
+        assert_eq!(ext("map.tif"), lit("tif"));
+        assert_eq!(ext("{stem}.h5"), lit("h5"));
+        assert_eq!(ext("radar-%Y%m%d.h5"), lit("h5"));
+        assert_eq!(ext("readme"), lit("readme"));
+        assert_eq!(ext("{stem}.{ext}"), IdExtension::FileExt);
+        assert_eq!(ext("%Y-{name}"), IdExtension::FileName);
+        assert_eq!(ext("{stem}"), IdExtension::Unknown);
+        assert_eq!(ext("{stem}-{ext}"), IdExtension::Unknown);
+        assert_eq!(ext("x.%Y"), IdExtension::Unknown);
+        assert_eq!(t("{stem}.{ext}").dot_ext_offset(), Some(7));
+        assert_eq!(t("a.{ext}-{name}").dot_ext_offset(), Some(2));
+        assert_eq!(t("{stem}-{ext}").dot_ext_offset(), None);
+        assert_eq!(t("{name}").dot_ext_offset(), None);
     }
 
     #[test]

@@ -5,6 +5,7 @@ mod auth;
 mod client;
 mod cognito;
 mod error;
+pub mod rules;
 mod tls;
 mod types;
 
