@@ -23,6 +23,7 @@ mod cli;
 mod cognito;
 mod error;
 mod faults;
+mod rules;
 mod s3;
 mod server;
 mod state;
@@ -408,6 +409,20 @@ impl Emulator {
             .put_asset(key, media_type.to_owned(), Default::default(), None, now)
             .map(|_| ())
             .map_err(|e| format!("{key}: {e:?}"))
+    }
+
+    /// Lets the assets of `collection` point elsewhere (an `href` in their body) when the URL
+    /// starts with one of `whitelist`: the real server's admin settings `allow_external_assets`
+    /// and `external_asset_whitelist`. Creates the collection if needed.
+    pub fn allow_external_assets(&self, collection: &str, whitelist: &[&str]) -> Result<(), String> {
+        state::check_id(collection)?;
+        let now = self.shared.now();
+        let mut state = self.shared.lock();
+        state.ensure_collection(collection, now).external = rules::ExternalAssets {
+            allowed: true,
+            whitelist: whitelist.iter().map(|w| (*w).to_owned()).collect(),
+        };
+        Ok(())
     }
 
     /// The asset, if it exists.
