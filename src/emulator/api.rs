@@ -20,8 +20,8 @@ use serde_json::{Map, Value, json};
 
 use super::error::{ApiError, FieldErrors};
 use super::faults::{self, CallKind, FaultAction, FaultRequest, FaultSpec};
-use super::server::ConnHandle;
 use super::rules;
+use super::server::ConnHandle;
 use super::state::{
     self, Asset, Collection, Item, Part, StacMeta, StoredObject, Upload, UploadState,
 };
@@ -357,7 +357,12 @@ impl Ctx {
 
     /// An asset's fields as serializers/item.py `AssetBaseSerializer` answers them (no
     /// `file:size`: the server keeps it to itself).
-    fn asset_fields(&self, key: &AssetKey, asset: &Asset, version: ApiVersion) -> Map<String, Value> {
+    fn asset_fields(
+        &self,
+        key: &AssetKey,
+        asset: &Asset,
+        version: ApiVersion,
+    ) -> Map<String, Value> {
         let mut json = Map::new();
         json.insert("id".into(), key.asset.clone().into());
         json.insert("type".into(), asset.media_type.clone().into());
@@ -390,7 +395,12 @@ impl Ctx {
 
     fn asset_json(&self, key: &AssetKey, asset: &Asset, version: ApiVersion) -> Value {
         let mut json = self.asset_fields(key, asset, version);
-        let links = self.relation_links(version, &key.collection, key.item.as_deref(), Some(&key.asset));
+        let links = self.relation_links(
+            version,
+            &key.collection,
+            key.item.as_deref(),
+            Some(&key.asset),
+        );
         json.insert("links".into(), links.into());
         Value::Object(json)
     }
@@ -571,7 +581,13 @@ impl Ctx {
     }
 
     /// serializers/utils.py `get_relation_links` of a collection, an item or an asset.
-    fn relation_links(&self, version: ApiVersion, collection: &str, item: Option<&str>, asset: Option<&str>) -> Vec<Value> {
+    fn relation_links(
+        &self,
+        version: ApiVersion,
+        collection: &str,
+        item: Option<&str>,
+        asset: Option<&str>,
+    ) -> Vec<Value> {
         let base = self.api_base(version);
         let collection_url = format!("{base}/collections/{collection}");
         let root = json!({"rel": "root", "href": format!("{base}/")});
@@ -584,7 +600,8 @@ impl Ctx {
                     json!({"rel": "items", "href": format!("{collection_url}/items")}),
                 ];
                 if version == ApiVersion::V1 {
-                    links.push(json!({"rel": "assets", "href": format!("{collection_url}/assets")}));
+                    links
+                        .push(json!({"rel": "assets", "href": format!("{collection_url}/assets")}));
                 }
                 links
             }
@@ -633,10 +650,13 @@ impl Ctx {
                 properties.insert(field.name.into(), value);
             }
         }
-        let mut extensions =
-            vec![json!("https://stac-extensions.github.io/timestamps/v1.1.0/schema.json")];
+        let mut extensions = vec![json!(
+            "https://stac-extensions.github.io/timestamps/v1.1.0/schema.json"
+        )];
         if collection.starts_with("ch.meteoschweiz.ogd-forecasting-icon") {
-            extensions.push(json!("https://stac-extensions.github.io/forecast/v0.2.0/schema.json"));
+            extensions.push(json!(
+                "https://stac-extensions.github.io/forecast/v0.2.0/schema.json"
+            ));
         }
         let mut links = self.relation_links(version, collection, Some(id), None);
         if let Some(Value::Array(user)) = fields.get("links") {
@@ -712,8 +732,14 @@ impl Ctx {
         if let Some(license) = fields.get("license") {
             json.insert("license".into(), license.clone());
         }
-        json.insert("created".into(), rules::isoformat(collection.meta.created).into());
-        json.insert("updated".into(), rules::isoformat(collection.meta.updated).into());
+        json.insert(
+            "created".into(),
+            rules::isoformat(collection.meta.created).into(),
+        );
+        json.insert(
+            "updated".into(),
+            rules::isoformat(collection.meta.updated).into(),
+        );
         let mut links = self.relation_links(version, id, None, None);
         if let Some(Value::Array(user)) = fields.get("links") {
             links.extend(user.iter().cloned());
@@ -751,7 +777,12 @@ fn extent(collection: &Collection) -> Value {
         let fields = &item.meta.fields;
         if let Some(geometry) = fields.get("geometry") {
             let b = rules::bbox(geometry);
-            let b: Vec<f64> = b.as_array().into_iter().flatten().filter_map(Value::as_f64).collect();
+            let b: Vec<f64> = b
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_f64)
+                .collect();
             if let [w, s, e, n] = b[..] {
                 bbox = Some(match bbox {
                     None => [w, s, e, n],
@@ -971,7 +1002,13 @@ fn store_asset_fields(clean: Map<String, Value>) -> Map<String, Value> {
     without_nulls(clean)
         .into_iter()
         .filter(|(k, _)| !["id", "type", "href"].contains(&k.as_str()))
-        .map(|(k, v)| if k == "eo:gsd" { ("gsd".to_owned(), v) } else { (k, v) })
+        .map(|(k, v)| {
+            if k == "eo:gsd" {
+                ("gsd".to_owned(), v)
+            } else {
+                (k, v)
+            }
+        })
         .collect()
 }
 
@@ -998,7 +1035,10 @@ async fn put_asset(ctx: Ctx, P(path): P<AssetPath>, body: Body) -> Response {
         let (external, existing_type) = {
             let state = ctx.shared.lock();
             let external = asset_parent(&state, &key)?;
-            (external, state.asset(&key).ok().map(|a| a.media_type.clone()))
+            (
+                external,
+                state.asset(&key).ok().map(|a| a.media_type.clone()),
+            )
         };
         let body = body_object(body)?;
         let table = asset_table(&key);
@@ -1008,7 +1048,11 @@ async fn put_asset(ctx: Ctx, P(path): P<AssetPath>, body: Body) -> Response {
         let clean = fields(table, version, &body, false, &context)?;
         let href = rules::asset_href(clean.get("href"), &external)?;
         let name = clean.get("id").and_then(Value::as_str).unwrap_or_default();
-        let media_type = clean.get("type").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let media_type = clean
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
         rules::asset_name_fits_type(name, &media_type)?;
         rules::check_payload(table, version, &body)?;
         rules::renaming(&clean, &key.asset)?;
@@ -1042,8 +1086,14 @@ async fn patch_asset(ctx: Ctx, P(path): P<AssetPath>, body: Body) -> Response {
         };
         let clean = fields(table, version, &body, true, &context)?;
         let href = rules::asset_href(clean.get("href"), &external)?;
-        let name = clean.get("id").and_then(Value::as_str).unwrap_or(&key.asset);
-        let media_type = clean.get("type").and_then(Value::as_str).unwrap_or(&existing_type);
+        let name = clean
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or(&key.asset);
+        let media_type = clean
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or(&existing_type);
         rules::asset_name_fits_type(name, media_type)?;
         rules::check_payload(table, version, &body)?;
         rules::renaming(&clean, &key.asset)?;
@@ -1054,7 +1104,11 @@ async fn patch_asset(ctx: Ctx, P(path): P<AssetPath>, body: Body) -> Response {
             if ["id", "type", "href"].contains(&name.as_str()) {
                 continue;
             }
-            let name = if name == "eo:gsd" { "gsd".to_owned() } else { name };
+            let name = if name == "eo:gsd" {
+                "gsd".to_owned()
+            } else {
+                name
+            };
             if value.is_null() {
                 asset.fields.remove(&name);
             } else {

@@ -30,6 +30,8 @@ mod state;
 mod storage;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_rules;
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -401,12 +403,12 @@ impl Emulator {
 
     /// Creates (or replaces, like `PUT`) an asset, and its collection and item if needed.
     pub fn create_asset(&self, key: &AssetKey, media_type: &str) -> Result<(), String> {
-        state::check_key(key, media_type)?;
+        let media_type = state::check_key(key, media_type)?;
         let now = self.shared.now();
         let mut state = self.shared.lock();
         state.ensure_parents(key, now);
         state
-            .put_asset(key, media_type.to_owned(), Default::default(), None, now)
+            .put_asset(key, media_type, Default::default(), None, now)
             .map(|_| ())
             .map_err(|e| format!("{key}: {e:?}"))
     }
@@ -414,7 +416,11 @@ impl Emulator {
     /// Lets the assets of `collection` point elsewhere (an `href` in their body) when the URL
     /// starts with one of `whitelist`: the real server's admin settings `allow_external_assets`
     /// and `external_asset_whitelist`. Creates the collection if needed.
-    pub fn allow_external_assets(&self, collection: &str, whitelist: &[&str]) -> Result<(), String> {
+    pub fn allow_external_assets(
+        &self,
+        collection: &str,
+        whitelist: &[&str],
+    ) -> Result<(), String> {
         state::check_id(collection)?;
         let now = self.shared.now();
         let mut state = self.shared.lock();

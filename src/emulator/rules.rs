@@ -42,7 +42,10 @@ pub(crate) enum Kind {
     /// `CharField(max_length=255, validators=[validate_asset_name])`.
     AssetId,
     /// `CharField`: strings (numbers are turned into strings), trimmed.
-    Str { max: Option<usize>, blank: bool },
+    Str {
+        max: Option<usize>,
+        blank: bool,
+    },
     /// `type`: a `CharField` checked by `validate_type` (immutable, then normalised).
     MediaType,
     Float,
@@ -53,7 +56,9 @@ pub(crate) enum Kind {
     /// `CharField(max_length=25, validators=[validate_geoadmin_variant])`.
     Variant,
     /// `ListField(child=CharField(max_length))` (an ArrayField of the model).
-    StrList { max: usize },
+    StrList {
+        max: usize,
+    },
     DateTime,
     /// `IsoDurationField`.
     Duration,
@@ -62,7 +67,9 @@ pub(crate) enum Kind {
     /// The nested `ItemsPropertiesSerializer`.
     Properties,
     /// `ItemLinkSerializer` / `CollectionLinkSerializer` (`many=True`).
-    Links { type_max: usize },
+    Links {
+        type_max: usize,
+    },
     /// `ProviderSerializer` (`many=True`).
     Providers,
     /// `HrefField`: anything; checked by [`asset_href`].
@@ -151,16 +158,16 @@ const TEXT: Kind = Kind::Str {
 
 /// An item body: serializers/item.py `ItemSerializer` (`Meta.fields` and declared fields).
 pub(crate) const ITEM: &[Field] = &[
-    req("id", Kind::Id),                           // item.py: id CharField + validate_name
-    ro("collection"),                              // item.py: SlugRelatedField read_only
-    ro("type"),                                    // item.py: SerializerMethodField
-    ro("stac_version"),                            // item.py: SerializerMethodField
-    req("geometry", Kind::Geometry),               // item.py: GeometryField(required=True)
-    ro("bbox"),                                    // item.py: BboxSerializer read_only
-    req("properties", Kind::Properties),           // item.py: ItemsPropertiesSerializer
-    ro("stac_extensions"),                         // item.py: SerializerMethodField
-    opt("links", Kind::Links { type_max: 255 }),   // item.py: ItemLinkSerializer(many=True)
-    opt("assets", Kind::Assets),                   // item.py: AssetsForItemSerializer(many)
+    req("id", Kind::Id),                 // item.py: id CharField + validate_name
+    ro("collection"),                    // item.py: SlugRelatedField read_only
+    ro("type"),                          // item.py: SerializerMethodField
+    ro("stac_version"),                  // item.py: SerializerMethodField
+    req("geometry", Kind::Geometry),     // item.py: GeometryField(required=True)
+    ro("bbox"),                          // item.py: BboxSerializer read_only
+    req("properties", Kind::Properties), // item.py: ItemsPropertiesSerializer
+    ro("stac_extensions"),               // item.py: SerializerMethodField
+    opt("links", Kind::Links { type_max: 255 }), // item.py: ItemLinkSerializer(many=True)
+    opt("assets", Kind::Assets),         // item.py: AssetsForItemSerializer(many)
 ];
 
 /// Inside an item's `properties`: serializers/item.py `ItemsPropertiesSerializer`. Keys not
@@ -197,58 +204,64 @@ pub(crate) const LANGUAGES: &[&str] = &["de", "it", "fr", "rm", "en"];
 
 /// An item asset body: serializers/item.py `AssetBaseSerializer` and its `get_fields`.
 pub(crate) const ASSET: &[Field] = &[
-    req("id", Kind::AssetId),                      // item.py: validate_asset_name
-    opt("title", TITLE).nullable(),                // item.py
-    req("type", Kind::MediaType),                  // item.py: validate_type
-    opt("href", Kind::Href),                       // item.py HrefField; utils.py
-    opt("description", TEXT).nullable(),           // item.py: allow_blank=False
-    opt("gsd", Kind::Float).nullable().v1(),       // item.py get_fields: eo_gsd -> gsd
-    opt("eo:gsd", Kind::Float).nullable().v09(),   // item.py get_fields: v0.9 name
+    req("id", Kind::AssetId),                    // item.py: validate_asset_name
+    opt("title", TITLE).nullable(),              // item.py
+    req("type", Kind::MediaType),                // item.py: validate_type
+    opt("href", Kind::Href),                     // item.py HrefField; utils.py
+    opt("description", TEXT).nullable(),         // item.py: allow_blank=False
+    opt("gsd", Kind::Float).nullable().v1(),     // item.py get_fields: eo_gsd -> gsd
+    opt("eo:gsd", Kind::Float).nullable().v09(), // item.py get_fields: v0.9 name
     opt("roles", Kind::StrList { max: 255 }).nullable().v1(), // models/general.py; not in v0.9
     opt("geoadmin:lang", Kind::Choice(LANGUAGES)).nullable(), // models/item.py Asset.Language
     opt("geoadmin:variant", Kind::Variant).nullable(), // validators.py validate_geoadmin_variant
-    opt("proj:epsg", Kind::Int).nullable(),        // item.py IntegerField
-    ro("file:checksum").v1(),                      // item.py get_fields
-    ro("checksum:multihash").v09(),                // item.py get_fields: v0.9 name
-    ro("created"),                                 // item.py
-    ro("updated"),                                 // item.py
+    opt("proj:epsg", Kind::Int).nullable(),      // item.py IntegerField
+    ro("file:checksum").v1(),                    // item.py get_fields
+    ro("checksum:multihash").v09(),              // item.py get_fields: v0.9 name
+    ro("created"),                               // item.py
+    ro("updated"),                               // item.py
 ];
 
 /// A collection asset body: serializers/collection.py `CollectionAssetBaseSerializer` (no
 /// gsd, no geoadmin fields).
 pub(crate) const COLLECTION_ASSET: &[Field] = &[
-    req("id", Kind::AssetId),                      // collection.py
-    opt("title", TITLE).nullable(),                // collection.py
-    req("type", Kind::MediaType),                  // collection.py: validate_type
-    opt("href", Kind::Href),                       // collection.py HrefField
-    opt("description", TEXT).nullable(),           // collection.py
+    req("id", Kind::AssetId),                                 // collection.py
+    opt("title", TITLE).nullable(),                           // collection.py
+    req("type", Kind::MediaType),                             // collection.py: validate_type
+    opt("href", Kind::Href),                                  // collection.py HrefField
+    opt("description", TEXT).nullable(),                      // collection.py
     opt("roles", Kind::StrList { max: 255 }).nullable().v1(), // collection.py get_fields
-    opt("proj:epsg", Kind::Int).nullable(),        // collection.py
-    ro("file:checksum").v1(),                      // collection.py get_fields
-    ro("checksum:multihash").v09(),                // collection.py get_fields
-    ro("created"),                                 // collection.py
-    ro("updated"),                                 // collection.py
+    opt("proj:epsg", Kind::Int).nullable(),                   // collection.py
+    ro("file:checksum").v1(),                                 // collection.py get_fields
+    ro("checksum:multihash").v09(),                           // collection.py get_fields
+    ro("created"),                                            // collection.py
+    ro("updated"),                                            // collection.py
 ];
 
 /// A collection body: serializers/collection.py `CollectionSerializer`. `type` is not a field
 /// there (the answer adds it), so a body with it is refused as unexpected.
 pub(crate) const COLLECTION: &[Field] = &[
-    opt("published", Kind::Bool),                  // collection.py: write_only, default True
-    ro("stac_version"),                            // collection.py
-    ro("stac_extensions"),                         // collection.py
-    req("id", Kind::Id),                           // collection.py: validate_name
-    opt("title", TITLE),                           // collection.py: allow_blank=False
-    req("description", TEXT),                      // models/collection.py: TextField()
-    ro("summaries"),                               // collection.py
-    ro("extent"),                                  // collection.py
-    opt("providers", Kind::Providers),             // collection.py ProviderSerializer
-    req("license", Kind::Str { max: Some(30), blank: false }), // models/collection.py
-    ro("created"),                                 // collection.py
-    ro("updated"),                                 // collection.py
-    opt("links", Kind::Links { type_max: 150 }),   // collection.py CollectionLinkSerializer
-    ro("crs"),                                     // collection.py
-    ro("itemType"),                                // collection.py
-    ro("assets"),                                  // collection.py: read_only
+    opt("published", Kind::Bool), // collection.py: write_only, default True
+    ro("stac_version"),           // collection.py
+    ro("stac_extensions"),        // collection.py
+    req("id", Kind::Id),          // collection.py: validate_name
+    opt("title", TITLE),          // collection.py: allow_blank=False
+    req("description", TEXT),     // models/collection.py: TextField()
+    ro("summaries"),              // collection.py
+    ro("extent"),                 // collection.py
+    opt("providers", Kind::Providers), // collection.py ProviderSerializer
+    req(
+        "license",
+        Kind::Str {
+            max: Some(30),
+            blank: false,
+        },
+    ), // models/collection.py
+    ro("created"),                // collection.py
+    ro("updated"),                // collection.py
+    opt("links", Kind::Links { type_max: 150 }), // collection.py CollectionLinkSerializer
+    ro("crs"),                    // collection.py
+    ro("itemType"),               // collection.py
+    ro("assets"),                 // collection.py: read_only
 ];
 
 /// validators.py `validate_link_rel`: rels the server generates itself.
@@ -617,7 +630,10 @@ pub(crate) fn check_asset_name(name: &str) -> Result<(), String> {
     }
     check_name(name)?;
     let ext = extension(name);
-    if MEDIA_TYPES.iter().any(|(_, exts)| exts.contains(&ext.as_str())) {
+    if MEDIA_TYPES
+        .iter()
+        .any(|(_, exts)| exts.contains(&ext.as_str()))
+    {
         Ok(())
     } else {
         Err(format!(
@@ -714,7 +730,11 @@ pub(crate) fn parse_datetime(s: &str) -> Option<DateTime<Utc>> {
     if let Ok(t) = DateTime::parse_from_rfc3339(&s.replacen(' ', "T", 1)) {
         return Some(t.with_timezone(&Utc));
     }
-    for format in ["%Y-%m-%dT%H:%M%:z", "%Y-%m-%d %H:%M%:z", "%Y-%m-%dT%H:%M%#z"] {
+    for format in [
+        "%Y-%m-%dT%H:%M%:z",
+        "%Y-%m-%d %H:%M%:z",
+        "%Y-%m-%dT%H:%M%#z",
+    ] {
         if let Ok(t) = DateTime::parse_from_str(s, format) {
             return Some(t.with_timezone(&Utc));
         }
@@ -816,7 +836,11 @@ fn parse_clock_duration(s: &str) -> Option<TimeDelta> {
         None => (clock, 0),
     };
     let fields: Vec<&str> = clock.split(':').collect();
-    if fields.len() > 3 || fields.iter().any(|f| f.is_empty() || !f.bytes().all(|b| b.is_ascii_digit())) {
+    if fields.len() > 3
+        || fields
+            .iter()
+            .any(|f| f.is_empty() || !f.bytes().all(|b| b.is_ascii_digit()))
+    {
         return None;
     }
     let seconds = fields
@@ -887,7 +911,10 @@ fn geometry(value: &Value) -> Result<Value, &'static str> {
         if members.is_empty() {
             return Err(GEOS_REFUSED);
         }
-        let members = members.iter().map(geometry).collect::<Result<Vec<_>, _>>()?;
+        let members = members
+            .iter()
+            .map(geometry)
+            .collect::<Result<Vec<_>, _>>()?;
         return Ok(json!({"type": kind, "geometries": members}));
     }
     let coordinates = value.get("coordinates").ok_or(OGR_REFUSED)?;
@@ -901,7 +928,11 @@ fn geometry(value: &Value) -> Result<Value, &'static str> {
     let clean = nested_positions(coordinates, depth)?;
     let check_line = |line: &Value, ring: bool| -> Result<(), &'static str> {
         let points = line.as_array().map_or(&[][..], Vec::as_slice);
-        let too_few = if ring { points.len() < 4 } else { points.len() < 2 };
+        let too_few = if ring {
+            points.len() < 4
+        } else {
+            points.len() < 2
+        };
         if too_few || (ring && points.first() != points.last()) {
             return Err(GEOS_REFUSED);
         }
@@ -950,7 +981,8 @@ fn nested_positions(value: &Value, depth: usize) -> Result<Value, &'static str> 
         return Err(OGR_REFUSED);
     };
     if depth == 0 {
-        let numbers: Option<Vec<Value>> = items.iter().map(|n| n.as_f64().map(Value::from)).collect();
+        let numbers: Option<Vec<Value>> =
+            items.iter().map(|n| n.as_f64().map(Value::from)).collect();
         return match numbers {
             Some(n) if (2..=3).contains(&n.len()) => Ok(Value::Array(n)),
             _ => Err(OGR_REFUSED),
@@ -989,7 +1021,12 @@ pub(crate) fn bbox(geometry: &Value) -> Value {
             _ => {}
         }
     }
-    let mut acc = [f64::INFINITY, f64::INFINITY, f64::NEG_INFINITY, f64::NEG_INFINITY];
+    let mut acc = [
+        f64::INFINITY,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        f64::NEG_INFINITY,
+    ];
     walk(geometry, &mut acc);
     if acc[0].is_finite() {
         json!(acc)
@@ -1082,12 +1119,17 @@ fn check_links(value: &Value, type_max: usize) -> Result<Value, Value> {
             None => by_rel.push(link),
         }
     }
-    Ok(Value::Array(by_rel.into_iter().map(Value::Object).collect()))
+    Ok(Value::Array(
+        by_rel.into_iter().map(Value::Object).collect(),
+    ))
 }
 
 fn reserved_rel_message() -> String {
     let rels: Vec<String> = RESERVED_RELS.iter().map(|r| format!("'{r}'")).collect();
-    format!("Invalid rel attribute, must not be in [{}]", rels.join(", "))
+    format!(
+        "Invalid rel attribute, must not be in [{}]",
+        rels.join(", ")
+    )
 }
 
 /// The errors of one refused link, field by field.
@@ -1164,7 +1206,9 @@ fn check_providers(value: &Value) -> Result<Value, Value> {
             Err(errors)
         }
     })?;
-    Ok(Value::Array(providers.into_iter().map(Value::Object).collect()))
+    Ok(Value::Array(
+        providers.into_iter().map(Value::Object).collect(),
+    ))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1178,7 +1222,12 @@ fn non_field(message: impl Into<String>) -> ApiError {
 /// validators.py `validate_item_properties_datetimes` (run by item.py `validate`): `datetime`,
 /// or `start_datetime` and `end_datetime`, the end not before the start.
 pub(crate) fn item_datetimes(properties: &Map<String, Value>) -> Result<(), ApiError> {
-    let get = |k: &str| properties.get(k).and_then(Value::as_str).and_then(parse_datetime);
+    let get = |k: &str| {
+        properties
+            .get(k)
+            .and_then(Value::as_str)
+            .and_then(parse_datetime)
+    };
     let (datetime, start, end) = (get("datetime"), get("start_datetime"), get("end_datetime"));
     if datetime.is_some() {
         if start.is_some() || end.is_some() {
@@ -1233,7 +1282,10 @@ pub(crate) struct ExternalAssets {
 
 /// serializers/utils.py `validate_href_field` and validators.py `validate_href_url` (the
 /// reachability GET is not made): an `href` only where the collection allows external assets.
-pub(crate) fn asset_href(href: Option<&Value>, external: &ExternalAssets) -> Result<Option<String>, ApiError> {
+pub(crate) fn asset_href(
+    href: Option<&Value>,
+    external: &ExternalAssets,
+) -> Result<Option<String>, ApiError> {
     let Some(href) = href else {
         return Ok(None);
     };
@@ -1250,7 +1302,11 @@ pub(crate) fn asset_href(href: Option<&Value>, external: &ExternalAssets) -> Res
     if !valid_url(&href) {
         return Err(refuse("Invalid URL provided"));
     }
-    if !external.whitelist.iter().any(|prefix| href.starts_with(prefix.as_str())) {
+    if !external
+        .whitelist
+        .iter()
+        .any(|prefix| href.starts_with(prefix.as_str()))
+    {
         return Err(refuse(
             "Invalid URL provided. It doesn't match the collection whitelist",
         ));
@@ -1276,7 +1332,10 @@ pub(crate) fn check_payload(
 ) -> Result<(), ApiError> {
     let mut errors = Map::new();
     for key in body.keys() {
-        match table.iter().find(|f| f.name == key && f.in_version(version)) {
+        match table
+            .iter()
+            .find(|f| f.name == key && f.in_version(version))
+        {
             None => {
                 errors.insert(key.clone(), list(UNEXPECTED));
             }
@@ -1301,22 +1360,28 @@ pub(crate) fn check_payload(
 /// string, not a list (raised after validation).
 pub(crate) fn renaming(clean: &Map<String, Value>, path_id: &str) -> Result<(), ApiError> {
     match clean.get("id").and_then(Value::as_str) {
-        Some(id) if id != path_id => {
-            Err(ApiError::bad_request(json!({"id": RENAMING})))
-        }
+        Some(id) if id != path_id => Err(ApiError::bad_request(json!({"id": RENAMING}))),
         _ => Ok(()),
     }
 }
 
 /// views/mixins.py `DestroyModelMixin.perform_destroy`: an object with children is kept.
 pub(crate) fn has_children(model: &str, children: &str) -> ApiError {
-    ApiError::bad_request(json!([format!("Deleting {model} with {children} not allowed")]))
+    ApiError::bad_request(json!([format!(
+        "Deleting {model} with {children} not allowed"
+    )]))
 }
 
 /// signals.py `check_on_going_upload`, through models/general.py `AssetBase.delete`.
 pub(crate) fn upload_in_progress(asset: &str, collection_asset: bool) -> ApiError {
-    let what = if collection_asset { "Collection Asset" } else { "Asset" };
-    ApiError::bad_request(json!([format!("{what} {asset} has still an upload in progress")]))
+    let what = if collection_asset {
+        "Collection Asset"
+    } else {
+        "Asset"
+    };
+    ApiError::bad_request(json!([format!(
+        "{what} {asset} has still an upload in progress"
+    )]))
 }
 
 /// The 500 an item body with `assets` gets: the serializer accepts the field, then Django
@@ -1341,8 +1406,14 @@ mod tests {
             Some("image/tiff; application=geotiff; profile=cloud-optimized")
         );
         // Parameter values keep their case, and then are not in the table.
-        assert_eq!(normalize_media_type("image/tiff; application=GeoTIFF"), None);
-        assert_eq!(normalize_media_type("image/tiff; application = geotiff"), None);
+        assert_eq!(
+            normalize_media_type("image/tiff; application=GeoTIFF"),
+            None
+        );
+        assert_eq!(
+            normalize_media_type("image/tiff; application = geotiff"),
+            None
+        );
         assert_eq!(normalize_media_type("application/gzip"), None);
         assert_eq!(MEDIA_TYPES.len(), 60);
     }
@@ -1370,8 +1441,14 @@ mod tests {
             duration_iso_string(parse_duration("P3DT2H30M1.5S").unwrap()),
             "P3DT02H30M01.500000S"
         );
-        assert_eq!(duration_iso_string(parse_duration("-PT1S").unwrap()), "-P0DT00H00M01S");
-        assert_eq!(duration_iso_string(parse_duration("01:00:00").unwrap()), "P0DT01H00M00S");
+        assert_eq!(
+            duration_iso_string(parse_duration("-PT1S").unwrap()),
+            "-P0DT00H00M01S"
+        );
+        assert_eq!(
+            duration_iso_string(parse_duration("01:00:00").unwrap()),
+            "P0DT01H00M00S"
+        );
         for bad in ["P1HT2D", "P2D1H", "P1Y", "PT1X", "abc"] {
             assert!(parse_duration(bad).is_none(), "{bad}");
         }
@@ -1404,8 +1481,14 @@ mod tests {
             geometry(&json!({"type": "Polygon", "coordinates": [[[7, 46], [8, 46], [7, 46]]]})),
             Err(GEOS_REFUSED)
         );
-        assert_eq!(geometry(&json!({"type": "Blob", "coordinates": []})), Err(OGR_REFUSED));
-        assert_eq!(geometry(&json!({"type": "Point", "coordinates": [7]})), Err(OGR_REFUSED));
+        assert_eq!(
+            geometry(&json!({"type": "Blob", "coordinates": []})),
+            Err(OGR_REFUSED)
+        );
+        assert_eq!(
+            geometry(&json!({"type": "Point", "coordinates": [7]})),
+            Err(OGR_REFUSED)
+        );
         assert_eq!(
             bbox(&json!({"type": "LineString", "coordinates": [[7, 47], [8, 46]]})),
             json!([7.0, 46.0, 8.0, 47.0])

@@ -415,15 +415,16 @@ pub(crate) fn check_id(id: &str) -> Result<(), String> {
     rules::check_name(id)
 }
 
-/// Checks every id of `key` and its media type.
-pub(crate) fn check_key(key: &AssetKey, media_type: &str) -> Result<(), String> {
+/// Checks every id of `key` and its media type; returns the media type normalised.
+pub(crate) fn check_key(key: &AssetKey, media_type: &str) -> Result<String, String> {
     check_id(&key.collection)
         .and_then(|()| key.item.as_deref().map_or(Ok(()), check_id))
         .and_then(|()| rules::check_asset_name(&key.asset))
         .map_err(|e| format!("{key}: {e}"))?;
     let normalized = rules::normalize_media_type(media_type)
         .ok_or_else(|| format!("{key}: Invalid media type \"{media_type}\""))?;
-    rules::check_name_fits_type(&key.asset, &normalized).map_err(|e| format!("{key}: {e}"))
+    rules::check_name_fits_type(&key.asset, &normalized).map_err(|e| format!("{key}: {e}"))?;
+    Ok(normalized)
 }
 
 /// The seed file: `{"collections":[{"id":..,"assets":[{"id":..,"type":..}],
@@ -496,7 +497,8 @@ pub(crate) async fn load_seed(
                     .map(|a| (AssetKey::item_asset(&collection.id, &item.id, &a.id), a)),
             );
         }
-        let external_hrefs: Vec<String> = assets.iter().filter_map(|(_, a)| a.href.clone()).collect();
+        let external_hrefs: Vec<String> =
+            assets.iter().filter_map(|(_, a)| a.href.clone()).collect();
         let seeded = state.ensure_collection(&collection.id, now);
         seeded.external = ExternalAssets {
             allowed: collection.allow_external_assets || !external_hrefs.is_empty(),
@@ -507,10 +509,10 @@ pub(crate) async fn load_seed(
                 .collect(),
         };
         for (key, asset) in assets {
-            check_key(&key, &asset.media_type).map_err(invalid)?;
+            let media_type = check_key(&key, &asset.media_type).map_err(invalid)?;
             state.ensure_parents(&key, now);
             state
-                .put_asset(&key, asset.media_type, Map::new(), asset.href, now)
+                .put_asset(&key, media_type, Map::new(), asset.href, now)
                 .map_err(|e| invalid(format!("{key}: {e:?}")))?;
         }
     }
