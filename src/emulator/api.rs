@@ -997,19 +997,26 @@ fn asset_table(key: &AssetKey) -> &'static [rules::Field] {
     }
 }
 
-/// Asset fields are stored under their v1 names.
-fn store_asset_fields(clean: Map<String, Value>) -> Map<String, Value> {
-    without_nulls(clean)
-        .into_iter()
-        .filter(|(k, _)| !["id", "type", "href"].contains(&k.as_str()))
-        .map(|(k, v)| {
-            if k == "eo:gsd" {
-                ("gsd".to_owned(), v)
-            } else {
-                (k, v)
-            }
-        })
-        .collect()
+/// Applies the optional fields a body names to the stored ones, under their v1 names: `null`
+/// removes one, an absent one is kept. Also for PUT: the serializer leaves absent optional
+/// fields out of `validated_data` and `update_or_create` only sets what it is given
+/// (serializers/item.py `AssetBaseSerializer.update_or_create`).
+fn merge_asset_fields(stored: &mut Map<String, Value>, clean: Map<String, Value>) {
+    for (name, value) in clean {
+        if ["id", "type", "href"].contains(&name.as_str()) {
+            continue;
+        }
+        let name = if name == "eo:gsd" {
+            "gsd".to_owned()
+        } else {
+            name
+        };
+        if value.is_null() {
+            stored.remove(&name);
+        } else {
+            stored.insert(name, value);
+        }
+    }
 }
 
 /// The parent of an asset must exist before its body is looked at (views/item.py
@@ -1057,7 +1064,12 @@ async fn put_asset(ctx: Ctx, P(path): P<AssetPath>, body: Body) -> Response {
         rules::check_payload(table, version, &body)?;
         rules::renaming(&clean, &key.asset)?;
         let mut state = ctx.shared.lock();
-        let created = state.put_asset(&key, media_type, store_asset_fields(clean), href, now)?;
+        let mut stored = state
+            .asset(&key)
+            .map(|a| a.fields.clone())
+            .unwrap_or_default();
+        merge_asset_fields(&mut stored, clean);
+        let created = state.put_asset(&key, media_type, stored, href, now)?;
         let json = ctx.asset_json(&key, state.asset(&key)?, version);
         Ok(json_response(created_or_ok(created), json))
     })

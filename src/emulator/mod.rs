@@ -7,6 +7,9 @@
 //! lost answers, delays, expired URLs, a bandwidth cap) are injected per kind of call from Rust,
 //! from the admin API under `/_emulator/`, or with `--fault` on the command line.
 //!
+//! Item, asset and collection bodies are checked as the real server's serializers check them,
+//! one table of rules in `rules.rs`; what it keeps of them is what a GET answers.
+//!
 //! Writes need the configured credentials: Basic, `Token`, a static `Bearer`, or an access
 //! token of a Cognito user pool (checked with Cognito's `GetUser`, as production accepts them).
 //! With a certificate and key it serves https, and hands out https part URLs.

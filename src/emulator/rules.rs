@@ -1058,11 +1058,14 @@ fn valid_url(s: &str) -> bool {
     }) && !s.chars().any(char::is_whitespace)
 }
 
+/// A nested object's cleaned fields, or its errors by field.
+type Checked = Result<Map<String, Value>, Map<String, Value>>;
+
 /// A list of nested objects, DRF's `many=True`: per-item errors in a list, `{}` for the good
 /// ones.
 fn check_many(
     value: &Value,
-    each: &dyn Fn(&Map<String, Value>) -> Result<Map<String, Value>, Map<String, Value>>,
+    each: &dyn Fn(&Map<String, Value>) -> Checked,
 ) -> Result<Vec<Map<String, Value>>, Value> {
     let Value::Array(items) = value else {
         return Err(list(format!(

@@ -758,6 +758,25 @@ async fn an_asset_type_cannot_change() {
 }
 
 #[tokio::test]
+async fn an_asset_put_keeps_the_optional_fields_it_leaves_out() {
+    let api = api().await;
+    api.ok(
+        ASSET,
+        with(
+            with(asset_body(), "title", json!("T")),
+            "proj:epsg",
+            json!(2056),
+        ),
+    )
+    .await;
+    let answer = api
+        .ok(ASSET, with(asset_body(), "proj:epsg", json!(null)))
+        .await;
+    assert_eq!(answer["title"], "T");
+    assert!(answer.get("proj:epsg").is_none(), "{answer}");
+}
+
+#[tokio::test]
 async fn href_only_where_the_collection_allows_external_assets() {
     let api = api().await;
     let body = with(
