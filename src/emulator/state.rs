@@ -428,7 +428,8 @@ pub(crate) fn check_key(key: &AssetKey, media_type: &str) -> Result<String, Stri
 }
 
 /// The seed file: `{"collections":[{"id":..,"assets":[{"id":..,"type":..}],
-/// "items":[{"id":..,"assets":[..]}]}]}`.
+/// "items":[{"id":..,"assets":[..]}]}]}`; a collection may add `"allow_external_assets": true`
+/// and `"external_asset_whitelist": ["https://.."]` for API PUTs with an `href`.
 #[derive(Debug, Deserialize)]
 struct Seed {
     collections: Vec<SeedCollection>,
