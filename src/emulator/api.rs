@@ -20,6 +20,7 @@ use serde_json::{Map, Value, json};
 
 use super::error::{ApiError, FieldErrors};
 use super::faults::{self, CallKind, FaultAction, FaultRequest, FaultSpec};
+use super::rules;
 use super::server::ConnHandle;
 use super::state::{
     self, Asset, Collection, Item, Part, StacMeta, StoredObject, Upload, UploadState,
@@ -35,10 +36,12 @@ const MAX_LIMIT: usize = 100;
 
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     let api = "/api/stac/{version}/collections/{collection}";
-    let mut router = Router::new().route(api, get(get_stac).put(put_stac)).route(
-        &format!("{api}/items/{{item}}"),
-        get(get_stac).put(put_stac),
-    );
+    let mut router = Router::new()
+        .route(api, get(get_stac).put(put_stac).delete(delete_stac))
+        .route(
+            &format!("{api}/items/{{item}}"),
+            get(get_stac).put(put_stac).delete(delete_stac),
+        );
     // One set of handlers for item and collection assets: the path decides which.
     for asset in [
         format!("{api}/items/{{item}}/assets/{{asset}}"),
@@ -99,6 +102,14 @@ impl ApiVersion {
         match self {
             ApiVersion::V1 => "v1",
             ApiVersion::V09 => "v0.9",
+        }
+    }
+
+    /// serializers utils.py `get_stac_version`.
+    fn stac_version(self) -> &'static str {
+        match self {
+            ApiVersion::V1 => "1.0.0",
+            ApiVersion::V09 => "0.9.0",
         }
     }
 
@@ -344,10 +355,28 @@ impl Ctx {
         response
     }
 
-    fn asset_json(&self, key: &AssetKey, asset: &Asset, version: ApiVersion) -> Value {
-        let mut json = asset.fields.clone();
+    /// An asset's fields as serializers/item.py `AssetBaseSerializer` answers them (no
+    /// `file:size`: the server keeps it to itself).
+    fn asset_fields(
+        &self,
+        key: &AssetKey,
+        asset: &Asset,
+        version: ApiVersion,
+    ) -> Map<String, Value> {
+        let mut json = Map::new();
         json.insert("id".into(), key.asset.clone().into());
         json.insert("type".into(), asset.media_type.clone().into());
+        for (name, value) in &asset.fields {
+            match (name.as_str(), version) {
+                ("roles", ApiVersion::V09) => {}
+                ("gsd", ApiVersion::V09) => {
+                    json.insert("eo:gsd".into(), value.clone());
+                }
+                _ => {
+                    json.insert(name.clone(), value.clone());
+                }
+            }
+        }
         let href = match (&asset.external_href, &asset.object) {
             (Some(external), _) => Some(external.clone()),
             (None, Some(_)) => Some(format!("{}{}", self.origin(), key.data_path())),
@@ -359,23 +388,20 @@ impl Ctx {
         if let Some(checksum) = &asset.checksum {
             json.insert(version.checksum_field().into(), checksum.clone().into());
         }
-        if let Some(size) = asset.size {
-            json.insert("file:size".into(), size.into());
-        }
         json.insert("created".into(), timestamp(asset.created).into());
         json.insert("updated".into(), timestamp(asset.updated).into());
-        let base = format!("{}/api/stac/{}", self.origin(), version.as_str());
-        let parent = match &key.item {
-            Some(item) => format!("{base}/collections/{}/items/{item}", key.collection),
-            None => format!("{base}/collections/{}", key.collection),
-        };
-        json.insert(
-            "links".into(),
-            json!([
-                {"rel": "self", "href": format!("{base}/{}", key.api_path())},
-                {"rel": "parent", "href": parent},
-            ]),
+        json
+    }
+
+    fn asset_json(&self, key: &AssetKey, asset: &Asset, version: ApiVersion) -> Value {
+        let mut json = self.asset_fields(key, asset, version);
+        let links = self.relation_links(
+            version,
+            &key.collection,
+            key.item.as_deref(),
+            Some(&key.asset),
         );
+        json.insert("links".into(), links.into());
         Value::Object(json)
     }
 
@@ -505,111 +531,435 @@ fn json_type(value: &Value) -> &'static str {
     }
 }
 
-/// The body of a PUT: an object whose `id` is the id in the path. The fields the server
-/// computes are dropped.
-fn stac_body(body: Value, path_id: &str) -> Result<Map<String, Value>, ApiError> {
-    let mut fields = expect_object(body)?;
-    match fields.get("id") {
-        None | Some(Value::Null) => return Err(ApiError::field("id", "This field is required.")),
-        Some(Value::String(id)) if id == path_id => {}
-        Some(other) => {
-            return Err(ApiError::field(
-                "id",
-                format!(
-                    "The id in the body ({other}) does not match the id in the path ({path_id})"
-                ),
-            ));
-        }
+/// The body of a write as DRF takes it: an object ("No data provided" for `null`).
+fn body_object(body: Value) -> Result<Map<String, Value>, ApiError> {
+    match body {
+        Value::Object(map) => Ok(map),
+        Value::Null => Err(ApiError::bad_request(
+            json!({"non_field_errors": ["No data provided"]}),
+        )),
+        other => Err(ApiError::bad_request(json!({
+            "non_field_errors": [format!(
+                "Invalid data. Expected a dictionary, but got {}.",
+                rules::py_type(&other)
+            )]
+        }))),
     }
-    state::check_id(path_id).map_err(|e| ApiError::field("id", e))?;
-    for computed in ["created", "updated", "links"] {
-        fields.remove(computed);
-    }
-    Ok(fields)
 }
 
-fn stac_json(ctx: &Ctx, meta: &StacMeta) -> Value {
-    let mut json = meta.fields.clone();
-    json.insert("created".into(), timestamp(meta.created).into());
-    json.insert("updated".into(), timestamp(meta.updated).into());
-    json.insert(
-        "links".into(),
-        json!([{"rel": "self", "href": ctx.self_url()}]),
-    );
-    Value::Object(json)
+/// Step 1 of the rules: the fields, every error at once.
+fn fields(
+    table: &[rules::Field],
+    version: ApiVersion,
+    body: &Map<String, Value>,
+    partial: bool,
+    context: &rules::Context<'_>,
+) -> Result<Map<String, Value>, ApiError> {
+    rules::check_fields(table, version, body, partial, context)
+        .map_err(|e| ApiError::bad_request(Value::Object(e)))
+}
+
+/// `null`s are not stored (the server's answers leave them out).
+fn without_nulls(map: Map<String, Value>) -> Map<String, Value> {
+    map.into_iter().filter(|(_, v)| !v.is_null()).collect()
+}
+
+/// An item whose `expires` has passed is gone from reads (views/item.py, `is_active` filter).
+fn expired(item: &Item, now: DateTime<Utc>) -> bool {
+    item.meta
+        .fields
+        .get("properties")
+        .and_then(|p| p.get("expires"))
+        .and_then(Value::as_str)
+        .and_then(rules::parse_datetime)
+        .is_some_and(|t| t < now)
+}
+
+impl Ctx {
+    fn api_base(&self, version: ApiVersion) -> String {
+        format!("{}/api/stac/{}", self.origin(), version.as_str())
+    }
+
+    /// serializers/utils.py `get_relation_links` of a collection, an item or an asset.
+    fn relation_links(
+        &self,
+        version: ApiVersion,
+        collection: &str,
+        item: Option<&str>,
+        asset: Option<&str>,
+    ) -> Vec<Value> {
+        let base = self.api_base(version);
+        let collection_url = format!("{base}/collections/{collection}");
+        let root = json!({"rel": "root", "href": format!("{base}/")});
+        match (item, asset) {
+            (None, None) => {
+                let mut links = vec![
+                    json!({"rel": "self", "href": collection_url}),
+                    root,
+                    json!({"rel": "parent", "href": format!("{base}/")}),
+                    json!({"rel": "items", "href": format!("{collection_url}/items")}),
+                ];
+                if version == ApiVersion::V1 {
+                    links
+                        .push(json!({"rel": "assets", "href": format!("{collection_url}/assets")}));
+                }
+                links
+            }
+            (Some(item), None) => vec![
+                json!({"rel": "self", "href": format!("{collection_url}/items/{item}")}),
+                root,
+                json!({"rel": "parent", "href": collection_url}),
+                json!({"rel": "collection", "href": collection_url}),
+            ],
+            (None, Some(asset)) => vec![
+                json!({"rel": "self", "href": format!("{collection_url}/assets/{asset}")}),
+                root,
+                json!({"rel": "parent", "href": collection_url}),
+                json!({"rel": "collection", "href": collection_url}),
+            ],
+            (Some(item), Some(asset)) => {
+                let item_url = format!("{collection_url}/items/{item}");
+                vec![
+                    json!({"rel": "self", "href": format!("{item_url}/assets/{asset}")}),
+                    root,
+                    json!({"rel": "parent", "href": item_url}),
+                    json!({"rel": "collection", "href": collection_url}),
+                    json!({"rel": "item", "href": item_url}),
+                ]
+            }
+        }
+    }
+
+    /// An item as serializers/item.py `ItemSerializer` answers it.
+    fn item_json(&self, version: ApiVersion, collection: &str, id: &str, item: &Item) -> Value {
+        let fields = &item.meta.fields;
+        let geometry = fields.get("geometry").cloned().unwrap_or(Value::Null);
+        let stored = fields
+            .get("properties")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        let mut properties = Map::new();
+        for field in rules::ITEM_PROPERTIES {
+            let value = match field.name {
+                "created" => Some(rules::isoformat(item.meta.created).into()),
+                "updated" => Some(rules::isoformat(item.meta.updated).into()),
+                name => stored.get(name).cloned(),
+            };
+            if let Some(value) = value {
+                properties.insert(field.name.into(), value);
+            }
+        }
+        let mut extensions = vec![json!(
+            "https://stac-extensions.github.io/timestamps/v1.1.0/schema.json"
+        )];
+        if collection.starts_with("ch.meteoschweiz.ogd-forecasting-icon") {
+            extensions.push(json!(
+                "https://stac-extensions.github.io/forecast/v0.2.0/schema.json"
+            ));
+        }
+        let mut links = self.relation_links(version, collection, Some(id), None);
+        if let Some(Value::Array(user)) = fields.get("links") {
+            links.extend(user.iter().cloned());
+        }
+        let assets: Map<String, Value> = item
+            .assets
+            .iter()
+            .map(|(name, asset)| {
+                let key = AssetKey::item_asset(collection, id, name);
+                let mut json = self.asset_fields(&key, asset, version);
+                json.remove("id");
+                (name.clone(), Value::Object(json))
+            })
+            .collect();
+        json!({
+            "id": id,
+            "collection": collection,
+            "type": "Feature",
+            "stac_version": version.stac_version(),
+            "bbox": rules::bbox(&geometry),
+            "geometry": geometry,
+            "properties": properties,
+            "stac_extensions": extensions,
+            "links": links,
+            "assets": assets,
+        })
+    }
+
+    /// A collection as serializers/collection.py `CollectionSerializer` answers it; extent and
+    /// summaries are computed at once (the server does it a little later).
+    fn collection_json(&self, version: ApiVersion, id: &str, collection: &Collection) -> Value {
+        let fields = &collection.meta.fields;
+        let mut json = Map::new();
+        json.insert("stac_version".into(), version.stac_version().into());
+        json.insert("id".into(), id.into());
+        for name in ["title", "description"] {
+            if let Some(v) = fields.get(name) {
+                json.insert(name.into(), v.clone());
+            }
+        }
+        // Summaries of the items' assets, empty lists left out.
+        let mut summaries = Map::new();
+        let gsd = match version {
+            ApiVersion::V1 => "gsd",
+            ApiVersion::V09 => "eo:gsd",
+        };
+        for (name, stored) in [
+            ("proj:epsg", "proj:epsg"),
+            (gsd, "gsd"),
+            ("geoadmin:variant", "geoadmin:variant"),
+            ("geoadmin:lang", "geoadmin:lang"),
+        ] {
+            let mut values: Vec<Value> = Vec::new();
+            for asset in collection.items.values().flat_map(|i| i.assets.values()) {
+                if let Some(v) = asset.fields.get(stored)
+                    && !values.contains(v)
+                {
+                    values.push(v.clone());
+                }
+            }
+            if !values.is_empty() {
+                summaries.insert(name.into(), values.into());
+            }
+        }
+        json.insert("summaries".into(), summaries.into());
+        json.insert("extent".into(), extent(collection));
+        if let Some(Value::Array(providers)) = fields.get("providers")
+            && !providers.is_empty()
+        {
+            json.insert("providers".into(), providers.clone().into());
+        }
+        if let Some(license) = fields.get("license") {
+            json.insert("license".into(), license.clone());
+        }
+        json.insert(
+            "created".into(),
+            rules::isoformat(collection.meta.created).into(),
+        );
+        json.insert(
+            "updated".into(),
+            rules::isoformat(collection.meta.updated).into(),
+        );
+        let mut links = self.relation_links(version, id, None, None);
+        if let Some(Value::Array(user)) = fields.get("links") {
+            links.extend(user.iter().cloned());
+        }
+        json.insert("links".into(), links.into());
+        json.insert(
+            "crs".into(),
+            json!(["http://www.opengis.net/def/crs/OGC/1.3/CRS84"]),
+        );
+        json.insert("itemType".into(), "Feature".into());
+        let assets: Map<String, Value> = collection
+            .assets
+            .iter()
+            .map(|(name, asset)| {
+                let key = AssetKey::collection_asset(id, name);
+                let mut json = self.asset_fields(&key, asset, version);
+                json.remove("id");
+                (name.clone(), Value::Object(json))
+            })
+            .collect();
+        json.insert("assets".into(), assets.into());
+        if version == ApiVersion::V1 {
+            json.insert("type".into(), "Collection".into());
+        }
+        Value::Object(json)
+    }
+}
+
+/// The extent of a collection's items: the union of their boxes, the earliest start and the
+/// latest end (`[0, 0, 0, 0]` and nulls without items).
+fn extent(collection: &Collection) -> Value {
+    let mut bbox: Option<[f64; 4]> = None;
+    let (mut start, mut end): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) = (None, None);
+    for item in collection.items.values() {
+        let fields = &item.meta.fields;
+        if let Some(geometry) = fields.get("geometry") {
+            let b = rules::bbox(geometry);
+            let b: Vec<f64> = b
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_f64)
+                .collect();
+            if let [w, s, e, n] = b[..] {
+                bbox = Some(match bbox {
+                    None => [w, s, e, n],
+                    Some([w0, s0, e0, n0]) => [w0.min(w), s0.min(s), e0.max(e), n0.max(n)],
+                });
+            }
+        }
+        let time = |k: &str| {
+            fields
+                .get("properties")
+                .and_then(|p| p.get(k))
+                .and_then(Value::as_str)
+                .and_then(rules::parse_datetime)
+        };
+        let first = time("datetime").or_else(|| time("start_datetime"));
+        let last = time("datetime").or_else(|| time("end_datetime"));
+        start = match (start, first) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        end = match (end, last) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+    }
+    json!({
+        "spatial": {"bbox": [bbox.unwrap_or([0.0; 4])]},
+        "temporal": {"interval": [[start.map(rules::isoformat), end.map(rules::isoformat)]]},
+    })
 }
 
 async fn get_stac(ctx: Ctx, P(path): P<StacPath>) -> Response {
     ctx.run(async {
-        ApiVersion::parse(&path.version)?;
+        let version = ApiVersion::parse(&path.version)?;
+        let now = ctx.shared.now();
         let state = ctx.shared.lock();
         let collection = state
             .collections
             .get(&path.collection)
             .ok_or_else(|| ApiError::not_found("Not found"))?;
-        let meta = match &path.item {
-            None => &collection.meta,
-            Some(item) => {
-                &collection
+        let json = match &path.item {
+            None => ctx.collection_json(version, &path.collection, collection),
+            Some(id) => {
+                let item = collection
                     .items
-                    .get(item)
-                    .ok_or_else(|| ApiError::not_found("Not found"))?
-                    .meta
+                    .get(id)
+                    .filter(|i| !expired(i, now))
+                    .ok_or_else(|| ApiError::not_found("Not found"))?;
+                ctx.item_json(version, &path.collection, id, item)
             }
         };
-        Ok(axum::Json(stac_json(&ctx, meta)).into_response())
+        Ok(axum::Json(json).into_response())
     })
     .await
 }
 
-/// `PUT` of a collection, or of an item when the path names one.
+/// `PUT` of a collection, or of an item when the path names one, through the rules in the
+/// server's order.
 async fn put_stac(ctx: Ctx, P(path): P<StacPath>, body: Body) -> Response {
     ctx.call(CallKind::PutStac, async {
-        ApiVersion::parse(&path.version)?;
-        let body = read_json(&ctx.headers, body).await?;
-        let fields = stac_body(body, path.item.as_deref().unwrap_or(&path.collection))?;
+        let version = ApiVersion::parse(&path.version)?;
+        let body = body_object(read_json(&ctx.headers, body).await?)?;
         let now = ctx.shared.now();
-        let mut state = ctx.shared.lock();
-        let (created, meta) = match &path.item {
+        let context = rules::Context {
+            existing_type: None,
+        };
+        match &path.item {
             None => {
+                let clean = fields(rules::COLLECTION, version, &body, false, &context)?;
+                rules::check_payload(rules::COLLECTION, version, &body)?;
+                rules::renaming(&clean, &path.collection)?;
+                let mut stored = without_nulls(clean);
+                stored.remove("id");
+                let mut state = ctx.shared.lock();
                 let created = !state.collections.contains_key(&path.collection);
                 let collection = state
                     .collections
                     .entry(path.collection.clone())
-                    .or_insert_with(|| Collection {
-                        meta: StacMeta::new(Map::new(), now),
-                        items: Default::default(),
-                        assets: Default::default(),
-                    });
-                (created, &mut collection.meta)
+                    .or_insert_with(|| Collection::new(Map::new(), now));
+                collection.meta.fields = stored;
+                collection.meta.updated = now;
+                let json = ctx.collection_json(version, &path.collection, collection);
+                Ok(json_response(created_or_ok(created), json))
             }
-            Some(item) => {
-                let collection = state.collections.get_mut(&path.collection).ok_or_else(|| {
-                    ApiError::not_found(format!(
-                        "The collection {} does not exist",
-                        path.collection
-                    ))
-                })?;
-                let created = !collection.items.contains_key(item);
+            Some(id) => {
+                let clean = fields(rules::ITEM, version, &body, false, &context)?;
+                let properties = clean
+                    .get("properties")
+                    .and_then(Value::as_object)
+                    .cloned()
+                    .unwrap_or_default();
+                rules::item_datetimes(&properties)?;
+                rules::item_expires(&properties, now)?;
+                rules::check_payload(rules::ITEM, version, &body)?;
+                let mut state = ctx.shared.lock();
+                let collection = state
+                    .collections
+                    .get_mut(&path.collection)
+                    .ok_or_else(|| ApiError::not_found("Not found."))?;
+                rules::renaming(&clean, id)?;
+                if clean.contains_key("assets") {
+                    return Err(rules::item_assets_assigned());
+                }
+                let mut stored = without_nulls(clean);
+                stored.remove("id");
+                let created = !collection.items.contains_key(id);
+                let item = collection.items.entry(id.clone()).or_insert_with(|| Item {
+                    meta: StacMeta::new(Map::new(), now),
+                    assets: Default::default(),
+                });
+                item.meta.fields = stored;
+                item.meta.updated = now;
+                let json = ctx.item_json(version, &path.collection, id, item);
+                Ok(json_response(created_or_ok(created), json))
+            }
+        }
+    })
+    .await
+}
+
+fn created_or_ok(created: bool) -> StatusCode {
+    if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    }
+}
+
+/// The answer of a delete (views/mixins.py `DestroyModelMixin`): 200 with the parent link.
+fn deleted(what: &str, parent: String) -> Response {
+    json_response(
+        StatusCode::OK,
+        json!({
+            "code": 200,
+            "description": format!("{what} successfully deleted"),
+            "links": [{"rel": "parent", "href": parent}],
+        }),
+    )
+}
+
+/// `DELETE` of a collection or an item: refused while it has children (models with
+/// `on_delete=PROTECT`).
+async fn delete_stac(ctx: Ctx, P(path): P<StacPath>) -> Response {
+    ctx.call(CallKind::PutStac, async {
+        let version = ApiVersion::parse(&path.version)?;
+        let now = ctx.shared.now();
+        let base = ctx.api_base(version);
+        let mut state = ctx.shared.lock();
+        let collection = state
+            .collections
+            .get_mut(&path.collection)
+            .ok_or_else(|| ApiError::not_found("Not found."))?;
+        match &path.item {
+            Some(id) => {
                 let item = collection
                     .items
-                    .entry(item.clone())
-                    .or_insert_with(|| Item {
-                        meta: StacMeta::new(Map::new(), now),
-                        assets: Default::default(),
-                    });
-                (created, &mut item.meta)
+                    .get(id)
+                    .filter(|i| !expired(i, now))
+                    .ok_or_else(|| ApiError::not_found("Not found."))?;
+                if !item.assets.is_empty() {
+                    return Err(rules::has_children("Item", "assets"));
+                }
+                collection.items.remove(id);
+                Ok(deleted(
+                    &format!("{}/{id}", path.collection),
+                    format!("{base}/collections/{}", path.collection),
+                ))
             }
-        };
-        meta.fields = fields;
-        meta.updated = now;
-        let json = stac_json(&ctx, meta);
-        let status = if created {
-            StatusCode::CREATED
-        } else {
-            StatusCode::OK
-        };
-        Ok(json_response(status, json))
+            None => {
+                // Collection assets protect it too, under the same message.
+                if !collection.items.is_empty() || !collection.assets.is_empty() {
+                    return Err(rules::has_children("Collection", "items"));
+                }
+                state.collections.remove(&path.collection);
+                Ok(deleted(&path.collection, format!("{base}/")))
+            }
+        }
     })
     .await
 }
@@ -617,106 +967,160 @@ async fn put_stac(ctx: Ctx, P(path): P<StacPath>, body: Body) -> Response {
 async fn get_asset(ctx: Ctx, P(path): P<AssetPath>) -> Response {
     ctx.call(CallKind::GetAsset, async {
         let (version, key) = path.parse()?;
+        let now = ctx.shared.now();
         let state = ctx.shared.lock();
+        if item_expired(&state, &key, now) {
+            return Err(ApiError::not_found("Not found."));
+        }
         let asset = state.asset(&key)?;
         Ok(ctx.with_etag(&asset.etag, ctx.asset_json(&key, asset, version)))
     })
     .await
 }
 
-/// An `href` in an asset body: a URL elsewhere makes the asset external; our own data URL
-/// (a GET answer sent back) changes nothing.
-fn external_href(key: &AssetKey, href: Value) -> Result<Option<String>, ApiError> {
-    match href {
-        Value::Null => Ok(None),
-        Value::String(h) if url::Url::parse(&h).is_ok_and(|u| u.path() == key.data_path()) => {
-            Ok(None)
-        }
-        Value::String(h) if url::Url::parse(&h).is_ok() => Ok(Some(h)),
-        _ => Err(ApiError::field("href", "Invalid URL provided")),
+fn item_expired(state: &state::State, key: &AssetKey, now: DateTime<Utc>) -> bool {
+    key.item.as_ref().is_some_and(|item| {
+        state
+            .collections
+            .get(&key.collection)
+            .and_then(|c| c.items.get(item))
+            .is_some_and(|i| expired(i, now))
+    })
+}
+
+/// The field table of an asset of this path.
+fn asset_table(key: &AssetKey) -> &'static [rules::Field] {
+    if key.item.is_some() {
+        rules::ASSET
+    } else {
+        rules::COLLECTION_ASSET
     }
 }
 
-/// Fields the server computes from uploads; a client cannot set them.
-fn drop_upload_fields(fields: &mut Map<String, Value>) {
-    for computed in ["file:checksum", "checksum:multihash", "file:size"] {
-        fields.remove(computed);
+/// Applies the optional fields a body names to the stored ones, under their v1 names: `null`
+/// removes one, an absent one is kept. Also for PUT: the serializer leaves absent optional
+/// fields out of `validated_data` and `update_or_create` only sets what it is given
+/// (serializers/item.py `AssetBaseSerializer.update_or_create`).
+fn merge_asset_fields(stored: &mut Map<String, Value>, clean: Map<String, Value>) {
+    for (name, value) in clean {
+        if ["id", "type", "href"].contains(&name.as_str()) {
+            continue;
+        }
+        let name = if name == "eo:gsd" {
+            "gsd".to_owned()
+        } else {
+            name
+        };
+        if value.is_null() {
+            stored.remove(&name);
+        } else {
+            stored.insert(name, value);
+        }
     }
+}
+
+/// The parent of an asset must exist before its body is looked at (views/item.py
+/// `AssetDetail.get_serializer`); its collection's external-asset setting.
+fn asset_parent(state: &state::State, key: &AssetKey) -> Result<rules::ExternalAssets, ApiError> {
+    let collection = state
+        .collections
+        .get(&key.collection)
+        .ok_or_else(|| ApiError::not_found("Not found."))?;
+    if let Some(item) = &key.item
+        && !collection.items.contains_key(item)
+    {
+        return Err(ApiError::not_found("Not found."));
+    }
+    Ok(collection.external.clone())
 }
 
 async fn put_asset(ctx: Ctx, P(path): P<AssetPath>, body: Body) -> Response {
     ctx.call(CallKind::PutStac, async {
         let (version, key) = path.parse()?;
         let body = read_json(&ctx.headers, body).await?;
-        let mut fields = stac_body(body, &key.asset)?;
-        fields.remove("id");
-        let media_type = match fields.remove("type") {
-            Some(Value::String(t)) if !t.trim().is_empty() => t,
-            _ => return Err(ApiError::field("type", "This field is required.")),
-        };
-        state::check_media_type(&key.asset, &media_type)
-            .map_err(|(field, message)| ApiError::field(field, message))?;
-        let external = match fields.remove("href") {
-            Some(href) => external_href(&key, href)?,
-            None => None,
-        };
-        drop_upload_fields(&mut fields);
         let now = ctx.shared.now();
-        let mut state = ctx.shared.lock();
-        let created = state.put_asset(&key, media_type, fields, external, now)?;
-        let json = ctx.asset_json(&key, state.asset(&key)?, version);
-        let status = if created {
-            StatusCode::CREATED
-        } else {
-            StatusCode::OK
+        let (external, existing_type) = {
+            let state = ctx.shared.lock();
+            let external = asset_parent(&state, &key)?;
+            (
+                external,
+                state.asset(&key).ok().map(|a| a.media_type.clone()),
+            )
         };
-        Ok(json_response(status, json))
+        let body = body_object(body)?;
+        let table = asset_table(&key);
+        let context = rules::Context {
+            existing_type: existing_type.as_deref(),
+        };
+        let clean = fields(table, version, &body, false, &context)?;
+        let href = rules::asset_href(clean.get("href"), &external)?;
+        let name = clean.get("id").and_then(Value::as_str).unwrap_or_default();
+        let media_type = clean
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        rules::asset_name_fits_type(name, &media_type)?;
+        rules::check_payload(table, version, &body)?;
+        rules::renaming(&clean, &key.asset)?;
+        let mut state = ctx.shared.lock();
+        let mut stored = state
+            .asset(&key)
+            .map(|a| a.fields.clone())
+            .unwrap_or_default();
+        merge_asset_fields(&mut stored, clean);
+        let created = state.put_asset(&key, media_type, stored, href, now)?;
+        let json = ctx.asset_json(&key, state.asset(&key)?, version);
+        Ok(json_response(created_or_ok(created), json))
     })
     .await
 }
 
-/// Merges metadata into an existing asset; `null` removes a field.
+/// Updates the fields a body names (`null` removes one); the type cannot change; an asset
+/// PATCHed without `href` is no longer external (views/item.py `_get_file_path`).
 async fn patch_asset(ctx: Ctx, P(path): P<AssetPath>, body: Body) -> Response {
     ctx.call(CallKind::PutStac, async {
         let (version, key) = path.parse()?;
-        let mut fields = expect_object(read_json(&ctx.headers, body).await?)?;
-        match fields.remove("id") {
-            None => {}
-            Some(Value::String(id)) if id == key.asset => {}
-            Some(_) => {
-                return Err(ApiError::field(
-                    "id",
-                    "Renaming an asset is not supported by the emulator",
-                ));
-            }
-        }
-        let media_type = match fields.remove("type") {
-            None => None,
-            Some(Value::String(t)) => {
-                state::check_media_type(&key.asset, &t)
-                    .map_err(|(field, message)| ApiError::field(field, message))?;
-                Some(t)
-            }
-            Some(_) => return Err(ApiError::field("type", "Not a valid string.")),
-        };
-        let href = fields
-            .remove("href")
-            .map(|h| external_href(&key, h))
-            .transpose()?;
-        drop_upload_fields(&mut fields);
-        for computed in ["created", "updated", "links"] {
-            fields.remove(computed);
-        }
+        let body = read_json(&ctx.headers, body).await?;
         let now = ctx.shared.now();
+        let (external, existing_type) = {
+            let state = ctx.shared.lock();
+            let external = asset_parent(&state, &key)?;
+            if item_expired(&state, &key, now) {
+                return Err(ApiError::not_found("Not found."));
+            }
+            (external, state.asset(&key)?.media_type.clone())
+        };
+        let body = body_object(body)?;
+        let table = asset_table(&key);
+        let context = rules::Context {
+            existing_type: Some(&existing_type),
+        };
+        let clean = fields(table, version, &body, true, &context)?;
+        let href = rules::asset_href(clean.get("href"), &external)?;
+        let name = clean
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or(&key.asset);
+        let media_type = clean
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or(&existing_type);
+        rules::asset_name_fits_type(name, media_type)?;
+        rules::check_payload(table, version, &body)?;
+        rules::renaming(&clean, &key.asset)?;
         let mut state = ctx.shared.lock();
         let asset = state.asset_mut(&key)?;
-        if let Some(t) = media_type {
-            asset.media_type = t;
-        }
-        if let Some(href) = href {
-            asset.external_href = href;
-        }
-        for (name, value) in fields {
+        asset.external_href = href;
+        for (name, value) in clean {
+            if ["id", "type", "href"].contains(&name.as_str()) {
+                continue;
+            }
+            let name = if name == "eo:gsd" {
+                "gsd".to_owned()
+            } else {
+                name
+            };
             if value.is_null() {
                 asset.fields.remove(&name);
             } else {
@@ -731,14 +1135,12 @@ async fn patch_asset(ctx: Ctx, P(path): P<AssetPath>, body: Body) -> Response {
 
 async fn delete_asset(ctx: Ctx, P(path): P<AssetPath>) -> Response {
     ctx.call(CallKind::PutStac, async {
-        let (_, key) = path.parse()?;
+        let (version, key) = path.parse()?;
+        let base = ctx.api_base(version);
         let removed = {
             let mut state = ctx.shared.lock();
             if state.asset(&key)?.in_progress().is_some() {
-                return Err(ApiError::bad_request(format!(
-                    "Asset {} has still an upload in progress",
-                    key.asset
-                )));
+                return Err(rules::upload_in_progress(&key.asset, key.item.is_none()));
             }
             let removed = state.assets_mut(&key)?.remove(&key.asset);
             for upload in removed.iter().flat_map(|a| &a.uploads) {
@@ -748,10 +1150,11 @@ async fn delete_asset(ctx: Ctx, P(path): P<AssetPath>) -> Response {
         };
         // Part files are deleted here, outside the lock.
         drop(removed);
-        Ok(json_response(
-            StatusCode::OK,
-            json!({"code": 200, "description": "Resource successfully deleted"}),
-        ))
+        let parent = match &key.item {
+            Some(item) => format!("{base}/collections/{}/items/{item}", key.collection),
+            None => format!("{base}/collections/{}", key.collection),
+        };
+        Ok(deleted(&key.asset, parent))
     })
     .await
 }

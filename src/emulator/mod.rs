@@ -7,6 +7,9 @@
 //! lost answers, delays, expired URLs, a bandwidth cap) are injected per kind of call from Rust,
 //! from the admin API under `/_emulator/`, or with `--fault` on the command line.
 //!
+//! Item, asset and collection bodies are checked as the real server's serializers check them,
+//! one table of rules in `rules.rs`; what it keeps of them is what a GET answers.
+//!
 //! Writes need the configured credentials: Basic, `Token`, a static `Bearer`, or an access
 //! token of a Cognito user pool (checked with Cognito's `GetUser`, as production accepts them).
 //! With a certificate and key it serves https, and hands out https part URLs.
@@ -23,12 +26,15 @@ mod cli;
 mod cognito;
 mod error;
 mod faults;
+mod rules;
 mod s3;
 mod server;
 mod state;
 mod storage;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_rules;
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -400,14 +406,32 @@ impl Emulator {
 
     /// Creates (or replaces, like `PUT`) an asset, and its collection and item if needed.
     pub fn create_asset(&self, key: &AssetKey, media_type: &str) -> Result<(), String> {
-        state::check_key(key, media_type)?;
+        let media_type = state::check_key(key, media_type)?;
         let now = self.shared.now();
         let mut state = self.shared.lock();
         state.ensure_parents(key, now);
         state
-            .put_asset(key, media_type.to_owned(), Default::default(), None, now)
+            .put_asset(key, media_type, Default::default(), None, now)
             .map(|_| ())
             .map_err(|e| format!("{key}: {e:?}"))
+    }
+
+    /// Lets the assets of `collection` point elsewhere (an `href` in their body) when the URL
+    /// starts with one of `whitelist`: the real server's admin settings `allow_external_assets`
+    /// and `external_asset_whitelist`. Creates the collection if needed.
+    pub fn allow_external_assets(
+        &self,
+        collection: &str,
+        whitelist: &[&str],
+    ) -> Result<(), String> {
+        state::check_id(collection)?;
+        let now = self.shared.now();
+        let mut state = self.shared.lock();
+        state.ensure_collection(collection, now).external = rules::ExternalAssets {
+            allowed: true,
+            whitelist: whitelist.iter().map(|w| (*w).to_owned()).collect(),
+        };
+        Ok(())
     }
 
     /// The asset, if it exists.

@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 
 use super::AssetKey;
 use super::error::ApiError;
+use super::rules::{self, ExternalAssets};
 use super::storage::Blob;
 
 /// The whole server state.
@@ -22,7 +23,7 @@ pub(crate) struct State {
     pub(crate) upload_index: HashMap<String, AssetKey>,
 }
 
-/// Metadata of a collection or item, echoed back as it was PUT.
+/// Metadata of a collection or item: the fields the server keeps of its last PUT.
 #[derive(Debug)]
 pub(crate) struct StacMeta {
     pub(crate) fields: Map<String, Value>,
@@ -45,6 +46,19 @@ pub(crate) struct Collection {
     pub(crate) meta: StacMeta,
     pub(crate) items: BTreeMap<String, Item>,
     pub(crate) assets: BTreeMap<String, Asset>,
+    /// Whether assets may point elsewhere (`href`), an admin setting of the real server.
+    pub(crate) external: ExternalAssets,
+}
+
+impl Collection {
+    pub(crate) fn new(fields: Map<String, Value>, now: DateTime<Utc>) -> Self {
+        Collection {
+            meta: StacMeta::new(fields, now),
+            items: BTreeMap::new(),
+            assets: BTreeMap::new(),
+            external: ExternalAssets::default(),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -256,14 +270,10 @@ impl State {
         }
     }
 
-    fn ensure_collection(&mut self, id: &str, now: DateTime<Utc>) -> &mut Collection {
+    pub(crate) fn ensure_collection(&mut self, id: &str, now: DateTime<Utc>) -> &mut Collection {
         self.collections
             .entry(id.to_owned())
-            .or_insert_with(|| Collection {
-                meta: StacMeta::new(id_only(id), now),
-                items: BTreeMap::new(),
-                assets: BTreeMap::new(),
-            })
+            .or_insert_with(|| Collection::new(default_collection(), now))
     }
 
     fn ensure_item(&mut self, collection: &str, id: &str, now: DateTime<Utc>) {
@@ -271,7 +281,7 @@ impl State {
             .items
             .entry(id.to_owned())
             .or_insert_with(|| Item {
-                meta: StacMeta::new(id_only(id), now),
+                meta: StacMeta::new(default_item(now), now),
                 assets: BTreeMap::new(),
             });
     }
@@ -349,9 +359,27 @@ impl State {
     }
 }
 
-fn id_only(id: &str) -> Map<String, Value> {
+/// What a collection made behind the API's back holds: the fields the server requires.
+fn default_collection() -> Map<String, Value> {
     let mut fields = Map::new();
-    fields.insert("id".into(), id.into());
+    fields.insert("description".into(), "Made by the emulator".into());
+    fields.insert("license".into(), "proprietary".into());
+    fields
+}
+
+/// What an item made behind the API's back holds: the model's default geometry (the bounding
+/// box of Switzerland, models/general.py `BBOX_CH`) and its creation time.
+fn default_item(now: DateTime<Utc>) -> Map<String, Value> {
+    let mut properties = Map::new();
+    properties.insert("datetime".into(), rules::isoformat(now).into());
+    let mut fields = Map::new();
+    fields.insert(
+        "geometry".into(),
+        serde_json::json!({"type": "Polygon", "coordinates": [[
+            [5.96, 45.82], [5.96, 47.81], [10.49, 47.81], [10.49, 45.82], [5.96, 45.82]
+        ]]}),
+    );
+    fields.insert("properties".into(), properties.into());
     fields
 }
 
@@ -377,109 +405,31 @@ fn upload_missing(key: &AssetKey) -> ApiError {
     ApiError::not_found(format!("No {model} matches the given query."))
 }
 
-/// Media types the emulator accepts, with the file extensions that fit each.
-const MEDIA_TYPES: &[(&str, &[&str])] = &[
-    ("application/zip", &["zip"]),
-    ("application/x.ascii-grid+zip", &["zip"]),
-    ("image/tiff; application=geotiff", &["tif", "tiff"]),
-    (
-        "image/tiff; application=geotiff; profile=cloud-optimized",
-        &["tif", "tiff"],
-    ),
-    ("image/png", &["png"]),
-    ("image/jpeg", &["jpg", "jpeg"]),
-    ("application/json", &["json"]),
-    ("application/geo+json", &["json", "geojson"]),
-    ("text/plain", &["txt"]),
-    ("text/csv", &["csv"]),
-    ("application/x-netcdf", &["nc"]),
-    ("application/x-hdf5", &["h5"]),
-    ("application/gzip", &["gz"]),
-    ("application/vnd.apache.parquet", &["parquet"]),
-    ("application/x.interlis; version=2.3", &["xtf", "xml"]),
-];
-
-/// `Image/TIFF;profile=cloud-optimized; application=geotiff` and the table's spelling compare
-/// equal: case, spaces and parameter order do not matter.
-fn normalize_media_type(t: &str) -> String {
-    let mut parts = t.split(';').map(|p| p.trim().to_ascii_lowercase());
-    let main = parts.next().unwrap_or_default();
-    let mut params: Vec<String> = parts.filter(|p| !p.is_empty()).collect();
-    params.sort();
-    std::iter::once(main)
-        .chain(params)
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-
-/// Checks that `media_type` is known and that `asset_id` ends in an extension fitting it.
-/// Errors name the field at fault (`type` or `id`).
-pub(crate) fn check_media_type(
-    asset_id: &str,
-    media_type: &str,
-) -> Result<(), (&'static str, String)> {
-    let wanted = normalize_media_type(media_type);
-    let Some((_, extensions)) = MEDIA_TYPES
-        .iter()
-        .find(|(t, _)| normalize_media_type(t) == wanted)
-    else {
-        return Err(("type", format!("Invalid media type \"{media_type}\"")));
-    };
-    let ext = asset_id
-        .rsplit_once('.')
-        .map(|(_, ext)| ext.to_ascii_lowercase())
-        .unwrap_or_default();
-    if extensions.contains(&ext.as_str()) {
-        Ok(())
-    } else {
-        Err((
-            "id",
-            format!(
-                "Invalid id extension \"{ext}\" for media type \"{media_type}\", expected one of \
-                 .{}",
-                extensions.join(", .")
-            ),
-        ))
-    }
-}
-
 /// The media type an asset id suggests, for assets created behind the API's back.
 pub(crate) fn media_type_for(asset_id: &str) -> &'static str {
-    let ext = asset_id
-        .rsplit_once('.')
-        .map(|(_, ext)| ext.to_ascii_lowercase())
-        .unwrap_or_default();
-    MEDIA_TYPES
-        .iter()
-        .find(|(_, exts)| exts.contains(&ext.as_str()))
-        .map_or("application/zip", |(t, _)| t)
+    rules::media_type_for(asset_id)
 }
 
 /// The real server's id rule: lowercase letters, digits, `-`, `_` and `.`.
 pub(crate) fn check_id(id: &str) -> Result<(), String> {
-    let valid = !id.is_empty()
-        && id.len() <= 255
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b));
-    if valid {
-        Ok(())
-    } else {
-        Err("Invalid id, only the following characters are allowed: 0-9a-z-_.".into())
-    }
+    rules::check_name(id)
 }
 
-/// Checks every id of `key` and its media type.
-pub(crate) fn check_key(key: &AssetKey, media_type: &str) -> Result<(), String> {
+/// Checks every id of `key` and its media type; returns the media type normalised.
+pub(crate) fn check_key(key: &AssetKey, media_type: &str) -> Result<String, String> {
     check_id(&key.collection)
         .and_then(|()| key.item.as_deref().map_or(Ok(()), check_id))
-        .and_then(|()| check_id(&key.asset))
+        .and_then(|()| rules::check_asset_name(&key.asset))
         .map_err(|e| format!("{key}: {e}"))?;
-    check_media_type(&key.asset, media_type).map_err(|(_, e)| format!("{key}: {e}"))
+    let normalized = rules::normalize_media_type(media_type)
+        .ok_or_else(|| format!("{key}: Invalid media type \"{media_type}\""))?;
+    rules::check_name_fits_type(&key.asset, &normalized).map_err(|e| format!("{key}: {e}"))?;
+    Ok(normalized)
 }
 
 /// The seed file: `{"collections":[{"id":..,"assets":[{"id":..,"type":..}],
-/// "items":[{"id":..,"assets":[..]}]}]}`.
+/// "items":[{"id":..,"assets":[..]}]}]}`; a collection may add `"allow_external_assets": true`
+/// and `"external_asset_whitelist": ["https://.."]` for API PUTs with an `href`.
 #[derive(Debug, Deserialize)]
 struct Seed {
     collections: Vec<SeedCollection>,
@@ -488,6 +438,12 @@ struct Seed {
 #[derive(Debug, Deserialize)]
 struct SeedCollection {
     id: String,
+    /// Lets its assets point elsewhere (`href`); implied by a seeded asset with an `href`.
+    #[serde(default)]
+    allow_external_assets: bool,
+    /// URL prefixes an `href` must start with; a seeded asset's `href` is always accepted.
+    #[serde(default)]
+    external_asset_whitelist: Vec<String>,
     #[serde(default)]
     assets: Vec<SeedAsset>,
     #[serde(default)]
@@ -542,12 +498,22 @@ pub(crate) async fn load_seed(
                     .map(|a| (AssetKey::item_asset(&collection.id, &item.id, &a.id), a)),
             );
         }
-        state.ensure_collection(&collection.id, now);
+        let external_hrefs: Vec<String> =
+            assets.iter().filter_map(|(_, a)| a.href.clone()).collect();
+        let seeded = state.ensure_collection(&collection.id, now);
+        seeded.external = ExternalAssets {
+            allowed: collection.allow_external_assets || !external_hrefs.is_empty(),
+            whitelist: collection
+                .external_asset_whitelist
+                .into_iter()
+                .chain(external_hrefs)
+                .collect(),
+        };
         for (key, asset) in assets {
-            check_key(&key, &asset.media_type).map_err(invalid)?;
+            let media_type = check_key(&key, &asset.media_type).map_err(invalid)?;
             state.ensure_parents(&key, now);
             state
-                .put_asset(&key, asset.media_type, Map::new(), asset.href, now)
+                .put_asset(&key, media_type, Map::new(), asset.href, now)
                 .map_err(|e| invalid(format!("{key}: {e:?}")))?;
         }
     }
@@ -608,31 +574,6 @@ impl From<&Upload> for UploadSnapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn media_types_fit_extensions() {
-        assert!(check_media_type("a.zip", "application/zip").is_ok());
-        assert!(
-            check_media_type(
-                "dem.TIF",
-                "image/tiff;profile=cloud-optimized; Application=geotiff"
-            )
-            .is_ok()
-        );
-        assert!(check_media_type("x.xtf", "application/x.interlis; version=2.3").is_ok());
-        assert_eq!(
-            check_media_type("a.bin", "application/zip").unwrap_err().0,
-            "id"
-        );
-        assert_eq!(
-            check_media_type("a.bin", "application/octet-stream")
-                .unwrap_err()
-                .0,
-            "type"
-        );
-        assert_eq!(check_media_type("a", "text/plain").unwrap_err().0, "id");
-        assert_eq!(media_type_for("x.geojson"), "application/geo+json");
-    }
 
     #[test]
     fn ids_follow_the_server_rule() {

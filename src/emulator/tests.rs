@@ -183,7 +183,8 @@ async fn multipart_upload_round_trip() {
     );
     let json: Value = http.get(&url).send().await.unwrap().json().await.unwrap();
     assert_eq!(json["file:checksum"], multihash(&whole));
-    assert_eq!(json["file:size"], whole.len());
+    // The real server keeps the size to itself.
+    assert!(json.get("file:size").is_none(), "{json}");
     let href = json["href"].as_str().unwrap();
     let downloaded = http.get(href).send().await.unwrap().bytes().await.unwrap();
     assert_eq!(downloaded.as_ref(), whole.as_slice());
@@ -741,6 +742,8 @@ async fn create_body_is_validated() {
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
 
     let external = AssetKey::item_asset("coll", "item-1", "ext.tif");
+    emu.allow_external_assets("coll", &["https://example.com/"])
+        .unwrap();
     let response = http
         .put(emu.asset_url(&external))
         .json(
@@ -769,26 +772,32 @@ async fn stac_objects_are_put_and_read() {
         async move { http.put(url).json(&body).send().await.unwrap() }
     };
 
-    let response = put(format!("{base}/collections/c"), json!({"id": "c"})).await;
+    // The bodies the real server requires (tests_rules.rs has every refusal).
+    let collection = json!({"id": "c", "description": "C", "license": "proprietary"});
+    let item = json!({"id": "i", "geometry": {"type": "Point", "coordinates": [7.4, 46.9]},
+                      "properties": {"datetime": "2024-05-01T12:00:00Z"}});
+    let response = put(format!("{base}/collections/c"), collection.clone()).await;
     assert_eq!(response.status(), StatusCode::CREATED);
-    let response = put(
-        format!("{base}/collections/c"),
-        json!({"id": "c", "title": "C"}),
-    )
-    .await;
+    let mut titled = collection.clone();
+    titled["title"] = json!("C");
+    let response = put(format!("{base}/collections/c"), titled).await;
     assert_eq!(response.status(), StatusCode::OK);
-    let response = put(format!("{base}/collections/c"), json!({"id": "d"})).await;
+    let mut renamed = collection.clone();
+    renamed["id"] = json!("d");
+    let response = put(format!("{base}/collections/c"), renamed).await;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
-    let response = put(format!("{base}/collections/x/items/i"), json!({"id": "i"})).await;
+    let response = put(format!("{base}/collections/x/items/i"), item.clone()).await;
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
-    let response = put(format!("{base}/collections/c/items/i"), json!({"id": "i"})).await;
+    let response = put(format!("{base}/collections/c/items/i"), item).await;
     assert_eq!(response.status(), StatusCode::CREATED);
 
     let asset_url = format!("{base}/collections/c/items/i/assets");
+    // An id with an extension of no media type is a field error, one that fits another
+    // media type an error of the whole body (the serializer's validate()).
     let refused = [
         ("a.bin", "application/zip", "id"),
         ("a.bin", "application/octet-stream", "type"),
-        ("a.zip", "image/png", "id"),
+        ("a.zip", "image/png", "non_field_errors"),
     ];
     for (id, media_type, field) in refused {
         let response = put(
