@@ -14,9 +14,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use stac_uploadd::observe::health::{Health, Phase};
 use stac_uploadd::observe::http::{Server, router};
 use stac_uploadd::observe::metrics::{TRIGGER_RECOVERIES, TRIGGER_UP};
-use stac_uploadd::trigger::watch::{
-    DEFAULT_IGNORE, WatchError, WatchSpec, WatchState, Watcher,
-};
+use stac_uploadd::trigger::watch::{DEFAULT_IGNORE, WatchError, WatchSpec, WatchState, Watcher};
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, sleep, timeout, timeout_at};
 use tokio_util::sync::CancellationToken;
@@ -441,10 +439,10 @@ fn scraped(name: &str, job: &str) -> Option<f64> {
     let handle = metrics_handle();
     handle.run_upkeep();
     let prefix = format!("{name}{{job=\"{job}\"}} ");
-    handle
-        .render()
-        .lines()
-        .find_map(|l| l.strip_prefix(&prefix).map(|v| v.parse().expect("a number")))
+    handle.render().lines().find_map(|l| {
+        l.strip_prefix(&prefix)
+            .map(|v| v.parse().expect("a number"))
+    })
 }
 
 /// Log lines written by the watch (its task carries the test's subscriber).
@@ -499,7 +497,10 @@ impl Readyz {
     /// The line of `job` in `/readyz` (which stays 200 either way).
     async fn job_line(&self, job: &str) -> Option<String> {
         let (status, body) = self.get().await;
-        assert_eq!(status, 200, "a lost trigger does not make the daemon unready");
+        assert_eq!(
+            status, 200,
+            "a lost trigger does not make the daemon unready"
+        );
         let prefix = format!("watch {job}: ");
         body.lines()
             .find_map(|l| l.strip_prefix(&prefix).map(str::to_owned))
@@ -604,7 +605,11 @@ async fn a_lost_folder_is_watched_again(job: &str, poll: Option<Duration>, loss:
     assert_eq!(sorted(got), sorted(expected));
 
     assert_eq!(captured.count("lost the watched folder"), 1, "one warning");
-    assert_eq!(captured.count("the watched folder is back"), 1, "one info line");
+    assert_eq!(
+        captured.count("the watched folder is back"),
+        1,
+        "one info line"
+    );
     let log = captured.text();
     let named: Vec<&str> = log
         .lines()
@@ -682,7 +687,10 @@ async fn a_lost_watch_still_stops_when_cancelled() {
             .await
             .expect("the watch stopped in time");
         assert_eq!(end, None);
-        w.watcher.join().await.expect("a cancelled watch ends cleanly");
+        w.watcher
+            .join()
+            .await
+            .expect("a cancelled watch ends cleanly");
     })
     .await;
 }

@@ -266,18 +266,30 @@ mod tests {
             trigger_state("in", true, false);
         });
         let text = render();
-        assert!(has(&text, r#"stac_uploadd_trigger_up{job="in"} 1"#), "{text}");
         assert!(
-            has(&text, r#"stac_uploadd_trigger_recoveries_total{job="in"} 0"#),
+            has(&text, r#"stac_uploadd_trigger_up{job="in"} 1"#),
+            "{text}"
+        );
+        assert!(
+            has(
+                &text,
+                r#"stac_uploadd_trigger_recoveries_total{job="in"} 0"#
+            ),
             "{text}"
         );
         metrics::with_local_recorder(&recorder, || trigger_state("in", false, false));
         assert!(has(&render(), r#"stac_uploadd_trigger_up{job="in"} 0"#));
         metrics::with_local_recorder(&recorder, || trigger_state("in", true, true));
         let text = render();
-        assert!(has(&text, r#"stac_uploadd_trigger_up{job="in"} 1"#), "{text}");
         assert!(
-            has(&text, r#"stac_uploadd_trigger_recoveries_total{job="in"} 1"#),
+            has(&text, r#"stac_uploadd_trigger_up{job="in"} 1"#),
+            "{text}"
+        );
+        assert!(
+            has(
+                &text,
+                r#"stac_uploadd_trigger_recoveries_total{job="in"} 1"#
+            ),
             "{text}"
         );
     }

@@ -307,8 +307,7 @@ impl Opener {
     fn source(&self, opened: Opened) -> Source {
         match (opened.events, self.poll) {
             (Some((watcher, batches)), _) => {
-                let mut check =
-                    tokio::time::interval_at(Instant::now() + ROOT_CHECK, ROOT_CHECK);
+                let mut check = tokio::time::interval_at(Instant::now() + ROOT_CHECK, ROOT_CHECK);
                 check.set_missed_tick_behavior(MissedTickBehavior::Delay);
                 Source::Events {
                     batches,

@@ -201,10 +201,7 @@ mod tests {
         assert!(status.watching());
         assert!(!status.watching());
         assert_eq!(*state.borrow_and_update(), WatchState::Watching);
-        assert_eq!(
-            board.states(),
-            [("in".to_owned(), TriggerState::Watching)]
-        );
+        assert_eq!(board.states(), [("in".to_owned(), TriggerState::Watching)]);
 
         let lines = captured.lines();
         assert_eq!(lines.len(), 2, "{lines:?}");
@@ -220,6 +217,9 @@ mod tests {
         );
 
         drop(status);
-        assert!(board.states().is_empty(), "a stopped watch is no longer shown");
+        assert!(
+            board.states().is_empty(),
+            "a stopped watch is no longer shown"
+        );
     }
 }
