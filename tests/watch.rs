@@ -6,11 +6,16 @@ use std::collections::HashSet;
 use std::fs;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
-use stac_uploadd::trigger::watch::{DEFAULT_IGNORE, WatchError, WatchSpec, Watcher};
-use tokio::sync::mpsc;
+use metrics_exporter_prometheus::PrometheusHandle;
+use stac_uploadd::observe::health::{Health, Phase};
+use stac_uploadd::observe::http::{Server, router};
+use stac_uploadd::observe::metrics::{TRIGGER_RECOVERIES, TRIGGER_UP};
+use stac_uploadd::trigger::watch::{DEFAULT_IGNORE, WatchError, WatchSpec, WatchState, Watcher};
+use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, sleep, timeout, timeout_at};
 use tokio_util::sync::CancellationToken;
 
@@ -418,33 +423,275 @@ async fn dropping_the_watcher_stops_the_watch() {
     .await;
 }
 
-async fn a_vanished_folder_ends_the_watch_with_an_error(poll: Option<Duration>) {
-    let d = dirs();
-    let w = start(WatchSpec {
-        poll,
-        ..spec(&d.watched, "*.dat")
-    });
-    sleep(Duration::from_millis(100)).await;
-    fs::remove_dir(&d.watched).expect("remove the watched folder");
-    let end = timeout(Duration::from_secs(3), w.watcher.join())
+/// The process-wide metrics recorder (installed once for this test binary).
+fn metrics_handle() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = stac_uploadd::observe::metrics::recorder().expect("valid buckets");
+        let handle = recorder.handle();
+        metrics::set_global_recorder(recorder).expect("the only recorder of this binary");
+        handle
+    })
+}
+
+/// The value of `name{job="<job>"}` as scraped now.
+fn scraped(name: &str, job: &str) -> Option<f64> {
+    let handle = metrics_handle();
+    handle.run_upkeep();
+    let prefix = format!("{name}{{job=\"{job}\"}} ");
+    handle.render().lines().find_map(|l| {
+        l.strip_prefix(&prefix)
+            .map(|v| v.parse().expect("a number"))
+    })
+}
+
+/// Log lines written by the watch (its task carries the test's subscriber).
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+
+    fn count(&self, needle: &str) -> usize {
+        String::from_utf8_lossy(&self.0.lock().unwrap())
+            .lines()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+}
+
+/// `/readyz` of a listener showing the process-wide triggers.
+struct Readyz {
+    server: Server,
+}
+
+impl Readyz {
+    async fn start() -> Self {
+        let health = Arc::new(Health::new(Duration::from_secs(30)));
+        health.set_phase(Phase::Ready);
+        let server = Server::start("127.0.0.1:0".parse().unwrap(), router(health, None))
+            .await
+            .expect("binds");
+        Self { server }
+    }
+
+    async fn get(&self) -> (u16, String) {
+        let r = reqwest::get(format!("http://{}/readyz", self.server.addr()))
+            .await
+            .expect("an answer");
+        (r.status().as_u16(), r.text().await.expect("a body"))
+    }
+
+    /// The line of `job` in `/readyz` (which stays 200 either way).
+    async fn job_line(&self, job: &str) -> Option<String> {
+        let (status, body) = self.get().await;
+        assert_eq!(
+            status, 200,
+            "a lost trigger does not make the daemon unready"
+        );
+        let prefix = format!("watch {job}: ");
+        body.lines()
+            .find_map(|l| l.strip_prefix(&prefix).map(str::to_owned))
+    }
+}
+
+/// Waits (bounded) until the watch is in `want`.
+async fn wait_state(state: &mut watch::Receiver<WatchState>, want: WatchState) {
+    timeout(PATIENCE, state.wait_for(|s| *s == want))
         .await
-        .expect("the watch ended in time");
-    assert!(
-        matches!(&end, Err(WatchError::Vanished { path }) if *path == d.watched),
-        "{end:?}"
+        .unwrap_or_else(|_| panic!("the watch was not {want:?} in time"))
+        .expect("the watch runs");
+}
+
+/// How the watched folder goes away and comes back.
+#[derive(Debug, Clone, Copy)]
+enum Loss {
+    /// `rm -r` then `mkdir`.
+    Recreated,
+    /// Moved out of the way, then back.
+    MovedBack,
+}
+
+/// The folder goes and comes back: the watch goes lost (state, metric, `/readyz`, one warning)
+/// and is back (one info line), and files in the folder that came back are sent, those put
+/// there before it was watched again (by the scan) and after (by events or polls).
+async fn a_lost_folder_is_watched_again(job: &str, poll: Option<Duration>, loss: Loss) {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let _log = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_max_level(tracing::Level::INFO)
+            .with_ansi(false)
+            .finish(),
     );
+    // Before the watch records its start values.
+    metrics_handle();
+    let readyz = Readyz::start().await;
+    let d = dirs();
+    let (tx, mut rx) = mpsc::channel(8);
+    let watcher = Watcher::start_for_job(
+        job,
+        WatchSpec {
+            poll,
+            ..spec(&d.watched, "*.dat")
+        },
+        tx,
+        CancellationToken::new(),
+    )
+    .expect("the watch starts");
+    let mut state = watcher.state();
+    assert_eq!(*state.borrow_and_update(), WatchState::Watching);
+    assert_eq!(scraped(TRIGGER_UP, job), Some(1.0), "exists from the start");
+    assert_eq!(scraped(TRIGGER_RECOVERIES, job), Some(0.0));
+    assert_eq!(readyz.job_line(job).await.as_deref(), Some("watching"));
+
+    let first = d.watched.join("first.dat");
+    write(&first, 100);
+    let got = timeout(PATIENCE, rx.recv()).await.expect("sent in time");
+    assert_eq!(got.as_deref(), Some(first.as_path()));
+
+    let away = d.outside.join("away");
+    match loss {
+        Loss::Recreated => fs::remove_dir_all(&d.watched).expect("remove the folder"),
+        Loss::MovedBack => fs::rename(&d.watched, &away).expect("move the folder away"),
+    }
+    wait_state(&mut state, WatchState::Lost).await;
+    assert_eq!(scraped(TRIGGER_UP, job), Some(0.0));
+    let line = readyz.job_line(job).await.expect("the job is listed");
+    assert!(line.starts_with("lost ("), "{line}");
+    assert!(line.contains(d.watched.to_str().unwrap()), "{line}");
+
+    // Back, with a file already in it before the watch sees it again.
+    match loss {
+        Loss::Recreated => fs::create_dir(&d.watched).expect("make the folder again"),
+        Loss::MovedBack => fs::rename(&away, &d.watched).expect("move the folder back"),
+    }
+    let early = d.watched.join("early.dat");
+    write(&early, 100);
+    wait_state(&mut state, WatchState::Watching).await;
+    assert_eq!(scraped(TRIGGER_UP, job), Some(1.0));
+    assert_eq!(scraped(TRIGGER_RECOVERIES, job), Some(1.0));
+    assert_eq!(readyz.job_line(job).await.as_deref(), Some("watching"));
+
+    let late = d.watched.join("late.dat");
+    write(&late, 100);
+    let mut expected = vec![early, late];
+    if matches!(loss, Loss::MovedBack) {
+        // Back as at start-up: what is in the folder is sent again (the upload finds it
+        // unchanged).
+        expected.push(first);
+    }
+    let mut got = Vec::new();
+    let deadline = Instant::now() + PATIENCE;
+    while got.len() < expected.len() {
+        match timeout_at(deadline, rx.recv()).await {
+            Ok(Some(path)) => got.push(path),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    assert_eq!(sorted(got), sorted(expected));
+
+    assert_eq!(captured.count("lost the watched folder"), 1, "one warning");
+    assert_eq!(
+        captured.count("the watched folder is back"),
+        1,
+        "one info line"
+    );
+    let log = captured.text();
+    let named: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(&format!("job={job}")) && !l.contains("file ready"))
+        .collect();
+    assert_eq!(
+        named.len(),
+        2,
+        "the two lines name the job; nothing else is logged at info but the files sent:\n{log}"
+    );
+
+    drop(watcher);
+    let end = timeout(Duration::from_secs(2), rx.recv())
+        .await
+        .expect("the watch stopped in time");
+    assert_eq!(end, None);
+    assert_eq!(
+        readyz.job_line(job).await,
+        None,
+        "a stopped watch is not listed"
+    );
+    readyz.server.stop().await;
 }
 
 #[tokio::test]
-async fn a_vanished_folder_ends_the_watch_with_events() {
-    bounded(a_vanished_folder_ends_the_watch_with_an_error(None)).await;
+async fn a_removed_and_recreated_folder_is_watched_again_with_events() {
+    bounded(a_lost_folder_is_watched_again(
+        "recreated-events",
+        None,
+        Loss::Recreated,
+    ))
+    .await;
 }
 
 #[tokio::test]
-async fn a_vanished_folder_ends_the_watch_when_polling() {
-    bounded(a_vanished_folder_ends_the_watch_with_an_error(Some(
-        Duration::from_millis(100),
-    )))
+async fn a_removed_and_recreated_folder_is_watched_again_when_polling() {
+    bounded(a_lost_folder_is_watched_again(
+        "recreated-polling",
+        Some(Duration::from_millis(100)),
+        Loss::Recreated,
+    ))
+    .await;
+}
+
+#[tokio::test]
+async fn a_folder_moved_away_and_back_is_watched_again_with_events() {
+    bounded(a_lost_folder_is_watched_again(
+        "moved-events",
+        None,
+        Loss::MovedBack,
+    ))
+    .await;
+}
+
+#[tokio::test]
+async fn a_folder_moved_away_and_back_is_watched_again_when_polling() {
+    bounded(a_lost_folder_is_watched_again(
+        "moved-polling",
+        Some(Duration::from_millis(100)),
+        Loss::MovedBack,
+    ))
+    .await;
+}
+
+#[tokio::test]
+async fn a_lost_watch_still_stops_when_cancelled() {
+    bounded(async {
+        let d = dirs();
+        let mut w = start(spec(&d.watched, "*.dat"));
+        let mut state = w.watcher.state();
+        fs::remove_dir(&d.watched).expect("remove the folder");
+        wait_state(&mut state, WatchState::Lost).await;
+        w.cancel.cancel();
+        let end = timeout(Duration::from_secs(2), w.rx.recv())
+            .await
+            .expect("the watch stopped in time");
+        assert_eq!(end, None);
+        w.watcher
+            .join()
+            .await
+            .expect("a cancelled watch ends cleanly");
+    })
     .await;
 }
 

@@ -1,6 +1,9 @@
-//! What `/healthz` and `/readyz` answer: the daemon's phase, and when its main loop last ticked.
+//! What `/healthz` and `/readyz` answer: the daemon's phase, when its main loop last ticked, and
+//! the state of each watch job's trigger.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -49,17 +52,31 @@ pub struct Health {
     phase: AtomicU8,
     /// `/healthz` fails when the last tick is older than this.
     timeout: Duration,
+    /// The watch jobs' triggers, shown by `/readyz`.
+    triggers: Arc<Triggers>,
 }
 
 impl Health {
-    /// A daemon that is starting and has just ticked.
+    /// A daemon that is starting and has just ticked; it shows the process-wide triggers
+    /// ([`Triggers::global`]), where the watch jobs report.
     pub fn new(timeout: Duration) -> Self {
+        Self::with_triggers(timeout, Triggers::global())
+    }
+
+    /// Like [`Health::new`], showing the triggers of `triggers`.
+    pub fn with_triggers(timeout: Duration, triggers: Arc<Triggers>) -> Self {
         Self {
             epoch: Instant::now(),
             last_tick_ms: AtomicU64::new(0),
             phase: AtomicU8::new(Phase::Starting as u8),
             timeout,
+            triggers,
         }
+    }
+
+    /// The watch jobs' triggers.
+    pub fn triggers(&self) -> &Triggers {
+        &self.triggers
     }
 
     fn now_ms(&self) -> u64 {
@@ -105,9 +122,110 @@ impl Health {
     }
 }
 
+/// The state of a watch job's trigger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TriggerState {
+    /// The folder is watched.
+    Watching,
+    /// The folder is gone (or its watcher failed), for the reason given; the watch is trying to
+    /// watch it again.
+    Lost(String),
+}
+
+/// The watch jobs' triggers by job name: what `/readyz` lists. Each watch registers its job while
+/// it runs ([`Triggers::register`]) and is removed when it stops.
+#[derive(Debug, Default)]
+pub struct Triggers {
+    next: AtomicU64,
+    jobs: Mutex<BTreeMap<String, (u64, TriggerState)>>,
+}
+
+impl Triggers {
+    /// The process-wide board (one daemon per process, like the metrics recorder).
+    pub fn global() -> Arc<Triggers> {
+        static GLOBAL: OnceLock<Arc<Triggers>> = OnceLock::new();
+        GLOBAL.get_or_init(Arc::default).clone()
+    }
+
+    /// Shows `job` in `state` until the returned slot is dropped. A job registered again (a
+    /// reload starts its new watch before the old one stops) is shown by its latest slot.
+    pub fn register(self: &Arc<Self>, job: &str, state: TriggerState) -> TriggerSlot {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.lock().insert(job.to_owned(), (id, state));
+        TriggerSlot {
+            board: Arc::clone(self),
+            job: job.to_owned(),
+            id,
+        }
+    }
+
+    /// Every registered job with its trigger state, by name.
+    pub fn states(&self) -> Vec<(String, TriggerState)> {
+        self.lock()
+            .iter()
+            .map(|(job, (_, state))| (job.clone(), state.clone()))
+            .collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, (u64, TriggerState)>> {
+        self.jobs.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// One job's place in [`Triggers`]; dropping it removes the job.
+#[derive(Debug)]
+pub struct TriggerSlot {
+    board: Arc<Triggers>,
+    job: String,
+    id: u64,
+}
+
+impl TriggerSlot {
+    /// Shows the job in `state`.
+    pub fn set(&self, state: TriggerState) {
+        if let Some((id, shown)) = self.board.lock().get_mut(&self.job)
+            && *id == self.id
+        {
+            *shown = state;
+        }
+    }
+}
+
+impl Drop for TriggerSlot {
+    fn drop(&mut self) {
+        let mut jobs = self.board.lock();
+        if jobs.get(&self.job).is_some_and(|(id, _)| *id == self.id) {
+            jobs.remove(&self.job);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn triggers_show_the_latest_registration_of_a_job_until_it_is_dropped() {
+        let board = Arc::new(Triggers::default());
+        let old = board.register("in", TriggerState::Watching);
+        let other = board.register("b", TriggerState::Watching);
+        old.set(TriggerState::Lost("gone".into()));
+        assert_eq!(
+            board.states(),
+            [
+                ("b".to_owned(), TriggerState::Watching),
+                ("in".to_owned(), TriggerState::Lost("gone".into()))
+            ]
+        );
+        // A reload: the new watch of "in" registers before the old one stops.
+        let new = board.register("in", TriggerState::Watching);
+        old.set(TriggerState::Lost("stale".into()));
+        drop(old);
+        assert_eq!(board.states()[1], ("in".to_owned(), TriggerState::Watching));
+        drop(new);
+        drop(other);
+        assert!(board.states().is_empty());
+    }
 
     #[tokio::test(start_paused = true)]
     async fn liveness_fails_once_the_loop_stops_ticking() {

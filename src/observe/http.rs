@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::health::Health;
+use super::health::{Health, TriggerState};
 
 /// The content type of the Prometheus text format.
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -61,6 +61,9 @@ async fn healthz(State(s): State<AppState>) -> Response {
     }
 }
 
+/// The phase on the first line, then one line per watch job with its trigger's state:
+/// `watch <job>: watching` or `watch <job>: lost (<why>)`. A lost trigger does not make the
+/// daemon unready (see the README): restarting it would not bring a folder back.
 async fn readyz(State(s): State<AppState>) -> Response {
     let phase = s.health.phase().as_str();
     let status = if s.health.ready() {
@@ -68,7 +71,14 @@ async fn readyz(State(s): State<AppState>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, format!("{phase}\n")).into_response()
+    let mut body = format!("{phase}\n");
+    for (job, state) in s.health.triggers().states() {
+        match state {
+            TriggerState::Watching => body.push_str(&format!("watch {job}: watching\n")),
+            TriggerState::Lost(why) => body.push_str(&format!("watch {job}: lost ({why})\n")),
+        }
+    }
+    (status, body).into_response()
 }
 
 /// A running listener.
@@ -160,6 +170,40 @@ mod tests {
         );
         assert_eq!(get(format!("{base}/nothing")).await.0, 404);
         server.stop().await;
+    }
+
+    #[tokio::test]
+    async fn readyz_lists_the_watch_triggers_and_stays_ready_while_one_is_lost() {
+        let triggers = Arc::new(crate::observe::health::Triggers::default());
+        let health = Arc::new(Health::with_triggers(
+            Duration::from_secs(30),
+            triggers.clone(),
+        ));
+        health.set_phase(Phase::Ready);
+        let state = AppState {
+            health,
+            metrics: None,
+        };
+        let body = |r: Response| async {
+            let status = r.status().as_u16();
+            let bytes = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
+            (status, String::from_utf8(bytes.to_vec()).unwrap())
+        };
+        let inbox = triggers.register("inbox", TriggerState::Watching);
+        let _radar = triggers.register("radar", TriggerState::Watching);
+        inbox.set(TriggerState::Lost("the folder went".into()));
+        assert_eq!(
+            body(readyz(State(state.clone())).await).await,
+            (
+                200,
+                "ready\nwatch inbox: lost (the folder went)\nwatch radar: watching\n".into()
+            )
+        );
+        drop(inbox);
+        assert_eq!(
+            body(readyz(State(state)).await).await,
+            (200, "ready\nwatch radar: watching\n".into())
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -33,6 +33,10 @@ pub const IN_PROGRESS: &str = "stac_uploadd_uploads_in_progress";
 pub const LATENESS: &str = "stac_uploadd_schedule_lateness_seconds";
 /// SIGHUP reloads by result (`ok`, `failed`).
 pub const RELOADS: &str = "stac_uploadd_config_reloads_total";
+/// Whether a watch job's folder is watched (1) or lost and being retried (0), by job.
+pub const TRIGGER_UP: &str = "stac_uploadd_trigger_up";
+/// Times a watch job's lost folder was watched again, by job.
+pub const TRIGGER_RECOVERIES: &str = "stac_uploadd_trigger_recoveries_total";
 /// Always 1, labelled with the version.
 pub const BUILD_INFO: &str = "stac_uploadd_build_info";
 
@@ -99,6 +103,14 @@ pub fn describe() {
     describe_gauge!(IN_PROGRESS, "Upload sessions running now");
     describe_histogram!(LATENESS, Unit::Seconds, "How late the schedules fired");
     describe_counter!(RELOADS, "Reloads of the job file on SIGHUP, by result");
+    describe_gauge!(
+        TRIGGER_UP,
+        "Whether the watch job's folder is watched (1) or lost and being retried (0)"
+    );
+    describe_counter!(
+        TRIGGER_RECOVERIES,
+        "Times the watch job's lost folder was watched again"
+    );
     describe_gauge!(BUILD_INFO, "Always 1; the version is a label");
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     gauge!(IN_PROGRESS).set(0.0);
@@ -128,6 +140,14 @@ pub fn run_finished(run: &RunRecord) {
         let t = run.finished.timestamp_millis() as f64 / 1000.0;
         gauge!(LAST_SUCCESS, "job" => job).set(t);
     }
+}
+
+/// A watch job's trigger is `up` (watching) or not (its folder lost, being retried); `recovered`
+/// says it is up again after a loss. The watch calls this at its start (up, not recovered), which
+/// makes both series exist.
+pub fn trigger_state(job: &str, up: bool, recovered: bool) {
+    gauge!(TRIGGER_UP, "job" => job.to_owned()).set(if up { 1.0 } else { 0.0 });
+    counter!(TRIGGER_RECOVERIES, "job" => job.to_owned()).increment(u64::from(up && recovered));
 }
 
 /// How one upload session ended.
@@ -230,6 +250,48 @@ mod tests {
             upload_id: None,
             error: None,
         }
+    }
+
+    #[test]
+    fn the_trigger_state_exists_from_the_start_and_counts_recoveries() {
+        let recorder = recorder().expect("valid buckets");
+        let handle = recorder.handle();
+        let render = || {
+            handle.run_upkeep();
+            handle.render()
+        };
+        let has = |text: &str, line: &str| text.lines().any(|l| l == line);
+        metrics::with_local_recorder(&recorder, || {
+            describe();
+            trigger_state("in", true, false);
+        });
+        let text = render();
+        assert!(
+            has(&text, r#"stac_uploadd_trigger_up{job="in"} 1"#),
+            "{text}"
+        );
+        assert!(
+            has(
+                &text,
+                r#"stac_uploadd_trigger_recoveries_total{job="in"} 0"#
+            ),
+            "{text}"
+        );
+        metrics::with_local_recorder(&recorder, || trigger_state("in", false, false));
+        assert!(has(&render(), r#"stac_uploadd_trigger_up{job="in"} 0"#));
+        metrics::with_local_recorder(&recorder, || trigger_state("in", true, true));
+        let text = render();
+        assert!(
+            has(&text, r#"stac_uploadd_trigger_up{job="in"} 1"#),
+            "{text}"
+        );
+        assert!(
+            has(
+                &text,
+                r#"stac_uploadd_trigger_recoveries_total{job="in"} 1"#
+            ),
+            "{text}"
+        );
     }
 
     #[test]

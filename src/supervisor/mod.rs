@@ -83,7 +83,12 @@ impl<U: Uploader> Supervisor<U> {
                 }
                 TriggerSpec::Watch(spec) => {
                     let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
-                    let watcher = Watcher::start(spec.clone(), tx, stop.child_token())?;
+                    let watcher = Watcher::start_for_job(
+                        &job.spec.name,
+                        spec.clone(),
+                        tx,
+                        stop.child_token(),
+                    )?;
                     let pending = job.pending.clone();
                     let name = job.spec.name.clone();
                     tasks.spawn(async move {

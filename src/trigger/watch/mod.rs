@@ -11,10 +11,21 @@
 //! settle rule needs the size and mtime of every candidate anyway, so a scan that lists and stats
 //! the folder *is* the poll, with no second thread and no second copy of the folder's state; and
 //! its timing follows tokio time like the rest of the watch.
+//!
+//! A folder that goes away (removed, moved away, unmounted, replaced by another one) or whose
+//! watcher fails does not end the watch: the watch goes [`WatchState::Lost`], tries to watch the
+//! folder again with exponential backoff (right away, then after 1 s, 2 s, ... up to 30 s), and
+//! when it is back scans it as at start-up, so that the files already in it are sent once they
+//! settle. Losses show in the log (one warning when lost, one info line when back), in
+//! [`Watcher::state`] and, for a job, in the `stac_uploadd_trigger_up` metric and `/readyz`.
+//! Besides inotify's own word (the folder's removal or rename), the folder's identity (device and
+//! inode) is checked at each poll, and every [`ROOT_CHECK`] with inotify, which catches a mount or
+//! unmount on it and a folder replaced between two looks.
 
 mod events;
 mod fs;
 mod settle;
+mod status;
 
 use std::collections::HashSet;
 use std::ops::ControlFlow;
@@ -22,15 +33,20 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use backon::{BackoffBuilder as _, ExponentialBuilder};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_util::sync::{CancellationToken, DropGuard};
+use tracing::instrument::WithSubscriber as _;
 use tracing::{Instrument as _, debug, info, warn};
 
 use self::events::{Batch, EventWatcher};
 use self::fs::{Filter, Finding, Probe};
 use self::settle::Settler;
+use self::status::Status;
+pub use self::status::WatchState;
+use crate::observe::health::Triggers;
 
 /// What to watch, validated by the config loader.
 #[derive(Debug, Clone)]
@@ -55,7 +71,17 @@ pub const DEFAULT_IGNORE: &[&str] = &["*.tmp", ".*", "*~"];
 /// The shortest poll interval honoured; `tokio::time::interval` refuses zero.
 const MIN_POLL: Duration = Duration::from_millis(10);
 
-/// Why a folder cannot be watched, or stopped being watched.
+/// How often, with inotify, the watched folder is checked to be the one watched: inotify says
+/// nothing when a file system is mounted on it or unmounted from it.
+pub const ROOT_CHECK: Duration = Duration::from_secs(5);
+
+/// The first wait between attempts to watch a lost folder again (the first attempt is at once);
+/// each wait doubles, up to [`RETRY_MAX`].
+pub const RETRY_MIN: Duration = Duration::from_secs(1);
+/// The longest wait between attempts to watch a lost folder again.
+pub const RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// Why a folder cannot be watched, or why a running watch lost it.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum WatchError {
@@ -87,16 +113,20 @@ pub enum WatchError {
 pub struct Watcher {
     task: JoinHandle<Result<(), WatchError>>,
     stop: DropGuard,
+    state: watch::Receiver<WatchState>,
 }
 
 impl Watcher {
     /// Starts watching. Every file that matches (pattern on the path relative to dir, ignore
     /// globs on the file name, recursive or not) and has settled is sent on `tx` as an absolute
     /// path. Files already present when the watch starts are reported too (they may have arrived
-    /// while the daemon was down), after settling.
+    /// while the daemon was down), after settling; so are those present when a lost folder is
+    /// back.
     ///
-    /// The watch stops when `cancel` is cancelled, when this `Watcher` is dropped, when the
-    /// receiver of `tx` is dropped, or when the folder vanishes; `tx` is dropped then.
+    /// The folder must exist now. If it goes later, or its watcher fails, the watch is
+    /// [`WatchState::Lost`] and keeps trying to watch it again; it stops only when `cancel` is
+    /// cancelled, when this `Watcher` is dropped, or when the receiver of `tx` is dropped; `tx`
+    /// is dropped then.
     ///
     /// # Panics
     ///
@@ -106,40 +136,48 @@ impl Watcher {
         tx: mpsc::Sender<PathBuf>,
         cancel: CancellationToken,
     ) -> Result<Watcher, WatchError> {
+        Self::launch(None, spec, tx, cancel)
+    }
+
+    /// [`Watcher::start`] for the job `job`: its logs name it, and its state shows in the
+    /// `stac_uploadd_trigger_up` and `stac_uploadd_trigger_recoveries_total` metrics (which
+    /// exist from now on) and in `/readyz` ([`Triggers::global`]) while the watch runs.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime.
+    pub fn start_for_job(
+        job: &str,
+        spec: WatchSpec,
+        tx: mpsc::Sender<PathBuf>,
+        cancel: CancellationToken,
+    ) -> Result<Watcher, WatchError> {
+        Self::launch(Some(job), spec, tx, cancel)
+    }
+
+    fn launch(
+        job: Option<&str>,
+        spec: WatchSpec,
+        tx: mpsc::Sender<PathBuf>,
+        cancel: CancellationToken,
+    ) -> Result<Watcher, WatchError> {
         let root = std::path::absolute(&spec.dir).map_err(|source| WatchError::Inaccessible {
             path: spec.dir.clone(),
             source,
         })?;
-        match std::fs::metadata(&root) {
-            Ok(meta) if meta.is_dir() => {}
-            Ok(_) => return Err(WatchError::NotAFolder { path: root }),
-            Err(source) => return Err(WatchError::Inaccessible { path: root, source }),
+        let opener = Arc::new(Opener {
+            root: root.clone(),
+            recursive: spec.recursive,
+            debounce: events::debounce_for(spec.settle),
+            poll: spec.poll,
+        });
+        let opened = opener.open()?;
+
+        let span = tracing::info_span!("watch", job = tracing::field::Empty, dir = %root.display());
+        if let Some(job) = job {
+            span.record("job", tracing::field::display(job));
         }
-
-        let source = match spec.poll {
-            Some(every) => {
-                let mut interval = tokio::time::interval(every.max(MIN_POLL));
-                // A scan slower than the interval delays the next one rather than bunching them.
-                interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
-                Source::Poll(interval)
-            }
-            None => {
-                let (batches_tx, batches) = mpsc::unbounded_channel();
-                let debounce = events::debounce_for(spec.settle);
-                let watcher = events::watch(&root, spec.recursive, debounce, batches_tx).map_err(
-                    |source| WatchError::Unwatchable {
-                        path: root.clone(),
-                        source,
-                    },
-                )?;
-                Source::Events {
-                    batches,
-                    _watcher: watcher,
-                }
-            }
-        };
-
-        let span = tracing::info_span!("watch", dir = %root.display());
+        let (status, state) = span.in_scope(|| Status::new(job, &Triggers::global()));
         let cancel = cancel.child_token();
         let task = Task {
             filter: Arc::new(Filter {
@@ -148,20 +186,37 @@ impl Watcher {
                 ignore: spec.ignore,
                 recursive: spec.recursive,
             }),
+            root_id: opened.id,
+            source: Some(opener.source(opened)),
+            opener,
+            settle: spec.settle,
             settler: Settler::new(spec.settle),
             tx,
+            status,
         };
-        let task = tokio::spawn(task.run(source, cancel.clone()).instrument(span));
+        let task = tokio::spawn(
+            task.run(cancel.clone())
+                .instrument(span)
+                .with_current_subscriber(),
+        );
         Ok(Watcher {
             task,
             stop: cancel.drop_guard(),
+            state,
         })
     }
 
-    /// Waits for the watch to end: `Ok` once stopped, an error if the folder vanished or the
-    /// watcher died. Dropping this future stops the watch, like dropping the `Watcher`.
+    /// Follows the watch's state: [`WatchState::Watching`] at start, [`WatchState::Lost`] while
+    /// its folder is gone.
+    pub fn state(&self) -> watch::Receiver<WatchState> {
+        self.state.clone()
+    }
+
+    /// Waits for the watch to end (cancelled, or nobody receives the files): a lost folder does
+    /// not end it, so this is `Ok` but for a future error that cannot be retried. Dropping this
+    /// future stops the watch, like dropping the `Watcher`.
     pub async fn join(self) -> Result<(), WatchError> {
-        let Watcher { task, stop } = self;
+        let Watcher { task, stop, .. } = self;
         let end = match task.await {
             Ok(end) => end,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
@@ -173,12 +228,111 @@ impl Watcher {
     }
 }
 
+/// What identifies the watched folder: one removed and made again, or a file system mounted on
+/// it or unmounted from it, is another folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct RootId {
+    dev: u64,
+    ino: u64,
+}
+
+impl RootId {
+    #[cfg(unix)]
+    fn of(meta: &std::fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt as _;
+        Self {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        }
+    }
+
+    #[cfg(not(unix))]
+    fn of(_: &std::fs::Metadata) -> Self {
+        Self { dev: 0, ino: 0 }
+    }
+}
+
+/// The folder's identity now (following a symlink to it), or why it is not a folder to watch.
+fn root_id(root: &std::path::Path) -> Result<RootId, WatchError> {
+    match std::fs::metadata(root) {
+        Ok(meta) if meta.is_dir() => Ok(RootId::of(&meta)),
+        Ok(_) => Err(WatchError::NotAFolder {
+            path: root.to_path_buf(),
+        }),
+        Err(source) => Err(WatchError::Inaccessible {
+            path: root.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// How to (re)open the watched folder: at start, and each time a lost folder is tried again.
+#[derive(Debug)]
+struct Opener {
+    root: PathBuf,
+    recursive: bool,
+    debounce: Duration,
+    poll: Option<Duration>,
+}
+
+/// The folder as opened: its identity and, with inotify, its watcher.
+struct Opened {
+    id: RootId,
+    events: Option<(EventWatcher, mpsc::UnboundedReceiver<Batch>)>,
+}
+
+impl Opener {
+    /// Checks that the folder is there and, with inotify, watches it. Blocks (a recursive watch
+    /// walks the tree).
+    fn open(&self) -> Result<Opened, WatchError> {
+        // The identity first: if the folder is replaced before the inotify watch is in place,
+        // the next root check sees another folder and opens it again.
+        let id = root_id(&self.root)?;
+        let events = match self.poll {
+            Some(_) => None,
+            None => {
+                let (batches_tx, batches) = mpsc::unbounded_channel();
+                let watcher = events::watch(&self.root, self.recursive, self.debounce, batches_tx)
+                    .map_err(|source| WatchError::Unwatchable {
+                        path: self.root.clone(),
+                        source,
+                    })?;
+                Some((watcher, batches))
+            }
+        };
+        Ok(Opened { id, events })
+    }
+
+    /// Where candidates come from, for what `open` opened. Needs the tokio runtime (timers).
+    fn source(&self, opened: Opened) -> Source {
+        match (opened.events, self.poll) {
+            (Some((watcher, batches)), _) => {
+                let mut check = tokio::time::interval_at(Instant::now() + ROOT_CHECK, ROOT_CHECK);
+                check.set_missed_tick_behavior(MissedTickBehavior::Delay);
+                Source::Events {
+                    batches,
+                    _watcher: watcher,
+                    check,
+                }
+            }
+            (None, every) => {
+                let mut interval = tokio::time::interval(every.unwrap_or(MIN_POLL).max(MIN_POLL));
+                // A scan slower than the interval delays the next one rather than bunching them.
+                interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+                Source::Poll(interval)
+            }
+        }
+    }
+}
+
 /// Where candidates come from.
 enum Source {
     Events {
         batches: mpsc::UnboundedReceiver<Batch>,
         /// Held for its lifetime: dropping it stops the inotify and debouncer threads.
         _watcher: EventWatcher,
+        /// When to check that the folder is still the one watched.
+        check: Interval,
     },
     Poll(Interval),
 }
@@ -187,6 +341,7 @@ enum Source {
 enum Wake {
     Batch(Batch),
     Scan,
+    CheckRoot,
     Due,
     EventsEnded,
 }
@@ -194,9 +349,10 @@ enum Wake {
 impl Source {
     async fn next(&mut self) -> Wake {
         match self {
-            Source::Events { batches, .. } => {
-                batches.recv().await.map_or(Wake::EventsEnded, Wake::Batch)
-            }
+            Source::Events { batches, check, .. } => tokio::select! {
+                batch = batches.recv() => batch.map_or(Wake::EventsEnded, Wake::Batch),
+                _ = check.tick() => Wake::CheckRoot,
+            },
             Source::Poll(interval) => {
                 interval.tick().await;
                 Wake::Scan
@@ -209,25 +365,92 @@ impl Source {
 type Step = ControlFlow<Result<(), WatchError>>;
 
 /// The watch task: owns the settle state and does all file system work on the blocking pool.
+///
+/// Its state machine: *watching* (events or polls, settling, sending) until the folder is lost
+/// or its watcher fails; then *lost*: attempts to open the folder again, the first at once and
+/// then with exponential backoff, until one succeeds; then *watching* again, from a scan with
+/// an empty settler, as at start-up. Only a closed receiver (or the cancellation) ends it.
 struct Task {
+    opener: Arc<Opener>,
     filter: Arc<Filter>,
+    /// The identity of the folder being watched.
+    root_id: RootId,
+    /// What the first watch reads; the opener makes the next ones.
+    source: Option<Source>,
+    settle: Duration,
     settler: Settler,
     tx: mpsc::Sender<PathBuf>,
+    status: Status,
 }
 
 impl Task {
     /// Watches until cancelled or ended; every await in the watch is a point where a
     /// cancellation stops it.
-    async fn run(mut self, source: Source, cancel: CancellationToken) -> Result<(), WatchError> {
+    async fn run(mut self, cancel: CancellationToken) -> Result<(), WatchError> {
         let end = tokio::select! {
             biased;
             () = cancel.cancelled() => Ok(()),
-            end = self.watch(source) => end,
+            end = self.supervise() => end,
         };
         debug!("watch stopped");
         end
     }
 
+    /// Watches, and watches again each time the folder is lost and back.
+    async fn supervise(&mut self) -> Result<(), WatchError> {
+        loop {
+            let source = match self.source.take() {
+                Some(source) => source,
+                None => match self.reopen().await {
+                    Some(source) => source,
+                    None => return Ok(()),
+                },
+            };
+            self.status.watching();
+            match self.watch(source).await {
+                Ok(()) => return Ok(()),
+                Err(lost) => {
+                    self.status.lost(&lost);
+                    // What comes back is a folder to scan afresh, as at start-up: a file with the
+                    // path and signature of one sent before may be another file (inodes are
+                    // reused). One sent again is recognised as unchanged by the upload.
+                    self.settler = Settler::new(self.settle);
+                }
+            }
+        }
+    }
+
+    /// Tries to open the lost folder again until it works: `None` if nobody receives the files
+    /// any more. Only state changes are logged, by [`Status`].
+    async fn reopen(&mut self) -> Option<Source> {
+        let mut waits = ExponentialBuilder::default()
+            .with_min_delay(RETRY_MIN)
+            .with_max_delay(RETRY_MAX)
+            .without_max_times()
+            .build();
+        loop {
+            let opener = Arc::clone(&self.opener);
+            match blocking(move || opener.open()).await {
+                Ok(opened) => {
+                    self.root_id = opened.id;
+                    return Some(self.opener.source(opened));
+                }
+                Err(e) => {
+                    self.status.lost(&e);
+                }
+            }
+            let wait = waits.next().unwrap_or(RETRY_MAX);
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = self.tx.closed() => {
+                    debug!("nobody receives the files any more");
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// Watches until the folder is lost (`Err`, why) or nobody receives the files (`Ok`).
     async fn watch(&mut self, mut source: Source) -> Result<(), WatchError> {
         // Polling scans at its first tick, right away; events need a first look at what is there.
         if matches!(source, Source::Events { .. })
@@ -244,6 +467,7 @@ impl Task {
             let step = match wake {
                 Wake::Batch(batch) => self.on_batch(batch).await,
                 Wake::Scan => self.scan().await,
+                Wake::CheckRoot => self.check_root().await,
                 Wake::Due => self.send_settled().await,
                 Wake::EventsEnded => ControlFlow::Break(Err(self.stopped())),
             };
@@ -254,23 +478,56 @@ impl Task {
     }
 
     fn vanished(&self) -> WatchError {
-        warn!("the watched folder was removed or moved away");
         WatchError::Vanished {
             path: self.filter.root.clone(),
         }
     }
 
     fn stopped(&self) -> WatchError {
-        warn!("the file system watcher stopped");
         WatchError::Stopped {
             path: self.filter.root.clone(),
+        }
+    }
+
+    /// Whether the folder is still the one opened: a folder that is gone, is no folder, cannot
+    /// be looked at, or is another one (made again, mounted over or unmounted) is lost.
+    fn same_root(root: &std::path::Path, opened: RootId) -> Result<(), WatchError> {
+        match root_id(root) {
+            Ok(id) if id == opened => Ok(()),
+            Ok(_) => Err(WatchError::Vanished {
+                path: root.to_path_buf(),
+            }),
+            Err(WatchError::Inaccessible { source, .. }) if fs::is_gone(&source) => {
+                Err(WatchError::Vanished {
+                    path: root.to_path_buf(),
+                })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// With inotify, from time to time: is the folder still the one watched?
+    async fn check_root(&mut self) -> Step {
+        let root = self.filter.root.clone();
+        let opened = self.root_id;
+        match blocking(move || Self::same_root(&root, opened)).await {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(lost) => ControlFlow::Break(Err(lost)),
         }
     }
 
     /// Lists the whole folder: at start, at each poll, and after lost events.
     async fn scan(&mut self) -> Step {
         let filter = Arc::clone(&self.filter);
-        let listed = blocking(move || fs::walk(&filter, &filter.root)).await;
+        let opened = self.root_id;
+        let listed = blocking(move || {
+            Self::same_root(&filter.root, opened).map(|()| fs::walk(&filter, &filter.root))
+        })
+        .await;
+        let listed = match listed {
+            Ok(listed) => listed,
+            Err(lost) => return ControlFlow::Break(Err(lost)),
+        };
         let files = match listed {
             Ok(files) => files,
             Err(e) if fs::is_gone(&e) => return ControlFlow::Break(Err(self.vanished())),
