@@ -68,6 +68,13 @@ async fn read(env: &Env, path: &str) -> Option<Value> {
     }
 }
 
+/// An item as read, without the assets it embeds (they change with every upload).
+async fn read_item(env: &Env, path: &str) -> Option<Value> {
+    let mut item = read(env, path).await?;
+    item.as_object_mut()?.remove("assets");
+    Some(item)
+}
+
 /// `PUT` of an API path with the test's credentials, as a publisher does by hand.
 async fn put(env: &Env, path: &str, body: Value) {
     let resp = reqwest::Client::new()
@@ -84,7 +91,7 @@ async fn collection(env: &Env) {
     put(
         env,
         &format!("collections/{COLLECTION}"),
-        json!({"id": COLLECTION}),
+        json!({"id": COLLECTION, "description": "Test data", "license": "proprietary"}),
     )
     .await;
 }
@@ -118,9 +125,10 @@ roles = ["data"]
 "proj:epsg" = 2056
 "#;
 
-/// 06:00 in Zurich on `day` November 2026.
+/// 06:00 in Zurich on `day` November 2099: far enough ahead that the items' `expires` (a week
+/// after the run), which the server refuses in the past, stays in the future.
 fn fire(day: u32) -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 11, day, 5, 0, 0).unwrap()
+    Utc.with_ymd_and_hms(2099, 11, day, 5, 0, 0).unwrap()
 }
 
 #[tokio::test]
@@ -130,7 +138,7 @@ async fn a_templated_item_is_created_each_day_with_its_asset_uploaded() {
     let sha = write(env.dir.path(), "radar.h5", 6 * MIB);
     let job = job(&env, load_job(&env, DAILY), fire(25));
 
-    for (day, item) in [(25, "radar-2026-11-25"), (26, "radar-2026-11-26")] {
+    for (day, item) in [(25, "radar-2099-11-25"), (26, "radar-2099-11-26")] {
         assert_eq!(
             read(&env, &format!("collections/{COLLECTION}/items/{item}")).await,
             None
@@ -149,9 +157,9 @@ async fn a_templated_item_is_created_each_day_with_its_asset_uploaded() {
         );
         assert_eq!(stored["bbox"], json!([5.96, 45.82, 10.49, 47.81]));
         let p = &stored["properties"];
-        assert_eq!(p["datetime"], format!("2026-11-{day}T05:00:00Z"));
-        assert_eq!(p["expires"], format!("2026-12-0{}T05:00:00Z", day - 23));
-        assert_eq!(p["title"], format!("Radar {day}.11.2026"));
+        assert_eq!(p["datetime"], format!("2099-11-{day}T05:00:00Z"));
+        assert_eq!(p["expires"], format!("2099-12-0{}T05:00:00Z", day - 23));
+        assert_eq!(p["title"], format!("Radar {day}.11.2099"));
 
         let target = AssetTarget::item_asset(COLLECTION, item, "radar-0600.h5");
         env.assert_holds(&target, &sha);
@@ -183,7 +191,7 @@ async fn a_fire_before_local_midnight_utc_is_the_next_local_day() {
     let env = start().await;
     collection(&env).await;
     write(env.dir.path(), "radar.h5", 1024);
-    let at = Utc.with_ymd_and_hms(2026, 11, 25, 23, 30, 0).unwrap();
+    let at = Utc.with_ymd_and_hms(2099, 11, 25, 23, 30, 0).unwrap();
     let rec = job(&env, load_job(&env, DAILY), at)
         .run(Work::Scheduled(at))
         .await;
@@ -191,23 +199,23 @@ async fn a_fire_before_local_midnight_utc_is_the_next_local_day() {
     assert_eq!(rec.asset, "radar-0030.h5", "00:30 in Zurich");
     let item = read(
         &env,
-        &format!("collections/{COLLECTION}/items/radar-2026-11-26"),
+        &format!("collections/{COLLECTION}/items/radar-2099-11-26"),
     )
     .await
     .expect("the item of the Zurich date");
-    assert_eq!(item["properties"]["datetime"], "2026-11-25T23:30:00Z");
+    assert_eq!(item["properties"]["datetime"], "2099-11-25T23:30:00Z");
 }
 
 #[tokio::test]
 async fn an_existing_item_and_asset_are_left_untouched() {
     let env = start().await;
     collection(&env).await;
-    let item_path = format!("collections/{COLLECTION}/items/radar-2026-11-25");
+    let item_path = format!("collections/{COLLECTION}/items/radar-2099-11-25");
     put(
         &env,
         &item_path,
         json!({
-            "id": "radar-2026-11-25",
+            "id": "radar-2099-11-25",
             "geometry": {"type": "Point", "coordinates": [7.44, 46.95]},
             "properties": {"datetime": "2020-01-01T00:00:00Z", "title": "made by hand"},
         }),
@@ -220,7 +228,7 @@ async fn an_existing_item_and_asset_are_left_untouched() {
         json!({"id": "radar-0600.h5", "type": "application/x-hdf5", "title": "kept"}),
     )
     .await;
-    let item_before = read(&env, &item_path).await.unwrap();
+    let item_before = read_item(&env, &item_path).await.unwrap();
     let puts = env.emu.call_count(CallKind::PutStac);
     let sha = write(env.dir.path(), "radar.h5", 1024);
 
@@ -229,7 +237,7 @@ async fn an_existing_item_and_asset_are_left_untouched() {
         .await;
     assert_eq!(rec.outcome, Outcome::Uploaded, "{rec:?}");
 
-    assert_eq!(read(&env, &item_path).await.unwrap(), item_before);
+    assert_eq!(read_item(&env, &item_path).await.unwrap(), item_before);
     assert_eq!(env.emu.call_count(CallKind::PutStac), puts, "no PUT at all");
     let asset = read(&env, &asset_path).await.unwrap();
     assert_eq!(asset["title"], "kept");
@@ -239,7 +247,7 @@ async fn an_existing_item_and_asset_are_left_untouched() {
         "the configured roles were not written"
     );
     env.assert_holds(
-        &AssetTarget::item_asset(COLLECTION, "radar-2026-11-25", "radar-0600.h5"),
+        &AssetTarget::item_asset(COLLECTION, "radar-2099-11-25", "radar-0600.h5"),
         &sha,
     );
 }
@@ -249,31 +257,65 @@ async fn metadata_the_server_refuses_fails_the_run_with_its_description() {
     let env = start().await;
     collection(&env).await;
     write(env.dir.path(), "radar.h5", 1024);
-    // A .h5 asset declared as a zip: the server refuses the asset's PUT with 400.
-    let spec = load_job(
-        &env,
-        &DAILY.replace("application/x-hdf5", "application/zip"),
+    // A refusal `check` cannot foresee: the server answers the item's PUT with 400.
+    env.emu.faults().inject(
+        CallKind::PutStac,
+        FaultAction::Status(400),
+        FaultTrigger::Next(1),
     );
-    let rec = job(&env, spec, fire(25))
+    let rec = job(&env, load_job(&env, DAILY), fire(25))
         .run(Work::Scheduled(fire(25)))
         .await;
 
     assert_eq!(rec.outcome, Outcome::Failed, "{rec:?}");
     assert_eq!(rec.attempts, 1, "a wrong request is not retried");
     let error = rec.error.expect("an error");
-    assert!(error.contains("create asset failed (PUT"), "{error}");
+    assert!(error.contains("create item failed (PUT"), "{error}");
     assert!(error.contains("HTTP 400"), "{error}");
-    assert!(
-        error.contains(r#"Invalid id extension \"h5\" for media type \"application/zip\""#),
-        "{error}"
-    );
-    let assets = format!("collections/{COLLECTION}/items/radar-2026-11-25/assets/radar-0600.h5");
-    assert_eq!(read(&env, &assets).await, None);
+    let item = format!("collections/{COLLECTION}/items/radar-2099-11-25");
+    assert_eq!(read(&env, &item).await, None);
     assert_eq!(
         env.emu.call_count(CallKind::CreateUpload),
         0,
         "nothing was sent"
     );
+}
+
+/// An id rendered from a file name cannot be judged when the job file is checked: a file whose
+/// name the server would refuse in an id fails its run before anything is created or sent.
+#[tokio::test]
+async fn a_file_name_the_server_would_refuse_in_an_id_creates_nothing() {
+    let env = start().await;
+    collection(&env).await;
+    std::fs::create_dir(env.dir.path().join("incoming")).unwrap();
+    write(&env.dir.path().join("incoming"), "Stations.csv", 100);
+    let spec = load_job(
+        &env,
+        r#"
+[[job]]
+name = "stations"
+collection = "ch.test.daily"
+asset = "{stem}.csv"
+[job.watch]
+dir = "incoming"
+pattern = "*.csv"
+[job.asset_metadata]
+type = "text/csv"
+"#,
+    );
+    let puts = env.emu.call_count(CallKind::PutStac);
+    let rec = job(&env, spec, fire(25))
+        .run(Work::File(env.dir.path().join("incoming/Stations.csv")))
+        .await;
+    assert_eq!(rec.outcome, Outcome::Failed, "{rec:?}");
+    let error = rec.error.unwrap_or_default();
+    assert!(
+        error.contains(r#"asset id "Stations.csv" would be refused by the server"#),
+        "{error}"
+    );
+    assert_eq!(rec.attempts, 1, "not retried: the name will not change");
+    assert_eq!(env.emu.call_count(CallKind::PutStac), puts, "no PUT");
+    assert_eq!(env.emu.call_count(CallKind::GetAsset), 0, "not even a read");
 }
 
 #[tokio::test]
@@ -298,7 +340,7 @@ async fn a_gateway_error_while_creating_is_retried_by_the_policy() {
     );
     assert_eq!(env.emu.faults().injected(CallKind::PutStac), 1);
     env.assert_holds(
-        &AssetTarget::item_asset(COLLECTION, "radar-2026-11-25", "radar-0600.h5"),
+        &AssetTarget::item_asset(COLLECTION, "radar-2099-11-25", "radar-0600.h5"),
         &sha,
     );
 }
@@ -370,7 +412,7 @@ async fn a_file_that_cannot_be_read_creates_nothing() {
         assert_eq!(
             read(
                 &env,
-                &format!("collections/{COLLECTION}/items/radar-2026-11-25")
+                &format!("collections/{COLLECTION}/items/radar-2099-11-25")
             )
             .await,
             None,
@@ -386,31 +428,31 @@ async fn a_file_that_cannot_be_read_creates_nothing() {
 async fn an_asset_is_created_in_an_existing_item() {
     let env = start().await;
     collection(&env).await;
-    let item_path = format!("collections/{COLLECTION}/items/radar-2026-11-25");
+    let item_path = format!("collections/{COLLECTION}/items/radar-2099-11-25");
     put(
         &env,
         &item_path,
         json!({
-            "id": "radar-2026-11-25",
+            "id": "radar-2099-11-25",
             "geometry": {"type": "Point", "coordinates": [7.44, 46.95]},
-            "properties": {"datetime": "2026-11-25T00:00:00Z"},
+            "properties": {"datetime": "2099-11-25T00:00:00Z"},
         }),
     )
     .await;
-    let item_before = read(&env, &item_path).await.unwrap();
+    let item_before = read_item(&env, &item_path).await.unwrap();
     let sha = write(env.dir.path(), "radar.h5", 2048);
     let rec = job(&env, load_job(&env, DAILY), fire(25))
         .run(Work::Scheduled(fire(25)))
         .await;
     assert_eq!(rec.outcome, Outcome::Uploaded, "{rec:?}");
-    assert_eq!(read(&env, &item_path).await.unwrap(), item_before);
+    assert_eq!(read_item(&env, &item_path).await.unwrap(), item_before);
     let asset = read(&env, &format!("{item_path}/assets/radar-0600.h5"))
         .await
         .expect("the asset was created");
     assert_eq!(asset["type"], "application/x-hdf5");
     assert_eq!(asset["proj:epsg"], 2056);
     env.assert_holds(
-        &AssetTarget::item_asset(COLLECTION, "radar-2026-11-25", "radar-0600.h5"),
+        &AssetTarget::item_asset(COLLECTION, "radar-2099-11-25", "radar-0600.h5"),
         &sha,
     );
 }

@@ -258,3 +258,78 @@ async fn metrics_health_and_readiness_of_a_running_daemon() {
     assert_eq!(status.code(), Some(0), "{:?}", log.lock().unwrap());
     assert!(emu.in_progress_uploads().is_empty());
 }
+
+/// An S3 lifecycle rule removed the multipart upload behind an in-progress record: abort
+/// answers 500 NoSuchUpload and create 409, for ever. The run says so, with the upload id and
+/// who can clear it, is counted as a run `unfreeable`, and is not retried in a loop: one create, one
+/// abort, one run.
+#[tokio::test]
+async fn an_asset_the_server_cannot_free_is_named_counted_and_not_retried() {
+    let emu = emulator().await;
+    emu.create_asset(&key("d.zip"), "application/zip").unwrap();
+    let stuck = emu.plant_upload(
+        &key("d.zip"),
+        chrono::Utc::now() - chrono::Duration::hours(3),
+    );
+    emu.lose_in_s3(&stuck);
+    let dir = tempfile::tempdir().unwrap();
+    let incoming = dir.path().join("incoming");
+    std::fs::create_dir(&incoming).unwrap();
+    let config = job_file(dir.path(), &emu.base_url(), &incoming);
+    let (mut daemon, log, addr) = spawn(&config).await;
+    let at_start = scrape(addr).await;
+    drop_file(&incoming, "d.zip", 4);
+
+    let unfreeable = [("job", JOB), ("outcome", "unfreeable")];
+    assert_eq!(
+        value(&at_start, "stac_uploadd_runs_total", &unfreeable),
+        Some(0.0),
+        "the series exists from the start"
+    );
+    let mut samples = at_start;
+    for _ in 0..300 {
+        if value(&samples, "stac_uploadd_runs_total", &unfreeable) == Some(1.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        samples = scrape(addr).await;
+    }
+    assert_eq!(
+        value(&samples, "stac_uploadd_runs_total", &unfreeable),
+        Some(1.0),
+        "{:?}",
+        log.lock().unwrap()
+    );
+    use stac_uploadd::emulator::CallKind;
+    assert_eq!(emu.call_count(CallKind::Abort), 1, "one abort: no loop");
+    assert_eq!(emu.call_count(CallKind::CreateUpload), 1, "one create");
+    let line = log
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|l| l.contains("run given up"))
+        .cloned()
+        .expect("the run's error line");
+    assert!(line.contains(&stuck), "the upload id: {line}");
+    assert!(
+        line.contains("only the service's operators can clear that upload record"),
+        "{line}"
+    );
+    assert_eq!(
+        emu.in_progress_uploads().len(),
+        1,
+        "the record is still there"
+    );
+    signal_term(&mut daemon).await;
+}
+
+async fn signal_term(daemon: &mut Child) {
+    let pid = daemon.id().expect("running") as i32;
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let status = tokio::time::timeout(Duration::from_secs(30), daemon.wait())
+        .await
+        .expect("stops on SIGTERM")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}

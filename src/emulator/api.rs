@@ -1539,9 +1539,9 @@ async fn list_parts(ctx: Ctx, P(path): P<UploadPath>) -> Response {
         };
         let state = ctx.shared.lock();
         let upload = state.upload(&key, &id)?;
-        if upload.status != UploadState::InProgress {
+        if upload.status != UploadState::InProgress || state.lost_in_s3.contains(&id) {
             // S3 answers NoSuchUpload, which the real server does not catch.
-            return Err(ApiError::internal());
+            return Err(ApiError::no_such_upload("ListParts"));
         }
         let mut remaining = upload.parts.range(offset.saturating_add(1)..);
         let page: Vec<(u32, &Part)> = remaining
@@ -1661,6 +1661,13 @@ async fn complete(ctx: Ctx, P(path): P<UploadPath>, body: Body) -> Response {
         if upload.status != UploadState::InProgress {
             return Err(ApiError::new(StatusCode::CONFLICT, "No upload in progress"));
         }
+        if state.lost_in_s3.contains(&id) {
+            return Err(s3_refusal(
+                "NoSuchUpload",
+                "The specified upload does not exist. The upload ID may be invalid, or the upload \
+                 may have been aborted or completed.",
+            ));
+        }
         if parts.windows(2).any(|w| w[0].0 >= w[1].0) {
             return Err(s3_refusal(
                 "InvalidPartOrder",
@@ -1724,10 +1731,12 @@ async fn abort(ctx: Ctx, P(path): P<UploadPath>, body: Body) -> Response {
         read_json(&ctx.headers, body).await?;
         let now = ctx.shared.now();
         let mut state = ctx.shared.lock();
+        let lost = state.lost_in_s3.contains(&id);
         let upload = state.upload_mut(&key, &id)?;
-        if upload.status != UploadState::InProgress {
-            // S3 answers NoSuchUpload, which the real server does not catch.
-            return Err(ApiError::internal());
+        if upload.status != UploadState::InProgress || lost {
+            // S3 answers NoSuchUpload, which the real server does not catch; the record is
+            // left as it was.
+            return Err(ApiError::no_such_upload("AbortMultipartUpload"));
         }
         upload.finish(UploadState::Aborted, now);
         let parts = std::mem::take(&mut upload.parts);

@@ -31,6 +31,17 @@ impl ApiError {
 
     /// What the real server answers when an S3 error leaks through (second abort, parts of
     /// a finished upload).
+    /// S3's NoSuchUpload, which the server does not catch on abort and parts listing: its
+    /// handler of unexpected exceptions answers 500 with the exception's repr.
+    pub(crate) fn no_such_upload(operation: &str) -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!(
+                "ClientError('An error occurred (NoSuchUpload) when calling the {operation} operation: The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed.')"
+            ),
+        )
+    }
+
     pub(crate) fn internal() -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error")
     }

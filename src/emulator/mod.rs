@@ -503,6 +503,13 @@ impl Emulator {
     /// Leaves an upload in progress on the asset as if someone else had started it (1 part,
     /// dummy md5 and checksum), creating the asset if needed; returns its id. If an upload is
     /// already in progress there, that one's id is returned instead.
+    /// Removes the S3 multipart upload behind an upload record, as an S3 lifecycle rule for
+    /// incomplete uploads does: the record stays in progress (creates on the asset answer 409),
+    /// while abort and parts listing answer 500 NoSuchUpload, complete 400 and part PUTs 404.
+    pub fn lose_in_s3(&self, upload_id: &str) {
+        self.shared.lock().lost_in_s3.insert(upload_id.to_owned());
+    }
+
     pub fn plant_upload(&self, key: &AssetKey, created: DateTime<Utc>) -> String {
         let now = self.shared.now();
         let mut state = self.shared.lock();

@@ -162,7 +162,8 @@ async fn receive_part(
             .upload_by_id(&path.upload_id)
             .ok_or(S3Error::NO_SUCH_UPLOAD)?;
         let md5 = part.and_then(|n| upload.md5_parts.get(usize::try_from(n - 1).ok()?).cloned());
-        (md5, upload.status == UploadState::InProgress)
+        let in_s3 = !state.lost_in_s3.contains(&path.upload_id);
+        (md5, upload.status == UploadState::InProgress && in_s3)
     };
     let (Some(part), Some(md5), Some(expires), Some(signature)) =
         (part, declared_md5, expires, signature)

@@ -21,6 +21,9 @@ pub(crate) struct State {
     pub(crate) collections: BTreeMap<String, Collection>,
     /// Upload id to its asset, for the S3 part handler, which only knows the id.
     pub(crate) upload_index: HashMap<String, AssetKey>,
+    /// Uploads whose S3 multipart upload is gone while the server's record stays in progress
+    /// (an S3 lifecycle rule removed it): S3 answers NoSuchUpload for them.
+    pub(crate) lost_in_s3: std::collections::HashSet<String>,
 }
 
 /// Metadata of a collection or item: the fields the server keeps of its last PUT.

@@ -119,7 +119,12 @@ pub fn describe() {
 /// Makes a job's main series exist, at zero the first time, so that `rate()` and alerts on
 /// failures work before the first failure. A reload registers again without resetting them.
 pub fn register_job(job: &str) {
-    for outcome in [Outcome::Uploaded, Outcome::Failed, Outcome::Cancelled] {
+    for outcome in [
+        Outcome::Uploaded,
+        Outcome::Failed,
+        Outcome::Cancelled,
+        Outcome::Unfreeable,
+    ] {
         counter!(RUNS, "job" => job.to_owned(), "outcome" => outcome.as_str()).increment(0);
     }
     counter!(BYTES_SENT, "job" => job.to_owned()).increment(0);
@@ -163,8 +168,6 @@ pub enum UploadOutcome {
     Failed,
     /// Failed, and the abort failed too: the upload may still block the asset.
     AbortFailed,
-    /// Blocked by an upload record the server cannot abort (its S3 upload is gone).
-    Unfreeable,
 }
 
 impl UploadOutcome {
@@ -176,7 +179,6 @@ impl UploadOutcome {
             UploadOutcome::Cancelled => "cancelled",
             UploadOutcome::Failed => "failed",
             UploadOutcome::AbortFailed => "abort_failed",
-            UploadOutcome::Unfreeable => "unfreeable",
         }
     }
 }

@@ -74,6 +74,9 @@ pub enum Outcome {
     Cancelled,
     Resumed,
     AbortedAtStart,
+    /// Blocked by an upload record the server cannot abort (its S3 upload is gone): only the
+    /// service's operators can free the asset.
+    Unfreeable,
 }
 
 impl Outcome {
@@ -86,6 +89,7 @@ impl Outcome {
             Outcome::Cancelled => "cancelled",
             Outcome::Resumed => "resumed",
             Outcome::AbortedAtStart => "aborted_at_start",
+            Outcome::Unfreeable => "unfreeable",
         }
     }
 }

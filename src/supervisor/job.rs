@@ -235,7 +235,6 @@ fn upload_outcome(result: &Result<UploadReport, UploadError>) -> UploadOutcome {
     match result {
         Ok(_) => UploadOutcome::Uploaded,
         Err(UploadError::InProgress { .. }) => UploadOutcome::Blocked,
-        Err(UploadError::Unfreeable { .. }) => UploadOutcome::Unfreeable,
         Err(e) if e.left_in_progress().is_some() => UploadOutcome::AbortFailed,
         Err(UploadError::Cancelled) => UploadOutcome::Cancelled,
         Err(UploadError::AfterCreate { cause, .. })
@@ -403,7 +402,9 @@ impl<U: Uploader> Job<U> {
                 }
             }
             Err(e) => {
-                let outcome = if policy == PolicyKind::Cancel {
+                let outcome = if matches!(e, UploadError::Unfreeable { .. }) {
+                    Outcome::Unfreeable
+                } else if policy == PolicyKind::Cancel {
                     Outcome::Cancelled
                 } else {
                     Outcome::Failed

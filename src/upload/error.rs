@@ -46,6 +46,13 @@ pub enum UploadError {
     },
     #[error("{}: not a regular file", path.display())]
     NotAFile { path: PathBuf },
+    /// An id the server would refuse, found before anything was sent.
+    #[error("{what} id {id:?} would be refused by the server: {problem}")]
+    InvalidTarget {
+        what: &'static str,
+        id: String,
+        problem: String,
+    },
     #[error("{}: {source}", path.display())]
     TooLarge { path: PathBuf, source: TooLarge },
     #[error("{}: the file changed {what}; it was not sent", path.display())]
@@ -94,7 +101,7 @@ pub enum UploadError {
     )]
     MaybeInProgress {
         target: AssetTarget,
-        checksum: crate::stac::Multihash,
+        checksum: Box<crate::stac::Multihash>,
         upload_id: Option<UploadId>,
         cause: Box<StacError>,
     },
@@ -171,7 +178,10 @@ impl UploadError {
     pub fn is_local_input(&self) -> bool {
         matches!(
             self,
-            UploadError::File { .. } | UploadError::NotAFile { .. } | UploadError::TooLarge { .. }
+            UploadError::File { .. }
+                | UploadError::NotAFile { .. }
+                | UploadError::TooLarge { .. }
+                | UploadError::InvalidTarget { .. }
         )
     }
 }

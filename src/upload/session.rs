@@ -18,6 +18,7 @@ use super::error::{AbortOutcome, UploadError};
 use super::objects::{NewObjects, ensure_objects};
 use super::plan::{DEFAULT_PART_SIZE, PartPlan};
 use super::transfer::{PartContext, backoff};
+use crate::stac::rules;
 use crate::stac::{
     AssetInfo, AssetTarget, CompletedPart, ContentEncoding, CreateUpload, ErrorClass, Md5Part,
     Multihash, PartNumber, StacClient, StacError, Upload, UploadId, UploadStatus,
@@ -321,6 +322,7 @@ pub async fn publish_file(
     cancel: &CancellationToken,
 ) -> Result<UploadReport, UploadError> {
     let started = Instant::now();
+    check_target(target, objects)?;
     let meta = stat_file(path).await?;
     let snapshot = FileSnapshot::of(&meta);
     // What the server holds: for skip-unchanged, and the media type for `auto` compression. An
@@ -562,6 +564,25 @@ pub async fn publish_file(
         },
     )
     .await
+}
+
+/// The target's ids as the server's rules allow them, before anything is read or sent: ids
+/// rendered from a file name (`{stem}`, `{name}`) cannot be judged when the job file is checked.
+/// An asset to be created must have an extension that fits its media type.
+// The error is built at most once a run, before anything else: its size costs nothing here.
+#[allow(clippy::result_large_err)]
+fn check_target(target: &AssetTarget, objects: &NewObjects) -> Result<(), UploadError> {
+    let bad = |what: &'static str, id: &str, problem: String| UploadError::InvalidTarget {
+        what,
+        id: id.to_owned(),
+        problem,
+    };
+    rules::check_id(&target.collection).map_err(|p| bad("collection", &target.collection, p))?;
+    if let Some(item) = &target.item {
+        rules::check_id(item).map_err(|p| bad("item", item, p))?;
+    }
+    let media_type = objects.asset.as_ref().and_then(|a| a["type"].as_str());
+    rules::check_asset_id(&target.asset, media_type).map_err(|p| bad("asset", &target.asset, p))
 }
 
 /// `auto` compresses files larger than this (the API's documentation recommends compressing
@@ -897,7 +918,7 @@ async fn create(
     };
     let maybe_in_progress = |cause: StacError| UploadError::MaybeInProgress {
         target: target.clone(),
-        checksum: request.checksum.clone(),
+        checksum: Box::new(request.checksum.clone()),
         upload_id: hint.clone(),
         cause: Box::new(cause),
     };
