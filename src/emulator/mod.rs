@@ -1,7 +1,7 @@
 //! A local service-stac: the asset-upload API of data.geo.admin.ch and the S3 part URLs it hands
 //! out, served over real HTTP.
 //!
-//! It follows the protocol contract (`protocol.md`) down to the real server's quirks: 409 with
+//! It follows the protocol contract (`docs/protocol.md`) down to the real server's quirks: 409 with
 //! `upload_id` (or the legacy 400) for a blocking upload, 500 on a second abort, S3 XML errors on
 //! part PUTs, uploads left in progress after a refused complete. Faults (status codes, resets,
 //! lost answers, delays, expired URLs, a bandwidth cap) are injected per kind of call from Rust,
