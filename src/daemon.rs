@@ -2,6 +2,7 @@
 //! state folder, finish or abort what a previous run left in flight, start the jobs, and react to
 //! signals: SIGTERM/SIGINT stop (uploads get a grace period, then are aborted), SIGHUP reloads.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -68,7 +69,7 @@ pub async fn run(
     grace: Duration,
     observe_listen: Option<SocketAddr>,
 ) -> Result<(), StartError> {
-    let mut config = config::load(&config_path)?;
+    let (mut config, fingerprints) = load(&config_path)?;
     let _lock = lock_state(&config.state_dir)?;
     let state = Arc::new(StateStore::open(&config.state_dir)?);
     let observe_opts = ObserveOptions {
@@ -99,11 +100,37 @@ pub async fn run(
         })
     };
 
-    let mut supervisor = observer.ticking(start(&config, &state, &shutdown)).await?;
+    clear_temp(&state);
+    let mut runtime = Runtime::new(&config);
+    let client = client(&config)?;
+    let jobs = runtime.jobs(&config, &state, &fingerprints)?;
+    let start = async {
+        // Before any job runs: what a previous run of the daemon left in flight is finished or
+        // aborted, under the jobs' own limits.
+        let specs: Vec<_> = jobs.iter().map(|(j, _)| j.clone()).collect();
+        let handled = reconcile::reconcile(&client, &state, &specs, &shutdown).await;
+        if !handled.is_empty() {
+            info!(
+                uploads = handled.len(),
+                "finished what a previous run left in flight"
+            );
+        }
+        let shared = Arc::new(Shared::new(
+            HttpUploader(client.clone()),
+            state.clone(),
+            Clock::System,
+        ));
+        Supervisor::start_with(shared, jobs)
+            .await
+            .context("cannot start a job")
+    };
+    let mut supervisor = observer.ticking(start).await?;
     observer.ready(&running(&config));
     info!(config = %config_path.display(), jobs = config.jobs.len(), state = %config.state_dir.display(), "ready");
     // The supervisor loop: its ticks feed /healthz and the systemd watchdog, so a daemon stuck
-    // here (or a runtime too starved to poll it) is reported unhealthy and restarted.
+    // here (or a runtime too starved to poll it) is reported unhealthy and restarted. Nothing in
+    // it waits for a run: a reload only starts and stops jobs, so signals are served at every
+    // moment.
     let mut tick = observer.interval();
     loop {
         tokio::select! {
@@ -112,29 +139,18 @@ pub async fn run(
             _ = int.recv() => { info!("SIGINT: stopping"); break }
             _ = hup.recv() => {
                 observer.reloading();
-                let mut status = running(&config);
-                match config::load(&config_path) {
-                    Err(e) => {
-                        error!(error = %e, "SIGHUP: the new job file is invalid; keeping the running one");
-                        metrics::reload(false);
-                        status.push_str("; the last reload was refused (see the log)");
-                    }
-                    Ok(new) if new.state_dir != config.state_dir => {
-                        error!("SIGHUP: state_dir cannot change while running; restart the daemon instead");
-                        metrics::reload(false);
-                        status.push_str("; the last reload was refused (see the log)");
-                    }
+                let status = match reload(&config_path, &config, &state, &mut runtime, &mut supervisor) {
                     Ok(new) => {
-                        info!(jobs = new.jobs.len(), "SIGHUP: reloading");
-                        // Running uploads finish first (no grace limit): a reload must not abort work.
-                        observer.ticking(supervisor.shutdown(Duration::MAX)).await;
                         config = new;
-                        supervisor = observer.ticking(start(&config, &state, &shutdown)).await?;
                         metrics::reload(true);
-                        status = running(&config);
-                        info!("reloaded");
+                        running(&config)
                     }
-                }
+                    Err(e) => {
+                        error!(error = %format!("{e:#}"), "SIGHUP: reload refused; the running jobs go on unchanged");
+                        metrics::reload(false);
+                        format!("{}; the last reload was refused (see the log)", running(&config))
+                    }
+                };
                 observer.ready(&status);
             }
         }
@@ -149,6 +165,51 @@ pub async fn run(
     Ok(())
 }
 
+/// Reads and checks the job file, with each job's fingerprint for reloads.
+fn load(path: &Path) -> Result<(Config, HashMap<String, u64>), config::ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| config::ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let config = config::parse(&text, path, &|name| std::env::var(name).ok())?;
+    Ok((config, config::job_fingerprints(&text)))
+}
+
+/// SIGHUP: the new job file is loaded and checked first; then its jobs are applied (see
+/// [`Supervisor::apply`]) and every later run uses a client made from it. Any failure leaves
+/// the running jobs as they are.
+fn reload(
+    path: &Path,
+    current: &Config,
+    state: &Arc<StateStore>,
+    runtime: &mut Runtime,
+    supervisor: &mut Supervisor<HttpUploader>,
+) -> anyhow::Result<Config> {
+    let (new, fingerprints) = load(path)?;
+    if new.state_dir != current.state_dir {
+        anyhow::bail!(
+            "state_dir cannot change while running ({} -> {}); restart the daemon instead",
+            current.state_dir.display(),
+            new.state_dir.display()
+        );
+    }
+    let client = client(&new)?;
+    let mut next = Runtime::new(&new);
+    next.keep_global(runtime);
+    let jobs = next.jobs(&new, state, &fingerprints)?;
+    let changes = supervisor.apply(jobs).context("cannot start a job")?;
+    supervisor.set_uploader(HttpUploader(client));
+    *runtime = next;
+    info!(
+        added = ?changes.added,
+        changed = ?changes.changed,
+        removed = ?changes.removed,
+        unchanged = changes.unchanged.len(),
+        "reloaded"
+    );
+    Ok(new)
+}
+
 /// The status line systemd shows while the jobs run.
 fn running(config: &Config) -> String {
     format!(
@@ -158,69 +219,77 @@ fn running(config: &Config) -> String {
     )
 }
 
-async fn start(
-    config: &Config,
-    state: &Arc<StateStore>,
-    shutdown: &CancellationToken,
-) -> anyhow::Result<Supervisor<HttpUploader>> {
-    let client = client(config)?;
-    // The jobs as they will run, bandwidth limiters included: a resumed upload is held to the
-    // same limits (and shares the same limiters) as the job's own runs.
-    let jobs = jobs_with_runtime(config, state)?;
-    let handled = reconcile::reconcile(&client, state, &jobs, shutdown).await;
-    if !handled.is_empty() {
-        info!(
-            uploads = handled.len(),
-            "finished what a previous run left in flight"
-        );
-    }
-    let shared = Arc::new(Shared::new(
-        HttpUploader(client),
-        state.clone(),
-        Clock::System,
-    ));
-    Supervisor::start(shared, jobs)
-        .await
-        .context("cannot start a job")
-}
-
-/// The configured jobs with what only the running daemon has: the digest cache in the state
-/// folder, a folder for compressed temporary files beside it, and the bandwidth limiters (one
-/// shared by all jobs, one per job).
-pub fn jobs_with_runtime(
-    config: &Config,
-    state: &Arc<StateStore>,
-) -> anyhow::Result<Vec<crate::config::JobSpec>> {
-    let temp = state.dir().join("tmp");
-    std::fs::create_dir_all(&temp).with_context(|| format!("cannot create {}", temp.display()))?;
-    // Compressed copies left by a crash are of no use: they are made afresh for every upload.
-    if let Ok(entries) = std::fs::read_dir(&temp) {
+/// Compressed copies left by a crash are of no use: they are made afresh for every upload.
+/// Cleared at start-up only; a reload must not pull a temporary file from under a running upload.
+fn clear_temp(state: &StateStore) {
+    if let Ok(entries) = std::fs::read_dir(state.dir().join("tmp")) {
         for e in entries.flatten() {
             let _ = std::fs::remove_file(e.path());
         }
     }
-    let global = config
-        .bandwidth_limit
-        .clone()
-        .map(|l| Arc::new(crate::upload::bandwidth::Bandwidth::new(l)));
-    let cache: Arc<dyn crate::upload::DigestCache> = state.clone();
-    Ok(config
-        .jobs
-        .iter()
-        .cloned()
-        .map(|mut job| {
-            job.upload.digest_cache = Some(cache.clone());
-            job.upload.temp_dir = Some(temp.clone());
-            job.upload.bandwidth = global
-                .iter()
-                .cloned()
-                .chain(
-                    job.bandwidth_limit
-                        .clone()
-                        .map(|l| Arc::new(crate::upload::bandwidth::Bandwidth::new(l))),
-                )
-                .collect();
-            job
-        })
-        .collect())
+}
+
+/// What only the running daemon adds to the configured jobs: the bandwidth limiter all jobs
+/// share (kept across a reload while its limit is the same, so that old and new runs share it).
+pub struct Runtime {
+    global: Option<(crate::upload::bandwidth::BandwidthLimit, Arc<Bandwidth>)>,
+}
+
+use crate::upload::bandwidth::Bandwidth;
+
+impl Runtime {
+    /// The runtime pieces for `config`.
+    pub fn new(config: &Config) -> Self {
+        Self {
+            global: config
+                .bandwidth_limit
+                .clone()
+                .map(|l| (l.clone(), Arc::new(Bandwidth::new(l)))),
+        }
+    }
+
+    /// Keeps `old`'s shared limiter when its limit did not change.
+    fn keep_global(&mut self, old: &Runtime) {
+        if let (Some((limit, _)), Some((old_limit, old_bucket))) = (&self.global, &old.global)
+            && limit == old_limit
+        {
+            self.global = Some((old_limit.clone(), old_bucket.clone()));
+        }
+    }
+
+    /// The configured jobs with the digest cache in the state folder, a folder for compressed
+    /// temporary files beside it, and the bandwidth limiters (the shared one, one per job), each
+    /// with its fingerprint.
+    pub fn jobs(
+        &self,
+        config: &Config,
+        state: &Arc<StateStore>,
+        fingerprints: &HashMap<String, u64>,
+    ) -> anyhow::Result<Vec<(crate::config::JobSpec, Option<u64>)>> {
+        let temp = state.dir().join("tmp");
+        std::fs::create_dir_all(&temp)
+            .with_context(|| format!("cannot create {}", temp.display()))?;
+        let cache: Arc<dyn crate::upload::DigestCache> = state.clone();
+        Ok(config
+            .jobs
+            .iter()
+            .cloned()
+            .map(|mut job| {
+                job.upload.digest_cache = Some(cache.clone());
+                job.upload.temp_dir = Some(temp.clone());
+                job.upload.bandwidth = self
+                    .global
+                    .iter()
+                    .map(|(_, b)| b.clone())
+                    .chain(
+                        job.bandwidth_limit
+                            .clone()
+                            .map(|l| Arc::new(Bandwidth::new(l))),
+                    )
+                    .collect();
+                let fingerprint = fingerprints.get(&job.name).copied();
+                (job, fingerprint)
+            })
+            .collect())
+    }
 }

@@ -181,10 +181,10 @@ async fn sighup_with_a_broken_file_keeps_the_running_config() {
     std::fs::write(&config, "[server]\nurl = 5\n").unwrap();
     signal(&daemon, libc::SIGHUP);
     wait_for(Duration::from_secs(10), "the reload to be refused", || {
-        log.lock()
-            .unwrap()
-            .iter()
-            .any(|l| l.contains("keeping the running one") && l.contains("jobs.toml:2:7"))
+        log.lock().unwrap().iter().any(|l| {
+            l.contains("reload refused; the running jobs go on unchanged")
+                && l.contains("jobs.toml:2:7")
+        })
     })
     .await;
     // Each run reads the asset first (the file is unchanged, so nothing more is sent).

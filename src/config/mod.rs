@@ -1,6 +1,7 @@
 //! The job file: schema, validation with file:line:col errors, secrets.
 
 mod error;
+mod fingerprint;
 mod load;
 mod metadata;
 mod raw;
@@ -8,6 +9,7 @@ mod server;
 mod template;
 
 pub use error::{ConfigError, LocatedError};
+pub use fingerprint::job_fingerprints;
 pub use load::{load, parse};
 pub use metadata::{
     ASSET_FIELDS, ASSET_PROPERTIES, AssetMetadata, ITEM_FIELDS, ITEM_PROPERTIES, ItemMetadata,

@@ -968,7 +968,12 @@ async fn get_asset(ctx: Ctx, P(path): P<AssetPath>) -> Response {
     ctx.call(CallKind::GetAsset, async {
         let (version, key) = path.parse()?;
         let now = ctx.shared.now();
-        let state = ctx.shared.lock();
+        let mut state = ctx.shared.lock();
+        let reads = state.reads.entry(key.clone()).or_default();
+        if reads.len() == state::READS_KEPT {
+            reads.pop_front();
+        }
+        reads.push_back(std::time::Instant::now());
         if item_expired(&state, &key, now) {
             return Err(ApiError::not_found("Not found."));
         }

@@ -503,6 +503,17 @@ impl Emulator {
     /// Leaves an upload in progress on the asset as if someone else had started it (1 part,
     /// dummy md5 and checksum), creating the asset if needed; returns its id. If an upload is
     /// already in progress there, that one's id is returned instead.
+    /// When the asset was read (`GET` of the asset path), oldest first: a client that reads its
+    /// asset at the start of every run leaves the times of its runs here.
+    pub fn asset_reads(&self, key: &AssetKey) -> Vec<std::time::Instant> {
+        self.shared
+            .lock()
+            .reads
+            .get(key)
+            .map(|r| r.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
     /// Removes the S3 multipart upload behind an upload record, as an S3 lifecycle rule for
     /// incomplete uploads does: the record stays in progress (creates on the asset answer 409),
     /// while abort and parts listing answer 500 NoSuchUpload, complete 400 and part PUTs 404.

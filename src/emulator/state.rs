@@ -24,7 +24,12 @@ pub(crate) struct State {
     /// Uploads whose S3 multipart upload is gone while the server's record stays in progress
     /// (an S3 lifecycle rule removed it): S3 answers NoSuchUpload for them.
     pub(crate) lost_in_s3: std::collections::HashSet<String>,
+    /// When each asset was last read (`GET` of the asset), the most recent [`READS_KEPT`].
+    pub(crate) reads: HashMap<AssetKey, std::collections::VecDeque<std::time::Instant>>,
 }
+
+/// Reads of an asset remembered, so a long-running emulator stays bounded.
+pub(crate) const READS_KEPT: usize = 10_000;
 
 /// Metadata of a collection or item: the fields the server keeps of its last PUT.
 #[derive(Debug)]

@@ -75,7 +75,8 @@ impl Uploader for HttpUploader {
 
 /// What the job tasks of one daemon share.
 pub struct Shared<U> {
-    pub uploader: U,
+    /// Replaced on a reload; a run keeps the one it started with.
+    uploader: std::sync::RwLock<Arc<U>>,
     pub state: Arc<StateStore>,
     pub clock: Clock,
     /// Uploads this process is sending right now: ours, and not stale.
@@ -88,12 +89,28 @@ impl<U> Shared<U> {
     /// Shared state for jobs using `uploader`.
     pub fn new(uploader: U, state: Arc<StateStore>, clock: Clock) -> Self {
         Self {
-            uploader,
+            uploader: std::sync::RwLock::new(Arc::new(uploader)),
             state,
             clock,
             running: Mutex::new(HashSet::new()),
             runs: tokio::sync::broadcast::channel(1024).0,
         }
+    }
+
+    /// The uploader new runs use.
+    pub fn uploader(&self) -> Arc<U> {
+        self.uploader
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Gives runs that start from now on `uploader` (a client for a reloaded job file).
+    pub fn set_uploader(&self, uploader: U) {
+        *self
+            .uploader
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(uploader);
     }
 
     fn running(&self) -> std::sync::MutexGuard<'_, HashSet<UploadId>> {
@@ -453,7 +470,7 @@ impl<U: Uploader> Job<U> {
                 warn!(blocking = %upload.upload_id, why, "aborting a stale upload that blocks the asset");
                 match self
                     .shared
-                    .uploader
+                    .uploader()
                     .abort(target, &upload.upload_id, &self.spec.upload)
                     .await
                 {
@@ -576,7 +593,7 @@ impl<U: Uploader> Job<U> {
         let busy = metrics::upload_in_progress();
         let result = self
             .shared
-            .uploader
+            .uploader()
             .upload(
                 target,
                 path,

@@ -10,6 +10,7 @@ pub mod schedule;
 #[cfg(test)]
 mod tests;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,104 +26,237 @@ use crate::config::{JobSpec, TriggerSpec};
 use crate::trigger::watch::{WatchError, Watcher};
 use schedule::Trigger;
 
-/// The running jobs of one configuration.
+/// The running jobs, by name: started together, changed one by one by [`Supervisor::apply`].
 pub struct Supervisor<U: Uploader> {
-    jobs: Vec<Arc<Job<U>>>,
-    stop: CancellationToken,
-    abort_runs: CancellationToken,
+    shared: Arc<Shared<U>>,
+    /// The current jobs, in configuration order.
+    jobs: Vec<Running<U>>,
+    /// Every task of every job, current and retiring, for shutdown.
     tasks: TaskTracker,
+    /// Cancels every run at once: shutdown past its grace period.
+    abort_runs: CancellationToken,
+}
+
+/// One running job.
+struct Running<U: Uploader> {
+    job: Arc<Job<U>>,
+    /// What the job was made from; equal fingerprints mean an unchanged job.
+    fingerprint: Option<u64>,
+    /// Stops its trigger, and its runner once the current run is over.
+    stop: CancellationToken,
+    /// Its runner, for a successor to wait on: two runs of one job never overlap.
+    runner: TaskTracker,
+}
+
+/// What [`Supervisor::apply`] did, by job name.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Changes {
+    pub added: Vec<String>,
+    pub changed: Vec<String>,
+    pub removed: Vec<String>,
+    pub unchanged: Vec<String>,
 }
 
 impl<U: Uploader> Supervisor<U> {
-    /// Starts every job: its trigger and its runner.
+    /// Starts every job: its trigger and its runner. Jobs that are to be compared on a reload
+    /// are started with [`Supervisor::start_with`].
     pub async fn start(shared: Arc<Shared<U>>, specs: Vec<JobSpec>) -> Result<Self, WatchError> {
-        let stop = CancellationToken::new();
-        let abort_runs = CancellationToken::new();
-        let tasks = TaskTracker::new();
-        let mut jobs = Vec::with_capacity(specs.len());
-        // One instant for all: `every` jobs share the grid's origin, and catch-up compares
-        // against the same "now".
-        let now = shared.clock.now();
+        Self::start_with(shared, specs.into_iter().map(|s| (s, None)).collect()).await
+    }
+
+    /// [`Supervisor::start`] with each job's fingerprint (see [`Supervisor::apply`]).
+    pub async fn start_with(
+        shared: Arc<Shared<U>>,
+        specs: Vec<(JobSpec, Option<u64>)>,
+    ) -> Result<Self, WatchError> {
         // Read once, and only if needed: a copy per job would grow with the square of the jobs.
-        let history = if specs.iter().any(|s| s.catch_up) {
+        let history = if specs.iter().any(|(s, _)| s.catch_up) {
             shared.state.history().await.unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "cannot read the run history; catch_up sees no earlier runs");
+                warn!(error = %e, "cannot read the run history; catch_up sees no earlier runs");
                 Default::default()
             })
         } else {
             Default::default()
         };
-        for spec in specs {
-            crate::observe::metrics::register_job(&spec.name);
-            let job = Arc::new(Job {
-                spec,
-                shared: shared.clone(),
-                pending: Arc::new(Pending::default()),
-                abort_runs: abort_runs.clone(),
-            });
-            match &job.spec.trigger {
-                TriggerSpec::Cron { .. } | TriggerSpec::Every { .. } => {
-                    let runs = history.get(&job.spec.name).map_or(&[][..], Vec::as_slice);
-                    match Trigger::for_job(&job.spec, now, runs) {
-                        Some(trigger) => {
-                            tasks.spawn(
-                                schedule::fire_loop(
-                                    trigger,
-                                    now,
-                                    job.pending.clone(),
-                                    shared.clock,
-                                    stop.clone(),
-                                )
-                                .instrument(info_span!("schedule", job = %job.spec.name)),
-                            );
-                        }
-                        None => {
-                            tracing::error!(job = %job.spec.name, "the interval is zero or too long: the job never runs");
-                        }
-                    }
+        let mut supervisor = Self {
+            shared,
+            jobs: Vec::new(),
+            tasks: TaskTracker::new(),
+            abort_runs: CancellationToken::new(),
+        };
+        // One instant for all: `every` jobs share the grid's origin, and catch-up compares
+        // against the same "now".
+        let now = supervisor.shared.clock.now();
+        for (spec, fingerprint) in specs {
+            let runs = history.get(&spec.name).map_or(&[][..], Vec::as_slice);
+            let running = supervisor.launch(spec, fingerprint, now, runs, None)?;
+            supervisor.jobs.push(running);
+        }
+        info!(jobs = supervisor.jobs.len(), "jobs started");
+        Ok(supervisor)
+    }
+
+    /// Takes a new set of jobs, compared by name and fingerprint: an unchanged job runs on
+    /// untouched; a changed one takes its new spec once its current run is over (at once when
+    /// idle); a removed one stops after its run; a new one starts now. Nothing waits for a run
+    /// here. If a new trigger cannot start (a watch folder), nothing changes: the jobs started
+    /// for the new set are stopped again and the current ones go on.
+    pub fn apply(&mut self, specs: Vec<(JobSpec, Option<u64>)>) -> Result<Changes, WatchError> {
+        let now = self.shared.clock.now();
+        // First start what is new or changed; if one cannot start, stop those again.
+        let mut launched: HashMap<String, Running<U>> = HashMap::new();
+        for (spec, fingerprint) in &specs {
+            let current = self.jobs.iter().find(|r| r.job.spec.name == spec.name);
+            if current.is_some_and(|r| fingerprint.is_some() && r.fingerprint == *fingerprint) {
+                continue;
+            }
+            // A reload is not a restart: a run missed "while down" is not caught up.
+            let mut spec = spec.clone();
+            spec.catch_up = false;
+            let predecessor = current.map(|r| r.runner.clone());
+            match self.launch(spec, *fingerprint, now, &[], predecessor) {
+                Ok(r) => {
+                    launched.insert(r.job.spec.name.clone(), r);
                 }
-                TriggerSpec::Watch(spec) => {
-                    let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
-                    let watcher = Watcher::start_for_job(
-                        &job.spec.name,
-                        spec.clone(),
-                        tx,
-                        stop.child_token(),
-                    )?;
-                    let pending = job.pending.clone();
-                    let name = job.spec.name.clone();
-                    tasks.spawn(async move {
-                        while let Some(path) = rx.recv().await {
-                            pending.file(path);
-                        }
-                        // The sender closed: the watch ended, on purpose or because its folder went.
-                        if let Err(e) = watcher.join().await {
-                            tracing::error!(job = %name, error = %e, "the folder watch stopped; restart or reload the daemon once the folder is back");
-                        }
-                    });
+                Err(e) => {
+                    for r in launched.values() {
+                        r.stop.cancel();
+                    }
+                    return Err(e);
                 }
             }
-            tasks.spawn(job.clone().run_loop(stop.clone()));
-            jobs.push(job);
         }
-        info!(jobs = jobs.len(), "jobs started");
-        Ok(Self {
-            jobs,
+        // Committed: the new set in its order; what is replaced or gone stops after its run.
+        let mut old: HashMap<String, Running<U>> = self
+            .jobs
+            .drain(..)
+            .map(|r| (r.job.spec.name.clone(), r))
+            .collect();
+        let mut changes = Changes::default();
+        for (spec, _) in &specs {
+            let name = spec.name.clone();
+            let running = match (launched.remove(&name), old.remove(&name)) {
+                (Some(new), Some(replaced)) => {
+                    replaced.stop.cancel();
+                    changes.changed.push(name);
+                    new
+                }
+                (Some(new), None) => {
+                    changes.added.push(name);
+                    new
+                }
+                (None, Some(kept)) => {
+                    changes.unchanged.push(name);
+                    kept
+                }
+                // Only a name given twice gets here, and the loader refuses those.
+                (None, None) => continue,
+            };
+            self.jobs.push(running);
+        }
+        for (name, r) in old {
+            r.stop.cancel();
+            changes.removed.push(name);
+        }
+        changes.removed.sort();
+        Ok(changes)
+    }
+
+    /// Starts one job's trigger and runner; its runner first waits for `predecessor` (the
+    /// runner of the job it replaces) to finish its run.
+    fn launch(
+        &self,
+        spec: JobSpec,
+        fingerprint: Option<u64>,
+        now: chrono::DateTime<chrono::Utc>,
+        runs: &[crate::state::RunRecord],
+        predecessor: Option<TaskTracker>,
+    ) -> Result<Running<U>, WatchError> {
+        crate::observe::metrics::register_job(&spec.name);
+        let stop = CancellationToken::new();
+        let job = Arc::new(Job {
+            spec,
+            shared: self.shared.clone(),
+            pending: Arc::new(Pending::default()),
+            abort_runs: self.abort_runs.child_token(),
+        });
+        match &job.spec.trigger {
+            TriggerSpec::Cron { .. } | TriggerSpec::Every { .. } => {
+                match Trigger::for_job(&job.spec, now, runs) {
+                    Some(trigger) => {
+                        self.tasks.spawn(
+                            schedule::fire_loop(
+                                trigger,
+                                now,
+                                job.pending.clone(),
+                                self.shared.clock,
+                                stop.clone(),
+                            )
+                            .instrument(info_span!("schedule", job = %job.spec.name)),
+                        );
+                    }
+                    None => {
+                        tracing::error!(job = %job.spec.name, "the interval is zero or too long: the job never runs");
+                    }
+                }
+            }
+            TriggerSpec::Watch(spec) => {
+                let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+                let watcher =
+                    Watcher::start_for_job(&job.spec.name, spec.clone(), tx, stop.child_token())?;
+                let pending = job.pending.clone();
+                let name = job.spec.name.clone();
+                self.tasks.spawn(async move {
+                    while let Some(path) = rx.recv().await {
+                        pending.file(path);
+                    }
+                    // The sender closed: the watch was stopped (a lost folder is retried inside).
+                    if let Err(e) = watcher.join().await {
+                        tracing::error!(job = %name, error = %e, "the folder watch ended with an error");
+                    }
+                });
+            }
+        }
+        let runner = TaskTracker::new();
+        let run = {
+            let (job, stop) = (job.clone(), stop.clone());
+            async move {
+                if let Some(p) = predecessor {
+                    // The trigger already collects work; runs start when the old runner is done.
+                    tokio::select! {
+                        () = p.wait() => {}
+                        () = stop.cancelled() => return,
+                    }
+                }
+                job.run_loop(stop).await;
+            }
+        };
+        self.tasks.spawn(runner.track_future(run));
+        runner.close();
+        Ok(Running {
+            job,
+            fingerprint,
             stop,
-            abort_runs,
-            tasks,
+            runner,
         })
     }
 
-    /// The jobs, by configuration order.
-    pub fn jobs(&self) -> &[Arc<Job<U>>] {
-        &self.jobs
+    /// Gives every run that starts from now on `uploader` (see [`Shared::set_uploader`]).
+    pub fn set_uploader(&self, uploader: U) {
+        self.shared.set_uploader(uploader);
     }
 
-    /// Stops the triggers, lets running uploads finish for up to `grace`, then aborts what is
-    /// left (each session aborts its own upload) and waits for that.
+    /// The jobs, by configuration order.
+    pub fn jobs(&self) -> Vec<Arc<Job<U>>> {
+        self.jobs.iter().map(|r| r.job.clone()).collect()
+    }
+
+    /// Stops the triggers, lets running uploads (of current and retiring jobs) finish for up to
+    /// `grace`, then aborts what is left (each session aborts its own upload) and waits for that.
     pub async fn shutdown(self, grace: Duration) {
-        self.stop.cancel();
+        for r in &self.jobs {
+            r.stop.cancel();
+        }
         self.tasks.close();
         if tokio::time::timeout(grace, self.tasks.wait())
             .await
