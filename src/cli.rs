@@ -386,7 +386,7 @@ fn run_check(path: &std::path::Path) -> Result<(), CliError> {
         "{}: {} job(s), server {} ({:?}), state in {}",
         path.display(),
         config.jobs.len(),
-        config.server.url,
+        crate::stac::redact_userinfo(&config.server.url),
         config.server.api_version,
         config.state_dir.display()
     );

@@ -8,7 +8,10 @@ async fn main() -> std::process::ExitCode {
     match cli::run(cli).await {
         Ok(()) => std::process::ExitCode::from(ExitCode::Success as u8),
         Err(e) => {
-            eprintln!("error: {}", cli::render_error(&e.error));
+            // Every URL in an error is redacted where it is made; this is the net under them
+            // (a config or clap error quoting the file's text, say).
+            let shown = stac_uploadd::stac::redact_passwords(&cli::render_error(&e.error));
+            eprintln!("error: {shown}");
             std::process::ExitCode::from(e.code as u8)
         }
     }

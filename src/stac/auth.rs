@@ -117,7 +117,7 @@ impl fmt::Debug for CognitoAuth {
             .field("password", &"***")
             .field("client_id", &self.client_id)
             .field("region", &self.region)
-            .field("endpoint", &self.endpoint.as_str())
+            .field("endpoint", &super::redact_url(self.endpoint.as_str()))
             .finish()
     }
 }

@@ -19,10 +19,26 @@ use super::cognito::{Bearer, CognitoError, CognitoProvider};
 use super::error::{ErrorClass, StacError, Step};
 use super::tls::{self, CaFileError};
 use super::types::*;
+use crate::units::ByteSize;
 
 /// Upper bound on pages followed through `next` links, so a server that links in a circle
 /// cannot keep a run busy forever.
 const MAX_PAGES: usize = 1_000;
+
+/// The most that is read of a success answer of the API: 4 MiB. The largest answers the
+/// protocol has are a create answer (at most 100 presigned URLs of about 1 KiB each, since
+/// `number_parts` is at most 100), a listing page (the server pages 100 entries at a time) and an
+/// item or asset object (a few KiB): all well under 200 KiB. 4 MiB leaves a 20-fold margin for
+/// large items while keeping what a few concurrent jobs may hold small. A longer answer is not
+/// an answer of this protocol: it is cut, and the call fails without a retry.
+pub const JSON_ANSWER_LIMIT: usize = 4 * 1024 * 1024;
+
+/// What is read of an answer that is not a success (API JSON error, S3 XML error, a gateway's
+/// HTML page) and of the (empty) success answer to a part upload: 64 KiB. The description is
+/// taken from the body's start (an error's `description`, S3's `Code` and `Message`, a page's
+/// `<title>`, all in the first few hundred bytes) and cut to 300 characters anyway; the rest of
+/// a longer body is left unread.
+pub const ERROR_BODY_PREFIX: usize = 64 * 1024;
 
 /// The asset an upload writes: an item asset, or a collection asset when `item` is `None`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -119,7 +135,7 @@ impl ClientConfig {
 impl fmt::Debug for ClientConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientConfig")
-            .field("base_url", &self.base_url.as_str())
+            .field("base_url", &redact_userinfo(&self.base_url))
             .field("api_version", &self.api_version)
             .field("auth", &self.auth)
             .field("connect_timeout", &self.connect_timeout)
@@ -131,13 +147,179 @@ impl fmt::Debug for ClientConfig {
     }
 }
 
-/// A URL with its password (if any) replaced, for logs and Debug output.
+/// A URL with its password (if any) replaced and its query dropped, for logs and Debug
+/// output: [`super::redact_url`] of a parsed URL.
 pub fn redact_userinfo(url: &Url) -> String {
-    let mut shown = url.clone();
-    if shown.password().is_some() {
-        let _ = shown.set_password(Some("***"));
+    super::redact_url(url.as_str())
+}
+
+/// What was read of an answer body by [`read_body`].
+pub(crate) struct Body {
+    pub(crate) bytes: Bytes,
+    /// `false`: the body went on past the limit, and `bytes` holds its first `limit` bytes.
+    pub(crate) complete: bool,
+}
+
+/// Why an answer body could not be read to its end.
+pub(crate) enum BodyCut {
+    /// The request's deadline passed while the body was still coming; `partial` is what came.
+    Deadline { within: Duration, partial: Bytes },
+    /// The connection failed mid-body.
+    Transport(reqwest::Error),
+}
+
+impl BodyCut {
+    /// "answer not complete within 60 s (12.0KiB read)", or the transport failure.
+    pub(crate) fn deadline_text(within: Duration, read: usize) -> String {
+        format!(
+            "answer not complete within {}: cut after {} of the body",
+            duration(within),
+            size(read)
+        )
     }
-    shown.to_string()
+}
+
+/// Reads an answer body chunk by chunk into a buffer that never holds more than `limit` bytes,
+/// until the body ends, the limit is passed (the rest is left unread: `complete` is `false`) or
+/// `deadline` (`within` after the request was sent) passes. Every answer body is read here.
+pub(crate) async fn read_body(
+    resp: &mut reqwest::Response,
+    limit: usize,
+    deadline: tokio::time::Instant,
+    within: Duration,
+) -> Result<Body, BodyCut> {
+    let expected = resp.content_length().unwrap_or(0).min(limit as u64) as usize;
+    let mut buf = Vec::with_capacity(expected);
+    loop {
+        let chunk = match tokio::time::timeout_at(deadline, resp.chunk()).await {
+            Ok(Ok(Some(chunk))) => chunk,
+            Ok(Ok(None)) => {
+                return Ok(Body {
+                    bytes: buf.into(),
+                    complete: true,
+                });
+            }
+            Ok(Err(e)) if !e.is_timeout() => return Err(BodyCut::Transport(e)),
+            // Our deadline, or reqwest's own total timeout (the same one): whichever fires first.
+            Err(_) | Ok(Err(_)) => {
+                return Err(BodyCut::Deadline {
+                    within,
+                    partial: buf.into(),
+                });
+            }
+        };
+        let room = limit - buf.len();
+        if chunk.len() > room {
+            buf.extend_from_slice(&chunk[..room]);
+            return Ok(Body {
+                bytes: buf.into(),
+                complete: false,
+            });
+        }
+        buf.extend_from_slice(&chunk);
+    }
+}
+
+/// "4 MiB", "64 KiB", "1.50MiB".
+pub(crate) fn size(n: usize) -> String {
+    let n = n as u64;
+    let (kib, mib) = (ByteSize::KIB, ByteSize::MIB);
+    if n >= mib && n.is_multiple_of(mib) {
+        format!("{} MiB", n / mib)
+    } else if n >= kib && n.is_multiple_of(kib) {
+        format!("{} KiB", n / kib)
+    } else {
+        ByteSize(n).to_string()
+    }
+}
+
+/// "60 s", "1500 ms".
+pub(crate) fn duration(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{} ms", d.as_millis())
+    }
+}
+
+/// The error of a success answer whose body went past `limit`: not a transient failure, as
+/// the server would send the same again.
+fn too_large(
+    step: Step,
+    method: &'static str,
+    url: &str,
+    status: StatusCode,
+    limit: usize,
+) -> StacError {
+    StacError::bad_answer(
+        step,
+        method,
+        url,
+        status,
+        format!(
+            "the answer exceeds {}: cut after {}",
+            size(limit),
+            size(limit)
+        ),
+    )
+}
+
+/// The error of a success answer whose body did not come whole: a deadline is a timeout like
+/// any other (retryable), a broken connection a transport failure.
+fn body_cut(
+    step: Step,
+    method: &'static str,
+    url: &str,
+    status: StatusCode,
+    cut: BodyCut,
+) -> StacError {
+    match cut {
+        BodyCut::Deadline { within, partial } => StacError::deadline(
+            step,
+            method,
+            url,
+            format!(
+                "HTTP {}: {}",
+                status.as_u16(),
+                BodyCut::deadline_text(within, partial.len())
+            ),
+        ),
+        BodyCut::Transport(e) => transport_error(step, method, url, e),
+    }
+}
+
+/// The error of an answer that is not a success, from the start of its body; a body that did
+/// not come whole is said so after the server's words.
+fn failed_answer(
+    step: Step,
+    method: &'static str,
+    url: &str,
+    status: StatusCode,
+    headers: &header::HeaderMap,
+    body: Result<Body, BodyCut>,
+) -> StacError {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let (bytes, note) = match body {
+        Ok(b) => (b.bytes, None),
+        Err(BodyCut::Deadline { within, partial }) => {
+            let note = BodyCut::deadline_text(within, partial.len());
+            (partial, Some(note))
+        }
+        Err(BodyCut::Transport(e)) => (
+            Bytes::new(),
+            Some(format!(
+                "the body broke off: {}",
+                super::error::source_chain(&e)
+            )),
+        ),
+    };
+    let mut e = StacError::from_answer(step, method, url, status, ct, &bytes);
+    if let Some(note) = note {
+        e.description = format!("{} ({note})", e.description);
+    }
+    e
 }
 
 /// Why a client could not be built.
@@ -176,7 +358,7 @@ struct Inner {
 impl fmt::Debug for StacClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StacClient")
-            .field("base", &self.inner.base.as_str())
+            .field("base", &redact_userinfo(&self.inner.base))
             .field("api", &self.inner.api)
             .field("auth", &self.inner.auth)
             .finish()
@@ -271,7 +453,7 @@ impl StacClient {
     ) -> Result<Answer, StacError> {
         let method_name = method_name(&method);
         let mut replayed = false;
-        let (status, headers, body) = loop {
+        let (status, headers, body, success) = loop {
             let bearer = self.cognito_token(step, method_name, &url).await?;
             let mut req = self
                 .inner
@@ -292,16 +474,20 @@ impl StacClient {
                 req = req.json(b);
             }
             let started = Instant::now();
-            let resp = req
+            let deadline = tokio::time::Instant::now() + self.inner.request_timeout;
+            let mut resp = req
                 .send()
                 .await
                 .map_err(|e| transport_error(step, method_name, url.as_str(), e))?;
             let status = resp.status();
             let headers = resp.headers().clone();
-            let body = resp
-                .bytes()
-                .await
-                .map_err(|e| transport_error(step, method_name, url.as_str(), e))?;
+            let success = status.is_success() || status == StatusCode::NOT_MODIFIED;
+            let limit = if success {
+                JSON_ANSWER_LIMIT
+            } else {
+                ERROR_BODY_PREFIX
+            };
+            let body = read_body(&mut resp, limit, deadline, self.inner.request_timeout).await;
             debug!(
                 step = %step,
                 method = method_name,
@@ -317,23 +503,21 @@ impl StacClient {
                     provider.invalidate(b.generation).await;
                     replayed = true;
                 }
-                _ => break (status, headers, body),
+                _ => break (status, headers, body, success),
             }
         };
-        if status.is_success() || status == StatusCode::NOT_MODIFIED {
-            Ok(Answer { status, body })
-        } else {
-            let ct = headers
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok());
-            Err(StacError::from_answer(
-                step,
-                method_name,
-                url.as_str(),
+        let u = url.as_str();
+        match body {
+            _ if !success => Err(failed_answer(step, method_name, u, status, &headers, body)),
+            Ok(Body {
+                bytes,
+                complete: true,
+            }) => Ok(Answer {
                 status,
-                ct,
-                &body,
-            ))
+                body: bytes,
+            }),
+            Ok(_) => Err(too_large(step, method_name, u, status, JSON_ANSWER_LIMIT)),
+            Err(cut) => Err(body_cut(step, method_name, u, status, cut)),
         }
     }
 
@@ -594,7 +778,8 @@ impl StacClient {
     ) -> Result<String, StacError> {
         let step = Step::PutPart(url.part);
         let started = Instant::now();
-        let resp = self
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut resp = self
             .inner
             .http
             .put(&url.url)
@@ -607,10 +792,8 @@ impl StacClient {
             .map_err(|e| transport_error(step, "PUT", &url.url, e))?;
         let status = resp.status();
         let headers = resp.headers().clone();
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| transport_error(step, "PUT", &url.url, e))?;
+        // S3 answers a stored part with an empty body: only its start is read, whatever comes.
+        let body = read_body(&mut resp, ERROR_BODY_PREFIX, deadline, timeout).await;
         debug!(
             step = %step,
             url = %super::redact_url(&url.url),
@@ -620,12 +803,10 @@ impl StacClient {
             "request"
         );
         if !status.is_success() {
-            let ct = headers
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok());
-            return Err(StacError::from_answer(
-                step, "PUT", &url.url, status, ct, &body,
-            ));
+            return Err(failed_answer(step, "PUT", &url.url, status, &headers, body));
+        }
+        if let Err(cut) = body {
+            return Err(body_cut(step, "PUT", &url.url, status, cut));
         }
         headers
             .get(header::ETAG)
@@ -642,6 +823,8 @@ impl StacClient {
 fn transport_error(step: Step, method: &'static str, url: &str, err: reqwest::Error) -> StacError {
     let refused = tls::is_certificate_refusal(&err);
     let mut e = StacError::from_transport(step, method, url, err);
+    // A cause may quote a proxy's URL, password included.
+    e.description = super::redact_passwords(&e.description);
     if refused {
         e.class = ErrorClass::RequestWrong;
         e.description = format!(
@@ -660,7 +843,7 @@ fn cognito_error(step: Step, method: &'static str, url: &str, err: CognitoError)
         url: super::redact_url(url),
         status: None,
         class: err.class(),
-        description: err.to_string(),
+        description: super::redact_passwords(&err.to_string()),
         source: None,
     }
 }
@@ -674,5 +857,100 @@ fn method_name(m: &Method) -> &'static str {
         Method::DELETE => "DELETE",
         Method::HEAD => "HEAD",
         _ => "REQUEST",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_durations_read_well() {
+        assert_eq!(size(JSON_ANSWER_LIMIT), "4 MiB");
+        assert_eq!(size(ERROR_BODY_PREFIX), "64 KiB");
+        assert_eq!(size(1500), "1.5KiB");
+        assert_eq!(duration(Duration::from_secs(30)), "30 s");
+        assert_eq!(duration(Duration::from_millis(1500)), "1500 ms");
+    }
+
+    #[test]
+    fn errors_about_a_url_with_a_password_do_not_show_it() {
+        let url = "https://user:pw-in-url@host/api/stac/v1/collections/c?X-Amz-Signature=sig";
+        let errors = [
+            StacError::bad_answer(Step::ReadAsset, "GET", url, StatusCode::OK, "x".to_owned()),
+            StacError::deadline(Step::ReadAsset, "GET", url, "slow".to_owned()),
+            StacError::from_answer(
+                Step::ReadAsset,
+                "GET",
+                url,
+                StatusCode::BAD_GATEWAY,
+                None,
+                b"",
+            ),
+            too_large(Step::GetUpload, "GET", url, StatusCode::OK, 10),
+        ];
+        for e in errors {
+            let shown = format!("{e} {e:?}");
+            assert!(
+                !shown.contains("pw-in-url") && !shown.contains("sig"),
+                "{shown}"
+            );
+            assert!(shown.contains("https://user:***@host/api"), "{shown}");
+        }
+    }
+
+    #[test]
+    fn configs_and_clients_do_not_show_url_passwords() {
+        let mut cfg = ClientConfig::new("https://api:pw-base@host/api/stac/v1".parse().unwrap());
+        cfg.proxy = Some("http://proxyuser:pw-proxy@proxy:3128".parse().unwrap());
+        let shown = format!("{cfg:?}");
+        assert!(
+            !shown.contains("pw-base") && !shown.contains("pw-proxy"),
+            "{shown}"
+        );
+        assert!(shown.contains("http://proxyuser:***@proxy:3128"), "{shown}");
+        let client = StacClient::new(cfg).unwrap();
+        let shown = format!("{client:?} {}", redact_userinfo(client.base_url()));
+        assert!(!shown.contains("pw-base"), "{shown}");
+        assert!(
+            shown.contains("https://api:***@host/api/stac/v1"),
+            "{shown}"
+        );
+
+        // A proxy reqwest refuses: the error names it without its password.
+        let mut cfg = ClientConfig::new("https://host/".parse().unwrap());
+        cfg.proxy = Some("bogus://u:pw-bad-proxy@proxy".parse().unwrap());
+        if let Err(e) = StacClient::new(cfg) {
+            let shown = format!("{e} {e:?}");
+            assert!(!shown.contains("pw-bad-proxy"), "{shown}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_connection_through_a_proxy_does_not_show_its_password() {
+        // Nothing listens on this port any more.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut cfg = ClientConfig::new("http://example.invalid/api/stac/v1".parse().unwrap());
+        cfg.proxy = Some(
+            format!("http://proxyuser:pw-proxy@127.0.0.1:{port}")
+                .parse()
+                .unwrap(),
+        );
+        cfg.no_proxy = None;
+        let client = StacClient::new(cfg).unwrap();
+        let e = client
+            .read_asset(&AssetTarget::collection_asset("c", "a"))
+            .await
+            .unwrap_err();
+        let shown = format!(
+            "{e} {e:?} {}",
+            crate::stac::redact_passwords(&format!("{e:?}"))
+        );
+        assert!(!format!("{e}").contains("pw-proxy"), "{shown}");
+        assert!(e.class.is_retryable(), "{shown}");
     }
 }

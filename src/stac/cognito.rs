@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::auth::CognitoAuth;
+use super::client::{BodyCut, read_body, size};
 use super::error::ErrorClass;
 
 /// `X-Amz-Target` of the one call we make.
@@ -24,6 +25,11 @@ const INITIATE_AUTH: &str = "AWSCognitoIdentityProviderService.InitiateAuth";
 const DEFAULT_EXPIRES_IN: u64 = 3600;
 /// A token this close to its expiry is not handed out even when renewal is failing.
 const EXPIRY_SAFETY: Duration = Duration::from_secs(30);
+/// The most that is read of a Cognito answer: 256 KiB. An `InitiateAuth` answer holds three
+/// tokens of a few KiB each (the ID and access JWTs grow with the user's groups and attributes,
+/// the refresh token is under 2 KiB), an error answer a type and a sentence. A longer answer is
+/// not Cognito's: it is cut and fails as a bad answer, not retried.
+const ANSWER_LIMIT: usize = 256 * 1024;
 /// Error types Cognito answers with a 4xx status that still mean "try again later".
 const TRANSIENT_TYPES: [&str; 4] = [
     "TooManyRequestsException",
@@ -264,11 +270,11 @@ impl CognitoProvider {
         let err = |kind| CognitoError {
             flow: flow.name(),
             username: self.auth.username.clone(),
-            endpoint: self.auth.endpoint.to_string(),
+            endpoint: super::redact_url(self.auth.endpoint.as_str()),
             kind,
         };
         let requested_at = Instant::now();
-        let resp = self
+        let mut resp = self
             .http
             .post(self.auth.endpoint.clone())
             .timeout(self.timeout)
@@ -284,13 +290,37 @@ impl CognitoProvider {
             .get("x-amzn-errortype")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let bytes = resp.bytes().await.map_err(|e| err(unreachable(&e)))?;
+        let read = read_body(
+            &mut resp,
+            ANSWER_LIMIT,
+            requested_at + self.timeout,
+            self.timeout,
+        )
+        .await;
         debug!(
             flow = flow.name(),
             status = status.as_u16(),
             elapsed_ms = requested_at.elapsed().as_millis() as u64,
             "cognito request"
         );
+        let bytes = match read {
+            Ok(b) if b.complete || !status.is_success() => b.bytes,
+            Ok(_) => {
+                return Err(err(CognitoErrorKind::BadAnswer(format!(
+                    "the answer exceeds {}: cut after {}",
+                    size(ANSWER_LIMIT),
+                    size(ANSWER_LIMIT)
+                ))));
+            }
+            Err(BodyCut::Deadline { within, partial }) => {
+                return Err(err(CognitoErrorKind::Unavailable(format!(
+                    "HTTP {}: {}",
+                    status.as_u16(),
+                    BodyCut::deadline_text(within, partial.len())
+                ))));
+            }
+            Err(BodyCut::Transport(e)) => return Err(err(unreachable(&e))),
+        };
         let parsed: Option<Value> = serde_json::from_slice(&bytes).ok();
         if !status.is_success() {
             return Err(err(failure(status, header_type, parsed.as_ref())));
@@ -411,7 +441,7 @@ fn transport(err: &reqwest::Error) -> String {
     };
     match super::error::source_chain(err) {
         detail if detail.is_empty() => kind.to_owned(),
-        detail => format!("{kind}: {detail}"),
+        detail => format!("{kind}: {}", super::redact_passwords(&detail)),
     }
 }
 

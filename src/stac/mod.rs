@@ -10,15 +10,94 @@ mod tls;
 mod types;
 
 pub use auth::{Auth, CognitoAuth, DEFAULT_RENEW_MARGIN};
-pub use client::{AssetTarget, ClientBuildError, ClientConfig, StacClient, redact_userinfo};
+pub use client::{
+    AssetTarget, ClientBuildError, ClientConfig, ERROR_BODY_PREFIX, JSON_ANSWER_LIMIT, StacClient,
+    redact_userinfo,
+};
 pub use error::{ErrorClass, StacError, Step};
 pub use tls::{CaFileError, load_ca_file};
 pub use types::*;
 
-/// A URL without its query string: presigned URLs carry their signature there.
+/// A URL as it may be shown (logs, errors, `check`): its password replaced by `***`
+/// (`https://user:***@host/...`) and its query string dropped, since presigned URLs carry their
+/// signature there. Every URL the program prints goes through here.
 pub fn redact_url(url: &str) -> String {
-    match url.split_once('?') {
+    let shown = redact_passwords(url);
+    match shown.split_once('?') {
         Some((base, _)) => format!("{base}?<redacted>"),
-        None => url.to_owned(),
+        None => shown,
+    }
+}
+
+/// `text` with the password of every `scheme://user:password@host` in it replaced by `***`:
+/// for free text that may quote a URL (a cause chain, a log line). A userinfo without a
+/// password (`https://user@host`) is kept.
+pub fn redact_passwords(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (head, tail) = rest.split_at(at + 3);
+        out.push_str(head);
+        // The authority ends at the path, query, fragment, or anything that cannot be in it.
+        let end = tail
+            .find(|c: char| {
+                matches!(c, '/' | '?' | '#' | '"' | '\'' | '<' | '>' | '`') || c.is_whitespace()
+            })
+            .unwrap_or(tail.len());
+        let authority = &tail[..end];
+        match authority.rfind('@') {
+            Some(userinfo_end) => {
+                let userinfo = &authority[..userinfo_end];
+                match userinfo.split_once(':') {
+                    Some((user, _password)) => {
+                        out.push_str(user);
+                        out.push_str(":***");
+                    }
+                    None => out.push_str(userinfo),
+                }
+                out.push_str(&authority[userinfo_end..]);
+            }
+            None => out.push_str(authority),
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_password_in_a_url_is_replaced() {
+        assert_eq!(
+            redact_url("https://user:secret@host:8443/api/stac/v1"),
+            "https://user:***@host:8443/api/stac/v1"
+        );
+        assert_eq!(
+            redact_url("http://u:p%40ss@h/x?X-Amz-Signature=s"),
+            "http://u:***@h/x?<redacted>"
+        );
+        // An '@' in the password itself (unescaped): the last '@' ends the userinfo.
+        assert_eq!(redact_url("http://u:a@b@h/"), "http://u:***@h/");
+        assert_eq!(redact_url("https://user@host/"), "https://user@host/");
+        assert_eq!(redact_url("https://host/a@b"), "https://host/a@b");
+        assert_eq!(redact_url("not a url"), "not a url");
+    }
+
+    #[test]
+    fn every_url_in_a_text_loses_its_password() {
+        let t = redact_passwords(
+            "proxy http://p:pw1@proxy:3128 refused; server https://s:pw2@h/api, \"ftp://x:pw3@y\"",
+        );
+        assert!(
+            !t.contains("pw1") && !t.contains("pw2") && !t.contains("pw3"),
+            "{t}"
+        );
+        assert_eq!(
+            t,
+            "proxy http://p:***@proxy:3128 refused; server https://s:***@h/api, \"ftp://x:***@y\""
+        );
     }
 }
