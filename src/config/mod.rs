@@ -1,18 +1,22 @@
 //! The job file: schema, validation with file:line:col errors, secrets.
 
+#[macro_use]
+mod settings;
 mod error;
 mod load;
 mod metadata;
+mod policy;
 mod raw;
 mod server;
 mod template;
 
 pub use error::{ConfigError, LocatedError};
-pub use load::{load, parse};
+pub use load::{SETTING_KEYS, load, parse};
 pub use metadata::{
     ASSET_FIELDS, ASSET_PROPERTIES, AssetMetadata, ITEM_FIELDS, ITEM_PROPERTIES, ItemMetadata,
     ItemTime, STAC_VERSION, TimeValue, bbox_polygon,
 };
+pub use policy::{PolicyKind, PolicySpec};
 pub use template::{AssetTemplate, IdExtension, IdTemplate, TemplateError, TextTemplate};
 
 use std::fmt;
@@ -20,7 +24,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::stac::{ApiVersion, Auth, ClientConfig, redact_userinfo};
-use crate::supervisor::PolicySpec;
 use crate::trigger::{Schedule, WatchSpec};
 use crate::upload::UploadOptions;
 
