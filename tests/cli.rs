@@ -162,7 +162,13 @@ async fn server_refusals_are_runtime_errors() {
         FaultTrigger::Next(100),
     );
     check(
-        &upload(&env, &["--asset", "x.zip", "--retries", "1"], p, PASSWORD).await,
+        &upload(
+            &env,
+            &["--asset", "x.zip", "--part-retries", "1"],
+            p,
+            PASSWORD,
+        )
+        .await,
         1,
         "gateway page: 502 Bad Gateway",
     );
@@ -242,7 +248,7 @@ async fn an_upload_whose_create_answers_are_all_lost_is_found_and_carried_on() {
     );
     let out = upload(
         &env,
-        &["--asset", "lost.zip", "--retries", "2"],
+        &["--asset", "lost.zip", "--part-retries", "2"],
         path.to_str().unwrap(),
         PASSWORD,
     )
@@ -274,7 +280,7 @@ async fn a_lost_create_that_cannot_be_looked_up_is_named_in_the_error() {
     );
     let out = upload(
         &env,
-        &["--asset", "orphan.zip", "--retries", "1"],
+        &["--asset", "orphan.zip", "--part-retries", "1"],
         path.to_str().unwrap(),
         PASSWORD,
     )

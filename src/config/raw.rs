@@ -77,6 +77,8 @@ pub(super) struct RawServer {
     /// The whole daemon's limit, shared by every job.
     pub(super) bandwidth_limit: Option<Spanned<Size>>,
     pub(super) bandwidth_timetable: Option<Spanned<Vec<Spanned<RawWindow>>>>,
+    /// The whole daemon's bound on uploads at once, over every job.
+    pub(super) max_concurrent_uploads: Option<Spanned<Int>>,
     pub(super) auth: Option<RawAuth>,
 }
 

@@ -33,6 +33,7 @@ use crate::upload::{CompressMode, MAX_PART_SIZE, MIN_PART_SIZE, UploadOptions};
 
 type Span = Range<usize>;
 
+mod flags;
 mod job;
 mod metadata;
 mod server;
@@ -41,6 +42,8 @@ mod settings;
 mod tests;
 mod trigger;
 
+pub use self::flags::{FlagError, FlagSettings, FlagTable, check_flags};
+pub use self::server::{AuthKind, MAX_CONCURRENT_UPLOADS};
 pub use self::settings::SETTING_KEYS;
 pub(super) use self::settings::Settings;
 use self::settings::*;
@@ -77,6 +80,7 @@ pub fn parse(
         folder: config_folder(source),
         env,
         api_version: ApiVersion::default(),
+        from_flags: false,
     };
     let config = checker.config(&raw);
     // Parsed a second time, as a tree with every span: the raw types know only their own keys.
@@ -185,6 +189,9 @@ struct Checker<'a> {
     env: &'a dyn Fn(&str) -> Option<String>,
     /// `[server] api_version` as far as it was read: the asset fields differ.
     api_version: ApiVersion,
+    /// The text was written from command-line flags (`flags.rs`), not by an operator: paths are
+    /// taken as the shell left them (no `${VAR}`), relative to the working directory.
+    from_flags: bool,
 }
 
 impl Checker<'_> {
@@ -198,6 +205,7 @@ impl Checker<'_> {
         let defaults = self.layer(raw.defaults.settings());
         self.check_delay_order(&defaults, &Layer::default());
         let bandwidth = self.server_bandwidth(&raw.server, defaults.timezone());
+        let max_concurrent_uploads = self.max_concurrent_uploads(&raw.server);
 
         if raw.job.is_empty() {
             self.diag.at_offset(
@@ -221,6 +229,7 @@ impl Checker<'_> {
             jobs: jobs.into_iter().collect::<Option<Vec<_>>>()?,
             observe: observe?,
             bandwidth_limit: bandwidth?,
+            max_concurrent_uploads: max_concurrent_uploads?,
         })
     }
 
@@ -325,6 +334,9 @@ impl Checker<'_> {
             self.diag
                 .at(&raw.span(), format!("{key} is empty: expected a path"));
             return None;
+        }
+        if self.from_flags {
+            return Some(self.folder.join(raw.get_ref()));
         }
         match expand_vars(raw.get_ref(), self.env) {
             Ok(expanded) => Some(self.folder.join(expanded)),

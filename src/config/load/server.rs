@@ -1,6 +1,19 @@
 use super::*;
 
+/// The bounds of `[server] max_concurrent_uploads`.
+pub const MAX_CONCURRENT_UPLOADS: std::ops::RangeInclusive<i64> = 1..=256;
+
 impl Checker<'_> {
+    /// `[server] max_concurrent_uploads`, 1 to 256; `None` when refused.
+    pub(super) fn max_concurrent_uploads(&mut self, raw: &RawServer) -> Option<usize> {
+        let key = raw.max_concurrent_uploads.as_ref();
+        match self.int_as(key, "max_concurrent_uploads", MAX_CONCURRENT_UPLOADS) {
+            Some((n, _)) => Some(n),
+            None if key.is_some() => None,
+            None => Some(super::super::default_max_concurrent_uploads()),
+        }
+    }
+
     pub(super) fn server(&mut self, raw: &RawServer) -> Option<ServerConfig> {
         let url = self.value(Some(&raw.url), |u| {
             let url = url::Url::parse(u).map_err(|e| {
@@ -71,6 +84,8 @@ impl Checker<'_> {
             Ok(u) if u.host_str().is_none_or(str::is_empty) => {
                 format!("proxy {text:?} has no host: {expected}")
             }
+            // On the command line, as before: `--proxy` is the one way to give its password there.
+            Ok(u) if u.password().is_some() && self.from_flags => return Some(u),
             Ok(u) if u.password().is_some() => match private_file(self.source) {
                 Ok(()) => return Some(u),
                 // Said without the URL itself: it holds the password.
@@ -444,13 +459,15 @@ pub(super) fn read_secret_file(path: &Path) -> std::io::Result<String> {
     Ok(text)
 }
 
-/// The auth schemes of `[server.auth] type`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+/// The auth schemes: `[server.auth] type` and `--auth`, by the same names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
-pub(super) enum AuthKind {
+pub enum AuthKind {
+    #[default]
     None,
     Basic,
     Token,
     Bearer,
+    /// A Cognito login (user + password), as production v1 wants.
     Cognito,
 }
