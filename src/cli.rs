@@ -4,15 +4,17 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::{self, AuthKind, FlagSettings, FlagTable};
 use crate::observe::LogFormat;
-use crate::stac::{ApiVersion, AssetTarget, Auth, ClientConfig, StacClient};
+use crate::stac::{ApiVersion, AssetTarget, StacClient};
 use crate::units::ByteSize;
-use crate::upload::{self, UploadError, UploadOptions};
+use crate::upload::{self, CompressMode, UploadError};
+
+/// How long running uploads may go on after SIGTERM, unless --shutdown-grace says.
+const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// Exit codes: 0 success, 1 runtime failure, 2 bad usage, input or config, 3 the state folder
 /// needs an operator (a corrupt record of uploads in flight). systemd restarts on 1 only.
@@ -88,9 +90,7 @@ pub struct Cli {
     /// More log output (-v info, -vv debug, -vvv trace). RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
-    /// Job file: without a subcommand, run the daemon with it.
-    #[arg(long, global = true, env = "STAC_UPLOADD_CONFIG")]
-    pub config: Option<PathBuf>,
+    /// Without a subcommand: the daemon's flags, as `run` takes them.
     #[command(flatten)]
     pub run: RunArgs,
     #[command(subcommand)]
@@ -102,9 +102,9 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon: the jobs of --config, until SIGTERM (the default command).
-    Run,
+    Run(RunArgs),
     /// Check a job file and show what it would do, without running anything.
-    Check,
+    Check(ConfigArgs),
     /// Show each job's last runs and any upload in flight, from the state folder.
     Status(StatusArgs),
     /// Upload one file to one asset, now.
@@ -120,8 +120,10 @@ impl Cli {
     pub fn log_level(&self) -> &'static str {
         let base = match self.command {
             // One-shot commands keep the terminal for their progress bar, table or result line.
-            Some(Command::Upload(_) | Command::Demo(_) | Command::Check | Command::Status(_)) => 0,
-            None | Some(Command::Run | Command::Emulator(_)) => 1,
+            Some(
+                Command::Upload(_) | Command::Demo(_) | Command::Check(_) | Command::Status(_),
+            ) => 0,
+            None | Some(Command::Run(_) | Command::Emulator(_)) => 1,
         };
         if matches!(self.command, Some(Command::Demo(_))) && self.verbose == 0 {
             // The demo's table tells the story; -v shows every retry as it happens.
@@ -136,44 +138,67 @@ impl Cli {
     }
 }
 
+/// The job file of `check` (and of `run`, `status`).
+#[derive(Debug, Args, Default)]
+pub struct ConfigArgs {
+    /// Job file.
+    #[arg(long, env = "STAC_UPLOADD_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+/// The daemon's flags: `run`'s (and the top level's, which runs the daemon too).
 #[derive(Debug, Args, Default)]
 pub struct RunArgs {
-    /// On SIGTERM, how long running uploads may go on before they are aborted.
-    #[arg(long, global = true, default_value = "30s", value_parser = humantime::parse_duration)]
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// On SIGTERM, how long running uploads may go on before they are aborted [default: 30s].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Option<Duration>,
     /// Serve /metrics (Prometheus), /healthz and /readyz on this address, e.g. 127.0.0.1:9187.
-    #[arg(
-        long,
-        global = true,
-        value_name = "ADDR",
-        env = "STAC_UPLOADD_OBSERVE_LISTEN"
-    )]
+    #[arg(long, value_name = "ADDR", env = "STAC_UPLOADD_OBSERVE_LISTEN")]
     pub observe_listen: Option<std::net::SocketAddr>,
+}
+
+impl RunArgs {
+    /// `run`'s own flags, the top level's where `run` has none (`stac-uploadd --config x run`).
+    fn or(self, top: RunArgs) -> RunArgs {
+        RunArgs {
+            config: ConfigArgs {
+                config: self.config.config.or(top.config.config),
+            },
+            shutdown_grace: self.shutdown_grace.or(top.shutdown_grace),
+            observe_listen: self.observe_listen.or(top.observe_listen),
+        }
+    }
 }
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
     /// The state folder (default: the one of --config).
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
 }
 
-/// How to reach and authenticate to the API.
+/// How to reach and authenticate to the API: the `[server]` keys of a job file, checked as
+/// they are (see [`ServerArgs::write`]).
 #[derive(Debug, Args)]
 pub struct ServerArgs {
     /// Base URL of the STAC API, e.g. https://data.geo.admin.ch/api/stac/v1
     #[arg(long, env = "STAC_UPLOADD_URL")]
-    pub url: url::Url,
+    pub url: String,
     /// API generation: v1 (file:checksum) or v0.9 (checksum:multihash).
     #[arg(long, value_enum, default_value_t = ApiVersion::V1)]
     pub api_version: ApiVersion,
     /// Authentication scheme.
     #[arg(long, value_enum, default_value_t = AuthKind::None)]
     pub auth: AuthKind,
-    /// User name for --auth basic.
+    /// User name for --auth basic and cognito.
     #[arg(long, env = "STAC_UPLOADD_USER")]
     pub user: Option<String>,
-    /// File holding the password (basic) or token (token, bearer). Alternatively set
+    /// File holding the password (basic, cognito) or token (token, bearer): a regular file of at
+    /// most 64 KiB, as password_file and token_file in a job file. Alternatively set
     /// STAC_UPLOADD_SECRET; secrets are never taken from the command line, where `ps` shows them.
     #[arg(long)]
     pub secret_file: Option<PathBuf>,
@@ -185,114 +210,166 @@ pub struct ServerArgs {
     pub cognito_region: Option<String>,
     /// Cognito endpoint, if not the region's public one (--auth cognito).
     #[arg(long)]
-    pub cognito_endpoint: Option<url::Url>,
+    pub cognito_endpoint: Option<String>,
     /// Extra CA certificates (PEM) to trust: self-hosted servers, corporate TLS inspection.
     #[arg(long)]
     pub ca_file: Option<PathBuf>,
     /// Proxy for the API, the part URLs and Cognito (default: HTTPS_PROXY/HTTP_PROXY).
     #[arg(long)]
-    pub proxy: Option<url::Url>,
+    pub proxy: Option<String>,
     /// Bound on establishing a connection.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-    pub connect_timeout: Duration,
+    #[arg(long, value_name = "DURATION", default_value = "10s")]
+    pub connect_timeout: String,
     /// Bound on each API call (part uploads get a deadline from their length).
-    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
-    pub timeout: Duration,
+    #[arg(long, value_name = "DURATION", default_value = "60s")]
+    pub timeout: String,
 }
 
-/// `--compress` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum CompressArg {
-    None,
-    Gzip,
-    Br,
-    Auto,
+/// The name clap and serde both know a value by.
+fn value_name(v: &impl clap::ValueEnum) -> String {
+    v.to_possible_value()
+        .map(|v| v.get_name().to_owned())
+        .unwrap_or_default()
 }
 
-impl From<CompressArg> for crate::upload::CompressMode {
-    fn from(c: CompressArg) -> Self {
-        match c {
-            CompressArg::None => Self::None,
-            CompressArg::Gzip => Self::Gzip,
-            CompressArg::Br => Self::Br,
-            CompressArg::Auto => Self::Auto,
+fn path_text(p: &std::path::Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+impl ServerArgs {
+    /// These flags as the `[server]` and `[server.auth]` tables of a job file. The secret is read
+    /// as `password_file`/`token_file` (`--secret-file`) or `password_env`/`token_env`
+    /// (STAC_UPLOADD_SECRET) would be.
+    pub fn write(&self, t: &mut FlagTable) {
+        t.table("server");
+        t.set("--url", "url", self.url.as_str());
+        t.set(
+            "--api-version",
+            "api_version",
+            value_name(&self.api_version),
+        );
+        t.set(
+            "--connect-timeout",
+            "connect_timeout",
+            self.connect_timeout.as_str(),
+        );
+        t.set("--timeout", "request_timeout", self.timeout.as_str());
+        if let Some(p) = &self.ca_file {
+            t.set("--ca-file", "ca_file", path_text(p));
+        }
+        if let Some(p) = &self.proxy {
+            t.set("--proxy", "proxy", p.as_str());
+        }
+        t.table("server.auth");
+        t.set("--auth", "type", value_name(&self.auth));
+        let what = match self.auth {
+            AuthKind::None => return,
+            AuthKind::Basic | AuthKind::Cognito => "password",
+            AuthKind::Token | AuthKind::Bearer => "token",
+        };
+        if what == "password"
+            && let Some(u) = &self.user
+        {
+            t.set("--user", "username", u.as_str());
+        }
+        match &self.secret_file {
+            Some(p) => t.set("--secret-file", &format!("{what}_file"), path_text(p)),
+            None => t.set(
+                "--secret-file or STAC_UPLOADD_SECRET",
+                &format!("{what}_env"),
+                SECRET_ENV,
+            ),
+        };
+        if self.auth == AuthKind::Cognito {
+            if let Some(c) = &self.cognito_client_id {
+                t.set("--cognito-client-id", "client_id", c.as_str());
+            }
+            if let Some(r) = &self.cognito_region {
+                t.set("--cognito-region", "region", r.as_str());
+            }
+            if let Some(e) = &self.cognito_endpoint {
+                t.set("--cognito-endpoint", "endpoint", e.as_str());
+            }
         }
     }
 }
 
-/// Authentication schemes of the API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum AuthKind {
-    None,
-    Basic,
-    Token,
-    Bearer,
-    /// A Cognito login (user + password), as production v1 wants.
-    Cognito,
+/// The variable `upload` takes its secret from without `--secret-file`.
+const SECRET_ENV: &str = "STAC_UPLOADD_SECRET";
+
+/// The job file's settings that apply to one upload, under the job keys' names (`--part-size`
+/// is `part_size`, ...) and checked by the same checks, with the same bounds
+/// (`src/config/settings.rs`).
+#[derive(Debug, Args, Default)]
+pub struct SettingArgs {
+    /// Target part size, e.g. 16MiB [default: 16MiB]; larger files get larger parts (at most
+    /// 100 parts).
+    #[arg(long, value_name = "SIZE")]
+    pub part_size: Option<String>,
+    /// Parts sent at once, 1 to 32 [default: 4].
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub parallel: Option<i64>,
+    /// Retries of one part (and of create/complete/abort) after a transient failure, 0 to 10
+    /// [default: 3].
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub part_retries: Option<i64>,
+    /// Retries of the whole upload after a transient failure, 0 to 10, as a job's retries: the
+    /// first after --retry-min-delay, doubling up to --retry-max-delay [default here: 0].
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 0,
+        allow_negative_numbers = true
+    )]
+    pub retries: i64,
+    /// The first wait before a retry of the upload, at least 100ms [default: 1s].
+    #[arg(long, value_name = "DURATION")]
+    pub retry_min_delay: Option<String>,
+    /// The longest wait before a retry of the upload [default: 10m].
+    #[arg(long, value_name = "DURATION")]
+    pub retry_max_delay: Option<String>,
+    /// Compress before sending: gzip, br, auto (gzip over 10 MB unless the media type is already
+    /// compressed) or none [default: none].
+    #[arg(long, value_enum)]
+    pub compress: Option<CompressMode>,
+    /// Cap the upload's rate, e.g. 20MB/s (shared by the parts in flight).
+    #[arg(long, value_name = "RATE")]
+    pub bandwidth_limit: Option<String>,
+    /// Upload even when the asset already holds this file (its checksum is the file's): the
+    /// job key skip_unchanged = false.
+    #[arg(long)]
+    pub force: bool,
 }
 
-impl ServerArgs {
-    /// A client for these settings; errors are usage errors (bad flags, unreadable secret).
-    pub fn client(&self) -> Result<StacClient, CliError> {
-        let secret = || -> Result<SecretString, CliError> {
-            if let Some(path) = &self.secret_file {
-                let s = std::fs::read_to_string(path)
-                    .with_context(|| format!("cannot read the secret file {}", path.display()))
-                    .map_err(CliError::usage)?;
-                return Ok(SecretString::from(
-                    s.trim_end_matches(['\n', '\r']).to_owned(),
-                ));
-            }
-            match std::env::var("STAC_UPLOADD_SECRET") {
-                Ok(s) if !s.is_empty() => Ok(SecretString::from(s)),
-                _ => Err(CliError::usage(anyhow::anyhow!(
-                    "--auth {} needs a secret: --secret-file PATH or the STAC_UPLOADD_SECRET variable",
-                    clap::ValueEnum::to_possible_value(&self.auth)
-                        .map(|v| v.get_name().to_owned())
-                        .unwrap_or_default()
-                ))),
-            }
-        };
-        let auth = match self.auth {
-            AuthKind::None => Auth::None,
-            AuthKind::Basic => Auth::Basic {
-                username: self
-                    .user
-                    .clone()
-                    .ok_or_else(|| CliError::usage(anyhow::anyhow!("--auth basic needs --user")))?,
-                password: secret()?,
-            },
-            AuthKind::Token => Auth::Token(secret()?),
-            AuthKind::Bearer => Auth::Bearer(secret()?),
-            AuthKind::Cognito => {
-                let need = |v: &Option<String>, flag: &str| {
-                    v.clone().ok_or_else(|| {
-                        CliError::usage(anyhow::anyhow!("--auth cognito needs {flag}"))
-                    })
-                };
-                let mut c = crate::stac::CognitoAuth::new(
-                    need(&self.user, "--user")?,
-                    secret()?,
-                    need(&self.cognito_client_id, "--cognito-client-id")?,
-                    need(&self.cognito_region, "--cognito-region")?,
-                );
-                if let Some(e) = &self.cognito_endpoint {
-                    c.endpoint = e.clone();
-                }
-                Auth::Cognito(c)
-            }
-        };
-        let mut cfg = ClientConfig::new(self.url.clone());
-        cfg.api_version = self.api_version;
-        cfg.auth = auth;
-        cfg.connect_timeout = self.connect_timeout;
-        cfg.request_timeout = self.timeout;
-        cfg.ca_file = self.ca_file.clone();
-        if self.proxy.is_some() {
-            cfg.proxy = self.proxy.clone();
+impl SettingArgs {
+    /// These flags as the `[defaults]` table of a job file.
+    pub fn write(&self, t: &mut FlagTable) {
+        t.table("defaults");
+        if let Some(v) = &self.part_size {
+            t.set("--part-size", "part_size", v.as_str());
         }
-        // What can fail here are the flags: an unreadable CA file, a bad proxy.
-        StacClient::new(cfg).map_err(CliError::usage)
+        if let Some(v) = self.parallel {
+            t.set("--parallel", "parallel", v);
+        }
+        if let Some(v) = self.part_retries {
+            t.set("--part-retries", "part_retries", v);
+        }
+        t.set("--retries", "retries", self.retries);
+        if let Some(v) = &self.retry_min_delay {
+            t.set("--retry-min-delay", "retry_min_delay", v.as_str());
+        }
+        if let Some(v) = &self.retry_max_delay {
+            t.set("--retry-max-delay", "retry_max_delay", v.as_str());
+        }
+        if let Some(v) = &self.compress {
+            t.set("--compress", "compress", value_name(v));
+        }
+        if let Some(v) = &self.bandwidth_limit {
+            t.set("--bandwidth-limit", "bandwidth_limit", v.as_str());
+        }
+        if self.force {
+            t.set("--force", "skip_unchanged", false);
+        }
     }
 }
 
@@ -309,46 +386,57 @@ pub struct UploadArgs {
     /// Asset id (must already exist on the server).
     #[arg(long)]
     pub asset: String,
-    /// Target part size; larger files get larger parts (at most 100 parts).
-    #[arg(long, default_value_t = upload::DEFAULT_PART_SIZE)]
-    pub part_size: ByteSize,
-    /// Parts sent at once.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=32))]
-    pub parallel: u16,
-    /// Retries of a part (and of create/complete/abort) after a transient failure.
-    #[arg(long, default_value_t = 3)]
-    pub retries: u32,
+    #[command(flatten)]
+    pub settings: SettingArgs,
     /// If another upload is in progress on the asset, abort it and upload anyway.
     #[arg(long)]
     pub abort_in_progress: bool,
-    /// Upload even when the asset already holds this file (its checksum is the file's).
-    #[arg(long)]
-    pub force: bool,
-    /// Compress before sending: gzip, br, auto (gzip over 10 MB unless the media type is already
-    /// compressed) or none.
-    #[arg(long, value_enum, default_value_t = CompressArg::None)]
-    pub compress: CompressArg,
-    /// Cap the upload's rate, e.g. 20MB/s (shared by the parts in flight).
-    #[arg(long)]
-    pub bandwidth_limit: Option<ByteSize>,
     /// The file to upload.
     pub file: PathBuf,
 }
 
+impl UploadArgs {
+    /// The flags checked as a job file's keys would be; the secret from the environment.
+    pub fn settings(&self) -> Result<FlagSettings, CliError> {
+        let mut t = FlagTable::new();
+        self.server.write(&mut t);
+        self.settings.write(&mut t);
+        config::check_flags(&t, &|name| std::env::var(name).ok()).map_err(CliError::usage)
+    }
+}
+
 /// Runs the parsed command.
 pub async fn run(cli: Cli) -> Result<(), CliError> {
-    let config = cli.config;
-    let need_config = || {
-        config.clone().ok_or_else(|| {
+    let top = cli.run;
+    let need_config = |args: ConfigArgs| {
+        args.config.ok_or_else(|| {
             CliError::usage(anyhow::anyhow!(
                 "--config FILE is required (or STAC_UPLOADD_CONFIG)"
             ))
         })
     };
     match cli.command {
-        None | Some(Command::Run) => run_daemon(need_config()?, cli.run).await,
-        Some(Command::Check) => run_check(&need_config()?),
-        Some(Command::Status(args)) => run_status(config.as_deref(), args).await,
+        None => {
+            let config = need_config(top.config)?;
+            run_daemon(config, top.shutdown_grace, top.observe_listen).await
+        }
+        Some(Command::Run(args)) => {
+            let args = args.or(top);
+            run_daemon(
+                need_config(args.config)?,
+                args.shutdown_grace,
+                args.observe_listen,
+            )
+            .await
+        }
+        Some(Command::Check(args)) => {
+            let config = args.config.or(top.config.config);
+            run_check(&need_config(ConfigArgs { config })?)
+        }
+        Some(Command::Status(mut args)) => {
+            args.config.config = args.config.config.or(top.config.config);
+            run_status(args).await
+        }
         Some(Command::Upload(args)) => run_upload(args).await,
         Some(Command::Emulator(args)) => {
             crate::emulator::run(args).await.map_err(CliError::failure)
@@ -357,9 +445,13 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     }
 }
 
-async fn run_daemon(config: PathBuf, args: RunArgs) -> Result<(), CliError> {
-    let grace = args.shutdown_grace.unwrap_or(Duration::from_secs(30));
-    crate::daemon::run(config, grace, args.observe_listen)
+async fn run_daemon(
+    config: PathBuf,
+    shutdown_grace: Option<Duration>,
+    observe_listen: Option<std::net::SocketAddr>,
+) -> Result<(), CliError> {
+    let grace = shutdown_grace.unwrap_or(DEFAULT_SHUTDOWN_GRACE);
+    crate::daemon::run(config, grace, observe_listen)
         .await
         .map_err(|e| match e {
             crate::daemon::StartError::Config(e) => CliError::usage(e),
@@ -438,8 +530,8 @@ fn run_check(path: &std::path::Path) -> Result<(), CliError> {
     Ok(())
 }
 
-async fn run_status(config: Option<&std::path::Path>, args: StatusArgs) -> Result<(), CliError> {
-    let dir = match (args.state_dir, config) {
+async fn run_status(args: StatusArgs) -> Result<(), CliError> {
+    let dir = match (args.state_dir, args.config.config.as_deref()) {
         (Some(d), _) => d,
         (None, Some(c)) => crate::config::load(c).map_err(CliError::usage)?.state_dir,
         (None, None) => {
@@ -501,29 +593,23 @@ fn print_history(history: &std::collections::BTreeMap<String, Vec<crate::state::
 }
 
 async fn run_upload(args: UploadArgs) -> Result<(), CliError> {
-    let client = args.server.client()?;
+    let FlagSettings {
+        server,
+        policy,
+        upload: mut opts,
+        bandwidth_limit,
+    } = args.settings()?;
+    // What can fail here are the flags: an unreadable CA file, a bad proxy.
+    let client = StacClient::new(server.client_config()).map_err(CliError::usage)?;
     let target = AssetTarget {
         collection: args.collection.clone(),
         item: args.item.clone(),
         asset: args.asset.clone(),
     };
-    let opts = UploadOptions {
-        part_size: args.part_size,
-        parallel: args.parallel.into(),
-        part_retries: args.retries,
-        skip_unchanged: !args.force,
-        compress: args.compress.into(),
-        bandwidth: args
-            .bandwidth_limit
-            .map(|r| {
-                Arc::new(crate::upload::bandwidth::Bandwidth::new(
-                    crate::upload::bandwidth::BandwidthLimit::constant(r),
-                ))
-            })
-            .into_iter()
-            .collect(),
-        ..UploadOptions::default()
-    };
+    opts.bandwidth = bandwidth_limit
+        .map(|l| Arc::new(crate::upload::bandwidth::Bandwidth::new(l)))
+        .into_iter()
+        .collect();
     let cancel = CancellationToken::new();
     let on_signal = cancel.clone();
     tokio::spawn(async move {
@@ -560,6 +646,34 @@ async fn run_upload(args: UploadArgs) -> Result<(), CliError> {
                 )));
             }
             outcome => eprintln!("blocking upload {id}: {outcome}"),
+        }
+        progress.reset();
+        result = attempt().await;
+    }
+    // --retries: the whole upload again after a transient failure, as a job's run is retried.
+    let mut waits = <backon::ExponentialBuilder as backon::BackoffBuilder>::build(
+        backon::ExponentialBuilder::default()
+            .with_min_delay(policy.retry_min_delay)
+            .with_max_delay(policy.retry_max_delay)
+            .with_max_times(policy.retries as usize)
+            .with_jitter(),
+    );
+    let mut retry = 0;
+    while let Err(e) = &result
+        && e.is_retryable()
+        && !cancel.is_cancelled()
+        && let Some(wait) = waits.next()
+    {
+        retry += 1;
+        progress.clear();
+        eprintln!(
+            "upload failed: {e}; retry {retry} of {} in {}",
+            policy.retries,
+            humantime::format_duration(Duration::from_millis(wait.as_millis() as u64))
+        );
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = cancel.cancelled() => break,
         }
         progress.reset();
         result = attempt().await;

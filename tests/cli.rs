@@ -162,7 +162,13 @@ async fn server_refusals_are_runtime_errors() {
         FaultTrigger::Next(100),
     );
     check(
-        &upload(&env, &["--asset", "x.zip", "--retries", "1"], p, PASSWORD).await,
+        &upload(
+            &env,
+            &["--asset", "x.zip", "--part-retries", "1"],
+            p,
+            PASSWORD,
+        )
+        .await,
         1,
         "gateway page: 502 Bad Gateway",
     );
@@ -242,7 +248,7 @@ async fn an_upload_whose_create_answers_are_all_lost_is_found_and_carried_on() {
     );
     let out = upload(
         &env,
-        &["--asset", "lost.zip", "--retries", "2"],
+        &["--asset", "lost.zip", "--part-retries", "2"],
         path.to_str().unwrap(),
         PASSWORD,
     )
@@ -274,7 +280,7 @@ async fn a_lost_create_that_cannot_be_looked_up_is_named_in_the_error() {
     );
     let out = upload(
         &env,
-        &["--asset", "orphan.zip", "--retries", "1"],
+        &["--asset", "orphan.zip", "--part-retries", "1"],
         path.to_str().unwrap(),
         PASSWORD,
     )
@@ -304,4 +310,141 @@ async fn a_lost_create_that_cannot_be_looked_up_is_named_in_the_error() {
     );
     assert!(env.emu.in_progress_uploads().is_empty());
     assert_eq!(env.emu.uploads(&key(&target)).len(), 1);
+}
+
+/// `upload` with `args` (no server needed: they are refused before anything is sent).
+async fn refused(args: &[&str]) -> String {
+    let out = tokio::process::Command::new(BIN)
+        .args(["upload", "--url", "http://127.0.0.1:9/api/stac/v1"])
+        .args(["--collection", "c", "--asset", "a.zip"])
+        .args(args)
+        .arg("f.zip")
+        .env_remove("STAC_UPLOADD_SECRET")
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one error line: {stderr}");
+    stderr
+}
+
+/// The job file refuses `password_file = "/dev/zero"` with "cannot read password_file
+/// /dev/zero: not a regular file" (tests/config.rs); `--secret-file` is read by the same reader.
+#[tokio::test]
+async fn a_secret_file_is_read_as_the_job_files_password_file() {
+    let stderr = refused(&[
+        "--auth",
+        "basic",
+        "--user",
+        "u",
+        "--secret-file",
+        "/dev/zero",
+    ])
+    .await;
+    assert!(
+        stderr.contains("--secret-file: cannot read password_file /dev/zero: not a regular file"),
+        "{stderr}"
+    );
+    let stderr = refused(&["--auth", "token", "--secret-file", "/dev/zero"]).await;
+    assert!(
+        stderr.contains("--secret-file: cannot read token_file /dev/zero: not a regular file"),
+        "{stderr}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big");
+    std::fs::write(&big, vec![b'x'; 64 * 1024 + 1]).unwrap();
+    let stderr = refused(&["--auth", "token", "--secret-file", big.to_str().unwrap()]).await;
+    assert!(stderr.contains("more than a secret's 65536"), "{stderr}");
+}
+
+/// `--retries` is the job key `retries` (run retries), with its bounds and message;
+/// `--part-retries` is `part_retries`, and so on for every setting flag.
+#[tokio::test]
+async fn setting_flags_take_the_job_keys_bounds() {
+    for (flags, expected) in [
+        (
+            &["--retries", "11"][..],
+            "--retries: retries = 11 is out of range: expected 0 to 10",
+        ),
+        (
+            &["--retries", "-1"][..],
+            "--retries: retries = -1 is out of range: expected 0 to 10",
+        ),
+        (
+            &["--part-retries", "11"][..],
+            "--part-retries: part_retries = 11 is out of range: expected 0 to 10",
+        ),
+        (
+            &["--parallel", "0"][..],
+            "--parallel: parallel = 0 is out of range: expected 1 to 32",
+        ),
+        (
+            &["--retry-min-delay", "10ms"][..],
+            "--retry-min-delay: retry_min_delay = 10ms is too short",
+        ),
+        (
+            &["--retry-min-delay", "5m", "--retry-max-delay", "1m"][..],
+            "retry_min_delay (5m) is longer than retry_max_delay (1m)",
+        ),
+        (
+            &["--bandwidth-limit", "0"][..],
+            "--bandwidth-limit: bandwidth_limit of 0 would stop every upload",
+        ),
+        (
+            &["--part-size", "1KiB"][..],
+            "--part-size: part_size = 1.0KiB is out of range",
+        ),
+        (
+            &["--timeout", "0s"][..],
+            "--timeout: request_timeout must be longer than 0",
+        ),
+    ] {
+        let stderr = refused(flags).await;
+        assert!(stderr.contains(expected), "{flags:?}: {stderr}");
+    }
+    // Both refused at once, each at its flag.
+    let stderr = refused(&["--retries", "11", "--parallel", "33"]).await;
+    assert!(
+        stderr.contains("--parallel: ") && stderr.contains("--retries: "),
+        "{stderr}"
+    );
+}
+
+async fn help(args: &[&str]) -> String {
+    let out = tokio::process::Command::new(BIN)
+        .args(args)
+        .arg("--help")
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The daemon's flags are `run`'s (and the top level's, which runs the daemon); `upload`
+/// shows only what applies to it.
+#[tokio::test]
+async fn daemon_flags_are_not_upload_flags() {
+    const DAEMON: [&str; 3] = ["--shutdown-grace", "--observe-listen", "--config"];
+    let upload = help(&["upload"]).await;
+    for flag in DAEMON {
+        assert!(!upload.contains(flag), "{flag} in upload --help:\n{upload}");
+    }
+    for flag in [
+        "--part-retries",
+        "--retries",
+        "--secret-file",
+        "--log-format",
+    ] {
+        assert!(upload.contains(flag), "{flag} missing in upload --help");
+    }
+    let run = help(&["run"]).await;
+    for flag in DAEMON {
+        assert!(run.contains(flag), "{flag} missing in run --help:\n{run}");
+    }
+    let check = help(&["check"]).await;
+    assert!(check.contains("--config") && !check.contains("--shutdown-grace"));
+    let emulator = help(&["emulator"]).await;
+    assert!(!emulator.contains("--shutdown-grace") && !emulator.contains("--config"));
 }

@@ -2502,3 +2502,158 @@ schedule = "0 3 * * *"
         other => panic!("{other:?}"),
     }
 }
+
+// --- settings declared once ---------------------------------------------------------------------
+
+broken!(
+    part_retries_11,
+    with_job(
+        r#"[server]
+url = "https://stac.example/api/stac/v1"
+[defaults]
+part_retries = 11
+"#
+    ),
+    4,
+    Some(16),
+    "part_retries = 11 is out of range: expected 0 to 10"
+);
+
+broken!(
+    max_concurrent_uploads_0,
+    with_job(
+        r#"[server]
+url = "https://stac.example/api/stac/v1"
+max_concurrent_uploads = 0
+"#
+    ),
+    3,
+    Some(26),
+    "max_concurrent_uploads = 0 is out of range: expected 1 to 256"
+);
+
+broken!(
+    max_concurrent_uploads_257,
+    with_job(
+        r#"[server]
+url = "https://stac.example/api/stac/v1"
+max_concurrent_uploads = 257
+"#
+    ),
+    3,
+    Some(26),
+    "max_concurrent_uploads = 257 is out of range: expected 1 to 256"
+);
+
+broken!(
+    max_concurrent_uploads_is_not_a_job_key,
+    with_job(
+        r#"[server]
+url = "https://stac.example/api/stac/v1"
+[defaults]
+max_concurrent_uploads = 4
+"#
+    ),
+    4,
+    Some(1),
+    "unknown field \"max_concurrent_uploads\""
+);
+
+#[test]
+fn max_concurrent_uploads_defaults_from_the_cores_and_is_read_at_its_bounds() {
+    let (_dir, c) = load_ok(&with_job(
+        "[server]\nurl = \"https://stac.example/api/stac/v1\"\n",
+    ));
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert_eq!(c.max_concurrent_uploads, (2 * cores).clamp(2, 256));
+    assert_eq!(
+        c.max_concurrent_uploads,
+        config::default_max_concurrent_uploads()
+    );
+    for n in [1, 256] {
+        let (_dir, c) = load_ok(&with_job(&format!(
+            "[server]\nurl = \"https://stac.example/api/stac/v1\"\nmax_concurrent_uploads = {n}\n"
+        )));
+        assert_eq!(c.max_concurrent_uploads, n);
+    }
+}
+
+#[test]
+fn part_retries_is_inherited_like_every_setting() {
+    let (_dir, c) = load_ok(&format!(
+        "[server]\nurl = \"https://stac.example/api/stac/v1\"\n[defaults]\npart_retries = 7\n{JOB}"
+    ));
+    assert_eq!(c.jobs[0].upload.part_retries, 7);
+    let (_dir, c) = load_ok(&format!(
+        "[server]\nurl = \"https://stac.example/api/stac/v1\"\n[defaults]\npart_retries = 7\n{JOB}part_retries = 0\n"
+    ));
+    assert_eq!(c.jobs[0].upload.part_retries, 0);
+}
+
+/// Every inherited setting is documented where operators read about the job file.
+#[test]
+fn every_setting_is_documented() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let example = std::fs::read_to_string(root.join("config/jobs.example.toml")).unwrap();
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    for (key, doc) in config::SETTING_KEYS {
+        assert!(!doc.trim().is_empty(), "{key} has no doc line");
+        assert!(
+            example.contains(&format!("{key} = ")),
+            "{key} is not in config/jobs.example.toml"
+        );
+        assert!(
+            readme.contains(&format!("`{key}`")),
+            "{key} is not in the README"
+        );
+    }
+    assert!(example.contains("max_concurrent_uploads = "));
+}
+
+/// The enums of the job file and of the command line are one type each, whose serde and clap
+/// names agree.
+#[test]
+fn enum_names_are_the_same_in_the_job_file_and_on_the_command_line() {
+    use clap::ValueEnum;
+    use serde::de::IntoDeserializer;
+    fn names<T: ValueEnum + for<'de> serde::Deserialize<'de> + PartialEq + std::fmt::Debug>() {
+        for v in T::value_variants() {
+            let name = v
+                .to_possible_value()
+                .expect("not skipped")
+                .get_name()
+                .to_owned();
+            let de: serde::de::value::StrDeserializer<'_, serde::de::value::Error> =
+                name.as_str().into_deserializer();
+            let parsed = T::deserialize(de)
+                .unwrap_or_else(|e| panic!("{name:?}: clap's name, refused by serde: {e}"));
+            assert_eq!(&parsed, v, "{name:?}");
+        }
+    }
+    names::<CompressMode>();
+    names::<PolicyKind>();
+    names::<ApiVersion>();
+    names::<config::AuthKind>();
+    let listed = |v: &[&str], all: Vec<String>| assert_eq!(v, all.as_slice());
+    listed(
+        &["none", "gzip", "br", "auto"],
+        CompressMode::value_variants()
+            .iter()
+            .map(|v| v.to_possible_value().unwrap().get_name().to_owned())
+            .collect(),
+    );
+    listed(
+        &["retry", "cancel", "auto"],
+        PolicyKind::value_variants()
+            .iter()
+            .map(|v| v.to_possible_value().unwrap().get_name().to_owned())
+            .collect(),
+    );
+    listed(
+        &["none", "basic", "token", "bearer", "cognito"],
+        config::AuthKind::value_variants()
+            .iter()
+            .map(|v| v.to_possible_value().unwrap().get_name().to_owned())
+            .collect(),
+    );
+}

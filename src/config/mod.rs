@@ -1,20 +1,27 @@
 //! The job file: schema, validation with file:line:col errors, secrets.
 
+#[macro_use]
+mod settings;
 mod error;
 mod fingerprint;
 mod load;
 mod metadata;
+mod policy;
 mod raw;
 mod server;
 mod template;
 
 pub use error::{ConfigError, LocatedError};
 pub use fingerprint::job_fingerprints;
-pub use load::{load, parse};
+pub use load::{
+    AuthKind, FlagError, FlagSettings, FlagTable, MAX_CONCURRENT_UPLOADS, SETTING_KEYS,
+    check_flags, load, parse,
+};
 pub use metadata::{
     ASSET_FIELDS, ASSET_PROPERTIES, AssetMetadata, ITEM_FIELDS, ITEM_PROPERTIES, ItemMetadata,
     ItemTime, STAC_VERSION, TimeValue, bbox_polygon,
 };
+pub use policy::{PolicyKind, PolicySpec};
 pub use template::{AssetTemplate, IdExtension, IdTemplate, TemplateError, TextTemplate};
 
 use std::fmt;
@@ -22,7 +29,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::stac::{ApiVersion, Auth, ClientConfig, redact_userinfo};
-use crate::supervisor::PolicySpec;
 use crate::trigger::{Schedule, WatchSpec};
 use crate::upload::UploadOptions;
 
@@ -37,6 +43,16 @@ pub struct Config {
     pub observe: ObserveConfig,
     /// `[server] bandwidth_limit`: shared by every job of the daemon.
     pub bandwidth_limit: Option<crate::upload::bandwidth::BandwidthLimit>,
+    /// `[server] max_concurrent_uploads`: at most this many uploads at once over every job of
+    /// the daemon (1 to 256; default [`default_max_concurrent_uploads`]).
+    pub max_concurrent_uploads: usize,
+}
+
+/// The default of `[server] max_concurrent_uploads`: twice the cores, at least 2 (uploads wait
+/// on the network more than on the CPU, but each digests and may compress its file).
+pub fn default_max_concurrent_uploads() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    (2 * cores).clamp(2, *load::MAX_CONCURRENT_UPLOADS.end() as usize)
 }
 
 /// `[observe]`: the metrics and health listener.

@@ -7,57 +7,40 @@ use serde::Deserialize;
 use serde::de::{self, Unexpected, Visitor};
 use toml::Spanned;
 
-/// Declares a table struct with the keys of `[defaults]` added, which every job may override
-/// under the same names. serde's `flatten` would share them, but it loses the spans and does not
-/// work with `deny_unknown_fields`.
+/// Declares a table struct with the keys of `[defaults]` added (the table of `settings.rs`),
+/// which every job may override under the same names. serde's `flatten` would share them, but it
+/// loses the spans and does not work with `deny_unknown_fields`.
 macro_rules! with_settings {
-    ($(#[$attr:meta])* pub(super) struct $name:ident { $(pub(super) $field:ident: $ty:ty,)* }) => {
+    (
+        { $(#[$attr:meta])* pub(super) struct $name:ident { $(pub(super) $field:ident: $ty:ty,)* } }
+        $( $(#[doc = $doc:literal])+ $key:ident : $raw:ty => $val:ty { $($rest:tt)* } )*
+    ) => {
         $(#[$attr])*
         pub(super) struct $name {
             $(pub(super) $field: $ty,)*
-            pub(super) part_size: Option<Spanned<Size>>,
-            pub(super) parallel: Option<Spanned<Int>>,
-            pub(super) policy: Option<Spanned<String>>,
-            pub(super) auto_threshold: Option<Spanned<DurationText>>,
-            pub(super) retries: Option<Spanned<Int>>,
-            pub(super) retry_min_delay: Option<Spanned<DurationText>>,
-            pub(super) retry_max_delay: Option<Spanned<DurationText>>,
-            pub(super) stale_after: Option<Spanned<DurationText>>,
-            pub(super) run_timeout: Option<Spanned<DurationText>>,
-            pub(super) timezone: Option<Spanned<String>>,
-            pub(super) compress: Option<Spanned<String>>,
-            pub(super) skip_unchanged: Option<Spanned<bool>>,
-            pub(super) bandwidth_limit: Option<Spanned<Size>>,
-            pub(super) bandwidth_timetable: Option<Spanned<Vec<Spanned<RawWindow>>>>,
-            pub(super) jitter: Option<Spanned<DurationText>>,
-            pub(super) catch_up: Option<Spanned<bool>>,
+            $( $(#[doc = $doc])+ pub(super) $key: Option<Spanned<$raw>>, )*
         }
 
         impl $name {
             /// The inheritable settings of this table.
             pub(super) fn settings(&self) -> RawSettings<'_> {
-                RawSettings {
-                    part_size: self.part_size.as_ref(),
-                    parallel: self.parallel.as_ref(),
-                    policy: self.policy.as_ref(),
-                    auto_threshold: self.auto_threshold.as_ref(),
-                    retries: self.retries.as_ref(),
-                    retry_min_delay: self.retry_min_delay.as_ref(),
-                    retry_max_delay: self.retry_max_delay.as_ref(),
-                    stale_after: self.stale_after.as_ref(),
-                    run_timeout: self.run_timeout.as_ref(),
-                    timezone: self.timezone.as_ref(),
-                    compress: self.compress.as_ref(),
-                    skip_unchanged: self.skip_unchanged.as_ref(),
-                    bandwidth_limit: self.bandwidth_limit.as_ref(),
-                    bandwidth_timetable: self.bandwidth_timetable.as_ref(),
-                    jitter: self.jitter.as_ref(),
-                    catch_up: self.catch_up.as_ref(),
-                }
+                RawSettings { $( $key: self.$key.as_ref(), )* }
             }
         }
     };
 }
+
+/// The settings a job inherits from `[defaults]`, borrowed from either table.
+macro_rules! raw_settings {
+    ({} $( $(#[doc = $doc:literal])+ $key:ident : $raw:ty => $val:ty { $($rest:tt)* } )*) => {
+        #[derive(Debug, Clone, Copy, Default)]
+        pub(super) struct RawSettings<'a> {
+            $( pub(super) $key: Option<&'a Spanned<$raw>>, )*
+        }
+    };
+}
+
+settings_table!(raw_settings {});
 
 /// The whole file.
 #[derive(Debug, Deserialize)]
@@ -94,6 +77,8 @@ pub(super) struct RawServer {
     /// The whole daemon's limit, shared by every job.
     pub(super) bandwidth_limit: Option<Spanned<Size>>,
     pub(super) bandwidth_timetable: Option<Spanned<Vec<Spanned<RawWindow>>>>,
+    /// The whole daemon's bound on uploads at once, over every job.
+    pub(super) max_concurrent_uploads: Option<Spanned<Int>>,
     pub(super) auth: Option<RawAuth>,
 }
 
@@ -124,14 +109,14 @@ pub(super) struct RawAuth {
     pub(super) endpoint: Option<Spanned<String>>,
 }
 
-with_settings! {
+settings_table!(with_settings {
     /// `[defaults]`.
     #[derive(Debug, Default, Deserialize)]
     #[serde(deny_unknown_fields)]
     pub(super) struct RawDefaults {}
-}
+});
 
-with_settings! {
+settings_table!(with_settings {
     /// One `[[job]]`.
     #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
@@ -147,7 +132,7 @@ with_settings! {
         pub(super) item_metadata: Option<Spanned<RawItemMetadata>>,
         pub(super) asset_metadata: Option<Spanned<RawAssetMetadata>>,
     }
-}
+});
 
 /// `[job.item_metadata]`: the item created when it is missing.
 #[derive(Debug, Deserialize)]
@@ -190,27 +175,6 @@ pub(super) struct RawWatch {
     pub(super) ignore: Option<Vec<Spanned<String>>>,
     pub(super) settle: Option<Spanned<DurationText>>,
     pub(super) poll: Option<Spanned<DurationText>>,
-}
-
-/// The settings a job inherits from `[defaults]`, borrowed from either table.
-#[derive(Debug, Clone, Copy, Default)]
-pub(super) struct RawSettings<'a> {
-    pub(super) part_size: Option<&'a Spanned<Size>>,
-    pub(super) parallel: Option<&'a Spanned<Int>>,
-    pub(super) policy: Option<&'a Spanned<String>>,
-    pub(super) auto_threshold: Option<&'a Spanned<DurationText>>,
-    pub(super) retries: Option<&'a Spanned<Int>>,
-    pub(super) retry_min_delay: Option<&'a Spanned<DurationText>>,
-    pub(super) retry_max_delay: Option<&'a Spanned<DurationText>>,
-    pub(super) stale_after: Option<&'a Spanned<DurationText>>,
-    pub(super) run_timeout: Option<&'a Spanned<DurationText>>,
-    pub(super) timezone: Option<&'a Spanned<String>>,
-    pub(super) compress: Option<&'a Spanned<String>>,
-    pub(super) skip_unchanged: Option<&'a Spanned<bool>>,
-    pub(super) bandwidth_limit: Option<&'a Spanned<Size>>,
-    pub(super) bandwidth_timetable: Option<&'a Spanned<Vec<Spanned<RawWindow>>>>,
-    pub(super) jitter: Option<&'a Spanned<DurationText>>,
-    pub(super) catch_up: Option<&'a Spanned<bool>>,
 }
 
 /// An integer; its range is checked later so that the message can name the bounds. (serde's

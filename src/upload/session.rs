@@ -89,8 +89,10 @@ pub trait DigestCache: Send + Sync + std::fmt::Debug {
     fn put(&self, key: DigestKey, digest: &FileDigest);
 }
 
-/// Whether and how a file is compressed before upload.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Whether and how a file is compressed before upload: `compress` in the job file and
+/// `--compress` of `stac-uploadd upload`, by the same names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
 pub enum CompressMode {
     #[default]
     None,

@@ -1,0 +1,535 @@
+use super::*;
+
+impl Checker<'_> {
+    /// `[job.item_metadata]`: a geometry (or bbox) and a time are required. `None` when refused.
+    pub(super) fn item_metadata(
+        &mut self,
+        table: &Spanned<RawItemMetadata>,
+        job: &RawJob,
+        tz: Tz,
+        one_file: bool,
+    ) -> Option<ItemMetadata> {
+        let raw = table.get_ref();
+        let at_table = table.span();
+        if job.item.is_none() {
+            self.diag.at(
+                &at_table,
+                "[job.item_metadata] needs item: a collection asset has no item to create; set item = \"...\" or remove the table",
+            );
+        }
+        if job.asset_metadata.is_none() {
+            self.diag.at(
+                &at_table,
+                "[job.item_metadata] needs [job.asset_metadata]: a new item has no assets, so the asset must be created with it (expected at least type = \"<media type>\")",
+            );
+        }
+        let geometry = match (&raw.geometry, &raw.bbox) {
+            (Some(g), Some(b)) => {
+                let (first, second, later) = if g.span().start < b.span().start {
+                    ("geometry", "bbox", b.span())
+                } else {
+                    ("bbox", "geometry", g.span())
+                };
+                self.diag.at(
+                    &later,
+                    format!("{second} conflicts with {first}: expected exactly one of geometry or bbox (the polygon of the box)"),
+                );
+                None
+            }
+            (Some(g), None) => self
+                .value(Some(g), |t| {
+                    let geometry = serde_json::Value::Object(table_to_json(t)?);
+                    let bbox = geometry_bbox(&geometry)?;
+                    Ok((geometry, bbox))
+                })
+                .map(|v| v.0),
+            (None, Some(b)) => self
+                .value(Some(b), |values| {
+                    let values: Vec<f64> = values.iter().map(|v| *v.get_ref()).collect();
+                    let bbox = check_bbox(&values)?;
+                    Ok((bbox_polygon(bbox), bbox))
+                })
+                .map(|v| v.0),
+            (None, None) => {
+                self.diag.at(
+                    &at_table,
+                    "[job.item_metadata] needs a geometry: expected bbox = [west, south, east, north] or geometry = { type = \"Polygon\", coordinates = [...] }",
+                );
+                None
+            }
+        };
+        let time = self.item_time(raw, &at_table, tz, one_file);
+        let expires = self.positive_duration(raw.expires.as_ref(), "expires");
+        let title = raw.title.as_ref().map(|t| self.title(t, tz, one_file));
+        let properties = raw.properties.as_ref().map(|p| {
+            self.properties(
+                p,
+                &[
+                    ("datetime", "the item's time comes from datetime, or start_datetime and end_datetime, of [job.item_metadata]"),
+                    ("start_datetime", "write start_datetime in [job.item_metadata] itself"),
+                    ("end_datetime", "write end_datetime in [job.item_metadata] itself"),
+                    ("title", "write title in [job.item_metadata] itself"),
+                    ("expires", "write expires in [job.item_metadata] itself, as a duration after the run"),
+                ],
+                server_rules::item_property,
+            )
+        });
+        if raw.expires.is_some() && expires.is_none() {
+            return None;
+        }
+        let (geometry, bbox) = geometry?;
+        Some(ItemMetadata {
+            geometry,
+            bbox,
+            time: time?,
+            expires: expires.map(|v| v.0),
+            title: written(title)?,
+            properties: written(properties)?.unwrap_or_default(),
+        })
+    }
+
+    /// `datetime`, or `start_datetime` with `end_datetime`.
+    pub(super) fn item_time(
+        &mut self,
+        raw: &RawItemMetadata,
+        at_table: &Span,
+        tz: Tz,
+        one_file: bool,
+    ) -> Option<ItemTime> {
+        let expected = "expected either datetime, or start_datetime and end_datetime";
+        match (&raw.datetime, &raw.start_datetime, &raw.end_datetime) {
+            (Some(datetime), Some(other), _) | (Some(datetime), None, Some(other)) => {
+                let key = if raw.start_datetime.is_some() {
+                    "start_datetime"
+                } else {
+                    "end_datetime"
+                };
+                let (line, _) = self.diag.line_col(datetime.span().start);
+                self.diag.at(
+                    &other.span(),
+                    format!("{key} conflicts with datetime (line {line}): {expected}"),
+                );
+                None
+            }
+            (Some(datetime), None, None) => self
+                .time_value(datetime, "datetime", tz, one_file)
+                .map(|v| ItemTime::Instant(v.0)),
+            (None, Some(start), Some(end)) => {
+                let start = self.time_value(start, "start_datetime", tz, one_file);
+                let end_value = self.time_value(end, "end_datetime", tz, one_file);
+                let ((start, first), (end_value, last)) = (start?, end_value?);
+                if first > last {
+                    self.diag.at(
+                        &end.span(),
+                        format!("end_datetime comes before start_datetime (for a run at {}: {last} < {first}): expected a range forwards in time", sample_run(tz).to_rfc3339()),
+                    );
+                    return None;
+                }
+                Some(ItemTime::Range {
+                    start,
+                    end: end_value,
+                })
+            }
+            (None, Some(only), None) | (None, None, Some(only)) => {
+                let (key, missing) = if raw.start_datetime.is_some() {
+                    ("start_datetime", "end_datetime")
+                } else {
+                    ("end_datetime", "start_datetime")
+                };
+                self.diag
+                    .at(&only.span(), format!("{key} needs {missing}: {expected}"));
+                None
+            }
+            (None, None, None) => {
+                self.diag.at(
+                    at_table,
+                    "[job.item_metadata] needs a time: expected datetime = \"run\" (the run time), a template such as datetime = \"%Y-%m-%dT00:00:00Z\", or start_datetime and end_datetime",
+                );
+                None
+            }
+        }
+    }
+
+    /// `"run"` or a template that renders an RFC 3339 date-time (tried with a sample run), with
+    /// the sample's instant for ordering checks.
+    pub(super) fn time_value(
+        &mut self,
+        raw: &Spanned<String>,
+        key: &str,
+        tz: Tz,
+        one_file: bool,
+    ) -> Option<(TimeValue, chrono::DateTime<chrono::FixedOffset>)> {
+        let run = sample_run(tz);
+        if raw.get_ref() == "run" {
+            return Some((TimeValue::Run, run.fixed_offset()));
+        }
+        let template = self.text_template(raw, key, one_file)?;
+        let sample = template.render("file.ext", &run);
+        match chrono::DateTime::parse_from_rfc3339(&sample) {
+            Ok(at) => Some((TimeValue::Template(template), at)),
+            Err(_) => {
+                self.diag.at(
+                    &raw.span(),
+                    format!(
+                        "{key} {:?} renders {sample:?} (for a run at {}), which is not an RFC 3339 date-time: expected \"run\" (the run time) or a template such as \"%Y-%m-%dT00:00:00Z\"",
+                        raw.get_ref(),
+                        run.to_rfc3339()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// `[job.asset_metadata]`: `type` is required.
+    pub(super) fn asset_metadata(
+        &mut self,
+        table: &Spanned<RawAssetMetadata>,
+        asset: Option<&IdTemplate>,
+        tz: Tz,
+        one_file: bool,
+    ) -> Option<AssetMetadata> {
+        let raw = table.get_ref();
+        // The types that fit the asset's extension, when it is written in the asset id.
+        let fits = match asset.map(IdTemplate::extension) {
+            Some(IdExtension::Literal(ext)) if rules::check_extension(&ext, None).is_ok() => {
+                format!(
+                    "; for asset {:?}, expected {}",
+                    asset.map_or("", |a| a.as_str()),
+                    rules::types_for(&ext)
+                )
+            }
+            _ => String::new(),
+        };
+        let media_type = self.value(Some(&raw.media_type), |t| {
+            let t = t.trim();
+            match (rules::normalize_media_type(t), rules::media_type(t)) {
+                (_, Some(known)) => Ok(known.name.to_owned()),
+                (None, _) => Err(format!(
+                    "invalid type {t:?}: expected a media type such as \"application/x-hdf5\" or \"image/tiff; application=geotiff\" (the server checks it fits the asset id's extension){fits}"
+                )),
+                (Some(_), None) => Err(format!(
+                    "unknown type {t:?}: the server accepts only the media types of its table, such as \"application/x-hdf5\", \"image/tiff; application=geotiff\", \"application/zip\" or \"text/csv\"{fits}"
+                )),
+            }
+        });
+        let title = raw.title.as_ref().map(|t| self.title(t, tz, one_file));
+        let mut roles = Vec::new();
+        let mut roles_ok = true;
+        let v09 = self.api_version == ApiVersion::V09;
+        if v09 && let Some(first) = raw.roles.iter().flatten().next() {
+            self.diag.at(
+                &first.span(),
+                "roles do not apply with api_version = \"v0.9\": its assets have no roles, and the server refuses them (400 \"Unexpected property in payload\"); remove roles",
+            );
+            roles_ok = false;
+        }
+        for role in raw.roles.iter().flatten() {
+            if role.get_ref().trim().is_empty() {
+                self.diag.at(
+                    &role.span(),
+                    "a role is empty: expected names such as \"data\", \"overview\" or \"metadata\"",
+                );
+                roles_ok = false;
+            } else {
+                roles.push(role.get_ref().clone());
+            }
+        }
+        let proj_epsg = raw.proj_epsg.as_ref().map(|e| {
+            self.int_in(Some(e), "proj:epsg", EPSG)
+                .map(|(v, _)| u32::try_from(v).expect("1..=999999 fits u32"))
+        });
+        let properties = raw.properties.as_ref().map(|p| {
+            self.properties(
+                p,
+                &[
+                    ("id", "the asset id is the job's asset"),
+                    ("type", "write type in [job.asset_metadata] itself"),
+                    ("title", "write title in [job.asset_metadata] itself"),
+                    ("roles", "write roles in [job.asset_metadata] itself"),
+                    ("proj:epsg", "write \"proj:epsg\" in [job.asset_metadata] itself"),
+                    ("href", "an href makes the asset external, and an external asset cannot be uploaded to"),
+                    ("file:checksum", "the server sets it from the uploads"),
+                    ("checksum:multihash", "the server sets it from the uploads"),
+                    ("file:size", "the server sets it from the uploads"),
+                ],
+                if v09 {
+                    server_rules::asset_property_v09
+                } else {
+                    server_rules::asset_property
+                },
+            )
+        });
+        if !roles_ok {
+            return None;
+        }
+        Some(AssetMetadata {
+            media_type: media_type?.0,
+            title: written(title)?,
+            roles,
+            proj_epsg: written(proj_epsg)?,
+            properties: written(properties)?.unwrap_or_default(),
+        })
+    }
+
+    /// A title: not blank and at most 255 characters, as the server takes it (tried with a
+    /// sample run and an empty file name).
+    pub(super) fn title(
+        &mut self,
+        raw: &Spanned<String>,
+        tz: Tz,
+        one_file: bool,
+    ) -> Option<TextTemplate> {
+        let template = self.text_template(raw, "title", one_file)?;
+        let run = sample_run(tz);
+        let sample = template.render("", &run);
+        let problem = if sample.trim().is_empty() && !template.uses_file_name() {
+            "title is blank: the server refuses a blank title; expected some text, or no title"
+                .to_owned()
+        } else if sample.chars().count() > MAX_TITLE {
+            format!(
+                "title renders {} characters (for a run at {}): the server takes at most {MAX_TITLE}",
+                sample.chars().count(),
+                run.to_rfc3339()
+            )
+        } else {
+            return Some(template);
+        };
+        self.diag.at(&raw.span(), problem);
+        None
+    }
+
+    /// `[job.item_metadata.properties]` or `[job.asset_metadata.properties]`: keys that have
+    /// keys of their own are refused at the table (`own_keys`), others by `check` at the key or
+    /// the value.
+    pub(super) fn properties(
+        &mut self,
+        table: &Spanned<RawProperties>,
+        own_keys: &[(&str, &str)],
+        check: server_rules::PropertyCheck,
+    ) -> Option<serde_json::Map<String, serde_json::Value>> {
+        let mut map = serde_json::Map::new();
+        let mut ok = true;
+        for (key, value) in table.get_ref() {
+            let name = key.get_ref().as_str();
+            if let Some((_, why)) = own_keys.iter().find(|(k, _)| *k == name) {
+                self.diag.at(
+                    &table.span(),
+                    format!("properties may not set {name:?}: {why}"),
+                );
+                ok = false;
+                continue;
+            }
+            let json = match toml_to_json(value.get_ref()) {
+                Ok(j) => j,
+                Err(e) => {
+                    self.diag.at(&value.span(), e);
+                    ok = false;
+                    continue;
+                }
+            };
+            if let Err((blame, why)) = check(name, &json) {
+                let span = match blame {
+                    server_rules::Blame::Key => key.span(),
+                    server_rules::Blame::Value => value.span(),
+                };
+                self.diag.at(&span, why);
+                ok = false;
+                continue;
+            }
+            map.insert(name.to_owned(), json);
+        }
+        ok.then_some(map)
+    }
+
+    /// A metadata text (title, date-time). Placeholders of the file name only apply to watch
+    /// jobs.
+    pub(super) fn text_template(
+        &mut self,
+        raw: &Spanned<String>,
+        key: &str,
+        one_file: bool,
+    ) -> Option<TextTemplate> {
+        if raw.get_ref().contains("${") {
+            // Reported as an unexpanded variable.
+            return None;
+        }
+        let template = match TextTemplate::parse(raw.get_ref()) {
+            Ok(t) => t,
+            Err(e) => {
+                self.template_error(raw, e.for_key(key));
+                return None;
+            }
+        };
+        if one_file && template.uses_file_name() {
+            self.diag.at(
+                &raw.span(),
+                format!(
+                    "{key} {:?} uses placeholders, which only apply to watch jobs: a schedule uploads one file",
+                    raw.get_ref()
+                ),
+            );
+            return None;
+        }
+        Some(template)
+    }
+
+    pub(super) fn template_error(&mut self, raw: &Spanned<String>, e: TemplateError) {
+        // At the problem itself when the value is written without escapes.
+        self.at_in_string(raw, e.offset(), e.to_string());
+    }
+}
+
+pub(super) const EPSG: std::ops::RangeInclusive<i64> = 1..=999_999;
+
+/// The run that templates are tried with at load: a date with single-digit fields, so that
+/// padding shows.
+pub(super) fn sample_run(tz: Tz) -> chrono::DateTime<Tz> {
+    use chrono::TimeZone;
+    tz.with_ymd_and_hms(2026, 1, 5, 3, 4, 5)
+        .earliest()
+        .expect("no zone skips 03:04 on 5 January 2026")
+}
+
+/// A TOML value as JSON (date-times as their RFC 3339 text).
+pub(super) fn toml_to_json(value: &toml::Value) -> Result<serde_json::Value, String> {
+    use serde_json::Value;
+    Ok(match value {
+        toml::Value::String(s) => Value::String(s.clone()),
+        toml::Value::Integer(i) => Value::from(*i),
+        toml::Value::Float(f) => serde_json::Number::from_f64(*f)
+            .map(Value::Number)
+            .ok_or_else(|| format!("{f} cannot be written in JSON: expected a finite number"))?,
+        toml::Value::Boolean(b) => Value::Bool(*b),
+        toml::Value::Datetime(d) => Value::String(d.to_string()),
+        toml::Value::Array(a) => {
+            Value::Array(a.iter().map(toml_to_json).collect::<Result<_, _>>()?)
+        }
+        toml::Value::Table(t) => Value::Object(table_to_json(t)?),
+    })
+}
+
+pub(super) fn table_to_json(
+    table: &toml::Table,
+) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+    table
+        .iter()
+        .map(|(k, v)| Ok((k.clone(), toml_to_json(v)?)))
+        .collect()
+}
+
+/// Checks `[west, south, east, north]` in degrees.
+pub(super) fn check_bbox(values: &[f64]) -> Result<[f64; 4], String> {
+    let expected = "expected bbox = [west, south, east, north] in degrees (WGS 84), e.g. [5.96, 45.82, 10.49, 47.81]";
+    let [w, s, e, n] = <[f64; 4]>::try_from(values)
+        .map_err(|_| format!("bbox has {} numbers: {expected}", values.len()))?;
+    if !((-180.0..=180.0).contains(&w) && (-180.0..=180.0).contains(&e)) {
+        return Err(format!(
+            "bbox longitudes {w} and {e} must lie within -180 to 180: {expected}"
+        ));
+    }
+    if !((-90.0..=90.0).contains(&s) && (-90.0..=90.0).contains(&n)) {
+        return Err(format!(
+            "bbox latitudes {s} and {n} must lie within -90 to 90: {expected}"
+        ));
+    }
+    if w >= e || s >= n {
+        return Err(format!(
+            "bbox [{w}, {s}, {e}, {n}] is empty: west must be less than east and south less than north; {expected}"
+        ));
+    }
+    Ok([w, s, e, n])
+}
+
+/// Checks a GeoJSON geometry and returns its bounding box.
+pub(super) fn geometry_bbox(geometry: &serde_json::Value) -> Result<[f64; 4], String> {
+    use serde_json::Value;
+    let expected = "expected a GeoJSON geometry such as { type = \"Polygon\", coordinates = [[[w, s], [e, s], [e, n], [w, n], [w, s]]] }, or bbox instead";
+    if let Some(key) = geometry.as_object().and_then(|o| {
+        o.keys()
+            .find(|k| !matches!(k.as_str(), "type" | "coordinates"))
+    }) {
+        return Err(format!("unexpected key {key:?} in geometry: {expected}"));
+    }
+    let kind = geometry
+        .get("type")
+        .and_then(Value::as_str)
+        .ok_or_else(|| format!("geometry has no type: {expected}"))?;
+    // (nesting of the coordinates above a position, fewest positions in a line, closed rings)
+    let (depth, min_line, rings) = match kind {
+        "Point" => (0, 1, false),
+        "MultiPoint" => (1, 1, false),
+        "LineString" => (1, 2, false),
+        "MultiLineString" => (2, 2, false),
+        "Polygon" => (2, 4, true),
+        "MultiPolygon" => (3, 4, true),
+        other => {
+            return Err(format!(
+                "geometry type {other:?} is not supported: expected Point, MultiPoint, LineString, MultiLineString, Polygon or MultiPolygon"
+            ));
+        }
+    };
+    let coordinates = geometry
+        .get("coordinates")
+        .ok_or_else(|| format!("{kind} has no coordinates: {expected}"))?;
+    let mut bbox = [
+        f64::INFINITY,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        f64::NEG_INFINITY,
+    ];
+    walk_coordinates(coordinates, depth, min_line, rings, &mut bbox)
+        .map_err(|problem| format!("{kind} coordinates: {problem}"))?;
+    Ok(bbox)
+}
+
+pub(super) fn walk_coordinates(
+    value: &serde_json::Value,
+    depth: usize,
+    min_line: usize,
+    rings: bool,
+    bbox: &mut [f64; 4],
+) -> Result<(), String> {
+    let list = value
+        .as_array()
+        .ok_or_else(|| format!("expected a list, found {value}"))?;
+    if depth == 0 {
+        let position: Option<Vec<f64>> = list.iter().map(serde_json::Value::as_f64).collect();
+        let (lon, lat) = match position.as_deref() {
+            Some([lon, lat]) | Some([lon, lat, _]) => (*lon, *lat),
+            _ => {
+                return Err(format!(
+                    "{value} is not a position: expected [longitude, latitude]"
+                ));
+            }
+        };
+        if !(-180.0..=180.0).contains(&lon) || !(-90.0..=90.0).contains(&lat) {
+            return Err(format!(
+                "{value} lies outside -180..180 / -90..90 degrees (WGS 84)"
+            ));
+        }
+        *bbox = [
+            bbox[0].min(lon),
+            bbox[1].min(lat),
+            bbox[2].max(lon),
+            bbox[3].max(lat),
+        ];
+        return Ok(());
+    }
+    if depth == 1 && list.len() < min_line {
+        return Err(format!(
+            "{value} has {} position(s): expected at least {min_line}",
+            list.len()
+        ));
+    }
+    if list.is_empty() {
+        return Err("an empty list: expected coordinates".to_owned());
+    }
+    if depth == 1 && rings && list.first() != list.last() {
+        return Err(format!(
+            "the ring {value} is not closed: its last position must repeat its first"
+        ));
+    }
+    list.iter()
+        .try_for_each(|v| walk_coordinates(v, depth - 1, min_line, rings, bbox))
+}

@@ -1,0 +1,254 @@
+use super::*;
+
+/// Writes `server` (the `[server]` tables) plus one valid job as `jobs.toml` with `mode`
+/// in a fresh folder, and checks it with `env`.
+fn check(
+    server: &str,
+    mode: u32,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> (tempfile::TempDir, Result<Config, ConfigError>) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir(dir.path().join("export")).expect("mkdir");
+    let text = format!(
+        "{server}\n[[job]]\nname = \"j\"\ncollection = \"c\"\nasset = \"a.tif\"\nfile = \"export/a.tif\"\nschedule = \"0 3 * * *\"\n"
+    );
+    let path = dir.path().join("jobs.toml");
+    std::fs::write(&path, &text).expect("write");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    let result = parse(&text, &path, env);
+    (dir, result)
+}
+
+fn messages(result: Result<Config, ConfigError>) -> Vec<String> {
+    match result {
+        Ok(_) => panic!("expected errors"),
+        Err(e) => e.errors().iter().map(ToString::to_string).collect(),
+    }
+}
+
+#[test]
+fn cognito_auth_reads_its_keys() {
+    use secrecy::ExposeSecret;
+    let env = |n: &str| (n == "PW").then(|| "from-env".to_owned());
+    let server = r#"[server]
+url = "https://data.geo.admin.ch/api/stac/v1"
+[server.auth]
+type = "cognito"
+username = "publisher"
+password_env = "PW"
+client_id = "abc123"
+region = "eu-central-1"
+"#;
+    let (_dir, result) = check(server, 0o644, &env);
+    let config = result.expect("valid");
+    let Auth::Cognito(c) = &config.server.auth else {
+        panic!("{:?}", config.server.auth)
+    };
+    assert_eq!(c.username, "publisher");
+    assert_eq!(c.password.expose_secret(), "from-env");
+    assert_eq!(c.client_id, "abc123");
+    assert_eq!(
+        c.endpoint.as_str(),
+        "https://cognito-idp.eu-central-1.amazonaws.com/"
+    );
+    assert!(!format!("{config:?}").contains("from-env"));
+
+    let with_endpoint = format!("{server}endpoint = \"http://127.0.0.1:5000\"\n");
+    let (_dir, result) = check(&with_endpoint, 0o644, &env);
+    let config = result.expect("valid");
+    let Auth::Cognito(c) = &config.server.auth else {
+        panic!()
+    };
+    assert_eq!(c.endpoint.as_str(), "http://127.0.0.1:5000/");
+}
+
+#[test]
+fn cognito_auth_errors_are_located() {
+    let env = |_: &str| None;
+    // Missing client_id and region, an inline password in a world-readable file.
+    let (_dir, result) = check(
+        r#"[server]
+url = "https://x/api/stac/v1"
+[server.auth]
+type = "cognito"
+username = "u"
+password = "pw"
+"#,
+        0o644,
+        &env,
+    );
+    let m = messages(result);
+    assert!(
+        m.iter()
+            .any(|e| e.starts_with("4:8:") && e.contains("needs client_id")),
+        "{m:?}"
+    );
+    assert!(
+        m.iter()
+            .any(|e| e.starts_with("4:8:") && e.contains("needs region")),
+        "{m:?}"
+    );
+    assert!(
+        m.iter()
+            .any(|e| e.starts_with("6:12:") && e.contains("inline password refused")),
+        "{m:?}"
+    );
+
+    // A bad region and endpoint; a token key that belongs to another scheme.
+    let (_dir, result) = check(
+        r#"[server]
+url = "https://x/api/stac/v1"
+[server.auth]
+type = "cognito"
+username = "u"
+password = "pw"
+client_id = "c"
+region = "Europe"
+endpoint = "ftp://x"
+token = "t"
+"#,
+        0o600,
+        &env,
+    );
+    let m = messages(result);
+    assert!(
+        m.iter()
+            .any(|e| e.starts_with("8:10:") && e.contains("invalid region")),
+        "{m:?}"
+    );
+    assert!(
+        m.iter()
+            .any(|e| e.starts_with("9:12:") && e.contains("expected http or https")),
+        "{m:?}"
+    );
+    assert!(
+        m.iter()
+            .any(|e| e.starts_with("10:9:") && e.contains("does not apply to auth type")),
+        "{m:?}"
+    );
+
+    // Cognito keys on another scheme are refused too.
+    let (_dir, result) = check(
+        "[server]\nurl = \"https://x/api/stac/v1\"\n[server.auth]\ntype = \"bearer\"\ntoken_env = \"T\"\nregion = \"eu-central-1\"\n",
+        0o600,
+        &|_| Some("t".into()),
+    );
+    let m = messages(result);
+    assert!(
+        m.iter()
+            .any(|e| e.starts_with("6:10:") && e.contains("region does not apply")),
+        "{m:?}"
+    );
+}
+
+#[test]
+fn proxy_urls_are_checked_and_their_passwords_kept_secret() {
+    let env = |_: &str| None;
+    let server =
+        |proxy: &str| format!("[server]\nurl = \"https://x/api/stac/v1\"\nproxy = \"{proxy}\"\n");
+    let (_dir, result) = check(&server("http://proxy.corp:3128"), 0o644, &env);
+    let config = result.expect("valid");
+    assert_eq!(
+        config.server.proxy.as_ref().map(url::Url::as_str),
+        Some("http://proxy.corp:3128/")
+    );
+    assert_eq!(
+        config.server.client_config().proxy,
+        config.server.proxy,
+        "the client gets the proxy"
+    );
+
+    for (proxy, expected) in [
+        (
+            "socks5://p:1080",
+            "proxy scheme \"socks5\" is not supported",
+        ),
+        ("proxy:3128", "not supported"),
+        ("not a url", "invalid proxy"),
+        ("http://u:s3cret@proxy.corp:3128", "inline password refused"),
+    ] {
+        let (_dir, result) = check(&server(proxy), 0o644, &env);
+        let m = messages(result);
+        assert!(
+            m.iter()
+                .any(|e| e.starts_with("3:9:") && e.contains(expected)),
+            "{proxy}: {m:?}"
+        );
+        assert!(!m.iter().any(|e| e.contains("s3cret")), "{m:?}");
+    }
+    // With a private file a proxy password is accepted, and never shown.
+    let (_dir, result) = check(&server("http://u:s3cret@proxy.corp:3128"), 0o600, &env);
+    let config = result.expect("valid");
+    let shown = format!("{config:?} {:?}", config.server.client_config());
+    assert!(!shown.contains("s3cret"), "{shown}");
+    assert!(shown.contains("proxy.corp"), "{shown}");
+}
+
+#[test]
+fn ca_file_is_resolved_next_to_the_job_file_and_must_hold_a_certificate() {
+    let env = |_: &str| None;
+    let (dir, result) = check(
+        "[server]\nurl = \"https://x/api/stac/v1\"\nca_file = \"missing.pem\"\n",
+        0o644,
+        &env,
+    );
+    let m = messages(result);
+    assert!(
+        m.iter()
+            .any(|e| e.starts_with("3:11:") && e.contains("cannot read the CA file")),
+        "{m:?}"
+    );
+    assert!(
+        m.iter()
+            .any(|e| e.contains(&dir.path().join("missing.pem").display().to_string())),
+        "{m:?}"
+    );
+}
+
+#[test]
+fn relative_config_paths_get_an_absolute_folder() {
+    let folder = config_folder(Path::new("jobs.toml"));
+    assert!(folder.is_absolute(), "{}", folder.display());
+    assert_eq!(
+        config_folder(Path::new("/etc/stac/jobs.toml")),
+        Path::new("/etc/stac")
+    );
+}
+
+#[test]
+fn enum_names_come_from_the_serde_types() {
+    assert_eq!(
+        parse_enum::<PolicyKind>("cancel", "policy"),
+        Ok(PolicyKind::Cancel)
+    );
+    assert_eq!(
+        parse_enum::<ApiVersion>("v0.9", "api_version"),
+        Ok(ApiVersion::V09)
+    );
+    let e = parse_enum::<PolicyKind>("Retry", "policy").unwrap_err();
+    assert!(e.starts_with("invalid policy \"Retry\""), "{e}");
+    assert!(!e.contains('`'), "{e}");
+}
+
+#[test]
+fn part_size_is_held_to_the_api_limits() {
+    assert_eq!(
+        part_size(&Size::Text("16MiB".into())),
+        Ok(ByteSize::mib(16))
+    );
+    assert_eq!(
+        part_size(&Size::Bytes(5 * 1024 * 1024)),
+        Ok(ByteSize::mib(5))
+    );
+    assert!(
+        part_size(&Size::Bytes(-1))
+            .unwrap_err()
+            .contains("negative")
+    );
+    assert!(
+        part_size(&Size::Text("6GiB".into()))
+            .unwrap_err()
+            .contains("out of range")
+    );
+}
