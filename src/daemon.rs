@@ -120,6 +120,7 @@ pub async fn run(
             state.clone(),
             Clock::System,
         ));
+        shared.set_upload_limit(config.max_concurrent_uploads);
         Supervisor::start_with(shared, jobs)
             .await
             .context("cannot start a job")
@@ -199,6 +200,7 @@ fn reload(
     let jobs = next.jobs(&new, state, &fingerprints)?;
     let changes = supervisor.apply(jobs).context("cannot start a job")?;
     supervisor.set_uploader(HttpUploader(client));
+    supervisor.set_upload_limit(new.max_concurrent_uploads);
     *runtime = next;
     info!(
         added = ?changes.added,

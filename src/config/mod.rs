@@ -97,7 +97,7 @@ impl ServerConfig {
 impl fmt::Debug for ServerConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ServerConfig")
-            .field("url", &self.url.as_str())
+            .field("url", &redact_userinfo(&self.url))
             .field("api_version", &self.api_version)
             .field("auth", &self.auth)
             .field("connect_timeout", &self.connect_timeout)

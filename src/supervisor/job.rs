@@ -83,7 +83,13 @@ pub struct Shared<U> {
     pub running: Mutex<HashSet<UploadId>>,
     /// Every finished run, for the demo, tests and metrics.
     pub runs: tokio::sync::broadcast::Sender<RunRecord>,
+    /// Permits for upload sessions: at most this many run at once over every job, so memory
+    /// (each session holds a digest window and its parts' buffers) is bounded whatever fires.
+    sessions: std::sync::RwLock<(usize, Arc<tokio::sync::Semaphore>)>,
 }
+
+/// Sessions at once when nobody sets a limit ([`Shared::set_upload_limit`]).
+const DEFAULT_SESSIONS: usize = 4;
 
 impl<U> Shared<U> {
     /// Shared state for jobs using `uploader`.
@@ -94,7 +100,38 @@ impl<U> Shared<U> {
             clock,
             running: Mutex::new(HashSet::new()),
             runs: tokio::sync::broadcast::channel(1024).0,
+            sessions: std::sync::RwLock::new((
+                DEFAULT_SESSIONS,
+                Arc::new(tokio::sync::Semaphore::new(DEFAULT_SESSIONS)),
+            )),
         }
+    }
+
+    /// At most `limit` upload sessions at once from now on. A changed limit takes a fresh set of
+    /// permits: sessions under way keep theirs, so for a moment both sets may be in use.
+    pub fn set_upload_limit(&self, limit: usize) {
+        let limit = limit.max(1);
+        let mut g = self
+            .sessions
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if g.0 != limit {
+            *g = (limit, Arc::new(tokio::sync::Semaphore::new(limit)));
+        }
+    }
+
+    /// Waits for a session permit.
+    async fn session_permit(&self) -> tokio::sync::OwnedSemaphorePermit {
+        let sessions = self
+            .sessions
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .1
+            .clone();
+        sessions
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed")
     }
 
     /// The uploader new runs use.
@@ -569,6 +606,11 @@ impl<U: Uploader> Job<U> {
         objects: &NewObjects,
         attempt: u32,
     ) -> Result<UploadReport, UploadError> {
+        // The run deadline counts from here: waiting for a permit is not the server's time.
+        let _permit = tokio::select! {
+            p = self.shared.session_permit() => p,
+            () = self.abort_runs.cancelled() => return Err(UploadError::Cancelled),
+        };
         let cancel = self.abort_runs.child_token();
         let deadline = {
             let cancel = cancel.clone();

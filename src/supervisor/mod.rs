@@ -246,6 +246,11 @@ impl<U: Uploader> Supervisor<U> {
         self.shared.set_uploader(uploader);
     }
 
+    /// At most `limit` upload sessions at once from now on (see [`Shared::set_upload_limit`]).
+    pub fn set_upload_limit(&self, limit: usize) {
+        self.shared.set_upload_limit(limit);
+    }
+
     /// The jobs, by configuration order.
     pub fn jobs(&self) -> Vec<Arc<Job<U>>> {
         self.jobs.iter().map(|r| r.job.clone()).collect()

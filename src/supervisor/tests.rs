@@ -904,3 +904,33 @@ async fn an_upload_from_our_create_whose_answer_was_lost_is_ours_to_abort() {
     );
     assert!(f.script.aborted.lock().unwrap().is_empty());
 }
+
+/// Twelve jobs fire at the same second, each run taking 10 s: no more than the limit of upload
+/// sessions run at once, and every job gets its run.
+#[tokio::test(start_paused = true)]
+async fn the_upload_limit_holds_over_every_job() {
+    let clock = Clock::anchored(t0());
+    let script = Arc::new(Script::new(
+        clock,
+        std::iter::repeat_n(Act::Slow(Duration::from_secs(10)), 12),
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let state = Arc::new(StateStore::open(dir.path()).unwrap());
+    let shared = Arc::new(Shared::new(script.clone(), state, clock));
+    shared.set_upload_limit(3);
+    let specs = (0..12)
+        .map(|i| {
+            let mut spec = cron_job("0 * * * * *", PolicyKind::Cancel);
+            spec.name = format!("job-{i}");
+            spec.policy.run_timeout = Duration::from_secs(3600);
+            spec
+        })
+        .collect();
+    let sup = Supervisor::start(shared, specs).await.unwrap();
+    // The first minute mark, then 4 rounds of 3 runs of 10 s: 40 s.
+    tokio::time::sleep(Duration::from_secs(60 + 45)).await;
+    let runs = script.calls.lock().unwrap().len();
+    sup.shutdown(Duration::from_secs(60)).await;
+    assert_eq!(script.max_in_flight.load(Ordering::SeqCst), 3);
+    assert_eq!(runs, 12, "every job ran once");
+}
