@@ -7,7 +7,7 @@
 //! `cargo bench --bench upload`. Digest section: BENCH_DIGEST_SIZES (warm, default
 //! "100MiB,1GiB,10GiB"; empty skips), BENCH_DIGEST_COLD (default 1GiB, run after dropping the
 //! page cache, which needs root; empty skips), BENCH_DIGEST_RUNS (best of, default 2),
-//! BENCH_DIGEST_ONLY=1 (skip the upload section). Upload section (1 GiB): BENCH_SIZE (e.g. 256MiB), BENCH_LIMITED_SIZE
+//! BENCH_DIGEST_ONLY=1 (skip the upload section), BENCH_LANE_CHUNK (bytes per lane read). Upload section (1 GiB): BENCH_SIZE (e.g. 256MiB), BENCH_LIMITED_SIZE
 //! (file for the bandwidth-limited runs, default 512MiB; the same file when equal), BENCH_RATE
 //! (default 50MB/s). The raw-PUT baseline sends at most the first 5 GiB (one part's limit).
 //! Each measured upload runs in a child process of this binary, so its peak RSS is the upload's
@@ -353,9 +353,11 @@ fn digest_child() {
     } else {
         let backend = upload::Md5Backend::parse(&mode).expect("a backend name");
         let plan = upload::PartPlan::new(size, upload::DEFAULT_PART_SIZE).expect("plan");
+        let defaults = upload::DigestOptions::default();
         let opts = upload::DigestOptions {
             md5_backend: backend,
-            ..upload::DigestOptions::default()
+            lane_chunk: env_size("BENCH_LANE_CHUNK", defaults.lane_chunk as u64) as usize,
+            ..defaults
         };
         let d = upload::digest_file(file, &plan, opts, &AtomicBool::new(false), &|_| {})
             .expect("digest");
