@@ -56,6 +56,18 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(1_000), ..ProptestConfig::default() })]
+
+    /// The MD5 lane scheduler (the digest pass's SIMD lanes, fuzz target `lanes`): parts of any
+    /// lengths, fewer or more than the lanes, any chunk, any kernel this CPU has, give md-5's
+    /// MD5 for every part and hash every whole block once.
+    #[test]
+    fn the_md5_lanes_match_md5_for_any_parts(input in prop::collection::vec(any::<u8>(), 0..1_000)) {
+        stac_uploadd::upload::md5x::check_lanes_bytes(&input);
+    }
+}
+
 /// Cases per property: the CI default, or PROPTEST_CASES for a long run
 /// (`PROPTEST_CASES=200000 cargo test --release --test properties`).
 fn cases(default: u32) -> u32 {
@@ -118,6 +130,7 @@ fn the_fuzz_corpus_holds() {
         ),
         ("answers", fuzzing::answer_bytes),
         ("planner", fuzzing::planner_bytes),
+        ("lanes", stac_uploadd::upload::md5x::check_lanes_bytes),
     ] {
         let mut dirs = vec![
             (root.join("seeds").join(target), 3),

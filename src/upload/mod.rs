@@ -7,12 +7,13 @@ pub mod bandwidth;
 pub mod compress;
 mod digest;
 mod error;
+pub mod md5x;
 mod objects;
 mod plan;
 mod session;
 mod transfer;
 
-pub use digest::{DigestError, DigestOptions, FileDigest, digest_file};
+pub use digest::{DigestError, DigestOptions, FileDigest, Md5Backend, digest_file};
 pub use error::{AbortOutcome, UploadError};
 pub use objects::{NewObjects, ObjectsReport, ensure_objects};
 pub use plan::{
