@@ -179,6 +179,9 @@ pub struct StatusArgs {
     /// The state folder (default: the one of --config).
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
+    /// Runs shown per job, newest first.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub runs: u16,
 }
 
 /// How to reach and authenticate to the API: the `[server]` keys of a job file, checked as
@@ -546,13 +549,17 @@ async fn run_status(args: StatusArgs) -> Result<(), CliError> {
             dir.display()
         )));
     }
+    match crate::daemon::state_holder(&dir) {
+        Some(pid) => println!("a daemon (pid {pid}) holds {} now", dir.display()),
+        None => println!("no daemon holds {} now", dir.display()),
+    }
     // Read only: a daemon may hold the folder, and a corrupt cache is its to move aside.
     let state = crate::state::StateStore::open_read_only(&dir).map_err(CliError::failure)?;
     let history = state.history().await.map_err(CliError::failure)?;
     if history.is_empty() {
         println!("no runs recorded yet in {}", dir.display());
     } else {
-        print_history(&history);
+        print_history(&history, usize::from(args.runs));
     }
     for u in state.inflight().await.map_err(CliError::failure)? {
         println!(
@@ -567,13 +574,16 @@ async fn run_status(args: StatusArgs) -> Result<(), CliError> {
 }
 
 /// The last runs of each job, newest first.
-fn print_history(history: &std::collections::BTreeMap<String, Vec<crate::state::RunRecord>>) {
+fn print_history(
+    history: &std::collections::BTreeMap<String, Vec<crate::state::RunRecord>>,
+    per_job: usize,
+) {
     println!(
         "{:<24} {:<20} {:<17} {:>8} {:>10}  upload / error",
         "job", "finished (UTC)", "outcome", "attempts", "bytes"
     );
     for (job, runs) in history {
-        for r in runs.iter().rev().take(5) {
+        for r in runs.iter().rev().take(per_job) {
             let detail = r
                 .error
                 .clone()

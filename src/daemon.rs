@@ -54,7 +54,28 @@ pub fn lock_state(dir: &Path) -> anyhow::Result<StateLock> {
             dir.display()
         );
     }
+    // Who holds it, for `status`; the lock, not this text, is what keeps a second daemon out.
+    let mut f = f;
+    let _ = f.set_len(0).and_then(|()| {
+        use std::io::Write as _;
+        write!(f, "{}", std::process::id())
+    });
     Ok(StateLock(f))
+}
+
+/// The process id of the daemon that holds the state folder `dir` now, if one does.
+pub fn state_holder(dir: &Path) -> Option<u32> {
+    let f = std::fs::File::open(dir.join("lock")).ok()?;
+    // SAFETY: flock on a file descriptor we own; no memory is involved.
+    let free = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } == 0;
+    if free {
+        // Released when `f` closes: nobody held it.
+        return None;
+    }
+    std::fs::read_to_string(dir.join("lock"))
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .or(Some(0))
 }
 
 /// A client for the configured server.

@@ -252,3 +252,87 @@ async fn check_refuses_a_state_folder_the_daemon_cannot_write() {
     );
     assert!(!later.exists() && !dir.path().join("later").exists());
 }
+
+/// `status` says whether a daemon holds the state folder now, takes `--runs N`, and prints no
+/// empty table.
+#[tokio::test]
+async fn status_names_the_daemon_holding_the_folder_and_its_runs() {
+    let emu = basic_emulator().await;
+    emu.create_asset(&asset_key(), "application/zip").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("s.zip");
+    write_file(&file, 1000, 3);
+    let config = job_file(dir.path(), &emu.base_url(), &file);
+    let status = |extra: &'static [&'static str]| {
+        let config = config.clone();
+        async move {
+            let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_stac-uploadd"))
+                .args(["status", "--config"])
+                .arg(&config)
+                .args(extra)
+                .env("TEST_STAC_PASSWORD", PASSWORD)
+                .output()
+                .await
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        }
+    };
+    std::fs::create_dir_all(dir.path().join("state")).unwrap();
+    let before = status(&[]).await;
+    assert!(before.contains("no daemon holds"), "{before}");
+    assert!(before.contains("no runs recorded yet"), "{before}");
+    assert!(
+        !before.contains("finished (UTC)"),
+        "no empty table: {before}"
+    );
+
+    let mut daemon = spawn_daemon(&[], &config);
+    let log = capture_stderr(&mut daemon);
+    wait_for(Duration::from_secs(30), "the daemon ready", || {
+        log.lock().unwrap().iter().any(|l| l.contains("ready"))
+    })
+    .await;
+    let during = status(&[]).await;
+    let pid = daemon.id().unwrap();
+    assert!(
+        during.contains(&format!("a daemon (pid {pid}) holds")),
+        "{during}"
+    );
+    signal(&daemon, libc::SIGTERM);
+    tokio::time::timeout(Duration::from_secs(30), daemon.wait())
+        .await
+        .expect("stops")
+        .unwrap();
+    // Three runs recorded by hand: --runs 2 shows two.
+    let state = StateStore::open(&dir.path().join("state")).unwrap();
+    for i in 0..3 {
+        state
+            .record_run(stac_uploadd::state::RunRecord {
+                job: "nightly".into(),
+                started: chrono::Utc::now(),
+                finished: chrono::Utc::now(),
+                outcome: Outcome::Uploaded,
+                asset: "s.zip".into(),
+                file: None,
+                bytes: i,
+                attempts: 1,
+                upload_id: None,
+                error: None,
+            })
+            .await
+            .unwrap();
+    }
+    state.flush().await.unwrap();
+    let after = status(&["--runs", "2"]).await;
+    assert!(after.contains("no daemon holds"), "{after}");
+    assert_eq!(
+        after.lines().filter(|l| l.starts_with("nightly")).count(),
+        2,
+        "{after}"
+    );
+}
