@@ -4,7 +4,9 @@
 //! does not count.
 //!
 //! `cargo bench --bench fanout` (`FANOUT_JOBS`, `FANOUT_MIB` to change the shape). Each case runs
-//! in a child process of its own, so that each peak RSS (VmHWM) is its own.
+//! in a child process of its own, so that each peak RSS (VmHWM) is its own. The folders are
+//! polled: each inotify watch job takes an inotify instance, and Linux allows 128 per user by
+//! default (`fs.inotify.max_user_instances`), fewer than 200 jobs.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -94,7 +96,7 @@ fn run_case(limit: usize) {
             std::fs::create_dir(&dir).unwrap();
             emu.create_asset(&key(j), "application/zip").unwrap();
             text.push_str(&format!(
-                "[[job]]\nname = \"j{j}\"\ncollection = \"ch.bench\"\nitem = \"i\"\nasset = \"a{j}.zip\"\n[job.watch]\ndir = \"{}\"\npattern = \"*.zip\"\nsettle = \"500ms\"\n",
+                "[[job]]\nname = \"j{j}\"\ncollection = \"ch.bench\"\nitem = \"i\"\nasset = \"a{j}.zip\"\n[job.watch]\ndir = \"{}\"\npattern = \"*.zip\"\nsettle = \"500ms\"\npoll = \"250ms\"\n",
                 dir.display()
             ));
         }
