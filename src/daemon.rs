@@ -19,6 +19,7 @@ use crate::observe::{ObserveOptions, Observer, metrics};
 use crate::stac::StacClient;
 use crate::state::StateStore;
 use crate::supervisor::{Clock, HttpUploader, Shared, Supervisor, reconcile};
+use crate::upload::bandwidth::Bandwidth;
 
 /// Why the daemon did not start: a bad job file (exit 2) or anything else (exit 1).
 #[derive(Debug, thiserror::Error)]
@@ -257,8 +258,6 @@ fn clear_temp(state: &StateStore) {
 pub struct Runtime {
     global: Option<(crate::upload::bandwidth::BandwidthLimit, Arc<Bandwidth>)>,
 }
-
-use crate::upload::bandwidth::Bandwidth;
 
 impl Runtime {
     /// The runtime pieces for `config`.
