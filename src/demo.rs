@@ -14,7 +14,7 @@ use anyhow::{Context as _, bail};
 use clap::Args;
 use sha2::{Digest as _, Sha256};
 
-use crate::emulator::{
+use stac_uploadd_emulator::{
     AssetKey, CallKind, Emulator, EmulatorAuth, EmulatorConfig, FaultAction, FaultTrigger,
 };
 use crate::state::{Outcome, RunRecord, StateStore};

@@ -11,7 +11,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use common::*;
 use serde_json::{Value, json};
 use stac_uploadd::config::{self, JobSpec};
-use stac_uploadd::emulator::{CallKind, FaultAction, FaultTrigger};
+use stac_uploadd_emulator::{CallKind, FaultAction, FaultTrigger};
 use stac_uploadd::stac::AssetTarget;
 use stac_uploadd::state::{Outcome, StateStore};
 use stac_uploadd::supervisor::{Clock, HttpUploader, Job, Pending, Shared, Work};

@@ -14,7 +14,7 @@ use common::*;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use stac_uploadd::emulator::{CallKind, EmulatorAuth, EmulatorConfig};
+use stac_uploadd_emulator::{CallKind, EmulatorAuth, EmulatorConfig};
 use stac_uploadd::stac::Auth;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use common::*;
-use stac_uploadd::emulator::{CallKind, FaultAction, FaultTrigger, UploadState};
+use stac_uploadd_emulator::{CallKind, FaultAction, FaultTrigger, UploadState};
 use stac_uploadd::stac::AssetTarget;
 use stac_uploadd::state::StateStore;
 use stac_uploadd::units::ByteSize;

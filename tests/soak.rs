@@ -20,7 +20,7 @@ use common::*;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use stac_uploadd::config::{JobSpec, TriggerSpec};
-use stac_uploadd::emulator::{
+use stac_uploadd_emulator::{
     AssetKey, CallKind, EmulatorConfig, FaultAction, FaultTrigger, UploadState,
 };
 use stac_uploadd::stac::{ApiVersion, AssetTarget, UploadId};

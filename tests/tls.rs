@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use stac_uploadd::emulator::{CallKind, Emulator};
+use stac_uploadd_emulator::{CallKind, Emulator};
 use stac_uploadd::stac::{ErrorClass, StacClient};
 
 struct Setup {

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::*;
-use stac_uploadd::emulator::{CallKind, EmulatorConfig, FaultAction, FaultTrigger, UploadState};
+use stac_uploadd_emulator::{CallKind, EmulatorConfig, FaultAction, FaultTrigger, UploadState};
 use stac_uploadd::stac::{ApiVersion, AssetTarget, Auth, ErrorClass, UploadStatus};
 use stac_uploadd::upload::{
     self, AbortOutcome, UploadError, UploadEvent, UploadObserver, UploadOptions,

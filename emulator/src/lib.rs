@@ -31,6 +31,7 @@ mod s3;
 mod server;
 mod state;
 mod storage;
+mod units;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
