@@ -438,9 +438,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             run_status(args).await
         }
         Some(Command::Upload(args)) => run_upload(args).await,
-        Some(Command::Emulator(args)) => {
-            stac_uploadd_emulator::run(args).await.map_err(CliError::failure)
-        }
+        Some(Command::Emulator(args)) => stac_uploadd_emulator::run(args)
+            .await
+            .map_err(CliError::failure),
         Some(Command::Demo(args)) => crate::demo::run(args).await.map_err(CliError::failure),
     }
 }

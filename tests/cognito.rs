@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use common::*;
 use secrecy::SecretString;
-use stac_uploadd_emulator::{CallKind, EmulatorConfig, FaultAction, FaultTrigger, UploadState};
 use stac_uploadd::stac::{Auth, ErrorClass};
+use stac_uploadd_emulator::{CallKind, EmulatorConfig, FaultAction, FaultTrigger, UploadState};
 
 const USER: &str = "machine-publisher";
 

@@ -20,9 +20,6 @@ use common::*;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use stac_uploadd::config::{JobSpec, TriggerSpec};
-use stac_uploadd_emulator::{
-    AssetKey, CallKind, EmulatorConfig, FaultAction, FaultTrigger, UploadState,
-};
 use stac_uploadd::stac::{ApiVersion, AssetTarget, UploadId};
 use stac_uploadd::state::{Outcome, StateStore};
 use stac_uploadd::supervisor::{
@@ -30,6 +27,9 @@ use stac_uploadd::supervisor::{
 };
 use stac_uploadd::units::ByteSize;
 use stac_uploadd::upload::{self, AbortOutcome, UploadOptions};
+use stac_uploadd_emulator::{
+    AssetKey, CallKind, EmulatorConfig, FaultAction, FaultTrigger, UploadState,
+};
 use tokio_util::sync::CancellationToken;
 
 /// Retries of a failed run under the retry policy.

@@ -6,8 +6,8 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use stac_uploadd_emulator::{CallKind, Emulator};
 use stac_uploadd::stac::{ErrorClass, StacClient};
+use stac_uploadd_emulator::{CallKind, Emulator};
 
 struct Setup {
     emu: Emulator,

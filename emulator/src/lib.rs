@@ -26,16 +26,17 @@ mod cli;
 mod cognito;
 mod error;
 mod faults;
+mod request;
 mod rules;
 mod s3;
 mod server;
 mod state;
 mod storage;
-mod units;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_rules;
+mod units;
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
