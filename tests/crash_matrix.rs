@@ -432,15 +432,12 @@ async fn a_resumed_upload_obeys_the_jobs_bandwidth_limit() {
         "resume under a 4 MB/s limit: {resent} bytes in {took:.2?}: {:.2} MB/s",
         rate / 1e6
     );
-    // A limiter can only slow the resume down: the upper bound is exact. Below, the time also
-    // holds the daemon's start-up and the digest of 22 MiB, so a loaded machine is allowed more.
+    // A limiter can only slow the resume down: the upper bound holds however loaded the machine.
+    // No lower bound on the rate: the time also holds the daemon's start-up and the digest of
+    // 22 MiB, which a loaded machine stretches at will; a stalled resume fails the 60 s wait.
     assert!(
         rate <= LIMIT * 1.10,
         "the resume sent {:.2} MB/s under a 4 MB/s limit",
         rate / 1e6
-    );
-    assert!(
-        rate >= LIMIT * 0.5,
-        "the resume took {took:?} for {resent} bytes: far slower than the limit"
     );
 }

@@ -162,8 +162,10 @@ async fn a_reload_during_a_slow_upload_stops_no_job() {
         .map(|w| w[1] - w[0])
         .max()
         .unwrap_or_default();
+    // Far above the second a loaded machine may add: a gap this long means the reload stopped
+    // the job (the two runs during the slow upload are checked above).
     assert!(
-        longest < Duration::from_secs(3),
+        longest < Duration::from_secs(15),
         "a gap of {longest:?} between two runs of a 1-second job"
     );
     assert!(
