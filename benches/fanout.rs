@@ -13,10 +13,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use stac_uploadd::config;
-use stac_uploadd::emulator::{AssetKey, Emulator, EmulatorConfig, Storage};
 use stac_uploadd::stac::StacClient;
 use stac_uploadd::state::StateStore;
 use stac_uploadd::supervisor::{Clock, HttpUploader, Shared, Supervisor};
+use stac_uploadd_emulator::{AssetKey, Emulator, EmulatorConfig, Storage};
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)

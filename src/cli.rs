@@ -110,7 +110,7 @@ pub enum Command {
     /// Upload one file to one asset, now.
     Upload(UploadArgs),
     /// Serve a local emulator of the service-stac upload API, to try jobs safely.
-    Emulator(crate::emulator::EmulatorArgs),
+    Emulator(stac_uploadd_emulator::EmulatorArgs),
     /// Show the tool at work against a built-in emulator, with nothing to set up.
     Demo(crate::demo::DemoArgs),
 }
@@ -441,9 +441,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             run_status(args).await
         }
         Some(Command::Upload(args)) => run_upload(args).await,
-        Some(Command::Emulator(args)) => {
-            crate::emulator::run(args).await.map_err(CliError::failure)
-        }
+        Some(Command::Emulator(args)) => stac_uploadd_emulator::run(args)
+            .await
+            .map_err(CliError::failure),
         Some(Command::Demo(args)) => crate::demo::run(args).await.map_err(CliError::failure),
     }
 }

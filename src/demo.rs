@@ -14,12 +14,12 @@ use anyhow::{Context as _, bail};
 use clap::Args;
 use sha2::{Digest as _, Sha256};
 
-use crate::emulator::{
-    AssetKey, CallKind, Emulator, EmulatorAuth, EmulatorConfig, FaultAction, FaultTrigger,
-};
 use crate::state::{Outcome, RunRecord, StateStore};
 use crate::supervisor::{Clock, HttpUploader, Shared, Supervisor};
 use crate::units::ByteSize;
+use stac_uploadd_emulator::{
+    AssetKey, CallKind, Emulator, EmulatorAuth, EmulatorConfig, FaultAction, FaultTrigger,
+};
 
 const DEMO_TOML: &str = include_str!("../config/demo.toml");
 const PASSWORD: &str = "demo-password";

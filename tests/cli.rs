@@ -5,7 +5,7 @@ mod common;
 use std::process::Output;
 
 use common::*;
-use stac_uploadd::emulator::{CallKind, FaultAction, FaultTrigger};
+use stac_uploadd_emulator::{CallKind, FaultAction, FaultTrigger};
 
 const BIN: &str = env!("CARGO_BIN_EXE_stac-uploadd");
 

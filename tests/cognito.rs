@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use common::*;
 use secrecy::SecretString;
-use stac_uploadd::emulator::{CallKind, EmulatorConfig, FaultAction, FaultTrigger, UploadState};
 use stac_uploadd::stac::{Auth, ErrorClass};
+use stac_uploadd_emulator::{CallKind, EmulatorConfig, FaultAction, FaultTrigger, UploadState};
 
 const USER: &str = "machine-publisher";
 
@@ -33,7 +33,7 @@ async fn setup_with(margin: Option<Duration>, password: &str) -> Setup {
         auth = auth.with_renew_margin(margin);
     }
     let config = EmulatorConfig {
-        auth: stac_uploadd::emulator::EmulatorAuth::Cognito {
+        auth: stac_uploadd_emulator::EmulatorAuth::Cognito {
             endpoint: pool.endpoint.clone(),
         },
         ..EmulatorConfig::default()
@@ -243,7 +243,7 @@ async fn a_user_who_must_change_the_password_gets_the_challenge_error() {
         .await;
     let front = CognitoFront::start(&pool.endpoint).await;
     let config = EmulatorConfig {
-        auth: stac_uploadd::emulator::EmulatorAuth::Cognito {
+        auth: stac_uploadd_emulator::EmulatorAuth::Cognito {
             endpoint: pool.endpoint.clone(),
         },
         ..EmulatorConfig::default()

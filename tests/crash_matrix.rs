@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
-use stac_uploadd::emulator::{
+use stac_uploadd_emulator::{
     AssetKey, CallKind, Emulator, FaultAction, FaultTrigger, UploadSnapshot, UploadState,
 };
 use tokio::process::Child;

@@ -8,7 +8,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
-use stac_uploadd::emulator::{AssetKey, UploadState};
+use stac_uploadd_emulator::{AssetKey, UploadState};
 use tokio::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_stac-uploadd");
@@ -188,7 +188,7 @@ async fn sighup_with_a_broken_file_keeps_the_running_config() {
     })
     .await;
     // Each run reads the asset first (the file is unchanged, so nothing more is sent).
-    let reads = || emu.call_count(stac_uploadd::emulator::CallKind::GetAsset);
+    let reads = || emu.call_count(stac_uploadd_emulator::CallKind::GetAsset);
     let before = reads();
     wait_for(
         Duration::from_secs(10),

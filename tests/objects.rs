@@ -11,10 +11,10 @@ use chrono::{DateTime, TimeZone, Utc};
 use common::*;
 use serde_json::{Value, json};
 use stac_uploadd::config::{self, JobSpec};
-use stac_uploadd::emulator::{CallKind, FaultAction, FaultTrigger};
 use stac_uploadd::stac::AssetTarget;
 use stac_uploadd::state::{Outcome, StateStore};
 use stac_uploadd::supervisor::{Clock, HttpUploader, Job, Pending, Shared, Work};
+use stac_uploadd_emulator::{CallKind, FaultAction, FaultTrigger};
 use tokio_util::sync::CancellationToken;
 
 const COLLECTION: &str = "ch.test.daily";

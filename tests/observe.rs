@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::{MIB, capture_stderr, job_file_head, spawn_daemon, wait_for, write_file};
 use prometheus_parse::{Sample, Scrape, Value};
-use stac_uploadd::emulator::AssetKey;
+use stac_uploadd_emulator::AssetKey;
 use tokio::process::Child;
 
 const JOB: &str = "stations";
@@ -300,7 +300,7 @@ async fn an_asset_the_server_cannot_free_is_named_counted_and_not_retried() {
         "{:?}",
         log.lock().unwrap()
     );
-    use stac_uploadd::emulator::CallKind;
+    use stac_uploadd_emulator::CallKind;
     assert_eq!(emu.call_count(CallKind::Abort), 1, "one abort: no loop");
     assert_eq!(emu.call_count(CallKind::CreateUpload), 1, "one create");
     let line = log

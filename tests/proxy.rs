@@ -14,8 +14,8 @@ use common::*;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use stac_uploadd::emulator::{CallKind, EmulatorAuth, EmulatorConfig};
 use stac_uploadd::stac::Auth;
+use stac_uploadd_emulator::{CallKind, EmulatorAuth, EmulatorConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// What the proxy carried.

@@ -9,12 +9,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use common::*;
-use stac_uploadd::emulator::{CallKind, FaultAction, FaultTrigger, UploadState};
 use stac_uploadd::stac::AssetTarget;
 use stac_uploadd::state::StateStore;
 use stac_uploadd::units::ByteSize;
 use stac_uploadd::upload::bandwidth::{Bandwidth, BandwidthLimit};
 use stac_uploadd::upload::{self, CompressMode, UploadEvent, UploadObserver, UploadOptions};
+use stac_uploadd_emulator::{CallKind, FaultAction, FaultTrigger, UploadState};
 use tokio_util::sync::CancellationToken;
 
 /// Counts the bytes the session read to hash or compress.

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::*;
-use stac_uploadd::emulator::{AssetKey, Emulator, UploadState};
+use stac_uploadd_emulator::{AssetKey, Emulator, UploadState};
 
 fn key(asset: &str) -> AssetKey {
     AssetKey::item_asset("ch.test.collection", "item-1", asset)

@@ -5,7 +5,7 @@ mod common;
 
 use base64::Engine as _;
 use common::*;
-use stac_uploadd::emulator::{
+use stac_uploadd_emulator::{
     CallKind, Emulator, EmulatorAuth, EmulatorConfig, FaultAction, FaultTrigger,
 };
 
@@ -122,7 +122,7 @@ async fn token_auth_daemon_at_trace_level_leaks_nothing() {
     let emu = Emulator::start("127.0.0.1:0".parse().unwrap(), config)
         .await
         .unwrap();
-    let key = stac_uploadd::emulator::AssetKey::item_asset("c", "i", "a.zip");
+    let key = stac_uploadd_emulator::AssetKey::item_asset("c", "i", "a.zip");
     emu.create_asset(&key, "application/zip").unwrap();
     emu.faults().inject(
         CallKind::CreateUpload,

@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use stac_uploadd::emulator::{AssetKey, CallKind};
 use stac_uploadd::state::{Outcome, StateStore};
 use stac_uploadd::supervisor::{Clock, HttpUploader, Job, Pending, Shared, Work};
+use stac_uploadd_emulator::{AssetKey, CallKind};
 use tokio_util::sync::CancellationToken;
 
 fn asset_key() -> AssetKey {

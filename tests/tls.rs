@@ -6,8 +6,8 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use stac_uploadd::emulator::{CallKind, Emulator};
 use stac_uploadd::stac::{ErrorClass, StacClient};
+use stac_uploadd_emulator::{CallKind, Emulator};
 
 struct Setup {
     emu: Emulator,
@@ -71,8 +71,9 @@ async fn an_untrusted_certificate_is_refused_and_not_retried() {
     assert!(e.description.contains("ca_file"), "the hint: {e}");
     assert_eq!(e.class, ErrorClass::RequestWrong, "{e}");
     assert!(!e.class.is_retryable());
-    // Not retried with backoff: it fails at once.
-    assert!(started.elapsed() < Duration::from_secs(2));
+    // Not retried with backoff: the class says so above; the bound only catches a retry loop
+    // (far above the moment it takes, however loaded the machine).
+    assert!(started.elapsed() < Duration::from_secs(30));
     assert_eq!(env.emu.call_count(CallKind::CreateUpload), 0);
 }
 

@@ -8,11 +8,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::*;
-use stac_uploadd::emulator::{CallKind, EmulatorConfig, FaultAction, FaultTrigger, UploadState};
 use stac_uploadd::stac::{ApiVersion, AssetTarget, Auth, ErrorClass, UploadStatus};
 use stac_uploadd::upload::{
     self, AbortOutcome, UploadError, UploadEvent, UploadObserver, UploadOptions,
 };
+use stac_uploadd_emulator::{CallKind, EmulatorConfig, FaultAction, FaultTrigger, UploadState};
 use tokio_util::sync::CancellationToken;
 
 #[tokio::test]

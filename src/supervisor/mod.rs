@@ -2,11 +2,12 @@
 //! deadlines, shutdown. Triggers only fill a job's pending slot; the job's runner does one run at
 //! a time, so two runs of a job never overlap and fires during a run coalesce into one.
 
-pub mod clock;
+// The clock and the schedule live in `trigger`; re-exported under their old paths.
+pub use crate::trigger::clock;
 pub mod job;
 pub mod policy;
 pub mod reconcile;
-pub mod schedule;
+pub use crate::trigger::schedule;
 #[cfg(test)]
 mod tests;
 
@@ -23,8 +24,8 @@ pub use job::{HttpUploader, Job, Pending, Shared, Uploader, Work, effective_poli
 pub use policy::{PolicyKind, PolicySpec};
 
 use crate::config::{JobSpec, TriggerSpec};
+use crate::trigger::schedule::Trigger;
 use crate::trigger::watch::{WatchError, Watcher};
-use schedule::Trigger;
 
 /// The running jobs, by name: started together, changed one by one by [`Supervisor::apply`].
 pub struct Supervisor<U: Uploader> {
@@ -275,5 +276,11 @@ impl<U: Uploader> Supervisor<U> {
             self.tasks.wait().await;
         }
         info!("all jobs stopped");
+    }
+}
+
+impl crate::trigger::Fire for Pending {
+    fn fire(&self, at: chrono::DateTime<chrono::Utc>) {
+        Pending::fire(self, at);
     }
 }

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use secrecy::SecretString;
-use stac_uploadd::emulator::{AssetKey, Emulator, EmulatorAuth, EmulatorConfig, UploadState};
 use stac_uploadd::stac::{ApiVersion, AssetTarget, Auth, ClientConfig, StacClient};
 use stac_uploadd::units::ByteSize;
 use stac_uploadd::upload::{self, UploadError, UploadOptions, UploadReport};
+use stac_uploadd_emulator::{AssetKey, Emulator, EmulatorAuth, EmulatorConfig, UploadState};
 use tokio_util::sync::CancellationToken;
 
 pub const USER: &str = "publisher";
@@ -512,7 +512,7 @@ pub async fn https_emulator() -> (Emulator, TestPki, tempfile::TempDir) {
             username: USER.into(),
             password: PASSWORD.into(),
         },
-        tls: Some(stac_uploadd::emulator::EmulatorTls {
+        tls: Some(stac_uploadd_emulator::EmulatorTls {
             cert: pki.cert.clone(),
             key: pki.key.clone(),
         }),

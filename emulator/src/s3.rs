@@ -14,9 +14,9 @@ use md5::{Digest, Md5};
 use serde::Deserialize;
 use sha2::Sha256;
 
-use super::api::{Ctx, P};
 use super::error::S3Error;
 use super::faults::{self, CallKind, FaultAction};
+use super::request::{Ctx, P};
 use super::state::{Part, UploadState};
 use super::{AssetKey, storage};
 

@@ -22,8 +22,8 @@
 use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeDelta, Utc};
 use serde_json::{Map, Value, json};
 
-use super::api::ApiVersion;
 use super::error::ApiError;
+use super::request::ApiVersion;
 
 /// Whether a body may, must or must not carry a field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

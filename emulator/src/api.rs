@@ -1,31 +1,28 @@
 //! The service-stac API (STAC objects and the asset-upload calls) and the admin API.
 
-use std::future::Future;
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{FromRequestParts, Path, State};
-use axum::http::request::Parts;
+use axum::extract::State;
 use axum::http::uri::Authority;
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 
 use super::error::{ApiError, FieldErrors};
-use super::faults::{self, CallKind, FaultAction, FaultRequest, FaultSpec};
+use super::faults::{CallKind, FaultRequest, FaultSpec};
+use super::request::{ApiVersion, Ctx, P};
 use super::rules;
-use super::server::ConnHandle;
 use super::state::{
     self, Asset, Collection, Item, Part, StacMeta, StoredObject, Upload, UploadState,
 };
-use super::{AssetKey, EmulatorAuth, Shared, s3};
+use super::{AssetKey, Shared, s3};
 
 /// API request bodies are small JSON documents.
 const MAX_JSON_BODY: usize = 1024 * 1024;
@@ -82,59 +79,6 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-/// The two API versions; they differ in the name of the checksum field.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ApiVersion {
-    V1,
-    V09,
-}
-
-impl ApiVersion {
-    fn parse(s: &str) -> Result<Self, ApiError> {
-        match s {
-            "v1" => Ok(ApiVersion::V1),
-            "v0.9" => Ok(ApiVersion::V09),
-            _ => Err(ApiError::not_found("Not found")),
-        }
-    }
-
-    fn as_str(self) -> &'static str {
-        match self {
-            ApiVersion::V1 => "v1",
-            ApiVersion::V09 => "v0.9",
-        }
-    }
-
-    /// serializers utils.py `get_stac_version`.
-    fn stac_version(self) -> &'static str {
-        match self {
-            ApiVersion::V1 => "1.0.0",
-            ApiVersion::V09 => "0.9.0",
-        }
-    }
-
-    fn checksum_field(self) -> &'static str {
-        match self {
-            ApiVersion::V1 => "file:checksum",
-            ApiVersion::V09 => "checksum:multihash",
-        }
-    }
-}
-
-/// Path parameters as JSON errors instead of axum's plain-text rejections.
-pub(crate) struct P<T>(pub(crate) T);
-
-impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for P<T> {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        match Path::<T>::from_request_parts(parts, state).await {
-            Ok(Path(value)) => Ok(P(value)),
-            Err(e) => Err(ApiError::bad_request(e.body_text())),
-        }
-    }
-}
-
 #[derive(Debug, Deserialize)]
 struct StacPath {
     version: String,
@@ -184,119 +128,7 @@ impl UploadPath {
     }
 }
 
-/// What every handler needs from the request besides its path and body.
-pub(crate) struct Ctx {
-    pub(crate) shared: Arc<Shared>,
-    pub(crate) conn: ConnHandle,
-    method: Method,
-    uri: Uri,
-    pub(crate) headers: HeaderMap,
-}
-
-impl FromRequestParts<Arc<Shared>> for Ctx {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &Arc<Shared>) -> Result<Self, ApiError> {
-        // Always there on connections of our accept loop.
-        let conn = parts
-            .extensions
-            .get::<ConnHandle>()
-            .cloned()
-            .ok_or_else(ApiError::internal)?;
-        Ok(Ctx {
-            shared: Arc::clone(state),
-            conn,
-            method: parts.method.clone(),
-            uri: parts.uri.clone(),
-            headers: parts.headers.clone(),
-        })
-    }
-}
-
 impl Ctx {
-    /// Runs a handler of a counted call: counts it, applies the fault it triggers, checks the
-    /// credentials, and turns errors into answers.
-    pub(crate) async fn call<F>(&self, kind: CallKind, handler: F) -> Response
-    where
-        F: Future<Output = Result<Response, ApiError>>,
-    {
-        self.shared.calls.incr(kind);
-        // The path only: a query may carry a secret.
-        tracing::debug!(method = %self.method, path = self.uri.path(), call = %kind, "request");
-        let mut drop_after_commit = false;
-        match self.shared.faults.take(kind) {
-            None => {}
-            Some(FaultAction::Delay(delay)) => tokio::time::sleep(delay).await,
-            Some(FaultAction::Status(code)) => return faults::status_response(code),
-            Some(FaultAction::Drop) => return self.conn.kill().await,
-            Some(FaultAction::DropAfterCommit) => drop_after_commit = true,
-            Some(FaultAction::ExpireUrl) => return faults::status_response(403),
-        }
-        let response = self.run(handler).await;
-        if drop_after_commit {
-            return self.conn.kill().await;
-        }
-        response
-    }
-
-    /// Runs a handler of an uncounted call.
-    async fn run<F>(&self, handler: F) -> Response
-    where
-        F: Future<Output = Result<Response, ApiError>>,
-    {
-        if let Err(e) = self.authorize().await {
-            return e.into_response();
-        }
-        handler.await.unwrap_or_else(IntoResponse::into_response)
-    }
-
-    /// Writes of the API need the configured credentials; reads and presigned URLs do not.
-    async fn authorize(&self) -> Result<(), ApiError> {
-        if matches!(self.method, Method::GET | Method::HEAD | Method::OPTIONS)
-            || !self.uri.path().starts_with("/api/")
-        {
-            return Ok(());
-        }
-        let given = self
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        let accepted = match (&self.shared.auth, given) {
-            (EmulatorAuth::None, _) => true,
-            (_, None) => {
-                return Err(ApiError::unauthorized(
-                    "Authentication credentials were not provided.",
-                ));
-            }
-            (EmulatorAuth::Basic { username, password }, Some(given)) => {
-                credentials(given, "Basic")
-                    .and_then(|b64| STANDARD.decode(b64).ok())
-                    .is_some_and(|pair| {
-                        constant_time_eq(&pair, format!("{username}:{password}").as_bytes())
-                    })
-            }
-            (EmulatorAuth::Token(token), Some(given)) => credentials(given, "Token")
-                .is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes())),
-            (EmulatorAuth::Bearer(token), Some(given)) => credentials(given, "Bearer")
-                .is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes())),
-            (EmulatorAuth::Cognito { .. }, Some(given)) => {
-                match (credentials(given, "Bearer"), &self.shared.cognito) {
-                    (Some(token), Some(checker)) if !token.is_empty() => {
-                        checker.check(token).await?
-                    }
-                    _ => false,
-                }
-            }
-        };
-        if accepted {
-            Ok(())
-        } else {
-            Err(ApiError::unauthorized(
-                "Invalid username/password or token.",
-            ))
-        }
-    }
-
     /// `http://HOST` (or `https://`) as the client addressed us, so that the URLs we hand out
     /// work from where it stands (a container, another host).
     fn origin(&self) -> String {
@@ -310,10 +142,6 @@ impl Ctx {
             Some(host) => format!("{scheme}://{host}"),
             None => format!("{scheme}://{}", self.shared.addr),
         }
-    }
-
-    pub(crate) fn raw_query(&self) -> Option<&str> {
-        self.uri.query()
     }
 
     fn query(&self) -> Vec<(String, String)> {
@@ -457,17 +285,6 @@ impl Ctx {
         }
         Value::Object(json)
     }
-}
-
-/// The credentials of an `Authorization` header of this scheme (case-insensitive).
-fn credentials<'a>(header: &'a str, scheme: &str) -> Option<&'a str> {
-    let (given, rest) = header.trim().split_once(' ')?;
-    given.eq_ignore_ascii_case(scheme).then(|| rest.trim())
-}
-
-/// Compares secrets without leaking where they differ through timing.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// RFC 3339 with at most microseconds, like the real server's Python `isoformat`.

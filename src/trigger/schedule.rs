@@ -2,8 +2,10 @@
 //! supervisor's start), a random delay per fire to spread jobs that share a schedule, and one
 //! catch-up run at start-up for runs missed while the daemon was down.
 //!
-//! The loop only fills the job's pending slot, so neither jitter nor catch-up can make two runs
-//! of a job overlap: the runner takes one run at a time and coalesces fires that come meanwhile.
+//! The loop only fills the job's pending slot (anything that is [`Fire`]: the supervisor's
+//! `Pending`), so neither jitter nor catch-up can make two runs of a job overlap: the runner takes
+//! one run at a time and coalesces fires that come meanwhile. The supervisor uses this module;
+//! this module knows nothing of the supervisor.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,11 +14,16 @@ use chrono::{DateTime, TimeDelta, Utc};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::Schedule;
 use super::clock::Clock;
-use super::job::Pending;
 use crate::config::{JobSpec, TriggerSpec};
 use crate::state::{Outcome, RunRecord};
-use crate::trigger::Schedule;
+
+/// Where a fire goes: the job's pending slot, which takes one run at a time.
+pub trait Fire: Send + Sync {
+    /// A run is due, standing for the fire time `at` (its nominal time, jitter or not).
+    fn fire(&self, at: DateTime<Utc>);
+}
 
 /// The fire times of a scheduled job.
 #[derive(Debug, Clone)]
@@ -139,10 +146,10 @@ impl Trigger {
 /// Fires `pending` at each time of `trigger` after `start` until `stop`. A fire carries its
 /// nominal time, jitter or not. Times missed while the loop was not woken (a suspended machine,
 /// a stalled runtime) are skipped, not fired in a burst: only the late one fires.
-pub async fn fire_loop(
+pub async fn fire_loop<F: Fire + ?Sized>(
     trigger: Trigger,
     start: DateTime<Utc>,
-    pending: Arc<Pending>,
+    pending: Arc<F>,
     clock: Clock,
     stop: CancellationToken,
 ) {
@@ -177,7 +184,7 @@ pub async fn fire_loop(
         // Lateness is the scheduler's, before the jitter we add on purpose.
         let late = woke - nominal;
         tracing::trace!(late_ms = late.num_milliseconds(), "schedule fired");
-        crate::observe::record_lateness(late);
+        crate::observe::metrics::schedule_lateness(late.to_std().unwrap_or_default());
         after = woke;
         let room = cadence.next_after(woke).map(|next| next - woke);
         if !wait(jitter_delay(jitter, room), &stop).await {

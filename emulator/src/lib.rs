@@ -26,6 +26,7 @@ mod cli;
 mod cognito;
 mod error;
 mod faults;
+mod request;
 mod rules;
 mod s3;
 mod server;
@@ -35,6 +36,7 @@ mod storage;
 mod tests;
 #[cfg(test)]
 mod tests_rules;
+mod units;
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
