@@ -13,6 +13,7 @@ pub mod emulator;
 pub mod fuzzing;
 pub mod observe;
 pub mod progress;
+pub mod retry;
 pub mod stac;
 pub mod state;
 pub mod supervisor;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use stac_uploadd::emulator::{CallKind, Emulator};
+use stac_uploadd::retry::Classified;
 use stac_uploadd::stac::{ErrorClass, StacClient};
 
 struct Setup {
@@ -70,7 +71,7 @@ async fn an_untrusted_certificate_is_refused_and_not_retried() {
     assert!(e.description.contains("certificate"), "{e}");
     assert!(e.description.contains("ca_file"), "the hint: {e}");
     assert_eq!(e.class, ErrorClass::RequestWrong, "{e}");
-    assert!(!e.class.is_retryable());
+    assert!(!e.is_retryable());
     // Not retried with backoff: it fails at once.
     assert!(started.elapsed() < Duration::from_secs(2));
     assert_eq!(env.emu.call_count(CallKind::CreateUpload), 0);

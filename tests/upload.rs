@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use stac_uploadd::emulator::{CallKind, EmulatorConfig, FaultAction, FaultTrigger, UploadState};
+use stac_uploadd::retry::Classified;
 use stac_uploadd::stac::{ApiVersion, AssetTarget, Auth, ErrorClass, UploadStatus};
 use stac_uploadd::upload::{
     self, AbortOutcome, UploadError, UploadEvent, UploadObserver, UploadOptions,
