@@ -21,6 +21,9 @@ use crate::upload::UploadError;
 /// at it.
 pub const MIN_DELAY: Duration = Duration::from_millis(100);
 
+/// The backoff of a retried call (see [`backoff`]).
+pub type Backoff = ExponentialBuilder;
+
 /// What to do about a failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -120,7 +123,7 @@ impl Classified for UploadError {
 
 /// The one backoff: exponential with jitter, `times` retries, the first wait at least
 /// [`MIN_DELAY`] whatever `min` says, none longer than `max`.
-pub fn backoff(min: Duration, max: Duration, times: u32) -> ExponentialBuilder {
+pub fn backoff(min: Duration, max: Duration, times: u32) -> Backoff {
     ExponentialBuilder::default()
         .with_min_delay(min.max(MIN_DELAY))
         .with_max_delay(max)
@@ -136,7 +139,7 @@ pub fn waits(min: Duration, max: Duration, times: u32) -> ExponentialBackoff {
 
 /// Runs `f`, and again after each wait of `backoff` while its error says [`Action::Retry`];
 /// each retry is logged with `step`.
-pub async fn call<T, E, Fut, F>(step: Step, backoff: ExponentialBuilder, f: F) -> Result<T, E>
+pub async fn call<T, E, Fut, F>(step: Step, backoff: Backoff, f: F) -> Result<T, E>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, E>>,
@@ -148,7 +151,7 @@ where
 /// [`call`], telling `on_retry` of each failure that is tried again and the wait before it.
 pub async fn call_notify<T, E, Fut, F>(
     step: Step,
-    backoff: ExponentialBuilder,
+    backoff: Backoff,
     f: F,
     mut on_retry: impl FnMut(&E, Duration),
 ) -> Result<T, E>

@@ -93,7 +93,7 @@ pub enum CompressMode {
 impl UploadOptions {
     /// The backoff of one call of the session (create, a part, complete, abort, reads):
     /// `part_retries` retries between `retry_min_delay` and `retry_max_delay`.
-    pub(crate) fn call_backoff(&self) -> backon::ExponentialBuilder {
+    pub(crate) fn call_backoff(&self) -> crate::retry::Backoff {
         crate::retry::backoff(
             self.retry_min_delay,
             self.retry_max_delay,
