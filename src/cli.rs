@@ -661,16 +661,14 @@ async fn run_upload(args: UploadArgs) -> Result<(), CliError> {
         result = attempt().await;
     }
     // --retries: the whole upload again after a transient failure, as a job's run is retried.
-    let mut waits = <backon::ExponentialBuilder as backon::BackoffBuilder>::build(
-        backon::ExponentialBuilder::default()
-            .with_min_delay(policy.retry_min_delay)
-            .with_max_delay(policy.retry_max_delay)
-            .with_max_times(policy.retries as usize)
-            .with_jitter(),
+    let mut waits = crate::retry::waits(
+        policy.retry_min_delay,
+        policy.retry_max_delay,
+        policy.retries,
     );
     let mut retry = 0;
     while let Err(e) = &result
-        && e.is_retryable()
+        && crate::retry::run_action(e).is_retry()
         && !cancel.is_cancelled()
         && let Some(wait) = waits.next()
     {

@@ -14,6 +14,7 @@ pub mod demo;
 pub mod fuzzing;
 pub mod observe;
 pub mod progress;
+pub mod retry;
 pub mod stac;
 pub mod state;
 pub mod supervisor;

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use secrecy::SecretString;
+use stac_uploadd::retry::Classified;
 use stac_uploadd::stac::{
     ApiVersion, AssetTarget, Auth, CognitoAuth, ErrorClass, PartNumber, PresignedUrl, StacClient,
     StacError, UploadId,
@@ -269,7 +270,7 @@ async fn an_endless_answer_is_cut_at_the_limit() {
         "{text}"
     );
     assert_eq!(e.class, ErrorClass::ServerBroken, "not transient: {text}");
-    assert!(!e.class.is_retryable());
+    assert!(!e.is_retryable());
 }
 
 #[tokio::test]
@@ -308,7 +309,7 @@ async fn a_trickling_answer_is_cut_at_the_deadline() {
         "names the deadline: {text}"
     );
     // A deadline is a timeout like any other: worth another attempt.
-    assert!(e.class.is_retryable(), "{text}");
+    assert!(e.is_retryable(), "{text}");
 }
 
 #[tokio::test]
@@ -330,7 +331,7 @@ async fn endless_error_pages_are_read_only_for_their_start() {
     // The page never closes its title: the description is its text, cut short.
     assert!(e.description.starts_with("gateway page: "), "{e}");
     assert!(e.description.len() < 1000, "{e}");
-    assert!(e.class.is_retryable(), "a 502 stays a 502: {e}");
+    assert!(e.is_retryable(), "a 502 stays a 502: {e}");
 
     // An S3 error on a part URL that never ends.
     let s = hostile(Hostile::Endless {
@@ -394,7 +395,7 @@ async fn an_endless_cognito_answer_is_cut() {
     .await;
     let text = e.to_string();
     assert!(text.contains("exceeds 256 KiB"), "{text}");
-    assert!(!e.class.is_retryable(), "{text}");
+    assert!(!e.is_retryable(), "{text}");
 }
 
 #[tokio::test]

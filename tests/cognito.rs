@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use common::*;
 use secrecy::SecretString;
+use stac_uploadd::retry::Classified;
 use stac_uploadd::stac::{Auth, ErrorClass};
 use stac_uploadd_emulator::{CallKind, EmulatorConfig, FaultAction, FaultTrigger, UploadState};
 
@@ -258,7 +259,7 @@ async fn a_user_who_must_change_the_password_gets_the_challenge_error() {
     let err = env.upload(&target, &path).await.unwrap_err();
     let e = stac_error(&err).expect("an API error");
     assert_eq!(e.class, ErrorClass::Auth, "{e}");
-    assert!(!e.class.is_retryable());
+    assert!(!e.is_retryable());
     let text = err.to_string();
     assert!(text.contains("NEW_PASSWORD_REQUIRED"), "{text}");
     assert!(!text.contains(temporary), "{text}");

@@ -6,6 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use stac_uploadd::retry::Classified;
 use stac_uploadd::stac::{ErrorClass, StacClient};
 use stac_uploadd_emulator::{CallKind, Emulator};
 
@@ -70,7 +71,7 @@ async fn an_untrusted_certificate_is_refused_and_not_retried() {
     assert!(e.description.contains("certificate"), "{e}");
     assert!(e.description.contains("ca_file"), "the hint: {e}");
     assert_eq!(e.class, ErrorClass::RequestWrong, "{e}");
-    assert!(!e.class.is_retryable());
+    assert!(!e.is_retryable());
     // Not retried with backoff: the class says so above; the bound only catches a retry loop
     // (far above the moment it takes, however loaded the machine).
     assert!(started.elapsed() < Duration::from_secs(30));

@@ -16,7 +16,7 @@ use url::Url;
 use super::answer;
 use super::auth::{self, Auth};
 use super::cognito::{Bearer, CognitoError, CognitoProvider};
-use super::error::{ErrorClass, StacError, Step};
+use super::error::{StacError, Step};
 use super::tls::{self, CaFileError};
 use super::types::*;
 use crate::units::ByteSize;
@@ -826,7 +826,7 @@ fn transport_error(step: Step, method: &'static str, url: &str, err: reqwest::Er
     // A cause may quote a proxy's URL, password included.
     e.description = super::redact_passwords(&e.description);
     if refused {
-        e.class = ErrorClass::RequestWrong;
+        // `from_transport` classed it: not retryable.
         e.description = format!(
             "the server's TLS certificate is not trusted ({}); if the server or a proxy uses a private CA, add it with [server] ca_file",
             e.description
@@ -951,6 +951,6 @@ mod tests {
             crate::stac::redact_passwords(&format!("{e:?}"))
         );
         assert!(!format!("{e}").contains("pw-proxy"), "{shown}");
-        assert!(e.class.is_retryable(), "{shown}");
+        assert!(crate::retry::Classified::is_retryable(&e), "{shown}");
     }
 }

@@ -17,7 +17,8 @@ use tracing::{debug, info, warn};
 
 use super::auth::CognitoAuth;
 use super::client::{BodyCut, read_body, size};
-use super::error::ErrorClass;
+use super::error::{ErrorClass, Step};
+use crate::retry::{self, Classified};
 
 /// `X-Amz-Target` of the one call we make.
 const INITIATE_AUTH: &str = "AWSCognitoIdentityProviderService.InitiateAuth";
@@ -98,6 +99,13 @@ impl CognitoError {
             CognitoErrorKind::BadAnswer(_) => ErrorClass::ServerBroken,
             CognitoErrorKind::Untrusted(_) => ErrorClass::RequestWrong,
         }
+    }
+}
+
+/// A login's failure: what to do about it is the table's word for its class.
+impl Classified for CognitoError {
+    fn action(&self) -> retry::Action {
+        retry::action(&self.class(), Step::Login)
     }
 }
 
@@ -206,7 +214,7 @@ impl CognitoProvider {
         if let Some(refresh) = session.refresh.clone() {
             match self.initiate(Flow::Refresh, &refresh).await {
                 Ok(result) => return Ok(self.store(session, result, Flow::Refresh)),
-                Err(e) if e.class().is_retryable() => return Err(e),
+                Err(e) if e.is_retryable() => return Err(e),
                 Err(e) => {
                     // Revoked or expired refresh token (sign-out, password change, 30 days).
                     info!(error = %e, "cognito: refresh token refused; logging in again");
@@ -362,9 +370,7 @@ impl CognitoProvider {
 /// is still good, so that token is handed out until shortly before it expires.
 fn still_valid(session: &Session, e: CognitoError) -> Result<Bearer, CognitoError> {
     match &session.access {
-        Some(access)
-            if e.class().is_retryable() && Instant::now() + EXPIRY_SAFETY < access.expires_at =>
-        {
+        Some(access) if e.is_retryable() && Instant::now() + EXPIRY_SAFETY < access.expires_at => {
             Ok(access.bearer())
         }
         _ => Err(e),

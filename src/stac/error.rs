@@ -24,6 +24,9 @@ pub enum Step {
     CreateItem,
     /// `PUT` of a missing asset.
     CreateAsset,
+    /// A Cognito login or token renewal (its errors are reported against the API call that
+    /// needed the token).
+    Login,
 }
 
 impl fmt::Display for Step {
@@ -40,6 +43,7 @@ impl fmt::Display for Step {
             Step::ReadItem => f.write_str("read item"),
             Step::CreateItem => f.write_str("create item"),
             Step::CreateAsset => f.write_str("create asset"),
+            Step::Login => f.write_str("log in"),
         }
     }
 }
@@ -64,12 +68,8 @@ pub enum ErrorClass {
     UrlRejected { expired: bool },
 }
 
+/// What a class means for the caller is decided in one place, `crate::retry`.
 impl ErrorClass {
-    /// Whether the same request may succeed if sent again after a wait.
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, ErrorClass::Retryable)
-    }
-
     /// A short stable name for logs and metrics.
     pub fn name(&self) -> &'static str {
         match self {
@@ -158,7 +158,9 @@ impl StacError {
         url: &str,
         err: reqwest::Error,
     ) -> Self {
-        let class = if err.is_builder() {
+        let class = if err.is_builder() || super::tls::is_certificate_refusal(&err) {
+            // A refused server certificate: sending again cannot help until the trusted roots
+            // change.
             ErrorClass::RequestWrong
         } else if err.is_decode() {
             ErrorClass::ServerBroken

@@ -5,9 +5,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -17,6 +15,7 @@ use super::clock::Clock;
 use super::policy::PolicyKind;
 use crate::config::{JobSpec, TriggerSpec};
 use crate::observe::metrics::{self, UploadOutcome};
+use crate::retry;
 use crate::stac::{AssetTarget, StacClient, Upload, UploadId};
 use crate::state::{InFlight, Outcome, RunRecord, StateStore};
 use crate::upload::{
@@ -254,18 +253,6 @@ pub fn effective_policy(spec: &JobSpec, now: DateTime<Utc>) -> PolicyKind {
     }
 }
 
-/// Whether an error is worth another attempt of the run, per docs/protocol.md: transient failures and
-/// a foreign upload that may finish; not 500s, wrong requests, auth or local-input problems.
-fn worth_retrying(e: &UploadError) -> bool {
-    match e {
-        UploadError::InProgress { .. }
-        | UploadError::FileChanged { .. }
-        | UploadError::UrlsExpiring { .. } => true,
-        UploadError::AfterCreate { cause, .. } => worth_retrying(cause),
-        other => other.is_retryable(),
-    }
-}
-
 /// The reason label of a retry: the protocol error class when the server answered, else what
 /// went wrong locally.
 fn error_reason(e: &UploadError) -> &'static str {
@@ -387,18 +374,16 @@ impl<U: Uploader> Job<U> {
         let started = clock.now();
         let policy = effective_policy(&self.spec, started);
         let p = &self.spec.policy;
-        let mut waits = ExponentialBuilder::default()
-            .with_min_delay(p.retry_min_delay.max(Duration::from_millis(100)))
-            .with_max_delay(p.retry_max_delay)
-            .with_max_times(p.retries as usize)
-            .with_jitter()
-            .build();
+        let mut waits = retry::waits(p.retry_min_delay, p.retry_max_delay, p.retries);
         let mut attempts = 0u32;
         let result = loop {
             attempts += 1;
             let result = self.attempt(&target, &path, &objects, attempts).await;
             let Err(e) = &result else { break result };
-            if policy != PolicyKind::Retry || !worth_retrying(e) || self.abort_runs.is_cancelled() {
+            if policy != PolicyKind::Retry
+                || !retry::run_action(e).is_retry()
+                || self.abort_runs.is_cancelled()
+            {
                 break result;
             }
             let Some(wait) = waits.next() else {

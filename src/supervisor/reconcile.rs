@@ -10,7 +10,8 @@ use tracing::{info, warn};
 
 use crate::config::JobSpec;
 use crate::observe::metrics;
-use crate::stac::{ErrorClass, StacClient, UploadStatus};
+use crate::retry::{Action, Classified};
+use crate::stac::{StacClient, UploadStatus};
 use crate::state::{InFlight, Outcome, RunRecord, StateStore};
 use crate::upload::{self, AbortOutcome, FileSnapshot, UploadOptions};
 
@@ -59,7 +60,7 @@ async fn reconcile_one(
     let id = &rec.upload_id;
     let upload = match client.get_upload(&rec.target, id).await {
         Ok(u) => u,
-        Err(e) if matches!(e.class, ErrorClass::RequestWrong) => {
+        Err(e) if e.action() == Action::Forget => {
             // 404: the asset or the upload is gone; nothing of ours can be in progress.
             info!(upload_id = %id, error = %e, "recorded upload no longer exists");
             forget(state, id).await;

@@ -157,11 +157,6 @@ impl UploadError {
         }
     }
 
-    /// Whether running the same session again later may succeed without anyone changing anything.
-    pub fn is_retryable(&self) -> bool {
-        self.class().is_some_and(ErrorClass::is_retryable)
-    }
-
     /// An upload of ours that may still be in progress on the server.
     pub fn left_in_progress(&self) -> Option<&UploadId> {
         match self {

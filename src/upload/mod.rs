@@ -12,6 +12,7 @@ mod objects;
 mod plan;
 mod session;
 mod transfer;
+mod types;
 
 pub use digest::{DigestError, DigestOptions, FileDigest, Md5Backend, digest_file};
 pub use error::{AbortOutcome, UploadError};
@@ -20,8 +21,8 @@ pub use plan::{
     DEFAULT_PART_SIZE, MAX_FILE_SIZE, MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, PartPlan, PartRange,
     TooLarge,
 };
-pub use session::{
+pub use session::{abort_upload, find_blocking_upload, publish_file, resume_upload, upload_file};
+pub use types::{
     CompressMode, DigestCache, DigestKey, Durable, FileSnapshot, RecordError, RecordFuture,
-    UploadEvent, UploadObserver, UploadOptions, UploadReport, abort_upload, find_blocking_upload,
-    publish_file, resume_upload, upload_file,
+    UploadEvent, UploadObserver, UploadOptions, UploadReport,
 };

@@ -7,15 +7,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
-use backon::{ExponentialBuilder, Retryable};
 use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
-use tracing::warn;
+use tracing::debug;
 
 use super::UploadError;
 use super::plan::PartRange;
-use super::session::{FileSnapshot, UploadEvent, UploadObserver, UploadOptions};
+use super::types::{FileSnapshot, UploadEvent, UploadObserver, UploadOptions};
+use crate::retry;
 use crate::stac::{Md5, PresignedUrl, StacClient, StacError, Step};
 
 /// What every part of one session shares.
@@ -64,19 +64,29 @@ impl PartContext<'_> {
         md5: Md5,
     ) -> Result<String, UploadError> {
         let attempt = AtomicU32::new(0);
-        (|| async {
-            attempt.fetch_add(1, Ordering::Relaxed);
-            self.snapshot.check(self.source, "before a part was sent").await?;
-            self.attempt(url, part, md5).await
-        })
-        .retry(backoff(self.opts, self.opts.part_retries))
-        .sleep(tokio::time::sleep)
-        .when(UploadError::is_retryable)
-        .notify(|e, wait| {
-            self.retries.fetch_add(1, Ordering::Relaxed);
-            warn!(part = part.number.0, attempt = attempt.load(Ordering::Relaxed), wait_ms = wait.as_millis() as u64, error = %e, "part failed, sending it again");
-            self.observer.on_event(&UploadEvent::PartRetry { part: part.number, error: e });
-        })
+        retry::call_notify(
+            Step::PutPart(part.number),
+            self.opts.call_backoff(),
+            || async {
+                attempt.fetch_add(1, Ordering::Relaxed);
+                self.snapshot
+                    .check(self.source, "before a part was sent")
+                    .await?;
+                self.attempt(url, part, md5).await
+            },
+            |e, _| {
+                self.retries.fetch_add(1, Ordering::Relaxed);
+                debug!(
+                    part = part.number.0,
+                    attempt = attempt.load(Ordering::Relaxed),
+                    "part sent again"
+                );
+                self.observer.on_event(&UploadEvent::PartRetry {
+                    part: part.number,
+                    error: e,
+                });
+            },
+        )
         .await
     }
 
@@ -164,13 +174,4 @@ async fn stall_watch(sent: &AtomicU64, len: u64, limit: Duration) {
             return;
         }
     }
-}
-
-/// Exponential backoff with jitter, first wait at least 100 ms (docs/protocol.md).
-pub(crate) fn backoff(opts: &UploadOptions, times: u32) -> ExponentialBuilder {
-    ExponentialBuilder::default()
-        .with_min_delay(opts.retry_min_delay.max(Duration::from_millis(100)))
-        .with_max_delay(opts.retry_max_delay)
-        .with_max_times(times as usize)
-        .with_jitter()
 }

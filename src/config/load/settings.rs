@@ -3,6 +3,7 @@
 //! inheritance, their checks, and the job's settings they resolve to.
 
 use super::*;
+use crate::retry::MIN_DELAY;
 
 /// A job's inherited settings with defaults applied.
 #[derive(Debug, Clone)]
@@ -272,15 +273,14 @@ pub(super) fn part_size(raw: &Size) -> Result<ByteSize, String> {
     Ok(size)
 }
 
-/// Below this, retries hammer a server that is already in trouble.
-const MIN_RETRY_DELAY: Duration = Duration::from_millis(100);
-
-/// `retry_min_delay`: at least [`MIN_RETRY_DELAY`].
+/// `retry_min_delay`: at least [`MIN_DELAY`], below which retries hammer a server that is already
+/// in trouble.
 fn min_retry_delay(d: Duration) -> Result<(), String> {
-    if d < MIN_RETRY_DELAY {
+    if d < MIN_DELAY {
         Err(format!(
-            "retry_min_delay = {} is too short: expected at least 100ms, so that retries do not hammer a struggling server",
-            fmt_duration(d)
+            "retry_min_delay = {} is too short: expected at least {}, so that retries do not hammer a struggling server",
+            fmt_duration(d),
+            fmt_duration(MIN_DELAY)
         ))
     } else {
         Ok(())

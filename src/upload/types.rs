@@ -1,0 +1,296 @@
+//! The session's public types: its options, the events and records it reports, what it returns,
+//! and the snapshot of the file it sends. `session` and `transfer` both use them; neither imports
+//! the other's.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::digest::{DigestOptions, FileDigest};
+use super::error::UploadError;
+use super::plan::DEFAULT_PART_SIZE;
+use crate::stac::{Multihash, PartNumber, Upload, UploadId};
+use crate::units::ByteSize;
+/// How one upload is carried out.
+#[derive(Debug, Clone)]
+pub struct UploadOptions {
+    /// Target part size; grown automatically when the file needs more than 100 parts.
+    pub part_size: ByteSize,
+    /// Parts sent at once.
+    pub parallel: usize,
+    /// Further attempts at a part (and at create/complete/abort) after a transient failure.
+    pub part_retries: u32,
+    pub retry_min_delay: Duration,
+    pub retry_max_delay: Duration,
+    /// Part deadline = this + part length / `min_part_rate`.
+    pub part_base_timeout: Duration,
+    pub min_part_rate: ByteSize,
+    /// A part whose body makes no progress for this long is cut off and retried.
+    pub stall_timeout: Duration,
+    /// Read size when streaming parts from disk.
+    pub send_buffer: usize,
+    pub digest: DigestOptions,
+    /// Compress before sending (`content_encoding`); `Auto` compresses files over 10 MB whose
+    /// media type is not already compressed.
+    pub compress: CompressMode,
+    /// Read the asset first and skip the upload when its checksum is already the file's.
+    pub skip_unchanged: bool,
+    /// Limiters every part's bytes pass through (the daemon's and the job's).
+    pub bandwidth: Vec<Arc<super::bandwidth::Bandwidth>>,
+    /// Where compressed temporary files go (default: the system's temporary folder).
+    pub temp_dir: Option<PathBuf>,
+    /// Digests of files seen before, so an unchanged file is not read again.
+    pub digest_cache: Option<Arc<dyn DigestCache>>,
+}
+
+/// What identifies a file's content without reading it: device, inode, size, mtime; plus the
+/// part size the MD5s were cut at (0 for a multihash alone).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct DigestKey {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime: (i64, i64),
+    pub part_size: u64,
+}
+
+impl DigestKey {
+    /// The key of a file as stat'ed, for parts of `part_size`.
+    pub fn new(s: &FileSnapshot, part_size: u64) -> Self {
+        Self {
+            dev: s.dev,
+            ino: s.ino,
+            size: s.len,
+            mtime: s.mtime,
+            part_size,
+        }
+    }
+}
+
+/// Remembers digests between runs (the daemon keeps them in its state folder).
+pub trait DigestCache: Send + Sync + std::fmt::Debug {
+    /// The digest recorded for this key, if any.
+    fn get(&self, key: &DigestKey) -> Option<FileDigest>;
+    /// Records a digest.
+    fn put(&self, key: DigestKey, digest: &FileDigest);
+}
+
+/// Whether and how a file is compressed before upload: `compress` in the job file and
+/// `--compress` of `stac-uploadd upload`, by the same names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum CompressMode {
+    #[default]
+    None,
+    Gzip,
+    Br,
+    /// gzip for files over 10 MB whose media type is not already compressed (as the API's
+    /// documentation recommends), nothing otherwise.
+    Auto,
+}
+
+impl UploadOptions {
+    /// The backoff of one call of the session (create, a part, complete, abort, reads):
+    /// `part_retries` retries between `retry_min_delay` and `retry_max_delay`.
+    pub(crate) fn call_backoff(&self) -> crate::retry::Backoff {
+        crate::retry::backoff(
+            self.retry_min_delay,
+            self.retry_max_delay,
+            self.part_retries,
+        )
+    }
+}
+
+impl Default for UploadOptions {
+    fn default() -> Self {
+        Self {
+            part_size: DEFAULT_PART_SIZE,
+            parallel: 4,
+            part_retries: 3,
+            retry_min_delay: Duration::from_millis(200),
+            retry_max_delay: Duration::from_secs(20),
+            part_base_timeout: Duration::from_secs(30),
+            min_part_rate: ByteSize(128 * 1024),
+            stall_timeout: Duration::from_secs(60),
+            send_buffer: 256 * 1024,
+            digest: DigestOptions::default(),
+            compress: CompressMode::None,
+            skip_unchanged: true,
+            bandwidth: Vec::new(),
+            temp_dir: None,
+            digest_cache: None,
+        }
+    }
+}
+
+/// What a session reports as it goes: for progress bars, logs, metrics and the state store.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum UploadEvent<'a> {
+    Planned {
+        size: u64,
+        parts: usize,
+        part_size: u64,
+    },
+    Hashed {
+        bytes: u64,
+    },
+    Digested {
+        multihash: &'a Multihash,
+        elapsed: Duration,
+    },
+    /// The server holds an upload of ours in progress from now on. An observer that must survive
+    /// a crash records it here: no part is sent before this returns.
+    /// A create is about to be sent for this multihash: an observer that must survive a lost
+    /// answer or a crash records it here.
+    Creating {
+        multihash: &'a Multihash,
+    },
+    Created {
+        upload: &'a Upload,
+        multihash: &'a Multihash,
+        part_size: u64,
+        file: &'a FileSnapshot,
+    },
+    Sent {
+        bytes: u64,
+    },
+    /// An attempt at a part failed after sending this many bytes; they will be sent again.
+    Unsent {
+        bytes: u64,
+    },
+    PartRetry {
+        part: PartNumber,
+        error: &'a UploadError,
+    },
+    /// The asset already holds this file: nothing is sent.
+    Unchanged {
+        multihash: &'a Multihash,
+    },
+    Completed {
+        upload_id: &'a UploadId,
+    },
+    Aborted {
+        upload_id: &'a UploadId,
+    },
+}
+
+/// What a session has made durable before it goes on (see [`UploadObserver::record`]).
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Durable<'a> {
+    /// A create is about to be sent for this multihash: if its answer is lost, this is how the
+    /// upload it started is known to be ours.
+    Creating { multihash: &'a Multihash },
+    /// The server holds this upload of ours in progress from now on; no part is sent before it
+    /// is recorded.
+    Created {
+        upload: &'a Upload,
+        multihash: &'a Multihash,
+        part_size: u64,
+        file: &'a FileSnapshot,
+    },
+}
+
+/// Why a record could not be made durable (the state store's error).
+pub type RecordError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The future of [`UploadObserver::record`].
+pub type RecordFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), RecordError>> + Send + 'a>>;
+
+/// Receives session events. `on_event` is called from the session's tasks and from the digest
+/// threads, so it must be cheap and must not block; `record` is awaited, and may take its time.
+pub trait UploadObserver: Send + Sync {
+    fn on_event(&self, event: &UploadEvent<'_>);
+
+    /// Makes `what` durable before the session goes on: the session waits for it, and an error
+    /// stops it (a create is not sent, an upload is aborted before its parts). The default keeps
+    /// nothing, for one-shot uploads.
+    fn record<'a>(&'a self, what: Durable<'a>) -> RecordFuture<'a> {
+        let _ = what;
+        Box::pin(std::future::ready(Ok(())))
+    }
+}
+
+/// An observer that ignores everything.
+impl UploadObserver for () {
+    fn on_event(&self, _: &UploadEvent<'_>) {}
+}
+
+/// What a successful session did.
+#[derive(Debug, Clone)]
+pub struct UploadReport {
+    /// The upload made; `None` when the asset already held the file (`unchanged`).
+    pub upload_id: Option<UploadId>,
+    /// Skipped: the asset's checksum was already the file's.
+    pub unchanged: bool,
+    pub multihash: Multihash,
+    pub bytes: u64,
+    pub parts: usize,
+    pub part_size: u64,
+    pub part_retries: u32,
+    /// The upload was one our own lost create had started, found and carried on.
+    pub adopted: bool,
+    pub digest_time: Duration,
+    pub send_time: Duration,
+    pub total_time: Duration,
+}
+
+/// Size, mtime and inode of the file when it was digested: what was hashed is what is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileSnapshot {
+    pub len: u64,
+    pub mtime: (i64, i64),
+    pub ino: u64,
+    pub dev: u64,
+}
+
+impl FileSnapshot {
+    /// The snapshot of a file's metadata.
+    pub fn of(m: &std::fs::Metadata) -> Self {
+        Self {
+            len: m.len(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ino: m.ino(),
+            dev: m.dev(),
+        }
+    }
+
+    /// Fails if the file at `path` is no longer the one that was digested.
+    pub(crate) async fn check(&self, path: &Path, when: &str) -> Result<(), UploadError> {
+        let now = Self::of(&stat_file(path).await?);
+        if now == *self {
+            return Ok(());
+        }
+        let what = if now.len != self.len {
+            format!("size {} -> {} bytes", self.len, now.len)
+        } else if now.ino != self.ino || now.dev != self.dev {
+            "(it was replaced)".to_owned()
+        } else {
+            "(its modification time moved)".to_owned()
+        };
+        Err(UploadError::FileChanged {
+            path: path.to_owned(),
+            what: format!("{when}: {what}"),
+        })
+    }
+}
+
+/// The metadata of the regular file at `path`.
+pub(crate) async fn stat_file(path: &Path) -> Result<std::fs::Metadata, UploadError> {
+    let meta = tokio::fs::metadata(path)
+        .await
+        .map_err(|source| UploadError::File {
+            path: path.to_owned(),
+            action: "cannot read",
+            source,
+        })?;
+    if !meta.is_file() {
+        return Err(UploadError::NotAFile {
+            path: path.to_owned(),
+        });
+    }
+    Ok(meta)
+}
