@@ -126,7 +126,7 @@ asset = "{{name}}"
 
 [job.watch]
 dir = "{watched}"
-pattern = "*.bin"
+pattern = "*.zip"
 settle = "{settle}"
 "#,
         state = dir.path().join("state").display(),
@@ -142,14 +142,14 @@ settle = "{settle}"
     for &size in sizes {
         for arrival in [Arrival::Renamed, Arrival::InPlace] {
             let name = format!(
-                "{}-{}.bin",
+                "{}-{}.zip",
                 match arrival {
                     Arrival::Renamed => "renamed",
                     Arrival::InPlace => "inplace",
                 },
                 size
             );
-            emu.create_asset(&asset_key(&name), "application/octet-stream")
+            emu.create_asset(&asset_key(&name), "application/zip")
                 .expect("create the asset");
             cases.push((size, arrival, name));
         }
