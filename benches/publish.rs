@@ -157,7 +157,11 @@ settle = "{settle}"
 
     let state = Arc::new(StateStore::open(&config.state_dir).expect("the state folder"));
     let client = stac_uploadd::daemon::client(&config).expect("a client");
-    let shared = Arc::new(Shared::new(HttpUploader(client), state.clone(), Clock::System));
+    let shared = Arc::new(Shared::new(
+        HttpUploader(client),
+        state.clone(),
+        Clock::System,
+    ));
     let mut records = shared.runs.subscribe();
     let supervisor = Supervisor::start(shared, config.jobs.clone())
         .await
@@ -192,7 +196,9 @@ settle = "{settle}"
     emu.shutdown().await;
 
     println!();
-    println!("| file | arrival | median | p99 | min | max | median wait before the run | median run |");
+    println!(
+        "| file | arrival | median | p99 | min | max | median wait before the run | median run |"
+    );
     println!("|---|---|---|---|---|---|---|---|");
     for row in &rows {
         println!("{}", row.markdown());
