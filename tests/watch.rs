@@ -178,6 +178,52 @@ async fn a_file_written_slowly_is_reported_once_complete() {
 }
 
 #[tokio::test]
+async fn a_file_written_slowly_by_a_writer_that_reopens_it_is_reported_once_complete() {
+    bounded(async {
+        let d = dirs();
+        let settle = Duration::from_millis(400);
+        let mut w = start(WatchSpec {
+            settle,
+            ..spec(&d.watched, "*.dat")
+        });
+        let path = d.watched.join("reopened.dat");
+        // Each chunk opened, written and closed: every close is an IN_CLOSE_WRITE, and none of
+        // them means the file is done.
+        let writer = tokio::spawn({
+            let path = path.clone();
+            async move {
+                for chunk in 0..5 {
+                    if chunk > 0 {
+                        sleep(Duration::from_millis(150)).await;
+                    }
+                    let mut f = fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(&path)
+                        .expect("open");
+                    f.write_all(&[b'r'; 1000]).expect("write a chunk");
+                }
+                Instant::now()
+            }
+        });
+        let got = timeout(PATIENCE, w.rx.recv())
+            .await
+            .expect("reported in time");
+        let at = Instant::now();
+        let len = fs::metadata(&path).expect("stat").len();
+        let last_chunk = writer.await.expect("the writer ran");
+        assert_eq!(got.as_deref(), Some(path.as_path()));
+        assert_eq!(len, 5000, "the whole file was there when it was reported");
+        assert!(
+            at >= last_chunk + settle,
+            "reported a settle period after the last chunk"
+        );
+        assert_eq!(w.collect(0).await, Vec::<PathBuf>::new(), "once");
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_rename_into_place_triggers_once() {
     bounded(async {
         let d = dirs();
@@ -202,6 +248,181 @@ async fn a_rename_into_place_triggers_once() {
         assert_eq!(
             got,
             vec![d.watched.join("moved.dat"), d.watched.join("renamed.dat")]
+        );
+    })
+    .await;
+}
+
+/// A settle period far longer than any wait of the tests that use it: a file reported while it
+/// runs was not made to settle.
+const LONG_SETTLE: Duration = Duration::from_secs(30);
+
+#[tokio::test]
+async fn a_file_renamed_in_is_reported_without_waiting_for_settle() {
+    bounded(async {
+        let d = dirs();
+        let mut w = start(WatchSpec {
+            settle: LONG_SETTLE,
+            ..spec(&d.watched, "*.dat")
+        });
+
+        // Moved in from beside the folder, and renamed into place from an ignored name.
+        let outside = d.outside.join("moved.dat");
+        write(&outside, 1 << 20);
+        let temp = d.watched.join("renamed.dat.tmp");
+        write(&temp, 4096);
+        let at = Instant::now();
+        fs::rename(&outside, d.watched.join("moved.dat")).expect("move in");
+        fs::rename(&temp, d.watched.join("renamed.dat")).expect("rename into place");
+
+        let mut got = Vec::new();
+        while got.len() < 2 {
+            match timeout(PATIENCE, w.rx.recv()).await {
+                Ok(Some(path)) => got.push(path),
+                other => panic!("not reported within {PATIENCE:?} (settle is {LONG_SETTLE:?}): {other:?}, got {got:?}"),
+            }
+        }
+        assert!(at.elapsed() < PATIENCE);
+        assert_eq!(
+            sorted(got),
+            vec![d.watched.join("moved.dat"), d.watched.join("renamed.dat")]
+        );
+        // Nothing more: each was sent once.
+        assert_eq!(w.collect(0).await, Vec::<PathBuf>::new());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_renamed_in_file_still_has_to_be_wanted() {
+    bounded(async {
+        let d = dirs();
+        let mut w = start(WatchSpec {
+            settle: LONG_SETTLE,
+            ..spec(&d.watched, "*.dat")
+        });
+        for (name, is_dir) in [
+            ("notes.txt", false),
+            (".hidden.dat", false),
+            ("late.dat.tmp", false),
+            ("folder.dat", true),
+        ] {
+            let outside = d.outside.join(name);
+            if is_dir {
+                fs::create_dir(&outside).expect("make a folder");
+            } else {
+                write(&outside, 100);
+            }
+            fs::rename(&outside, d.watched.join(name)).expect("move in");
+        }
+        let outside = d.outside.join("kept.dat");
+        write(&outside, 100);
+        fs::rename(&outside, d.watched.join("kept.dat")).expect("move in");
+        assert_eq!(w.collect(1).await, vec![d.watched.join("kept.dat")]);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_file_written_in_place_is_reported_only_once_settled() {
+    bounded(async {
+        let d = dirs();
+        let settle = Duration::from_millis(1500);
+        let mut w = start(WatchSpec {
+            settle,
+            ..spec(&d.watched, "*.dat")
+        });
+        let path = d.watched.join("inplace.dat");
+        let mut f = fs::File::create(&path).expect("create");
+        f.write_all(&[4; 100_000]).expect("write");
+        sleep(Duration::from_millis(200)).await;
+        f.write_all(&[5; 100_000]).expect("write");
+        // Its close (IN_CLOSE_WRITE) does not make it ready: a writer may open it again.
+        drop(f);
+        let last_write = Instant::now();
+
+        let got = timeout(PATIENCE, w.rx.recv())
+            .await
+            .expect("reported in time");
+        let at = Instant::now();
+        assert_eq!(got.as_deref(), Some(path.as_path()));
+        assert!(
+            at >= last_write + settle,
+            "reported {:?} after its last write, before the settle period of {settle:?}",
+            at - last_write
+        );
+        assert_eq!(w.collect(0).await, Vec::<PathBuf>::new(), "once");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_file_renamed_in_and_then_appended_to_is_reported_again_once_settled() {
+    bounded(async {
+        let d = dirs();
+        let settle = Duration::from_millis(1500);
+        let mut w = start(WatchSpec {
+            settle,
+            ..spec(&d.watched, "*.dat")
+        });
+        let path = d.watched.join("grown.dat");
+        let outside = d.outside.join("grown.dat");
+        write(&outside, 1000);
+        let moved = Instant::now();
+        fs::rename(&outside, &path).expect("move in");
+        let first = timeout(PATIENCE, w.rx.recv())
+            .await
+            .expect("reported in time");
+        assert_eq!(first.as_deref(), Some(path.as_path()));
+        assert!(
+            moved.elapsed() < settle,
+            "the rename was reported at once, not after settling"
+        );
+
+        // Written to after all: from that write on, the file settles like any written one.
+        append(&path, 1000);
+        let appended = Instant::now();
+        let again = timeout(PATIENCE, w.rx.recv())
+            .await
+            .expect("reported again in time");
+        let at = Instant::now();
+        assert_eq!(again.as_deref(), Some(path.as_path()));
+        assert!(
+            at >= appended + settle,
+            "reported again {:?} after the append, before it settled",
+            at - appended
+        );
+        assert_eq!(fs::metadata(&path).expect("stat").len(), 2000);
+        assert_eq!(
+            w.collect(0).await,
+            Vec::<PathBuf>::new(),
+            "not a third time"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_file_renamed_in_while_polling_still_settles() {
+    bounded(async {
+        let d = dirs();
+        let settle = Duration::from_millis(1000);
+        let mut w = start(WatchSpec {
+            settle,
+            poll: Some(Duration::from_millis(50)),
+            ..spec(&d.watched, "*.dat")
+        });
+        let outside = d.outside.join("polled.dat");
+        write(&outside, 1000);
+        let moved = Instant::now();
+        fs::rename(&outside, d.watched.join("polled.dat")).expect("move in");
+        let got = timeout(PATIENCE, w.rx.recv())
+            .await
+            .expect("reported in time");
+        assert_eq!(got.as_deref(), Some(d.watched.join("polled.dat").as_path()));
+        assert!(
+            moved.elapsed() >= settle,
+            "a poll cannot tell a rename: the file settles"
         );
     })
     .await;

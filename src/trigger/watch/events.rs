@@ -1,19 +1,41 @@
-//! inotify (through notify's recommended watcher and notify-debouncer-full) as a stream of paths
-//! worth a look.
+//! inotify (through notify's recommended watcher) as batches of paths worth a look, each with
+//! what its latest event says: renamed (moved) into place, or touched otherwise.
+//!
+//! Events are taken as they come, with no debounce delay: notify's thread folds them into an
+//! [`Inbox`] (one entry per path, so a burst of writes to one file is one entry, and the inbox
+//! never holds more than the paths touched since the watch task last looked), and wakes the
+//! task, which takes the whole inbox at once. While the task is busy (stat-ing the last batch,
+//! or waiting for the consumer), events keep folding in; that is all the coalescing needed,
+//! since the settle rule, not the event rate, decides when a written file is sent.
+//!
+//! A debouncer (notify-debouncer-full, used before) cannot tell a rename into place from a file
+//! written in place: it holds every event for its timeout, and a file created under a temporary
+//! name and renamed within that timeout comes out as a `Create` of the final name.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use notify::event::{AccessKind, AccessMode, ModifyKind};
-use notify::{EventKind, RecommendedWatcher, RecursiveMode};
-use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, new_debouncer};
-use tokio::sync::mpsc;
+use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
+use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
+use tokio::sync::Notify;
 
-/// What one debounced delivery says, reduced to what the watch task acts on.
+/// What the latest event about a path says of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Change {
+    /// Renamed (moved) into place (`IN_MOVED_TO`): the convention for "this file is finished"
+    /// (rsync, `mv`, most processing chains). Sent without a settle period.
+    MovedIn,
+    /// Created, written, closed after writing, removed or renamed away: a `stat` tells what is
+    /// there, and a file there settles before it is sent.
+    Touched,
+}
+
+/// What one look at the inbox found, reduced to what the watch task acts on.
 #[derive(Debug, Default)]
 pub(super) struct Batch {
-    /// Paths that may have changed, appeared or gone; a `stat` tells which.
-    pub(super) paths: Vec<PathBuf>,
+    /// Paths that may have changed, appeared or gone, with their latest change, sorted.
+    pub(super) paths: Vec<(PathBuf, Change)>,
     /// Events were lost (inotify queue overflow): the folder must be scanned again.
     pub(super) rescan: bool,
     /// The watched folder itself was removed or moved away: its inotify watch is dead.
@@ -21,38 +43,78 @@ pub(super) struct Batch {
     pub(super) errors: Vec<notify::Error>,
 }
 
-impl Batch {
-    fn from_result(result: DebounceEventResult, root: &Path) -> Self {
-        let mut batch = Self::default();
-        let events = match result {
-            Ok(events) => events,
-            Err(errors) => {
-                batch.errors = errors;
-                return batch;
-            }
-        };
-        for event in events {
-            let event = event.event;
-            if event.need_rescan() {
-                batch.rescan = true;
-                continue;
-            }
-            match event.kind {
-                EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(_))
-                    if event.paths.first().is_some_and(|p| p == root) =>
-                {
-                    batch.root_gone = true;
-                }
-                // What may have changed: a writer closed the file, it appeared, it was written
-                // to, or it was renamed (into place, or away: the stat sorts that out).
-                EventKind::Access(AccessKind::Close(AccessMode::Write))
-                | EventKind::Create(_)
-                | EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Any | ModifyKind::Name(_))
-                | EventKind::Remove(_) => batch.paths.extend(event.paths),
-                _ => {}
-            }
+/// The most errors kept between two looks; a watcher failing in a loop must not fill memory.
+const MAX_ERRORS: usize = 16;
+
+/// Events folded in since the watch task last looked.
+#[derive(Debug, Default)]
+struct Inbox {
+    paths: HashMap<PathBuf, Change>,
+    rescan: bool,
+    root_gone: bool,
+    errors: Vec<notify::Error>,
+    /// notify's thread dropped its handler: no event will come any more.
+    ended: bool,
+}
+
+impl Inbox {
+    /// Folds one event in; returns whether it is worth waking the task for.
+    fn add(&mut self, event: Event, root: &Path) -> bool {
+        if event.need_rescan() {
+            self.rescan = true;
+            return true;
         }
-        batch
+        match event.kind {
+            EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(_))
+                if event.paths.first().is_some_and(|p| p == root) =>
+            {
+                self.root_gone = true;
+                true
+            }
+            // Into place. notify also reports `Both` (from, to) when it saw both halves; the
+            // `To` half came first, the `From` half on its own.
+            EventKind::Modify(ModifyKind::Name(RenameMode::To)) => {
+                self.mark(event.paths, Change::MovedIn)
+            }
+            EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => false,
+            // What may have changed otherwise: a writer closed the file, it appeared, it was
+            // written to, it was renamed away (or a rename of unknown direction), it went.
+            EventKind::Access(AccessKind::Close(AccessMode::Write))
+            | EventKind::Create(_)
+            | EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Any | ModifyKind::Name(_))
+            | EventKind::Remove(_) => self.mark(event.paths, Change::Touched),
+            // Opens, reads (our own uploads among them), metadata: nothing to look at.
+            _ => false,
+        }
+    }
+
+    /// The latest change of a path wins: a file renamed in and then written to settles; one
+    /// written to and then replaced by a rename is the renamed one.
+    fn mark(&mut self, paths: Vec<PathBuf>, change: Change) -> bool {
+        let any = !paths.is_empty();
+        for path in paths {
+            self.paths.insert(path, change);
+        }
+        any
+    }
+
+    fn error(&mut self, error: notify::Error) {
+        if self.errors.len() < MAX_ERRORS {
+            self.errors.push(error);
+        }
+    }
+
+    /// Takes what came in, leaving the inbox empty.
+    fn take(&mut self) -> Batch {
+        let mut paths: Vec<(PathBuf, Change)> =
+            std::mem::take(&mut self.paths).into_iter().collect();
+        paths.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        Batch {
+            paths,
+            rescan: std::mem::take(&mut self.rescan),
+            root_gone: std::mem::take(&mut self.root_gone),
+            errors: std::mem::take(&mut self.errors),
+        }
     }
 
     fn is_empty(&self) -> bool {
@@ -60,116 +122,247 @@ impl Batch {
     }
 }
 
-/// The debouncer, which must live as long as the watch; dropping it stops its threads.
-pub(super) type EventWatcher = Debouncer<RecommendedWatcher, RecommendedCache>;
+/// The inbox and the bell, shared by notify's thread and the watch task.
+#[derive(Debug, Default)]
+struct Mailbox {
+    inbox: Mutex<Inbox>,
+    bell: Notify,
+}
 
-/// Watches `root` and hands each non-empty batch to `batches`.
-///
-/// The debouncer calls back on its own thread; an unbounded send never blocks it. The channel is
-/// bounded in practice by the debouncer, which coalesces a burst of writes to one event per file
-/// and kind.
-pub(super) fn watch(
-    root: &Path,
-    recursive: bool,
-    debounce: Duration,
-    batches: mpsc::UnboundedSender<Batch>,
-) -> notify::Result<EventWatcher> {
-    let own_root = root.to_path_buf();
-    let mut debouncer = new_debouncer(debounce, None, move |result: DebounceEventResult| {
-        let batch = Batch::from_result(result, &own_root);
-        if !batch.is_empty() {
-            // A closed channel means the watch task ended and drops this debouncer shortly.
-            let _ = batches.send(batch);
+impl Mailbox {
+    fn lock(&self) -> MutexGuard<'_, Inbox> {
+        self.inbox.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// notify's event handler: folds each event into the mailbox on notify's thread (never
+/// blocking it for more than a short lock), and says when it is dropped.
+struct Feed {
+    mailbox: Arc<Mailbox>,
+    root: PathBuf,
+}
+
+impl notify::EventHandler for Feed {
+    fn handle_event(&mut self, event: notify::Result<Event>) {
+        let wake = {
+            let mut inbox = self.mailbox.lock();
+            match event {
+                Ok(event) => inbox.add(event, &self.root),
+                Err(error) => {
+                    inbox.error(error);
+                    true
+                }
+            }
+        };
+        if wake {
+            // Stores a permit if the task is not waiting: no wake-up is lost.
+            self.mailbox.bell.notify_one();
         }
-    })?;
+    }
+}
+
+impl Drop for Feed {
+    fn drop(&mut self) {
+        self.mailbox.lock().ended = true;
+        self.mailbox.bell.notify_one();
+    }
+}
+
+/// The watcher, which must live as long as the watch; dropping it stops its thread.
+pub(super) type EventWatcher = RecommendedWatcher;
+
+/// The watch task's end of the events.
+#[derive(Debug)]
+pub(super) struct Events {
+    mailbox: Arc<Mailbox>,
+}
+
+impl Events {
+    /// The next batch, as soon as there is one; `None` once notify's thread has gone and
+    /// everything it said was taken.
+    pub(super) async fn next(&mut self) -> Option<Batch> {
+        loop {
+            {
+                let mut inbox = self.mailbox.lock();
+                if !inbox.is_empty() {
+                    return Some(inbox.take());
+                }
+                if inbox.ended {
+                    return None;
+                }
+            }
+            self.mailbox.bell.notified().await;
+        }
+    }
+}
+
+/// Watches `root`; its events come out of the returned [`Events`].
+pub(super) fn watch(root: &Path, recursive: bool) -> notify::Result<(EventWatcher, Events)> {
+    let mailbox = Arc::new(Mailbox::default());
+    let feed = Feed {
+        mailbox: Arc::clone(&mailbox),
+        root: root.to_path_buf(),
+    };
+    let mut watcher = RecommendedWatcher::new(feed, notify::Config::default())?;
     let mode = if recursive {
         RecursiveMode::Recursive
     } else {
         RecursiveMode::NonRecursive
     };
-    debouncer.watch(root, mode)?;
-    Ok(debouncer)
-}
-
-/// How long the debouncer waits for quiet before passing events on: short next to the settle
-/// period (which is what decides), long enough to fold a burst of writes into one event, and
-/// not so short that its ticker (a quarter of this) spins.
-pub(super) fn debounce_for(settle: Duration) -> Duration {
-    (settle / 2).clamp(Duration::from_millis(50), Duration::from_secs(1))
+    watcher.watch(root, mode)?;
+    Ok((watcher, Events { mailbox }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use notify::Event;
-    use notify::event::{CreateKind, DataChange, Flag, MetadataKind, RemoveKind, RenameMode};
-    use notify_debouncer_full::DebouncedEvent;
-    use std::time::Instant;
+    use notify::event::{CreateKind, DataChange, Flag, MetadataKind, RemoveKind};
 
-    fn ev(kind: EventKind, paths: &[&str]) -> DebouncedEvent {
+    fn ev(kind: EventKind, paths: &[&str]) -> Event {
         let mut event = Event::new(kind);
         for p in paths {
             event = event.add_path(PathBuf::from(p));
         }
-        DebouncedEvent::new(event, Instant::now())
+        event
+    }
+
+    fn fold(events: Vec<Event>) -> Batch {
+        let mut inbox = Inbox::default();
+        for event in events {
+            inbox.add(event, Path::new("/in"));
+        }
+        inbox.take()
+    }
+
+    fn paths(batch: &Batch) -> Vec<(&str, Change)> {
+        batch
+            .paths
+            .iter()
+            .map(|(p, c)| (p.to_str().unwrap(), *c))
+            .collect()
     }
 
     #[test]
     fn keeps_the_paths_of_writes_creations_renames_and_removals() {
-        let batch = Batch::from_result(
-            Ok(vec![
-                ev(
-                    EventKind::Access(AccessKind::Close(AccessMode::Write)),
-                    &["/in/a"],
-                ),
-                ev(
-                    EventKind::Access(AccessKind::Close(AccessMode::Read)),
-                    &["/in/read"],
-                ),
-                ev(EventKind::Create(CreateKind::File), &["/in/b"]),
-                ev(
-                    EventKind::Modify(ModifyKind::Data(DataChange::Any)),
-                    &["/in/c"],
-                ),
-                ev(
-                    EventKind::Modify(ModifyKind::Metadata(MetadataKind::Any)),
-                    &["/in/chmod"],
-                ),
-                ev(
-                    EventKind::Modify(ModifyKind::Name(RenameMode::Both)),
-                    &["/in/d.tmp", "/in/d"],
-                ),
-                ev(EventKind::Remove(RemoveKind::File), &["/in/e"]),
-            ]),
-            Path::new("/in"),
-        );
+        let batch = fold(vec![
+            ev(
+                EventKind::Access(AccessKind::Close(AccessMode::Write)),
+                &["/in/a"],
+            ),
+            ev(
+                EventKind::Access(AccessKind::Close(AccessMode::Read)),
+                &["/in/read"],
+            ),
+            ev(
+                EventKind::Access(AccessKind::Open(AccessMode::Any)),
+                &["/in/opened"],
+            ),
+            ev(EventKind::Create(CreateKind::File), &["/in/b"]),
+            ev(
+                EventKind::Modify(ModifyKind::Data(DataChange::Any)),
+                &["/in/c"],
+            ),
+            ev(
+                EventKind::Modify(ModifyKind::Metadata(MetadataKind::Any)),
+                &["/in/chmod"],
+            ),
+            ev(
+                EventKind::Modify(ModifyKind::Name(RenameMode::From)),
+                &["/in/d.tmp"],
+            ),
+            ev(
+                EventKind::Modify(ModifyKind::Name(RenameMode::To)),
+                &["/in/d"],
+            ),
+            ev(
+                EventKind::Modify(ModifyKind::Name(RenameMode::Both)),
+                &["/in/d.tmp", "/in/d"],
+            ),
+            ev(EventKind::Remove(RemoveKind::File), &["/in/e"]),
+        ]);
         assert_eq!(
-            batch.paths,
-            ["/in/a", "/in/b", "/in/c", "/in/d.tmp", "/in/d", "/in/e"].map(PathBuf::from)
+            paths(&batch),
+            [
+                ("/in/a", Change::Touched),
+                ("/in/b", Change::Touched),
+                ("/in/c", Change::Touched),
+                ("/in/d", Change::MovedIn),
+                ("/in/d.tmp", Change::Touched),
+                ("/in/e", Change::Touched),
+            ]
         );
         assert!(!batch.rescan && !batch.root_gone);
     }
 
     #[test]
+    fn the_latest_change_of_a_path_wins() {
+        let moved = ev(
+            EventKind::Modify(ModifyKind::Name(RenameMode::To)),
+            &["/in/a"],
+        );
+        let written = ev(
+            EventKind::Modify(ModifyKind::Data(DataChange::Any)),
+            &["/in/a"],
+        );
+        let closed = ev(
+            EventKind::Access(AccessKind::Close(AccessMode::Write)),
+            &["/in/a"],
+        );
+        let read = ev(
+            EventKind::Access(AccessKind::Close(AccessMode::Read)),
+            &["/in/a"],
+        );
+        assert_eq!(
+            paths(&fold(vec![moved.clone(), written.clone()])),
+            [("/in/a", Change::Touched)],
+            "renamed in, then written: settles"
+        );
+        assert_eq!(
+            paths(&fold(vec![moved.clone(), closed])),
+            [("/in/a", Change::Touched)],
+            "renamed in while a writer still had it open: settles"
+        );
+        assert_eq!(
+            paths(&fold(vec![written, moved.clone()])),
+            [("/in/a", Change::MovedIn)],
+            "replaced by a rename: the renamed file"
+        );
+        assert_eq!(
+            paths(&fold(vec![moved, read])),
+            [("/in/a", Change::MovedIn)],
+            "reading it (our own upload) changes nothing"
+        );
+    }
+
+    #[test]
     fn flags_a_rescan_and_the_loss_of_the_root() {
-        let overflow = DebouncedEvent::new(
-            Event::new(EventKind::Other).set_flag(Flag::Rescan),
-            Instant::now(),
-        );
-        let batch = Batch::from_result(Ok(vec![overflow]), Path::new("/in"));
+        let batch = fold(vec![Event::new(EventKind::Other).set_flag(Flag::Rescan)]);
         assert!(batch.rescan && !batch.root_gone);
-        let batch = Batch::from_result(
-            Ok(vec![ev(EventKind::Remove(RemoveKind::Folder), &["/in"])]),
-            Path::new("/in"),
-        );
+        let batch = fold(vec![ev(EventKind::Remove(RemoveKind::Folder), &["/in"])]);
         assert!(batch.root_gone && batch.paths.is_empty());
-        let batch = Batch::from_result(
-            Ok(vec![ev(
-                EventKind::Modify(ModifyKind::Name(RenameMode::From)),
-                &["/in"],
-            )]),
-            Path::new("/in"),
-        );
+        let batch = fold(vec![ev(
+            EventKind::Modify(ModifyKind::Name(RenameMode::From)),
+            &["/in"],
+        )]);
         assert!(batch.root_gone);
+    }
+
+    #[test]
+    fn taking_empties_the_inbox_and_ignored_events_do_not_wake() {
+        let mut inbox = Inbox::default();
+        assert!(!inbox.add(
+            ev(
+                EventKind::Access(AccessKind::Open(AccessMode::Any)),
+                &["/in/a"]
+            ),
+            Path::new("/in")
+        ));
+        assert!(inbox.is_empty());
+        assert!(inbox.add(
+            ev(EventKind::Create(CreateKind::File), &["/in/a"]),
+            Path::new("/in")
+        ));
+        assert_eq!(inbox.take().paths.len(), 1);
+        assert!(inbox.is_empty());
     }
 }

@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 
 use globset::{GlobMatcher, GlobSet};
 
-use super::settle::Signature;
+use super::events::Change;
+use super::settle::{Seen, Signature};
 
 /// Which files under the root are wanted.
 #[derive(Debug)]
@@ -78,8 +79,8 @@ pub(super) fn is_gone(e: &io::Error) -> bool {
 /// One finding about a path named by events.
 #[derive(Debug)]
 pub(super) enum Finding {
-    /// A wanted file as it is now.
-    File(PathBuf, Signature),
+    /// A wanted file as it is now, and how the events saw it.
+    File(PathBuf, Signature, Seen),
     /// Nothing at this path any more: forget it and anything under it.
     Gone(PathBuf),
     /// Something that is not a regular file: forget this path alone.
@@ -87,23 +88,33 @@ pub(super) enum Finding {
     Failed(PathBuf, io::Error),
 }
 
-/// Looks at the paths events named. A folder that appeared is listed, when recursive: files can
-/// land in it before the new inotify watch on it is in place.
-pub(super) fn check(filter: &Filter, paths: Vec<PathBuf>) -> Vec<Finding> {
+/// Looks at the paths events named, with their latest change. A folder that appeared is listed,
+/// when recursive: files can land in it before the new inotify watch on it is in place. The
+/// files found in it settle, even when the folder was moved in whole: they were not renamed into
+/// place themselves, and a writer may still have one open.
+pub(super) fn check(filter: &Filter, paths: Vec<(PathBuf, Change)>) -> Vec<Finding> {
     let mut found = Vec::with_capacity(paths.len());
-    for path in paths {
+    for (path, change) in paths {
         if !path.starts_with(&filter.root) {
             continue;
         }
         match probe(&path) {
-            Probe::File(sig) if filter.wants(&path) => found.push(Finding::File(path, sig)),
+            Probe::File(sig) if filter.wants(&path) => {
+                let seen = match change {
+                    Change::MovedIn => Seen::MovedIn,
+                    Change::Touched => Seen::Written,
+                };
+                found.push(Finding::File(path, sig, seen));
+            }
             Probe::File(_) => {}
             Probe::NotAFile { is_dir } => {
                 if is_dir && filter.descends_into(&path) {
                     match walk(filter, &path) {
-                        Ok(files) => {
-                            found.extend(files.into_iter().map(|(p, s)| Finding::File(p, s)))
-                        }
+                        Ok(files) => found.extend(
+                            files
+                                .into_iter()
+                                .map(|(p, s)| Finding::File(p, s, Seen::Written)),
+                        ),
                         Err(e) if is_gone(&e) => {}
                         Err(e) => found.push(Finding::Failed(path.clone(), e)),
                     }

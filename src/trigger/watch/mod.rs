@@ -1,11 +1,20 @@
 //! Watching a folder for finished files.
 //!
-//! Candidates come from inotify events (notify's recommended watcher behind
-//! notify-debouncer-full) or, in polling mode, from a scan of the folder at each interval. Neither
-//! says when a writer is done, so a candidate is sent only once it has *settled*: its size, mtime
-//! and inode stayed the same for [`WatchSpec::settle`] with no write event in between. A file is
-//! sent once per settled version; if it changes again (say, while its upload runs) it settles and
-//! is sent again, and the consumer coalesces.
+//! Candidates come from inotify events (notify's recommended watcher, taken as they come: see
+//! [`events`]) or, in polling mode, from a scan of the folder at each interval.
+//!
+//! A file *renamed (moved) into the folder* (`IN_MOVED_TO`) is finished: that is what a rename
+//! into place means (rsync, `mv`, most processing chains), so it is sent at once, once a `stat`
+//! shows it is a wanted regular file and records its size, mtime and inode. Any other file (one
+//! created and written in place, one listed by a scan, one renamed in and then written to) is
+//! sent only once it has *settled*: its size, mtime and inode stayed the same for
+//! [`WatchSpec::settle`] with no write event in between; its check is timed for exactly the end
+//! of that period. A writer's close (`IN_CLOSE_WRITE`) does not cut the period short: a writer
+//! may open the file again. Polling sees no events, so there every file settles. A file is sent
+//! once per version; if it changes again (say, while its upload runs) it settles and is sent
+//! again, and the consumer coalesces. Either way the upload itself checks the file's size, mtime
+//! and inode before each part and before complete, so a file that changes after all is never
+//! completed.
 //!
 //! Polling is our own scan on a `tokio::time::interval` rather than notify's `PollWatcher`: the
 //! settle rule needs the size and mtime of every candidate anyway, so a scan that lists and stats
@@ -41,9 +50,9 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::instrument::WithSubscriber as _;
 use tracing::{Instrument as _, debug, info, warn};
 
-use self::events::{Batch, EventWatcher};
+use self::events::{Batch, EventWatcher, Events};
 use self::fs::{Filter, Finding, Probe};
-use self::settle::Settler;
+use self::settle::{Seen, Settler};
 use self::status::Status;
 pub use self::status::WatchState;
 use crate::observe::health::Triggers;
@@ -59,7 +68,8 @@ pub struct WatchSpec {
     pub recursive: bool,
     /// Names never sent (matched against the file name): temporary and hidden files.
     pub ignore: globset::GlobSet,
-    /// A file counts as finished when its size and mtime stayed the same this long.
+    /// A file written in place counts as finished when its size, mtime and inode stayed the same
+    /// this long (a file renamed into place, seen by inotify, is finished at once).
     pub settle: Duration,
     /// Poll the folder at this interval instead of using inotify (NFS/SMB, bind mounts).
     pub poll: Option<Duration>,
@@ -118,8 +128,8 @@ pub struct Watcher {
 
 impl Watcher {
     /// Starts watching. Every file that matches (pattern on the path relative to dir, ignore
-    /// globs on the file name, recursive or not) and has settled is sent on `tx` as an absolute
-    /// path. Files already present when the watch starts are reported too (they may have arrived
+    /// globs on the file name, recursive or not) and is finished (renamed into place, or settled)
+    /// is sent on `tx` as an absolute path. Files already present when the watch starts are reported too (they may have arrived
     /// while the daemon was down), after settling; so are those present when a lost folder is
     /// back.
     ///
@@ -168,7 +178,6 @@ impl Watcher {
         let opener = Arc::new(Opener {
             root: root.clone(),
             recursive: spec.recursive,
-            debounce: events::debounce_for(spec.settle),
             poll: spec.poll,
         });
         let opened = opener.open()?;
@@ -271,14 +280,13 @@ fn root_id(root: &std::path::Path) -> Result<RootId, WatchError> {
 struct Opener {
     root: PathBuf,
     recursive: bool,
-    debounce: Duration,
     poll: Option<Duration>,
 }
 
 /// The folder as opened: its identity and, with inotify, its watcher.
 struct Opened {
     id: RootId,
-    events: Option<(EventWatcher, mpsc::UnboundedReceiver<Batch>)>,
+    events: Option<(EventWatcher, Events)>,
 }
 
 impl Opener {
@@ -290,15 +298,12 @@ impl Opener {
         let id = root_id(&self.root)?;
         let events = match self.poll {
             Some(_) => None,
-            None => {
-                let (batches_tx, batches) = mpsc::unbounded_channel();
-                let watcher = events::watch(&self.root, self.recursive, self.debounce, batches_tx)
-                    .map_err(|source| WatchError::Unwatchable {
-                        path: self.root.clone(),
-                        source,
-                    })?;
-                Some((watcher, batches))
-            }
+            None => Some(events::watch(&self.root, self.recursive).map_err(|source| {
+                WatchError::Unwatchable {
+                    path: self.root.clone(),
+                    source,
+                }
+            })?),
         };
         Ok(Opened { id, events })
     }
@@ -306,11 +311,11 @@ impl Opener {
     /// Where candidates come from, for what `open` opened. Needs the tokio runtime (timers).
     fn source(&self, opened: Opened) -> Source {
         match (opened.events, self.poll) {
-            (Some((watcher, batches)), _) => {
+            (Some((watcher, events)), _) => {
                 let mut check = tokio::time::interval_at(Instant::now() + ROOT_CHECK, ROOT_CHECK);
                 check.set_missed_tick_behavior(MissedTickBehavior::Delay);
                 Source::Events {
-                    batches,
+                    events,
                     _watcher: watcher,
                     check,
                 }
@@ -328,8 +333,8 @@ impl Opener {
 /// Where candidates come from.
 enum Source {
     Events {
-        batches: mpsc::UnboundedReceiver<Batch>,
-        /// Held for its lifetime: dropping it stops the inotify and debouncer threads.
+        events: Events,
+        /// Held for its lifetime: dropping it stops the inotify thread.
         _watcher: EventWatcher,
         /// When to check that the folder is still the one watched.
         check: Interval,
@@ -349,8 +354,8 @@ enum Wake {
 impl Source {
     async fn next(&mut self) -> Wake {
         match self {
-            Source::Events { batches, check, .. } => tokio::select! {
-                batch = batches.recv() => batch.map_or(Wake::EventsEnded, Wake::Batch),
+            Source::Events { events, check, .. } => tokio::select! {
+                batch = events.next() => batch.map_or(Wake::EventsEnded, Wake::Batch),
                 _ = check.tick() => Wake::CheckRoot,
             },
             Source::Poll(interval) => {
@@ -459,10 +464,15 @@ impl Task {
             return end;
         }
         loop {
+            // Checks are timed for the moment a file is due (a quiet period after its last
+            // change, or now for one renamed into place), not on a periodic tick.
             let deadline = self.settler.next_deadline();
-            let wake = tokio::select! {
-                wake = source.next() => wake,
-                () = sleep_until(deadline) => Wake::Due,
+            let wake = match deadline {
+                Some(due) if due <= Instant::now() => Wake::Due,
+                _ => tokio::select! {
+                    wake = source.next() => wake,
+                    () = sleep_until(deadline) => Wake::Due,
+                },
             };
             let step = match wake {
                 Wake::Batch(batch) => self.on_batch(batch).await,
@@ -540,7 +550,7 @@ impl Task {
         let now = Instant::now();
         let mut present = HashSet::with_capacity(files.len());
         for (path, sig) in files {
-            if self.settler.observe(&path, sig, now, false) {
+            if self.settler.observe(&path, sig, now, Seen::Listed) {
                 debug!(path = %path.display(), "candidate");
             }
             present.insert(path);
@@ -572,20 +582,19 @@ impl Task {
             warn!("file events were lost; scanning the folder again");
             self.scan().await?;
         }
-        let mut paths = batch.paths;
+        // One entry per path, sorted, each with its latest change.
+        let paths = batch.paths;
         if paths.is_empty() {
             return ControlFlow::Continue(());
         }
-        paths.sort_unstable();
-        paths.dedup();
         let filter = Arc::clone(&self.filter);
         let findings = blocking(move || fs::check(&filter, paths)).await;
         let now = Instant::now();
         for finding in findings {
             match finding {
-                Finding::File(path, sig) => {
-                    if self.settler.observe(&path, sig, now, true) {
-                        debug!(path = %path.display(), "candidate");
+                Finding::File(path, sig, seen) => {
+                    if self.settler.observe(&path, sig, now, seen) {
+                        debug!(path = %path.display(), moved_in = seen == Seen::MovedIn, "candidate");
                     }
                 }
                 Finding::Gone(path) => self.settler.forget(&path),

@@ -1,4 +1,5 @@
-//! The settle rule: a file is ready once what we can see of it stayed the same for a quiet period.
+//! The settle rule: a file is ready once what we can see of it stayed the same for a quiet period,
+//! or at once when it was renamed into place (and was not written to since).
 //!
 //! Pure bookkeeping, no I/O: the caller stats files and passes the time in, so the rule is tested
 //! without a file system or a clock.
@@ -36,10 +37,26 @@ impl Signature {
     }
 }
 
+/// How a file was seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Seen {
+    /// Listed by a scan (at start, at each poll, after lost events): nothing says whether a
+    /// writer is at it, so it settles, from the first sighting of this version.
+    Listed,
+    /// An event reported a write (or its creation, or a change of what is at the path): it
+    /// settles, from now, even if its signature looks the same (an in-place rewrite within the
+    /// mtime granularity of the file system).
+    Written,
+    /// An event reported it renamed (moved) into place: the producer's word that it is
+    /// finished. It is ready at once, but for the check of its signature before it is sent.
+    MovedIn,
+}
+
 #[derive(Debug, Clone, Copy)]
 enum State {
-    /// Seen with `sig`, unchanged and without write activity since `since`.
-    Settling { sig: Signature, since: Instant },
+    /// Seen with `sig`, and due for its check at `due`: a quiet period after it was last seen
+    /// changing or written to, or at once if it was renamed into place since.
+    Settling { sig: Signature, due: Instant },
     /// This version was sent; it is sent again only if it changes and settles again.
     Sent(Signature),
 }
@@ -64,32 +81,40 @@ impl Settler {
         }
     }
 
-    /// Records that `path` was seen with `sig` at `now`; `activity` says an event reported a write
-    /// (which restarts the quiet period even if the signature looks the same, e.g. an in-place
-    /// rewrite within the mtime granularity of the file system). Returns whether the file is a
-    /// new candidate, i.e. (re)started settling.
+    /// Records that `path` was seen with `sig` at `now`, as `seen` says. Returns whether the file
+    /// is a new candidate, i.e. (re)started settling.
     pub(super) fn observe(
         &mut self,
         path: &Path,
         sig: Signature,
         now: Instant,
-        activity: bool,
+        seen: Seen,
     ) -> bool {
+        let due = match seen {
+            Seen::MovedIn => now,
+            Seen::Listed | Seen::Written => now + self.quiet,
+        };
         match self.files.get_mut(path) {
+            // The very version sent (moved away and back, say): nothing new.
             Some(State::Sent(sent)) if *sent == sig => false,
-            Some(State::Settling { sig: seen, since }) if *seen == sig => {
-                if activity {
-                    *since = now;
+            Some(State::Settling {
+                sig: known,
+                due: when,
+            }) if *known == sig => {
+                match seen {
+                    Seen::Listed => {}
+                    // A write pushes the check back; a rename into place brings it forward.
+                    Seen::Written | Seen::MovedIn => *when = due,
                 }
                 false
             }
             Some(state) => {
-                *state = State::Settling { sig, since: now };
+                *state = State::Settling { sig, due };
                 true
             }
             None => {
                 self.files
-                    .insert(path.to_path_buf(), State::Settling { sig, since: now });
+                    .insert(path.to_path_buf(), State::Settling { sig, due });
                 true
             }
         }
@@ -100,19 +125,19 @@ impl Settler {
         self.files
             .values()
             .filter_map(|state| match state {
-                State::Settling { since, .. } => Some(*since + self.quiet),
+                State::Settling { due, .. } => Some(*due),
                 State::Sent(_) => None,
             })
             .min()
     }
 
-    /// The settling files whose quiet period is over at `now`, oldest first.
+    /// The settling files due for their check at `now`, the longest due first.
     pub(super) fn due(&self, now: Instant) -> Vec<PathBuf> {
         let mut due: Vec<(Instant, &PathBuf)> = self
             .files
             .iter()
             .filter_map(|(path, state)| match state {
-                State::Settling { since, .. } if *since + self.quiet <= now => Some((*since, path)),
+                State::Settling { due, .. } if *due <= now => Some((*due, path)),
                 _ => None,
             })
             .collect();
@@ -121,21 +146,25 @@ impl Settler {
     }
 
     /// The check of a due file, seen with `sig` at `now`: returns whether it is ready to send, in
-    /// which case it now counts as sent. A changed file starts its quiet period again.
+    /// which case it now counts as sent. A changed file starts its quiet period again (a file
+    /// renamed in and changed since settles like a written one).
     pub(super) fn confirm(&mut self, path: &Path, sig: Signature, now: Instant) -> bool {
         let Some(state) = self.files.get_mut(path) else {
             return false;
         };
         match *state {
-            State::Settling { sig: seen, since } if seen == sig => {
-                let ready = since + self.quiet <= now;
+            State::Settling { sig: seen, due } if seen == sig => {
+                let ready = due <= now;
                 if ready {
                     *state = State::Sent(sig);
                 }
                 ready
             }
             State::Settling { .. } => {
-                *state = State::Settling { sig, since: now };
+                *state = State::Settling {
+                    sig,
+                    due: now + self.quiet,
+                };
                 false
             }
             State::Sent(_) => false,
@@ -144,8 +173,8 @@ impl Settler {
 
     /// Puts off the check of a settling file that could not be read, by one quiet period.
     pub(super) fn postpone(&mut self, path: &Path, now: Instant) {
-        if let Some(State::Settling { since, .. }) = self.files.get_mut(path) {
-            *since = now;
+        if let Some(State::Settling { due, .. }) = self.files.get_mut(path) {
+            *due = now + self.quiet;
         }
     }
 
@@ -194,7 +223,7 @@ mod tests {
         let t0 = Instant::now();
         let mut s = Settler::new(QUIET);
         let p = Path::new("/in/a.dat");
-        assert!(s.observe(p, sig(10, 1), t0, true));
+        assert!(s.observe(p, sig(10, 1), t0, Seen::Written));
         assert_eq!(s.next_deadline(), Some(t0 + QUIET));
         assert!(s.due(t0 + ms(299)).is_empty());
         assert_eq!(s.due(t0 + QUIET), vec![p.to_path_buf()]);
@@ -208,7 +237,7 @@ mod tests {
         let t0 = Instant::now();
         let mut s = Settler::new(QUIET);
         let p = Path::new("/in/a.dat");
-        s.observe(p, sig(10, 1), t0, true);
+        s.observe(p, sig(10, 1), t0, Seen::Written);
         assert!(!s.confirm(p, sig(20, 2), t0 + QUIET));
         assert_eq!(s.next_deadline(), Some(t0 + QUIET + QUIET));
         assert!(s.confirm(p, sig(20, 2), t0 + QUIET + QUIET));
@@ -219,10 +248,10 @@ mod tests {
         let t0 = Instant::now();
         let mut s = Settler::new(QUIET);
         let p = Path::new("/in/a.dat");
-        s.observe(p, sig(10, 1), t0, false);
-        assert!(!s.observe(p, sig(10, 1), t0 + ms(100), false));
+        s.observe(p, sig(10, 1), t0, Seen::Listed);
+        assert!(!s.observe(p, sig(10, 1), t0 + ms(100), Seen::Listed));
         assert_eq!(s.next_deadline(), Some(t0 + QUIET));
-        assert!(!s.observe(p, sig(10, 1), t0 + ms(200), true));
+        assert!(!s.observe(p, sig(10, 1), t0 + ms(200), Seen::Written));
         assert_eq!(s.next_deadline(), Some(t0 + ms(200) + QUIET));
     }
 
@@ -231,16 +260,16 @@ mod tests {
         let t0 = Instant::now();
         let mut s = Settler::new(QUIET);
         let p = Path::new("/in/a.dat");
-        s.observe(p, sig(10, 1), t0, true);
+        s.observe(p, sig(10, 1), t0, Seen::Written);
         assert!(s.confirm(p, sig(10, 1), t0 + QUIET));
         assert!(
-            !s.observe(p, sig(10, 1), t0 + ms(500), true),
+            !s.observe(p, sig(10, 1), t0 + ms(500), Seen::Written),
             "same version: not a candidate"
         );
         assert_eq!(s.next_deadline(), None);
         let t1 = t0 + ms(600);
         assert!(
-            s.observe(p, sig(30, 5), t1, true),
+            s.observe(p, sig(30, 5), t1, Seen::Written),
             "changed: a candidate again"
         );
         assert_eq!(s.due(t1 + QUIET), vec![p.to_path_buf()]);
@@ -252,7 +281,7 @@ mod tests {
         let t0 = Instant::now();
         let mut s = Settler::new(QUIET);
         let p = Path::new("/in/a.dat");
-        s.observe(p, sig(10, 1), t0, true);
+        s.observe(p, sig(10, 1), t0, Seen::Written);
         assert!(s.confirm(p, sig(10, 1), t0 + QUIET));
         assert!(s.observe(
             p,
@@ -261,8 +290,61 @@ mod tests {
                 ..sig(10, 1)
             },
             t0 + ms(500),
-            true
+            Seen::Written
         ));
+    }
+
+    #[test]
+    fn a_file_renamed_into_place_is_ready_at_once() {
+        let t0 = Instant::now();
+        let mut s = Settler::new(QUIET);
+        let p = Path::new("/in/a.dat");
+        assert!(s.observe(p, sig(10, 1), t0, Seen::MovedIn));
+        assert_eq!(
+            s.next_deadline(),
+            Some(t0),
+            "due now, not a quiet period later"
+        );
+        assert_eq!(s.due(t0), vec![p.to_path_buf()]);
+        assert!(s.confirm(p, sig(10, 1), t0), "ready on its first check");
+    }
+
+    #[test]
+    fn a_file_renamed_in_and_written_to_settles_from_the_write() {
+        let t0 = Instant::now();
+        let mut s = Settler::new(QUIET);
+        let p = Path::new("/in/a.dat");
+        s.observe(p, sig(10, 1), t0, Seen::MovedIn);
+        // Written before its check: the write decides.
+        let t1 = t0 + ms(5);
+        assert!(s.observe(p, sig(20, 2), t1, Seen::Written));
+        assert_eq!(s.next_deadline(), Some(t1 + QUIET));
+        // Changed between the event and the check, with no event yet: it settles too.
+        let mut s = Settler::new(QUIET);
+        s.observe(p, sig(10, 1), t0, Seen::MovedIn);
+        assert!(!s.confirm(p, sig(20, 2), t1));
+        assert_eq!(s.next_deadline(), Some(t1 + QUIET));
+        assert!(s.confirm(p, sig(20, 2), t1 + QUIET));
+        // Sent, then written to: sent again once settled.
+        let t2 = t1 + QUIET + ms(10);
+        assert!(s.observe(p, sig(30, 3), t2, Seen::Written));
+        assert!(s.due(t2 + ms(299)).is_empty());
+        assert!(s.confirm(p, sig(30, 3), t2 + QUIET));
+    }
+
+    #[test]
+    fn a_rename_brings_a_settling_version_forward_but_a_scan_does_not() {
+        let t0 = Instant::now();
+        let mut s = Settler::new(QUIET);
+        let p = Path::new("/in/a.dat");
+        // Listed by the start-up scan, then its rename event comes.
+        s.observe(p, sig(10, 1), t0, Seen::Listed);
+        assert!(!s.observe(p, sig(10, 1), t0 + ms(1), Seen::MovedIn));
+        assert_eq!(s.next_deadline(), Some(t0 + ms(1)));
+        // A sent version moved away and back is not sent again.
+        assert!(s.confirm(p, sig(10, 1), t0 + ms(1)));
+        assert!(!s.observe(p, sig(10, 1), t0 + ms(50), Seen::MovedIn));
+        assert_eq!(s.next_deadline(), None);
     }
 
     #[test]
@@ -275,7 +357,7 @@ mod tests {
             "/in/subway.dat",
             "/in/c.dat",
         ] {
-            s.observe(Path::new(p), sig(1, 1), t0, true);
+            s.observe(Path::new(p), sig(1, 1), t0, Seen::Written);
         }
         s.forget(Path::new("/in/sub"));
         let mut left = s.due(t0 + QUIET);
@@ -292,8 +374,13 @@ mod tests {
     fn due_files_come_oldest_first_and_postponing_moves_the_deadline() {
         let t0 = Instant::now();
         let mut s = Settler::new(QUIET);
-        s.observe(Path::new("/in/late.dat"), sig(1, 1), t0 + ms(50), true);
-        s.observe(Path::new("/in/early.dat"), sig(1, 1), t0, true);
+        s.observe(
+            Path::new("/in/late.dat"),
+            sig(1, 1),
+            t0 + ms(50),
+            Seen::Written,
+        );
+        s.observe(Path::new("/in/early.dat"), sig(1, 1), t0, Seen::Written);
         assert_eq!(
             s.due(t0 + ms(400)),
             vec![
