@@ -33,7 +33,9 @@ fail() {
     printf 'image test FAILED: %s\n' "$*" >&2
     exit 1
 }
-# Every podman call is bounded: a hung podman must not hold CI.
+# Every podman call is bounded: a hung podman must not hold CI. Without systemd podman cannot
+# schedule health checks and says so ("unable to get systemd connection"): the checks are run
+# with `podman healthcheck run` instead, and those messages are kept out of the output.
 pm() { timeout --kill-after=10 "${PM_TIMEOUT:-120}" podman "$@"; }
 
 show_logs() {
@@ -279,7 +281,7 @@ grep -E '"message":"stopped"' "$WORK/daemon.log" || { tail -20 "$WORK/daemon.log
 # The state outlives the container: a new one reads the run history from the volume.
 step "stac-uploadd status in a new container on the state volume"
 PM_TIMEOUT=60 pm run --rm "${HARDENED[@]}" --network none -v "$NAME-state:/var/lib/stac-uploadd" \
-    "$IMAGE" status --state-dir /var/lib/stac-uploadd >"$WORK/status.log" 2>&1 \
-    || { cat "$WORK/status.log"; fail "stac-uploadd status"; }
+    "$IMAGE" status --state-dir /var/lib/stac-uploadd >"$WORK/status.log" 2>"$WORK/status.err" \
+    || { cat "$WORK/status.log" "$WORK/status.err"; fail "stac-uploadd status"; }
 cat "$WORK/status.log"
 grep -q 'radar-composite' "$WORK/status.log" || fail "the state volume has no run of radar-composite"
