@@ -155,11 +155,16 @@ fi
 step "podman build -f deploy/Dockerfile --target prebuilt -t $IMAGE"
 mkdir -p "$WORK/context/target/release"
 install -m 0755 "$BIN" "$WORK/context/target/release/stac-uploadd"
+OLD_ID=$(pm image inspect --format '{{.Id}}' "$IMAGE" 2>/dev/null || true)
 # --format docker: the OCI format has no HEALTHCHECK (podman would drop it).
 PM_TIMEOUT=900 pm build --pull=never --format docker --target prebuilt \
     -f "$ROOT/deploy/Dockerfile" -t "$IMAGE" "$WORK/context" >"$WORK/build.log" 2>&1 \
     || { tail -40 "$WORK/build.log"; fail "podman build"; }
 grep -E '^\[[0-9]+/[0-9]+\] (STEP|COMMIT)' "$WORK/build.log" | cut -c1-110
+# The version this build replaced (a new binary each time) would pile up untagged: remove it.
+if [ -n "$OLD_ID" ] && [ "$OLD_ID" != "$(pm image inspect --format '{{.Id}}' "$IMAGE")" ]; then
+    pm rmi "$OLD_ID" >/dev/null 2>&1 || true
+fi
 pm image inspect --format '{{json .Config}}' "$IMAGE" >"$WORK/config.json"
 pm image inspect --format '{{json .HealthCheck}}' "$IMAGE" >"$WORK/health.json"
 python3 - "$WORK/config.json" "$WORK/health.json" <<'EOF' || fail "the image's configuration is not the Dockerfile's"
