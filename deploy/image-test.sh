@@ -116,7 +116,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
         || { tail -30 "$WORK/apt.log"; fail "apt-get install ${missing[*]}"; }
 fi
 podman --version
-pm info --format 'runtime {{.Host.OCIRuntime.Name}}, storage {{.Store.GraphDriverName}}, cgroups {{.Host.CgroupManager}} v{{.Host.CgroupsVersion}}, network {{.Host.NetworkBackend}}' \
+pm info --format 'runtime {{.Host.OCIRuntime.Name}}, storage {{.Store.GraphDriverName}}, cgroups {{.Host.CgroupManager}} {{.Host.CgroupsVersion}}, network {{.Host.NetworkBackend}}' \
     || fail "podman info (CONTAINERS_CONF=$CONTAINERS_CONF)"
 
 # Whatever volumes exist now: cleanup checks that the test leaves no more.
