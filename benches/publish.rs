@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use sha2::{Digest as _, Sha256};
-use stac_uploadd::emulator::{AssetKey, Emulator, EmulatorAuth, EmulatorConfig};
+use stac_uploadd_emulator::{AssetKey, Emulator, EmulatorAuth, EmulatorConfig};
 use stac_uploadd::state::StateStore;
 use stac_uploadd::supervisor::{Clock, HttpUploader, Shared, Supervisor};
 
