@@ -15,9 +15,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use sha2::{Digest as _, Sha256};
-use stac_uploadd_emulator::{AssetKey, Emulator, EmulatorAuth, EmulatorConfig};
 use stac_uploadd::state::StateStore;
 use stac_uploadd::supervisor::{Clock, HttpUploader, Shared, Supervisor};
+use stac_uploadd_emulator::{AssetKey, Emulator, EmulatorAuth, EmulatorConfig};
 
 const PASSWORD: &str = "bench-password";
 const COLLECTION: &str = "ch.bench.watch";

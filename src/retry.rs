@@ -131,6 +131,16 @@ pub fn backoff(min: Duration, max: Duration, times: u32) -> Backoff {
         .with_jitter()
 }
 
+/// Waits that never run out, without jitter, for a loop that retries until it is stopped (a
+/// watch re-opening its lost folder): `min`, doubling, up to `max`.
+pub fn forever(min: Duration, max: Duration) -> ExponentialBackoff {
+    ExponentialBuilder::default()
+        .with_min_delay(min.max(MIN_DELAY))
+        .with_max_delay(max)
+        .without_max_times()
+        .build()
+}
+
 /// The waits of [`backoff`], for a loop that sleeps by hand (a run, which also stops for the
 /// next scheduled fire and for cancellation).
 pub fn waits(min: Duration, max: Duration, times: u32) -> ExponentialBackoff {

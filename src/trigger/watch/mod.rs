@@ -42,7 +42,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use backon::{BackoffBuilder as _, ExponentialBuilder};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
@@ -428,11 +427,7 @@ impl Task {
     /// Tries to open the lost folder again until it works: `None` if nobody receives the files
     /// any more. Only state changes are logged, by [`Status`].
     async fn reopen(&mut self) -> Option<Source> {
-        let mut waits = ExponentialBuilder::default()
-            .with_min_delay(RETRY_MIN)
-            .with_max_delay(RETRY_MAX)
-            .without_max_times()
-            .build();
+        let mut waits = crate::retry::forever(RETRY_MIN, RETRY_MAX);
         loop {
             let opener = Arc::clone(&self.opener);
             match blocking(move || opener.open()).await {
