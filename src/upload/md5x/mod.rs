@@ -29,7 +29,8 @@ use md5::block_api::compress as scalar_compress;
 /// Which MD5 implementation the digest pass uses for the parts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Md5Backend {
-    /// `STAC_UPLOADD_MD5` (scalar, avx2, avx512, neon) if set, else the widest lanes the CPU has.
+    /// `STAC_UPLOADD_MD5` (scalar, avx2, avx512, neon) if set, else the widest lanes the CPU has
+    /// (the scalar path in an unoptimised debug build).
     #[default]
     Auto,
     /// `md-5`, one thread per core, parts round-robin.
@@ -75,6 +76,11 @@ impl Md5Backend {
                 .ok()
                 .and_then(|v| Self::parse(&v))
             {
+                // Unoptimised, the lane kernels (in this crate, opt-level 0 in a dev build) are
+                // far slower than `md-5`, which the dev profile optimises like every dependency:
+                // a debug build (tests, `cargo run` without --release) takes the scalar path
+                // unless told otherwise. Release builds take the widest lanes.
+                Some(Self::Auto) | None if cfg!(debug_assertions) => Self::Scalar,
                 Some(Self::Auto) | None => Self::available()[0],
                 Some(forced) => forced,
             },
