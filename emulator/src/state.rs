@@ -294,9 +294,11 @@ impl State {
             });
     }
 
-    /// Creates or replaces an asset the way `PUT A` does: a replaced asset loses its checksum
-    /// and size (the real server resets them) but keeps its data and upload history.
-    /// Returns whether it was created.
+    /// Creates or replaces an asset the way `PUT A` does: the fields of the body replace the
+    /// asset's, while what the body cannot carry stays: the checksum (read-only on the server,
+    /// so its upsert never touches it), the data and the upload history. An item asset's size is
+    /// reset (the server's item-asset upsert sets `file_size` to 0); a collection asset's is kept
+    /// (its upsert leaves it). Returns whether it was created.
     pub(crate) fn put_asset(
         &mut self,
         key: &AssetKey,
@@ -313,8 +315,9 @@ impl State {
         asset.media_type = media_type;
         asset.fields = fields;
         asset.external_href = external_href;
-        asset.checksum = None;
-        asset.size = None;
+        if key.item.is_some() {
+            asset.size = None;
+        }
         asset.touch(now);
         Ok(created)
     }

@@ -820,7 +820,8 @@ async fn stac_objects_are_put_and_read() {
     .await;
     assert_eq!(response.status(), StatusCode::CREATED);
 
-    // An uploaded asset PUT again loses its checksum; PATCH keeps it.
+    // An uploaded asset keeps its checksum through PATCH and PUT alike (it is read-only: the
+    // server's upsert never touches it); PUT resets an item asset's size.
     let key = AssetKey::item_asset("c", "i", "a.zip");
     let upload = create_ok(&http, &emu.asset_url(&key), &[b"z"]).await;
     let id = upload["upload_id"].as_str().unwrap();
@@ -843,7 +844,19 @@ async fn stac_objects_are_put_and_read() {
     .await;
     assert_eq!(response.status(), StatusCode::OK);
     let replaced = emu.asset(&key).unwrap();
-    assert_eq!((replaced.checksum, replaced.size), (None, None));
+    assert_eq!(
+        (replaced.checksum.as_deref(), replaced.size),
+        (Some(multihash(b"z").as_str()), None)
+    );
+    let shown: Value = http
+        .get(format!("{asset_url}/a.zip"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(shown["file:checksum"], multihash(b"z"), "{shown}");
     let read: Value = http
         .get(format!("{base}/collections/c/items/i"))
         .send()
