@@ -277,7 +277,11 @@ fn digest_bench() {
             digest_run(&file, "sha256", false);
         }
         // The modes take turns, so a slow moment of the machine does not fall on one of them.
-        let modes = ["sha256".to_owned(), format!("{simd:?}"), "Scalar".to_owned()];
+        let modes = [
+            "sha256".to_owned(),
+            format!("{simd:?}"),
+            "Scalar".to_owned(),
+        ];
         let mut best: [Option<DigestRun>; 3] = [None; 3];
         for _ in 0..runs_for(size) {
             for (mode, best) in modes.iter().zip(best.iter_mut()) {
@@ -659,7 +663,11 @@ async fn create_asset(base: &str, asset: &str) {
         async move {
             let r = http.put(url).json(&body).send().await.expect("PUT");
             let status = r.status();
-            assert!(status.is_success(), "PUT failed: {status}: {}", r.text().await.unwrap_or_default());
+            assert!(
+                status.is_success(),
+                "PUT failed: {status}: {}",
+                r.text().await.unwrap_or_default()
+            );
         }
     };
     put(format!("{base}/collections/bench"), serde_json::json!({"id": "bench", "description": "bench", "license": "proprietary", "links": []})).await;

@@ -103,7 +103,7 @@ pub enum WatchError {
     #[error("{} is not a folder", path.display())]
     NotAFolder { path: PathBuf },
     #[error(
-        "cannot watch {} for changes (if inotify watches ran out, raise fs.inotify.max_user_watches or set a poll interval)",
+        "cannot watch {} for changes (if inotify ran out: each watch job takes one of fs.inotify.max_user_instances, 128 per user by default, and one of fs.inotify.max_user_watches per folder; raise them, or give the job a poll interval)",
         path.display()
     )]
     Unwatchable {
