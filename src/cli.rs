@@ -101,7 +101,8 @@ pub struct Cli {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the daemon: the jobs of --config, until SIGTERM (the default command).
+    /// Run the daemon: the jobs of --config, until SIGTERM (the default command); with --once,
+    /// each job once, then exit.
     Run(RunArgs),
     /// Check a job file and show what it would do, without running anything.
     Check(ConfigArgs),

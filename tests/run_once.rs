@@ -130,13 +130,19 @@ async fn uploads_then_finds_the_asset_unchanged_and_exits_0_both_times() {
         Some(format!("1220{sha}"))
     );
 
-    let out = once(&config, &["--job", "nightly"]).await;
+    // Every job this time: the watch job's folder is empty, which is no failure.
+    let out = once(&config, &[]).await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let text = stdout(&out);
+    assert_eq!(text.lines().count(), 2, "{text}");
     let line = line_of(&text, "nightly");
     assert!(line.starts_with("nightly unchanged "), "{line}");
     assert_eq!(field(line, "upload"), "-");
     assert_eq!(emu.uploads(&nightly()).len(), 1, "nothing sent again");
+    assert!(
+        line_of(&text, "incoming").starts_with("incoming nothing_to_do "),
+        "{text}"
+    );
 
     // Both runs are in the state folder's history, as the daemon's would be.
     let status = Command::new(BIN)
@@ -253,6 +259,47 @@ async fn a_watch_job_sends_each_matching_file_its_folder_holds_and_job_selects_i
     // The job not selected did not run.
     assert!(emu.uploads(&nightly()).is_empty());
     assert!(!text.contains("nightly"), "{text}");
+}
+
+/// Runs both jobs once (the watch job on one file), one part at a time each and every part PUT
+/// slowed, with `[server] max_concurrent_uploads = limit`; returns the most part PUTs the
+/// emulator saw at once.
+async fn most_parts_at_once(limit: usize) -> u64 {
+    let emu = basic_emulator().await;
+    emu.create_asset(&nightly(), "application/zip").unwrap();
+    let a = AssetKey::item_asset("ch.test.collection", "item-1", "a.zip");
+    emu.create_asset(&a, "application/zip").unwrap();
+    // 2 MB/s per connection: each 6 MiB file takes seconds, so two uploads let loose overlap.
+    emu.faults().set_bandwidth_limit(Some(2_000_000));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("big.zip");
+    let nightly_sha = write_file(&file, 6 * MIB, 40);
+    let config = job_file(dir.path(), &emu.base_url(), &file, YEARLY);
+    let a_sha = write_file(&dir.path().join("incoming/a.zip"), 6 * MIB, 41);
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replacen(
+            "[server]\n",
+            &format!("[server]\nmax_concurrent_uploads = {limit}\n"),
+            1,
+        )
+        .replacen("[defaults]\n", "[defaults]\nparallel = 1\n", 1);
+    std::fs::write(&config, text).unwrap();
+
+    let out = once(&config, &[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(line_of(&text, "nightly").starts_with("nightly uploaded "));
+    assert!(line_of(&text, "incoming").starts_with("incoming uploaded "));
+    assert_eq!(emu.object_sha256_hex(&nightly()), Some(nightly_sha));
+    assert_eq!(emu.object_sha256_hex(&a), Some(a_sha));
+    emu.max_concurrent_part_puts()
+}
+
+#[tokio::test]
+async fn jobs_run_side_by_side_within_max_concurrent_uploads() {
+    assert_eq!(most_parts_at_once(1).await, 1, "one upload at a time");
+    assert_eq!(most_parts_at_once(2).await, 2, "both jobs at once");
 }
 
 #[tokio::test]
