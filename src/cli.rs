@@ -101,7 +101,8 @@ pub struct Cli {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the daemon: the jobs of --config, until SIGTERM (the default command).
+    /// Run the daemon: the jobs of --config, until SIGTERM (the default command); with --once,
+    /// each job once, then exit.
     Run(RunArgs),
     /// Check a job file and show what it would do, without running anything.
     Check(ConfigArgs),
@@ -157,6 +158,14 @@ pub struct RunArgs {
     /// Serve /metrics (Prometheus), /healthz and /readyz on this address, e.g. 127.0.0.1:9187.
     #[arg(long, value_name = "ADDR", env = "STAC_UPLOADD_OBSERVE_LISTEN")]
     pub observe_listen: Option<std::net::SocketAddr>,
+    /// Run each job once, now, with its whole policy, then exit: for a CronJob, a systemd timer
+    /// or a CI schedule. One summary line per run on stdout; exit 0 only if every run uploaded,
+    /// found the asset unchanged or resumed.
+    #[arg(long)]
+    pub once: bool,
+    /// With --once: run only this job; repeat for several (--job a --job b).
+    #[arg(long = "job", value_name = "NAME")]
+    pub jobs: Vec<String>,
 }
 
 impl RunArgs {
@@ -168,6 +177,12 @@ impl RunArgs {
             },
             shutdown_grace: self.shutdown_grace.or(top.shutdown_grace),
             observe_listen: self.observe_listen.or(top.observe_listen),
+            once: self.once || top.once,
+            jobs: if self.jobs.is_empty() {
+                top.jobs
+            } else {
+                self.jobs
+            },
         }
     }
 }
@@ -419,19 +434,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         })
     };
     match cli.command {
-        None => {
-            let config = need_config(top.config)?;
-            run_daemon(config, top.shutdown_grace, top.observe_listen).await
-        }
-        Some(Command::Run(args)) => {
-            let args = args.or(top);
-            run_daemon(
-                need_config(args.config)?,
-                args.shutdown_grace,
-                args.observe_listen,
-            )
-            .await
-        }
+        None => run_jobs(top, need_config).await,
+        Some(Command::Run(args)) => run_jobs(args.or(top), need_config).await,
         Some(Command::Check(args)) => {
             let config = args.config.or(top.config.config);
             run_check(&need_config(ConfigArgs { config })?)
@@ -445,6 +449,66 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             .await
             .map_err(CliError::failure),
         Some(Command::Demo(args)) => crate::demo::run(args).await.map_err(CliError::failure),
+    }
+}
+
+/// `run`: the daemon, or with --once each job once.
+async fn run_jobs(
+    args: RunArgs,
+    need_config: impl FnOnce(ConfigArgs) -> Result<PathBuf, CliError>,
+) -> Result<(), CliError> {
+    if !args.once && !args.jobs.is_empty() {
+        return Err(CliError::usage(anyhow::anyhow!(
+            "--job needs --once: the daemon runs every job of its file"
+        )));
+    }
+    let config = need_config(args.config)?;
+    if args.once {
+        run_once(config, args.jobs, args.shutdown_grace, args.observe_listen).await
+    } else {
+        run_daemon(config, args.shutdown_grace, args.observe_listen).await
+    }
+}
+
+/// `run --once`: the summary on stdout, exit 1 if any run did not succeed.
+async fn run_once(
+    config: PathBuf,
+    jobs: Vec<String>,
+    shutdown_grace: Option<Duration>,
+    observe_listen: Option<std::net::SocketAddr>,
+) -> Result<(), CliError> {
+    use crate::once::OnceError;
+    if let Some(addr) = observe_listen {
+        // Often set for the daemon in a shared environment file: not an error here.
+        tracing::info!(%addr, "run --once serves no /metrics, /healthz or /readyz");
+    }
+    let args = crate::once::OnceArgs {
+        config,
+        jobs,
+        grace: shutdown_grace.unwrap_or(DEFAULT_SHUTDOWN_GRACE),
+    };
+    let mut summary = crate::once::run(args).await.map_err(|e| match e {
+        OnceError::Config(_) | OnceError::UnknownJob { .. } => CliError::usage(e),
+        OnceError::State(e) if e.needs_operator() => CliError {
+            code: ExitCode::NeedsOperator,
+            error: e.into(),
+        },
+        e => CliError::failure(e),
+    })?;
+    print!("{summary}");
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+    if let Some(e) = summary.flush_error.take() {
+        return Err(CliError::failure(anyhow::Error::from(e).context(
+            "the runs went as the lines above say, but the run history could not be written",
+        )));
+    }
+    match summary.failures() {
+        0 => Ok(()),
+        n => Err(CliError::failure(anyhow::anyhow!(
+            "{n} of {} run(s) did not succeed (see the lines above)",
+            summary.runs()
+        ))),
     }
 }
 

@@ -244,8 +244,9 @@ fn running(config: &Config) -> String {
 }
 
 /// Compressed copies left by a crash are of no use: they are made afresh for every upload.
-/// Cleared at start-up only; a reload must not pull a temporary file from under a running upload.
-fn clear_temp(state: &StateStore) {
+/// Cleared at start-up only (of the daemon, or of `run --once`); a reload must not pull a
+/// temporary file from under a running upload.
+pub fn clear_temp(state: &StateStore) {
     if let Ok(entries) = std::fs::read_dir(state.dir().join("tmp")) {
         for e in entries.flatten() {
             let _ = std::fs::remove_file(e.path());

@@ -236,6 +236,31 @@ impl Watcher {
     }
 }
 
+/// The files a watch of `spec` would send that are in its folder now (the pattern on the path
+/// relative to the folder, the ignore globs on the name, sub-folders when recursive), as
+/// absolute paths, sorted. No settle rule: for `run --once`, which sends what is there when it
+/// is started. Blocks (it lists and stats the folder).
+pub fn present_files(spec: &WatchSpec) -> Result<Vec<PathBuf>, WatchError> {
+    let root = std::path::absolute(&spec.dir).map_err(|source| WatchError::Inaccessible {
+        path: spec.dir.clone(),
+        source,
+    })?;
+    root_id(&root)?;
+    let filter = Filter {
+        root: root.clone(),
+        pattern: spec.pattern.clone(),
+        ignore: spec.ignore.clone(),
+        recursive: spec.recursive,
+    };
+    let mut files: Vec<PathBuf> = fs::walk(&filter, &root)
+        .map_err(|source| WatchError::Inaccessible { path: root, source })?
+        .into_iter()
+        .map(|(path, _)| path)
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
 /// What identifies the watched folder: one removed and made again, or a file system mounted on
 /// it or unmounted from it, is another folder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
