@@ -13,6 +13,7 @@ pub mod demo;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod observe;
+pub mod ops;
 pub mod progress;
 pub mod retry;
 pub mod stac;
