@@ -251,3 +251,35 @@ async fn an_existing_asset_whose_media_type_does_not_fit_the_file_is_named() {
     // The daily job's asset does not exist: created with its metadata, nothing to compare.
     assert!(out.job("daily").contains(": ok ("), "{}", out.stdout);
 }
+
+/// A known user without the permission to write: the server answers 403 (here injected on the
+/// abort the check sends).
+#[tokio::test]
+async fn a_user_without_the_permission_to_write_is_named() {
+    let emu = basic_emulator().await;
+    emu.create_asset(&radar(), "application/zip").unwrap();
+    emu.faults().inject(
+        CallKind::Abort,
+        stac_uploadd_emulator::FaultAction::Status(403),
+        stac_uploadd_emulator::FaultTrigger::Next(2),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        job_file_head(dir.path(), &emu.base_url()) + &jobs(dir.path(), COLLECTION, "radar.zip"),
+    );
+    let out = check_online(&config, PASSWORD).await;
+    assert_eq!(out.code, Some(1), "{}\n{}", out.stdout, out.stderr);
+    let line = out.job("radar");
+    assert!(
+        line.contains("would fail: the server took the credentials but refuses this user the permission to write"),
+        "{line}"
+    );
+    assert!(line.contains("HTTP 403"), "{line}");
+    assert!(out.job("daily").contains("HTTP 403"), "{}", out.stdout);
+    assert_eq!(
+        emu.faults().injected(CallKind::Abort),
+        2,
+        "one probe per job"
+    );
+}
