@@ -63,6 +63,15 @@ impl CliError {
     }
 }
 
+impl From<crate::ops::OpsError> for CliError {
+    fn from(e: crate::ops::OpsError) -> Self {
+        match e {
+            crate::ops::OpsError::Usage(e) => Self::usage(e),
+            crate::ops::OpsError::Failure(e) => Self::failure(e),
+        }
+    }
+}
+
 impl From<UploadError> for CliError {
     fn from(e: UploadError) -> Self {
         let code = if e.is_local_input() {
@@ -105,9 +114,12 @@ pub enum Command {
     /// each job once, then exit.
     Run(RunArgs),
     /// Check a job file and show what it would do, without running anything.
-    Check(ConfigArgs),
+    Check(CheckArgs),
     /// Show each job's last runs and any upload in flight, from the state folder.
     Status(StatusArgs),
+    /// List the uploads in progress on the job file's assets (whose, and what the daemon would
+    /// do with each), and abort one with --abort ID: for an incident.
+    Uploads(UploadsArgs),
     /// Upload one file to one asset, now.
     Upload(UploadArgs),
     /// Serve a local emulator of the service-stac upload API, to try jobs safely.
@@ -122,7 +134,11 @@ impl Cli {
         let base = match self.command {
             // One-shot commands keep the terminal for their progress bar, table or result line.
             Some(
-                Command::Upload(_) | Command::Demo(_) | Command::Check(_) | Command::Status(_),
+                Command::Upload(_)
+                | Command::Demo(_)
+                | Command::Check(_)
+                | Command::Status(_)
+                | Command::Uploads(_),
             ) => 0,
             None | Some(Command::Run(_) | Command::Emulator(_)) => 1,
         };
@@ -145,6 +161,33 @@ pub struct ConfigArgs {
     /// Job file.
     #[arg(long, env = "STAC_UPLOADD_CONFIG")]
     pub config: Option<PathBuf>,
+}
+
+/// `check`'s flags.
+#[derive(Debug, Args, Default)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Also ask the server, read-only: the credentials, each job's collection, item and asset,
+    /// and an existing asset's media type. Creates nothing.
+    #[arg(long)]
+    pub online: bool,
+}
+
+/// `uploads`' flags.
+#[derive(Debug, Args)]
+pub struct UploadsArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Only the assets of this job.
+    #[arg(long, value_name = "NAME")]
+    pub job: Option<String>,
+    /// Abort this upload (one of those listed), after a y/N question on a terminal.
+    #[arg(long, value_name = "ID")]
+    pub abort: Option<String>,
+    /// Abort without asking (required when stdin is not a terminal).
+    #[arg(long, requires = "abort")]
+    pub yes: bool,
 }
 
 /// The daemon's flags: `run`'s (and the top level's, which runs the daemon too).
@@ -437,12 +480,30 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         None => run_jobs(top, need_config).await,
         Some(Command::Run(args)) => run_jobs(args.or(top), need_config).await,
         Some(Command::Check(args)) => {
-            let config = args.config.or(top.config.config);
-            run_check(&need_config(ConfigArgs { config })?)
+            let config = args.config.config.or(top.config.config);
+            let path = need_config(ConfigArgs { config })?;
+            let loaded = run_check(&path)?;
+            if args.online {
+                crate::ops::online::run(&loaded).await?;
+            }
+            Ok(())
         }
         Some(Command::Status(mut args)) => {
             args.config.config = args.config.config.or(top.config.config);
             run_status(args).await
+        }
+        Some(Command::Uploads(args)) => {
+            let config = need_config(ConfigArgs {
+                config: args.config.config.or(top.config.config),
+            })?;
+            crate::ops::uploads::run(crate::ops::uploads::Request {
+                config,
+                job: args.job,
+                abort: args.abort,
+                yes: args.yes,
+            })
+            .await
+            .map_err(CliError::from)
         }
         Some(Command::Upload(args)) => run_upload(args).await,
         Some(Command::Emulator(args)) => stac_uploadd_emulator::run(args)
@@ -531,7 +592,8 @@ async fn run_daemon(
         })
 }
 
-fn run_check(path: &std::path::Path) -> Result<(), CliError> {
+/// The static check; returns the loaded job file.
+fn run_check(path: &std::path::Path) -> Result<config::Config, CliError> {
     let config = crate::config::load(path).map_err(CliError::usage)?;
     crate::state::check_dir(&config.state_dir).map_err(|problem| {
         CliError::usage(anyhow::anyhow!(
@@ -594,7 +656,7 @@ fn run_check(path: &std::path::Path) -> Result<(), CliError> {
         }
     }
     println!("ok");
-    Ok(())
+    Ok(config)
 }
 
 async fn run_status(args: StatusArgs) -> Result<(), CliError> {

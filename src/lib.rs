@@ -14,6 +14,7 @@ pub mod demo;
 pub mod fuzzing;
 pub mod observe;
 pub mod once;
+pub mod ops;
 pub mod progress;
 pub mod retry;
 pub mod stac;

@@ -318,6 +318,7 @@ async fn status_names_the_daemon_holding_the_folder_and_its_runs() {
                 finished: chrono::Utc::now(),
                 outcome: Outcome::Uploaded,
                 asset: "s.zip".into(),
+                item: None,
                 file: None,
                 bytes: i,
                 attempts: 1,

@@ -1469,6 +1469,9 @@ fn normalize_etag(etag: &str) -> String {
 async fn complete(ctx: Ctx, P(path): P<UploadPath>, body: Body) -> Response {
     ctx.call(CallKind::Complete, async {
         let (version, key, id) = path.parse()?;
+        // The server looks the upload up before it reads the body: an unknown one is 404,
+        // whatever the body holds.
+        ctx.shared.lock().upload(&key, &id)?;
         let parts = parse_complete(read_json(&ctx.headers, body).await?)?;
         let now = ctx.shared.now();
         let mut state = ctx.shared.lock();
@@ -1549,7 +1552,10 @@ async fn complete(ctx: Ctx, P(path): P<UploadPath>, body: Body) -> Response {
 async fn abort(ctx: Ctx, P(path): P<UploadPath>, body: Body) -> Response {
     ctx.call(CallKind::Abort, async {
         let (version, key, id) = path.parse()?;
-        // Parsed like DRF does, only to refuse garbage.
+        // The server looks the upload up before it reads the body (DRF: authentication and
+        // permission, then the object, then the body): an unknown one is 404 whatever the
+        // body holds. The body is parsed like DRF does, only to refuse garbage.
+        ctx.shared.lock().upload(&key, &id)?;
         read_json(&ctx.headers, body).await?;
         let now = ctx.shared.now();
         let mut state = ctx.shared.lock();

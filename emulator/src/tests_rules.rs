@@ -957,3 +957,63 @@ async fn collection_bodies_follow_the_collection_serializer() {
         .collect();
     assert_eq!(rels, ["self", "root", "parent", "items", "assets"]);
 }
+
+// ---- the order of the checks ----------------------------------------------------------------
+
+/// service-stac's abort and complete are DRF views: authentication and permission come first,
+/// then the upload is looked up (`get_object`), and only then is the body read. Missing or wrong
+/// credentials answer 401 even for an upload that does not exist; with good ones an unknown
+/// upload answers 404 whatever the body holds. `stac-uploadd check --online` relies on this to
+/// prove credentials without writing anything.
+#[tokio::test]
+async fn abort_and_complete_check_credentials_then_the_upload_then_the_body() {
+    let config = EmulatorConfig {
+        auth: EmulatorAuth::Basic {
+            username: "u".into(),
+            password: "p".into(),
+        },
+        ..EmulatorConfig::default()
+    };
+    let emu = Emulator::start("127.0.0.1:0".parse().unwrap(), config)
+        .await
+        .unwrap();
+    let key = AssetKey::item_asset("coll", "item", "a.zip");
+    emu.create_asset(&key, "application/zip").unwrap();
+    let http = Client::builder().no_proxy().build().unwrap();
+    let missing_asset = AssetKey::item_asset("coll", "item", "missing.zip");
+    for step in ["abort", "complete"] {
+        for asset in [&key, &missing_asset] {
+            let url = format!("{}/uploads/no-such-upload/{step}", emu.asset_url(asset));
+            let anonymous = http.post(&url).send().await.unwrap();
+            assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED, "{url}");
+            let wrong = http
+                .post(&url)
+                .basic_auth("u", Some("wrong"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED, "{url}");
+            let garbage = http
+                .post(&url)
+                .basic_auth("u", Some("p"))
+                .header("content-type", "text/plain")
+                .body("not json")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(garbage.status(), StatusCode::NOT_FOUND, "{url}");
+        }
+    }
+    // A known upload: its body is read, and refused.
+    let id = emu.plant_upload(&key, chrono::Utc::now());
+    let refused = http
+        .post(format!("{}/uploads/{id}/abort", emu.asset_url(&key)))
+        .basic_auth("u", Some("p"))
+        .header("content-type", "text/plain")
+        .body("not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(emu.in_progress_uploads().len(), 1, "nothing was aborted");
+}

@@ -246,6 +246,7 @@ mod tests {
             finished: t,
             outcome,
             asset: "a.zip".into(),
+            item: None,
             file: None,
             bytes,
             attempts: 1,

@@ -735,6 +735,12 @@ impl StacClient {
         self.json(step, &Method::PUT, &url, &a)
     }
 
+    /// `GET collections/{c}`, fresh: the collection, or `None` if it does not exist.
+    pub async fn get_collection(&self, collection: &str) -> Result<Option<Value>, StacError> {
+        let url = self.path_url(&["collections", collection]);
+        self.read_object(Step::ReadCollection, url).await
+    }
+
     /// `GET collections/{c}/items/{i}`, fresh: the item, or `None` if it does not exist.
     pub async fn get_item(&self, collection: &str, item: &str) -> Result<Option<Value>, StacError> {
         let url = self.path_url(&["collections", collection, "items", item]);

@@ -20,6 +20,8 @@ pub enum Step {
     ReadAsset,
     /// `GET` of an item, to learn whether it exists.
     ReadItem,
+    /// `GET` of a collection, to learn whether it exists (`check --online`).
+    ReadCollection,
     /// `PUT` of a missing item.
     CreateItem,
     /// `PUT` of a missing asset.
@@ -41,6 +43,7 @@ impl fmt::Display for Step {
             Step::Abort => f.write_str("abort upload"),
             Step::ReadAsset => f.write_str("read asset"),
             Step::ReadItem => f.write_str("read item"),
+            Step::ReadCollection => f.write_str("read collection"),
             Step::CreateItem => f.write_str("create item"),
             Step::CreateAsset => f.write_str("create asset"),
             Step::Login => f.write_str("log in"),

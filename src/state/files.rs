@@ -223,6 +223,11 @@ impl StateBackend for JsonFiles {
         }))
     }
 
+    fn creating(&self) -> StateFuture<'_, Vec<Creating>> {
+        let creating = lock(&self.inflight).creating.clone();
+        Box::pin(std::future::ready(Ok(creating)))
+    }
+
     fn created_unseen(&self, target: AssetTarget, multihash: String) -> StateFuture<'_, bool> {
         let found = lock(&self.inflight)
             .creating
@@ -406,6 +411,7 @@ mod tests {
             finished: Utc::now(),
             outcome: Outcome::Uploaded,
             asset: "a".into(),
+            item: None,
             file: None,
             bytes,
             attempts: 1,
@@ -452,6 +458,39 @@ mod tests {
             .unwrap();
         assert_eq!(h["j"].len(), HISTORY_PER_JOB);
         assert_eq!(h["j"][0].bytes, 5, "the oldest runs were dropped");
+    }
+
+    /// History written before runs recorded their item still loads (the item reads as unknown),
+    /// and a record with an item keeps it across a write and a read.
+    #[tokio::test]
+    async fn history_without_the_item_field_loads_and_the_item_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(HISTORY),
+            br#"{"jobs": {"j": [{"job": "j", "started": "2026-01-01T00:00:00Z",
+                "finished": "2026-01-01T00:00:05Z", "outcome": "uploaded", "asset": "a.zip",
+                "file": "/data/a.zip", "bytes": 10, "attempts": 1, "upload_id": "u1",
+                "error": null}]}}"#,
+        )
+        .unwrap();
+        let s = StateStore::open(dir.path()).unwrap();
+        let h = s.history().await.unwrap();
+        assert_eq!(h["j"].len(), 1, "the old record is kept, not moved aside");
+        assert_eq!(h["j"][0].asset, "a.zip");
+        assert_eq!(h["j"][0].item, None);
+        s.record_run(RunRecord {
+            item: Some("item-7".into()),
+            ..run(3)
+        })
+        .await
+        .unwrap();
+        s.flush().await.unwrap();
+        let again = StateStore::open(dir.path())
+            .unwrap()
+            .history()
+            .await
+            .unwrap();
+        assert_eq!(again["j"][1].item.as_deref(), Some("item-7"));
     }
 
     #[test]

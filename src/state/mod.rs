@@ -102,6 +102,10 @@ pub struct RunRecord {
     pub finished: DateTime<Utc>,
     pub outcome: Outcome,
     pub asset: String,
+    /// The item of the asset the run wrote (`None`: a collection asset, or a record written
+    /// before this field existed), so that a templated target can be rebuilt from history.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item: Option<String>,
     pub file: Option<PathBuf>,
     pub bytes: u64,
     pub attempts: u32,
@@ -149,6 +153,8 @@ pub trait StateBackend: Send + Sync + std::fmt::Debug {
     fn remove_creating(&self, target: AssetTarget, multihash: String) -> StateFuture<'_, ()>;
     /// Forgets every create marker of `target`.
     fn clear_creating(&self, target: AssetTarget) -> StateFuture<'_, ()>;
+    /// The creates recorded as sent whose answer was not seen.
+    fn creating(&self) -> StateFuture<'_, Vec<Creating>>;
     /// Whether a create of ours for `target` with this multihash was sent without its answer seen.
     fn created_unseen(&self, target: AssetTarget, multihash: String) -> StateFuture<'_, bool>;
     /// Records an upload before any part is sent.
@@ -256,6 +262,11 @@ impl StateStore {
     /// See [`StateBackend::clear_creating`].
     pub async fn clear_creating(&self, target: &AssetTarget) -> Result<(), StateError> {
         self.backend.clear_creating(target.clone()).await
+    }
+
+    /// See [`StateBackend::creating`].
+    pub async fn creating(&self) -> Result<Vec<Creating>, StateError> {
+        self.backend.creating().await
     }
 
     /// See [`StateBackend::created_unseen`].

@@ -433,6 +433,7 @@ impl<U: Uploader> Job<U> {
                         Outcome::Uploaded
                     },
                     asset: target.asset.clone(),
+                    item: target.item.clone(),
                     file: Some(path),
                     bytes: r.bytes,
                     attempts,
@@ -455,6 +456,7 @@ impl<U: Uploader> Job<U> {
                     finished,
                     outcome,
                     asset: target.asset.clone(),
+                    item: target.item.clone(),
                     file: Some(path),
                     bytes: 0,
                     attempts,
@@ -548,40 +550,26 @@ impl<U: Uploader> Job<U> {
                 false
             })
         };
-        if !running && known(self.shared.state.is_ours(id).await) {
-            return Some("it is ours, from a run that is over");
-        }
-        // A create of ours whose answer was lost: its id never reached the store, its multihash did.
-        if let Some(c) = blocking.checksum.as_deref()
-            && !running
-            && known(self.shared.state.created_unseen(target, c).await)
-        {
-            return Some("it is ours, from a create whose answer was lost");
-        }
-        let now = self.shared.clock.now();
-        if blocking
-            .urls
-            .iter()
-            .filter_map(|u| u.expires)
-            .min()
-            .is_some_and(|e| e <= now)
-        {
-            return Some("its part URLs have expired, nobody can finish it");
-        }
-        let created = blocking.created?;
-        // Never wait longer than the URLs live: past that the upload cannot be finished anyway.
-        let lifetime = blocking
-            .urls
-            .iter()
-            .filter_map(|u| u.expires)
-            .min()
-            .map(|e| e - created);
-        let mut limit = chrono::Duration::from_std(self.spec.policy.stale_after)
-            .unwrap_or(chrono::Duration::MAX);
-        if let Some(l) = lifetime {
-            limit = limit.min(l);
-        }
-        (now - created >= limit).then_some("it is older than stale_after")
+        // The store is asked only about uploads this process is not sending.
+        let recorded = !running && known(self.shared.state.is_ours(id).await);
+        let unseen_create = match blocking.checksum.as_deref() {
+            Some(c) if !running && !recorded => {
+                known(self.shared.state.created_unseen(target, c).await)
+            }
+            _ => false,
+        };
+        let ours = super::stale::Ownership {
+            running,
+            recorded,
+            unseen_create,
+        };
+        super::stale::staleness(
+            blocking,
+            ours,
+            self.spec.policy.stale_after,
+            self.shared.clock.now(),
+        )
+        .reason()
     }
 
     async fn upload_once(

@@ -7,6 +7,7 @@ pub use crate::trigger::clock;
 pub mod job;
 pub mod policy;
 pub mod reconcile;
+pub mod stale;
 pub use crate::trigger::schedule;
 #[cfg(test)]
 mod tests;

@@ -95,6 +95,7 @@ async fn reconcile_one(
         finished: Utc::now(),
         outcome,
         asset: rec.target.asset.clone(),
+        item: rec.target.item.clone(),
         file: Some(rec.file.clone()),
         bytes,
         attempts: 1,

@@ -618,6 +618,7 @@ fn ran(started: DateTime<Utc>, outcome: Outcome) -> RunRecord {
         finished: started,
         outcome,
         asset: "a.zip".into(),
+        item: None,
         file: None,
         bytes: 0,
         attempts: 1,

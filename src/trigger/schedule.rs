@@ -238,6 +238,7 @@ mod tests {
             finished: utc(started),
             outcome,
             asset: "a.zip".into(),
+            item: None,
             file: None,
             bytes: 0,
             attempts: 1,

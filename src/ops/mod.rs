@@ -1,0 +1,144 @@
+//! Operator commands that talk to the server beside (or without) a running daemon:
+//! `stac-uploadd uploads` (what is in progress on the job file's assets, and aborting one) and
+//! `stac-uploadd check --online` (would the jobs' runs work, asked of the server read-only).
+//!
+//! They decide nothing of their own: targets are rendered by [`Job::prepare`], staleness by
+//! [`crate::supervisor::stale`], aborts go through [`crate::upload::abort_upload`].
+
+pub mod online;
+pub mod uploads;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, JobSpec, TriggerSpec};
+use crate::stac::{AssetTarget, StacClient};
+use crate::state::StateStore;
+use crate::supervisor::{Clock, HttpUploader, Job, Shared, Work};
+
+/// Why an operator command failed: its input (exit 2) or the server (exit 1).
+#[derive(Debug, thiserror::Error)]
+pub enum OpsError {
+    /// Bad flags or job file, or an operator's answer that stops the command.
+    #[error(transparent)]
+    Usage(anyhow::Error),
+    /// The server refused or failed a request (named in the message), or the outcome is a
+    /// failure (a job that would fail).
+    #[error(transparent)]
+    Failure(anyhow::Error),
+}
+
+/// The jobs of `config` a command works on: all, or the one `--job` names.
+pub(crate) fn select_jobs<'a>(
+    config: &'a Config,
+    name: Option<&str>,
+) -> Result<Vec<&'a JobSpec>, OpsError> {
+    let Some(name) = name else {
+        return Ok(config.jobs.iter().collect());
+    };
+    match config.jobs.iter().find(|j| j.name == name) {
+        Some(j) => Ok(vec![j]),
+        None => Err(OpsError::Usage(anyhow::anyhow!(
+            "{}: no job named {name:?}; the jobs are: {}",
+            config.source.display(),
+            config
+                .jobs
+                .iter()
+                .map(|j| j.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
+/// A job as the daemon would hold it, for rendering its targets with [`Job::prepare`]; it never
+/// runs.
+pub(crate) fn job_handle(
+    spec: &JobSpec,
+    client: &StacClient,
+    state: &Arc<StateStore>,
+) -> Job<HttpUploader> {
+    Job {
+        spec: spec.clone(),
+        shared: Arc::new(Shared::new(
+            HttpUploader(client.clone()),
+            state.clone(),
+            Clock::System,
+        )),
+        pending: Arc::default(),
+        abort_runs: CancellationToken::new(),
+    }
+}
+
+/// True when the job writes the same asset every run: no template in its item or asset id.
+pub(crate) fn is_fixed(spec: &JobSpec) -> bool {
+    spec.asset.is_literal() && spec.item.as_ref().is_none_or(|i| i.is_literal())
+}
+
+/// A target of the current period and the file the run would publish to it (`None` when no
+/// file is known: a watch job's folder holding no file yet).
+#[derive(Debug, Clone)]
+pub(crate) struct CurrentTarget {
+    pub target: AssetTarget,
+    pub file: Option<PathBuf>,
+}
+
+/// What the job would write now: a cron job's run of its latest fire time (and of now, when the
+/// ids render differently), an `every` job's run now, a watch job's run of each file now in its
+/// folder. A job with fixed ids has its one target even when its watched folder is empty.
+pub(crate) fn current_targets(job: &Job<HttpUploader>, now: DateTime<Utc>) -> Vec<CurrentTarget> {
+    let works: Vec<Work> = match &job.spec.trigger {
+        TriggerSpec::Cron { schedule, .. } => {
+            let mut at = vec![now];
+            if let Some(last) = schedule.last_at_or_before(now) {
+                at.insert(0, last);
+            }
+            at.into_iter().map(Work::Scheduled).collect()
+        }
+        TriggerSpec::Every { .. } => vec![Work::Scheduled(now)],
+        // The watch's own rule of which files count (pattern, ignore list, recursion).
+        TriggerSpec::Watch(w) => match crate::trigger::watch::present_files(w) {
+            Ok(files) => files.into_iter().map(Work::File).collect(),
+            Err(e) => {
+                tracing::warn!(job = %job.spec.name, error = %e, "cannot list the watched folder: only the runs on record are looked at");
+                Vec::new()
+            }
+        },
+    };
+    let mut out: Vec<CurrentTarget> = Vec::new();
+    for work in &works {
+        let (target, file, _) = job.prepare(work);
+        if !out.iter().any(|c| c.target == target) {
+            out.push(CurrentTarget {
+                target,
+                file: Some(file),
+            });
+        }
+    }
+    if out.is_empty() && is_fixed(&job.spec) {
+        let time = now.with_timezone(&job.spec.timezone);
+        out.push(CurrentTarget {
+            target: AssetTarget {
+                collection: job.spec.collection.clone(),
+                item: job.spec.item.as_ref().map(|i| i.render("", &time)),
+                asset: job.spec.asset.render("", &time),
+            },
+            file: None,
+        });
+    }
+    out
+}
+
+/// A moment for people: `2026-12-01 09:37:57 UTC`.
+pub(crate) fn when(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+}
+
+/// A span for people, to the second: `3h 2m 5s`.
+pub(crate) fn span(d: chrono::Duration) -> String {
+    let secs = d.num_seconds().unsigned_abs();
+    humantime::format_duration(std::time::Duration::from_secs(secs)).to_string()
+}
