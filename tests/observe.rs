@@ -16,6 +16,8 @@ use stac_uploadd_emulator::AssetKey;
 use tokio::process::Child;
 
 const JOB: &str = "stations";
+/// The label naming the job on every per-job series.
+const JOB_NAME: &str = "job_name";
 
 use common::basic_emulator as emulator;
 
@@ -143,7 +145,7 @@ async fn metrics_health_and_readiness_of_a_running_daemon() {
         value(
             &at_start,
             "stac_uploadd_runs_total",
-            &[("job", JOB), ("outcome", "failed")]
+            &[(JOB_NAME, JOB), ("outcome", "failed")]
         ),
         Some(0.0),
         "series exist from the start"
@@ -176,7 +178,7 @@ async fn metrics_health_and_readiness_of_a_running_daemon() {
     let mut samples = Vec::new();
     for _ in 0..300 {
         samples = scrape(addr).await;
-        let failed = [("job", JOB), ("outcome", "failed")];
+        let failed = [(JOB_NAME, JOB), ("outcome", "failed")];
         if value(&samples, "stac_uploadd_runs_total", &failed) == Some(1.0) {
             break;
         }
@@ -186,7 +188,7 @@ async fn metrics_health_and_readiness_of_a_running_daemon() {
     let m = |name: &str, labels: &[(&str, &str)]| {
         value(&samples, name, labels).unwrap_or_else(|| panic!("no {name} {labels:?}"))
     };
-    let job = ("job", JOB);
+    let job = (JOB_NAME, JOB);
     assert_eq!(
         m("stac_uploadd_runs_total", &[job, ("outcome", "failed")]),
         1.0
@@ -194,9 +196,9 @@ async fn metrics_health_and_readiness_of_a_running_daemon() {
     let uploaded = m("stac_uploadd_runs_total", &[job, ("outcome", "uploaded")]);
     assert_eq!(uploaded, 2.0);
     assert_eq!(
-        m("stac_uploadd_bytes_sent_total", &[job]),
+        m("stac_uploadd_sent_bytes_total", &[job]),
         uploaded * MIB as f64,
-        "bytes of the completed uploads"
+        "the part bodies sent: no part was sent twice"
     );
     assert!(
         m(
@@ -223,11 +225,16 @@ async fn metrics_health_and_readiness_of_a_running_daemon() {
         started - 1.0 <= last && last <= now + 1.0,
         "last success {last} not within the test ({started}..{now})"
     );
-    assert_eq!(m("stac_uploadd_uploads_in_progress", &[]), 0.0, "at rest");
+    assert_eq!(
+        m("stac_uploadd_uploads_in_progress", &[job]),
+        0.0,
+        "at rest"
+    );
     let durations = samples
         .iter()
         .find(|s| {
-            s.metric == "stac_uploadd_upload_duration_seconds" && s.labels.get("job") == Some(JOB)
+            s.metric == "stac_uploadd_upload_duration_seconds"
+                && s.labels.get(JOB_NAME) == Some(JOB)
         })
         .expect("the duration histogram");
     let Value::Histogram(buckets) = &durations.value else {
@@ -280,7 +287,7 @@ async fn an_asset_the_server_cannot_free_is_named_counted_and_not_retried() {
     let at_start = scrape(addr).await;
     drop_file(&incoming, "d.zip", 4);
 
-    let unfreeable = [("job", JOB), ("outcome", "unfreeable")];
+    let unfreeable = [(JOB_NAME, JOB), ("outcome", "unfreeable")];
     assert_eq!(
         value(&at_start, "stac_uploadd_runs_total", &unfreeable),
         Some(0.0),
