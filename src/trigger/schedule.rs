@@ -119,32 +119,34 @@ pub fn missed_run(cadence: &Cadence, runs: &[RunRecord], now: DateTime<Utc>) -> 
 /// How far ahead [`expected_interval`] looks for a cron schedule's longest gap: a week holds
 /// every pattern of weekdays.
 pub const INTERVAL_HORIZON: TimeDelta = TimeDelta::days(7);
-/// At most this many fire times are walked for it (a schedule firing every second fires 604 800
-/// times a week; its gaps past the first day are the ones it already showed).
-const INTERVAL_FIRES: usize = 100_000;
 
 /// The time expected between two runs of a job started at `now`: `every`'s interval; for a cron
 /// schedule the longest gap between consecutive fire times over the next week (so a weekdays-only
-/// job is not expected on a Sunday); zero for a watch job, which has no expectation, and for a
+/// job is not expected on a Sunday), or its first gap if it fires less often; zero for a watch job, which has no expectation, and for a
 /// schedule that never fires.
+///
+/// The week is not walked fire by fire (a schedule of every second fires 604 800 times): from
+/// each fire it jumps to the last fire within the longest gap seen so far, but at least a minute,
+/// since the gaps in between are no longer than that. So the result is exact whenever the
+/// longest gap is a minute or more, and under a minute for a schedule whose gaps all are.
 pub fn expected_interval(trigger: &TriggerSpec, now: DateTime<Utc>) -> Duration {
     match trigger {
         TriggerSpec::Every { interval, .. } => *interval,
         TriggerSpec::Cron { schedule, .. } => {
             let end = now + INTERVAL_HORIZON;
-            let Some(mut prev) = schedule.next_after(now) else {
-                return Duration::ZERO;
-            };
             let mut longest = TimeDelta::zero();
-            for _ in 0..INTERVAL_FIRES {
-                let Some(next) = schedule.next_after(prev) else {
-                    break;
-                };
-                longest = longest.max(next - prev);
-                if next > end {
-                    break;
+            let mut at = schedule.next_after(now);
+            // A schedule with no gap in the week (fires less often) counts its first gap.
+            while let Some(fire) = at.filter(|t| *t <= end || longest.is_zero()) {
+                let window = longest.max(TimeDelta::minutes(1));
+                let last = schedule
+                    .last_at_or_before(fire + window)
+                    .filter(|l| *l > fire)
+                    .unwrap_or(fire);
+                at = schedule.next_after(last);
+                if let Some(next) = at {
+                    longest = longest.max(next - last);
                 }
-                prev = next;
             }
             longest.to_std().unwrap_or_default()
         }
@@ -400,6 +402,23 @@ mod tests {
         assert_eq!(expected_interval(&cron("0 6 * * 1-5"), now), h(72));
         // Hourly during working hours: the night is the longest wait.
         assert_eq!(expected_interval(&cron("0 8-17 * * *"), now), h(15));
+        // Every second on weekdays: the weekend, found without walking every second.
+        assert_eq!(
+            expected_interval(&cron("* * * * * 1-5"), now),
+            h(48) + Duration::from_secs(1)
+        );
+        // Under a minute, the gaps are not all looked at: at most the longest.
+        let fast = expected_interval(&cron("*/10 * * * * *"), now);
+        assert!(
+            fast > Duration::ZERO && fast <= Duration::from_secs(10),
+            "{fast:?}"
+        );
+        // Twice a month: no fire in the week ahead; its first gap counts, 15 March to 1 April
+        // (less the hour summer time takes on 29 March).
+        assert_eq!(
+            expected_interval(&cron("0 0 1,15 * *"), now),
+            h(17 * 24 - 1)
+        );
         let every = TriggerSpec::Every {
             file: "/f".into(),
             interval: Duration::from_secs(90),
