@@ -882,3 +882,74 @@ async fn a_run_cut_by_shutdown_is_cancelled_not_failed() {
     );
     signal_term(&mut daemon).await;
 }
+
+/// An upload whose abort failed stays on record: counted `abort_failed` and left in progress
+/// until the job's next run meets it as its own stale blocker and aborts it.
+#[tokio::test]
+async fn an_upload_whose_abort_failed_is_left_in_progress_until_a_run_aborts_it() {
+    let emu = emulator().await;
+    emu.create_asset(&key("e.zip"), "application/zip").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let incoming = dir.path().join("incoming");
+    std::fs::create_dir(&incoming).unwrap();
+    let config = job_file(dir.path(), &emu.base_url(), &incoming);
+    let (mut daemon, log, addr) = spawn(&config).await;
+    wait_ready(addr, &log).await;
+    let job = [(JOB_NAME, JOB)];
+    let sessions = |s: &[Sample], outcome| {
+        value(
+            s,
+            "stac_uploadd_uploads_total",
+            &[(JOB_NAME, JOB), ("outcome", outcome)],
+        )
+    };
+
+    // A 500 on the part is not retried; every abort of it fails too.
+    emu.faults().add("put_part:500:next=1".parse().unwrap());
+    emu.faults().add("abort:500:next=100".parse().unwrap());
+    drop_sized(&incoming, "e.zip", MIB, 5);
+    let left = scrape_until(addr, &log, "the failed run", |s| {
+        runs(s, JOB, "failed") == Some(1.0)
+    })
+    .await;
+    assert_eq!(sessions(&left, "abort_failed"), Some(1.0));
+    assert_eq!(sessions(&left, "failed"), Some(0.0));
+    assert_eq!(
+        value(&left, "stac_uploadd_uploads_left_in_progress", &job),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&left, "stac_uploadd_uploads_in_progress", &job),
+        Some(0.0)
+    );
+    assert_eq!(emu.in_progress_uploads().len(), 1, "it is still there");
+
+    // The next run, of a newer file (the same bytes would carry the upload on): blocked by it,
+    // aborts it as ours, sends the file.
+    emu.faults().clear();
+    let sha = drop_sized(&incoming, "e.zip", MIB, 6);
+    let done = scrape_until(addr, &log, "the upload after the abort", |s| {
+        runs(s, JOB, "uploaded") == Some(1.0)
+    })
+    .await;
+    assert_eq!(
+        value(&done, "stac_uploadd_uploads_left_in_progress", &job),
+        Some(0.0)
+    );
+    assert_eq!(
+        value(&done, "stac_uploadd_stale_uploads_aborted_total", &job),
+        Some(1.0)
+    );
+    assert_eq!(sessions(&done, "blocked"), Some(1.0));
+    assert_eq!(sessions(&done, "uploaded"), Some(1.0));
+    assert_eq!(
+        value(&done, "stac_uploadd_consecutive_failures", &job),
+        Some(0.0)
+    );
+    assert!(emu.in_progress_uploads().is_empty());
+    assert_eq!(
+        emu.asset(&key("e.zip")).and_then(|a| a.checksum),
+        Some(format!("1220{sha}"))
+    );
+    signal_term(&mut daemon).await;
+}
