@@ -383,7 +383,7 @@ async fn run_soak(cycles: u64, seed: u64) {
                 }
                 "unchanged"
             }
-            Outcome::Failed | Outcome::Cancelled => {
+            Outcome::Failed | Outcome::Blocked => {
                 let error = rec.error.as_deref().unwrap_or("");
                 let why = classify(error);
                 *t.gave_up.entry(why).or_default() += 1;
@@ -392,13 +392,18 @@ async fn run_soak(cycles: u64, seed: u64) {
                     GaveUp::Other,
                     "{ctx}: given up for an unexpected reason: {error}"
                 );
+                // Blocked by someone else's upload, or failed: whatever the policy.
+                assert_eq!(
+                    rec.outcome == Outcome::Blocked,
+                    why == GaveUp::Blocked,
+                    "{ctx}: {:?} for {error}",
+                    rec.outcome
+                );
                 match a.policy {
                     PolicyKind::Cancel => {
-                        assert_eq!(rec.outcome, Outcome::Cancelled, "{ctx}: {error}");
                         assert_eq!(rec.attempts, 1, "{ctx}: the cancel policy retried: {error}");
                     }
                     _ => {
-                        assert_eq!(rec.outcome, Outcome::Failed, "{ctx}: {error}");
                         if matches!(why, GaveUp::Transient | GaveUp::Blocked) {
                             assert_eq!(
                                 rec.attempts,
@@ -418,11 +423,7 @@ async fn run_soak(cycles: u64, seed: u64) {
                         "{ctx}: failed run changed the asset: {error}"
                     );
                 }
-                if rec.outcome == Outcome::Failed {
-                    "failed"
-                } else {
-                    "cancelled"
-                }
+                rec.outcome.as_str()
             }
             other => panic!("{ctx}: a scheduled run cannot end {other:?}"),
         };
@@ -584,11 +585,11 @@ fn print_table(
         t.planted_stale, t.planted_recent
     );
     println!(
-        "| outcomes | {} uploaded, {} unchanged, {} failed, {} cancelled |",
+        "| outcomes | {} uploaded, {} unchanged, {} failed, {} blocked |",
         n(&t.outcomes, "uploaded"),
         n(&t.outcomes, "unchanged"),
         n(&t.outcomes, "failed"),
-        n(&t.outcomes, "cancelled")
+        n(&t.outcomes, "blocked")
     );
     let gave_up: Vec<String> = t
         .gave_up

@@ -655,11 +655,11 @@ fn metrics_handle() -> &'static PrometheusHandle {
     })
 }
 
-/// The value of `name{job="<job>"}` as scraped now.
+/// The value of `name{job_name="<job>"}` as scraped now.
 fn scraped(name: &str, job: &str) -> Option<f64> {
     let handle = metrics_handle();
     handle.run_upkeep();
-    let prefix = format!("{name}{{job=\"{job}\"}} ");
+    let prefix = format!("{name}{{job_name=\"{job}\"}} ");
     handle.render().lines().find_map(|l| {
         l.strip_prefix(&prefix)
             .map(|v| v.parse().expect("a number"))

@@ -139,8 +139,8 @@ mod tests {
         let recorder = crate::observe::metrics::recorder().expect("valid");
         let handle = recorder.handle();
         metrics::with_local_recorder(&recorder, || {
-            metrics::counter!("stac_uploadd_runs_total", "job" => "j", "outcome" => "uploaded")
-                .increment(2);
+            crate::observe::metrics::run_retry("j", "retryable");
+            crate::observe::metrics::run_retry("j", "retryable");
         });
         let server = Server::start(
             "127.0.0.1:0".parse().unwrap(),
@@ -165,7 +165,7 @@ mod tests {
         assert_eq!(r.headers()[header::CONTENT_TYPE], PROMETHEUS_TEXT);
         let text = r.text().await.unwrap();
         assert!(
-            text.contains(r#"stac_uploadd_runs_total{job="j",outcome="uploaded"} 2"#),
+            text.contains(r#"stac_uploadd_retries_total{job_name="j",reason="retryable"} 2"#),
             "{text}"
         );
         assert_eq!(get(format!("{base}/nothing")).await.0, 404);

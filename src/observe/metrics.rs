@@ -1,44 +1,63 @@
 //! Prometheus metrics through the `metrics` facade. Call sites record through the functions
 //! here, so every name, label and unit is written once; without an installed recorder (the
 //! `upload` command, the demo, unit tests) each call is a cheap no-op.
+//!
+//! Every per-job series carries the label `job_name`, never `job`: Prometheus reserves `job` (and
+//! `instance`) for the scrape target and would rename ours to `exported_job`. Every series of a
+//! job exists from the job's start ([`register_job`]), for every value of its fixed labels, so
+//! that `increase()` and alerts see the first event.
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use metrics::{
-    Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+    Counter, Gauge, Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge,
+    histogram,
 };
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::state::{Outcome, RunRecord};
+use crate::config::JobSpec;
+use crate::state::{Outcome, RunRecord, Streak};
 
-/// Runs by job and outcome (`uploaded`, `failed`, `cancelled`, `resumed`, `aborted_at_start`).
+/// The label naming the job on every per-job series.
+pub const JOB: &str = "job_name";
+
+/// Finished runs by job and outcome (every [`Outcome`]).
 pub const RUNS: &str = "stac_uploadd_runs_total";
-/// Upload sessions by job and outcome (see [`UploadOutcome`]).
+/// Upload sessions (attempts) by job and outcome (every [`UploadOutcome`]).
 pub const UPLOADS: &str = "stac_uploadd_uploads_total";
-/// Bytes of the files whose upload completed, by job.
-pub const BYTES_SENT: &str = "stac_uploadd_bytes_sent_total";
-/// Duration of completed upload sessions (digest, create, parts, complete), by job.
-pub const UPLOAD_DURATION: &str = "stac_uploadd_upload_duration_seconds";
+/// Bytes of part bodies sent to part URLs, by job; a part sent again counts again.
+pub const SENT_BYTES: &str = "stac_uploadd_sent_bytes_total";
 /// Retries of a failed run by job and reason (the error class name).
 pub const RETRIES: &str = "stac_uploadd_retries_total";
 /// Parts sent again inside an upload session, by job and reason.
 pub const PART_RETRIES: &str = "stac_uploadd_part_retries_total";
 /// Stale in-progress uploads aborted because they blocked an asset, by job.
 pub const STALE_ABORTED: &str = "stac_uploadd_stale_uploads_aborted_total";
-/// Unix time of the last successful run, by job.
-pub const LAST_SUCCESS: &str = "stac_uploadd_last_success_timestamp_seconds";
-/// Upload sessions running now.
-pub const IN_PROGRESS: &str = "stac_uploadd_uploads_in_progress";
-/// How late schedules fired.
-pub const LATENESS: &str = "stac_uploadd_schedule_lateness_seconds";
-/// SIGHUP reloads by result (`ok`, `failed`).
-pub const RELOADS: &str = "stac_uploadd_config_reloads_total";
-/// Whether a watch job's folder is watched (1) or lost and being retried (0), by job.
-pub const TRIGGER_UP: &str = "stac_uploadd_trigger_up";
 /// Times a watch job's lost folder was watched again, by job.
 pub const TRIGGER_RECOVERIES: &str = "stac_uploadd_trigger_recoveries_total";
+/// SIGHUP reloads by result (`ok`, `failed`).
+pub const RELOADS: &str = "stac_uploadd_config_reloads_total";
+/// Runs in a row that ended `failed`, `blocked` or `unfreeable`, by job.
+pub const CONSECUTIVE_FAILURES: &str = "stac_uploadd_consecutive_failures";
+/// Unix time of the last uploaded, unchanged or resumed run, by job (0: none on record).
+pub const LAST_SUCCESS: &str = "stac_uploadd_last_success_timestamp_seconds";
+/// Unix time at which the job, as configured now, started in this process.
+pub const JOB_STARTED: &str = "stac_uploadd_job_started_timestamp_seconds";
+/// The time expected between runs of the job (0 for watch jobs).
+pub const JOB_INTERVAL: &str = "stac_uploadd_job_interval_seconds";
+/// Upload sessions of the job running now.
+pub const IN_PROGRESS: &str = "stac_uploadd_uploads_in_progress";
+/// Uploads of the job on record as in flight that no run of this process is sending.
+pub const LEFT_IN_PROGRESS: &str = "stac_uploadd_uploads_left_in_progress";
+/// Whether the job's trigger works (1) or is dead or retrying (0).
+pub const TRIGGER_UP: &str = "stac_uploadd_trigger_up";
 /// Always 1, labelled with the version.
 pub const BUILD_INFO: &str = "stac_uploadd_build_info";
+/// Duration of upload sessions that sent and completed (digest, create, parts, complete).
+pub const UPLOAD_DURATION: &str = "stac_uploadd_upload_duration_seconds";
+/// How late the job's cron or `every` fires were.
+pub const LATENESS: &str = "stac_uploadd_schedule_lateness_seconds";
 
 /// From a second (a small file on a LAN) to the two-hour default run timeout.
 const DURATION_BUCKETS: &[f64] = &[
@@ -69,23 +88,18 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     Ok(handle)
 }
 
-/// HELP texts and units, and the series that exist from the start.
+/// HELP texts and units, and the process-wide series, which exist from the start.
 pub fn describe() {
-    describe_counter!(RUNS, "Runs by job and outcome");
-    describe_counter!(UPLOADS, "Upload sessions by job and outcome");
+    describe_counter!(RUNS, "Finished runs, by job and outcome");
+    describe_counter!(UPLOADS, "Upload sessions (attempts), by job and outcome");
     describe_counter!(
-        BYTES_SENT,
+        SENT_BYTES,
         Unit::Bytes,
-        "Bytes of the files whose upload completed"
-    );
-    describe_histogram!(
-        UPLOAD_DURATION,
-        Unit::Seconds,
-        "Duration of completed uploads: digest, create, parts and complete"
+        "Bytes of part bodies sent to part URLs; a part sent again counts again"
     );
     describe_counter!(
         RETRIES,
-        "Retries of a failed run, by reason (the error class)"
+        "Failed runs tried again, by reason (the error class)"
     );
     describe_counter!(
         PART_RETRIES,
@@ -95,55 +109,108 @@ pub fn describe() {
         STALE_ABORTED,
         "Stale in-progress uploads aborted because they blocked an asset"
     );
-    describe_gauge!(
-        LAST_SUCCESS,
-        Unit::Seconds,
-        "Unix time at which the job's last successful run finished"
-    );
-    describe_gauge!(IN_PROGRESS, "Upload sessions running now");
-    describe_histogram!(LATENESS, Unit::Seconds, "How late the schedules fired");
-    describe_counter!(RELOADS, "Reloads of the job file on SIGHUP, by result");
-    describe_gauge!(
-        TRIGGER_UP,
-        "Whether the watch job's folder is watched (1) or lost and being retried (0)"
-    );
     describe_counter!(
         TRIGGER_RECOVERIES,
         "Times the watch job's lost folder was watched again"
     );
+    describe_counter!(RELOADS, "Reloads of the job file on SIGHUP, by result");
+    describe_gauge!(
+        CONSECUTIVE_FAILURES,
+        "Runs in a row that ended failed, blocked or unfreeable"
+    );
+    describe_gauge!(
+        LAST_SUCCESS,
+        Unit::Seconds,
+        "Unix time at which the job's last uploaded, unchanged or resumed run finished; 0 if none on record"
+    );
+    describe_gauge!(
+        JOB_STARTED,
+        Unit::Seconds,
+        "Unix time at which the job, as configured now, started in this process"
+    );
+    describe_gauge!(
+        JOB_INTERVAL,
+        Unit::Seconds,
+        "Time expected between runs: the every interval, the longest gap of a cron schedule over the next 7 days, 0 for watch jobs"
+    );
+    describe_gauge!(IN_PROGRESS, "Upload sessions of the job running now");
+    describe_gauge!(
+        LEFT_IN_PROGRESS,
+        "Uploads of ours on record as in flight that no run of this process is sending"
+    );
+    describe_gauge!(
+        TRIGGER_UP,
+        "Whether the job's trigger works (1) or is dead or retrying (0)"
+    );
     describe_gauge!(BUILD_INFO, "Always 1; the version is a label");
+    describe_histogram!(
+        UPLOAD_DURATION,
+        Unit::Seconds,
+        "Duration of upload sessions that sent and completed: digest, create, parts and complete"
+    );
+    describe_histogram!(LATENESS, Unit::Seconds, "How late the job's schedule fired");
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
-    gauge!(IN_PROGRESS).set(0.0);
-}
-
-/// Makes a job's main series exist, at zero the first time, so that `rate()` and alerts on
-/// failures work before the first failure. A reload registers again without resetting them.
-pub fn register_job(job: &str) {
-    for outcome in [
-        Outcome::Uploaded,
-        Outcome::Failed,
-        Outcome::Cancelled,
-        Outcome::Unfreeable,
-    ] {
-        counter!(RUNS, "job" => job.to_owned(), "outcome" => outcome.as_str()).increment(0);
+    for result in ["ok", "failed"] {
+        counter!(RELOADS, "result" => result).increment(0);
     }
-    counter!(BYTES_SENT, "job" => job.to_owned()).increment(0);
-    counter!(STALE_ABORTED, "job" => job.to_owned()).increment(0);
 }
 
-/// A finished run: its outcome, its bytes and, when it succeeded, the time.
+/// Unix time in seconds, with milliseconds.
+fn unix(t: DateTime<Utc>) -> f64 {
+    t.timestamp_millis() as f64 / 1000.0
+}
+
+/// Makes every series of a job exist, for every value of its fixed labels, the trigger's aside
+/// (its loop or watch sets `trigger_up`). `history` is given the first time a job of this name
+/// starts in the process: its runs on record (oldest first) set the failures in a row and the
+/// last success. Without it (a reload) nothing is reset: the counts and those gauges go on.
+/// The job's start time and expected interval are its configuration's, so they are set anew.
+pub fn register_job(spec: &JobSpec, history: Option<&[RunRecord]>, now: DateTime<Utc>) {
+    let job = spec.name.clone();
+    for outcome in Outcome::ALL {
+        counter!(RUNS, JOB => job.clone(), "outcome" => outcome.as_str()).increment(0);
+    }
+    for outcome in UploadOutcome::ALL {
+        counter!(UPLOADS, JOB => job.clone(), "outcome" => outcome.as_str()).increment(0);
+    }
+    for name in [SENT_BYTES, STALE_ABORTED, TRIGGER_RECOVERIES] {
+        counter!(name, JOB => job.clone()).increment(0);
+    }
+    for name in [IN_PROGRESS, LEFT_IN_PROGRESS] {
+        gauge!(name, JOB => job.clone()).increment(0.0);
+    }
+    // A histogram exists, with empty buckets, once registered.
+    let _ = histogram!(UPLOAD_DURATION, JOB => job.clone());
+    let _ = histogram!(LATENESS, JOB => job.clone());
+    let failures = gauge!(CONSECUTIVE_FAILURES, JOB => job.clone());
+    let success = gauge!(LAST_SUCCESS, JOB => job.clone());
+    match history {
+        Some(runs) => {
+            failures.set(crate::state::trailing_failures(runs) as f64);
+            success.set(crate::state::last_success(runs).map_or(0.0, unix));
+        }
+        None => {
+            failures.increment(0.0);
+            success.increment(0.0);
+        }
+    }
+    gauge!(JOB_STARTED, JOB => job.clone()).set(unix(now));
+    let interval = crate::trigger::schedule::expected_interval(&spec.trigger, now);
+    gauge!(JOB_INTERVAL, JOB => job).set(interval.as_secs_f64());
+}
+
+/// A finished run: its outcome, the failures in a row, and the time of a success.
 pub fn run_finished(run: &RunRecord) {
     let job = run.job.clone();
-    counter!(RUNS, "job" => job.clone(), "outcome" => run.outcome.as_str()).increment(1);
-    if run.bytes > 0 {
-        counter!(BYTES_SENT, "job" => job.clone()).increment(run.bytes);
-    }
-    if matches!(
-        run.outcome,
-        Outcome::Uploaded | Outcome::Unchanged | Outcome::Resumed
-    ) {
-        let t = run.finished.timestamp_millis() as f64 / 1000.0;
-        gauge!(LAST_SUCCESS, "job" => job).set(t);
+    counter!(RUNS, JOB => job.clone(), "outcome" => run.outcome.as_str()).increment(1);
+    let failures = gauge!(CONSECUTIVE_FAILURES, JOB => job.clone());
+    match run.outcome.streak() {
+        Streak::Success => {
+            failures.set(0.0);
+            gauge!(LAST_SUCCESS, JOB => job).set(unix(run.finished));
+        }
+        Streak::Failure => failures.increment(1.0),
+        Streak::Neutral => {}
     }
 }
 
@@ -151,8 +218,13 @@ pub fn run_finished(run: &RunRecord) {
 /// says it is up again after a loss. The watch calls this at its start (up, not recovered), which
 /// makes both series exist.
 pub fn trigger_state(job: &str, up: bool, recovered: bool) {
-    gauge!(TRIGGER_UP, "job" => job.to_owned()).set(if up { 1.0 } else { 0.0 });
-    counter!(TRIGGER_RECOVERIES, "job" => job.to_owned()).increment(u64::from(up && recovered));
+    trigger_up(job, up);
+    counter!(TRIGGER_RECOVERIES, JOB => job.to_owned()).increment(u64::from(up && recovered));
+}
+
+/// A job's trigger works (`up`) or cannot fire (a schedule with no further fire time).
+pub fn trigger_up(job: &str, up: bool) {
+    gauge!(TRIGGER_UP, JOB => job.to_owned()).set(if up { 1.0 } else { 0.0 });
 }
 
 /// How one upload session ended.
@@ -160,21 +232,34 @@ pub fn trigger_state(job: &str, up: bool, recovered: bool) {
 pub enum UploadOutcome {
     /// The asset now holds the file.
     Uploaded,
+    /// The asset already held the file; nothing was sent.
+    Unchanged,
     /// Another upload in progress blocked the asset; nothing was created.
     Blocked,
-    /// Cut off by the run deadline or by shutdown.
+    /// Cut off by shutdown.
     Cancelled,
-    /// Failed; nothing of ours is left in progress.
+    /// Failed (the run deadline included); nothing of ours is left in progress.
     Failed,
     /// Failed, and the abort failed too: the upload may still block the asset.
     AbortFailed,
 }
 
 impl UploadOutcome {
+    /// Every outcome, for series that exist before the first session.
+    pub const ALL: [UploadOutcome; 6] = [
+        UploadOutcome::Uploaded,
+        UploadOutcome::Unchanged,
+        UploadOutcome::Blocked,
+        UploadOutcome::Failed,
+        UploadOutcome::Cancelled,
+        UploadOutcome::AbortFailed,
+    ];
+
     /// The label value.
     pub fn as_str(self) -> &'static str {
         match self {
             UploadOutcome::Uploaded => "uploaded",
+            UploadOutcome::Unchanged => "unchanged",
             UploadOutcome::Blocked => "blocked",
             UploadOutcome::Cancelled => "cancelled",
             UploadOutcome::Failed => "failed",
@@ -183,27 +268,37 @@ impl UploadOutcome {
     }
 }
 
-/// One upload session ended; `took` is its duration when it completed.
+/// One upload session ended; `took` is its duration when it sent the file and completed.
 pub fn upload_finished(job: &str, outcome: UploadOutcome, took: Option<Duration>) {
-    counter!(UPLOADS, "job" => job.to_owned(), "outcome" => outcome.as_str()).increment(1);
+    counter!(UPLOADS, JOB => job.to_owned(), "outcome" => outcome.as_str()).increment(1);
     if let Some(took) = took {
-        histogram!(UPLOAD_DURATION, "job" => job.to_owned()).record(took.as_secs_f64());
+        histogram!(UPLOAD_DURATION, JOB => job.to_owned()).record(took.as_secs_f64());
     }
+}
+
+/// The counter of a job's bytes sent to part URLs, to add each chunk as it goes out.
+pub fn sent_bytes(job: &str) -> Counter {
+    counter!(SENT_BYTES, JOB => job.to_owned())
 }
 
 /// A failed run is tried again.
 pub fn run_retry(job: &str, reason: &'static str) {
-    counter!(RETRIES, "job" => job.to_owned(), "reason" => reason).increment(1);
+    counter!(RETRIES, JOB => job.to_owned(), "reason" => reason).increment(1);
 }
 
 /// A part is sent again inside an upload.
 pub fn part_retry(job: &str, reason: &'static str) {
-    counter!(PART_RETRIES, "job" => job.to_owned(), "reason" => reason).increment(1);
+    counter!(PART_RETRIES, JOB => job.to_owned(), "reason" => reason).increment(1);
 }
 
 /// A stale upload that blocked the job's asset was aborted.
 pub fn stale_upload_aborted(job: &str) {
-    counter!(STALE_ABORTED, "job" => job.to_owned()).increment(1);
+    counter!(STALE_ABORTED, JOB => job.to_owned()).increment(1);
+}
+
+/// Uploads of the job on record as in flight that no run of this process is sending now.
+pub fn uploads_left_in_progress(job: &str, n: usize) {
+    gauge!(LEFT_IN_PROGRESS, JOB => job.to_owned()).set(n as f64);
 }
 
 /// A reload of the job file on SIGHUP.
@@ -211,140 +306,272 @@ pub fn reload(ok: bool) {
     counter!(RELOADS, "result" => if ok { "ok" } else { "failed" }).increment(1);
 }
 
-/// How late a schedule fired.
-pub fn schedule_lateness(late: Duration) {
-    histogram!(LATENESS).record(late.as_secs_f64());
+/// How late a job's schedule fired.
+pub fn schedule_lateness(job: &str, late: Duration) {
+    histogram!(LATENESS, JOB => job.to_owned()).record(late.as_secs_f64());
 }
 
-/// Counts an upload session as running until dropped, whichever way it ends (a cancelled future
-/// included).
+/// Counts an upload session of a job as running until dropped, whichever way it ends (a
+/// cancelled future included).
 #[must_use = "the upload counts as running only while this lives"]
-#[derive(Debug)]
-pub struct InProgress(());
+pub struct InProgress(Gauge);
 
-/// An upload session starts.
-pub fn upload_in_progress() -> InProgress {
-    gauge!(IN_PROGRESS).increment(1.0);
-    InProgress(())
+impl std::fmt::Debug for InProgress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InProgress")
+    }
+}
+
+/// An upload session of `job` starts.
+pub fn upload_in_progress(job: &str) -> InProgress {
+    let g = gauge!(IN_PROGRESS, JOB => job.to_owned());
+    g.increment(1.0);
+    InProgress(g)
 }
 
 impl Drop for InProgress {
     fn drop(&mut self) {
-        gauge!(IN_PROGRESS).decrement(1.0);
+        self.0.decrement(1.0);
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::path::PathBuf;
 
-    fn record(outcome: Outcome, bytes: u64) -> RunRecord {
-        let t = chrono::DateTime::from_timestamp(1_800_000_000, 500_000_000).expect("valid");
+    use chrono::TimeZone;
+    use metrics_exporter_prometheus::PrometheusRecorder;
+
+    use super::*;
+    use crate::config::{AssetTemplate, TriggerSpec};
+    use crate::supervisor::PolicySpec;
+    use crate::trigger::Schedule;
+
+    fn t(minute: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2027, 1, 15, 8, minute, 0).unwrap()
+    }
+
+    fn record(outcome: Outcome, minute: u32) -> RunRecord {
         RunRecord {
             job: "radar".into(),
-            started: t,
-            finished: t,
+            started: t(minute),
+            finished: t(minute),
             outcome,
             asset: "a.zip".into(),
             item: None,
             file: None,
-            bytes,
+            bytes: 1000,
             attempts: 1,
             upload_id: None,
             error: None,
         }
     }
 
-    #[test]
-    fn the_trigger_state_exists_from_the_start_and_counts_recoveries() {
-        let recorder = recorder().expect("valid buckets");
+    /// A job running every five minutes.
+    fn spec() -> JobSpec {
+        JobSpec {
+            name: "radar".into(),
+            collection: "c".into(),
+            item: Some("i".into()),
+            asset: AssetTemplate("a.zip".into()),
+            trigger: TriggerSpec::Cron {
+                file: PathBuf::from("/data/a.zip"),
+                schedule: Schedule::parse("*/5 * * * *", "Europe/Zurich").unwrap(),
+            },
+            policy: PolicySpec::default(),
+            upload: crate::upload::UploadOptions::default(),
+            jitter: None,
+            catch_up: false,
+            bandwidth_limit: None,
+            timezone: chrono_tz::Europe::Zurich,
+            item_metadata: None,
+            asset_metadata: None,
+        }
+    }
+
+    /// Renders what `f` recorded; the recorder is `recorder`, kept for further calls.
+    fn render(recorder: &PrometheusRecorder, f: impl FnOnce()) -> String {
+        metrics::with_local_recorder(recorder, f);
         let handle = recorder.handle();
-        let render = || {
-            handle.run_upkeep();
-            handle.render()
-        };
-        let has = |text: &str, line: &str| text.lines().any(|l| l == line);
-        metrics::with_local_recorder(&recorder, || {
+        handle.run_upkeep();
+        handle.render()
+    }
+
+    #[track_caller]
+    fn assert_lines(text: &str, lines: &[&str]) {
+        for line in lines {
+            assert!(
+                text.lines().any(|l| l == *line),
+                "{line:?} missing in\n{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_series_of_a_job_exists_from_its_start_at_its_initial_value() {
+        let recorder = recorder().expect("valid buckets");
+        // On record: a success at 08:10, then two failures with a shutdown between them.
+        let history = [
+            record(Outcome::Uploaded, 10),
+            record(Outcome::Failed, 15),
+            record(Outcome::Cancelled, 20),
+            record(Outcome::Blocked, 25),
+        ];
+        let text = render(&recorder, || {
             describe();
-            trigger_state("in", true, false);
+            register_job(&spec(), Some(&history), t(30));
         });
-        let text = render();
-        assert!(
-            has(&text, r#"stac_uploadd_trigger_up{job="in"} 1"#),
-            "{text}"
-        );
-        assert!(
-            has(
-                &text,
-                r#"stac_uploadd_trigger_recoveries_total{job="in"} 0"#
+        let mut expected = vec![
+            r#"stac_uploadd_consecutive_failures{job_name="radar"} 2"#.to_owned(),
+            format!(
+                r#"stac_uploadd_last_success_timestamp_seconds{{job_name="radar"}} {}"#,
+                t(10).timestamp()
             ),
-            "{text}"
-        );
-        metrics::with_local_recorder(&recorder, || trigger_state("in", false, false));
-        assert!(has(&render(), r#"stac_uploadd_trigger_up{job="in"} 0"#));
-        metrics::with_local_recorder(&recorder, || trigger_state("in", true, true));
-        let text = render();
-        assert!(
-            has(&text, r#"stac_uploadd_trigger_up{job="in"} 1"#),
-            "{text}"
-        );
-        assert!(
-            has(
-                &text,
-                r#"stac_uploadd_trigger_recoveries_total{job="in"} 1"#
+            format!(
+                r#"stac_uploadd_job_started_timestamp_seconds{{job_name="radar"}} {}"#,
+                t(30).timestamp()
             ),
-            "{text}"
+            r#"stac_uploadd_job_interval_seconds{job_name="radar"} 300"#.to_owned(),
+            r#"stac_uploadd_uploads_in_progress{job_name="radar"} 0"#.to_owned(),
+            r#"stac_uploadd_uploads_left_in_progress{job_name="radar"} 0"#.to_owned(),
+            r#"stac_uploadd_sent_bytes_total{job_name="radar"} 0"#.to_owned(),
+            r#"stac_uploadd_stale_uploads_aborted_total{job_name="radar"} 0"#.to_owned(),
+            r#"stac_uploadd_trigger_recoveries_total{job_name="radar"} 0"#.to_owned(),
+            r#"stac_uploadd_upload_duration_seconds_count{job_name="radar"} 0"#.to_owned(),
+            r#"stac_uploadd_upload_duration_seconds_bucket{job_name="radar",le="7200"} 0"#
+                .to_owned(),
+            r#"stac_uploadd_schedule_lateness_seconds_count{job_name="radar"} 0"#.to_owned(),
+            r#"stac_uploadd_schedule_lateness_seconds_bucket{job_name="radar",le="0.001"} 0"#
+                .to_owned(),
+            r#"stac_uploadd_config_reloads_total{result="ok"} 0"#.to_owned(),
+            r#"stac_uploadd_config_reloads_total{result="failed"} 0"#.to_owned(),
+            format!(
+                r#"stac_uploadd_build_info{{version="{}"}} 1"#,
+                env!("CARGO_PKG_VERSION")
+            ),
+            "# HELP stac_uploadd_runs_total Finished runs, by job and outcome".to_owned(),
+            "# TYPE stac_uploadd_consecutive_failures gauge".to_owned(),
+        ];
+        for o in Outcome::ALL {
+            expected.push(format!(
+                r#"stac_uploadd_runs_total{{job_name="radar",outcome="{}"}} 0"#,
+                o.as_str()
+            ));
+        }
+        for o in UploadOutcome::ALL {
+            expected.push(format!(
+                r#"stac_uploadd_uploads_total{{job_name="radar",outcome="{}"}} 0"#,
+                o.as_str()
+            ));
+        }
+        let expected: Vec<&str> = expected.iter().map(String::as_str).collect();
+        assert_lines(&text, &expected);
+        assert!(!text.contains("{job=") && !text.contains(",job="), "{text}");
+
+        // Nothing on record: no failures, no success.
+        let fresh = super::recorder().expect("valid buckets");
+        let text = render(&fresh, || register_job(&spec(), Some(&[]), t(30)));
+        assert_lines(
+            &text,
+            &[
+                r#"stac_uploadd_consecutive_failures{job_name="radar"} 0"#,
+                r#"stac_uploadd_last_success_timestamp_seconds{job_name="radar"} 0"#,
+            ],
         );
     }
 
     #[test]
-    fn every_metric_renders_with_its_labels() {
+    fn runs_move_the_failure_streak_and_a_reload_resets_nothing() {
         let recorder = recorder().expect("valid buckets");
-        let handle = recorder.handle();
-        metrics::with_local_recorder(&recorder, || {
-            describe();
-            register_job("radar");
-            run_finished(&record(Outcome::Uploaded, 1000));
-            run_finished(&record(Outcome::Failed, 0));
+        let text = render(&recorder, || {
+            register_job(&spec(), Some(&[]), t(0));
+            for (o, m) in [
+                (Outcome::Failed, 5),
+                (Outcome::Unfreeable, 10),
+                (Outcome::Cancelled, 15),
+                (Outcome::AbortedAtStart, 16),
+                (Outcome::Blocked, 20),
+            ] {
+                run_finished(&record(o, m));
+            }
+        });
+        assert_lines(
+            &text,
+            &[
+                r#"stac_uploadd_consecutive_failures{job_name="radar"} 3"#,
+                r#"stac_uploadd_last_success_timestamp_seconds{job_name="radar"} 0"#,
+                r#"stac_uploadd_runs_total{job_name="radar",outcome="cancelled"} 1"#,
+                r#"stac_uploadd_sent_bytes_total{job_name="radar"} 0"#,
+            ],
+        );
+        let text = render(&recorder, || {
+            run_finished(&record(Outcome::Unchanged, 25));
+            sent_bytes("radar").increment(5);
+            sent_bytes("radar").increment(7);
             upload_finished(
                 "radar",
                 UploadOutcome::Uploaded,
                 Some(Duration::from_millis(1500)),
             );
-            upload_finished("radar", UploadOutcome::Blocked, None);
+            upload_finished("radar", UploadOutcome::Unchanged, None);
             run_retry("radar", "retryable");
             part_retry("radar", "retryable");
             stale_upload_aborted("radar");
-            schedule_lateness(Duration::from_millis(3));
+            schedule_lateness("radar", Duration::from_millis(3));
             reload(false);
-            let busy = upload_in_progress();
-            drop(busy);
-            // A reload registers the job again: its counts stay.
-            register_job("radar");
+            uploads_left_in_progress("radar", 2);
+            // A reload registers the job again, as configured now: its counts stay.
+            register_job(&spec(), None, t(40));
         });
-        handle.run_upkeep();
-        let text = handle.render();
-        for line in [
-            r#"stac_uploadd_runs_total{job="radar",outcome="uploaded"} 1"#,
-            r#"stac_uploadd_runs_total{job="radar",outcome="failed"} 1"#,
-            r#"stac_uploadd_runs_total{job="radar",outcome="cancelled"} 0"#,
-            r#"stac_uploadd_bytes_sent_total{job="radar"} 1000"#,
-            r#"stac_uploadd_last_success_timestamp_seconds{job="radar"} 1800000000.5"#,
-            r#"stac_uploadd_uploads_total{job="radar",outcome="blocked"} 1"#,
-            r#"stac_uploadd_upload_duration_seconds_bucket{job="radar",le="2.5"} 1"#,
-            r#"stac_uploadd_upload_duration_seconds_bucket{job="radar",le="1"} 0"#,
-            r#"stac_uploadd_retries_total{job="radar",reason="retryable"} 1"#,
-            r#"stac_uploadd_part_retries_total{job="radar",reason="retryable"} 1"#,
-            r#"stac_uploadd_stale_uploads_aborted_total{job="radar"} 1"#,
-            r#"stac_uploadd_schedule_lateness_seconds_bucket{le="0.005"} 1"#,
-            r#"stac_uploadd_config_reloads_total{result="failed"} 1"#,
-            "stac_uploadd_uploads_in_progress 0",
-            "# HELP stac_uploadd_runs_total Runs by job and outcome",
-        ] {
-            assert!(
-                text.lines().any(|l| l == line),
-                "{line:?} missing in\n{text}"
-            );
-        }
+        assert_lines(
+            &text,
+            &[
+                r#"stac_uploadd_consecutive_failures{job_name="radar"} 0"#,
+                &format!(
+                    r#"stac_uploadd_last_success_timestamp_seconds{{job_name="radar"}} {}"#,
+                    t(25).timestamp()
+                ),
+                &format!(
+                    r#"stac_uploadd_job_started_timestamp_seconds{{job_name="radar"}} {}"#,
+                    t(40).timestamp()
+                ),
+                r#"stac_uploadd_runs_total{job_name="radar",outcome="failed"} 1"#,
+                r#"stac_uploadd_runs_total{job_name="radar",outcome="unchanged"} 1"#,
+                r#"stac_uploadd_sent_bytes_total{job_name="radar"} 12"#,
+                r#"stac_uploadd_uploads_total{job_name="radar",outcome="uploaded"} 1"#,
+                r#"stac_uploadd_uploads_total{job_name="radar",outcome="unchanged"} 1"#,
+                r#"stac_uploadd_upload_duration_seconds_bucket{job_name="radar",le="2.5"} 1"#,
+                r#"stac_uploadd_upload_duration_seconds_bucket{job_name="radar",le="1"} 0"#,
+                r#"stac_uploadd_upload_duration_seconds_count{job_name="radar"} 1"#,
+                r#"stac_uploadd_retries_total{job_name="radar",reason="retryable"} 1"#,
+                r#"stac_uploadd_part_retries_total{job_name="radar",reason="retryable"} 1"#,
+                r#"stac_uploadd_stale_uploads_aborted_total{job_name="radar"} 1"#,
+                r#"stac_uploadd_schedule_lateness_seconds_bucket{job_name="radar",le="0.005"} 1"#,
+                r#"stac_uploadd_config_reloads_total{result="failed"} 1"#,
+                r#"stac_uploadd_uploads_left_in_progress{job_name="radar"} 2"#,
+            ],
+        );
+        let busy = r#"stac_uploadd_uploads_in_progress{job_name="radar"}"#;
+        let session = metrics::with_local_recorder(&recorder, || upload_in_progress("radar"));
+        assert_lines(&render(&recorder, || {}), &[&format!("{busy} 1")]);
+        drop(session);
+        assert_lines(&render(&recorder, || {}), &[&format!("{busy} 0")]);
+    }
+
+    #[test]
+    fn the_trigger_state_exists_from_the_start_and_counts_recoveries() {
+        let recorder = recorder().expect("valid buckets");
+        let up = r#"stac_uploadd_trigger_up{job_name="in"} 1"#;
+        let down = r#"stac_uploadd_trigger_up{job_name="in"} 0"#;
+        let recoveries =
+            |n| format!(r#"stac_uploadd_trigger_recoveries_total{{job_name="in"}} {n}"#);
+        let text = render(&recorder, || trigger_state("in", true, false));
+        assert_lines(&text, &[up, &recoveries(0)]);
+        let text = render(&recorder, || trigger_state("in", false, false));
+        assert_lines(&text, &[down, &recoveries(0)]);
+        let text = render(&recorder, || trigger_state("in", true, true));
+        assert_lines(&text, &[up, &recoveries(1)]);
+        let text = render(&recorder, || trigger_up("in", false));
+        assert_lines(&text, &[down, &recoveries(1)]);
     }
 }

@@ -64,34 +64,99 @@ pub struct Creating {
     pub at: DateTime<Utc>,
 }
 
-/// How a run ended.
+/// How a run ended. Stored in the history by these names: a variant may be added, never
+/// renamed or removed, so that older history files still load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
+    /// The asset now holds the file; bytes were sent.
     Uploaded,
+    /// The asset already held the file; nothing was sent.
     Unchanged,
+    /// Given up on an error, whatever the policy: retries exhausted, the single try of the
+    /// cancel policy, the run deadline.
     Failed,
+    /// Given up because someone else's upload, possibly still running, holds the asset.
+    Blocked,
+    /// Stopped by shutdown: not an error. (Histories written before `blocked` and `failed`
+    /// were told apart also hold runs the cancel policy gave up under this name.)
     Cancelled,
+    /// An upload a previous process left in flight was finished at start-up.
     Resumed,
+    /// An upload a previous process left in flight was aborted at start-up.
     AbortedAtStart,
     /// Blocked by an upload record the server cannot abort (its S3 upload is gone): only the
     /// service's operators can free the asset.
     Unfreeable,
 }
 
+/// What a run's outcome does to its job's run of failures (`stac_uploadd_consecutive_failures`
+/// and `stac-uploadd status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Streak {
+    /// The job published its file: the failures in a row end.
+    Success,
+    /// One more failure in a row.
+    Failure,
+    /// Neither: the count stays as it is.
+    Neutral,
+}
+
 impl Outcome {
+    /// Every outcome, for series that exist before the first run.
+    pub const ALL: [Outcome; 8] = [
+        Outcome::Uploaded,
+        Outcome::Unchanged,
+        Outcome::Resumed,
+        Outcome::AbortedAtStart,
+        Outcome::Failed,
+        Outcome::Blocked,
+        Outcome::Unfreeable,
+        Outcome::Cancelled,
+    ];
+
     /// Stable lower-case name for logs, metrics and `status`.
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Uploaded => "uploaded",
             Outcome::Unchanged => "unchanged",
             Outcome::Failed => "failed",
+            Outcome::Blocked => "blocked",
             Outcome::Cancelled => "cancelled",
             Outcome::Resumed => "resumed",
             Outcome::AbortedAtStart => "aborted_at_start",
             Outcome::Unfreeable => "unfreeable",
         }
     }
+
+    /// Whether the run ended a run of failures, added to one, or neither. An upload aborted at
+    /// start-up published nothing but failed nothing either; a shutdown is no failure.
+    pub fn streak(self) -> Streak {
+        match self {
+            Outcome::Uploaded | Outcome::Unchanged | Outcome::Resumed => Streak::Success,
+            Outcome::Failed | Outcome::Blocked | Outcome::Unfreeable => Streak::Failure,
+            Outcome::Cancelled | Outcome::AbortedAtStart => Streak::Neutral,
+        }
+    }
+}
+
+/// The failures in a row at the end of a job's `runs` (oldest first): runs that are neither a
+/// success nor a failure are passed over.
+pub fn trailing_failures(runs: &[RunRecord]) -> usize {
+    runs.iter()
+        .rev()
+        .map(|r| r.outcome.streak())
+        .take_while(|s| *s != Streak::Success)
+        .filter(|s| *s == Streak::Failure)
+        .count()
+}
+
+/// When the last of `runs` that published its file finished.
+pub fn last_success(runs: &[RunRecord]) -> Option<DateTime<Utc>> {
+    runs.iter()
+        .rev()
+        .find(|r| r.outcome.streak() == Streak::Success)
+        .map(|r| r.finished)
 }
 
 /// One finished run.
@@ -324,5 +389,64 @@ impl DigestCache for StateStore {
 
     fn put(&self, key: DigestKey, digest: &FileDigest) {
         self.files.put_digest(key, digest);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(outcome: Outcome, minute: u32) -> RunRecord {
+        let t = chrono::TimeZone::with_ymd_and_hms(&Utc, 2026, 3, 2, 10, minute, 0).unwrap();
+        RunRecord {
+            job: "j".into(),
+            started: t,
+            finished: t,
+            outcome,
+            asset: "a.zip".into(),
+            file: None,
+            bytes: 0,
+            attempts: 1,
+            upload_id: None,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn records_written_before_blocked_existed_still_load() {
+        // A history line as an earlier version wrote it.
+        let old = r#"{"job":"j","started":"2026-03-02T10:00:00Z","finished":"2026-03-02T10:00:01Z","outcome":"cancelled","asset":"a.zip","file":"/d/a.zip","bytes":0,"attempts":1,"upload_id":null,"error":"HTTP 404"}"#;
+        let rec: RunRecord = serde_json::from_str(old).unwrap();
+        assert_eq!(rec.outcome, Outcome::Cancelled);
+        for o in Outcome::ALL {
+            let json = serde_json::to_string(&o).unwrap();
+            assert_eq!(json, format!("\"{}\"", o.as_str()), "stored by its name");
+            assert_eq!(serde_json::from_str::<Outcome>(&json).unwrap(), o);
+        }
+    }
+
+    #[test]
+    fn trailing_failures_pass_over_shutdowns_and_stop_at_a_success() {
+        use Outcome::*;
+        let runs = |os: &[Outcome]| -> Vec<RunRecord> {
+            os.iter()
+                .enumerate()
+                .map(|(i, o)| run(*o, i as u32))
+                .collect()
+        };
+        assert_eq!(trailing_failures(&[]), 0);
+        assert_eq!(trailing_failures(&runs(&[Failed, Uploaded])), 0);
+        assert_eq!(
+            trailing_failures(&runs(&[Failed, Unchanged, Failed, Cancelled, Blocked])),
+            2
+        );
+        assert_eq!(
+            trailing_failures(&runs(&[Unfreeable, AbortedAtStart, Failed])),
+            2
+        );
+        assert_eq!(trailing_failures(&runs(&[Failed, Resumed])), 0);
+        let h = runs(&[Uploaded, Failed, Unchanged, Cancelled, Failed]);
+        assert_eq!(last_success(&h), Some(h[2].finished));
+        assert_eq!(last_success(&runs(&[Failed, Cancelled])), None);
     }
 }

@@ -271,19 +271,40 @@ fn error_reason(e: &UploadError) -> &'static str {
     }
 }
 
-/// How an upload session ended, for the metrics.
-fn upload_outcome(result: &Result<UploadReport, UploadError>) -> UploadOutcome {
+/// Whether an upload was cut short through its cancellation token: by shutdown or by the run
+/// deadline (the caller tells which).
+fn cut_short(e: &UploadError) -> bool {
+    match e {
+        UploadError::Cancelled => true,
+        UploadError::AfterCreate { cause, .. } => matches!(**cause, UploadError::Cancelled),
+        _ => false,
+    }
+}
+
+/// How an upload session ended, for the metrics; `shutdown` says whether shutdown is aborting
+/// the runs (a session cut short otherwise met the run deadline: a failure).
+fn upload_outcome(result: &Result<UploadReport, UploadError>, shutdown: bool) -> UploadOutcome {
     match result {
+        Ok(r) if r.unchanged => UploadOutcome::Unchanged,
         Ok(_) => UploadOutcome::Uploaded,
         Err(UploadError::InProgress { .. }) => UploadOutcome::Blocked,
         Err(e) if e.left_in_progress().is_some() => UploadOutcome::AbortFailed,
-        Err(UploadError::Cancelled) => UploadOutcome::Cancelled,
-        Err(UploadError::AfterCreate { cause, .. })
-            if matches!(**cause, UploadError::Cancelled) =>
-        {
-            UploadOutcome::Cancelled
-        }
+        Err(e) if shutdown && cut_short(e) => UploadOutcome::Cancelled,
         Err(_) => UploadOutcome::Failed,
+    }
+}
+
+/// How a run ended; `stopped` says its end came from shutdown (a session cut short, or a retry
+/// given up or cut short because the runs are being aborted). The policy does not matter: a run
+/// given up on an error is a failure whether it was tried once or retried.
+fn run_outcome(result: &Result<UploadReport, UploadError>, stopped: bool) -> Outcome {
+    match result {
+        Ok(r) if r.unchanged => Outcome::Unchanged,
+        Ok(_) => Outcome::Uploaded,
+        Err(_) if stopped => Outcome::Cancelled,
+        Err(UploadError::Unfreeable { .. }) => Outcome::Unfreeable,
+        Err(UploadError::InProgress { .. }) => Outcome::Blocked,
+        Err(_) => Outcome::Failed,
     }
 }
 
@@ -291,6 +312,8 @@ impl<U: Uploader> Job<U> {
     /// Runs work from the pending slot until `stop` is cancelled; a run in progress is finished
     /// (or aborted through `abort_runs`) first.
     pub async fn run_loop(self: Arc<Self>, stop: CancellationToken) {
+        // What a previous process (or this job's predecessor) left on record.
+        self.count_left_in_progress().await;
         loop {
             while let Some(work) = self.pending.take() {
                 self.run(work).await;
@@ -376,14 +399,13 @@ impl<U: Uploader> Job<U> {
         let p = &self.spec.policy;
         let mut waits = retry::waits(p.retry_min_delay, p.retry_max_delay, p.retries);
         let mut attempts = 0u32;
+        // Whether the run's end came from shutdown rather than from its own outcome.
+        let mut stopped = false;
         let result = loop {
             attempts += 1;
             let result = self.attempt(&target, &path, &objects, attempts).await;
             let Err(e) = &result else { break result };
-            if policy != PolicyKind::Retry
-                || !retry::run_action(e).is_retry()
-                || self.abort_runs.is_cancelled()
-            {
+            if policy != PolicyKind::Retry || !retry::run_action(e).is_retry() {
                 break result;
             }
             let Some(wait) = waits.next() else {
@@ -396,18 +418,32 @@ impl<U: Uploader> Job<U> {
                 info!(next_run = %next, "not retrying: the next scheduled run comes first");
                 break result;
             }
+            if self.abort_runs.is_cancelled() {
+                // It would be tried again, but the daemon is stopping.
+                stopped = true;
+                break result;
+            }
             warn!(attempt = attempts, wait_ms = wait.as_millis() as u64, error = %e, "run failed, retrying");
-            metrics::run_retry(&self.spec.name, error_reason(e));
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
-                () = self.abort_runs.cancelled() => break result,
+                () = self.abort_runs.cancelled() => {
+                    stopped = true;
+                    break result;
+                }
             }
+            metrics::run_retry(&self.spec.name, error_reason(e));
         };
+        // A session cut short while the runs are being aborted was cut by shutdown; otherwise
+        // by the run deadline.
+        stopped |= result
+            .as_ref()
+            .is_err_and(|e| cut_short(e) && self.abort_runs.is_cancelled());
         let finished = clock.now();
+        let outcome = run_outcome(&result, stopped);
+        let duration_ms = (finished - started).num_milliseconds();
         let record = match &result {
             Ok(r) => {
                 let id = r.upload_id.as_ref().map(|u| u.0.as_str()).unwrap_or("-");
-                let duration_ms = (finished - started).num_milliseconds();
                 if r.unchanged {
                     info!(
                         bytes = r.bytes,
@@ -427,11 +463,7 @@ impl<U: Uploader> Job<U> {
                     job: self.spec.name.clone(),
                     started,
                     finished,
-                    outcome: if r.unchanged {
-                        Outcome::Unchanged
-                    } else {
-                        Outcome::Uploaded
-                    },
+                    outcome,
                     asset: target.asset.clone(),
                     item: target.item.clone(),
                     file: Some(path),
@@ -442,14 +474,20 @@ impl<U: Uploader> Job<U> {
                 }
             }
             Err(e) => {
-                let outcome = if matches!(e, UploadError::Unfreeable { .. }) {
-                    Outcome::Unfreeable
-                } else if policy == PolicyKind::Cancel {
-                    Outcome::Cancelled
+                let error = if cut_short(e) && !stopped {
+                    format!(
+                        "the run deadline of {} was reached: {e}",
+                        humantime::format_duration(self.spec.policy.run_timeout)
+                    )
                 } else {
-                    Outcome::Failed
+                    e.to_string()
                 };
-                error!(attempts, policy = ?policy, error = %e, "run given up");
+                if outcome == Outcome::Cancelled {
+                    // Not an error: the daemon was told to stop and the grace period is over.
+                    warn!(attempts, duration_ms, error, "run cancelled by shutdown");
+                } else {
+                    error!(attempts, policy = ?policy, outcome = outcome.as_str(), duration_ms, error, "run given up");
+                }
                 RunRecord {
                     job: self.spec.name.clone(),
                     started,
@@ -464,7 +502,7 @@ impl<U: Uploader> Job<U> {
                         UploadError::AfterCreate { upload_id, .. } => Some(upload_id.clone()),
                         _ => None,
                     },
-                    error: Some(e.to_string()),
+                    error: Some(error),
                 }
             }
         };
@@ -472,8 +510,27 @@ impl<U: Uploader> Job<U> {
             error!(error = %e, "cannot record the run in the state store");
         }
         metrics::run_finished(&record);
+        self.count_left_in_progress().await;
         let _ = self.shared.runs.send(record.clone());
         record
+    }
+
+    /// Sets the job's `uploads_left_in_progress`: its uploads on record as in flight that no run
+    /// of this process is sending (an abort that failed, a crash). They may block the asset until
+    /// a run or a restart aborts them.
+    async fn count_left_in_progress(&self) {
+        match self.shared.state.inflight().await {
+            Ok(all) => {
+                let running = self.shared.running();
+                let left = all
+                    .iter()
+                    .filter(|r| r.job == self.spec.name && !running.contains(&r.upload_id))
+                    .count();
+                drop(running);
+                metrics::uploads_left_in_progress(&self.spec.name, left);
+            }
+            Err(e) => warn!(error = %e, "cannot read the uploads in flight"),
+        }
     }
 
     /// One attempt: the upload with a deadline (creating the item and asset if missing, once
@@ -600,12 +657,13 @@ impl<U: Uploader> Job<U> {
         let observer = Arc::new(Recorder {
             shared: self.shared.clone() as Arc<dyn RecorderShared>,
             job: self.spec.name.clone(),
+            sent: metrics::sent_bytes(&self.spec.name),
             target: target.clone(),
             path: path.to_owned(),
             created: Mutex::new(None),
         });
         let span = info_span!("attempt", attempt);
-        let busy = metrics::upload_in_progress();
+        let busy = metrics::upload_in_progress(&self.spec.name);
         let result = self
             .shared
             .uploader()
@@ -623,8 +681,13 @@ impl<U: Uploader> Job<U> {
         deadline.abort();
         metrics::upload_finished(
             &self.spec.name,
-            upload_outcome(&result),
-            result.as_ref().ok().map(|r| r.total_time),
+            upload_outcome(&result, self.abort_runs.is_cancelled()),
+            // Only sessions that sent the file: an unchanged one took a digest, not an upload.
+            result
+                .as_ref()
+                .ok()
+                .filter(|r| !r.unchanged)
+                .map(|r| r.total_time),
         );
         let created = observer
             .created
@@ -675,6 +738,8 @@ impl<U: Send + Sync> RecorderShared for Shared<U> {
 struct Recorder {
     shared: Arc<dyn RecorderShared>,
     job: String,
+    /// The job's `sent_bytes_total`: every chunk of a part body as it goes out.
+    sent: ::metrics::Counter,
     target: AssetTarget,
     path: PathBuf,
     created: Mutex<Option<UploadId>>,
@@ -682,8 +747,12 @@ struct Recorder {
 
 impl UploadObserver for Recorder {
     fn on_event(&self, event: &UploadEvent<'_>) {
-        if let UploadEvent::PartRetry { error, .. } = event {
-            metrics::part_retry(&self.job, error_reason(error));
+        match event {
+            UploadEvent::Sent { bytes } => self.sent.increment(*bytes),
+            UploadEvent::PartRetry { error, .. } => {
+                metrics::part_retry(&self.job, error_reason(error));
+            }
+            _ => {}
         }
     }
 

@@ -12,7 +12,7 @@ pub use crate::trigger::schedule;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,6 +25,8 @@ pub use job::{HttpUploader, Job, Pending, Shared, Uploader, Work, effective_poli
 pub use policy::{PolicyKind, PolicySpec};
 
 use crate::config::{JobSpec, TriggerSpec};
+use crate::observe::metrics;
+use crate::state::RunRecord;
 use crate::trigger::schedule::Trigger;
 use crate::trigger::watch::{WatchError, Watcher};
 
@@ -37,6 +39,11 @@ pub struct Supervisor<U: Uploader> {
     tasks: TaskTracker,
     /// Cancels every run at once: shutdown past its grace period.
     abort_runs: CancellationToken,
+    /// The run history as it was at start, for jobs of names not started yet: a job added by a
+    /// reload takes its failures in a row and last success from it.
+    history: BTreeMap<String, Vec<RunRecord>>,
+    /// Names of the jobs started in this process: their metrics go on across reloads.
+    started: HashSet<String>,
 }
 
 /// One running job.
@@ -71,27 +78,25 @@ impl<U: Uploader> Supervisor<U> {
         shared: Arc<Shared<U>>,
         specs: Vec<(JobSpec, Option<u64>)>,
     ) -> Result<Self, WatchError> {
-        // Read once, and only if needed: a copy per job would grow with the square of the jobs.
-        let history = if specs.iter().any(|(s, _)| s.catch_up) {
-            shared.state.history().await.unwrap_or_else(|e| {
-                warn!(error = %e, "cannot read the run history; catch_up sees no earlier runs");
-                Default::default()
-            })
-        } else {
+        // Read once: catch-up and the metrics' failures in a row and last success start from it.
+        let history = shared.state.history().await.unwrap_or_else(|e| {
+            warn!(error = %e, "cannot read the run history; catch_up and the metrics see no earlier runs");
             Default::default()
-        };
+        });
         let mut supervisor = Self {
             shared,
             jobs: Vec::new(),
             tasks: TaskTracker::new(),
             abort_runs: CancellationToken::new(),
+            history,
+            started: HashSet::new(),
         };
         // One instant for all: `every` jobs share the grid's origin, and catch-up compares
         // against the same "now".
         let now = supervisor.shared.clock.now();
         for (spec, fingerprint) in specs {
-            let runs = history.get(&spec.name).map_or(&[][..], Vec::as_slice);
-            let running = supervisor.launch(spec, fingerprint, now, runs, None)?;
+            let runs = supervisor.first_start(&spec.name);
+            let running = supervisor.launch(spec, fingerprint, now, runs.as_deref(), None)?;
             supervisor.jobs.push(running);
         }
         info!(jobs = supervisor.jobs.len(), "jobs started");
@@ -116,7 +121,8 @@ impl<U: Uploader> Supervisor<U> {
             let mut spec = spec.clone();
             spec.catch_up = false;
             let predecessor = current.map(|r| r.runner.clone());
-            match self.launch(spec, *fingerprint, now, &[], predecessor) {
+            let runs = self.first_start(&spec.name);
+            match self.launch(spec, *fingerprint, now, runs.as_deref(), predecessor) {
                 Ok(r) => {
                     launched.insert(r.job.spec.name.clone(), r);
                 }
@@ -164,17 +170,27 @@ impl<U: Uploader> Supervisor<U> {
         Ok(changes)
     }
 
+    /// The runs on record for a job of this name if none has started in this process yet (its
+    /// metrics start from them), `None` if one has (its metrics go on).
+    fn first_start(&mut self, name: &str) -> Option<Vec<RunRecord>> {
+        self.started
+            .insert(name.to_owned())
+            .then(|| self.history.remove(name).unwrap_or_default())
+    }
+
     /// Starts one job's trigger and runner; its runner first waits for `predecessor` (the
-    /// runner of the job it replaces) to finish its run.
+    /// runner of the job it replaces) to finish its run. `history` is the job's runs on record
+    /// when it is the first job of its name in this process (see [`metrics::register_job`]).
     fn launch(
         &self,
         spec: JobSpec,
         fingerprint: Option<u64>,
         now: chrono::DateTime<chrono::Utc>,
-        runs: &[crate::state::RunRecord],
+        history: Option<&[RunRecord]>,
         predecessor: Option<TaskTracker>,
     ) -> Result<Running<U>, WatchError> {
-        crate::observe::metrics::register_job(&spec.name);
+        metrics::register_job(&spec, history, now);
+        let runs = history.unwrap_or_default();
         let stop = CancellationToken::new();
         let job = Arc::new(Job {
             spec,
@@ -186,6 +202,8 @@ impl<U: Uploader> Supervisor<U> {
             TriggerSpec::Cron { .. } | TriggerSpec::Every { .. } => {
                 match Trigger::for_job(&job.spec, now, runs) {
                     Some(trigger) => {
+                        // Up from now, not from the loop's first poll: the series exists at once.
+                        metrics::trigger_up(&job.spec.name, true);
                         self.tasks.spawn(
                             schedule::fire_loop(
                                 trigger,
@@ -198,6 +216,7 @@ impl<U: Uploader> Supervisor<U> {
                         );
                     }
                     None => {
+                        metrics::trigger_up(&job.spec.name, false);
                         tracing::error!(job = %job.spec.name, "the interval is zero or too long: the job never runs");
                     }
                 }

@@ -104,7 +104,7 @@ async fn reconcile_one(
     };
     if file_same && urls_alive {
         info!(upload_id = %id, job = %rec.job, "resuming an upload interrupted by a restart");
-        let _busy = metrics::upload_in_progress();
+        let _busy = metrics::upload_in_progress(&rec.job);
         let expected = crate::stac::Multihash::from_hex(&rec.multihash);
         let result = upload::resume_upload(
             client,

@@ -289,7 +289,11 @@ async fn cancel_policy_gives_a_failed_run_up() {
         [Act::Gateway, Act::Ok],
     );
     let rec = f.job.run(Work::Scheduled(t0())).await;
-    assert_eq!((rec.outcome, rec.attempts), (Outcome::Cancelled, 1));
+    assert_eq!(
+        (rec.outcome, rec.attempts),
+        (Outcome::Failed, 1),
+        "given up on an error: a failure, whatever the policy"
+    );
     assert_eq!(f.script.calls.lock().unwrap().len(), 1);
 }
 
@@ -383,12 +387,12 @@ async fn a_recent_foreign_upload_is_left_alone() {
         [blocked(), blocked(), blocked(), blocked()],
     );
     let rec = f.job.run(Work::Scheduled(t0())).await;
-    assert_eq!((rec.outcome, rec.attempts), (Outcome::Failed, 4));
+    assert_eq!((rec.outcome, rec.attempts), (Outcome::Blocked, 4));
     assert!(f.script.aborted.lock().unwrap().is_empty());
     // Cancel policy: gives this run up at once.
     let f = fixture(cron_job("*/5 * * * *", PolicyKind::Auto), [blocked()]);
     let rec = f.job.run(Work::Scheduled(t0())).await;
-    assert_eq!((rec.outcome, rec.attempts), (Outcome::Cancelled, 1));
+    assert_eq!((rec.outcome, rec.attempts), (Outcome::Blocked, 1));
     assert!(f.script.aborted.lock().unwrap().is_empty());
 }
 
@@ -454,7 +458,7 @@ async fn staleness_is_capped_by_the_url_lifetime_and_knows_our_own_uploads() {
         .insert(UploadId("live".into()));
     assert_eq!(
         f.job.run(Work::Scheduled(t0())).await.outcome,
-        Outcome::Cancelled
+        Outcome::Blocked
     );
     assert!(f.script.aborted.lock().unwrap().is_empty());
 }
@@ -484,12 +488,33 @@ async fn a_run_past_its_deadline_is_aborted() {
     let start = Instant::now();
     let rec = f.job.run(Work::Scheduled(t0())).await;
     assert_eq!(start.elapsed(), Duration::from_secs(300));
-    assert_eq!(rec.outcome, Outcome::Cancelled);
+    assert_eq!(rec.outcome, Outcome::Failed, "the deadline is no shutdown");
+    let error = rec.error.unwrap();
     assert!(
-        rec.error
-            .unwrap()
-            .contains("cancelled; the upload was aborted")
+        error.starts_with("the run deadline of 5m was reached: ")
+            && error.contains("cancelled; the upload was aborted"),
+        "{error}"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_wait_cut_by_shutdown_is_a_cancelled_run() {
+    let f = fixture(
+        cron_job("0 3 * * *", PolicyKind::Retry),
+        [Act::Gateway, Act::Ok],
+    );
+    let abort = f.job.abort_runs.clone();
+    let run = f.job.run(Work::Scheduled(t0()));
+    tokio::pin!(run);
+    // The first attempt fails at once; the job waits at least a second before the next.
+    tokio::select! {
+        _ = &mut run => panic!("the run did not wait to retry"),
+        () = tokio::time::sleep(Duration::from_millis(500)) => {}
+    }
+    abort.cancel();
+    let rec = run.await;
+    assert_eq!((rec.outcome, rec.attempts), (Outcome::Cancelled, 1));
+    assert_eq!(f.script.calls.lock().unwrap().len(), 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -709,6 +734,7 @@ async fn a_fire_keeps_its_nominal_time_whatever_its_jitter_and_a_catch_up_the_mi
     let pending = Arc::new(Pending::default());
     let stop = CancellationToken::new();
     let trigger = schedule::Trigger {
+        job: "job".into(),
         cadence: schedule::Cadence::Every {
             origin: t0(),
             step: chrono::Duration::seconds(60),
@@ -901,7 +927,7 @@ async fn an_upload_from_our_create_whose_answer_was_lost_is_ours_to_abort() {
     let f = fixture(cron_job("0 3 * * *", PolicyKind::Cancel), [blocked]);
     assert_eq!(
         f.job.run(Work::Scheduled(t0())).await.outcome,
-        Outcome::Cancelled
+        Outcome::Blocked
     );
     assert!(f.script.aborted.lock().unwrap().is_empty());
 }

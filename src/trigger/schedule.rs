@@ -17,6 +17,7 @@ use tracing::{info, warn};
 use super::Schedule;
 use super::clock::Clock;
 use crate::config::{JobSpec, TriggerSpec};
+use crate::observe::metrics;
 use crate::state::{Outcome, RunRecord};
 
 /// Where a fire goes: the job's pending slot, which takes one run at a time.
@@ -115,9 +116,49 @@ pub fn missed_run(cadence: &Cadence, runs: &[RunRecord], now: DateTime<Utc>) -> 
     Some(Missed { last_run, at })
 }
 
+/// How far ahead [`expected_interval`] looks for a cron schedule's longest gap: a week holds
+/// every pattern of weekdays.
+pub const INTERVAL_HORIZON: TimeDelta = TimeDelta::days(7);
+
+/// The time expected between two runs of a job started at `now`: `every`'s interval; for a cron
+/// schedule the longest gap between consecutive fire times over the next week (so a weekdays-only
+/// job is not expected on a Sunday), or its first gap if it fires less often; zero for a watch job, which has no expectation, and for a
+/// schedule that never fires.
+///
+/// The week is not walked fire by fire (a schedule of every second fires 604 800 times): from
+/// each fire it jumps to the last fire within the longest gap seen so far, but at least a minute,
+/// since the gaps in between are no longer than that. So the result is exact whenever the
+/// longest gap is a minute or more, and under a minute for a schedule whose gaps all are.
+pub fn expected_interval(trigger: &TriggerSpec, now: DateTime<Utc>) -> Duration {
+    match trigger {
+        TriggerSpec::Every { interval, .. } => *interval,
+        TriggerSpec::Cron { schedule, .. } => {
+            let end = now + INTERVAL_HORIZON;
+            let mut longest = TimeDelta::zero();
+            let mut at = schedule.next_after(now);
+            // A schedule with no gap in the week (fires less often) counts its first gap.
+            while let Some(fire) = at.filter(|t| *t <= end || longest.is_zero()) {
+                let window = longest.max(TimeDelta::minutes(1));
+                let last = schedule
+                    .last_at_or_before(fire + window)
+                    .filter(|l| *l > fire)
+                    .unwrap_or(fire);
+                at = schedule.next_after(last);
+                if let Some(next) = at {
+                    longest = longest.max(next - last);
+                }
+            }
+            longest.to_std().unwrap_or_default()
+        }
+        TriggerSpec::Watch(_) => Duration::ZERO,
+    }
+}
+
 /// What a scheduled job's trigger does.
 #[derive(Debug, Clone)]
 pub struct Trigger {
+    /// The job's name, for its metrics.
+    pub job: String,
     pub cadence: Cadence,
     /// Each fire waits a random delay in `[0, jitter)`.
     pub jitter: Option<Duration>,
@@ -136,6 +177,7 @@ impl Trigger {
             None
         };
         Some(Self {
+            job: spec.name.clone(),
             cadence,
             jitter: spec.jitter,
             catch_up,
@@ -145,7 +187,9 @@ impl Trigger {
 
 /// Fires `pending` at each time of `trigger` after `start` until `stop`. A fire carries its
 /// nominal time, jitter or not. Times missed while the loop was not woken (a suspended machine,
-/// a stalled runtime) are skipped, not fired in a burst: only the late one fires.
+/// a stalled runtime) are skipped, not fired in a burst: only the late one fires. The job's
+/// `trigger_up` is 1 while the loop runs, and 0 once the schedule has no further fire time (a
+/// stop leaves it: the loop of the job's successor may already be running).
 pub async fn fire_loop<F: Fire + ?Sized>(
     trigger: Trigger,
     start: DateTime<Utc>,
@@ -154,10 +198,12 @@ pub async fn fire_loop<F: Fire + ?Sized>(
     stop: CancellationToken,
 ) {
     let Trigger {
+        job,
         cadence,
         jitter,
         catch_up,
     } = trigger;
+    metrics::trigger_up(&job, true);
     if let Some(missed) = catch_up {
         info!(
             last_run = %missed.last_run.map_or_else(|| "never".into(), |t| t.to_rfc3339()),
@@ -174,6 +220,7 @@ pub async fn fire_loop<F: Fire + ?Sized>(
     loop {
         let Some(nominal) = cadence.next_after(after) else {
             warn!(?cadence, "the schedule has no further fire time");
+            metrics::trigger_up(&job, false);
             return;
         };
         tokio::select! {
@@ -184,7 +231,7 @@ pub async fn fire_loop<F: Fire + ?Sized>(
         // Lateness is the scheduler's, before the jitter we add on purpose.
         let late = woke - nominal;
         tracing::trace!(late_ms = late.num_milliseconds(), "schedule fired");
-        crate::observe::metrics::schedule_lateness(late.to_std().unwrap_or_default());
+        metrics::schedule_lateness(&job, late.to_std().unwrap_or_default());
         after = woke;
         let room = cadence.next_after(woke).map(|next| next - woke);
         if !wait(jitter_delay(jitter, room), &stop).await {
@@ -336,6 +383,48 @@ mod tests {
             "the last time due, one interval after another from the last run"
         );
         assert_eq!(missed_run(&c, &[], now).map(|m| m.at), Some(now));
+    }
+
+    #[test]
+    fn the_expected_interval_is_the_longest_gap_of_the_coming_week() {
+        // A Monday 10:00 UTC.
+        let now = utc("2026-03-02T10:00:00Z");
+        let cron = |expr: &str| TriggerSpec::Cron {
+            file: "/f".into(),
+            schedule: Schedule::parse(expr, "Europe/Zurich").unwrap(),
+        };
+        let h = |n: u64| Duration::from_secs(n * 3600);
+        assert_eq!(
+            expected_interval(&cron("*/5 * * * *"), now),
+            Duration::from_secs(300)
+        );
+        assert_eq!(expected_interval(&cron("30 2 * * *"), now), h(24));
+        // Weekdays at 06:00: Friday to Monday is the longest wait.
+        assert_eq!(expected_interval(&cron("0 6 * * 1-5"), now), h(72));
+        // Hourly during working hours: the night is the longest wait.
+        assert_eq!(expected_interval(&cron("0 8-17 * * *"), now), h(15));
+        // Every second on weekdays: the weekend, found without walking every second.
+        assert_eq!(
+            expected_interval(&cron("* * * * * 1-5"), now),
+            h(48) + Duration::from_secs(1)
+        );
+        // Under a minute, the gaps are not all looked at: at most the longest.
+        let fast = expected_interval(&cron("*/10 * * * * *"), now);
+        assert!(
+            fast > Duration::ZERO && fast <= Duration::from_secs(10),
+            "{fast:?}"
+        );
+        // Twice a month: no fire in the week ahead; its first gap counts, 15 March to 1 April
+        // (less the hour summer time takes on 29 March).
+        assert_eq!(
+            expected_interval(&cron("0 0 1,15 * *"), now),
+            h(17 * 24 - 1)
+        );
+        let every = TriggerSpec::Every {
+            file: "/f".into(),
+            interval: Duration::from_secs(90),
+        };
+        assert_eq!(expected_interval(&every, now), Duration::from_secs(90));
     }
 
     #[test]

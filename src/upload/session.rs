@@ -89,7 +89,8 @@ pub async fn publish_file(
                 .is_some_and(|c| multihash.matches(c))
     };
     let skipped = |multihash: Multihash, digest_time: Duration| {
-        info!(multihash = %multihash, "unchanged: the asset already holds this file");
+        // Debug: the run logs its outcome at info, once (the README, "Logs").
+        debug!(multihash = %multihash, "unchanged: the asset already holds this file");
         observer.on_event(&UploadEvent::Unchanged {
             multihash: &multihash,
         });
