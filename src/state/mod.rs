@@ -403,6 +403,7 @@ mod tests {
             started: t,
             finished: t,
             outcome,
+            item: None,
             asset: "a.zip".into(),
             file: None,
             bytes: 0,
