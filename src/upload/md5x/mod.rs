@@ -494,5 +494,19 @@ mod tests {
             Md5Backend::Neon.kernel(),
             Err(Unavailable(Md5Backend::Neon))
         );
+        #[cfg(target_arch = "aarch64")]
+        assert_eq!(Md5Backend::Neon.kernel(), Ok(Some(Kernel::Neon)));
+    }
+
+    /// `Kernel::Neon` runs the NEON kernel, not a fallback (checked under qemu by
+    /// scripts/check-neon.sh).
+    #[cfg(target_arch = "aarch64")]
+    #[test]
+    fn the_neon_kernel_runs() {
+        use std::sync::atomic::Ordering;
+        let before = neon::CALLS.load(Ordering::Relaxed);
+        let data: Vec<u8> = (0..64 * 9 + 5).map(|i| (i * 7) as u8).collect();
+        check_lanes(&data, &[100, 300], 64, Kernel::Neon);
+        assert!(neon::CALLS.load(Ordering::Relaxed) > before);
     }
 }

@@ -4,6 +4,10 @@ use std::arch::aarch64::*;
 
 pub(super) const LANES: usize = 4;
 
+/// Calls of [`compress`] so far: a test's proof that the kernel itself ran, not a fallback.
+#[cfg(test)]
+pub(super) static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 #[inline]
 #[target_feature(enable = "neon")]
 fn add(a: uint32x4_t, b: uint32x4_t) -> uint32x4_t {
@@ -73,6 +77,8 @@ pub(super) unsafe fn compress(
     ptrs: &[*const u8; LANES],
     blocks: usize,
 ) {
+    #[cfg(test)]
+    CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let word = |w: usize| {
         let v: [u32; LANES] = std::array::from_fn(|l| states[l][w]);
         // SAFETY: 4 u32.
