@@ -139,8 +139,14 @@ mod tests {
         let recorder = crate::observe::metrics::recorder().expect("valid");
         let handle = recorder.handle();
         metrics::with_local_recorder(&recorder, || {
-            crate::observe::metrics::run_retry("j", "retryable");
-            crate::observe::metrics::run_retry("j", "retryable");
+            crate::observe::metrics::run_retry(
+                "j",
+                crate::observe::metrics::Reason::Class("retryable"),
+            );
+            crate::observe::metrics::run_retry(
+                "j",
+                crate::observe::metrics::Reason::Class("retryable"),
+            );
         });
         let server = Server::start(
             "127.0.0.1:0".parse().unwrap(),

@@ -17,7 +17,9 @@ use metrics::{
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::config::JobSpec;
+use crate::stac::ErrorClass;
 use crate::state::{Outcome, RunRecord, Streak};
+use crate::upload::UploadError;
 
 /// The label naming the job on every per-job series.
 pub const JOB: &str = "job_name";
@@ -173,6 +175,11 @@ pub fn register_job(spec: &JobSpec, history: Option<&[RunRecord]>, now: DateTime
     for outcome in UploadOutcome::ALL {
         counter!(UPLOADS, JOB => job.clone(), "outcome" => outcome.as_str()).increment(0);
     }
+    for reason in Reason::all() {
+        for name in [RETRIES, PART_RETRIES] {
+            counter!(name, JOB => job.clone(), "reason" => reason).increment(0);
+        }
+    }
     for name in [SENT_BYTES, STALE_ABORTED, TRIGGER_RECOVERIES] {
         counter!(name, JOB => job.clone()).increment(0);
     }
@@ -281,14 +288,81 @@ pub fn sent_bytes(job: &str) -> Counter {
     counter!(SENT_BYTES, JOB => job.to_owned())
 }
 
+/// Why a run or a part was tried again: the `reason` label of the retry counters. A closed set,
+/// so that every series of a job can exist at zero from its start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// The server answered: its error class (`ErrorClass::name`).
+    Class(&'static str),
+    FileChanged,
+    UrlsExpiring,
+    Unfreeable,
+    UrlsTooShort,
+    MaybeInProgress,
+    Cancelled,
+    LocalInput,
+    Other,
+}
+
+impl Reason {
+    /// Every value the label takes.
+    pub fn all() -> impl Iterator<Item = &'static str> {
+        ErrorClass::NAMES.iter().copied().chain([
+            "file_changed",
+            "urls_expiring",
+            "unfreeable",
+            "urls_too_short",
+            "maybe_in_progress",
+            "cancelled",
+            "local_input",
+            "other",
+        ])
+    }
+
+    /// The reason of an upload error: the protocol error class when the server answered, else
+    /// what went wrong locally.
+    pub fn of(e: &UploadError) -> Self {
+        match e {
+            UploadError::AfterCreate { cause, .. } => Self::of(cause),
+            UploadError::Stac(e) => Self::Class(e.class.name()),
+            UploadError::InProgress { .. } => {
+                Self::Class(ErrorClass::AlreadyInProgress { upload_id: None }.name())
+            }
+            UploadError::FileChanged { .. } => Self::FileChanged,
+            UploadError::UrlsExpiring { .. } => Self::UrlsExpiring,
+            UploadError::Unfreeable { .. } => Self::Unfreeable,
+            UploadError::UrlsTooShort { .. } => Self::UrlsTooShort,
+            UploadError::MaybeInProgress { .. } => Self::MaybeInProgress,
+            UploadError::Cancelled => Self::Cancelled,
+            e if e.is_local_input() => Self::LocalInput,
+            _ => Self::Other,
+        }
+    }
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Class(name) => name,
+            Self::FileChanged => "file_changed",
+            Self::UrlsExpiring => "urls_expiring",
+            Self::Unfreeable => "unfreeable",
+            Self::UrlsTooShort => "urls_too_short",
+            Self::MaybeInProgress => "maybe_in_progress",
+            Self::Cancelled => "cancelled",
+            Self::LocalInput => "local_input",
+            Self::Other => "other",
+        }
+    }
+}
+
 /// A failed run is tried again.
-pub fn run_retry(job: &str, reason: &'static str) {
-    counter!(RETRIES, JOB => job.to_owned(), "reason" => reason).increment(1);
+pub fn run_retry(job: &str, reason: Reason) {
+    counter!(RETRIES, JOB => job.to_owned(), "reason" => reason.as_str()).increment(1);
 }
 
 /// A part is sent again inside an upload.
-pub fn part_retry(job: &str, reason: &'static str) {
-    counter!(PART_RETRIES, JOB => job.to_owned(), "reason" => reason).increment(1);
+pub fn part_retry(job: &str, reason: Reason) {
+    counter!(PART_RETRIES, JOB => job.to_owned(), "reason" => reason.as_str()).increment(1);
 }
 
 /// A stale upload that blocked the job's asset was aborted.
@@ -346,6 +420,43 @@ mod tests {
     use crate::config::{AssetTemplate, TriggerSpec};
     use crate::supervisor::PolicySpec;
     use crate::trigger::Schedule;
+
+    #[test]
+    fn every_retry_reason_is_one_of_the_registered_values() {
+        let all: Vec<&str> = Reason::all().collect();
+        for class in [
+            ErrorClass::Retryable,
+            ErrorClass::AlreadyInProgress { upload_id: None },
+            ErrorClass::NotInProgress,
+            ErrorClass::RequestWrong,
+            ErrorClass::ServerBroken,
+            ErrorClass::Auth,
+            ErrorClass::UrlRejected { expired: true },
+        ] {
+            assert!(
+                all.contains(&class.name()),
+                "{} not registered",
+                class.name()
+            );
+        }
+        for reason in [
+            Reason::FileChanged,
+            Reason::UrlsExpiring,
+            Reason::Unfreeable,
+            Reason::UrlsTooShort,
+            Reason::MaybeInProgress,
+            Reason::Cancelled,
+            Reason::LocalInput,
+            Reason::Other,
+        ] {
+            assert!(all.contains(&reason.as_str()), "{reason:?} not registered");
+        }
+        assert_eq!(Reason::of(&UploadError::Cancelled).as_str(), "cancelled");
+        let mut sorted = all.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), all.len(), "a reason listed twice: {all:?}");
+    }
 
     fn t(minute: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2027, 1, 15, 8, minute, 0).unwrap()
@@ -514,8 +625,8 @@ mod tests {
                 Some(Duration::from_millis(1500)),
             );
             upload_finished("radar", UploadOutcome::Unchanged, None);
-            run_retry("radar", "retryable");
-            part_retry("radar", "retryable");
+            run_retry("radar", Reason::Class("retryable"));
+            part_retry("radar", Reason::Class("retryable"));
             stale_upload_aborted("radar");
             schedule_lateness("radar", Duration::from_millis(3));
             reload(false);

@@ -73,6 +73,17 @@ pub enum ErrorClass {
 
 /// What a class means for the caller is decided in one place, `crate::retry`.
 impl ErrorClass {
+    /// Every [`ErrorClass::name`], for metrics that show each class from the start.
+    pub const NAMES: &'static [&'static str] = &[
+        "retryable",
+        "already_in_progress",
+        "not_in_progress",
+        "request_wrong",
+        "server_broken",
+        "auth",
+        "url_rejected",
+    ];
+
     /// A short stable name for logs and metrics.
     pub fn name(&self) -> &'static str {
         match self {

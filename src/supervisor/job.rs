@@ -253,24 +253,6 @@ pub fn effective_policy(spec: &JobSpec, now: DateTime<Utc>) -> PolicyKind {
     }
 }
 
-/// The reason label of a retry: the protocol error class when the server answered, else what
-/// went wrong locally.
-fn error_reason(e: &UploadError) -> &'static str {
-    match e {
-        UploadError::AfterCreate { cause, .. } => error_reason(cause),
-        UploadError::Stac(e) => e.class.name(),
-        UploadError::InProgress { .. } => "already_in_progress",
-        UploadError::FileChanged { .. } => "file_changed",
-        UploadError::UrlsExpiring { .. } => "urls_expiring",
-        UploadError::Unfreeable { .. } => "unfreeable",
-        UploadError::UrlsTooShort { .. } => "urls_too_short",
-        UploadError::MaybeInProgress { .. } => "maybe_in_progress",
-        UploadError::Cancelled => "cancelled",
-        e if e.is_local_input() => "local_input",
-        _ => "other",
-    }
-}
-
 /// Whether an upload was cut short through its cancellation token: by shutdown or by the run
 /// deadline (the caller tells which).
 fn cut_short(e: &UploadError) -> bool {
@@ -431,7 +413,7 @@ impl<U: Uploader> Job<U> {
                     break result;
                 }
             }
-            metrics::run_retry(&self.spec.name, error_reason(e));
+            metrics::run_retry(&self.spec.name, metrics::Reason::of(e));
         };
         // A session cut short while the runs are being aborted was cut by shutdown; otherwise
         // by the run deadline.
@@ -750,7 +732,7 @@ impl UploadObserver for Recorder {
         match event {
             UploadEvent::Sent { bytes } => self.sent.increment(*bytes),
             UploadEvent::PartRetry { error, .. } => {
-                metrics::part_retry(&self.job, error_reason(error));
+                metrics::part_retry(&self.job, metrics::Reason::of(error));
             }
             _ => {}
         }
