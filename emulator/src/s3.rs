@@ -97,6 +97,10 @@ pub(crate) async fn put_part(ctx: Ctx, P(path): P<PartPath>, body: Body) -> Resp
         None => {}
         Some(FaultAction::Delay(delay)) => tokio::time::sleep(delay).await,
         Some(FaultAction::Status(code)) => {
+            // An injected status answers a part that arrived: the body is read first, so the
+            // client always gets this answer (answered before the body, it may meet a reset
+            // connection instead, which is the `drop` fault's case).
+            drain(body).await;
             let mut response = match StatusCode::from_u16(code) {
                 Ok(status) if !matches!(code, 502 | 504) => S3Error::for_status(status),
                 _ => faults::status_response(code),
@@ -105,6 +109,7 @@ pub(crate) async fn put_part(ctx: Ctx, P(path): P<PartPath>, body: Body) -> Resp
             return response;
         }
         Some(FaultAction::ExpireUrl) => {
+            drain(body).await;
             let mut response = S3Error::EXPIRED.into_response();
             faults::mark_injected(&mut response);
             return response;
@@ -119,6 +124,12 @@ pub(crate) async fn put_part(ctx: Ctx, P(path): P<PartPath>, body: Body) -> Resp
         return ctx.conn.kill().await;
     }
     response
+}
+
+/// Reads a body to its end, keeping nothing.
+async fn drain(body: Body) {
+    let mut stream = body.into_data_stream();
+    while let Some(Ok(_)) = stream.next().await {}
 }
 
 async fn receive_part(
