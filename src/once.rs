@@ -29,7 +29,7 @@ use tracing::{info, warn};
 
 use crate::config::{self, ConfigError, JobSpec, TriggerSpec};
 use crate::daemon;
-use crate::state::{Outcome, RunRecord, StateError, StateStore};
+use crate::state::{RunRecord, StateError, StateStore, Streak};
 use crate::supervisor::{Clock, HttpUploader, Job, Pending, Shared, Work, reconcile};
 
 /// What `run --once` runs.
@@ -91,19 +91,11 @@ impl Entry {
     pub fn is_ok(&self) -> bool {
         match self {
             Entry::Reconciled(_) | Entry::NothingToDo { .. } => true,
-            Entry::Ran(r) => run_succeeded(r.outcome),
+            // The runs that count as a success everywhere else (failures in a row, last success).
+            Entry::Ran(r) => r.outcome.streak() == Streak::Success,
             Entry::NotStarted { .. } | Entry::CannotList { .. } => false,
         }
     }
-}
-
-/// The outcomes `run --once` exits 0 on; every other one (failed, blocked, cancelled,
-/// unfreeable, ...) is exit 1.
-pub fn run_succeeded(outcome: Outcome) -> bool {
-    matches!(
-        outcome,
-        Outcome::Uploaded | Outcome::Unchanged | Outcome::Resumed
-    )
 }
 
 /// One line per entry: `JOB OUTCOME key=value...`, the error (free text) last.
@@ -231,17 +223,6 @@ async fn work_of(spec: &JobSpec, now: chrono::DateTime<chrono::Utc>) -> Result<V
     }
 }
 
-/// The file a unit of work sends, for a line about a run that did not start.
-fn file_of(spec: &JobSpec, work: &Work) -> PathBuf {
-    match (work, &spec.trigger) {
-        (Work::File(p), _) => p.clone(),
-        (Work::Scheduled(_), TriggerSpec::Cron { file, .. } | TriggerSpec::Every { file, .. }) => {
-            file.clone()
-        }
-        (Work::Scheduled(_), TriggerSpec::Watch(w)) => w.dir.clone(),
-    }
-}
-
 /// Runs the jobs once; see the module's documentation.
 pub async fn run(args: OnceArgs) -> Result<Summary, OnceError> {
     let config = config::load(&args.config)?;
@@ -326,7 +307,7 @@ pub async fn run(args: OnceArgs) -> Result<Summary, OnceError> {
                 if stopping.is_cancelled() {
                     entries.push(Entry::NotStarted {
                         job: name.clone(),
-                        file: file_of(&job.spec, &w),
+                        file: job.prepare(&w).1,
                     });
                     continue;
                 }
