@@ -50,12 +50,8 @@ pub enum OnceError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// `--job` names no job of the file (exit 2).
-    #[error("{}: no job named {name:?} (--job); the file's jobs: {}", file.display(), known.join(", "))]
-    UnknownJob {
-        file: PathBuf,
-        name: String,
-        known: Vec<String>,
-    },
+    #[error(transparent)]
+    UnknownJob(#[from] config::UnknownJob),
     /// Another process holds the state folder (exit 1): running beside it would race it.
     #[error(
         "another stac-uploadd ({holder}) holds the state folder {}: a run now would race it; stop it first, or give this job file a state_dir of its own",
@@ -171,26 +167,6 @@ impl fmt::Display for Summary {
     }
 }
 
-/// The jobs `names` asks for, in the file's order (all of them when `names` is empty).
-fn select(config: &config::Config, names: &[String]) -> Result<Vec<String>, OnceError> {
-    if let Some(unknown) = names
-        .iter()
-        .find(|n| !config.jobs.iter().any(|j| &j.name == *n))
-    {
-        return Err(OnceError::UnknownJob {
-            file: config.source.clone(),
-            name: unknown.clone(),
-            known: config.jobs.iter().map(|j| j.name.clone()).collect(),
-        });
-    }
-    Ok(config
-        .jobs
-        .iter()
-        .filter(|j| names.is_empty() || names.contains(&j.name))
-        .map(|j| j.name.clone())
-        .collect())
-}
-
 /// The state folder's lock, or who holds it.
 fn lock(dir: &std::path::Path) -> Result<daemon::StateLock, OnceError> {
     daemon::lock_state(dir).map_err(|e| match daemon::state_holder(dir) {
@@ -226,7 +202,11 @@ async fn work_of(spec: &JobSpec, now: chrono::DateTime<chrono::Utc>) -> Result<V
 /// Runs the jobs once; see the module's documentation.
 pub async fn run(args: OnceArgs) -> Result<Summary, OnceError> {
     let config = config::load(&args.config)?;
-    let selected = select(&config, &args.jobs)?;
+    let selected: Vec<String> = config
+        .select_jobs(&args.jobs)?
+        .into_iter()
+        .map(|j| j.name.clone())
+        .collect();
     // Listening before anything long starts: a signal during reconciliation counts too.
     let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;

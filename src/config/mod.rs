@@ -48,6 +48,37 @@ pub struct Config {
     pub max_concurrent_uploads: usize,
 }
 
+/// `--job NAME` naming no job of the file (exit code 2 wherever it is given).
+#[derive(Debug, thiserror::Error)]
+#[error("{}: no job named {name:?} (--job); the file's jobs: {}", file.display(), known.join(", "))]
+pub struct UnknownJob {
+    pub file: PathBuf,
+    pub name: String,
+    pub known: Vec<String>,
+}
+
+impl Config {
+    /// The jobs `names` asks for (`--job`), in the file's order; every job when `names` is
+    /// empty.
+    pub fn select_jobs(&self, names: &[String]) -> Result<Vec<&JobSpec>, UnknownJob> {
+        if let Some(unknown) = names
+            .iter()
+            .find(|n| !self.jobs.iter().any(|j| &j.name == *n))
+        {
+            return Err(UnknownJob {
+                file: self.source.clone(),
+                name: unknown.clone(),
+                known: self.jobs.iter().map(|j| j.name.clone()).collect(),
+            });
+        }
+        Ok(self
+            .jobs
+            .iter()
+            .filter(|j| names.is_empty() || names.contains(&j.name))
+            .collect())
+    }
+}
+
 /// The default of `[server] max_concurrent_uploads`: twice the cores, at least 2 (uploads wait
 /// on the network more than on the CPU, but each digests and may compress its file).
 pub fn default_max_concurrent_uploads() -> usize {

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, JobSpec, TriggerSpec};
+use crate::config::{JobSpec, TriggerSpec};
 use crate::stac::{AssetTarget, StacClient};
 use crate::state::StateStore;
 use crate::supervisor::{Clock, HttpUploader, Job, Shared, Work};
@@ -29,29 +29,6 @@ pub enum OpsError {
     /// failure (a job that would fail).
     #[error(transparent)]
     Failure(anyhow::Error),
-}
-
-/// The jobs of `config` a command works on: all, or the one `--job` names.
-pub(crate) fn select_jobs<'a>(
-    config: &'a Config,
-    name: Option<&str>,
-) -> Result<Vec<&'a JobSpec>, OpsError> {
-    let Some(name) = name else {
-        return Ok(config.jobs.iter().collect());
-    };
-    match config.jobs.iter().find(|j| j.name == name) {
-        Some(j) => Ok(vec![j]),
-        None => Err(OpsError::Usage(anyhow::anyhow!(
-            "{}: no job named {name:?}; the jobs are: {}",
-            config.source.display(),
-            config
-                .jobs
-                .iter()
-                .map(|j| j.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))),
-    }
 }
 
 /// A job as the daemon would hold it, for rendering its targets with [`Job::prepare`]; it never

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use anyhow::anyhow;
 use chrono::{DateTime, Utc};
 
-use super::{OpsError, current_targets, is_fixed, job_handle, select_jobs, span, when};
+use super::{OpsError, current_targets, is_fixed, job_handle, span, when};
 use crate::config::JobSpec;
 use crate::stac::{AssetTarget, StacClient, Upload, UploadStatus};
 use crate::state::{Creating, InFlight, RunRecord, StateStore};
@@ -89,7 +89,10 @@ impl Listed<'_> {
 /// Lists, and aborts the upload `--abort` names.
 pub async fn run(req: Request) -> Result<(), OpsError> {
     let config = crate::config::load(&req.config).map_err(|e| OpsError::Usage(e.into()))?;
-    let jobs = select_jobs(&config, req.job.as_deref())?;
+    let names: Vec<String> = req.job.iter().cloned().collect();
+    let jobs = config
+        .select_jobs(&names)
+        .map_err(|e| OpsError::Usage(e.into()))?;
     let client = crate::daemon::client(&config).map_err(OpsError::Usage)?;
     let dir = config.state_dir.clone();
     let holder = crate::daemon::state_holder(&dir);
