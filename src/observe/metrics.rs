@@ -305,18 +305,24 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// The reasons found on our side, not in an answer of the server.
+    pub const LOCAL: [Reason; 8] = [
+        Self::FileChanged,
+        Self::UrlsExpiring,
+        Self::Unfreeable,
+        Self::UrlsTooShort,
+        Self::MaybeInProgress,
+        Self::Cancelled,
+        Self::LocalInput,
+        Self::Other,
+    ];
+
     /// Every value the label takes.
     pub fn all() -> impl Iterator<Item = &'static str> {
-        ErrorClass::NAMES.iter().copied().chain([
-            "file_changed",
-            "urls_expiring",
-            "unfreeable",
-            "urls_too_short",
-            "maybe_in_progress",
-            "cancelled",
-            "local_input",
-            "other",
-        ])
+        ErrorClass::NAMES
+            .iter()
+            .copied()
+            .chain(Self::LOCAL.iter().map(|r| r.as_str()))
     }
 
     /// The reason of an upload error: the protocol error class when the server answered, else
@@ -439,16 +445,7 @@ mod tests {
                 class.name()
             );
         }
-        for reason in [
-            Reason::FileChanged,
-            Reason::UrlsExpiring,
-            Reason::Unfreeable,
-            Reason::UrlsTooShort,
-            Reason::MaybeInProgress,
-            Reason::Cancelled,
-            Reason::LocalInput,
-            Reason::Other,
-        ] {
+        for reason in Reason::LOCAL {
             assert!(all.contains(&reason.as_str()), "{reason:?} not registered");
         }
         assert_eq!(Reason::of(&UploadError::Cancelled).as_str(), "cancelled");
