@@ -30,7 +30,7 @@ use tracing::{info, warn};
 use crate::config::{self, ConfigError, JobSpec, TriggerSpec};
 use crate::daemon;
 use crate::state::{RunRecord, StateError, StateStore, Streak};
-use crate::supervisor::{Clock, HttpUploader, Job, Pending, Shared, Work, reconcile};
+use crate::supervisor::{Clock, HttpUploader, Job, Shared, Work, reconcile};
 
 /// What `run --once` runs.
 #[derive(Debug, Clone)]
@@ -258,12 +258,7 @@ pub async fn run(args: OnceArgs) -> Result<Summary, OnceError> {
     let now = shared.clock.now();
     let mut tasks = Vec::new();
     for spec in specs.into_iter().filter(|s| selected.contains(&s.name)) {
-        let job = Arc::new(Job {
-            spec,
-            shared: shared.clone(),
-            pending: Arc::new(Pending::default()),
-            abort_runs: abort.child_token(),
-        });
+        let job = Arc::new(Job::new(spec, shared.clone(), abort.child_token()));
         let stopping = stopping.clone();
         tasks.push(tokio::spawn(async move {
             let name = job.spec.name.clone();

@@ -38,16 +38,15 @@ pub(crate) fn job_handle(
     client: &StacClient,
     state: &Arc<StateStore>,
 ) -> Job<HttpUploader> {
-    Job {
-        spec: spec.clone(),
-        shared: Arc::new(Shared::new(
+    Job::new(
+        spec.clone(),
+        Arc::new(Shared::new(
             HttpUploader(client.clone()),
             state.clone(),
             Clock::System,
         )),
-        pending: Arc::default(),
-        abort_runs: CancellationToken::new(),
-    }
+        CancellationToken::new(),
+    )
 }
 
 /// True when the job writes the same asset every run: no template in its item or asset id.

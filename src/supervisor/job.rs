@@ -291,6 +291,16 @@ fn run_outcome(result: &Result<UploadReport, UploadError>, stopped: bool) -> Out
 }
 
 impl<U: Uploader> Job<U> {
+    /// A job with nothing pending yet; `abort_runs` aborts its runs in progress.
+    pub fn new(spec: JobSpec, shared: Arc<Shared<U>>, abort_runs: CancellationToken) -> Self {
+        Self {
+            spec,
+            shared,
+            pending: Arc::new(Pending::default()),
+            abort_runs,
+        }
+    }
+
     /// Runs work from the pending slot until `stop` is cancelled; a run in progress is finished
     /// (or aborted through `abort_runs`) first.
     pub async fn run_loop(self: Arc<Self>, stop: CancellationToken) {

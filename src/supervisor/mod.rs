@@ -192,12 +192,11 @@ impl<U: Uploader> Supervisor<U> {
         metrics::register_job(&spec, history, now);
         let runs = history.unwrap_or_default();
         let stop = CancellationToken::new();
-        let job = Arc::new(Job {
+        let job = Arc::new(Job::new(
             spec,
-            shared: self.shared.clone(),
-            pending: Arc::new(Pending::default()),
-            abort_runs: self.abort_runs.child_token(),
-        });
+            self.shared.clone(),
+            self.abort_runs.child_token(),
+        ));
         match &job.spec.trigger {
             TriggerSpec::Cron { .. } | TriggerSpec::Every { .. } => {
                 match Trigger::for_job(&job.spec, now, runs) {
