@@ -568,15 +568,17 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Some(Command::Emulator(args)) => stac_uploadd_emulator::run(args)
             .await
             .map_err(CliError::failure),
-        Some(Command::Demo(args)) => crate::demo::run(args).await.map_err(|e| {
-            match e.downcast_ref::<Stopped>() {
-                Some(Stopped(signal)) => CliError {
-                    code: signal.exit_code(),
-                    error: e,
-                },
-                None => CliError::failure(e),
-            }
-        }),
+        Some(Command::Demo(args)) => {
+            crate::demo::run(args)
+                .await
+                .map_err(|e| match e.downcast_ref::<Stopped>() {
+                    Some(Stopped(signal)) => CliError {
+                        code: signal.exit_code(),
+                        error: e,
+                    },
+                    None => CliError::failure(e),
+                })
+        }
     }
 }
 

@@ -151,8 +151,7 @@ pub async fn run(
         if !orphans.is_empty() {
             // Of jobs no longer in the file: handled with the default settings, and cut short
             // by shutdown like the runs.
-            let (client, state, cancel) =
-                (client.clone(), state.clone(), supervisor.abort_token());
+            let (client, state, cancel) = (client.clone(), state.clone(), supervisor.abort_token());
             supervisor.track(async move {
                 reconcile::reconcile(&client, &state, orphans, &[], &cancel).await;
             });

@@ -9,7 +9,7 @@
 //! or aborted as the first run of its job ([`Job::resume`]; [`reconcile::reconcile`] for the
 //! jobs not selected, beside the runs). This module only lists the work (a schedule job's
 //! file; the files a watch job's folder holds now), runs the jobs side by side under
-//! `max_concurrent_uploads` and each job's runs one after the other, stops on SIGTERM/SIGINT as
+//! `max_concurrent_uploads` and each job's runs one after the other, stops on SIGTERM/SIGINT/SIGHUP as
 //! the daemon does, and sums up.
 //!
 //! The retry cap "never past the next scheduled run" keeps following the job's schedule in the
@@ -40,7 +40,7 @@ pub struct OnceArgs {
     pub config: PathBuf,
     /// The jobs to run, by name; empty: every job of the file.
     pub jobs: Vec<String>,
-    /// After SIGTERM/SIGINT, how long running uploads may go on before they are aborted.
+    /// After SIGTERM/SIGINT/SIGHUP, how long running uploads may go on before they are aborted.
     pub grace: Duration,
 }
 
@@ -74,7 +74,7 @@ pub enum Entry {
     Reconciled(RunRecord),
     /// A run of a job.
     Ran(RunRecord),
-    /// A run not started: SIGTERM/SIGINT came first.
+    /// A run not started: a stopping signal came first.
     NotStarted { job: String, file: PathBuf },
     /// A watch job whose folder holds no file to send.
     NothingToDo { job: String, dir: PathBuf },
@@ -208,9 +208,11 @@ pub async fn run(args: OnceArgs) -> Result<Summary, OnceError> {
         .into_iter()
         .map(|j| j.name.clone())
         .collect();
-    // Listening before anything long starts: a signal during reconciliation counts too.
+    // Listening before anything long starts: a signal during reconciliation counts too. SIGHUP
+    // (a closed terminal) stops like SIGTERM: there is nothing to reload in a single pass.
     let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    let mut hup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
     let _lock = lock(&config.state_dir)?;
     let state = Arc::new(StateStore::open(&config.state_dir)?);
     daemon::clear_temp(&state);
@@ -228,6 +230,7 @@ pub async fn run(args: OnceArgs) -> Result<Summary, OnceError> {
             tokio::select! {
                 _ = term.recv() => info!("SIGTERM: stopping"),
                 _ = int.recv() => info!("SIGINT: stopping"),
+                _ = hup.recv() => info!("SIGHUP: stopping"),
             }
             stopping.cancel();
             tokio::time::sleep(grace).await;
@@ -252,7 +255,9 @@ pub async fn run(args: OnceArgs) -> Result<Summary, OnceError> {
     let reconciled = {
         let (client, state, specs, abort) =
             (client.clone(), state.clone(), specs.clone(), abort.clone());
-        tokio::spawn(async move { reconcile::reconcile(&client, &state, others, &specs, &abort).await })
+        tokio::spawn(
+            async move { reconcile::reconcile(&client, &state, others, &specs, &abort).await },
+        )
     };
 
     let shared = Arc::new(Shared::new(

@@ -485,13 +485,11 @@ async fn upload_stopped_by_a_signal_aborts_its_upload_and_exits_128_plus_the_sig
         )
         .await;
         signal(&child, sig);
-        let out = tokio::time::timeout(
-            std::time::Duration::from_secs(60),
-            child.wait_with_output(),
-        )
-        .await
-        .unwrap_or_else(|_| panic!("upload did not stop on {name}"))
-        .unwrap();
+        let out =
+            tokio::time::timeout(std::time::Duration::from_secs(60), child.wait_with_output())
+                .await
+                .unwrap_or_else(|_| panic!("upload did not stop on {name}"))
+                .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(code), "{name}: {stderr}");
         assert!(
@@ -506,4 +504,39 @@ async fn upload_stopped_by_a_signal_aborts_its_upload_and_exits_128_plus_the_sig
         );
         env.assert_nothing_in_progress();
     }
+}
+
+/// Issue 17: `demo` died at once on SIGTERM, leaving its jobs' uploads and its temporary folder
+/// behind. It stops its jobs, cleans up and exits 143.
+#[tokio::test]
+async fn demo_stops_its_jobs_and_exits_143_on_sigterm() {
+    use tokio::io::AsyncBufReadExt as _;
+    let mut child = tokio::process::Command::new(BIN)
+        .arg("demo")
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the binary runs");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    // The table's header: the jobs are about to start.
+    tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        while let Some(l) = lines.next_line().await.unwrap() {
+            if l.starts_with("time") {
+                return;
+            }
+        }
+        panic!("the demo ended before its table");
+    })
+    .await
+    .expect("the demo prints its table header");
+    signal(&child, libc::SIGTERM);
+    let out = tokio::time::timeout(std::time::Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("the demo stops on SIGTERM")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(143), "{stderr}");
+    assert!(stderr.contains("stopped by SIGTERM"), "{stderr}");
 }

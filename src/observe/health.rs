@@ -12,7 +12,7 @@ use tokio::time::Instant;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Phase {
-    /// Loading the job file and finishing what a previous run left in flight.
+    /// Loading the job file and starting the jobs.
     Starting = 0,
     /// Running the jobs.
     Ready = 1,
@@ -113,7 +113,8 @@ impl Health {
     /// ending unexpectedly ([`JobTasks`]), and we are not stopping. A reload keeps the daemon
     /// ready: the old jobs run until the new ones take over.
     pub fn ready(&self) -> bool {
-        matches!(self.phase(), Phase::Ready | Phase::Reloading) && self.job_tasks.down_jobs().is_empty()
+        matches!(self.phase(), Phase::Ready | Phase::Reloading)
+            && self.job_tasks.down_jobs().is_empty()
     }
 
     /// The current phase.

@@ -187,7 +187,12 @@ pub fn register_job(spec: &JobSpec, history: Option<&[RunRecord]>, now: DateTime
             counter!(name, JOB => job.clone(), "reason" => reason).increment(0);
         }
     }
-    for name in [SENT_BYTES, STALE_ABORTED, TRIGGER_RECOVERIES, JOB_TASK_FAILURES] {
+    for name in [
+        SENT_BYTES,
+        STALE_ABORTED,
+        TRIGGER_RECOVERIES,
+        JOB_TASK_FAILURES,
+    ] {
         counter!(name, JOB => job.clone()).increment(0);
     }
     for name in [IN_PROGRESS, LEFT_IN_PROGRESS] {

@@ -774,6 +774,10 @@ impl<U: Uploader> Job<U> {
             path: path.to_owned(),
             created: Mutex::new(None),
         });
+        let _unmark = Unmark {
+            running: &self.shared.running,
+            created: &observer.created,
+        };
         let span = info_span!("attempt", attempt);
         let busy = metrics::upload_in_progress(&self.spec.name);
         let result = self
@@ -824,6 +828,29 @@ impl<U: Uploader> Job<U> {
             error!(error = %e, "cannot update the state store");
         }
         result
+    }
+}
+
+/// Unmarks a session's upload as being sent by this process when dropped, also when the run
+/// unwinds (a panic): an upload left marked would never be judged stale, and would block its
+/// asset until a restart. After a normal end the session's `created` is already taken.
+struct Unmark<'a> {
+    running: &'a Mutex<HashSet<UploadId>>,
+    created: &'a Mutex<Option<UploadId>>,
+}
+
+impl Drop for Unmark<'_> {
+    fn drop(&mut self) {
+        let created = self
+            .created
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(id) = created.as_ref() {
+            self.running
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(id);
+        }
     }
 }
 

@@ -309,11 +309,7 @@ impl<U: Uploader> Supervisor<U> {
         stop: &CancellationToken,
         trigger: impl std::future::Future<Output = ()> + Send + 'static,
     ) {
-        let (name, stop, board) = (
-            name.to_owned(),
-            stop.clone(),
-            self.shared.job_tasks.clone(),
-        );
+        let (name, stop, board) = (name.to_owned(), stop.clone(), self.shared.job_tasks.clone());
         let task = tokio::spawn(trigger);
         self.tasks.spawn(async move {
             let Err(e) = task.await else { return };

@@ -60,7 +60,6 @@ pub async fn reconcile(
 /// nothing to do (it is gone or finished) or it cannot be read now (its job's next run meets
 /// it). The caller records the run.
 pub async fn resume_or_abort(
-
     client: &StacClient,
     state: &StateStore,
     rec: &InFlight,

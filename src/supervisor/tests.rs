@@ -47,6 +47,8 @@ enum Act {
     Hang,
     /// Panic: a bug in the run.
     Panic,
+    /// Create this upload (recorded through the observer), then panic.
+    PanicAfterCreate(&'static str),
 }
 
 struct Script {
@@ -109,7 +111,7 @@ impl Uploader for Arc<Script> {
         _path: &Path,
         _objects: &NewObjects,
         _opts: &UploadOptions,
-        _observer: Arc<dyn UploadObserver>,
+        observer: Arc<dyn UploadObserver>,
         cancel: &CancellationToken,
     ) -> Result<UploadReport, UploadError> {
         self.calls.lock().unwrap().push(Instant::now());
@@ -173,6 +175,31 @@ impl Uploader for Arc<Script> {
                 Ok(report())
             }
             Act::Panic => panic!("scripted panic in a run"),
+            Act::PanicAfterCreate(id) => {
+                let upload = Upload {
+                    upload_id: UploadId(id.into()),
+                    status: UploadStatus::InProgress,
+                    number_parts: Some(1),
+                    created: Some(self.clock.now()),
+                    completed: None,
+                    aborted: None,
+                    urls: Vec::new(),
+                    md5_parts: Vec::new(),
+                    content_encoding: None,
+                    checksum: None,
+                };
+                let file = crate::upload::FileSnapshot::of(&std::fs::metadata(".").unwrap());
+                observer
+                    .record(crate::upload::Durable::Created {
+                        upload: &upload,
+                        multihash: &crate::stac::Multihash::from_sha256(&[0; 32]),
+                        part_size: 1,
+                        file: &file,
+                    })
+                    .await
+                    .unwrap();
+                panic!("scripted panic after the create");
+            }
             Act::Hang => {
                 cancel.cancelled().await;
                 Err(UploadError::AfterCreate {
@@ -1018,10 +1045,9 @@ async fn a_runner_that_panics_is_noticed_shown_down_and_restarted() {
     let state = Arc::new(StateStore::open(dir.path()).unwrap());
     // A board of its own: the process-wide one is what other tests' health checks read.
     let board = Arc::new(crate::observe::health::JobTasks::default());
-    let shared =
-        Arc::new(Shared::new(script.clone(), state, clock).with_job_tasks(board.clone()));
-    let health = crate::observe::health::Health::new(Duration::from_secs(30))
-        .with_job_tasks(board.clone());
+    let shared = Arc::new(Shared::new(script.clone(), state, clock).with_job_tasks(board.clone()));
+    let health =
+        crate::observe::health::Health::new(Duration::from_secs(30)).with_job_tasks(board.clone());
     health.set_phase(crate::observe::health::Phase::Ready);
     let sup = Supervisor::start(shared, vec![cron_job("* * * * * *", PolicyKind::Cancel)])
         .await
@@ -1035,7 +1061,10 @@ async fn a_runner_that_panics_is_noticed_shown_down_and_restarted() {
     assert!(board.down_jobs().is_empty(), "running again");
     assert!(health.ready());
     let runs = script.calls.lock().unwrap().len();
-    assert!(runs >= 3, "the job runs again after its restart: {runs} runs");
+    assert!(
+        runs >= 3,
+        "the job runs again after its restart: {runs} runs"
+    );
     sup.shutdown(Duration::from_secs(5)).await;
 }
 
@@ -1092,18 +1121,17 @@ async fn an_interrupted_upload_resumes_as_its_jobs_first_run_while_the_others_ru
     let mut rec = inflight("interrupted");
     rec.job = "big".into();
     let at = Instant::now();
-    let sup = Supervisor::start_resuming(
-        shared,
-        vec![(slow, None), (tick, None)],
-        vec![rec],
-    )
-    .await
-    .unwrap();
+    let sup = Supervisor::start_resuming(shared, vec![(slow, None), (tick, None)], vec![rec])
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(10_500)).await;
     assert_eq!(script.resumed.lock().unwrap().len(), 1);
     assert_eq!(script.resumed.lock().unwrap()[0] - at, Duration::ZERO);
     let ticks = script.calls.lock().unwrap().len();
-    assert_eq!(ticks, 10, "the other job fired every second during the resume");
+    assert_eq!(
+        ticks, 10,
+        "the other job fired every second during the resume"
+    );
     // The resume ends at 30 s.
     tokio::time::sleep(Duration::from_secs(21)).await;
     let history = state.history().await.unwrap();
@@ -1137,5 +1165,37 @@ async fn shutdown_during_a_resume_takes_the_grace_period_then_cuts_it() {
     assert_eq!(
         state.history().await.unwrap()["job"][0].outcome,
         Outcome::AbortedAtStart
+    );
+}
+
+/// A run that panics after its upload was created (the state writer's panic of issue 17) must not
+/// leave the upload marked as being sent: the restarted runner's next run meets it as ours and
+/// not running, and aborts it, instead of finding the asset blocked until a restart.
+#[tokio::test(start_paused = true)]
+async fn an_upload_left_by_a_run_that_panicked_is_ours_to_abort_after_the_restart() {
+    let clock = Clock::anchored(t0());
+    let blocked = Act::Blocked {
+        id: "left",
+        age: chrono::Duration::minutes(1),
+        url_life: Some(chrono::Duration::hours(1)),
+    };
+    let script = Arc::new(Script::new(
+        clock,
+        [Act::PanicAfterCreate("left"), blocked, Act::Ok],
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let state = Arc::new(StateStore::open(dir.path()).unwrap());
+    let board = Arc::new(crate::observe::health::JobTasks::default());
+    let shared = Arc::new(Shared::new(script.clone(), state.clone(), clock).with_job_tasks(board));
+    let sup = Supervisor::start(shared, vec![cron_job("* * * * * *", PolicyKind::Cancel)])
+        .await
+        .unwrap();
+    // Panics at 1 s; the runner is back at 2 s and takes the fire that waited.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    sup.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(*script.aborted.lock().unwrap(), ["left"]);
+    assert_eq!(
+        state.history().await.unwrap()["job"][0].outcome,
+        Outcome::Uploaded
     );
 }
