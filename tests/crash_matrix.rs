@@ -526,6 +526,7 @@ async fn a_start_up_resume_holds_no_other_job_and_sigterm_ends_it_after_the_grac
         log.lock().unwrap()
     );
 
+    let asked = Instant::now();
     signal(&daemon, libc::SIGTERM);
     // The grace period (2 s), the abort and the state written: far less than the 30 s or so
     // the resume still needs.
@@ -538,6 +539,11 @@ async fn a_start_up_resume_holds_no_other_job_and_sigterm_ends_it_after_the_grac
             )
         })
         .unwrap();
+    eprintln!(
+        "start-up resume: the tick job ran {ticks} times during it; SIGTERM (grace 2 s) ended \
+         the daemon after {:.2?}",
+        asked.elapsed()
+    );
     assert_eq!(status.code(), Some(0), "{:?}", log.lock().unwrap());
     assert!(
         !still_resuming() && emu.in_progress_uploads().is_empty(),
