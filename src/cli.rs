@@ -17,13 +17,71 @@ use crate::upload::{self, CompressMode, UploadError};
 const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// Exit codes: 0 success, 1 runtime failure, 2 bad usage, input or config, 3 the state folder
-/// needs an operator (a corrupt record of uploads in flight). systemd restarts on 1 only.
+/// needs an operator (a corrupt record of uploads in flight), 128 + the signal's number for
+/// `upload` stopped by a signal (the shell's convention). systemd restarts on 1 only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExitCode {
     Success = 0,
     Failure = 1,
     Usage = 2,
     NeedsOperator = 3,
+    /// Stopped by SIGHUP.
+    Hangup = 129,
+    /// Stopped by SIGINT.
+    Interrupted = 130,
+    /// Stopped by SIGTERM.
+    Terminated = 143,
+}
+
+/// A signal that stops a one-shot command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopSignal {
+    Hangup,
+    Interrupt,
+    Terminate,
+}
+
+impl StopSignal {
+    /// Its conventional name, for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            StopSignal::Hangup => "SIGHUP",
+            StopSignal::Interrupt => "SIGINT",
+            StopSignal::Terminate => "SIGTERM",
+        }
+    }
+
+    /// The exit code of a command it stopped.
+    pub fn exit_code(self) -> ExitCode {
+        match self {
+            StopSignal::Hangup => ExitCode::Hangup,
+            StopSignal::Interrupt => ExitCode::Interrupted,
+            StopSignal::Terminate => ExitCode::Terminated,
+        }
+    }
+}
+
+/// A command stopped by a signal, after it cleaned up.
+#[derive(Debug, thiserror::Error)]
+#[error("stopped by {}", .0.name())]
+pub struct Stopped(pub StopSignal);
+
+/// Listens for SIGTERM, SIGINT and SIGHUP from now on (a signal between this call and the first
+/// poll is not lost: the handlers are installed here); the future resolves with the first.
+pub(crate) fn stop_signals()
+-> anyhow::Result<impl std::future::Future<Output = StopSignal> + Send + 'static> {
+    use anyhow::Context as _;
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    let mut hup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => StopSignal::Terminate,
+            _ = int.recv() => StopSignal::Interrupt,
+            _ = hup.recv() => StopSignal::Hangup,
+        }
+    })
 }
 
 /// One line for an error and its causes. Many errors name their cause in their own message
@@ -506,10 +564,21 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             .map_err(CliError::from)
         }
         Some(Command::Upload(args)) => run_upload(args).await,
+        // It stops cleanly on SIGTERM and SIGINT itself (emulator/src/cli.rs).
         Some(Command::Emulator(args)) => stac_uploadd_emulator::run(args)
             .await
             .map_err(CliError::failure),
-        Some(Command::Demo(args)) => crate::demo::run(args).await.map_err(CliError::failure),
+        Some(Command::Demo(args)) => {
+            crate::demo::run(args)
+                .await
+                .map_err(|e| match e.downcast_ref::<Stopped>() {
+                    Some(Stopped(signal)) => CliError {
+                        code: signal.exit_code(),
+                        error: e,
+                    },
+                    None => CliError::failure(e),
+                })
+        }
     }
 }
 
@@ -747,12 +816,18 @@ async fn run_upload(args: UploadArgs) -> Result<(), CliError> {
         .into_iter()
         .collect();
     let cancel = CancellationToken::new();
-    let on_signal = cancel.clone();
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            on_signal.cancel();
-        }
-    });
+    // A signal cancels the session, which aborts its upload on the server: nothing of ours is
+    // left in progress to block the asset (a `kill`, `timeout` or cancelled CI job included).
+    let stop = stop_signals().map_err(CliError::failure)?;
+    let stopped_by = Arc::new(std::sync::OnceLock::new());
+    {
+        let (cancel, stopped_by) = (cancel.clone(), stopped_by.clone());
+        tokio::spawn(async move {
+            let s = stop.await;
+            let _ = stopped_by.set(s);
+            cancel.cancel();
+        });
+    }
     let progress = Arc::new(crate::progress::Bar::new());
     let attempt = || {
         upload::upload_file(
@@ -813,7 +888,11 @@ async fn run_upload(args: UploadArgs) -> Result<(), CliError> {
         result = attempt().await;
     }
     progress.clear();
-    let report = result?;
+    let report = match (result, stopped_by.get()) {
+        (Ok(report), _) => report,
+        (Err(e), Some(&signal)) => return Err(stopped(signal, e)),
+        (Err(e), None) => return Err(e.into()),
+    };
     if report.unchanged {
         println!(
             "unchanged: {target} already holds {} (checksum {}); nothing sent (--force uploads anyway)",
@@ -844,4 +923,24 @@ async fn run_upload(args: UploadArgs) -> Result<(), CliError> {
         },
     );
     Ok(())
+}
+
+/// `upload` cut short by `signal`: what became of its upload on the server, with the signal's
+/// exit code.
+fn stopped(signal: StopSignal, e: UploadError) -> CliError {
+    let name = signal.name();
+    let error = match &e {
+        UploadError::Cancelled => {
+            anyhow::anyhow!("stopped by {name} before an upload was created: nothing to clean up")
+        }
+        UploadError::AfterCreate { .. } if e.left_in_progress().is_some() => anyhow::Error::from(e)
+            .context(format!(
+                "stopped by {name}; rerun with --abort-in-progress to free the asset"
+            )),
+        _ => anyhow::Error::from(e).context(format!("stopped by {name}")),
+    };
+    CliError {
+        code: signal.exit_code(),
+        error,
+    }
 }

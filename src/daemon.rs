@@ -127,14 +127,16 @@ pub async fn run(
     let client = client(&config)?;
     let jobs = runtime.jobs(&config, &state, &fingerprints)?;
     let start = async {
-        // Before any job runs: what a previous run of the daemon left in flight is finished or
-        // aborted, under the jobs' own limits.
-        let specs: Vec<_> = jobs.iter().map(|(j, _)| j.clone()).collect();
-        let handled = reconcile::reconcile(&client, &state, &specs, &shutdown).await;
-        if !handled.is_empty() {
+        // What a previous run of the daemon left in flight is resumed or aborted as the first
+        // run of its job, under the job's own limits, while the other jobs start at once.
+        let (resumes, orphans): (Vec<_>, Vec<_>) = reconcile::inflight(&state)
+            .await
+            .into_iter()
+            .partition(|r| jobs.iter().any(|(j, _)| j.name == r.job));
+        if !resumes.is_empty() || !orphans.is_empty() {
             info!(
-                uploads = handled.len(),
-                "finished what a previous run left in flight"
+                uploads = resumes.len() + orphans.len(),
+                "resuming or aborting what a previous run left in flight, beside the jobs"
             );
         }
         let shared = Arc::new(Shared::new(
@@ -143,9 +145,18 @@ pub async fn run(
             Clock::System,
         ));
         shared.set_upload_limit(config.max_concurrent_uploads);
-        Supervisor::start_with(shared, jobs)
+        let supervisor = Supervisor::start_resuming(shared, jobs, resumes)
             .await
-            .context("cannot start a job")
+            .context("cannot start a job")?;
+        if !orphans.is_empty() {
+            // Of jobs no longer in the file: handled with the default settings, and cut short
+            // by shutdown like the runs.
+            let (client, state, cancel) = (client.clone(), state.clone(), supervisor.abort_token());
+            supervisor.track(async move {
+                reconcile::reconcile(&client, &state, orphans, &[], &cancel).await;
+            });
+        }
+        anyhow::Ok(supervisor)
     };
     let mut supervisor = observer.ticking(start).await?;
     observer.ready(&running(&config));
@@ -164,9 +175,13 @@ pub async fn run(
                 observer.reloading();
                 let status = match reload(&config_path, &config, &state, &mut runtime, &mut supervisor) {
                     Ok(new) => {
+                        let restart = needs_restart(&config, &new, observe_listen);
                         config = new;
                         metrics::reload(true);
-                        running(&config)
+                        match restart {
+                            Some(what) => format!("{}; {what}", running(&config)),
+                            None => running(&config),
+                        }
                     }
                     Err(e) => {
                         error!(error = %format!("{e:#}"), "SIGHUP: reload refused; the running jobs go on unchanged");
@@ -232,6 +247,32 @@ fn reload(
         "reloaded"
     );
     Ok(new)
+}
+
+/// What a reload from `old` to `new` changed that only a restart applies, warned about and
+/// returned for the status line; `flag` is `--observe-listen`, which wins over the file.
+fn needs_restart(old: &Config, new: &Config, flag: Option<SocketAddr>) -> Option<String> {
+    let shown = |a: Option<SocketAddr>| a.map_or_else(|| "none".to_owned(), |a| a.to_string());
+    let mut changed = Vec::new();
+    if flag.is_none() && old.observe.listen != new.observe.listen {
+        changed.push(format!(
+            "[observe] listen {} -> {}",
+            shown(old.observe.listen),
+            shown(new.observe.listen)
+        ));
+    }
+    if old.observe.health_timeout != new.observe.health_timeout {
+        changed.push("[observe] health_timeout".to_owned());
+    }
+    if changed.is_empty() {
+        return None;
+    }
+    let what = changed.join(", ");
+    warn!(
+        changed = %what,
+        "SIGHUP: this change takes effect at the next restart only; the listener serves as before"
+    );
+    Some(format!("a restart is needed to apply {what}"))
 }
 
 /// The status line systemd shows while the jobs run.

@@ -41,6 +41,10 @@ pub struct DemoArgs {
 
 /// Runs the demo and fails if anything the server holds afterwards is not what was sent.
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    // A signal stops the jobs (their uploads aborted after a short grace) and removes the demo's
+    // temporary folder, rather than leaving both behind.
+    let stop = crate::cli::stop_signals()?;
+    tokio::pin!(stop);
     let emu = Emulator::start(
         "127.0.0.1:0".parse().expect("a literal socket address"),
         EmulatorConfig {
@@ -130,6 +134,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         let rec = tokio::select! {
             r = runs.recv() => match r { Ok(r) => r, Err(_) => break },
             () = tokio::time::sleep_until(deadline) => break,
+            signal = &mut stop => {
+                println!("{}: stopping the jobs", signal.name());
+                supervisor.shutdown(Duration::from_secs(2)).await;
+                state.flush().await?;
+                emu.shutdown().await;
+                return Err(crate::cli::Stopped(signal).into());
+            }
         };
         let note = match (rec.job.as_str(), rec.outcome, rec.attempts) {
             ("radar-composite", Outcome::Uploaded, n) if n > 1 => {

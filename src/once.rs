@@ -6,9 +6,10 @@
 //! retries, the stale-upload rule, deadlines, the state records), with the daemon's runtime
 //! pieces ([`daemon::Runtime::jobs`]: digest cache, temporary folder, bandwidth limiters) and its
 //! start-up duties: the state folder's lock, and what a previous process left in flight resumed
-//! or aborted first ([`reconcile::reconcile`]). This module only lists the work (a schedule job's
+//! or aborted as the first run of its job ([`Job::resume`]; [`reconcile::reconcile`] for the
+//! jobs not selected, beside the runs). This module only lists the work (a schedule job's
 //! file; the files a watch job's folder holds now), runs the jobs side by side under
-//! `max_concurrent_uploads` and each job's runs one after the other, stops on SIGTERM/SIGINT as
+//! `max_concurrent_uploads` and each job's runs one after the other, stops on SIGTERM/SIGINT/SIGHUP as
 //! the daemon does, and sums up.
 //!
 //! The retry cap "never past the next scheduled run" keeps following the job's schedule in the
@@ -39,7 +40,7 @@ pub struct OnceArgs {
     pub config: PathBuf,
     /// The jobs to run, by name; empty: every job of the file.
     pub jobs: Vec<String>,
-    /// After SIGTERM/SIGINT, how long running uploads may go on before they are aborted.
+    /// After SIGTERM/SIGINT/SIGHUP, how long running uploads may go on before they are aborted.
     pub grace: Duration,
 }
 
@@ -73,7 +74,7 @@ pub enum Entry {
     Reconciled(RunRecord),
     /// A run of a job.
     Ran(RunRecord),
-    /// A run not started: SIGTERM/SIGINT came first.
+    /// A run not started: a stopping signal came first.
     NotStarted { job: String, file: PathBuf },
     /// A watch job whose folder holds no file to send.
     NothingToDo { job: String, dir: PathBuf },
@@ -207,9 +208,11 @@ pub async fn run(args: OnceArgs) -> Result<Summary, OnceError> {
         .into_iter()
         .map(|j| j.name.clone())
         .collect();
-    // Listening before anything long starts: a signal during reconciliation counts too.
+    // Listening before anything long starts: a signal during reconciliation counts too. SIGHUP
+    // (a closed terminal) stops like SIGTERM: there is nothing to reload in a single pass.
     let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    let mut hup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
     let _lock = lock(&config.state_dir)?;
     let state = Arc::new(StateStore::open(&config.state_dir)?);
     daemon::clear_temp(&state);
@@ -227,6 +230,7 @@ pub async fn run(args: OnceArgs) -> Result<Summary, OnceError> {
             tokio::select! {
                 _ = term.recv() => info!("SIGTERM: stopping"),
                 _ = int.recv() => info!("SIGINT: stopping"),
+                _ = hup.recv() => info!("SIGHUP: stopping"),
             }
             stopping.cancel();
             tokio::time::sleep(grace).await;
@@ -242,11 +246,19 @@ pub async fn run(args: OnceArgs) -> Result<Summary, OnceError> {
 
     let mut summary = Summary::default();
     // What a previous process left in flight, for every job: it is ours (we hold the lock) and
-    // nobody else will finish it.
-    let handled = reconcile::reconcile(&client, &state, &specs, &abort).await;
-    summary
-        .entries
-        .extend(handled.into_iter().map(Entry::Reconciled));
+    // nobody else will finish it. A selected job resumes its own first; the rest is handled
+    // beside the runs.
+    let (mut resumes, others): (Vec<_>, Vec<_>) = reconcile::inflight(&state)
+        .await
+        .into_iter()
+        .partition(|r| selected.contains(&r.job));
+    let reconciled = {
+        let (client, state, specs, abort) =
+            (client.clone(), state.clone(), specs.clone(), abort.clone());
+        tokio::spawn(
+            async move { reconcile::reconcile(&client, &state, others, &specs, &abort).await },
+        )
+    };
 
     let shared = Arc::new(Shared::new(
         HttpUploader(client),
@@ -260,13 +272,20 @@ pub async fn run(args: OnceArgs) -> Result<Summary, OnceError> {
     for spec in specs.into_iter().filter(|s| selected.contains(&s.name)) {
         let job = Arc::new(Job::new(spec, shared.clone(), abort.child_token()));
         let stopping = stopping.clone();
+        let own: Vec<_>;
+        (own, resumes) = resumes.into_iter().partition(|r| r.job == job.spec.name);
         tasks.push(tokio::spawn(async move {
             let name = job.spec.name.clone();
+            let mut entries = Vec::new();
+            for rec in own {
+                entries.extend(job.resume(rec).await.map(Entry::Reconciled));
+            }
             let work = match work_of(&job.spec, now).await {
                 Ok(work) => work,
                 Err(error) => {
                     tracing::error!(job = %name, error = %error, "cannot list the watched folder");
-                    return vec![Entry::CannotList { job: name, error }];
+                    entries.push(Entry::CannotList { job: name, error });
+                    return entries;
                 }
             };
             if work.is_empty() {
@@ -275,9 +294,9 @@ pub async fn run(args: OnceArgs) -> Result<Summary, OnceError> {
                     _ => PathBuf::new(),
                 };
                 info!(job = %name, dir = %dir.display(), "no file to send in the watched folder");
-                return vec![Entry::NothingToDo { job: name, dir }];
+                entries.push(Entry::NothingToDo { job: name, dir });
+                return entries;
             }
-            let mut entries = Vec::with_capacity(work.len());
             for w in work {
                 if stopping.is_cancelled() {
                     entries.push(Entry::NotStarted {
@@ -291,13 +310,27 @@ pub async fn run(args: OnceArgs) -> Result<Summary, OnceError> {
             entries
         }));
     }
+    let mut ran = Vec::new();
     for task in tasks {
         match task.await {
-            Ok(entries) => summary.entries.extend(entries),
+            Ok(entries) => ran.extend(entries),
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             Err(e) => return Err(anyhow::anyhow!("a job's task was cancelled: {e}").into()),
         }
     }
+    match reconciled.await {
+        Ok(handled) => summary
+            .entries
+            .extend(handled.into_iter().map(Entry::Reconciled)),
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => return Err(anyhow::anyhow!("reconciliation was cancelled: {e}").into()),
+    }
+    // What reconciliation handled first, then each job's runs in the job file's order.
+    let (first, rest): (Vec<_>, Vec<_>) = ran
+        .into_iter()
+        .partition(|e| matches!(e, Entry::Reconciled(_)));
+    summary.entries.extend(first);
+    summary.entries.extend(rest);
     signals.abort();
     if let Err(e) = state.flush().await {
         tracing::error!(error = %e, "cannot write the run history");

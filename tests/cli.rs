@@ -448,3 +448,95 @@ async fn daemon_flags_are_not_upload_flags() {
     let emulator = help(&["emulator"]).await;
     assert!(!emulator.contains("--shutdown-grace") && !emulator.contains("--config"));
 }
+
+/// Found by a tester: `upload` listened for Ctrl-C only, so `kill`, `timeout` or a cancelled CI
+/// job ended it at once and left its upload in progress, blocking the asset for about an hour.
+/// Each of SIGTERM, SIGINT and SIGHUP must abort the upload on the server, say so, and exit with
+/// 128 + the signal's number.
+#[tokio::test]
+async fn upload_stopped_by_a_signal_aborts_its_upload_and_exits_128_plus_the_signal() {
+    let env = start().await;
+    for (sig, name, code) in [
+        (libc::SIGTERM, "SIGTERM", 143),
+        (libc::SIGINT, "SIGINT", 130),
+        (libc::SIGHUP, "SIGHUP", 129),
+    ] {
+        let asset = format!("slow-{code}.zip");
+        let target = env.item_asset(&asset);
+        let (path, _) = env.file(&asset, 12 * MIB);
+        // 12 MiB at 1 MB/s: still sending long after the test has seen the upload created.
+        let child = tokio::process::Command::new(BIN)
+            .args(["upload", "--url", &env.emu.base_url(), "--auth", "basic"])
+            .args(["--user", USER, "--collection", "ch.test.collection"])
+            .args(["--item", "item-1", "--asset", &asset])
+            .args(["--part-size", "5MiB", "--bandwidth-limit", "1MB/s"])
+            .arg(&path)
+            .env("STAC_UPLOADD_SECRET", PASSWORD)
+            .env_remove("RUST_LOG")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the binary runs");
+        wait_for(
+            std::time::Duration::from_secs(60),
+            "the upload to be in progress on the server",
+            || env.count(&target, stac_uploadd_emulator::UploadState::InProgress) == 1,
+        )
+        .await;
+        signal(&child, sig);
+        let out =
+            tokio::time::timeout(std::time::Duration::from_secs(60), child.wait_with_output())
+                .await
+                .unwrap_or_else(|_| panic!("upload did not stop on {name}"))
+                .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{name}: {stderr}");
+        assert!(
+            stderr.contains(name) && stderr.contains("aborted"),
+            "{name}: says what happened: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert_eq!(
+            env.count(&target, stac_uploadd_emulator::UploadState::Aborted),
+            1,
+            "{name}: the upload is aborted on the server"
+        );
+        env.assert_nothing_in_progress();
+    }
+}
+
+/// Issue 17: `demo` died at once on SIGTERM, leaving its jobs' uploads and its temporary folder
+/// behind. It stops its jobs, cleans up and exits 143.
+#[tokio::test]
+async fn demo_stops_its_jobs_and_exits_143_on_sigterm() {
+    use tokio::io::AsyncBufReadExt as _;
+    let mut child = tokio::process::Command::new(BIN)
+        .arg("demo")
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the binary runs");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    // The table's header: the jobs are about to start.
+    tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        while let Some(l) = lines.next_line().await.unwrap() {
+            if l.starts_with("time") {
+                return;
+            }
+        }
+        panic!("the demo ended before its table");
+    })
+    .await
+    .expect("the demo prints its table header");
+    signal(&child, libc::SIGTERM);
+    let out = tokio::time::timeout(std::time::Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("the demo stops on SIGTERM")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(143), "{stderr}");
+    assert!(stderr.contains("stopped by SIGTERM"), "{stderr}");
+}

@@ -441,3 +441,113 @@ async fn a_resumed_upload_obeys_the_jobs_bandwidth_limit() {
         rate / 1e6
     );
 }
+
+/// Issue 17: after a crash no job ran until the interrupted upload had been resumed (a 10 GiB
+/// resume at 10 MB/s is 17 minutes without any other publication), and SIGTERM waited for it
+/// (28.6 s with a 3 s grace). The resume is now its job's first run: a 1-second job runs during
+/// it, and SIGTERM ends it after the grace period (the session aborts its upload).
+#[tokio::test]
+async fn a_start_up_resume_holds_no_other_job_and_sigterm_ends_it_after_the_grace_period() {
+    let emu = basic_emulator().await;
+    emu.create_asset(&key(), "application/zip").unwrap();
+    let tick_key = AssetKey::item_asset("ch.test.collection", "item-1", "tick.zip");
+    emu.create_asset(&tick_key, "application/zip").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("big.zip");
+    let tick = dir.path().join("tick.zip");
+    // 40 MiB in 8 parts at 1 MB/s: a resume of the 7 parts left takes about 37 s.
+    write_file(&file, 40 * MIB, 12);
+    write_file(&tick, 100, 13);
+    let config = job_file_with(
+        dir.path(),
+        &emu.base_url(),
+        &file,
+        r#"bandwidth_limit = "1MB/s""#,
+    );
+    // Part 1 passes, part 2 hangs before its body is read: killed with 1 part on the server.
+    let faults = emu.faults();
+    faults.inject(
+        CallKind::PutPart,
+        FaultAction::Delay(Duration::ZERO),
+        FaultTrigger::Next(1),
+    );
+    faults.inject(
+        CallKind::PutPart,
+        FaultAction::Delay(STALL),
+        FaultTrigger::Next(1),
+    );
+    let (mut daemon, _log) = spawn(&config);
+    wait_for(
+        Duration::from_secs(60),
+        "part 1 stored, part 2 hanging",
+        || {
+            in_progress(&emu.uploads(&key())).is_some_and(|u| u.parts_received == 1)
+                && emu.faults().injected(CallKind::PutPart) == 2
+        },
+    )
+    .await;
+    signal(&daemon, libc::SIGKILL);
+    daemon.wait().await.unwrap();
+    emu.faults().clear();
+    let interrupted = emu.uploads(&key())[0].id.clone();
+
+    // The restart, with a second job firing every second.
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "\n[[job]]\nname = \"tick\"\ncollection = \"ch.test.collection\"\nitem = \"item-1\"\nasset = \"tick.zip\"\nfile = \"{}\"\nschedule = \"* * * * * *\"\n",
+        tick.display()
+    ));
+    std::fs::write(&config, text).unwrap();
+    let mut daemon = spawn_daemon(&["--shutdown-grace", "2s"], &config);
+    let log = capture_stderr(&mut daemon);
+    let still_resuming = || {
+        emu.uploads(&key())
+            .iter()
+            .any(|u| u.id == interrupted && u.status == UploadState::InProgress)
+    };
+    wait_for(
+        Duration::from_secs(60),
+        "three runs of the tick job, or the end of the resume",
+        || emu.asset_reads(&tick_key).len() >= 3 || !still_resuming(),
+    )
+    .await;
+    let ticks = emu.asset_reads(&tick_key).len();
+    assert!(
+        still_resuming(),
+        "the resume ended before the tick job ran 3 times ({ticks} runs): {:?}",
+        log.lock().unwrap()
+    );
+    assert!(
+        log.lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("resuming an upload interrupted by a restart")),
+        "the interrupted upload is being resumed, not started over: {:?}",
+        log.lock().unwrap()
+    );
+
+    let asked = Instant::now();
+    signal(&daemon, libc::SIGTERM);
+    // The grace period (2 s), the abort and the state written: far less than the 30 s or so
+    // the resume still needs.
+    let status = tokio::time::timeout(Duration::from_secs(20), daemon.wait())
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "SIGTERM during the resume did not end the daemon: {:?}",
+                log.lock().unwrap()
+            )
+        })
+        .unwrap();
+    eprintln!(
+        "start-up resume: the tick job ran {ticks} times during it; SIGTERM (grace 2 s) ended \
+         the daemon after {:.2?}",
+        asked.elapsed()
+    );
+    assert_eq!(status.code(), Some(0), "{:?}", log.lock().unwrap());
+    assert!(
+        !still_resuming() && emu.in_progress_uploads().is_empty(),
+        "the resume cut short by shutdown aborted its upload: {:?}",
+        emu.uploads(&key())
+    );
+}

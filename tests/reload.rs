@@ -315,3 +315,57 @@ async fn sigterm_right_after_a_sighup_stops_within_the_grace_period() {
     );
     assert_eq!(emu.uploads(&key("big.zip"))[0].status, UploadState::Aborted);
 }
+
+/// Issue 17: a changed `[observe] listen` was ignored on reload without a word. The listener
+/// cannot move under a running daemon; the reload says so, naming the old and the new address.
+#[tokio::test]
+async fn a_reload_that_moves_the_observe_listener_warns_that_a_restart_is_needed() {
+    let emu = basic_emulator().await;
+    emu.create_asset(&key("tick.zip"), "application/zip")
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let tick = dir.path().join("tick.zip");
+    write_file(&tick, 100, 2);
+    let (old, new) = (free_port(), free_port());
+    let path = dir.path().join("jobs.toml");
+    let write = |port: u16| {
+        std::fs::write(
+            &path,
+            format!(
+                "{}[observe]\nlisten = \"127.0.0.1:{port}\"\n{}",
+                job_file_head(dir.path(), &emu.base_url()),
+                job("tick", "tick.zip", &tick, "")
+            ),
+        )
+        .unwrap();
+    };
+    write(old);
+    let mut daemon = spawn_daemon(&[], &path);
+    let log = capture_stderr(&mut daemon);
+    wait_for(Duration::from_secs(30), "the first run", || {
+        !emu.asset_reads(&key("tick.zip")).is_empty()
+    })
+    .await;
+    write(new);
+    signal(&daemon, libc::SIGHUP);
+    let (old_addr, new_addr) = (format!("127.0.0.1:{old}"), format!("127.0.0.1:{new}"));
+    wait_for(
+        Duration::from_secs(30),
+        "a warning naming the old and the new listener",
+        || {
+            log.lock().unwrap().iter().any(|l| {
+                let l = plain(l);
+                l.contains("WARN")
+                    && l.contains("restart")
+                    && l.contains(&format!("{old_addr} -> {new_addr}"))
+            })
+        },
+    )
+    .await;
+    signal(&daemon, libc::SIGTERM);
+    let status = tokio::time::timeout(Duration::from_secs(30), daemon.wait())
+        .await
+        .expect("stops on SIGTERM")
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "{:?}", log.lock().unwrap());
+}

@@ -463,6 +463,19 @@ async fn killed_mid_upload_the_next_run_resumes_it_first() {
 
 #[tokio::test]
 async fn sigterm_gives_the_run_its_grace_period_then_aborts_it_and_exits_1() {
+    stopped_by(libc::SIGTERM).await;
+}
+
+/// Issue 17: every command honours SIGHUP (a closed terminal) where it makes sense; for a
+/// single pass it stops like SIGTERM rather than killing the process mid-upload.
+#[tokio::test]
+async fn sighup_stops_like_sigterm_and_aborts_the_run_cut_off() {
+    stopped_by(libc::SIGHUP).await;
+}
+
+/// Two files for one job; `sig` during the first: it gets its grace period, is aborted on the
+/// server, the second never starts, exit 1.
+async fn stopped_by(sig: i32) {
     let emu = basic_emulator().await;
     emu.create_asset(&nightly(), "application/zip").unwrap();
     emu.faults().set_bandwidth_limit(Some(1_000_000));
@@ -486,7 +499,7 @@ async fn sigterm_gives_the_run_its_grace_period_then_aborts_it_and_exits_1() {
         !emu.in_progress_uploads().is_empty()
     })
     .await;
-    signal(&child, libc::SIGTERM);
+    signal(&child, sig);
     let text = read_stdout(&mut child).await;
     let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
         .await

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Phase {
-    /// Loading the job file and finishing what a previous run left in flight.
+    /// Loading the job file and starting the jobs.
     Starting = 0,
     /// Running the jobs.
     Ready = 1,
@@ -54,6 +54,8 @@ pub struct Health {
     timeout: Duration,
     /// The watch jobs' triggers, shown by `/readyz`.
     triggers: Arc<Triggers>,
+    /// Jobs whose task ended unexpectedly and is not running now: not ready while there is one.
+    job_tasks: Arc<JobTasks>,
 }
 
 impl Health {
@@ -71,7 +73,14 @@ impl Health {
             phase: AtomicU8::new(Phase::Starting as u8),
             timeout,
             triggers,
+            job_tasks: JobTasks::global(),
         }
+    }
+
+    /// Like [`Health::new`], judging readiness by the jobs of `job_tasks`.
+    pub fn with_job_tasks(mut self, job_tasks: Arc<JobTasks>) -> Self {
+        self.job_tasks = job_tasks;
+        self
     }
 
     /// The watch jobs' triggers.
@@ -100,10 +109,12 @@ impl Health {
         if age > self.timeout { Err(age) } else { Ok(()) }
     }
 
-    /// Ready: the job file is loaded and reconciliation is done, and we are not stopping. A
-    /// reload keeps the daemon ready: the old jobs run until the new ones take over.
+    /// Ready: the job file is loaded, the jobs are started, none of their tasks is down after
+    /// ending unexpectedly ([`JobTasks`]), and we are not stopping. A reload keeps the daemon
+    /// ready: the old jobs run until the new ones take over.
     pub fn ready(&self) -> bool {
         matches!(self.phase(), Phase::Ready | Phase::Reloading)
+            && self.job_tasks.down_jobs().is_empty()
     }
 
     /// The current phase.
@@ -169,6 +180,59 @@ impl Triggers {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, (u64, TriggerState)>> {
         self.jobs.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The jobs whose task ended unexpectedly (a panic) and is not running now, with how many of
+/// their slots are down: the supervisor marks a job down while it waits to restart its runner,
+/// or until a reload replaces a job whose trigger died.
+#[derive(Debug, Default)]
+pub struct JobTasks {
+    down: Mutex<BTreeMap<String, usize>>,
+}
+
+impl JobTasks {
+    /// The process-wide board (one daemon per process, like the metrics recorder).
+    pub fn global() -> Arc<JobTasks> {
+        static GLOBAL: OnceLock<Arc<JobTasks>> = OnceLock::new();
+        GLOBAL.get_or_init(Arc::default).clone()
+    }
+
+    /// Shows `job` down until the returned guard is dropped.
+    pub fn down(self: &Arc<Self>, job: &str) -> JobDown {
+        *self.lock().entry(job.to_owned()).or_default() += 1;
+        JobDown {
+            board: Arc::clone(self),
+            job: job.to_owned(),
+        }
+    }
+
+    /// The jobs down now, by name.
+    pub fn down_jobs(&self) -> Vec<String> {
+        self.lock().keys().cloned().collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, usize>> {
+        self.down.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A job shown down on [`JobTasks`]; dropping it shows it running again.
+#[derive(Debug)]
+pub struct JobDown {
+    board: Arc<JobTasks>,
+    job: String,
+}
+
+impl Drop for JobDown {
+    fn drop(&mut self) {
+        let mut down = self.board.lock();
+        if let Some(n) = down.get_mut(&self.job) {
+            *n -= 1;
+            if *n == 0 {
+                down.remove(&self.job);
+            }
+        }
     }
 }
 

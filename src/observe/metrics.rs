@@ -60,6 +60,9 @@ pub const BUILD_INFO: &str = "stac_uploadd_build_info";
 pub const UPLOAD_DURATION: &str = "stac_uploadd_upload_duration_seconds";
 /// How late the job's cron or `every` fires were.
 pub const LATENESS: &str = "stac_uploadd_schedule_lateness_seconds";
+/// Times a task of the job (its runner or its trigger) ended unexpectedly: a panic, or a runner
+/// that returned while it should run.
+pub const JOB_TASK_FAILURES: &str = "stac_uploadd_job_task_failures_total";
 
 /// From a second (a small file on a LAN) to the two-hour default run timeout.
 const DURATION_BUCKETS: &[f64] = &[
@@ -116,6 +119,10 @@ pub fn describe() {
         "Times the watch job's lost folder was watched again"
     );
     describe_counter!(RELOADS, "Reloads of the job file on SIGHUP, by result");
+    describe_counter!(
+        JOB_TASK_FAILURES,
+        "Times a task of the job (its runner or trigger) ended unexpectedly, a panic say"
+    );
     describe_gauge!(
         CONSECUTIVE_FAILURES,
         "Runs in a row that ended failed, blocked or unfreeable"
@@ -180,7 +187,12 @@ pub fn register_job(spec: &JobSpec, history: Option<&[RunRecord]>, now: DateTime
             counter!(name, JOB => job.clone(), "reason" => reason).increment(0);
         }
     }
-    for name in [SENT_BYTES, STALE_ABORTED, TRIGGER_RECOVERIES] {
+    for name in [
+        SENT_BYTES,
+        STALE_ABORTED,
+        TRIGGER_RECOVERIES,
+        JOB_TASK_FAILURES,
+    ] {
         counter!(name, JOB => job.clone()).increment(0);
     }
     for name in [IN_PROGRESS, LEFT_IN_PROGRESS] {
@@ -227,6 +239,11 @@ pub fn run_finished(run: &RunRecord) {
 pub fn trigger_state(job: &str, up: bool, recovered: bool) {
     trigger_up(job, up);
     counter!(TRIGGER_RECOVERIES, JOB => job.to_owned()).increment(u64::from(up && recovered));
+}
+
+/// A task of the job ended unexpectedly (see [`JOB_TASK_FAILURES`]).
+pub fn job_task_failed(job: &str) {
+    counter!(JOB_TASK_FAILURES, JOB => job.to_owned()).increment(1);
 }
 
 /// A job's trigger works (`up`) or cannot fire (a schedule with no further fire time).
@@ -545,6 +562,7 @@ mod tests {
             r#"stac_uploadd_sent_bytes_total{job_name="radar"} 0"#.to_owned(),
             r#"stac_uploadd_stale_uploads_aborted_total{job_name="radar"} 0"#.to_owned(),
             r#"stac_uploadd_trigger_recoveries_total{job_name="radar"} 0"#.to_owned(),
+            r#"stac_uploadd_job_task_failures_total{job_name="radar"} 0"#.to_owned(),
             r#"stac_uploadd_upload_duration_seconds_count{job_name="radar"} 0"#.to_owned(),
             r#"stac_uploadd_upload_duration_seconds_bucket{job_name="radar",le="7200"} 0"#
                 .to_owned(),

@@ -1,7 +1,7 @@
 //! One job: its trigger feeds a pending slot, its runner takes work from the slot one run at a
 //! time and applies the policy.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -14,6 +14,7 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 use super::clock::Clock;
 use super::policy::PolicyKind;
 use crate::config::{JobSpec, TriggerSpec};
+use crate::observe::health::JobTasks;
 use crate::observe::metrics::{self, UploadOutcome};
 use crate::retry;
 use crate::stac::{AssetTarget, StacClient, Upload, UploadId};
@@ -43,6 +44,20 @@ pub trait Uploader: Send + Sync + 'static {
         id: &UploadId,
         opts: &UploadOptions,
     ) -> impl Future<Output = AbortOutcome> + Send;
+
+    /// Resumes or aborts an upload a previous process left in flight (see
+    /// [`super::reconcile::resume_or_abort`]); `None` when there was nothing to do, which is all
+    /// an uploader that never leaves one (a test's) has to say.
+    fn resume(
+        &self,
+        state: &StateStore,
+        rec: &InFlight,
+        opts: &UploadOptions,
+        cancel: &CancellationToken,
+    ) -> impl Future<Output = Option<RunRecord>> + Send {
+        let _ = (state, rec, opts, cancel);
+        async { None }
+    }
 }
 
 /// The real thing: a STAC client.
@@ -70,6 +85,16 @@ impl Uploader for HttpUploader {
     ) -> AbortOutcome {
         upload::abort_upload(&self.0, target, id, opts).await
     }
+
+    async fn resume(
+        &self,
+        state: &StateStore,
+        rec: &InFlight,
+        opts: &UploadOptions,
+        cancel: &CancellationToken,
+    ) -> Option<RunRecord> {
+        super::reconcile::resume_or_abort(&self.0, state, rec, opts, cancel).await
+    }
 }
 
 /// What the job tasks of one daemon share.
@@ -85,6 +110,8 @@ pub struct Shared<U> {
     /// Permits for upload sessions: at most this many run at once over every job, so memory
     /// (each session holds a digest window and its parts' buffers) is bounded whatever fires.
     sessions: std::sync::RwLock<(usize, Arc<tokio::sync::Semaphore>)>,
+    /// Where a job whose task ended unexpectedly shows until it runs again (`/readyz`).
+    pub job_tasks: Arc<JobTasks>,
 }
 
 /// Sessions at once when nobody sets a limit ([`Shared::set_upload_limit`]).
@@ -103,7 +130,14 @@ impl<U> Shared<U> {
                 DEFAULT_SESSIONS,
                 Arc::new(tokio::sync::Semaphore::new(DEFAULT_SESSIONS)),
             )),
+            job_tasks: JobTasks::global(),
         }
+    }
+
+    /// Shows the jobs whose task ended unexpectedly on `board` rather than the process-wide one.
+    pub fn with_job_tasks(mut self, board: Arc<JobTasks>) -> Self {
+        self.job_tasks = board;
+        self
     }
 
     /// At most `limit` upload sessions at once from now on. A changed limit takes a fresh set of
@@ -169,6 +203,9 @@ struct PendingInner {
     fire: Option<DateTime<Utc>>,
     coalesced: u64,
     files: BTreeSet<PathBuf>,
+    /// Uploads a previous process left in flight, resumed before any other work of the job: a
+    /// run of the job would otherwise meet its own interrupted upload as a stale blocker.
+    resumes: VecDeque<InFlight>,
 }
 
 /// One unit of work.
@@ -218,6 +255,36 @@ impl Pending {
     /// Fires that were merged into an already pending run.
     pub fn coalesced(&self) -> u64 {
         self.lock().coalesced
+    }
+
+    /// An upload a previous process left in flight, to be resumed or aborted first.
+    pub fn resume(&self, rec: InFlight) {
+        self.lock().resumes.push_back(rec);
+        self.notify.notify_one();
+    }
+
+    /// The next upload to resume, if any.
+    pub fn take_resume(&self) -> Option<InFlight> {
+        self.lock().resumes.pop_front()
+    }
+
+    /// Takes what `old` still holds (the slot of the job this one replaces): a fire or a file
+    /// that came during the old runner's last run is run by this one.
+    pub fn take_over(&self, old: &Pending) {
+        let taken = std::mem::take(&mut *old.lock());
+        let mut g = self.lock();
+        g.resumes.extend(taken.resumes);
+        g.files.extend(taken.files);
+        match (g.fire, taken.fire) {
+            (Some(_), Some(_)) => g.coalesced += 1,
+            (None, Some(at)) => g.fire = Some(at),
+            _ => {}
+        }
+        let any = g.fire.is_some() || !g.files.is_empty() || !g.resumes.is_empty();
+        drop(g);
+        if any {
+            self.notify.notify_one();
+        }
     }
 }
 
@@ -307,8 +374,14 @@ impl<U: Uploader> Job<U> {
         // What a previous process (or this job's predecessor) left on record.
         self.count_left_in_progress().await;
         loop {
-            while let Some(work) = self.pending.take() {
-                self.run(work).await;
+            loop {
+                if let Some(rec) = self.pending.take_resume() {
+                    self.resume(rec).await;
+                } else if let Some(work) = self.pending.take() {
+                    self.run(work).await;
+                } else {
+                    break;
+                }
                 if stop.is_cancelled() {
                     return;
                 }
@@ -318,6 +391,53 @@ impl<U: Uploader> Job<U> {
                 () = stop.cancelled() => return,
             }
         }
+    }
+
+    /// Resumes (or aborts) an upload a previous process left in flight, as a run of this job:
+    /// under a session permit, the job's bandwidth limits and its run deadline; shutdown cuts it
+    /// short like any run. `None` when there was nothing to do, or shutdown came before it
+    /// started (it stays on record for the next start).
+    pub async fn resume(&self, rec: InFlight) -> Option<RunRecord> {
+        let span = info_span!("resume", job = %self.spec.name, collection = %rec.target.collection, item = rec.target.item.as_deref().unwrap_or(""), asset = %rec.target.asset, upload_id = %rec.upload_id);
+        async {
+            let _permit = tokio::select! {
+                p = self.shared.session_permit() => p,
+                () = self.abort_runs.cancelled() => return None,
+            };
+            let cancel = self.abort_runs.child_token();
+            let deadline = {
+                let cancel = cancel.clone();
+                let timeout = self.spec.policy.run_timeout;
+                tokio::spawn(async move {
+                    tokio::time::sleep(timeout).await;
+                    warn!(
+                        timeout_s = timeout.as_secs(),
+                        "run deadline reached, aborting the resumed upload"
+                    );
+                    cancel.cancel();
+                })
+            };
+            // Ours and being sent: no other run may judge it stale meanwhile.
+            self.shared.running().insert(rec.upload_id.clone());
+            let record = self
+                .shared
+                .uploader()
+                .resume(&self.shared.state, &rec, &self.spec.upload, &cancel)
+                .await;
+            deadline.abort();
+            self.shared.running().remove(&rec.upload_id);
+            if let Some(r) = &record {
+                if let Err(e) = self.shared.state.record_run(r.clone()).await {
+                    error!(error = %e, "cannot record the run in the state store");
+                }
+                metrics::run_finished(r);
+                let _ = self.shared.runs.send(r.clone());
+            }
+            self.count_left_in_progress().await;
+            record
+        }
+        .instrument(span)
+        .await
     }
 
     /// The next scheduled fire after `t`, for capping retries.
@@ -654,6 +774,10 @@ impl<U: Uploader> Job<U> {
             path: path.to_owned(),
             created: Mutex::new(None),
         });
+        let _unmark = Unmark {
+            running: &self.shared.running,
+            created: &observer.created,
+        };
         let span = info_span!("attempt", attempt);
         let busy = metrics::upload_in_progress(&self.spec.name);
         let result = self
@@ -704,6 +828,29 @@ impl<U: Uploader> Job<U> {
             error!(error = %e, "cannot update the state store");
         }
         result
+    }
+}
+
+/// Unmarks a session's upload as being sent by this process when dropped, also when the run
+/// unwinds (a panic): an upload left marked would never be judged stale, and would block its
+/// asset until a restart. After a normal end the session's `created` is already taken.
+struct Unmark<'a> {
+    running: &'a Mutex<HashSet<UploadId>>,
+    created: &'a Mutex<Option<UploadId>>,
+}
+
+impl Drop for Unmark<'_> {
+    fn drop(&mut self) {
+        let created = self
+            .created
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(id) = created.as_ref() {
+            self.running
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(id);
+        }
     }
 }
 

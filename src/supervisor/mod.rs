@@ -26,7 +26,7 @@ pub use policy::{PolicyKind, PolicySpec};
 
 use crate::config::{JobSpec, TriggerSpec};
 use crate::observe::metrics;
-use crate::state::RunRecord;
+use crate::state::{InFlight, RunRecord};
 use crate::trigger::schedule::Trigger;
 use crate::trigger::watch::{WatchError, Watcher};
 
@@ -78,6 +78,18 @@ impl<U: Uploader> Supervisor<U> {
         shared: Arc<Shared<U>>,
         specs: Vec<(JobSpec, Option<u64>)>,
     ) -> Result<Self, WatchError> {
+        Self::start_resuming(shared, specs, Vec::new()).await
+    }
+
+    /// [`Supervisor::start_with`], handing each upload a previous process left in flight to its
+    /// job as its first work ([`Job::resume`]): every job starts at once, and an interrupted
+    /// upload is resumed under its job's limits like a run. Records of jobs not in `specs` are
+    /// the caller's to handle ([`reconcile::reconcile`]); any given here stays on record.
+    pub async fn start_resuming(
+        shared: Arc<Shared<U>>,
+        specs: Vec<(JobSpec, Option<u64>)>,
+        inflight: Vec<InFlight>,
+    ) -> Result<Self, WatchError> {
         // Read once: catch-up and the metrics' failures in a row and last success start from it.
         let history = shared.state.history().await.unwrap_or_else(|e| {
             warn!(error = %e, "cannot read the run history; catch_up and the metrics see no earlier runs");
@@ -94,10 +106,17 @@ impl<U: Uploader> Supervisor<U> {
         // One instant for all: `every` jobs share the grid's origin, and catch-up compares
         // against the same "now".
         let now = supervisor.shared.clock.now();
+        let mut inflight = inflight;
         for (spec, fingerprint) in specs {
             let runs = supervisor.first_start(&spec.name);
-            let running = supervisor.launch(spec, fingerprint, now, runs.as_deref(), None)?;
+            let (resumes, rest) = inflight.into_iter().partition(|r| r.job == spec.name);
+            inflight = rest;
+            let running =
+                supervisor.launch(spec, fingerprint, now, runs.as_deref(), None, resumes)?;
             supervisor.jobs.push(running);
+        }
+        for rec in inflight {
+            warn!(upload_id = %rec.upload_id, job = %rec.job, "an upload in flight of a job not started is left on record");
         }
         info!(jobs = supervisor.jobs.len(), "jobs started");
         Ok(supervisor)
@@ -120,9 +139,16 @@ impl<U: Uploader> Supervisor<U> {
             // A reload is not a restart: a run missed "while down" is not caught up.
             let mut spec = spec.clone();
             spec.catch_up = false;
-            let predecessor = current.map(|r| r.runner.clone());
+            let predecessor = current.map(|r| (r.runner.clone(), r.job.pending.clone()));
             let runs = self.first_start(&spec.name);
-            match self.launch(spec, *fingerprint, now, runs.as_deref(), predecessor) {
+            match self.launch(
+                spec,
+                *fingerprint,
+                now,
+                runs.as_deref(),
+                predecessor,
+                Vec::new(),
+            ) {
                 Ok(r) => {
                     launched.insert(r.job.spec.name.clone(), r);
                 }
@@ -179,15 +205,18 @@ impl<U: Uploader> Supervisor<U> {
     }
 
     /// Starts one job's trigger and runner; its runner first waits for `predecessor` (the
-    /// runner of the job it replaces) to finish its run. `history` is the job's runs on record
-    /// when it is the first job of its name in this process (see [`metrics::register_job`]).
+    /// runner and the pending slot of the job it replaces) to finish its run, then takes what
+    /// came for it meanwhile. `history` is the job's runs on record when it is the first job of
+    /// its name in this process (see [`metrics::register_job`]); `resumes` are its uploads a
+    /// previous process left in flight, its first work.
     fn launch(
         &self,
         spec: JobSpec,
         fingerprint: Option<u64>,
         now: chrono::DateTime<chrono::Utc>,
         history: Option<&[RunRecord]>,
-        predecessor: Option<TaskTracker>,
+        predecessor: Option<(TaskTracker, Arc<Pending>)>,
+        resumes: Vec<InFlight>,
     ) -> Result<Running<U>, WatchError> {
         metrics::register_job(&spec, history, now);
         let runs = history.unwrap_or_default();
@@ -197,13 +226,19 @@ impl<U: Uploader> Supervisor<U> {
             self.shared.clone(),
             self.abort_runs.child_token(),
         ));
+        // Before any trigger can fill the slot: the interrupted upload goes first.
+        for rec in resumes {
+            job.pending.resume(rec);
+        }
         match &job.spec.trigger {
             TriggerSpec::Cron { .. } | TriggerSpec::Every { .. } => {
                 match Trigger::for_job(&job.spec, now, runs) {
                     Some(trigger) => {
                         // Up from now, not from the loop's first poll: the series exists at once.
                         metrics::trigger_up(&job.spec.name, true);
-                        self.tasks.spawn(
+                        self.spawn_trigger(
+                            &job.spec.name,
+                            &stop,
                             schedule::fire_loop(
                                 trigger,
                                 now,
@@ -226,7 +261,7 @@ impl<U: Uploader> Supervisor<U> {
                     Watcher::start_for_job(&job.spec.name, spec.clone(), tx, stop.child_token())?;
                 let pending = job.pending.clone();
                 let name = job.spec.name.clone();
-                self.tasks.spawn(async move {
+                self.spawn_trigger(&job.spec.name, &stop, async move {
                     while let Some(path) = rx.recv().await {
                         pending.file(path);
                     }
@@ -241,14 +276,16 @@ impl<U: Uploader> Supervisor<U> {
         let run = {
             let (job, stop) = (job.clone(), stop.clone());
             async move {
-                if let Some(p) = predecessor {
-                    // The trigger already collects work; runs start when the old runner is done.
+                if let Some((runner, pending)) = predecessor {
+                    // The trigger already collects work; runs start when the old runner is done,
+                    // with what came to the old slot during its last run.
                     tokio::select! {
-                        () = p.wait() => {}
+                        () = runner.wait() => {}
                         () = stop.cancelled() => return,
                     }
+                    job.pending.take_over(&pending);
                 }
-                job.run_loop(stop).await;
+                supervise(job, stop).await;
             }
         };
         self.tasks.spawn(runner.track_future(run));
@@ -259,6 +296,37 @@ impl<U: Uploader> Supervisor<U> {
             stop,
             runner,
         })
+    }
+
+    /// Spawns a job's trigger task. A panic in it is logged and counted, and the job shows as
+    /// not running on `/readyz` until it is stopped or replaced (a reload): a trigger cannot be
+    /// restarted without its job. A trigger that returns has stopped on purpose (no further fire
+    /// time, or stopped).
+    fn spawn_trigger(
+        &self,
+        name: &str,
+        stop: &CancellationToken,
+        trigger: impl std::future::Future<Output = ()> + Send + 'static,
+    ) {
+        let (name, stop, board) = (name.to_owned(), stop.clone(), self.shared.job_tasks.clone());
+        let task = tokio::spawn(trigger);
+        self.tasks.spawn(async move {
+            let Err(e) = task.await else { return };
+            tracing::error!(job = %name, panic = %panic_text(e), "the job's trigger task ended unexpectedly: the job no longer fires until a reload or restart");
+            metrics::job_task_failed(&name);
+            let _down = board.down(&name);
+            stop.cancelled().await;
+        });
+    }
+
+    /// Runs `task` beside the jobs: it is waited for at shutdown, like a run.
+    pub fn track(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.tasks.spawn(task);
+    }
+
+    /// A token cancelled when shutdown aborts the runs (the grace period is over).
+    pub fn abort_token(&self) -> CancellationToken {
+        self.abort_runs.child_token()
     }
 
     /// Gives every run that starts from now on `uploader` (see [`Shared::set_uploader`]).
@@ -302,4 +370,62 @@ impl crate::trigger::Fire for Pending {
     fn fire(&self, at: chrono::DateTime<chrono::Utc>) {
         Pending::fire(self, at);
     }
+}
+
+/// The first wait before a job's runner that ended unexpectedly is started again; doubled at each
+/// failure in a row up to [`RESTART_MAX`], so a runner that panics at once does not spin.
+const RESTART_MIN: Duration = Duration::from_secs(1);
+/// The longest wait before a restart.
+const RESTART_MAX: Duration = Duration::from_secs(300);
+/// A runner that lived this long before it ended is restarted after [`RESTART_MIN`] again.
+const RESTART_RESET: Duration = Duration::from_secs(600);
+
+/// Runs the job's runner in a task of its own until `stop`. A runner that panics, or returns
+/// before `stop` (it never should), is logged at error with the job's name, counted
+/// (`stac_uploadd_job_task_failures_total`), shown as not running on `/readyz`, and started again
+/// after a growing wait. What was pending for it stays pending.
+async fn supervise<U: Uploader>(job: Arc<Job<U>>, stop: CancellationToken) {
+    let name = job.spec.name.clone();
+    let board = job.shared.job_tasks.clone();
+    let mut wait = RESTART_MIN;
+    loop {
+        let started = tokio::time::Instant::now();
+        let ended = tokio::spawn(job.clone().run_loop(stop.clone())).await;
+        let why = match ended {
+            Ok(()) if stop.is_cancelled() => return,
+            Ok(()) => "it returned".to_owned(),
+            Err(e) => panic_text(e),
+        };
+        if started.elapsed() >= RESTART_RESET {
+            wait = RESTART_MIN;
+        }
+        metrics::job_task_failed(&name);
+        if stop.is_cancelled() {
+            tracing::error!(job = %name, why = %why, "the job's runner ended unexpectedly while stopping");
+            return;
+        }
+        tracing::error!(job = %name, why = %why, restart_in_ms = wait.as_millis() as u64, "the job's runner ended unexpectedly; starting it again");
+        let down = board.down(&name);
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = stop.cancelled() => return,
+        }
+        drop(down);
+        wait = (wait * 2).min(RESTART_MAX);
+    }
+}
+
+/// What a task that did not end normally said: its panic message (escaped when logged), or why
+/// it was cancelled.
+fn panic_text(e: tokio::task::JoinError) -> String {
+    if !e.is_panic() {
+        return e.to_string();
+    }
+    let payload = e.into_panic();
+    let text = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned());
+    format!("panicked: {}", text.escape_debug())
 }

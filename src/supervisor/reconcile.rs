@@ -1,6 +1,8 @@
-//! At start-up, before any job runs: every upload a previous run of the daemon recorded as in
-//! flight is resumed (file unchanged, URLs still valid) or aborted. Nothing of ours is left in
-//! progress after a restart.
+//! At start-up: every upload a previous run of the daemon recorded as in flight is resumed (file
+//! unchanged, URLs still valid) or aborted. Each is handed to its job as the job's first work
+//! ([`super::Job::resume`]), so it runs under the job's limits while the other jobs start at
+//! once; an upload of a job no longer in the job file is handled by [`reconcile`]. Nothing of
+//! ours is left in progress after a restart.
 
 use std::sync::Arc;
 
@@ -18,39 +20,46 @@ use crate::upload::{self, AbortOutcome, FileSnapshot, UploadOptions};
 /// How much life the part URLs must have left for a resume to be worth starting.
 const MIN_URL_LIFE: chrono::Duration = chrono::Duration::minutes(5);
 
-/// Resumes or aborts each recorded in-flight upload; returns one record per upload handled.
+/// The uploads on record as in flight; none (with a warning) if the record cannot be read: their
+/// jobs will meet them as blockers.
+pub async fn inflight(state: &StateStore) -> Vec<InFlight> {
+    state.inflight().await.unwrap_or_else(|e| {
+        warn!(error = %e, "cannot read the uploads in flight; their jobs will meet them as blockers");
+        Vec::new()
+    })
+}
+
+/// Resumes or aborts each of `records`, one after the other, with the upload options of its job
+/// in `jobs` (the defaults for a job not there); returns one record per upload handled.
 pub async fn reconcile(
     client: &StacClient,
     state: &StateStore,
+    records: Vec<InFlight>,
     jobs: &[JobSpec],
     cancel: &CancellationToken,
 ) -> Vec<RunRecord> {
-    let mut records = Vec::new();
-    let inflight = match state.inflight().await {
-        Ok(i) => i,
-        Err(e) => {
-            warn!(error = %e, "cannot read the uploads in flight; their jobs will meet them as blockers");
-            return records;
-        }
-    };
-    for rec in inflight {
+    let mut handled = Vec::new();
+    for rec in records {
         let opts = jobs
             .iter()
             .find(|j| j.name == rec.job)
             .map(|j| j.upload.clone())
             .unwrap_or_default();
-        if let Some(r) = reconcile_one(client, state, &rec, &opts, cancel).await {
+        if let Some(r) = resume_or_abort(client, state, &rec, &opts, cancel).await {
             if let Err(e) = state.record_run(r.clone()).await {
                 warn!(error = %e, "cannot record the run in the state store");
             }
             metrics::run_finished(&r);
-            records.push(r);
+            handled.push(r);
         }
     }
-    records
+    handled
 }
 
-async fn reconcile_one(
+/// Resumes one upload a previous process left in flight, or aborts it; `None` when there was
+/// nothing to do (it is gone or finished) or it cannot be read now (its job's next run meets
+/// it). The caller records the run.
+pub async fn resume_or_abort(
     client: &StacClient,
     state: &StateStore,
     rec: &InFlight,

@@ -45,11 +45,17 @@ enum Act {
     Slow(Duration),
     /// Hang until cancelled, then report the upload aborted.
     Hang,
+    /// Panic: a bug in the run.
+    Panic,
+    /// Create this upload (recorded through the observer), then panic.
+    PanicAfterCreate(&'static str),
 }
 
 struct Script {
     acts: Mutex<VecDeque<Act>>,
     calls: Mutex<Vec<Instant>>,
+    /// When each resume was called.
+    resumed: Mutex<Vec<Instant>>,
     aborted: Mutex<Vec<String>>,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
@@ -61,6 +67,7 @@ impl Script {
         Self {
             acts: Mutex::new(acts.into_iter().collect()),
             calls: Mutex::new(Vec::new()),
+            resumed: Mutex::new(Vec::new()),
             aborted: Mutex::new(Vec::new()),
             in_flight: AtomicUsize::new(0),
             max_in_flight: AtomicUsize::new(0),
@@ -104,7 +111,7 @@ impl Uploader for Arc<Script> {
         _path: &Path,
         _objects: &NewObjects,
         _opts: &UploadOptions,
-        _observer: Arc<dyn UploadObserver>,
+        observer: Arc<dyn UploadObserver>,
         cancel: &CancellationToken,
     ) -> Result<UploadReport, UploadError> {
         self.calls.lock().unwrap().push(Instant::now());
@@ -167,6 +174,32 @@ impl Uploader for Arc<Script> {
                 tokio::time::sleep(d).await;
                 Ok(report())
             }
+            Act::Panic => panic!("scripted panic in a run"),
+            Act::PanicAfterCreate(id) => {
+                let upload = Upload {
+                    upload_id: UploadId(id.into()),
+                    status: UploadStatus::InProgress,
+                    number_parts: Some(1),
+                    created: Some(self.clock.now()),
+                    completed: None,
+                    aborted: None,
+                    urls: Vec::new(),
+                    md5_parts: Vec::new(),
+                    content_encoding: None,
+                    checksum: None,
+                };
+                let file = crate::upload::FileSnapshot::of(&std::fs::metadata(".").unwrap());
+                observer
+                    .record(crate::upload::Durable::Created {
+                        upload: &upload,
+                        multihash: &crate::stac::Multihash::from_sha256(&[0; 32]),
+                        part_size: 1,
+                        file: &file,
+                    })
+                    .await
+                    .unwrap();
+                panic!("scripted panic after the create");
+            }
             Act::Hang => {
                 cancel.cancelled().await;
                 Err(UploadError::AfterCreate {
@@ -189,6 +222,45 @@ impl Uploader for Arc<Script> {
     ) -> AbortOutcome {
         self.aborted.lock().unwrap().push(id.0.clone());
         AbortOutcome::Aborted
+    }
+
+    /// Takes the next act's time (`Slow`, `Hang`) and reports the upload resumed.
+    async fn resume(
+        &self,
+        _state: &StateStore,
+        rec: &InFlight,
+        _opts: &UploadOptions,
+        cancel: &CancellationToken,
+    ) -> Option<RunRecord> {
+        self.resumed.lock().unwrap().push(Instant::now());
+        let started = self.clock.now();
+        let act = self.acts.lock().unwrap().pop_front();
+        let outcome = match act {
+            Some(Act::Slow(d)) => {
+                tokio::select! {
+                    () = tokio::time::sleep(d) => Outcome::Resumed,
+                    () = cancel.cancelled() => Outcome::AbortedAtStart,
+                }
+            }
+            Some(Act::Hang) => {
+                cancel.cancelled().await;
+                Outcome::AbortedAtStart
+            }
+            _ => Outcome::Resumed,
+        };
+        Some(RunRecord {
+            job: rec.job.clone(),
+            started,
+            finished: self.clock.now(),
+            outcome,
+            asset: rec.target.asset.clone(),
+            item: rec.target.item.clone(),
+            file: Some(rec.file.clone()),
+            bytes: rec.size,
+            attempts: 1,
+            upload_id: Some(rec.upload_id.clone()),
+            error: None,
+        })
     }
 }
 
@@ -960,4 +1032,170 @@ async fn the_upload_limit_holds_over_every_job() {
     sup.shutdown(Duration::from_secs(60)).await;
     assert_eq!(script.max_in_flight.load(Ordering::SeqCst), 3);
     assert_eq!(runs, 12, "every job ran once");
+}
+
+/// Issue 17: a job's runner that panicked vanished without a word, and the job never ran again
+/// while `/healthz` and `/readyz` said all was well. The supervisor notices: the job shows down
+/// while it waits to restart the runner, then runs again; later fires are served.
+#[tokio::test(start_paused = true)]
+async fn a_runner_that_panics_is_noticed_shown_down_and_restarted() {
+    let clock = Clock::anchored(t0());
+    let script = Arc::new(Script::new(clock, [Act::Panic]));
+    let dir = tempfile::tempdir().unwrap();
+    let state = Arc::new(StateStore::open(dir.path()).unwrap());
+    // A board of its own: the process-wide one is what other tests' health checks read.
+    let board = Arc::new(crate::observe::health::JobTasks::default());
+    let shared = Arc::new(Shared::new(script.clone(), state, clock).with_job_tasks(board.clone()));
+    let health =
+        crate::observe::health::Health::new(Duration::from_secs(30)).with_job_tasks(board.clone());
+    health.set_phase(crate::observe::health::Phase::Ready);
+    let sup = Supervisor::start(shared, vec![cron_job("* * * * * *", PolicyKind::Cancel)])
+        .await
+        .unwrap();
+    // The first fire (1 s) panics in the run; the runner is started again a second later.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(script.calls.lock().unwrap().len(), 1);
+    assert_eq!(board.down_jobs(), ["job"], "shown down while it waits");
+    assert!(!health.ready(), "/readyz fails while a job is not running");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(board.down_jobs().is_empty(), "running again");
+    assert!(health.ready());
+    let runs = script.calls.lock().unwrap().len();
+    assert!(
+        runs >= 3,
+        "the job runs again after its restart: {runs} runs"
+    );
+    sup.shutdown(Duration::from_secs(5)).await;
+}
+
+/// Issue 17: a reload that changed a job dropped the fire that came during its run. The old
+/// runner stopped after its run with the fire still in its slot, and the new runner never saw it.
+#[tokio::test(start_paused = true)]
+async fn a_fire_during_the_run_of_a_changed_job_runs_after_that_run() {
+    let clock = Clock::anchored(t0());
+    let script = Arc::new(Script::new(clock, [Act::Slow(Duration::from_secs(90))]));
+    let dir = tempfile::tempdir().unwrap();
+    let state = Arc::new(StateStore::open(dir.path()).unwrap());
+    let shared = Arc::new(Shared::new(script.clone(), state, clock));
+    let spec = cron_job("0 * * * * *", PolicyKind::Cancel);
+    let at = Instant::now();
+    let mut sup = Supervisor::start_with(shared, vec![(spec.clone(), Some(1))])
+        .await
+        .unwrap();
+    // The run starts at 60 s and takes 90 s; the fire of 120 s comes during it. At 130 s the
+    // job changes; its old run ends at 150 s.
+    tokio::time::sleep(Duration::from_secs(130)).await;
+    let changes = sup.apply(vec![(spec, Some(2))]).unwrap();
+    assert_eq!(changes.changed, ["job"]);
+    tokio::time::sleep(Duration::from_secs(40)).await;
+    let offsets: Vec<_> = script
+        .calls
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|c| *c - at)
+        .collect();
+    sup.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(
+        offsets,
+        [secs(60), secs(150)],
+        "the fire of 120 s runs when the old run ends, not at the next fire (180 s)"
+    );
+    assert_eq!(script.max_in_flight.load(Ordering::SeqCst), 1);
+}
+
+/// Issue 17: after a crash no job ran until the interrupted upload had been resumed. It is now
+/// its job's first work: the other jobs run at once, and the resuming job's own fires wait for
+/// it (two runs of a job never overlap).
+#[tokio::test(start_paused = true)]
+async fn an_interrupted_upload_resumes_as_its_jobs_first_run_while_the_others_run() {
+    let clock = Clock::anchored(t0());
+    let script = Arc::new(Script::new(clock, [Act::Slow(Duration::from_secs(30))]));
+    let dir = tempfile::tempdir().unwrap();
+    let state = Arc::new(StateStore::open(dir.path()).unwrap());
+    let shared = Arc::new(Shared::new(script.clone(), state.clone(), clock));
+    let mut slow = cron_job("0 * * * * *", PolicyKind::Cancel);
+    slow.name = "big".into();
+    let mut tick = cron_job("* * * * * *", PolicyKind::Cancel);
+    tick.name = "tick".into();
+    let mut rec = inflight("interrupted");
+    rec.job = "big".into();
+    let at = Instant::now();
+    let sup = Supervisor::start_resuming(shared, vec![(slow, None), (tick, None)], vec![rec])
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(10_500)).await;
+    assert_eq!(script.resumed.lock().unwrap().len(), 1);
+    assert_eq!(script.resumed.lock().unwrap()[0] - at, Duration::ZERO);
+    let ticks = script.calls.lock().unwrap().len();
+    assert_eq!(
+        ticks, 10,
+        "the other job fired every second during the resume"
+    );
+    // The resume ends at 30 s.
+    tokio::time::sleep(Duration::from_secs(21)).await;
+    let history = state.history().await.unwrap();
+    assert_eq!(history["big"][0].outcome, Outcome::Resumed);
+    sup.shutdown(Duration::from_secs(5)).await;
+}
+
+/// SIGTERM during a start-up resume is served like at any time: the grace period, then the
+/// resume is cut short (and its upload aborted by the session).
+#[tokio::test(start_paused = true)]
+async fn shutdown_during_a_resume_takes_the_grace_period_then_cuts_it() {
+    let clock = Clock::anchored(t0());
+    let script = Arc::new(Script::new(clock, [Act::Hang]));
+    let dir = tempfile::tempdir().unwrap();
+    let state = Arc::new(StateStore::open(dir.path()).unwrap());
+    let shared = Arc::new(Shared::new(script.clone(), state.clone(), clock));
+    let mut rec = inflight("interrupted");
+    rec.job = "job".into();
+    let sup = Supervisor::start_resuming(
+        shared,
+        vec![(cron_job("0 3 * * *", PolicyKind::Cancel), None)],
+        vec![rec],
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(script.resumed.lock().unwrap().len(), 1);
+    let start = Instant::now();
+    sup.shutdown(Duration::from_secs(3)).await;
+    assert_eq!(start.elapsed(), Duration::from_secs(3));
+    assert_eq!(
+        state.history().await.unwrap()["job"][0].outcome,
+        Outcome::AbortedAtStart
+    );
+}
+
+/// A run that panics after its upload was created (the state writer's panic of issue 17) must not
+/// leave the upload marked as being sent: the restarted runner's next run meets it as ours and
+/// not running, and aborts it, instead of finding the asset blocked until a restart.
+#[tokio::test(start_paused = true)]
+async fn an_upload_left_by_a_run_that_panicked_is_ours_to_abort_after_the_restart() {
+    let clock = Clock::anchored(t0());
+    let blocked = Act::Blocked {
+        id: "left",
+        age: chrono::Duration::minutes(1),
+        url_life: Some(chrono::Duration::hours(1)),
+    };
+    let script = Arc::new(Script::new(
+        clock,
+        [Act::PanicAfterCreate("left"), blocked, Act::Ok],
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let state = Arc::new(StateStore::open(dir.path()).unwrap());
+    let board = Arc::new(crate::observe::health::JobTasks::default());
+    let shared = Arc::new(Shared::new(script.clone(), state.clone(), clock).with_job_tasks(board));
+    let sup = Supervisor::start(shared, vec![cron_job("* * * * * *", PolicyKind::Cancel)])
+        .await
+        .unwrap();
+    // Panics at 1 s; the runner is back at 2 s and takes the fire that waited.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    sup.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(*script.aborted.lock().unwrap(), ["left"]);
+    assert_eq!(
+        state.history().await.unwrap()["job"][0].outcome,
+        Outcome::Uploaded
+    );
 }
