@@ -161,7 +161,8 @@ impl Summary {
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for e in &self.entries {
-            writeln!(f, "{e}")?;
+            // File names and server messages are untrusted: one entry is one line.
+            writeln!(f, "{}", crate::observe::escape_controls(&e.to_string()))?;
         }
         Ok(())
     }
