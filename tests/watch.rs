@@ -1207,3 +1207,36 @@ async fn a_watch_folder_the_daemon_cannot_read_stops_the_start_with_exit_2_namin
     );
     assert!(!error.contains("inotify"), "{error}");
 }
+
+#[tokio::test]
+async fn a_folder_watched_again_right_after_its_watch_stopped_gets_its_events() {
+    // What a reload does to a changed job: a new watch of the folder while the old one's
+    // inotify watch is being released on the shared watcher.
+    bounded(async {
+        let d = dirs();
+        write(&d.watched.join("seed.dat"), 10);
+        let mut w = start_on(&d.watched, "*.dat", false);
+        for i in 0..6 {
+            drop(w);
+            w = start_on(&d.watched, "*.dat", false);
+            // The new watch's first scan finds what is there (seed.dat and the earlier
+            // rounds' files) and sends it once settled: then it is past its scan.
+            let mut present = 0;
+            while present < i + 1 {
+                timeout(PATIENCE, w.rx.recv())
+                    .await
+                    .expect("the present files come")
+                    .expect("the watch runs");
+                present += 1;
+            }
+            // A file renamed in now can only come from an inotify event.
+            let name = d.watched.join(format!("f{i}.dat"));
+            let tmp_name = d.watched.join(format!("f{i}.dat.tmp"));
+            write(&tmp_name, 10);
+            fs::rename(&tmp_name, &name).expect("rename into place");
+            let got = timeout(PATIENCE, w.rx.recv()).await;
+            assert_eq!(got, Ok(Some(name)), "round {i}");
+        }
+    })
+    .await;
+}

@@ -140,6 +140,47 @@ fn suggest(need: usize) -> usize {
 mod tests {
     use super::*;
 
+    fn spec(dir: &Path, recursive: bool, poll: Option<std::time::Duration>) -> WatchSpec {
+        WatchSpec {
+            dir: dir.to_path_buf(),
+            pattern: globset::Glob::new("*").unwrap().compile_matcher(),
+            recursive,
+            ignore: globset::GlobSet::empty(),
+            settle: std::time::Duration::from_secs(1),
+            poll,
+        }
+    }
+
+    #[test]
+    fn counts_a_watch_per_folder_and_sub_folder_once_and_none_for_polling() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        for sub in ["a/b", "a/c", "d"] {
+            std::fs::create_dir_all(root.join(sub)).unwrap();
+        }
+        std::fs::write(root.join("a/file"), "x").unwrap();
+        let flat = spec(root, false, None);
+        let recursive = spec(root, true, None);
+        let inner = spec(&root.join("a"), false, None);
+        let polled = spec(
+            &root.join("d"),
+            false,
+            Some(std::time::Duration::from_secs(5)),
+        );
+        assert_eq!(
+            needs([&flat, &inner], 100),
+            Needs {
+                watches: 2,
+                instances: 1
+            }
+        );
+        // root, a, a/b, a/c, d: the flat watches of root and a are among them.
+        assert_eq!(needs([&recursive, &flat, &inner], 100).watches, 5);
+        assert_eq!(needs([&polled], 100), Needs::default());
+        // Past the cap, the walk stops: a huge tree is not listed whole.
+        assert!(needs([&recursive], 2).watches <= 3);
+    }
+
     #[test]
     fn watches_over_the_limit_are_an_error_and_near_it_a_warning() {
         let over = findings(
