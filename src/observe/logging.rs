@@ -165,22 +165,35 @@ impl Visit for EscapingVisitor<'_> {
             return;
         }
         // As the default fields do: a message as it is, any other string quoted (Debug).
-        self.result = if field.name() == "message" {
-            self.write(field, value)
+        if field.name() == "message" {
+            self.result = self.write(field, value);
         } else {
-            self.write(field, &format!("{value:?}"))
-        };
+            self.record_debug(field, &value);
+        }
     }
 
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
         if self.result.is_err() {
             return;
         }
-        self.result = self.write(field, &value.to_string());
+        // As the default fields do: the error, then `<name>.sources=[cause, ...]`.
+        let mut text = value.to_string();
+        let mut sources = Vec::new();
+        let mut source = value.source();
+        while let Some(cause) = source {
+            sources.push(cause.to_string());
+            source = cause.source();
+        }
+        if !sources.is_empty() {
+            let _ = write!(text, " {}.sources=[{}]", field.name(), sources.join(", "));
+        }
+        self.result = self.write(field, &text);
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        if self.result.is_err() {
+        // Events from the `log` crate carry their metadata as `log.*` fields, which the
+        // formatter has shown already (as the default fields skip them).
+        if self.result.is_err() || field.name().starts_with("log.") {
             return;
         }
         self.result = self.write(field, &format!("{value:?}"));
@@ -316,6 +329,44 @@ mod tests {
             "a.tif\nINFO forged: upload succeeded \x1b[31mred\u{202e}fit.exe"
         );
         assert_eq!(line["span"]["dir"], "/in\nINFO span forged");
+    }
+
+    #[test]
+    fn ordinary_events_are_written_as_by_tracings_default_fields() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("outer")]
+        struct Outer(#[source] std::io::Error);
+        let emit = || {
+            let span = tracing::info_span!("run", job = "radar", attempt = 2);
+            let _in = span.enter();
+            let e = Outer(std::io::Error::other("inner"));
+            tracing::warn!(
+                path = %"/in/a b.tif",
+                asset = "a.tif",
+                r#type = "image/tiff",
+                bytes = 42u64,
+                ok = true,
+                error = &e as &(dyn std::error::Error + 'static),
+                "retrying in {} s",
+                3
+            );
+        };
+        let default = Captured::default();
+        let ours = Captured::default();
+        let plain = |w: Captured| {
+            tracing_subscriber::fmt()
+                .with_writer(w)
+                .with_ansi(false)
+                .with_target(false)
+                .without_time()
+        };
+        tracing::subscriber::with_default(plain(default.clone()).finish(), emit);
+        tracing::subscriber::with_default(
+            plain(ours.clone()).fmt_fields(EscapingFields).finish(),
+            emit,
+        );
+        let text = |c: Captured| String::from_utf8(c.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(text(ours), text(default));
     }
 
     #[test]

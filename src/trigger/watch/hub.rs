@@ -25,6 +25,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, Weak};
 
 use notify::event::ModifyKind;
@@ -65,15 +66,29 @@ impl Drop for Subscription {
     fn drop(&mut self) {
         // At once: nothing reaches this watch's inbox any more.
         self.hub.routes_mut().remove(&self.route);
-        let (hub, route) = (Arc::clone(&self.hub), Arc::clone(&self.route));
-        let release = move || hub.release(&route);
+        let release = Release {
+            hub: Arc::clone(&self.hub),
+            route: Arc::clone(&self.route),
+        };
         // Removing an inotify watch waits for notify's thread, which may be walking another
-        // watch's tree: not on a runtime thread. If the runtime is going away and drops this,
-        // the watch stays until the hub goes with its last user.
+        // watch's tree: not on a runtime thread. A runtime shutting down drops the task
+        // without running it, and the release happens there.
         match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => drop(runtime.spawn_blocking(release)),
-            Err(_) => release(),
+            Ok(runtime) => drop(runtime.spawn_blocking(move || drop(release))),
+            Err(_) => drop(release),
         }
+    }
+}
+
+/// Releases a subscription's folder when dropped, wherever that happens.
+struct Release {
+    hub: Arc<Hub>,
+    route: Arc<Route>,
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        self.hub.release(&self.route);
     }
 }
 
@@ -102,18 +117,25 @@ struct Hub {
     /// Read by notify's thread for every event; written only briefly (never while waiting for
     /// notify, whose thread may be waiting for this lock).
     routes: Arc<RwLock<Routes>>,
+    /// notify's thread has gone (it dropped its handler): asked anything, notify would panic.
+    /// The watches see their events end, and watch again on a new hub.
+    dead: Arc<AtomicBool>,
 }
 
 impl Hub {
     /// The hub of the process, started if no watch uses one.
     fn get() -> notify::Result<Arc<Hub>> {
         let mut global = HUB.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(hub) = global.upgrade() {
+        if let Some(hub) = global.upgrade()
+            && !hub.dead.load(Ordering::Acquire)
+        {
             return Ok(hub);
         }
         let routes = Arc::new(RwLock::new(Routes::default()));
+        let dead = Arc::new(AtomicBool::new(false));
         let feed = Feed {
             routes: Arc::clone(&routes),
+            dead: Arc::clone(&dead),
         };
         let watcher = RecommendedWatcher::new(feed, notify::Config::default())?;
         let hub = Arc::new(Hub {
@@ -123,6 +145,7 @@ impl Hub {
                 watched: HashMap::new(),
             }),
             routes,
+            dead,
         });
         *global = Arc::downgrade(&hub);
         Ok(hub)
@@ -143,6 +166,9 @@ impl Hub {
     /// Routes events to `route` and has its folder watched; on failure, nothing changed.
     fn add(&self, route: &Arc<Route>) -> notify::Result<()> {
         let mut state = self.state();
+        if self.dead.load(Ordering::Acquire) {
+            return Err(notify::Error::generic("the shared file watcher stopped"));
+        }
         // Routed first: an event between the inotify watch and the routing is not lost.
         self.routes_mut().insert(route);
         let folder = route.canonical.as_path();
@@ -177,6 +203,9 @@ impl Hub {
     /// `route`'s watch is over: its folder is watched no longer unless another watch needs it.
     fn release(&self, route: &Route) {
         let mut state = self.state();
+        if self.dead.load(Ordering::Acquire) {
+            return;
+        }
         let folder = route.canonical.as_path();
         let deep = state.count(folder, route.recursive, false);
         for (path, error) in state.sync(folder, deep).1 {
@@ -427,6 +456,7 @@ impl Routes {
 /// notify's event handler: passes each event on, on notify's thread.
 struct Feed {
     routes: Arc<RwLock<Routes>>,
+    dead: Arc<AtomicBool>,
 }
 
 impl Feed {
@@ -446,6 +476,7 @@ impl notify::EventHandler for Feed {
 
 impl Drop for Feed {
     fn drop(&mut self) {
+        self.dead.store(true, Ordering::Release);
         for route in self.routes().all() {
             route.mailbox.end();
         }

@@ -751,3 +751,46 @@ async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) 
         Err(_) => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_inotify_limits_get_the_inotify_hint_and_a_denied_folder_is_permanent() {
+        let path = std::path::Path::new("/srv/in");
+        let denied = WatchError::unwatchable(
+            path,
+            notify::Error::io(std::io::Error::from_raw_os_error(libc::EACCES)),
+        );
+        assert!(denied.is_permanent(), "{denied:?}");
+        let text = status::chain(&denied);
+        assert!(
+            text.contains("/srv/in") && text.contains("Permission denied"),
+            "{text}"
+        );
+        assert!(!text.contains("inotify"), "{text}");
+
+        let gone = WatchError::unwatchable(path, notify::Error::path_not_found());
+        assert!(gone.is_permanent(), "{gone:?}");
+
+        for limit in [
+            notify::Error::new(notify::ErrorKind::MaxFilesWatch),
+            notify::Error::io(std::io::Error::from_raw_os_error(libc::EMFILE)),
+        ] {
+            let e = WatchError::unwatchable(path, limit);
+            assert!(matches!(e, WatchError::InotifyLimit { .. }), "{e:?}");
+            assert!(!e.is_permanent(), "a limit may be raised, or freed: {e:?}");
+            assert!(
+                e.to_string().contains("fs.inotify.max_user_watches")
+                    && e.to_string().contains("fs.inotify.max_user_instances"),
+                "{e}"
+            );
+        }
+        let flaky = WatchError::Inaccessible {
+            path: path.to_path_buf(),
+            source: std::io::Error::from_raw_os_error(libc::EIO),
+        };
+        assert!(!flaky.is_permanent(), "an NFS hiccup is retried");
+    }
+}
