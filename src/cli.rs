@@ -748,7 +748,8 @@ fn print_history(
                 r.outcome.as_str(),
                 r.attempts,
                 ByteSize(r.bytes).to_string(),
-                detail
+                // A recorded error quotes file names and server text: one run, one line.
+                crate::observe::escape_controls(&detail)
             );
         }
     }

@@ -311,3 +311,30 @@ pub async fn run(args: OnceArgs) -> Result<Summary, OnceError> {
     );
     Ok(summary)
 }
+
+#[cfg(test)]
+mod summary_tests {
+    use super::*;
+
+    #[test]
+    fn a_file_name_with_a_newline_or_an_esc_stays_on_its_summary_line() {
+        let summary = Summary {
+            entries: vec![
+                Entry::NothingToDo {
+                    job: "in".into(),
+                    dir: PathBuf::from("/in\nforged ran bytes=1 \u{1b}[31m"),
+                },
+                Entry::NotStarted {
+                    job: "other".into(),
+                    file: PathBuf::from("/x"),
+                },
+            ],
+            flush_error: None,
+        };
+        let text = summary.to_string();
+        assert_eq!(
+            text,
+            "in nothing_to_do dir=/in\\nforged ran bytes=1 \\u{1b}[31m\nother not_started bytes=0 attempts=0 upload=- file=/x error=stopped by a signal before this run started\n"
+        );
+    }
+}
