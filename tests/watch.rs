@@ -1062,6 +1062,29 @@ async fn a_flat_watch_inside_a_recursive_one_goes_on_when_the_recursive_one_stop
     .await;
 }
 
+/// The inotify instances of process `pid` (its `anon_inode:inotify` descriptors) and the
+/// watches they hold (the `inotify wd:` lines of their fdinfo).
+fn inotify_of(pid: u32) -> (usize, usize) {
+    let (mut instances, mut watches) = (0, 0);
+    for entry in fs::read_dir(format!("/proc/{pid}/fd")).expect("the process's descriptors") {
+        let path = entry.expect("an entry").path();
+        if fs::read_link(&path).is_ok_and(|t| t.as_os_str() == "anon_inode:inotify") {
+            instances += 1;
+            let fd = path
+                .file_name()
+                .expect("a number")
+                .to_string_lossy()
+                .into_owned();
+            let info = fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).unwrap_or_default();
+            watches += info
+                .lines()
+                .filter(|l| l.starts_with("inotify wd:"))
+                .count();
+        }
+    }
+    (instances, watches)
+}
+
 /// A job file with `n` watch jobs, each on a folder of its own under `dir` and publishing to
 /// the asset `a{i}.txt` (made on the emulator); returns the file and the folders.
 fn many_watch_jobs(
@@ -1118,6 +1141,12 @@ async fn the_daemon_starts_two_hundred_watch_jobs_and_each_publishes_its_file() 
         );
         sleep(Duration::from_millis(50)).await;
     }
+    let pid = daemon.id().expect("running");
+    assert_eq!(
+        inotify_of(pid),
+        (1, n),
+        "one inotify instance with a watch per folder"
+    );
     for (i, folder) in folders.iter().enumerate() {
         let tmp_name = folder.join(format!("f{i}.dat.tmp"));
         write(&tmp_name, 100 + i);
@@ -1239,4 +1268,70 @@ async fn a_folder_watched_again_right_after_its_watch_stopped_gets_its_events() 
         }
     })
     .await;
+}
+
+/// Waits until the daemon's log has a line containing `what`, or it ended.
+async fn wait_log(daemon: &mut tokio::process::Child, log: &Arc<Mutex<Vec<String>>>, what: &str) {
+    let limit = Instant::now() + Duration::from_secs(60);
+    while !log.lock().unwrap().iter().any(|l| l.contains(what)) {
+        if let Ok(Some(status)) = daemon.try_wait() {
+            panic!("the daemon ended ({status}): {:?}", log.lock().unwrap());
+        }
+        assert!(
+            Instant::now() < limit,
+            "no {what:?} in {:?}",
+            log.lock().unwrap()
+        );
+        sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_reload_adds_and_removes_folders_on_the_one_inotify_instance() {
+    let emu = common::basic_emulator().await;
+    let tmp = tempfile::tempdir().expect("a temp dir");
+    // Jobs w0 and w1 on in-0 and in-1 (in-2 made for the reload).
+    let (config, folders) = many_watch_jobs(tmp.path(), &emu.base_url(), &emu, 3);
+    let text = fs::read_to_string(&config).unwrap();
+    let mut parts = text.split("[[job]]");
+    let head = parts.next().expect("the head");
+    let jobs: Vec<String> = parts.map(|j| format!("[[job]]{j}")).collect();
+    fs::write(&config, format!("{head}{}{}", jobs[0], jobs[1])).unwrap();
+    let mut daemon = common::spawn_daemon(&["run"], &config);
+    let log = common::capture_stderr(&mut daemon);
+    wait_log(&mut daemon, &log, " ready").await;
+    let pid = daemon.id().expect("running");
+    assert_eq!(inotify_of(pid), (1, 2));
+
+    // w0 goes, w2 comes.
+    fs::write(&config, format!("{head}{}{}", jobs[1], jobs[2])).unwrap();
+    common::signal(&daemon, libc::SIGHUP);
+    wait_log(&mut daemon, &log, "reloaded").await;
+    common::wait_for(Duration::from_secs(30), "in-0's watch released", || {
+        inotify_of(pid) == (1, 2)
+    })
+    .await;
+    for i in [1, 2] {
+        let tmp_name = folders[i].join("f.dat.tmp");
+        write(&tmp_name, 10 + i);
+        fs::rename(&tmp_name, folders[i].join("f.dat")).expect("rename into place");
+    }
+    common::wait_for(Duration::from_secs(60), "w1's and w2's files", || {
+        [1, 2].iter().all(|i| {
+            emu.object_bytes(&stac_uploadd_emulator::AssetKey::item_asset(
+                "ch.test.collection",
+                "item-1",
+                &format!("a{i}.txt"),
+            ))
+            .is_some_and(|b| b.len() == 10 + i)
+        })
+    })
+    .await;
+    assert_eq!(inotify_of(pid), (1, 2), "still one instance, in-1 and in-2");
+    common::signal(&daemon, libc::SIGTERM);
+    let status = timeout(Duration::from_secs(30), daemon.wait())
+        .await
+        .expect("stops in time")
+        .expect("a status");
+    assert!(status.success(), "{status}");
 }
