@@ -5,8 +5,9 @@
 //!
 //! `cargo bench --bench fanout` (`FANOUT_JOBS`, `FANOUT_MIB` to change the shape). Each case runs
 //! in a child process of its own, so that each peak RSS (VmHWM) is its own. The folders are
-//! polled: each inotify watch job takes an inotify instance, and Linux allows 128 per user by
-//! default (`fs.inotify.max_user_instances`), fewer than 200 jobs.
+//! polled, as when this bench was written (each inotify watch job took an inotify instance
+//! then; all share one now: see `benches/watch_jobs.rs` for 1,000 jobs with inotify), so that
+//! the figures stay comparable.
 
 use std::path::Path;
 use std::sync::Arc;

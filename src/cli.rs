@@ -657,6 +657,14 @@ async fn run_daemon(
                 error: e.into(),
             },
             crate::daemon::StartError::State(e) => CliError::failure(e),
+            // A watch folder the job file names that is missing or unreadable at start is a
+            // configuration problem: exit 2, which systemd does not restart on.
+            crate::daemon::StartError::Other(e)
+                if e.downcast_ref::<crate::trigger::watch::WatchError>()
+                    .is_some_and(crate::trigger::watch::WatchError::is_permanent) =>
+            {
+                CliError::usage(e)
+            }
             crate::daemon::StartError::Other(e) => CliError::failure(e),
         })
 }
@@ -723,6 +731,24 @@ fn run_check(path: &std::path::Path) -> Result<config::Config, CliError> {
                 );
             }
         }
+    }
+    let watches = config.jobs.iter().filter_map(|job| match &job.trigger {
+        crate::config::TriggerSpec::Watch(w) => Some(w),
+        _ => None,
+    });
+    let mut over = None;
+    for finding in crate::trigger::watch::limits::check(watches) {
+        use crate::trigger::watch::limits::Severity;
+        match finding.severity {
+            Severity::Warning => println!("warning: {}: {}", path.display(), finding.text),
+            Severity::Error => over = Some(finding.text),
+        }
+    }
+    if let Some(text) = over {
+        return Err(CliError::usage(anyhow::anyhow!(
+            "{}: {text}",
+            path.display()
+        )));
     }
     println!("ok");
     Ok(config)
@@ -791,7 +817,8 @@ fn print_history(
                 r.outcome.as_str(),
                 r.attempts,
                 ByteSize(r.bytes).to_string(),
-                detail
+                // A recorded error quotes file names and server text: one run, one line.
+                crate::observe::escape_controls(&detail)
             );
         }
     }

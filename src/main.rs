@@ -11,7 +11,13 @@ async fn main() -> std::process::ExitCode {
             // Every URL in an error is redacted where it is made; this is the net under them
             // (a config or clap error quoting the file's text, say).
             let shown = stac_uploadd::stac::redact_passwords(&cli::render_error(&e.error));
-            eprintln!("error: {shown}");
+            // A config error is one line per problem; within a line, file names and server
+            // text are untrusted: no control character reaches the terminal raw.
+            let shown: Vec<_> = shown
+                .split('\n')
+                .map(stac_uploadd::observe::escape_controls)
+                .collect();
+            eprintln!("error: {}", shown.join("\n"));
             std::process::ExitCode::from(e.code as u8)
         }
     }

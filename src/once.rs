@@ -162,7 +162,8 @@ impl Summary {
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for e in &self.entries {
-            writeln!(f, "{e}")?;
+            // File names and server messages are untrusted: one entry is one line.
+            writeln!(f, "{}", crate::observe::escape_controls(&e.to_string()))?;
         }
         Ok(())
     }
@@ -342,4 +343,31 @@ pub async fn run(args: OnceArgs) -> Result<Summary, OnceError> {
         "run --once finished"
     );
     Ok(summary)
+}
+
+#[cfg(test)]
+mod summary_tests {
+    use super::*;
+
+    #[test]
+    fn a_file_name_with_a_newline_or_an_esc_stays_on_its_summary_line() {
+        let summary = Summary {
+            entries: vec![
+                Entry::NothingToDo {
+                    job: "in".into(),
+                    dir: PathBuf::from("/in\nforged ran bytes=1 \u{1b}[31m"),
+                },
+                Entry::NotStarted {
+                    job: "other".into(),
+                    file: PathBuf::from("/x"),
+                },
+            ],
+            flush_error: None,
+        };
+        let text = summary.to_string();
+        assert_eq!(
+            text,
+            "in nothing_to_do dir=/in\\nforged ran bytes=1 \\u{1b}[31m\nother not_started bytes=0 attempts=0 upload=- file=/x error=stopped by a signal before this run started\n"
+        );
+    }
 }

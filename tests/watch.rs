@@ -1,6 +1,9 @@
 //! The folder-watch trigger on real temp dirs, with real (short) time: inotify and the file
 //! system do not follow tokio's paused clock. The settle rule itself is tested with exact
-//! instants in `src/trigger/watch/settle.rs`.
+//! instants in `src/trigger/watch/settle.rs`. Also the daemon with many watch jobs (one inotify
+//! instance for all) and with a watch folder it cannot read (exit 2).
+
+mod common;
 
 use std::collections::HashSet;
 use std::fs;
@@ -14,7 +17,9 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use stac_uploadd::observe::health::{Health, Phase};
 use stac_uploadd::observe::http::{Server, router};
 use stac_uploadd::observe::metrics::{TRIGGER_RECOVERIES, TRIGGER_UP};
-use stac_uploadd::trigger::watch::{DEFAULT_IGNORE, WatchError, WatchSpec, WatchState, Watcher};
+use stac_uploadd::trigger::watch::{
+    DEFAULT_IGNORE, WatchError, WatchSpec, WatchState, Watcher, inotify_instances,
+};
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, sleep, timeout, timeout_at};
 use tokio_util::sync::CancellationToken;
@@ -933,4 +938,400 @@ fn a_missing_folder_cannot_be_watched() {
         "{err:?}"
     );
     assert!(err.to_string().contains("nope"), "{err}");
+}
+
+/// Watches `dir` for `pattern`, sending to a channel of its own.
+fn start_on(dir: &Path, pattern: &str, recursive: bool) -> Watch {
+    start(WatchSpec {
+        recursive,
+        ..spec(dir, pattern)
+    })
+}
+
+#[tokio::test]
+async fn two_hundred_watches_share_one_inotify_instance_and_each_reports_its_file() {
+    // More watches than fs.inotify.max_user_instances (128 by default): one instance each
+    // could not start them.
+    timeout(Duration::from_secs(60), async {
+        let tmp = tempfile::tempdir().expect("a temp dir");
+        let mut watches = Vec::new();
+        for i in 0..200 {
+            let dir = tmp.path().join(format!("in-{i}"));
+            fs::create_dir(&dir).expect("create a folder");
+            watches.push((dir.clone(), start_on(&dir, "*.dat", false)));
+        }
+        let instances = inotify_instances().expect("/proc/self/fd");
+        assert!(
+            instances <= 1,
+            "{instances} inotify instances for 200 watches"
+        );
+        for (dir, _) in &watches {
+            let tmp_name = dir.join("f.dat.tmp");
+            write(&tmp_name, 10);
+            fs::rename(&tmp_name, dir.join("f.dat")).expect("rename into place");
+        }
+        for (dir, w) in &mut watches {
+            let got = timeout(PATIENCE, w.rx.recv()).await;
+            assert_eq!(
+                got.ok().flatten(),
+                Some(dir.join("f.dat")),
+                "the watch of {}",
+                dir.display()
+            );
+        }
+        // Each got its own file only.
+        for (dir, w) in &mut watches {
+            assert!(
+                w.rx.try_recv().is_err(),
+                "a second file for {}",
+                dir.display()
+            );
+        }
+    })
+    .await
+    .expect("the test finished in time");
+}
+
+#[tokio::test]
+async fn two_watches_of_one_folder_each_get_the_files_of_their_pattern() {
+    bounded(async {
+        let d = dirs();
+        // The same folder through a symlink: one inotify watch, each its own paths.
+        let link = d.outside.join("link");
+        std::os::unix::fs::symlink(&d.watched, &link).expect("a symlink");
+        let mut tifs = start_on(&d.watched, "*.tif", false);
+        let mut csvs = start_on(&d.watched, "*.csv", false);
+        let mut linked = start_on(&link, "*.csv", false);
+        for name in ["a.tif", "b.csv"] {
+            let tmp_name = d.watched.join(format!("{name}.tmp"));
+            write(&tmp_name, 10);
+            fs::rename(&tmp_name, d.watched.join(name)).expect("rename into place");
+        }
+        assert_eq!(tifs.collect(1).await, [d.watched.join("a.tif")]);
+        assert_eq!(csvs.collect(1).await, [d.watched.join("b.csv")]);
+        assert_eq!(linked.collect(1).await, [link.join("b.csv")]);
+
+        // One stops: the others still get their files.
+        drop(csvs);
+        write(&d.watched.join("c.csv"), 10);
+        write(&d.watched.join("d.tif"), 10);
+        assert_eq!(linked.collect(1).await, [link.join("c.csv")]);
+        assert_eq!(tifs.collect(1).await, [d.watched.join("d.tif")]);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_flat_watch_inside_a_recursive_one_goes_on_when_the_recursive_one_stops() {
+    bounded(async {
+        let d = dirs();
+        let sub = d.watched.join("sub");
+        fs::create_dir(&sub).expect("create sub/");
+        let mut inner = start_on(&sub, "*.dat", false);
+        let mut outer = start_on(&d.watched, "**/*.dat", true);
+        write(&sub.join("a.dat"), 10);
+        assert_eq!(outer.collect(1).await, [sub.join("a.dat")]);
+        assert_eq!(inner.collect(1).await, [sub.join("a.dat")]);
+
+        // The recursive watch owned the inotify watch of sub/: its end must not take it along.
+        drop(outer);
+        write(&sub.join("b.dat"), 10);
+        assert_eq!(inner.collect(1).await, [sub.join("b.dat")]);
+
+        // And the other way round: a recursive watch whose inner flat one stops still sees
+        // its sub-folders, new ones included.
+        let mut outer = start_on(&d.watched, "**/*.dat", true);
+        assert_eq!(
+            sorted(outer.collect(2).await),
+            [sub.join("a.dat"), sub.join("b.dat")],
+            "what is there at its start"
+        );
+        drop(inner);
+        let deeper = sub.join("deeper");
+        fs::create_dir(&deeper).expect("create sub/deeper/");
+        // The new folder's watch is added when its creation is seen; a file written a moment
+        // later is found by that watch or by the scan of the new folder.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        write(&deeper.join("c.dat"), 10);
+        write(&sub.join("d.dat"), 10);
+        assert_eq!(
+            sorted(outer.collect(2).await),
+            sorted(vec![deeper.join("c.dat"), sub.join("d.dat")])
+        );
+    })
+    .await;
+}
+
+/// The inotify instances of process `pid` (its `anon_inode:inotify` descriptors) and the
+/// watches they hold (the `inotify wd:` lines of their fdinfo).
+fn inotify_of(pid: u32) -> (usize, usize) {
+    let (mut instances, mut watches) = (0, 0);
+    for entry in fs::read_dir(format!("/proc/{pid}/fd")).expect("the process's descriptors") {
+        let path = entry.expect("an entry").path();
+        if fs::read_link(&path).is_ok_and(|t| t.as_os_str() == "anon_inode:inotify") {
+            instances += 1;
+            let fd = path
+                .file_name()
+                .expect("a number")
+                .to_string_lossy()
+                .into_owned();
+            let info = fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).unwrap_or_default();
+            watches += info
+                .lines()
+                .filter(|l| l.starts_with("inotify wd:"))
+                .count();
+        }
+    }
+    (instances, watches)
+}
+
+/// A job file with `n` watch jobs, each on a folder of its own under `dir` and publishing to
+/// the asset `a{i}.txt` (made on the emulator); returns the file and the folders.
+fn many_watch_jobs(
+    dir: &Path,
+    url: &str,
+    emu: &stac_uploadd_emulator::Emulator,
+    n: usize,
+) -> (PathBuf, Vec<PathBuf>) {
+    let mut text = common::job_file_head(dir, url);
+    text.push_str("[defaults]\npart_retries = 0\n");
+    let mut folders = Vec::new();
+    for i in 0..n {
+        let folder = dir.join(format!("in-{i}"));
+        fs::create_dir(&folder).expect("create a folder");
+        emu.create_asset(
+            &stac_uploadd_emulator::AssetKey::item_asset(
+                "ch.test.collection",
+                "item-1",
+                &format!("a{i}.txt"),
+            ),
+            "text/plain",
+        )
+        .expect("the asset exists");
+        text.push_str(&format!(
+            "[[job]]\nname = \"w{i}\"\ncollection = \"ch.test.collection\"\nitem = \"item-1\"\nasset = \"a{i}.txt\"\n[job.watch]\ndir = \"{}\"\npattern = \"*.dat\"\nsettle = \"200ms\"\n",
+            folder.display()
+        ));
+        folders.push(folder);
+    }
+    let path = dir.join("jobs.toml");
+    fs::write(&path, text).expect("write the job file");
+    (path, folders)
+}
+
+#[tokio::test]
+async fn the_daemon_starts_two_hundred_watch_jobs_and_each_publishes_its_file() {
+    let emu = common::basic_emulator().await;
+    let tmp = tempfile::tempdir().expect("a temp dir");
+    let n = 200;
+    let (config, folders) = many_watch_jobs(tmp.path(), &emu.base_url(), &emu, n);
+    let mut daemon = common::spawn_daemon(&["run"], &config);
+    let log = common::capture_stderr(&mut daemon);
+    let ready = || log.lock().unwrap().iter().any(|l| l.contains(" ready"));
+    let failed = |d: &mut tokio::process::Child| d.try_wait().ok().flatten();
+    let limit = Instant::now() + Duration::from_secs(60);
+    while !ready() {
+        if let Some(status) = failed(&mut daemon) {
+            panic!("the daemon ended ({status}): {:?}", log.lock().unwrap());
+        }
+        assert!(
+            Instant::now() < limit,
+            "not ready: {:?}",
+            log.lock().unwrap()
+        );
+        sleep(Duration::from_millis(50)).await;
+    }
+    let pid = daemon.id().expect("running");
+    assert_eq!(
+        inotify_of(pid),
+        (1, n),
+        "one inotify instance with a watch per folder"
+    );
+    for (i, folder) in folders.iter().enumerate() {
+        let tmp_name = folder.join(format!("f{i}.dat.tmp"));
+        write(&tmp_name, 100 + i);
+        fs::rename(&tmp_name, folder.join(format!("f{i}.dat"))).expect("rename into place");
+    }
+    let keys: Vec<_> = (0..n)
+        .map(|i| {
+            stac_uploadd_emulator::AssetKey::item_asset(
+                "ch.test.collection",
+                "item-1",
+                &format!("a{i}.txt"),
+            )
+        })
+        .collect();
+    common::wait_for(
+        Duration::from_secs(120),
+        "every job's file on the server",
+        || {
+            keys.iter()
+                .enumerate()
+                .all(|(i, k)| emu.object_bytes(k).is_some_and(|b| b.len() == 100 + i))
+        },
+    )
+    .await;
+    assert!(
+        emu.in_progress_uploads().is_empty(),
+        "{:?}",
+        emu.in_progress_uploads()
+    );
+    common::signal(&daemon, libc::SIGTERM);
+    let status = timeout(Duration::from_secs(30), daemon.wait())
+        .await
+        .expect("stops in time")
+        .expect("a status");
+    assert!(status.success(), "{status}: {:?}", log.lock().unwrap());
+}
+
+#[tokio::test]
+async fn a_watch_folder_the_daemon_cannot_read_stops_the_start_with_exit_2_naming_it() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let tmp = tempfile::tempdir().expect("a temp dir");
+    // Reachable by an unprivileged user: the daemon runs as one when the test runs as root,
+    // for whom permission bits stop no read.
+    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let state = tmp.path().join("state");
+    fs::create_dir(&state).unwrap();
+    fs::set_permissions(&state, fs::Permissions::from_mode(0o777)).unwrap();
+    let locked = tmp.path().join("locked");
+    fs::create_dir(&locked).unwrap();
+    fs::set_permissions(&locked, fs::Permissions::from_mode(0o000)).unwrap();
+    let config = tmp.path().join("jobs.toml");
+    fs::write(
+        &config,
+        format!(
+            "{}[[job]]\nname = \"locked\"\ncollection = \"c\"\nitem = \"i\"\nasset = \"a.txt\"\n[job.watch]\ndir = \"{}\"\npattern = \"*.dat\"\n",
+            // Nothing is sent: the start fails first.
+            common::job_file_head(tmp.path(), "http://127.0.0.1:9"),
+            locked.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&config, fs::Permissions::from_mode(0o644)).unwrap();
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_stac-uploadd"));
+    cmd.args(["run", "--config"])
+        .arg(&config)
+        .env("TEST_STAC_PASSWORD", common::PASSWORD)
+        .env("RUST_LOG", "stac_uploadd=info")
+        .env_remove("STAC_UPLOADD_OBSERVE_LISTEN")
+        .kill_on_drop(true);
+    // SAFETY: geteuid reads the process's credentials; no memory is involved.
+    if unsafe { libc::geteuid() } == 0 {
+        cmd.uid(65534).gid(65534);
+    }
+    let out = timeout(Duration::from_secs(60), cmd.output())
+        .await
+        .expect("ends in time")
+        .expect("the binary runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let error = stderr
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .unwrap_or_else(|| panic!("no error line in {stderr}"));
+    assert!(
+        error.contains(&locked.display().to_string()) && error.contains("ermission denied"),
+        "{error}"
+    );
+    assert!(!error.contains("inotify"), "{error}");
+}
+
+#[tokio::test]
+async fn a_folder_watched_again_right_after_its_watch_stopped_gets_its_events() {
+    // What a reload does to a changed job: a new watch of the folder while the old one's
+    // inotify watch is being released on the shared watcher.
+    bounded(async {
+        let d = dirs();
+        write(&d.watched.join("seed.dat"), 10);
+        let mut w = start_on(&d.watched, "*.dat", false);
+        for i in 0..6 {
+            drop(w);
+            w = start_on(&d.watched, "*.dat", false);
+            // The new watch's first scan finds what is there (seed.dat and the earlier
+            // rounds' files) and sends it once settled: then it is past its scan.
+            let mut present = 0;
+            while present < i + 1 {
+                timeout(PATIENCE, w.rx.recv())
+                    .await
+                    .expect("the present files come")
+                    .expect("the watch runs");
+                present += 1;
+            }
+            // A file renamed in now can only come from an inotify event.
+            let name = d.watched.join(format!("f{i}.dat"));
+            let tmp_name = d.watched.join(format!("f{i}.dat.tmp"));
+            write(&tmp_name, 10);
+            fs::rename(&tmp_name, &name).expect("rename into place");
+            let got = timeout(PATIENCE, w.rx.recv()).await;
+            assert_eq!(got, Ok(Some(name)), "round {i}");
+        }
+    })
+    .await;
+}
+
+/// Waits until the daemon's log has a line containing `what`, or it ended.
+async fn wait_log(daemon: &mut tokio::process::Child, log: &Arc<Mutex<Vec<String>>>, what: &str) {
+    let limit = Instant::now() + Duration::from_secs(60);
+    while !log.lock().unwrap().iter().any(|l| l.contains(what)) {
+        if let Ok(Some(status)) = daemon.try_wait() {
+            panic!("the daemon ended ({status}): {:?}", log.lock().unwrap());
+        }
+        assert!(
+            Instant::now() < limit,
+            "no {what:?} in {:?}",
+            log.lock().unwrap()
+        );
+        sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_reload_adds_and_removes_folders_on_the_one_inotify_instance() {
+    let emu = common::basic_emulator().await;
+    let tmp = tempfile::tempdir().expect("a temp dir");
+    // Jobs w0 and w1 on in-0 and in-1 (in-2 made for the reload).
+    let (config, folders) = many_watch_jobs(tmp.path(), &emu.base_url(), &emu, 3);
+    let text = fs::read_to_string(&config).unwrap();
+    let mut parts = text.split("[[job]]");
+    let head = parts.next().expect("the head");
+    let jobs: Vec<String> = parts.map(|j| format!("[[job]]{j}")).collect();
+    fs::write(&config, format!("{head}{}{}", jobs[0], jobs[1])).unwrap();
+    let mut daemon = common::spawn_daemon(&["run"], &config);
+    let log = common::capture_stderr(&mut daemon);
+    wait_log(&mut daemon, &log, " ready").await;
+    let pid = daemon.id().expect("running");
+    assert_eq!(inotify_of(pid), (1, 2));
+
+    // w0 goes, w2 comes.
+    fs::write(&config, format!("{head}{}{}", jobs[1], jobs[2])).unwrap();
+    common::signal(&daemon, libc::SIGHUP);
+    wait_log(&mut daemon, &log, "reloaded").await;
+    common::wait_for(Duration::from_secs(30), "in-0's watch released", || {
+        inotify_of(pid) == (1, 2)
+    })
+    .await;
+    for i in [1, 2] {
+        let tmp_name = folders[i].join("f.dat.tmp");
+        write(&tmp_name, 10 + i);
+        fs::rename(&tmp_name, folders[i].join("f.dat")).expect("rename into place");
+    }
+    common::wait_for(Duration::from_secs(60), "w1's and w2's files", || {
+        [1, 2].iter().all(|i| {
+            emu.object_bytes(&stac_uploadd_emulator::AssetKey::item_asset(
+                "ch.test.collection",
+                "item-1",
+                &format!("a{i}.txt"),
+            ))
+            .is_some_and(|b| b.len() == 10 + i)
+        })
+    })
+    .await;
+    assert_eq!(inotify_of(pid), (1, 2), "still one instance, in-1 and in-2");
+    common::signal(&daemon, libc::SIGTERM);
+    let status = timeout(Duration::from_secs(30), daemon.wait())
+        .await
+        .expect("stops in time")
+        .expect("a status");
+    assert!(status.success(), "{status}");
 }

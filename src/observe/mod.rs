@@ -9,4 +9,4 @@ pub mod metrics;
 pub mod systemd;
 
 pub use lifecycle::{ObserveOptions, Observer};
-pub use logging::{LogFormat, init_logging};
+pub use logging::{LogFormat, escape_controls, init_logging};

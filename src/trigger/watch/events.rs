@@ -1,8 +1,10 @@
-//! inotify (through notify's recommended watcher) as batches of paths worth a look, each with
-//! what its latest event says: renamed (moved) into place, or touched otherwise.
+//! inotify events, as each watch sees them: batches of paths worth a look, each with what its
+//! latest event says: renamed (moved) into place, or touched otherwise. The one watcher that
+//! all watches share, and the routing of its events to the watches they concern, are in
+//! [`super::hub`].
 //!
-//! Events are taken as they come, with no debounce delay: notify's thread folds them into an
-//! [`Inbox`] (one entry per path, so a burst of writes to one file is one entry, and the inbox
+//! Events are taken as they come, with no debounce delay: notify's thread folds them into each
+//! concerned watch's [`Inbox`] (one entry per path, so a burst of writes to one file is one entry, and the inbox
 //! never holds more than the paths touched since the watch task last looked), and wakes the
 //! task, which takes the whole inbox at once. While the task is busy (stat-ing the last batch,
 //! or waiting for the consumer), events keep folding in; that is all the coalescing needed,
@@ -17,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
-use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
+use notify::{Event, EventKind};
 use tokio::sync::Notify;
 
 /// What the latest event about a path says of it.
@@ -40,7 +42,9 @@ pub(super) struct Batch {
     pub(super) rescan: bool,
     /// The watched folder itself was removed or moved away: its inotify watch is dead.
     pub(super) root_gone: bool,
-    pub(super) errors: Vec<notify::Error>,
+    /// What the watcher reported as errors, as text (one notify error may concern many
+    /// watches).
+    pub(super) errors: Vec<String>,
 }
 
 /// The most errors kept between two looks; a watcher failing in a loop must not fill memory.
@@ -52,7 +56,7 @@ struct Inbox {
     paths: HashMap<PathBuf, Change>,
     rescan: bool,
     root_gone: bool,
-    errors: Vec<notify::Error>,
+    errors: Vec<String>,
     /// notify's thread dropped its handler: no event will come any more.
     ended: bool,
 }
@@ -98,7 +102,7 @@ impl Inbox {
         any
     }
 
-    fn error(&mut self, error: notify::Error) {
+    fn error(&mut self, error: String) {
         if self.errors.len() < MAX_ERRORS {
             self.errors.push(error);
         }
@@ -122,9 +126,9 @@ impl Inbox {
     }
 }
 
-/// The inbox and the bell, shared by notify's thread and the watch task.
+/// The inbox and the bell, shared by the hub's routing (on notify's thread) and the watch task.
 #[derive(Debug, Default)]
-struct Mailbox {
+pub(super) struct Mailbox {
     inbox: Mutex<Inbox>,
     bell: Notify,
 }
@@ -133,43 +137,41 @@ impl Mailbox {
     fn lock(&self) -> MutexGuard<'_, Inbox> {
         self.inbox.lock().unwrap_or_else(PoisonError::into_inner)
     }
-}
 
-/// notify's event handler: folds each event into the mailbox on notify's thread (never
-/// blocking it for more than a short lock), and says when it is dropped.
-struct Feed {
-    mailbox: Arc<Mailbox>,
-    root: PathBuf,
-}
-
-impl notify::EventHandler for Feed {
-    fn handle_event(&mut self, event: notify::Result<Event>) {
-        let wake = {
-            let mut inbox = self.mailbox.lock();
-            match event {
-                Ok(event) => inbox.add(event, &self.root),
-                Err(error) => {
-                    inbox.error(error);
-                    true
-                }
-            }
-        };
+    /// Folds an event about this watch's folder in (its paths already under `root`), waking
+    /// the task if it is worth a look. Never blocks for more than a short lock: it runs on
+    /// notify's thread, which serves every watch.
+    pub(super) fn event(&self, event: Event, root: &Path) {
+        let wake = self.lock().add(event, root);
         if wake {
             // Stores a permit if the task is not waiting: no wake-up is lost.
-            self.mailbox.bell.notify_one();
+            self.bell.notify_one();
         }
     }
-}
 
-impl Drop for Feed {
-    fn drop(&mut self) {
-        self.mailbox.lock().ended = true;
-        self.mailbox.bell.notify_one();
+    /// A watcher error concerning this watch.
+    pub(super) fn error(&self, error: String) {
+        self.lock().error(error);
+        self.bell.notify_one();
+    }
+
+    /// The watch's inotify watch is gone (it could not be put back after another watch's
+    /// change): the task treats its folder as lost and watches it again.
+    pub(super) fn lost(&self, error: String) {
+        {
+            let mut inbox = self.lock();
+            inbox.error(error);
+            inbox.root_gone = true;
+        }
+        self.bell.notify_one();
+    }
+
+    /// No event will come any more: the shared watcher's thread has gone.
+    pub(super) fn end(&self) {
+        self.lock().ended = true;
+        self.bell.notify_one();
     }
 }
-
-/// The watcher, which must live as long as the watch; dropping it stops its thread.
-pub(super) type EventWatcher = RecommendedWatcher;
 
 /// The watch task's end of the events.
 #[derive(Debug)]
@@ -178,6 +180,11 @@ pub(super) struct Events {
 }
 
 impl Events {
+    /// The end that reads what `mailbox` collects.
+    pub(super) fn new(mailbox: Arc<Mailbox>) -> Self {
+        Self { mailbox }
+    }
+
     /// The next batch, as soon as there is one; `None` once notify's thread has gone and
     /// everything it said was taken.
     pub(super) async fn next(&mut self) -> Option<Batch> {
@@ -194,23 +201,6 @@ impl Events {
             self.mailbox.bell.notified().await;
         }
     }
-}
-
-/// Watches `root`; its events come out of the returned [`Events`].
-pub(super) fn watch(root: &Path, recursive: bool) -> notify::Result<(EventWatcher, Events)> {
-    let mailbox = Arc::new(Mailbox::default());
-    let feed = Feed {
-        mailbox: Arc::clone(&mailbox),
-        root: root.to_path_buf(),
-    };
-    let mut watcher = RecommendedWatcher::new(feed, notify::Config::default())?;
-    let mode = if recursive {
-        RecursiveMode::Recursive
-    } else {
-        RecursiveMode::NonRecursive
-    };
-    watcher.watch(root, mode)?;
-    Ok((watcher, Events { mailbox }))
 }
 
 #[cfg(test)]

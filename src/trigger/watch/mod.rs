@@ -1,7 +1,8 @@
 //! Watching a folder for finished files.
 //!
-//! Candidates come from inotify events (notify's recommended watcher, taken as they come: see
-//! [`events`]) or, in polling mode, from a scan of the folder at each interval.
+//! Candidates come from inotify events (taken as they come: see [`events`]; all watches of the
+//! process share one notify watcher, one inotify instance: see [`hub`]) or, in polling mode,
+//! from a scan of the folder at each interval.
 //!
 //! A file *renamed (moved) into the folder* (`IN_MOVED_TO`) is finished: that is what a rename
 //! into place means (rsync, `mv`, most processing chains), so it is sent at once, once a `stat`
@@ -33,6 +34,8 @@
 
 mod events;
 mod fs;
+mod hub;
+pub mod limits;
 mod settle;
 mod status;
 
@@ -49,8 +52,10 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::instrument::WithSubscriber as _;
 use tracing::{Instrument as _, debug, info, warn};
 
-use self::events::{Batch, EventWatcher, Events};
+use self::events::{Batch, Events};
 use self::fs::{Filter, Finding, Probe};
+use self::hub::Subscription;
+pub use self::hub::inotify_instances;
 use self::settle::{Seen, Settler};
 use self::status::Status;
 pub use self::status::WatchState;
@@ -102,10 +107,19 @@ pub enum WatchError {
     },
     #[error("{} is not a folder", path.display())]
     NotAFolder { path: PathBuf },
+    /// The inotify limits of the user are reached: `fs.inotify.max_user_watches` (`ENOSPC` on a
+    /// new watch), or `fs.inotify.max_user_instances` (`EMFILE` when the shared instance is
+    /// made, if other programs of the user hold all of them).
     #[error(
-        "cannot watch {} for changes (if inotify ran out: each watch job takes one of fs.inotify.max_user_instances, 128 per user by default, and one of fs.inotify.max_user_watches per folder; raise them, or give the job a poll interval)",
+        "cannot watch {} for changes: the user's inotify limits are reached (all watch jobs of the daemon share one of fs.inotify.max_user_instances, and each watched folder, and each sub-folder of a recursive watch, takes one of fs.inotify.max_user_watches; raise them, e.g. sysctl fs.inotify.max_user_watches=524288 fs.inotify.max_user_instances=512, or give the job a poll interval)",
         path.display()
     )]
+    InotifyLimit {
+        path: PathBuf,
+        #[source]
+        source: notify::Error,
+    },
+    #[error("cannot watch {} for changes", path.display())]
     Unwatchable {
         path: PathBuf,
         #[source]
@@ -115,6 +129,49 @@ pub enum WatchError {
     Vanished { path: PathBuf },
     #[error("the file system watcher on {} stopped unexpectedly", path.display())]
     Stopped { path: PathBuf },
+}
+
+impl WatchError {
+    /// Whether this is a problem with the folder the job file names (missing, not a folder,
+    /// not readable) that waiting does not fix: at start, a configuration error (exit 2, which
+    /// systemd does not restart on), not a failure to retry. A loss on NFS (`EIO`, `ESTALE`),
+    /// or the inotify limits, are not.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            WatchError::NotAFolder { .. } => true,
+            WatchError::Inaccessible { source, .. } => matches!(
+                source.raw_os_error(),
+                Some(
+                    libc::ENOENT
+                        | libc::EACCES
+                        | libc::EPERM
+                        | libc::ENOTDIR
+                        | libc::ELOOP
+                        | libc::ENAMETOOLONG
+                )
+            ),
+            _ => false,
+        }
+    }
+
+    /// What notify said when asked to watch `path`: an inotify limit, a folder that cannot be
+    /// watched (named with its OS error: no inotify hint for a permission problem), or another
+    /// failure of the watcher.
+    fn unwatchable(path: &std::path::Path, source: notify::Error) -> Self {
+        let path = path.to_path_buf();
+        match source.kind {
+            notify::ErrorKind::MaxFilesWatch => WatchError::InotifyLimit { path, source },
+            notify::ErrorKind::Io(ref e) if e.raw_os_error() == Some(libc::EMFILE) => {
+                WatchError::InotifyLimit { path, source }
+            }
+            notify::ErrorKind::Io(e) => WatchError::Inaccessible { path, source: e },
+            notify::ErrorKind::PathNotFound => WatchError::Inaccessible {
+                path,
+                source: std::io::Error::from_raw_os_error(libc::ENOENT),
+            },
+            _ => WatchError::Unwatchable { path, source },
+        }
+    }
 }
 
 /// A running watch; dropping it (or cancelling the token) stops it.
@@ -307,10 +364,10 @@ struct Opener {
     poll: Option<Duration>,
 }
 
-/// The folder as opened: its identity and, with inotify, its watcher.
+/// The folder as opened: its identity and, with inotify, its place on the shared watcher.
 struct Opened {
     id: RootId,
-    events: Option<(EventWatcher, Events)>,
+    events: Option<(Subscription, Events)>,
 }
 
 impl Opener {
@@ -322,12 +379,10 @@ impl Opener {
         let id = root_id(&self.root)?;
         let events = match self.poll {
             Some(_) => None,
-            None => Some(events::watch(&self.root, self.recursive).map_err(|source| {
-                WatchError::Unwatchable {
-                    path: self.root.clone(),
-                    source,
-                }
-            })?),
+            None => Some(
+                hub::subscribe(&self.root, self.recursive)
+                    .map_err(|source| WatchError::unwatchable(&self.root, source))?,
+            ),
         };
         Ok(Opened { id, events })
     }
@@ -335,12 +390,12 @@ impl Opener {
     /// Where candidates come from, for what `open` opened. Needs the tokio runtime (timers).
     fn source(&self, opened: Opened) -> Source {
         match (opened.events, self.poll) {
-            (Some((watcher, events)), _) => {
+            (Some((subscription, events)), _) => {
                 let mut check = tokio::time::interval_at(Instant::now() + ROOT_CHECK, ROOT_CHECK);
                 check.set_missed_tick_behavior(MissedTickBehavior::Delay);
                 Source::Events {
                     events,
-                    _watcher: watcher,
+                    _subscription: subscription,
                     check,
                 }
             }
@@ -358,8 +413,9 @@ impl Opener {
 enum Source {
     Events {
         events: Events,
-        /// Held for its lifetime: dropping it stops the inotify thread.
-        _watcher: EventWatcher,
+        /// Held for its lifetime: dropping it ends the folder's inotify watch (unless another
+        /// watch needs it).
+        _subscription: Subscription,
         /// When to check that the folder is still the one watched.
         check: Interval,
     },
@@ -693,5 +749,48 @@ async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) 
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
         // The runtime is shutting down and drops this task at its next await.
         Err(_) => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_inotify_limits_get_the_inotify_hint_and_a_denied_folder_is_permanent() {
+        let path = std::path::Path::new("/srv/in");
+        let denied = WatchError::unwatchable(
+            path,
+            notify::Error::io(std::io::Error::from_raw_os_error(libc::EACCES)),
+        );
+        assert!(denied.is_permanent(), "{denied:?}");
+        let text = status::chain(&denied);
+        assert!(
+            text.contains("/srv/in") && text.contains("Permission denied"),
+            "{text}"
+        );
+        assert!(!text.contains("inotify"), "{text}");
+
+        let gone = WatchError::unwatchable(path, notify::Error::path_not_found());
+        assert!(gone.is_permanent(), "{gone:?}");
+
+        for limit in [
+            notify::Error::new(notify::ErrorKind::MaxFilesWatch),
+            notify::Error::io(std::io::Error::from_raw_os_error(libc::EMFILE)),
+        ] {
+            let e = WatchError::unwatchable(path, limit);
+            assert!(matches!(e, WatchError::InotifyLimit { .. }), "{e:?}");
+            assert!(!e.is_permanent(), "a limit may be raised, or freed: {e:?}");
+            assert!(
+                e.to_string().contains("fs.inotify.max_user_watches")
+                    && e.to_string().contains("fs.inotify.max_user_instances"),
+                "{e}"
+            );
+        }
+        let flaky = WatchError::Inaccessible {
+            path: path.to_path_buf(),
+            source: std::io::Error::from_raw_os_error(libc::EIO),
+        };
+        assert!(!flaky.is_permanent(), "an NFS hiccup is retried");
     }
 }

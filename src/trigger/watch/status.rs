@@ -106,7 +106,7 @@ impl Status {
 }
 
 /// An error with its sources, `: `-separated.
-fn chain(e: &dyn std::error::Error) -> String {
+pub(super) fn chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(cause) = source {
