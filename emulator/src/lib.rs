@@ -50,7 +50,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use cli::{EmulatorArgs, run};
-pub use faults::{CallKind, FaultAction, FaultSpec, FaultTrigger, Faults};
+pub use faults::{CallKind, FaultAction, FaultSpec, FaultTrigger, Faults, RequestRecord};
 pub use state::{AssetSnapshot, UploadSnapshot, UploadState};
 
 use faults::CallCounters;
@@ -285,6 +285,8 @@ pub(crate) struct Shared {
     pub(crate) store: Store,
     pub(crate) faults: Faults,
     pub(crate) calls: CallCounters,
+    /// Every counted request, with its time and credentials.
+    pub(crate) requests: faults::RequestLog,
     /// Part PUTs being received now, and the most ever at once (proof of parallel clients).
     pub(crate) parts_in_flight: faults::Gauge,
     pub(crate) signer: Signer,
@@ -345,6 +347,7 @@ impl Emulator {
             store: Store::new(&config.storage).await?,
             faults: Faults::default(),
             calls: CallCounters::default(),
+            requests: faults::RequestLog::default(),
             parts_in_flight: faults::Gauge::default(),
             signer: Signer::new(),
             clock,
@@ -399,6 +402,12 @@ impl Emulator {
     /// How many requests of this kind arrived (including those a fault answered).
     pub fn call_count(&self, kind: CallKind) -> u64 {
         self.shared.calls.get(kind)
+    }
+
+    /// Every counted request so far, in order of arrival: which call, when it arrived, and its
+    /// `Authorization` header.
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        self.shared.requests.all()
     }
 
     /// The most part PUTs this server was receiving at the same time.
