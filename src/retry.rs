@@ -190,7 +190,7 @@ impl Classified for StacError {
     }
 
     fn retry_after(&self) -> Option<Duration> {
-        self.retry_after
+        self.retry_after.map(|s| Duration::from_secs(u64::from(s)))
     }
 
     fn wait_refused(&mut self, why: WaitRefused) {
@@ -213,8 +213,8 @@ impl Classified for UploadError {
 
     fn retry_after(&self) -> Option<Duration> {
         match self {
-            UploadError::Stac(e) => e.retry_after,
-            UploadError::MaybeInProgress { cause, .. } => cause.retry_after,
+            UploadError::Stac(e) => Classified::retry_after(e),
+            UploadError::MaybeInProgress { cause, .. } => Classified::retry_after(cause.as_ref()),
             UploadError::AfterCreate { cause, .. } => cause.retry_after(),
             _ => None,
         }
@@ -583,7 +583,7 @@ mod tests {
         assert!(late.to_string().contains("run's deadline"), "{late}");
 
         let mut e = stac(ErrorClass::Retryable, Step::CreateUpload);
-        e.retry_after = Some(s(30));
+        e.retry_after = Some(30);
         e.wait_refused(capped);
         assert!(
             e.to_string()
@@ -599,7 +599,7 @@ mod tests {
         let e = call(Step::CreateUpload, b, || async {
             tries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let mut e = stac(ErrorClass::Retryable, Step::CreateUpload);
-            e.retry_after = Some(Duration::from_secs(60));
+            e.retry_after = Some(60);
             Err::<(), _>(e)
         })
         .await
@@ -616,7 +616,7 @@ mod tests {
         call(Step::CreateUpload, b, || async {
             if tries.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 0 {
                 let mut e = stac(ErrorClass::Retryable, Step::CreateUpload);
-                e.retry_after = Some(Duration::from_secs(3));
+                e.retry_after = Some(3);
                 return Err(e);
             }
             Ok(())
@@ -624,6 +624,54 @@ mod tests {
         .await
         .unwrap();
         assert!(started.elapsed() >= Duration::from_secs(3));
+    }
+
+    /// A `Write` into a shared buffer, for reading back what was logged.
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_retry_log_line_shows_the_servers_retry_after() {
+        let out = Captured::default();
+        let writer = out.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        tracing::subscriber::with_default(subscriber, || {
+            rt.block_on(async {
+                let tries = std::sync::atomic::AtomicU32::new(0);
+                let b = backoff(Duration::from_millis(100), Duration::from_secs(5), 3);
+                call(Step::CreateUpload, b, || async {
+                    if tries.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 0 {
+                        let mut e = stac(ErrorClass::Retryable, Step::CreateUpload);
+                        e.retry_after = Some(2);
+                        return Err(e);
+                    }
+                    Ok(())
+                })
+                .await
+                .unwrap();
+            })
+        });
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        assert!(text.contains("retry_after=2s"), "{text}");
+        assert!(text.contains("wait_ms=2000"), "{text}");
     }
 
     #[test]

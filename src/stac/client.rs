@@ -344,7 +344,7 @@ fn failed_answer(
         e.retry_after = headers
             .get(header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| super::error::parse_retry_after(v, std::time::SystemTime::now()));
+            .and_then(|v| super::error::retry_after_secs(v, std::time::SystemTime::now()));
     }
     e
 }

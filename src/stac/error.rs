@@ -115,8 +115,9 @@ pub struct StacError {
     pub description: String,
     pub class: ErrorClass,
     /// How long the server asked to wait before the next try (`Retry-After` of a 429 or 503),
-    /// from when its answer came.
-    pub retry_after: Option<Duration>,
+    /// in whole seconds (HTTP's resolution; a date is rounded up) from when its answer came.
+    /// Seconds in a `u32` (136 years) keep the error small: it travels in every `Result`.
+    pub retry_after: Option<u32>,
     #[source]
     pub source: Option<reqwest::Error>,
 }
@@ -128,11 +129,23 @@ impl fmt::Display for StacError {
             Some(s) => write!(f, "HTTP {}: {}", s.as_u16(), self.description)?,
             None => f.write_str(&self.description)?,
         }
-        if let Some(d) = self.retry_after {
-            write!(f, " (Retry-After: {})", humantime::format_duration(d))?;
+        if let Some(s) = self.retry_after {
+            write!(
+                f,
+                " (Retry-After: {})",
+                humantime::format_duration(Duration::from_secs(u64::from(s)))
+            )?;
         }
         Ok(())
     }
+}
+
+/// [`parse_retry_after`] in whole seconds, rounded up so that no wait comes out shorter than
+/// asked, for [`StacError::retry_after`].
+pub fn retry_after_secs(value: &str, now: SystemTime) -> Option<u32> {
+    let d = parse_retry_after(value, now)?;
+    let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    Some(u32::try_from(secs).unwrap_or(u32::MAX))
 }
 
 /// The wait a `Retry-After` header asks for (RFC 9110, 10.2.3): delta-seconds, or an HTTP-date
@@ -668,6 +681,20 @@ mod tests {
     }
 
     #[test]
+    fn retry_after_in_seconds_never_rounds_a_wait_down() {
+        let now = httpdate::parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT").unwrap();
+        let earlier = now - Duration::from_millis(400);
+        assert_eq!(
+            retry_after_secs("Sun, 06 Nov 1994 08:49:39 GMT", earlier),
+            Some(3),
+            "2.4 s is 3 s"
+        );
+        assert_eq!(retry_after_secs("7", now), Some(7));
+        assert_eq!(retry_after_secs("99999999999", now), Some(u32::MAX));
+        assert_eq!(retry_after_secs("soon", now), None);
+    }
+
+    #[test]
     fn retry_after_garbage_is_ignored() {
         let now = SystemTime::now();
         for bad in [
@@ -687,7 +714,7 @@ mod tests {
     #[test]
     fn an_error_shows_the_wait_the_server_asked_for() {
         let mut e = err(Step::CreateUpload, 429, "application/json", "{}");
-        e.retry_after = Some(Duration::from_secs(2));
+        e.retry_after = Some(2);
         assert!(e.to_string().ends_with("(Retry-After: 2s)"), "{e}");
     }
 }
