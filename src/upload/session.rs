@@ -544,7 +544,12 @@ pub async fn resume_upload(
     let started = Instant::now();
     let id = upload.upload_id.clone();
     let prepared = async {
-        if let Some(encoding) = &upload.content_encoding {
+        // The server answers an empty string for an upload sent as is (docs/protocol.md).
+        if let Some(encoding) = upload
+            .content_encoding
+            .as_deref()
+            .filter(|e| !e.trim().is_empty())
+        {
             // Its parts are of a compressed copy, a temporary file of the run that created it
             // and gone with it; compressing again need not give the same bytes, whose MD5s were
             // announced at create. The file itself may well be unchanged.
@@ -1083,4 +1088,63 @@ pub async fn abort_upload(
         }
     }
     AbortOutcome::Failed(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stac::PresignedUrl;
+
+    fn upload_with(urls: &[(u32, &str)]) -> Upload {
+        Upload {
+            upload_id: UploadId("u".into()),
+            status: UploadStatus::InProgress,
+            number_parts: Some(2),
+            created: None,
+            completed: None,
+            aborted: None,
+            urls: urls
+                .iter()
+                .map(|(part, url)| PresignedUrl {
+                    url: (*url).to_owned(),
+                    part: PartNumber(*part),
+                    expires: None,
+                })
+                .collect(),
+            md5_parts: Vec::new(),
+            content_encoding: None,
+            checksum: None,
+        }
+    }
+
+    #[test]
+    fn a_create_answer_is_usable_only_with_one_good_url_per_part() {
+        let ok = upload_with(&[(2, "http://s3/b?sig"), (1, "https://s3/a?sig")]);
+        assert_eq!(usable_urls(&ok, 2), Ok(()));
+        let cases: [(&[(u32, &str)], &str); 5] = [
+            (&[], "0 presigned URLs for 2 parts"),
+            (
+                &[(1, "http://s3/a"), (2, "http://s3/b"), (3, "http://s3/c")],
+                "3 presigned URLs for 2 parts",
+            ),
+            (
+                &[(1, "http://s3/a"), (3, "http://s3/c")],
+                "a presigned URL for part 3, out of 1..=2",
+            ),
+            (
+                &[(1, "http://s3/a"), (1, "http://s3/b")],
+                "two presigned URLs for part 1",
+            ),
+            (
+                &[(1, "http://s3/a"), (2, "not a url")],
+                "the presigned URL of part 2 does not parse",
+            ),
+        ];
+        for (urls, expected) in cases {
+            let e = usable_urls(&upload_with(urls), 2).unwrap_err();
+            assert!(e.starts_with(expected), "{e}");
+        }
+        let e = usable_urls(&upload_with(&[(1, "ftp://s3/a"), (2, "http://s3/b")]), 2).unwrap_err();
+        assert!(e.contains("scheme \"ftp\""), "{e}");
+    }
 }
