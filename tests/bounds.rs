@@ -519,6 +519,12 @@ async fn an_upload_with_passwords_in_urls_does_not_print_them() {
         "{stderr}"
     );
     assert!(stderr.contains("error:"), "{stderr}");
+    // Refused before anything is sent, with the flags' way to give a password (issue 17).
+    assert!(
+        stderr.contains("credentials in a URL are refused")
+            && stderr.contains("STAC_UPLOADD_SECRET"),
+        "{stderr}"
+    );
 }
 
 // --- Colour codes ---------------------------------------------------------------------------

@@ -3,9 +3,12 @@
 //!
 //! It follows the protocol contract (`docs/protocol.md`) down to the real server's quirks: 409 with
 //! `upload_id` (or the legacy 400) for a blocking upload, 500 on a second abort, S3 XML errors on
-//! part PUTs, uploads left in progress after a refused complete. Faults (status codes, resets,
-//! lost answers, delays, expired URLs, a bandwidth cap) are injected per kind of call from Rust,
-//! from the admin API under `/_emulator/`, or with `--fault` on the command line.
+//! part PUTs, uploads left in progress after a refused complete. Faults (status codes, with a
+//! `Retry-After` if asked, resets, lost answers, delays, expired URLs, a create answered without
+//! part URLs, a success answered with an HTML body, a bandwidth cap) are injected per kind of call
+//! from Rust, from the admin API under `/_emulator/`, or with `--fault` on the command line. Every
+//! counted request is recorded with its time and `Authorization` header
+//! ([`Emulator::requests`]).
 //!
 //! Item, asset and collection bodies are checked as the real server's serializers check them,
 //! one table of rules in `rules.rs`; what it keeps of them is what a GET answers.

@@ -15,6 +15,11 @@ impl Checker<'_> {
     }
 
     pub(super) fn server(&mut self, raw: &RawServer) -> Option<ServerConfig> {
+        let instead = if self.from_flags {
+            "--user and the password in STAC_UPLOADD_SECRET or --secret-file"
+        } else {
+            "[server.auth] username and password_env or password_file"
+        };
         let url = self.value(Some(&raw.url), |u| {
             let url = url::Url::parse(u).map_err(|e| {
                 format!("invalid url {u:?}: {e}; expected an http(s) URL such as \"https://data.geo.admin.ch/api/stac/v1\"")
@@ -23,7 +28,7 @@ impl Checker<'_> {
                 "http" | "https" => {}
                 other => return Err(format!("url {u:?} has scheme {other:?}: expected http or https")),
             }
-            no_userinfo(&url, "url", "[server.auth] username and password_env or password_file")?;
+            no_userinfo(&url, "url", instead)?;
             Ok(url)
         });
         let api_version = match raw.api_version.as_ref() {
