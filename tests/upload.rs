@@ -1065,3 +1065,21 @@ async fn a_compressed_upload_that_cannot_be_resumed_says_why_not_that_the_file_c
     );
     env.assert_nothing_in_progress();
 }
+
+#[tokio::test]
+async fn a_200_complete_that_did_not_take_effect_is_sent_again() {
+    let env = start().await;
+    // A 200 whose body is no upload object, from something in front of the API: the upload is
+    // still in progress, which only reading it tells.
+    env.emu.faults().inject(
+        CallKind::Complete,
+        FaultAction::Status(200),
+        FaultTrigger::Next(1),
+    );
+    let target = env.item_asset("again.zip");
+    let (path, sha) = env.file("again.zip", 1000);
+    env.upload(&target, &path).await.unwrap();
+    env.assert_holds(&target, &sha);
+    assert_eq!(env.emu.call_count(CallKind::Complete), 2);
+    assert_eq!(env.emu.call_count(CallKind::Abort), 0);
+}
