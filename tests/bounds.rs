@@ -464,18 +464,19 @@ async fn check(config: &Path) -> (Option<i32>, String, String) {
 }
 
 #[tokio::test]
-async fn check_does_not_print_a_password_in_the_server_url() {
+async fn check_refuses_a_password_in_the_server_url_without_printing_it() {
     let dir = tempfile::tempdir().unwrap();
     let config = job_file(dir.path(), "https://user:pw-in-url@127.0.0.1:9/api/stac/v1");
     let (code, stdout, stderr) = check(&config).await;
-    assert_eq!(code, Some(0), "{stderr}");
+    // Credentials in a URL escape the inline-secret rule: refused, at the url (issue 17).
+    assert_eq!(code, Some(2), "{stderr}");
     assert!(
         !stdout.contains("pw-in-url") && !stderr.contains("pw-in-url"),
         "stdout: {stdout}\nstderr: {stderr}"
     );
     assert!(
-        stdout.contains("server https://user:***@127.0.0.1:9/api/stac/v1"),
-        "{stdout}"
+        stderr.contains("jobs.toml:3:7: url https://user:***@127.0.0.1:9/api/stac/v1 carries"),
+        "{stderr}"
     );
 
     // A file check refuses: the error line does not show it either.
@@ -518,6 +519,12 @@ async fn an_upload_with_passwords_in_urls_does_not_print_them() {
         "{stderr}"
     );
     assert!(stderr.contains("error:"), "{stderr}");
+    // Refused before anything is sent, with the flags' way to give a password (issue 17).
+    assert!(
+        stderr.contains("credentials in a URL are refused")
+            && stderr.contains("STAC_UPLOADD_SECRET"),
+        "{stderr}"
+    );
 }
 
 // --- Colour codes ---------------------------------------------------------------------------

@@ -1238,7 +1238,7 @@ fn the_documented_example_loads() {
 fn jobs_inherit_defaults_and_override_them() {
     let (_dir, config) = load_ok(
         r#"[server]
-url = "http://127.0.0.1:8080/api/stac/v1"
+url = "http://127.0.0.1:8080/api/stac/v0.9"
 api_version = "v0.9"
 [defaults]
 part_size = "32MiB"

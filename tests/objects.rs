@@ -456,3 +456,90 @@ async fn an_asset_is_created_in_an_existing_item() {
         &sha,
     );
 }
+
+// --- issue 17 (wire): an item created for nothing is deleted again ----------------------------
+
+#[tokio::test]
+async fn an_item_the_run_created_is_deleted_again_when_its_asset_is_refused() {
+    let env = start().await;
+    collection(&env).await;
+    let target = AssetTarget::item_asset(COLLECTION, "radar-lonely", "radar.h5");
+    write(env.dir.path(), "radar.h5", 1000);
+    let objects = stac_uploadd::upload::NewObjects {
+        item: Some(json!({
+            "id": "radar-lonely",
+            "geometry": {"type": "Point", "coordinates": [7.44, 46.95]},
+            "properties": {"datetime": "2026-01-01T06:00:00Z"},
+            "links": [],
+        })),
+        // The server refuses a role over 255 characters (400), after the item is created.
+        asset: Some(json!({"type": "application/x-hdf5", "roles": ["r".repeat(256)]})),
+    };
+    let err = stac_uploadd::upload::publish_file(
+        &env.client,
+        &target,
+        &env.dir.path().join("radar.h5"),
+        &objects,
+        &opts(),
+        Arc::new(()),
+        &CancellationToken::new(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        stac_error(&err).and_then(|e| e.status).map(|s| s.as_u16()),
+        Some(400),
+        "{err}"
+    );
+    assert!(err.to_string().contains("create asset"), "{err}");
+    assert_eq!(
+        read(
+            &env,
+            &format!("collections/{COLLECTION}/items/radar-lonely")
+        )
+        .await,
+        None,
+        "the item the run created is gone again"
+    );
+}
+
+#[tokio::test]
+async fn an_item_that_existed_before_the_run_is_left_when_its_asset_is_refused() {
+    let env = start().await;
+    collection(&env).await;
+    let item = json!({
+        "id": "radar-kept",
+        "geometry": {"type": "Point", "coordinates": [7.44, 46.95]},
+        "properties": {"datetime": "2026-01-01T06:00:00Z"},
+        "links": [],
+    });
+    put(
+        &env,
+        &format!("collections/{COLLECTION}/items/radar-kept"),
+        item.clone(),
+    )
+    .await;
+    let target = AssetTarget::item_asset(COLLECTION, "radar-kept", "radar.h5");
+    write(env.dir.path(), "radar.h5", 1000);
+    let objects = stac_uploadd::upload::NewObjects {
+        item: Some(item),
+        asset: Some(json!({"type": "application/x-hdf5", "roles": ["r".repeat(256)]})),
+    };
+    stac_uploadd::upload::publish_file(
+        &env.client,
+        &target,
+        &env.dir.path().join("radar.h5"),
+        &objects,
+        &opts(),
+        Arc::new(()),
+        &CancellationToken::new(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        read(&env, &format!("collections/{COLLECTION}/items/radar-kept"))
+            .await
+            .is_some(),
+        "not the run's to delete"
+    );
+}

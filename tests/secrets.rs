@@ -174,3 +174,106 @@ async fn token_auth_daemon_at_trace_level_leaks_nothing() {
     );
     assert_clean(&text, &[TOKEN]);
 }
+
+// --- issue 17 (wire): credentials in URLs -----------------------------------------------------
+
+/// Loads `text` from a 0644 `jobs.toml`; the displayed error when it is refused.
+fn refusal_0644(text: &str) -> (std::path::PathBuf, String, tempfile::TempDir) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jobs.toml");
+    std::fs::write(&path, text).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let env = |name: &str| (name == "PW").then(|| PASSWORD.to_owned());
+    let err = match stac_uploadd::config::parse(text, &path, &env) {
+        Ok(_) => panic!("expected {text} to be refused"),
+        Err(e) => e.to_string(),
+    };
+    (path, err, dir)
+}
+
+const JOB: &str = "[[job]]\nname = \"j\"\ncollection = \"c\"\nitem = \"i\"\nasset = \"a.zip\"\nfile = \"/tmp/a.zip\"\nschedule = \"0 * * * *\"\n";
+
+#[test]
+fn a_password_in_the_server_url_is_refused_at_its_position_like_an_inline_password() {
+    let text = format!(
+        "[server]\nurl = \"https://publisher:pw-in-url-42@data.example/api/stac/v1\"\n[server.auth]\ntype = \"none\"\n{JOB}"
+    );
+    let (path, err, _dir) = refusal_0644(&text);
+    assert!(
+        err.contains(&format!("{}:2:7: ", path.display())),
+        "at the url's line and column: {err}"
+    );
+    assert!(err.contains("password_env or password_file"), "{err}");
+    assert!(!err.contains("pw-in-url-42"), "{err}");
+}
+
+#[test]
+fn a_user_in_a_cognito_endpoint_is_refused_at_its_position() {
+    let text = format!(
+        "[server]\nurl = \"https://data.example/api/stac/v1\"\n[server.auth]\ntype = \"cognito\"\nusername = \"u\"\npassword_env = \"PW\"\nclient_id = \"cid\"\nregion = \"eu-central-1\"\nendpoint = \"https://u:pw-endpoint-7@cognito.example/\"\n{JOB}"
+    );
+    let (path, err, _dir) = refusal_0644(&text);
+    assert!(err.contains(&format!("{}:9:12: ", path.display())), "{err}");
+    assert!(!err.contains("pw-endpoint-7"), "{err}");
+}
+
+#[test]
+fn a_v09_url_with_api_version_v1_is_refused_at_the_url() {
+    let text = format!(
+        "[server]\nurl = \"https://data.example/api/stac/v0.9/\"\n[server.auth]\ntype = \"none\"\n{JOB}"
+    );
+    let (path, err, _dir) = refusal_0644(&text);
+    assert!(err.contains(&format!("{}:2:7: ", path.display())), "{err}");
+    assert!(
+        err.contains("is the v0.9 API but api_version is \"v1\" (the default)"),
+        "{err}"
+    );
+    let text = format!(
+        "[server]\nurl = \"https://data.example/api/stac/v1\"\napi_version = \"v0.9\"\n[server.auth]\ntype = \"none\"\n{JOB}"
+    );
+    let (_, err, _dir) = refusal_0644(&text);
+    assert!(
+        err.contains("is the v1 API but api_version is \"v0.9\": set api_version = \"v1\""),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn no_basic_auth_is_sent_for_auth_none_even_with_userinfo_in_the_url() {
+    let emu = Emulator::start("127.0.0.1:0".parse().unwrap(), EmulatorConfig::default())
+        .await
+        .unwrap();
+    let key = stac_uploadd_emulator::AssetKey::item_asset("c", "i", "a.zip");
+    emu.create_asset(&key, "application/zip").unwrap();
+    // A URL given elsewhere than a job file (a flag, a library caller) may still carry it.
+    let base = emu
+        .base_url()
+        .replace("http://", "http://publisher:pw-in-url@");
+    let client = client_for(
+        &base,
+        stac_uploadd::stac::ApiVersion::V1,
+        stac_uploadd::stac::Auth::None,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a.zip");
+    write_file(&file, 1000, 5);
+    stac_uploadd::upload::upload_file(
+        &client,
+        &stac_uploadd::stac::AssetTarget::item_asset("c", "i", "a.zip"),
+        &file,
+        &opts(),
+        std::sync::Arc::new(()),
+        &tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    let requests = emu.requests();
+    assert!(
+        requests.iter().any(|r| r.call == CallKind::CreateUpload),
+        "{requests:?}"
+    );
+    for r in &requests {
+        assert_eq!(r.authorization, None, "{:?} carried credentials", r.call);
+    }
+}

@@ -755,3 +755,331 @@ async fn a_file_too_large_for_the_url_lifetime_is_refused_with_what_it_needs() {
         env.assert_nothing_in_progress();
     }
 }
+
+// --- issue 17 (wire): Retry-After, nothing created left behind, honest wire errors -----------
+
+/// The instants at which the emulator received each request of `kind`.
+fn arrivals(env: &Env, kind: CallKind) -> Vec<std::time::Instant> {
+    env.emu
+        .requests()
+        .into_iter()
+        .filter(|r| r.call == kind)
+        .map(|r| r.at)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_429_asking_retry_after_2s_is_retried_no_sooner_than_2s() {
+    let env = start().await;
+    env.emu.faults().inject(
+        CallKind::CreateUpload,
+        FaultAction::StatusRetryAfter {
+            status: 429,
+            retry_after: "2".into(),
+        },
+        FaultTrigger::Next(1),
+    );
+    let target = env.item_asset("patient.zip");
+    let (path, sha) = env.file("patient.zip", 1000);
+    let o = UploadOptions {
+        retry_max_delay: Duration::from_secs(10),
+        ..opts()
+    };
+    env.upload_with(&target, &path, &o).await.unwrap();
+    env.assert_holds(&target, &sha);
+    let creates = arrivals(&env, CallKind::CreateUpload);
+    assert_eq!(creates.len(), 2, "one 429, one retry");
+    let waited = creates[1] - creates[0];
+    // A lower bound only: a loaded machine can only make it later.
+    assert!(
+        waited >= Duration::from_secs(2),
+        "the retry came {waited:?} after the 429"
+    );
+}
+
+#[tokio::test]
+async fn a_503_on_a_part_with_an_http_date_retry_after_is_waited_for() {
+    let env = start().await;
+    let at = std::time::SystemTime::now() + Duration::from_secs(2);
+    env.emu.faults().inject(
+        CallKind::PutPart,
+        FaultAction::StatusRetryAfter {
+            status: 503,
+            retry_after: httpdate::fmt_http_date(at),
+        },
+        FaultTrigger::Next(1),
+    );
+    let target = env.item_asset("dated.zip");
+    let (path, sha) = env.file("dated.zip", 1000);
+    let o = UploadOptions {
+        retry_max_delay: Duration::from_secs(10),
+        ..opts()
+    };
+    env.upload_with(&target, &path, &o).await.unwrap();
+    env.assert_holds(&target, &sha);
+    let parts = arrivals(&env, CallKind::PutPart);
+    assert_eq!(parts.len(), 2);
+    // The date has whole seconds: at least one full second, whatever the rounding.
+    assert!(
+        parts[1] - parts[0] >= Duration::from_secs(1),
+        "{:?}",
+        parts[1] - parts[0]
+    );
+}
+
+#[tokio::test]
+async fn a_retry_after_past_retry_max_delay_gives_up_saying_what_the_server_asked() {
+    let env = start().await;
+    env.emu.faults().inject(
+        CallKind::CreateUpload,
+        FaultAction::StatusRetryAfter {
+            status: 429,
+            retry_after: "120".into(),
+        },
+        FaultTrigger::Next(1),
+    );
+    let target = env.item_asset("impatient.zip");
+    let (path, _) = env.file("impatient.zip", 1000);
+    let err = env.upload(&target, &path).await.unwrap_err();
+    let shown = err.to_string();
+    assert!(
+        shown.contains("the server asked to retry after 2m"),
+        "{shown}"
+    );
+    assert!(shown.contains("retry_max_delay"), "{shown}");
+    assert_eq!(arrivals(&env, CallKind::CreateUpload).len(), 1);
+    env.assert_nothing_in_progress();
+}
+
+#[tokio::test]
+async fn a_create_answer_without_part_urls_aborts_the_upload_it_created() {
+    let env = start().await;
+    env.emu.faults().inject(
+        CallKind::CreateUpload,
+        FaultAction::NoPartUrls,
+        FaultTrigger::Next(1),
+    );
+    let target = env.item_asset("urlless.zip");
+    let (path, _) = env.file("urlless.zip", 1000);
+    let err = env.upload(&target, &path).await.unwrap_err();
+    let shown = err.to_string();
+    assert!(
+        matches!(
+            err,
+            UploadError::AfterCreate {
+                abort: AbortOutcome::Aborted,
+                ..
+            }
+        ),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("create upload failed (POST ")
+            && shown.contains("/uploads)")
+            && shown.contains("0 presigned URLs for 1 parts"),
+        "{shown}"
+    );
+    env.assert_nothing_in_progress();
+    assert_eq!(env.count(&target, UploadState::Aborted), 1);
+}
+
+#[tokio::test]
+async fn a_200_complete_with_an_html_body_is_resolved_by_reading_the_upload() {
+    let env = start().await;
+    env.emu.faults().inject(
+        CallKind::Complete,
+        FaultAction::HtmlBody,
+        FaultTrigger::Next(1),
+    );
+    let target = env.item_asset("html.zip");
+    let (path, sha) = env.file("html.zip", 6 * MIB);
+    env.upload(&target, &path).await.unwrap();
+    env.assert_holds(&target, &sha);
+    assert_eq!(env.count(&target, UploadState::Completed), 1);
+    assert_eq!(env.count(&target, UploadState::Aborted), 0);
+    assert_eq!(env.emu.call_count(CallKind::Abort), 0);
+}
+
+fn redirect_forever(_method: &str, path: &str) -> String {
+    raw_answer(
+        "302 Found",
+        &[("Location", &format!("{path}?X-Amz-Signature=loop-secret"))],
+        "",
+    )
+}
+
+#[tokio::test]
+async fn a_redirect_loop_is_not_retried_and_said_once() {
+    let server = scripted(redirect_forever).await;
+    let client = client_for(&server.base, ApiVersion::V1, Auth::None);
+    let target = AssetTarget::item_asset("c", "i", "a.zip");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.zip");
+    write_file(&path, 10, 1);
+    let err = upload::upload_file(
+        &client,
+        &target,
+        &path,
+        &opts(),
+        Arc::new(()),
+        &CancellationToken::new(),
+    )
+    .await
+    .unwrap_err();
+    let shown = err.to_string();
+    assert!(shown.contains("redirect loop"), "{shown}");
+    assert!(!shown.contains("loop-secret"), "{shown}");
+    assert_eq!(
+        shown.matches("/collections/c/items/i/assets/a.zip").count(),
+        1,
+        "{shown}"
+    );
+    assert!(!err.is_retryable(), "{shown}");
+    assert!(!stac_uploadd::retry::run_action(&err).is_retry(), "{shown}");
+    // One try: the first request and the client's own limit of redirects, not 44 of them.
+    let asked = server.requests.lock().unwrap().len();
+    assert!((2..=11).contains(&asked), "{asked} requests");
+}
+
+fn create_redirected_to_a_get(method: &str, path: &str) -> String {
+    match (method, path) {
+        (_, p) if p.ends_with("/assets/a.zip") => raw_answer(
+            "200 OK",
+            &[("Content-Type", "application/json")],
+            r#"{"id":"a.zip","type":"application/zip"}"#,
+        ),
+        ("POST", p) if p.ends_with("/uploads") => raw_answer(
+            "302 Found",
+            &[("Location", "/login/?next=/uploads&token=secret-in-query")],
+            "",
+        ),
+        _ => raw_answer(
+            "200 OK",
+            &[("Content-Type", "text/html")],
+            "<html>login</html>",
+        ),
+    }
+}
+
+#[tokio::test]
+async fn a_create_redirected_elsewhere_is_reported_as_redirected_not_as_200() {
+    let server = scripted(create_redirected_to_a_get).await;
+    let client = client_for(&server.base, ApiVersion::V1, Auth::None);
+    let target = AssetTarget::item_asset("c", "i", "a.zip");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.zip");
+    write_file(&path, 10, 1);
+    let err = upload::upload_file(
+        &client,
+        &target,
+        &path,
+        &opts(),
+        Arc::new(()),
+        &CancellationToken::new(),
+    )
+    .await
+    .unwrap_err();
+    let shown = err.to_string();
+    assert!(shown.contains("HTTP 302"), "{shown}");
+    assert!(shown.contains("redirected to /login/"), "{shown}");
+    assert!(!shown.contains("HTTP 200"), "{shown}");
+    assert!(!shown.contains("secret-in-query"), "{shown}");
+    let asked = server.requests.lock().unwrap().clone();
+    assert!(
+        !asked
+            .iter()
+            .any(|(m, p)| m == "GET" && p.starts_with("/login")),
+        "the redirect was not followed: {asked:?}"
+    );
+}
+
+fn asset_with_wrong_types(_method: &str, _path: &str) -> String {
+    raw_answer(
+        "200 OK",
+        &[("Content-Type", "application/json")],
+        r#"{"id":"a.zip","type":[],"file:checksum":5,"extra":"fine"}"#,
+    )
+}
+
+#[tokio::test]
+async fn an_asset_answer_with_a_wrongly_typed_field_names_the_request_and_the_field() {
+    let server = scripted(asset_with_wrong_types).await;
+    let client = client_for(&server.base, ApiVersion::V1, Auth::None);
+    let target = AssetTarget::item_asset("c", "i", "a.zip");
+    let err = client.read_asset(&target).await.unwrap_err();
+    let shown = err.to_string();
+    assert!(
+        shown.starts_with("read asset failed (GET ")
+            && shown.contains("/collections/c/items/i/assets/a.zip"),
+        "{shown}"
+    );
+    assert!(shown.contains("\"file:checksum\" is 5"), "{shown}");
+    assert_eq!(err.class, ErrorClass::ServerBroken);
+}
+
+#[tokio::test]
+async fn a_compressed_upload_that_cannot_be_resumed_says_why_not_that_the_file_changed() {
+    let env = start().await;
+    let target = env.item_asset("squeezed.zip");
+    let (path, sha) = env.file("squeezed.zip", 1000);
+    let multihash =
+        stac_uploadd::stac::Multihash::from_sha256(&hex::decode(&sha).unwrap().try_into().unwrap());
+    // What an interrupted gzip upload of this file left: its parts are of compressed bytes.
+    let upload = env
+        .client
+        .create_upload(
+            &target,
+            &stac_uploadd::stac::CreateUpload {
+                md5_parts: vec![stac_uploadd::stac::Md5Part {
+                    part_number: stac_uploadd::stac::PartNumber(1),
+                    md5: stac_uploadd::stac::Md5([3; 16]).to_base64(),
+                }],
+                checksum: multihash.clone(),
+                content_encoding: Some(stac_uploadd::stac::ContentEncoding::Gzip),
+            },
+        )
+        .await
+        .unwrap();
+    let err = upload::resume_upload(
+        &env.client,
+        &target,
+        &path,
+        &upload,
+        &multihash,
+        5 * MIB,
+        &opts(),
+        Arc::new(()),
+        &CancellationToken::new(),
+    )
+    .await
+    .unwrap_err();
+    let shown = err.to_string();
+    assert!(!shown.contains("changed"), "{shown}");
+    assert!(
+        shown.contains("cannot be resumed") && shown.contains("compressed with gzip"),
+        "{shown}"
+    );
+    assert!(
+        stac_uploadd::retry::run_action(&err).is_retry(),
+        "a new upload is worth a run: {shown}"
+    );
+    env.assert_nothing_in_progress();
+}
+
+#[tokio::test]
+async fn a_200_complete_that_did_not_take_effect_is_sent_again() {
+    let env = start().await;
+    // A 200 whose body is no upload object, from something in front of the API: the upload is
+    // still in progress, which only reading it tells.
+    env.emu.faults().inject(
+        CallKind::Complete,
+        FaultAction::Status(200),
+        FaultTrigger::Next(1),
+    );
+    let target = env.item_asset("again.zip");
+    let (path, sha) = env.file("again.zip", 1000);
+    env.upload(&target, &path).await.unwrap();
+    env.assert_holds(&target, &sha);
+    assert_eq!(env.emu.call_count(CallKind::Complete), 2);
+    assert_eq!(env.emu.call_count(CallKind::Abort), 0);
+}

@@ -399,3 +399,52 @@ async fn the_daemons_upload_is_listed_as_being_sent_then_as_stale_once_it_is_kil
         "forgotten once aborted"
     );
 }
+
+// --- issue 17 (wire): an upload no client can free ---------------------------------------------
+
+#[tokio::test]
+async fn an_upload_runs_found_unfreeable_is_predicted_so_and_its_abort_explained() {
+    let emu = basic_emulator().await;
+    let id = emu.plant_upload(&key_of(&target()), Utc::now() - chrono::Duration::hours(3));
+    emu.lose_in_s3(&id);
+    let dir = tempfile::tempdir().unwrap();
+    let config = job_file(dir.path(), &emu.base_url());
+    let state = StateStore::open(&dir.path().join("state")).unwrap();
+    for _ in 0..4 {
+        state
+            .record_run(RunRecord {
+                job: "radar".into(),
+                started: Utc::now(),
+                finished: Utc::now(),
+                outcome: Outcome::Unfreeable,
+                asset: target().asset.clone(),
+                item: target().item.clone(),
+                file: None,
+                bytes: 0,
+                attempts: 1,
+                upload_id: None,
+                error: Some(format!(
+                    "asset {} is blocked for good by upload {id}: the server holds it as in progress but its S3 multipart upload is gone",
+                    target()
+                )),
+            })
+            .await
+            .unwrap();
+    }
+    state.flush().await.unwrap();
+    drop(state);
+    let expected = format!(
+        "cannot be freed by a client: only the service's operators can clear it (upload id {id})"
+    );
+
+    let out = uploads(&config, &[]).await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let line = line_of(&out, &id);
+    assert!(!line.contains("would abort as stale"), "{line}");
+    assert!(line.contains(&expected), "{line}");
+
+    let out = uploads(&config, &["--abort", &id, "--yes"]).await;
+    assert_ne!(out.code, Some(0), "{}", out.stdout);
+    assert!(out.stderr.contains(&expected), "{}", out.stderr);
+    assert!(out.stderr.contains("NoSuchUpload"), "{}", out.stderr);
+}

@@ -119,6 +119,16 @@ pub enum FaultAction {
     /// Part PUT only: answer 403 AccessDenied "Request has expired" as if the URL had expired.
     /// On other calls it answers a plain 403.
     ExpireUrl,
+    /// Answer this status like [`FaultAction::Status`], with a `Retry-After` header of this
+    /// value (delta-seconds or an HTTP-date, sent as given): what a rate limiter or a service in
+    /// maintenance sends with 429 and 503.
+    StatusRetryAfter { status: u16, retry_after: String },
+    /// Create only: handle the request (the upload is created and stays in progress), then
+    /// answer it without any part URL (`"urls": []`), as a broken server or proxy might.
+    NoPartUrls,
+    /// Handle the request (it takes effect), then answer its success status with the body
+    /// `<html>` (`text/html`) instead of JSON: a proxy's page in front of a real success.
+    HtmlBody,
 }
 
 /// When an injected fault fires.
@@ -141,13 +151,16 @@ pub struct FaultSpec {
     pub trigger: FaultTrigger,
 }
 
-const SPEC_USAGE: &str = "expected CALL:ACTION[:PARAM][:next=N|:p=F], e.g. put_part:503:next=2, \
-     complete:drop:p=0.1, create:delay=2s, complete:drop_after_commit, put_part:expire_url \
-     (actions: STATUS, status=STATUS, drop, drop_after_commit, delay=DURATION, expire_url)";
+const SPEC_USAGE: &str = "expected CALL:ACTION[:PARAM][:retry_after=V][:next=N|:p=F], e.g. \
+     put_part:503:next=2, complete:drop:p=0.1, create:delay=2s, complete:drop_after_commit, \
+     put_part:expire_url, create:429:retry_after=2, create:no_urls, complete:html_body \
+     (actions: STATUS, status=STATUS, drop, drop_after_commit, delay=DURATION, expire_url, \
+     no_urls, html_body; retry_after only with a status)";
 
 impl FaultSpec {
     fn validate(self) -> Result<Self, String> {
-        if let FaultAction::Status(code) = self.action
+        if let FaultAction::Status(code) | FaultAction::StatusRetryAfter { status: code, .. } =
+            self.action
             && !(200..=599).contains(&code)
         {
             return Err(format!(
@@ -156,6 +169,14 @@ impl FaultSpec {
         }
         if self.action == FaultAction::ExpireUrl && self.call != CallKind::PutPart {
             return Err("expire_url only applies to put_part".into());
+        }
+        if self.action == FaultAction::NoPartUrls && self.call != CallKind::CreateUpload {
+            return Err("no_urls only applies to create".into());
+        }
+        if let FaultAction::StatusRetryAfter { retry_after, .. } = &self.action
+            && axum::http::HeaderValue::from_str(retry_after).is_err()
+        {
+            return Err(format!("retry_after {retry_after:?} is not a header value"));
         }
         if let FaultTrigger::Probability(p) = self.trigger
             && !(0.0..=1.0).contains(&p)
@@ -176,8 +197,11 @@ impl FromStr for FaultSpec {
         let call: CallKind = tokens.next().unwrap_or_default().parse()?;
         let mut trigger = FaultTrigger::Next(1);
         let mut action_tokens = Vec::new();
+        let mut retry_after = None;
         for token in tokens {
-            if let Some(n) = token.strip_prefix("next=") {
+            if let Some(v) = token.strip_prefix("retry_after=") {
+                retry_after = Some(v.to_owned());
+            } else if let Some(n) = token.strip_prefix("next=") {
                 let n = n
                     .parse()
                     .map_err(|_| format!("invalid count in {token:?}: {SPEC_USAGE}"))?;
@@ -210,10 +234,20 @@ impl FromStr for FaultSpec {
             ("drop", None) => FaultAction::Drop,
             ("drop_after_commit", None) => FaultAction::DropAfterCommit,
             ("expire_url", None) => FaultAction::ExpireUrl,
+            ("no_urls", None) => FaultAction::NoPartUrls,
+            ("html_body", None) => FaultAction::HtmlBody,
             ("delay", Some(d)) => FaultAction::Delay(
                 humantime::parse_duration(d).map_err(|e| format!("invalid delay {d:?}: {e}"))?,
             ),
             _ => return Err(format!("invalid fault {s:?}: {SPEC_USAGE}")),
+        };
+        let action = match (action, retry_after) {
+            (action, None) => action,
+            (FaultAction::Status(status), Some(retry_after)) => FaultAction::StatusRetryAfter {
+                status,
+                retry_after,
+            },
+            _ => return Err(format!("retry_after needs a status in {s:?}: {SPEC_USAGE}")),
         };
         FaultSpec {
             call,
@@ -233,6 +267,12 @@ impl fmt::Display for FaultSpec {
             FaultAction::DropAfterCommit => f.write_str("drop_after_commit")?,
             FaultAction::Delay(d) => write!(f, "delay={}", humantime::format_duration(*d))?,
             FaultAction::ExpireUrl => f.write_str("expire_url")?,
+            FaultAction::StatusRetryAfter {
+                status,
+                retry_after,
+            } => write!(f, "{status}:retry_after={retry_after}")?,
+            FaultAction::NoPartUrls => f.write_str("no_urls")?,
+            FaultAction::HtmlBody => f.write_str("html_body")?,
         }
         match self.trigger {
             FaultTrigger::Next(n) => write!(f, ":next={n}"),
@@ -252,6 +292,9 @@ pub(crate) struct FaultRequest {
     status: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     delay_ms: Option<u64>,
+    /// With `"action": "status"`: the `Retry-After` header sent with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    retry_after: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     next: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -262,16 +305,23 @@ impl TryFrom<FaultRequest> for FaultSpec {
     type Error = String;
 
     fn try_from(r: FaultRequest) -> Result<Self, String> {
-        let action = match (r.action.as_str(), r.status, r.delay_ms) {
-            ("status", Some(code), None) => FaultAction::Status(code),
-            ("drop", None, None) => FaultAction::Drop,
-            ("drop_after_commit", None, None) => FaultAction::DropAfterCommit,
-            ("delay", None, Some(ms)) => FaultAction::Delay(Duration::from_millis(ms)),
-            ("expire_url", None, None) => FaultAction::ExpireUrl,
+        let action = match (r.action.as_str(), r.status, r.delay_ms, r.retry_after) {
+            ("status", Some(code), None, None) => FaultAction::Status(code),
+            ("status", Some(status), None, Some(retry_after)) => FaultAction::StatusRetryAfter {
+                status,
+                retry_after,
+            },
+            ("drop", None, None, None) => FaultAction::Drop,
+            ("drop_after_commit", None, None, None) => FaultAction::DropAfterCommit,
+            ("delay", None, Some(ms), None) => FaultAction::Delay(Duration::from_millis(ms)),
+            ("expire_url", None, None, None) => FaultAction::ExpireUrl,
+            ("no_urls", None, None, None) => FaultAction::NoPartUrls,
+            ("html_body", None, None, None) => FaultAction::HtmlBody,
             _ => {
                 return Err(format!(
-                    "invalid action {:?}: expected \"status\" with \"status\", \"delay\" with \
-                     \"delay_ms\", \"drop\", \"drop_after_commit\" or \"expire_url\"",
+                    "invalid action {:?}: expected \"status\" with \"status\" (and optionally \
+                     \"retry_after\"), \"delay\" with \"delay_ms\", \"drop\", \
+                     \"drop_after_commit\", \"expire_url\", \"no_urls\" or \"html_body\"",
                     r.action
                 ));
             }
@@ -292,8 +342,16 @@ impl TryFrom<FaultRequest> for FaultSpec {
 
 impl From<&FaultSpec> for FaultRequest {
     fn from(spec: &FaultSpec) -> Self {
+        let mut retry_after = None;
         let (action, status, delay_ms) = match &spec.action {
             FaultAction::Status(code) => ("status", Some(*code), None),
+            FaultAction::StatusRetryAfter {
+                status,
+                retry_after: value,
+            } => {
+                retry_after = Some(value.clone());
+                ("status", Some(*status), None)
+            }
             FaultAction::Drop => ("drop", None, None),
             FaultAction::DropAfterCommit => ("drop_after_commit", None, None),
             FaultAction::Delay(d) => (
@@ -302,6 +360,8 @@ impl From<&FaultSpec> for FaultRequest {
                 Some(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             ),
             FaultAction::ExpireUrl => ("expire_url", None, None),
+            FaultAction::NoPartUrls => ("no_urls", None, None),
+            FaultAction::HtmlBody => ("html_body", None, None),
         };
         let (next, probability) = match spec.trigger {
             FaultTrigger::Next(n) => (Some(n), None),
@@ -312,10 +372,91 @@ impl From<&FaultSpec> for FaultRequest {
             action: action.into(),
             status,
             delay_ms,
+            retry_after,
             next,
             probability,
         }
     }
+}
+
+/// One request as it arrived: which call, when, and the credentials it carried.
+#[derive(Debug, Clone)]
+pub struct RequestRecord {
+    pub call: CallKind,
+    /// When the request's head arrived (before any injected delay or fault).
+    pub at: std::time::Instant,
+    /// The `Authorization` header as sent, if any.
+    pub authorization: Option<String>,
+}
+
+/// Every counted request, in order of arrival.
+#[derive(Debug, Default)]
+pub(crate) struct RequestLog(Mutex<Vec<RequestRecord>>);
+
+impl RequestLog {
+    pub(crate) fn record(&self, call: CallKind, headers: &axum::http::HeaderMap) {
+        let authorization = headers
+            .get(header::AUTHORIZATION)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(RequestRecord {
+                call,
+                at: std::time::Instant::now(),
+                authorization,
+            });
+    }
+
+    pub(crate) fn all(&self) -> Vec<RequestRecord> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// [`status_response`] with a `Retry-After` header.
+pub(crate) fn with_retry_after(mut response: Response, value: &str) -> Response {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        response.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    response
+}
+
+/// The answer of an [`FaultAction::NoPartUrls`] or [`FaultAction::HtmlBody`] fault, made from
+/// the answer the handler gave: only a success is rewritten.
+pub(crate) async fn rewrite(action: &FaultAction, response: Response) -> Response {
+    if !response.status().is_success() {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let mut response = match action {
+        FaultAction::NoPartUrls => {
+            let bytes = axum::body::to_bytes(body, 16 * 1024 * 1024)
+                .await
+                .unwrap_or_default();
+            let mut json: serde_json::Value =
+                serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+            if let Some(obj) = json.as_object_mut() {
+                obj.insert("urls".into(), serde_json::Value::Array(Vec::new()));
+            }
+            let mut parts = parts;
+            parts.headers.remove(header::CONTENT_LENGTH);
+            Response::from_parts(parts, axum::body::Body::from(json.to_string()))
+        }
+        _ => {
+            let mut parts = parts;
+            parts.headers.remove(header::CONTENT_LENGTH);
+            parts.headers.remove(header::ETAG);
+            parts
+                .headers
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
+            Response::from_parts(parts, axum::body::Body::from("<html>"))
+        }
+    };
+    mark_injected(&mut response);
+    response
 }
 
 /// One counter per [`CallKind`].
@@ -531,6 +672,42 @@ mod tests {
                 "{bad:?} should be refused"
             );
         }
+    }
+
+    #[test]
+    fn parses_the_retry_after_and_rewriting_faults() {
+        let spec: FaultSpec = "create:429:retry_after=2".parse().unwrap();
+        assert_eq!(
+            spec.action,
+            FaultAction::StatusRetryAfter {
+                status: 429,
+                retry_after: "2".into()
+            }
+        );
+        assert_eq!(spec.to_string(), "create:429:retry_after=2:next=1");
+        assert_eq!(
+            spec.to_string().parse::<FaultSpec>().unwrap(),
+            spec,
+            "Display reads back"
+        );
+        let spec: FaultSpec = "create:no_urls".parse().unwrap();
+        assert_eq!(spec.action, FaultAction::NoPartUrls);
+        let spec: FaultSpec = "complete:html_body:next=2".parse().unwrap();
+        assert_eq!(spec.action, FaultAction::HtmlBody);
+        for bad in ["complete:no_urls", "create:drop:retry_after=2"] {
+            assert!(bad.parse::<FaultSpec>().is_err(), "{bad:?}");
+        }
+        let r: FaultRequest = serde_json::from_str(
+            r#"{"call":"put_part","action":"status","status":503,"retry_after":"Wed, 21 Oct 2015 07:28:00 GMT"}"#,
+        )
+        .unwrap();
+        let spec = FaultSpec::try_from(r).unwrap();
+        assert!(matches!(
+            spec.action,
+            FaultAction::StatusRetryAfter { status: 503, .. }
+        ));
+        let back = serde_json::to_value(FaultRequest::from(&spec)).unwrap();
+        assert_eq!(back["retry_after"], "Wed, 21 Oct 2015 07:28:00 GMT");
     }
 
     #[test]

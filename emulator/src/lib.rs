@@ -3,9 +3,12 @@
 //!
 //! It follows the protocol contract (`docs/protocol.md`) down to the real server's quirks: 409 with
 //! `upload_id` (or the legacy 400) for a blocking upload, 500 on a second abort, S3 XML errors on
-//! part PUTs, uploads left in progress after a refused complete. Faults (status codes, resets,
-//! lost answers, delays, expired URLs, a bandwidth cap) are injected per kind of call from Rust,
-//! from the admin API under `/_emulator/`, or with `--fault` on the command line.
+//! part PUTs, uploads left in progress after a refused complete. Faults (status codes, with a
+//! `Retry-After` if asked, resets, lost answers, delays, expired URLs, a create answered without
+//! part URLs, a success answered with an HTML body, a bandwidth cap) are injected per kind of call
+//! from Rust, from the admin API under `/_emulator/`, or with `--fault` on the command line. Every
+//! counted request is recorded with its time and `Authorization` header
+//! ([`Emulator::requests`]).
 //!
 //! Item, asset and collection bodies are checked as the real server's serializers check them,
 //! one table of rules in `rules.rs`; what it keeps of them is what a GET answers.
@@ -50,7 +53,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use cli::{EmulatorArgs, run};
-pub use faults::{CallKind, FaultAction, FaultSpec, FaultTrigger, Faults};
+pub use faults::{CallKind, FaultAction, FaultSpec, FaultTrigger, Faults, RequestRecord};
 pub use state::{AssetSnapshot, UploadSnapshot, UploadState};
 
 use faults::CallCounters;
@@ -285,6 +288,8 @@ pub(crate) struct Shared {
     pub(crate) store: Store,
     pub(crate) faults: Faults,
     pub(crate) calls: CallCounters,
+    /// Every counted request, with its time and credentials.
+    pub(crate) requests: faults::RequestLog,
     /// Part PUTs being received now, and the most ever at once (proof of parallel clients).
     pub(crate) parts_in_flight: faults::Gauge,
     pub(crate) signer: Signer,
@@ -345,6 +350,7 @@ impl Emulator {
             store: Store::new(&config.storage).await?,
             faults: Faults::default(),
             calls: CallCounters::default(),
+            requests: faults::RequestLog::default(),
             parts_in_flight: faults::Gauge::default(),
             signer: Signer::new(),
             clock,
@@ -399,6 +405,12 @@ impl Emulator {
     /// How many requests of this kind arrived (including those a fault answered).
     pub fn call_count(&self, kind: CallKind) -> u64 {
         self.shared.calls.get(kind)
+    }
+
+    /// Every counted request so far, in order of arrival: which call, when it arrived, and its
+    /// `Authorization` header.
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        self.shared.requests.all()
     }
 
     /// The most part PUTs this server was receiving at the same time.

@@ -109,22 +109,34 @@ impl Ctx {
         F: Future<Output = Result<Response, ApiError>>,
     {
         self.shared.calls.incr(kind);
+        self.shared.requests.record(kind, &self.headers);
         // The path only: a query may carry a secret.
         tracing::debug!(method = %self.method, path = self.uri.path(), call = %kind, "request");
         let mut drop_after_commit = false;
+        let mut rewrite = None;
         match self.shared.faults.take(kind) {
             None => {}
             Some(FaultAction::Delay(delay)) => tokio::time::sleep(delay).await,
             Some(FaultAction::Status(code)) => return faults::status_response(code),
+            Some(FaultAction::StatusRetryAfter {
+                status,
+                retry_after,
+            }) => return faults::with_retry_after(faults::status_response(status), &retry_after),
             Some(FaultAction::Drop) => return self.conn.kill().await,
             Some(FaultAction::DropAfterCommit) => drop_after_commit = true,
             Some(FaultAction::ExpireUrl) => return faults::status_response(403),
+            Some(action @ (FaultAction::NoPartUrls | FaultAction::HtmlBody)) => {
+                rewrite = Some(action);
+            }
         }
         let response = self.run(handler).await;
         if drop_after_commit {
             return self.conn.kill().await;
         }
-        response
+        match rewrite {
+            Some(action) => faults::rewrite(&action, response).await,
+            None => response,
+        }
     }
 
     /// Runs a handler of an uncounted call.

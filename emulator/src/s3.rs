@@ -88,6 +88,7 @@ pub(crate) struct PartPath {
 pub(crate) async fn put_part(ctx: Ctx, P(path): P<PartPath>, body: Body) -> Response {
     let shared = &ctx.shared;
     shared.calls.incr(CallKind::PutPart);
+    shared.requests.record(CallKind::PutPart, &ctx.headers);
     let _in_flight = shared.parts_in_flight.enter();
     // Never the query: it is the URL's secret.
     tracing::debug!(upload_id = %path.upload_id, part = %path.part, "part PUT");
@@ -96,7 +97,15 @@ pub(crate) async fn put_part(ctx: Ctx, P(path): P<PartPath>, body: Body) -> Resp
     match shared.faults.take(CallKind::PutPart) {
         None => {}
         Some(FaultAction::Delay(delay)) => tokio::time::sleep(delay).await,
-        Some(FaultAction::Status(code)) => {
+        Some(action @ (FaultAction::Status(_) | FaultAction::StatusRetryAfter { .. })) => {
+            let (code, retry_after) = match action {
+                FaultAction::StatusRetryAfter {
+                    status,
+                    retry_after,
+                } => (status, Some(retry_after)),
+                FaultAction::Status(code) => (code, None),
+                _ => (500, None),
+            };
             // An injected status answers a part that arrived: the body is read first, so the
             // client always gets this answer (answered before the body, it may meet a reset
             // connection instead, which is the `drop` fault's case).
@@ -106,6 +115,9 @@ pub(crate) async fn put_part(ctx: Ctx, P(path): P<PartPath>, body: Body) -> Resp
                 _ => faults::status_response(code),
             };
             faults::mark_injected(&mut response);
+            if let Some(v) = retry_after {
+                response = faults::with_retry_after(response, &v);
+            }
             return response;
         }
         Some(FaultAction::ExpireUrl) => {
@@ -116,6 +128,8 @@ pub(crate) async fn put_part(ctx: Ctx, P(path): P<PartPath>, body: Body) -> Resp
         }
         Some(FaultAction::Drop) => drop_mid_body = true,
         Some(FaultAction::DropAfterCommit) => drop_after_commit = true,
+        // Create-only and API-only faults: a part PUT is answered as usual.
+        Some(FaultAction::NoPartUrls | FaultAction::HtmlBody) => {}
     }
     let response = receive_part(&ctx, &path, body, drop_mid_body)
         .await

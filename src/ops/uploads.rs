@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use super::{OpsError, current_targets, is_fixed, job_handle, span, when};
 use crate::config::JobSpec;
 use crate::stac::{AssetTarget, StacClient, Upload, UploadStatus};
-use crate::state::{Creating, InFlight, RunRecord, StateStore};
+use crate::state::{Creating, InFlight, Outcome, RunRecord, StateStore};
 use crate::supervisor::stale::{self, Ownership, Staleness};
 use crate::upload::{self, AbortOutcome};
 
@@ -58,6 +58,10 @@ impl Listed<'_> {
                 span(t - now)
             ),
             Staleness::Live { stale_from: None } => "would leave it: someone else's, may still be running; never stale by age (the server gave neither its creation time nor its URLs' expiry)".to_owned(),
+            Staleness::Unfreeable => format!(
+                "would leave it: runs found it unfreeable; {}",
+                unfreeable(&self.upload.upload_id)
+            ),
         }
     }
 
@@ -140,12 +144,13 @@ pub async fn run(req: Request) -> Result<(), OpsError> {
                 (Some(h), Some(r)) if r.pid == h => Some(h),
                 _ => None,
             };
-            let verdict = stale::staleness(
+            let verdict = stale::judge(
                 &upload,
                 Ownership {
                     running: sender.is_some(),
                     ..ours
                 },
+                records.found_unfreeable(spec, target, &upload),
                 spec.policy.stale_after,
                 now,
             );
@@ -231,6 +236,12 @@ async fn abort(
             "upload {id} on {target} is already gone: the server shows it {}",
             status.as_query()
         ),
+        AbortOutcome::Failed(e) if e.is_no_such_upload() => {
+            return Err(OpsError::Failure(anyhow!(
+                "upload {id} on {target} could not be aborted: the server holds it as in progress but its S3 multipart upload is gone (abort answered NoSuchUpload), so it {} ({e})",
+                unfreeable(id)
+            )));
+        }
         AbortOutcome::Failed(e) => {
             return Err(OpsError::Failure(anyhow!(
                 "upload {id} on {target} could not be aborted: {e}"
@@ -255,6 +266,14 @@ async fn abort(
         ),
     }
     Ok(())
+}
+
+/// What to do about an upload no client can free, the same words in the listing and after a
+/// failed `--abort`.
+fn unfreeable(id: &crate::stac::UploadId) -> String {
+    format!(
+        "cannot be freed by a client: only the service's operators can clear it (upload id {id})"
+    )
 }
 
 /// Drops the records of an aborted upload of ours, holding the state folder as a daemon would.
@@ -347,6 +366,23 @@ impl Records {
             }
         }
         out
+    }
+
+    /// Whether a run of the job on `target` ended `unfreeable` on this upload: the daemon's
+    /// abort met NoSuchUpload, and every abort will.
+    fn found_unfreeable(&self, spec: &JobSpec, target: &AssetTarget, upload: &Upload) -> bool {
+        self.history
+            .get(&spec.name)
+            .into_iter()
+            .flatten()
+            .filter(|r| r.outcome == Outcome::Unfreeable)
+            .filter(|r| history_target(spec, r).as_ref() == Some(target))
+            .any(|r| {
+                r.upload_id.as_ref() == Some(&upload.upload_id)
+                    || r.error
+                        .as_deref()
+                        .is_some_and(|e| e.contains(upload.upload_id.0.as_str()))
+            })
     }
 
     /// Whose the upload is, as the state folder tells.

@@ -35,6 +35,61 @@ pub fn asset(v: &Value, api: ApiVersion) -> AssetInfo {
     }
 }
 
+/// What `GET A` says of an asset, strictly: each field we use (the checksum under either
+/// generation's name, `href`, `file:size`, `type`) is absent, null, or of its type; a field of
+/// another type is an answer we do not understand, and the error names it. Fields we do not use
+/// are not looked at (the server adds some).
+pub fn checked_asset(v: &Value, api: ApiVersion) -> Result<AssetInfo, String> {
+    if !v.is_object() {
+        return Err(format!("not an asset object: {}", shown(v)));
+    }
+    let string = |field: &str| -> Result<Option<String>, String> {
+        match v.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(other) => Err(format!(
+                "field \"{field}\" is {}: expected a string",
+                shown(other)
+            )),
+        }
+    };
+    let other = match api {
+        ApiVersion::V1 => ApiVersion::V09,
+        ApiVersion::V09 => ApiVersion::V1,
+    };
+    let ours = string(api.checksum_field())?;
+    let theirs = string(other.checksum_field())?;
+    let size = match v.get("file:size") {
+        None | Some(Value::Null) => None,
+        Some(n) => Some(n.as_u64().ok_or_else(|| {
+            format!(
+                "field \"file:size\" is {}: expected a whole number of bytes",
+                shown(n)
+            )
+        })?),
+    };
+    Ok(AssetInfo {
+        checksum: ours.or(theirs),
+        href: string("href")?,
+        size,
+        media_type: string("type")?,
+    })
+}
+
+/// A JSON value as quoted in an error: short, whatever the server sent.
+fn shown(v: &Value) -> String {
+    let mut s = v.to_string();
+    if s.len() > 60 {
+        let mut cut = 60;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push('…');
+    }
+    s
+}
+
 /// One page of a listing: its entries under `key`, and the `href` of its `next` link.
 #[derive(Debug)]
 pub struct Page {
@@ -122,6 +177,32 @@ mod tests {
         assert_eq!((p.items.len(), p.next.as_deref()), (1, Some("b")));
         let p = page(json!({"uploads": [], "links": "next"}), "uploads").unwrap();
         assert_eq!(p.next, None);
+    }
+
+    #[test]
+    fn an_asset_with_a_wrongly_typed_field_is_refused_naming_it() {
+        let e = checked_asset(&json!({"file:checksum": 5}), ApiVersion::V1).unwrap_err();
+        assert_eq!(e, "field \"file:checksum\" is 5: expected a string");
+        let e = checked_asset(&json!({"type": []}), ApiVersion::V1).unwrap_err();
+        assert_eq!(e, "field \"type\" is []: expected a string");
+        let e = checked_asset(&json!({"file:size": -1}), ApiVersion::V1).unwrap_err();
+        assert!(e.starts_with("field \"file:size\" is -1"), "{e}");
+        let e = checked_asset(&json!({"checksum:multihash": {}}), ApiVersion::V1).unwrap_err();
+        assert!(e.contains("checksum:multihash"), "{e}");
+        assert!(checked_asset(&json!([1]), ApiVersion::V1).is_err());
+    }
+
+    #[test]
+    fn a_strict_asset_keeps_unknown_fields_and_nulls_out_of_its_way() {
+        let a = checked_asset(
+            &json!({"href": "h", "file:size": 12, "type": null, "file:checksum": "1220",
+                    "roles": ["data"], "proj:epsg": 2056, "created": "2026-01-01T00:00:00Z"}),
+            ApiVersion::V1,
+        )
+        .unwrap();
+        assert_eq!(a.href.as_deref(), Some("h"));
+        assert_eq!((a.size, a.media_type), (Some(12), None));
+        assert_eq!(a.checksum.as_deref(), Some("1220"));
     }
 
     #[test]

@@ -21,6 +21,9 @@ use super::tls::{self, CaFileError};
 use super::types::*;
 use crate::units::ByteSize;
 
+/// Redirects a GET follows before it is given up as a redirect loop (reqwest's default).
+const MAX_REDIRECTS: usize = 10;
+
 /// Upper bound on pages followed through `next` links, so a server that links in a circle
 /// cannot keep a run busy forever.
 const MAX_PAGES: usize = 1_000;
@@ -151,6 +154,16 @@ impl fmt::Debug for ClientConfig {
 /// output: [`super::redact_url`] of a parsed URL.
 pub fn redact_userinfo(url: &Url) -> String {
     super::redact_url(url.as_str())
+}
+
+/// `url` without its user and password: reqwest sends a URL's userinfo as Basic auth, which
+/// no request of ours may carry unless `[server.auth]` says so (the job file refuses it; a URL
+/// from elsewhere, a flag or a server's answer, loses it here).
+pub fn without_userinfo(mut url: Url) -> Url {
+    // Fails only for URLs that cannot have userinfo (no host), which then have none.
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    url
 }
 
 /// What was read of an answer body by [`read_body`].
@@ -315,9 +328,23 @@ fn failed_answer(
             )),
         ),
     };
+    if status.is_redirection() {
+        let location = headers
+            .get(header::LOCATION)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        return StacError::redirected(step, method, url, status, location.as_deref());
+    }
     let mut e = StacError::from_answer(step, method, url, status, ct, &bytes);
     if let Some(note) = note {
         e.description = format!("{} ({note})", e.description);
+    }
+    // Only these two statuses ask for a wait (RFC 9110); elsewhere the header is not ours to
+    // honour.
+    if matches!(status.as_u16(), 429 | 503) {
+        e.retry_after = headers
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| super::error::retry_after_secs(v, std::time::SystemTime::now()));
     }
     e
 }
@@ -347,6 +374,8 @@ pub struct StacClient {
 
 struct Inner {
     http: reqwest::Client,
+    /// The client of API calls other than GET: it follows no redirect.
+    writes: reqwest::Client,
     base: Url,
     api: ApiVersion,
     auth: Auth,
@@ -375,31 +404,42 @@ impl StacClient {
     /// Builds a client: reads the CA file and sets up the proxy; fails if either is unusable
     /// or the TLS backend cannot start.
     pub fn new(cfg: ClientConfig) -> Result<Self, ClientBuildError> {
-        let mut builder = reqwest::Client::builder()
-            .connect_timeout(cfg.connect_timeout)
-            .user_agent(concat!("stac-uploadd/", env!("CARGO_PKG_VERSION")))
-            // Keep pooled connections short-lived: S3 endpoints close idle ones after ~20 s.
-            .pool_idle_timeout(Duration::from_secs(15));
-        if let Some(path) = &cfg.ca_file {
-            builder = builder.tls_certs_merge(tls::load_ca_file(path)?);
-        }
-        // Without an explicit proxy the builder keeps reqwest's environment proxies: nothing
-        // here may call `no_proxy()`.
-        if let Some(url) = &cfg.proxy {
-            let proxy = reqwest::Proxy::all(url.as_str())
-                .map_err(|source| ClientBuildError::Proxy {
-                    url: redact_userinfo(url),
-                    source,
-                })?
-                .no_proxy(
-                    cfg.no_proxy
-                        .as_deref()
-                        .and_then(reqwest::NoProxy::from_string),
-                );
-            builder = builder.proxy(proxy);
-        }
-        let http = builder.build().map_err(ClientBuildError::Http)?;
-        let mut base = cfg.base_url;
+        let roots = match &cfg.ca_file {
+            Some(path) => Some(tls::load_ca_file(path)?),
+            None => None,
+        };
+        let build = |redirects: reqwest::redirect::Policy| {
+            let mut builder = reqwest::Client::builder()
+                .connect_timeout(cfg.connect_timeout)
+                .user_agent(concat!("stac-uploadd/", env!("CARGO_PKG_VERSION")))
+                // Keep pooled connections short-lived: S3 endpoints close idle ones after ~20 s.
+                .pool_idle_timeout(Duration::from_secs(15))
+                .redirect(redirects);
+            if let Some(roots) = &roots {
+                builder = builder.tls_certs_merge(roots.clone());
+            }
+            // Without an explicit proxy the builder keeps reqwest's environment proxies:
+            // nothing here may call `no_proxy()`.
+            if let Some(url) = &cfg.proxy {
+                let proxy = reqwest::Proxy::all(url.as_str())
+                    .map_err(|source| ClientBuildError::Proxy {
+                        url: redact_userinfo(url),
+                        source,
+                    })?
+                    .no_proxy(
+                        cfg.no_proxy
+                            .as_deref()
+                            .and_then(reqwest::NoProxy::from_string),
+                    );
+                builder = builder.proxy(proxy);
+            }
+            builder.build().map_err(ClientBuildError::Http)
+        };
+        let http = build(reqwest::redirect::Policy::limited(MAX_REDIRECTS))?;
+        // A write that is redirected would be replayed as a GET (301, 302, 303) or sent
+        // somewhere else: it is reported as redirected instead (docs/protocol.md).
+        let writes = build(reqwest::redirect::Policy::none())?;
+        let mut base = without_userinfo(cfg.base_url);
         if let Ok(mut segs) = base.path_segments_mut() {
             segs.pop_if_empty();
         }
@@ -414,6 +454,7 @@ impl StacClient {
         Ok(Self {
             inner: Arc::new(Inner {
                 http,
+                writes,
                 base,
                 api: cfg.api_version,
                 auth: cfg.auth,
@@ -455,9 +496,12 @@ impl StacClient {
         let mut replayed = false;
         let (status, headers, body, success) = loop {
             let bearer = self.cognito_token(step, method_name, &url).await?;
-            let mut req = self
-                .inner
-                .http
+            let http = if method == Method::GET {
+                &self.inner.http
+            } else {
+                &self.inner.writes
+            };
+            let mut req = http
                 .request(method.clone(), url.clone())
                 .timeout(self.inner.request_timeout);
             // Reads need no credentials; sending them anyway is harmless and keeps private
@@ -576,21 +620,15 @@ impl StacClient {
         let a = self
             .send(step, Method::POST, url.clone(), Some(&body), false)
             .await?;
-        let upload = self.parse_upload(step, &Method::POST, &url, &a)?;
-        if upload.urls.len() != req.md5_parts.len() {
-            return Err(StacError::bad_answer(
-                step,
-                "POST",
-                url.as_str(),
-                a.status,
-                format!(
-                    "{} presigned URLs for {} parts",
-                    upload.urls.len(),
-                    req.md5_parts.len()
-                ),
-            ));
-        }
-        Ok(upload)
+        // Its part URLs are judged by the session: the upload exists now, and only the session
+        // can abort it when they are unusable.
+        self.parse_upload(step, &Method::POST, &url, &a)
+    }
+
+    /// The URL of a call on `target`'s asset (`tail` under it: `["uploads"]`, ...), for
+    /// errors that name the request.
+    pub fn asset_call_url(&self, target: &AssetTarget, tail: &[&str]) -> Url {
+        self.url(target, tail)
     }
 
     /// `GET A/uploads[?status=]`, following `next` links.
@@ -706,7 +744,9 @@ impl StacClient {
             .send(Step::ReadAsset, Method::GET, url.clone(), None, true)
             .await?;
         let v = self.json(Step::ReadAsset, &Method::GET, &url, &a)?;
-        Ok(answer::asset(&v, self.inner.api))
+        answer::checked_asset(&v, self.inner.api).map_err(|what| {
+            StacError::bad_answer(Step::ReadAsset, "GET", url.as_str(), a.status, what)
+        })
     }
 
     /// The URL of `segments` under the base, each segment escaped.
@@ -759,6 +799,15 @@ impl StacClient {
         self.put_object(Step::CreateItem, url, body).await
     }
 
+    /// `DELETE collections/{c}/items/{i}`: the server refuses it (400) while the item has
+    /// assets.
+    pub async fn delete_item(&self, collection: &str, item: &str) -> Result<(), StacError> {
+        let url = self.path_url(&["collections", collection, "items", item]);
+        self.send(Step::DeleteItem, Method::DELETE, url, None, false)
+            .await
+            .map(|_| ())
+    }
+
     /// `GET A`, fresh: the asset's JSON as the server holds it, or `None` if it does not exist.
     pub async fn get_asset(&self, target: &AssetTarget) -> Result<Option<Value>, StacError> {
         self.read_object(Step::ReadAsset, self.url(target, &[]))
@@ -785,10 +834,19 @@ impl StacClient {
         let step = Step::PutPart(url.part);
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + timeout;
+        let target = Url::parse(&url.url).map(without_userinfo).map_err(|e| {
+            StacError::bad_answer(
+                step,
+                "PUT",
+                &url.url,
+                StatusCode::CREATED,
+                format!("the part URL does not parse: {e}"),
+            )
+        })?;
         let mut resp = self
             .inner
             .http
-            .put(&url.url)
+            .put(target)
             .timeout(timeout)
             .header(header::CONTENT_LENGTH, len)
             .header("Content-MD5", md5.to_base64())
@@ -850,6 +908,7 @@ fn cognito_error(step: Step, method: &'static str, url: &str, err: CognitoError)
         status: None,
         class: err.class(),
         description: super::redact_passwords(&err.to_string()),
+        retry_after: None,
         source: None,
     }
 }
@@ -918,10 +977,9 @@ mod tests {
         let client = StacClient::new(cfg).unwrap();
         let shown = format!("{client:?} {}", redact_userinfo(client.base_url()));
         assert!(!shown.contains("pw-base"), "{shown}");
-        assert!(
-            shown.contains("https://api:***@host/api/stac/v1"),
-            "{shown}"
-        );
+        // The client drops the userinfo: it is never sent (reqwest would send it as Basic).
+        assert!(shown.contains("https://host/api/stac/v1"), "{shown}");
+        assert_eq!(client.base_url().username(), "");
 
         // A proxy reqwest refuses: the error names it without its password.
         let mut cfg = ClientConfig::new("https://host/".parse().unwrap());

@@ -2,6 +2,7 @@
 //! classification the upload engine and the supervisor act on.
 
 use std::fmt;
+use std::time::{Duration, SystemTime};
 
 use reqwest::StatusCode;
 
@@ -24,6 +25,8 @@ pub enum Step {
     ReadCollection,
     /// `PUT` of a missing item.
     CreateItem,
+    /// `DELETE` of an item the run created and could not give an asset.
+    DeleteItem,
     /// `PUT` of a missing asset.
     CreateAsset,
     /// A Cognito login or token renewal (its errors are reported against the API call that
@@ -45,6 +48,7 @@ impl fmt::Display for Step {
             Step::ReadItem => f.write_str("read item"),
             Step::ReadCollection => f.write_str("read collection"),
             Step::CreateItem => f.write_str("create item"),
+            Step::DeleteItem => f.write_str("delete item"),
             Step::CreateAsset => f.write_str("create asset"),
             Step::Login => f.write_str("log in"),
         }
@@ -110,6 +114,10 @@ pub struct StacError {
     /// or the transport failure.
     pub description: String,
     pub class: ErrorClass,
+    /// How long the server asked to wait before the next try (`Retry-After` of a 429 or 503),
+    /// in whole seconds (HTTP's resolution; a date is rounded up) from when its answer came.
+    /// Seconds in a `u32` (136 years) keep the error small: it travels in every `Result`.
+    pub retry_after: Option<u32>,
     #[source]
     pub source: Option<reqwest::Error>,
 }
@@ -118,10 +126,39 @@ impl fmt::Display for StacError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} failed ({} {}): ", self.step, self.method, self.url)?;
         match self.status {
-            Some(s) => write!(f, "HTTP {}: {}", s.as_u16(), self.description),
-            None => f.write_str(&self.description),
+            Some(s) => write!(f, "HTTP {}: {}", s.as_u16(), self.description)?,
+            None => f.write_str(&self.description)?,
         }
+        if let Some(s) = self.retry_after {
+            write!(
+                f,
+                " (Retry-After: {})",
+                humantime::format_duration(Duration::from_secs(u64::from(s)))
+            )?;
+        }
+        Ok(())
     }
+}
+
+/// [`parse_retry_after`] in whole seconds, rounded up so that no wait comes out shorter than
+/// asked, for [`StacError::retry_after`].
+pub fn retry_after_secs(value: &str, now: SystemTime) -> Option<u32> {
+    let d = parse_retry_after(value, now)?;
+    let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    Some(u32::try_from(secs).unwrap_or(u32::MAX))
+}
+
+/// The wait a `Retry-After` header asks for (RFC 9110, 10.2.3): delta-seconds, or an HTTP-date
+/// taken against `now` (a date already past asks for no wait). Anything else is ignored: a
+/// header we cannot read must not stop the retry the status calls for.
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // More digits than a u64 holds asks for longer than anyone waits.
+        return Some(Duration::from_secs(value.parse().unwrap_or(u64::MAX)));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 impl StacError {
@@ -129,6 +166,12 @@ impl StacError {
     /// 500, or it comes from S3 itself on a part URL).
     pub fn is_no_such_upload(&self) -> bool {
         self.description.contains("NoSuchUpload")
+    }
+
+    /// A success status whose body could not be understood (not JSON, not the object
+    /// expected): the call may well have taken effect.
+    pub fn is_unreadable_success(&self) -> bool {
+        self.class == ErrorClass::ServerBroken && self.status.is_some_and(|s| s.is_success())
     }
 
     /// Classifies an HTTP answer that was not a success.
@@ -161,6 +204,7 @@ impl StacError {
             status: Some(status),
             description,
             class,
+            retry_after: None,
             source: None,
         }
     }
@@ -172,6 +216,20 @@ impl StacError {
         url: &str,
         err: reqwest::Error,
     ) -> Self {
+        if err.is_redirect() {
+            // Every try follows the same redirects around again: not worth a retry.
+            return StacError {
+                step,
+                method,
+                url: super::redact_url(url),
+                status: None,
+                description: "redirect loop: the server kept redirecting (more than 10 redirects)"
+                    .to_owned(),
+                class: ErrorClass::RequestWrong,
+                retry_after: None,
+                source: Some(err.without_url()),
+            };
+        }
         let class = if err.is_builder() || super::tls::is_certificate_refusal(&err) {
             // A refused server certificate: sending again cannot help until the trusted roots
             // change.
@@ -205,6 +263,7 @@ impl StacError {
                 format!("{kind}: {detail}")
             },
             class,
+            retry_after: None,
             source: Some(err.without_url()),
         }
     }
@@ -224,6 +283,34 @@ impl StacError {
             status: Some(status),
             description: format!("unexpected answer: {what}"),
             class: ErrorClass::ServerBroken,
+            retry_after: None,
+            source: None,
+        }
+    }
+
+    /// A call answered with a redirect it does not follow (a write: `POST`, `PUT`, `DELETE`).
+    /// Sending it again goes to the same place: the URL is to be fixed.
+    pub fn redirected(
+        step: Step,
+        method: &'static str,
+        url: &str,
+        status: StatusCode,
+        location: Option<&str>,
+    ) -> Self {
+        let to = location.map_or_else(
+            || "without a Location".to_owned(),
+            |l| format!("to {}", without_query(l)),
+        );
+        StacError {
+            step,
+            method,
+            url: super::redact_url(url),
+            status: Some(status),
+            description: format!(
+                "redirected {to}: a {method} is not sent on to another address; is [server] url the API's own address (scheme, host and path)?"
+            ),
+            class: ErrorClass::RequestWrong,
+            retry_after: None,
             source: None,
         }
     }
@@ -237,8 +324,18 @@ impl StacError {
             status: None,
             description: what,
             class: ErrorClass::Retryable,
+            retry_after: None,
             source: None,
         }
+    }
+}
+
+/// A URL as shown, without its query (a presigned URL's signature is there) and password.
+fn without_query(url: &str) -> String {
+    let shown = super::redact_passwords(url);
+    match shown.split_once('?') {
+        Some((base, _)) => base.to_owned(),
+        None => shown,
     }
 }
 
@@ -546,5 +643,78 @@ mod tests {
         assert_eq!(e.class, ErrorClass::Auth);
         let e = err(Step::ReadAsset, 503, "", "");
         assert_eq!(e.description, "Service Unavailable");
+    }
+
+    #[test]
+    fn retry_after_reads_delta_seconds() {
+        let now = SystemTime::now();
+        assert_eq!(parse_retry_after("2", now), Some(Duration::from_secs(2)));
+        assert_eq!(
+            parse_retry_after(" 120 ", now),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(parse_retry_after("0", now), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("99999999999999999999999", now),
+            Some(Duration::from_secs(u64::MAX))
+        );
+    }
+
+    #[test]
+    fn retry_after_reads_an_http_date_against_now() {
+        let now = httpdate::parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT").unwrap();
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:42 GMT", now),
+            Some(Duration::from_secs(5)),
+            "a date in the future: the time until it"
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:40:00 GMT", now),
+            Some(Duration::ZERO),
+            "a date already past: no wait"
+        );
+        // The obsolete forms RFC 9110 still asks recipients to accept.
+        assert_eq!(
+            parse_retry_after("Sunday, 06-Nov-94 08:49:38 GMT", now),
+            Some(Duration::from_secs(1))
+        );
+    }
+
+    #[test]
+    fn retry_after_in_seconds_never_rounds_a_wait_down() {
+        let now = httpdate::parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT").unwrap();
+        let earlier = now - Duration::from_millis(400);
+        assert_eq!(
+            retry_after_secs("Sun, 06 Nov 1994 08:49:39 GMT", earlier),
+            Some(3),
+            "2.4 s is 3 s"
+        );
+        assert_eq!(retry_after_secs("7", now), Some(7));
+        assert_eq!(retry_after_secs("99999999999", now), Some(u32::MAX));
+        assert_eq!(retry_after_secs("soon", now), None);
+    }
+
+    #[test]
+    fn retry_after_garbage_is_ignored() {
+        let now = SystemTime::now();
+        for bad in [
+            "",
+            " ",
+            "-1",
+            "1.5",
+            "soon",
+            "2s",
+            "Sun, 06 Nov 1994",
+            "0x10",
+        ] {
+            assert_eq!(parse_retry_after(bad, now), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn an_error_shows_the_wait_the_server_asked_for() {
+        let mut e = err(Step::CreateUpload, 429, "application/json", "{}");
+        e.retry_after = Some(2);
+        assert!(e.to_string().ends_with("(Retry-After: 2s)"), "{e}");
     }
 }

@@ -36,6 +36,9 @@ pub enum Staleness {
     /// Someone may still be sending it. From `stale_from` on it counts as stale; `None`: never
     /// by age (the server gave neither its creation time nor its URLs' expiry).
     Live { stale_from: Option<DateTime<Utc>> },
+    /// Runs found it can never be aborted: the server holds it in progress but its S3 upload is
+    /// gone (abort answers 500 NoSuchUpload). Only the service's operators can clear it.
+    Unfreeable,
 }
 
 impl Staleness {
@@ -43,9 +46,24 @@ impl Staleness {
     pub fn reason(self) -> Option<&'static str> {
         match self {
             Staleness::Stale(why) => Some(why),
-            Staleness::Live { .. } => None,
+            Staleness::Live { .. } | Staleness::Unfreeable => None,
         }
     }
+}
+
+/// [`staleness`], knowing whether runs already found the upload unfreeable (their history says
+/// so): then no abort is tried, whatever its age, as none can succeed.
+pub fn judge(
+    blocking: &Upload,
+    ours: Ownership,
+    known_unfreeable: bool,
+    stale_after: Duration,
+    now: DateTime<Utc>,
+) -> Staleness {
+    if known_unfreeable {
+        return Staleness::Unfreeable;
+    }
+    staleness(blocking, ours, stale_after, now)
 }
 
 /// Judges `blocking` at `now`: ours from a run that is over (or from a create whose answer was
@@ -176,6 +194,25 @@ mod tests {
         assert_eq!(
             staleness(&u, someone, HOUR, t("2026-01-01T13:00:00Z")).reason(),
             Some("it is older than stale_after")
+        );
+    }
+
+    #[test]
+    fn an_upload_known_unfreeable_is_never_to_be_aborted() {
+        let now = t("2026-01-01T12:00:00Z");
+        let old = upload(Some(t("2026-01-01T01:00:00Z")), None);
+        assert_eq!(
+            judge(&old, Ownership::default(), true, HOUR, now),
+            Staleness::Unfreeable
+        );
+        assert_eq!(
+            judge(&old, Ownership::default(), true, HOUR, now).reason(),
+            None
+        );
+        assert_eq!(
+            judge(&old, Ownership::default(), false, HOUR, now),
+            staleness(&old, Ownership::default(), HOUR, now),
+            "otherwise the one rule"
         );
     }
 

@@ -84,6 +84,7 @@ fn stac_error(status: u16, class: ErrorClass) -> UploadError {
         status: Some(reqwest::StatusCode::from_u16(status).unwrap()),
         description: "scripted".into(),
         class,
+        retry_after: None,
         source: None,
     })
 }

@@ -57,6 +57,9 @@ pub enum UploadError {
     TooLarge { path: PathBuf, source: TooLarge },
     #[error("{}: the file changed {what}; it was not sent", path.display())]
     FileChanged { path: PathBuf, what: String },
+    /// An interrupted upload that cannot be carried on, for a reason other than the file.
+    #[error("{}: the upload cannot be resumed: {reason}", path.display())]
+    NotResumable { path: PathBuf, reason: String },
     #[error("asset {target} is blocked by upload {} in progress since {}", upload.upload_id, since(upload))]
     InProgress {
         target: AssetTarget,

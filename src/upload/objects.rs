@@ -5,7 +5,7 @@
 //! is, whatever its metadata.
 
 use serde_json::Value;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::error::UploadError;
 use crate::stac::{AssetTarget, StacClient};
@@ -51,12 +51,59 @@ pub async fn ensure_objects(
         info!(collection = %target.collection, item = %item, "item created");
         report.item_created = true;
     }
-    if let Some(body) = &objects.asset
-        && client.get_asset(target).await?.is_none()
-    {
-        client.put_asset(target, body).await?;
-        info!(asset = %target, "asset created");
-        report.asset_created = true;
+    if let Some(body) = &objects.asset {
+        let created = async {
+            if client.get_asset(target).await?.is_some() {
+                return Ok(false);
+            }
+            client.put_asset(target, body).await.map(|_| true)
+        }
+        .await;
+        match created {
+            Ok(created) => {
+                if created {
+                    info!(asset = %target, "asset created");
+                }
+                report.asset_created = created;
+            }
+            Err(e) => {
+                if report.item_created
+                    && let Some(item) = &target.item
+                {
+                    remove_empty_item(client, &target.collection, item).await;
+                }
+                return Err(e.into());
+            }
+        }
     }
     Ok(report)
+}
+
+/// Deletes an item this run created when it holds no asset: the run could not give it the one
+/// it was made for, and an empty item would stay on the server (and in its listings) for
+/// nothing. One that has an asset by now (someone else's) is left alone. Failures are logged:
+/// the run's own error is what it reports.
+async fn remove_empty_item(client: &StacClient, collection: &str, item: &str) {
+    let empty = match client.get_item(collection, item).await {
+        Ok(Some(v)) => v
+            .get("assets")
+            .is_none_or(|a| a.as_object().is_some_and(|m| m.is_empty())),
+        Ok(None) => return,
+        Err(e) => {
+            warn!(collection = %collection, item = %item, error = %e, "cannot read the item this run created, to delete it again as its asset could not be created");
+            return;
+        }
+    };
+    if !empty {
+        info!(collection = %collection, item = %item, "the item this run created holds an asset by now; left as it is");
+        return;
+    }
+    match client.delete_item(collection, item).await {
+        Ok(()) => {
+            info!(collection = %collection, item = %item, "item created by this run deleted again: its asset could not be created")
+        }
+        Err(e) => {
+            warn!(collection = %collection, item = %item, error = %e, "the item this run created has no asset and could not be deleted again")
+        }
+    }
 }

@@ -235,6 +235,18 @@ pub async fn publish_file(
     };
     let created_at = Instant::now();
     let upload_id = upload.upload_id.clone();
+    // An answer without a usable URL for every part still created the upload: it goes through
+    // `finish` like any failure after create, which aborts it.
+    let unusable = usable_urls(&upload, plan.count()).map_err(|why| {
+        let url = client.asset_call_url(target, &["uploads"]);
+        UploadError::Stac(StacError::bad_answer(
+            Step::CreateUpload,
+            "POST",
+            url.as_str(),
+            reqwest::StatusCode::CREATED,
+            why,
+        ))
+    });
     // No part is sent before the upload is recorded: one that cannot be is aborted at once.
     let recorded = observer
         .record(Durable::Created {
@@ -274,7 +286,7 @@ pub async fn publish_file(
     let nothing_on_server = HashMap::new();
     // An adopted upload was created by an earlier try: its URLs are older than our clock knows.
     let created_here = (!adopted).then_some(created_at);
-    let outcome = match recorded {
+    let outcome = match unusable.and(recorded) {
         Err(e) => Err(e),
         Ok(()) => tokio::select! {
             r = send_and_complete(&ctx, target, &upload, &plan, &digest, &nothing_on_server, created_here) => r,
@@ -299,6 +311,47 @@ pub async fn publish_file(
         },
     )
     .await
+}
+
+/// Whether an upload's answer gives exactly one URL that parses as http(s) for each of its
+/// `parts`; `Err` says what is wrong, for an error naming the request.
+fn usable_urls(upload: &Upload, parts: usize) -> Result<(), String> {
+    if upload.urls.len() != parts {
+        return Err(format!(
+            "{} presigned URLs for {parts} parts",
+            upload.urls.len()
+        ));
+    }
+    let mut seen = vec![false; parts];
+    for u in &upload.urls {
+        let n = u.part.0 as usize;
+        if n == 0 || n > parts {
+            return Err(format!(
+                "a presigned URL for part {}, out of 1..={parts}",
+                u.part
+            ));
+        }
+        if std::mem::replace(&mut seen[n - 1], true) {
+            return Err(format!("two presigned URLs for part {}", u.part));
+        }
+        match url::Url::parse(&u.url) {
+            Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {}
+            Ok(parsed) => {
+                return Err(format!(
+                    "the presigned URL of part {} has scheme {:?}",
+                    u.part,
+                    parsed.scheme()
+                ));
+            }
+            Err(e) => {
+                return Err(format!(
+                    "the presigned URL of part {} does not parse: {e}",
+                    u.part
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The target's ids as the server's rules allow them, before anything is read or sent: ids
@@ -491,6 +544,22 @@ pub async fn resume_upload(
     let started = Instant::now();
     let id = upload.upload_id.clone();
     let prepared = async {
+        // The server answers an empty string for an upload sent as is (docs/protocol.md).
+        if let Some(encoding) = upload
+            .content_encoding
+            .as_deref()
+            .filter(|e| !e.trim().is_empty())
+        {
+            // Its parts are of a compressed copy, a temporary file of the run that created it
+            // and gone with it; compressing again need not give the same bytes, whose MD5s were
+            // announced at create. The file itself may well be unchanged.
+            return Err(UploadError::NotResumable {
+                path: path.to_owned(),
+                reason: format!(
+                    "its parts are of the file compressed with {encoding}, a temporary copy made by the run that created it and gone since, and compressing again need not give the same bytes; a new upload sends the file"
+                ),
+            });
+        }
         let meta = stat_file(path).await?;
         let snapshot = FileSnapshot::of(&meta);
         let plan = PartPlan::new(meta.len(), ByteSize(part_size)).map_err(|source| {
@@ -910,10 +979,66 @@ async fn complete(
     checksum: &Multihash,
     opts: &UploadOptions,
 ) -> Result<(), UploadError> {
-    let result = retry::call(Step::Complete, opts.call_backoff(), || {
-        client.complete(target, id, parts)
-    })
-    .await;
+    let mut rereads = 0;
+    loop {
+        let result = retry::call(Step::Complete, opts.call_backoff(), || {
+            client.complete(target, id, parts)
+        })
+        .await;
+        match result {
+            // A success status whose body we cannot read (a proxy's page, a cut answer): the
+            // complete may or may not have taken effect, and only the upload itself says which.
+            Err(e) if e.is_unreadable_success() && rereads < UNREADABLE_COMPLETE_REREADS => {
+                rereads += 1;
+                let u = retry::call(Step::GetUpload, opts.call_backoff(), || {
+                    client.get_upload(target, id)
+                })
+                .await?;
+                let ours = u.checksum.as_deref().is_some_and(|c| checksum.matches(c));
+                match u.status {
+                    UploadStatus::Completed if ours => {
+                        info!(upload_id = %id, "complete answered a body that is not JSON, but the upload is completed with our checksum");
+                        return Ok(());
+                    }
+                    UploadStatus::InProgress => {
+                        warn!(upload_id = %id, error = %e, "complete answered a body that is not JSON and the upload is still in progress; completing it again");
+                        continue;
+                    }
+                    status => {
+                        return Err(UploadError::Stac(StacError {
+                            description: format!(
+                                "{}; the upload is {} {} afterwards",
+                                e.description,
+                                status.as_query(),
+                                if ours {
+                                    "with our checksum"
+                                } else {
+                                    "without our checksum"
+                                }
+                            ),
+                            ..e
+                        }));
+                    }
+                }
+            }
+            other => return complete_answer(client, target, id, checksum, other).await,
+        }
+    }
+}
+
+/// How often an unreadable answer to complete is resolved by reading the upload and completing
+/// it again: a server that never answers JSON is not asked for ever.
+const UNREADABLE_COMPLETE_REREADS: u32 = 2;
+
+/// What a complete's answer (after its retries) means: "409 No upload in progress" is success
+/// when the server shows the upload completed with our checksum.
+async fn complete_answer(
+    client: &StacClient,
+    target: &AssetTarget,
+    id: &UploadId,
+    checksum: &Multihash,
+    result: Result<Upload, StacError>,
+) -> Result<(), UploadError> {
     match result {
         Ok(_) => Ok(()),
         Err(e) if e.action() == Action::Reread => {
@@ -963,4 +1088,63 @@ pub async fn abort_upload(
         }
     }
     AbortOutcome::Failed(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stac::PresignedUrl;
+
+    fn upload_with(urls: &[(u32, &str)]) -> Upload {
+        Upload {
+            upload_id: UploadId("u".into()),
+            status: UploadStatus::InProgress,
+            number_parts: Some(2),
+            created: None,
+            completed: None,
+            aborted: None,
+            urls: urls
+                .iter()
+                .map(|(part, url)| PresignedUrl {
+                    url: (*url).to_owned(),
+                    part: PartNumber(*part),
+                    expires: None,
+                })
+                .collect(),
+            md5_parts: Vec::new(),
+            content_encoding: None,
+            checksum: None,
+        }
+    }
+
+    #[test]
+    fn a_create_answer_is_usable_only_with_one_good_url_per_part() {
+        let ok = upload_with(&[(2, "http://s3/b?sig"), (1, "https://s3/a?sig")]);
+        assert_eq!(usable_urls(&ok, 2), Ok(()));
+        let cases: [(&[(u32, &str)], &str); 5] = [
+            (&[], "0 presigned URLs for 2 parts"),
+            (
+                &[(1, "http://s3/a"), (2, "http://s3/b"), (3, "http://s3/c")],
+                "3 presigned URLs for 2 parts",
+            ),
+            (
+                &[(1, "http://s3/a"), (3, "http://s3/c")],
+                "a presigned URL for part 3, out of 1..=2",
+            ),
+            (
+                &[(1, "http://s3/a"), (1, "http://s3/b")],
+                "two presigned URLs for part 1",
+            ),
+            (
+                &[(1, "http://s3/a"), (2, "not a url")],
+                "the presigned URL of part 2 does not parse",
+            ),
+        ];
+        for (urls, expected) in cases {
+            let e = usable_urls(&upload_with(urls), 2).unwrap_err();
+            assert!(e.starts_with(expected), "{e}");
+        }
+        let e = usable_urls(&upload_with(&[(1, "ftp://s3/a"), (2, "http://s3/b")]), 2).unwrap_err();
+        assert!(e.contains("scheme \"ftp\""), "{e}");
+    }
 }

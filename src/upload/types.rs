@@ -42,6 +42,9 @@ pub struct UploadOptions {
     pub temp_dir: Option<PathBuf>,
     /// Digests of files seen before, so an unchanged file is not read again.
     pub digest_cache: Option<Arc<dyn DigestCache>>,
+    /// The run's deadline, if it has one: no retry waits past it, and a server's `Retry-After`
+    /// that would is refused at once instead of being cut by the deadline.
+    pub deadline: Option<tokio::time::Instant>,
 }
 
 /// What identifies a file's content without reading it: device, inode, size, mtime; plus the
@@ -99,6 +102,7 @@ impl UploadOptions {
             self.retry_max_delay,
             self.part_retries,
         )
+        .until(self.deadline)
     }
 }
 
@@ -120,6 +124,7 @@ impl Default for UploadOptions {
             bandwidth: Vec::new(),
             temp_dir: None,
             digest_cache: None,
+            deadline: None,
         }
     }
 }

@@ -614,3 +614,73 @@ pub async fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> boo
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+// --- wire (issue 17): a server answering from a script ---------------------------------------
+
+/// A loopback HTTP server that answers every request with what `script(method, path_and_query)`
+/// returns: a whole HTTP/1.1 answer, head and body (sent with `Connection: close`). What it was
+/// asked is kept in `requests`, in order.
+pub struct Scripted {
+    /// `http://127.0.0.1:PORT/api/stac/v1`.
+    pub base: String,
+    pub requests: Arc<std::sync::Mutex<Vec<(String, String)>>>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+/// A whole answer: `status` with `headers` and a body.
+pub fn raw_answer(status: &str, headers: &[(&str, &str)], body: &str) -> String {
+    let mut out = format!("HTTP/1.1 {status}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        out.push_str(&format!("{k}: {v}\r\n"));
+    }
+    out.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    out
+}
+
+pub async fn scripted(script: fn(&str, &str) -> String) -> Scripted {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}/api/stac/v1", listener.local_addr().unwrap());
+    let requests = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = requests.clone();
+    let task = tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match conn.read(&mut byte).await {
+                        Ok(1) => head.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                let text = String::from_utf8_lossy(&head).into_owned();
+                let len: u64 = text
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().to_owned())
+                    })
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                let mut body = vec![0u8; len as usize];
+                if conn.read_exact(&mut body).await.is_err() {
+                    return;
+                }
+                let mut first = text.lines().next().unwrap_or("").split(' ');
+                let method = first.next().unwrap_or("").to_owned();
+                let path = first.next().unwrap_or("").to_owned();
+                seen.lock().unwrap().push((method.clone(), path.clone()));
+                let _ = conn.write_all(script(&method, &path).as_bytes()).await;
+                let _ = conn.shutdown().await;
+            });
+        }
+    });
+    Scripted {
+        base,
+        requests,
+        _task: task,
+    }
+}

@@ -15,14 +15,21 @@ impl Checker<'_> {
     }
 
     pub(super) fn server(&mut self, raw: &RawServer) -> Option<ServerConfig> {
+        let instead = if self.from_flags {
+            "--user and the password in STAC_UPLOADD_SECRET or --secret-file"
+        } else {
+            "[server.auth] username and password_env or password_file"
+        };
         let url = self.value(Some(&raw.url), |u| {
             let url = url::Url::parse(u).map_err(|e| {
                 format!("invalid url {u:?}: {e}; expected an http(s) URL such as \"https://data.geo.admin.ch/api/stac/v1\"")
             })?;
             match url.scheme() {
-                "http" | "https" => Ok(url),
-                other => Err(format!("url {u:?} has scheme {other:?}: expected http or https")),
+                "http" | "https" => {}
+                other => return Err(format!("url {u:?} has scheme {other:?}: expected http or https")),
             }
+            no_userinfo(&url, "url", instead)?;
+            Ok(url)
         });
         let api_version = match raw.api_version.as_ref() {
             Some(v) => self
@@ -30,6 +37,12 @@ impl Checker<'_> {
                 .map(|v| v.0),
             None => Some(ApiVersion::default()),
         };
+        if let (Some((u, span)), Some(api)) = (&url, api_version)
+            && let Some(problem) = version_mismatch(u, api, raw.api_version.is_some())
+        {
+            self.diag.at(span, problem);
+            return None;
+        }
         let connect_timeout =
             self.positive_duration(raw.connect_timeout.as_ref(), "connect_timeout");
         let request_timeout =
@@ -267,9 +280,11 @@ impl Checker<'_> {
                     format!("invalid endpoint {e:?}: {err}; expected an http(s) URL such as \"https://cognito-idp.eu-central-1.amazonaws.com/\"")
                 })?;
                 match url.scheme() {
-                    "http" | "https" => Ok(url),
-                    other => Err(format!("endpoint {e:?} has scheme {other:?}: expected http or https")),
+                    "http" | "https" => {}
+                    other => return Err(format!("endpoint {e:?} has scheme {other:?}: expected http or https")),
                 }
+                no_userinfo(&url, "endpoint", "username and password_env or password_file")?;
+                Ok(url)
             })
             .map(|v| v.0)
         });
@@ -428,6 +443,47 @@ impl Checker<'_> {
             health_timeout: health_timeout.ok()?,
         })
     }
+}
+
+/// A URL the client sends requests to may not carry credentials: reqwest would send them as
+/// Basic auth whatever `[server.auth]` says, and a password there escapes the inline-secret
+/// rule. Said without the password.
+fn no_userinfo(url: &url::Url, key: &str, instead: &str) -> Result<(), String> {
+    if url.username().is_empty() && url.password().is_none() {
+        return Ok(());
+    }
+    let what = if url.password().is_some() {
+        "a user and password"
+    } else {
+        "a user name"
+    };
+    Err(format!(
+        "{key} {} carries {what} (user:password@ before the host): credentials in a URL are refused, as they would be sent whatever [server.auth] says; give them as {instead} instead",
+        crate::stac::redact_url(url.as_str())
+    ))
+}
+
+/// The API generation a URL's path names (`.../api/stac/v1`, `.../v0.9/`) against the one the
+/// client will speak: the server would answer every call of the other generation wrongly.
+fn version_mismatch(url: &url::Url, api: ApiVersion, explicit: bool) -> Option<String> {
+    let last = url.path_segments()?.rev().find(|s| !s.is_empty())?;
+    let named = match last {
+        "v1" => ApiVersion::V1,
+        "v0.9" => ApiVersion::V09,
+        _ => return None,
+    };
+    if named == api {
+        return None;
+    }
+    let (in_url, set) = match named {
+        ApiVersion::V1 => ("v1", "v0.9"),
+        ApiVersion::V09 => ("v0.9", "v1"),
+    };
+    let how = if explicit { "" } else { " (the default)" };
+    Some(format!(
+        "url {} is the {in_url} API but api_version is \"{set}\"{how}: set api_version = \"{in_url}\", or give the .../{set} URL",
+        crate::stac::redact_url(url.as_str())
+    ))
 }
 
 pub(super) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
