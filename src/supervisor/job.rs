@@ -405,24 +405,13 @@ impl<U: Uploader> Job<U> {
                 () = self.abort_runs.cancelled() => return None,
             };
             let cancel = self.abort_runs.child_token();
-            let deadline = {
-                let cancel = cancel.clone();
-                let timeout = self.spec.policy.run_timeout;
-                tokio::spawn(async move {
-                    tokio::time::sleep(timeout).await;
-                    warn!(
-                        timeout_s = timeout.as_secs(),
-                        "run deadline reached, aborting the resumed upload"
-                    );
-                    cancel.cancel();
-                })
-            };
+            let (deadline, options) = self.run_deadline(&cancel, "aborting the resumed upload");
             // Ours and being sent: no other run may judge it stale meanwhile.
             self.shared.running().insert(rec.upload_id.clone());
             let record = self
                 .shared
                 .uploader()
-                .resume(&self.shared.state, &rec, &self.spec.upload, &cancel)
+                .resume(&self.shared.state, &rec, &options, &cancel)
                 .await;
             deadline.abort();
             self.shared.running().remove(&rec.upload_id);
@@ -741,6 +730,31 @@ impl<U: Uploader> Job<U> {
         .reason()
     }
 
+    /// The run deadline, from now: a task that cancels `cancel` when `run_timeout` has passed
+    /// (abort it when the session ends), and the job's upload options carrying the same instant,
+    /// so no retry wait (a server's `Retry-After` included) is planned past it.
+    fn run_deadline(
+        &self,
+        cancel: &CancellationToken,
+        what: &'static str,
+    ) -> (tokio::task::JoinHandle<()>, UploadOptions) {
+        let timeout = self.spec.policy.run_timeout;
+        let at = tokio::time::Instant::now() + timeout;
+        let task = {
+            let cancel = cancel.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep_until(at).await;
+                warn!(timeout_s = timeout.as_secs(), "run deadline reached, {what}");
+                cancel.cancel();
+            })
+        };
+        let options = UploadOptions {
+            deadline: Some(at),
+            ..self.spec.upload.clone()
+        };
+        (task, options)
+    }
+
     async fn upload_once(
         &self,
         target: &AssetTarget,
@@ -754,18 +768,7 @@ impl<U: Uploader> Job<U> {
             () = self.abort_runs.cancelled() => return Err(UploadError::Cancelled),
         };
         let cancel = self.abort_runs.child_token();
-        let deadline = {
-            let cancel = cancel.clone();
-            let timeout = self.spec.policy.run_timeout;
-            tokio::spawn(async move {
-                tokio::time::sleep(timeout).await;
-                warn!(
-                    timeout_s = timeout.as_secs(),
-                    "run deadline reached, aborting the upload"
-                );
-                cancel.cancel();
-            })
-        };
+        let (deadline, options) = self.run_deadline(&cancel, "aborting the upload");
         let observer = Arc::new(Recorder {
             shared: self.shared.clone() as Arc<dyn RecorderShared>,
             job: self.spec.name.clone(),
@@ -787,7 +790,7 @@ impl<U: Uploader> Job<U> {
                 target,
                 path,
                 objects,
-                &self.spec.upload,
+                &options,
                 observer.clone(),
                 &cancel,
             )
