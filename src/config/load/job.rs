@@ -1,5 +1,18 @@
 use super::*;
 
+/// Whether the pair is compared at all. A literal asset against a watch job's file-name
+/// template meets it for one file name only, which the watch's `ignore` list is the way to keep
+/// out (`radar.zip` published by a schedule, `{name}` on `*.zip` with `ignore = ["radar.zip"]`):
+/// such a pair is left to the operator, as the ignore globs are not weighed here.
+fn may_share_ids(a: &RawJob, pattern_a: Option<&str>, b: &RawJob, pattern_b: Option<&str>) -> bool {
+    let literal = |j: &RawJob| {
+        !j.asset.get_ref().contains(['{', '%'])
+            && j.item.as_ref().is_none_or(|i| !i.get_ref().contains(['{', '%']))
+    };
+    !((literal(a) && pattern_b.is_some() && !literal(b))
+        || (literal(b) && pattern_a.is_some() && !literal(a)))
+}
+
 /// The longest job name: it is repeated in every log line, metric series and state record.
 pub(super) const MAX_JOB_NAME: usize = 64;
 
@@ -70,6 +83,9 @@ impl Checker<'_> {
         let earlier = targets.entry(collection).or_default();
         let same = earlier.iter().find(|other| {
             let theirs = pattern(other);
+            if !may_share_ids(job, mine.as_deref(), other, theirs.as_deref()) {
+                return false;
+            }
             let items = match (&job.item, &other.item) {
                 (None, None) => true,
                 (Some(a), Some(b)) => overlap::can_collide(
