@@ -7,7 +7,9 @@ use super::*;
 fn may_share_ids(a: &RawJob, pattern_a: Option<&str>, b: &RawJob, pattern_b: Option<&str>) -> bool {
     let literal = |j: &RawJob| {
         !j.asset.get_ref().contains(['{', '%'])
-            && j.item.as_ref().is_none_or(|i| !i.get_ref().contains(['{', '%']))
+            && j.item
+                .as_ref()
+                .is_none_or(|i| !i.get_ref().contains(['{', '%']))
     };
     !((literal(a) && pattern_b.is_some() && !literal(b))
         || (literal(b) && pattern_a.is_some() && !literal(a)))
