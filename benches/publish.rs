@@ -128,6 +128,8 @@ asset = "{{name}}"
 dir = "{watched}"
 pattern = "*.zip"
 settle = "{settle}"
+[job.asset_metadata]
+type = "application/zip"
 "#,
         state = dir.path().join("state").display(),
         url = emu.base_url(),

@@ -713,6 +713,12 @@ fn run_check(path: &std::path::Path) -> Result<config::Config, CliError> {
                     file.display(),
                     next.join(", ")
                 );
+                // Only a schedule naming a local time the change skips or repeats is shown.
+                if let Some(around) =
+                    schedule.around_next_transition(now, chrono::Duration::days(366))
+                {
+                    println!("    {around}");
+                }
             }
             crate::config::TriggerSpec::Every { file, interval } => {
                 println!(

@@ -205,10 +205,7 @@ pub async fn run(
 
 /// Reads and checks the job file, with each job's fingerprint for reloads.
 fn load(path: &Path) -> Result<(Config, HashMap<String, u64>), config::ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| config::ConfigError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
+    let text = config::read_job_file(path)?;
     let config = config::parse(&text, path, &|name| std::env::var(name).ok())?;
     Ok((config, config::job_fingerprints(&text)))
 }

@@ -230,8 +230,11 @@ async fn a_missing_collection_is_named() {
     }
 }
 
+/// The file's extension differs from the asset id's, and the existing asset's type fits the id:
+/// the run uploads without trouble (the server judges the id, not the file's name), so the
+/// check says ok, by the same rule (`rules::asset_fits_type`).
 #[tokio::test]
-async fn an_existing_asset_whose_media_type_does_not_fit_the_file_is_named() {
+async fn an_existing_asset_whose_type_fits_its_id_is_ok_whatever_the_files_extension() {
     let emu = basic_emulator().await;
     emu.create_asset(&radar(), "application/zip").unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -240,16 +243,31 @@ async fn an_existing_asset_whose_media_type_does_not_fit_the_file_is_named() {
         job_file_head(dir.path(), &emu.base_url()) + &jobs(dir.path(), COLLECTION, "radar.h5"),
     );
     let out = check_online(&config, PASSWORD).await;
-    assert_eq!(out.code, Some(1), "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
     let line = out.job("radar");
     assert!(
-        line.contains(
-            "would fail: asset ch.test.collection/item-1/radar.zip is of media type \"application/zip\", which does not fit the file radar.h5"
-        ),
+        line.contains("asset ch.test.collection/item-1/radar.zip exists, application/zip"),
         "{line}"
     );
-    // The daily job's asset does not exist: created with its metadata, nothing to compare.
     assert!(out.job("daily").contains(": ok ("), "{}", out.stdout);
+
+    // And the run agrees: it publishes radar.h5 to radar.zip.
+    let run = Command::new(BIN)
+        .args(["run", "--once", "--job", "radar", "--config"])
+        .arg(&config)
+        .env("TEST_STAC_PASSWORD", PASSWORD)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("the binary runs");
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "{}\n{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_eq!(emu.call_count(CallKind::Complete), 1);
 }
 
 /// A known user without the permission to write: the server answers 403 (here injected on the

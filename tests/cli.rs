@@ -355,7 +355,10 @@ async fn a_secret_file_is_read_as_the_job_files_password_file() {
     let big = dir.path().join("big");
     std::fs::write(&big, vec![b'x'; 64 * 1024 + 1]).unwrap();
     let stderr = refused(&["--auth", "token", "--secret-file", big.to_str().unwrap()]).await;
-    assert!(stderr.contains("more than a secret's 65536"), "{stderr}");
+    assert!(
+        stderr.contains("larger than 65536 bytes (64.0KiB), the most a secret file may hold"),
+        "{stderr}"
+    );
 }
 
 /// `--retries` is the job key `retries` (run retries), with its bounds and message;

@@ -1343,7 +1343,7 @@ schedule = "0 3 * * *"
 [[job]]
 name = "watch"
 collection = "c"
-asset = "{stem}"
+asset = "scan-{stem}.h5"
 [job.watch]
 dir = "incoming"
 pattern = "**/*.h5"
@@ -1351,6 +1351,8 @@ recursive = true
 ignore = ["*.part"]
 settle = "500ms"
 poll = "5s"
+[job.asset_metadata]
+type = "application/x-hdf5"
 "#,
     );
     assert_eq!(config.state_dir, dir.path().join("var/state"));
@@ -1433,6 +1435,8 @@ asset = "radar-{stem}.{ext}"
 [job.watch]
 dir = "incoming"
 pattern = "*.h5"
+[job.asset_metadata]
+type = "application/x-hdf5"
 "#,
     );
     let asset = &config.jobs[0].asset;
@@ -1566,11 +1570,13 @@ bandwidth_timetable = [ { from = "08:00", to = "09:30:00", limit = "2MiB/s" } ]
 [[job]]
 name = "watch"
 collection = "c"
-asset = "{name}"
+asset = "scan-{name}"
 compress = "none"
 [job.watch]
 dir = "incoming"
 pattern = "*.tif"
+[job.asset_metadata]
+type = "image/tiff"
 "#,
     );
     // [server]: the daemon's limit, its windows read in the [defaults] zone.
@@ -1663,7 +1669,7 @@ timezone = "Europe/Zurich"
 dir = "incoming"
 pattern = "*.h5"
 [job.item_metadata]
-geometry = { type = "MultiPoint", coordinates = [[7.4, 46.9], [8.5, 47.4, 400]] }
+geometry = { type = "MultiPoint", coordinates = [[7.4, 46.9], [8.5, 47.4]] }
 datetime = "run"
 title = "Scan {stem}"
 properties = { "forecast:horizon" = "PT6H", "forecast:perturbed" = false }
@@ -2261,7 +2267,7 @@ broken!(
     ),
     13,
     Some(11),
-    "expires must be longer than 0"
+    "expires = 0s is not longer than run_timeout (2h)"
 );
 
 broken!(
@@ -2655,5 +2661,304 @@ fn enum_names_are_the_same_in_the_job_file_and_on_the_command_line() {
             .iter()
             .map(|v| v.to_possible_value().unwrap().get_name().to_owned())
             .collect(),
+    );
+}
+
+// --- stream "check": every job-file read bounded -------------------------------------------------
+
+/// Runs `stac-uploadd check --config path`; `None` when it has not ended within 30 s (it is
+/// killed then): a read that never ends is what these tests catch.
+fn check_binary(path: &Path) -> Option<std::process::Output> {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_stac-uploadd"))
+        .args(["check", "--config"])
+        .arg(path)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn stac-uploadd");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(output) => Some(output.expect("wait for stac-uploadd")),
+        Err(_) => {
+            // SAFETY: kill(2) on the pid of our own child, which has not been reaped.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            None
+        }
+    }
+}
+
+/// `check` on `path` ends at once with exit code 2, naming the file and the job-file limit.
+fn refused_at_once(path: &Path, fragment: &str) {
+    let Some(out) = check_binary(path) else {
+        panic!("check --config {} did not end within 30 s", path.display());
+    };
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&path.display().to_string()),
+        "the file is not named: {stderr}"
+    );
+    assert!(stderr.contains(fragment), "{stderr}");
+    assert!(
+        stderr.contains("4194304 bytes (4MiB)"),
+        "the limit is not named: {stderr}"
+    );
+}
+
+#[test]
+fn check_refuses_dev_zero_as_a_job_file_at_once() {
+    refused_at_once(Path::new("/dev/zero"), "not a regular file");
+}
+
+#[test]
+fn check_refuses_a_fifo_as_a_job_file_without_waiting_for_a_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("jobs.toml");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo (coreutils) is needed by this test");
+    assert!(made.success());
+    refused_at_once(&fifo, "not a regular file");
+}
+
+#[test]
+fn check_refuses_a_one_gib_job_file_without_reading_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("jobs.toml");
+    // Sparse: no disk is used, and reading it whole would take a GiB of memory.
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(1 << 30)
+        .unwrap();
+    refused_at_once(&big, "larger than 4194304 bytes");
+}
+
+#[test]
+fn a_job_file_that_is_not_utf8_is_refused_at_the_first_bad_byte() {
+    let dir = folder();
+    let path = dir.path().join("jobs.toml");
+    std::fs::write(&path, b"[server]\nurl = \"https://x\"\n# caf\xe9 au lait\n").unwrap();
+    let e = config::load(&path).unwrap_err();
+    assert_eq!(e.errors().len(), 1, "{e}");
+    assert_eq!((e.errors()[0].line, e.errors()[0].col), (3, 6), "{e}");
+    assert!(e.to_string().contains("byte 0xE9 is not UTF-8"), "{e}");
+}
+
+// --- stream "check": forecast:reference_datetime like datetime --------------------------------
+
+#[test]
+fn a_daily_forecast_items_reference_time_is_its_runs() {
+    let text = |reference: &str| {
+        format!(
+            r#"[server]
+url = "https://stac.example/api/stac/v1"
+[[job]]
+name = "forecast"
+collection = "c"
+item = "forecast-%Y%m%d"
+asset = "a.h5"
+file = "export/a.h5"
+schedule = "0 6 * * *"
+timezone = "Europe/Zurich"
+[job.item_metadata]
+bbox = [5.9, 45.8, 10.5, 47.8]
+datetime = "run"
+properties = {{ "forecast:reference_datetime" = "{reference}", "forecast:horizon" = "PT6H" }}
+[job.asset_metadata]
+type = "application/x-hdf5"
+"#
+        )
+    };
+    let run = run_time();
+    let next_day = run + chrono::Duration::days(1);
+    for (reference, today, tomorrow) in [
+        ("run", "2026-11-25T05:00:00Z", "2026-11-26T05:00:00Z"),
+        (
+            "%Y-%m-%dT00:00:00+01:00",
+            "2026-11-24T23:00:00Z",
+            "2026-11-25T23:00:00Z",
+        ),
+    ] {
+        let (_dir, c) = load_ok(&text(reference));
+        let meta = c.jobs[0].item_metadata.as_ref().expect("item metadata");
+        let body = |run| meta.item_body("forecast-x", "a.h5", &run);
+        assert_eq!(
+            body(run)["properties"]["forecast:reference_datetime"],
+            today,
+            "{reference}"
+        );
+        assert_eq!(
+            body(next_day)["properties"]["forecast:reference_datetime"],
+            tomorrow,
+            "{reference}"
+        );
+        assert_eq!(body(run)["properties"]["forecast:horizon"], "PT6H");
+    }
+    // A fixed date is still a fixed date, and a template must render one.
+    let (_dir, c) = load_ok(&text("2026-11-25T06:00:00Z"));
+    let meta = c.jobs[0].item_metadata.as_ref().expect("item metadata");
+    assert_eq!(
+        meta.item_body("x", "a.h5", &next_day)["properties"]["forecast:reference_datetime"],
+        "2026-11-25T06:00:00Z"
+    );
+    expect_error(
+        "reference_not_a_date",
+        &text("%Y-%m-%d"),
+        0o600,
+        14,
+        Some(48),
+        "forecast:reference_datetime \"%Y-%m-%d\" renders",
+    );
+}
+
+// --- stream "check": what the run would refuse, refused by check ------------------------------
+
+broken!(
+    expires_not_longer_than_the_run_timeout,
+    meta_job(
+        &format!("{BBOX}\ndatetime = \"run\"\nexpires = \"30m\""),
+        HDF5
+    ),
+    13,
+    Some(11),
+    "expires = 30m is not longer than run_timeout (2h): the item is created during the run"
+);
+
+broken!(
+    expires_past_the_year_9999,
+    meta_job(
+        &format!("{BBOX}\ndatetime = \"run\"\nexpires = \"10000years\""),
+        HDF5
+    ),
+    13,
+    Some(11),
+    "puts the item's expiry past the year 9999"
+);
+
+broken!(
+    every_five_hundred_million_years,
+    "[server]\nurl = \"https://stac.example/api/stac/v1\"\n[[job]]\nname = \"j\"\ncollection = \"c\"\nasset = \"a.tif\"\nfile = \"export/a.tif\"\nevery = \"500000000y\"\n",
+    8,
+    Some(9),
+    "is too long: expected at most 366 days"
+);
+
+broken!(
+    a_job_name_of_100000_characters,
+    format!(
+        "[server]\nurl = \"https://stac.example/api/stac/v1\"\n[[job]]\nname = \"{}\"\ncollection = \"c\"\nasset = \"a.tif\"\nfile = \"export/a.tif\"\nschedule = \"0 3 * * *\"\n",
+        "j".repeat(100_000)
+    ),
+    4,
+    Some(8),
+    "characters long: expected at most 64"
+);
+
+broken!(
+    a_duplicate_key_is_named,
+    "[server]\nurl = \"https://stac.example/api/stac/v1\"\n[[job]]\nname = \"j\"\ncollection = \"c\"\ncollection = \"d\"\nasset = \"a.tif\"\nfile = \"export/a.tif\"\nschedule = \"0 3 * * *\"\n",
+    6,
+    Some(1),
+    "collection"
+);
+
+broken!(
+    a_number_out_of_bounds_names_its_key,
+    with_job(
+        "[server]\nurl = \"https://stac.example/api/stac/v1\"\n[defaults]\nretries = 99999999999999999999\n"
+    ),
+    4,
+    Some(11),
+    "retries"
+);
+
+#[test]
+fn a_nul_byte_in_an_error_is_escaped() {
+    let dir = folder();
+    let text =
+        "[server]\nurl = \"https://stac.example/api/stac/v1\"\n\"bad\\u0000key\\u001b[31m\" = 1\n";
+    let (_, result) = load_in(dir.path(), text, 0o600);
+    let e = result.expect_err("an unknown key");
+    let shown = e.to_string();
+    assert!(
+        !shown.chars().any(|c| c == '\0' || c == '\u{1b}'),
+        "raw control characters: {shown:?}"
+    );
+    assert!(shown.contains("bad\\0key\\u{1b}[31m"), "{shown}");
+}
+
+#[test]
+fn name_on_tif_and_name_on_csv_are_two_targets() {
+    let (_dir, c) = load_ok(
+        r#"[server]
+url = "https://stac.example/api/stac/v1"
+[[job]]
+name = "tif"
+collection = "c"
+item = "i"
+asset = "{name}"
+[job.watch]
+dir = "incoming"
+pattern = "*.tif"
+[job.asset_metadata]
+type = "image/tiff"
+[[job]]
+name = "csv"
+collection = "c"
+item = "i"
+asset = "{name}"
+[job.watch]
+dir = "incoming"
+pattern = "*.csv"
+[job.asset_metadata]
+type = "text/csv"
+"#,
+    );
+    assert_eq!(c.jobs.len(), 2);
+}
+
+#[test]
+fn check_shows_the_fires_around_the_next_dst_change() {
+    let dir = folder();
+    let path = dir.path().join("jobs.toml");
+    std::fs::write(
+        &path,
+        r#"[server]
+url = "https://stac.example/api/stac/v1"
+[[job]]
+name = "night"
+collection = "c"
+asset = "a.tif"
+file = "export/a.tif"
+schedule = "30 1-3 * * *"
+timezone = "Europe/Zurich"
+[[job]]
+name = "morning"
+collection = "c"
+asset = "b.tif"
+file = "export/b.tif"
+schedule = "0 6 * * *"
+timezone = "Europe/Zurich"
+"#,
+    )
+    .unwrap();
+    let out = check_binary(&path).expect("check ends");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let around: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.contains("around the DST change on "))
+        .collect();
+    assert_eq!(around.len(), 1, "only the affected schedule: {stdout}");
+    assert!(
+        around[0].ends_with("(02:30 does not exist)")
+            || around[0].ends_with("(02:30 comes twice, fires once)"),
+        "{stdout}"
     );
 }

@@ -523,6 +523,8 @@ asset = "{{name}}"
 dir = "{incoming}"
 pattern = "*.zip"
 settle = "200ms"
+[job.asset_metadata]
+type = "application/zip"
 "#,
             head = job_file_head(dir, url),
             radar = radar.display(),

@@ -45,6 +45,8 @@ asset = "{{name}}"
 dir = "{incoming}"
 pattern = "*.zip"
 settle = "200ms"
+[job.asset_metadata]
+type = "application/zip"
 "#,
             head = job_file_head(dir, url),
             incoming = incoming.display(),
@@ -650,6 +652,8 @@ retries = 2
 dir = "{incoming}"
 pattern = "*.zip"
 settle = "200ms"
+[job.asset_metadata]
+type = "application/zip"
 [[job]]
 name = "frequent"
 collection = "ch.test.collection"

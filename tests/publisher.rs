@@ -282,3 +282,35 @@ async fn a_bandwidth_limit_is_never_exceeded() {
     );
     env.assert_holds(&target, &sha);
 }
+
+// --- stream "check": the run refuses what the server would fail on, before any call ---------
+
+/// A path `collection/item/asset` over the server's 255 characters fails there with a 500 (after
+/// an item may have been created): the run refuses the rendered path before it asks anything.
+#[tokio::test]
+async fn an_asset_path_over_255_characters_is_refused_before_any_call() {
+    let env = start().await;
+    let (path, _) = csv(&env, "a.csv", 10);
+    let collection = "c".repeat(100);
+    let item = "i".repeat(120);
+    // 100 + 1 + 120 + 1 + 34 = 256 characters.
+    let asset = format!("a{}.csv", "b".repeat(29));
+    let target = AssetTarget::item_asset(&collection, &item, &asset);
+    let e = env.upload_with(&target, &path, &opts()).await.unwrap_err();
+    let shown = e.to_string();
+    assert!(shown.contains("is 256 characters long"), "{shown}");
+    assert!(shown.contains("at most 255"), "{shown}");
+    for kind in [
+        CallKind::GetAsset,
+        CallKind::PutStac,
+        CallKind::CreateUpload,
+        CallKind::ListUploads,
+    ] {
+        assert_eq!(env.emu.call_count(kind), 0, "{kind:?}");
+    }
+    // One character less is sent.
+    let asset = format!("a{}.csv", "b".repeat(28));
+    let target = AssetTarget::item_asset(&collection, &item, &asset);
+    let e = env.upload_with(&target, &path, &opts()).await.unwrap_err();
+    assert!(!e.to_string().contains("characters long"), "{e}");
+}

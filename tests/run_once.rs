@@ -50,6 +50,8 @@ asset = "{{name}}"
 [job.watch]
 dir = "{incoming}"
 pattern = "*.zip"
+[job.asset_metadata]
+type = "application/zip"
 "#,
             head = job_file_head(dir, url),
             file = file.display(),

@@ -55,6 +55,8 @@ asset = "{{stem}}.zip"
 [job.watch]
 dir = "{incoming}"
 pattern = "*.zip"
+[job.asset_metadata]
+type = "application/zip"
 "#,
             head = job_file_head(dir, url),
             file = dir.join("radar.zip").display(),

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 #[non_exhaustive]
 pub enum ConfigError {
     /// The file could not be read at all.
-    #[error("{}: cannot read the job file: {source}", path.display())]
+    #[error("{}: cannot read the job file: {source}", escape_controls(&path.display().to_string()))]
     Read {
         path: PathBuf,
         #[source]
@@ -49,9 +49,10 @@ impl fmt::Display for LocatedError {
 }
 
 fn render(file: &Path, errors: &[LocatedError]) -> String {
+    let file = escape_controls(&file.display().to_string());
     errors
         .iter()
-        .map(|e| format!("{}:{e}", file.display()))
+        .map(|e| format!("{file}:{e}"))
         .collect::<Vec<_>>()
         .join("\n")
 }
@@ -108,6 +109,7 @@ impl<'a> Diagnostics<'a> {
             .into_iter()
             .map(|(offset, message)| {
                 let (line, col) = line_col(self.text, offset);
+                let message = escape_controls(&message);
                 LocatedError { line, col, message }
             })
             .collect();
@@ -118,8 +120,26 @@ impl<'a> Diagnostics<'a> {
     }
 }
 
+/// `text` with control characters (a NUL, a newline, an ESC of a job file's value or name)
+/// escaped as Rust writes them (`\0`, `\n`, `\u{1b}`): a message is one line, and a terminal
+/// or log shows it as it is.
+pub(crate) fn escape_controls(text: &str) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_owned();
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_debug().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 /// 1-based line and column (in characters) of a byte offset, clamped to the text.
-pub(super) fn line_col(text: &str, offset: usize) -> (usize, usize) {
+pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let mut offset = offset.min(text.len());
     while !text.is_char_boundary(offset) {
         offset -= 1;

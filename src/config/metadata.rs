@@ -57,6 +57,9 @@ pub struct ItemMetadata {
     /// The item's `expires` property: this long after the run time.
     pub expires: Option<Duration>,
     pub title: Option<TextTemplate>,
+    /// `forecast:reference_datetime` written as `"run"` or a template: rendered for each run
+    /// (a fixed date stays in `properties`).
+    pub reference_datetime: Option<TimeValue>,
     /// Further properties: those of [`ITEM_PROPERTIES`] (checked at load; others are left out of
     /// the body, as the server would drop them).
     pub properties: Map<String, Value>,
@@ -122,6 +125,12 @@ impl ItemMetadata {
         if let Some(title) = &self.title {
             properties.insert("title".into(), title.render(file_name, run).into());
         }
+        if let Some(reference) = &self.reference_datetime {
+            properties.insert(
+                "forecast:reference_datetime".into(),
+                reference.render(file_name, run).into(),
+            );
+        }
         if let Some(expires) = self.expires {
             let at = chrono::Duration::from_std(expires)
                 .ok()
@@ -142,6 +151,7 @@ impl ItemMetadata {
     pub fn uses_time(&self) -> bool {
         let time = |t: &TimeValue| matches!(t, TimeValue::Template(t) if t.uses_time());
         self.title.as_ref().is_some_and(TextTemplate::uses_time)
+            || self.reference_datetime.as_ref().is_some_and(time)
             || match &self.time {
                 ItemTime::Instant(t) => time(t),
                 ItemTime::Range { start, end } => time(start) || time(end),
@@ -221,6 +231,7 @@ mod tests {
             },
             expires: Some(Duration::from_secs(7 * 86_400)),
             title: Some(TextTemplate::parse("Radar {stem} %d.%m.%Y").unwrap()),
+            reference_datetime: None,
             properties: Map::from_iter([
                 ("forecast:horizon".to_owned(), json!("PT6H")),
                 ("forecast:perturbed".to_owned(), json!(false)),

@@ -6,8 +6,10 @@ mod error;
 mod fingerprint;
 mod load;
 mod metadata;
+mod overlap;
 mod policy;
 mod raw;
+mod read;
 mod server;
 mod template;
 
@@ -15,13 +17,14 @@ pub use error::{ConfigError, LocatedError};
 pub use fingerprint::job_fingerprints;
 pub use load::{
     AuthKind, FlagError, FlagSettings, FlagTable, MAX_CONCURRENT_UPLOADS, SETTING_KEYS,
-    check_flags, load, parse,
+    check_flags, load, parse, read_job_file,
 };
 pub use metadata::{
     ASSET_FIELDS, ASSET_PROPERTIES, AssetMetadata, ITEM_FIELDS, ITEM_PROPERTIES, ItemMetadata,
     ItemTime, STAC_VERSION, TimeValue, bbox_polygon,
 };
 pub use policy::{PolicyKind, PolicySpec};
+pub use read::{MAX_JOB_FILE, read_bounded};
 pub use template::{AssetTemplate, IdExtension, IdTemplate, TemplateError, TextTemplate};
 
 use std::fmt;

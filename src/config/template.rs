@@ -84,7 +84,7 @@ impl TemplateError {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Segment<'a> {
+pub(super) enum Segment<'a> {
     /// Text with strftime fields.
     Literal(&'a str),
     Name,
@@ -101,7 +101,7 @@ enum Output {
     Text,
 }
 
-fn segments(template: &str) -> Result<Vec<Segment<'_>>, TemplateError> {
+pub(super) fn segments(template: &str) -> Result<Vec<Segment<'_>>, TemplateError> {
     let unbalanced = |brace, offset| TemplateError::Unbalanced {
         key: "template".to_owned(),
         template: template.to_owned(),
@@ -148,7 +148,7 @@ fn segments(template: &str) -> Result<Vec<Segment<'_>>, TemplateError> {
 
 /// The strftime fields of a literal segment: `(offset, field)`, `%%` excluded. A field is `%`,
 /// chrono's optional modifiers (`-`, `0`, `_`, `.`, `:`, `#`, digits) and one character.
-fn time_fields(literal: &str) -> Vec<(usize, &str)> {
+pub(super) fn time_fields(literal: &str) -> Vec<(usize, &str)> {
     let mut out = Vec::new();
     let mut chars = literal.char_indices().peekable();
     while let Some((start, c)) = chars.next() {
@@ -367,6 +367,35 @@ impl IdTemplate {
     /// The template as written.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The fewest characters the id can have: its literal text, each time field as it renders
+    /// for a run with single-digit fields (`%-d` gives one digit, `%Y` four), `{name}` and
+    /// `{stem}` one character (a file name is never empty, nor the stem split from it), `{ext}`
+    /// none. So an id whose least is too long for the server is too long for every file.
+    pub fn min_len(&self) -> usize {
+        let Ok(segments) = segments(&self.0) else {
+            return self.0.chars().count();
+        };
+        let sample = sample_time();
+        segments
+            .iter()
+            .map(|s| match s {
+                Segment::Literal(l) => {
+                    let items: Vec<Item<'_>> = StrftimeItems::new(l).collect();
+                    let mut out = String::new();
+                    if items.contains(&Item::Error)
+                        || write!(out, "{}", sample.format_with_items(items.into_iter())).is_err()
+                    {
+                        l.chars().count()
+                    } else {
+                        out.chars().count()
+                    }
+                }
+                Segment::Name | Segment::Stem => 1,
+                Segment::Ext => 0,
+            })
+            .sum()
     }
 
     /// The id's extension as far as the template tells it.

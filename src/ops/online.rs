@@ -7,10 +7,9 @@
 //!   the credentials or the permission are refused, 404 that they are accepted. With Cognito,
 //!   the login (InitiateAuth) comes first, as for any request.
 //! - The collection exists; the item and asset exist, or the job's metadata creates them.
-//! - An existing asset's media type fits the file the job publishes (the server's media-type
-//!   table, `crate::stac::rules`).
+//! - An existing asset's media type fits its id, by the rule the run uses
+//!   (`crate::stac::rules::asset_fits_type`).
 
-use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::anyhow;
@@ -216,21 +215,21 @@ async fn check_target(
         notes.push(format!("asset {t} exists"));
         return Ok(());
     };
-    // What the job publishes: the file's extension, or the asset id's when no file is known.
-    let (ext, of) = match current.file.as_deref().and_then(extension) {
-        Some(ext) => (ext, format!("the file {}", file_name(current))),
-        None => (
-            rules::asset_extension(&t.asset).to_owned(),
-            format!("the asset id {}", t.asset),
-        ),
-    };
-    match rules::check_extension(&ext, Some(media_type)) {
+    // The run uploads to an existing asset whatever its file is called: the server judges the
+    // asset id against the type, and the run (creating an asset) does the same.
+    match rules::asset_fits_type(&t.asset, media_type) {
         Ok(()) => {
-            notes.push(format!("asset {t} exists, {media_type}"));
+            let receives = current
+                .file
+                .as_deref()
+                .and_then(std::path::Path::file_name)
+                .map(|n| format!(", receives {:?}", n.to_string_lossy()))
+                .unwrap_or_default();
+            notes.push(format!("asset {t} exists, {media_type}{receives}"));
             Ok(())
         }
         Err(why) => Err(format!(
-            "asset {t} is of media type {media_type:?}, which does not fit {of}: {why}"
+            "asset {t} is of media type {media_type:?}, which does not fit its id: {why}"
         )),
     }
 }
@@ -241,18 +240,4 @@ fn missing_hint(spec: &JobSpec) -> &'static str {
         (_, _, None) => "[job.asset_metadata] would create it",
         _ => "create it first",
     }
-}
-
-/// A file's extension without its dot, lower-cased as ids are; `None` without one.
-fn extension(path: &Path) -> Option<String> {
-    path.extension()
-        .map(|e| e.to_string_lossy().to_ascii_lowercase())
-}
-
-fn file_name(c: &CurrentTarget) -> String {
-    c.file
-        .as_deref()
-        .and_then(Path::file_name)
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
 }

@@ -15,6 +15,33 @@ pub const ID_CHARS: &str = "0-9, a-z, '-', '_' and '.'";
 /// The longest id the server stores (its `max_length` for item and asset ids).
 pub const MAX_ID_LEN: usize = 255;
 
+/// The longest asset path (`collection/item/asset`, or `collection/asset` for a collection
+/// asset) the server stores: a longer one fails with 500 "value too long for type character
+/// varying(255)", after the item may have been created.
+pub const MAX_PATH_LEN: usize = 255;
+
+/// The longest role the server takes (a longer one is a 400).
+pub const MAX_ROLE_LEN: usize = 255;
+
+/// An asset's path, `collection/item/asset`, within [`MAX_PATH_LEN`] characters.
+pub fn check_path(collection: &str, item: Option<&str>, asset: &str) -> Result<(), String> {
+    let len = collection.chars().count()
+        + item.map_or(0, |i| i.chars().count() + 1)
+        + 1
+        + asset.chars().count();
+    if len <= MAX_PATH_LEN {
+        return Ok(());
+    }
+    let path = match item {
+        Some(i) => format!("{collection}/{i}/{asset}"),
+        None => format!("{collection}/{asset}"),
+    };
+    let shown: String = path.chars().take(48).collect();
+    Err(format!(
+        "the asset path {shown:?}... is {len} characters long: the server stores paths (collection/item/asset) of at most {MAX_PATH_LEN}"
+    ))
+}
+
 /// A media type the server accepts for asset data, with the extensions an asset id of that type
 /// may end in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,7 +158,19 @@ pub fn asset_extension(id: &str) -> &str {
 /// given, one of that media type's (it is normalised first; an unknown one is refused).
 pub fn check_asset_id(id: &str, media_type: Option<&str>) -> Result<(), String> {
     check_id(id)?;
-    check_extension(asset_extension(id), media_type)
+    match media_type {
+        Some(t) => asset_fits_type(id, t),
+        None => check_extension(asset_extension(id), None)
+            .map_err(|why| format!("asset id {id:?}: {why}")),
+    }
+}
+
+/// Whether an asset of media type `media_type` may have the id `id`: the one rule of the fit,
+/// for the run (an asset it creates), `check` and `check --online` (an asset that exists) alike.
+/// The server judges the id's extension, never the uploaded file's name: a file `scan.hdf`
+/// uploads fine to an existing `scan.h5` of type `application/x-hdf5`.
+pub fn asset_fits_type(id: &str, media_type: &str) -> Result<(), String> {
+    check_extension(asset_extension(id), Some(media_type))
         .map_err(|why| format!("asset id {id:?}: {why}"))
 }
 
@@ -363,6 +402,17 @@ mod tests {
                     .all(|e| e.starts_with('.') && e.len() > 1)
             );
         }
+    }
+
+    #[test]
+    fn asset_paths_hold_at_most_255_characters() {
+        let a = "a".repeat(100);
+        assert_eq!(check_path(&a, Some(&a), &"b".repeat(53)), Ok(()));
+        let e = check_path(&a, Some(&a), &"b".repeat(54)).unwrap_err();
+        assert!(e.contains("is 256 characters long"), "{e}");
+        assert!(e.contains("at most 255"), "{e}");
+        assert_eq!(check_path(&a, None, &"b".repeat(154)), Ok(()));
+        assert!(check_path(&a, None, &"b".repeat(155)).is_err());
     }
 
     #[test]

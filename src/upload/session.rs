@@ -370,7 +370,9 @@ fn check_target(target: &AssetTarget, objects: &NewObjects) -> Result<(), Upload
         rules::check_id(item).map_err(|p| bad("item", item, p))?;
     }
     let media_type = objects.asset.as_ref().and_then(|a| a["type"].as_str());
-    rules::check_asset_id(&target.asset, media_type).map_err(|p| bad("asset", &target.asset, p))
+    rules::check_asset_id(&target.asset, media_type).map_err(|p| bad("asset", &target.asset, p))?;
+    rules::check_path(&target.collection, target.item.as_deref(), &target.asset)
+        .map_err(|p| bad("asset", &target.asset, p))
 }
 
 /// `auto` compresses files larger than this (the API's documentation recommends compressing

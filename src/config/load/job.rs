@@ -1,5 +1,23 @@
 use super::*;
 
+/// Whether the pair is compared at all. A literal asset against a watch job's file-name
+/// template meets it for one file name only, which the watch's `ignore` list is the way to keep
+/// out (`radar.zip` published by a schedule, `{name}` on `*.zip` with `ignore = ["radar.zip"]`):
+/// such a pair is left to the operator, as the ignore globs are not weighed here.
+fn may_share_ids(a: &RawJob, pattern_a: Option<&str>, b: &RawJob, pattern_b: Option<&str>) -> bool {
+    let literal = |j: &RawJob| {
+        !j.asset.get_ref().contains(['{', '%'])
+            && j.item
+                .as_ref()
+                .is_none_or(|i| !i.get_ref().contains(['{', '%']))
+    };
+    !((literal(a) && pattern_b.is_some() && !literal(b))
+        || (literal(b) && pattern_a.is_some() && !literal(a)))
+}
+
+/// The longest job name: it is repeated in every log line, metric series and state record.
+pub(super) const MAX_JOB_NAME: usize = 64;
+
 impl Checker<'_> {
     pub(super) fn check_name<'r>(
         &mut self,
@@ -7,6 +25,17 @@ impl Checker<'_> {
         seen: &mut HashMap<&'r str, usize>,
     ) {
         let name = raw.get_ref().as_str();
+        if name.chars().count() > MAX_JOB_NAME {
+            let shown: String = name.chars().take(32).collect();
+            self.diag.at(
+                &raw.span(),
+                format!(
+                    "job name {shown:?}... is {} characters long: expected at most {MAX_JOB_NAME} (the name is in every log line, metric and state record of the job)",
+                    name.chars().count()
+                ),
+            );
+            return;
+        }
         let bad = name
             .chars()
             .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')));
@@ -33,43 +62,86 @@ impl Checker<'_> {
         }
     }
 
-    /// Two jobs on one asset (the same collection, item and asset, written alike) overwrite each
-    /// other's uploads: the second is refused.
+    /// Two jobs that can write to one asset overwrite each other's uploads: the second is
+    /// refused. They can when their collection is the same and their item and asset templates
+    /// can render the same ids, for any files their patterns match (`crate::config::overlap`):
+    /// `{name}` on `*.tif` and `{stem}.tif` on `*.tif` can, `{name}` on `*.tif` and on `*.csv`
+    /// cannot.
     pub(super) fn check_target<'r>(
         &mut self,
         job: &'r RawJob,
-        targets: &mut HashMap<(&'r str, Option<&'r str>, &'r str), &'r RawJob>,
+        targets: &mut HashMap<&'r str, Vec<&'r RawJob>>,
     ) {
-        let key = (
-            job.collection.get_ref().as_str(),
-            job.item.as_ref().map(|i| i.get_ref().as_str()),
-            job.asset.get_ref().as_str(),
-        );
-        if key.0.trim().is_empty() || key.2.trim().is_empty() {
+        let collection = job.collection.get_ref().as_str();
+        if collection.trim().is_empty() || job.asset.get_ref().trim().is_empty() {
             return;
         }
-        match targets.get(&key) {
-            Some(first) => {
-                let (line, _) = self.diag.line_col(first.name.span().start);
-                let item = key.1.map_or_else(
-                    || " (a collection asset)".to_owned(),
-                    |i| format!(", item {i:?}"),
-                );
-                self.diag.at(
-                    &job.asset.span(),
-                    format!(
-                        "job {:?} uploads to the same asset as job {:?} (line {line}): collection {:?}{item}, asset {:?}; two jobs on one asset overwrite each other's uploads, expected one job per asset",
-                        job.name.get_ref(),
-                        first.name.get_ref(),
-                        key.0,
-                        key.2
-                    ),
-                );
+        let pattern = |j: &RawJob| {
+            j.watch
+                .as_ref()
+                .map(|w| w.get_ref().pattern.get_ref().clone())
+        };
+        let mine = pattern(job);
+        let earlier = targets.entry(collection).or_default();
+        let same = earlier.iter().find(|other| {
+            let theirs = pattern(other);
+            if !may_share_ids(job, mine.as_deref(), other, theirs.as_deref()) {
+                return false;
             }
-            None => {
-                targets.insert(key, job);
-            }
-        }
+            let items = match (&job.item, &other.item) {
+                (None, None) => true,
+                (Some(a), Some(b)) => overlap::can_collide(
+                    a.get_ref(),
+                    mine.as_deref(),
+                    b.get_ref(),
+                    theirs.as_deref(),
+                ),
+                _ => false,
+            };
+            items
+                && overlap::can_collide(
+                    job.asset.get_ref(),
+                    mine.as_deref(),
+                    other.asset.get_ref(),
+                    theirs.as_deref(),
+                )
+        });
+        let Some(first) = same else {
+            earlier.push(job);
+            return;
+        };
+        let (line, _) = self.diag.line_col(first.name.span().start);
+        let item = match (&job.item, &first.item) {
+            (Some(a), Some(b)) if a.get_ref() == b.get_ref() => format!(", item {:?}", a.get_ref()),
+            (Some(a), Some(b)) => format!(", items {:?} and {:?}", b.get_ref(), a.get_ref()),
+            _ => " (a collection asset)".to_owned(),
+        };
+        let assets = if job.asset.get_ref() == first.asset.get_ref() {
+            format!("asset {:?}", job.asset.get_ref())
+        } else {
+            format!(
+                "assets {:?} and {:?}",
+                first.asset.get_ref(),
+                job.asset.get_ref()
+            )
+        };
+        let how = match (pattern(first), &mine) {
+            (None, None) => String::new(),
+            (theirs, mine) => format!(
+                " (for files matching {} and {}, the ids can be the same)",
+                theirs.map_or_else(|| "no pattern".to_owned(), |p| format!("{p:?}")),
+                mine.as_ref()
+                    .map_or_else(|| "no pattern".to_owned(), |p| format!("{p:?}")),
+            ),
+        };
+        self.diag.at(
+            &job.asset.span(),
+            format!(
+                "job {:?} uploads to the same asset as job {:?} (line {line}): collection {collection:?}{item}, {assets}{how}; two jobs on one asset overwrite each other's uploads, expected one job per asset",
+                job.name.get_ref(),
+                first.name.get_ref(),
+            ),
+        );
     }
 
     /// A literal id (a collection): the server's charset, located at the first bad character.
@@ -201,7 +273,7 @@ impl Checker<'_> {
         let item_metadata = raw
             .item_metadata
             .as_ref()
-            .map(|m| self.item_metadata(m, raw, tz, one_file));
+            .map(|m| self.item_metadata(m, raw, tz, one_file, resolved.policy.run_timeout));
         let asset_metadata = raw
             .asset_metadata
             .as_ref()
@@ -213,6 +285,25 @@ impl Checker<'_> {
             };
             // A refused type is reported where it is written; the id is judged without it.
             self.asset_extension(raw, asset, media_type);
+        }
+
+        if let (Some(collection), Some(item), Some(asset)) = (&collection, &item, &asset) {
+            self.check_path_length(raw, collection, item.as_ref(), asset);
+        }
+        // A templated asset names a new asset for each file or run: unless the job creates it,
+        // the server has none of them, and every upload is a 404.
+        if let Some(asset) = &asset
+            && !asset.is_literal()
+            && raw.asset_metadata.is_none()
+        {
+            self.diag.at(
+                &raw.asset.span(),
+                format!(
+                    "asset {:?} is rendered for each {}, and the job has no [job.asset_metadata] to create it: the server holds no such asset, so every upload would answer 404; expected [job.asset_metadata] with type = \"<media type>\" (or a literal asset id that exists)",
+                    asset.as_str(),
+                    if asset.uses_file_name() { "file" } else { "run" }
+                ),
+            );
         }
 
         let uses_local_time = item
@@ -253,6 +344,39 @@ impl Checker<'_> {
             item_metadata: written(item_metadata)?,
             asset_metadata: written(asset_metadata)?,
         })
+    }
+
+    /// `collection/item/asset` within the server's 255 characters, for the shortest ids the
+    /// templates can render (so only a path too long for every file and run is refused; the
+    /// run checks each rendered path before anything is sent).
+    fn check_path_length(
+        &mut self,
+        raw: &RawJob,
+        collection: &str,
+        item: Option<&IdTemplate>,
+        asset: &IdTemplate,
+    ) {
+        let least =
+            collection.chars().count() + item.map_or(0, |i| i.min_len() + 1) + 1 + asset.min_len();
+        if least <= rules::MAX_PATH_LEN {
+            return;
+        }
+        let path = match item {
+            Some(i) => format!("{collection}/{i}/{asset}"),
+            None => format!("{collection}/{asset}"),
+        };
+        let at_least = if asset.is_literal() && item.is_none_or(IdTemplate::is_literal) {
+            ""
+        } else {
+            "at least "
+        };
+        self.diag.at(
+            &raw.asset.span(),
+            format!(
+                "the asset path {path:?} is {at_least}{least} characters long: the server stores paths (collection/item/asset) of at most {} (a longer one fails with 500 after the item is created); expected shorter ids",
+                rules::MAX_PATH_LEN
+            ),
+        );
     }
 
     /// `jitter` and `catch_up`: for schedule and every jobs, the jitter shorter than the

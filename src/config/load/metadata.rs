@@ -8,6 +8,7 @@ impl Checker<'_> {
         job: &RawJob,
         tz: Tz,
         one_file: bool,
+        run_timeout: Duration,
     ) -> Option<ItemMetadata> {
         let raw = table.get_ref();
         let at_table = table.span();
@@ -59,11 +60,34 @@ impl Checker<'_> {
             }
         };
         let time = self.item_time(raw, &at_table, tz, one_file);
-        let expires = self.positive_duration(raw.expires.as_ref(), "expires");
+        let expires = self.duration(raw.expires.as_ref(), "expires", |d| {
+            check_expires(d, run_timeout, chrono::Utc::now())
+        });
         let title = raw.title.as_ref().map(|t| self.title(t, tz, one_file));
+        // `forecast:reference_datetime` as `"run"` or a template: rendered for each run like
+        // `datetime`. A fixed date is an ordinary property, checked with the others.
+        let reference = raw.properties.as_ref().and_then(|p| {
+            let (key, value) = p
+                .get_ref()
+                .iter()
+                .find(|(k, _)| k.get_ref() == REFERENCE_DATETIME)?;
+            let text = value.get_ref().as_str()?;
+            if text != "run" && !text.contains(['%', '{']) {
+                return None;
+            }
+            let written = Spanned::new(value.span(), text.to_owned());
+            let checked = self.time_value(&written, REFERENCE_DATETIME, tz, one_file);
+            Some((key.get_ref().clone(), checked.map(|v| v.0)))
+        });
+        let skip: &[&str] = if reference.is_some() {
+            &[REFERENCE_DATETIME]
+        } else {
+            &[]
+        };
         let properties = raw.properties.as_ref().map(|p| {
             self.properties(
                 p,
+                skip,
                 &[
                     ("datetime", "the item's time comes from datetime, or start_datetime and end_datetime, of [job.item_metadata]"),
                     ("start_datetime", "write start_datetime in [job.item_metadata] itself"),
@@ -77,6 +101,11 @@ impl Checker<'_> {
         if raw.expires.is_some() && expires.is_none() {
             return None;
         }
+        let reference_datetime = match reference {
+            Some((_, None)) => return None,
+            Some((_, Some(v))) => Some(v),
+            None => None,
+        };
         let (geometry, bbox) = geometry?;
         Some(ItemMetadata {
             geometry,
@@ -84,6 +113,7 @@ impl Checker<'_> {
             time: time?,
             expires: expires.map(|v| v.0),
             title: written(title)?,
+            reference_datetime,
             properties: written(properties)?.unwrap_or_default(),
         })
     }
@@ -231,6 +261,16 @@ impl Checker<'_> {
                     "a role is empty: expected names such as \"data\", \"overview\" or \"metadata\"",
                 );
                 roles_ok = false;
+            } else if role.get_ref().chars().count() > rules::MAX_ROLE_LEN {
+                self.diag.at(
+                    &role.span(),
+                    format!(
+                        "a role is {} characters long: the server takes roles of at most {} (it answers 400)",
+                        role.get_ref().chars().count(),
+                        rules::MAX_ROLE_LEN
+                    ),
+                );
+                roles_ok = false;
             } else {
                 roles.push(role.get_ref().clone());
             }
@@ -242,6 +282,7 @@ impl Checker<'_> {
         let properties = raw.properties.as_ref().map(|p| {
             self.properties(
                 p,
+                &[],
                 &[
                     ("id", "the asset id is the job's asset"),
                     ("type", "write type in [job.asset_metadata] itself"),
@@ -305,6 +346,7 @@ impl Checker<'_> {
     pub(super) fn properties(
         &mut self,
         table: &Spanned<RawProperties>,
+        skip: &[&str],
         own_keys: &[(&str, &str)],
         check: server_rules::PropertyCheck,
     ) -> Option<serde_json::Map<String, serde_json::Value>> {
@@ -312,6 +354,9 @@ impl Checker<'_> {
         let mut ok = true;
         for (key, value) in table.get_ref() {
             let name = key.get_ref().as_str();
+            if skip.contains(&name) {
+                continue;
+            }
             if let Some((_, why)) = own_keys.iter().find(|(k, _)| *k == name) {
                 self.diag.at(
                     &table.span(),
@@ -379,6 +424,40 @@ impl Checker<'_> {
         self.at_in_string(raw, e.offset(), e.to_string());
     }
 }
+
+/// `expires`, a duration after the run time: the item is created during the run, up to
+/// `run_timeout` after the run time, and the server refuses an `expires` in the past; and the
+/// date must stay within the year 9999, the last the server (and RFC 3339) can write.
+pub(super) fn check_expires(
+    d: Duration,
+    run_timeout: Duration,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), String> {
+    if d <= run_timeout {
+        return Err(format!(
+            "expires = {} is not longer than run_timeout ({}): the item is created during the run, up to run_timeout after the run time, and the server refuses an expires in the past; expected more than {}",
+            fmt_duration(d),
+            fmt_duration(run_timeout),
+            fmt_duration(run_timeout)
+        ));
+    }
+    let last = chrono::NaiveDate::from_ymd_opt(9999, 12, 31)
+        .and_then(|d| d.and_hms_opt(23, 59, 59))
+        .map(|t| t.and_utc());
+    let at = chrono::Duration::from_std(d)
+        .ok()
+        .and_then(|d| now.checked_add_signed(d));
+    match (at, last) {
+        (Some(at), Some(last)) if at <= last => Ok(()),
+        _ => Err(format!(
+            "expires = {} puts the item's expiry past the year 9999, which the server cannot store: expected a shorter duration",
+            fmt_duration(d)
+        )),
+    }
+}
+
+/// The forecast property that may be rendered for each run, like `datetime`.
+const REFERENCE_DATETIME: &str = "forecast:reference_datetime";
 
 pub(super) const EPSG: std::ops::RangeInclusive<i64> = 1..=999_999;
 
@@ -496,7 +575,12 @@ pub(super) fn walk_coordinates(
     if depth == 0 {
         let position: Option<Vec<f64>> = list.iter().map(serde_json::Value::as_f64).collect();
         let (lon, lat) = match position.as_deref() {
-            Some([lon, lat]) | Some([lon, lat, _]) => (*lon, *lat),
+            Some([lon, lat]) => (*lon, *lat),
+            Some([_, _, _, ..]) => {
+                return Err(format!(
+                    "{value} has a third coordinate: the server stores 2-D geometries only (it answers 500 \"Geometry has Z dimension\"); expected [longitude, latitude]"
+                ));
+            }
             _ => {
                 return Err(format!(
                     "{value} is not a position: expected [longitude, latitude]"

@@ -13,12 +13,14 @@ use serde::Deserialize;
 use serde::de::IntoDeserializer;
 use toml::Spanned;
 
-use super::error::{ConfigError, Diagnostics};
+use super::error::{self, ConfigError, Diagnostics};
 use super::metadata::{AssetMetadata, ItemMetadata, ItemTime, TimeValue, bbox_polygon};
+use super::overlap;
 use super::raw::{
     DurationText, Int, RawAssetMetadata, RawAuth, RawConfig, RawItemMetadata, RawJob, RawObserve,
     RawProperties, RawServer, RawSettings, RawWatch, RawWindow, Size,
 };
+use super::read::{MAX_JOB_FILE, read_bounded};
 use super::server::{self as server_rules, MAX_TITLE};
 use super::template::{IdExtension, IdTemplate, TemplateError, TextTemplate};
 use super::{Config, JobSpec, ObserveConfig, ServerConfig, TriggerSpec};
@@ -51,11 +53,37 @@ use self::settings::*;
 /// Reads and checks the job file at `path`; secrets named by `*_env` come from the process
 /// environment.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
+    let text = read_job_file(path)?;
     parse(&text, path, &|name| std::env::var(name).ok())
+}
+
+/// The text of the job file at `path`: a regular file of at most [`MAX_JOB_FILE`] bytes, in
+/// UTF-8 (else the error locates the first byte that is not).
+pub fn read_job_file(path: &Path) -> Result<String, ConfigError> {
+    let bytes =
+        read_bounded(path, MAX_JOB_FILE, "a job file").map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+    String::from_utf8(bytes).map_err(|e| {
+        let valid = e.utf8_error().valid_up_to();
+        let bytes = e.as_bytes();
+        let (line, col) = error::line_col(
+            std::str::from_utf8(&bytes[..valid]).unwrap_or_default(),
+            valid,
+        );
+        ConfigError::Invalid {
+            file: path.to_owned(),
+            errors: vec![super::LocatedError {
+                line,
+                col,
+                message: format!(
+                    "byte 0x{:02X} is not UTF-8: expected a job file in UTF-8 text",
+                    bytes.get(valid).copied().unwrap_or_default()
+                ),
+            }],
+        }
+    })
 }
 
 /// Checks the job file `text` read from `source` (which locates errors and anchors relative
@@ -70,7 +98,8 @@ pub fn parse(
         Err(e) => {
             // serde stops at the first problem of shape; there is only one to report.
             let mut diag = Diagnostics::new(text);
-            diag.at_offset(e.span().map_or(0, |s| s.start), tidy(e.message()));
+            let span = e.span().unwrap_or(0..0);
+            diag.at_offset(span.start, shape_error(text, &span, e.message()));
             return Err(diag.into_error(source));
         }
     };
@@ -92,6 +121,42 @@ pub fn parse(
     checker.diag.finish(source)?;
     // Every path that yields `None` records an error, so a clean run has built everything.
     Ok(config.expect("a job file without errors yields a config"))
+}
+
+/// A problem of shape as toml and serde give it, naming the key it is about where their message
+/// does not: "duplicate key" and "number out of bounds" come without it.
+fn shape_error(text: &str, span: &Span, message: &str) -> String {
+    let message = tidy(message);
+    let written = text.get(span.clone()).unwrap_or_default().trim();
+    let key = if message.contains("duplicate key") && !written.is_empty() {
+        Some(written.trim_matches(['"', '\'']).to_owned())
+    } else {
+        key_of_value(text, span.start)
+    };
+    let Some(key) = key.filter(|k| !message.contains(&format!("\"{k}\""))) else {
+        return message;
+    };
+    let table = table_at(text, span.start).map_or_else(String::new, |t| format!(" in {t}"));
+    format!("{message}: key {key:?}{table}")
+}
+
+/// The key of the `key = value` line holding `offset` in the value.
+fn key_of_value(text: &str, offset: usize) -> Option<String> {
+    let before = text.get(..offset)?;
+    let line = &before[before.rfind('\n').map_or(0, |i| i + 1)..];
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim().trim_matches(['"', '\'']);
+    (!key.is_empty()).then(|| key.to_owned())
+}
+
+/// The `[table]` or `[[table]]` header the line holding `offset` is under.
+fn table_at(text: &str, offset: usize) -> Option<&str> {
+    text.get(..offset)?
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|l| l.split('#').next().unwrap_or(l).trim())
 }
 
 /// serde and toml quote names with backticks; the rest of our messages use double quotes.
@@ -214,7 +279,7 @@ impl Checker<'_> {
             );
         }
         let mut seen: HashMap<&str, usize> = HashMap::new();
-        let mut targets: HashMap<(&str, Option<&str>, &str), &RawJob> = HashMap::new();
+        let mut targets: HashMap<&str, Vec<&RawJob>> = HashMap::new();
         let mut jobs = Vec::with_capacity(raw.job.len());
         for job in &raw.job {
             self.check_name(&job.name, &mut seen);

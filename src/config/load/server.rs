@@ -496,23 +496,8 @@ pub(super) const MAX_SECRET_FILE: u64 = 64 * 1024;
 /// A secret file's text. Only a regular file of at most 64 KiB is read, so a path to a FIFO,
 /// a device such as /dev/zero, or a large file by mistake cannot hang or fill the loader.
 pub(super) fn read_secret_file(path: &Path) -> std::io::Result<String> {
-    use std::io::Read as _;
-    // Asked before opening: opening a FIFO waits for a writer.
-    let meta = std::fs::metadata(path)?;
-    if !meta.is_file() {
-        return Err(std::io::Error::other("not a regular file"));
-    }
-    if meta.len() > MAX_SECRET_FILE {
-        return Err(std::io::Error::other(format!(
-            "{} bytes, more than a secret's {MAX_SECRET_FILE}",
-            meta.len()
-        )));
-    }
-    let mut text = String::new();
-    std::fs::File::open(path)?
-        .take(MAX_SECRET_FILE)
-        .read_to_string(&mut text)?;
-    Ok(text)
+    let bytes = super::super::read::read_bounded(path, MAX_SECRET_FILE, "a secret file")?;
+    String::from_utf8(bytes).map_err(|_| std::io::Error::other("not UTF-8 text"))
 }
 
 /// The auth schemes: `[server.auth] type` and `--auth`, by the same names.

@@ -52,8 +52,15 @@ impl Checker<'_> {
                 let interval = self.duration(Some(every), "every", |d| {
                     if d < MIN_EVERY {
                         Err(format!(
-                            "every = {} is too short: expected at least 1s",
-                            fmt_duration(d)
+                            "every = {} is too short: expected at least {}",
+                            fmt_duration(d),
+                            fmt_duration(MIN_EVERY)
+                        ))
+                    } else if d > MAX_EVERY {
+                        Err(format!(
+                            "every = {} is too long: expected at most {} days (use a cron schedule for rarer runs)",
+                            fmt_duration(d),
+                            MAX_EVERY.as_secs() / 86_400
                         ))
                     } else {
                         Ok(())
@@ -263,3 +270,7 @@ pub(super) const DEFAULT_SETTLE: Duration = Duration::from_secs(2);
 
 /// Below this, `every` is a busy loop rather than a schedule.
 pub(super) const MIN_EVERY: Duration = Duration::from_secs(1);
+
+/// Above this, `every` is a schedule that never fires within a daemon's life (and a
+/// `500000000y` no longer fits the clock's arithmetic): a year, leap or not.
+pub(super) const MAX_EVERY: Duration = Duration::from_secs(366 * 86_400);
