@@ -216,12 +216,20 @@ impl crate::supervisor::Uploader for NoServer {
 fn names_fixture() -> &'static NamesFixture {
     static FIXTURE: std::sync::OnceLock<NamesFixture> = std::sync::OnceLock::new();
     FIXTURE.get_or_init(|| {
-        // Kept for the process's life: fuzzing calls this millions of times.
-        let root = tempfile::Builder::new()
-            .prefix("stac-uploadd-fuzz-names")
-            .tempdir()
-            .expect("a temporary folder")
-            .keep();
+        // Kept for the process's life (fuzzing calls this millions of times, and a static is
+        // never dropped): the folders of processes that are gone are removed here instead.
+        const PREFIX: &str = "stac-uploadd-fuzz-names-";
+        let tmp = std::env::temp_dir();
+        for entry in std::fs::read_dir(&tmp).into_iter().flatten().flatten() {
+            let name = entry.file_name();
+            let pid = name.to_str().and_then(|n| n.strip_prefix(PREFIX));
+            if pid.is_some_and(|pid| !Path::new("/proc").join(pid).exists()) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+        let root = tmp.join(format!("{PREFIX}{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir(&root).expect("a temporary folder");
         let incoming = root.join("incoming");
         std::fs::create_dir(&incoming).expect("the watched folder");
         let job = |name: &str, collection: &str, item: &str, asset: &str, ty: &str| {
