@@ -763,7 +763,7 @@ fn run_check(path: &std::path::Path) -> Result<config::Config, CliError> {
 async fn run_status(args: StatusArgs) -> Result<(), CliError> {
     let dir = match (args.state_dir, args.config.config.as_deref()) {
         (Some(d), _) => d,
-        (None, Some(c)) => crate::config::load(c).map_err(CliError::usage)?.state_dir,
+        (None, Some(c)) => state_dir_of(c)?,
         (None, None) => {
             return Err(CliError::usage(anyhow::anyhow!(
                 "status needs --config FILE or --state-dir DIR"
@@ -798,6 +798,72 @@ async fn run_status(args: StatusArgs) -> Result<(), CliError> {
         );
     }
     Ok(())
+}
+
+/// The state folder the job file at `path` names, found without its secrets: `status` reads
+/// only the state folder, and is often run from a shell that lacks the daemon's environment.
+/// A variable a `*_env` key names (a password, a token) that is not set here reads as a
+/// placeholder; everything else is checked as `check` does.
+fn state_dir_of(path: &std::path::Path) -> Result<PathBuf, CliError> {
+    use std::io::Read as _;
+    /// A job file is a few kilobytes; this is only there so that no file makes `status` read
+    /// without end (a FIFO, /dev/zero).
+    const LIMIT: u64 = 16 * crate::units::ByteSize::MIB;
+    let read = || -> std::io::Result<String> {
+        // Asked before opening: opening a FIFO waits for a writer.
+        if !std::fs::metadata(path)?.is_file() {
+            return Err(std::io::Error::other("not a regular file"));
+        }
+        let mut text = String::new();
+        std::fs::File::open(path)?
+            .take(LIMIT + 1)
+            .read_to_string(&mut text)?;
+        if text.len() as u64 > LIMIT {
+            return Err(std::io::Error::other(format!(
+                "larger than {}",
+                crate::units::ByteSize(LIMIT)
+            )));
+        }
+        Ok(text)
+    };
+    let text = read().map_err(|e| {
+        CliError::usage(anyhow::anyhow!(
+            "cannot read the job file {}: {e}",
+            path.display()
+        ))
+    })?;
+    let mut secret_vars = std::collections::HashSet::new();
+    if let Ok(table) = text.parse::<toml::Table>() {
+        secret_env_names(&toml::Value::Table(table), &mut secret_vars);
+    }
+    let env = |name: &str| {
+        std::env::var(name).ok().or_else(|| {
+            secret_vars
+                .contains(name)
+                .then(|| "not-read-by-status".to_owned())
+        })
+    };
+    crate::config::parse(&text, path, &env)
+        .map(|c| c.state_dir)
+        .map_err(CliError::usage)
+}
+
+/// The values of every `*_env` key: the names of the variables that hold secrets.
+fn secret_env_names(v: &toml::Value, out: &mut std::collections::HashSet<String>) {
+    match v {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                match v {
+                    toml::Value::String(name) if k.ends_with("_env") => {
+                        out.insert(name.clone());
+                    }
+                    v => secret_env_names(v, out),
+                }
+            }
+        }
+        toml::Value::Array(a) => a.iter().for_each(|v| secret_env_names(v, out)),
+        _ => {}
+    }
 }
 
 /// The last runs of each job, newest first.

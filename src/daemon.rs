@@ -50,8 +50,12 @@ pub fn lock_state(dir: &Path) -> anyhow::Result<StateLock> {
     // SAFETY: flock on a file descriptor we own; no memory is involved.
     let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
     if rc != 0 {
+        let holder = match state_holder(dir) {
+            Some(pid) if pid != 0 => format!(" (pid {pid})"),
+            _ => String::new(),
+        };
         anyhow::bail!(
-            "another stac-uploadd is already using the state folder {}",
+            "another stac-uploadd{holder} is already using the state folder {}",
             dir.display()
         );
     }

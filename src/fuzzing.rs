@@ -174,3 +174,230 @@ pub fn config(text: &str) {
         }
     }
 }
+
+/// The jobs [`file_name`] runs names through, all watching one folder: asset ids made of the
+/// name (`{name}`), of its stem (`{stem}` item, `{stem}.csv` asset), and a flat one.
+struct NamesFixture {
+    /// Held for the whole of one name: the folder must hold that file alone.
+    turn: std::sync::Mutex<()>,
+    incoming: std::path::PathBuf,
+    jobs: Vec<crate::supervisor::Job<NoServer>>,
+}
+
+/// An uploader that is the server's edge: a name that reached it would have made a server
+/// call, which the id rules must have refused first. [`file_name`] never calls it: only
+/// [`crate::supervisor::Job::prepare`] is used, which sends nothing.
+#[derive(Debug)]
+struct NoServer;
+
+impl crate::supervisor::Uploader for NoServer {
+    async fn upload(
+        &self,
+        target: &crate::stac::AssetTarget,
+        _: &Path,
+        _: &crate::upload::NewObjects,
+        _: &crate::upload::UploadOptions,
+        _: std::sync::Arc<dyn crate::upload::UploadObserver>,
+        _: &tokio_util::sync::CancellationToken,
+    ) -> Result<crate::upload::UploadReport, crate::upload::UploadError> {
+        panic!("a server call for {target}");
+    }
+
+    async fn abort(
+        &self,
+        target: &crate::stac::AssetTarget,
+        _: &crate::stac::UploadId,
+        _: &crate::upload::UploadOptions,
+    ) -> crate::upload::AbortOutcome {
+        panic!("a server call for {target}");
+    }
+}
+
+fn names_fixture() -> &'static NamesFixture {
+    static FIXTURE: std::sync::OnceLock<NamesFixture> = std::sync::OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        // Kept for the process's life (fuzzing calls this millions of times, and a static is
+        // never dropped): the folders of processes that are gone are removed here instead.
+        const PREFIX: &str = "stac-uploadd-fuzz-names-";
+        let tmp = std::env::temp_dir();
+        for entry in std::fs::read_dir(&tmp).into_iter().flatten().flatten() {
+            let name = entry.file_name();
+            let pid = name.to_str().and_then(|n| n.strip_prefix(PREFIX));
+            if pid.is_some_and(|pid| !Path::new("/proc").join(pid).exists()) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+        let root = tmp.join(format!("{PREFIX}{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir(&root).expect("a temporary folder");
+        let incoming = root.join("incoming");
+        std::fs::create_dir(&incoming).expect("the watched folder");
+        let job = |name: &str, collection: &str, item: &str, asset: &str, ty: &str| {
+            format!(
+                "[[job]]\nname = \"{name}\"\ncollection = \"{collection}\"\nitem = \"{item}\"\nasset = \"{asset}\"\n[job.watch]\ndir = \"{dir}\"\npattern = \"*\"\n[job.asset_metadata]\ntype = \"{ty}\"\n",
+                dir = incoming.display()
+            )
+        };
+        let text = format!(
+            "state_dir = \"{state}\"\n[server]\nurl = \"http://127.0.0.1:9/api/stac/v1\"\n[server.auth]\ntype = \"none\"\n{}{}{}",
+            job("name", "ch.fuzz.name", "item-1", "{name}", "text/csv"),
+            job("stem", "ch.fuzz.stem", "{stem}", "{stem}.csv", "text/csv"),
+            job("flat", "ch.fuzz.flat", "item-1", "data.csv", "text/csv"),
+            state = root.join("state").display()
+        );
+        let config = crate::config::parse(&text, &root.join("jobs.toml"), &|_: &str| None)
+            .unwrap_or_else(|e| panic!("the fuzz job file: {e}"));
+        let state = std::sync::Arc::new(
+            crate::state::StateStore::open(&config.state_dir).expect("the state folder"),
+        );
+        let shared = std::sync::Arc::new(crate::supervisor::Shared::new(
+            NoServer,
+            state,
+            crate::supervisor::Clock::System,
+        ));
+        let jobs = config
+            .jobs
+            .into_iter()
+            .map(|spec| {
+                crate::supervisor::Job::new(
+                    spec,
+                    shared.clone(),
+                    tokio_util::sync::CancellationToken::new(),
+                )
+            })
+            .collect();
+        NamesFixture {
+            turn: std::sync::Mutex::new(()),
+            incoming,
+            jobs,
+        }
+    })
+}
+
+/// A file name of any bytes, through what a watch job does with it before the server: the
+/// watch's filter (the folder listed as `run --once` lists it), the job's ids (rendered by
+/// [`crate::supervisor::Job::prepare`], then the server's id rules that
+/// [`crate::upload::publish_file`] applies before anything else), and the state records that
+/// name the file (a run's history, an upload in flight) written and read back. No panic, and
+/// every name is either kept exactly with valid ids, or refused by the id rules, which come
+/// before any call to the server; an id made of the name holds its bytes exactly (a part that is
+/// not UTF-8 never reaches one). A name the file system cannot hold is skipped.
+pub fn file_name(name: &[u8]) {
+    use std::os::unix::ffi::OsStrExt as _;
+    // Names no file can have: with `/` or NUL, empty, `.`, `..`, over NAME_MAX.
+    if name.is_empty()
+        || name == b"."
+        || name == b".."
+        || name.len() > 255
+        || name.iter().any(|&b| b == b'/' || b == 0)
+    {
+        return;
+    }
+    let fx = names_fixture();
+    let _turn = fx
+        .turn
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let path = fx.incoming.join(std::ffi::OsStr::from_bytes(name));
+    if std::fs::write(&path, b"x").is_err() {
+        return;
+    }
+    let listed = fx.jobs.iter().map(|job| match &job.spec.trigger {
+        crate::config::TriggerSpec::Watch(spec) => crate::trigger::watch::present_files(spec),
+        _ => unreachable!("the fuzz jobs are watch jobs"),
+    });
+    let listed: Vec<_> = listed.collect();
+    let _ = std::fs::remove_file(&path);
+    for (job, listed) in fx.jobs.iter().zip(listed) {
+        let listed = listed.unwrap_or_else(|e| panic!("the watched folder: {e}"));
+        match listed.as_slice() {
+            [] => continue, // ignored: a hidden, temporary or backup name
+            [p] => assert_eq!(
+                p.file_name().map(|n| n.as_bytes()),
+                Some(name),
+                "the watch changed the name"
+            ),
+            more => panic!("one file listed as {more:?}"),
+        }
+        let (target, file, objects) = job.prepare(&crate::supervisor::Work::File(path.clone()));
+        assert_eq!(file, path, "the run's file is not the one found");
+        let media_type = objects.asset.as_ref().and_then(|a| a["type"].as_str());
+        let ids = crate::stac::rules::check_id(&target.collection)
+            .and_then(|()| {
+                target
+                    .item
+                    .as_deref()
+                    .map_or(Ok(()), crate::stac::rules::check_id)
+            })
+            .and_then(|()| crate::stac::rules::check_asset_id(&target.asset, media_type));
+        // An id made of the name holds the name's own bytes, exactly: a part of the name that
+        // is not UTF-8 never reaches a valid id, lossily or otherwise. (A part it does not use,
+        // such as the extension for `{stem}.csv`, may be anything.)
+        let stem = match name.iter().rposition(|&b| b == b'.') {
+            Some(dot) if dot > 0 => &name[..dot],
+            _ => name,
+        };
+        match (job.spec.name.as_str(), &ids) {
+            ("name", Ok(())) => assert_eq!(
+                target.asset.as_bytes(),
+                name,
+                "{{name}} made the id {target}"
+            ),
+            ("stem", Ok(())) => {
+                let item = target.item.as_deref().unwrap_or_default();
+                assert_eq!(item.as_bytes(), stem, "{{stem}} made the item {target}");
+                assert_eq!(target.asset, format!("{item}.csv"), "{target}");
+            }
+            ("flat", ids) => assert_eq!(ids, &Ok(()), "a flat id refused: {target}"),
+            _ => {}
+        }
+        if std::str::from_utf8(name).is_err() && job.spec.name == "name" {
+            assert!(
+                ids.is_err(),
+                "a name that is not UTF-8 made the id {target}"
+            );
+        }
+        // Published or refused, the run's record names the file, and so does the record of an
+        // upload in flight when there is one: both read back exactly.
+        state_records_round_trip(&job.spec.name, &target, &path);
+    }
+}
+
+fn state_records_round_trip(job: &str, target: &crate::stac::AssetTarget, path: &Path) {
+    use crate::state::{InFlight, Outcome, RunRecord};
+    let now = chrono::Utc::now();
+    let run = RunRecord {
+        job: job.to_owned(),
+        started: now,
+        finished: now,
+        outcome: Outcome::Failed,
+        asset: target.asset.clone(),
+        item: target.item.clone(),
+        file: Some(path.to_owned()),
+        bytes: 0,
+        attempts: 1,
+        upload_id: None,
+        error: Some("refused".to_owned()),
+    };
+    let upload = InFlight {
+        upload_id: crate::stac::UploadId("u".to_owned()),
+        job: job.to_owned(),
+        target: target.clone(),
+        file: path.to_owned(),
+        size: 1,
+        mtime: (0, 0),
+        ino: 0,
+        multihash: "1220".to_owned(),
+        part_size: 0,
+        created: now,
+        urls_expire: None,
+        pid: 0,
+    };
+    // As the store writes them (pretty JSON), and as it reads them back.
+    let json = serde_json::to_vec_pretty(&run).unwrap_or_else(|e| panic!("a run record: {e}"));
+    let back: RunRecord = serde_json::from_slice(&json).unwrap_or_else(|e| panic!("read: {e}"));
+    assert_eq!(back, run, "the run record changed");
+    let json = serde_json::to_vec_pretty(&upload).unwrap_or_else(|e| panic!("an upload: {e}"));
+    let back: InFlight = serde_json::from_slice(&json).unwrap_or_else(|e| panic!("read: {e}"));
+    assert_eq!(back, upload, "the in-flight record changed");
+}

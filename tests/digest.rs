@@ -348,3 +348,84 @@ proptest! {
         md5x::check_lanes_bytes(&input);
     }
 }
+
+mod common;
+
+/// Found by a tester: the digest cache was keyed by device, inode, size and mtime, so a
+/// same-size rewrite whose mtime was set back (`cp -p`, `rsync --inplace -t`, `touch -r`) was
+/// "unchanged" for ever while the asset held the old file. ctime, which no user can set, is part
+/// of the key now: the next run digests the file again, uploads it, and the asset holds it.
+#[tokio::test]
+async fn a_same_size_rewrite_with_its_mtime_set_back_is_uploaded_by_the_next_run() {
+    let emu = common::basic_emulator().await;
+    let key = stac_uploadd_emulator::AssetKey::item_asset("ch.test.collection", "item-1", "s.zip");
+    emu.create_asset(&key, "application/zip").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("s.zip");
+    let first = common::write_file(&file, 100_000, 1);
+    let config = dir.path().join("jobs.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{head}\n[[job]]\nname = \"nightly\"\ncollection = \"ch.test.collection\"\nitem = \"item-1\"\nasset = \"s.zip\"\nfile = \"{file}\"\nschedule = \"0 3 * * *\"\n",
+            head = common::job_file_head(dir.path(), &emu.base_url()),
+            file = file.display()
+        ),
+    )
+    .unwrap();
+    let once = || async {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_stac-uploadd"))
+            .args(["run", "--once", "--config"])
+            .arg(&config)
+            .env("TEST_STAC_PASSWORD", common::PASSWORD)
+            .env_remove("STAC_UPLOADD_OBSERVE_LISTEN")
+            .output()
+            .await
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    };
+    let checksum = || emu.asset(&key).unwrap().checksum;
+
+    assert!(once().await.starts_with("nightly uploaded "));
+    assert_eq!(checksum(), Some(format!("1220{first}")));
+    assert!(
+        once().await.starts_with("nightly unchanged "),
+        "the cache still answers for a file left alone"
+    );
+
+    // Rewritten in place (same inode, same size, other bytes), its mtime set back.
+    let mtime = std::fs::metadata(&file).unwrap().modified().unwrap();
+    let before = std::fs::metadata(&file).unwrap();
+    let second = {
+        let data = noise(100_000, 2);
+        let mut f = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
+        f.write_all(&data).unwrap();
+        f.set_modified(mtime).unwrap();
+        hex::encode(sha2::Sha256::digest(&data))
+    };
+    let after = std::fs::metadata(&file).unwrap();
+    {
+        use std::os::unix::fs::MetadataExt as _;
+        assert_eq!(
+            (after.ino(), after.len(), after.modified().unwrap()),
+            (before.ino(), before.len(), mtime),
+            "the rewrite keeps what the old key trusted"
+        );
+    }
+    assert_ne!(first, second);
+
+    let out = once().await;
+    assert!(out.starts_with("nightly uploaded "), "{out}");
+    assert_eq!(checksum(), Some(format!("1220{second}")));
+    assert_eq!(
+        emu.object_sha256_hex(&key).as_deref(),
+        Some(second.as_str())
+    );
+}

@@ -1,5 +1,5 @@
-//! Property tests: the part planner, the server-answer parsers and the job-file parser on
-//! arbitrary input. The invariants live in `stac_uploadd::fuzzing`, shared with the cargo-fuzz
+//! Property tests: the part planner, the server-answer parsers, the job-file parser and file
+//! names on arbitrary input. The invariants live in `stac_uploadd::fuzzing`, shared with the cargo-fuzz
 //! targets in `fuzz/`; the corpus those keep is replayed here by `the_fuzz_corpus_holds`.
 
 use proptest::prelude::*;
@@ -117,6 +117,22 @@ fn check_config(text: &str) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(500), ..ProptestConfig::default() })]
+
+    /// File names of any bytes (fuzz target `names`): through the watch's filter, a job's ids and
+    /// the state records, kept exactly with valid ids, or refused by the id rules before any
+    /// server call; a name that is not UTF-8 never makes an id.
+    #[test]
+    fn any_file_name_is_kept_exactly_or_refused_before_the_server(
+        name in prop::collection::vec(any::<u8>(), 1..80),
+        utf8 in "[a-z0-9._ -]{1,20}\\.(csv|txt)",
+    ) {
+        fuzzing::file_name(&name);
+        fuzzing::file_name(utf8.as_bytes());
+    }
+}
+
 /// Every committed fuzz input (`fuzz/seeds/`: written by hand, with each input that once broke
 /// an invariant; `fuzz/corpus/`: what long `cargo fuzz` runs kept) through its target's
 /// invariants: the corpus is a regression suite that runs without cargo-fuzz.
@@ -131,6 +147,7 @@ fn the_fuzz_corpus_holds() {
         ("answers", fuzzing::answer_bytes),
         ("planner", fuzzing::planner_bytes),
         ("lanes", stac_uploadd::upload::md5x::check_lanes_bytes),
+        ("names", fuzzing::file_name),
     ] {
         let mut dirs = vec![
             (root.join("seeds").join(target), 3),

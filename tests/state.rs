@@ -337,3 +337,338 @@ async fn status_names_the_daemon_holding_the_folder_and_its_runs() {
         "{after}"
     );
 }
+
+// ---- issue 17: lossless paths, bounded reads, the holder's pid, status without secrets ----
+
+const BIN: &str = env!("CARGO_BIN_EXE_stac-uploadd");
+
+/// `run --once` with the test password and info logs.
+async fn run_once(config: &Path, extra: &[&str]) -> std::process::Output {
+    let mut cmd = tokio::process::Command::new(BIN);
+    cmd.args(["run", "--once"])
+        .args(extra)
+        .arg("--config")
+        .arg(config)
+        .env("TEST_STAC_PASSWORD", PASSWORD)
+        .env("RUST_LOG", "stac_uploadd=info")
+        .env_remove("STAC_UPLOADD_OBSERVE_LISTEN")
+        .kill_on_drop(true);
+    tokio::time::timeout(Duration::from_secs(60), cmd.output())
+        .await
+        .expect("run --once ends at once")
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A path whose file name is the bytes `name` (not UTF-8 in the tests below).
+fn os_path(dir: &Path, name: &[u8]) -> PathBuf {
+    use std::os::unix::ffi::OsStrExt as _;
+    dir.join(std::ffi::OsStr::from_bytes(name))
+}
+
+/// Found by a tester: a watched file whose name is not UTF-8 panicked the state writer
+/// (exit 101, the history never written again). Now, on a watch job whose asset id is the file's
+/// name, such a name cannot make a server id: the run is refused before any call to the server.
+/// On a job with a flat asset id the file is published (its name is no part of any id), and the
+/// history keeps its path byte for byte.
+#[tokio::test]
+async fn a_file_name_that_is_not_utf8_is_refused_as_an_id_before_any_call_and_published_under_a_flat_one()
+ {
+    let emu = basic_emulator().await;
+    let flat = AssetKey::item_asset("ch.test.collection", "item-1", "flat.zip");
+    emu.create_asset(&flat, "application/zip").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let incoming = dir.path().join("incoming");
+    std::fs::create_dir(&incoming).unwrap();
+    let bad = os_path(&incoming, b"bad\xff.zip");
+    let sha = write_file(&bad, 1000, 7);
+    let config = dir.path().join("jobs.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"{head}
+[[job]]
+name = "named"
+collection = "ch.test.collection"
+item = "item-2"
+asset = "{{name}}"
+[job.watch]
+dir = "{incoming}"
+pattern = "*.zip"
+[job.asset_metadata]
+type = "application/zip"
+
+[[job]]
+name = "flat"
+collection = "ch.test.collection"
+item = "item-1"
+asset = "flat.zip"
+[job.watch]
+dir = "{incoming}"
+pattern = "*.zip"
+"#,
+            head = job_file_head(dir.path(), &emu.base_url()),
+            incoming = incoming.display()
+        ),
+    )
+    .unwrap();
+
+    let out = run_once(&config, &["--job", "named"]).await;
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("named "))
+        .unwrap_or_else(|| panic!("a summary line: {stdout}\n{stderr}"));
+    assert!(line.starts_with("named failed "), "{line}");
+    assert!(line.contains("would be refused by the server"), "{line}");
+    for kind in [
+        CallKind::GetAsset,
+        CallKind::PutStac,
+        CallKind::CreateUpload,
+        CallKind::PutPart,
+        CallKind::ListUploads,
+    ] {
+        assert_eq!(
+            emu.call_count(kind),
+            0,
+            "{kind:?}: nothing asked of the server"
+        );
+    }
+
+    let out = run_once(&config, &["--job", "flat"]).await;
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.starts_with("flat uploaded "), "{stdout}");
+    assert_eq!(emu.object_sha256_hex(&flat).as_deref(), Some(sha.as_str()));
+    assert_eq!(emu.call_count(CallKind::CreateUpload), 1);
+
+    // Both runs are in the history, with the path as it is on disk.
+    let history = StateStore::open(&dir.path().join("state"))
+        .unwrap()
+        .history()
+        .await
+        .unwrap();
+    for job in ["named", "flat"] {
+        let runs = &history[job];
+        assert_eq!(runs.len(), 1, "{job}: {runs:?}");
+        assert_eq!(runs[0].file.as_deref(), Some(bad.as_path()), "{job}");
+    }
+}
+
+/// A record of uploads in flight that is a link to /dev/zero, a FIFO, or larger than its limit
+/// is not read (whole, or at all): the start stops at once with exit 3, naming the file and the
+/// limit, and the file is left where it is.
+#[tokio::test]
+async fn an_inflight_record_that_is_huge_or_not_a_regular_file_stops_the_start_at_once_naming_it_and_the_limit()
+ {
+    let emu = basic_emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("s.zip");
+    write_file(&file, 1000, 3);
+    let config = job_file(dir.path(), &emu.base_url(), &file);
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    let inflight = state.join("inflight.json");
+    let make: [(&str, &dyn Fn()); 3] = [
+        ("a symbolic link", &|| {
+            std::os::unix::fs::symlink("/dev/zero", &inflight).unwrap()
+        }),
+        ("a FIFO", &|| {
+            let c = std::ffi::CString::new(inflight.as_os_str().as_encoded_bytes()).unwrap();
+            // SAFETY: mkfifo on a NUL-terminated path we own.
+            assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        }),
+        ("bytes", &|| {
+            // Sparse: 17 MiB that take no room on disk.
+            let f = std::fs::File::create(&inflight).unwrap();
+            f.set_len(17 * MIB).unwrap();
+        }),
+    ];
+    for (what, make) in make {
+        make();
+        let out = run_once(&config, &[]).await;
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{what}: {stderr}");
+        assert!(
+            stderr.contains(&inflight.display().to_string()),
+            "{what}: {stderr}"
+        );
+        assert!(stderr.contains(what), "{what}: {stderr}");
+        assert!(stderr.contains("16MiB"), "the limit, {what}: {stderr}");
+        assert!(
+            stderr.contains("moving it aside loses them"),
+            "{what}: {stderr}"
+        );
+        assert!(
+            std::fs::symlink_metadata(&inflight).is_ok(),
+            "{what}: left where it is"
+        );
+        std::fs::remove_file(&inflight).unwrap();
+    }
+}
+
+/// Found by a tester: `history.json` being a directory stopped the start. The history and the
+/// digest cache are caches: one that is a directory, a link to /dev/zero or over its limit is
+/// moved aside like a corrupt one, and the run goes on.
+#[tokio::test]
+async fn a_history_or_digest_cache_that_is_not_a_regular_file_or_too_large_is_moved_aside_and_the_run_goes_on()
+ {
+    let emu = basic_emulator().await;
+    emu.create_asset(&asset_key(), "application/zip").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("s.zip");
+    let sha = write_file(&file, 1000, 3);
+    let config = job_file(dir.path(), &emu.base_url(), &file);
+    let state = dir.path().join("state");
+    for (history, digests) in [(true, false), (false, true)] {
+        std::fs::create_dir_all(&state).unwrap();
+        if history {
+            std::fs::create_dir(state.join("history.json")).unwrap();
+            std::fs::write(state.join("history.json/x"), b"x").unwrap();
+            std::fs::File::create(state.join("digests.json"))
+                .unwrap()
+                .set_len(65 * MIB)
+                .unwrap();
+        }
+        if digests {
+            std::os::unix::fs::symlink("/dev/zero", state.join("digests.json")).unwrap();
+        }
+        let out = run_once(&config, &[]).await;
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{stderr}");
+        let warnings: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.contains("a state cache is not valid: moved aside"))
+            .collect();
+        if history {
+            assert_eq!(warnings.len(), 2, "{stderr}");
+            assert!(
+                warnings.iter().any(|l| l.contains("a directory")),
+                "{stderr}"
+            );
+            assert!(warnings.iter().any(|l| l.contains("64MiB")), "{stderr}");
+        } else {
+            assert_eq!(warnings.len(), 1, "{stderr}");
+            assert!(warnings[0].contains("a symbolic link"), "{stderr}");
+        }
+        assert_eq!(
+            emu.object_sha256_hex(&asset_key()).as_deref(),
+            Some(sha.as_str())
+        );
+        let names: Vec<String> = std::fs::read_dir(&state)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        let aside = |name: &str| {
+            names
+                .iter()
+                .any(|n| n.starts_with(&format!("{name}.corrupt-")))
+        };
+        if history {
+            assert!(aside("history.json") && aside("digests.json"), "{names:?}");
+        } else {
+            assert!(aside("digests.json"), "{names:?}");
+        }
+        // The history was written anew, as a regular file.
+        assert!(
+            std::fs::symlink_metadata(state.join("history.json"))
+                .unwrap()
+                .is_file()
+        );
+        std::fs::remove_dir_all(&state).unwrap();
+    }
+}
+
+/// Found by a tester: the "state folder in use" refusal did not say who holds it.
+#[tokio::test]
+async fn a_second_daemon_on_a_state_folder_names_the_pid_of_its_holder() {
+    let emu = basic_emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("s.zip");
+    write_file(&file, 10, 3);
+    let config = job_file(dir.path(), &emu.base_url(), &file);
+    // This test process holds the folder, as a running daemon would.
+    let _held = stac_uploadd::daemon::lock_state(&dir.path().join("state")).unwrap();
+    let mut daemon = spawn_daemon(&[], &config);
+    let log = capture_stderr(&mut daemon);
+    let status = tokio::time::timeout(Duration::from_secs(30), daemon.wait())
+        .await
+        .expect("refused at once")
+        .unwrap();
+    wait_for(Duration::from_secs(5), "the error line", || {
+        log.lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("state folder"))
+    })
+    .await;
+    let log = log.lock().unwrap().join("\n");
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(
+        log.contains(&format!("pid {}", std::process::id())),
+        "the holder's pid: {log}"
+    );
+}
+
+/// Found by a tester: `status` asked for the API password, though it only reads the state
+/// folder: run from a shell without the daemon's environment, it refused.
+#[tokio::test]
+async fn status_needs_no_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("s.zip");
+    write_file(&file, 10, 3);
+    let config = job_file(dir.path(), "http://127.0.0.1:9/api/stac/v1", &file);
+    std::fs::create_dir(dir.path().join("state")).unwrap();
+    let out = tokio::process::Command::new(BIN)
+        .args(["status", "--config"])
+        .arg(&config)
+        .env_remove("TEST_STAC_PASSWORD")
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("no runs recorded yet"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+/// Found by a tester: a digest cache that could not be written (a full disk) was reported as
+/// the run history. It names the digest cache's file now, and is a warning: it is a cache, the
+/// history was written and the run published its file.
+#[tokio::test]
+async fn a_digest_cache_that_cannot_be_written_is_named_and_not_taken_for_the_history() {
+    let emu = basic_emulator().await;
+    emu.create_asset(&asset_key(), "application/zip").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("s.zip");
+    write_file(&file, 1000, 3);
+    let config = job_file(dir.path(), &emu.base_url(), &file);
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    // Writes into /dev/full answer ENOSPC, as on a full disk.
+    std::os::unix::fs::symlink("/dev/full", state.join(".digests.json.tmp")).unwrap();
+    let out = run_once(&config, &[]).await;
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        !stderr.contains("run history could not be written"),
+        "{stderr}"
+    );
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("cannot write the digest cache"))
+        .unwrap_or_else(|| panic!("a warning: {stderr}"));
+    assert!(
+        line.contains(&state.join("digests.json").display().to_string()),
+        "{line}"
+    );
+    assert!(line.contains("No space left on device"), "{line}");
+    let history = StateStore::open(&state).unwrap().history().await.unwrap();
+    assert_eq!(history["nightly"].len(), 1, "the history was written");
+}

@@ -19,27 +19,64 @@
 //! database (PostgreSQL), behind the same [`StateBackend`] interface.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::io::Write;
+use std::io::{Read as _, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::{
-    Creating, HISTORY_PER_JOB, InFlight, RunRecord, StateBackend, StateError, StateFuture,
+    Creating, HISTORY_PER_JOB, InFlight, RunRecord, StateBackend, StateError, StateFuture, Unusable,
 };
 use crate::stac::{AssetTarget, Md5, Multihash, UploadId};
+use crate::units::ByteSize;
 use crate::upload::{DigestKey, FileDigest};
 
-/// Digests kept: a file's (device, inode, size, mtime) and part size → its multihash and MD5s.
-/// Bounded; the oldest entries go first.
+/// Digests kept: a file's (device, inode, size, mtime, ctime) and part size → its multihash and
+/// MD5s. Bounded; the oldest entries go first.
 pub const DIGESTS_KEPT: usize = 10_000;
 
-const INFLIGHT: &str = "inflight.json";
-const HISTORY: &str = "history.json";
-const DIGESTS: &str = "digests.json";
+/// The largest `inflight.json` read. It holds one record (about 600 bytes) per upload in
+/// progress, at most `max_concurrent_uploads` of them, and a create marker (about 250 bytes) per
+/// create whose answer was not seen, one per target and file: a few kilobytes in real use, and
+/// 16 MiB would hold some 25,000 records.
+pub const INFLIGHT_LIMIT: ByteSize = ByteSize::mib(16);
+/// The largest `history.json` read. It keeps [`HISTORY_PER_JOB`] runs per job, about 0.5 KiB a
+/// run (more with a long error): some 10 KiB per job, so 64 MiB holds the history of thousands
+/// of jobs. One larger than this is moved aside at start like a corrupt one (only the history
+/// is lost), and a flush that writes one says so.
+pub const HISTORY_LIMIT: ByteSize = ByteSize::mib(64);
+/// The largest `digests.json` read: [`DIGESTS_KEPT`] entries of at most 100 part MD5s
+/// (`MAX_PARTS`) each, about 4 KiB per entry as written: under 40 MiB when full (a test
+/// checks it).
+pub const DIGESTS_LIMIT: ByteSize = ByteSize::mib(64);
+
+/// One of the store's files: its name, what it holds (for messages) and the limit it is read
+/// with.
+#[derive(Debug, Clone, Copy)]
+struct Doc {
+    name: &'static str,
+    what: &'static str,
+    limit: ByteSize,
+}
+
+const INFLIGHT: Doc = Doc {
+    name: "inflight.json",
+    what: "record of uploads in flight",
+    limit: INFLIGHT_LIMIT,
+};
+const HISTORY: Doc = Doc {
+    name: "history.json",
+    what: "run history",
+    limit: HISTORY_LIMIT,
+};
+const DIGESTS: Doc = Doc {
+    name: "digests.json",
+    what: "digest cache",
+    limit: DIGESTS_LIMIT,
+};
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 struct InFlightFile {
@@ -56,7 +93,36 @@ struct HistoryFile {
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct DigestFile {
+    #[serde(deserialize_with = "current_entries")]
     entries: Vec<DigestEntry>,
+}
+
+/// The entries of the current form; others (keys written before ctime was part of them) are
+/// dropped: each is a miss, so its file is digested again, never trusted on less than the key
+/// says.
+fn current_entries<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<DigestEntry>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Entry {
+        Current(DigestEntry),
+        Other(serde::de::IgnoredAny),
+    }
+    let all = Vec::<Entry>::deserialize(d)?;
+    let total = all.len();
+    let current: Vec<DigestEntry> = all
+        .into_iter()
+        .filter_map(|e| match e {
+            Entry::Current(e) => Some(e),
+            Entry::Other(_) => None,
+        })
+        .collect();
+    if current.len() < total {
+        info!(
+            dropped = total - current.len(),
+            "digest cache entries of an older form dropped: their files are digested again"
+        );
+    }
+    Ok(current)
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -96,14 +162,13 @@ impl JsonFiles {
                 source,
             })?;
         }
-        let inflight: InFlightFile = match read_json(&dir.join(INFLIGHT))? {
-            Ok(v) => v,
-            Err(source) => {
-                return Err(StateError::CorruptInflight {
-                    path: dir.join(INFLIGHT),
-                    source,
-                });
+        let path = dir.join(INFLIGHT.name);
+        let inflight: InFlightFile = match read_json(&path, INFLIGHT.limit) {
+            Ok(v) => v.unwrap_or_default(),
+            Err(ReadError::Unusable(problem)) => {
+                return Err(StateError::CorruptInflight { path, problem });
             }
+            Err(ReadError::Io(source)) => return Err(StateError::Io { path, source }),
         };
         let history: HistoryFile = read_cache(dir, HISTORY, read_only)?;
         let digests: DigestFile = read_cache(dir, DIGESTS, read_only)?;
@@ -133,7 +198,7 @@ impl JsonFiles {
         if !change(&mut next) {
             return Ok(());
         }
-        let bytes = serde_json::to_vec_pretty(&next).expect("state types always serialize");
+        let bytes = encode(&self.dir, INFLIGHT, &next)?;
         write_blocking(&self.dir, INFLIGHT, bytes).await?;
         *lock(&self.inflight) = next;
         Ok(())
@@ -185,9 +250,12 @@ impl JsonFiles {
             let file = DigestFile {
                 entries: g.value.iter().cloned().collect(),
             };
-            serde_json::to_vec_pretty(&file).expect("state types always serialize")
+            encode(&self.dir, DIGESTS, &file)
         };
-        let result = write_blocking(&self.dir, DIGESTS, bytes).await;
+        let result = match bytes {
+            Ok(bytes) => write_blocking(&self.dir, DIGESTS, bytes).await,
+            Err(e) => Err(e),
+        };
         if result.is_err() {
             lock(&self.digests).changed = true;
         }
@@ -198,7 +266,13 @@ impl JsonFiles {
 impl StateBackend for JsonFiles {
     fn add_creating(&self, rec: Creating) -> StateFuture<'_, ()> {
         Box::pin(self.change_inflight(move |f| {
-            if f.creating.contains(&rec) {
+            // One marker says all a second would: an upload of these bytes to this target is
+            // ours. Runs that fail before the answer (an unusable one, say) would otherwise add
+            // one each, for ever.
+            if f.creating
+                .iter()
+                .any(|c| c.target == rec.target && c.multihash.eq_ignore_ascii_case(&rec.multihash))
+            {
                 return false;
             }
             f.creating.push(rec);
@@ -295,9 +369,12 @@ impl StateBackend for JsonFiles {
                     return Ok(());
                 }
                 g.changed = false;
-                serde_json::to_vec_pretty(&g.value).expect("state types always serialize")
+                encode(&self.dir, HISTORY, &g.value)
             };
-            let result = write_blocking(&self.dir, HISTORY, bytes).await;
+            let result = match bytes {
+                Ok(bytes) => write_blocking(&self.dir, HISTORY, bytes).await,
+                Err(e) => Err(e),
+            };
             if result.is_err() {
                 lock(&self.history).changed = true;
             }
@@ -312,53 +389,135 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Reads a JSON file: `Ok(Err)` when it exists but does not parse; a missing file is the default.
-fn read_json<T: Default + for<'de> Deserialize<'de>>(
+/// Why a state file could not be read.
+#[derive(Debug)]
+enum ReadError {
+    /// The file system refused (permissions, I/O error): not the file's fault.
+    Io(std::io::Error),
+    /// The file is there but cannot be used as it is.
+    Unusable(Unusable),
+}
+
+/// Reads the regular file at `path`, at most `limit` bytes: `None` when it does not exist.
+/// A symbolic link, a FIFO, a device or a folder is refused without being read (or, for a FIFO,
+/// waited on): the daemon writes its state files itself, as regular files.
+fn read_bounded(path: &Path, limit: ByteSize) -> Result<Option<Vec<u8>>, ReadError> {
+    use std::os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _};
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        // No following a link (to /dev/zero, say), no waiting for a FIFO's writer.
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path);
+    let file = match opened {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(ReadError::Unusable(Unusable::NotAFile {
+                what: "a symbolic link",
+                limit,
+            }));
+        }
+        Err(e) => return Err(ReadError::Io(e)),
+    };
+    let meta = file.metadata().map_err(ReadError::Io)?;
+    let kind = meta.file_type();
+    if !kind.is_file() {
+        let what = if kind.is_dir() {
+            "a directory"
+        } else if kind.is_fifo() {
+            "a FIFO"
+        } else if kind.is_socket() {
+            "a socket"
+        } else if kind.is_char_device() || kind.is_block_device() {
+            "a device"
+        } else {
+            "not a file"
+        };
+        return Err(ReadError::Unusable(Unusable::NotAFile { what, limit }));
+    }
+    let too_large = |size| ReadError::Unusable(Unusable::TooLarge { size, limit });
+    if meta.len() > limit.get() {
+        return Err(too_large(meta.len()));
+    }
+    // The size said is not trusted to stay: a file growing while it is read stops at the limit.
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    (&file)
+        .take(limit.get() + 1)
+        .read_to_end(&mut bytes)
+        .map_err(ReadError::Io)?;
+    if bytes.len() as u64 > limit.get() {
+        return Err(too_large(bytes.len() as u64));
+    }
+    Ok(Some(bytes))
+}
+
+/// Reads a JSON state file with [`read_bounded`]: `None` when it does not exist.
+fn read_json<T: for<'de> Deserialize<'de>>(
     path: &Path,
-) -> Result<Result<T, serde_json::Error>, StateError> {
-    match std::fs::read(path) {
-        Ok(bytes) => Ok(serde_json::from_slice(&bytes)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Ok(T::default())),
-        Err(source) => Err(StateError::Io {
-            path: path.to_owned(),
-            source,
-        }),
+    limit: ByteSize,
+) -> Result<Option<T>, ReadError> {
+    match read_bounded(path, limit)? {
+        Some(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| ReadError::Unusable(Unusable::Json(e))),
+        None => Ok(None),
     }
 }
 
-/// Reads a cache; one that does not parse is renamed `NAME.corrupt-<UTC time>` (kept for a
-/// post-mortem) with a warning, and the daemon starts without it.
+/// Reads a cache; one that cannot be used (it does not parse, is over its limit, or is not a
+/// regular file) is renamed `NAME.corrupt-<UTC time>` (kept for a post-mortem) with a warning,
+/// and the daemon starts without it.
 fn read_cache<T: Default + for<'de> Deserialize<'de>>(
     dir: &Path,
-    name: &str,
+    doc: Doc,
     read_only: bool,
 ) -> Result<T, StateError> {
-    let path = dir.join(name);
-    match read_json(&path)? {
-        Ok(v) => Ok(v),
-        Err(e) if read_only => {
-            warn!(file = %path.display(), error = %e, "a state cache is not valid: skipped");
-            Ok(T::default())
-        }
-        Err(e) => {
-            let aside = dir.join(format!(
-                "{name}.corrupt-{}",
-                chrono::Utc::now().format("%Y%m%dT%H%M%SZ")
-            ));
-            std::fs::rename(&path, &aside).map_err(|source| StateError::Io {
-                path: path.clone(),
-                source,
-            })?;
-            warn!(file = %path.display(), moved_to = %aside.display(), error = %e, "a state cache is not valid: moved aside, starting without it");
-            Ok(T::default())
-        }
+    let path = dir.join(doc.name);
+    let e = match read_json(&path, doc.limit) {
+        Ok(v) => return Ok(v.unwrap_or_default()),
+        Err(ReadError::Io(source)) => return Err(StateError::Io { path, source }),
+        Err(ReadError::Unusable(e)) => e,
+    };
+    if read_only {
+        warn!(file = %path.display(), error = %e, "a state cache is not valid: skipped");
+        return Ok(T::default());
     }
+    let aside = dir.join(format!(
+        "{}.corrupt-{}",
+        doc.name,
+        chrono::Utc::now().format("%Y%m%dT%H%M%SZ")
+    ));
+    std::fs::rename(&path, &aside).map_err(|source| StateError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    warn!(file = %path.display(), moved_to = %aside.display(), error = %e, "a state cache is not valid: moved aside, starting without it");
+    Ok(T::default())
+}
+
+/// `value` as the JSON written to `doc`. A document over the limit it is read with is still
+/// written (it holds what the daemon knows now), with a warning: the next start moves it aside.
+fn encode<T: Serialize>(dir: &Path, doc: Doc, value: &T) -> Result<Vec<u8>, StateError> {
+    let bytes = serde_json::to_vec_pretty(value).map_err(|source| StateError::Encode {
+        what: doc.what,
+        path: dir.join(doc.name),
+        source,
+    })?;
+    if bytes.len() as u64 > doc.limit.get() {
+        warn!(
+            file = %dir.join(doc.name).display(),
+            bytes = bytes.len(),
+            limit = %doc.limit,
+            "a state file is larger than it may be read back: the next start will not use it"
+        );
+    }
+    Ok(bytes)
 }
 
 /// Writes `bytes` as `dir/name` on the blocking pool.
-async fn write_blocking(dir: &Path, name: &'static str, bytes: Vec<u8>) -> Result<(), StateError> {
+async fn write_blocking(dir: &Path, doc: Doc, bytes: Vec<u8>) -> Result<(), StateError> {
     let dir = dir.to_owned();
-    tokio::task::spawn_blocking(move || write_file(&dir, name, &bytes))
+    tokio::task::spawn_blocking(move || write_file(&dir, doc.name, &bytes))
         .await
         .map_err(|e| StateError::Worker(e.to_string()))?
 }
@@ -466,7 +625,7 @@ mod tests {
     async fn history_without_the_item_field_loads_and_the_item_round_trips() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
-            dir.path().join(HISTORY),
+            dir.path().join(HISTORY.name),
             br#"{"jobs": {"j": [{"job": "j", "started": "2026-01-01T00:00:00Z",
                 "finished": "2026-01-01T00:00:05Z", "outcome": "uploaded", "asset": "a.zip",
                 "file": "/data/a.zip", "bytes": 10, "attempts": 1, "upload_id": "u1",
@@ -496,14 +655,14 @@ mod tests {
     #[test]
     fn a_corrupt_inflight_record_stops_the_start_and_says_what_moving_it_loses() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join(INFLIGHT), b"{not json").unwrap();
+        std::fs::write(dir.path().join(INFLIGHT.name), b"{not json").unwrap();
         let e = StateStore::open(dir.path()).unwrap_err();
         assert!(e.needs_operator(), "{e}");
         let m = e.to_string();
         assert!(m.contains("inflight.json"), "{m}");
         assert!(m.contains("moving it aside loses them"), "{m}");
         assert!(
-            dir.path().join(INFLIGHT).exists(),
+            dir.path().join(INFLIGHT.name).exists(),
             "the record is left where it is"
         );
     }
@@ -511,7 +670,7 @@ mod tests {
     #[tokio::test]
     async fn corrupt_caches_are_moved_aside_and_the_store_opens() {
         let dir = tempfile::tempdir().unwrap();
-        for name in [HISTORY, DIGESTS] {
+        for name in [HISTORY.name, DIGESTS.name] {
             std::fs::write(dir.path().join(name), b"\x00garbage").unwrap();
         }
         let s = StateStore::open(dir.path()).unwrap();
@@ -520,7 +679,7 @@ mod tests {
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
-        for name in [HISTORY, DIGESTS] {
+        for name in [HISTORY.name, DIGESTS.name] {
             assert!(
                 names
                     .iter()
@@ -557,5 +716,228 @@ mod tests {
         );
         assert!(!s.is_ours(&UploadId("u1".into())).await.unwrap());
         assert!(s.inflight().await.unwrap().is_empty());
+    }
+
+    fn os_path(bytes: &[u8]) -> PathBuf {
+        use std::os::unix::ffi::OsStrExt as _;
+        PathBuf::from(std::ffi::OsStr::from_bytes(bytes))
+    }
+
+    /// Found by a tester: a path that is not UTF-8 panicked the writer ("state types always
+    /// serialize"). Every record keeps such a path exactly, across a write and a reload.
+    #[tokio::test]
+    async fn paths_that_are_not_utf8_survive_a_write_and_a_reload_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StateStore::open(dir.path()).unwrap();
+        let resume = os_path(b"/data/r\xe9sum\xe9.txt");
+        let bad = os_path(b"/data/bad\xff.txt");
+        let up = InFlight {
+            file: resume.clone(),
+            ..rec("u1")
+        };
+        s.add_inflight(up.clone()).await.unwrap();
+        let ran = RunRecord {
+            file: Some(bad.clone()),
+            ..run(1)
+        };
+        s.record_run(ran.clone()).await.unwrap();
+        s.flush().await.unwrap();
+
+        let again = StateStore::open(dir.path()).unwrap();
+        assert_eq!(again.inflight().await.unwrap(), vec![up]);
+        assert_eq!(again.history().await.unwrap()["j"], vec![ran]);
+        let text = std::fs::read_to_string(dir.path().join(INFLIGHT.name)).unwrap();
+        assert!(
+            text.contains(r#""bytes": "/data/r%E9sum%E9.txt""#),
+            "{text}"
+        );
+    }
+
+    /// Records written before paths could be anything else hold plain strings: they load.
+    #[test]
+    fn an_inflight_record_of_the_old_form_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(INFLIGHT.name),
+            br#"{"uploads": [{"upload_id": "u1", "job": "j", "target": {"collection": "c",
+                "item": "i", "asset": "a.zip"}, "file": "/data/a.zip", "size": 10,
+                "mtime": [1, 2], "ino": 3, "multihash": "1220ab", "part_size": 5242880,
+                "created": "2026-01-01T00:00:00Z", "urls_expire": null, "pid": 1}],
+                "creating": []}"#,
+        )
+        .unwrap();
+        let files = JsonFiles::open(dir.path(), true).unwrap();
+        let u = &lock(&files.inflight).uploads;
+        assert_eq!(u.len(), 1);
+        assert_eq!(u[0].file, Path::new("/data/a.zip"));
+    }
+
+    /// Found by a tester: each run whose create answer was unusable added another marker
+    /// (21 after 21 s). One marker per target and file.
+    #[tokio::test]
+    async fn a_create_marker_equal_to_one_recorded_is_not_added_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StateStore::open(dir.path()).unwrap();
+        let target = AssetTarget::item_asset("c", "i", "a.zip");
+        let marker = |multihash: &str, secs| Creating {
+            target: target.clone(),
+            multihash: multihash.into(),
+            at: chrono::DateTime::from_timestamp(secs, 0).unwrap(),
+        };
+        for i in 0..21 {
+            s.add_creating(marker("1220ab", 1_000 + i)).await.unwrap();
+        }
+        s.add_creating(marker("1220AB", 2_000)).await.unwrap();
+        assert_eq!(
+            s.creating().await.unwrap(),
+            vec![marker("1220ab", 1_000)],
+            "the first marker stays, alone"
+        );
+        // Another file, or another target, is another marker.
+        s.add_creating(marker("1220cd", 3_000)).await.unwrap();
+        s.add_creating(Creating {
+            target: AssetTarget::item_asset("c", "i", "b.zip"),
+            ..marker("1220ab", 3_000)
+        })
+        .await
+        .unwrap();
+        let again = StateStore::open(dir.path()).unwrap();
+        assert_eq!(again.creating().await.unwrap().len(), 3);
+    }
+
+    fn key(ctime: (i64, i64)) -> DigestKey {
+        DigestKey {
+            dev: 1,
+            ino: 2,
+            size: 3,
+            mtime: (4, 5),
+            ctime,
+            part_size: 0,
+        }
+    }
+
+    fn digest_of(hex: &str) -> FileDigest {
+        FileDigest {
+            multihash: Multihash::from_hex(hex),
+            part_md5s: Vec::new(),
+            size: 3,
+        }
+    }
+
+    /// A cache entry written before ctime was part of the key is a miss, never a hit, and the
+    /// cache holding it is not taken for corrupt.
+    #[test]
+    fn a_digest_cache_entry_without_ctime_is_a_miss() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(DIGESTS.name),
+            br#"{"entries": [{"key": {"dev": 1, "ino": 2, "size": 3, "mtime": [4, 5],
+                "part_size": 0}, "multihash": "1220ab", "md5s": []}]}"#,
+        )
+        .unwrap();
+        let files = JsonFiles::open(dir.path(), false).unwrap();
+        assert!(files.digest(&key((4, 5))).is_none());
+        assert!(files.digest(&key((0, 0))).is_none());
+        assert!(dir.path().join(DIGESTS.name).exists(), "not moved aside");
+        // And a key with ctime is one: a hit for the same ctime only.
+        files.put_digest(key((6, 7)), &digest_of("1220cd"));
+        assert_eq!(
+            files.digest(&key((6, 7))).map(|d| d.multihash),
+            Some(Multihash::from_hex("1220cd"))
+        );
+        assert!(files.digest(&key((6, 8))).is_none());
+    }
+
+    fn unusable(path: &Path, limit: u64) -> Unusable {
+        match read_bounded(path, ByteSize(limit)) {
+            Err(ReadError::Unusable(u)) => u,
+            other => panic!("{}: {other:?}", path.display()),
+        }
+    }
+
+    /// Every state file is read bounded, and only when it is a regular file: a link (to
+    /// /dev/zero, say), a FIFO (no writer: it would block), a folder or a file over the limit is
+    /// refused at once, naming the limit; a file of the limit exactly is read.
+    #[test]
+    fn reads_are_bounded_and_only_of_regular_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = |n: &str| dir.path().join(n);
+        std::os::unix::fs::symlink("/dev/zero", p("zero")).unwrap();
+        let fifo = std::ffi::CString::new(p("fifo").into_os_string().into_encoded_bytes()).unwrap();
+        // SAFETY: mkfifo on a NUL-terminated path we own.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        std::fs::create_dir(p("dir")).unwrap();
+        std::fs::write(p("ten"), [b'x'; 10]).unwrap();
+        std::os::unix::fs::symlink(p("ten"), p("link-to-ten")).unwrap();
+
+        for (name, what) in [
+            ("zero", "a symbolic link"),
+            ("link-to-ten", "a symbolic link"),
+            ("fifo", "a FIFO"),
+            ("dir", "a directory"),
+        ] {
+            let e = unusable(&p(name), 1024);
+            assert!(matches!(e, Unusable::NotAFile { .. }), "{name}: {e}");
+            let m = e.to_string();
+            assert!(m.contains(what) && m.contains("1.0KiB"), "{name}: {m}");
+        }
+        let e = unusable(&p("ten"), 9);
+        assert!(matches!(e, Unusable::TooLarge { size: 10, .. }), "{e}");
+        assert!(e.to_string().contains("10 bytes"), "{e}");
+        assert_eq!(
+            read_bounded(&p("ten"), ByteSize(10))
+                .unwrap()
+                .unwrap()
+                .len(),
+            10
+        );
+        assert!(read_bounded(&p("missing"), ByteSize(10)).unwrap().is_none());
+    }
+
+    /// The limits hold the largest documents the daemon writes in real use: a full digest cache
+    /// of files of the most parts, and the history of a thousand jobs with long errors.
+    #[test]
+    fn the_limits_hold_full_documents() {
+        let md5s: Vec<String> = (0..crate::upload::MAX_PARTS)
+            .map(|_| Md5([0xab; 16]).to_base64())
+            .collect();
+        let entry = DigestEntry {
+            key: DigestKey {
+                dev: u64::MAX,
+                ino: u64::MAX,
+                size: u64::MAX,
+                mtime: (i64::MIN, 999_999_999),
+                ctime: (i64::MIN, 999_999_999),
+                part_size: u64::MAX,
+            },
+            multihash: format!("1220{}", "ab".repeat(32)),
+            md5s,
+        };
+        let one = serde_json::to_vec_pretty(&DigestFile {
+            entries: vec![entry],
+        })
+        .unwrap()
+        .len() as u64;
+        assert!(
+            one * DIGESTS_KEPT as u64 <= DIGESTS_LIMIT.get(),
+            "{DIGESTS_KEPT} entries of {one} bytes over {DIGESTS_LIMIT}"
+        );
+        let runs: VecDeque<RunRecord> = (0..HISTORY_PER_JOB)
+            .map(|_| RunRecord {
+                file: Some(os_path(&[b'f'; 200])),
+                upload_id: Some(UploadId("0".repeat(36))),
+                error: Some("e".repeat(1000)),
+                ..run(u64::MAX)
+            })
+            .collect();
+        let job = serde_json::to_vec_pretty(&runs).unwrap().len() as u64;
+        assert!(
+            job * 1_000 <= HISTORY_LIMIT.get(),
+            "1000 jobs of {job} bytes over {HISTORY_LIMIT}"
+        );
+        let upload = serde_json::to_vec_pretty(&rec(&"0".repeat(36)))
+            .unwrap()
+            .len() as u64;
+        assert!(upload * 10_000 <= INFLIGHT_LIMIT.get(), "{upload}");
     }
 }

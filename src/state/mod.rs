@@ -12,6 +12,7 @@
 //! decides (a create whose marker cannot be written is not sent).
 
 mod files;
+mod path;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -25,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::stac::{AssetTarget, UploadId};
 use crate::upload::{DigestCache, DigestKey, FileDigest};
 
-pub use files::{DIGESTS_KEPT, JsonFiles};
+pub use files::{DIGESTS_KEPT, DIGESTS_LIMIT, HISTORY_LIMIT, INFLIGHT_LIMIT, JsonFiles};
 
 /// Runs kept per job.
 pub const HISTORY_PER_JOB: usize = 20;
@@ -41,6 +42,8 @@ pub struct InFlight {
     pub upload_id: UploadId,
     pub job: String,
     pub target: AssetTarget,
+    /// Any bytes (see [`path`]: kept exactly, never lossily).
+    #[serde(with = "path")]
     pub file: PathBuf,
     /// The file as it was digested: size, mtime (s, ns), inode.
     pub size: u64,
@@ -171,6 +174,8 @@ pub struct RunRecord {
     /// before this field existed), so that a templated target can be rebuilt from history.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub item: Option<String>,
+    /// Any bytes (see [`path`]: kept exactly, never lossily).
+    #[serde(default, with = "path::option")]
     pub file: Option<PathBuf>,
     pub bytes: u64,
     pub attempts: u32,
@@ -190,15 +195,41 @@ pub enum StateError {
     /// The record of our uploads in progress cannot be read. Unlike a cache, it cannot simply be
     /// moved aside: an operator must decide (see the message).
     #[error(
-        "state file {} is not valid ({source}). It lists the uploads this daemon has in progress on the server and the creates it has sent: moving it aside loses them, and each such upload then blocks its asset until its job's stale_after passes or someone aborts it (stac-uploadd status shows recent runs). Repair it, or move it aside knowingly, then start again",
+        "state file {} is not valid ({problem}). It lists the uploads this daemon has in progress on the server and the creates it has sent: moving it aside loses them, and each such upload then blocks its asset until its job's stale_after passes or someone aborts it (stac-uploadd status shows recent runs). Repair it, or move it aside knowingly, then start again",
         path.display()
     )]
-    CorruptInflight {
+    CorruptInflight { path: PathBuf, problem: Unusable },
+    /// A state document could not be turned into JSON (nothing was written).
+    #[error("cannot write the {what} {}: {source}", path.display())]
+    Encode {
+        what: &'static str,
         path: PathBuf,
         source: serde_json::Error,
     },
     #[error("the state store's worker failed: {0}")]
     Worker(String),
+}
+
+/// Why a state file that exists cannot be used as it is.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Unusable {
+    /// Not JSON of the expected shape.
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
+    /// Larger than the limit it is read with: reading it would hold it all in memory.
+    #[error("it is {size} bytes: expected a regular file of at most {limit}")]
+    TooLarge {
+        size: u64,
+        limit: crate::units::ByteSize,
+    },
+    /// A directory, a FIFO, a device, a symbolic link...: state files are regular files that
+    /// the daemon replaces itself. Not read at all.
+    #[error("it is {what}: expected a regular file of at most {limit}")]
+    NotAFile {
+        what: &'static str,
+        limit: crate::units::ByteSize,
+    },
 }
 
 impl StateError {
@@ -375,10 +406,15 @@ impl StateStore {
         self.backend.history().await
     }
 
-    /// Writes the history and the digest cache if they changed.
+    /// Writes the history and the digest cache if they changed. The error is the history's: a
+    /// digest cache that cannot be written is a warning naming its file (it is a cache: the
+    /// files it would spare are digested again), never reported as the history.
     pub async fn flush(&self) -> Result<(), StateError> {
-        self.backend.flush().await?;
-        self.files.flush_digests().await
+        let history = self.backend.flush().await;
+        if let Err(e) = self.files.flush_digests().await {
+            tracing::warn!(error = %e, "cannot write the digest cache: the files it would spare are digested again on their next run");
+        }
+        history
     }
 }
 

@@ -47,14 +47,21 @@ pub struct UploadOptions {
     pub deadline: Option<tokio::time::Instant>,
 }
 
-/// What identifies a file's content without reading it: device, inode, size, mtime; plus the
-/// part size the MD5s were cut at (0 for a multihash alone).
+/// What identifies a file's content without reading it: device, inode, size, mtime and ctime;
+/// plus the part size the MD5s were cut at (0 for a multihash alone).
+///
+/// mtime alone can be set back by any writer (`cp -p`, `touch -r`, `rsync -t`), so a same-size
+/// rewrite would look unchanged; ctime cannot be set by a user, and every write moves it. A
+/// rename, chmod or new hard link moves it too: that costs a digest, never a wrong answer.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct DigestKey {
     pub dev: u64,
     pub ino: u64,
     pub size: u64,
     pub mtime: (i64, i64),
+    /// Seconds and nanoseconds. A key written before it was part of the key has none, and is
+    /// never read back (the state store drops it).
+    pub ctime: (i64, i64),
     pub part_size: u64,
 }
 
@@ -66,6 +73,7 @@ impl DigestKey {
             ino: s.ino,
             size: s.len,
             mtime: s.mtime,
+            ctime: s.ctime,
             part_size,
         }
     }
@@ -243,11 +251,14 @@ pub struct UploadReport {
     pub total_time: Duration,
 }
 
-/// Size, mtime and inode of the file when it was digested: what was hashed is what is sent.
+/// Size, mtime, ctime, inode and device of the file when it was digested: what was hashed is
+/// what is sent. ctime (seconds, nanoseconds) is what a rewrite with its mtime set back cannot
+/// hide (see [`DigestKey`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FileSnapshot {
     pub len: u64,
     pub mtime: (i64, i64),
+    pub ctime: (i64, i64),
     pub ino: u64,
     pub dev: u64,
 }
@@ -258,6 +269,7 @@ impl FileSnapshot {
         Self {
             len: m.len(),
             mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
             ino: m.ino(),
             dev: m.dev(),
         }
@@ -273,8 +285,11 @@ impl FileSnapshot {
             format!("size {} -> {} bytes", self.len, now.len)
         } else if now.ino != self.ino || now.dev != self.dev {
             "(it was replaced)".to_owned()
-        } else {
+        } else if now.mtime != self.mtime {
             "(its modification time moved)".to_owned()
+        } else {
+            // ctime: written to with its mtime set back, or its status changed (chmod, rename).
+            "(its inode change time moved: written to, or its status changed)".to_owned()
         };
         Err(UploadError::FileChanged {
             path: path.to_owned(),
