@@ -805,33 +805,8 @@ async fn run_status(args: StatusArgs) -> Result<(), CliError> {
 /// A variable a `*_env` key names (a password, a token) that is not set here reads as a
 /// placeholder; everything else is checked as `check` does.
 fn state_dir_of(path: &std::path::Path) -> Result<PathBuf, CliError> {
-    use std::io::Read as _;
-    /// A job file is a few kilobytes; this is only there so that no file makes `status` read
-    /// without end (a FIFO, /dev/zero).
-    const LIMIT: u64 = 16 * crate::units::ByteSize::MIB;
-    let read = || -> std::io::Result<String> {
-        // Asked before opening: opening a FIFO waits for a writer.
-        if !std::fs::metadata(path)?.is_file() {
-            return Err(std::io::Error::other("not a regular file"));
-        }
-        let mut text = String::new();
-        std::fs::File::open(path)?
-            .take(LIMIT + 1)
-            .read_to_string(&mut text)?;
-        if text.len() as u64 > LIMIT {
-            return Err(std::io::Error::other(format!(
-                "larger than {}",
-                crate::units::ByteSize(LIMIT)
-            )));
-        }
-        Ok(text)
-    };
-    let text = read().map_err(|e| {
-        CliError::usage(anyhow::anyhow!(
-            "cannot read the job file {}: {e}",
-            path.display()
-        ))
-    })?;
+    let text =
+        crate::config::read_job_file(path).map_err(|e| CliError::usage(anyhow::Error::from(e)))?;
     let mut secret_vars = std::collections::HashSet::new();
     if let Ok(table) = text.parse::<toml::Table>() {
         secret_env_names(&toml::Value::Table(table), &mut secret_vars);

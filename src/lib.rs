@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod demo;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod localfile;
 pub mod observe;
 pub mod once;
 pub mod ops;

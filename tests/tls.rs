@@ -119,6 +119,33 @@ schedule = "0 3 * * *"
     let located = &err.errors()[0];
     assert_eq!((located.line, located.col), (3, 11), "{err}");
     assert!(located.message.contains("no PEM certificate"), "{err}");
+
+    // Nor is a CA file read without bound: a device, a FIFO, a file past the limit are refused
+    // at once where they are named (before, /dev/zero was read until memory ran out).
+    let fifo = job_dir.join("ca.fifo");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let huge = job_dir.join("huge.pem");
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len(1 << 30)
+        .unwrap();
+    for (ca, said) in [
+        ("/dev/zero", "a device, not a regular file"),
+        ("ca.fifo", "a FIFO, not a regular file"),
+        ("huge.pem", "larger than 4MiB"),
+    ] {
+        let text = text.replace("corporate-ca.pem", ca);
+        let err = stac_uploadd::config::parse(&text, &job_file, &|_| None).unwrap_err();
+        let located = &err.errors()[0];
+        assert_eq!((located.line, located.col), (3, 11), "{err}");
+        assert!(located.message.contains(said), "{ca}: {err}");
+    }
 }
 
 #[tokio::test]

@@ -1,9 +1,10 @@
 //! Local files the job file names (the job file itself, secret files) are read only when they
-//! are regular files, and only up to a limit: a path to /dev/zero, a FIFO or a huge file by
-//! mistake must neither hang nor fill the memory of `check` or the daemon.
+//! are regular files, and only up to a limit ([`crate::localfile`]).
 
-use std::io::Read as _;
 use std::path::Path;
+
+use crate::localfile::{self, Links};
+use crate::units::ByteSize;
 
 /// The largest job file read: 4 MiB. A job takes a few hundred bytes, so this holds over ten
 /// thousand jobs, while the parse tree of a file (about ten times its text) stays in the tens
@@ -12,42 +13,19 @@ pub const MAX_JOB_FILE: u64 = 4 * 1024 * 1024;
 
 /// The bytes of the regular file at `path`, if it holds at most `limit` bytes; `what` names the
 /// kind of file in the error ("a job file", "a secret file").
-///
-/// The file is opened with `O_NONBLOCK` and judged by the metadata of what was opened, not of
-/// the path: opening a FIFO then does not wait for a writer, and a file swapped between a check
-/// and the open cannot slip through. The read stops one byte past the limit, so a file that
-/// grows after the check is refused too.
 pub fn read_bounded(path: &Path, limit: u64, what: &str) -> std::io::Result<Vec<u8>> {
-    let mut options = std::fs::OpenOptions::new();
-    options.read(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        options.custom_flags(libc::O_NONBLOCK);
-    }
-    let file = options.open(path)?;
-    let meta = file.metadata()?;
-    let too_big = || {
-        std::io::Error::other(format!(
-            "larger than {limit} bytes ({}), the most {what} may hold",
-            crate::units::ByteSize(limit)
-        ))
-    };
-    if !meta.is_file() {
-        return Err(std::io::Error::other(format!(
-            "not a regular file: {what} is read only from a regular file of at most {limit} bytes ({})",
-            crate::units::ByteSize(limit)
-        )));
-    }
-    if meta.len() > limit {
-        return Err(too_big());
-    }
-    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
-    file.take(limit + 1).read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > limit {
-        return Err(too_big());
-    }
-    Ok(bytes)
+    let limit = ByteSize(limit);
+    localfile::read_bounded(path, limit, Links::Follow).map_err(|e| match e {
+        localfile::ReadError::Io(e) => e,
+        localfile::ReadError::NotAFile { what: kind } => std::io::Error::other(format!(
+            "not a regular file ({kind}): {what} is read only from a regular file of at most {} bytes ({limit})",
+            limit.get()
+        )),
+        localfile::ReadError::TooLarge { .. } => std::io::Error::other(format!(
+            "larger than {} bytes ({limit}), the most {what} may hold",
+            limit.get()
+        )),
+    })
 }
 
 #[cfg(test)]
@@ -55,7 +33,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_regular_files_within_the_limit_are_read() {
+    fn the_errors_say_what_the_file_is_for_and_the_limit() {
         let dir = tempfile::tempdir().unwrap();
         let small = dir.path().join("small");
         std::fs::write(&small, "abc").unwrap();
@@ -67,8 +45,9 @@ mod tests {
             "{e}"
         );
         let e = read_bounded(Path::new("/dev/zero"), 2, "a test file").unwrap_err();
-        assert!(e.to_string().starts_with("not a regular file"), "{e}");
-        let e = read_bounded(dir.path(), 2, "a test file").unwrap_err();
-        assert!(e.to_string().contains("not a regular file"), "{e}");
+        assert!(
+            e.to_string().starts_with("not a regular file (a device)"),
+            "{e}"
+        );
     }
 }

@@ -3,6 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::localfile::{self, Links};
+use crate::units::ByteSize;
 use tokio_rustls::rustls;
 
 /// Why a CA file cannot be used.
@@ -26,9 +28,16 @@ pub enum CaFileError {
 
 /// Reads the PEM certificates of `path`, checked to be usable as trust anchors.
 pub fn load_ca_file(path: &Path) -> Result<Vec<reqwest::Certificate>, CaFileError> {
-    let pem = std::fs::read(path).map_err(|source| CaFileError::Read {
-        path: path.to_owned(),
-        source,
+    // Debian's whole bundle of public roots is about 220 KB; 4 MiB leaves room for any real one.
+    const MAX_CA_FILE: ByteSize = ByteSize(4 * ByteSize::MIB);
+    let pem = localfile::read_bounded(path, MAX_CA_FILE, Links::Follow).map_err(|e| {
+        CaFileError::Read {
+            path: path.to_owned(),
+            source: match e {
+                localfile::ReadError::Io(e) => e,
+                other => std::io::Error::other(other.to_string()),
+            },
+        }
     })?;
     let invalid = |e: reqwest::Error| CaFileError::Invalid {
         path: path.to_owned(),

@@ -19,7 +19,7 @@
 //! database (PostgreSQL), behind the same [`StateBackend`] interface.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::io::{Read as _, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -402,53 +402,18 @@ enum ReadError {
 /// A symbolic link, a FIFO, a device or a folder is refused without being read (or, for a FIFO,
 /// waited on): the daemon writes its state files itself, as regular files.
 fn read_bounded(path: &Path, limit: ByteSize) -> Result<Option<Vec<u8>>, ReadError> {
-    use std::os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _};
-    let opened = std::fs::OpenOptions::new()
-        .read(true)
-        // No following a link (to /dev/zero, say), no waiting for a FIFO's writer.
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path);
-    let file = match opened {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-            return Err(ReadError::Unusable(Unusable::NotAFile {
-                what: "a symbolic link",
-                limit,
-            }));
+    use crate::localfile::{self, Links};
+    match localfile::read_bounded(path, limit, Links::Refuse) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(localfile::ReadError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(localfile::ReadError::Io(e)) => Err(ReadError::Io(e)),
+        Err(localfile::ReadError::NotAFile { what }) => {
+            Err(ReadError::Unusable(Unusable::NotAFile { what, limit }))
         }
-        Err(e) => return Err(ReadError::Io(e)),
-    };
-    let meta = file.metadata().map_err(ReadError::Io)?;
-    let kind = meta.file_type();
-    if !kind.is_file() {
-        let what = if kind.is_dir() {
-            "a directory"
-        } else if kind.is_fifo() {
-            "a FIFO"
-        } else if kind.is_socket() {
-            "a socket"
-        } else if kind.is_char_device() || kind.is_block_device() {
-            "a device"
-        } else {
-            "not a file"
-        };
-        return Err(ReadError::Unusable(Unusable::NotAFile { what, limit }));
+        Err(localfile::ReadError::TooLarge { size, .. }) => {
+            Err(ReadError::Unusable(Unusable::TooLarge { size, limit }))
+        }
     }
-    let too_large = |size| ReadError::Unusable(Unusable::TooLarge { size, limit });
-    if meta.len() > limit.get() {
-        return Err(too_large(meta.len()));
-    }
-    // The size said is not trusted to stay: a file growing while it is read stops at the limit.
-    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
-    (&file)
-        .take(limit.get() + 1)
-        .read_to_end(&mut bytes)
-        .map_err(ReadError::Io)?;
-    if bytes.len() as u64 > limit.get() {
-        return Err(too_large(bytes.len() as u64));
-    }
-    Ok(Some(bytes))
 }
 
 /// Reads a JSON state file with [`read_bounded`]: `None` when it does not exist.

@@ -744,7 +744,10 @@ impl<U: Uploader> Job<U> {
             let cancel = cancel.clone();
             tokio::spawn(async move {
                 tokio::time::sleep_until(at).await;
-                warn!(timeout_s = timeout.as_secs(), "run deadline reached, {what}");
+                warn!(
+                    timeout_s = timeout.as_secs(),
+                    "run deadline reached, {what}"
+                );
                 cancel.cancel();
             })
         };
@@ -786,14 +789,7 @@ impl<U: Uploader> Job<U> {
         let result = self
             .shared
             .uploader()
-            .upload(
-                target,
-                path,
-                objects,
-                &options,
-                observer.clone(),
-                &cancel,
-            )
+            .upload(target, path, objects, &options, observer.clone(), &cancel)
             .instrument(span)
             .await;
         drop(busy);
