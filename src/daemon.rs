@@ -77,8 +77,11 @@ pub fn state_holder(dir: &Path) -> Option<u32> {
         // Released when `f` closes: nobody held it.
         return None;
     }
-    std::fs::read_to_string(dir.join("lock"))
+    // The holder wrote its pid there: a few bytes, read as such whatever is in its place.
+    let limit = crate::units::ByteSize(64);
+    crate::localfile::read_bounded(&dir.join("lock"), limit, crate::localfile::Links::Refuse)
         .ok()
+        .and_then(|b| String::from_utf8(b).ok())
         .and_then(|t| t.trim().parse().ok())
         .or(Some(0))
 }

@@ -477,6 +477,28 @@ struct SeedAsset {
     href: Option<String>,
 }
 
+/// The largest seed file read: a seed names collections, items and assets, a few hundred bytes
+/// each; a path to /dev/zero or a FIFO by mistake must neither hang nor fill the memory.
+const MAX_SEED_FILE: u64 = 16 * 1024 * 1024;
+
+/// The bytes of the seed file: a regular file of at most [`MAX_SEED_FILE`] bytes. Its kind is
+/// asked before it is opened: opening a FIFO would wait for a writer.
+async fn read_seed(path: &Path) -> std::io::Result<Vec<u8>> {
+    use tokio::io::AsyncReadExt as _;
+    if !tokio::fs::metadata(path).await?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let file = tokio::fs::File::open(path).await?;
+    let mut bytes = Vec::new();
+    file.take(MAX_SEED_FILE + 1).read_to_end(&mut bytes).await?;
+    if bytes.len() as u64 > MAX_SEED_FILE {
+        return Err(std::io::Error::other(format!(
+            "larger than {MAX_SEED_FILE} bytes, the most a seed file may hold"
+        )));
+    }
+    Ok(bytes)
+}
+
 /// Fills `state` from a seed file.
 pub(crate) async fn load_seed(
     state: &mut State,
@@ -489,7 +511,7 @@ pub(crate) async fn load_seed(
             format!("seed file {}: {msg}", path.display()),
         )
     };
-    let text = tokio::fs::read(path)
+    let text = read_seed(path)
         .await
         .map_err(|e| std::io::Error::new(e.kind(), format!("seed file {}: {e}", path.display())))?;
     let seed: Seed = serde_json::from_slice(&text).map_err(|e| invalid(e.to_string()))?;

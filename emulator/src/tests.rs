@@ -1031,6 +1031,29 @@ async fn seed_file_creates_the_catalogue() {
 }
 
 #[tokio::test]
+async fn a_seed_file_that_is_a_device_or_too_large_is_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let huge = dir.path().join("huge.json");
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len(1 << 30)
+        .unwrap();
+    for (seed, said) in [
+        (std::path::PathBuf::from("/dev/zero"), "not a regular file"),
+        (huge, "the most a seed file may hold"),
+    ] {
+        let config = EmulatorConfig {
+            seed: Some(seed.clone()),
+            ..Default::default()
+        };
+        let err = Emulator::start("127.0.0.1:0".parse().unwrap(), config)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains(said), "{}: {err}", seed.display());
+    }
+}
+
+#[tokio::test]
 async fn an_injected_401_is_the_api_json_with_a_bearer_challenge() {
     let (emu, http, key) = setup(EmulatorConfig::default()).await;
     emu.faults().inject(

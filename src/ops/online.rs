@@ -18,6 +18,7 @@ use reqwest::StatusCode;
 
 use super::{CurrentTarget, OpsError, current_targets, job_handle};
 use crate::config::{Config, JobSpec};
+use crate::observe::escape_controls;
 use crate::stac::{AssetTarget, ErrorClass, StacClient, StacError, UploadId, rules};
 use crate::state::StateStore;
 
@@ -38,13 +39,16 @@ pub async fn run(config: &Config) -> Result<(), OpsError> {
         let targets = current_targets(&job_handle(spec, &client, &state), now);
         let verdict = check_job(&client, spec, &targets).await;
         if verdict.problems.is_empty() {
-            println!("  {}: ok ({})", spec.name, verdict.notes.join("; "));
+            // Notes and problems quote the server's answers: one job, one line.
+            let notes = verdict.notes.join("; ");
+            println!("  {}: ok ({})", spec.name, escape_controls(&notes));
         } else {
             failing += 1;
+            let problems = verdict.problems.join("; ");
             println!(
                 "  {}: would fail: {}",
                 spec.name,
-                verdict.problems.join("; ")
+                escape_controls(&problems)
             );
         }
     }

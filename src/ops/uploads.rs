@@ -15,6 +15,7 @@ use chrono::{DateTime, Utc};
 
 use super::{OpsError, current_targets, is_fixed, job_handle, span, when};
 use crate::config::JobSpec;
+use crate::observe::escape_controls;
 use crate::stac::{AssetTarget, StacClient, Upload, UploadStatus};
 use crate::state::{Creating, InFlight, Outcome, RunRecord, StateStore};
 use crate::supervisor::stale::{self, Ownership, Staleness};
@@ -178,7 +179,8 @@ pub async fn run(req: Request) -> Result<(), OpsError> {
             job_names(&targets)
         );
         for l in &listed {
-            println!("{}", l.line(now));
+            // Ids and answers are the server's text: one upload, one line.
+            println!("{}", escape_controls(&l.line(now)));
         }
     }
     let Some(id) = req.abort else {
@@ -231,10 +233,16 @@ async fn abort(
 ) -> Result<(), OpsError> {
     let (id, target) = (&chosen.upload.upload_id, &chosen.target);
     match upload::abort_upload(client, target, id, &chosen.job.upload).await {
-        AbortOutcome::Aborted => println!("aborted upload {id} on {target}"),
+        AbortOutcome::Aborted => println!(
+            "{}",
+            escape_controls(&format!("aborted upload {id} on {target}"))
+        ),
         AbortOutcome::AlreadyFinished(status) => println!(
-            "upload {id} on {target} is already gone: the server shows it {}",
-            status.as_query()
+            "{}",
+            escape_controls(&format!(
+                "upload {id} on {target} is already gone: the server shows it {}",
+                status.as_query()
+            ))
         ),
         AbortOutcome::Failed(e) if e.is_no_such_upload() => {
             return Err(OpsError::Failure(anyhow!(

@@ -512,6 +512,20 @@ impl<U: Uploader> Job<U> {
             let Some(wait) = waits.next() else {
                 break result;
             };
+            // The server's Retry-After, when it asks for longer, under the same rule as a
+            // call's retries: past retry_max_delay the run is given up, saying so.
+            let asked = retry::Classified::retry_after(e);
+            let wait = match retry::retry_wait(wait, asked, p.retry_max_delay, None) {
+                Ok(wait) => wait,
+                Err(why) => {
+                    let mut result = result;
+                    if let Err(e) = &mut result {
+                        retry::Classified::wait_refused(e, why);
+                    }
+                    info!(%why, "not retrying the run");
+                    break result;
+                }
+            };
             let now = clock.now();
             if let Some(next) = self.next_fire_after(started)
                 && now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX) >= next

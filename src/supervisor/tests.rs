@@ -47,6 +47,8 @@ enum Act {
     Hang,
     /// Panic: a bug in the run.
     Panic,
+    /// A 429 whose `Retry-After` asks for this many seconds.
+    Throttled(u32),
     /// Create this upload (recorded through the observer), then panic.
     PanicAfterCreate(&'static str),
 }
@@ -122,6 +124,13 @@ impl Uploader for Arc<Script> {
         let result = match act {
             Act::Ok => Ok(report()),
             Act::Gateway => Err(stac_error(503, ErrorClass::Retryable)),
+            Act::Throttled(secs) => {
+                let mut e = stac_error(429, ErrorClass::Retryable);
+                if let UploadError::Stac(s) = &mut e {
+                    s.retry_after = Some(secs);
+                }
+                Err(e)
+            }
             Act::Broken => Err(stac_error(500, ErrorClass::ServerBroken)),
             Act::Blocked { id, age, url_life } => {
                 let created = self.clock.now() - age;
@@ -338,6 +347,32 @@ async fn retry_policy_retries_three_times_with_growing_jittered_waits() {
         let base = Duration::from_secs(1 << i);
         assert!(*gap >= base && *gap < base * 2, "wait {i} was {gap:?}");
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_retried_after_a_429_waits_what_retry_after_asked_and_gives_up_past_the_cap() {
+    // Waits from 1 s: the server's 30 s is longer, and is what the retry waits.
+    let f = fixture(
+        cron_job("0 3 * * *", PolicyKind::Retry),
+        [Act::Throttled(30), Act::Ok],
+    );
+    let rec = f.job.run(Work::Scheduled(t0())).await;
+    assert_eq!((rec.outcome, rec.attempts), (Outcome::Uploaded, 2));
+    let g = gaps(&f.script.calls.lock().unwrap());
+    assert!(g[0] >= Duration::from_secs(30), "waited {:?}", g[0]);
+
+    // Past retry_max_delay (10 min by default) the run is not retried, and says why.
+    let f = fixture(
+        cron_job("0 3 * * *", PolicyKind::Retry),
+        [Act::Throttled(3_600), Act::Ok],
+    );
+    let rec = f.job.run(Work::Scheduled(t0())).await;
+    assert_eq!((rec.outcome, rec.attempts), (Outcome::Failed, 1));
+    let error = rec.error.unwrap();
+    assert!(
+        error.contains("asked to retry after 1h") && error.contains("retry_max_delay"),
+        "{error}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
