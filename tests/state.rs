@@ -425,6 +425,7 @@ pattern = "*.zip"
         .unwrap_or_else(|| panic!("a summary line: {stdout}\n{stderr}"));
     assert!(line.starts_with("named failed "), "{line}");
     assert!(line.contains("would be refused by the server"), "{line}");
+    assert!(line.contains("a file name that is not UTF-8"), "{line}");
     for kind in [
         CallKind::GetAsset,
         CallKind::PutStac,

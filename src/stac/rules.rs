@@ -134,8 +134,15 @@ pub fn check_id(id: &str) -> Result<(), String> {
         return Err(format!("the id is empty: expected {ID_CHARS}"));
     }
     if let Some(c) = id.chars().find(|&c| !is_id_char(c)) {
+        // What a file name that is not UTF-8 leaves in an id made from it (its bad bytes read
+        // as U+FFFD): say so, rather than leave the reader puzzling over a replacement sign.
+        let why = if c == char::REPLACEMENT_CHARACTER {
+            " (it comes from a file name that is not UTF-8, whose bytes cannot make an id)"
+        } else {
+            ""
+        };
         return Err(format!(
-            "invalid id {id:?}: {c:?} is not allowed; ids hold only {ID_CHARS}"
+            "invalid id {id:?}: {c:?} is not allowed{why}; ids hold only {ID_CHARS}"
         ));
     }
     if id.len() > MAX_ID_LEN {
