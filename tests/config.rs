@@ -2924,6 +2924,43 @@ type = "text/csv"
 }
 
 #[test]
+fn a_literal_asset_and_a_watch_that_ignores_its_name_are_two_targets() {
+    let job_file = |ignore: &str| {
+        format!(
+            r#"[server]
+url = "https://stac.example/api/stac/v1"
+[[job]]
+name = "nightly"
+collection = "c"
+item = "i"
+asset = "radar.zip"
+file = "export/radar.zip"
+schedule = "0 3 * * *"
+[[job]]
+name = "drops"
+collection = "c"
+item = "i"
+asset = "{{name}}"
+[job.watch]
+dir = "incoming"
+pattern = "*.zip"
+{ignore}
+[job.asset_metadata]
+type = "application/zip"
+"#
+        )
+    };
+    let (_dir, c) = load_ok(&job_file(r#"ignore = ["radar.zip", "*.tmp"]"#));
+    assert_eq!(c.jobs.len(), 2);
+    // A pattern that cannot take the name, or a prefix the literal lacks, keep them apart too.
+    let (_dir, c) =
+        load_ok(&job_file("").replace(r#"pattern = "*.zip""#, r#"pattern = "scan-*.zip""#));
+    assert_eq!(c.jobs.len(), 2);
+    let (_dir, c) = load_ok(&job_file("").replace(r#"asset = "{name}""#, r#"asset = "in-{name}""#));
+    assert_eq!(c.jobs.len(), 2);
+}
+
+#[test]
 fn check_shows_the_fires_around_the_next_dst_change() {
     let dir = folder();
     let path = dir.path().join("jobs.toml");

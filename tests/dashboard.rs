@@ -522,6 +522,7 @@ asset = "{{name}}"
 [job.watch]
 dir = "{incoming}"
 pattern = "*.zip"
+ignore = ["radar.zip", "*.tmp", ".*"]
 settle = "200ms"
 [job.asset_metadata]
 type = "application/zip"

@@ -651,6 +651,7 @@ retries = 2
 [job.watch]
 dir = "{incoming}"
 pattern = "*.zip"
+ignore = ["not-there.zip", "*.tmp", ".*"]
 settle = "200ms"
 [job.asset_metadata]
 type = "application/zip"

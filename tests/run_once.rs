@@ -50,6 +50,8 @@ asset = "{{name}}"
 [job.watch]
 dir = "{incoming}"
 pattern = "*.zip"
+# The nightly job's asset: a file of that name dropped here would land on it.
+ignore = ["big.zip", "*.tmp", ".*"]
 [job.asset_metadata]
 type = "application/zip"
 "#,

@@ -43,6 +43,69 @@ pub(super) fn can_collide(
     ours.iter().any(|x| theirs.iter().any(|y| intersect(x, y)))
 }
 
+/// Which file names a template renders as a given literal id ([`file_for_id`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Renders {
+    /// No file name renders it.
+    Never,
+    /// Every file name does: the template is that literal id.
+    Any,
+    /// This file name only.
+    Only(String),
+    /// The template's form leaves it open (time fields, `{stem}` without `{ext}`, ...).
+    Unknown,
+}
+
+/// The file names whose id `template` renders as the literal `id`. Told when the template is
+/// literal text, or names the whole file name once (`{name}`, or `{stem}.{ext}`) beside literal
+/// text, without time fields: then one file name at most renders `id`, and whether a watch takes
+/// that file (its pattern, its `ignore` globs) decides whether the two jobs meet.
+pub(super) fn file_for_id(template: &str, id: &str) -> Renders {
+    let Ok(segments) = segments(template) else {
+        return Renders::Unknown;
+    };
+    let mut prefix = String::new();
+    let mut suffix = String::new();
+    let mut named = false;
+    let mut i = 0;
+    while i < segments.len() {
+        let whole_name = match &segments[i..] {
+            [Segment::Name, ..] => Some(1),
+            [Segment::Stem, Segment::Literal("."), Segment::Ext, ..] => Some(3),
+            _ => None,
+        };
+        match (whole_name, &segments[i]) {
+            (Some(_), _) if named => return Renders::Unknown,
+            (Some(n), _) => {
+                named = true;
+                i += n;
+                continue;
+            }
+            (None, Segment::Literal(text)) if !text.contains('%') => {
+                if named { &mut suffix } else { &mut prefix }.push_str(text);
+            }
+            (None, _) => return Renders::Unknown,
+        }
+        i += 1;
+    }
+    if !named {
+        return if prefix == id {
+            Renders::Any
+        } else {
+            Renders::Never
+        };
+    }
+    match id
+        .strip_prefix(prefix.as_str())
+        .and_then(|rest| rest.strip_suffix(suffix.as_str()))
+    {
+        // `{stem}.{ext}` renders a name with a dot (and `{name}` any name): a file name is never
+        // empty.
+        Some(name) if !name.is_empty() => Renders::Only(name.to_owned()),
+        _ => Renders::Never,
+    }
+}
+
 /// The patterns a pattern with `{a,b}` alternatives stands for, each with one of them (at most
 /// [`MAX_ALTERNATIVES`]; past that, or nested, the braces stay and read as any text).
 fn alternatives(pattern: &str) -> Vec<String> {
@@ -271,6 +334,22 @@ mod tests {
         ));
         assert!(can_collide("a.h5", None, "{name}", Some("*.h5")));
         assert!(can_collide("radar-%Y.h5", None, "radar-2026.h5", None));
+    }
+
+    #[test]
+    fn a_literal_id_names_the_one_file_a_whole_name_template_renders_it_from() {
+        let only = |n: &str| Renders::Only(n.to_owned());
+        assert_eq!(file_for_id("{name}", "radar.zip"), only("radar.zip"));
+        assert_eq!(file_for_id("{stem}.{ext}", "radar.zip"), only("radar.zip"));
+        assert_eq!(file_for_id("x-{name}", "x-radar.zip"), only("radar.zip"));
+        assert_eq!(file_for_id("x-{name}", "radar.zip"), Renders::Never);
+        assert_eq!(file_for_id("{name}.zip", ".zip"), Renders::Never);
+        assert_eq!(file_for_id("radar.zip", "radar.zip"), Renders::Any);
+        assert_eq!(file_for_id("radar.zip", "other.zip"), Renders::Never);
+        // Left open: a stem whose extension comes from elsewhere, time fields, two names.
+        assert_eq!(file_for_id("{stem}.zip", "radar.zip"), Renders::Unknown);
+        assert_eq!(file_for_id("{name}-%Y", "a-2026"), Renders::Unknown);
+        assert_eq!(file_for_id("{name}{name}", "aa"), Renders::Unknown);
     }
 
     #[test]

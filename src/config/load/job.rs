@@ -1,18 +1,72 @@
 use super::*;
 
-/// Whether the pair is compared at all. A literal asset against a watch job's file-name
-/// template meets it for one file name only, which the watch's `ignore` list is the way to keep
-/// out (`radar.zip` published by a schedule, `{name}` on `*.zip` with `ignore = ["radar.zip"]`):
-/// such a pair is left to the operator, as the ignore globs are not weighed here.
-fn may_share_ids(a: &RawJob, pattern_a: Option<&str>, b: &RawJob, pattern_b: Option<&str>) -> bool {
+/// A job with literal ids against a watch job whose ids come from file names: they meet when
+/// a file the watch takes (its pattern matches, its `ignore` globs do not) renders the literal
+/// ids. `radar.zip` published by a schedule and `{name}` on `*.zip` meet on a file named
+/// `radar.zip`, unless the watch ignores it (`ignore = ["radar.zip"]`). `Some(Some(file))` when
+/// they meet, on that file; `Some(None)` when they do not, or where the templates' form leaves the
+/// file open (time fields, a `{stem}` without its `{ext}`: not judged here); `None` for any other
+/// pair.
+fn literal_against_watch(a: &RawJob, b: &RawJob) -> Option<Option<String>> {
     let literal = |j: &RawJob| {
         !j.asset.get_ref().contains(['{', '%'])
             && j.item
                 .as_ref()
                 .is_none_or(|i| !i.get_ref().contains(['{', '%']))
     };
-    !((literal(a) && pattern_b.is_some() && !literal(b))
-        || (literal(b) && pattern_a.is_some() && !literal(a)))
+    let (fixed, watch_job) = match (literal(a), literal(b)) {
+        (true, false) if b.watch.is_some() => (a, b),
+        (false, true) if a.watch.is_some() => (b, a),
+        _ => return None,
+    };
+    let watch = watch_job.watch.as_ref()?.get_ref();
+    let item = match (&fixed.item, &watch_job.item) {
+        (None, None) => overlap::Renders::Any,
+        (Some(id), Some(template)) => overlap::file_for_id(template.get_ref(), id.get_ref()),
+        _ => overlap::Renders::Never,
+    };
+    let asset = overlap::file_for_id(watch_job.asset.get_ref(), fixed.asset.get_ref());
+    use overlap::Renders::{Any, Never, Only, Unknown};
+    let file = match (item, asset) {
+        (Never, _) | (_, Never) | (Unknown, _) | (_, Unknown) => return Some(None),
+        (Only(x), Only(y)) if x != y => return Some(None),
+        (Only(f), _) | (_, Only(f)) => f,
+        // Both literal: not a watch job's template after all.
+        (Any, Any) => return None,
+    };
+    Some(watch_takes(watch, &file).then_some(file))
+}
+
+/// Whether the watch takes a file named `name` in its folder: its pattern matches and its
+/// `ignore` globs (or the default ones) do not. Globs that do not compile are reported where
+/// they are checked; here they take nothing.
+fn watch_takes(watch: &RawWatch, name: &str) -> bool {
+    let Ok(pattern) = Glob::new(watch.pattern.get_ref()) else {
+        return false;
+    };
+    let mut ignore = GlobSetBuilder::new();
+    match &watch.ignore {
+        Some(globs) => {
+            for g in globs {
+                let Ok(glob) = Glob::new(g.get_ref()) else {
+                    return false;
+                };
+                ignore.add(glob);
+            }
+        }
+        None => {
+            for g in DEFAULT_IGNORE {
+                let Ok(glob) = Glob::new(g) else {
+                    return false;
+                };
+                ignore.add(glob);
+            }
+        }
+    }
+    let Ok(ignore) = ignore.build() else {
+        return false;
+    };
+    pattern.compile_matcher().is_match(name) && !ignore.is_match(name)
 }
 
 /// The longest job name: it is repeated in every log line, metric series and state record.
@@ -85,8 +139,8 @@ impl Checker<'_> {
         let earlier = targets.entry(collection).or_default();
         let same = earlier.iter().find(|other| {
             let theirs = pattern(other);
-            if !may_share_ids(job, mine.as_deref(), other, theirs.as_deref()) {
-                return false;
+            if let Some(meet) = literal_against_watch(job, other) {
+                return meet.is_some();
             }
             let items = match (&job.item, &other.item) {
                 (None, None) => true,
@@ -125,9 +179,12 @@ impl Checker<'_> {
                 job.asset.get_ref()
             )
         };
-        let how = match (pattern(first), &mine) {
-            (None, None) => String::new(),
-            (theirs, mine) => format!(
+        let how = match (literal_against_watch(job, first), pattern(first), &mine) {
+            (Some(Some(file)), _, _) => format!(
+                " (a file named {file:?} taken by the watch would land there: list it in the watch's ignore globs, or narrow its pattern)"
+            ),
+            (_, None, None) => String::new(),
+            (_, theirs, mine) => format!(
                 " (for files matching {} and {}, the ids can be the same)",
                 theirs.map_or_else(|| "no pattern".to_owned(), |p| format!("{p:?}")),
                 mine.as_ref()
