@@ -900,6 +900,26 @@ async fn a_200_complete_with_an_html_body_is_resolved_by_reading_the_upload() {
     assert_eq!(env.emu.call_count(CallKind::Abort), 0);
 }
 
+/// The error of uploading a small file to asset `c/i/a.zip` of a scripted server, without
+/// credentials.
+async fn upload_to_scripted(server: &Scripted) -> UploadError {
+    let client = client_for(&server.base, ApiVersion::V1, Auth::None);
+    let target = AssetTarget::item_asset("c", "i", "a.zip");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.zip");
+    write_file(&path, 10, 1);
+    upload::upload_file(
+        &client,
+        &target,
+        &path,
+        &opts(),
+        Arc::new(()),
+        &CancellationToken::new(),
+    )
+    .await
+    .unwrap_err()
+}
+
 fn redirect_forever(_method: &str, path: &str) -> String {
     raw_answer(
         "302 Found",
@@ -911,21 +931,7 @@ fn redirect_forever(_method: &str, path: &str) -> String {
 #[tokio::test]
 async fn a_redirect_loop_is_not_retried_and_said_once() {
     let server = scripted(redirect_forever).await;
-    let client = client_for(&server.base, ApiVersion::V1, Auth::None);
-    let target = AssetTarget::item_asset("c", "i", "a.zip");
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("a.zip");
-    write_file(&path, 10, 1);
-    let err = upload::upload_file(
-        &client,
-        &target,
-        &path,
-        &opts(),
-        Arc::new(()),
-        &CancellationToken::new(),
-    )
-    .await
-    .unwrap_err();
+    let err = upload_to_scripted(&server).await;
     let shown = err.to_string();
     assert!(shown.contains("redirect loop"), "{shown}");
     assert!(!shown.contains("loop-secret"), "{shown}");
@@ -964,21 +970,7 @@ fn create_redirected_to_a_get(method: &str, path: &str) -> String {
 #[tokio::test]
 async fn a_create_redirected_elsewhere_is_reported_as_redirected_not_as_200() {
     let server = scripted(create_redirected_to_a_get).await;
-    let client = client_for(&server.base, ApiVersion::V1, Auth::None);
-    let target = AssetTarget::item_asset("c", "i", "a.zip");
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("a.zip");
-    write_file(&path, 10, 1);
-    let err = upload::upload_file(
-        &client,
-        &target,
-        &path,
-        &opts(),
-        Arc::new(()),
-        &CancellationToken::new(),
-    )
-    .await
-    .unwrap_err();
+    let err = upload_to_scripted(&server).await;
     let shown = err.to_string();
     assert!(shown.contains("HTTP 302"), "{shown}");
     assert!(shown.contains("redirected to /login/"), "{shown}");

@@ -167,13 +167,11 @@ fn id_glob(template: &str, name: Vec<Token>) -> Vec<Token> {
                     } else if literal[i..].starts_with("%%") {
                         out.push(Token::Lit('%'));
                         i += 2;
-                    } else {
-                        let c = literal[i..]
-                            .chars()
-                            .next()
-                            .expect("i is within the literal");
+                    } else if let Some(c) = literal[i..].chars().next() {
                         out.push(Token::Lit(c));
                         i += c.len_utf8();
+                    } else {
+                        break;
                     }
                 }
             }
