@@ -509,6 +509,55 @@ async fn upload_stopped_by_a_signal_aborts_its_upload_and_exits_128_plus_the_sig
     }
 }
 
+/// Found in this suite (issue 18's first run): a stop that came while the create request was on
+/// the wire dropped it, so the upload the server had just made was left in progress ("nothing
+/// to clean up"), blocking the asset. The create is now seen through and what it made aborted.
+#[tokio::test]
+async fn a_stop_during_the_create_request_aborts_what_the_create_made() {
+    let env = start().await;
+    let asset = "stopped-mid-create.zip";
+    let target = env.item_asset(asset);
+    let (path, _) = env.file(asset, 6 * MIB);
+    // The server makes the upload at once and answers 3 s later: the signal lands in between.
+    env.emu.faults().inject(
+        CallKind::CreateUpload,
+        FaultAction::SlowAnswer(std::time::Duration::from_secs(3)),
+        FaultTrigger::Next(1),
+    );
+    let child = tokio::process::Command::new(BIN)
+        .args(["upload", "--url", &env.emu.base_url(), "--auth", "basic"])
+        .args(["--user", USER, "--collection", "ch.test.collection"])
+        .args(["--item", "item-1", "--asset", asset])
+        .arg(&path)
+        .env("STAC_UPLOADD_SECRET", PASSWORD)
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the binary runs");
+    wait_for(
+        std::time::Duration::from_secs(60),
+        "the upload to be made on the server",
+        || env.count(&target, stac_uploadd_emulator::UploadState::InProgress) == 1,
+    )
+    .await;
+    signal(&child, libc::SIGTERM);
+    let out = tokio::time::timeout(std::time::Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("upload stops")
+        .expect("its output");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(143), "{stderr}");
+    assert!(stderr.contains("aborted"), "says what happened: {stderr}");
+    assert_eq!(
+        env.count(&target, stac_uploadd_emulator::UploadState::Aborted),
+        1,
+        "the upload the create made is aborted: {stderr}"
+    );
+    env.assert_nothing_in_progress();
+}
+
 /// Issue 17: `demo` died at once on SIGTERM, leaving its jobs' uploads and its temporary folder
 /// behind. It stops its jobs, cleans up and exits 143.
 #[tokio::test]

@@ -116,6 +116,10 @@ pub enum FaultAction {
     DropAfterCommit,
     /// Wait this long, then handle the request normally.
     Delay(Duration),
+    /// Handle the request (it takes effect), then wait this long before answering: a loaded
+    /// server or proxy, the window in which a client stopped mid-request has not yet heard
+    /// of what its request made.
+    SlowAnswer(Duration),
     /// Part PUT only: answer 403 AccessDenied "Request has expired" as if the URL had expired.
     /// On other calls it answers a plain 403.
     ExpireUrl,
@@ -153,8 +157,9 @@ pub struct FaultSpec {
 
 const SPEC_USAGE: &str = "expected CALL:ACTION[:PARAM][:retry_after=V][:next=N|:p=F], e.g. \
      put_part:503:next=2, complete:drop:p=0.1, create:delay=2s, complete:drop_after_commit, \
-     put_part:expire_url, create:429:retry_after=2, create:no_urls, complete:html_body \
-     (actions: STATUS, status=STATUS, drop, drop_after_commit, delay=DURATION, expire_url, \
+     create:slow_answer=2s, put_part:expire_url, create:429:retry_after=2, create:no_urls, complete:html_body \
+     (actions: STATUS, status=STATUS, drop, drop_after_commit, delay=DURATION, \
+     slow_answer=DURATION, expire_url, \
      no_urls, html_body; retry_after only with a status)";
 
 impl FaultSpec {
@@ -239,6 +244,9 @@ impl FromStr for FaultSpec {
             ("delay", Some(d)) => FaultAction::Delay(
                 humantime::parse_duration(d).map_err(|e| format!("invalid delay {d:?}: {e}"))?,
             ),
+            ("slow_answer", Some(d)) => FaultAction::SlowAnswer(
+                humantime::parse_duration(d).map_err(|e| format!("invalid delay {d:?}: {e}"))?,
+            ),
             _ => return Err(format!("invalid fault {s:?}: {SPEC_USAGE}")),
         };
         let action = match (action, retry_after) {
@@ -266,6 +274,9 @@ impl fmt::Display for FaultSpec {
             FaultAction::Drop => f.write_str("drop")?,
             FaultAction::DropAfterCommit => f.write_str("drop_after_commit")?,
             FaultAction::Delay(d) => write!(f, "delay={}", humantime::format_duration(*d))?,
+            FaultAction::SlowAnswer(d) => {
+                write!(f, "slow_answer={}", humantime::format_duration(*d))?;
+            }
             FaultAction::ExpireUrl => f.write_str("expire_url")?,
             FaultAction::StatusRetryAfter {
                 status,
@@ -314,13 +325,16 @@ impl TryFrom<FaultRequest> for FaultSpec {
             ("drop", None, None, None) => FaultAction::Drop,
             ("drop_after_commit", None, None, None) => FaultAction::DropAfterCommit,
             ("delay", None, Some(ms), None) => FaultAction::Delay(Duration::from_millis(ms)),
+            ("slow_answer", None, Some(ms), None) => {
+                FaultAction::SlowAnswer(Duration::from_millis(ms))
+            }
             ("expire_url", None, None, None) => FaultAction::ExpireUrl,
             ("no_urls", None, None, None) => FaultAction::NoPartUrls,
             ("html_body", None, None, None) => FaultAction::HtmlBody,
             _ => {
                 return Err(format!(
                     "invalid action {:?}: expected \"status\" with \"status\" (and optionally \
-                     \"retry_after\"), \"delay\" with \"delay_ms\", \"drop\", \
+                     \"retry_after\"), \"delay\" or \"slow_answer\" with \"delay_ms\", \"drop\", \
                      \"drop_after_commit\", \"expire_url\", \"no_urls\" or \"html_body\"",
                     r.action
                 ));
@@ -356,6 +370,11 @@ impl From<&FaultSpec> for FaultRequest {
             FaultAction::DropAfterCommit => ("drop_after_commit", None, None),
             FaultAction::Delay(d) => (
                 "delay",
+                None,
+                Some(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            ),
+            FaultAction::SlowAnswer(d) => (
+                "slow_answer",
                 None,
                 Some(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             ),

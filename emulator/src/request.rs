@@ -113,6 +113,7 @@ impl Ctx {
         // The path only: a query may carry a secret.
         tracing::debug!(method = %self.method, path = self.uri.path(), call = %kind, "request");
         let mut drop_after_commit = false;
+        let mut slow_answer = None;
         let mut rewrite = None;
         match self.shared.faults.take(kind) {
             None => {}
@@ -124,6 +125,7 @@ impl Ctx {
             }) => return faults::with_retry_after(faults::status_response(status), &retry_after),
             Some(FaultAction::Drop) => return self.conn.kill().await,
             Some(FaultAction::DropAfterCommit) => drop_after_commit = true,
+            Some(FaultAction::SlowAnswer(delay)) => slow_answer = Some(delay),
             Some(FaultAction::ExpireUrl) => return faults::status_response(403),
             Some(action @ (FaultAction::NoPartUrls | FaultAction::HtmlBody)) => {
                 rewrite = Some(action);
@@ -132,6 +134,9 @@ impl Ctx {
         let response = self.run(handler).await;
         if drop_after_commit {
             return self.conn.kill().await;
+        }
+        if let Some(delay) = slow_answer {
+            tokio::time::sleep(delay).await;
         }
         match rewrite {
             Some(action) => faults::rewrite(&action, response).await,

@@ -94,8 +94,10 @@ pub(crate) async fn put_part(ctx: Ctx, P(path): P<PartPath>, body: Body) -> Resp
     tracing::debug!(upload_id = %path.upload_id, part = %path.part, "part PUT");
     let mut drop_mid_body = false;
     let mut drop_after_commit = false;
+    let mut slow_answer = None;
     match shared.faults.take(CallKind::PutPart) {
         None => {}
+        Some(FaultAction::SlowAnswer(delay)) => slow_answer = Some(delay),
         Some(FaultAction::Delay(delay)) => tokio::time::sleep(delay).await,
         Some(action @ (FaultAction::Status(_) | FaultAction::StatusRetryAfter { .. })) => {
             let (code, retry_after) = match action {
@@ -136,6 +138,9 @@ pub(crate) async fn put_part(ctx: Ctx, P(path): P<PartPath>, body: Body) -> Resp
         .unwrap_or_else(IntoResponse::into_response);
     if drop_after_commit {
         return ctx.conn.kill().await;
+    }
+    if let Some(delay) = slow_answer {
+        tokio::time::sleep(delay).await;
     }
     response
 }

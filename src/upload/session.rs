@@ -229,10 +229,16 @@ pub async fn publish_file(
     observer.on_event(&UploadEvent::Creating {
         multihash: &digest.multihash,
     });
-    let (upload, adopted) = tokio::select! {
-        r = create(client, target, &request, opts) => r?,
-        () = cancel.cancelled() => return Err(UploadError::Cancelled),
+    // A stop while the create is on the wire must not drop it: the server may already have made
+    // the upload, and an upload nobody knows of blocks the asset. The request is seen through
+    // (bounded by its own timeouts and retries) and what it made is aborted by `finish` below.
+    let creating = create(client, target, &request, opts);
+    tokio::pin!(creating);
+    let (stopped, created) = tokio::select! {
+        r = &mut creating => (false, r),
+        () = cancel.cancelled() => (true, creating.await),
     };
+    let (upload, adopted) = created?;
     let created_at = Instant::now();
     let upload_id = upload.upload_id.clone();
     // An answer without a usable URL for every part still created the upload: it goes through
@@ -288,6 +294,7 @@ pub async fn publish_file(
     let created_here = (!adopted).then_some(created_at);
     let outcome = match unusable.and(recorded) {
         Err(e) => Err(e),
+        Ok(()) if stopped => Err(UploadError::Cancelled),
         Ok(()) => tokio::select! {
             r = send_and_complete(&ctx, target, &upload, &plan, &digest, &nothing_on_server, created_here) => r,
             () = cancel.cancelled() => Err(UploadError::Cancelled),
