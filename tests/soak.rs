@@ -127,12 +127,13 @@ fn action_label(a: &FaultAction) -> &'static str {
         FaultAction::Status(_) => "other status",
         FaultAction::Drop => "reset",
         FaultAction::DropAfterCommit => "reset after commit",
-        FaultAction::Delay(_) => "slow answer",
+        FaultAction::Delay(_) => "delayed request",
         FaultAction::ExpireUrl => "expired URL",
         // Not drawn by this soak (issue 17's faults).
         FaultAction::StatusRetryAfter { .. } => "status with Retry-After",
         FaultAction::NoPartUrls => "create without part URLs",
         FaultAction::HtmlBody => "HTML body on success",
+        FaultAction::SlowAnswer(_) => "answer after the effect, late",
     }
 }
 
