@@ -1,6 +1,6 @@
 //! Compression throughput and ratio on data like what publishers send: CSV text, a smooth float
 //! raster (like an uncompressed GeoTIFF or NetCDF band), and incompressible bytes. Chooses the
-//! levels of `upload::compress`. `cargo bench --bench compress` (BENCH_MIB, default 64).
+//! levels of `stac_upload::compress`. `cargo bench --bench compress` (BENCH_MIB, default 64).
 
 use std::io::Write;
 use std::time::Instant;

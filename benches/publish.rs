@@ -16,7 +16,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use sha2::{Digest as _, Sha256};
 use stac_uploadd::state::StateStore;
-use stac_uploadd::supervisor::{Clock, HttpUploader, Shared, Supervisor};
+use stac_uploadd::supervisor::{HttpUploader, Shared, Supervisor};
+use stac_uploadd::trigger::Clock;
 use stac_uploadd_emulator::{AssetKey, Emulator, EmulatorAuth, EmulatorConfig};
 
 const PASSWORD: &str = "bench-password";
@@ -158,7 +159,7 @@ type = "application/zip"
     }
 
     let state = Arc::new(StateStore::open(&config.state_dir).expect("the state folder"));
-    let client = stac_uploadd::daemon::client(&config).expect("a client");
+    let client = stac_client::StacClient::new(config.server.client_config()).expect("a client");
     let shared = Arc::new(Shared::new(
         HttpUploader(client),
         state.clone(),

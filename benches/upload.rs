@@ -21,12 +21,12 @@ use std::time::{Duration, Instant};
 
 use md5::Md5 as Md5Hasher;
 use sha2::{Digest as _, Sha256};
-use stac_uploadd::stac::{
+use stac_client::units::ByteSize;
+use stac_client::{
     AssetTarget, ClientConfig, CreateUpload, Md5, Md5Part, Multihash, PartNumber, StacClient,
 };
-use stac_uploadd::units::ByteSize;
-use stac_uploadd::upload::bandwidth::{Bandwidth, BandwidthLimit};
-use stac_uploadd::upload::{self, UploadOptions};
+use stac_upload::bandwidth::{Bandwidth, BandwidthLimit};
+use stac_upload::{UploadOptions};
 use tokio_util::sync::CancellationToken;
 
 const MB: f64 = 1_000_000.0;
@@ -240,13 +240,13 @@ fn digest_bench() {
     if sizes.is_empty() && cold.is_empty() {
         return;
     }
-    let simd = upload::Md5Backend::Auto
+    let simd = stac_upload::Md5Backend::Auto
         .resolve()
         .expect("auto resolves to something");
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
         "digest pass: {cores} cores, MD5 backend {simd:?} (available: {:?}); each figure the best of {} runs (the three modes taking turns)",
-        upload::Md5Backend::available(),
+        stac_upload::Md5Backend::available(),
         match runs_given {
             Some(n) => n.to_string(),
             None => "5 (2 above 1 GiB)".to_owned(),
@@ -264,7 +264,7 @@ fn digest_bench() {
             }
             write_file(&file, size);
         }
-        let plan = upload::PartPlan::new(size, upload::DEFAULT_PART_SIZE).expect("plan");
+        let plan = stac_upload::PartPlan::new(size, stac_upload::DEFAULT_PART_SIZE).expect("plan");
         if cold && !drop_caches() {
             println!(
                 "  {} cold: not run (dropping the page cache needs root)",
@@ -323,8 +323,7 @@ fn digest_bench() {
 
 /// Drops the page cache (root only); false when it cannot.
 fn drop_caches() -> bool {
-    // SAFETY: sync takes no arguments.
-    unsafe { libc::sync() };
+    rustix::fs::sync();
     std::fs::write("/proc/sys/vm/drop_caches", "3").is_ok()
 }
 
@@ -355,9 +354,7 @@ fn digest_child() {
     let mode = std::env::var("BENCH_DIGEST_CHILD").expect("set by the parent");
     let path = std::env::var("BENCH_FILE").expect("set by the parent");
     let cpu = || {
-        // SAFETY: getrusage fills the struct we pass.
-        let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-        unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+        let u = rusage(libc::RUSAGE_SELF);
         let t = |v: libc::timeval| v.tv_sec as f64 + v.tv_usec as f64 / 1e6;
         t(u.ru_utime) + t(u.ru_stime)
     };
@@ -377,15 +374,15 @@ fn digest_child() {
         }
         std::hint::black_box(h.finalize());
     } else {
-        let backend = upload::Md5Backend::parse(&mode).expect("a backend name");
-        let plan = upload::PartPlan::new(size, upload::DEFAULT_PART_SIZE).expect("plan");
-        let defaults = upload::DigestOptions::default();
-        let opts = upload::DigestOptions {
+        let backend = stac_upload::Md5Backend::parse(&mode).expect("a backend name");
+        let plan = stac_upload::PartPlan::new(size, stac_upload::DEFAULT_PART_SIZE).expect("plan");
+        let defaults = stac_upload::DigestOptions::default();
+        let opts = stac_upload::DigestOptions {
             md5_backend: backend,
             lane_chunk: env_size("BENCH_LANE_CHUNK", defaults.lane_chunk as u64) as usize,
             ..defaults
         };
-        let d = upload::digest_file(file, &plan, opts, &AtomicBool::new(false), &|_| {})
+        let d = stac_upload::digest_file(file, &plan, opts, &AtomicBool::new(false), &|_| {})
             .expect("digest");
         std::hint::black_box(d);
     }
@@ -410,9 +407,7 @@ struct ChildResult {
 
 /// User+sys CPU of this process (`RUSAGE_SELF`) or of the children waited for (`RUSAGE_CHILDREN`).
 fn cpu_seconds(who: libc::c_int) -> f64 {
-    // SAFETY: getrusage fills the struct we pass.
-    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(who, &mut u) };
+    let u = rusage(who);
     let t = |v: libc::timeval| v.tv_sec as f64 + v.tv_usec as f64 / 1e6;
     t(u.ru_utime) + t(u.ru_stime)
 }
@@ -469,9 +464,7 @@ fn run_python(base: &str, file: &Path, asset: &str) -> Option<(f64, u64, f64)> {
         .spawn()
         .ok()?;
     let out = child.wait_with_output().ok()?;
-    // SAFETY: getrusage fills the struct we pass.
-    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut u) };
+    let u = rusage(libc::RUSAGE_CHILDREN);
     if !out.status.success() {
         return None;
     }
@@ -503,7 +496,7 @@ fn child() {
     };
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let report = rt
-        .block_on(upload::upload_file(
+        .block_on(stac_upload::upload_file(
             &client,
             &target,
             Path::new(&var("BENCH_FILE")),
@@ -621,7 +614,7 @@ fn env_size(name: &str, default: u64) -> u64 {
 }
 
 fn write_file(path: &Path, size: u64) {
-    stac_uploadd::demo::write_sample(path, size, 0x2545_F491_4F6C_DD1D).expect("test file written");
+    stac_uploadd::write_sample(path, size, 0x2545_F491_4F6C_DD1D).expect("test file written");
     // Measure a file at rest: writeback of fresh dirty pages would compete for the CPU.
     std::fs::File::open(path)
         .and_then(|f| f.sync_all())
@@ -702,4 +695,17 @@ async fn set_bandwidth(port: u16, rate: Option<u64>) {
         "setting the bandwidth failed: {}",
         r.status()
     );
+}
+
+/// getrusage(2): neither std nor rustix offers it, hence the one unsafe block of the benches
+/// (the workspace denies unsafe code; a bench is not shipped).
+#[allow(unsafe_code)]
+fn rusage(who: libc::c_int) -> libc::rusage {
+    // SAFETY: rusage is plain old data (all-zero is a valid value), and getrusage only writes
+    // into the struct we own and pass by pointer.
+    unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        libc::getrusage(who, &mut u);
+        u
+    }
 }

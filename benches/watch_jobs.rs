@@ -9,10 +9,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use stac_client::StacClient;
 use stac_uploadd::config;
-use stac_uploadd::stac::StacClient;
 use stac_uploadd::state::StateStore;
-use stac_uploadd::supervisor::{Clock, HttpUploader, Shared, Supervisor};
+use stac_uploadd::trigger::Clock;
+use stac_uploadd::supervisor::{HttpUploader, Shared, Supervisor};
 use stac_uploadd::trigger::watch::inotify_instances;
 use stac_uploadd_emulator::{AssetKey, Emulator, EmulatorConfig};
 

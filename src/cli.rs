@@ -4,85 +4,18 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::exit::{ExitCode, StopSignal, stop_signals};
 use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, AuthKind, FlagSettings, FlagTable};
 use crate::observe::LogFormat;
-use crate::stac::{ApiVersion, AssetTarget, StacClient};
-use crate::units::ByteSize;
-use crate::upload::{self, CompressMode, UploadError};
+use stac_client::units::ByteSize;
+use stac_client::{ApiVersion, AssetTarget, StacClient};
+use stac_upload::{CompressMode, UploadError};
 
 /// How long running uploads may go on after SIGTERM, unless --shutdown-grace says.
 const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
-
-/// Exit codes: 0 success, 1 runtime failure, 2 bad usage, input or config, 3 the state folder
-/// needs an operator (a corrupt record of uploads in flight), 128 + the signal's number for
-/// `upload` stopped by a signal (the shell's convention). systemd restarts on 1 only.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExitCode {
-    Success = 0,
-    Failure = 1,
-    Usage = 2,
-    NeedsOperator = 3,
-    /// Stopped by SIGHUP.
-    Hangup = 129,
-    /// Stopped by SIGINT.
-    Interrupted = 130,
-    /// Stopped by SIGTERM.
-    Terminated = 143,
-}
-
-/// A signal that stops a one-shot command.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StopSignal {
-    Hangup,
-    Interrupt,
-    Terminate,
-}
-
-impl StopSignal {
-    /// Its conventional name, for messages.
-    pub fn name(self) -> &'static str {
-        match self {
-            StopSignal::Hangup => "SIGHUP",
-            StopSignal::Interrupt => "SIGINT",
-            StopSignal::Terminate => "SIGTERM",
-        }
-    }
-
-    /// The exit code of a command it stopped.
-    pub fn exit_code(self) -> ExitCode {
-        match self {
-            StopSignal::Hangup => ExitCode::Hangup,
-            StopSignal::Interrupt => ExitCode::Interrupted,
-            StopSignal::Terminate => ExitCode::Terminated,
-        }
-    }
-}
-
-/// A command stopped by a signal, after it cleaned up.
-#[derive(Debug, thiserror::Error)]
-#[error("stopped by {}", .0.name())]
-pub struct Stopped(pub StopSignal);
-
-/// Listens for SIGTERM, SIGINT and SIGHUP from now on (a signal between this call and the first
-/// poll is not lost: the handlers are installed here); the future resolves with the first.
-pub(crate) fn stop_signals()
--> anyhow::Result<impl std::future::Future<Output = StopSignal> + Send + 'static> {
-    use anyhow::Context as _;
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
-    let mut hup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
-    Ok(async move {
-        tokio::select! {
-            _ = term.recv() => StopSignal::Terminate,
-            _ = int.recv() => StopSignal::Interrupt,
-            _ = hup.recv() => StopSignal::Hangup,
-        }
-    })
-}
 
 /// One line for an error and its causes. Many errors name their cause in their own message
 /// (`cannot read X: No such file`) and also expose it as `source`; a cause already said is not
@@ -181,10 +114,33 @@ pub enum Command {
     /// Upload one file to one asset, now.
     Upload(UploadArgs),
     /// Serve a local emulator of the service-stac upload API, to try jobs safely.
+    #[cfg(feature = "emulator")]
     Emulator(stac_uploadd_emulator::EmulatorArgs),
     /// Show the tool at work against a built-in emulator, with nothing to set up.
+    #[cfg(feature = "emulator")]
     Demo(crate::demo::DemoArgs),
+    /// Serve a local emulator of the service-stac upload API (not in this build).
+    #[cfg(not(feature = "emulator"))]
+    Emulator(NotBuilt),
+    /// Show the tool at work against a built-in emulator (not in this build).
+    #[cfg(not(feature = "emulator"))]
+    Demo(NotBuilt),
 }
+
+/// The arguments of a command this build left out, taken whatever they are so that the
+/// command can say how to get it instead of a usage error.
+#[cfg(not(feature = "emulator"))]
+#[derive(Debug, Args)]
+pub struct NotBuilt {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    rest: Vec<std::ffi::OsString>,
+}
+
+/// What `demo` and `emulator` say in a build without the emulator.
+#[cfg(not(feature = "emulator"))]
+const NO_EMULATOR: &str = "this stac-uploadd was built without the emulator (cargo feature \
+    `emulator`); `demo` and `emulator` need it: install a default build (`cargo install --path \
+    .` in a checkout, or the container image), or run the emulator from another machine's build";
 
 impl Cli {
     /// The log level when neither -v nor RUST_LOG says otherwise.
@@ -564,15 +520,22 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             .map_err(CliError::from)
         }
         Some(Command::Upload(args)) => run_upload(args).await,
+        #[cfg(not(feature = "emulator"))]
+        Some(Command::Emulator(_) | Command::Demo(_)) => Err(CliError {
+            code: ExitCode::Usage,
+            error: anyhow::anyhow!(NO_EMULATOR),
+        }),
         // It stops cleanly on SIGTERM and SIGINT itself (emulator/src/cli.rs).
+        #[cfg(feature = "emulator")]
         Some(Command::Emulator(args)) => stac_uploadd_emulator::run(args)
             .await
             .map_err(CliError::failure),
+        #[cfg(feature = "emulator")]
         Some(Command::Demo(args)) => {
             crate::demo::run(args)
                 .await
-                .map_err(|e| match e.downcast_ref::<Stopped>() {
-                    Some(Stopped(signal)) => CliError {
+                .map_err(|e| match e.downcast_ref::<crate::exit::Stopped>() {
+                    Some(crate::exit::Stopped(signal)) => CliError {
                         code: signal.exit_code(),
                         error: e,
                     },
@@ -684,18 +647,18 @@ fn run_check(path: &std::path::Path) -> Result<config::Config, CliError> {
         "{}: {} job(s), server {} ({:?}), state in {}",
         path.display(),
         config.jobs.len(),
-        crate::stac::redact_userinfo(&config.server.url),
+        stac_client::redact_userinfo(&config.server.url),
         config.server.api_version,
         config.state_dir.display()
     );
     for job in &config.jobs {
         let target = match &job.item {
-            Some(item) => format!("{}/{}/{}", job.collection, item, job.asset.0),
-            None => format!("{}/{}", job.collection, job.asset.0),
+            Some(item) => format!("{}/{}/{}", job.collection, item, job.asset),
+            None => format!("{}/{}", job.collection, job.asset),
         };
         let policy = crate::supervisor::effective_policy(job, now);
         match &job.trigger {
-            crate::config::TriggerSpec::Cron { file, schedule } => {
+            crate::trigger::TriggerSpec::Cron { file, schedule } => {
                 let mut t = now;
                 let next: Vec<String> = (0..3)
                     .filter_map(|_| {
@@ -720,7 +683,7 @@ fn run_check(path: &std::path::Path) -> Result<config::Config, CliError> {
                     println!("    {around}");
                 }
             }
-            crate::config::TriggerSpec::Every { file, interval } => {
+            crate::trigger::TriggerSpec::Every { file, interval } => {
                 println!(
                     "  {}: {} -> {target} every {}, policy {policy:?}",
                     job.name,
@@ -728,7 +691,7 @@ fn run_check(path: &std::path::Path) -> Result<config::Config, CliError> {
                     humantime::format_duration(*interval)
                 );
             }
-            crate::config::TriggerSpec::Watch(w) => {
+            crate::trigger::TriggerSpec::Watch(w) => {
                 println!(
                     "  {}: files matching {:?} in {} -> {target}, policy {policy:?}",
                     job.name,
@@ -739,7 +702,7 @@ fn run_check(path: &std::path::Path) -> Result<config::Config, CliError> {
         }
     }
     let watches = config.jobs.iter().filter_map(|job| match &job.trigger {
-        crate::config::TriggerSpec::Watch(w) => Some(w),
+        crate::trigger::TriggerSpec::Watch(w) => Some(w),
         _ => None,
     });
     let mut over = None;
@@ -776,7 +739,7 @@ async fn run_status(args: StatusArgs) -> Result<(), CliError> {
             dir.display()
         )));
     }
-    match crate::daemon::state_holder(&dir) {
+    match crate::state::state_holder(&dir) {
         Some(pid) => println!("a daemon (pid {pid}) holds {} now", dir.display()),
         None => println!("no daemon holds {} now", dir.display()),
     }
@@ -886,7 +849,7 @@ async fn run_upload(args: UploadArgs) -> Result<(), CliError> {
         asset: args.asset.clone(),
     };
     opts.bandwidth = bandwidth_limit
-        .map(|l| Arc::new(crate::upload::bandwidth::Bandwidth::new(l)))
+        .map(|l| Arc::new(stac_upload::bandwidth::Bandwidth::new(l)))
         .into_iter()
         .collect();
     let cancel = CancellationToken::new();
@@ -904,7 +867,7 @@ async fn run_upload(args: UploadArgs) -> Result<(), CliError> {
     }
     let progress = Arc::new(crate::progress::Bar::new());
     let attempt = || {
-        upload::upload_file(
+        stac_upload::upload_file(
             &client,
             &target,
             &args.file,
@@ -923,8 +886,8 @@ async fn run_upload(args: UploadArgs) -> Result<(), CliError> {
             )));
         }
         let id = upload.upload_id.clone();
-        match upload::abort_upload(&client, &target, &id, &opts).await {
-            upload::AbortOutcome::Failed(e) => {
+        match stac_upload::abort_upload(&client, &target, &id, &opts).await {
+            stac_upload::AbortOutcome::Failed(e) => {
                 progress.clear();
                 return Err(CliError::failure(anyhow::anyhow!(
                     "cannot abort the blocking upload {id}: {e}"
@@ -936,14 +899,14 @@ async fn run_upload(args: UploadArgs) -> Result<(), CliError> {
         result = attempt().await;
     }
     // --retries: the whole upload again after a transient failure, as a job's run is retried.
-    let mut waits = crate::retry::waits(
+    let mut waits = stac_client::retry::waits(
         policy.retry_min_delay,
         policy.retry_max_delay,
         policy.retries,
     );
     let mut retry = 0;
     while let Err(e) = &result
-        && crate::retry::run_action(e).is_retry()
+        && e.run_action().is_retry()
         && !cancel.is_cancelled()
         && let Some(wait) = waits.next()
     {

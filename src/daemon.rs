@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,14 +15,15 @@ use tracing::{error, info, warn};
 
 use crate::config::{self, Config};
 use crate::observe::{ObserveOptions, Observer, metrics};
-use crate::stac::StacClient;
 use crate::state::StateStore;
-use crate::supervisor::{Clock, HttpUploader, Shared, Supervisor, reconcile};
-use crate::upload::bandwidth::Bandwidth;
+use crate::supervisor::{HttpUploader, Shared, Supervisor, reconcile};
+use crate::trigger::Clock;
+use stac_client::StacClient;
+use stac_upload::bandwidth::Bandwidth;
 
 /// Why the daemon did not start: a bad job file (exit 2) or anything else (exit 1).
 #[derive(Debug, thiserror::Error)]
-pub enum StartError {
+pub(crate) enum StartError {
     #[error(transparent)]
     Config(#[from] config::ConfigError),
     #[error(transparent)]
@@ -32,74 +32,20 @@ pub enum StartError {
     Other(#[from] anyhow::Error),
 }
 
-/// Holds the state folder for this process; released on drop (and by the kernel on a crash).
-#[derive(Debug)]
-pub struct StateLock(#[allow(dead_code)] std::fs::File);
-
-/// Takes the state folder's lock, so two daemons never share one state.
-pub fn lock_state(dir: &Path) -> anyhow::Result<StateLock> {
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("cannot create the state folder {}", dir.display()))?;
-    let path = dir.join("lock");
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("cannot open {}", path.display()))?;
-    // SAFETY: flock on a file descriptor we own; no memory is involved.
-    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc != 0 {
-        let holder = match state_holder(dir) {
-            Some(pid) if pid != 0 => format!(" (pid {pid})"),
-            _ => String::new(),
-        };
-        anyhow::bail!(
-            "another stac-uploadd{holder} is already using the state folder {}",
-            dir.display()
-        );
-    }
-    // Who holds it, for `status`; the lock, not this text, is what keeps a second daemon out.
-    let mut f = f;
-    let _ = f.set_len(0).and_then(|()| {
-        use std::io::Write as _;
-        write!(f, "{}", std::process::id())
-    });
-    Ok(StateLock(f))
-}
-
-/// The process id of the daemon that holds the state folder `dir` now, if one does.
-pub fn state_holder(dir: &Path) -> Option<u32> {
-    let f = std::fs::File::open(dir.join("lock")).ok()?;
-    // SAFETY: flock on a file descriptor we own; no memory is involved.
-    let free = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } == 0;
-    if free {
-        // Released when `f` closes: nobody held it.
-        return None;
-    }
-    // The holder wrote its pid there: a few bytes, read as such whatever is in its place.
-    let limit = crate::units::ByteSize(64);
-    crate::localfile::read_bounded(&dir.join("lock"), limit, crate::localfile::Links::Refuse)
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())
-        .and_then(|t| t.trim().parse().ok())
-        .or(Some(0))
-}
-
 /// A client for the configured server.
-pub fn client(config: &Config) -> anyhow::Result<StacClient> {
+pub(crate) fn client(config: &Config) -> anyhow::Result<StacClient> {
     StacClient::new(config.server.client_config()).context("cannot start the HTTP client")
 }
 
 /// Runs the daemon until SIGTERM or SIGINT; `observe_listen` serves `/metrics`, `/healthz` and
 /// `/readyz`.
-pub async fn run(
+pub(crate) async fn run(
     config_path: PathBuf,
     grace: Duration,
     observe_listen: Option<SocketAddr>,
 ) -> Result<(), StartError> {
     let (mut config, fingerprints) = load(&config_path)?;
-    let _lock = lock_state(&config.state_dir)?;
+    let _lock = crate::state::lock_state(&config.state_dir)?;
     let state = Arc::new(StateStore::open(&config.state_dir)?);
     let observe_opts = ObserveOptions {
         listen: observe_listen.or(config.observe.listen),
@@ -291,7 +237,7 @@ fn running(config: &Config) -> String {
 /// Compressed copies left by a crash are of no use: they are made afresh for every upload.
 /// Cleared at start-up only (of the daemon, or of `run --once`); a reload must not pull a
 /// temporary file from under a running upload.
-pub fn clear_temp(state: &StateStore) {
+pub(crate) fn clear_temp(state: &StateStore) {
     if let Ok(entries) = std::fs::read_dir(state.dir().join("tmp")) {
         for e in entries.flatten() {
             let _ = std::fs::remove_file(e.path());
@@ -301,13 +247,13 @@ pub fn clear_temp(state: &StateStore) {
 
 /// What only the running daemon adds to the configured jobs: the bandwidth limiter all jobs
 /// share (kept across a reload while its limit is the same, so that old and new runs share it).
-pub struct Runtime {
-    global: Option<(crate::upload::bandwidth::BandwidthLimit, Arc<Bandwidth>)>,
+pub(crate) struct Runtime {
+    global: Option<(stac_upload::bandwidth::BandwidthLimit, Arc<Bandwidth>)>,
 }
 
 impl Runtime {
     /// The runtime pieces for `config`.
-    pub fn new(config: &Config) -> Self {
+    pub(crate) fn new(config: &Config) -> Self {
         Self {
             global: config
                 .bandwidth_limit
@@ -328,7 +274,7 @@ impl Runtime {
     /// The configured jobs with the digest cache in the state folder, a folder for compressed
     /// temporary files beside it, and the bandwidth limiters (the shared one, one per job), each
     /// with its fingerprint.
-    pub fn jobs(
+    pub(crate) fn jobs(
         &self,
         config: &Config,
         state: &Arc<StateStore>,
@@ -337,7 +283,7 @@ impl Runtime {
         let temp = state.dir().join("tmp");
         std::fs::create_dir_all(&temp)
             .with_context(|| format!("cannot create {}", temp.display()))?;
-        let cache: Arc<dyn crate::upload::DigestCache> = state.clone();
+        let cache: Arc<dyn stac_upload::DigestCache> = state.clone();
         Ok(config
             .jobs
             .iter()

@@ -14,9 +14,11 @@ use anyhow::{Context as _, bail};
 use clap::Args;
 use sha2::{Digest as _, Sha256};
 
+use crate::sample::write_sample;
 use crate::state::{Outcome, RunRecord, StateStore};
-use crate::supervisor::{Clock, HttpUploader, Shared, Supervisor};
-use crate::units::ByteSize;
+use crate::supervisor::{HttpUploader, Shared, Supervisor};
+use crate::trigger::Clock;
+use stac_client::units::ByteSize;
 use stac_uploadd_emulator::{
     AssetKey, CallKind, Emulator, EmulatorAuth, EmulatorConfig, FaultAction, FaultTrigger,
 };
@@ -40,10 +42,10 @@ pub struct DemoArgs {
 }
 
 /// Runs the demo and fails if anything the server holds afterwards is not what was sent.
-pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     // A signal stops the jobs (their uploads aborted after a short grace) and removes the demo's
     // temporary folder, rather than leaving both behind.
-    let stop = crate::cli::stop_signals()?;
+    let stop = crate::exit::stop_signals()?;
     tokio::pin!(stop);
     let emu = Emulator::start(
         "127.0.0.1:0".parse().expect("a literal socket address"),
@@ -139,7 +141,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                 supervisor.shutdown(Duration::from_secs(2)).await;
                 state.flush().await?;
                 emu.shutdown().await;
-                return Err(crate::cli::Stopped(signal).into());
+                return Err(crate::exit::Stopped(signal).into());
             }
         };
         let note = match (rec.job.as_str(), rec.outcome, rec.attempts) {
@@ -288,33 +290,4 @@ async fn drop_station_files(incoming: &Path) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// Writes `size` deterministic pseudo-random bytes (incompressible, like real imagery) and returns
-/// their sha256 in hex. Also used by the tests and benchmarks.
-pub fn write_sample(path: &Path, size: u64, seed: u64) -> anyhow::Result<String> {
-    // Written beside and renamed into place, as a careful producer does.
-    let tmp = path.with_extension("part");
-    let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
-    let mut h = Sha256::new();
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut left = size;
-    while left > 0 {
-        for b in buf.chunks_mut(8) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let bytes = x.to_le_bytes();
-            b.copy_from_slice(&bytes[..b.len()]);
-        }
-        let n = left.min(buf.len() as u64) as usize;
-        f.write_all(&buf[..n])?;
-        h.update(&buf[..n]);
-        left -= n as u64;
-    }
-    f.flush()?;
-    drop(f);
-    std::fs::rename(&tmp, path)?;
-    Ok(hex::encode(h.finalize()))
 }

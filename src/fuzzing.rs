@@ -6,9 +6,9 @@ use std::path::Path;
 
 use reqwest::StatusCode;
 
-use crate::stac::{ApiVersion, ErrorClass, PartNumber, StacError, Step, answer};
-use crate::units::ByteSize;
-use crate::upload::{MAX_FILE_SIZE, MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, PartPlan};
+use stac_client::units::ByteSize;
+use stac_client::{ApiVersion, ErrorClass, PartNumber, StacError, Step, answer};
+use stac_upload::{MAX_FILE_SIZE, MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, PartPlan};
 
 /// The part planner: a file within the limit is covered exactly, in order, by at most
 /// `MAX_PARTS` parts of at most `MAX_PART_SIZE`, all but the last at least `MIN_PART_SIZE`;
@@ -193,22 +193,22 @@ struct NoServer;
 impl crate::supervisor::Uploader for NoServer {
     async fn upload(
         &self,
-        target: &crate::stac::AssetTarget,
+        target: &stac_client::AssetTarget,
         _: &Path,
-        _: &crate::upload::NewObjects,
-        _: &crate::upload::UploadOptions,
-        _: std::sync::Arc<dyn crate::upload::UploadObserver>,
+        _: &stac_upload::NewObjects,
+        _: &stac_upload::UploadOptions,
+        _: std::sync::Arc<dyn stac_upload::UploadObserver>,
         _: &tokio_util::sync::CancellationToken,
-    ) -> Result<crate::upload::UploadReport, crate::upload::UploadError> {
+    ) -> Result<stac_upload::UploadReport, stac_upload::UploadError> {
         panic!("a server call for {target}");
     }
 
     async fn abort(
         &self,
-        target: &crate::stac::AssetTarget,
-        _: &crate::stac::UploadId,
-        _: &crate::upload::UploadOptions,
-    ) -> crate::upload::AbortOutcome {
+        target: &stac_client::AssetTarget,
+        _: &stac_client::UploadId,
+        _: &stac_upload::UploadOptions,
+    ) -> stac_upload::AbortOutcome {
         panic!("a server call for {target}");
     }
 }
@@ -253,7 +253,7 @@ fn names_fixture() -> &'static NamesFixture {
         let shared = std::sync::Arc::new(crate::supervisor::Shared::new(
             NoServer,
             state,
-            crate::supervisor::Clock::System,
+            crate::trigger::Clock::System,
         ));
         let jobs = config
             .jobs
@@ -277,7 +277,7 @@ fn names_fixture() -> &'static NamesFixture {
 /// A file name of any bytes, through what a watch job does with it before the server: the
 /// watch's filter (the folder listed as `run --once` lists it), the job's ids (rendered by
 /// [`crate::supervisor::Job::prepare`], then the server's id rules that
-/// [`crate::upload::publish_file`] applies before anything else), and the state records that
+/// [`stac_upload::publish_file`] applies before anything else), and the state records that
 /// name the file (a run's history, an upload in flight) written and read back. No panic, and
 /// every name is either kept exactly with valid ids, or refused by the id rules, which come
 /// before any call to the server; an id made of the name holds its bytes exactly (a part that is
@@ -303,7 +303,7 @@ pub fn file_name(name: &[u8]) {
         return;
     }
     let listed = fx.jobs.iter().map(|job| match &job.spec.trigger {
-        crate::config::TriggerSpec::Watch(spec) => crate::trigger::watch::present_files(spec),
+        crate::trigger::TriggerSpec::Watch(spec) => crate::trigger::watch::present_files(spec),
         _ => unreachable!("the fuzz jobs are watch jobs"),
     });
     let listed: Vec<_> = listed.collect();
@@ -322,14 +322,14 @@ pub fn file_name(name: &[u8]) {
         let (target, file, objects) = job.prepare(&crate::supervisor::Work::File(path.clone()));
         assert_eq!(file, path, "the run's file is not the one found");
         let media_type = objects.asset.as_ref().and_then(|a| a["type"].as_str());
-        let ids = crate::stac::rules::check_id(&target.collection)
+        let ids = stac_client::rules::check_id(&target.collection)
             .and_then(|()| {
                 target
                     .item
                     .as_deref()
-                    .map_or(Ok(()), crate::stac::rules::check_id)
+                    .map_or(Ok(()), stac_client::rules::check_id)
             })
-            .and_then(|()| crate::stac::rules::check_asset_id(&target.asset, media_type));
+            .and_then(|()| stac_client::rules::check_asset_id(&target.asset, media_type));
         // An id made of the name holds the name's own bytes, exactly: a part of the name that
         // is not UTF-8 never reaches a valid id, lossily or otherwise. (A part it does not use,
         // such as the extension for `{stem}.csv`, may be anything.)
@@ -363,7 +363,7 @@ pub fn file_name(name: &[u8]) {
     }
 }
 
-fn state_records_round_trip(job: &str, target: &crate::stac::AssetTarget, path: &Path) {
+fn state_records_round_trip(job: &str, target: &stac_client::AssetTarget, path: &Path) {
     use crate::state::{InFlight, Outcome, RunRecord};
     let now = chrono::Utc::now();
     let run = RunRecord {
@@ -380,7 +380,7 @@ fn state_records_round_trip(job: &str, target: &crate::stac::AssetTarget, path: 
         error: Some("refused".to_owned()),
     };
     let upload = InFlight {
-        upload_id: crate::stac::UploadId("u".to_owned()),
+        upload_id: stac_client::UploadId("u".to_owned()),
         job: job.to_owned(),
         target: target.clone(),
         file: path.to_owned(),

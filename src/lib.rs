@@ -1,26 +1,37 @@
-//! stac-uploadd: publish files to a service-stac STAC API (data.geo.admin.ch), once or on a schedule.
+//! stac-uploadd: publish files to a service-stac STAC API (data.geo.admin.ch), once or on a
+//! schedule.
 //!
-//! Layers, one direction of dependency: `upload` (one file to one asset) calls `stac` (the wire
-//! protocol); `supervisor` runs jobs when their `trigger` fires. The emulator, an independent server
-//! implementation of the same protocol used by the tests, the demo and users who want to try a job
-//! safely, is a crate of its own (`stac-uploadd-emulator`, in `emulator/`) that shares no type with
-//! this one.
+//! The daemon's crate, the top of the workspace (ARCHITECTURE.md): it reads the job file
+//! (`config`), fires runs (`trigger`), runs them under the recurring-upload policy
+//! (`supervisor`), keeps what must survive a restart (`state`) and reports (`observe`). The
+//! wire protocol is `stac-client`'s, one file to one asset is `stac-upload`'s; this crate adds
+//! no protocol of its own. Inside it, the dependency runs one way too, checked by the test
+//! `layers` (tests/it/layers.rs):
+//!
+//! ```text
+//! cli ─► daemon, once, ops, demo ─► supervisor ─► config ─► trigger ─► state, observe
+//! ```
+//!
+//! The public modules are what the binary, the benches and the integration tests use; the
+//! commands behind `cli` are private.
 
 pub mod cli;
 pub mod config;
-pub mod daemon;
-pub mod demo;
-#[doc(hidden)]
-pub mod fuzzing;
-pub mod localfile;
+pub mod exit;
 pub mod observe;
-pub mod once;
-pub mod ops;
-pub mod progress;
-pub mod retry;
-pub mod stac;
 pub mod state;
 pub mod supervisor;
 pub mod trigger;
-pub mod units;
-pub mod upload;
+
+mod daemon;
+#[cfg(feature = "emulator")]
+mod demo;
+mod once;
+mod ops;
+mod progress;
+mod sample;
+
+#[doc(hidden)]
+pub mod fuzzing;
+
+pub use sample::write_sample;

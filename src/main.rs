@@ -1,5 +1,6 @@
 use clap::Parser;
-use stac_uploadd::cli::{self, Cli, ExitCode};
+use stac_uploadd::cli::{self, Cli};
+use stac_uploadd::exit::ExitCode;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -10,7 +11,7 @@ async fn main() -> std::process::ExitCode {
         Err(e) => {
             // Every URL in an error is redacted where it is made; this is the net under them
             // (a config or clap error quoting the file's text, say).
-            let shown = stac_uploadd::stac::redact_passwords(&cli::render_error(&e.error));
+            let shown = stac_client::redact_passwords(&cli::render_error(&e.error));
             // A config error is one line per problem; within a line, file names and server
             // text are untrusted: no control character reaches the terminal raw.
             let shown: Vec<_> = shown

@@ -28,14 +28,16 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::config::{self, ConfigError, JobSpec, TriggerSpec};
+use crate::config::{self, ConfigError, JobSpec};
 use crate::daemon;
 use crate::state::{RunRecord, StateError, StateStore, Streak};
-use crate::supervisor::{Clock, HttpUploader, Job, Shared, Work, reconcile};
+use crate::supervisor::{HttpUploader, Job, Shared, Work, reconcile};
+use crate::trigger::Clock;
+use crate::trigger::TriggerSpec;
 
 /// What `run --once` runs.
 #[derive(Debug, Clone)]
-pub struct OnceArgs {
+pub(crate) struct OnceArgs {
     /// The job file.
     pub config: PathBuf,
     /// The jobs to run, by name; empty: every job of the file.
@@ -46,7 +48,7 @@ pub struct OnceArgs {
 
 /// Why `run --once` ran nothing.
 #[derive(Debug, thiserror::Error)]
-pub enum OnceError {
+pub(crate) enum OnceError {
     /// The job file is bad (exit 2).
     #[error(transparent)]
     Config(#[from] ConfigError),
@@ -69,7 +71,7 @@ pub enum OnceError {
 
 /// One line of the summary.
 #[derive(Debug, Clone)]
-pub enum Entry {
+pub(crate) enum Entry {
     /// An upload a previous process left in flight, resumed or aborted before the runs.
     Reconciled(RunRecord),
     /// A run of a job.
@@ -85,7 +87,7 @@ pub enum Entry {
 impl Entry {
     /// Whether this line lets the command succeed. What reconciliation aborted is no failure of
     /// this command: the job's own run follows, and its line tells.
-    pub fn is_ok(&self) -> bool {
+    pub(crate) fn is_ok(&self) -> bool {
         match self {
             Entry::Reconciled(_) | Entry::NothingToDo { .. } => true,
             // The runs that count as a success everywhere else (failures in a row, last success).
@@ -138,7 +140,7 @@ impl fmt::Display for Entry {
 /// What `run --once` did, in the order it prints it: what reconciliation handled, then each
 /// job's runs in the job file's order.
 #[derive(Debug, Default)]
-pub struct Summary {
+pub(crate) struct Summary {
     pub entries: Vec<Entry>,
     /// The run history and the digest cache could not be written at the end.
     pub flush_error: Option<StateError>,
@@ -146,12 +148,12 @@ pub struct Summary {
 
 impl Summary {
     /// The lines that make the command fail.
-    pub fn failures(&self) -> usize {
+    pub(crate) fn failures(&self) -> usize {
         self.entries.iter().filter(|e| !e.is_ok()).count()
     }
 
     /// The runs of jobs (not what reconciliation handled).
-    pub fn runs(&self) -> usize {
+    pub(crate) fn runs(&self) -> usize {
         self.entries
             .iter()
             .filter(|e| !matches!(e, Entry::Reconciled(_) | Entry::NothingToDo { .. }))
@@ -170,8 +172,8 @@ impl fmt::Display for Summary {
 }
 
 /// The state folder's lock, or who holds it.
-fn lock(dir: &std::path::Path) -> Result<daemon::StateLock, OnceError> {
-    daemon::lock_state(dir).map_err(|e| match daemon::state_holder(dir) {
+fn lock(dir: &std::path::Path) -> Result<crate::state::StateLock, OnceError> {
+    crate::state::lock_state(dir).map_err(|e| match crate::state::state_holder(dir) {
         Some(0) => OnceError::Held {
             dir: dir.to_owned(),
             holder: "its pid unknown".into(),
@@ -202,7 +204,7 @@ async fn work_of(spec: &JobSpec, now: chrono::DateTime<chrono::Utc>) -> Result<V
 }
 
 /// Runs the jobs once; see the module's documentation.
-pub async fn run(args: OnceArgs) -> Result<Summary, OnceError> {
+pub(crate) async fn run(args: OnceArgs) -> Result<Summary, OnceError> {
     let config = config::load(&args.config)?;
     let selected: Vec<String> = config
         .select_jobs(&args.jobs)?

@@ -2,10 +2,10 @@
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::upload::{UploadEvent, UploadObserver};
+use stac_upload::{UploadEvent, UploadObserver};
 
 /// Shows the digest pass, then the send pass: bytes, rate, ETA.
-pub struct Bar {
+pub(crate) struct Bar {
     bar: ProgressBar,
 }
 
@@ -17,7 +17,7 @@ impl Default for Bar {
 
 impl Bar {
     /// A bar drawn on stderr, or nothing when stderr is not a terminal.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
         bar.set_style(
             ProgressStyle::with_template(
@@ -30,12 +30,12 @@ impl Bar {
     }
 
     /// Starts over (a second attempt).
-    pub fn reset(&self) {
+    pub(crate) fn reset(&self) {
         self.bar.reset();
     }
 
     /// Removes the bar from the terminal.
-    pub fn clear(&self) {
+    pub(crate) fn clear(&self) {
         self.bar.finish_and_clear();
     }
 }

@@ -2,4 +2,4 @@
 //! md-5's, whatever the lanes' lengths and however few parts there are.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| stac_uploadd::upload::md5x::check_lanes_bytes(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| stac_upload::md5x::check_lanes_bytes(data));

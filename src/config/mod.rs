@@ -25,15 +25,15 @@ pub use metadata::{
 };
 pub use policy::{PolicyKind, PolicySpec};
 pub use read::{MAX_JOB_FILE, read_bounded};
-pub use template::{AssetTemplate, IdExtension, IdTemplate, TemplateError, TextTemplate};
+pub use template::{IdExtension, IdTemplate, TemplateError, TextTemplate};
 
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::stac::{ApiVersion, Auth, ClientConfig, redact_userinfo};
-use crate::trigger::{Schedule, WatchSpec};
-use crate::upload::UploadOptions;
+use crate::trigger::TriggerSpec;
+use stac_client::{ApiVersion, Auth, ClientConfig, redact_userinfo};
+use stac_upload::UploadOptions;
 
 /// A validated job file, secrets resolved.
 #[derive(Debug, Clone)]
@@ -45,7 +45,7 @@ pub struct Config {
     pub jobs: Vec<JobSpec>,
     pub observe: ObserveConfig,
     /// `[server] bandwidth_limit`: shared by every job of the daemon.
-    pub bandwidth_limit: Option<crate::upload::bandwidth::BandwidthLimit>,
+    pub bandwidth_limit: Option<stac_upload::bandwidth::BandwidthLimit>,
     /// `[server] max_concurrent_uploads`: at most this many uploads at once over every job of
     /// the daemon (1 to 256; default [`default_max_concurrent_uploads`]).
     pub max_concurrent_uploads: usize,
@@ -163,23 +163,9 @@ pub struct JobSpec {
     /// Run once at start-up if a scheduled run was missed while the daemon was down.
     pub catch_up: bool,
     /// This job's own bandwidth limit (besides the daemon's `[server] bandwidth_limit`).
-    pub bandwidth_limit: Option<crate::upload::bandwidth::BandwidthLimit>,
+    pub bandwidth_limit: Option<stac_upload::bandwidth::BandwidthLimit>,
     /// `[job.item_metadata]`: the item to create before the upload when it is missing.
     pub item_metadata: Option<ItemMetadata>,
     /// `[job.asset_metadata]`: the asset to create before the upload when it is missing.
     pub asset_metadata: Option<AssetMetadata>,
-}
-
-/// What starts a job's runs.
-#[derive(Debug, Clone)]
-pub enum TriggerSpec {
-    /// Upload `file` at each fire time of `schedule`.
-    Cron { file: PathBuf, schedule: Schedule },
-    /// Upload `file` every `interval` (`every = "5m"`), from the daemon's start.
-    Every {
-        file: PathBuf,
-        interval: std::time::Duration,
-    },
-    /// Upload each finished file that appears in a folder.
-    Watch(WatchSpec),
 }

@@ -1,6 +1,6 @@
 //! A job's policy settings (`policy`, `retries`, ... in the job file): what the supervisor
 //! follows when a run fails. Here rather than in `supervisor`, so that `config` does not import
-//! `supervisor`; `supervisor::PolicySpec` re-exports them.
+//! `supervisor`; the supervisor imports them from here.
 
 use std::time::Duration;
 

@@ -1,10 +1,10 @@
 //! Local files the job file names (the job file itself, secret files) are read only when they
-//! are regular files, and only up to a limit ([`crate::localfile`]).
+//! are regular files, and only up to a limit ([`stac_client::localfile`]).
 
 use std::path::Path;
 
-use crate::localfile::{self, Links};
-use crate::units::ByteSize;
+use stac_client::localfile::{self, Links};
+use stac_client::units::ByteSize;
 
 /// The largest job file read: 4 MiB. A job takes a few hundred bytes, so this holds over ten
 /// thousand jobs, while the parse tree of a file (about ten times its text) stays in the tens

@@ -1,6 +1,6 @@
 //! What the server keeps of the metadata a job file gives, as checks on single values: item
 //! properties, extra asset fields, titles, watch patterns, and `${VAR}` where it is not expanded.
-//! The id and media-type rules are in [`crate::stac::rules`].
+//! The id and media-type rules are in [`stac_client::rules`].
 
 use std::ops::Range;
 

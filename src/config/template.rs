@@ -179,7 +179,7 @@ fn sample_time() -> DateTime<Tz> {
         .expect("a valid fixed date")
 }
 
-use crate::stac::rules::is_id_char;
+use stac_client::rules::is_id_char;
 
 /// Checks placeholders, braces and time fields; with [`Output::Id`] also that every time field
 /// renders to characters an id may hold.
@@ -326,10 +326,7 @@ fn uses_time(template: &str) -> bool {
 /// An item or asset id: literal, or templated from the run time (`%Y-%m-%d`, ...) and, in
 /// watch jobs, the file's name (`{name}`, `{stem}`, `{ext}`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IdTemplate(pub String);
-
-/// The asset side of [`IdTemplate`], under the name asset code has always used.
-pub use IdTemplate as AssetTemplate;
+pub struct IdTemplate(String);
 
 impl IdTemplate {
     /// Checks the placeholders and braces, and that every time field is known to strftime and
@@ -343,8 +340,6 @@ impl IdTemplate {
     /// `{stem}` the name without its last extension, `{ext}` that extension without the dot
     /// (empty if none); `%` fields are those of strftime.
     ///
-    /// A template that does not parse (built by hand, bypassing [`IdTemplate::parse`]) is
-    /// returned as is.
     pub fn render(&self, file_name: &str, time: &DateTime<Tz>) -> String {
         render(&self.0, file_name, time)
     }
@@ -452,24 +447,10 @@ impl fmt::Display for IdTemplate {
     }
 }
 
-impl From<&str> for IdTemplate {
-    /// A template taken as written, unchecked (tests, benches): prefer [`IdTemplate::parse`].
-    fn from(s: &str) -> Self {
-        Self(s.to_owned())
-    }
-}
-
-impl From<String> for IdTemplate {
-    /// A template taken as written, unchecked (tests, benches): prefer [`IdTemplate::parse`].
-    fn from(s: String) -> Self {
-        Self(s)
-    }
-}
-
 /// A metadata value (a title, a date-time) templated like an id, without the id's character
 /// rules.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TextTemplate(pub String);
+pub struct TextTemplate(String);
 
 impl TextTemplate {
     /// Checks the placeholders, braces and time fields.
@@ -543,7 +524,7 @@ mod tests {
         assert!(!t("map-%Y.tif").uses_file_name());
         assert!(t("{stem}.tif").uses_file_name());
         // `%%` is a literal `%`, not a time field (and not an id character either).
-        assert!(!IdTemplate::from("100%%.tif").uses_time());
+        assert!(!IdTemplate::parse("100%%.tif").unwrap().uses_time());
         assert!(IdTemplate::parse("100%%.tif").is_err());
     }
 

@@ -32,7 +32,7 @@ pub enum LogFormat {
 /// Whether log lines get ANSI colour codes: text lines on a terminal only, unless `NO_COLOR`
 /// is set to anything but the empty string (<https://no-color.org>). A file, a pipe, journald
 /// or a JSON consumer gets plain text.
-pub fn use_ansi(format: LogFormat, stderr_is_terminal: bool, no_color: Option<&OsStr>) -> bool {
+pub(super) fn use_ansi(format: LogFormat, stderr_is_terminal: bool, no_color: Option<&OsStr>) -> bool {
     format == LogFormat::Text && stderr_is_terminal && no_color.is_none_or(OsStr::is_empty)
 }
 
@@ -201,7 +201,7 @@ impl Visit for EscapingVisitor<'_> {
 }
 
 /// Stderr, with the password of any URL in a log line replaced by `***`
-/// ([`crate::stac::redact_passwords`]): a net under the URLs each call site already redacts.
+/// ([`stac_client::redact_passwords`]): a net under the URLs each call site already redacts.
 struct RedactingStderr;
 
 impl<'a> MakeWriter<'a> for RedactingStderr {
@@ -221,7 +221,7 @@ impl<W: Write> Write for Redacting<W> {
         match std::str::from_utf8(buf) {
             Ok(text) if text.contains("://") => {
                 self.0
-                    .write_all(crate::stac::redact_passwords(text).as_bytes())?;
+                    .write_all(stac_client::redact_passwords(text).as_bytes())?;
                 Ok(buf.len())
             }
             _ => self.0.write(buf),

@@ -16,10 +16,9 @@ use metrics::{
 };
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::config::JobSpec;
-use crate::stac::ErrorClass;
 use crate::state::{Outcome, RunRecord, Streak};
-use crate::upload::UploadError;
+use stac_client::ErrorClass;
+use stac_upload::UploadError;
 
 /// The label naming the job on every per-job series.
 pub const JOB: &str = "job_name";
@@ -173,9 +172,15 @@ fn unix(t: DateTime<Utc>) -> f64 {
 /// (its loop or watch sets `trigger_up`). `history` is given the first time a job of this name
 /// starts in the process: its runs on record (oldest first) set the failures in a row and the
 /// last success. Without it (a reload) nothing is reset: the counts and those gauges go on.
-/// The job's start time and expected interval are its configuration's, so they are set anew.
-pub fn register_job(spec: &JobSpec, history: Option<&[RunRecord]>, now: DateTime<Utc>) {
-    let job = spec.name.clone();
+/// The job's start time and expected interval (the longest gap between its fires, given by the
+/// supervisor from its trigger; zero for a watch) are its configuration's, so they are set anew.
+pub fn register_job(
+    job: &str,
+    expected_interval: Duration,
+    history: Option<&[RunRecord]>,
+    now: DateTime<Utc>,
+) {
+    let job = job.to_owned();
     for outcome in Outcome::ALL {
         counter!(RUNS, JOB => job.clone(), "outcome" => outcome.as_str()).increment(0);
     }
@@ -214,8 +219,7 @@ pub fn register_job(spec: &JobSpec, history: Option<&[RunRecord]>, now: DateTime
         }
     }
     gauge!(JOB_STARTED, JOB => job.clone()).set(unix(now));
-    let interval = crate::trigger::schedule::expected_interval(&spec.trigger, now);
-    gauge!(JOB_INTERVAL, JOB => job).set(interval.as_secs_f64());
+    gauge!(JOB_INTERVAL, JOB => job).set(expected_interval.as_secs_f64());
 }
 
 /// A finished run: its outcome, the failures in a row, and the time of a success.
@@ -434,15 +438,11 @@ impl Drop for InProgress {
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
 
     use chrono::TimeZone;
     use metrics_exporter_prometheus::PrometheusRecorder;
 
     use super::*;
-    use crate::config::{AssetTemplate, TriggerSpec};
-    use crate::supervisor::PolicySpec;
-    use crate::trigger::Schedule;
 
     #[test]
     fn every_retry_reason_is_one_of_the_registered_values() {
@@ -493,26 +493,9 @@ mod tests {
     }
 
     /// A job running every five minutes.
-    fn spec() -> JobSpec {
-        JobSpec {
-            name: "radar".into(),
-            collection: "c".into(),
-            item: Some("i".into()),
-            asset: AssetTemplate("a.zip".into()),
-            trigger: TriggerSpec::Cron {
-                file: PathBuf::from("/data/a.zip"),
-                schedule: Schedule::parse("*/5 * * * *", "Europe/Zurich").unwrap(),
-            },
-            policy: PolicySpec::default(),
-            upload: crate::upload::UploadOptions::default(),
-            jitter: None,
-            catch_up: false,
-            bandwidth_limit: None,
-            timezone: chrono_tz::Europe::Zurich,
-            item_metadata: None,
-            asset_metadata: None,
-        }
-    }
+    /// The test job: every five minutes.
+    const JOB: &str = "radar";
+    const INTERVAL: Duration = Duration::from_secs(300);
 
     /// Renders what `f` recorded; the recorder is `recorder`, kept for further calls.
     fn render(recorder: &PrometheusRecorder, f: impl FnOnce()) -> String {
@@ -544,7 +527,7 @@ mod tests {
         ];
         let text = render(&recorder, || {
             describe();
-            register_job(&spec(), Some(&history), t(30));
+            register_job(JOB, INTERVAL, Some(&history), t(30));
         });
         let mut expected = vec![
             r#"stac_uploadd_consecutive_failures{job_name="radar"} 2"#.to_owned(),
@@ -596,7 +579,7 @@ mod tests {
 
         // Nothing on record: no failures, no success.
         let fresh = super::recorder().expect("valid buckets");
-        let text = render(&fresh, || register_job(&spec(), Some(&[]), t(30)));
+        let text = render(&fresh, || register_job(JOB, INTERVAL, Some(&[]), t(30)));
         assert_lines(
             &text,
             &[
@@ -610,7 +593,7 @@ mod tests {
     fn runs_move_the_failure_streak_and_a_reload_resets_nothing() {
         let recorder = recorder().expect("valid buckets");
         let text = render(&recorder, || {
-            register_job(&spec(), Some(&[]), t(0));
+            register_job(JOB, INTERVAL, Some(&[]), t(0));
             for (o, m) in [
                 (Outcome::Failed, 5),
                 (Outcome::Unfreeable, 10),
@@ -647,7 +630,7 @@ mod tests {
             reload(false);
             uploads_left_in_progress("radar", 2);
             // A reload registers the job again, as configured now: its counts stay.
-            register_job(&spec(), None, t(40));
+            register_job(JOB, INTERVAL, None, t(40));
         });
         assert_lines(
             &text,

@@ -3,10 +3,10 @@
 
 pub mod health;
 pub mod http;
-pub mod lifecycle;
+mod lifecycle;
 mod logging;
 pub mod metrics;
-pub mod systemd;
+mod systemd;
 
 pub use lifecycle::{ObserveOptions, Observer};
 pub use logging::{LogFormat, escape_controls, init_logging};

@@ -16,14 +16,14 @@ use tracing::{debug, warn};
 
 /// Talks to the service manager, or does nothing when not started by one.
 #[derive(Debug, Default)]
-pub struct Notifier {
+pub(super) struct Notifier {
     socket: Option<(UnixDatagram, SocketAddr)>,
     watchdog: Option<Duration>,
 }
 
 impl Notifier {
     /// From `$NOTIFY_SOCKET`, `$WATCHDOG_USEC` and `$WATCHDOG_PID`.
-    pub fn from_env() -> Self {
+    pub(super) fn from_env() -> Self {
         let var = |name| std::env::var_os(name);
         Self::new(
             var("NOTIFY_SOCKET").as_deref(),
@@ -34,7 +34,7 @@ impl Notifier {
     }
 
     /// From the values of those variables, for process `pid`.
-    pub fn new(
+    pub(super) fn new(
         notify_socket: Option<&OsStr>,
         watchdog_usec: Option<&OsStr>,
         watchdog_pid: Option<&OsStr>,
@@ -64,19 +64,19 @@ impl Notifier {
     }
 
     /// Whether a service manager listens.
-    pub fn enabled(&self) -> bool {
+    pub(super) fn enabled(&self) -> bool {
         self.socket.is_some()
     }
 
     /// The watchdog period systemd expects pings within, if it watches us.
-    pub fn watchdog(&self) -> Option<Duration> {
+    pub(super) fn watchdog(&self) -> Option<Duration> {
         self.watchdog.filter(|_| self.enabled())
     }
 
     /// Sends `lines` (`KEY=VALUE`, one per line). Never blocks: a notification that does not
     /// fit in the socket's queue right now is dropped (and logged), since a stuck service
     /// manager must not stall the daemon.
-    pub fn send(&self, lines: &[&str]) {
+    pub(super) fn send(&self, lines: &[&str]) {
         let Some((sock, addr)) = &self.socket else {
             return;
         };
@@ -88,35 +88,35 @@ impl Notifier {
     }
 
     /// `READY=1`, with a status line for `systemctl status`.
-    pub fn ready(&self, status: &str) {
+    pub(super) fn ready(&self, status: &str) {
         self.send(&["READY=1", &format!("STATUS={status}")]);
     }
 
     /// `RELOADING=1`, with the monotonic time that `Type=notify-reload` requires.
-    pub fn reloading(&self) {
+    pub(super) fn reloading(&self) {
         let now = format!("MONOTONIC_USEC={}", monotonic_usec());
         self.send(&["RELOADING=1", &now, "STATUS=reloading the job file"]);
     }
 
     /// `STOPPING=1`.
-    pub fn stopping(&self, status: &str) {
+    pub(super) fn stopping(&self, status: &str) {
         self.send(&["STOPPING=1", &format!("STATUS={status}")]);
     }
 
     /// `WATCHDOG=1`, if the watchdog is on.
-    pub fn watchdog_ping(&self) {
+    pub(super) fn watchdog_ping(&self) {
         if self.watchdog().is_some() {
             self.send(&["WATCHDOG=1"]);
         }
     }
 
     /// Asks for `d` more before the start-up or reload timeout, as long as we keep asking.
-    pub fn extend_timeout(&self, d: Duration) {
+    pub(super) fn extend_timeout(&self, d: Duration) {
         self.send(&[&format!("EXTEND_TIMEOUT_USEC={}", d.as_micros())]);
     }
 
     /// A status line for `systemctl status`.
-    pub fn status(&self, status: &str) {
+    pub(super) fn status(&self, status: &str) {
         self.send(&[&format!("STATUS={status}")]);
     }
 }
@@ -140,16 +140,9 @@ fn connect(name: &OsStr) -> io::Result<(UnixDatagram, SocketAddr)> {
 
 /// CLOCK_MONOTONIC in microseconds, the clock systemd compares reload times with.
 fn monotonic_usec() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the timespec we own; CLOCK_MONOTONIC always exists.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    if rc != 0 {
-        return 0;
-    }
-    (ts.tv_sec as u64) * 1_000_000 + (ts.tv_nsec as u64) / 1_000
+    let ts = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000
+        + u64::try_from(ts.tv_nsec).unwrap_or(0) / 1_000
 }
 
 #[cfg(test)]

@@ -3,10 +3,10 @@
 //! `stac-uploadd check --online` (would the jobs' runs work, asked of the server read-only).
 //!
 //! They decide nothing of their own: targets are rendered by [`Job::prepare`], staleness by
-//! [`crate::supervisor::stale`], aborts go through [`crate::upload::abort_upload`].
+//! [`crate::supervisor::stale`], aborts go through [`stac_upload::abort_upload`].
 
-pub mod online;
-pub mod uploads;
+pub(crate) mod online;
+pub(crate) mod uploads;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,10 +14,12 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{JobSpec, TriggerSpec};
-use crate::stac::{AssetTarget, StacClient};
+use crate::config::JobSpec;
 use crate::state::StateStore;
-use crate::supervisor::{Clock, HttpUploader, Job, Shared, Work};
+use crate::supervisor::{HttpUploader, Job, Shared, Work};
+use crate::trigger::Clock;
+use crate::trigger::TriggerSpec;
+use stac_client::{AssetTarget, StacClient};
 
 /// Why an operator command failed: its input (exit 2) or the server (exit 1).
 #[derive(Debug, thiserror::Error)]

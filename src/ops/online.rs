@@ -8,7 +8,7 @@
 //!   the login (InitiateAuth) comes first, as for any request.
 //! - The collection exists; the item and asset exist, or the job's metadata creates them.
 //! - An existing asset's media type fits its id, by the rule the run uses
-//!   (`crate::stac::rules::asset_fits_type`).
+//!   (`stac_client::rules::asset_fits_type`).
 
 use std::sync::Arc;
 
@@ -19,11 +19,11 @@ use reqwest::StatusCode;
 use super::{CurrentTarget, OpsError, current_targets, job_handle};
 use crate::config::{Config, JobSpec};
 use crate::observe::escape_controls;
-use crate::stac::{AssetTarget, ErrorClass, StacClient, StacError, UploadId, rules};
 use crate::state::StateStore;
+use stac_client::{AssetTarget, ErrorClass, StacClient, StacError, UploadId, rules};
 
 /// Checks every job of `config` against its server; prints one line per job.
-pub async fn run(config: &Config) -> Result<(), OpsError> {
+pub(crate) async fn run(config: &Config) -> Result<(), OpsError> {
     let client = crate::daemon::client(config).map_err(OpsError::Usage)?;
     // Only to render targets: opened read-only, a missing folder reads as empty.
     let state = Arc::new(
@@ -31,7 +31,7 @@ pub async fn run(config: &Config) -> Result<(), OpsError> {
     );
     println!(
         "online, against {}:",
-        crate::stac::redact_userinfo(&config.server.url)
+        stac_client::redact_userinfo(&config.server.url)
     );
     let now = Utc::now();
     let mut failing = 0;

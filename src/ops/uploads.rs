@@ -16,14 +16,14 @@ use chrono::{DateTime, Utc};
 use super::{OpsError, current_targets, is_fixed, job_handle, span, when};
 use crate::config::JobSpec;
 use crate::observe::escape_controls;
-use crate::stac::{AssetTarget, StacClient, Upload, UploadStatus};
 use crate::state::{Creating, InFlight, Outcome, RunRecord, StateStore};
 use crate::supervisor::stale::{self, Ownership, Staleness};
-use crate::upload::{self, AbortOutcome};
+use stac_client::{AssetTarget, StacClient, Upload, UploadStatus};
+use stac_upload::AbortOutcome;
 
 /// What `uploads` was asked.
 #[derive(Debug, Clone)]
-pub struct Request {
+pub(crate) struct Request {
     pub config: PathBuf,
     pub job: Option<String>,
     /// The upload to abort.
@@ -92,7 +92,7 @@ impl Listed<'_> {
 }
 
 /// Lists, and aborts the upload `--abort` names.
-pub async fn run(req: Request) -> Result<(), OpsError> {
+pub(crate) async fn run(req: Request) -> Result<(), OpsError> {
     let config = crate::config::load(&req.config).map_err(|e| OpsError::Usage(e.into()))?;
     let names: Vec<String> = req.job.iter().cloned().collect();
     let jobs = config
@@ -100,7 +100,7 @@ pub async fn run(req: Request) -> Result<(), OpsError> {
         .map_err(|e| OpsError::Usage(e.into()))?;
     let client = crate::daemon::client(&config).map_err(OpsError::Usage)?;
     let dir = config.state_dir.clone();
-    let holder = crate::daemon::state_holder(&dir);
+    let holder = crate::state::state_holder(&dir);
     match holder {
         Some(pid) => println!(
             "a daemon (pid {pid}) holds the state folder {}",
@@ -232,7 +232,7 @@ async fn abort(
     dir: &std::path::Path,
 ) -> Result<(), OpsError> {
     let (id, target) = (&chosen.upload.upload_id, &chosen.target);
-    match upload::abort_upload(client, target, id, &chosen.job.upload).await {
+    match stac_upload::abort_upload(client, target, id, &chosen.job.upload).await {
         AbortOutcome::Aborted => println!(
             "{}",
             escape_controls(&format!("aborted upload {id} on {target}"))
@@ -278,7 +278,7 @@ async fn abort(
 
 /// What to do about an upload no client can free, the same words in the listing and after a
 /// failed `--abort`.
-fn unfreeable(id: &crate::stac::UploadId) -> String {
+fn unfreeable(id: &stac_client::UploadId) -> String {
     format!(
         "cannot be freed by a client: only the service's operators can clear it (upload id {id})"
     )
@@ -290,7 +290,7 @@ async fn forget(
     target: &AssetTarget,
     upload: &Upload,
 ) -> anyhow::Result<()> {
-    let _lock = crate::daemon::lock_state(dir)?;
+    let _lock = crate::state::lock_state(dir)?;
     let state = StateStore::open(dir)?;
     state.remove_inflight(&upload.upload_id).await?;
     if let Some(c) = &upload.checksum {

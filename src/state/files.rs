@@ -30,9 +30,9 @@ use tracing::{info, warn};
 use super::{
     Creating, HISTORY_PER_JOB, InFlight, RunRecord, StateBackend, StateError, StateFuture, Unusable,
 };
-use crate::stac::{AssetTarget, Md5, Multihash, UploadId};
-use crate::units::ByteSize;
-use crate::upload::{DigestKey, FileDigest};
+use stac_client::units::ByteSize;
+use stac_client::{AssetTarget, Md5, Multihash, UploadId};
+use stac_upload::{DigestKey, FileDigest};
 
 /// Digests kept: a file's (device, inode, size, mtime, ctime) and part size → its multihash and
 /// MD5s. Bounded; the oldest entries go first.
@@ -402,7 +402,7 @@ enum ReadError {
 /// A symbolic link, a FIFO, a device or a folder is refused without being read (or, for a FIFO,
 /// waited on): the daemon writes its state files itself, as regular files.
 fn read_bounded(path: &Path, limit: ByteSize) -> Result<Option<Vec<u8>>, ReadError> {
-    use crate::localfile::{self, Links};
+    use stac_client::localfile::{self, Links};
     match localfile::read_bounded(path, limit, Links::Refuse) {
         Ok(bytes) => Ok(Some(bytes)),
         Err(localfile::ReadError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -828,9 +828,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = |n: &str| dir.path().join(n);
         std::os::unix::fs::symlink("/dev/zero", p("zero")).unwrap();
-        let fifo = std::ffi::CString::new(p("fifo").into_os_string().into_encoded_bytes()).unwrap();
-        // SAFETY: mkfifo on a NUL-terminated path we own.
-        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        rustix::fs::mkfifoat(rustix::fs::CWD, p("fifo"), rustix::fs::Mode::from_raw_mode(0o600))
+            .unwrap();
         std::fs::create_dir(p("dir")).unwrap();
         std::fs::write(p("ten"), [b'x'; 10]).unwrap();
         std::os::unix::fs::symlink(p("ten"), p("link-to-ten")).unwrap();
@@ -863,7 +862,7 @@ mod tests {
     /// of files of the most parts, and the history of a thousand jobs with long errors.
     #[test]
     fn the_limits_hold_full_documents() {
-        let md5s: Vec<String> = (0..crate::upload::MAX_PARTS)
+        let md5s: Vec<String> = (0..stac_upload::MAX_PARTS)
             .map(|_| Md5([0xab; 16]).to_base64())
             .collect();
         let entry = DigestEntry {

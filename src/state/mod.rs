@@ -12,6 +12,7 @@
 //! decides (a create whose marker cannot be written is not sent).
 
 mod files;
+mod lock;
 mod path;
 
 use std::collections::BTreeMap;
@@ -23,10 +24,11 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::stac::{AssetTarget, UploadId};
-use crate::upload::{DigestCache, DigestKey, FileDigest};
+use stac_client::{AssetTarget, UploadId};
+use stac_upload::{DigestCache, DigestKey, FileDigest};
 
 pub use files::{DIGESTS_KEPT, DIGESTS_LIMIT, HISTORY_LIMIT, INFLIGHT_LIMIT, JsonFiles};
+pub use lock::{StateLock, lock_state, state_holder};
 
 /// Runs kept per job.
 pub const HISTORY_PER_JOB: usize = 20;
@@ -221,14 +223,14 @@ pub enum Unusable {
     #[error("it is {size} bytes: expected a regular file of at most {limit}")]
     TooLarge {
         size: u64,
-        limit: crate::units::ByteSize,
+        limit: stac_client::units::ByteSize,
     },
     /// A directory, a FIFO, a device, a symbolic link...: state files are regular files that
     /// the daemon replaces itself. Not read at all.
     #[error("it is {what}: expected a regular file of at most {limit}")]
     NotAFile {
         what: &'static str,
-        limit: crate::units::ByteSize,
+        limit: stac_client::units::ByteSize,
     },
 }
 

@@ -11,22 +11,23 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
-use super::clock::Clock;
-use super::policy::PolicyKind;
-use crate::config::{JobSpec, TriggerSpec};
+use crate::config::JobSpec;
+use crate::config::PolicyKind;
 use crate::observe::health::JobTasks;
 use crate::observe::metrics::{self, UploadOutcome};
-use crate::retry;
-use crate::stac::{AssetTarget, StacClient, Upload, UploadId};
 use crate::state::{InFlight, Outcome, RunRecord, StateStore};
-use crate::upload::{
+use crate::trigger::Clock;
+use crate::trigger::TriggerSpec;
+use stac_client::retry;
+use stac_client::{AssetTarget, StacClient, Upload, UploadId};
+use stac_upload::{
     self, AbortOutcome, Durable, NewObjects, RecordFuture, UploadError, UploadEvent,
     UploadObserver, UploadOptions, UploadReport,
 };
 
 /// The upload calls a job makes; HTTP in production, scripted in policy tests.
 pub trait Uploader: Send + Sync + 'static {
-    /// Uploads a file (see [`upload::upload_file`]).
+    /// Uploads a file (see [`stac_upload::upload_file`]).
     fn upload(
         &self,
         target: &AssetTarget,
@@ -37,7 +38,7 @@ pub trait Uploader: Send + Sync + 'static {
         cancel: &CancellationToken,
     ) -> impl Future<Output = Result<UploadReport, UploadError>> + Send;
 
-    /// Aborts an upload (see [`upload::abort_upload`]).
+    /// Aborts an upload (see [`stac_upload::abort_upload`]).
     fn abort(
         &self,
         target: &AssetTarget,
@@ -74,7 +75,7 @@ impl Uploader for HttpUploader {
         observer: Arc<dyn UploadObserver>,
         cancel: &CancellationToken,
     ) -> Result<UploadReport, UploadError> {
-        upload::publish_file(&self.0, target, path, objects, opts, observer, cancel).await
+        stac_upload::publish_file(&self.0, target, path, objects, opts, observer, cancel).await
     }
 
     async fn abort(
@@ -83,7 +84,7 @@ impl Uploader for HttpUploader {
         id: &UploadId,
         opts: &UploadOptions,
     ) -> AbortOutcome {
-        upload::abort_upload(&self.0, target, id, opts).await
+        stac_upload::abort_upload(&self.0, target, id, opts).await
     }
 
     async fn resume(
@@ -506,7 +507,7 @@ impl<U: Uploader> Job<U> {
             attempts += 1;
             let result = self.attempt(&target, &path, &objects, attempts).await;
             let Err(e) = &result else { break result };
-            if policy != PolicyKind::Retry || !retry::run_action(e).is_retry() {
+            if policy != PolicyKind::Retry || !e.run_action().is_retry() {
                 break result;
             }
             let Some(wait) = waits.next() else {

@@ -2,13 +2,9 @@
 //! deadlines, shutdown. Triggers only fill a job's pending slot; the job's runner does one run at
 //! a time, so two runs of a job never overlap and fires during a run coalesce into one.
 
-// The clock and the schedule live in `trigger`; re-exported under their old paths.
-pub use crate::trigger::clock;
-pub mod job;
-pub mod policy;
-pub mod reconcile;
-pub mod stale;
-pub use crate::trigger::schedule;
+mod job;
+pub(crate) mod reconcile;
+pub(crate) mod stale;
 #[cfg(test)]
 mod tests;
 
@@ -20,14 +16,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, info_span, warn};
 
-pub use clock::Clock;
 pub use job::{HttpUploader, Job, Pending, Shared, Uploader, Work, effective_policy};
-pub use policy::{PolicyKind, PolicySpec};
 
-use crate::config::{JobSpec, TriggerSpec};
+use crate::config::JobSpec;
 use crate::observe::metrics;
 use crate::state::{InFlight, RunRecord};
-use crate::trigger::schedule::Trigger;
+use crate::trigger::TriggerSpec;
+use crate::trigger::schedule::{self, Trigger};
 use crate::trigger::watch::{WatchError, Watcher};
 
 /// The running jobs, by name: started together, changed one by one by [`Supervisor::apply`].
@@ -218,7 +213,12 @@ impl<U: Uploader> Supervisor<U> {
         predecessor: Option<(TaskTracker, Arc<Pending>)>,
         resumes: Vec<InFlight>,
     ) -> Result<Running<U>, WatchError> {
-        metrics::register_job(&spec, history, now);
+        metrics::register_job(
+            &spec.name,
+            schedule::expected_interval(&spec.trigger, now),
+            history,
+            now,
+        );
         let runs = history.unwrap_or_default();
         let stop = CancellationToken::new();
         let job = Arc::new(Job::new(
@@ -232,7 +232,7 @@ impl<U: Uploader> Supervisor<U> {
         }
         match &job.spec.trigger {
             TriggerSpec::Cron { .. } | TriggerSpec::Every { .. } => {
-                match Trigger::for_job(&job.spec, now, runs) {
+                match trigger_for(&job.spec, now, runs) {
                     Some(trigger) => {
                         // Up from now, not from the loop's first poll: the series exists at once.
                         metrics::trigger_up(&job.spec.name, true);
@@ -428,4 +428,25 @@ fn panic_text(e: tokio::task::JoinError) -> String {
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "a panic without a message".to_owned());
     format!("panicked: {}", text.escape_debug())
+}
+
+/// The trigger of a cron or `every` job started at `now`, whose recorded runs are `runs`;
+/// `None` if it has no cadence (a watch job, a zero interval).
+fn trigger_for(
+    spec: &JobSpec,
+    now: chrono::DateTime<chrono::Utc>,
+    runs: &[RunRecord],
+) -> Option<Trigger> {
+    let cadence = schedule::Cadence::of(&spec.trigger, now)?;
+    let catch_up = if spec.catch_up {
+        schedule::missed_run(&cadence, runs, now)
+    } else {
+        None
+    };
+    Some(Trigger {
+        job: spec.name.clone(),
+        cadence,
+        jitter: spec.jitter,
+        catch_up,
+    })
 }

@@ -12,17 +12,17 @@ use tracing::{info, warn};
 
 use crate::config::JobSpec;
 use crate::observe::metrics;
-use crate::retry::{Action, Classified};
-use crate::stac::{StacClient, UploadStatus};
 use crate::state::{InFlight, Outcome, RunRecord, StateStore};
-use crate::upload::{self, AbortOutcome, FileSnapshot, UploadOptions};
+use stac_client::retry::{Action, Classified};
+use stac_client::{StacClient, UploadStatus};
+use stac_upload::{AbortOutcome, FileSnapshot, UploadOptions};
 
 /// How much life the part URLs must have left for a resume to be worth starting.
 const MIN_URL_LIFE: chrono::Duration = chrono::Duration::minutes(5);
 
 /// The uploads on record as in flight; none (with a warning) if the record cannot be read: their
 /// jobs will meet them as blockers.
-pub async fn inflight(state: &StateStore) -> Vec<InFlight> {
+pub(crate) async fn inflight(state: &StateStore) -> Vec<InFlight> {
     state.inflight().await.unwrap_or_else(|e| {
         warn!(error = %e, "cannot read the uploads in flight; their jobs will meet them as blockers");
         Vec::new()
@@ -31,7 +31,7 @@ pub async fn inflight(state: &StateStore) -> Vec<InFlight> {
 
 /// Resumes or aborts each of `records`, one after the other, with the upload options of its job
 /// in `jobs` (the defaults for a job not there); returns one record per upload handled.
-pub async fn reconcile(
+pub(crate) async fn reconcile(
     client: &StacClient,
     state: &StateStore,
     records: Vec<InFlight>,
@@ -59,7 +59,7 @@ pub async fn reconcile(
 /// Resumes one upload a previous process left in flight, or aborts it; `None` when there was
 /// nothing to do (it is gone or finished) or it cannot be read now (its job's next run meets
 /// it). The caller records the run.
-pub async fn resume_or_abort(
+pub(crate) async fn resume_or_abort(
     client: &StacClient,
     state: &StateStore,
     rec: &InFlight,
@@ -114,8 +114,8 @@ pub async fn resume_or_abort(
     if file_same && urls_alive {
         info!(upload_id = %id, job = %rec.job, "resuming an upload interrupted by a restart");
         let _busy = metrics::upload_in_progress(&rec.job);
-        let expected = crate::stac::Multihash::from_hex(&rec.multihash);
-        let result = upload::resume_upload(
+        let expected = stac_client::Multihash::from_hex(&rec.multihash);
+        let result = stac_upload::resume_upload(
             client,
             &rec.target,
             &rec.file,
@@ -148,7 +148,7 @@ pub async fn resume_or_abort(
         "the file changed"
     };
     info!(upload_id = %id, job = %rec.job, why, "aborting an upload interrupted by a restart");
-    match upload::abort_upload(client, &rec.target, id, opts).await {
+    match stac_upload::abort_upload(client, &rec.target, id, opts).await {
         AbortOutcome::Failed(e) => {
             warn!(upload_id = %id, error = %e, "cannot abort it now; the job's next run will");
             None
@@ -166,7 +166,7 @@ pub async fn resume_or_abort(
 
 /// Drops the record of an upload that is finished: one left behind is met again as ours and
 /// handled, so a failure costs a lookup, not safety.
-async fn forget(state: &StateStore, id: &crate::stac::UploadId) {
+async fn forget(state: &StateStore, id: &stac_client::UploadId) {
     if let Err(e) = state.remove_inflight(id).await {
         warn!(upload_id = %id, error = %e, "cannot update the state store");
     }

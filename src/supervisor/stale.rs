@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::stac::Upload;
+use stac_client::Upload;
 
 /// What the caller knows about who sent a blocking upload.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Ownership {
+pub(crate) struct Ownership {
     /// The daemon is sending it right now (a run of its own is under way with it).
     pub running: bool,
     /// It is recorded in the state folder as one of ours in flight.
@@ -23,14 +23,14 @@ pub struct Ownership {
 
 impl Ownership {
     /// True when the state folder shows the upload as ours (in flight, or a create marker).
-    pub fn is_ours(&self) -> bool {
+    pub(crate) fn is_ours(&self) -> bool {
         self.recorded || self.unseen_create
     }
 }
 
 /// The verdict on a blocking upload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Staleness {
+pub(crate) enum Staleness {
     /// It may be aborted, for this reason.
     Stale(&'static str),
     /// Someone may still be sending it. From `stale_from` on it counts as stale; `None`: never
@@ -43,7 +43,7 @@ pub enum Staleness {
 
 impl Staleness {
     /// Why it may be aborted, or `None` if it is left alone.
-    pub fn reason(self) -> Option<&'static str> {
+    pub(crate) fn reason(self) -> Option<&'static str> {
         match self {
             Staleness::Stale(why) => Some(why),
             Staleness::Live { .. } | Staleness::Unfreeable => None,
@@ -53,7 +53,7 @@ impl Staleness {
 
 /// [`staleness`], knowing whether runs already found the upload unfreeable (their history says
 /// so): then no abort is tried, whatever its age, as none can succeed.
-pub fn judge(
+pub(crate) fn judge(
     blocking: &Upload,
     ours: Ownership,
     known_unfreeable: bool,
@@ -69,7 +69,7 @@ pub fn judge(
 /// Judges `blocking` at `now`: ours from a run that is over (or from a create whose answer was
 /// lost) is stale at once; otherwise it is stale once its part URLs have expired (nobody can
 /// finish it) or it is older than `stale_after`, and never waited for longer than its URLs live.
-pub fn staleness(
+pub(crate) fn staleness(
     blocking: &Upload,
     ours: Ownership,
     stale_after: Duration,
@@ -107,7 +107,7 @@ pub fn staleness(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stac::{PartNumber, PresignedUrl, UploadId, UploadStatus};
+    use stac_client::{PartNumber, PresignedUrl, UploadId, UploadStatus};
 
     const HOUR: Duration = Duration::from_secs(3600);
 

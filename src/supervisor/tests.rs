@@ -12,14 +12,15 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::*;
-use crate::config::{AssetTemplate, JobSpec, TriggerSpec};
-use crate::stac::{
+use crate::config::{IdTemplate, JobSpec, PolicyKind, PolicySpec};
+use crate::state::{InFlight, Outcome, RunRecord, StateStore};
+use crate::trigger::TriggerSpec;
+use crate::trigger::{Clock, Schedule, WatchSpec};
+use stac_client::{
     AssetTarget, ErrorClass, PartNumber, PresignedUrl, StacError, Step, Upload, UploadId,
     UploadStatus,
 };
-use crate::state::{InFlight, Outcome, RunRecord, StateStore};
-use crate::trigger::{Schedule, WatchSpec};
-use crate::upload::{
+use stac_upload::{
     AbortOutcome, NewObjects, UploadError, UploadObserver, UploadOptions, UploadReport,
 };
 
@@ -95,7 +96,7 @@ fn report() -> UploadReport {
     UploadReport {
         upload_id: Some(UploadId("new".into())),
         unchanged: false,
-        multihash: crate::stac::Multihash::from_sha256(&[0; 32]),
+        multihash: stac_client::Multihash::from_sha256(&[0; 32]),
         bytes: 1,
         parts: 1,
         part_size: 1,
@@ -198,11 +199,11 @@ impl Uploader for Arc<Script> {
                     content_encoding: None,
                     checksum: None,
                 };
-                let file = crate::upload::FileSnapshot::of(&std::fs::metadata(".").unwrap());
+                let file = stac_upload::FileSnapshot::of(&std::fs::metadata(".").unwrap());
                 observer
-                    .record(crate::upload::Durable::Created {
+                    .record(stac_upload::Durable::Created {
                         upload: &upload,
-                        multihash: &crate::stac::Multihash::from_sha256(&[0; 32]),
+                        multihash: &stac_client::Multihash::from_sha256(&[0; 32]),
                         part_size: 1,
                         file: &file,
                     })
@@ -282,8 +283,8 @@ fn cron_job(schedule: &str, kind: PolicyKind) -> JobSpec {
     JobSpec {
         name: "job".into(),
         collection: "c".into(),
-        item: Some("i".into()),
-        asset: AssetTemplate("a.zip".into()),
+        item: Some(IdTemplate::parse("i").unwrap()),
+        asset: IdTemplate::parse("a.zip").unwrap(),
         trigger: TriggerSpec::Cron {
             file: PathBuf::from("/data/a.zip"),
             schedule: Schedule::parse(schedule, "Europe/Zurich").unwrap(),

@@ -14,9 +14,9 @@ use chrono::{DateTime, TimeDelta, Utc};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::Schedule;
 use super::clock::Clock;
-use crate::config::{JobSpec, TriggerSpec};
+use super::{Schedule, TriggerSpec};
+
 use crate::observe::metrics;
 use crate::state::{Outcome, RunRecord};
 
@@ -164,25 +164,6 @@ pub struct Trigger {
     pub jitter: Option<Duration>,
     /// Fire once at once, before the schedule: a run was missed.
     pub catch_up: Option<Missed>,
-}
-
-impl Trigger {
-    /// The trigger of a cron or `every` job started at `now`, whose recorded runs are `runs`;
-    /// `None` if it has no cadence (a watch job, a zero interval).
-    pub fn for_job(spec: &JobSpec, now: DateTime<Utc>, runs: &[RunRecord]) -> Option<Self> {
-        let cadence = Cadence::of(&spec.trigger, now)?;
-        let catch_up = if spec.catch_up {
-            missed_run(&cadence, runs, now)
-        } else {
-            None
-        };
-        Some(Self {
-            job: spec.name.clone(),
-            cadence,
-            jitter: spec.jitter,
-            catch_up,
-        })
-    }
 }
 
 /// Fires `pending` at each time of `trigger` after `start` until `stop`. A fire carries its

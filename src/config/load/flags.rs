@@ -5,7 +5,7 @@
 //! command line.
 
 use super::*;
-use crate::upload::bandwidth::BandwidthLimit;
+use stac_upload::bandwidth::BandwidthLimit;
 
 /// Flags written as a job file: `[server]`, `[server.auth]` and `[defaults]` keys.
 #[derive(Debug, Clone, Default)]

@@ -25,13 +25,13 @@ use super::server::{self as server_rules, MAX_TITLE};
 use super::template::{IdExtension, IdTemplate, TemplateError, TextTemplate};
 use super::{Config, JobSpec, ObserveConfig, ServerConfig, TriggerSpec};
 use super::{PolicyKind, PolicySpec};
-use crate::stac::rules;
-use crate::stac::{ApiVersion, Auth, CognitoAuth};
 use crate::trigger::watch::DEFAULT_IGNORE;
 use crate::trigger::{Schedule, ScheduleError, WatchSpec};
-use crate::units::ByteSize;
-use crate::upload::bandwidth::{BandwidthLimit, BandwidthWindow};
-use crate::upload::{CompressMode, MAX_PART_SIZE, MIN_PART_SIZE, UploadOptions};
+use stac_client::rules;
+use stac_client::units::ByteSize;
+use stac_client::{ApiVersion, Auth, CognitoAuth};
+use stac_upload::bandwidth::{BandwidthLimit, BandwidthWindow};
+use stac_upload::{CompressMode, MAX_PART_SIZE, MIN_PART_SIZE, UploadOptions};
 
 type Span = Range<usize>;
 

@@ -72,7 +72,7 @@ impl Checker<'_> {
     /// `ca_file`: a readable PEM file with at least one usable certificate.
     pub(super) fn ca_file(&mut self, raw: &Spanned<String>) -> Option<PathBuf> {
         let path = self.path(raw, "ca_file")?;
-        match crate::stac::load_ca_file(&path) {
+        match stac_client::load_ca_file(&path) {
             Ok(_) => Some(path),
             Err(e) => {
                 self.diag.at(
@@ -459,7 +459,7 @@ fn no_userinfo(url: &url::Url, key: &str, instead: &str) -> Result<(), String> {
     };
     Err(format!(
         "{key} {} carries {what} (user:password@ before the host): credentials in a URL are refused, as they would be sent whatever [server.auth] says; give them as {instead} instead",
-        crate::stac::redact_url(url.as_str())
+        stac_client::redact_url(url.as_str())
     ))
 }
 
@@ -482,7 +482,7 @@ fn version_mismatch(url: &url::Url, api: ApiVersion, explicit: bool) -> Option<S
     let how = if explicit { "" } else { " (the default)" };
     Some(format!(
         "url {} is the {in_url} API but api_version is \"{set}\"{how}: set api_version = \"{in_url}\", or give the .../{set} URL",
-        crate::stac::redact_url(url.as_str())
+        stac_client::redact_url(url.as_str())
     ))
 }
 

@@ -3,7 +3,7 @@
 //! inheritance, their checks, and the job's settings they resolve to.
 
 use super::*;
-use crate::retry::MIN_DELAY;
+use stac_client::retry::MIN_DELAY;
 
 /// A job's inherited settings with defaults applied.
 #[derive(Debug, Clone)]

@@ -508,7 +508,7 @@ impl Task {
     /// Tries to open the lost folder again until it works: `None` if nobody receives the files
     /// any more. Only state changes are logged, by [`Status`].
     async fn reopen(&mut self) -> Option<Source> {
-        let mut waits = crate::retry::forever(RETRY_MIN, RETRY_MAX);
+        let mut waits = stac_client::retry::forever(RETRY_MIN, RETRY_MAX);
         loop {
             let opener = Arc::clone(&self.opener);
             match blocking(move || opener.open()).await {

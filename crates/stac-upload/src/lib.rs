@@ -1,9 +1,12 @@
 //! One file to one asset: plan parts, digest them in one read, create, send parts in parallel
 //! streamed from disk, complete; abort what was created when that cannot succeed.
 //!
-//! Nothing here knows about schedules or policies: errors go up typed, and the caller decides.
+//! Nothing here knows about schedules or policies: errors go up typed, and the caller decides
+//! with the retry table (`stac_client::retry`) and [`UploadError::run_action`]. Depends on
+//! `stac-client` only; the MD5 lanes (`md5x`) hold the workspace's only `unsafe` code.
 
 pub mod bandwidth;
+mod classify;
 pub mod compress;
 mod digest;
 mod error;

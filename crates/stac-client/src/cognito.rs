@@ -461,7 +461,7 @@ mod tests {
     use axum::routing::post;
 
     use super::*;
-    use crate::stac::DEFAULT_RENEW_MARGIN;
+    use crate::DEFAULT_RENEW_MARGIN;
 
     #[test]
     fn renewal_comes_at_80_percent_or_the_margin_whichever_is_sooner() {

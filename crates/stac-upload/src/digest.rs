@@ -29,11 +29,12 @@ use std::sync::{Arc, Mutex};
 use md5::Md5 as Md5Hasher;
 use sha2::{Digest as _, Sha256};
 
+pub use super::md5x::Md5Backend;
+use super::md5x::Unavailable;
 use super::md5x::{self, Kernel, LaneSource, Span};
-pub use super::md5x::{Md5Backend, Unavailable};
 use super::plan::PartPlan;
-use crate::stac::{Md5, Multihash};
-use crate::units::ByteSize;
+use stac_client::units::ByteSize;
+use stac_client::{Md5, Multihash};
 
 /// Tuning of the digest pass.
 #[derive(Debug, Clone, Copy)]

@@ -159,7 +159,7 @@ pub fn redact_userinfo(url: &Url) -> String {
 /// `url` without its user and password: reqwest sends a URL's userinfo as Basic auth, which
 /// no request of ours may carry unless `[server.auth]` says so (the job file refuses it; a URL
 /// from elsewhere, a flag or a server's answer, loses it here).
-pub fn without_userinfo(mut url: Url) -> Url {
+pub(crate) fn without_userinfo(mut url: Url) -> Url {
     // Fails only for URLs that cannot have userinfo (no host), which then have none.
     let _ = url.set_username("");
     let _ = url.set_password(None);
@@ -1010,10 +1010,7 @@ mod tests {
             .read_asset(&AssetTarget::collection_asset("c", "a"))
             .await
             .unwrap_err();
-        let shown = format!(
-            "{e} {e:?} {}",
-            crate::stac::redact_passwords(&format!("{e:?}"))
-        );
+        let shown = format!("{e} {e:?} {}", crate::redact_passwords(&format!("{e:?}")));
         assert!(!format!("{e}").contains("pw-proxy"), "{shown}");
         assert!(crate::retry::Classified::is_retryable(&e), "{shown}");
     }

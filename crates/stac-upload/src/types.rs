@@ -10,8 +10,8 @@ use std::time::Duration;
 use super::digest::{DigestOptions, FileDigest};
 use super::error::UploadError;
 use super::plan::DEFAULT_PART_SIZE;
-use crate::stac::{Multihash, PartNumber, Upload, UploadId};
-use crate::units::ByteSize;
+use stac_client::units::ByteSize;
+use stac_client::{Multihash, PartNumber, Upload, UploadId};
 /// How one upload is carried out.
 #[derive(Debug, Clone)]
 pub struct UploadOptions {
@@ -89,7 +89,8 @@ pub trait DigestCache: Send + Sync + std::fmt::Debug {
 
 /// Whether and how a file is compressed before upload: `compress` in the job file and
 /// `--compress` of `stac-uploadd upload`, by the same names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum CompressMode {
     #[default]
@@ -104,8 +105,8 @@ pub enum CompressMode {
 impl UploadOptions {
     /// The backoff of one call of the session (create, a part, complete, abort, reads):
     /// `part_retries` retries between `retry_min_delay` and `retry_max_delay`.
-    pub(crate) fn call_backoff(&self) -> crate::retry::Backoff {
-        crate::retry::backoff(
+    pub(crate) fn call_backoff(&self) -> stac_client::retry::Backoff {
+        stac_client::retry::backoff(
             self.retry_min_delay,
             self.retry_max_delay,
             self.part_retries,
@@ -190,8 +191,10 @@ pub enum UploadEvent<'a> {
 }
 
 /// What a session has made durable before it goes on (see [`UploadObserver::record`]).
+///
+/// Exhaustive on purpose: a store that met a new kind of record through a `_` arm would drop
+/// it, and a record dropped is an upload nobody can find again.
 #[derive(Debug)]
-#[non_exhaustive]
 pub enum Durable<'a> {
     /// A create is about to be sent for this multihash: if its answer is lost, this is how the
     /// upload it started is known to be ours.

@@ -20,13 +20,13 @@ use super::types::{
     CompressMode, DigestKey, Durable, FileSnapshot, UploadEvent, UploadObserver, UploadOptions,
     UploadReport, stat_file,
 };
-use crate::retry::{self, Action, Classified};
-use crate::stac::rules;
-use crate::stac::{
+use stac_client::retry::{self, Action, Classified};
+use stac_client::rules;
+use stac_client::units::ByteSize;
+use stac_client::{
     AssetInfo, AssetTarget, CompletedPart, ContentEncoding, CreateUpload, ErrorClass, Md5Part,
     Multihash, PartNumber, StacClient, StacError, Step, Upload, UploadId, UploadStatus,
 };
-use crate::units::ByteSize;
 
 /// Uploads `path` to `target`, which must exist: the whole protocol, with retries of transient
 /// failures inside each step. An upload this session created is completed or aborted before it
@@ -384,7 +384,7 @@ fn check_target(target: &AssetTarget, objects: &NewObjects) -> Result<(), Upload
 
 /// `auto` compresses files larger than this (the API's documentation recommends compressing
 /// files over 10 MB).
-pub const AUTO_COMPRESS_ABOVE: u64 = 10_000_000;
+pub(crate) const AUTO_COMPRESS_ABOVE: u64 = 10_000_000;
 
 /// Reads the asset, retrying transient failures like every other call of the session.
 /// With `missing_ok`, an asset that does not exist (404) is `None` rather than an error.
@@ -941,7 +941,7 @@ async fn send_parts_and_complete(
             }
             let url = url.ok_or_else(|| {
                 UploadError::Stac(StacError::bad_answer(
-                    crate::stac::Step::CreateUpload,
+                    stac_client::Step::CreateUpload,
                     "POST",
                     "uploads",
                     reqwest::StatusCode::CREATED,
@@ -1102,7 +1102,7 @@ pub async fn abort_upload(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stac::PresignedUrl;
+    use stac_client::PresignedUrl;
 
     fn upload_with(urls: &[(u32, &str)]) -> Upload {
         Upload {

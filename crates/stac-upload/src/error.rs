@@ -3,10 +3,10 @@
 use std::io;
 use std::path::PathBuf;
 
-use crate::stac::{AssetTarget, ErrorClass, StacError, Upload, UploadId, UploadStatus};
+use stac_client::{AssetTarget, ErrorClass, StacError, Upload, UploadId, UploadStatus};
 
 use super::plan::TooLarge;
-use crate::units::ByteSize;
+use stac_client::units::ByteSize;
 
 /// How the engine left an upload it had created when the session failed.
 #[derive(Debug)]
@@ -104,7 +104,7 @@ pub enum UploadError {
     )]
     MaybeInProgress {
         target: AssetTarget,
-        checksum: Box<crate::stac::Multihash>,
+        checksum: Box<stac_client::Multihash>,
         upload_id: Option<UploadId>,
         cause: Box<StacError>,
     },

@@ -8,7 +8,7 @@ use serde_json::Value;
 use tracing::{info, warn};
 
 use super::error::UploadError;
-use crate::stac::{AssetTarget, StacClient};
+use stac_client::{AssetTarget, StacClient};
 
 /// The bodies of the objects to create when missing, rendered for one run.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -1,13 +1,22 @@
-//! The STAC upload API as typed calls: one client for item and collection assets, v1 and v0.9.
+//! The wire protocol of service-stac's asset uploads (data.geo.admin.ch) as typed calls: one
+//! client for item and collection assets, v1 and v0.9; its authentication (basic, token,
+//! bearer, Cognito); the typed error classes and the one retry table that turns a class into
+//! an action (docs/retry.md); the server's rules on ids and media types.
+//!
+//! The lowest layer of stac-uploadd: it depends on no other crate of the workspace, and runs no
+//! task of its own.
 
 pub mod answer;
 mod auth;
 mod client;
 mod cognito;
 mod error;
+pub mod localfile;
+pub mod retry;
 pub mod rules;
 mod tls;
 mod types;
+pub mod units;
 
 pub use auth::{Auth, CognitoAuth, DEFAULT_RENEW_MARGIN};
 pub use client::{

@@ -8,7 +8,7 @@ use chrono::{DateTime, NaiveTime, Utc};
 use chrono_tz::Tz;
 use tokio::time::Instant;
 
-use crate::units::ByteSize;
+use stac_client::units::ByteSize;
 
 /// A rate, optionally varying by time of day (e.g. full speed at night, throttled in office hours).
 #[derive(Debug, Clone, PartialEq)]

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use sha2::{Digest as _, Sha256};
 
-use crate::stac::{ContentEncoding, Multihash};
+use stac_client::{ContentEncoding, Multihash};
 
 /// gzip level: 6 is zlib's default. Measured with `cargo bench --bench compress`; see README.
 pub const GZIP_LEVEL: u32 = 6;

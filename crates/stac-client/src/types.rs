@@ -83,14 +83,15 @@ impl fmt::Debug for Md5 {
 }
 
 /// API generation: v1 calls the checksum `file:checksum`, v0.9 `checksum:multihash`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum ApiVersion {
     #[default]
     #[serde(rename = "v1")]
-    #[value(name = "v1")]
+    #[cfg_attr(feature = "clap", value(name = "v1"))]
     V1,
     #[serde(rename = "v0.9")]
-    #[value(name = "v0.9")]
+    #[cfg_attr(feature = "clap", value(name = "v0.9"))]
     V09,
 }
 
@@ -155,7 +156,7 @@ impl fmt::Debug for PresignedUrl {
     // The query string is a bearer secret for that part: never print it.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PresignedUrl")
-            .field("url", &crate::stac::redact_url(&self.url))
+            .field("url", &crate::redact_url(&self.url))
             .field("part", &self.part)
             .field("expires", &self.expires)
             .finish()

@@ -15,8 +15,8 @@ use tracing::debug;
 use super::UploadError;
 use super::plan::PartRange;
 use super::types::{FileSnapshot, UploadEvent, UploadObserver, UploadOptions};
-use crate::retry;
-use crate::stac::{Md5, PresignedUrl, StacClient, StacError, Step};
+use stac_client::retry;
+use stac_client::{Md5, PresignedUrl, StacClient, StacError, Step};
 
 /// What every part of one session shares.
 pub(crate) struct PartContext<'a> {
@@ -57,7 +57,7 @@ impl PartContext<'_> {
     }
 
     /// Sends one part, retrying transient failures from a fresh read of the file.
-    pub async fn send_part(
+    pub(crate) async fn send_part(
         &self,
         url: &PresignedUrl,
         part: PartRange,

@@ -1,7 +1,7 @@
 //! Splitting a file into the parts of one multipart upload, within S3's and the API's limits.
 
-use crate::stac::PartNumber;
-use crate::units::ByteSize;
+use stac_client::PartNumber;
+use stac_client::units::ByteSize;
 
 /// Every part but the last must be at least this long (S3 checks at complete).
 pub const MIN_PART_SIZE: u64 = 5 * ByteSize::MIB;

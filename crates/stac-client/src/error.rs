@@ -142,7 +142,7 @@ impl fmt::Display for StacError {
 
 /// [`parse_retry_after`] in whole seconds, rounded up so that no wait comes out shorter than
 /// asked, for [`StacError::retry_after`].
-pub fn retry_after_secs(value: &str, now: SystemTime) -> Option<u32> {
+pub(crate) fn retry_after_secs(value: &str, now: SystemTime) -> Option<u32> {
     let d = parse_retry_after(value, now)?;
     let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
     Some(u32::try_from(secs).unwrap_or(u32::MAX))
@@ -151,7 +151,7 @@ pub fn retry_after_secs(value: &str, now: SystemTime) -> Option<u32> {
 /// The wait a `Retry-After` header asks for (RFC 9110, 10.2.3): delta-seconds, or an HTTP-date
 /// taken against `now` (a date already past asks for no wait). Anything else is ignored: a
 /// header we cannot read must not stop the retry the status calls for.
-pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
     if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
         // More digits than a u64 holds asks for longer than anyone waits.
