@@ -2601,7 +2601,7 @@ fn part_retries_is_inherited_like_every_setting() {
 fn every_setting_is_documented() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let example = std::fs::read_to_string(root.join("config/jobs.example.toml")).unwrap();
-    let doc = std::fs::read_to_string(root.join("docs/configuration.md")).unwrap();
+    let page = std::fs::read_to_string(root.join("docs/configuration.md")).unwrap();
     for (key, doc) in config::SETTING_KEYS {
         assert!(!doc.trim().is_empty(), "{key} has no doc line");
         assert!(
@@ -2609,7 +2609,7 @@ fn every_setting_is_documented() {
             "{key} is not in config/jobs.example.toml"
         );
         assert!(
-            doc.contains(&format!("`{key}`")),
+            page.contains(&format!("`{key}`")),
             "{key} is not in docs/configuration.md"
         );
     }
