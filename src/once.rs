@@ -15,7 +15,7 @@
 //! The retry cap "never past the next scheduled run" keeps following the job's schedule in the
 //! file, as it does in the daemon: the file's schedule is the one the external scheduler is to
 //! fire on, and a run retried past it would still hold the state folder when the next one
-//! starts (README, "Scheduling from outside").
+//! starts (docs/deployment.md, "Scheduling from outside").
 
 use std::collections::HashMap;
 use std::fmt;

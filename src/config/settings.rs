@@ -7,10 +7,10 @@
 //! [`Settings`](super::load). From this list are generated: the fields of `[defaults]` and
 //! `[[job]]` (`raw.rs`), the inheritance (`Layer::or`), the checks (`Checker::layer`), the job's
 //! policy and upload options (`Layer::resolve`), and [`SETTING_KEYS`](super::SETTING_KEYS),
-//! which a test holds `config/jobs.example.toml` and the README to.
+//! which a test holds `config/jobs.example.toml` and `docs/configuration.md` to.
 //!
-//! To add a setting: add an entry here (and a line to `config/jobs.example.toml`; a test says
-//! if it is missing). To give it to `stac-uploadd upload` as well, add its flag to
+//! To add a setting: add an entry here (and a line to `config/jobs.example.toml` and a row to
+//! the table of `docs/configuration.md`; a test says if either is missing). To give it to `stac-uploadd upload` as well, add its flag to
 //! `SettingArgs` in `src/cli.rs`.
 //!
 //! The checks are expressions read where the table is expanded (`load/settings.rs`): `c` is the

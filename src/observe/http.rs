@@ -70,7 +70,7 @@ async fn healthz(State(s): State<AppState>) -> Response {
 
 /// The phase on the first line, then one line per watch job with its trigger's state:
 /// `watch <job>: watching` or `watch <job>: lost (<why>)`. A lost trigger does not make the
-/// daemon unready (see the README): restarting it would not bring a folder back.
+/// daemon unready (docs/observability.md, `/readyz`): restarting it would not bring a folder back.
 async fn readyz(State(s): State<AppState>) -> Response {
     let phase = s.health.phase().as_str();
     let status = if s.health.ready() {
