@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The NEON MD5 lanes (src/upload/md5x/neon.rs) checked on an x86_64 Debian machine: the harness
+# The NEON MD5 lanes (crates/stac-upload/src/md5x/neon.rs) checked on an x86_64 Debian machine: the harness
 # tools/neon-check (the real md5x module, its unit tests and a differential test against md-5)
 # is cross-built for aarch64-unknown-linux-gnu with Debian's rustc (rustc-web, and its arm64
 # standard library through multiarch), linked with aarch64-linux-gnu-gcc and run under

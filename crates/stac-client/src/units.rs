@@ -1,4 +1,5 @@
-//! Small value types shared by the CLI, the config and the emulator.
+//! Small value types of the workspace's crates (the emulator keeps its own: it shares no type
+//! with the client).
 
 use std::fmt;
 use std::str::FromStr;

@@ -3,7 +3,7 @@
 //! that it agrees with `md-5` over the lengths and part counts an upload meets.
 //! Run through `scripts/check-neon.sh` (cross-built for aarch64, run under qemu).
 
-#[path = "../../../src/upload/md5x/mod.rs"]
+#[path = "../../../crates/stac-upload/src/md5x/mod.rs"]
 #[allow(dead_code)]
 pub mod md5x;
 
