@@ -6,6 +6,8 @@
 //! The lowest layer of stac-uploadd: it depends on no other crate of the workspace, and runs no
 //! task of its own.
 
+#![warn(missing_docs)]
+
 pub mod answer;
 mod auth;
 mod client;

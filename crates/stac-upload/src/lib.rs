@@ -5,6 +5,8 @@
 //! with the retry table (`stac_client::retry`) and [`UploadError::run_action`]. Depends on
 //! `stac-client` only; the MD5 lanes (`md5x`) hold the workspace's only `unsafe` code.
 
+#![warn(missing_docs)]
+
 pub mod bandwidth;
 mod classify;
 pub mod compress;
