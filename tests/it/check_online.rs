@@ -1,16 +1,13 @@
 //! `stac-uploadd check --online`: the real binary against the emulator (and moto's Cognito). A
 //! line per job, what would fail named, and nothing created on the server.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use common::*;
+use crate::fixtures::*;
 use stac_uploadd_emulator::{AssetKey, CallKind, Emulator, EmulatorAuth, EmulatorConfig};
 use tokio::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_stac-uploadd");
 const COLLECTION: &str = "ch.test.collection";
 
 /// A cron job publishing `file_name` to item-1's `radar.zip`, and an every job whose item (one
@@ -276,10 +273,10 @@ async fn an_existing_asset_whose_type_fits_its_id_is_ok_whatever_the_files_exten
 async fn a_user_without_the_permission_to_write_is_named() {
     let emu = basic_emulator().await;
     emu.create_asset(&radar(), "application/zip").unwrap();
-    emu.faults().inject(
+    emu.fault(
         CallKind::Abort,
         stac_uploadd_emulator::FaultAction::Status(403),
-        stac_uploadd_emulator::FaultTrigger::Next(2),
+        2,
     );
     let dir = tempfile::tempdir().unwrap();
     let config = write(

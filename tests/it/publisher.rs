@@ -1,20 +1,18 @@
 //! Recurring-publisher features of the engine against the emulator: compression round trips,
 //! skip-unchanged, the digest cache, temporary files, bandwidth limits.
 
-mod common;
-
 use std::io::Read;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::*;
+use crate::fixtures::*;
 use stac_uploadd::stac::AssetTarget;
 use stac_uploadd::state::StateStore;
 use stac_uploadd::units::ByteSize;
 use stac_uploadd::upload::bandwidth::{Bandwidth, BandwidthLimit};
 use stac_uploadd::upload::{self, CompressMode, UploadEvent, UploadObserver, UploadOptions};
-use stac_uploadd_emulator::{CallKind, FaultAction, FaultTrigger, UploadState};
+use stac_uploadd_emulator::{CallKind, FaultAction, UploadState};
 use tokio_util::sync::CancellationToken;
 
 /// Counts the bytes the session read to hash or compress.
@@ -240,11 +238,8 @@ async fn the_digest_cache_spares_a_second_read() {
 #[tokio::test]
 async fn temporary_files_are_removed_when_the_upload_fails() {
     let env = start().await;
-    env.emu.faults().inject(
-        CallKind::CreateUpload,
-        FaultAction::Status(500),
-        FaultTrigger::Next(1),
-    );
+    env.emu
+        .fault(CallKind::CreateUpload, FaultAction::Status(500), 1);
     let target = csv_asset(&env, "fail.csv");
     let (path, _) = csv(&env, "fail.csv", 10_000);
     let temp = tempfile::tempdir().unwrap();

@@ -1,11 +1,9 @@
 //! https: the emulator serving TLS with a certificate from a private CA (as a self-hosted server
 //! or a TLS-inspecting proxy has), trusted through `ca_file`, and refused without it.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::fixtures::*;
 use stac_uploadd::retry::Classified;
 use stac_uploadd::stac::{ErrorClass, StacClient};
 use stac_uploadd_emulator::{CallKind, Emulator};
@@ -153,7 +151,7 @@ async fn the_emulator_command_serves_https() {
     let dir = tempfile::tempdir().unwrap();
     let pki = test_pki(dir.path());
     let port = free_port();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_stac-uploadd"))
+    let mut child = tokio::process::Command::new(BIN)
         .args(["emulator", "--listen", &format!("127.0.0.1:{port}")])
         .arg("--tls-cert")
         .arg(&pki.cert)
@@ -182,7 +180,7 @@ async fn the_emulator_command_serves_https() {
     let _ = child.kill().await;
 
     // One of the two flags alone is a usage error.
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_stac-uploadd"))
+    let out = tokio::process::Command::new(BIN)
         .args(["emulator", "--tls-cert"])
         .arg(&pki.cert)
         .output()

@@ -3,14 +3,12 @@
 //! proxies (only what `NO_PROXY` lists is exempt), so a loopback proxy sees real traffic; each
 //! test asserts what the proxy carried, so none can pass by going around it.
 
-mod common;
-
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::fixtures::*;
 use axum::body::Body;
-use common::*;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -312,7 +310,7 @@ async fn environment_proxies_apply_when_none_is_configured() {
     let target = env.item_asset("env-proxied.zip");
     let (path, sha) = env.file("env-proxied.zip", 6 * MIB);
     // The real binary in a child process, so that this test process's environment is untouched.
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_stac-uploadd"))
+    let out = tokio::process::Command::new(BIN)
         .args(["upload", "--url", &env.emu.base_url()])
         .args(["--auth", "basic", "--user", USER])
         .args(["--collection", "ch.test.collection", "--item", "item-1"])

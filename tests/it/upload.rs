@@ -1,13 +1,11 @@
 //! The upload engine against the emulator over real HTTP: sizes, targets, API versions, and every
 //! fault the emulator can inject, each checked by what the server holds afterwards.
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::*;
+use crate::fixtures::*;
 use stac_uploadd::retry::Classified;
 use stac_uploadd::stac::{ApiVersion, AssetTarget, Auth, ErrorClass, UploadStatus};
 use stac_uploadd::upload::{
@@ -45,10 +43,10 @@ async fn parts_really_go_in_parallel() {
     for parallel in [1, 4] {
         let env = start().await;
         // Each part PUT waits on the server, so the client's parts overlap there if it sends them at once.
-        env.emu.faults().inject(
+        env.emu.fault(
             CallKind::PutPart,
             FaultAction::Delay(Duration::from_millis(150)),
-            FaultTrigger::Next(8),
+            8,
         );
         let target = env.item_asset("parallel.zip");
         let (path, sha) = env.file("parallel.zip", 36 * MIB);
@@ -98,22 +96,10 @@ async fn api_v09_uses_checksum_multihash() {
 async fn transient_part_failures_are_resent() {
     let env = start().await;
     let f = env.emu.faults();
-    f.inject(
-        CallKind::PutPart,
-        FaultAction::Status(502),
-        FaultTrigger::Next(1),
-    );
-    f.inject(
-        CallKind::PutPart,
-        FaultAction::Status(503),
-        FaultTrigger::Next(1),
-    );
-    f.inject(
-        CallKind::PutPart,
-        FaultAction::Status(504),
-        FaultTrigger::Next(1),
-    );
-    f.inject(CallKind::PutPart, FaultAction::Drop, FaultTrigger::Next(1));
+    f.fault(CallKind::PutPart, FaultAction::Status(502), 1);
+    f.fault(CallKind::PutPart, FaultAction::Status(503), 1);
+    f.fault(CallKind::PutPart, FaultAction::Status(504), 1);
+    f.fault(CallKind::PutPart, FaultAction::Drop, 1);
     let target = env.item_asset("flaky.zip");
     let (path, sha) = env.file("flaky.zip", 16 * MIB);
     let report = env.upload(&target, &path).await.unwrap();
@@ -130,16 +116,8 @@ async fn transient_part_failures_are_resent() {
 async fn transient_failures_of_api_calls_are_retried() {
     let env = start().await;
     let f = env.emu.faults();
-    f.inject(
-        CallKind::CreateUpload,
-        FaultAction::Status(503),
-        FaultTrigger::Next(1),
-    );
-    f.inject(
-        CallKind::Complete,
-        FaultAction::Status(502),
-        FaultTrigger::Next(1),
-    );
+    f.fault(CallKind::CreateUpload, FaultAction::Status(503), 1);
+    f.fault(CallKind::Complete, FaultAction::Status(502), 1);
     let target = env.item_asset("api-flaky.zip");
     let (path, sha) = env.file("api-flaky.zip", 3 * MIB);
     env.upload(&target, &path).await.unwrap();
@@ -151,11 +129,8 @@ async fn transient_failures_of_api_calls_are_retried() {
 #[tokio::test]
 async fn a_part_that_keeps_failing_aborts_the_upload() {
     let env = start().await;
-    env.emu.faults().inject(
-        CallKind::PutPart,
-        FaultAction::Status(503),
-        FaultTrigger::Next(100),
-    );
+    env.emu
+        .fault(CallKind::PutPart, FaultAction::Status(503), 100);
     let target = env.item_asset("down.zip");
     let (path, _) = env.file("down.zip", 2 * MIB);
     let err = env
@@ -196,11 +171,8 @@ async fn a_part_that_keeps_failing_aborts_the_upload() {
 #[tokio::test]
 async fn server_errors_are_not_retried_and_abort() {
     let env = start().await;
-    env.emu.faults().inject(
-        CallKind::PutPart,
-        FaultAction::Status(500),
-        FaultTrigger::Next(1),
-    );
+    env.emu
+        .fault(CallKind::PutPart, FaultAction::Status(500), 1);
     let target = env.item_asset("broken.zip");
     let (path, _) = env.file("broken.zip", 1000);
     let err = env.upload(&target, &path).await.unwrap_err();
@@ -212,11 +184,8 @@ async fn server_errors_are_not_retried_and_abort() {
 #[tokio::test]
 async fn a_500_on_create_leaves_nothing_behind() {
     let env = start().await;
-    env.emu.faults().inject(
-        CallKind::CreateUpload,
-        FaultAction::Status(500),
-        FaultTrigger::Next(1),
-    );
+    env.emu
+        .fault(CallKind::CreateUpload, FaultAction::Status(500), 1);
     let target = env.item_asset("create500.zip");
     let (path, _) = env.file("create500.zip", 1000);
     let err = env.upload(&target, &path).await.unwrap_err();
@@ -230,11 +199,8 @@ async fn a_500_on_create_leaves_nothing_behind() {
 #[tokio::test]
 async fn expired_urls_abort_the_upload() {
     let env = start().await;
-    env.emu.faults().inject(
-        CallKind::PutPart,
-        FaultAction::ExpireUrl,
-        FaultTrigger::Next(100),
-    );
+    env.emu
+        .fault(CallKind::PutPart, FaultAction::ExpireUrl, 100);
     let target = env.item_asset("late.zip");
     let (path, _) = env.file("late.zip", 1000);
     let err = env.upload(&target, &path).await.unwrap_err();
@@ -254,11 +220,8 @@ async fn expired_urls_abort_the_upload() {
 #[tokio::test]
 async fn a_complete_whose_answer_is_lost_is_recognised() {
     let env = start().await;
-    env.emu.faults().inject(
-        CallKind::Complete,
-        FaultAction::DropAfterCommit,
-        FaultTrigger::Next(1),
-    );
+    env.emu
+        .fault(CallKind::Complete, FaultAction::DropAfterCommit, 1);
     let target = env.item_asset("lost-complete.zip");
     let (path, sha) = env.file("lost-complete.zip", 6 * MIB);
     env.upload(&target, &path)
@@ -275,16 +238,8 @@ async fn a_complete_whose_answer_is_lost_is_recognised() {
 async fn a_complete_that_took_effect_is_success_even_when_its_retries_fail() {
     let env = start().await;
     let f = env.emu.faults();
-    f.inject(
-        CallKind::Complete,
-        FaultAction::DropAfterCommit,
-        FaultTrigger::Next(1),
-    );
-    f.inject(
-        CallKind::Complete,
-        FaultAction::Status(503),
-        FaultTrigger::Next(1_000),
-    );
+    f.fault(CallKind::Complete, FaultAction::DropAfterCommit, 1);
+    f.fault(CallKind::Complete, FaultAction::Status(503), 1_000);
     let target = env.item_asset("complete-then-503.zip");
     let (path, sha) = env.file("complete-then-503.zip", 6 * MIB);
     let report = env
@@ -305,11 +260,8 @@ async fn a_complete_that_took_effect_is_success_even_when_its_retries_fail() {
 #[tokio::test]
 async fn a_complete_refused_with_400_is_aborted() {
     let env = start().await;
-    env.emu.faults().inject(
-        CallKind::Complete,
-        FaultAction::Status(400),
-        FaultTrigger::Next(1),
-    );
+    env.emu
+        .fault(CallKind::Complete, FaultAction::Status(400), 1);
     let target = env.item_asset("refused.zip");
     let (path, _) = env.file("refused.zip", 1000);
     let err = env.upload(&target, &path).await.unwrap_err();
@@ -331,16 +283,8 @@ async fn a_complete_refused_with_400_is_aborted() {
 async fn an_abort_whose_answer_is_lost_is_read_back() {
     let env = start().await;
     let f = env.emu.faults();
-    f.inject(
-        CallKind::PutPart,
-        FaultAction::Status(500),
-        FaultTrigger::Next(1),
-    );
-    f.inject(
-        CallKind::Abort,
-        FaultAction::DropAfterCommit,
-        FaultTrigger::Next(1),
-    );
+    f.fault(CallKind::PutPart, FaultAction::Status(500), 1);
+    f.fault(CallKind::Abort, FaultAction::DropAfterCommit, 1);
     let target = env.item_asset("lost-abort.zip");
     let (path, _) = env.file("lost-abort.zip", 1000);
     let err = env.upload(&target, &path).await.unwrap_err();
@@ -362,11 +306,8 @@ async fn an_abort_whose_answer_is_lost_is_read_back() {
 #[tokio::test]
 async fn a_lost_create_answer_is_adopted_not_reported_as_a_blocker() {
     let env = start().await;
-    env.emu.faults().inject(
-        CallKind::CreateUpload,
-        FaultAction::DropAfterCommit,
-        FaultTrigger::Next(1),
-    );
+    env.emu
+        .fault(CallKind::CreateUpload, FaultAction::DropAfterCommit, 1);
     let target = env.item_asset("lost-create.zip");
     let (path, sha) = env.file("lost-create.zip", 6 * MIB);
     let report = env.upload(&target, &path).await.unwrap();
@@ -382,10 +323,10 @@ async fn a_lost_create_answer_is_adopted_not_reported_as_a_blocker() {
 #[tokio::test]
 async fn slow_answers_hit_the_deadline_and_are_retried() {
     let env = start().await;
-    env.emu.faults().inject(
+    env.emu.fault(
         CallKind::PutPart,
         FaultAction::Delay(Duration::from_secs(5)),
-        FaultTrigger::Next(1),
+        1,
     );
     let target = env.item_asset("slow.zip");
     let (path, sha) = env.file("slow.zip", 1000);
@@ -516,10 +457,10 @@ impl UploadObserver for CancelOnCreate {
 #[tokio::test]
 async fn cancelling_aborts_what_was_created() {
     let env = start().await;
-    env.emu.faults().inject(
+    env.emu.fault(
         CallKind::PutPart,
         FaultAction::Delay(Duration::from_secs(2)),
-        FaultTrigger::Next(10),
+        10,
     );
     let target = env.item_asset("cancel.zip");
     let (path, _) = env.file("cancel.zip", 1000);
@@ -574,11 +515,8 @@ async fn wrong_credentials_and_unknown_assets_are_clear() {
 #[tokio::test]
 async fn a_persistent_gateway_page_is_reported_readably() {
     let env = start().await;
-    env.emu.faults().inject(
-        CallKind::CreateUpload,
-        FaultAction::Status(502),
-        FaultTrigger::Next(100),
-    );
+    env.emu
+        .fault(CallKind::CreateUpload, FaultAction::Status(502), 100);
     let target = env.item_asset("gateway.zip");
     let (path, _) = env.file("gateway.zip", 10);
     let err = env
@@ -606,11 +544,8 @@ async fn a_persistent_gateway_page_is_reported_readably() {
 #[tokio::test]
 async fn part_urls_and_secrets_stay_out_of_errors() {
     let env = start().await;
-    env.emu.faults().inject(
-        CallKind::PutPart,
-        FaultAction::Status(403),
-        FaultTrigger::Next(1),
-    );
+    env.emu
+        .fault(CallKind::PutPart, FaultAction::Status(403), 1);
     let target = env.item_asset("secret.zip");
     let (path, _) = env.file("secret.zip", 10);
     let err = env.upload(&target, &path).await.unwrap_err();
@@ -644,17 +579,13 @@ async fn our_upload_whose_create_answer_was_lost_is_carried_on_by_the_next_run()
         )
         .await;
         let f = env.emu.faults();
-        f.inject(
-            CallKind::CreateUpload,
-            FaultAction::DropAfterCommit,
-            FaultTrigger::Next(1),
-        );
+        f.fault(CallKind::CreateUpload, FaultAction::DropAfterCommit, 1);
         let lookup = if legacy {
             CallKind::ListUploads
         } else {
             CallKind::GetUpload
         };
-        f.inject(lookup, FaultAction::Status(502), FaultTrigger::Next(100));
+        f.fault(lookup, FaultAction::Status(502), 100);
         let target = env.item_asset("orphan.zip");
         let (path, sha) = env.file("orphan.zip", 6 * MIB);
         let err = env.upload(&target, &path).await.unwrap_err();
@@ -854,11 +785,8 @@ async fn a_retry_after_past_retry_max_delay_gives_up_saying_what_the_server_aske
 #[tokio::test]
 async fn a_create_answer_without_part_urls_aborts_the_upload_it_created() {
     let env = start().await;
-    env.emu.faults().inject(
-        CallKind::CreateUpload,
-        FaultAction::NoPartUrls,
-        FaultTrigger::Next(1),
-    );
+    env.emu
+        .fault(CallKind::CreateUpload, FaultAction::NoPartUrls, 1);
     let target = env.item_asset("urlless.zip");
     let (path, _) = env.file("urlless.zip", 1000);
     let err = env.upload(&target, &path).await.unwrap_err();
@@ -886,11 +814,7 @@ async fn a_create_answer_without_part_urls_aborts_the_upload_it_created() {
 #[tokio::test]
 async fn a_200_complete_with_an_html_body_is_resolved_by_reading_the_upload() {
     let env = start().await;
-    env.emu.faults().inject(
-        CallKind::Complete,
-        FaultAction::HtmlBody,
-        FaultTrigger::Next(1),
-    );
+    env.emu.fault(CallKind::Complete, FaultAction::HtmlBody, 1);
     let target = env.item_asset("html.zip");
     let (path, sha) = env.file("html.zip", 6 * MIB);
     env.upload(&target, &path).await.unwrap();
@@ -1063,11 +987,8 @@ async fn a_200_complete_that_did_not_take_effect_is_sent_again() {
     let env = start().await;
     // A 200 whose body is no upload object, from something in front of the API: the upload is
     // still in progress, which only reading it tells.
-    env.emu.faults().inject(
-        CallKind::Complete,
-        FaultAction::Status(200),
-        FaultTrigger::Next(1),
-    );
+    env.emu
+        .fault(CallKind::Complete, FaultAction::Status(200), 1);
     let target = env.item_asset("again.zip");
     let (path, sha) = env.file("again.zip", 1000);
     env.upload(&target, &path).await.unwrap();
