@@ -46,8 +46,7 @@ fn check(out: &Output, code: i32, fragment: &str) -> String {
 #[tokio::test]
 async fn uploads_and_prints_one_result_line() {
     let env = start().await;
-    let target = env.item_asset("ok.zip");
-    let (path, sha) = env.file("ok.zip", 6 * MIB);
+    let (target, path, sha) = env.asset_with_file("ok.zip", 6 * MIB);
     let out = upload(
         &env,
         &["--asset", "ok.zip"],
@@ -152,8 +151,7 @@ async fn server_refusals_are_runtime_errors() {
         1,
         "HTTP 404",
     );
-    env.emu
-        .fault(CallKind::CreateUpload, FaultAction::Status(502), 100);
+    env.fault(CallKind::CreateUpload, FaultAction::Status(502), 100);
     check(
         &upload(
             &env,
@@ -232,10 +230,8 @@ async fn bad_flags_exit_2() {
 #[tokio::test]
 async fn an_upload_whose_create_answers_are_all_lost_is_found_and_carried_on() {
     let env = start().await;
-    let target = env.item_asset("lost.zip");
-    let (path, sha) = env.file("lost.zip", 6 * MIB);
-    env.emu
-        .fault(CallKind::CreateUpload, FaultAction::DropAfterCommit, 100);
+    let (target, path, sha) = env.asset_with_file("lost.zip", 6 * MIB);
+    env.fault(CallKind::CreateUpload, FaultAction::DropAfterCommit, 100);
     let out = upload(
         &env,
         &["--asset", "lost.zip", "--part-retries", "2"],
@@ -255,8 +251,7 @@ async fn an_upload_whose_create_answers_are_all_lost_is_found_and_carried_on() {
 #[tokio::test]
 async fn a_lost_create_that_cannot_be_looked_up_is_named_in_the_error() {
     let env = start().await;
-    let target = env.item_asset("orphan.zip");
-    let (path, _) = env.file("orphan.zip", 6 * MIB);
+    let (target, path, _) = env.asset_with_file("orphan.zip", 6 * MIB);
     let f = env.emu.faults();
     f.fault(CallKind::CreateUpload, FaultAction::DropAfterCommit, 1);
     f.fault(CallKind::GetUpload, FaultAction::Status(502), 100);
@@ -501,7 +496,7 @@ async fn a_stop_during_the_create_request_aborts_what_the_create_made() {
     let target = env.item_asset(asset);
     let (path, _) = env.file(asset, 6 * MIB);
     // The server makes the upload at once and answers 3 s later: the signal lands in between.
-    env.emu.fault(
+    env.fault(
         CallKind::CreateUpload,
         FaultAction::SlowAnswer(std::time::Duration::from_secs(3)),
         1,

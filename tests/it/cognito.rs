@@ -248,8 +248,7 @@ async fn a_user_who_must_change_the_password_gets_the_challenge_error() {
         Auth::Cognito(pool.auth("new-user", temporary, &front.url)),
     )
     .await;
-    let target = env.item_asset("challenge.zip");
-    let (path, _) = env.file("challenge.zip", 1000);
+    let (target, path, _) = env.asset_with_file("challenge.zip", 1000);
     let err = env.upload(&target, &path).await.unwrap_err();
     let e = stac_error(&err).expect("an API error");
     assert_eq!(e.class, ErrorClass::Auth, "{e}");

@@ -69,9 +69,7 @@ fn in_progress(uploads: &[UploadSnapshot]) -> Option<&UploadSnapshot> {
 
 async fn run(case: Case) {
     let started = Instant::now();
-    let emu = basic_emulator().await;
-    emu.create_asset(&key(), "application/zip").unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let (emu, dir) = emulator_with_zip(&key()).await;
     let file = dir.path().join("big.zip");
     let sha = write_file(&file, 22 * MIB, 11);
     let config = job_file(dir.path(), &emu.base_url(), &file);
@@ -300,9 +298,7 @@ async fn killed_during_abort_resumes_the_upload_it_was_aborting() {
 #[tokio::test]
 async fn a_resumed_upload_obeys_the_jobs_bandwidth_limit() {
     const LIMIT: f64 = 4_000_000.0;
-    let emu = basic_emulator().await;
-    emu.create_asset(&key(), "application/zip").unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let (emu, dir) = emulator_with_zip(&key()).await;
     let file = dir.path().join("big.zip");
     let sha = write_file(&file, 22 * MIB, 11);
     let config = job_file_with(

@@ -136,9 +136,7 @@ async fn sigterm_gives_running_uploads_a_grace_period_then_aborts_them() {
 
 #[tokio::test]
 async fn sighup_with_a_broken_file_keeps_the_running_config() {
-    let emu = emulator().await;
-    emu.create_asset(&key(), "application/zip").unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let (emu, dir) = emulator_with_zip(&key()).await;
     let file = dir.path().join("big.zip");
     let sha = write_file(&file, 1000, 9);
     let config = job_file(dir.path(), &emu.base_url(), "* * * * * *", &file, "");

@@ -256,8 +256,7 @@ async fn metadata_the_server_refuses_fails_the_run_with_its_description() {
     collection(&env).await;
     write(env.dir.path(), "radar.h5", 1024);
     // A refusal `check` cannot foresee: the server answers the item's PUT with 400.
-    env.emu
-        .fault(CallKind::PutStac, FaultAction::Status(400), 1);
+    env.fault(CallKind::PutStac, FaultAction::Status(400), 1);
     let rec = job(&env, load_job(&env, DAILY), fire(25))
         .run(Work::Scheduled(fire(25)))
         .await;
@@ -318,8 +317,7 @@ async fn a_gateway_error_while_creating_is_retried_by_the_policy() {
     let env = start().await;
     collection(&env).await;
     let sha = write(env.dir.path(), "radar.h5", 1024);
-    env.emu
-        .fault(CallKind::PutStac, FaultAction::Status(503), 1);
+    env.fault(CallKind::PutStac, FaultAction::Status(503), 1);
 
     let rec = job(&env, load_job(&env, DAILY), fire(25))
         .run(Work::Scheduled(fire(25)))

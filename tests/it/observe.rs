@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::fixtures::{
-    FAST_RETRIES, JobFile, Log, MIB, ZIP_SETTLED, get, job_file_head, scrape, spawn_observed,
-    value, wait_for, write_file,
+    FAST_RETRIES, JobFile, Log, MIB, ZIP_SETTLED, emulator_with_zip, get, job_file_head, scrape,
+    spawn_observed, value, wait_for, write_file,
 };
 use prometheus_parse::{Sample, Value};
 use stac_uploadd_emulator::AssetKey;
@@ -819,9 +819,7 @@ async fn a_run_cut_by_shutdown_is_cancelled_not_failed() {
 /// until the job's next run meets it as its own stale blocker and aborts it.
 #[tokio::test]
 async fn an_upload_whose_abort_failed_is_left_in_progress_until_a_run_aborts_it() {
-    let emu = emulator().await;
-    emu.create_asset(&key("e.zip"), "application/zip").unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let (emu, dir) = emulator_with_zip(&key("e.zip")).await;
     let incoming = dir.path().join("incoming");
     std::fs::create_dir(&incoming).unwrap();
     let config = job_file(dir.path(), &emu.base_url(), &incoming);

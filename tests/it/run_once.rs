@@ -37,14 +37,7 @@ fn job_file(dir: &Path, url: &str, file: &Path, nightly_keys: &str) -> PathBuf {
 const YEARLY: &str = r#"schedule = "0 0 1 1 *""#;
 
 async fn once(config: &Path, extra: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(["run", "--once"])
-        .args(extra)
-        .arg("--config")
-        .arg(config)
-        .env("TEST_STAC_PASSWORD", PASSWORD)
-        .env("RUST_LOG", "stac_uploadd=info")
-        .env_remove("STAC_UPLOADD_OBSERVE_LISTEN")
+    once_command(extra, config)
         .output()
         .await
         .expect("the binary runs")
@@ -76,9 +69,7 @@ fn field<'a>(line: &'a str, key: &str) -> &'a str {
 
 #[tokio::test]
 async fn uploads_then_finds_the_asset_unchanged_and_exits_0_both_times() {
-    let emu = basic_emulator().await;
-    emu.create_asset(&nightly(), "application/zip").unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let (emu, dir) = emulator_with_zip(&nightly()).await;
     let file = dir.path().join("big.zip");
     let sha = write_file(&file, 6 * MIB, 1);
     let config = job_file(dir.path(), &emu.base_url(), &file, YEARLY);
@@ -185,9 +176,7 @@ async fn the_retry_cap_follows_the_schedule_in_the_job_file() {
 
 #[tokio::test]
 async fn a_watch_job_sends_each_matching_file_its_folder_holds_and_job_selects_it_alone() {
-    let emu = basic_emulator().await;
-    emu.create_asset(&nightly(), "application/zip").unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let (emu, dir) = emulator_with_zip(&nightly()).await;
     let file = dir.path().join("big.zip");
     write_file(&file, 1000, 4);
     let config = job_file(dir.path(), &emu.base_url(), &file, YEARLY);
@@ -306,9 +295,7 @@ async fn unknown_jobs_and_job_without_once_are_usage_errors_and_touch_nothing() 
 
 #[tokio::test]
 async fn a_state_folder_held_by_another_process_is_refused_naming_its_pid() {
-    let emu = basic_emulator().await;
-    emu.create_asset(&nightly(), "application/zip").unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let (emu, dir) = emulator_with_zip(&nightly()).await;
     let file = dir.path().join("big.zip");
     write_file(&file, 1000, 6);
     let config = job_file(dir.path(), &emu.base_url(), &file, YEARLY);
@@ -350,22 +337,10 @@ async fn a_corrupt_record_of_uploads_in_flight_is_exit_3() {
 
 /// `run --once` started in the background, its stderr collected.
 fn spawn_once(config: &Path, extra: &[&str]) -> tokio::process::Child {
-    Command::new(BIN)
-        .args(["run", "--once"])
-        .args(extra)
-        .arg("--config")
-        .arg(config)
-        .env("TEST_STAC_PASSWORD", PASSWORD)
-        .env("RUST_LOG", "stac_uploadd=info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
+    once_command(extra, config)
         .spawn()
         .expect("the binary starts")
 }
-
-/// Its stderr, collected as it comes (a full pipe would stall it).
-type Log = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
 
 fn log_text(log: &Log) -> String {
     log.lock().unwrap().join("\n")

@@ -29,8 +29,7 @@ fn job_file(dir: &Path, url: &str, file: &Path) -> PathBuf {
 #[tokio::test]
 async fn a_full_state_folder_sends_no_create() {
     let env = start().await;
-    let target = env.item_asset("s.zip");
-    let (path, _) = env.file("s.zip", 1000);
+    let (target, path, _) = env.asset_with_file("s.zip", 1000);
     let config_path = job_file(env.dir.path(), &env.emu.base_url(), &path);
     let env_var = |n: &str| (n == "TEST_STAC_PASSWORD").then(|| PASSWORD.to_owned());
     let text = std::fs::read_to_string(&config_path).unwrap();
@@ -75,9 +74,7 @@ async fn a_full_state_folder_sends_no_create() {
 /// systemd restarted every 5 s. They are caches: moved aside, the daemon starts and uploads.
 #[tokio::test]
 async fn corrupt_caches_are_moved_aside_and_the_daemon_starts() {
-    let emu = basic_emulator().await;
-    emu.create_asset(&asset_key(), "application/zip").unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let (emu, dir) = emulator_with_zip(&asset_key()).await;
     let file = dir.path().join("s.zip");
     write_file(&file, 1000, 3);
     let config = job_file(dir.path(), &emu.base_url(), &file);
@@ -230,9 +227,7 @@ async fn check_refuses_a_state_folder_the_daemon_cannot_write() {
 /// empty table.
 #[tokio::test]
 async fn status_names_the_daemon_holding_the_folder_and_its_runs() {
-    let emu = basic_emulator().await;
-    emu.create_asset(&asset_key(), "application/zip").unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let (emu, dir) = emulator_with_zip(&asset_key()).await;
     let file = dir.path().join("s.zip");
     write_file(&file, 1000, 3);
     let config = job_file(dir.path(), &emu.base_url(), &file);
@@ -314,19 +309,13 @@ async fn status_names_the_daemon_holding_the_folder_and_its_runs() {
 
 /// `run --once` with the test password and info logs.
 async fn run_once(config: &Path, extra: &[&str]) -> std::process::Output {
-    let mut cmd = tokio::process::Command::new(BIN);
-    cmd.args(["run", "--once"])
-        .args(extra)
-        .arg("--config")
-        .arg(config)
-        .env("TEST_STAC_PASSWORD", PASSWORD)
-        .env("RUST_LOG", "stac_uploadd=info")
-        .env_remove("STAC_UPLOADD_OBSERVE_LISTEN")
-        .kill_on_drop(true);
-    tokio::time::timeout(Duration::from_secs(60), cmd.output())
-        .await
-        .expect("run --once ends at once")
-        .unwrap()
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        once_command(extra, config).output(),
+    )
+    .await
+    .expect("run --once ends at once")
+    .unwrap()
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -488,9 +477,7 @@ async fn an_inflight_record_that_is_huge_or_not_a_regular_file_stops_the_start_a
 #[tokio::test]
 async fn a_history_or_digest_cache_that_is_not_a_regular_file_or_too_large_is_moved_aside_and_the_run_goes_on()
  {
-    let emu = basic_emulator().await;
-    emu.create_asset(&asset_key(), "application/zip").unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let (emu, dir) = emulator_with_zip(&asset_key()).await;
     let file = dir.path().join("s.zip");
     let sha = write_file(&file, 1000, 3);
     let config = job_file(dir.path(), &emu.base_url(), &file);
@@ -613,9 +600,7 @@ async fn status_needs_no_credentials() {
 /// history was written and the run published its file.
 #[tokio::test]
 async fn a_digest_cache_that_cannot_be_written_is_named_and_not_taken_for_the_history() {
-    let emu = basic_emulator().await;
-    emu.create_asset(&asset_key(), "application/zip").unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let (emu, dir) = emulator_with_zip(&asset_key()).await;
     let file = dir.path().join("s.zip");
     write_file(&file, 1000, 3);
     let config = job_file(dir.path(), &emu.base_url(), &file);

@@ -39,8 +39,7 @@ async fn upload_over_https_trusting_the_ca_file() {
     );
     let client = client_with(&s.emu.base_url(), basic(), Some(&s.pki.ca), None);
     let env = s.env(client);
-    let target = env.item_asset("secure.zip");
-    let (path, sha) = env.file("secure.zip", 11 * MIB);
+    let (target, path, sha) = env.asset_with_file("secure.zip", 11 * MIB);
     let report = env.upload(&target, &path).await.expect("upload over https");
     assert_eq!(report.parts, 3);
     env.assert_holds(&target, &sha);
@@ -61,8 +60,7 @@ async fn an_untrusted_certificate_is_refused_and_not_retried() {
     let s = https_setup().await;
     let client = client_with(&s.emu.base_url(), basic(), None, None);
     let env = s.env(client);
-    let target = env.item_asset("untrusted.zip");
-    let (path, _) = env.file("untrusted.zip", 1000);
+    let (target, path, _) = env.asset_with_file("untrusted.zip", 1000);
     let started = std::time::Instant::now();
     let err = env.upload(&target, &path).await.unwrap_err();
     let e = stac_error(&err).expect("an API error");
@@ -106,8 +104,7 @@ schedule = "0 3 * * *"
     cfg.auth = basic();
     cfg.no_proxy = None;
     let env = s.env(StacClient::new(cfg).expect("client"));
-    let target = env.item_asset("configured.zip");
-    let (path, sha) = env.file("configured.zip", 1000);
+    let (target, path, sha) = env.asset_with_file("configured.zip", 1000);
     env.upload(&target, &path).await.expect("upload");
     env.assert_holds(&target, &sha);
 

@@ -36,12 +36,6 @@ fn job_file_on(dir: &Path, url: &str, schedule: &str) -> PathBuf {
         .write()
 }
 
-struct Out {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
 /// Runs `stac-uploadd uploads --config F ARGS` with stdin not a terminal.
 async fn uploads(config: &Path, args: &[&str]) -> Out {
     let out = Command::new(BIN)
@@ -54,11 +48,7 @@ async fn uploads(config: &Path, args: &[&str]) -> Out {
         .output()
         .await
         .expect("the binary runs");
-    Out {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    Out::from(out)
 }
 
 /// The line of the listing that names `id`.
