@@ -4,7 +4,7 @@
 //! by `systemd-analyze verify`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
+use std::process::Output;
 use std::time::Duration;
 
 use crate::fixtures::*;
