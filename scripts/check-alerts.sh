@@ -2,7 +2,7 @@
 # Checks the shipped Prometheus rules: `promtool check rules` (syntax, PromQL, templates) and
 # `promtool test rules` (every alert fires on a synthetic failing series and stays quiet on a
 # healthy one: deploy/prometheus/alerts.test.yaml). The dashboard's and the rules' metric names
-# are checked against a running daemon by tests/dashboard.rs (cargo test --test dashboard).
+# are checked against a running daemon by tests/it/dashboard.rs (cargo test --test it dashboard::).
 #
 # Installs promtool from Debian's `prometheus` package when it is missing (as root, or through
 # sudo). Without systemd, the package's postinst would start a Prometheus server through its

@@ -7,7 +7,7 @@
 # FUZZ_TARGETS picks targets (default: config answers planner lanes names).
 # Without `keep`, new inputs go to a temporary folder and the committed corpus is only read.
 # A crash stops the script; its input is in fuzz/artifacts/<target>/ (add it to the corpus once
-# fixed: `cargo test --test properties the_fuzz_corpus_holds` replays every corpus file).
+# fixed: `cargo test --test it properties::the_fuzz_corpus_holds` replays every corpus file).
 # cargo-fuzz needs unstable rustc flags (-Zsanitizer=address): the machine's one stable
 # toolchain gets them with RUSTC_BOOTSTRAP=1, so no nightly is needed.
 set -euo pipefail

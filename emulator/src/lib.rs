@@ -56,6 +56,13 @@ pub use cli::{EmulatorArgs, run};
 pub use faults::{CallKind, FaultAction, FaultSpec, FaultTrigger, Faults, RequestRecord};
 pub use state::{AssetSnapshot, UploadSnapshot, UploadState};
 
+/// The media types the emulator accepts for asset data (the server's `MEDIA_TYPES`, normalised),
+/// each with the extensions an asset id of that type may end in: what the client's copy of the
+/// table is checked against.
+pub fn media_types() -> impl Iterator<Item = (&'static str, &'static [&'static str])> {
+    rules::MEDIA_TYPES.iter().copied()
+}
+
 use faults::CallCounters;
 use s3::Signer;
 use state::{State, Upload};

@@ -458,9 +458,53 @@ mod tests {
         .collect()
     }
 
+    /// The SIMD kernels this CPU has by its feature flags, read here and not through
+    /// `Kernel::available` (which `kernels` filters by): the features each kernel enables.
+    fn cpu_kernels() -> Vec<Kernel> {
+        #[allow(unused_mut)]
+        let mut k = Vec::new();
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                k.push(Kernel::Avx512);
+            }
+            if std::arch::is_x86_feature_detected!("avx2") {
+                k.push(Kernel::Avx2);
+            }
+        }
+        #[cfg(target_arch = "aarch64")]
+        if std::arch::is_aarch64_feature_detected!("neon") {
+            k.push(Kernel::Neon);
+        }
+        k
+    }
+
+    /// Runs `check` with every kernel of [`kernels`], says which ran (`--nocapture` shows it),
+    /// and fails if a kernel the CPU has was not among them: a check that skipped the AVX2 or
+    /// AVX-512 kernel on a CPU with it would otherwise pass without testing it.
+    fn each_kernel(test: &str, check: impl Fn(Kernel)) {
+        let ran: Vec<Kernel> = kernels().into_iter().inspect(|&k| check(k)).collect();
+        let cpu = cpu_kernels();
+        println!("{test}: ran the kernels {ran:?}; the CPU has {cpu:?}");
+        for k in &cpu {
+            assert!(
+                ran.contains(k),
+                "{test}: the CPU has the {k:?} kernel, but only {ran:?} ran"
+            );
+        }
+    }
+
+    #[test]
+    fn every_kernel_the_cpu_has_is_tested() {
+        each_kernel("every_kernel_the_cpu_has_is_tested", |k| {
+            let data: Vec<u8> = (0..64 * 9 + 5).map(|i| (i * 7) as u8).collect();
+            check_lanes(&data, &[100, 300], 64, k);
+        });
+    }
+
     #[test]
     fn each_lane_is_its_own_md5() {
-        for k in kernels() {
+        each_kernel("each_lane_is_its_own_md5", |k| {
             let w = k.width();
             let msgs: Vec<Vec<u8>> = (0..w)
                 .map(|l| (0..64 * 5).map(|i| (i * (l + 3) + l) as u8).collect())
@@ -472,18 +516,18 @@ mod tests {
                 let want: [u8; 16] = md5::Md5::digest(m).into();
                 assert_eq!(finish(*s, &[], m.len() as u64), want, "{k:?}");
             }
-        }
+        });
     }
 
     #[test]
     fn padding_edges() {
-        for len in [0usize, 1, 55, 56, 57, 63, 64, 65, 119, 120, 128, 1000] {
-            let data: Vec<u8> = (0..len).map(|i| i as u8).collect();
-            for k in kernels() {
+        each_kernel("padding_edges", |k| {
+            for len in [0usize, 1, 55, 56, 57, 63, 64, 65, 119, 120, 128, 1000] {
+                let data: Vec<u8> = (0..len).map(|i| i as u8).collect();
                 check_lanes(&data, &[], 64, k);
                 check_lanes(&data, &[len / 3, len / 2], 128, k);
             }
-        }
+        });
     }
 
     #[test]

@@ -1,13 +1,9 @@
 //! The real binary on bad input: a clear one-line error, exit code 1 or 2, never a panic.
 
-mod common;
-
 use std::process::Output;
 
-use common::*;
-use stac_uploadd_emulator::{CallKind, FaultAction, FaultTrigger};
-
-const BIN: &str = env!("CARGO_BIN_EXE_stac-uploadd");
+use crate::fixtures::*;
+use stac_uploadd_emulator::{CallKind, FaultAction};
 
 /// Runs `stac-uploadd upload` against the emulator off the async runtime's threads.
 async fn upload(env: &Env, extra: &[&str], file: &str, password: &str) -> Output {
@@ -50,8 +46,7 @@ fn check(out: &Output, code: i32, fragment: &str) -> String {
 #[tokio::test]
 async fn uploads_and_prints_one_result_line() {
     let env = start().await;
-    let target = env.item_asset("ok.zip");
-    let (path, sha) = env.file("ok.zip", 6 * MIB);
+    let (target, path, sha) = env.asset_with_file("ok.zip", 6 * MIB);
     let out = upload(
         &env,
         &["--asset", "ok.zip"],
@@ -156,11 +151,7 @@ async fn server_refusals_are_runtime_errors() {
         1,
         "HTTP 404",
     );
-    env.emu.faults().inject(
-        CallKind::CreateUpload,
-        FaultAction::Status(502),
-        FaultTrigger::Next(100),
-    );
+    env.fault(CallKind::CreateUpload, FaultAction::Status(502), 100);
     check(
         &upload(
             &env,
@@ -239,13 +230,8 @@ async fn bad_flags_exit_2() {
 #[tokio::test]
 async fn an_upload_whose_create_answers_are_all_lost_is_found_and_carried_on() {
     let env = start().await;
-    let target = env.item_asset("lost.zip");
-    let (path, sha) = env.file("lost.zip", 6 * MIB);
-    env.emu.faults().inject(
-        CallKind::CreateUpload,
-        FaultAction::DropAfterCommit,
-        FaultTrigger::Next(100),
-    );
+    let (target, path, sha) = env.asset_with_file("lost.zip", 6 * MIB);
+    env.fault(CallKind::CreateUpload, FaultAction::DropAfterCommit, 100);
     let out = upload(
         &env,
         &["--asset", "lost.zip", "--part-retries", "2"],
@@ -265,19 +251,10 @@ async fn an_upload_whose_create_answers_are_all_lost_is_found_and_carried_on() {
 #[tokio::test]
 async fn a_lost_create_that_cannot_be_looked_up_is_named_in_the_error() {
     let env = start().await;
-    let target = env.item_asset("orphan.zip");
-    let (path, _) = env.file("orphan.zip", 6 * MIB);
+    let (target, path, _) = env.asset_with_file("orphan.zip", 6 * MIB);
     let f = env.emu.faults();
-    f.inject(
-        CallKind::CreateUpload,
-        FaultAction::DropAfterCommit,
-        FaultTrigger::Next(1),
-    );
-    f.inject(
-        CallKind::GetUpload,
-        FaultAction::Status(502),
-        FaultTrigger::Next(100),
-    );
+    f.fault(CallKind::CreateUpload, FaultAction::DropAfterCommit, 1);
+    f.fault(CallKind::GetUpload, FaultAction::Status(502), 100);
     let out = upload(
         &env,
         &["--asset", "orphan.zip", "--part-retries", "1"],
@@ -519,10 +496,10 @@ async fn a_stop_during_the_create_request_aborts_what_the_create_made() {
     let target = env.item_asset(asset);
     let (path, _) = env.file(asset, 6 * MIB);
     // The server makes the upload at once and answers 3 s later: the signal lands in between.
-    env.emu.faults().inject(
+    env.fault(
         CallKind::CreateUpload,
         FaultAction::SlowAnswer(std::time::Duration::from_secs(3)),
-        FaultTrigger::Next(1),
+        1,
     );
     let child = tokio::process::Command::new(BIN)
         .args(["upload", "--url", &env.emu.base_url(), "--auth", "basic"])

@@ -12,20 +12,20 @@
 //! with `by`, vector matching with `on`); it refuses what it does not know rather than
 //! guessing.
 
-mod common;
-
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{MIB, capture_stderr, job_file_head, signal, spawn_daemon, wait_for, write_file};
-use prometheus_parse::{Sample, Scrape, Value};
+use crate::fixtures::{
+    FAST_RETRIES, JobFile, MIB, ZIP_SETTLED, scrape, spawn_observed, terminate, value, wait_for,
+    write_file,
+};
+use prometheus_parse::{Sample, Value};
 use stac_uploadd_emulator::AssetKey;
 
-const DASHBOARD: &str = include_str!("../deploy/grafana/stac-uploadd.json");
+const DASHBOARD: &str = include_str!("../../deploy/grafana/stac-uploadd.json");
 const DASHBOARD_PATH: &str = "deploy/grafana/stac-uploadd.json";
-const RULES: &str = include_str!("../deploy/prometheus/alerts.yaml");
+const RULES: &str = include_str!("../../deploy/prometheus/alerts.yaml");
 const RULES_PATH: &str = "deploy/prometheus/alerts.yaml";
 
 /// Labels Prometheus attaches to every series of a target at scrape time: the daemon does not
@@ -499,72 +499,27 @@ fn key(name: &str) -> AssetKey {
 /// A cron job publishing `radar.zip` every second, and a watch job publishing each `*.zip`
 /// dropped into `incoming`.
 fn job_file(dir: &Path, url: &str, radar: &Path, incoming: &Path) -> PathBuf {
-    let path = dir.join("jobs.toml");
-    std::fs::write(
-        &path,
-        format!(
-            r#"{head}[defaults]
-part_size = "5MiB"
-retry_min_delay = "100ms"
-retry_max_delay = "200ms"
-[[job]]
-name = "radar"
-collection = "ch.test.collection"
-item = "item-1"
-asset = "radar.zip"
-file = "{radar}"
-schedule = "* * * * * *"
-[[job]]
-name = "stations"
-collection = "ch.test.collection"
-item = "item-1"
-asset = "{{name}}"
-[job.watch]
-dir = "{incoming}"
-pattern = "*.zip"
-ignore = ["radar.zip", "*.tmp", ".*"]
-settle = "200ms"
-[job.asset_metadata]
-type = "application/zip"
-"#,
-            head = job_file_head(dir, url),
-            radar = radar.display(),
-            incoming = incoming.display(),
-        ),
-    )
-    .unwrap();
-    path
-}
-
-async fn scrape(addr: SocketAddr) -> Vec<Sample> {
-    let r = reqwest::get(format!("http://{addr}/metrics"))
-        .await
-        .expect("the listener answers");
-    assert_eq!(r.status(), 200);
-    let text = r.text().await.unwrap();
-    Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
-        .expect("valid Prometheus text")
-        .samples
+    JobFile::new(dir, url)
+        .defaults(FAST_RETRIES)
+        .cron("radar", "radar.zip", radar, "* * * * * *")
+        .watch("stations", "{name}", incoming, "*.zip")
+        .lines("ignore = [\"radar.zip\", \"*.tmp\", \".*\"]")
+        .lines(ZIP_SETTLED)
+        .write()
 }
 
 fn runs(samples: &[Sample], job_name: &str, outcome: &str) -> f64 {
-    samples
-        .iter()
-        .filter(|s| {
-            s.metric == "stac_uploadd_runs_total"
-                && s.labels.get("job_name") == Some(job_name)
-                && s.labels.get("outcome") == Some(outcome)
-        })
-        .map(|s| match s.value {
-            Value::Counter(v) | Value::Untyped(v) => v,
-            _ => 0.0,
-        })
-        .sum()
+    value(
+        samples,
+        "stac_uploadd_runs_total",
+        &[("job_name", job_name), ("outcome", outcome)],
+    )
+    .unwrap_or(0.0)
 }
 
 #[tokio::test]
 async fn every_metric_and_label_the_dashboard_and_alerts_use_is_exported() {
-    let emu = common::basic_emulator().await;
+    let emu = crate::fixtures::basic_emulator().await;
     for name in ["radar.zip", "a.zip"] {
         emu.create_asset(&key(name), "application/zip").unwrap();
     }
@@ -575,30 +530,7 @@ async fn every_metric_and_label_the_dashboard_and_alerts_use_is_exported() {
     let radar_sha = write_file(&radar, 100, 1);
     let config = job_file(dir.path(), &emu.base_url(), &radar, &incoming);
 
-    let mut daemon = spawn_daemon(
-        &[
-            "--log-format",
-            "json",
-            "run",
-            "--observe-listen",
-            "127.0.0.1:0",
-        ],
-        &config,
-    );
-    let log = capture_stderr(&mut daemon);
-    let mut addr: Option<SocketAddr> = None;
-    wait_for(Duration::from_secs(30), "the listener address", || {
-        addr = log.lock().unwrap().iter().find_map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).ok()?;
-            if v["message"] != "serving /metrics, /healthz and /readyz" {
-                return None;
-            }
-            v["addr"].as_str()?.parse().ok()
-        });
-        addr.is_some()
-    })
-    .await;
-    let addr = addr.expect("found");
+    let (mut daemon, log, addr) = spawn_observed(&config, &[]).await;
     wait_for(
         Duration::from_secs(30),
         "the cron job's first upload",
@@ -681,10 +613,6 @@ async fn every_metric_and_label_the_dashboard_and_alerts_use_is_exported() {
         );
     }
 
-    signal(&daemon, libc::SIGTERM);
-    let status = tokio::time::timeout(Duration::from_secs(30), daemon.wait())
-        .await
-        .expect("stops on SIGTERM")
-        .unwrap();
+    let status = terminate(&mut daemon).await;
     assert_eq!(status.code(), Some(0), "{:?}", log.lock().unwrap());
 }

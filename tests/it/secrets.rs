@@ -1,15 +1,10 @@
 //! Credentials never reach a log line, an error message or a panic message, and presigned URLs
 //! are logged without their query string: the real binary at trace level, every crate included.
 
-mod common;
-
+use crate::fixtures::*;
 use base64::Engine as _;
-use common::*;
-use stac_uploadd_emulator::{
-    CallKind, Emulator, EmulatorAuth, EmulatorConfig, FaultAction, FaultTrigger,
-};
+use stac_uploadd_emulator::{CallKind, Emulator, EmulatorAuth, EmulatorConfig, FaultAction};
 
-const BIN: &str = env!("CARGO_BIN_EXE_stac-uploadd");
 const TOKEN: &str = "tok-3f9a7c1e5b2d4680aaaa";
 
 /// Everything a run printed, stdout and stderr.
@@ -54,17 +49,9 @@ async fn basic_auth_uploads_at_trace_level_leak_nothing() {
     env.item_asset("secret.zip");
     // Faults put part URLs and request URLs into error messages and retry logs.
     let f = env.emu.faults();
-    f.inject(
-        CallKind::PutPart,
-        FaultAction::Status(503),
-        FaultTrigger::Next(1),
-    );
-    f.inject(CallKind::PutPart, FaultAction::Drop, FaultTrigger::Next(1));
-    f.inject(
-        CallKind::PutPart,
-        FaultAction::ExpireUrl,
-        FaultTrigger::Next(1),
-    );
+    f.fault(CallKind::PutPart, FaultAction::Status(503), 1);
+    f.fault(CallKind::PutPart, FaultAction::Drop, 1);
+    f.fault(CallKind::PutPart, FaultAction::ExpireUrl, 1);
     let (path, _) = env.file("secret.zip", 7 * MIB);
     let base = env.emu.base_url();
     let args = [
@@ -124,11 +111,7 @@ async fn token_auth_daemon_at_trace_level_leaks_nothing() {
         .unwrap();
     let key = stac_uploadd_emulator::AssetKey::item_asset("c", "i", "a.zip");
     emu.create_asset(&key, "application/zip").unwrap();
-    emu.faults().inject(
-        CallKind::CreateUpload,
-        FaultAction::Status(502),
-        FaultTrigger::Next(1),
-    );
+    emu.fault(CallKind::CreateUpload, FaultAction::Status(502), 1);
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("a.zip");
     let sha = write_file(&file, 6 * MIB, 3);

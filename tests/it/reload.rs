@@ -5,12 +5,10 @@
 //! Runs are observed on the emulator: every run of a job reads its asset first (skip-unchanged),
 //! so the emulator's record of an asset's reads holds the times its job ran.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::fixtures::*;
 use stac_uploadd_emulator::{AssetKey, Emulator, UploadState};
 
 fn key(asset: &str) -> AssetKey {
@@ -99,8 +97,7 @@ async fn a_reload_during_a_slow_upload_stops_no_job() {
         &[slow.clone(), ticking.clone()],
     );
 
-    let mut daemon = spawn_daemon(&[], &config);
-    let log = capture_stderr(&mut daemon);
+    let (mut daemon, log) = spawn_logged(&[], &config);
     wait_for(Duration::from_secs(30), "the slow upload under way", || {
         emu.uploads(&key("big.zip"))
             .iter()
@@ -134,11 +131,7 @@ async fn a_reload_during_a_slow_upload_stops_no_job() {
     .await;
     let completed_at = Instant::now();
     let tick_runs = emu.asset_reads(&key("tick.zip"));
-    signal(&daemon, libc::SIGTERM);
-    let status = tokio::time::timeout(Duration::from_secs(30), daemon.wait())
-        .await
-        .expect("stops on SIGTERM")
-        .unwrap();
+    let status = terminate(&mut daemon).await;
     let log: Vec<String> = log.lock().unwrap().iter().map(|l| plain(l)).collect();
     assert_eq!(status.code(), Some(0), "{log:?}");
 
@@ -204,8 +197,7 @@ async fn a_reload_adds_changes_and_removes_jobs() {
         ],
     );
     let runs = |a: &str| emu.asset_reads(&key(a)).len();
-    let mut daemon = spawn_daemon(&[], &config);
-    let log = capture_stderr(&mut daemon);
+    let (mut daemon, log) = spawn_logged(&[], &config);
     wait_for(Duration::from_secs(30), "every job to run", || {
         ["tick.zip", "gone.zip", "c1.zip"]
             .iter()
@@ -249,11 +241,7 @@ async fn a_reload_adds_changes_and_removes_jobs() {
         c1_after,
         "the changed job still runs its old spec"
     );
-    signal(&daemon, libc::SIGTERM);
-    let status = tokio::time::timeout(Duration::from_secs(30), daemon.wait())
-        .await
-        .expect("stops on SIGTERM")
-        .unwrap();
+    let status = terminate(&mut daemon).await;
     let log: Vec<String> = log.lock().unwrap().iter().map(|l| plain(l)).collect();
     assert_eq!(status.code(), Some(0), "{log:?}");
     let line = log
@@ -283,8 +271,7 @@ async fn sigterm_right_after_a_sighup_stops_within_the_grace_period() {
     write_file(&big, 30 * MIB, 5);
     let slow = job("slow", "big.zip", &big, "bandwidth_limit = \"1MB/s\"");
     let config = write_jobs(dir.path(), &emu.base_url(), std::slice::from_ref(&slow));
-    let mut daemon = spawn_daemon(&["run", "--shutdown-grace", "1s"], &config);
-    let log = capture_stderr(&mut daemon);
+    let (mut daemon, log) = spawn_logged(&["run", "--shutdown-grace", "1s"], &config);
     wait_for(Duration::from_secs(30), "the slow upload under way", || {
         emu.uploads(&key("big.zip"))
             .iter()
@@ -340,8 +327,7 @@ async fn a_reload_that_moves_the_observe_listener_warns_that_a_restart_is_needed
         .unwrap();
     };
     write(old);
-    let mut daemon = spawn_daemon(&[], &path);
-    let log = capture_stderr(&mut daemon);
+    let (mut daemon, log) = spawn_logged(&[], &path);
     wait_for(Duration::from_secs(30), "the first run", || {
         !emu.asset_reads(&key("tick.zip")).is_empty()
     })
@@ -362,10 +348,6 @@ async fn a_reload_that_moves_the_observe_listener_warns_that_a_restart_is_needed
         },
     )
     .await;
-    signal(&daemon, libc::SIGTERM);
-    let status = tokio::time::timeout(Duration::from_secs(30), daemon.wait())
-        .await
-        .expect("stops on SIGTERM")
-        .unwrap();
+    let status = terminate(&mut daemon).await;
     assert_eq!(status.code(), Some(0), "{:?}", log.lock().unwrap());
 }

@@ -1,11 +1,9 @@
 //! https: the emulator serving TLS with a certificate from a private CA (as a self-hosted server
 //! or a TLS-inspecting proxy has), trusted through `ca_file`, and refused without it.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::fixtures::*;
 use stac_uploadd::retry::Classified;
 use stac_uploadd::stac::{ErrorClass, StacClient};
 use stac_uploadd_emulator::{CallKind, Emulator};
@@ -41,8 +39,7 @@ async fn upload_over_https_trusting_the_ca_file() {
     );
     let client = client_with(&s.emu.base_url(), basic(), Some(&s.pki.ca), None);
     let env = s.env(client);
-    let target = env.item_asset("secure.zip");
-    let (path, sha) = env.file("secure.zip", 11 * MIB);
+    let (target, path, sha) = env.asset_with_file("secure.zip", 11 * MIB);
     let report = env.upload(&target, &path).await.expect("upload over https");
     assert_eq!(report.parts, 3);
     env.assert_holds(&target, &sha);
@@ -63,8 +60,7 @@ async fn an_untrusted_certificate_is_refused_and_not_retried() {
     let s = https_setup().await;
     let client = client_with(&s.emu.base_url(), basic(), None, None);
     let env = s.env(client);
-    let target = env.item_asset("untrusted.zip");
-    let (path, _) = env.file("untrusted.zip", 1000);
+    let (target, path, _) = env.asset_with_file("untrusted.zip", 1000);
     let started = std::time::Instant::now();
     let err = env.upload(&target, &path).await.unwrap_err();
     let e = stac_error(&err).expect("an API error");
@@ -108,8 +104,7 @@ schedule = "0 3 * * *"
     cfg.auth = basic();
     cfg.no_proxy = None;
     let env = s.env(StacClient::new(cfg).expect("client"));
-    let target = env.item_asset("configured.zip");
-    let (path, sha) = env.file("configured.zip", 1000);
+    let (target, path, sha) = env.asset_with_file("configured.zip", 1000);
     env.upload(&target, &path).await.expect("upload");
     env.assert_holds(&target, &sha);
 
@@ -153,7 +148,7 @@ async fn the_emulator_command_serves_https() {
     let dir = tempfile::tempdir().unwrap();
     let pki = test_pki(dir.path());
     let port = free_port();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_stac-uploadd"))
+    let mut child = tokio::process::Command::new(BIN)
         .args(["emulator", "--listen", &format!("127.0.0.1:{port}")])
         .arg("--tls-cert")
         .arg(&pki.cert)
@@ -182,7 +177,7 @@ async fn the_emulator_command_serves_https() {
     let _ = child.kill().await;
 
     // One of the two flags alone is a usage error.
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_stac-uploadd"))
+    let out = tokio::process::Command::new(BIN)
         .args(["emulator", "--tls-cert"])
         .arg(&pki.cert)
         .output()

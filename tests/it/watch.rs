@@ -3,8 +3,6 @@
 //! instants in `src/trigger/watch/settle.rs`. Also the daemon with many watch jobs (one inotify
 //! instance for all) and with a watch folder it cannot read (exit 2).
 
-mod common;
-
 use std::collections::HashSet;
 use std::fs;
 use std::io::Write as _;
@@ -1093,40 +1091,32 @@ fn many_watch_jobs(
     emu: &stac_uploadd_emulator::Emulator,
     n: usize,
 ) -> (PathBuf, Vec<PathBuf>) {
-    let mut text = common::job_file_head(dir, url);
-    text.push_str("[defaults]\npart_retries = 0\n");
+    let mut jobs = crate::fixtures::JobFile::new(dir, url).defaults("part_retries = 0");
     let mut folders = Vec::new();
     for i in 0..n {
         let folder = dir.join(format!("in-{i}"));
         fs::create_dir(&folder).expect("create a folder");
+        let asset = format!("a{i}.txt");
         emu.create_asset(
-            &stac_uploadd_emulator::AssetKey::item_asset(
-                "ch.test.collection",
-                "item-1",
-                &format!("a{i}.txt"),
-            ),
+            &stac_uploadd_emulator::AssetKey::item_asset("ch.test.collection", "item-1", &asset),
             "text/plain",
         )
         .expect("the asset exists");
-        text.push_str(&format!(
-            "[[job]]\nname = \"w{i}\"\ncollection = \"ch.test.collection\"\nitem = \"item-1\"\nasset = \"a{i}.txt\"\n[job.watch]\ndir = \"{}\"\npattern = \"*.dat\"\nsettle = \"200ms\"\n",
-            folder.display()
-        ));
+        jobs = jobs
+            .watch(&format!("w{i}"), &asset, &folder, "*.dat")
+            .lines("settle = \"200ms\"");
         folders.push(folder);
     }
-    let path = dir.join("jobs.toml");
-    fs::write(&path, text).expect("write the job file");
-    (path, folders)
+    (jobs.write(), folders)
 }
 
 #[tokio::test]
 async fn the_daemon_starts_two_hundred_watch_jobs_and_each_publishes_its_file() {
-    let emu = common::basic_emulator().await;
+    let emu = crate::fixtures::basic_emulator().await;
     let tmp = tempfile::tempdir().expect("a temp dir");
     let n = 200;
     let (config, folders) = many_watch_jobs(tmp.path(), &emu.base_url(), &emu, n);
-    let mut daemon = common::spawn_daemon(&["run"], &config);
-    let log = common::capture_stderr(&mut daemon);
+    let (mut daemon, log) = crate::fixtures::spawn_logged(&["run"], &config);
     let ready = || log.lock().unwrap().iter().any(|l| l.contains(" ready"));
     let failed = |d: &mut tokio::process::Child| d.try_wait().ok().flatten();
     let limit = Instant::now() + Duration::from_secs(60);
@@ -1161,7 +1151,7 @@ async fn the_daemon_starts_two_hundred_watch_jobs_and_each_publishes_its_file() 
             )
         })
         .collect();
-    common::wait_for(
+    crate::fixtures::wait_for(
         Duration::from_secs(120),
         "every job's file on the server",
         || {
@@ -1176,11 +1166,7 @@ async fn the_daemon_starts_two_hundred_watch_jobs_and_each_publishes_its_file() 
         "{:?}",
         emu.in_progress_uploads()
     );
-    common::signal(&daemon, libc::SIGTERM);
-    let status = timeout(Duration::from_secs(30), daemon.wait())
-        .await
-        .expect("stops in time")
-        .expect("a status");
+    let status = crate::fixtures::terminate(&mut daemon).await;
     assert!(status.success(), "{status}: {:?}", log.lock().unwrap());
 }
 
@@ -1203,16 +1189,16 @@ async fn a_watch_folder_the_daemon_cannot_read_stops_the_start_with_exit_2_namin
         format!(
             "{}[[job]]\nname = \"locked\"\ncollection = \"c\"\nitem = \"i\"\nasset = \"a.txt\"\n[job.watch]\ndir = \"{}\"\npattern = \"*.dat\"\n",
             // Nothing is sent: the start fails first.
-            common::job_file_head(tmp.path(), "http://127.0.0.1:9"),
+            crate::fixtures::job_file_head(tmp.path(), "http://127.0.0.1:9"),
             locked.display()
         ),
     )
     .unwrap();
     fs::set_permissions(&config, fs::Permissions::from_mode(0o644)).unwrap();
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_stac-uploadd"));
+    let mut cmd = tokio::process::Command::new(crate::fixtures::BIN);
     cmd.args(["run", "--config"])
         .arg(&config)
-        .env("TEST_STAC_PASSWORD", common::PASSWORD)
+        .env("TEST_STAC_PASSWORD", crate::fixtures::PASSWORD)
         .env("RUST_LOG", "stac_uploadd=info")
         .env_remove("STAC_UPLOADD_OBSERVE_LISTEN")
         .kill_on_drop(true);
@@ -1288,7 +1274,7 @@ async fn wait_log(daemon: &mut tokio::process::Child, log: &Arc<Mutex<Vec<String
 
 #[tokio::test]
 async fn a_reload_adds_and_removes_folders_on_the_one_inotify_instance() {
-    let emu = common::basic_emulator().await;
+    let emu = crate::fixtures::basic_emulator().await;
     let tmp = tempfile::tempdir().expect("a temp dir");
     // Jobs w0 and w1 on in-0 and in-1 (in-2 made for the reload).
     let (config, folders) = many_watch_jobs(tmp.path(), &emu.base_url(), &emu, 3);
@@ -1297,17 +1283,16 @@ async fn a_reload_adds_and_removes_folders_on_the_one_inotify_instance() {
     let head = parts.next().expect("the head");
     let jobs: Vec<String> = parts.map(|j| format!("[[job]]{j}")).collect();
     fs::write(&config, format!("{head}{}{}", jobs[0], jobs[1])).unwrap();
-    let mut daemon = common::spawn_daemon(&["run"], &config);
-    let log = common::capture_stderr(&mut daemon);
+    let (mut daemon, log) = crate::fixtures::spawn_logged(&["run"], &config);
     wait_log(&mut daemon, &log, " ready").await;
     let pid = daemon.id().expect("running");
     assert_eq!(inotify_of(pid), (1, 2));
 
     // w0 goes, w2 comes.
     fs::write(&config, format!("{head}{}{}", jobs[1], jobs[2])).unwrap();
-    common::signal(&daemon, libc::SIGHUP);
+    crate::fixtures::signal(&daemon, libc::SIGHUP);
     wait_log(&mut daemon, &log, "reloaded").await;
-    common::wait_for(Duration::from_secs(30), "in-0's watch released", || {
+    crate::fixtures::wait_for(Duration::from_secs(30), "in-0's watch released", || {
         inotify_of(pid) == (1, 2)
     })
     .await;
@@ -1316,7 +1301,7 @@ async fn a_reload_adds_and_removes_folders_on_the_one_inotify_instance() {
         write(&tmp_name, 10 + i);
         fs::rename(&tmp_name, folders[i].join("f.dat")).expect("rename into place");
     }
-    common::wait_for(Duration::from_secs(60), "w1's and w2's files", || {
+    crate::fixtures::wait_for(Duration::from_secs(60), "w1's and w2's files", || {
         [1, 2].iter().all(|i| {
             emu.object_bytes(&stac_uploadd_emulator::AssetKey::item_asset(
                 "ch.test.collection",
@@ -1328,10 +1313,6 @@ async fn a_reload_adds_and_removes_folders_on_the_one_inotify_instance() {
     })
     .await;
     assert_eq!(inotify_of(pid), (1, 2), "still one instance, in-1 and in-2");
-    common::signal(&daemon, libc::SIGTERM);
-    let status = timeout(Duration::from_secs(30), daemon.wait())
-        .await
-        .expect("stops in time")
-        .expect("a status");
+    let status = crate::fixtures::terminate(&mut daemon).await;
     assert!(status.success(), "{status}");
 }

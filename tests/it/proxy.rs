@@ -3,14 +3,12 @@
 //! proxies (only what `NO_PROXY` lists is exempt), so a loopback proxy sees real traffic; each
 //! test asserts what the proxy carried, so none can pass by going around it.
 
-mod common;
-
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::fixtures::*;
 use axum::body::Body;
-use common::*;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -190,8 +188,7 @@ async fn api_calls_and_part_puts_go_through_the_configured_proxy() {
     let emu_env = start().await;
     let client = client_with(&emu_env.emu.base_url(), basic(), None, Some(&proxy.url));
     let env = Env { client, ..emu_env };
-    let target = env.item_asset("proxied.zip");
-    let (path, sha) = env.file("proxied.zip", 11 * MIB);
+    let (target, path, sha) = env.asset_with_file("proxied.zip", 11 * MIB);
     env.upload(&target, &path)
         .await
         .expect("upload through the proxy");
@@ -242,8 +239,7 @@ async fn no_proxy_hosts_go_direct() {
     cfg.no_proxy = Some("localhost, 127.0.0.1".into());
     let client = stac_uploadd::stac::StacClient::new(cfg).unwrap();
     let env = Env { client, ..emu_env };
-    let target = env.item_asset("direct.zip");
-    let (path, sha) = env.file("direct.zip", 1000);
+    let (target, path, sha) = env.asset_with_file("direct.zip", 1000);
     env.upload(&target, &path).await.expect("upload");
     env.assert_holds(&target, &sha);
     assert!(proxy.carried().is_empty(), "{:?}", proxy.carried());
@@ -289,8 +285,7 @@ async fn the_cognito_login_goes_through_the_proxy_too() {
     let auth = Auth::Cognito(pool.auth("proxied-user", COGNITO_PASSWORD, &pool.endpoint));
     let client = client_with(&emu_env.emu.base_url(), auth, None, Some(&proxy.url));
     let env = Env { client, ..emu_env };
-    let target = env.item_asset("cognito-proxied.zip");
-    let (path, sha) = env.file("cognito-proxied.zip", 1000);
+    let (target, path, sha) = env.asset_with_file("cognito-proxied.zip", 1000);
     env.upload(&target, &path).await.expect("upload");
     env.assert_holds(&target, &sha);
     let logins: Vec<_> = proxy
@@ -309,10 +304,9 @@ async fn the_cognito_login_goes_through_the_proxy_too() {
 async fn environment_proxies_apply_when_none_is_configured() {
     let proxy = TestProxy::start().await;
     let env = start().await;
-    let target = env.item_asset("env-proxied.zip");
-    let (path, sha) = env.file("env-proxied.zip", 6 * MIB);
+    let (target, path, sha) = env.asset_with_file("env-proxied.zip", 6 * MIB);
     // The real binary in a child process, so that this test process's environment is untouched.
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_stac-uploadd"))
+    let out = tokio::process::Command::new(BIN)
         .args(["upload", "--url", &env.emu.base_url()])
         .args(["--auth", "basic", "--user", USER])
         .args(["--collection", "ch.test.collection", "--item", "item-1"])

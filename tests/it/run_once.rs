@@ -3,17 +3,13 @@
 //! state folder's lock, crash safety across runs, SIGTERM; and the shipped systemd units checked
 //! by `systemd-analyze verify`.
 
-mod common;
-
 use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
+use std::process::Output;
 use std::time::Duration;
 
-use common::*;
-use stac_uploadd_emulator::{AssetKey, CallKind, FaultAction, FaultTrigger, UploadState};
+use crate::fixtures::*;
+use stac_uploadd_emulator::{AssetKey, CallKind, FaultAction, UploadState};
 use tokio::process::Command;
-
-const BIN: &str = env!("CARGO_BIN_EXE_stac-uploadd");
 
 /// The asset of the schedule job "nightly".
 fn nightly() -> AssetKey {
@@ -26,56 +22,22 @@ fn nightly() -> AssetKey {
 fn job_file(dir: &Path, url: &str, file: &Path, nightly_keys: &str) -> PathBuf {
     let incoming = dir.join("incoming");
     std::fs::create_dir_all(&incoming).unwrap();
-    let path = dir.join("jobs.toml");
-    std::fs::write(
-        &path,
-        format!(
-            r#"{head}[defaults]
-part_size = "5MiB"
-part_retries = 0
-
-[[job]]
-name = "nightly"
-collection = "ch.test.collection"
-item = "item-1"
-asset = "big.zip"
-file = "{file}"
-{nightly_keys}
-
-[[job]]
-name = "incoming"
-collection = "ch.test.collection"
-item = "item-1"
-asset = "{{name}}"
-[job.watch]
-dir = "{incoming}"
-pattern = "*.zip"
-# The nightly job's asset: a file of that name dropped here would land on it.
-ignore = ["big.zip", "*.tmp", ".*"]
-[job.asset_metadata]
-type = "application/zip"
-"#,
-            head = job_file_head(dir, url),
-            file = file.display(),
-            incoming = incoming.display(),
-        ),
-    )
-    .unwrap();
-    path
+    JobFile::new(dir, url)
+        .defaults("part_size = \"5MiB\"\npart_retries = 0")
+        .file_job("nightly", "big.zip", file)
+        .lines(nightly_keys)
+        .watch("incoming", "{name}", &incoming, "*.zip")
+        // The nightly job's asset: a file of that name dropped here would land on it.
+        .lines("ignore = [\"big.zip\", \"*.tmp\", \".*\"]")
+        .lines(ZIP_TYPE)
+        .write()
 }
 
 /// Once a year: the retry cap never bites.
 const YEARLY: &str = r#"schedule = "0 0 1 1 *""#;
 
 async fn once(config: &Path, extra: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(["run", "--once"])
-        .args(extra)
-        .arg("--config")
-        .arg(config)
-        .env("TEST_STAC_PASSWORD", PASSWORD)
-        .env("RUST_LOG", "stac_uploadd=info")
-        .env_remove("STAC_UPLOADD_OBSERVE_LISTEN")
+    once_command(extra, config)
         .output()
         .await
         .expect("the binary runs")
@@ -107,9 +69,7 @@ fn field<'a>(line: &'a str, key: &str) -> &'a str {
 
 #[tokio::test]
 async fn uploads_then_finds_the_asset_unchanged_and_exits_0_both_times() {
-    let emu = basic_emulator().await;
-    emu.create_asset(&nightly(), "application/zip").unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let (emu, dir) = emulator_with_zip(&nightly()).await;
     let file = dir.path().join("big.zip");
     let sha = write_file(&file, 6 * MIB, 1);
     let config = job_file(dir.path(), &emu.base_url(), &file, YEARLY);
@@ -167,11 +127,7 @@ async fn uploads_then_finds_the_asset_unchanged_and_exits_0_both_times() {
 async fn a_fault_that_outlasts_the_retries_fails_with_every_attempt_counted() {
     let emu = basic_emulator().await;
     emu.create_asset(&nightly(), "application/zip").unwrap();
-    emu.faults().inject(
-        CallKind::CreateUpload,
-        FaultAction::Status(502),
-        FaultTrigger::Next(100),
-    );
+    emu.fault(CallKind::CreateUpload, FaultAction::Status(502), 100);
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("big.zip");
     write_file(&file, 1000, 2);
@@ -199,11 +155,7 @@ async fn the_retry_cap_follows_the_schedule_in_the_job_file() {
     // next run the file's schedule names, so the run is not retried.
     let emu = basic_emulator().await;
     emu.create_asset(&nightly(), "application/zip").unwrap();
-    emu.faults().inject(
-        CallKind::CreateUpload,
-        FaultAction::Status(502),
-        FaultTrigger::Next(100),
-    );
+    emu.fault(CallKind::CreateUpload, FaultAction::Status(502), 100);
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("big.zip");
     write_file(&file, 1000, 3);
@@ -224,9 +176,7 @@ async fn the_retry_cap_follows_the_schedule_in_the_job_file() {
 
 #[tokio::test]
 async fn a_watch_job_sends_each_matching_file_its_folder_holds_and_job_selects_it_alone() {
-    let emu = basic_emulator().await;
-    emu.create_asset(&nightly(), "application/zip").unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let (emu, dir) = emulator_with_zip(&nightly()).await;
     let file = dir.path().join("big.zip");
     write_file(&file, 1000, 4);
     let config = job_file(dir.path(), &emu.base_url(), &file, YEARLY);
@@ -345,9 +295,7 @@ async fn unknown_jobs_and_job_without_once_are_usage_errors_and_touch_nothing() 
 
 #[tokio::test]
 async fn a_state_folder_held_by_another_process_is_refused_naming_its_pid() {
-    let emu = basic_emulator().await;
-    emu.create_asset(&nightly(), "application/zip").unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let (emu, dir) = emulator_with_zip(&nightly()).await;
     let file = dir.path().join("big.zip");
     write_file(&file, 1000, 6);
     let config = job_file(dir.path(), &emu.base_url(), &file, YEARLY);
@@ -389,22 +337,10 @@ async fn a_corrupt_record_of_uploads_in_flight_is_exit_3() {
 
 /// `run --once` started in the background, its stderr collected.
 fn spawn_once(config: &Path, extra: &[&str]) -> tokio::process::Child {
-    Command::new(BIN)
-        .args(["run", "--once"])
-        .args(extra)
-        .arg("--config")
-        .arg(config)
-        .env("TEST_STAC_PASSWORD", PASSWORD)
-        .env("RUST_LOG", "stac_uploadd=info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
+    once_command(extra, config)
         .spawn()
         .expect("the binary starts")
 }
-
-/// Its stderr, collected as it comes (a full pipe would stall it).
-type Log = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
 
 fn log_text(log: &Log) -> String {
     log.lock().unwrap().join("\n")
@@ -530,14 +466,20 @@ async fn stopped_by(sig: i32) {
 
 #[test]
 fn the_systemd_units_pass_systemd_analyze_verify() {
-    let Ok(probe) = std::process::Command::new("systemd-analyze")
+    // A missing tool fails the test: a skip would pass without verifying anything.
+    let probe = std::process::Command::new("systemd-analyze")
         .arg("--version")
         .output()
-    else {
-        eprintln!("systemd-analyze is not installed: the units are not verified here");
-        return;
-    };
-    assert!(probe.status.success());
+        .unwrap_or_else(|e| {
+            panic!(
+                "systemd-analyze does not run ({e}): install it with \
+                 `apt-get install --no-install-recommends systemd` (.ci/run does)"
+            )
+        });
+    assert!(
+        probe.status.success(),
+        "systemd-analyze --version: {probe:?}"
+    );
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd");
     let dir = tempfile::tempdir().unwrap();
     // The units name the installed binary; verify checks that it exists and is executable.

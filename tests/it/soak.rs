@@ -8,15 +8,13 @@
 //! the fault plan (default: random, printed). The emulator draws `Probability` triggers itself,
 //! so a seed reproduces the plan (faults, files, planted uploads), not every single draw.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::fixtures::*;
 use chrono::Utc;
-use common::*;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use stac_uploadd::config::{JobSpec, TriggerSpec};

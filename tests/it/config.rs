@@ -2669,7 +2669,7 @@ fn enum_names_are_the_same_in_the_job_file_and_on_the_command_line() {
 /// Runs `stac-uploadd check --config path`; `None` when it has not ended within 30 s (it is
 /// killed then): a read that never ends is what these tests catch.
 fn check_binary(path: &Path) -> Option<std::process::Output> {
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_stac-uploadd"))
+    let child = std::process::Command::new(crate::fixtures::BIN)
         .args(["check", "--config"])
         .arg(path)
         .stdin(std::process::Stdio::null())

@@ -3,15 +3,15 @@
 //! asset (aborted) and a server error (given up). The emulator runs in the test on a loopback
 //! port.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{MIB, capture_stderr, job_file_head, spawn_daemon, wait_for, write_file};
-use prometheus_parse::{Sample, Scrape, Value};
+use crate::fixtures::{
+    FAST_RETRIES, JobFile, Log, MIB, ZIP_SETTLED, emulator_with_zip, get, job_file_head, scrape,
+    spawn_observed, value, wait_for, write_file,
+};
+use prometheus_parse::{Sample, Value};
 use stac_uploadd_emulator::AssetKey;
 use tokio::process::Child;
 
@@ -19,7 +19,7 @@ const JOB: &str = "stations";
 /// The label naming the job on every per-job series.
 const JOB_NAME: &str = "job_name";
 
-use common::basic_emulator as emulator;
+use crate::fixtures::basic_emulator as emulator;
 
 fn key(name: &str) -> AssetKey {
     AssetKey::item_asset("ch.test.collection", "item-1", name)
@@ -28,91 +28,17 @@ fn key(name: &str) -> AssetKey {
 /// A watch job: each `*.zip` dropped into `incoming` goes to the asset of its name. Watch jobs
 /// retry failed runs without a next fire time to respect, which keeps the test's timing exact.
 fn job_file(dir: &Path, url: &str, incoming: &Path) -> PathBuf {
-    let path = dir.join("jobs.toml");
-    std::fs::write(
-        &path,
-        format!(
-            r#"{head}[defaults]
-part_size = "5MiB"
-retry_min_delay = "100ms"
-retry_max_delay = "200ms"
-[[job]]
-name = "{JOB}"
-collection = "ch.test.collection"
-item = "item-1"
-asset = "{{name}}"
-[job.watch]
-dir = "{incoming}"
-pattern = "*.zip"
-settle = "200ms"
-[job.asset_metadata]
-type = "application/zip"
-"#,
-            head = job_file_head(dir, url),
-            incoming = incoming.display(),
-        ),
-    )
-    .unwrap();
-    path
+    JobFile::new(dir, url)
+        .defaults(FAST_RETRIES)
+        .watch(JOB, "{name}", incoming, "*.zip")
+        .lines(ZIP_SETTLED)
+        .write()
 }
 
 /// Starts the daemon with the listener on a port of the kernel's choosing; returns it, its
 /// stderr lines and the address it reports.
-async fn spawn(config: &Path) -> (Child, Arc<Mutex<Vec<String>>>, SocketAddr) {
-    spawn_with(config, &[]).await
-}
-
-/// [`spawn`] with more arguments of `run`.
-async fn spawn_with(config: &Path, more: &[&str]) -> (Child, Arc<Mutex<Vec<String>>>, SocketAddr) {
-    let mut args = vec![
-        "--log-format",
-        "json",
-        "run",
-        "--observe-listen",
-        "127.0.0.1:0",
-    ];
-    args.extend_from_slice(more);
-    let mut child = spawn_daemon(&args, config);
-    let lines = capture_stderr(&mut child);
-    let mut addr = None;
-    wait_for(Duration::from_secs(30), "the listener address", || {
-        addr = lines.lock().unwrap().iter().find_map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).ok()?;
-            if v["message"] != "serving /metrics, /healthz and /readyz" {
-                return None;
-            }
-            v["addr"].as_str()?.parse().ok()
-        });
-        addr.is_some()
-    })
-    .await;
-    (child, lines, addr.expect("found"))
-}
-
-async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let r = reqwest::get(format!("http://{addr}{path}"))
-        .await
-        .expect("the listener answers");
-    (r.status().as_u16(), r.text().await.unwrap())
-}
-
-async fn scrape(addr: SocketAddr) -> Vec<Sample> {
-    let (status, text) = get(addr, "/metrics").await;
-    assert_eq!(status, 200, "{text}");
-    Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
-        .expect("valid Prometheus text")
-        .samples
-}
-
-/// The value of the counter or gauge `name` whose labels include `labels`, if present.
-fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    samples
-        .iter()
-        .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
-        .map(|s| match &s.value {
-            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => *v,
-            other => panic!("{name} is not a single value: {other:?}"),
-        })
+async fn spawn(config: &Path) -> (Child, Log, SocketAddr) {
+    spawn_observed(config, &[]).await
 }
 
 /// Drops `name` into the watched folder at once (written aside, then renamed).
@@ -401,7 +327,7 @@ fn total(samples: &[Sample], name: &str, job: &str) -> f64 {
 /// Scrapes until `done` holds for a scrape (bounded: 60 s); returns that scrape.
 async fn scrape_until(
     addr: SocketAddr,
-    log: &Arc<Mutex<Vec<String>>>,
+    log: &Log,
     what: &str,
     done: impl Fn(&[Sample]) -> bool,
 ) -> Vec<Sample> {
@@ -424,7 +350,7 @@ fn runs(samples: &[Sample], job: &str, outcome: &str) -> Option<f64> {
     )
 }
 
-async fn wait_ready(addr: SocketAddr, log: &Arc<Mutex<Vec<String>>>) {
+async fn wait_ready(addr: SocketAddr, log: &Log) {
     for _ in 0..1500 {
         if get(addr, "/readyz").await.0 == 200 {
             return;
@@ -824,7 +750,7 @@ async fn a_run_cut_by_shutdown_is_cancelled_not_failed() {
     let incoming = dir.path().join("incoming");
     std::fs::create_dir(&incoming).unwrap();
     let config = job_file(dir.path(), &emu.base_url(), &incoming);
-    let (mut daemon, log, addr) = spawn_with(&config, &["--shutdown-grace", "1s"]).await;
+    let (mut daemon, log, addr) = spawn_observed(&config, &["--shutdown-grace", "1s"]).await;
     wait_ready(addr, &log).await;
 
     // A 500 is not retried: one failure.
@@ -893,9 +819,7 @@ async fn a_run_cut_by_shutdown_is_cancelled_not_failed() {
 /// until the job's next run meets it as its own stale blocker and aborts it.
 #[tokio::test]
 async fn an_upload_whose_abort_failed_is_left_in_progress_until_a_run_aborts_it() {
-    let emu = emulator().await;
-    emu.create_asset(&key("e.zip"), "application/zip").unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let (emu, dir) = emulator_with_zip(&key("e.zip")).await;
     let incoming = dir.path().join("incoming");
     std::fs::create_dir(&incoming).unwrap();
     let config = job_file(dir.path(), &emu.base_url(), &incoming);

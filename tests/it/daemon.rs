@@ -1,44 +1,23 @@
 //! The real daemon binary: killed mid-upload and restarted, stopped with SIGTERM, reloaded with
 //! SIGHUP; `check` and `status`. The emulator runs in the test on a loopback port.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::*;
+use crate::fixtures::*;
 use stac_uploadd_emulator::{AssetKey, UploadState};
 use tokio::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_stac-uploadd");
-
-use common::basic_emulator as emulator;
+use crate::fixtures::basic_emulator as emulator;
 
 fn job_file(dir: &Path, url: &str, schedule: &str, file: &Path, extra_defaults: &str) -> PathBuf {
-    let path = dir.join("jobs.toml");
-    std::fs::write(
-        &path,
-        format!(
-            r#"{head}[defaults]
-part_size = "5MiB"
-parallel = 2
-policy = "cancel"
-{extra_defaults}
-[[job]]
-name = "nightly"
-collection = "ch.test.collection"
-item = "item-1"
-asset = "big.zip"
-file = "{file}"
-schedule = "{schedule}"
-"#,
-            head = job_file_head(dir, url),
-            file = file.display()
-        ),
-    )
-    .unwrap();
-    path
+    JobFile::new(dir, url)
+        .defaults(&format!(
+            "part_size = \"5MiB\"\nparallel = 2\npolicy = \"cancel\"\n{extra_defaults}"
+        ))
+        .cron("nightly", "big.zip", file, schedule)
+        .write()
 }
 
 fn key() -> AssetKey {
@@ -76,8 +55,7 @@ async fn killed_mid_upload_and_restarted_the_upload_is_resumed() {
     );
 
     emu.faults().set_bandwidth_limit(None);
-    let mut daemon = spawn_daemon(&[], &config);
-    let log = capture_stderr(&mut daemon);
+    let (mut daemon, log) = spawn_logged(&[], &config);
     wait_for(
         Duration::from_secs(30),
         "the interrupted upload to complete",
@@ -88,11 +66,7 @@ async fn killed_mid_upload_and_restarted_the_upload_is_resumed() {
         },
     )
     .await;
-    signal(&daemon, libc::SIGTERM);
-    let status = tokio::time::timeout(Duration::from_secs(30), daemon.wait())
-        .await
-        .expect("stops on SIGTERM")
-        .unwrap();
+    let status = terminate(&mut daemon).await;
     assert_eq!(status.code(), Some(0), "{:?}", log.lock().unwrap());
     assert!(
         log.lock()
@@ -147,11 +121,7 @@ async fn sigterm_gives_running_uploads_a_grace_period_then_aborts_them() {
         !emu.in_progress_uploads().is_empty()
     })
     .await;
-    signal(&daemon, libc::SIGTERM);
-    let status = tokio::time::timeout(Duration::from_secs(30), daemon.wait())
-        .await
-        .expect("stops")
-        .unwrap();
+    let status = terminate(&mut daemon).await;
     assert_eq!(status.code(), Some(0));
     assert!(
         emu.in_progress_uploads().is_empty(),
@@ -166,14 +136,11 @@ async fn sigterm_gives_running_uploads_a_grace_period_then_aborts_them() {
 
 #[tokio::test]
 async fn sighup_with_a_broken_file_keeps_the_running_config() {
-    let emu = emulator().await;
-    emu.create_asset(&key(), "application/zip").unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let (emu, dir) = emulator_with_zip(&key()).await;
     let file = dir.path().join("big.zip");
     let sha = write_file(&file, 1000, 9);
     let config = job_file(dir.path(), &emu.base_url(), "* * * * * *", &file, "");
-    let mut daemon = spawn_daemon(&[], &config);
-    let log = capture_stderr(&mut daemon);
+    let (mut daemon, log) = spawn_logged(&[], &config);
     wait_for(Duration::from_secs(30), "the first upload", || {
         emu.asset(&key()).and_then(|a| a.checksum).is_some()
     })

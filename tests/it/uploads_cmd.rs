@@ -1,19 +1,16 @@
 //! `stac-uploadd uploads`: the real binary against the emulator. What is listed (whose, what the
 //! daemon would do) and what `--abort` does to the server and to the state folder.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
+use crate::fixtures::*;
 use chrono::Utc;
-use common::*;
 use stac_uploadd::stac::{AssetTarget, CreateUpload, Md5, Md5Part, Multihash, PartNumber};
 use stac_uploadd::state::{InFlight, Outcome, RunRecord, StateStore};
-use stac_uploadd_emulator::{AssetKey, CallKind, FaultAction, FaultTrigger, UploadState};
+use stac_uploadd_emulator::{AssetKey, CallKind, FaultAction, UploadState};
 use tokio::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_stac-uploadd");
 const COLLECTION: &str = "ch.test.collection";
 
 fn target() -> AssetTarget {
@@ -29,48 +26,14 @@ fn job_file(dir: &Path, url: &str) -> PathBuf {
 fn job_file_on(dir: &Path, url: &str, schedule: &str) -> PathBuf {
     let incoming = dir.join("incoming");
     std::fs::create_dir_all(&incoming).unwrap();
-    let path = dir.join("jobs.toml");
-    std::fs::write(
-        &path,
-        format!(
-            r#"{head}[defaults]
-stale_after = "1h"
-part_size = "5MiB"
-parallel = 2
-policy = "cancel"
-
-[[job]]
-name = "radar"
-collection = "{COLLECTION}"
-item = "item-1"
-asset = "radar.zip"
-file = "{file}"
-schedule = "{schedule}"
-
-[[job]]
-name = "stations"
-collection = "{COLLECTION}"
-item = "station-{{stem}}"
-asset = "{{stem}}.zip"
-[job.watch]
-dir = "{incoming}"
-pattern = "*.zip"
-[job.asset_metadata]
-type = "application/zip"
-"#,
-            head = job_file_head(dir, url),
-            file = dir.join("radar.zip").display(),
-            incoming = incoming.display(),
-        ),
-    )
-    .unwrap();
-    path
-}
-
-struct Out {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
+    JobFile::new(dir, url)
+        .defaults("stale_after = \"1h\"\npart_size = \"5MiB\"\nparallel = 2\npolicy = \"cancel\"")
+        .cron("radar", "radar.zip", &dir.join("radar.zip"), schedule)
+        .lines(&format!(
+            "[[job]]\nname = \"stations\"\ncollection = \"{COLLECTION}\"\nitem = \"station-{{stem}}\"\nasset = \"{{stem}}.zip\"\n[job.watch]\ndir = \"{}\"\npattern = \"*.zip\"\n{ZIP_TYPE}",
+            incoming.display()
+        ))
+        .write()
 }
 
 /// Runs `stac-uploadd uploads --config F ARGS` with stdin not a terminal.
@@ -85,11 +48,7 @@ async fn uploads(config: &Path, args: &[&str]) -> Out {
         .output()
         .await
         .expect("the binary runs");
-    Out {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    Out::from(out)
 }
 
 /// The line of the listing that names `id`.
@@ -323,11 +282,7 @@ async fn a_server_failure_names_the_request_and_its_status() {
     let emu = basic_emulator().await;
     emu.create_asset(&key_of(&target()), "application/zip")
         .unwrap();
-    emu.faults().inject(
-        CallKind::ListUploads,
-        FaultAction::Status(500),
-        FaultTrigger::Next(1),
-    );
+    emu.fault(CallKind::ListUploads, FaultAction::Status(500), 1);
     let dir = tempfile::tempdir().unwrap();
     let out = uploads(&job_file(dir.path(), &emu.base_url()), &["--job", "radar"]).await;
     assert_eq!(out.code, Some(1), "{}\n{}", out.stdout, out.stderr);

@@ -1,13 +1,11 @@
 //! The upload engine against the emulator over real HTTP: sizes, targets, API versions, and every
 //! fault the emulator can inject, each checked by what the server holds afterwards.
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::*;
+use crate::fixtures::*;
 use stac_uploadd::retry::Classified;
 use stac_uploadd::stac::{ApiVersion, AssetTarget, Auth, ErrorClass, UploadStatus};
 use stac_uploadd::upload::{
@@ -45,13 +43,12 @@ async fn parts_really_go_in_parallel() {
     for parallel in [1, 4] {
         let env = start().await;
         // Each part PUT waits on the server, so the client's parts overlap there if it sends them at once.
-        env.emu.faults().inject(
+        env.fault(
             CallKind::PutPart,
             FaultAction::Delay(Duration::from_millis(150)),
-            FaultTrigger::Next(8),
+            8,
         );
-        let target = env.item_asset("parallel.zip");
-        let (path, sha) = env.file("parallel.zip", 36 * MIB);
+        let (target, path, sha) = env.asset_with_file("parallel.zip", 36 * MIB);
         let report = env
             .upload_with(&target, &path, &UploadOptions { parallel, ..opts() })
             .await
@@ -84,8 +81,7 @@ async fn collection_asset_uses_the_same_path() {
 #[tokio::test]
 async fn api_v09_uses_checksum_multihash() {
     let env = start_with(EmulatorConfig::default(), ApiVersion::V09).await;
-    let target = env.item_asset("old.zip");
-    let (path, sha) = env.file("old.zip", 7 * MIB);
+    let (target, path, sha) = env.asset_with_file("old.zip", 7 * MIB);
     env.upload(&target, &path).await.unwrap();
     env.assert_holds(&target, &sha);
     assert_eq!(
@@ -98,24 +94,11 @@ async fn api_v09_uses_checksum_multihash() {
 async fn transient_part_failures_are_resent() {
     let env = start().await;
     let f = env.emu.faults();
-    f.inject(
-        CallKind::PutPart,
-        FaultAction::Status(502),
-        FaultTrigger::Next(1),
-    );
-    f.inject(
-        CallKind::PutPart,
-        FaultAction::Status(503),
-        FaultTrigger::Next(1),
-    );
-    f.inject(
-        CallKind::PutPart,
-        FaultAction::Status(504),
-        FaultTrigger::Next(1),
-    );
-    f.inject(CallKind::PutPart, FaultAction::Drop, FaultTrigger::Next(1));
-    let target = env.item_asset("flaky.zip");
-    let (path, sha) = env.file("flaky.zip", 16 * MIB);
+    f.fault(CallKind::PutPart, FaultAction::Status(502), 1);
+    f.fault(CallKind::PutPart, FaultAction::Status(503), 1);
+    f.fault(CallKind::PutPart, FaultAction::Status(504), 1);
+    f.fault(CallKind::PutPart, FaultAction::Drop, 1);
+    let (target, path, sha) = env.asset_with_file("flaky.zip", 16 * MIB);
     let report = env.upload(&target, &path).await.unwrap();
     assert_eq!(
         report.part_retries, 4,
@@ -130,18 +113,9 @@ async fn transient_part_failures_are_resent() {
 async fn transient_failures_of_api_calls_are_retried() {
     let env = start().await;
     let f = env.emu.faults();
-    f.inject(
-        CallKind::CreateUpload,
-        FaultAction::Status(503),
-        FaultTrigger::Next(1),
-    );
-    f.inject(
-        CallKind::Complete,
-        FaultAction::Status(502),
-        FaultTrigger::Next(1),
-    );
-    let target = env.item_asset("api-flaky.zip");
-    let (path, sha) = env.file("api-flaky.zip", 3 * MIB);
+    f.fault(CallKind::CreateUpload, FaultAction::Status(503), 1);
+    f.fault(CallKind::Complete, FaultAction::Status(502), 1);
+    let (target, path, sha) = env.asset_with_file("api-flaky.zip", 3 * MIB);
     env.upload(&target, &path).await.unwrap();
     env.assert_holds(&target, &sha);
     assert_eq!(env.count(&target, UploadState::Completed), 1);
@@ -151,13 +125,8 @@ async fn transient_failures_of_api_calls_are_retried() {
 #[tokio::test]
 async fn a_part_that_keeps_failing_aborts_the_upload() {
     let env = start().await;
-    env.emu.faults().inject(
-        CallKind::PutPart,
-        FaultAction::Status(503),
-        FaultTrigger::Next(100),
-    );
-    let target = env.item_asset("down.zip");
-    let (path, _) = env.file("down.zip", 2 * MIB);
+    env.fault(CallKind::PutPart, FaultAction::Status(503), 100);
+    let (target, path, _) = env.asset_with_file("down.zip", 2 * MIB);
     let err = env
         .upload_with(
             &target,
@@ -196,13 +165,8 @@ async fn a_part_that_keeps_failing_aborts_the_upload() {
 #[tokio::test]
 async fn server_errors_are_not_retried_and_abort() {
     let env = start().await;
-    env.emu.faults().inject(
-        CallKind::PutPart,
-        FaultAction::Status(500),
-        FaultTrigger::Next(1),
-    );
-    let target = env.item_asset("broken.zip");
-    let (path, _) = env.file("broken.zip", 1000);
+    env.fault(CallKind::PutPart, FaultAction::Status(500), 1);
+    let (target, path, _) = env.asset_with_file("broken.zip", 1000);
     let err = env.upload(&target, &path).await.unwrap_err();
     assert_eq!(err.class(), Some(&ErrorClass::ServerBroken), "{err}");
     assert_eq!(env.emu.faults().injected(CallKind::PutPart), 1);
@@ -212,13 +176,8 @@ async fn server_errors_are_not_retried_and_abort() {
 #[tokio::test]
 async fn a_500_on_create_leaves_nothing_behind() {
     let env = start().await;
-    env.emu.faults().inject(
-        CallKind::CreateUpload,
-        FaultAction::Status(500),
-        FaultTrigger::Next(1),
-    );
-    let target = env.item_asset("create500.zip");
-    let (path, _) = env.file("create500.zip", 1000);
+    env.fault(CallKind::CreateUpload, FaultAction::Status(500), 1);
+    let (target, path, _) = env.asset_with_file("create500.zip", 1000);
     let err = env.upload(&target, &path).await.unwrap_err();
     assert!(
         matches!(&err, UploadError::Stac(e) if e.status.map(|s| s.as_u16()) == Some(500)),
@@ -230,13 +189,8 @@ async fn a_500_on_create_leaves_nothing_behind() {
 #[tokio::test]
 async fn expired_urls_abort_the_upload() {
     let env = start().await;
-    env.emu.faults().inject(
-        CallKind::PutPart,
-        FaultAction::ExpireUrl,
-        FaultTrigger::Next(100),
-    );
-    let target = env.item_asset("late.zip");
-    let (path, _) = env.file("late.zip", 1000);
+    env.fault(CallKind::PutPart, FaultAction::ExpireUrl, 100);
+    let (target, path, _) = env.asset_with_file("late.zip", 1000);
     let err = env.upload(&target, &path).await.unwrap_err();
     assert_eq!(
         err.class(),
@@ -254,13 +208,8 @@ async fn expired_urls_abort_the_upload() {
 #[tokio::test]
 async fn a_complete_whose_answer_is_lost_is_recognised() {
     let env = start().await;
-    env.emu.faults().inject(
-        CallKind::Complete,
-        FaultAction::DropAfterCommit,
-        FaultTrigger::Next(1),
-    );
-    let target = env.item_asset("lost-complete.zip");
-    let (path, sha) = env.file("lost-complete.zip", 6 * MIB);
+    env.fault(CallKind::Complete, FaultAction::DropAfterCommit, 1);
+    let (target, path, sha) = env.asset_with_file("lost-complete.zip", 6 * MIB);
     env.upload(&target, &path)
         .await
         .expect("409 + completed with our checksum is success");
@@ -275,18 +224,9 @@ async fn a_complete_whose_answer_is_lost_is_recognised() {
 async fn a_complete_that_took_effect_is_success_even_when_its_retries_fail() {
     let env = start().await;
     let f = env.emu.faults();
-    f.inject(
-        CallKind::Complete,
-        FaultAction::DropAfterCommit,
-        FaultTrigger::Next(1),
-    );
-    f.inject(
-        CallKind::Complete,
-        FaultAction::Status(503),
-        FaultTrigger::Next(1_000),
-    );
-    let target = env.item_asset("complete-then-503.zip");
-    let (path, sha) = env.file("complete-then-503.zip", 6 * MIB);
+    f.fault(CallKind::Complete, FaultAction::DropAfterCommit, 1);
+    f.fault(CallKind::Complete, FaultAction::Status(503), 1_000);
+    let (target, path, sha) = env.asset_with_file("complete-then-503.zip", 6 * MIB);
     let report = env
         .upload(&target, &path)
         .await
@@ -305,13 +245,8 @@ async fn a_complete_that_took_effect_is_success_even_when_its_retries_fail() {
 #[tokio::test]
 async fn a_complete_refused_with_400_is_aborted() {
     let env = start().await;
-    env.emu.faults().inject(
-        CallKind::Complete,
-        FaultAction::Status(400),
-        FaultTrigger::Next(1),
-    );
-    let target = env.item_asset("refused.zip");
-    let (path, _) = env.file("refused.zip", 1000);
+    env.fault(CallKind::Complete, FaultAction::Status(400), 1);
+    let (target, path, _) = env.asset_with_file("refused.zip", 1000);
     let err = env.upload(&target, &path).await.unwrap_err();
     assert_eq!(err.class(), Some(&ErrorClass::RequestWrong), "{err}");
     assert!(
@@ -331,18 +266,9 @@ async fn a_complete_refused_with_400_is_aborted() {
 async fn an_abort_whose_answer_is_lost_is_read_back() {
     let env = start().await;
     let f = env.emu.faults();
-    f.inject(
-        CallKind::PutPart,
-        FaultAction::Status(500),
-        FaultTrigger::Next(1),
-    );
-    f.inject(
-        CallKind::Abort,
-        FaultAction::DropAfterCommit,
-        FaultTrigger::Next(1),
-    );
-    let target = env.item_asset("lost-abort.zip");
-    let (path, _) = env.file("lost-abort.zip", 1000);
+    f.fault(CallKind::PutPart, FaultAction::Status(500), 1);
+    f.fault(CallKind::Abort, FaultAction::DropAfterCommit, 1);
+    let (target, path, _) = env.asset_with_file("lost-abort.zip", 1000);
     let err = env.upload(&target, &path).await.unwrap_err();
     // The retried abort meets 500 (already aborted); reading the upload shows it is.
     assert!(
@@ -362,13 +288,8 @@ async fn an_abort_whose_answer_is_lost_is_read_back() {
 #[tokio::test]
 async fn a_lost_create_answer_is_adopted_not_reported_as_a_blocker() {
     let env = start().await;
-    env.emu.faults().inject(
-        CallKind::CreateUpload,
-        FaultAction::DropAfterCommit,
-        FaultTrigger::Next(1),
-    );
-    let target = env.item_asset("lost-create.zip");
-    let (path, sha) = env.file("lost-create.zip", 6 * MIB);
+    env.fault(CallKind::CreateUpload, FaultAction::DropAfterCommit, 1);
+    let (target, path, sha) = env.asset_with_file("lost-create.zip", 6 * MIB);
     let report = env.upload(&target, &path).await.unwrap();
     assert!(report.adopted);
     env.assert_holds(&target, &sha);
@@ -382,13 +303,12 @@ async fn a_lost_create_answer_is_adopted_not_reported_as_a_blocker() {
 #[tokio::test]
 async fn slow_answers_hit_the_deadline_and_are_retried() {
     let env = start().await;
-    env.emu.faults().inject(
+    env.fault(
         CallKind::PutPart,
         FaultAction::Delay(Duration::from_secs(5)),
-        FaultTrigger::Next(1),
+        1,
     );
-    let target = env.item_asset("slow.zip");
-    let (path, sha) = env.file("slow.zip", 1000);
+    let (target, path, sha) = env.asset_with_file("slow.zip", 1000);
     let o = UploadOptions {
         part_base_timeout: Duration::from_millis(500),
         ..opts()
@@ -516,13 +436,12 @@ impl UploadObserver for CancelOnCreate {
 #[tokio::test]
 async fn cancelling_aborts_what_was_created() {
     let env = start().await;
-    env.emu.faults().inject(
+    env.fault(
         CallKind::PutPart,
         FaultAction::Delay(Duration::from_secs(2)),
-        FaultTrigger::Next(10),
+        10,
     );
-    let target = env.item_asset("cancel.zip");
-    let (path, _) = env.file("cancel.zip", 1000);
+    let (target, path, _) = env.asset_with_file("cancel.zip", 1000);
     let token = CancellationToken::new();
     let obs = Arc::new(CancelOnCreate(token.clone()));
     let err = upload::upload_file(&env.client, &target, &path, &opts(), obs, &token)
@@ -538,8 +457,7 @@ async fn cancelling_aborts_what_was_created() {
 #[tokio::test]
 async fn wrong_credentials_and_unknown_assets_are_clear() {
     let env = start().await;
-    let target = env.item_asset("auth.zip");
-    let (path, _) = env.file("auth.zip", 10);
+    let (target, path, _) = env.asset_with_file("auth.zip", 10);
     let wrong = client_for(
         &env.emu.base_url(),
         ApiVersion::V1,
@@ -574,13 +492,8 @@ async fn wrong_credentials_and_unknown_assets_are_clear() {
 #[tokio::test]
 async fn a_persistent_gateway_page_is_reported_readably() {
     let env = start().await;
-    env.emu.faults().inject(
-        CallKind::CreateUpload,
-        FaultAction::Status(502),
-        FaultTrigger::Next(100),
-    );
-    let target = env.item_asset("gateway.zip");
-    let (path, _) = env.file("gateway.zip", 10);
+    env.fault(CallKind::CreateUpload, FaultAction::Status(502), 100);
+    let (target, path, _) = env.asset_with_file("gateway.zip", 10);
     let err = env
         .upload_with(
             &target,
@@ -606,13 +519,8 @@ async fn a_persistent_gateway_page_is_reported_readably() {
 #[tokio::test]
 async fn part_urls_and_secrets_stay_out_of_errors() {
     let env = start().await;
-    env.emu.faults().inject(
-        CallKind::PutPart,
-        FaultAction::Status(403),
-        FaultTrigger::Next(1),
-    );
-    let target = env.item_asset("secret.zip");
-    let (path, _) = env.file("secret.zip", 10);
+    env.fault(CallKind::PutPart, FaultAction::Status(403), 1);
+    let (target, path, _) = env.asset_with_file("secret.zip", 10);
     let err = env.upload(&target, &path).await.unwrap_err();
     let text = format!("{err} {err:?}");
     assert!(!text.contains("X-Amz-Signature"), "{text}");
@@ -624,8 +532,7 @@ async fn the_server_holds_the_same_bytes_with_a_bandwidth_limit() {
     // The throughput effect is measured by the benchmark; here, correctness under throttling.
     let env = start().await;
     env.emu.faults().set_bandwidth_limit(Some(40 * MIB));
-    let target = env.item_asset("limited.zip");
-    let (path, sha) = env.file("limited.zip", 11 * MIB);
+    let (target, path, sha) = env.asset_with_file("limited.zip", 11 * MIB);
     env.upload(&target, &path).await.unwrap();
     env.assert_holds(&target, &sha);
 }
@@ -644,19 +551,14 @@ async fn our_upload_whose_create_answer_was_lost_is_carried_on_by_the_next_run()
         )
         .await;
         let f = env.emu.faults();
-        f.inject(
-            CallKind::CreateUpload,
-            FaultAction::DropAfterCommit,
-            FaultTrigger::Next(1),
-        );
+        f.fault(CallKind::CreateUpload, FaultAction::DropAfterCommit, 1);
         let lookup = if legacy {
             CallKind::ListUploads
         } else {
             CallKind::GetUpload
         };
-        f.inject(lookup, FaultAction::Status(502), FaultTrigger::Next(100));
-        let target = env.item_asset("orphan.zip");
-        let (path, sha) = env.file("orphan.zip", 6 * MIB);
+        f.fault(lookup, FaultAction::Status(502), 100);
+        let (target, path, sha) = env.asset_with_file("orphan.zip", 6 * MIB);
         let err = env.upload(&target, &path).await.unwrap_err();
         assert!(err.is_retryable(), "legacy={legacy}: {err}");
         assert_eq!(
@@ -719,8 +621,7 @@ fn limited(rate: u64) -> UploadOptions {
 async fn uploads_fit_in_urls_that_live_30_or_90_seconds() {
     for ttl in [30, 90] {
         let env = short_urls(Duration::from_secs(ttl)).await;
-        let target = env.item_asset("short.zip");
-        let (path, sha) = env.file("short.zip", 6 * MIB);
+        let (target, path, sha) = env.asset_with_file("short.zip", 6 * MIB);
         // 6 MiB at 4 MB/s: about 1.6 s, well inside either lifetime.
         env.upload_with(&target, &path, &limited(4_000_000))
             .await
@@ -735,8 +636,7 @@ async fn uploads_fit_in_urls_that_live_30_or_90_seconds() {
 async fn a_file_too_large_for_the_url_lifetime_is_refused_with_what_it_needs() {
     for (ttl, len) in [(30, 80 * MIB), (90, 200 * MIB)] {
         let env = short_urls(Duration::from_secs(ttl)).await;
-        let target = env.item_asset("long.zip");
-        let (path, _) = env.file("long.zip", len);
+        let (target, path, _) = env.asset_with_file("long.zip", len);
         let err = env
             .upload_with(&target, &path, &limited(2_000_000))
             .await
@@ -779,8 +679,7 @@ async fn a_429_asking_retry_after_2s_is_retried_no_sooner_than_2s() {
         },
         FaultTrigger::Next(1),
     );
-    let target = env.item_asset("patient.zip");
-    let (path, sha) = env.file("patient.zip", 1000);
+    let (target, path, sha) = env.asset_with_file("patient.zip", 1000);
     let o = UploadOptions {
         retry_max_delay: Duration::from_secs(10),
         ..opts()
@@ -809,8 +708,7 @@ async fn a_503_on_a_part_with_an_http_date_retry_after_is_waited_for() {
         },
         FaultTrigger::Next(1),
     );
-    let target = env.item_asset("dated.zip");
-    let (path, sha) = env.file("dated.zip", 1000);
+    let (target, path, sha) = env.asset_with_file("dated.zip", 1000);
     let o = UploadOptions {
         retry_max_delay: Duration::from_secs(10),
         ..opts()
@@ -838,8 +736,7 @@ async fn a_retry_after_past_retry_max_delay_gives_up_saying_what_the_server_aske
         },
         FaultTrigger::Next(1),
     );
-    let target = env.item_asset("impatient.zip");
-    let (path, _) = env.file("impatient.zip", 1000);
+    let (target, path, _) = env.asset_with_file("impatient.zip", 1000);
     let err = env.upload(&target, &path).await.unwrap_err();
     let shown = err.to_string();
     assert!(
@@ -854,13 +751,8 @@ async fn a_retry_after_past_retry_max_delay_gives_up_saying_what_the_server_aske
 #[tokio::test]
 async fn a_create_answer_without_part_urls_aborts_the_upload_it_created() {
     let env = start().await;
-    env.emu.faults().inject(
-        CallKind::CreateUpload,
-        FaultAction::NoPartUrls,
-        FaultTrigger::Next(1),
-    );
-    let target = env.item_asset("urlless.zip");
-    let (path, _) = env.file("urlless.zip", 1000);
+    env.fault(CallKind::CreateUpload, FaultAction::NoPartUrls, 1);
+    let (target, path, _) = env.asset_with_file("urlless.zip", 1000);
     let err = env.upload(&target, &path).await.unwrap_err();
     let shown = err.to_string();
     assert!(
@@ -886,13 +778,8 @@ async fn a_create_answer_without_part_urls_aborts_the_upload_it_created() {
 #[tokio::test]
 async fn a_200_complete_with_an_html_body_is_resolved_by_reading_the_upload() {
     let env = start().await;
-    env.emu.faults().inject(
-        CallKind::Complete,
-        FaultAction::HtmlBody,
-        FaultTrigger::Next(1),
-    );
-    let target = env.item_asset("html.zip");
-    let (path, sha) = env.file("html.zip", 6 * MIB);
+    env.fault(CallKind::Complete, FaultAction::HtmlBody, 1);
+    let (target, path, sha) = env.asset_with_file("html.zip", 6 * MIB);
     env.upload(&target, &path).await.unwrap();
     env.assert_holds(&target, &sha);
     assert_eq!(env.count(&target, UploadState::Completed), 1);
@@ -1012,8 +899,7 @@ async fn an_asset_answer_with_a_wrongly_typed_field_names_the_request_and_the_fi
 #[tokio::test]
 async fn a_compressed_upload_that_cannot_be_resumed_says_why_not_that_the_file_changed() {
     let env = start().await;
-    let target = env.item_asset("squeezed.zip");
-    let (path, sha) = env.file("squeezed.zip", 1000);
+    let (target, path, sha) = env.asset_with_file("squeezed.zip", 1000);
     let multihash =
         stac_uploadd::stac::Multihash::from_sha256(&hex::decode(&sha).unwrap().try_into().unwrap());
     // What an interrupted gzip upload of this file left: its parts are of compressed bytes.
@@ -1063,13 +949,8 @@ async fn a_200_complete_that_did_not_take_effect_is_sent_again() {
     let env = start().await;
     // A 200 whose body is no upload object, from something in front of the API: the upload is
     // still in progress, which only reading it tells.
-    env.emu.faults().inject(
-        CallKind::Complete,
-        FaultAction::Status(200),
-        FaultTrigger::Next(1),
-    );
-    let target = env.item_asset("again.zip");
-    let (path, sha) = env.file("again.zip", 1000);
+    env.fault(CallKind::Complete, FaultAction::Status(200), 1);
+    let (target, path, sha) = env.asset_with_file("again.zip", 1000);
     env.upload(&target, &path).await.unwrap();
     env.assert_holds(&target, &sha);
     assert_eq!(env.emu.call_count(CallKind::Complete), 2);

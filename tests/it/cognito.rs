@@ -5,15 +5,13 @@
 //! moto comes from `pip install 'moto[server]'`; .ci/run starts it and sets MOTO_ENDPOINT, and
 //! without that variable the tests start `moto_server` themselves (and fail if it is missing).
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::fixtures::*;
 use secrecy::SecretString;
 use stac_uploadd::retry::Classified;
 use stac_uploadd::stac::{Auth, ErrorClass};
-use stac_uploadd_emulator::{CallKind, EmulatorConfig, FaultAction, FaultTrigger, UploadState};
+use stac_uploadd_emulator::{CallKind, EmulatorConfig, FaultAction, UploadState};
 
 const USER: &str = "machine-publisher";
 
@@ -110,11 +108,9 @@ async fn an_injected_401_renews_the_token_and_replays_the_request_once() {
     let s = setup().await;
     let target = s.env.item_asset("replayed.zip");
     let (path, sha) = s.env.file("replayed.zip", 6 * MIB);
-    s.env.emu.faults().inject(
-        CallKind::CreateUpload,
-        FaultAction::Status(401),
-        FaultTrigger::Next(1),
-    );
+    s.env
+        .emu
+        .fault(CallKind::CreateUpload, FaultAction::Status(401), 1);
     s.env
         .upload(&target, &path)
         .await
@@ -139,11 +135,9 @@ async fn an_injected_401_renews_the_token_and_replays_the_request_once() {
     let target = s.env.item_asset("refused.zip");
     let (path, _) = s.env.file("refused.zip", 1000);
     let creates = s.env.emu.call_count(CallKind::CreateUpload);
-    s.env.emu.faults().inject(
-        CallKind::CreateUpload,
-        FaultAction::Status(401),
-        FaultTrigger::Next(2),
-    );
+    s.env
+        .emu
+        .fault(CallKind::CreateUpload, FaultAction::Status(401), 2);
     let err = s.env.upload(&target, &path).await.unwrap_err();
     let e = stac_error(&err).expect("an API error");
     assert_eq!(e.class, ErrorClass::Auth, "{e}");
@@ -254,8 +248,7 @@ async fn a_user_who_must_change_the_password_gets_the_challenge_error() {
         Auth::Cognito(pool.auth("new-user", temporary, &front.url)),
     )
     .await;
-    let target = env.item_asset("challenge.zip");
-    let (path, _) = env.file("challenge.zip", 1000);
+    let (target, path, _) = env.asset_with_file("challenge.zip", 1000);
     let err = env.upload(&target, &path).await.unwrap_err();
     let e = stac_error(&err).expect("an API error");
     assert_eq!(e.class, ErrorClass::Auth, "{e}");

@@ -1,58 +1,33 @@
 //! The real daemon binary under the systemd notify protocol: the test plays the service manager
 //! on a unix datagram socket named by NOTIFY_SOCKET, with a 500 ms watchdog.
 
-mod common;
-
 use std::os::linux::net::SocketAddrExt as _;
 use std::os::unix::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{PASSWORD, job_file_head, signal, write_file};
+use crate::fixtures::{JobFile, daemon_command, signal, write_file};
 use tokio::net::UnixDatagram;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
-const BIN: &str = env!("CARGO_BIN_EXE_stac-uploadd");
-
-use common::basic_emulator as emulator;
+use crate::fixtures::basic_emulator as emulator;
 
 fn job_file(dir: &Path, url: &str) -> PathBuf {
     let file = dir.join("small.zip");
     write_file(&file, 1000, 3);
-    let path = dir.join("jobs.toml");
-    std::fs::write(
-        &path,
-        format!(
-            r#"{head}[[job]]
-name = "every-second"
-collection = "ch.test.collection"
-item = "item-1"
-asset = "small.zip"
-file = "{file}"
-schedule = "* * * * * *"
-policy = "cancel"
-"#,
-            head = job_file_head(dir, url),
-            file = file.display()
-        ),
-    )
-    .unwrap();
-    path
+    JobFile::new(dir, url)
+        .cron("every-second", "small.zip", &file, "* * * * * *")
+        .lines("policy = \"cancel\"")
+        .write()
 }
 
 fn spawn(config: &Path, notify_socket: &str) -> Child {
-    Command::new(BIN)
-        .arg("run")
-        .arg("--config")
-        .arg(config)
-        .env("TEST_STAC_PASSWORD", PASSWORD)
+    daemon_command(&["run"], config)
         .env("NOTIFY_SOCKET", notify_socket)
         .env("WATCHDOG_USEC", "500000")
         .env_remove("WATCHDOG_PID")
-        .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .kill_on_drop(true)
         .spawn()
         .expect("the daemon starts")
 }

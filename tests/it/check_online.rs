@@ -1,16 +1,13 @@
 //! `stac-uploadd check --online`: the real binary against the emulator (and moto's Cognito). A
 //! line per job, what would fail named, and nothing created on the server.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use common::*;
+use crate::fixtures::*;
 use stac_uploadd_emulator::{AssetKey, CallKind, Emulator, EmulatorAuth, EmulatorConfig};
 use tokio::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_stac-uploadd");
 const COLLECTION: &str = "ch.test.collection";
 
 /// A cron job publishing `file_name` to item-1's `radar.zip`, and an every job whose item (one
@@ -51,12 +48,6 @@ fn write(dir: &Path, text: String) -> PathBuf {
     path
 }
 
-struct Out {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
 impl Out {
     /// The line of job `name`.
     fn job(&self, name: &str) -> &str {
@@ -76,11 +67,7 @@ async fn check_online(config: &Path, password: &str) -> Out {
         .output()
         .await
         .expect("the binary runs");
-    Out {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    Out::from(out)
 }
 
 /// What the emulator holds (collections' assets, their uploads), without its call counters.
@@ -108,9 +95,7 @@ fn radar() -> AssetKey {
 
 #[tokio::test]
 async fn a_good_file_is_ok_job_by_job_and_creates_nothing() {
-    let emu = basic_emulator().await;
-    emu.create_asset(&radar(), "application/zip").unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let (emu, dir) = emulator_with_zip(&radar()).await;
     let config = write(
         dir.path(),
         job_file_head(dir.path(), &emu.base_url()) + &jobs(dir.path(), COLLECTION, "radar.zip"),
@@ -137,9 +122,7 @@ async fn a_good_file_is_ok_job_by_job_and_creates_nothing() {
 
 #[tokio::test]
 async fn a_wrong_basic_password_is_named() {
-    let emu = basic_emulator().await;
-    emu.create_asset(&radar(), "application/zip").unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let (emu, dir) = emulator_with_zip(&radar()).await;
     let config = write(
         dir.path(),
         job_file_head(dir.path(), &emu.base_url()) + &jobs(dir.path(), COLLECTION, "radar.zip"),
@@ -207,9 +190,7 @@ async fn a_wrong_cognito_password_is_named() {
 
 #[tokio::test]
 async fn a_missing_collection_is_named() {
-    let emu = basic_emulator().await;
-    emu.create_asset(&radar(), "application/zip").unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let (emu, dir) = emulator_with_zip(&radar()).await;
     let config = write(
         dir.path(),
         job_file_head(dir.path(), &emu.base_url())
@@ -235,9 +216,7 @@ async fn a_missing_collection_is_named() {
 /// check says ok, by the same rule (`rules::asset_fits_type`).
 #[tokio::test]
 async fn an_existing_asset_whose_type_fits_its_id_is_ok_whatever_the_files_extension() {
-    let emu = basic_emulator().await;
-    emu.create_asset(&radar(), "application/zip").unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let (emu, dir) = emulator_with_zip(&radar()).await;
     let config = write(
         dir.path(),
         job_file_head(dir.path(), &emu.base_url()) + &jobs(dir.path(), COLLECTION, "radar.h5"),
@@ -276,10 +255,10 @@ async fn an_existing_asset_whose_type_fits_its_id_is_ok_whatever_the_files_exten
 async fn a_user_without_the_permission_to_write_is_named() {
     let emu = basic_emulator().await;
     emu.create_asset(&radar(), "application/zip").unwrap();
-    emu.faults().inject(
+    emu.fault(
         CallKind::Abort,
         stac_uploadd_emulator::FaultAction::Status(403),
-        stac_uploadd_emulator::FaultTrigger::Next(2),
+        2,
     );
     let dir = tempfile::tempdir().unwrap();
     let config = write(

@@ -2,13 +2,11 @@
 //! are moved aside and the daemon starts, a corrupt record of uploads in flight stops the start
 //! with an exit code systemd does not restart on.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::fixtures::*;
 use stac_uploadd::state::{Outcome, StateStore};
 use stac_uploadd::supervisor::{Clock, HttpUploader, Job, Pending, Shared, Work};
 use stac_uploadd_emulator::{AssetKey, CallKind};
@@ -19,29 +17,10 @@ fn asset_key() -> AssetKey {
 }
 
 fn job_file(dir: &Path, url: &str, file: &Path) -> PathBuf {
-    let path = dir.join("jobs.toml");
-    std::fs::write(
-        &path,
-        format!(
-            r#"{head}
-[[job]]
-name = "nightly"
-collection = "ch.test.collection"
-item = "item-1"
-asset = "s.zip"
-file = "{file}"
-schedule = "0 3 * * *"
-policy = "retry"
-retries = 1
-retry_min_delay = "100ms"
-retry_max_delay = "100ms"
-"#,
-            head = job_file_head(dir, url),
-            file = file.display()
-        ),
-    )
-    .unwrap();
-    path
+    JobFile::new(dir, url)
+        .cron("nightly", "s.zip", file, "0 3 * * *")
+        .lines("policy = \"retry\"\nretries = 1\nretry_min_delay = \"100ms\"\nretry_max_delay = \"100ms\"")
+        .write()
 }
 
 /// Found by a tester: with the state folder full, the write-ahead record of a create failed, was
@@ -50,8 +29,7 @@ retry_max_delay = "100ms"
 #[tokio::test]
 async fn a_full_state_folder_sends_no_create() {
     let env = start().await;
-    let target = env.item_asset("s.zip");
-    let (path, _) = env.file("s.zip", 1000);
+    let (target, path, _) = env.asset_with_file("s.zip", 1000);
     let config_path = job_file(env.dir.path(), &env.emu.base_url(), &path);
     let env_var = |n: &str| (n == "TEST_STAC_PASSWORD").then(|| PASSWORD.to_owned());
     let text = std::fs::read_to_string(&config_path).unwrap();
@@ -96,9 +74,7 @@ async fn a_full_state_folder_sends_no_create() {
 /// systemd restarted every 5 s. They are caches: moved aside, the daemon starts and uploads.
 #[tokio::test]
 async fn corrupt_caches_are_moved_aside_and_the_daemon_starts() {
-    let emu = basic_emulator().await;
-    emu.create_asset(&asset_key(), "application/zip").unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let (emu, dir) = emulator_with_zip(&asset_key()).await;
     let file = dir.path().join("s.zip");
     write_file(&file, 1000, 3);
     let config = job_file(dir.path(), &emu.base_url(), &file);
@@ -107,17 +83,12 @@ async fn corrupt_caches_are_moved_aside_and_the_daemon_starts() {
     std::fs::write(state.join("history.json"), b"{\"jobs\": [truncated").unwrap();
     std::fs::write(state.join("digests.json"), b"\xff\xfe not json").unwrap();
 
-    let mut daemon = spawn_daemon(&[], &config);
-    let log = capture_stderr(&mut daemon);
+    let (mut daemon, log) = spawn_logged(&[], &config);
     wait_for(Duration::from_secs(30), "the daemon ready", || {
         log.lock().unwrap().iter().any(|l| l.contains("ready"))
     })
     .await;
-    signal(&daemon, libc::SIGTERM);
-    let status = tokio::time::timeout(Duration::from_secs(30), daemon.wait())
-        .await
-        .expect("stops on SIGTERM")
-        .unwrap();
+    let status = terminate(&mut daemon).await;
     let log = log.lock().unwrap().clone();
     assert_eq!(status.code(), Some(0), "{log:?}");
     assert_eq!(
@@ -159,8 +130,7 @@ async fn a_corrupt_inflight_record_stops_the_start_with_exit_3() {
     )
     .unwrap();
 
-    let mut daemon = spawn_daemon(&[], &config);
-    let log = capture_stderr(&mut daemon);
+    let (mut daemon, log) = spawn_logged(&[], &config);
     let status = tokio::time::timeout(Duration::from_secs(30), daemon.wait())
         .await
         .expect("exits at once")
@@ -213,7 +183,7 @@ async fn check_refuses_a_state_folder_the_daemon_cannot_write() {
         );
         assert_ne!(replaced, text);
         std::fs::write(&config, &replaced).unwrap();
-        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_stac-uploadd"))
+        let out = tokio::process::Command::new(BIN)
             .args(["check", "--config"])
             .arg(&config)
             .env("TEST_STAC_PASSWORD", PASSWORD)
@@ -238,7 +208,7 @@ async fn check_refuses_a_state_folder_the_daemon_cannot_write() {
         ),
     )
     .unwrap();
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_stac-uploadd"))
+    let out = tokio::process::Command::new(BIN)
         .args(["check", "--config"])
         .arg(&config)
         .env("TEST_STAC_PASSWORD", PASSWORD)
@@ -257,16 +227,14 @@ async fn check_refuses_a_state_folder_the_daemon_cannot_write() {
 /// empty table.
 #[tokio::test]
 async fn status_names_the_daemon_holding_the_folder_and_its_runs() {
-    let emu = basic_emulator().await;
-    emu.create_asset(&asset_key(), "application/zip").unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let (emu, dir) = emulator_with_zip(&asset_key()).await;
     let file = dir.path().join("s.zip");
     write_file(&file, 1000, 3);
     let config = job_file(dir.path(), &emu.base_url(), &file);
     let status = |extra: &'static [&'static str]| {
         let config = config.clone();
         async move {
-            let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_stac-uploadd"))
+            let out = tokio::process::Command::new(BIN)
                 .args(["status", "--config"])
                 .arg(&config)
                 .args(extra)
@@ -291,8 +259,7 @@ async fn status_names_the_daemon_holding_the_folder_and_its_runs() {
         "no empty table: {before}"
     );
 
-    let mut daemon = spawn_daemon(&[], &config);
-    let log = capture_stderr(&mut daemon);
+    let (mut daemon, log) = spawn_logged(&[], &config);
     wait_for(Duration::from_secs(30), "the daemon ready", || {
         log.lock().unwrap().iter().any(|l| l.contains("ready"))
     })
@@ -340,23 +307,15 @@ async fn status_names_the_daemon_holding_the_folder_and_its_runs() {
 
 // ---- issue 17: lossless paths, bounded reads, the holder's pid, status without secrets ----
 
-const BIN: &str = env!("CARGO_BIN_EXE_stac-uploadd");
-
 /// `run --once` with the test password and info logs.
 async fn run_once(config: &Path, extra: &[&str]) -> std::process::Output {
-    let mut cmd = tokio::process::Command::new(BIN);
-    cmd.args(["run", "--once"])
-        .args(extra)
-        .arg("--config")
-        .arg(config)
-        .env("TEST_STAC_PASSWORD", PASSWORD)
-        .env("RUST_LOG", "stac_uploadd=info")
-        .env_remove("STAC_UPLOADD_OBSERVE_LISTEN")
-        .kill_on_drop(true);
-    tokio::time::timeout(Duration::from_secs(60), cmd.output())
-        .await
-        .expect("run --once ends at once")
-        .unwrap()
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        once_command(extra, config).output(),
+    )
+    .await
+    .expect("run --once ends at once")
+    .unwrap()
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -518,9 +477,7 @@ async fn an_inflight_record_that_is_huge_or_not_a_regular_file_stops_the_start_a
 #[tokio::test]
 async fn a_history_or_digest_cache_that_is_not_a_regular_file_or_too_large_is_moved_aside_and_the_run_goes_on()
  {
-    let emu = basic_emulator().await;
-    emu.create_asset(&asset_key(), "application/zip").unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let (emu, dir) = emulator_with_zip(&asset_key()).await;
     let file = dir.path().join("s.zip");
     let sha = write_file(&file, 1000, 3);
     let config = job_file(dir.path(), &emu.base_url(), &file);
@@ -594,8 +551,7 @@ async fn a_second_daemon_on_a_state_folder_names_the_pid_of_its_holder() {
     let config = job_file(dir.path(), &emu.base_url(), &file);
     // This test process holds the folder, as a running daemon would.
     let _held = stac_uploadd::daemon::lock_state(&dir.path().join("state")).unwrap();
-    let mut daemon = spawn_daemon(&[], &config);
-    let log = capture_stderr(&mut daemon);
+    let (mut daemon, log) = spawn_logged(&[], &config);
     let status = tokio::time::timeout(Duration::from_secs(30), daemon.wait())
         .await
         .expect("refused at once")
@@ -644,9 +600,7 @@ async fn status_needs_no_credentials() {
 /// history was written and the run published its file.
 #[tokio::test]
 async fn a_digest_cache_that_cannot_be_written_is_named_and_not_taken_for_the_history() {
-    let emu = basic_emulator().await;
-    emu.create_asset(&asset_key(), "application/zip").unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let (emu, dir) = emulator_with_zip(&asset_key()).await;
     let file = dir.path().join("s.zip");
     write_file(&file, 1000, 3);
     let config = job_file(dir.path(), &emu.base_url(), &file);

@@ -349,35 +349,33 @@ proptest! {
     }
 }
 
-mod common;
-
 /// Found by a tester: the digest cache was keyed by device, inode, size and mtime, so a
 /// same-size rewrite whose mtime was set back (`cp -p`, `rsync --inplace -t`, `touch -r`) was
 /// "unchanged" for ever while the asset held the old file. ctime, which no user can set, is part
 /// of the key now: the next run digests the file again, uploads it, and the asset holds it.
 #[tokio::test]
 async fn a_same_size_rewrite_with_its_mtime_set_back_is_uploaded_by_the_next_run() {
-    let emu = common::basic_emulator().await;
+    let emu = crate::fixtures::basic_emulator().await;
     let key = stac_uploadd_emulator::AssetKey::item_asset("ch.test.collection", "item-1", "s.zip");
     emu.create_asset(&key, "application/zip").unwrap();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("s.zip");
-    let first = common::write_file(&file, 100_000, 1);
+    let first = crate::fixtures::write_file(&file, 100_000, 1);
     let config = dir.path().join("jobs.toml");
     std::fs::write(
         &config,
         format!(
             "{head}\n[[job]]\nname = \"nightly\"\ncollection = \"ch.test.collection\"\nitem = \"item-1\"\nasset = \"s.zip\"\nfile = \"{file}\"\nschedule = \"0 3 * * *\"\n",
-            head = common::job_file_head(dir.path(), &emu.base_url()),
+            head = crate::fixtures::job_file_head(dir.path(), &emu.base_url()),
             file = file.display()
         ),
     )
     .unwrap();
     let once = || async {
-        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_stac-uploadd"))
+        let out = tokio::process::Command::new(crate::fixtures::BIN)
             .args(["run", "--once", "--config"])
             .arg(&config)
-            .env("TEST_STAC_PASSWORD", common::PASSWORD)
+            .env("TEST_STAC_PASSWORD", crate::fixtures::PASSWORD)
             .env_remove("STAC_UPLOADD_OBSERVE_LISTEN")
             .output()
             .await

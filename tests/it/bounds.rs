@@ -3,15 +3,13 @@
 //! the process's memory stays bounded. Also: URL passwords never printed, no colour codes on a
 //! pipe.
 
-mod common;
-
 use std::path::Path;
 use std::process::Output;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::fixtures::*;
 use secrecy::SecretString;
 use stac_uploadd::retry::Classified;
 use stac_uploadd::stac::{
@@ -21,11 +19,6 @@ use stac_uploadd::stac::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
-
-const BIN: &str = env!("CARGO_BIN_EXE_stac-uploadd");
-
-/// The RSS measurements must not see another test's body: one test at a time.
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Growth of the resident set a bounded read may cause (the limits are 4 MiB; the rest is
 /// allocator and runtime slack).
@@ -250,7 +243,10 @@ fn target() -> AssetTarget {
 
 #[tokio::test]
 async fn an_endless_answer_is_cut_at_the_limit() {
-    let _one = SERIAL.lock().await;
+    // The resident set is the process's: the other tests of the binary would move it.
+    if !alone_in_process("bounds::an_endless_answer_is_cut_at_the_limit") {
+        return;
+    }
     let s = hostile(Hostile::Endless {
         status: 200,
         content_type: "application/json",
@@ -275,7 +271,10 @@ async fn an_endless_answer_is_cut_at_the_limit() {
 
 #[tokio::test]
 async fn a_100_mb_answer_is_cut_at_the_limit() {
-    let _one = SERIAL.lock().await;
+    // The resident set is the process's: the other tests of the binary would move it.
+    if !alone_in_process("bounds::a_100_mb_answer_is_cut_at_the_limit") {
+        return;
+    }
     let s = hostile(Hostile::Long { len: 100_000_000 }).await;
     let c = client(&s.base, Duration::from_secs(60));
     let e = bounded(
@@ -294,7 +293,10 @@ async fn a_100_mb_answer_is_cut_at_the_limit() {
 
 #[tokio::test]
 async fn a_trickling_answer_is_cut_at_the_deadline() {
-    let _one = SERIAL.lock().await;
+    // The resident set is the process's: the other tests of the binary would move it.
+    if !alone_in_process("bounds::a_trickling_answer_is_cut_at_the_deadline") {
+        return;
+    }
     let s = hostile(Hostile::Trickle {
         every: Duration::from_millis(100),
     })
@@ -314,7 +316,10 @@ async fn a_trickling_answer_is_cut_at_the_deadline() {
 
 #[tokio::test]
 async fn endless_error_pages_are_read_only_for_their_start() {
-    let _one = SERIAL.lock().await;
+    // The resident set is the process's: the other tests of the binary would move it.
+    if !alone_in_process("bounds::endless_error_pages_are_read_only_for_their_start") {
+        return;
+    }
     let s = hostile(Hostile::Endless {
         status: 502,
         content_type: "text/html",
@@ -364,7 +369,10 @@ async fn endless_error_pages_are_read_only_for_their_start() {
 
 #[tokio::test]
 async fn an_endless_cognito_answer_is_cut() {
-    let _one = SERIAL.lock().await;
+    // The resident set is the process's: the other tests of the binary would move it.
+    if !alone_in_process("bounds::an_endless_cognito_answer_is_cut") {
+        return;
+    }
     let s = hostile(Hostile::Endless {
         status: 200,
         content_type: "application/x-amz-json-1.1",
@@ -400,7 +408,10 @@ async fn an_endless_cognito_answer_is_cut() {
 
 #[tokio::test]
 async fn an_upload_against_an_endless_server_is_cut_and_not_retried() {
-    let _one = SERIAL.lock().await;
+    // The resident set is the process's: the other tests of the binary would move it.
+    if !alone_in_process("bounds::an_upload_against_an_endless_server_is_cut_and_not_retried") {
+        return;
+    }
     let s = hostile(Hostile::Endless {
         status: 200,
         content_type: "application/json",
@@ -435,17 +446,9 @@ async fn an_upload_against_an_endless_server_is_cut_and_not_retried() {
 fn job_file(dir: &Path, url: &str) -> std::path::PathBuf {
     let file = dir.join("a.zip");
     write_file(&file, 1024, 1);
-    let path = dir.join("jobs.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "{head}[[job]]\nname = \"nightly\"\ncollection = \"ch.test.collection\"\nitem = \"item-1\"\nasset = \"a.zip\"\nfile = \"{file}\"\nschedule = \"30 2 * * *\"\n",
-            head = job_file_head(dir, url),
-            file = file.display()
-        ),
-    )
-    .unwrap();
-    path
+    JobFile::new(dir, url)
+        .cron("nightly", "a.zip", &file, "30 2 * * *")
+        .write()
 }
 
 async fn check(config: &Path) -> (Option<i32>, String, String) {

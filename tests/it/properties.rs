@@ -69,7 +69,7 @@ proptest! {
 }
 
 /// Cases per property: the CI default, or PROPTEST_CASES for a long run
-/// (`PROPTEST_CASES=200000 cargo test --release --test properties`).
+/// (`PROPTEST_CASES=200000 cargo test --release --test it properties::`).
 fn cases(default: u32) -> u32 {
     std::env::var("PROPTEST_CASES")
         .ok()

@@ -6,15 +6,12 @@
 //! Emulator delays act before a call takes effect, so a kill inside one lands before the
 //! server has done anything for that call.
 
-mod common;
-
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::fixtures::*;
 use stac_uploadd_emulator::{
-    AssetKey, CallKind, Emulator, FaultAction, FaultTrigger, UploadSnapshot, UploadState,
+    AssetKey, CallKind, Emulator, FaultAction, UploadSnapshot, UploadState,
 };
 use tokio::process::Child;
 
@@ -32,37 +29,17 @@ fn job_file(dir: &Path, url: &str, file: &Path) -> PathBuf {
 
 /// The job file, with `extra` lines in `[defaults]`.
 fn job_file_with(dir: &Path, url: &str, file: &Path, extra: &str) -> PathBuf {
-    let path = dir.join("jobs.toml");
-    std::fs::write(
-        &path,
-        format!(
-            r#"{head}[defaults]
-part_size = "5MiB"
-parallel = 1
-policy = "cancel"
-{extra}
-
-[[job]]
-name = "crash"
-collection = "ch.test.collection"
-item = "item-1"
-asset = "big.zip"
-file = "{file}"
-schedule = "* * * * * *"
-"#,
-            head = job_file_head(dir, url),
-            file = file.display()
-        ),
-    )
-    .unwrap();
-    path
+    JobFile::new(dir, url)
+        .defaults(&format!(
+            "part_size = \"5MiB\"\nparallel = 1\npolicy = \"cancel\"\n{extra}"
+        ))
+        .cron("crash", "big.zip", file, "* * * * * *")
+        .write()
 }
 
 /// Starts the daemon; its stderr lines are collected in the background.
-fn spawn(config: &Path) -> (Child, Arc<Mutex<Vec<String>>>) {
-    let mut child = spawn_daemon(&[], config);
-    let lines = capture_stderr(&mut child);
-    (child, lines)
+fn spawn(config: &Path) -> (Child, Log) {
+    spawn_logged(&[], config)
 }
 
 /// What the restart must do with the interrupted upload.
@@ -92,9 +69,7 @@ fn in_progress(uploads: &[UploadSnapshot]) -> Option<&UploadSnapshot> {
 
 async fn run(case: Case) {
     let started = Instant::now();
-    let emu = basic_emulator().await;
-    emu.create_asset(&key(), "application/zip").unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let (emu, dir) = emulator_with_zip(&key()).await;
     let file = dir.path().join("big.zip");
     let sha = write_file(&file, 22 * MIB, 11);
     let config = job_file(dir.path(), &emu.base_url(), &file);
@@ -155,11 +130,7 @@ async fn run(case: Case) {
         },
     )
     .await;
-    signal(&daemon, libc::SIGTERM);
-    let status = tokio::time::timeout(Duration::from_secs(30), daemon.wait())
-        .await
-        .expect("stops on SIGTERM")
-        .unwrap();
+    let status = terminate(&mut daemon).await;
     let restarted_log = log2.lock().unwrap().clone();
     assert_eq!(
         status.code(),
@@ -231,13 +202,7 @@ async fn killed_after_create_resumes_and_sends_every_part() {
     run(Case {
         name: "after create",
         // The first part PUT hangs before reading its body: no part arrives.
-        arrange: |emu| {
-            emu.faults().inject(
-                CallKind::PutPart,
-                FaultAction::Delay(STALL),
-                FaultTrigger::Next(1),
-            )
-        },
+        arrange: |emu| emu.fault(CallKind::PutPart, FaultAction::Delay(STALL), 1),
         inside: |emu, uploads| {
             in_progress(uploads).is_some_and(|u| u.parts_received == 0)
                 && emu.faults().injected(CallKind::PutPart) == 1
@@ -256,16 +221,8 @@ async fn killed_during_part_2_resumes_and_sends_the_missing_parts() {
         // the kernel's socket buffers at the kill, and then it still arrives whole.)
         arrange: |emu| {
             let faults = emu.faults();
-            faults.inject(
-                CallKind::PutPart,
-                FaultAction::Delay(Duration::ZERO),
-                FaultTrigger::Next(1),
-            );
-            faults.inject(
-                CallKind::PutPart,
-                FaultAction::Delay(STALL),
-                FaultTrigger::Next(1),
-            );
+            faults.fault(CallKind::PutPart, FaultAction::Delay(Duration::ZERO), 1);
+            faults.fault(CallKind::PutPart, FaultAction::Delay(STALL), 1);
         },
         inside: |emu, uploads| {
             in_progress(uploads).is_some_and(|u| u.parts_received == 1)
@@ -284,13 +241,7 @@ async fn killed_after_the_last_part_resumes_with_complete_only() {
         name: "after last part",
         // Complete hangs before it takes effect: every part is on the server, the upload is
         // still in progress.
-        arrange: |emu| {
-            emu.faults().inject(
-                CallKind::Complete,
-                FaultAction::Delay(STALL),
-                FaultTrigger::Next(1),
-            )
-        },
+        arrange: |emu| emu.fault(CallKind::Complete, FaultAction::Delay(STALL), 1),
         inside: |emu, uploads| {
             in_progress(uploads).is_some_and(|u| u.parts_received == PARTS)
                 && emu.faults().injected(CallKind::Complete) == 1
@@ -307,16 +258,8 @@ async fn killed_during_complete_after_it_took_effect_sends_nothing_again() {
         // The complete takes effect and its answer is lost; the daemon's retry hangs. The kill
         // lands while the daemon is still finding out that its complete went through.
         arrange: |emu| {
-            emu.faults().inject(
-                CallKind::Complete,
-                FaultAction::DropAfterCommit,
-                FaultTrigger::Next(1),
-            );
-            emu.faults().inject(
-                CallKind::Complete,
-                FaultAction::Delay(STALL),
-                FaultTrigger::Next(1),
-            );
+            emu.fault(CallKind::Complete, FaultAction::DropAfterCommit, 1);
+            emu.fault(CallKind::Complete, FaultAction::Delay(STALL), 1);
         },
         inside: |emu, uploads| {
             uploads.iter().any(|u| u.status == UploadState::Completed)
@@ -336,21 +279,9 @@ async fn killed_during_abort_resumes_the_upload_it_was_aborting() {
         // a broken pipe instead and send the part again: every retry gets the 500 too.
         arrange: |emu| {
             let faults = emu.faults();
-            faults.inject(
-                CallKind::PutPart,
-                FaultAction::Delay(Duration::ZERO),
-                FaultTrigger::Next(1),
-            );
-            faults.inject(
-                CallKind::PutPart,
-                FaultAction::Status(500),
-                FaultTrigger::Next(100),
-            );
-            faults.inject(
-                CallKind::Abort,
-                FaultAction::Delay(STALL),
-                FaultTrigger::Next(1),
-            );
+            faults.fault(CallKind::PutPart, FaultAction::Delay(Duration::ZERO), 1);
+            faults.fault(CallKind::PutPart, FaultAction::Status(500), 100);
+            faults.fault(CallKind::Abort, FaultAction::Delay(STALL), 1);
         },
         inside: |emu, uploads| {
             in_progress(uploads).is_some() && emu.faults().injected(CallKind::Abort) == 1
@@ -367,9 +298,7 @@ async fn killed_during_abort_resumes_the_upload_it_was_aborting() {
 #[tokio::test]
 async fn a_resumed_upload_obeys_the_jobs_bandwidth_limit() {
     const LIMIT: f64 = 4_000_000.0;
-    let emu = basic_emulator().await;
-    emu.create_asset(&key(), "application/zip").unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let (emu, dir) = emulator_with_zip(&key()).await;
     let file = dir.path().join("big.zip");
     let sha = write_file(&file, 22 * MIB, 11);
     let config = job_file_with(
@@ -380,16 +309,8 @@ async fn a_resumed_upload_obeys_the_jobs_bandwidth_limit() {
     );
     // Part 1 passes, part 2 hangs before its body is read: killed with 1 part on the server.
     let faults = emu.faults();
-    faults.inject(
-        CallKind::PutPart,
-        FaultAction::Delay(Duration::ZERO),
-        FaultTrigger::Next(1),
-    );
-    faults.inject(
-        CallKind::PutPart,
-        FaultAction::Delay(STALL),
-        FaultTrigger::Next(1),
-    );
+    faults.fault(CallKind::PutPart, FaultAction::Delay(Duration::ZERO), 1);
+    faults.fault(CallKind::PutPart, FaultAction::Delay(STALL), 1);
     let (mut daemon, log) = spawn(&config);
     wait_for(
         Duration::from_secs(30),
@@ -466,16 +387,8 @@ async fn a_start_up_resume_holds_no_other_job_and_sigterm_ends_it_after_the_grac
     );
     // Part 1 passes, part 2 hangs before its body is read: killed with 1 part on the server.
     let faults = emu.faults();
-    faults.inject(
-        CallKind::PutPart,
-        FaultAction::Delay(Duration::ZERO),
-        FaultTrigger::Next(1),
-    );
-    faults.inject(
-        CallKind::PutPart,
-        FaultAction::Delay(STALL),
-        FaultTrigger::Next(1),
-    );
+    faults.fault(CallKind::PutPart, FaultAction::Delay(Duration::ZERO), 1);
+    faults.fault(CallKind::PutPart, FaultAction::Delay(STALL), 1);
     let (mut daemon, _log) = spawn(&config);
     wait_for(
         Duration::from_secs(60),
@@ -498,8 +411,7 @@ async fn a_start_up_resume_holds_no_other_job_and_sigterm_ends_it_after_the_grac
         tick.display()
     ));
     std::fs::write(&config, text).unwrap();
-    let mut daemon = spawn_daemon(&["--shutdown-grace", "2s"], &config);
-    let log = capture_stderr(&mut daemon);
+    let (mut daemon, log) = spawn_logged(&["--shutdown-grace", "2s"], &config);
     let still_resuming = || {
         emu.uploads(&key())
             .iter()

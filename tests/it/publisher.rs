@@ -1,20 +1,18 @@
 //! Recurring-publisher features of the engine against the emulator: compression round trips,
 //! skip-unchanged, the digest cache, temporary files, bandwidth limits.
 
-mod common;
-
 use std::io::Read;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::*;
+use crate::fixtures::*;
 use stac_uploadd::stac::AssetTarget;
 use stac_uploadd::state::StateStore;
 use stac_uploadd::units::ByteSize;
 use stac_uploadd::upload::bandwidth::{Bandwidth, BandwidthLimit};
 use stac_uploadd::upload::{self, CompressMode, UploadEvent, UploadObserver, UploadOptions};
-use stac_uploadd_emulator::{CallKind, FaultAction, FaultTrigger, UploadState};
+use stac_uploadd_emulator::{CallKind, FaultAction, UploadState};
 use tokio_util::sync::CancellationToken;
 
 /// Counts the bytes the session read to hash or compress.
@@ -131,8 +129,7 @@ async fn auto_compresses_large_uncompressed_types_only() {
         Some("gzip")
     );
     // A zip is already compressed: sent as is.
-    let zip = env.item_asset("big.zip");
-    let (zpath, zsha) = env.file("big.zip", 11 * MIB);
+    let (zip, zpath, zsha) = env.asset_with_file("big.zip", 11 * MIB);
     env.upload_with(&zip, &zpath, &o).await.unwrap();
     assert_eq!(env.emu.asset(&key(&zip)).unwrap().content_encoding, None);
     env.assert_holds(&zip, &zsha);
@@ -141,8 +138,7 @@ async fn auto_compresses_large_uncompressed_types_only() {
 #[tokio::test]
 async fn an_unchanged_file_is_skipped_and_a_changed_one_sent() {
     let env = start().await;
-    let target = env.item_asset("daily.zip");
-    let (path, sha) = env.file("daily.zip", 6 * MIB);
+    let (target, path, sha) = env.asset_with_file("daily.zip", 6 * MIB);
     let first = env.upload(&target, &path).await.unwrap();
     assert!(!first.unchanged && first.upload_id.is_some());
     let second = env.upload(&target, &path).await.unwrap();
@@ -180,8 +176,7 @@ async fn an_unchanged_file_is_skipped_and_a_changed_one_sent() {
 #[tokio::test]
 async fn the_digest_cache_spares_a_second_read() {
     let env = start().await;
-    let target = env.item_asset("cached.zip");
-    let (path, _) = env.file("cached.zip", 9 * MIB);
+    let (target, path, _) = env.asset_with_file("cached.zip", 9 * MIB);
     let state_dir = tempfile::tempdir().unwrap();
     let cache = Arc::new(StateStore::open(state_dir.path()).unwrap());
     let o = UploadOptions {
@@ -240,11 +235,7 @@ async fn the_digest_cache_spares_a_second_read() {
 #[tokio::test]
 async fn temporary_files_are_removed_when_the_upload_fails() {
     let env = start().await;
-    env.emu.faults().inject(
-        CallKind::CreateUpload,
-        FaultAction::Status(500),
-        FaultTrigger::Next(1),
-    );
+    env.fault(CallKind::CreateUpload, FaultAction::Status(500), 1);
     let target = csv_asset(&env, "fail.csv");
     let (path, _) = csv(&env, "fail.csv", 10_000);
     let temp = tempfile::tempdir().unwrap();
@@ -262,8 +253,7 @@ async fn a_bandwidth_limit_is_never_exceeded() {
     // The rate achieved under the limit is measured by the benchmark; here the bound itself:
     // an upload can only be slowed down by load, so "not faster than the limit" is exact.
     let env = start().await;
-    let target = env.item_asset("limited.zip");
-    let (path, sha) = env.file("limited.zip", 3 * MIB);
+    let (target, path, sha) = env.asset_with_file("limited.zip", 3 * MIB);
     let limit = Arc::new(Bandwidth::new(BandwidthLimit::constant(ByteSize(
         2_000_000,
     ))));

@@ -2,19 +2,17 @@
 //! a job file run against the emulator over real HTTP, and the test reads back what the server
 //! holds.
 
-mod common;
-
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::fixtures::*;
 use chrono::{DateTime, TimeZone, Utc};
-use common::*;
 use serde_json::{Value, json};
 use stac_uploadd::config::{self, JobSpec};
 use stac_uploadd::stac::AssetTarget;
 use stac_uploadd::state::{Outcome, StateStore};
 use stac_uploadd::supervisor::{Clock, HttpUploader, Job, Pending, Shared, Work};
-use stac_uploadd_emulator::{CallKind, FaultAction, FaultTrigger};
+use stac_uploadd_emulator::{CallKind, FaultAction};
 use tokio_util::sync::CancellationToken;
 
 const COLLECTION: &str = "ch.test.daily";
@@ -258,11 +256,7 @@ async fn metadata_the_server_refuses_fails_the_run_with_its_description() {
     collection(&env).await;
     write(env.dir.path(), "radar.h5", 1024);
     // A refusal `check` cannot foresee: the server answers the item's PUT with 400.
-    env.emu.faults().inject(
-        CallKind::PutStac,
-        FaultAction::Status(400),
-        FaultTrigger::Next(1),
-    );
+    env.fault(CallKind::PutStac, FaultAction::Status(400), 1);
     let rec = job(&env, load_job(&env, DAILY), fire(25))
         .run(Work::Scheduled(fire(25)))
         .await;
@@ -323,11 +317,7 @@ async fn a_gateway_error_while_creating_is_retried_by_the_policy() {
     let env = start().await;
     collection(&env).await;
     let sha = write(env.dir.path(), "radar.h5", 1024);
-    env.emu.faults().inject(
-        CallKind::PutStac,
-        FaultAction::Status(503),
-        FaultTrigger::Next(1),
-    );
+    env.fault(CallKind::PutStac, FaultAction::Status(503), 1);
 
     let rec = job(&env, load_job(&env, DAILY), fire(25))
         .run(Work::Scheduled(fire(25)))

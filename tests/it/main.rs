@@ -1,0 +1,36 @@
+//! The integration tests of stac-uploadd, as one test binary with a module per area.
+//!
+//! One binary, not a file per area: each test binary links the whole library and its ~226-crate
+//! graph, and linking 25 of them was most of the test command's time. The cost is that every test
+//! shares one process with the others, on parallel threads: whatever is process-wide (the metrics
+//! recorder, the watch hub and `/readyz` boards, the resident set) is set up once in [`fixtures`]
+//! or measured in a process of its own ([`fixtures::alone_in_process`]).
+
+mod fixtures;
+
+mod bounds;
+mod check_online;
+mod cli;
+mod cognito;
+mod config;
+mod crash_matrix;
+mod daemon;
+mod dashboard;
+mod digest;
+mod media_types;
+mod objects;
+mod observe;
+mod properties;
+mod proxy;
+mod publisher;
+mod reload;
+mod run_once;
+mod schedules;
+mod secrets;
+mod soak;
+mod state;
+mod systemd;
+mod tls;
+mod upload;
+mod uploads_cmd;
+mod watch;
