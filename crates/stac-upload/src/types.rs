@@ -21,7 +21,8 @@ pub struct UploadOptions {
     pub parallel: usize,
     /// Further attempts at a part (and at create/complete/abort) after a transient failure.
     pub part_retries: u32,
-    /// Shortest wait before a retry; the backoff grows from here.
+    /// The first wait before a retry (not below `stac_client::retry::MIN_DELAY`); later waits
+    /// grow exponentially, with jitter.
     pub retry_min_delay: Duration,
     /// Longest wait between two retries.
     pub retry_max_delay: Duration,
