@@ -93,7 +93,9 @@ fn shown(v: &Value) -> String {
 /// One page of a listing: its entries under `key`, and the `href` of its `next` link.
 #[derive(Debug)]
 pub struct Page {
+    /// The entries under the listing's key, as sent.
     pub items: Vec<Value>,
+    /// The `href` of the `next` link; `None` on the last page.
     pub next: Option<String>,
 }
 

@@ -15,7 +15,9 @@ pub enum Auth {
     None,
     /// HTTP Basic, sent up front: the server challenges with `Bearer` even where Basic works.
     Basic {
+        /// The user name.
         username: String,
+        /// The password.
         password: SecretString,
     },
     /// `Authorization: Token <token>` (v0.9 and self-hosted servers).
@@ -42,7 +44,9 @@ impl fmt::Debug for Auth {
 /// A Cognito user pool login: who, with which app client, at which endpoint.
 #[derive(Clone)]
 pub struct CognitoAuth {
+    /// The Cognito user name.
     pub username: String,
+    /// Its password.
     pub password: SecretString,
     /// The user pool's app client id (it must allow USER_PASSWORD_AUTH and REFRESH_TOKEN_AUTH).
     pub client_id: String,

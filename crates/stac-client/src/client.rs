@@ -46,8 +46,11 @@ pub const ERROR_BODY_PREFIX: usize = 64 * 1024;
 /// The asset an upload writes: an item asset, or a collection asset when `item` is `None`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct AssetTarget {
+    /// The collection's id.
     pub collection: String,
+    /// The item's id; `None` for a collection asset.
     pub item: Option<String>,
+    /// The asset's id.
     pub asset: String,
 }
 
@@ -99,7 +102,9 @@ impl fmt::Display for AssetTarget {
 pub struct ClientConfig {
     /// e.g. `https://data.geo.admin.ch/api/stac/v1`
     pub base_url: Url,
+    /// Which generation of the API the server speaks (the checksum's field name).
     pub api_version: ApiVersion,
+    /// The credentials sent with each API call (never with the presigned part URLs).
     pub auth: Auth,
     /// Bound on establishing a TCP/TLS connection.
     pub connect_timeout: Duration,
@@ -353,12 +358,16 @@ fn failed_answer(
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientBuildError {
+    /// The CA file could not be used.
     #[error(transparent)]
     CaFile(#[from] CaFileError),
+    /// The proxy URL was refused.
     #[error("invalid proxy {url}: {source}")]
     Proxy {
+        /// The proxy URL, its credentials redacted.
         url: String,
         #[source]
+        /// Why it was refused.
         source: reqwest::Error,
     },
     /// The TLS backend or the system's roots could not be set up.

@@ -11,13 +11,21 @@ use super::types::{PartNumber, UploadId};
 /// Which call of the protocol failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
+    /// `POST A/uploads`: starting a multipart upload.
     CreateUpload,
+    /// `GET A/uploads`: looking for an upload in progress.
     ListUploads,
+    /// `GET A/uploads/{id}`: reading one upload.
     GetUpload,
+    /// `GET A/uploads/{id}/parts`: the parts the server holds.
     ListParts,
+    /// `PUT` of one part to its presigned URL.
     PutPart(PartNumber),
+    /// `POST A/uploads/{id}/complete`.
     Complete,
+    /// `POST A/uploads/{id}/abort`.
     Abort,
+    /// `GET A`: reading the asset (its checksum, size and media type).
     ReadAsset,
     /// `GET` of an item, to learn whether it exists.
     ReadItem,
@@ -62,7 +70,10 @@ pub enum ErrorClass {
     /// 502/503/504, 408, 429, timeouts, resets, incomplete bodies: try again after a wait.
     Retryable,
     /// Another upload is in progress on this asset (409 with its id, or the legacy 400 without).
-    AlreadyInProgress { upload_id: Option<UploadId> },
+    AlreadyInProgress {
+        /// The blocking upload's id, when the answer names it.
+        upload_id: Option<UploadId>,
+    },
     /// Complete or abort of an upload that is no longer in progress (409), or S3's NoSuchUpload.
     NotInProgress,
     /// Any other 4xx: the request is wrong; retrying the same request will not help.
@@ -72,7 +83,10 @@ pub enum ErrorClass {
     /// 401/403 from the API: credentials wrong or expired.
     Auth,
     /// 403 on a presigned part URL: expired, or the signature does not match.
-    UrlRejected { expired: bool },
+    UrlRejected {
+        /// S3 said the URL has expired (`AccessDenied`, "Request has expired").
+        expired: bool,
+    },
 }
 
 /// What a class means for the caller is decided in one place, `crate::retry`.
@@ -105,20 +119,26 @@ impl ErrorClass {
 /// A failed call: which step, which request, what the server said, and what it means.
 #[derive(Debug, thiserror::Error)]
 pub struct StacError {
+    /// Which call failed.
     pub step: Step,
+    /// The HTTP method, for the message.
     pub method: &'static str,
     /// The request URL without its query string (presigned URLs carry secrets there).
     pub url: String,
+    /// The HTTP status of the answer; `None` when no answer came (a transport failure, our own
+    /// deadline) or a Cognito login failed.
     pub status: Option<StatusCode>,
     /// The server's own words: JSON `description`, S3 `Code: Message`, a gateway page's title,
     /// or the transport failure.
     pub description: String,
+    /// What the caller can do about it.
     pub class: ErrorClass,
     /// How long the server asked to wait before the next try (`Retry-After` of a 429 or 503),
     /// in whole seconds (HTTP's resolution; a date is rounded up) from when its answer came.
     /// Seconds in a `u32` (136 years) keep the error small: it travels in every `Result`.
     pub retry_after: Option<u32>,
     #[source]
+    /// The transport error, when the failure was one.
     pub source: Option<reqwest::Error>,
 }
 

@@ -21,10 +21,18 @@ pub enum ReadError {
     Io(std::io::Error),
     /// Not a regular file (`what` says what it is instead: "a FIFO", "a symbolic link", ...).
     #[error("{what}, not a regular file")]
-    NotAFile { what: &'static str },
+    NotAFile {
+        /// What the path is instead.
+        what: &'static str,
+    },
     /// More bytes than the limit (`size`: what was seen, at least the limit plus one).
     #[error("larger than {limit} (at least {size} bytes)")]
-    TooLarge { size: u64, limit: ByteSize },
+    TooLarge {
+        /// Bytes seen: at least the limit plus one.
+        size: u64,
+        /// The limit it passed.
+        limit: ByteSize,
+    },
 }
 
 /// Whether a symbolic link at the path itself is followed.

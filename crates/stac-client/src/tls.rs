@@ -11,19 +11,32 @@ use tokio_rustls::rustls;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CaFileError {
+    /// The file could not be read: missing, unreadable, not a regular file, or over 4 MiB.
     #[error("cannot read the CA file {}: {source}", path.display())]
     Read {
+        /// The CA file.
         path: PathBuf,
+        /// Why it could not be read.
         #[source]
         source: std::io::Error,
     },
+    /// The file holds no PEM certificate block.
     #[error(
         "the CA file {} holds no PEM certificate: expected one or more \"-----BEGIN CERTIFICATE-----\" blocks",
         path.display()
     )]
-    Empty { path: PathBuf },
+    Empty {
+        /// The CA file.
+        path: PathBuf,
+    },
+    /// A certificate in the file does not parse, or a TLS client refuses it as a trust anchor.
     #[error("the CA file {} holds a certificate that cannot be used: {detail}", path.display())]
-    Invalid { path: PathBuf, detail: String },
+    Invalid {
+        /// The CA file.
+        path: PathBuf,
+        /// What is wrong with it, from the TLS library.
+        detail: String,
+    },
 }
 
 /// Reads the PEM certificates of `path`, checked to be usable as trust anchors.

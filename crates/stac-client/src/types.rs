@@ -86,10 +86,12 @@ impl fmt::Debug for Md5 {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum ApiVersion {
+    /// The current API, with `file:checksum`; the default.
     #[default]
     #[serde(rename = "v1")]
     #[cfg_attr(feature = "clap", value(name = "v1"))]
     V1,
+    /// The older API, with `checksum:multihash`.
     #[serde(rename = "v0.9")]
     #[cfg_attr(feature = "clap", value(name = "v0.9"))]
     V09,
@@ -109,7 +111,9 @@ impl ApiVersion {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ContentEncoding {
+    /// gzip.
     Gzip,
+    /// Brotli.
     Br,
 }
 
@@ -117,9 +121,13 @@ pub enum ContentEncoding {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum UploadStatus {
+    /// Created, not yet completed or aborted: it blocks the asset.
     InProgress,
+    /// Completed: the asset holds its file.
     Completed,
+    /// Aborted: gone, it blocks nothing.
     Aborted,
+    /// A status this client does not know (a newer server's).
     #[serde(other)]
     Unknown,
 }
@@ -139,15 +147,20 @@ impl UploadStatus {
 /// One entry of `md5_parts`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Md5Part {
+    /// The part it is for, from 1.
     pub part_number: PartNumber,
+    /// The part's MD5, base64-encoded (as `Content-MD5` carries it).
     pub md5: String,
 }
 
 /// One presigned part URL.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PresignedUrl {
+    /// Where to `PUT` the part; its query string is a secret (see the `Debug` impl).
     pub url: String,
+    /// The part it is for.
     pub part: PartNumber,
+    /// When the URL stops working, if the server says.
     #[serde(default)]
     pub expires: Option<chrono::DateTime<chrono::Utc>>,
 }
@@ -167,21 +180,29 @@ impl fmt::Debug for PresignedUrl {
 /// API version, so it is read by the client from the raw JSON and stored here.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Upload {
+    /// The server's id of the upload.
     pub upload_id: UploadId,
+    /// Where it stands.
     pub status: UploadStatus,
+    /// Number of parts declared at create.
     #[serde(default)]
     pub number_parts: Option<u32>,
+    /// When it was created.
     #[serde(default)]
     pub created: Option<chrono::DateTime<chrono::Utc>>,
+    /// When it was completed, if it was.
     #[serde(default)]
     pub completed: Option<chrono::DateTime<chrono::Utc>>,
+    /// When it was aborted, if it was.
     #[serde(default)]
     pub aborted: Option<chrono::DateTime<chrono::Utc>>,
+    /// The presigned part URLs, where the answer carries them.
     #[serde(default)]
     pub urls: Vec<PresignedUrl>,
     /// The MD5 declared for each part at create (what the presigned URLs are signed for).
     #[serde(default)]
     pub md5_parts: Vec<Md5Part>,
+    /// The `Content-Encoding` the parts are stored with, as the server spells it.
     #[serde(default)]
     pub content_encoding: Option<String>,
     /// `file:checksum` (v1) or `checksum:multihash` (v0.9).
@@ -192,18 +213,25 @@ pub struct Upload {
 /// The body of `POST A/uploads`.
 #[derive(Debug, Clone)]
 pub struct CreateUpload {
+    /// The MD5 of each part, in part order.
     pub md5_parts: Vec<Md5Part>,
+    /// The multihash of the file, stored as the asset's checksum at complete.
     pub checksum: Multihash,
+    /// The encoding the parts are sent in, if any.
     pub content_encoding: Option<ContentEncoding>,
 }
 
 /// One part the server says it holds.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct UploadedPart {
+    /// The part's ETag, as S3 answers it (quotes and all).
     pub etag: String,
+    /// The part's number, from 1.
     pub part_number: PartNumber,
+    /// Its size in bytes, if the server says.
     #[serde(default)]
     pub size: Option<u64>,
+    /// When S3 stored it, if the server says.
     #[serde(default)]
     pub modified: Option<chrono::DateTime<chrono::Utc>>,
 }
@@ -211,22 +239,30 @@ pub struct UploadedPart {
 /// One entry of the complete body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CompletedPart {
+    /// The ETag the part's `PUT` answered.
     pub etag: String,
+    /// The part's number, from 1.
     pub part_number: PartNumber,
 }
 
 /// The asset as `GET A` shows it: what the last completed upload declared.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct AssetInfo {
+    /// The multihash as the server spells it (`file:checksum` or `checksum:multihash`).
     pub checksum: Option<String>,
+    /// Where the asset's file is served.
     pub href: Option<String>,
+    /// The file's size in bytes (`file:size`).
     pub size: Option<u64>,
+    /// The media type (`type`).
     pub media_type: Option<String>,
 }
 
 /// A STAC `links` entry, followed for pagination.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Link {
+    /// The relation (`next` is the one paginating).
     pub rel: String,
+    /// The target URL.
     pub href: String,
 }

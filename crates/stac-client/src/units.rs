@@ -9,8 +9,11 @@ use std::str::FromStr;
 pub struct ByteSize(pub u64);
 
 impl ByteSize {
+    /// A kibibyte: 1024 bytes.
     pub const KIB: u64 = 1024;
+    /// A mebibyte: 1024 KiB.
     pub const MIB: u64 = 1024 * 1024;
+    /// A gibibyte: 1024 MiB.
     pub const GIB: u64 = 1024 * 1024 * 1024;
 
     /// The number of bytes.

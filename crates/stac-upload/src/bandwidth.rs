@@ -24,7 +24,9 @@ pub struct BandwidthLimit {
 /// `from`..`to` local time (wrapping past midnight when `to` <= `from`) at `rate`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BandwidthWindow {
+    /// Start of the window, local time (inclusive).
     pub from: NaiveTime,
+    /// End of the window, local time (exclusive).
     pub to: NaiveTime,
     /// `None` = unlimited in this window.
     pub rate: Option<ByteSize>,

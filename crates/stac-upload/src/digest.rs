@@ -68,22 +68,33 @@ impl Default for DigestOptions {
 /// The digests the create call needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileDigest {
+    /// The multihash the asset's `file:checksum` declares (of the uncompressed file).
     pub multihash: Multihash,
     /// MD5 of each part, in part order.
     pub part_md5s: Vec<Md5>,
+    /// Size of the file digested, in bytes.
     pub size: u64,
 }
 
 /// Why the digest pass stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum DigestError {
+    /// Reading the file failed.
     #[error("reading the file failed: {0}")]
     Io(#[from] io::Error),
+    /// The file ended sooner or later than its planned size: it changed while it was read.
     #[error("the file changed while it was read: expected {expected} bytes, {found}")]
-    SizeChanged { expected: u64, found: String },
+    SizeChanged {
+        /// The size planned, in bytes.
+        expected: u64,
+        /// What was found instead, for the message.
+        found: String,
+    },
     #[error("cancelled")]
+    /// The pass was cancelled.
     Cancelled,
     #[error(transparent)]
+    /// The MD5 backend asked for cannot run on this CPU.
     Unavailable(#[from] Unavailable),
 }
 

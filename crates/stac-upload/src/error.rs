@@ -38,88 +38,153 @@ impl std::fmt::Display for AbortOutcome {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum UploadError {
+    /// The local file could not be opened, read, seeked or compressed.
     #[error("{}: {action}: {source}", path.display())]
     File {
+        /// The file.
         path: PathBuf,
+        /// What failed, for the message ("cannot read", "open", ...).
         action: &'static str,
+        /// The system's error.
         source: io::Error,
     },
+    /// The path exists but is not a regular file (a directory, a socket, ...).
     #[error("{}: not a regular file", path.display())]
-    NotAFile { path: PathBuf },
+    NotAFile {
+        /// The path.
+        path: PathBuf,
+    },
     /// An id the server would refuse, found before anything was sent.
     #[error("{what} id {id:?} would be refused by the server: {problem}")]
     InvalidTarget {
+        /// Which id: "collection", "item" or "asset".
         what: &'static str,
+        /// The id as given.
         id: String,
+        /// Which of the server's rules it breaks.
         problem: String,
     },
+    /// The file (compressed, when it is) needs more parts than one upload may have.
     #[error("{}: {source}", path.display())]
-    TooLarge { path: PathBuf, source: TooLarge },
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size, against the limit.
+        source: TooLarge,
+    },
+    /// The file's size, times or inode moved between its digest and a part: what was hashed is
+    /// not what would be sent.
     #[error("{}: the file changed {what}; it was not sent", path.display())]
-    FileChanged { path: PathBuf, what: String },
+    FileChanged {
+        /// The file.
+        path: PathBuf,
+        /// When the change was seen, and what moved.
+        what: String,
+    },
     /// An interrupted upload that cannot be carried on, for a reason other than the file.
     #[error("{}: the upload cannot be resumed: {reason}", path.display())]
-    NotResumable { path: PathBuf, reason: String },
+    NotResumable {
+        /// The file.
+        path: PathBuf,
+        /// Why it cannot be carried on.
+        reason: String,
+    },
+    /// Another upload is in progress on the asset, not one of ours with the same content: the
+    /// supervisor's stale-upload rule decides whether to abort it.
     #[error("asset {target} is blocked by upload {} in progress since {}", upload.upload_id, since(upload))]
     InProgress {
+        /// The blocked asset.
         target: AssetTarget,
+        /// The upload in progress, as the server describes it.
         upload: Box<Upload>,
     },
+    /// A call to the STAC API failed (after its retries).
     #[error(transparent)]
     Stac(#[from] StacError),
+    /// The session's cancellation token fired (the run was stopped) before it finished.
     #[error("cancelled")]
     Cancelled,
+    /// The part URLs were about to expire with parts still unsent: the session gave up on them.
     #[error(
         "the upload's part URLs live {} and expire at {expires}; it was given up before they did, with {} of {} stored: the server's URL lifetime is too short for this file at the rate reached",
         humantime::format_duration(ceil_secs(*lifetime)), ByteSize(*sent), ByteSize(*bytes)
     )]
     UrlsExpiring {
+        /// When the part URLs expire.
         expires: chrono::DateTime<chrono::Utc>,
+        /// How long the part URLs live from the upload's creation.
         lifetime: std::time::Duration,
+        /// Bytes stored by this session before it stopped.
         sent: u64,
+        /// Bytes there were to send.
         bytes: u64,
     },
+    /// At the bandwidth limit, the parts cannot be sent before their URLs expire: found before
+    /// any part was sent.
     #[error(
         "the upload's part URLs live {} ({} usable before they expire), but sending {} at the bandwidth limit of {}/s needs {}: raise the limit, or the server's URL lifetime, or upload a smaller file",
         humantime::format_duration(ceil_secs(*lifetime)), humantime::format_duration(round_secs(*usable)), ByteSize(*bytes), ByteSize(*rate), humantime::format_duration(round_secs(*needs))
     )]
     UrlsTooShort {
+        /// How long the part URLs live from the upload's creation.
         lifetime: std::time::Duration,
+        /// The part of that lifetime left for sending, with a margin.
         usable: std::time::Duration,
+        /// The time sending the parts at `rate` takes.
         needs: std::time::Duration,
+        /// Bytes there were to send.
         bytes: u64,
+        /// The slowest bandwidth limit, in bytes per second.
         rate: u64,
     },
+    /// A stale upload blocks the asset, and its abort answered NoSuchUpload: no client can free
+    /// the asset, only the service's operators.
     #[error(
         "asset {target} is blocked for good by upload {upload_id}: the server holds it as in progress but its S3 multipart upload is gone (abort answered NoSuchUpload), so no client can free the asset; only the service's operators can clear that upload record ({cause})"
     )]
     Unfreeable {
+        /// The blocked asset.
         target: AssetTarget,
+        /// The upload that blocks it.
         upload_id: UploadId,
+        /// The abort's error.
         cause: Box<StacError>,
     },
+    /// A create's answer was lost and the lookup that would tell whether it started an upload
+    /// failed: an upload of ours may be in progress.
     #[error(
         "{target}: a create's answer was lost and the server could not be asked whether it started an upload, so an upload of this file ({}, file:checksum {checksum}) may be in progress and block the asset; a later run finds it by its checksum and carries it on or aborts it ({cause})",
         upload_id.as_ref().map_or_else(|| "id unknown".to_owned(), |id| format!("upload {id}"))
     )]
     MaybeInProgress {
+        /// The asset the create was for.
         target: AssetTarget,
+        /// The multihash (`file:checksum`) the create declared: how a later run finds the upload.
         checksum: Box<stac_client::Multihash>,
+        /// The id of the upload that may block the asset, when the server named it.
         upload_id: Option<UploadId>,
+        /// The lookup's error.
         cause: Box<StacError>,
     },
     /// The state store could not make a write-ahead record durable.
     #[error("cannot record {what} in the state store: {source}")]
     NotRecorded {
+        /// What was to be recorded, for the message.
         what: &'static str,
+        /// The state store's error.
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The session failed after its upload was created; `abort` says how the upload was left.
     #[error("upload {upload_id} of {target} failed: {cause}; {abort}")]
     AfterCreate {
+        /// The asset uploaded to.
         target: AssetTarget,
+        /// The upload the session created (or adopted).
         upload_id: UploadId,
+        /// Why the session failed.
         #[source]
         cause: Box<UploadError>,
+        /// Whether the upload was aborted, so whether it still blocks the asset.
         abort: AbortOutcome,
     },
 }

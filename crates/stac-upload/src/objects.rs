@@ -29,7 +29,9 @@ impl NewObjects {
 /// What [`ensure_objects`] created.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ObjectsReport {
+    /// The item did not exist and was created.
     pub item_created: bool,
+    /// The asset did not exist and was created.
     pub asset_created: bool,
 }
 

@@ -19,8 +19,11 @@ pub const DEFAULT_PART_SIZE: ByteSize = ByteSize::mib(16);
 /// One part: where it lies in the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PartRange {
+    /// Its number, from 1.
     pub number: PartNumber,
+    /// Where it starts in the file, in bytes.
     pub offset: u64,
+    /// Its length, in bytes.
     pub len: u64,
 }
 
@@ -39,6 +42,7 @@ pub struct PartPlan {
     ByteSize(*size), MAX_PARTS, ByteSize(MAX_PART_SIZE), ByteSize(MAX_FILE_SIZE)
 )]
 pub struct TooLarge {
+    /// The size of the file to send, in bytes.
     pub size: u64,
 }
 

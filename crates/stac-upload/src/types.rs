@@ -21,15 +21,21 @@ pub struct UploadOptions {
     pub parallel: usize,
     /// Further attempts at a part (and at create/complete/abort) after a transient failure.
     pub part_retries: u32,
+    /// The first wait before a retry (not below `stac_client::retry::MIN_DELAY`); later waits
+    /// grow exponentially, with jitter.
     pub retry_min_delay: Duration,
+    /// Longest wait between two retries.
     pub retry_max_delay: Duration,
     /// Part deadline = this + part length / `min_part_rate`.
     pub part_base_timeout: Duration,
+    /// Slowest rate, in bytes per second, a part may go before its deadline passes (lowered to a
+    /// bandwidth limit's share per part when that is slower).
     pub min_part_rate: ByteSize,
     /// A part whose body makes no progress for this long is cut off and retried.
     pub stall_timeout: Duration,
     /// Read size when streaming parts from disk.
     pub send_buffer: usize,
+    /// How files are hashed: read sizes, the memory window, the MD5 backend and workers.
     pub digest: DigestOptions,
     /// Compress before sending (`content_encoding`); `Auto` compresses files over 10 MB whose
     /// media type is not already compressed.
@@ -55,13 +61,18 @@ pub struct UploadOptions {
 /// rename, chmod or new hard link moves it too: that costs a digest, never a wrong answer.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct DigestKey {
+    /// Device the file lives on (`st_dev`).
     pub dev: u64,
+    /// Inode number (`st_ino`).
     pub ino: u64,
+    /// Size, in bytes.
     pub size: u64,
+    /// Modification time: seconds and nanoseconds since the Unix epoch.
     pub mtime: (i64, i64),
     /// Seconds and nanoseconds. A key written before it was part of the key has none, and is
     /// never read back (the state store drops it).
     pub ctime: (i64, i64),
+    /// Part size, in bytes, the part MD5s were cut at; 0 when only the multihash is kept.
     pub part_size: u64,
 }
 
@@ -94,8 +105,11 @@ pub trait DigestCache: Send + Sync + std::fmt::Debug {
 #[serde(rename_all = "lowercase")]
 pub enum CompressMode {
     #[default]
+    /// Sent as it is (the default).
     None,
+    /// gzip (`Content-Encoding: gzip`).
     Gzip,
+    /// Brotli (`Content-Encoding: br`).
     Br,
     /// gzip for files over 10 MB whose media type is not already compressed (as the API's
     /// documentation recommends), nothing otherwise.
@@ -142,16 +156,27 @@ impl Default for UploadOptions {
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum UploadEvent<'a> {
+    /// Hashing (or compressing) is about to start; not sent when the digest cache already knows the
+    /// file.
     Planned {
+        /// The file's size, in bytes.
         size: u64,
+        /// Parts it will be sent in; 0 when it is compressed first (not known yet).
         parts: usize,
+        /// Bytes per part, the last excepted; 0 when it is compressed first.
         part_size: u64,
     },
+    /// Bytes were read while hashing or compressing the file.
     Hashed {
+        /// Bytes read since the previous `Hashed`.
         bytes: u64,
     },
+    /// The multihash is known (computed or taken from the digest cache); not sent when the file is
+    /// found unchanged.
     Digested {
+        /// The multihash the asset will declare (of the uncompressed file).
         multihash: &'a Multihash,
+        /// Time spent getting it, compressing included.
         elapsed: Duration,
     },
     /// The server holds an upload of ours in progress from now on. An observer that must survive
@@ -159,33 +184,51 @@ pub enum UploadEvent<'a> {
     /// A create is about to be sent for this multihash: an observer that must survive a lost
     /// answer or a crash records it here.
     Creating {
+        /// The multihash the create declares.
         multihash: &'a Multihash,
     },
+    /// The server holds the upload (made now, or adopted from a lost create of ours) and it is
+    /// recorded; parts follow.
     Created {
+        /// The upload as the server described it.
         upload: &'a Upload,
+        /// The multihash it was created with.
         multihash: &'a Multihash,
+        /// Bytes per part, the last excepted.
         part_size: u64,
+        /// The file as it was when digested.
         file: &'a FileSnapshot,
     },
+    /// Bytes of a part went out (when resuming, a part the server already holds counts as sent).
     Sent {
+        /// Bytes counted as sent by this event.
         bytes: u64,
     },
     /// An attempt at a part failed after sending this many bytes; they will be sent again.
     Unsent {
+        /// Bytes the failed attempt had sent.
         bytes: u64,
     },
+    /// A part failed transiently and is sent again.
     PartRetry {
+        /// The part that failed.
         part: PartNumber,
+        /// Why it failed.
         error: &'a UploadError,
     },
     /// The asset already holds this file: nothing is sent.
     Unchanged {
+        /// The multihash the asset already declares.
         multihash: &'a Multihash,
     },
+    /// The server completed the upload: the asset now holds the file.
     Completed {
+        /// The upload completed.
         upload_id: &'a UploadId,
     },
+    /// The upload was aborted after a failure (by us, or found aborted already).
     Aborted {
+        /// The upload aborted.
         upload_id: &'a UploadId,
     },
 }
@@ -198,13 +241,20 @@ pub enum UploadEvent<'a> {
 pub enum Durable<'a> {
     /// A create is about to be sent for this multihash: if its answer is lost, this is how the
     /// upload it started is known to be ours.
-    Creating { multihash: &'a Multihash },
+    Creating {
+        /// The multihash the create declares.
+        multihash: &'a Multihash,
+    },
     /// The server holds this upload of ours in progress from now on; no part is sent before it
     /// is recorded.
     Created {
+        /// The upload the server made (or the lost one of ours that was adopted).
         upload: &'a Upload,
+        /// The multihash it was created with.
         multihash: &'a Multihash,
+        /// Bytes per part, the last excepted.
         part_size: u64,
+        /// The file as it was when digested: parts are sent only while it is still this one.
         file: &'a FileSnapshot,
     },
 }
@@ -219,6 +269,7 @@ pub type RecordFuture<'a> =
 /// Receives session events. `on_event` is called from the session's tasks and from the digest
 /// threads, so it must be cheap and must not block; `record` is awaited, and may take its time.
 pub trait UploadObserver: Send + Sync {
+    /// Called for each event, from any thread; see the trait's doc.
     fn on_event(&self, event: &UploadEvent<'_>);
 
     /// Makes `what` durable before the session goes on: the session waits for it, and an error
@@ -242,15 +293,23 @@ pub struct UploadReport {
     pub upload_id: Option<UploadId>,
     /// Skipped: the asset's checksum was already the file's.
     pub unchanged: bool,
+    /// The multihash the asset declares now.
     pub multihash: Multihash,
+    /// Bytes uploaded (the compressed size when compressed); the file's size when unchanged.
     pub bytes: u64,
+    /// Parts sent in; 0 when unchanged.
     pub parts: usize,
+    /// Bytes per part, the last excepted; 0 when unchanged.
     pub part_size: u64,
+    /// Part attempts that failed and were sent again.
     pub part_retries: u32,
     /// The upload was one our own lost create had started, found and carried on.
     pub adopted: bool,
+    /// Time spent reading the file: hashing, and compressing when it is compressed.
     pub digest_time: Duration,
+    /// Time from the created upload to its completion; zero when unchanged.
     pub send_time: Duration,
+    /// Time the whole session took.
     pub total_time: Duration,
 }
 
@@ -259,10 +318,15 @@ pub struct UploadReport {
 /// hide (see [`DigestKey`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FileSnapshot {
+    /// Size, in bytes.
     pub len: u64,
+    /// Modification time: seconds and nanoseconds since the Unix epoch.
     pub mtime: (i64, i64),
+    /// Inode change time: seconds and nanoseconds since the Unix epoch.
     pub ctime: (i64, i64),
+    /// Inode number (`st_ino`).
     pub ino: u64,
+    /// Device the file lives on (`st_dev`).
     pub dev: u64,
 }
 

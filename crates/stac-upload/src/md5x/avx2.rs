@@ -105,6 +105,7 @@ pub(super) unsafe fn compress(
         // SAFETY: the caller guarantees `blocks * 64` readable bytes behind every pointer.
         let lo: [__m256i; LANES] =
             std::array::from_fn(|l| unsafe { _mm256_loadu_si256(ptrs[l].add(off).cast()) });
+        // SAFETY: as for `lo`: `off + 32` is within the same 64-byte block.
         let hi: [__m256i; LANES] =
             std::array::from_fn(|l| unsafe { _mm256_loadu_si256(ptrs[l].add(off + 32).cast()) });
         let (lo, hi) = (transpose(lo), transpose(hi));

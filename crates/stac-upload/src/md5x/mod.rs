@@ -113,8 +113,11 @@ impl Md5Backend {
 /// A multi-buffer compressor: `width()` lanes, each its own MD5 state and message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kernel {
+    /// 8 lanes of 32 bits in 256-bit registers (x86-64).
     Avx2,
+    /// 16 lanes in 512-bit registers (x86-64 with AVX-512F).
     Avx512,
+    /// 4 lanes in 128-bit registers (aarch64).
     Neon,
     /// The scalar compressor looped over `n` lanes (1..=16): the scheduler's reference, and its
     /// test bench on any CPU.
@@ -122,6 +125,7 @@ pub enum Kernel {
 }
 
 impl Kernel {
+    /// How many messages it hashes at once.
     pub fn width(self) -> usize {
         match self {
             Self::Avx2 => 8,
@@ -221,6 +225,7 @@ pub fn finish(mut state: [u32; 4], tail: &[u8], len: u64) -> [u8; 16] {
 
 /// Where the lane scheduler gets its bytes, and how it is paced and stopped.
 pub trait LaneSource {
+    /// What a failed read, or a stop, returns.
     type Error;
     /// Fills `buf` with the bytes at `offset` (all of them, or an error).
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), Self::Error>;
@@ -237,7 +242,9 @@ pub trait LaneSource {
 /// One part to hash: where it lies in the source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Span {
+    /// Where the part starts in the source, in bytes.
     pub offset: u64,
+    /// Its length, in bytes.
     pub len: u64,
 }
 
