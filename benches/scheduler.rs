@@ -19,10 +19,10 @@ use stac_upload::{
     AbortOutcome, NewObjects, UploadError, UploadObserver, UploadOptions, UploadReport,
 };
 use stac_uploadd::config::{IdTemplate, JobSpec};
-use stac_uploadd::state::StateStore;
-use stac_uploadd::trigger::Clock;
 use stac_uploadd::config::{PolicyKind, PolicySpec};
+use stac_uploadd::state::StateStore;
 use stac_uploadd::supervisor::{Shared, Supervisor, Uploader};
+use stac_uploadd::trigger::Clock;
 use stac_uploadd::trigger::Schedule;
 use stac_uploadd::trigger::TriggerSpec;
 use tokio_util::sync::CancellationToken;

@@ -25,8 +25,8 @@ use stac_client::units::ByteSize;
 use stac_client::{
     AssetTarget, ClientConfig, CreateUpload, Md5, Md5Part, Multihash, PartNumber, StacClient,
 };
+use stac_upload::UploadOptions;
 use stac_upload::bandwidth::{Bandwidth, BandwidthLimit};
-use stac_upload::{UploadOptions};
 use tokio_util::sync::CancellationToken;
 
 const MB: f64 = 1_000_000.0;

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use stac_client::StacClient;
 use stac_uploadd::config;
 use stac_uploadd::state::StateStore;
-use stac_uploadd::trigger::Clock;
 use stac_uploadd::supervisor::{HttpUploader, Shared, Supervisor};
+use stac_uploadd::trigger::Clock;
 use stac_uploadd::trigger::watch::inotify_instances;
 use stac_uploadd_emulator::{AssetKey, Emulator, EmulatorConfig};
 

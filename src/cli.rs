@@ -531,17 +531,15 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             .await
             .map_err(CliError::failure),
         #[cfg(feature = "emulator")]
-        Some(Command::Demo(args)) => {
-            crate::demo::run(args)
-                .await
-                .map_err(|e| match e.downcast_ref::<crate::exit::Stopped>() {
-                    Some(crate::exit::Stopped(signal)) => CliError {
-                        code: signal.exit_code(),
-                        error: e,
-                    },
-                    None => CliError::failure(e),
-                })
-        }
+        Some(Command::Demo(args)) => crate::demo::run(args).await.map_err(|e| {
+            match e.downcast_ref::<crate::exit::Stopped>() {
+                Some(crate::exit::Stopped(signal)) => CliError {
+                    code: signal.exit_code(),
+                    error: e,
+                },
+                None => CliError::failure(e),
+            }
+        }),
     }
 }
 

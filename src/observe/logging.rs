@@ -32,7 +32,11 @@ pub enum LogFormat {
 /// Whether log lines get ANSI colour codes: text lines on a terminal only, unless `NO_COLOR`
 /// is set to anything but the empty string (<https://no-color.org>). A file, a pipe, journald
 /// or a JSON consumer gets plain text.
-pub(super) fn use_ansi(format: LogFormat, stderr_is_terminal: bool, no_color: Option<&OsStr>) -> bool {
+pub(super) fn use_ansi(
+    format: LogFormat,
+    stderr_is_terminal: bool,
+    no_color: Option<&OsStr>,
+) -> bool {
     format == LogFormat::Text && stderr_is_terminal && no_color.is_none_or(OsStr::is_empty)
 }
 

@@ -828,8 +828,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = |n: &str| dir.path().join(n);
         std::os::unix::fs::symlink("/dev/zero", p("zero")).unwrap();
-        rustix::fs::mkfifoat(rustix::fs::CWD, p("fifo"), rustix::fs::Mode::from_raw_mode(0o600))
-            .unwrap();
+        rustix::fs::mkfifoat(
+            rustix::fs::CWD,
+            p("fifo"),
+            rustix::fs::Mode::from_raw_mode(0o600),
+        )
+        .unwrap();
         std::fs::create_dir(p("dir")).unwrap();
         std::fs::write(p("ten"), [b'x'; 10]).unwrap();
         std::os::unix::fs::symlink(p("ten"), p("link-to-ten")).unwrap();

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use crate::fixtures::*;
 use secrecy::SecretString;
-use stac_uploadd::retry::Classified;
-use stac_uploadd::stac::{
+use stac_client::retry::Classified;
+use stac_client::{
     ApiVersion, AssetTarget, Auth, CognitoAuth, ErrorClass, PartNumber, PresignedUrl, StacClient,
     StacError, UploadId,
 };
@@ -231,7 +231,7 @@ async fn bounded<T: std::fmt::Debug, E: std::fmt::Display>(
 }
 
 fn client(base: &str, timeout: Duration) -> StacClient {
-    let mut cfg = stac_uploadd::stac::ClientConfig::new(base.parse().unwrap());
+    let mut cfg = stac_client::ClientConfig::new(base.parse().unwrap());
     cfg.request_timeout = timeout;
     cfg.no_proxy = None;
     StacClient::new(cfg).unwrap()
@@ -350,7 +350,7 @@ async fn endless_error_pages_are_read_only_for_their_start() {
         url: format!("{}/part?X-Amz-Signature=secret", s.base),
         expires: None,
     };
-    let md5 = stac_uploadd::stac::Md5([0; 16]);
+    let md5 = stac_client::Md5([0; 16]);
     let e = bounded(
         "endless 403 XML",
         FAR_BELOW_THE_DEADLINE,
@@ -389,8 +389,7 @@ async fn an_endless_cognito_answer_is_cut() {
             .parse()
             .unwrap(),
     );
-    let mut cfg =
-        stac_uploadd::stac::ClientConfig::new("http://127.0.0.1:9/api/stac/v1".parse().unwrap());
+    let mut cfg = stac_client::ClientConfig::new("http://127.0.0.1:9/api/stac/v1".parse().unwrap());
     cfg.auth = Auth::Cognito(auth);
     cfg.request_timeout = Duration::from_secs(60);
     cfg.no_proxy = None;
@@ -424,7 +423,7 @@ async fn an_upload_against_an_endless_server_is_cut_and_not_retried() {
     let e = bounded(
         "upload_file",
         FAR_BELOW_THE_DEADLINE,
-        stac_uploadd::upload::upload_file(
+        stac_upload::upload_file(
             &c,
             &target(),
             &file,

@@ -113,7 +113,7 @@ async fn bad_files_are_usage_errors() {
     );
 
     // Root reads a chmod 000 file anyway; a write-only sysctl is unreadable even for root.
-    let unreadable = if unsafe { libc::geteuid() } == 0 {
+    let unreadable = if rustix::process::geteuid().is_root() {
         std::path::PathBuf::from("/proc/sys/vm/drop_caches")
     } else {
         let p = env.dir.path().join("locked.zip");

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use crate::fixtures::*;
 use secrecy::SecretString;
-use stac_uploadd::retry::Classified;
-use stac_uploadd::stac::{Auth, ErrorClass};
+use stac_client::retry::Classified;
+use stac_client::{Auth, ErrorClass};
 use stac_uploadd_emulator::{CallKind, EmulatorConfig, FaultAction, UploadState};
 
 const USER: &str = "machine-publisher";
@@ -63,11 +63,7 @@ async fn upload_with_a_cognito_token() {
         Auth::Bearer(SecretString::from("eyJ.not-a-cognito-token.x")),
         Auth::None,
     ] {
-        let client = client_for(
-            &s.env.emu.base_url(),
-            stac_uploadd::stac::ApiVersion::V1,
-            auth,
-        );
+        let client = client_for(&s.env.emu.base_url(), stac_client::ApiVersion::V1, auth);
         let err = upload_file_with(&client, &target, &path).await;
         assert_eq!(err.map(|e| e.class), Some(ErrorClass::Auth));
     }
@@ -76,16 +72,16 @@ async fn upload_with_a_cognito_token() {
 
 /// Sends `path` with `client` and returns the API error it ended with, if any.
 async fn upload_file_with(
-    client: &stac_uploadd::stac::StacClient,
-    target: &stac_uploadd::stac::AssetTarget,
+    client: &stac_client::StacClient,
+    target: &stac_client::AssetTarget,
     path: &std::path::Path,
-) -> Option<stac_uploadd::stac::StacError> {
+) -> Option<stac_client::StacError> {
     // Forced: the asset may already hold the file, and this is about what the API says to a send.
-    let forced = stac_uploadd::upload::UploadOptions {
+    let forced = stac_upload::UploadOptions {
         skip_unchanged: false,
         ..opts()
     };
-    let result = stac_uploadd::upload::upload_file(
+    let result = stac_upload::upload_file(
         client,
         target,
         path,
@@ -97,7 +93,7 @@ async fn upload_file_with(
     match result {
         Ok(_) => None,
         Err(e) => Some(match e {
-            stac_uploadd::upload::UploadError::Stac(s) => s,
+            stac_upload::UploadError::Stac(s) => s,
             other => panic!("not an API error: {other}"),
         }),
     }
@@ -269,7 +265,7 @@ async fn eight_concurrent_jobs_share_one_login() {
         // Each job holds its own clone, as the supervisor's jobs do.
         let client = s.env.client.clone();
         jobs.push(tokio::spawn(async move {
-            let result = stac_uploadd::upload::upload_file(
+            let result = stac_upload::upload_file(
                 &client,
                 &target,
                 &path,

@@ -6,13 +6,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use secrecy::ExposeSecret;
-use stac_uploadd::config::{
-    self, AssetTemplate, Config, ConfigError, IdTemplate, ItemTime, TimeValue, TriggerSpec,
-};
-use stac_uploadd::stac::{ApiVersion, Auth};
-use stac_uploadd::supervisor::PolicyKind;
-use stac_uploadd::units::ByteSize;
-use stac_uploadd::upload::CompressMode;
+use stac_client::units::ByteSize;
+use stac_client::{ApiVersion, Auth};
+use stac_upload::CompressMode;
+use stac_uploadd::config::PolicyKind;
+use stac_uploadd::config::{self, Config, ConfigError, IdTemplate, ItemTime, TimeValue};
+use stac_uploadd::trigger::TriggerSpec;
 use tempfile::TempDir;
 
 /// Replaced by the temporary folder in every config text.
@@ -1137,7 +1136,7 @@ fn the_documented_example_loads() {
     assert_eq!(daily.name, "daily-map");
     assert_eq!(daily.collection, "ch.swisstopo.example");
     assert_eq!(daily.item.as_deref(), Some("map-current"));
-    assert_eq!(daily.asset, AssetTemplate("map.tif".into()));
+    assert_eq!(daily.asset, IdTemplate::parse("map.tif").unwrap());
     match &daily.trigger {
         TriggerSpec::Cron { file, schedule } => {
             assert_eq!(file, &dir.path().join("data/export/map.tif"));
@@ -1317,7 +1316,7 @@ timezone = "UTC"
     assert_eq!(schedule.timezone(), chrono_tz::UTC);
 
     // The part-level settings of UploadOptions are not in the job file: they keep their defaults.
-    let d = stac_uploadd::upload::UploadOptions::default();
+    let d = stac_upload::UploadOptions::default();
     assert_eq!(overrides.upload.part_retries, d.part_retries);
     assert_eq!(overrides.upload.stall_timeout, d.stall_timeout);
 }
@@ -1448,17 +1447,17 @@ type = "application/x-hdf5"
     // Rendering alone; `check` refuses `.{ext}` unless the pattern guarantees an extension.
     assert_eq!(asset.render("README", &run_time()), "radar-README.");
 
-    let literal = AssetTemplate::parse("map.tif").expect("literal");
+    let literal = IdTemplate::parse("map.tif").expect("literal");
     assert!(literal.is_literal());
     assert_eq!(literal.render("anything.h5", &run_time()), "map.tif");
     assert_eq!(
-        AssetTemplate::parse("{name}")
+        IdTemplate::parse("{name}")
             .expect("valid")
             .render("a.b.c", &run_time()),
         "a.b.c"
     );
     assert_eq!(
-        AssetTemplate::parse("{ext}")
+        IdTemplate::parse("{ext}")
             .expect("valid")
             .render("noext", &run_time()),
         ""
@@ -2685,8 +2684,10 @@ fn check_binary(path: &Path) -> Option<std::process::Output> {
     match rx.recv_timeout(Duration::from_secs(30)) {
         Ok(output) => Some(output.expect("wait for stac-uploadd")),
         Err(_) => {
-            // SAFETY: kill(2) on the pid of our own child, which has not been reaped.
-            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            // Our own child, not yet reaped: the pid is still its.
+            if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
             None
         }
     }

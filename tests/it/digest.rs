@@ -8,10 +8,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use md5::Digest as _;
 use proptest::prelude::*;
-use stac_uploadd::stac::{Md5, Multihash};
-use stac_uploadd::units::ByteSize;
-use stac_uploadd::upload::md5x::{self, Kernel, Span};
-use stac_uploadd::upload::{
+use stac_client::units::ByteSize;
+use stac_client::{Md5, Multihash};
+use stac_upload::md5x::{self, Kernel, Span};
+use stac_upload::{
     DigestError, DigestOptions, FileDigest, MIN_PART_SIZE, Md5Backend, PartPlan, digest_file,
 };
 

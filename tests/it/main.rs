@@ -6,6 +6,9 @@
 //! recorder, the watch hub and `/readyz` boards, the resident set) is set up once in [`fixtures`]
 //! or measured in a process of its own ([`fixtures::alone_in_process`]).
 
+// A test binary has no public surface: `pub` here only shares fixtures between its modules.
+#![allow(unreachable_pub)]
+
 mod fixtures;
 
 mod bounds;
@@ -17,6 +20,7 @@ mod crash_matrix;
 mod daemon;
 mod dashboard;
 mod digest;
+mod layers;
 mod media_types;
 mod objects;
 mod observe;

@@ -1,4 +1,4 @@
-//! The client's media-type table (`stac_uploadd::stac::rules::MEDIA_TYPES`, which job files are
+//! The client's media-type table (`stac_client::rules::MEDIA_TYPES`, which job files are
 //! checked against) and the emulator's (the server's `MEDIA_TYPES`) say the same: every type and
 //! extension one accepts, the other accepts, through its own checks and, for the emulator, over
 //! HTTP. A type added to one table only fails here instead of passing `check` and failing on
@@ -7,8 +7,8 @@
 use std::collections::BTreeSet;
 
 use serde_json::json;
-use stac_uploadd::stac::AssetTarget;
-use stac_uploadd::stac::rules::{self, MEDIA_TYPES};
+use stac_client::AssetTarget;
+use stac_client::rules::{self, MEDIA_TYPES};
 use stac_uploadd_emulator::AssetKey;
 
 use crate::fixtures::*;

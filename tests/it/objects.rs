@@ -8,10 +8,11 @@ use std::sync::Arc;
 use crate::fixtures::*;
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::{Value, json};
+use stac_client::AssetTarget;
 use stac_uploadd::config::{self, JobSpec};
-use stac_uploadd::stac::AssetTarget;
 use stac_uploadd::state::{Outcome, StateStore};
-use stac_uploadd::supervisor::{Clock, HttpUploader, Job, Pending, Shared, Work};
+use stac_uploadd::supervisor::{HttpUploader, Job, Pending, Shared, Work};
+use stac_uploadd::trigger::Clock;
 use stac_uploadd_emulator::{CallKind, FaultAction};
 use tokio_util::sync::CancellationToken;
 
@@ -455,7 +456,7 @@ async fn an_item_the_run_created_is_deleted_again_when_its_asset_is_refused() {
     collection(&env).await;
     let target = AssetTarget::item_asset(COLLECTION, "radar-lonely", "radar.h5");
     write(env.dir.path(), "radar.h5", 1000);
-    let objects = stac_uploadd::upload::NewObjects {
+    let objects = stac_upload::NewObjects {
         item: Some(json!({
             "id": "radar-lonely",
             "geometry": {"type": "Point", "coordinates": [7.44, 46.95]},
@@ -465,7 +466,7 @@ async fn an_item_the_run_created_is_deleted_again_when_its_asset_is_refused() {
         // The server refuses a role over 255 characters (400), after the item is created.
         asset: Some(json!({"type": "application/x-hdf5", "roles": ["r".repeat(256)]})),
     };
-    let err = stac_uploadd::upload::publish_file(
+    let err = stac_upload::publish_file(
         &env.client,
         &target,
         &env.dir.path().join("radar.h5"),
@@ -511,11 +512,11 @@ async fn an_item_that_existed_before_the_run_is_left_when_its_asset_is_refused()
     .await;
     let target = AssetTarget::item_asset(COLLECTION, "radar-kept", "radar.h5");
     write(env.dir.path(), "radar.h5", 1000);
-    let objects = stac_uploadd::upload::NewObjects {
+    let objects = stac_upload::NewObjects {
         item: Some(item),
         asset: Some(json!({"type": "application/x-hdf5", "roles": ["r".repeat(256)]})),
     };
-    stac_uploadd::upload::publish_file(
+    stac_upload::publish_file(
         &env.client,
         &target,
         &env.dir.path().join("radar.h5"),

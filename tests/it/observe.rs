@@ -187,9 +187,7 @@ async fn metrics_health_and_readiness_of_a_running_daemon() {
     );
 
     assert_eq!(get(addr, "/healthz").await.0, 200);
-    let pid = daemon.id().expect("running") as i32;
-    // SAFETY: sending a signal to our own child process.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    crate::fixtures::signal(&daemon, libc::SIGTERM);
     let status = tokio::time::timeout(Duration::from_secs(30), daemon.wait())
         .await
         .expect("stops on SIGTERM")
@@ -265,9 +263,7 @@ async fn an_asset_the_server_cannot_free_is_named_counted_and_not_retried() {
 }
 
 async fn signal_term(daemon: &mut Child) {
-    let pid = daemon.id().expect("running") as i32;
-    // SAFETY: sending a signal to our own child process.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    crate::fixtures::signal(daemon, libc::SIGTERM);
     let status = tokio::time::timeout(Duration::from_secs(30), daemon.wait())
         .await
         .expect("stops on SIGTERM")

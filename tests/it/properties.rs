@@ -3,10 +3,10 @@
 //! targets in `fuzz/`; the corpus those keep is replayed here by `the_fuzz_corpus_holds`.
 
 use proptest::prelude::*;
+use stac_client::units::ByteSize;
+use stac_client::{ErrorClass, PartNumber, StacError, Step};
+use stac_upload::MAX_FILE_SIZE;
 use stac_uploadd::fuzzing;
-use stac_uploadd::stac::{ErrorClass, PartNumber, StacError, Step};
-use stac_uploadd::units::ByteSize;
-use stac_uploadd::upload::MAX_FILE_SIZE;
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: cases(2_000), ..ProptestConfig::default() })]
@@ -46,7 +46,7 @@ proptest! {
     fn structured_answers_keep_their_words(desc in "[ -~]{0,400}", code in "[A-Za-z]{1,20}") {
         let json = serde_json::json!({"code": 409, "description": desc, "upload_id": "u1"}).to_string();
         let e = StacError::from_answer(Step::CreateUpload, "POST", "http://h/u", reqwest::StatusCode::CONFLICT, Some("application/json"), json.as_bytes());
-        prop_assert_eq!(e.class, ErrorClass::AlreadyInProgress { upload_id: Some(stac_uploadd::stac::UploadId("u1".into())) });
+        prop_assert_eq!(e.class, ErrorClass::AlreadyInProgress { upload_id: Some(stac_client::UploadId("u1".into())) });
         let xml = format!("<?xml version=\"1.0\"?><Error><Code>{code}</Code><Message>m</Message></Error>");
         let e = StacError::from_answer(Step::PutPart(PartNumber(1)), "PUT", "http://h/p", reqwest::StatusCode::BAD_REQUEST, Some("application/xml"), xml.as_bytes());
         prop_assert!(e.description.starts_with(&format!("{code}: ")), "{}", e.description);
@@ -64,7 +64,7 @@ proptest! {
     /// MD5 for every part and hash every whole block once.
     #[test]
     fn the_md5_lanes_match_md5_for_any_parts(input in prop::collection::vec(any::<u8>(), 0..1_000)) {
-        stac_uploadd::upload::md5x::check_lanes_bytes(&input);
+        stac_upload::md5x::check_lanes_bytes(&input);
     }
 }
 
@@ -146,7 +146,7 @@ fn the_fuzz_corpus_holds() {
         ),
         ("answers", fuzzing::answer_bytes),
         ("planner", fuzzing::planner_bytes),
-        ("lanes", stac_uploadd::upload::md5x::check_lanes_bytes),
+        ("lanes", stac_upload::md5x::check_lanes_bytes),
         ("names", fuzzing::file_name),
     ] {
         let mut dirs = vec![

@@ -12,7 +12,7 @@ use axum::body::Body;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use stac_uploadd::stac::Auth;
+use stac_client::Auth;
 use stac_uploadd_emulator::{CallKind, EmulatorAuth, EmulatorConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -233,11 +233,11 @@ async fn https_goes_through_connect_tunnels() {
 async fn no_proxy_hosts_go_direct() {
     let proxy = TestProxy::start().await;
     let emu_env = start().await;
-    let mut cfg = stac_uploadd::stac::ClientConfig::new(emu_env.emu.base_url().parse().unwrap());
+    let mut cfg = stac_client::ClientConfig::new(emu_env.emu.base_url().parse().unwrap());
     cfg.auth = basic();
     cfg.proxy = Some(proxy.url.parse().unwrap());
     cfg.no_proxy = Some("localhost, 127.0.0.1".into());
-    let client = stac_uploadd::stac::StacClient::new(cfg).unwrap();
+    let client = stac_client::StacClient::new(cfg).unwrap();
     let env = Env { client, ..emu_env };
     let (target, path, sha) = env.asset_with_file("direct.zip", 1000);
     env.upload(&target, &path).await.expect("upload");
@@ -261,7 +261,7 @@ async fn the_proxy_key_of_the_job_file_is_used() {
         stac_uploadd::config::parse(&text, &dir.path().join("jobs.toml"), &|_| None).unwrap();
     let mut cfg = config.server.client_config();
     cfg.no_proxy = None;
-    let client = stac_uploadd::stac::StacClient::new(cfg).unwrap();
+    let client = stac_client::StacClient::new(cfg).unwrap();
     let target = env.item_asset("read.zip");
     client
         .read_asset(&target)

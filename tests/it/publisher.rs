@@ -7,11 +7,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::fixtures::*;
-use stac_uploadd::stac::AssetTarget;
+use stac_client::AssetTarget;
+use stac_client::units::ByteSize;
+use stac_upload::bandwidth::{Bandwidth, BandwidthLimit};
+use stac_upload::{CompressMode, UploadEvent, UploadObserver, UploadOptions};
 use stac_uploadd::state::StateStore;
-use stac_uploadd::units::ByteSize;
-use stac_uploadd::upload::bandwidth::{Bandwidth, BandwidthLimit};
-use stac_uploadd::upload::{self, CompressMode, UploadEvent, UploadObserver, UploadOptions};
 use stac_uploadd_emulator::{CallKind, FaultAction, UploadState};
 use tokio_util::sync::CancellationToken;
 
@@ -187,7 +187,7 @@ async fn the_digest_cache_spares_a_second_read() {
         let (client, target, path) = (env.client.clone(), target.clone(), path.clone());
         async move {
             let reads = Arc::new(Reads::default());
-            let r = upload::upload_file(
+            let r = stac_upload::upload_file(
                 &client,
                 &target,
                 &path,

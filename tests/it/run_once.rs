@@ -300,7 +300,7 @@ async fn a_state_folder_held_by_another_process_is_refused_naming_its_pid() {
     write_file(&file, 1000, 6);
     let config = job_file(dir.path(), &emu.base_url(), &file, YEARLY);
     // The daemon's own lock, taken by this test process.
-    let lock = stac_uploadd::daemon::lock_state(&dir.path().join("state")).unwrap();
+    let lock = stac_uploadd::state::lock_state(&dir.path().join("state")).unwrap();
 
     let out = once(&config, &[]).await;
     let err = stderr(&out);

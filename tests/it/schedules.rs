@@ -8,14 +8,17 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use stac_uploadd::config::{AssetTemplate, JobSpec, TriggerSpec};
-use stac_uploadd::stac::{AssetTarget, UploadId};
-use stac_uploadd::state::StateStore;
-use stac_uploadd::supervisor::{Clock, PolicyKind, PolicySpec, Shared, Supervisor, Uploader};
-use stac_uploadd::trigger::Schedule;
-use stac_uploadd::upload::{
+use stac_client::{AssetTarget, UploadId};
+use stac_upload::{
     AbortOutcome, NewObjects, UploadError, UploadObserver, UploadOptions, UploadReport,
 };
+use stac_uploadd::config::{IdTemplate, JobSpec};
+use stac_uploadd::config::{PolicyKind, PolicySpec};
+use stac_uploadd::state::StateStore;
+use stac_uploadd::supervisor::{Shared, Supervisor, Uploader};
+use stac_uploadd::trigger::Clock;
+use stac_uploadd::trigger::Schedule;
+use stac_uploadd::trigger::TriggerSpec;
 use tokio_util::sync::CancellationToken;
 
 /// Counts calls and gives each run up at once: a run given up is still a run the schedule made.
@@ -46,8 +49,8 @@ fn daily_0230() -> JobSpec {
     JobSpec {
         name: "nightly".into(),
         collection: "c".into(),
-        item: Some("i".into()),
-        asset: AssetTemplate("a.zip".into()),
+        item: Some(IdTemplate::parse("i").unwrap()),
+        asset: IdTemplate::parse("a.zip").unwrap(),
         trigger: TriggerSpec::Cron {
             file: PathBuf::from("/data/a.zip"),
             schedule: Schedule::parse("30 2 * * *", "Europe/Zurich").unwrap(),

@@ -144,8 +144,7 @@ async fn token_auth_daemon_at_trace_level_leaks_nothing() {
         assert!(tokio::time::Instant::now() < end, "no upload within 30 s");
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(child.id().unwrap() as i32, libc::SIGTERM) };
+    signal(&child, libc::SIGTERM);
     let out = tokio::time::timeout(std::time::Duration::from_secs(30), child.wait_with_output())
         .await
         .unwrap()
@@ -233,17 +232,13 @@ async fn no_basic_auth_is_sent_for_auth_none_even_with_userinfo_in_the_url() {
     let base = emu
         .base_url()
         .replace("http://", "http://publisher:pw-in-url@");
-    let client = client_for(
-        &base,
-        stac_uploadd::stac::ApiVersion::V1,
-        stac_uploadd::stac::Auth::None,
-    );
+    let client = client_for(&base, stac_client::ApiVersion::V1, stac_client::Auth::None);
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("a.zip");
     write_file(&file, 1000, 5);
-    stac_uploadd::upload::upload_file(
+    stac_upload::upload_file(
         &client,
-        &stac_uploadd::stac::AssetTarget::item_asset("c", "i", "a.zip"),
+        &stac_client::AssetTarget::item_asset("c", "i", "a.zip"),
         &file,
         &opts(),
         std::sync::Arc::new(()),

@@ -17,14 +17,14 @@ use crate::fixtures::*;
 use chrono::Utc;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
-use stac_uploadd::config::{JobSpec, TriggerSpec};
-use stac_uploadd::stac::{ApiVersion, AssetTarget, UploadId};
+use stac_client::units::ByteSize;
+use stac_client::{ApiVersion, AssetTarget, UploadId};
+use stac_upload::{AbortOutcome, UploadOptions};
+use stac_uploadd::config::{IdTemplate, JobSpec};
+use stac_uploadd::config::{PolicyKind, PolicySpec};
 use stac_uploadd::state::{Outcome, StateStore};
-use stac_uploadd::supervisor::{
-    Clock, HttpUploader, Job, Pending, PolicyKind, PolicySpec, Shared, Work,
-};
-use stac_uploadd::units::ByteSize;
-use stac_uploadd::upload::{self, AbortOutcome, UploadOptions};
+use stac_uploadd::supervisor::{HttpUploader, Job, Pending, Shared, Work};
+use stac_uploadd::trigger::{Clock, TriggerSpec};
 use stac_uploadd_emulator::{
     AssetKey, CallKind, EmulatorConfig, FaultAction, FaultTrigger, UploadState,
 };
@@ -150,8 +150,8 @@ fn spec(name: &str, file: PathBuf, kind: PolicyKind) -> JobSpec {
     JobSpec {
         name: name.into(),
         collection: "ch.test.collection".into(),
-        item: Some("item-1".into()),
-        asset: name.into(),
+        item: Some(IdTemplate::parse("item-1").unwrap()),
+        asset: IdTemplate::parse(name).unwrap(),
         timezone: chrono_tz::UTC,
         // Daily: retries never run into the next fire.
         trigger: TriggerSpec::Every {
@@ -245,7 +245,7 @@ struct Tally {
 
 /// Aborts an upload by hand, with the faults cleared, as an operator would.
 async fn abort_by_hand(lane: &Lane, a: &Asset, id: &str) {
-    let outcome = upload::abort_upload(
+    let outcome = stac_upload::abort_upload(
         &lane.env.client,
         &a.target,
         &UploadId(id.to_owned()),

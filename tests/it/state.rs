@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use crate::fixtures::*;
 use stac_uploadd::state::{Outcome, StateStore};
-use stac_uploadd::supervisor::{Clock, HttpUploader, Job, Pending, Shared, Work};
+use stac_uploadd::supervisor::{HttpUploader, Job, Pending, Shared, Work};
+use stac_uploadd::trigger::Clock;
 use stac_uploadd_emulator::{AssetKey, CallKind};
 use tokio_util::sync::CancellationToken;
 
@@ -438,9 +439,8 @@ async fn an_inflight_record_that_is_huge_or_not_a_regular_file_stops_the_start_a
             std::os::unix::fs::symlink("/dev/zero", &inflight).unwrap()
         }),
         ("a FIFO", &|| {
-            let c = std::ffi::CString::new(inflight.as_os_str().as_encoded_bytes()).unwrap();
-            // SAFETY: mkfifo on a NUL-terminated path we own.
-            assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+            let mode = rustix::fs::Mode::from_raw_mode(0o600);
+            rustix::fs::mkfifoat(rustix::fs::CWD, &inflight, mode).unwrap();
         }),
         ("bytes", &|| {
             // Sparse: 17 MiB that take no room on disk.
@@ -550,7 +550,7 @@ async fn a_second_daemon_on_a_state_folder_names_the_pid_of_its_holder() {
     write_file(&file, 10, 3);
     let config = job_file(dir.path(), &emu.base_url(), &file);
     // This test process holds the folder, as a running daemon would.
-    let _held = stac_uploadd::daemon::lock_state(&dir.path().join("state")).unwrap();
+    let _held = stac_uploadd::state::lock_state(&dir.path().join("state")).unwrap();
     let (mut daemon, log) = spawn_logged(&[], &config);
     let status = tokio::time::timeout(Duration::from_secs(30), daemon.wait())
         .await

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use crate::fixtures::*;
-use stac_uploadd::retry::Classified;
-use stac_uploadd::stac::{ErrorClass, StacClient};
+use stac_client::retry::Classified;
+use stac_client::{ErrorClass, StacClient};
 use stac_uploadd_emulator::{CallKind, Emulator};
 
 struct Setup {
@@ -160,7 +160,7 @@ async fn the_emulator_command_serves_https() {
         .spawn()
         .expect("the binary runs");
     let http = reqwest::Client::builder()
-        .tls_certs_only(stac_uploadd::stac::load_ca_file(&pki.ca).unwrap())
+        .tls_certs_only(stac_client::load_ca_file(&pki.ca).unwrap())
         .build()
         .unwrap();
     let url = format!("https://127.0.0.1:{port}/api/stac/v1/collections/nope");

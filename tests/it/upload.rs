@@ -6,11 +6,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::fixtures::*;
-use stac_uploadd::retry::Classified;
-use stac_uploadd::stac::{ApiVersion, AssetTarget, Auth, ErrorClass, UploadStatus};
-use stac_uploadd::upload::{
-    self, AbortOutcome, UploadError, UploadEvent, UploadObserver, UploadOptions,
-};
+use stac_client::retry::Classified;
+use stac_client::{ApiVersion, AssetTarget, Auth, ErrorClass, UploadStatus};
+use stac_upload::{self, AbortOutcome, UploadError, UploadEvent, UploadObserver, UploadOptions};
 use stac_uploadd_emulator::{CallKind, EmulatorConfig, FaultAction, FaultTrigger, UploadState};
 use tokio_util::sync::CancellationToken;
 
@@ -347,7 +345,8 @@ async fn another_upload_in_progress_is_reported_with_its_id_and_age() {
             "{err}"
         );
         // What --abort-in-progress does: abort it, then upload.
-        let outcome = upload::abort_upload(&env.client, &target, &upload.upload_id, &opts()).await;
+        let outcome =
+            stac_upload::abort_upload(&env.client, &target, &upload.upload_id, &opts()).await;
         assert!(matches!(outcome, AbortOutcome::Aborted), "{outcome}");
         env.upload(&target, &path).await.unwrap();
         env.assert_holds(&target, &sha);
@@ -395,7 +394,7 @@ async fn a_file_that_changes_is_not_sent() {
             path: path.clone(),
             done: AtomicBool::new(false),
         });
-        let err = upload::upload_file(
+        let err = stac_upload::upload_file(
             &env.client,
             &target,
             &path,
@@ -444,7 +443,7 @@ async fn cancelling_aborts_what_was_created() {
     let (target, path, _) = env.asset_with_file("cancel.zip", 1000);
     let token = CancellationToken::new();
     let obs = Arc::new(CancelOnCreate(token.clone()));
-    let err = upload::upload_file(&env.client, &target, &path, &opts(), obs, &token)
+    let err = stac_upload::upload_file(&env.client, &target, &path, &opts(), obs, &token)
         .await
         .unwrap_err();
     assert!(
@@ -466,7 +465,7 @@ async fn wrong_credentials_and_unknown_assets_are_clear() {
             password: "wrong".to_owned().into(),
         },
     );
-    let err = upload::upload_file(
+    let err = stac_upload::upload_file(
         &wrong,
         &target,
         &path,
@@ -606,10 +605,10 @@ async fn short_urls(ttl: Duration) -> Env {
 }
 
 fn limited(rate: u64) -> UploadOptions {
-    use stac_uploadd::upload::bandwidth::{Bandwidth, BandwidthLimit};
+    use stac_upload::bandwidth::{Bandwidth, BandwidthLimit};
     UploadOptions {
         bandwidth: vec![Arc::new(Bandwidth::new(BandwidthLimit::constant(
-            stac_uploadd::units::ByteSize(rate),
+            stac_client::units::ByteSize(rate),
         )))],
         ..opts()
     }
@@ -795,7 +794,7 @@ async fn upload_to_scripted(server: &Scripted) -> UploadError {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("a.zip");
     write_file(&path, 10, 1);
-    upload::upload_file(
+    stac_upload::upload_file(
         &client,
         &target,
         &path,
@@ -828,7 +827,7 @@ async fn a_redirect_loop_is_not_retried_and_said_once() {
         "{shown}"
     );
     assert!(!err.is_retryable(), "{shown}");
-    assert!(!stac_uploadd::retry::run_action(&err).is_retry(), "{shown}");
+    assert!(!&err.run_action().is_retry(), "{shown}");
     // One try: the first request and the client's own limit of redirects, not 44 of them.
     let asked = server.requests.lock().unwrap().len();
     assert!((2..=11).contains(&asked), "{asked} requests");
@@ -901,24 +900,24 @@ async fn a_compressed_upload_that_cannot_be_resumed_says_why_not_that_the_file_c
     let env = start().await;
     let (target, path, sha) = env.asset_with_file("squeezed.zip", 1000);
     let multihash =
-        stac_uploadd::stac::Multihash::from_sha256(&hex::decode(&sha).unwrap().try_into().unwrap());
+        stac_client::Multihash::from_sha256(&hex::decode(&sha).unwrap().try_into().unwrap());
     // What an interrupted gzip upload of this file left: its parts are of compressed bytes.
     let upload = env
         .client
         .create_upload(
             &target,
-            &stac_uploadd::stac::CreateUpload {
-                md5_parts: vec![stac_uploadd::stac::Md5Part {
-                    part_number: stac_uploadd::stac::PartNumber(1),
-                    md5: stac_uploadd::stac::Md5([3; 16]).to_base64(),
+            &stac_client::CreateUpload {
+                md5_parts: vec![stac_client::Md5Part {
+                    part_number: stac_client::PartNumber(1),
+                    md5: stac_client::Md5([3; 16]).to_base64(),
                 }],
                 checksum: multihash.clone(),
-                content_encoding: Some(stac_uploadd::stac::ContentEncoding::Gzip),
+                content_encoding: Some(stac_client::ContentEncoding::Gzip),
             },
         )
         .await
         .unwrap();
-    let err = upload::resume_upload(
+    let err = stac_upload::resume_upload(
         &env.client,
         &target,
         &path,
@@ -938,7 +937,7 @@ async fn a_compressed_upload_that_cannot_be_resumed_says_why_not_that_the_file_c
         "{shown}"
     );
     assert!(
-        stac_uploadd::retry::run_action(&err).is_retry(),
+        &err.run_action().is_retry(),
         "a new upload is worth a run: {shown}"
     );
     env.assert_nothing_in_progress();

@@ -6,7 +6,7 @@ use std::process::Stdio;
 
 use crate::fixtures::*;
 use chrono::Utc;
-use stac_uploadd::stac::{AssetTarget, CreateUpload, Md5, Md5Part, Multihash, PartNumber};
+use stac_client::{AssetTarget, CreateUpload, Md5, Md5Part, Multihash, PartNumber};
 use stac_uploadd::state::{InFlight, Outcome, RunRecord, StateStore};
 use stac_uploadd_emulator::{AssetKey, CallKind, FaultAction, UploadState};
 use tokio::process::Command;
@@ -61,7 +61,7 @@ fn line_of<'a>(out: &'a Out, id: &str) -> &'a str {
 
 /// An upload created on `t` with the client, as another publisher would leave it.
 async fn someone_elses_upload(emu: &stac_uploadd_emulator::Emulator, t: &AssetTarget) -> String {
-    let client = client_for(&emu.base_url(), stac_uploadd::stac::ApiVersion::V1, basic());
+    let client = client_for(&emu.base_url(), stac_client::ApiVersion::V1, basic());
     let md5 = Md5([7; 16]);
     let upload = client
         .create_upload(
@@ -124,7 +124,7 @@ async fn plant_record(state_dir: &Path, id: &str, t: &AssetTarget) {
     let state = StateStore::open(state_dir).unwrap();
     state
         .add_inflight(InFlight {
-            upload_id: stac_uploadd::stac::UploadId(id.into()),
+            upload_id: stac_client::UploadId(id.into()),
             job: "radar".into(),
             target: t.clone(),
             file: state_dir.join("radar.zip"),

@@ -1202,8 +1202,7 @@ async fn a_watch_folder_the_daemon_cannot_read_stops_the_start_with_exit_2_namin
         .env("RUST_LOG", "stac_uploadd=info")
         .env_remove("STAC_UPLOADD_OBSERVE_LISTEN")
         .kill_on_drop(true);
-    // SAFETY: geteuid reads the process's credentials; no memory is involved.
-    if unsafe { libc::geteuid() } == 0 {
+    if rustix::process::geteuid().is_root() {
         cmd.uid(65534).gid(65534);
     }
     let out = timeout(Duration::from_secs(60), cmd.output())
