@@ -9,7 +9,7 @@
 //! `layers` (tests/it/layers.rs):
 //!
 //! ```text
-//! cli ─► daemon, once, ops, demo ─► supervisor ─► config ─► trigger ─► state, observe
+//! cli ─► daemon, once, ops, demo ─► supervisor ─► config ─► trigger ─► observe ─► state
 //! ```
 //!
 //! The public modules are what the binary, the benches and the integration tests use; the

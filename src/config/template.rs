@@ -524,7 +524,7 @@ mod tests {
         assert!(!t("map-%Y.tif").uses_file_name());
         assert!(t("{stem}.tif").uses_file_name());
         // `%%` is a literal `%`, not a time field (and not an id character either).
-        assert!(!IdTemplate::parse("100%%.tif").unwrap().uses_time());
+        assert!(!uses_time("100%%.tif"));
         assert!(IdTemplate::parse("100%%.tif").is_err());
     }
 

@@ -40,10 +40,23 @@ pub(super) fn use_ansi(
     format == LogFormat::Text && stderr_is_terminal && no_color.is_none_or(OsStr::is_empty)
 }
 
+/// The filter of the workspace's crates at `level` (the daemon, the upload session, the
+/// client, and the emulator a `demo` runs in-process), everything else at warn.
+fn default_filter(level: &str) -> String {
+    [
+        "stac_uploadd",
+        "stac_uploadd_emulator",
+        "stac_upload",
+        "stac_client",
+    ]
+    .iter()
+    .fold("warn".to_owned(), |f, krate| format!("{f},{krate}={level}"))
+}
+
 /// Installs the global subscriber, writing to stderr. `RUST_LOG` overrides `default_level`.
 pub fn init_logging(format: LogFormat, default_level: &str) {
     let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("warn,stac_uploadd={default_level}")));
+        .unwrap_or_else(|_| EnvFilter::new(default_filter(default_level)));
     let ansi = use_ansi(
         format,
         io::stderr().is_terminal(),
@@ -240,6 +253,49 @@ impl<W: Write> Write for Redacting<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found when the protocol and the session moved into crates of their own: the filter named
+    /// only `stac_uploadd`, so `-v` lost every request line and the default lost "upload created".
+    #[test]
+    fn the_default_filter_lets_every_crate_of_the_workspace_speak() {
+        #[derive(Clone, Default)]
+        struct Buf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let writer = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(EnvFilter::new(default_filter("debug")))
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::debug!(target: "stac_client::client", "from the client");
+            tracing::debug!(target: "stac_upload::session", "from the session");
+            tracing::debug!(target: "stac_uploadd::supervisor", "from the supervisor");
+            tracing::debug!(target: "stac_uploadd_emulator::api", "from the emulator");
+            tracing::debug!(target: "hyper::client", "from a dependency");
+            tracing::warn!(target: "hyper::client", "a dependency's warning");
+        });
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        for line in [
+            "from the client",
+            "from the session",
+            "from the supervisor",
+            "from the emulator",
+            "a dependency's warning",
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
+        assert!(!text.contains("from a dependency"), "{text}");
+    }
 
     #[test]
     fn colours_only_for_text_on_a_terminal_without_no_color() {

@@ -87,8 +87,11 @@ fn module_graph(src: &Path) -> Graph {
             || rel.ends_with("mod.rs") && rel.components().count() == 2;
         let text = std::fs::read_to_string(&file).expect("a readable source file");
         let edges = graph.entry(top.clone()).or_default();
+        // A name that is not a module (a function or type at the crate's root) is no edge.
+        let is_module =
+            |m: &str| src.join(format!("{m}.rs")).exists() || src.join(m).join("mod.rs").exists();
         for m in references(&text, top_level_file) {
-            if m != top {
+            if m != top && is_module(&m) {
                 edges.insert(m);
             }
         }

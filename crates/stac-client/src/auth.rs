@@ -103,7 +103,7 @@ impl CognitoAuth {
 
     /// The same login at another endpoint (e.g. moto in tests, a VPC endpoint).
     pub fn with_endpoint(mut self, endpoint: Url) -> Self {
-        self.endpoint = super::client::without_userinfo(endpoint);
+        self.endpoint = super::without_userinfo(endpoint);
         self
     }
 

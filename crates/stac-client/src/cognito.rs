@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::auth::CognitoAuth;
-use super::client::{BodyCut, read_body, size};
+use super::body::{BodyCut, read_body, size};
 use super::error::{ErrorClass, Step};
 use crate::retry::{self, Classified};
 

@@ -10,6 +10,7 @@
 
 pub mod answer;
 mod auth;
+mod body;
 mod client;
 mod cognito;
 mod error;
@@ -23,7 +24,6 @@ pub mod units;
 pub use auth::{Auth, CognitoAuth, DEFAULT_RENEW_MARGIN};
 pub use client::{
     AssetTarget, ClientBuildError, ClientConfig, ERROR_BODY_PREFIX, JSON_ANSWER_LIMIT, StacClient,
-    redact_userinfo,
 };
 pub use error::{ErrorClass, StacError, Step};
 pub use tls::{CaFileError, load_ca_file};
@@ -74,6 +74,22 @@ pub fn redact_passwords(text: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// A URL with its password (if any) replaced and its query dropped, for logs and Debug
+/// output: [`redact_url`] of a parsed URL.
+pub fn redact_userinfo(url: &url::Url) -> String {
+    redact_url(url.as_str())
+}
+
+/// `url` without its user and password: reqwest sends a URL's userinfo as Basic auth, which
+/// no request of ours may carry unless `[server.auth]` says so (the job file refuses it; a URL
+/// from elsewhere, a flag or a server's answer, loses it here).
+pub(crate) fn without_userinfo(mut url: url::Url) -> url::Url {
+    // Fails only for URLs that cannot have userinfo (no host), which then have none.
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    url
 }
 
 #[cfg(test)]
