@@ -1,4 +1,4 @@
-//! Invariants on arbitrary input, shared by the property tests (`tests/properties.rs`) and the
+//! Invariants on arbitrary input, shared by the property tests (`tests/it/properties.rs`) and the
 //! cargo-fuzz targets (`fuzz/`): each function panics, naming what broke, when its invariant
 //! does not hold. Not part of the tool's interface.
 
