@@ -1,0 +1,298 @@
+//! `run` (the daemon, or each job once), `check` and `status`: the commands over a job file.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::*;
+use crate::config;
+use crate::exit::ExitCode;
+use stac_client::units::ByteSize;
+
+/// `run`: the daemon, or with --once each job once.
+pub(super) async fn run_jobs(
+    args: RunArgs,
+    need_config: impl FnOnce(ConfigArgs) -> Result<PathBuf, CliError>,
+) -> Result<(), CliError> {
+    if !args.once && !args.jobs.is_empty() {
+        return Err(CliError::usage(anyhow::anyhow!(
+            "--job needs --once: the daemon runs every job of its file"
+        )));
+    }
+    let config = need_config(args.config)?;
+    if args.once {
+        run_once(config, args.jobs, args.shutdown_grace, args.observe_listen).await
+    } else {
+        run_daemon(config, args.shutdown_grace, args.observe_listen).await
+    }
+}
+
+/// `run --once`: the summary on stdout, exit 1 if any run did not succeed.
+async fn run_once(
+    config: PathBuf,
+    jobs: Vec<String>,
+    shutdown_grace: Option<Duration>,
+    observe_listen: Option<std::net::SocketAddr>,
+) -> Result<(), CliError> {
+    use crate::once::OnceError;
+    if let Some(addr) = observe_listen {
+        // Often set for the daemon in a shared environment file: not an error here.
+        tracing::info!(%addr, "run --once serves no /metrics, /healthz or /readyz");
+    }
+    let args = crate::once::OnceArgs {
+        config,
+        jobs,
+        grace: shutdown_grace.unwrap_or(DEFAULT_SHUTDOWN_GRACE),
+    };
+    let mut summary = crate::once::run(args).await.map_err(|e| match e {
+        OnceError::Config(_) | OnceError::UnknownJob { .. } => CliError::usage(e),
+        OnceError::State(e) if e.needs_operator() => CliError {
+            code: ExitCode::NeedsOperator,
+            error: e.into(),
+        },
+        e => CliError::failure(e),
+    })?;
+    print!("{summary}");
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+    if let Some(e) = summary.flush_error.take() {
+        return Err(CliError::failure(anyhow::Error::from(e).context(
+            "the runs went as the lines above say, but the run history could not be written",
+        )));
+    }
+    match summary.failures() {
+        0 => Ok(()),
+        n => Err(CliError::failure(anyhow::anyhow!(
+            "{n} of {} run(s) did not succeed (see the lines above)",
+            summary.runs()
+        ))),
+    }
+}
+
+async fn run_daemon(
+    config: PathBuf,
+    shutdown_grace: Option<Duration>,
+    observe_listen: Option<std::net::SocketAddr>,
+) -> Result<(), CliError> {
+    let grace = shutdown_grace.unwrap_or(DEFAULT_SHUTDOWN_GRACE);
+    crate::daemon::run(config, grace, observe_listen)
+        .await
+        .map_err(|e| match e {
+            crate::daemon::StartError::Config(e) => CliError::usage(e),
+            crate::daemon::StartError::State(e) if e.needs_operator() => CliError {
+                code: ExitCode::NeedsOperator,
+                error: e.into(),
+            },
+            crate::daemon::StartError::State(e) => CliError::failure(e),
+            // A watch folder the job file names that is missing or unreadable at start is a
+            // configuration problem: exit 2, which systemd does not restart on.
+            crate::daemon::StartError::Other(e)
+                if e.downcast_ref::<crate::trigger::watch::WatchError>()
+                    .is_some_and(crate::trigger::watch::WatchError::is_permanent) =>
+            {
+                CliError::usage(e)
+            }
+            crate::daemon::StartError::Other(e) => CliError::failure(e),
+        })
+}
+
+/// The static check; returns the loaded job file.
+pub(super) fn run_check(path: &std::path::Path) -> Result<config::Config, CliError> {
+    let config = crate::config::load(path).map_err(CliError::usage)?;
+    crate::state::check_dir(&config.state_dir).map_err(|problem| {
+        CliError::usage(anyhow::anyhow!(
+            "{}: state_dir {}: {problem}",
+            path.display(),
+            config.state_dir.display()
+        ))
+    })?;
+    let now = chrono::Utc::now();
+    println!(
+        "{}: {} job(s), server {} ({:?}), state in {}",
+        path.display(),
+        config.jobs.len(),
+        stac_client::redact_userinfo(&config.server.url),
+        config.server.api_version,
+        config.state_dir.display()
+    );
+    for job in &config.jobs {
+        let target = match &job.item {
+            Some(item) => format!("{}/{}/{}", job.collection, item, job.asset),
+            None => format!("{}/{}", job.collection, job.asset),
+        };
+        let policy = crate::supervisor::effective_policy(job, now);
+        match &job.trigger {
+            crate::trigger::TriggerSpec::Cron { file, schedule } => {
+                let mut t = now;
+                let next: Vec<String> = (0..3)
+                    .filter_map(|_| {
+                        t = schedule.next_after(t)?;
+                        Some(
+                            t.with_timezone(&schedule.timezone())
+                                .format("%Y-%m-%d %H:%M:%S %Z")
+                                .to_string(),
+                        )
+                    })
+                    .collect();
+                println!(
+                    "  {}: {} -> {target} on {schedule}, policy {policy:?}; next: {}",
+                    job.name,
+                    file.display(),
+                    next.join(", ")
+                );
+                // Only a schedule naming a local time the change skips or repeats is shown.
+                if let Some(around) =
+                    schedule.around_next_transition(now, chrono::Duration::days(366))
+                {
+                    println!("    {around}");
+                }
+            }
+            crate::trigger::TriggerSpec::Every { file, interval } => {
+                println!(
+                    "  {}: {} -> {target} every {}, policy {policy:?}",
+                    job.name,
+                    file.display(),
+                    humantime::format_duration(*interval)
+                );
+            }
+            crate::trigger::TriggerSpec::Watch(w) => {
+                println!(
+                    "  {}: files matching {:?} in {} -> {target}, policy {policy:?}",
+                    job.name,
+                    w.pattern.glob().glob(),
+                    w.dir.display()
+                );
+            }
+        }
+    }
+    let watches = config.jobs.iter().filter_map(|job| match &job.trigger {
+        crate::trigger::TriggerSpec::Watch(w) => Some(w),
+        _ => None,
+    });
+    let mut over = None;
+    for finding in crate::trigger::watch::limits::check(watches) {
+        use crate::trigger::watch::limits::Severity;
+        match finding.severity {
+            Severity::Warning => println!("warning: {}: {}", path.display(), finding.text),
+            Severity::Error => over = Some(finding.text),
+        }
+    }
+    if let Some(text) = over {
+        return Err(CliError::usage(anyhow::anyhow!(
+            "{}: {text}",
+            path.display()
+        )));
+    }
+    println!("ok");
+    Ok(config)
+}
+
+pub(super) async fn run_status(args: StatusArgs) -> Result<(), CliError> {
+    let dir = match (args.state_dir, args.config.config.as_deref()) {
+        (Some(d), _) => d,
+        (None, Some(c)) => state_dir_of(c)?,
+        (None, None) => {
+            return Err(CliError::usage(anyhow::anyhow!(
+                "status needs --config FILE or --state-dir DIR"
+            )));
+        }
+    };
+    if !dir.is_dir() {
+        return Err(CliError::usage(anyhow::anyhow!(
+            "no state folder at {} (has the daemon run yet?)",
+            dir.display()
+        )));
+    }
+    match crate::state::state_holder(&dir) {
+        Some(pid) => println!("a daemon (pid {pid}) holds {} now", dir.display()),
+        None => println!("no daemon holds {} now", dir.display()),
+    }
+    // Read only: a daemon may hold the folder, and a corrupt cache is its to move aside.
+    let state = crate::state::StateStore::open_read_only(&dir).map_err(CliError::failure)?;
+    let history = state.history().await.map_err(CliError::failure)?;
+    if history.is_empty() {
+        println!("no runs recorded yet in {}", dir.display());
+    } else {
+        print_history(&history, usize::from(args.runs));
+    }
+    for u in state.inflight().await.map_err(CliError::failure)? {
+        println!(
+            "in flight: upload {} of job {} ({}), created {}",
+            u.upload_id,
+            u.job,
+            u.target,
+            u.created.format("%Y-%m-%d %H:%M:%S")
+        );
+    }
+    Ok(())
+}
+
+/// The state folder the job file at `path` names, found without its secrets: `status` reads
+/// only the state folder, and is often run from a shell that lacks the daemon's environment.
+/// A variable a `*_env` key names (a password, a token) that is not set here reads as a
+/// placeholder; everything else is checked as `check` does.
+fn state_dir_of(path: &std::path::Path) -> Result<PathBuf, CliError> {
+    let text =
+        crate::config::read_job_file(path).map_err(|e| CliError::usage(anyhow::Error::from(e)))?;
+    let mut secret_vars = std::collections::HashSet::new();
+    if let Ok(table) = text.parse::<toml::Table>() {
+        secret_env_names(&toml::Value::Table(table), &mut secret_vars);
+    }
+    let env = |name: &str| {
+        std::env::var(name).ok().or_else(|| {
+            secret_vars
+                .contains(name)
+                .then(|| "not-read-by-status".to_owned())
+        })
+    };
+    crate::config::parse(&text, path, &env)
+        .map(|c| c.state_dir)
+        .map_err(CliError::usage)
+}
+
+/// The values of every `*_env` key: the names of the variables that hold secrets.
+fn secret_env_names(v: &toml::Value, out: &mut std::collections::HashSet<String>) {
+    match v {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                match v {
+                    toml::Value::String(name) if k.ends_with("_env") => {
+                        out.insert(name.clone());
+                    }
+                    v => secret_env_names(v, out),
+                }
+            }
+        }
+        toml::Value::Array(a) => a.iter().for_each(|v| secret_env_names(v, out)),
+        _ => {}
+    }
+}
+
+/// The last runs of each job, newest first.
+fn print_history(
+    history: &std::collections::BTreeMap<String, Vec<crate::state::RunRecord>>,
+    per_job: usize,
+) {
+    println!(
+        "{:<24} {:<20} {:<17} {:>8} {:>10}  upload / error",
+        "job", "finished (UTC)", "outcome", "attempts", "bytes"
+    );
+    for (job, runs) in history {
+        for r in runs.iter().rev().take(per_job) {
+            let detail = r
+                .error
+                .clone()
+                .or_else(|| r.upload_id.as_ref().map(|u| u.0.clone()))
+                .unwrap_or_default();
+            println!(
+                "{:<24} {:<20} {:<17} {:>8} {:>10}  {}",
+                job,
+                r.finished.format("%Y-%m-%d %H:%M:%S"),
+                r.outcome.as_str(),
+                r.attempts,
+                ByteSize(r.bytes).to_string(),
+                // A recorded error quotes file names and server text: one run, one line.
+                crate::observe::escape_controls(&detail)
+            );
+        }
+    }
+}
