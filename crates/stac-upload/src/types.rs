@@ -26,7 +26,8 @@ pub struct UploadOptions {
     pub retry_min_delay: Duration,
     /// Longest wait between two retries.
     pub retry_max_delay: Duration,
-    /// Part deadline = this + part length / `min_part_rate`.
+    /// Part deadline = this + part length / the part's rate: `min_part_rate`, or the
+    /// bandwidth limit's share per part (the limit / `parallel`) when that is slower.
     pub part_base_timeout: Duration,
     /// Slowest rate, in bytes per second, a part may go before its deadline passes (lowered to a
     /// bandwidth limit's share per part when that is slower).
@@ -179,10 +180,8 @@ pub enum UploadEvent<'a> {
         /// Time spent getting it, compressing included.
         elapsed: Duration,
     },
-    /// The server holds an upload of ours in progress from now on. An observer that must survive
-    /// a crash records it here: no part is sent before this returns.
-    /// A create is about to be sent for this multihash: an observer that must survive a lost
-    /// answer or a crash records it here.
+    /// A create is about to be sent for this multihash (after [`UploadObserver::record`] made
+    /// it durable as [`Durable::Creating`]): for progress and logs.
     Creating {
         /// The multihash the create declares.
         multihash: &'a Multihash,
