@@ -429,6 +429,29 @@ async fn daemon_flags_are_not_upload_flags() {
     assert!(!emulator.contains("--shutdown-grace") && !emulator.contains("--config"));
 }
 
+/// `stac-uploadd upload` of `path` to `asset` of item-1 with `extra` flags, stderr piped, to be
+/// stopped by a signal.
+fn spawn_upload(
+    env: &Env,
+    asset: &str,
+    path: &std::path::Path,
+    extra: &[&str],
+) -> tokio::process::Child {
+    tokio::process::Command::new(BIN)
+        .args(["upload", "--url", &env.emu.base_url(), "--auth", "basic"])
+        .args(["--user", USER, "--collection", "ch.test.collection"])
+        .args(["--item", "item-1", "--asset", asset])
+        .args(extra)
+        .arg(path)
+        .env("STAC_UPLOADD_SECRET", PASSWORD)
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the binary runs")
+}
+
 /// Found by a tester: `upload` listened for Ctrl-C only, so `kill`, `timeout` or a cancelled CI
 /// job ended it at once and left its upload in progress, blocking the asset for about an hour.
 /// Each of SIGTERM, SIGINT and SIGHUP must abort the upload on the server, say so, and exit with
@@ -445,19 +468,12 @@ async fn upload_stopped_by_a_signal_aborts_its_upload_and_exits_128_plus_the_sig
         let target = env.item_asset(&asset);
         let (path, _) = env.file(&asset, 12 * MIB);
         // 12 MiB at 1 MB/s: still sending long after the test has seen the upload created.
-        let child = tokio::process::Command::new(BIN)
-            .args(["upload", "--url", &env.emu.base_url(), "--auth", "basic"])
-            .args(["--user", USER, "--collection", "ch.test.collection"])
-            .args(["--item", "item-1", "--asset", &asset])
-            .args(["--part-size", "5MiB", "--bandwidth-limit", "1MB/s"])
-            .arg(&path)
-            .env("STAC_UPLOADD_SECRET", PASSWORD)
-            .env_remove("RUST_LOG")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("the binary runs");
+        let child = spawn_upload(
+            &env,
+            &asset,
+            &path,
+            &["--part-size", "5MiB", "--bandwidth-limit", "1MB/s"],
+        );
         wait_for(
             std::time::Duration::from_secs(60),
             "the upload to be in progress on the server",
@@ -501,18 +517,7 @@ async fn a_stop_during_the_create_request_aborts_what_the_create_made() {
         FaultAction::SlowAnswer(std::time::Duration::from_secs(3)),
         1,
     );
-    let child = tokio::process::Command::new(BIN)
-        .args(["upload", "--url", &env.emu.base_url(), "--auth", "basic"])
-        .args(["--user", USER, "--collection", "ch.test.collection"])
-        .args(["--item", "item-1", "--asset", asset])
-        .arg(&path)
-        .env("STAC_UPLOADD_SECRET", PASSWORD)
-        .env_remove("RUST_LOG")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the binary runs");
+    let child = spawn_upload(&env, asset, &path, &[]);
     wait_for(
         std::time::Duration::from_secs(60),
         "the upload to be made on the server",
