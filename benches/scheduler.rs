@@ -8,6 +8,9 @@
 //! the bench installs a metrics recorder that keeps each value of that histogram, so the
 //! scheduler's hot path carries nothing for the bench.
 
+#[path = "support/rusage.rs"]
+mod rusage;
+use rusage::cpu_seconds;
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -123,7 +126,7 @@ fn main() {
         })
         .collect();
     let rss_before = status_kib("VmRSS");
-    let (cpu_before, wall) = (cpu_seconds(), Instant::now());
+    let (cpu_before, wall) = (cpu_seconds(libc::RUSAGE_SELF), Instant::now());
     rt.block_on(async {
         let state = Arc::new(StateStore::open(dir.path()).expect("state"));
         let shared = Arc::new(Shared::new(Noop, state.clone(), Clock::System));
@@ -132,7 +135,7 @@ fn main() {
         sup.shutdown(Duration::from_secs(5)).await;
         state.flush().await.expect("flush");
     });
-    let cpu = cpu_seconds() - cpu_before;
+    let cpu = cpu_seconds(libc::RUSAGE_SELF) - cpu_before;
     let elapsed = wall.elapsed().as_secs_f64();
     let mut late = std::mem::take(&mut *lateness.0.lock().unwrap_or_else(PoisonError::into_inner));
     late.sort_unstable_by(f64::total_cmp);
@@ -175,19 +178,4 @@ fn status_kib(key: &str) -> u64 {
                 .and_then(|n| n.parse().ok())
         })
         .unwrap_or(0)
-}
-
-/// getrusage(2): neither std nor rustix offers it, hence this bench's one unsafe block (the
-/// workspace denies unsafe code; a bench is not shipped).
-#[allow(unsafe_code)]
-fn cpu_seconds() -> f64 {
-    // SAFETY: rusage is plain old data (all-zero is a valid value), and getrusage only writes
-    // into the struct we own and pass by pointer.
-    let u = unsafe {
-        let mut u: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_SELF, &mut u);
-        u
-    };
-    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
-    t(u.ru_utime) + t(u.ru_stime)
 }

@@ -13,6 +13,9 @@
 //! Each measured upload runs in a child process of this binary, so its peak RSS is the upload's
 //! alone, not the file generator's or the emulator's.
 
+#[path = "support/rusage.rs"]
+mod rusage;
+use rusage::{cpu_seconds, rusage};
 use std::io::Write;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -353,11 +356,7 @@ fn digest_child() {
     use std::sync::atomic::AtomicBool;
     let mode = std::env::var("BENCH_DIGEST_CHILD").expect("set by the parent");
     let path = std::env::var("BENCH_FILE").expect("set by the parent");
-    let cpu = || {
-        let u = rusage(libc::RUSAGE_SELF);
-        let t = |v: libc::timeval| v.tv_sec as f64 + v.tv_usec as f64 / 1e6;
-        t(u.ru_utime) + t(u.ru_stime)
-    };
+    let cpu = || cpu_seconds(libc::RUSAGE_SELF);
     let file = std::fs::File::open(&path).expect("open");
     let size = file.metadata().expect("metadata").len();
     let (cpu0, started) = (cpu(), Instant::now());
@@ -403,13 +402,6 @@ struct ChildResult {
     cpu_s: f64,
     parts: u64,
     part_size: u64,
-}
-
-/// User+sys CPU of this process (`RUSAGE_SELF`) or of the children waited for (`RUSAGE_CHILDREN`).
-fn cpu_seconds(who: libc::c_int) -> f64 {
-    let u = rusage(who);
-    let t = |v: libc::timeval| v.tv_sec as f64 + v.tv_usec as f64 / 1e6;
-    t(u.ru_utime) + t(u.ru_stime)
 }
 
 /// One measured upload to a fresh asset, deleted afterwards.
@@ -695,17 +687,4 @@ async fn set_bandwidth(port: u16, rate: Option<u64>) {
         "setting the bandwidth failed: {}",
         r.status()
     );
-}
-
-/// getrusage(2): neither std nor rustix offers it, hence the one unsafe block of the benches
-/// (the workspace denies unsafe code; a bench is not shipped).
-#[allow(unsafe_code)]
-fn rusage(who: libc::c_int) -> libc::rusage {
-    // SAFETY: rusage is plain old data (all-zero is a valid value), and getrusage only writes
-    // into the struct we own and pass by pointer.
-    unsafe {
-        let mut u: libc::rusage = std::mem::zeroed();
-        libc::getrusage(who, &mut u);
-        u
-    }
 }
