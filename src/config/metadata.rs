@@ -63,6 +63,9 @@ pub struct ItemMetadata {
     /// Further properties: those of [`ITEM_PROPERTIES`] (checked at load; others are left out of
     /// the body, as the server would drop them).
     pub properties: Map<String, Value>,
+    /// `item_json`: a sidecar whose fields replace these for a run
+    /// ([`item_body_with_sidecar`](super::item_body_with_sidecar)).
+    pub item_json: Option<super::ItemJson>,
 }
 
 /// The item's time: one instant, or a range.
@@ -236,6 +239,7 @@ mod tests {
                 ("forecast:horizon".to_owned(), json!("PT6H")),
                 ("forecast:perturbed".to_owned(), json!(false)),
             ]),
+            item_json: None,
         }
     }
 

@@ -4,6 +4,7 @@
 mod settings;
 mod error;
 mod fingerprint;
+mod geometry;
 mod load;
 mod metadata;
 mod overlap;
@@ -11,6 +12,7 @@ mod policy;
 mod raw;
 mod read;
 mod server;
+mod sidecar;
 mod template;
 
 pub use error::{ConfigError, LocatedError};
@@ -25,6 +27,7 @@ pub use metadata::{
 };
 pub use policy::{PolicyKind, PolicySpec};
 pub use read::{MAX_JOB_FILE, read_bounded};
+pub use sidecar::{ItemJson, MAX_ITEM_JSON, Refusal, SidecarError, item_body_with_sidecar};
 pub use template::{IdExtension, IdTemplate, TemplateError, TextTemplate};
 
 use std::fmt;

@@ -146,6 +146,7 @@ pub(super) struct RawItemMetadata {
     pub(super) expires: Option<Spanned<DurationText>>,
     pub(super) title: Option<Spanned<String>>,
     pub(super) properties: Option<Spanned<RawProperties>>,
+    pub(super) item_json: Option<Spanned<String>>,
 }
 
 /// A `properties` table, each key and value with its span so that a refused one can be located.

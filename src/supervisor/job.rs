@@ -11,8 +11,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
-use crate::config::JobSpec;
 use crate::config::PolicyKind;
+use crate::config::{ItemMetadata, JobSpec, SidecarError, item_body_with_sidecar};
 use crate::observe::health::JobTasks;
 use crate::observe::metrics::{self, UploadOutcome};
 use crate::state::{InFlight, Outcome, RunRecord, StateStore};
@@ -289,6 +289,56 @@ impl Pending {
     }
 }
 
+/// What a run needs to read its `item_json` sidecar (read once per run, before anything is sent:
+/// a sidecar that cannot be used fails the run with nothing created).
+struct Sidecar {
+    meta: ItemMetadata,
+    id: String,
+    name: String,
+    time: DateTime<chrono_tz::Tz>,
+    path: PathBuf,
+}
+
+impl Sidecar {
+    fn of(
+        spec: &JobSpec,
+        item: Option<&str>,
+        name: &str,
+        time: &DateTime<chrono_tz::Tz>,
+    ) -> Option<Self> {
+        let meta = spec.item_metadata.as_ref()?;
+        let path = meta.item_json.as_ref()?.path(name, time);
+        Some(Sidecar {
+            meta: meta.clone(),
+            id: item?.to_owned(),
+            name: name.to_owned(),
+            time: *time,
+            path,
+        })
+    }
+
+    /// `objects` with the item's body merged from the sidecar.
+    async fn merged(self, mut objects: NewObjects) -> Result<NewObjects, SidecarError> {
+        let path = self.path.clone();
+        let body = tokio::task::spawn_blocking(move || {
+            item_body_with_sidecar(
+                &self.meta,
+                &self.id,
+                &self.name,
+                &self.time,
+                Some(&self.path),
+            )
+        })
+        .await
+        .map_err(|e| SidecarError::Read {
+            path,
+            source: std::io::Error::other(format!("the read was cut short: {e}")),
+        })??;
+        objects.item = Some(body);
+        Ok(objects)
+    }
+}
+
 /// A job and what it needs to run.
 pub struct Job<U> {
     pub spec: JobSpec,
@@ -443,8 +493,12 @@ impl<U: Uploader> Job<U> {
 
     /// One run: attempts under the policy, and one record of the outcome.
     pub async fn run(&self, work: Work) -> RunRecord {
-        let (target, path, objects) = self.prepare(&work);
+        let (target, path, objects, sidecar) = self.prepare_run(&work);
         let span = info_span!("run", job = %self.spec.name, collection = %target.collection, item = target.item.as_deref().unwrap_or(""), asset = %target.asset);
+        let objects = match sidecar {
+            Some(sidecar) => sidecar.merged(objects).await,
+            None => Ok(objects),
+        };
         self.run_target(target, path, objects)
             .instrument(span)
             .await
@@ -454,6 +508,12 @@ impl<U: Uploader> Job<U> {
     /// (a schedule's fire time, or when a watched file was picked up), its file, and the item
     /// and asset to create if they are missing.
     pub fn prepare(&self, work: &Work) -> (AssetTarget, PathBuf, NewObjects) {
+        let (target, path, objects, _) = self.prepare_run(work);
+        (target, path, objects)
+    }
+
+    /// [`Job::prepare`], and the run's `item_json` sidecar when the job has one.
+    fn prepare_run(&self, work: &Work) -> (AssetTarget, PathBuf, NewObjects, Option<Sidecar>) {
         let (path, at) = match work {
             Work::Scheduled(at) => match &self.spec.trigger {
                 TriggerSpec::Cron { file, .. } | TriggerSpec::Every { file, .. } => {
@@ -486,14 +546,15 @@ impl<U: Uploader> Job<U> {
                 .as_ref()
                 .map(|m| m.asset_body(&target.asset, &name, &time)),
         };
-        (target, path, objects)
+        let sidecar = Sidecar::of(&self.spec, target.item.as_deref(), &name, &time);
+        (target, path, objects, sidecar)
     }
 
     async fn run_target(
         &self,
         target: AssetTarget,
         path: PathBuf,
-        objects: NewObjects,
+        objects: Result<NewObjects, SidecarError>,
     ) -> RunRecord {
         let clock = self.shared.clock;
         let started = clock.now();
@@ -505,7 +566,10 @@ impl<U: Uploader> Job<U> {
         let mut stopped = false;
         let result = loop {
             attempts += 1;
-            let result = self.attempt(&target, &path, &objects, attempts).await;
+            let result = match &objects {
+                Ok(objects) => self.attempt(&target, &path, objects, attempts).await,
+                Err(e) => Err(e.upload_error()),
+            };
             let Err(e) = &result else { break result };
             if policy != PolicyKind::Retry || !e.run_action().is_retry() {
                 break result;

@@ -327,10 +327,16 @@ impl Checker<'_> {
         };
 
         let trigger = self.trigger(raw, &name, &own, &settings);
-        let item_metadata = raw
-            .item_metadata
-            .as_ref()
-            .map(|m| self.item_metadata(m, raw, tz, one_file, resolved.policy.run_timeout));
+        // A sidecar's relative path: in the watched folder (beside the files it describes), else
+        // beside the job file, as every other relative path.
+        let sidecar_base = match &trigger {
+            Some(TriggerSpec::Watch(w)) => w.dir.clone(),
+            _ => self.folder.clone(),
+        };
+        let item_metadata = raw.item_metadata.as_ref().map(|m| {
+            let timeout = resolved.policy.run_timeout;
+            self.item_metadata(m, raw, tz, one_file, timeout, &sidecar_base)
+        });
         let asset_metadata = raw
             .asset_metadata
             .as_ref()

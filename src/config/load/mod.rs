@@ -14,6 +14,7 @@ use serde::de::IntoDeserializer;
 use toml::Spanned;
 
 use super::error::{self, ConfigError, Diagnostics};
+use super::geometry::{self, check_bbox, geometry_bbox};
 use super::metadata::{AssetMetadata, ItemMetadata, ItemTime, TimeValue, bbox_polygon};
 use super::overlap;
 use super::raw::{
@@ -22,6 +23,7 @@ use super::raw::{
 };
 use super::read::{MAX_JOB_FILE, read_bounded};
 use super::server::{self as server_rules, MAX_TITLE};
+use super::sidecar::ItemJson;
 use super::template::{IdExtension, IdTemplate, TemplateError, TextTemplate};
 use super::{Config, JobSpec, ObserveConfig, ServerConfig, TriggerSpec};
 use super::{PolicyKind, PolicySpec};
