@@ -495,3 +495,277 @@ fn parsed(text: &str) -> DateTime<Utc> {
 fn same_box(a: [f64; 4], b: [f64; 4]) -> bool {
     a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 1e-9)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ItemTime, TimeValue};
+    use chrono::TimeZone;
+    use serde_json::json;
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 25, 6, 0, 0).unwrap()
+    }
+
+    fn run() -> DateTime<Tz> {
+        chrono_tz::Europe::Zurich
+            .with_ymd_and_hms(2026, 11, 25, 7, 0, 0)
+            .unwrap()
+    }
+
+    fn meta() -> ItemMetadata {
+        ItemMetadata {
+            geometry: bbox_polygon([5.9, 45.8, 10.5, 47.8]),
+            bbox: [5.9, 45.8, 10.5, 47.8],
+            time: ItemTime::Instant(TimeValue::Run),
+            expires: None,
+            title: Some(TextTemplate::parse("From the job").unwrap()),
+            reference_datetime: None,
+            properties: Map::from_iter([("forecast:horizon".to_owned(), json!("PT6H"))]),
+            item_json: None,
+        }
+    }
+
+    fn refused(v: Value) -> Vec<Refusal> {
+        match parse(v, now()) {
+            Err(Unusable::Refused(r)) => r,
+            Err(Unusable::NotAnObject(found)) => panic!("not an object: {found}"),
+            Ok(f) => panic!("accepted: {f:?}"),
+        }
+    }
+
+    fn keys(r: &[Refusal]) -> Vec<&str> {
+        r.iter().map(|r| r.key.as_str()).collect()
+    }
+
+    /// A STAC Item as pystac or rustac write it.
+    fn stac_item() -> Value {
+        json!({
+            "type": "Feature",
+            "stac_version": "1.0.0",
+            "stac_extensions": ["https://stac-extensions.github.io/forecast/v0.2.0/schema.json"],
+            "id": "chain-own-id",
+            "collection": "elsewhere",
+            "geometry": {"type": "Polygon", "coordinates": [[[7.0, 46.0], [8.0, 46.0], [8.0, 47.0], [7.0, 47.0], [7.0, 46.0]]]},
+            "bbox": [7.0, 46.0, 8.0, 47.0],
+            "properties": {
+                "datetime": null,
+                "start_datetime": "2026-11-24T00:00:00+01:00",
+                "end_datetime": "2026-11-25T00:00:00+01:00",
+                "title": "Mosaic 24.11.2026",
+                "expires": "2027-01-01T00:00:00Z",
+                "forecast:variable": "T_2M",
+            },
+            "links": [{"rel": "self", "href": "./item.json"}],
+            "assets": {"data": {"href": "./data.tif"}},
+        })
+    }
+
+    #[test]
+    fn a_stac_item_gives_geometry_times_title_and_expires() {
+        let f = parse(stac_item(), now()).unwrap_or_else(|_| panic!("refused"));
+        assert_eq!(f.geometry.unwrap()["coordinates"][0][1], json!([8.0, 46.0]));
+        assert_eq!(
+            f.time,
+            Some(Time::Range(
+                "2026-11-23T23:00:00Z".into(),
+                "2026-11-24T23:00:00Z".into()
+            ))
+        );
+        assert_eq!(f.properties["title"], "Mosaic 24.11.2026");
+        assert_eq!(f.properties["expires"], "2027-01-01T00:00:00Z");
+        assert_eq!(f.properties["forecast:variable"], "T_2M");
+    }
+
+    #[test]
+    fn the_sidecar_wins_over_the_job_and_the_rest_of_the_job_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("item.json");
+        std::fs::write(&path, stac_item().to_string()).unwrap();
+        let body = item_body_with_sidecar(&meta(), "i-1", "x.tif", &run(), Some(&path))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let p = &body["properties"];
+        assert_eq!(
+            p["datetime"],
+            Value::Null,
+            "the job's datetime gives way to the range"
+        );
+        assert_eq!(p["start_datetime"], "2026-11-23T23:00:00Z");
+        assert_eq!(p["title"], "Mosaic 24.11.2026");
+        assert_eq!(
+            p["forecast:horizon"], "PT6H",
+            "the job's, the sidecar has none"
+        );
+        assert_eq!(body["geometry"]["coordinates"][0][0], json!([7.0, 46.0]));
+        assert_eq!(body["id"], "i-1", "the job's id, not the sidecar's");
+        let top: Vec<&str> = body
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert!(
+            top.iter().all(|k| crate::config::ITEM_FIELDS.contains(k)),
+            "{top:?}"
+        );
+        assert_eq!(body["links"], json!([]));
+
+        // No sidecar: the job's body, unchanged.
+        let plain = item_body_with_sidecar(&meta(), "i-1", "x.tif", &run(), None).unwrap();
+        assert_eq!(plain, meta().item_body("i-1", "x.tif", &run()));
+    }
+
+    #[test]
+    fn a_plain_object_gives_the_same_fields_at_its_top() {
+        let f = parse(
+            json!({"bbox": [7, 46, 8, 47], "datetime": "2026-11-25T06:00:00+01:00", "title": "T"}),
+            now(),
+        )
+        .unwrap_or_else(|_| panic!("refused"));
+        assert_eq!(f.geometry, Some(bbox_polygon([7.0, 46.0, 8.0, 47.0])));
+        assert_eq!(f.time, Some(Time::Instant("2026-11-25T05:00:00Z".into())));
+        // A datetime replaces the job's range.
+        let mut body = json!({"geometry": {}, "properties": {"datetime": null, "start_datetime": "a", "end_datetime": "b"}});
+        f.merge_into(&mut body);
+        assert_eq!(
+            body["properties"],
+            json!({"datetime": "2026-11-25T05:00:00Z", "title": "T"})
+        );
+    }
+
+    #[test]
+    fn keys_the_server_drops_or_refuses_are_all_named() {
+        let mut item = stac_item();
+        item["properties"]["gsd"] = json!(10);
+        item["properties"]["created"] = json!("2026-01-01T00:00:00Z");
+        item["properties"]["forecast:horizon"] = json!(6);
+        item["foreign"] = json!(1);
+        let r = refused(item);
+        assert_eq!(
+            keys(&r),
+            [
+                "foreign",
+                "properties.created",
+                "properties.forecast:horizon",
+                "properties.gsd"
+            ]
+        );
+        assert!(r[0].why.contains("drop"), "{r:?}");
+        assert!(r[1].why.contains("read-only"), "{r:?}");
+        assert!(r[2].why.contains("ISO 8601 duration"), "{r:?}");
+        assert!(r[3].why.contains("drops it"), "{r:?}");
+
+        let r = refused(json!({"datetime": "2026-11-25", "platform": "s2"}));
+        assert_eq!(keys(&r), ["datetime", "platform"]);
+        assert!(r[0].why.contains("RFC 3339"), "{r:?}");
+        let r = refused(json!({"type": "FeatureCollection", "features": []}));
+        assert_eq!(keys(&r), ["features", "type"]);
+    }
+
+    #[test]
+    fn times_are_checked_as_the_server_checks_them() {
+        let r = refused(
+            json!({"datetime": "2026-11-25T00:00:00Z", "start_datetime": "2026-11-24T00:00:00Z", "end_datetime": "2026-11-25T00:00:00Z"}),
+        );
+        assert_eq!(keys(&r), ["datetime"]);
+        assert!(r[0].why.contains("not both"), "{r:?}");
+        let r = refused(json!({"start_datetime": "2026-11-24T00:00:00Z"}));
+        assert!(r[0].why.contains("needs both"), "{r:?}");
+        let r = refused(
+            json!({"start_datetime": "2026-11-25T00:00:00Z", "end_datetime": "2026-11-24T00:00:00Z"}),
+        );
+        assert_eq!(keys(&r), ["end_datetime"]);
+        let r = refused(json!({"expires": "2026-11-25T05:59:59Z"}));
+        assert!(r[0].why.contains("in the past"), "{r:?}");
+        let r = refused(json!({"title": " "}));
+        assert!(r[0].why.contains("blank"), "{r:?}");
+        let r = refused(json!({"title": "t".repeat(256)}));
+        assert!(r[0].why.contains("at most 255"), "{r:?}");
+    }
+
+    #[test]
+    fn a_third_coordinate_is_refused_never_sent() {
+        let r = refused(json!({"geometry": {"type": "Point", "coordinates": [7.0, 46.0, 500.0]}}));
+        assert_eq!(keys(&r), ["geometry"]);
+        assert!(r[0].why.contains("third coordinate"), "{r:?}");
+        let r = refused(json!({"bbox": [7.0, 46.0, 0.0, 8.0, 47.0, 900.0]}));
+        assert_eq!(keys(&r), ["bbox"]);
+        assert!(r[0].why.contains("2-D geometries only"), "{r:?}");
+    }
+
+    #[test]
+    fn a_bbox_that_is_not_the_geometrys_extent_is_refused() {
+        let mut item = stac_item();
+        item["bbox"] = json!([7.0, 46.0, 8.5, 47.0]);
+        let r = refused(item);
+        assert_eq!(keys(&r), ["bbox"]);
+        assert!(
+            r[0].why.contains("computes bbox from the geometry"),
+            "{r:?}"
+        );
+        let r = refused(
+            json!({"geometry": {"type": "Polygon", "coordinates": [[[7, 46], [8, 46], [8, 47], [7, 46.5]]]}}),
+        );
+        assert!(r[0].why.contains("not closed"), "{r:?}");
+    }
+
+    #[test]
+    fn a_missing_or_malformed_sidecar_names_the_file_and_the_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        let body =
+            |p: &Path| item_body_with_sidecar(&meta(), "i", "x", &run(), Some(p)).unwrap_err();
+        let missing = dir.path().join("missing.json");
+        let e = body(&missing);
+        assert!(matches!(e, SidecarError::Read { .. }), "{e:?}");
+        assert!(
+            e.to_string().starts_with(&missing.display().to_string()),
+            "{e}"
+        );
+
+        let bad = dir.path().join("bad.json");
+        std::fs::write(&bad, "{\"title\": \"a\",\n}").unwrap();
+        let e = body(&bad);
+        assert!(
+            e.to_string().contains("not JSON") && e.to_string().contains("line 2"),
+            "{e}"
+        );
+
+        std::fs::write(&bad, "[1, 2]").unwrap();
+        assert!(
+            body(&bad)
+                .to_string()
+                .contains("it is a list: expected a JSON object")
+        );
+
+        std::fs::write(&bad, vec![b' '; MAX_ITEM_JSON as usize + 1]).unwrap();
+        assert!(
+            body(&bad).to_string().contains("larger than"),
+            "{}",
+            body(&bad)
+        );
+
+        std::fs::write(&bad, r#"{"gsd": 10}"#).unwrap();
+        let e = body(&bad);
+        assert_eq!(e.keys(), ["gsd"]);
+        let run_error = e.upload_error();
+        assert!(run_error.is_local_input());
+        assert!(run_error.to_string().contains("\"gsd\""), "{run_error}");
+    }
+
+    #[test]
+    fn the_path_is_templated_and_relative_to_its_base() {
+        let j = ItemJson::new(
+            TextTemplate::parse("{stem}-%Y.json").unwrap(),
+            "/watch".into(),
+        );
+        assert_eq!(
+            j.path("scan.tif", &run()),
+            Path::new("/watch/scan-2026.json")
+        );
+        let j = ItemJson::new(
+            TextTemplate::parse("/abs/{name}.json").unwrap(),
+            "/watch".into(),
+        );
+        assert_eq!(j.path("a.tif", &run()), Path::new("/abs/a.tif.json"));
+    }
+}

@@ -31,6 +31,7 @@ mod reload;
 mod run_once;
 mod schedules;
 mod secrets;
+mod sidecar;
 mod soak;
 mod state;
 mod systemd;
