@@ -28,6 +28,7 @@ mod properties;
 mod proxy;
 mod publisher;
 mod reload;
+mod retention;
 mod run_once;
 mod schedules;
 mod secrets;
