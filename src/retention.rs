@@ -369,7 +369,7 @@ pub const MAX_LISTED_ITEMS: usize = 10_000;
 
 impl ItemStore for StacClient {
     async fn list_items(&self, collection: &str) -> Result<Vec<ListedItem>, StacError> {
-        let items = Pending::list_items(self, collection, MAX_LISTED_ITEMS).await?;
+        let items = StacClient::list_items(self, collection, MAX_LISTED_ITEMS).await?;
         Ok(items
             .into_iter()
             .filter_map(|mut v| {
@@ -381,7 +381,7 @@ impl ItemStore for StacClient {
     }
 
     async fn list_assets(&self, collection: &str, item: &str) -> Result<Vec<String>, StacError> {
-        let assets = Pending::list_assets(self, collection, item).await?;
+        let assets = StacClient::list_assets(self, collection, item).await?;
         Ok(assets
             .iter()
             .filter_map(|a| Some(a.get("id")?.as_str()?.to_owned()))
@@ -394,29 +394,11 @@ impl ItemStore for StacClient {
         item: &str,
         asset: &str,
     ) -> Result<(), StacError> {
-        Pending::delete_asset(self, &AssetTarget::item_asset(collection, item, asset)).await
+        StacClient::delete_asset(self, &AssetTarget::item_asset(collection, item, asset)).await
     }
 
     async fn delete_item(&self, collection: &str, item: &str) -> Result<(), StacError> {
         StacClient::delete_item(self, collection, item).await
-    }
-}
-
-// TEMP until h-emu merges: the client calls it adds, answering nothing.
-trait Pending {
-    async fn list_items(&self, c: &str, max: usize) -> Result<Vec<Value>, StacError>;
-    async fn list_assets(&self, c: &str, i: &str) -> Result<Vec<Value>, StacError>;
-    async fn delete_asset(&self, t: &AssetTarget) -> Result<(), StacError>;
-}
-impl Pending for StacClient {
-    async fn list_items(&self, _: &str, _: usize) -> Result<Vec<Value>, StacError> {
-        Ok(Vec::new())
-    }
-    async fn list_assets(&self, _: &str, _: &str) -> Result<Vec<Value>, StacError> {
-        Ok(Vec::new())
-    }
-    async fn delete_asset(&self, _: &AssetTarget) -> Result<(), StacError> {
-        Ok(())
     }
 }
 

@@ -242,6 +242,7 @@ async fn the_alias_survives_even_where_the_template_could_produce_it() {
     let emu = basic_emulator().await;
     let dir = tempfile::tempdir().unwrap();
     let client = client_for(&emu.base_url(), stac_client::ApiVersion::V1, basic());
+    emu.create_collection(COLLECTION);
     // A template without a date: the items' datetime decides.
     let geometry = json!({"type": "Polygon", "coordinates": [[[5.9, 45.8], [10.5, 45.8], [10.5, 47.8], [5.9, 47.8], [5.9, 45.8]]]});
     for (id, year) in [
@@ -272,7 +273,9 @@ async fn the_alias_survives_even_where_the_template_could_produce_it() {
             incoming.display()
         ))
         .write();
-    let mut spec = stac_uploadd::config::load(&config)
+    let text = std::fs::read_to_string(&config).unwrap();
+    let env = |name: &str| (name == "TEST_STAC_PASSWORD").then(|| PASSWORD.to_owned());
+    let mut spec = stac_uploadd::config::parse(&text, &config, &env)
         .expect("the job file loads")
         .jobs
         .remove(0);
