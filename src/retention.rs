@@ -244,9 +244,9 @@ impl Retention {
     /// Where item times come from, for `check`.
     pub fn time_source(&self) -> &'static str {
         if self.matcher.dated() {
-            "the time in the id"
+            "its id"
         } else {
-            "the item's datetime (or end_datetime)"
+            "its datetime (or end_datetime)"
         }
     }
 
@@ -758,5 +758,143 @@ mod tests {
         ];
         let plan = r.plan(&items, utc("2026-03-10T00:00:00Z"), &[], 100);
         assert_eq!(ids(&plan), ["s2-y"]);
+    }
+
+    /// A collection in memory that logs every call and refuses, as the server, to delete an
+    /// item that still has assets; `broken` items refuse every delete.
+    #[derive(Default)]
+    struct Fake {
+        items: std::sync::Mutex<Vec<(String, Vec<String>)>>,
+        calls: std::sync::Mutex<Vec<String>>,
+        broken: Vec<String>,
+    }
+
+    fn refused(what: &str) -> StacError {
+        StacError {
+            step: stac_client::Step::DeleteItem,
+            method: "DELETE",
+            url: what.to_owned(),
+            status: Some(reqwest::StatusCode::BAD_REQUEST),
+            description: "refused".to_owned(),
+            class: stac_client::ErrorClass::RequestWrong,
+            retry_after: None,
+            source: None,
+        }
+    }
+
+    impl ItemStore for Fake {
+        async fn list_items(&self, _: &str) -> Result<Vec<ListedItem>, StacError> {
+            Ok(self
+                .items
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(id, _)| item(id))
+                .collect())
+        }
+        async fn list_assets(&self, _: &str, i: &str) -> Result<Vec<String>, StacError> {
+            let items = self.items.lock().unwrap();
+            Ok(items
+                .iter()
+                .find(|(id, _)| id == i)
+                .map(|(_, a)| a.clone())
+                .unwrap_or_default())
+        }
+        async fn delete_asset(&self, _: &str, i: &str, a: &str) -> Result<(), StacError> {
+            self.calls.lock().unwrap().push(format!("asset {i}/{a}"));
+            if self.broken.iter().any(|b| b == i) {
+                return Err(refused(i));
+            }
+            let mut items = self.items.lock().unwrap();
+            if let Some((_, assets)) = items.iter_mut().find(|(id, _)| id == i) {
+                assets.retain(|x| x != a);
+            }
+            Ok(())
+        }
+        async fn delete_item(&self, _: &str, i: &str) -> Result<(), StacError> {
+            self.calls.lock().unwrap().push(format!("item {i}"));
+            let mut items = self.items.lock().unwrap();
+            match items.iter().position(|(id, a)| id == i && a.is_empty()) {
+                Some(at) => {
+                    items.remove(at);
+                    Ok(())
+                }
+                None => Err(refused(i)),
+            }
+        }
+    }
+
+    #[test]
+    fn deletes_assets_then_the_item_counts_each_and_goes_on_after_a_failure() {
+        let fake = Fake {
+            items: std::sync::Mutex::new(vec![
+                ("s2-2026-03-01".into(), vec!["a.tif".into(), "b.png".into()]),
+                ("s2-2026-03-02".into(), vec!["a.tif".into()]),
+                ("s2-2026-03-03".into(), vec![]),
+                ("s2-2026-03-09".into(), vec!["a.tif".into()]),
+            ]),
+            broken: vec!["s2-2026-03-02".into()],
+            ..Fake::default()
+        };
+        let rule = Retention::for_job(&spec("s2-%Y-%m-%d", Keep::Age(3 * DAY), None)).unwrap();
+        let recorder = crate::observe::metrics::recorder().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let mut seen = Vec::new();
+        let done = ::metrics::with_local_recorder(&recorder, || {
+            runtime.block_on(prune(
+                &fake,
+                "s2",
+                &rule,
+                utc("2026-03-10T00:00:00Z"),
+                &[],
+                false,
+                |d, o| seen.push((d.id.clone(), matches!(o, Deleted::Done { .. }))),
+            ))
+        })
+        .unwrap();
+        assert_eq!(done.failures(), 1);
+        assert_eq!(
+            seen,
+            [
+                ("s2-2026-03-01".to_owned(), true),
+                ("s2-2026-03-02".to_owned(), false),
+                ("s2-2026-03-03".to_owned(), true),
+            ]
+        );
+        assert_eq!(
+            *fake.calls.lock().unwrap(),
+            [
+                "asset s2-2026-03-01/a.tif",
+                "asset s2-2026-03-01/b.png",
+                "item s2-2026-03-01",
+                "asset s2-2026-03-02/a.tif",
+                "item s2-2026-03-03",
+            ]
+        );
+        let text = recorder.handle().render();
+        for line in [
+            "stac_uploadd_retention_deleted_items_total{job_name=\"s2\"} 2",
+            "stac_uploadd_retention_failures_total{job_name=\"s2\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+        }
+
+        // A dry run asks for nothing but the listing.
+        fake.calls.lock().unwrap().clear();
+        let done = runtime
+            .block_on(prune(
+                &fake,
+                "s2",
+                &rule,
+                utc("2026-03-10T00:00:00Z"),
+                &[],
+                true,
+                |_, _| {},
+            ))
+            .unwrap();
+        assert!(matches!(done.outcomes[..], [Deleted::DryRun]), "{done:?}");
+        assert!(fake.calls.lock().unwrap().is_empty());
     }
 }

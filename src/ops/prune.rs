@@ -68,7 +68,7 @@ pub(crate) async fn run(req: Request) -> Result<(), OpsError> {
             }
         };
         println!(
-            "job {}: {} in {} ({})",
+            "job {}: {} in {} (time from {})",
             job.name,
             rule.keep,
             rule.collection,
