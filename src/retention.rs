@@ -409,7 +409,7 @@ pub enum RetentionError {
     List {
         collection: String,
         #[source]
-        source: StacError,
+        source: Box<StacError>,
     },
 }
 
@@ -459,7 +459,7 @@ pub async fn prune<S: ItemStore>(
         .await
         .map_err(|source| RetentionError::List {
             collection: collection.to_owned(),
-            source,
+            source: Box::new(source),
         })?;
     let plan = rule.plan(&items, now, protect, MAX_DELETIONS_PER_RUN);
     let mut outcomes = Vec::with_capacity(plan.delete.len());
