@@ -19,6 +19,7 @@ pub mod cli;
 pub mod config;
 pub mod exit;
 pub mod observe;
+pub mod retention;
 pub mod state;
 pub mod supervisor;
 pub mod trigger;

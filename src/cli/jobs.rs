@@ -163,6 +163,23 @@ pub(super) fn run_check(path: &std::path::Path) -> Result<config::Config, CliErr
                 );
             }
         }
+        match crate::retention::Retention::for_job(job) {
+            Some(rule) => {
+                let alias = job
+                    .alias
+                    .as_deref()
+                    .map(|a| format!(", never {a:?}"))
+                    .unwrap_or_default();
+                println!(
+                    "    retention: {} of the items matching {:?} (time from {}){alias}; at most {} deletions per run",
+                    rule.keep,
+                    job.item.as_deref().unwrap_or_default(),
+                    rule.time_source(),
+                    crate::retention::MAX_DELETIONS_PER_RUN
+                );
+            }
+            None => println!("    retention: none (no keep: nothing is deleted)"),
+        }
     }
     let watches = config.jobs.iter().filter_map(|job| match &job.trigger {
         crate::trigger::TriggerSpec::Watch(w) => Some(w),

@@ -111,6 +111,9 @@ pub enum Command {
     /// List the uploads in progress on the job file's assets (whose, and what the daemon would
     /// do with each), and abort one with --abort ID: for an incident.
     Uploads(UploadsArgs),
+    /// Apply the jobs' `keep` rules now: delete their old items (assets first), or with
+    /// --dry-run show what would be deleted.
+    Prune(PruneArgs),
     /// Upload one file to one asset, now.
     Upload(UploadArgs),
     /// Serve a local emulator of the service-stac upload API, to try jobs safely.
@@ -152,7 +155,8 @@ impl Cli {
                 | Command::Demo(_)
                 | Command::Check(_)
                 | Command::Status(_)
-                | Command::Uploads(_),
+                | Command::Uploads(_)
+                | Command::Prune(_),
             ) => 0,
             None | Some(Command::Run(_) | Command::Emulator(_)) => 1,
         };
@@ -202,6 +206,19 @@ pub struct UploadsArgs {
     /// Abort without asking (required when stdin is not a terminal).
     #[arg(long, requires = "abort")]
     pub yes: bool,
+}
+
+/// `prune`'s flags.
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Only this job's items.
+    #[arg(long, value_name = "NAME")]
+    pub job: Option<String>,
+    /// Show what would be deleted, and delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// The daemon's flags: `run`'s (and the top level's, which runs the daemon too).
@@ -515,6 +532,18 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 job: args.job,
                 abort: args.abort,
                 yes: args.yes,
+            })
+            .await
+            .map_err(CliError::from)
+        }
+        Some(Command::Prune(args)) => {
+            let config = need_config(ConfigArgs {
+                config: args.config.config.or(top.config.config),
+            })?;
+            crate::ops::prune::run(crate::ops::prune::Request {
+                config,
+                job: args.job,
+                dry_run: args.dry_run,
             })
             .await
             .map_err(CliError::from)

@@ -5,6 +5,7 @@ mod settings;
 mod error;
 mod fingerprint;
 mod geometry;
+mod keep;
 mod load;
 mod metadata;
 mod overlap;
@@ -17,6 +18,7 @@ mod template;
 
 pub use error::{ConfigError, LocatedError};
 pub use fingerprint::job_fingerprints;
+pub use keep::Keep;
 pub use load::{
     AuthKind, FlagError, FlagSettings, FlagTable, MAX_CONCURRENT_UPLOADS, SETTING_KEYS,
     check_flags, load, parse, read_job_file,
@@ -28,7 +30,7 @@ pub use metadata::{
 pub use policy::{PolicyKind, PolicySpec};
 pub use read::{MAX_JOB_FILE, read_bounded};
 pub use sidecar::{ItemJson, MAX_ITEM_JSON, Refusal, SidecarError, item_body_with_sidecar};
-pub use template::{IdExtension, IdTemplate, TemplateError, TextTemplate};
+pub use template::{IdExtension, IdPart, IdTemplate, TemplateError, TextTemplate};
 
 use std::fmt;
 use std::path::PathBuf;
@@ -171,4 +173,8 @@ pub struct JobSpec {
     pub item_metadata: Option<ItemMetadata>,
     /// `[job.asset_metadata]`: the asset to create before the upload when it is missing.
     pub asset_metadata: Option<AssetMetadata>,
+    /// `alias`: a fixed item that also receives the run's files; never pruned.
+    pub alias: Option<String>,
+    /// `keep`: the retention rule for the job's own items (`None`: nothing is deleted).
+    pub keep: Option<Keep>,
 }

@@ -131,6 +131,7 @@ settings_table!(with_settings {
         pub(super) watch: Option<Spanned<RawWatch>>,
         pub(super) item_metadata: Option<Spanned<RawItemMetadata>>,
         pub(super) asset_metadata: Option<Spanned<RawAssetMetadata>>,
+        pub(super) keep: Option<Spanned<RawKeep>>,
     }
 });
 
@@ -249,6 +250,37 @@ impl<'de> Deserialize<'de> for Size {
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Size, E> {
                 Ok(Size::Text(v.to_owned()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `keep` as written: a count of items or a duration, checked later.
+#[derive(Debug, Clone)]
+pub(super) enum RawKeep {
+    Count(i64),
+    Age(String),
+}
+
+impl<'de> Deserialize<'de> for RawKeep {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = RawKeep;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration such as \"30d\" or a number of items such as 30")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawKeep, E> {
+                Ok(RawKeep::Count(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawKeep, E> {
+                i64::try_from(v)
+                    .map(RawKeep::Count)
+                    .map_err(|_| E::invalid_value(Unexpected::Unsigned(v), &self))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawKeep, E> {
+                Ok(RawKeep::Age(v.to_owned()))
             }
         }
         d.deserialize_any(V)

@@ -434,6 +434,52 @@ impl IdTemplate {
     }
 }
 
+/// A piece of an id template, for code that reads ids back (retention's matcher).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdPart<'a> {
+    /// Text written as is (an id template holds no `%%`: `%` is not an id character).
+    Text(&'a str),
+    /// One strftime field, such as `%Y` or `%-d`.
+    Time(&'a str),
+    /// `{name}`.
+    Name,
+    /// `{stem}`.
+    Stem,
+    /// `{ext}`.
+    Ext,
+}
+
+impl IdTemplate {
+    /// The template's pieces in order.
+    pub fn parts(&self) -> Vec<IdPart<'_>> {
+        let Ok(segments) = segments(&self.0) else {
+            return vec![IdPart::Text(&self.0)];
+        };
+        let mut out = Vec::new();
+        for segment in segments {
+            match segment {
+                Segment::Literal(literal) => {
+                    let mut pos = 0;
+                    for (at, field) in time_fields(literal) {
+                        if at > pos {
+                            out.push(IdPart::Text(&literal[pos..at]));
+                        }
+                        out.push(IdPart::Time(field));
+                        pos = at + field.len();
+                    }
+                    if pos < literal.len() {
+                        out.push(IdPart::Text(&literal[pos..]));
+                    }
+                }
+                Segment::Name => out.push(IdPart::Name),
+                Segment::Stem => out.push(IdPart::Stem),
+                Segment::Ext => out.push(IdPart::Ext),
+            }
+        }
+        out
+    }
+}
+
 impl std::ops::Deref for IdTemplate {
     type Target = str;
     fn deref(&self) -> &str {
@@ -616,5 +662,22 @@ mod tests {
         }
         assert!(TextTemplate::parse("%b %e").is_ok(), "free text may");
         assert!(IdTemplate::parse("%Y%m%d-%H%M%S.%3f-%P").is_ok());
+    }
+
+    #[test]
+    fn parts_in_order() {
+        assert_eq!(
+            t("s2-{stem}_%Y%-m.{ext}").parts(),
+            [
+                IdPart::Text("s2-"),
+                IdPart::Stem,
+                IdPart::Text("_"),
+                IdPart::Time("%Y"),
+                IdPart::Time("%-m"),
+                IdPart::Text("."),
+                IdPart::Ext,
+            ]
+        );
+        assert_eq!(t("current").parts(), [IdPart::Text("current")]);
     }
 }

@@ -62,6 +62,10 @@ pub const LATENESS: &str = "stac_uploadd_schedule_lateness_seconds";
 /// Times a task of the job (its runner or its trigger) ended unexpectedly: a panic, or a runner
 /// that returned while it should run.
 pub const JOB_TASK_FAILURES: &str = "stac_uploadd_job_task_failures_total";
+/// Items the job's `keep` rule deleted (with their assets).
+pub const RETENTION_DELETED: &str = "stac_uploadd_retention_deleted_items_total";
+/// Deletions (or listings) of the job's `keep` rule that failed; the next run tries again.
+pub const RETENTION_FAILURES: &str = "stac_uploadd_retention_failures_total";
 
 /// From a second (a small file on a LAN) to the two-hour default run timeout.
 const DURATION_BUCKETS: &[f64] = &[
@@ -121,6 +125,14 @@ pub fn describe() {
     describe_counter!(
         JOB_TASK_FAILURES,
         "Times a task of the job (its runner or trigger) ended unexpectedly, a panic say"
+    );
+    describe_counter!(
+        RETENTION_DELETED,
+        "Items the job's keep rule deleted, with their assets"
+    );
+    describe_counter!(
+        RETENTION_FAILURES,
+        "Item deletions or listings of the job's keep rule that failed (tried again next run)"
     );
     describe_gauge!(
         CONSECUTIVE_FAILURES,
@@ -197,6 +209,8 @@ pub fn register_job(
         STALE_ABORTED,
         TRIGGER_RECOVERIES,
         JOB_TASK_FAILURES,
+        RETENTION_DELETED,
+        RETENTION_FAILURES,
     ] {
         counter!(name, JOB => job.clone()).increment(0);
     }
@@ -248,6 +262,16 @@ pub fn trigger_state(job: &str, up: bool, recovered: bool) {
 /// A task of the job ended unexpectedly (see [`JOB_TASK_FAILURES`]).
 pub fn job_task_failed(job: &str) {
     counter!(JOB_TASK_FAILURES, JOB => job.to_owned()).increment(1);
+}
+
+/// The job's `keep` rule deleted an item (see [`RETENTION_DELETED`]).
+pub fn retention_deleted(job: &str) {
+    counter!(RETENTION_DELETED, JOB => job.to_owned()).increment(1);
+}
+
+/// A deletion or listing of the job's `keep` rule failed (see [`RETENTION_FAILURES`]).
+pub fn retention_failed(job: &str) {
+    counter!(RETENTION_FAILURES, JOB => job.to_owned()).increment(1);
 }
 
 /// A job's trigger works (`up`) or cannot fire (a schedule with no further fire time).

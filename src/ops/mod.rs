@@ -1,11 +1,13 @@
 //! Operator commands that talk to the server beside (or without) a running daemon:
 //! `stac-uploadd uploads` (what is in progress on the job file's assets, and aborting one) and
-//! `stac-uploadd check --online` (would the jobs' runs work, asked of the server read-only).
+//! `stac-uploadd check --online` (would the jobs' runs work, asked of the server read-only);
+//! `stac-uploadd prune` (the jobs' `keep` rules applied now).
 //!
 //! They decide nothing of their own: targets are rendered by [`Job::prepare`], staleness by
 //! [`crate::supervisor::stale`], aborts go through [`stac_upload::abort_upload`].
 
 pub(crate) mod online;
+pub(crate) mod prune;
 pub(crate) mod uploads;
 
 use std::path::PathBuf;

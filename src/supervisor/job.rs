@@ -59,6 +59,13 @@ pub trait Uploader: Send + Sync + 'static {
         let _ = (state, rec, opts, cancel);
         async { None }
     }
+
+    /// Applies the job's `keep` rule after a successful run that published `item` (see
+    /// [`crate::retention::after_run`]); nothing for an uploader that stores no items (a test's).
+    fn prune(&self, spec: &JobSpec, item: Option<&str>) -> impl Future<Output = ()> + Send {
+        let _ = (spec, item);
+        async {}
+    }
 }
 
 /// The real thing: a STAC client.
@@ -95,6 +102,10 @@ impl Uploader for HttpUploader {
         cancel: &CancellationToken,
     ) -> Option<RunRecord> {
         super::reconcile::resume_or_abort(&self.0, state, rec, opts, cancel).await
+    }
+
+    async fn prune(&self, spec: &JobSpec, item: Option<&str>) {
+        crate::retention::after_run(&self.0, spec, item).await;
     }
 }
 
@@ -499,9 +510,21 @@ impl<U: Uploader> Job<U> {
             Some(sidecar) => sidecar.merged(objects).await,
             None => Ok(objects),
         };
-        self.run_target(target, path, objects)
-            .instrument(span)
-            .await
+        let record = self
+            .run_target(target, path, objects)
+            .instrument(span.clone())
+            .await;
+        // Retention only after a success: a failing job never thins out what it cannot replace.
+        if self.spec.keep.is_some()
+            && matches!(record.outcome, Outcome::Uploaded | Outcome::Unchanged)
+        {
+            let uploader = self.shared.uploader();
+            uploader
+                .prune(&self.spec, record.item.as_deref())
+                .instrument(span)
+                .await;
+        }
+        record
     }
 
     /// What a unit of work writes: its target, ids rendered for the run time in the job's zone

@@ -300,6 +300,8 @@ fn cron_job(schedule: &str, kind: PolicyKind) -> JobSpec {
         timezone: chrono_tz::Europe::Zurich,
         item_metadata: None,
         asset_metadata: None,
+        alias: None,
+        keep: None,
     }
 }
 

@@ -419,6 +419,8 @@ async fn uploaded_and_unchanged_runs_count_what_was_sent_from_series_that_exist_
         "stac_uploadd_stale_uploads_aborted_total",
         "stac_uploadd_trigger_recoveries_total",
         "stac_uploadd_job_task_failures_total",
+        "stac_uploadd_retention_deleted_items_total",
+        "stac_uploadd_retention_failures_total",
         "stac_uploadd_consecutive_failures",
         "stac_uploadd_last_success_timestamp_seconds",
         "stac_uploadd_job_interval_seconds",

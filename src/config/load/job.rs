@@ -391,6 +391,10 @@ impl Checker<'_> {
             );
         }
         let (jitter, catch_up) = self.schedule_options(raw, &own, &settings, trigger.as_ref());
+        let keep = match &raw.keep {
+            Some(k) => self.keep(k, item.as_ref()).map(Some),
+            None => Some(None),
+        };
 
         Some(JobSpec {
             name,
@@ -406,7 +410,84 @@ impl Checker<'_> {
             bandwidth_limit,
             item_metadata: written(item_metadata)?,
             asset_metadata: written(asset_metadata)?,
+            alias: None,
+            keep: keep?,
         })
+    }
+
+    /// `keep`: a count or a duration, on a job whose item template tells its own items from
+    /// others. `item` is `None` when the item was refused (reported there).
+    fn keep(&mut self, raw: &Spanned<RawKeep>, item: Option<&Option<IdTemplate>>) -> Option<Keep> {
+        let keep = match raw.get_ref() {
+            RawKeep::Count(n) if (1..=MAX_KEEP_COUNT).contains(n) => {
+                Keep::Count(u32::try_from(*n).expect("bounded above"))
+            }
+            RawKeep::Count(n) => {
+                self.diag.at(
+                    &raw.span(),
+                    format!(
+                        "keep = {n} is out of range: expected a number of items from 1 to {MAX_KEEP_COUNT}, or a duration such as \"30d\""
+                    ),
+                );
+                return None;
+            }
+            RawKeep::Age(text) => match humantime::parse_duration(text.trim()) {
+                Ok(d) if !d.is_zero() => Keep::Age(d),
+                Ok(_) => {
+                    self.diag.at(
+                        &raw.span(),
+                        "keep must be longer than 0 (it would delete every item)",
+                    );
+                    return None;
+                }
+                Err(e) => {
+                    self.diag.at(
+                        &raw.span(),
+                        format!(
+                            "invalid duration {text:?} for keep: {e}; expected e.g. \"30d\" or \"12h\", or a number of items such as 30"
+                        ),
+                    );
+                    return None;
+                }
+            },
+        };
+        let item = match item {
+            None => return Some(keep),
+            Some(None) => {
+                self.diag.at(
+                    &raw.span(),
+                    "keep deletes a job's old items, and this job publishes a collection asset (it has no item): remove keep",
+                );
+                return None;
+            }
+            Some(Some(item)) => item,
+        };
+        let parts = item.parts();
+        let problem = if item.is_literal() {
+            Some(
+                "is the same id every run: there is nothing to prune (expected time fields such as %Y-%m-%d, or {stem}, in item)",
+            )
+        } else if !parts
+            .iter()
+            .any(|p| matches!(p, IdPart::Text(_) | IdPart::Time(_)))
+        {
+            Some(
+                "can produce any id: every item of the collection would count as this job's (expected literal text or time fields in item besides placeholders, e.g. \"radar-{stem}\")",
+            )
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            self.diag.at(
+                &raw.span(),
+                format!(
+                    "keep deletes the items whose id the job's item template can produce, and item {:?} {problem}",
+                    item.as_str()
+                ),
+            );
+            return None;
+        }
+        Some(keep)
     }
 
     /// `collection/item/asset` within the server's 255 characters, for the shortest ids the

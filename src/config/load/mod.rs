@@ -15,16 +15,17 @@ use toml::Spanned;
 
 use super::error::{self, ConfigError, Diagnostics};
 use super::geometry::{self, check_bbox, geometry_bbox};
+use super::keep::{Keep, MAX_KEEP_COUNT};
 use super::metadata::{AssetMetadata, ItemMetadata, ItemTime, TimeValue, bbox_polygon};
 use super::overlap;
 use super::raw::{
-    DurationText, Int, RawAssetMetadata, RawAuth, RawConfig, RawItemMetadata, RawJob, RawObserve,
-    RawProperties, RawServer, RawSettings, RawWatch, RawWindow, Size,
+    DurationText, Int, RawAssetMetadata, RawAuth, RawConfig, RawItemMetadata, RawJob, RawKeep,
+    RawObserve, RawProperties, RawServer, RawSettings, RawWatch, RawWindow, Size,
 };
 use super::read::{MAX_JOB_FILE, read_bounded};
 use super::server::{self as server_rules, MAX_TITLE};
 use super::sidecar::ItemJson;
-use super::template::{IdExtension, IdTemplate, TemplateError, TextTemplate};
+use super::template::{IdExtension, IdPart, IdTemplate, TemplateError, TextTemplate};
 use super::{Config, JobSpec, ObserveConfig, ServerConfig, TriggerSpec};
 use super::{PolicyKind, PolicySpec};
 use crate::trigger::watch::DEFAULT_IGNORE;

@@ -252,3 +252,49 @@ fn part_size_is_held_to_the_api_limits() {
             .contains("out of range")
     );
 }
+
+/// One scheduled job with `item` and `keep` lines as given.
+fn keep_job(item: Option<&str>, keep: &str) -> Result<Config, ConfigError> {
+    let item = item
+        .map(|i| format!("item = \"{i}\"\n"))
+        .unwrap_or_default();
+    let text = format!(
+        "[server]\nurl = \"http://127.0.0.1:1/\"\n[[job]]\nname = \"j\"\ncollection = \"c\"\n{item}asset = \"a.tif\"\nfile = \"/a.tif\"\nschedule = \"0 3 * * *\"\nkeep = {keep}\n"
+    );
+    parse(&text, Path::new("/t/jobs.toml"), &|_| None)
+}
+
+#[test]
+fn keep_is_a_duration_or_a_count() {
+    let keep = |k: &str| keep_job(Some("s2-%Y-%m-%d"), k).expect("valid").jobs[0].keep;
+    assert_eq!(
+        keep("\"30d\""),
+        Some(Keep::Age(Duration::from_secs(30 * 86_400)))
+    );
+    assert_eq!(keep("30"), Some(Keep::Count(30)));
+    for (k, says) in [
+        ("0", "keep = 0 is out of range"),
+        ("-3", "keep = -3 is out of range"),
+        ("\"0s\"", "keep must be longer than 0"),
+        ("\"soon\"", "invalid duration \"soon\" for keep"),
+        ("true", "a duration such as \"30d\" or a number of items"),
+    ] {
+        let m = messages(keep_job(Some("s2-%Y-%m-%d"), k));
+        assert!(m.iter().any(|m| m.contains(says)), "{k}: {m:?}");
+    }
+}
+
+#[test]
+fn keep_needs_an_item_template_that_tells_the_jobs_items_apart() {
+    for (item, says) in [
+        (None, "publishes a collection asset"),
+        (Some("current"), "is the same id every run"),
+    ] {
+        let m = messages(keep_job(item, "3"));
+        assert!(m.iter().any(|m| m.contains(says)), "{item:?}: {m:?}");
+        assert!(
+            m.iter().any(|m| m.contains(":8: keep ")),
+            "located at the value: {m:?}"
+        );
+    }
+}
