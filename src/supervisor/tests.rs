@@ -300,6 +300,8 @@ fn cron_job(schedule: &str, kind: PolicyKind) -> JobSpec {
         timezone: chrono_tz::Europe::Zurich,
         item_metadata: None,
         asset_metadata: None,
+        assets: Vec::new(),
+        concurrency: 1,
     }
 }
 
@@ -463,6 +465,7 @@ fn auto_policy_follows_the_schedule() {
         ignore: globset::GlobSet::empty(),
         settle: Duration::from_secs(1),
         poll: None,
+        bundle: Default::default(),
     });
     assert_eq!(effective_policy(&watch, now), PolicyKind::Retry);
 }
