@@ -111,6 +111,8 @@ pub struct Shared<U> {
     pub runs: tokio::sync::broadcast::Sender<RunRecord>,
     /// Permits for upload sessions: at most this many run at once over every job, so memory
     /// (each session holds a digest window and its parts' buffers) is bounded whatever fires.
+    /// The semaphore holds [`SHARES`] shares per session: a small file takes one (see
+    /// [`session_shares`]).
     sessions: std::sync::RwLock<(usize, Arc<tokio::sync::Semaphore>)>,
     /// Where a job whose task ended unexpectedly shows until it runs again (`/readyz`).
     pub job_tasks: Arc<JobTasks>,
@@ -118,6 +120,25 @@ pub struct Shared<U> {
 
 /// Sessions at once when nobody sets a limit ([`Shared::set_upload_limit`]).
 const DEFAULT_SESSIONS: usize = 4;
+
+/// Shares of one session permit. A session for a small file takes one share: its memory (the
+/// file's bytes in a buffer or two) is a fraction of a large file's digest window (32 MiB) and
+/// part buffers, and its time goes to the API's round trips, so a burst of small files may run
+/// this many times `max_concurrent_uploads` sessions at once with no more memory than that many
+/// large ones (docs/performance.md, "Bursts").
+const SHARES: u32 = 8;
+
+/// The largest file whose session takes one share.
+const SMALL_FILE: u64 = 1024 * 1024;
+
+/// Shares a session for a file of `len` bytes takes; `None` (not known yet, e.g. unreadable)
+/// and compressed files count as large: an encoder's window is megabytes whatever the file.
+fn session_shares(len: Option<u64>, compress: stac_upload::CompressMode) -> u32 {
+    match len {
+        Some(len) if len <= SMALL_FILE && compress == stac_upload::CompressMode::None => 1,
+        _ => SHARES,
+    }
+}
 
 impl<U> Shared<U> {
     /// Shared state for jobs using `uploader`.
@@ -130,7 +151,9 @@ impl<U> Shared<U> {
             runs: tokio::sync::broadcast::channel(1024).0,
             sessions: std::sync::RwLock::new((
                 DEFAULT_SESSIONS,
-                Arc::new(tokio::sync::Semaphore::new(DEFAULT_SESSIONS)),
+                Arc::new(tokio::sync::Semaphore::new(
+                    DEFAULT_SESSIONS * SHARES as usize,
+                )),
             )),
             job_tasks: JobTasks::global(),
         }
@@ -151,12 +174,15 @@ impl<U> Shared<U> {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if g.0 != limit {
-            *g = (limit, Arc::new(tokio::sync::Semaphore::new(limit)));
+            *g = (
+                limit,
+                Arc::new(tokio::sync::Semaphore::new(limit * SHARES as usize)),
+            );
         }
     }
 
-    /// Waits for a session permit.
-    async fn session_permit(&self) -> tokio::sync::OwnedSemaphorePermit {
+    /// Waits for `shares` of a session permit ([`SHARES`] for a whole one).
+    async fn session_permit(&self, shares: u32) -> tokio::sync::OwnedSemaphorePermit {
         let sessions = self
             .sessions
             .read()
@@ -164,7 +190,7 @@ impl<U> Shared<U> {
             .1
             .clone();
         sessions
-            .acquire_owned()
+            .acquire_many_owned(shares)
             .await
             .expect("the semaphore is never closed")
     }
@@ -542,7 +568,7 @@ impl<U: Uploader> Job<U> {
         let span = info_span!("resume", job = %self.spec.name, collection = %rec.target.collection, item = rec.target.item.as_deref().unwrap_or(""), asset = %rec.target.asset, upload_id = %rec.upload_id);
         async {
             let _permit = tokio::select! {
-                p = self.shared.session_permit() => p,
+                p = self.shared.session_permit(SHARES) => p,
                 () = self.abort_runs.cancelled() => return None,
             };
             let cancel = self.abort_runs.child_token();
@@ -949,8 +975,10 @@ impl<U: Uploader> Job<U> {
         attempt: u32,
     ) -> Result<UploadReport, UploadError> {
         // The run deadline counts from here: waiting for a permit is not the server's time.
+        let len = tokio::fs::metadata(path).await.ok().map(|m| m.len());
+        let shares = session_shares(len, self.spec.upload.compress);
         let _permit = tokio::select! {
-            p = self.shared.session_permit() => p,
+            p = self.shared.session_permit(shares) => p,
             () = self.abort_runs.cancelled() => return Err(UploadError::Cancelled),
         };
         let cancel = self.abort_runs.child_token();
