@@ -261,7 +261,10 @@ impl<U: Uploader> Supervisor<U> {
                     None
                 } else {
                     let members = bundle::members(
-                        job.spec.assets.iter().map(|a| (a.file.as_path(), a.required)),
+                        job.spec
+                            .assets
+                            .iter()
+                            .map(|a| (a.file.as_path(), a.required)),
                     )?;
                     let root = std::path::absolute(&spec.dir).map_err(|source| {
                         WatchError::Inaccessible {

@@ -453,7 +453,10 @@ impl Checker<'_> {
             return Some(super::super::DEFAULT_CONCURRENCY);
         };
         let (n, span) = self.int_as::<usize>(Some(key), "concurrency", CONCURRENCY)?;
-        if matches!(trigger, Some(TriggerSpec::Cron { .. } | TriggerSpec::Every { .. })) {
+        if matches!(
+            trigger,
+            Some(TriggerSpec::Cron { .. } | TriggerSpec::Every { .. })
+        ) {
             self.diag.at(
                 &span,
                 "concurrency only applies to watch jobs (a schedule or every job runs one run at a time): remove it",

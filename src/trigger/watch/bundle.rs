@@ -222,7 +222,11 @@ impl Collector {
         self.members
             .iter()
             .enumerate()
-            .filter_map(|(i, m)| m.pattern.stem_of(rel).map(|s| (i, s, m.pattern.fixed_len())))
+            .filter_map(|(i, m)| {
+                m.pattern
+                    .stem_of(rel)
+                    .map(|s| (i, s, m.pattern.fixed_len()))
+            })
             .max_by_key(|&(i, _, len)| (len, std::cmp::Reverse(i)))
             .map(|(i, s, _)| (i, s))
     }
