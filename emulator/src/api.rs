@@ -35,6 +35,8 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
     let api = "/api/stac/{version}/collections/{collection}";
     let mut router = Router::new()
         .route(api, get(get_stac).put(put_stac).delete(delete_stac))
+        .route(&format!("{api}/items"), get(list_items).post(post_items))
+        .route(&format!("{api}/items/{{item}}/assets"), get(list_assets))
         .route(
             &format!("{api}/items/{{item}}"),
             get(get_stac).put(put_stac).delete(delete_stac),
@@ -685,15 +687,7 @@ async fn put_stac(ctx: Ctx, P(path): P<StacPath>, body: Body) -> Response {
                 Ok(json_response(created_or_ok(created), json))
             }
             Some(id) => {
-                let clean = fields(rules::ITEM, version, &body, false, &context)?;
-                let properties = clean
-                    .get("properties")
-                    .and_then(Value::as_object)
-                    .cloned()
-                    .unwrap_or_default();
-                rules::item_datetimes(&properties)?;
-                rules::item_expires(&properties, now)?;
-                rules::check_payload(rules::ITEM, version, &body)?;
+                let clean = item_fields(version, &body, now)?;
                 let mut state = ctx.shared.lock();
                 let collection = state
                     .collections
@@ -718,6 +712,28 @@ async fn put_stac(ctx: Ctx, P(path): P<StacPath>, body: Body) -> Response {
         }
     })
     .await
+}
+
+/// An item body through the rules of serializers/item.py `ItemSerializer`, in the server's
+/// order: its fields, its datetimes and `expires`, then the keys it may not have.
+fn item_fields(
+    version: ApiVersion,
+    body: &Map<String, Value>,
+    now: DateTime<Utc>,
+) -> Result<Map<String, Value>, ApiError> {
+    let context = rules::Context {
+        existing_type: None,
+    };
+    let clean = fields(rules::ITEM, version, body, false, &context)?;
+    let properties = clean
+        .get("properties")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    rules::item_datetimes(&properties)?;
+    rules::item_expires(&properties, now)?;
+    rules::check_payload(rules::ITEM, version, body)?;
+    Ok(clean)
 }
 
 fn created_or_ok(created: bool) -> StatusCode {
@@ -1252,20 +1268,22 @@ async fn create_upload(ctx: Ctx, P(path): P<AssetPath>, body: Body) -> Response 
     .await
 }
 
-/// `?limit=` of listings: 1..=100, 100 by default.
+/// `?limit=` of listings (pagination.py `validate_page_size`): an integer of at least 1, 100
+/// when none is given; a larger one is cut to 100, not refused.
 fn parse_limit(ctx: &Ctx) -> Result<usize, ApiError> {
-    match ctx.query_param("limit") {
-        None => Ok(MAX_LIMIT),
-        Some(limit) => limit
-            .parse::<usize>()
-            .ok()
-            .filter(|l| (1..=MAX_LIMIT).contains(l))
-            .ok_or_else(|| {
-                ApiError::bad_request(format!(
-                    "Invalid limit query parameter: must be an integer between 1 and {MAX_LIMIT}"
-                ))
-            }),
+    let Some(limit) = ctx.query_param("limit") else {
+        return Ok(MAX_LIMIT);
+    };
+    // Python's int() takes surrounding blanks and a sign.
+    let limit: i64 = limit.trim().parse().map_err(|_| {
+        ApiError::bad_request(json!(["Invalid limit query parameter: must be an integer"]))
+    })?;
+    if limit <= 0 {
+        return Err(ApiError::bad_request(json!([format!(
+            "limit query parameter too small, must be in range 1..{MAX_LIMIT}"
+        )])));
     }
+    Ok(usize::try_from(limit).map_or(MAX_LIMIT, |l| l.min(MAX_LIMIT)))
 }
 
 fn next_link(ctx: &Ctx, params: &[(&str, String)]) -> Value {
@@ -1572,6 +1590,258 @@ async fn abort(ctx: Ctx, P(path): P<UploadPath>, body: Body) -> Response {
         drop(state);
         drop(parts);
         Ok(axum::Json(json).into_response())
+    })
+    .await
+}
+
+/// The most items one `POST .../items` may create (serializers/item.py `ItemListSerializer`).
+const MAX_FEATURES: usize = 100;
+
+/// DRF's `str(serializer.errors)`, which views/item.py `ItemsList.post` answers as the
+/// description: a Python repr of the error tree, each message an `ErrorDetail`.
+fn py_errors(errors: &Value) -> String {
+    fn quote(s: &str) -> String {
+        format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
+    }
+    match errors {
+        Value::Object(map) => {
+            let inner: Vec<String> = map
+                .iter()
+                .map(|(k, v)| format!("{}: {}", quote(k), py_errors(v)))
+                .collect();
+            format!("{{{}}}", inner.join(", "))
+        }
+        Value::Array(list) => {
+            let inner: Vec<String> = list.iter().map(py_errors).collect();
+            format!("[{}]", inner.join(", "))
+        }
+        Value::String(message) => format!("ErrorDetail(string={}, code='invalid')", quote(message)),
+        other => other.to_string(),
+    }
+}
+
+/// One feature of a `POST .../items` body, checked as `ItemSerializer` checks it: its id
+/// (required here, as there is no path to take it from) and its stored fields.
+fn feature_fields(
+    version: ApiVersion,
+    feature: &Value,
+    now: DateTime<Utc>,
+) -> Result<(String, Map<String, Value>), Value> {
+    let Value::Object(body) = feature else {
+        return Err(json!({"non_field_errors": [format!(
+            "Invalid data. Expected a dictionary, but got {}.",
+            rules::py_type(feature)
+        )]}));
+    };
+    let clean = item_fields(version, body, now).map_err(|e| e.description().clone())?;
+    let Some(id) = clean.get("id").and_then(Value::as_str).map(str::to_owned) else {
+        return Err(json!({"id": ["This field is required."]}));
+    };
+    let mut stored = without_nulls(clean);
+    stored.remove("id");
+    Ok((id, stored))
+}
+
+/// `POST /collections/{c}/items` (views/item.py `ItemsList.post`): creates every feature of
+/// `{"features": [...]}` or none. The server's atomicity comes from the database's unique key;
+/// here the whole check and insert happen under the state's one lock.
+async fn post_items(ctx: Ctx, P(path): P<StacPath>, body: Body) -> Response {
+    ctx.call(CallKind::PutStac, async {
+        let version = ApiVersion::parse(&path.version)?;
+        // Checked before anything else, even before the collection.
+        let has_key = ctx
+            .headers
+            .get("Idempotency-Key")
+            .is_some_and(|v| !v.as_bytes().is_empty());
+        if !has_key {
+            return Err(ApiError::bad_request(
+                "No header parameter 'Idempotency-Key'",
+            ));
+        }
+        if !ctx.shared.lock().collections.contains_key(&path.collection) {
+            return Err(ApiError::not_found(
+                "Collection matching query does not exist.",
+            ));
+        }
+        let body = read_json(&ctx.headers, body).await?;
+        let now = ctx.shared.now();
+        let features = match body.get("features") {
+            None => {
+                return Err(ApiError::bad_request(py_errors(
+                    &json!({"features": ["This field is required."]}),
+                )));
+            }
+            Some(Value::Array(list)) => list,
+            Some(other) => {
+                return Err(ApiError::bad_request(py_errors(&json!({"features": {
+                    "non_field_errors": [format!(
+                        "Expected a list of items but got type \"{}\".",
+                        rules::py_type(other)
+                    )]
+                }}))));
+            }
+        };
+        let mut checked = Vec::with_capacity(features.len());
+        let mut errors = Vec::with_capacity(features.len());
+        for feature in features {
+            match feature_fields(version, feature, now) {
+                Ok(ok) => {
+                    checked.push(ok);
+                    errors.push(json!({}));
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        if checked.len() < features.len() {
+            return Err(ApiError::bad_request(py_errors(
+                &json!({ "features": errors }),
+            )));
+        }
+        if checked.len() > MAX_FEATURES {
+            return Err(ApiError::bad_request(py_errors(&json!({
+                "features": [format!("More than {MAX_FEATURES} features")]
+            }))));
+        }
+        if checked.iter().any(|(_, f)| f.contains_key("assets")) {
+            // The server stores inline assets as external assets; the emulator does not model
+            // that, and stac-uploadd never sends them.
+            return Err(ApiError::bad_request(
+                "the emulator does not take assets inside POST .../items (the server would store them as external assets)",
+            ));
+        }
+        let mut state = ctx.shared.lock();
+        let collection = state
+            .collections
+            .get_mut(&path.collection)
+            .ok_or_else(|| ApiError::not_found("Collection matching query does not exist."))?;
+        // One INSERT of every row: a duplicate (stored, or twice in the body) fails it whole.
+        let mut seen = std::collections::HashSet::new();
+        for (id, _) in &checked {
+            if collection.items.contains_key(id) || !seen.insert(id.as_str()) {
+                return Err(ApiError::bad_request(format!(
+                    "duplicate key value violates unique constraint \"stac_api_item_collection_id_name_uniq\"\nDETAIL:  Key (collection_id, name)=(1, {id}) already exists.\n"
+                )));
+            }
+        }
+        let mut created = Vec::with_capacity(checked.len());
+        for (id, stored) in checked {
+            let item = Item {
+                meta: StacMeta::new(stored, now),
+                assets: Default::default(),
+            };
+            created.push(ctx.item_json(version, &path.collection, &id, &item));
+            collection.items.insert(id, item);
+        }
+        Ok(json_response(
+            StatusCode::CREATED,
+            json!({ "features": created }),
+        ))
+    })
+    .await
+}
+
+/// The position after which a page of items starts: the last id of the page before, opaque
+/// to the client as DRF's cursors are.
+fn item_cursor(ctx: &Ctx) -> Result<Option<String>, ApiError> {
+    ctx.query_param("cursor")
+        .map(|c| {
+            URL_SAFE_NO_PAD
+                .decode(&c)
+                .ok()
+                .and_then(|id| String::from_utf8(id).ok())
+                .ok_or_else(|| ApiError::not_found("Invalid cursor"))
+        })
+        .transpose()
+}
+
+/// `GET /collections/{c}/items` (views/item.py `ItemsList.list`): a FeatureCollection of the
+/// items that have not expired, by id, paged with a cursor (`links` rel `next`).
+async fn list_items(ctx: Ctx, P(path): P<StacPath>) -> Response {
+    ctx.run(async {
+        let version = ApiVersion::parse(&path.version)?;
+        let limit = parse_limit(&ctx)?;
+        let after = item_cursor(&ctx)?;
+        let now = ctx.shared.now();
+        let state = ctx.shared.lock();
+        let collection = state
+            .collections
+            .get(&path.collection)
+            .ok_or_else(|| ApiError::not_found("Not found."))?;
+        let lower = match &after {
+            Some(id) => std::ops::Bound::Excluded(id.clone()),
+            None => std::ops::Bound::Unbounded,
+        };
+        let mut rest = collection
+            .items
+            .range((lower, std::ops::Bound::Unbounded))
+            .filter(|(_, item)| !expired(item, now));
+        let page: Vec<(&String, &Item)> = rest.by_ref().take(limit).collect();
+        let more = rest.next().is_some();
+        let features: Vec<Value> = page
+            .iter()
+            .map(|(id, item)| ctx.item_json(version, &path.collection, id, item))
+            .collect();
+        let base = ctx.api_base(version);
+        let collection_url = format!("{base}/collections/{}", path.collection);
+        let mut links = vec![
+            json!({"rel": "self", "href": format!("{collection_url}/items")}),
+            json!({"rel": "root", "href": format!("{base}/")}),
+            json!({"rel": "parent", "href": collection_url}),
+        ];
+        if more && let Some((last, _)) = page.last() {
+            let mut params = vec![("cursor", URL_SAFE_NO_PAD.encode(last.as_bytes()))];
+            if ctx.query_param("limit").is_some() {
+                params.push(("limit", limit.to_string()));
+            }
+            links.push(next_link(&ctx, &params));
+        }
+        Ok(axum::Json(json!({
+            "type": "FeatureCollection",
+            "timeStamp": timestamp(now),
+            "features": features,
+            "links": links,
+        }))
+        .into_response())
+    })
+    .await
+}
+
+/// `GET /collections/{c}/items/{i}/assets` (views/item.py `AssetsList`, no pagination): every
+/// asset of the item by id, and the relation links.
+async fn list_assets(ctx: Ctx, P(path): P<StacPath>) -> Response {
+    ctx.run(async {
+        let version = ApiVersion::parse(&path.version)?;
+        let item_id = path
+            .item
+            .clone()
+            .ok_or_else(|| ApiError::not_found("Not found."))?;
+        let now = ctx.shared.now();
+        let state = ctx.shared.lock();
+        let item = state
+            .collections
+            .get(&path.collection)
+            .and_then(|c| c.items.get(&item_id))
+            .filter(|i| !expired(i, now))
+            .ok_or_else(|| ApiError::not_found("Not found."))?;
+        let assets: Vec<Value> = item
+            .assets
+            .iter()
+            .map(|(name, asset)| {
+                let key = AssetKey::item_asset(&path.collection, &item_id, name);
+                Value::Object(ctx.asset_fields(&key, asset, version))
+            })
+            .collect();
+        let base = ctx.api_base(version);
+        let collection_url = format!("{base}/collections/{}", path.collection);
+        let item_url = format!("{collection_url}/items/{item_id}");
+        let links = json!([
+            {"rel": "self", "href": format!("{item_url}/assets")},
+            {"rel": "root", "href": format!("{base}/")},
+            {"rel": "parent", "href": item_url},
+            {"rel": "collection", "href": collection_url},
+            {"rel": "item", "href": item_url},
+        ]);
+        Ok(axum::Json(json!({"assets": assets, "links": links})).into_response())
     })
     .await
 }

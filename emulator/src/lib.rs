@@ -84,6 +84,9 @@ pub struct EmulatorConfig {
     pub seed: Option<PathBuf>,
     /// Serve https with this certificate and key instead of plain http.
     pub tls: Option<EmulatorTls>,
+    /// Added before every answer of the API and of the part URLs (not the admin API): the round
+    /// trip of a distant server, for benches (`--latency 20ms`).
+    pub latency: Duration,
 }
 
 /// The PEM files of an https emulator: its certificate (chain) and private key.
@@ -104,6 +107,7 @@ impl Default for EmulatorConfig {
             storage: Storage::Memory,
             seed: None,
             tls: None,
+            latency: Duration::ZERO,
         }
     }
 }
@@ -291,6 +295,8 @@ pub(crate) struct Shared {
     pub(crate) cognito: Option<cognito::TokenChecker>,
     pub(crate) legacy_in_progress_400: bool,
     pub(crate) url_ttl: TimeDelta,
+    /// Added before every answer of the API and of the part URLs.
+    pub(crate) latency: Duration,
     state: Mutex<State>,
     pub(crate) store: Store,
     pub(crate) faults: Faults,
@@ -353,6 +359,7 @@ impl Emulator {
             cognito,
             legacy_in_progress_400: config.legacy_in_progress_400,
             url_ttl: TimeDelta::from_std(config.url_ttl).unwrap_or(TimeDelta::MAX),
+            latency: config.latency,
             state: Mutex::new(state),
             store: Store::new(&config.storage).await?,
             faults: Faults::default(),
@@ -423,6 +430,16 @@ impl Emulator {
     /// The most part PUTs this server was receiving at the same time.
     pub fn max_concurrent_part_puts(&self) -> u64 {
         self.shared.parts_in_flight.max()
+    }
+
+    /// Creates an empty collection `id` unless it exists.
+    pub fn create_collection(&self, id: &str) {
+        let now = self.shared.now();
+        self.shared
+            .lock()
+            .collections
+            .entry(id.to_owned())
+            .or_insert_with(|| state::Collection::new(serde_json::Map::new(), now));
     }
 
     /// Creates (or replaces, like `PUT`) an asset, and its collection and item if needed.
