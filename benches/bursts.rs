@@ -13,8 +13,7 @@ use stac_uploadd::config::{self, DEFAULT_CONCURRENCY};
 use stac_uploadd::state::StateStore;
 use stac_uploadd::supervisor::{HttpUploader, Shared, Supervisor};
 use stac_uploadd::trigger::Clock;
-use stac_uploadd_emulator::{AssetKey, CallKind, Emulator, EmulatorConfig};
-use stac_uploadd_emulator::{FaultAction, FaultSpec, FaultTrigger};
+use stac_uploadd_emulator::{AssetKey, Emulator, EmulatorConfig};
 
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -88,23 +87,15 @@ fn main() {
     );
 }
 
-/// The emulator answering every call `latency` later. Written with the fault injector's
-/// `delay` on every kind of call it counts; reads of collections and items are not among them,
-/// so the figures are slightly kind to both cases alike.
+/// The emulator answering every API call and part PUT `latency` later.
 async fn slow_emulator(latency: Duration) -> Emulator {
-    let emu = Emulator::start("127.0.0.1:0".parse().unwrap(), EmulatorConfig::default())
+    let config = EmulatorConfig {
+        latency,
+        ..EmulatorConfig::default()
+    };
+    Emulator::start("127.0.0.1:0".parse().unwrap(), config)
         .await
-        .expect("emulator");
-    if !latency.is_zero() {
-        for call in CallKind::ALL {
-            emu.faults().add(FaultSpec {
-                call,
-                action: FaultAction::Delay(latency),
-                trigger: FaultTrigger::Probability(1.0),
-            });
-        }
-    }
-    emu
+        .expect("emulator")
 }
 
 fn run_case(concurrency: usize) {
