@@ -1,6 +1,7 @@
 //! One task per job: overlap guard, the recurring-upload policy, stale in-progress uploads,
 //! deadlines, shutdown. Triggers only fill a job's pending slot; the job's runner does one run at
-//! a time, so two runs of a job never overlap and fires during a run coalesce into one.
+//! a time for a schedule, so fires during a run coalesce into one, and up to the job's
+//! `concurrency` for a watch, never two of one asset at once.
 
 mod job;
 pub(crate) mod reconcile;
