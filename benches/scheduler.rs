@@ -125,6 +125,8 @@ fn main() {
             asset_metadata: None,
             alias: None,
             keep: None,
+            assets: Vec::new(),
+            concurrency: 1,
         })
         .collect();
     let rss_before = status_kib("VmRSS");

@@ -177,4 +177,25 @@ pub struct JobSpec {
     pub alias: Option<String>,
     /// `keep`: the retention rule for the job's own items (`None`: nothing is deleted).
     pub keep: Option<Keep>,
+    /// `[[job.assets]]`: the item's assets and their files (empty for a one-file job); in a
+    /// watch job, the members of a bundle.
+    pub assets: Vec<AssetSpec>,
+    /// Runs of a watch job at once (different files or bundles; 1 to 64, default
+    /// [`DEFAULT_CONCURRENCY`]). Schedule and `every` jobs run one at a time whatever it says.
+    pub concurrency: usize,
+}
+
+/// `concurrency` when a job does not set it: enough runs to keep the link busy while each waits
+/// on the API's round trips (docs/performance.md, "Bursts").
+pub const DEFAULT_CONCURRENCY: usize = 8;
+
+/// One `[[job.assets]]` table.
+#[derive(Debug, Clone)]
+pub struct AssetSpec {
+    /// Asset id, templated as `asset`.
+    pub id: IdTemplate,
+    /// Its file; in a bundle job a pattern relative to the watched folder with `{stem}`.
+    pub file: PathBuf,
+    /// Bundle jobs: the bundle is complete only with this member (optional ones ride along).
+    pub required: bool,
 }

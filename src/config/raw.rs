@@ -132,6 +132,7 @@ settings_table!(with_settings {
         pub(super) item_metadata: Option<Spanned<RawItemMetadata>>,
         pub(super) asset_metadata: Option<Spanned<RawAssetMetadata>>,
         pub(super) keep: Option<Spanned<RawKeep>>,
+        pub(super) concurrency: Option<Spanned<Int>>,
     }
 });
 
@@ -177,6 +178,8 @@ pub(super) struct RawWatch {
     pub(super) ignore: Option<Vec<Spanned<String>>>,
     pub(super) settle: Option<Spanned<DurationText>>,
     pub(super) poll: Option<Spanned<DurationText>>,
+    pub(super) bundle_timeout: Option<Spanned<DurationText>>,
+    pub(super) bundle_incomplete: Option<Spanned<String>>,
 }
 
 /// An integer; its range is checked later so that the message can name the bounds. (serde's

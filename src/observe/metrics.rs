@@ -67,6 +67,12 @@ pub const RETENTION_DELETED: &str = "stac_uploadd_retention_deleted_items_total"
 /// Deletions (or listings) of the job's `keep` rule that failed; the next run tries again.
 pub const RETENTION_FAILURES: &str = "stac_uploadd_retention_failures_total";
 
+/// Bundles of a bundle job that reached their timeout incomplete (`reason="timed_out"`) or were
+/// dropped to stay within the collector's cap (`reason="evicted"`), by job.
+pub const BUNDLES_INCOMPLETE: &str = "stac_uploadd_bundles_incomplete_total";
+/// Bundles of a bundle job held now, waiting for members (or left after their timeout).
+pub const BUNDLES_OPEN: &str = "stac_uploadd_bundles_open";
+
 /// From a second (a small file on a LAN) to the two-hour default run timeout.
 const DURATION_BUCKETS: &[f64] = &[
     0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0,
@@ -154,6 +160,14 @@ pub fn describe() {
         "Time expected between runs: the every interval, the longest gap of a cron schedule over the next 7 days, 0 for watch jobs"
     );
     describe_gauge!(IN_PROGRESS, "Upload sessions of the job running now");
+    describe_counter!(
+        BUNDLES_INCOMPLETE,
+        "Bundles still incomplete at their timeout, or dropped at the cap, by job and reason"
+    );
+    describe_gauge!(
+        BUNDLES_OPEN,
+        "Bundles waiting for members (or left after their timeout), by job"
+    );
     describe_gauge!(
         LEFT_IN_PROGRESS,
         "Uploads of ours on record as in flight that no run of this process is sending"
@@ -234,6 +248,46 @@ pub fn register_job(
     }
     gauge!(JOB_STARTED, JOB => job.clone()).set(unix(now));
     gauge!(JOB_INTERVAL, JOB => job).set(expected_interval.as_secs_f64());
+}
+
+/// Why a bundle was reported incomplete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BundleEnd {
+    /// Its `bundle_timeout` passed.
+    TimedOut,
+    /// Dropped to make room at the collector's cap.
+    Evicted,
+}
+
+impl BundleEnd {
+    /// Every value, for the series that exist from the start.
+    pub const ALL: [BundleEnd; 2] = [BundleEnd::TimedOut, BundleEnd::Evicted];
+
+    /// The `reason` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BundleEnd::TimedOut => "timed_out",
+            BundleEnd::Evicted => "evicted",
+        }
+    }
+}
+
+/// Makes a bundle job's bundle series exist (called when its collector starts).
+pub fn register_bundle_job(job: &str) {
+    for end in BundleEnd::ALL {
+        counter!(BUNDLES_INCOMPLETE, JOB => job.to_owned(), "reason" => end.as_str()).increment(0);
+    }
+    gauge!(BUNDLES_OPEN, JOB => job.to_owned()).set(0.0);
+}
+
+/// A bundle of `job` reported incomplete.
+pub fn bundle_incomplete(job: &str, end: BundleEnd) {
+    counter!(BUNDLES_INCOMPLETE, JOB => job.to_owned(), "reason" => end.as_str()).increment(1);
+}
+
+/// The bundles `job`'s collector holds now.
+pub fn bundles_open(job: &str, n: usize) {
+    gauge!(BUNDLES_OPEN, JOB => job.to_owned()).set(n as f64);
 }
 
 /// A finished run: its outcome, the failures in a row, and the time of a success.

@@ -1,7 +1,8 @@
-//! One job: its trigger feeds a pending slot, its runner takes work from the slot one run at a
-//! time and applies the policy.
+//! One job: its trigger feeds a pending slot, its runner takes work from the slot and applies the
+//! policy: one run at a time for a schedule, up to the job's `concurrency` for a watch (never two
+//! of one asset at once).
 
-use std::collections::{BTreeSet, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -121,6 +122,8 @@ pub struct Shared<U> {
     pub runs: tokio::sync::broadcast::Sender<RunRecord>,
     /// Permits for upload sessions: at most this many run at once over every job, so memory
     /// (each session holds a digest window and its parts' buffers) is bounded whatever fires.
+    /// The semaphore holds [`SHARES`] shares per session: a small file takes one (see
+    /// [`session_shares`]).
     sessions: std::sync::RwLock<(usize, Arc<tokio::sync::Semaphore>)>,
     /// Where a job whose task ended unexpectedly shows until it runs again (`/readyz`).
     pub job_tasks: Arc<JobTasks>,
@@ -128,6 +131,25 @@ pub struct Shared<U> {
 
 /// Sessions at once when nobody sets a limit ([`Shared::set_upload_limit`]).
 const DEFAULT_SESSIONS: usize = 4;
+
+/// Shares of one session permit. A session for a small file takes one share: its memory (the
+/// file's bytes in a buffer or two) is a fraction of a large file's digest window (32 MiB) and
+/// part buffers, and its time goes to the API's round trips, so a burst of small files may run
+/// this many times `max_concurrent_uploads` sessions at once with no more memory than that many
+/// large ones (docs/performance.md, "Bursts").
+const SHARES: u32 = 8;
+
+/// The largest file whose session takes one share.
+const SMALL_FILE: u64 = 1024 * 1024;
+
+/// Shares a session for a file of `len` bytes takes; `None` (not known yet, e.g. unreadable)
+/// and compressed files count as large: an encoder's window is megabytes whatever the file.
+fn session_shares(len: Option<u64>, compress: stac_upload::CompressMode) -> u32 {
+    match len {
+        Some(len) if len <= SMALL_FILE && compress == stac_upload::CompressMode::None => 1,
+        _ => SHARES,
+    }
+}
 
 impl<U> Shared<U> {
     /// Shared state for jobs using `uploader`.
@@ -140,7 +162,9 @@ impl<U> Shared<U> {
             runs: tokio::sync::broadcast::channel(1024).0,
             sessions: std::sync::RwLock::new((
                 DEFAULT_SESSIONS,
-                Arc::new(tokio::sync::Semaphore::new(DEFAULT_SESSIONS)),
+                Arc::new(tokio::sync::Semaphore::new(
+                    DEFAULT_SESSIONS * SHARES as usize,
+                )),
             )),
             job_tasks: JobTasks::global(),
         }
@@ -161,12 +185,15 @@ impl<U> Shared<U> {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if g.0 != limit {
-            *g = (limit, Arc::new(tokio::sync::Semaphore::new(limit)));
+            *g = (
+                limit,
+                Arc::new(tokio::sync::Semaphore::new(limit * SHARES as usize)),
+            );
         }
     }
 
-    /// Waits for a session permit.
-    async fn session_permit(&self) -> tokio::sync::OwnedSemaphorePermit {
+    /// Waits for `shares` of a session permit ([`SHARES`] for a whole one).
+    async fn session_permit(&self, shares: u32) -> tokio::sync::OwnedSemaphorePermit {
         let sessions = self
             .sessions
             .read()
@@ -174,7 +201,7 @@ impl<U> Shared<U> {
             .1
             .clone();
         sessions
-            .acquire_owned()
+            .acquire_many_owned(shares)
             .await
             .expect("the semaphore is never closed")
     }
@@ -203,7 +230,8 @@ impl<U> Shared<U> {
 }
 
 /// Work waiting for a job's runner. Triggers that fire while a run is going are coalesced here:
-/// any number of schedule fires become one follow-up run, a file reported twice is sent once.
+/// any number of schedule fires become one follow-up run, a file reported twice is sent once, a
+/// bundle completed again before it ran is run once with its newest files.
 #[derive(Debug, Default)]
 pub struct Pending {
     inner: Mutex<PendingInner>,
@@ -215,6 +243,8 @@ struct PendingInner {
     fire: Option<DateTime<Utc>>,
     coalesced: u64,
     files: BTreeSet<PathBuf>,
+    /// Bundles by stem: their files and whether complete.
+    bundles: BTreeMap<String, (Vec<Option<PathBuf>>, bool)>,
     /// Uploads a previous process left in flight, resumed before any other work of the job: a
     /// run of the job would otherwise meet its own interrupted upload as a stale blocker.
     resumes: VecDeque<InFlight>,
@@ -227,6 +257,13 @@ pub enum Work {
     Scheduled(DateTime<Utc>),
     /// A watched file is ready.
     File(PathBuf),
+    /// Files of one bundle (a watch job with [[job.assets]]): for each of the job's assets, by
+    /// index, its file if present; `complete` when every required member is there.
+    Bundle {
+        stem: String,
+        files: Vec<Option<PathBuf>>,
+        complete: bool,
+    },
 }
 
 impl Pending {
@@ -255,13 +292,55 @@ impl Pending {
         self.notify.notify_one();
     }
 
+    /// A bundle is ready (complete, or published incomplete at its timeout).
+    pub fn bundle(&self, stem: String, files: Vec<Option<PathBuf>>, complete: bool) {
+        self.lock().bundles.insert(stem, (files, complete));
+        self.notify.notify_one();
+    }
+
     /// The next unit of work, if any.
     pub fn take(&self) -> Option<Work> {
+        self.take_ready(|_| Some(())).map(|(work, ())| work)
+    }
+
+    /// The first unit of work `ready` accepts (a fire, then files and bundles in name order),
+    /// with what `ready` said of it; the others stay pending in their order.
+    pub fn take_ready<K>(&self, mut ready: impl FnMut(&Work) -> Option<K>) -> Option<(Work, K)> {
         let mut g = self.lock();
-        if let Some(at) = g.fire.take() {
-            return Some(Work::Scheduled(at));
+        if let Some(at) = g.fire {
+            let work = Work::Scheduled(at);
+            if let Some(k) = ready(&work) {
+                g.fire = None;
+                return Some((work, k));
+            }
         }
-        g.files.pop_first().map(Work::File)
+        let found = g
+            .files
+            .iter()
+            .find_map(|p| ready(&Work::File(p.clone())).map(|k| (p.clone(), k)));
+        if let Some((path, k)) = found {
+            g.files.remove(&path);
+            return Some((Work::File(path), k));
+        }
+        let found = g.bundles.iter().find_map(|(stem, (files, complete))| {
+            let work = Work::Bundle {
+                stem: stem.clone(),
+                files: files.clone(),
+                complete: *complete,
+            };
+            ready(&work).map(|k| (work, k))
+        });
+        if let Some((work, _)) = &found
+            && let Work::Bundle { stem, .. } = work
+        {
+            g.bundles.remove(stem);
+        }
+        found
+    }
+
+    /// Whether uploads of a previous process wait to be resumed.
+    fn has_resumes(&self) -> bool {
+        !self.lock().resumes.is_empty()
     }
 
     /// Fires that were merged into an already pending run.
@@ -287,12 +366,19 @@ impl Pending {
         let mut g = self.lock();
         g.resumes.extend(taken.resumes);
         g.files.extend(taken.files);
+        // Ours are newer than the old slot's: they stay.
+        for (stem, bundle) in taken.bundles {
+            g.bundles.entry(stem).or_insert(bundle);
+        }
         match (g.fire, taken.fire) {
             (Some(_), Some(_)) => g.coalesced += 1,
             (None, Some(at)) => g.fire = Some(at),
             _ => {}
         }
-        let any = g.fire.is_some() || !g.files.is_empty() || !g.resumes.is_empty();
+        let any = g.fire.is_some()
+            || !g.files.is_empty()
+            || !g.bundles.is_empty()
+            || !g.resumes.is_empty();
         drop(g);
         if any {
             self.notify.notify_one();
@@ -430,27 +516,107 @@ impl<U: Uploader> Job<U> {
         }
     }
 
-    /// Runs work from the pending slot until `stop` is cancelled; a run in progress is finished
-    /// (or aborted through `abort_runs`) first.
+    /// Runs at once: a watch job's `concurrency`; a schedule's runs go one at a time (a fire
+    /// during a run coalesces into one follow-up run).
+    fn concurrency(&self) -> usize {
+        match self.spec.trigger {
+            TriggerSpec::Watch(_) => self.spec.concurrency.max(1),
+            TriggerSpec::Cron { .. } | TriggerSpec::Every { .. } => 1,
+        }
+    }
+
+    /// What two runs at once must not share: the asset a file renders to (collection, item,
+    /// asset), and for a bundle its item. Rendered when the work is taken; the run renders its
+    /// ids again, from the same file and a moment later.
+    fn busy_key(&self, work: &Work) -> String {
+        match work {
+            // One fire is pending at a time, and schedules run one at a time anyway.
+            Work::Scheduled(_) => String::new(),
+            Work::File(_) => {
+                let (t, _, _) = self.prepare(work);
+                format!(
+                    "{}/{}/{}",
+                    t.collection,
+                    t.item.as_deref().unwrap_or(""),
+                    t.asset
+                )
+            }
+            Work::Bundle { stem, .. } => {
+                let time = self.shared.clock.now().with_timezone(&self.spec.timezone);
+                let item = self.spec.item.as_ref().map(|i| i.render(stem, &time));
+                format!("{}/{}", self.spec.collection, item.as_deref().unwrap_or(""))
+            }
+        }
+    }
+
+    /// Runs work from the pending slot, up to [`Job::concurrency`] runs at once and never two of
+    /// one asset (a second file for a busy asset waits in the slot), until `stop` is cancelled;
+    /// the runs in progress are finished (or aborted through `abort_runs`) first. Each run logs
+    /// and records itself as it finishes, so completions are reported in their real order.
+    /// Uploads to resume go before anything else, one at a time, with no run beside them.
     pub async fn run_loop(self: Arc<Self>, stop: CancellationToken) {
         // What a previous process (or this job's predecessor) left on record.
         self.count_left_in_progress().await;
+        let limit = self.concurrency();
+        let mut runs = tokio::task::JoinSet::new();
+        let mut busy: HashMap<tokio::task::Id, String> = HashMap::new();
+        // A run that panicked: the others finish, then the runner ends with its panic, as one
+        // that ran it inline would (the supervisor restarts it).
+        let mut panicked = None;
         loop {
-            loop {
-                if let Some(rec) = self.pending.take_resume() {
-                    self.resume(rec).await;
-                } else if let Some(work) = self.pending.take() {
-                    self.run(work).await;
-                } else {
+            while !stop.is_cancelled() && panicked.is_none() {
+                if self.pending.has_resumes() {
+                    if !runs.is_empty() {
+                        break;
+                    }
+                    if let Some(rec) = self.pending.take_resume() {
+                        self.resume(rec).await;
+                    }
+                    continue;
+                }
+                if runs.len() >= limit {
                     break;
                 }
-                if stop.is_cancelled() {
-                    return;
+                let held: HashSet<&str> = busy.values().map(String::as_str).collect();
+                let Some((work, key)) = self.pending.take_ready(|w| {
+                    let key = self.busy_key(w);
+                    (!held.contains(key.as_str())).then_some(key)
+                }) else {
+                    break;
+                };
+                let job = self.clone();
+                let handle = runs.spawn(async move {
+                    job.run(work).await;
+                });
+                busy.insert(handle.id(), key);
+            }
+            if stop.is_cancelled() || panicked.is_some() {
+                while let Some(done) = runs.join_next_with_id().await {
+                    if let Err(e) = done
+                        && e.is_panic()
+                    {
+                        panicked.get_or_insert(e.into_panic());
+                    }
                 }
+                if let Some(p) = panicked {
+                    std::panic::resume_unwind(p);
+                }
+                return;
             }
             tokio::select! {
+                Some(done) = runs.join_next_with_id(), if !runs.is_empty() => match done {
+                    Ok((id, ())) => {
+                        busy.remove(&id);
+                    }
+                    Err(e) => {
+                        busy.remove(&e.id());
+                        if e.is_panic() {
+                            panicked = Some(e.into_panic());
+                        }
+                    }
+                },
                 () = self.pending.notify.notified() => {}
-                () = stop.cancelled() => return,
+                () = stop.cancelled() => {}
             }
         }
     }
@@ -463,7 +629,7 @@ impl<U: Uploader> Job<U> {
         let span = info_span!("resume", job = %self.spec.name, collection = %rec.target.collection, item = rec.target.item.as_deref().unwrap_or(""), asset = %rec.target.asset, upload_id = %rec.upload_id);
         async {
             let _permit = tokio::select! {
-                p = self.shared.session_permit() => p,
+                p = self.shared.session_permit(SHARES) => p,
                 () = self.abort_runs.cancelled() => return None,
             };
             let cancel = self.abort_runs.child_token();
@@ -504,6 +670,9 @@ impl<U: Uploader> Job<U> {
 
     /// One run: attempts under the policy, and one record of the outcome.
     pub async fn run(&self, work: Work) -> RunRecord {
+        if let Work::Bundle { stem, .. } = &work {
+            return self.bundle_unsupported(stem).await;
+        }
         let (target, path, objects, sidecar) = self.prepare_run(&work);
         let span = info_span!("run", job = %self.spec.name, collection = %target.collection, item = target.item.as_deref().unwrap_or(""), asset = %target.asset);
         let objects = match sidecar {
@@ -545,6 +714,7 @@ impl<U: Uploader> Job<U> {
                 TriggerSpec::Watch(_) => unreachable!("watch jobs are never scheduled"),
             },
             Work::File(p) => (p.clone(), self.shared.clock.now()),
+            Work::Bundle { stem, .. } => (PathBuf::from(stem), self.shared.clock.now()),
         };
         let name = path
             .file_name()
@@ -571,6 +741,30 @@ impl<U: Uploader> Job<U> {
         };
         let sidecar = Sidecar::of(&self.spec, target.item.as_deref(), &name, &time);
         (target, path, objects, sidecar)
+    }
+
+    /// A bundle, in a build whose runs publish one file only: recorded as a failed run saying
+    /// so, rather than half-published. (The multi-asset run of issue 19 replaces this.)
+    async fn bundle_unsupported(&self, stem: &str) -> RunRecord {
+        let now = self.shared.clock.now();
+        let error = format!("bundle {stem:?}: publishing bundles is not built yet");
+        error!(job = %self.spec.name, stem = %stem.escape_debug(), "{error}");
+        let record = RunRecord {
+            job: self.spec.name.clone(),
+            started: now,
+            finished: now,
+            outcome: Outcome::Failed,
+            asset: String::new(),
+            item: None,
+            file: None,
+            bytes: 0,
+            attempts: 0,
+            upload_id: None,
+            error: Some(error),
+        };
+        metrics::run_finished(&record);
+        let _ = self.shared.runs.send(record.clone());
+        record
     }
 
     async fn run_target(
@@ -868,8 +1062,10 @@ impl<U: Uploader> Job<U> {
         attempt: u32,
     ) -> Result<UploadReport, UploadError> {
         // The run deadline counts from here: waiting for a permit is not the server's time.
+        let len = tokio::fs::metadata(path).await.ok().map(|m| m.len());
+        let shares = session_shares(len, self.spec.upload.compress);
         let _permit = tokio::select! {
-            p = self.shared.session_permit() => p,
+            p = self.shared.session_permit(shares) => p,
             () = self.abort_runs.cancelled() => return Err(UploadError::Cancelled),
         };
         let cancel = self.abort_runs.child_token();

@@ -1,6 +1,7 @@
 //! One task per job: overlap guard, the recurring-upload policy, stale in-progress uploads,
 //! deadlines, shutdown. Triggers only fill a job's pending slot; the job's runner does one run at
-//! a time, so two runs of a job never overlap and fires during a run coalesce into one.
+//! a time for a schedule, so fires during a run coalesce into one, and up to the job's
+//! `concurrency` for a watch, never two of one asset at once.
 
 mod job;
 pub(crate) mod reconcile;
@@ -23,7 +24,7 @@ use crate::observe::metrics;
 use crate::state::{InFlight, RunRecord};
 use crate::trigger::TriggerSpec;
 use crate::trigger::schedule::{self, Trigger};
-use crate::trigger::watch::{WatchError, Watcher};
+use crate::trigger::watch::{WatchError, Watcher, bundle};
 
 /// The running jobs, by name: started together, changed one by one by [`Supervisor::apply`].
 pub struct Supervisor<U: Uploader> {
@@ -256,14 +257,43 @@ impl<U: Uploader> Supervisor<U> {
                 }
             }
             TriggerSpec::Watch(spec) => {
+                // A bundle job's members, checked before the watch starts.
+                let collector = if job.spec.assets.is_empty() {
+                    None
+                } else {
+                    let members = bundle::members(
+                        job.spec
+                            .assets
+                            .iter()
+                            .map(|a| (a.file.as_path(), a.required)),
+                    )?;
+                    let root = std::path::absolute(&spec.dir).map_err(|source| {
+                        WatchError::Inaccessible {
+                            path: spec.dir.clone(),
+                            source,
+                        }
+                    })?;
+                    metrics::register_bundle_job(&job.spec.name);
+                    Some((root, bundle::Collector::new(members, spec.bundle)))
+                };
                 let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
                 let watcher =
                     Watcher::start_for_job(&job.spec.name, spec.clone(), tx, stop.child_token())?;
                 let pending = job.pending.clone();
                 let name = job.spec.name.clone();
                 self.spawn_trigger(&job.spec.name, &stop, async move {
-                    while let Some(path) = rx.recv().await {
-                        pending.file(path);
+                    match collector {
+                        None => {
+                            while let Some(path) = rx.recv().await {
+                                pending.file(path);
+                            }
+                        }
+                        Some((root, collector)) => {
+                            bundle::collect(name.clone(), root, collector, rx, |b| {
+                                pending.bundle(b.stem, b.files, b.complete);
+                            })
+                            .await;
+                        }
                     }
                     // The sender closed: the watch was stopped (a lost folder is retried inside).
                     if let Err(e) = watcher.join().await {

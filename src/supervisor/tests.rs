@@ -302,6 +302,8 @@ fn cron_job(schedule: &str, kind: PolicyKind) -> JobSpec {
         asset_metadata: None,
         alias: None,
         keep: None,
+        assets: Vec::new(),
+        concurrency: 1,
     }
 }
 
@@ -465,6 +467,7 @@ fn auto_policy_follows_the_schedule() {
         ignore: globset::GlobSet::empty(),
         settle: Duration::from_secs(1),
         poll: None,
+        bundle: Default::default(),
     });
     assert_eq!(effective_policy(&watch, now), PolicyKind::Retry);
 }
@@ -1237,4 +1240,70 @@ async fn an_upload_left_by_a_run_that_panicked_is_ours_to_abort_after_the_restar
         state.history().await.unwrap()["job"][0].outcome,
         Outcome::Uploaded
     );
+}
+
+/// A watch job's runner with `concurrency` runs at once, fed `files` at once, each run taking
+/// 10 s; returns the most runs that were in flight together, once all have finished.
+async fn most_runs_at_once(concurrency: usize, asset: &str, files: &[&str]) -> usize {
+    let clock = Clock::anchored(t0());
+    let script = Arc::new(Script::new(
+        clock,
+        vec![Act::Slow(Duration::from_secs(10)); files.len()],
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let state = Arc::new(StateStore::open(dir.path()).unwrap());
+    let shared = Arc::new(Shared::new(script.clone(), state, clock));
+    shared.set_upload_limit(64);
+    let mut spec = cron_job("0 3 * * *", PolicyKind::Cancel);
+    spec.asset = IdTemplate::parse(asset).unwrap();
+    spec.concurrency = concurrency;
+    spec.trigger = TriggerSpec::Watch(WatchSpec {
+        dir: "/tmp".into(),
+        pattern: globset::Glob::new("*").unwrap().compile_matcher(),
+        recursive: false,
+        ignore: globset::GlobSet::empty(),
+        settle: Duration::from_secs(1),
+        poll: None,
+        bundle: Default::default(),
+    });
+    let mut runs = shared.runs.subscribe();
+    let job = Arc::new(Job::new(spec, shared, CancellationToken::new()));
+    for f in files {
+        job.pending.file(PathBuf::from(f));
+    }
+    let stop = CancellationToken::new();
+    let runner = tokio::spawn(job.clone().run_loop(stop.clone()));
+    let mut finished = Vec::new();
+    for _ in files {
+        let rec = runs.recv().await.unwrap();
+        assert_eq!(rec.outcome, Outcome::Uploaded);
+        finished.push(rec.finished);
+    }
+    // Each run is recorded with its own end, in the order they ended.
+    assert!(finished.windows(2).all(|w| w[0] <= w[1]), "{finished:?}");
+    stop.cancel();
+    runner.await.unwrap();
+    script.max_in_flight.load(Ordering::SeqCst)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_watch_job_runs_different_assets_at_once_up_to_its_concurrency() {
+    let files = [
+        "/in/1.zip",
+        "/in/2.zip",
+        "/in/3.zip",
+        "/in/4.zip",
+        "/in/5.zip",
+        "/in/6.zip",
+    ];
+    assert_eq!(most_runs_at_once(4, "{name}", &files).await, 4);
+    assert_eq!(most_runs_at_once(1, "{name}", &files).await, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn files_for_one_asset_never_run_at_once() {
+    // Three files, one asset: one at a time, whatever the concurrency; the other asset's file
+    // runs beside them.
+    let files = ["/in/a/x.zip", "/in/b/x.zip", "/in/c/x.zip", "/in/y.zip"];
+    assert_eq!(most_runs_at_once(8, "{name}", &files).await, 2);
 }

@@ -3000,3 +3000,57 @@ timezone = "Europe/Zurich"
         "{stdout}"
     );
 }
+
+broken!(
+    concurrency_on_a_schedule_job,
+    r#"[server]
+url = "https://stac.example/api/stac/v1"
+[[job]]
+name = "j"
+collection = "c"
+asset = "a.tif"
+file = "export/a.tif"
+schedule = "0 3 * * *"
+concurrency = 4
+"#,
+    9,
+    Some(15),
+    "concurrency only applies to watch jobs"
+);
+
+broken!(
+    concurrency_65,
+    r#"[server]
+url = "https://stac.example/api/stac/v1"
+[[job]]
+name = "w"
+collection = "c"
+asset = "{name}"
+concurrency = 65
+[job.watch]
+dir = "incoming"
+pattern = "*.h5"
+"#,
+    7,
+    Some(15),
+    "concurrency = 65 is out of range: expected 1 to 64"
+);
+
+broken!(
+    bundle_incomplete_unknown,
+    r#"[server]
+url = "https://stac.example/api/stac/v1"
+[[job]]
+name = "w"
+collection = "c"
+asset = "{name}"
+[job.watch]
+dir = "incoming"
+pattern = "*.h5"
+bundle_incomplete = "drop"
+bundle_timeout = "0s"
+"#,
+    10,
+    Some(21),
+    "bundle_incomplete = \"drop\": expected \"leave\""
+);

@@ -12,6 +12,7 @@
 mod fixtures;
 
 mod bounds;
+mod bundles;
 mod check_online;
 mod cli;
 mod cognito;

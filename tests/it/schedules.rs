@@ -68,6 +68,8 @@ fn daily_0230() -> JobSpec {
         asset_metadata: None,
         alias: None,
         keep: None,
+        assets: Vec::new(),
+        concurrency: 1,
     }
 }
 

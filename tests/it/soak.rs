@@ -179,6 +179,8 @@ fn spec(name: &str, file: PathBuf, kind: PolicyKind) -> JobSpec {
         asset_metadata: None,
         alias: None,
         keep: None,
+        assets: Vec::new(),
+        concurrency: 1,
     }
 }
 

@@ -48,6 +48,7 @@ fn spec(dir: &Path, pattern: &str) -> WatchSpec {
         ignore: default_ignore(),
         settle: SETTLE,
         poll: None,
+        bundle: Default::default(),
     }
 }
 

@@ -1,5 +1,8 @@
 use super::*;
 
+/// The bounds of a job's `concurrency`.
+pub(super) const CONCURRENCY: std::ops::RangeInclusive<i64> = 1..=64;
+
 /// A job with literal ids against a watch job whose ids come from file names: they meet when
 /// a file the watch takes (its pattern matches, its `ignore` globs do not) renders the literal
 /// ids. `radar.zip` published by a schedule and `{name}` on `*.zip` meet on a file named
@@ -395,6 +398,7 @@ impl Checker<'_> {
             Some(k) => self.keep(k, item.as_ref()).map(Some),
             None => Some(None),
         };
+        let concurrency = self.concurrency(raw, trigger.as_ref());
 
         Some(JobSpec {
             name,
@@ -412,6 +416,8 @@ impl Checker<'_> {
             asset_metadata: written(asset_metadata)?,
             alias: None,
             keep: keep?,
+            assets: Vec::new(),
+            concurrency: concurrency?,
         })
     }
 
@@ -521,6 +527,30 @@ impl Checker<'_> {
                 rules::MAX_PATH_LEN
             ),
         );
+    }
+
+    /// `concurrency`: 1 to 64, for watch jobs only (a schedule's runs are one at a time); the
+    /// default when not set. `None` when refused.
+    pub(super) fn concurrency(
+        &mut self,
+        raw: &RawJob,
+        trigger: Option<&TriggerSpec>,
+    ) -> Option<usize> {
+        let Some(key) = raw.concurrency.as_ref() else {
+            return Some(super::super::DEFAULT_CONCURRENCY);
+        };
+        let (n, span) = self.int_as::<usize>(Some(key), "concurrency", CONCURRENCY)?;
+        if matches!(
+            trigger,
+            Some(TriggerSpec::Cron { .. } | TriggerSpec::Every { .. })
+        ) {
+            self.diag.at(
+                &span,
+                "concurrency only applies to watch jobs (a schedule or every job runs one run at a time): remove it",
+            );
+            return None;
+        }
+        Some(n)
     }
 
     /// `jitter` and `catch_up`: for schedule and every jobs, the jitter shorter than the

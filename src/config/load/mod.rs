@@ -29,6 +29,7 @@ use super::template::{IdExtension, IdPart, IdTemplate, TemplateError, TextTempla
 use super::{Config, JobSpec, ObserveConfig, ServerConfig, TriggerSpec};
 use super::{PolicyKind, PolicySpec};
 use crate::trigger::watch::DEFAULT_IGNORE;
+use crate::trigger::watch::bundle::{self, BundleRules, Incomplete};
 use crate::trigger::{Schedule, ScheduleError, WatchSpec};
 use stac_client::rules;
 use stac_client::units::ByteSize;

@@ -201,8 +201,18 @@ impl Checker<'_> {
         let ignore = self.ignore(raw.ignore.as_deref(), &raw.dir.span());
         let settle = self.duration(raw.settle.as_ref(), "settle", |_| Ok(()));
         let poll = self.positive_duration(raw.poll.as_ref(), "poll");
-        let durations_ok =
-            (raw.settle.is_none() || settle.is_some()) && (raw.poll.is_none() || poll.is_some());
+        let bundle_timeout = self.positive_duration(raw.bundle_timeout.as_ref(), "bundle_timeout");
+        let incomplete = self.value(raw.bundle_incomplete.as_ref(), |v| match v.as_str() {
+            "leave" => Ok(Incomplete::Leave),
+            "publish" => Ok(Incomplete::Publish),
+            other => Err(format!(
+                "bundle_incomplete = {other:?}: expected \"leave\" (report it and wait for a new member) or \"publish\" (report it and publish what is there)"
+            )),
+        });
+        let durations_ok = (raw.settle.is_none() || settle.is_some())
+            && (raw.poll.is_none() || poll.is_some())
+            && (raw.bundle_timeout.is_none() || bundle_timeout.is_some())
+            && (raw.bundle_incomplete.is_none() || incomplete.is_some());
         if !durations_ok {
             return None;
         }
@@ -213,6 +223,10 @@ impl Checker<'_> {
             ignore: ignore?,
             settle: settle.map_or(DEFAULT_SETTLE, |v| v.0),
             poll: poll.map(|v| v.0),
+            bundle: BundleRules {
+                timeout: bundle_timeout.map_or(bundle::DEFAULT_TIMEOUT, |v| v.0),
+                incomplete: incomplete.map(|v| v.0).unwrap_or_default(),
+            },
         })
     }
 

@@ -148,6 +148,7 @@ mod tests {
             ignore: globset::GlobSet::empty(),
             settle: std::time::Duration::from_secs(1),
             poll,
+            bundle: Default::default(),
         }
     }
 

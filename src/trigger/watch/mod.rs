@@ -32,6 +32,7 @@
 //! inode) is checked at each poll, and every [`ROOT_CHECK`] with inotify, which catches a mount or
 //! unmount on it and a folder replaced between two looks.
 
+pub mod bundle;
 mod events;
 mod fs;
 mod hub;
@@ -77,6 +78,8 @@ pub struct WatchSpec {
     pub settle: Duration,
     /// Poll the folder at this interval instead of using inotify (NFS/SMB, bind mounts).
     pub poll: Option<Duration>,
+    /// `bundle_timeout` and `bundle_incomplete`: for jobs with `[[job.assets]]` only.
+    pub bundle: bundle::BundleRules,
 }
 
 /// The default ignore globs: temporary names, hidden files, editor backups.
@@ -129,6 +132,10 @@ pub enum WatchError {
     Vanished { path: PathBuf },
     #[error("the file system watcher on {} stopped unexpectedly", path.display())]
     Stopped { path: PathBuf },
+    /// A bundle member pattern that cannot match (the loader checks them; this is its word
+    /// for a spec built otherwise).
+    #[error("{why}")]
+    BadMember { why: String },
 }
 
 impl WatchError {
@@ -138,7 +145,7 @@ impl WatchError {
     /// or the inotify limits, are not.
     pub fn is_permanent(&self) -> bool {
         match self {
-            WatchError::NotAFolder { .. } => true,
+            WatchError::NotAFolder { .. } | WatchError::BadMember { .. } => true,
             WatchError::Inaccessible { source, .. } => matches!(
                 source.raw_os_error(),
                 Some(
