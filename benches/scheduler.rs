@@ -123,6 +123,8 @@ fn main() {
             timezone: chrono_tz::Europe::Zurich,
             item_metadata: None,
             asset_metadata: None,
+            assets: Vec::new(),
+            alias: None,
         })
         .collect();
     let rss_before = status_kib("VmRSS");

@@ -168,4 +168,24 @@ pub struct JobSpec {
     pub item_metadata: Option<ItemMetadata>,
     /// `[job.asset_metadata]`: the asset to create before the upload when it is missing.
     pub asset_metadata: Option<AssetMetadata>,
+    /// `[[job.assets]]`: the assets of an item job, published together in one run (empty for a
+    /// one-file job, which publishes `asset`). For such a job `asset` is its first asset's id
+    /// and the trigger's file is empty: each asset names its own.
+    pub assets: Vec<AssetSpec>,
+    /// `alias`: a fixed item that also gets the same files, after the dated item succeeded.
+    pub alias: Option<String>,
+}
+
+/// One `[[job.assets]]` table: an asset of an item job.
+#[derive(Debug, Clone)]
+pub struct AssetSpec {
+    /// The asset id, templated like `asset`.
+    pub id: IdTemplate,
+    /// The file: a path, or a glob that must match exactly one file when the job runs. In a
+    /// bundle job (a watch job), a pattern relative to the watched folder with `{stem}`.
+    pub file: PathBuf,
+    /// Bundle jobs: a bundle is complete only when this member is there (default true).
+    pub required: bool,
+    /// `[job.assets.metadata]`: the asset to create when it is missing.
+    pub metadata: Option<AssetMetadata>,
 }

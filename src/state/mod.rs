@@ -183,6 +183,28 @@ pub struct RunRecord {
     pub attempts: u32,
     pub upload_id: Option<UploadId>,
     pub error: Option<String>,
+    /// An item run's assets, each with its own outcome (empty for a one-file run, and in
+    /// records written before item runs existed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub assets: Vec<AssetRun>,
+}
+
+/// One asset of an item run: where it went and how.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AssetRun {
+    pub asset: String,
+    /// The item it went to: the run's item, or its alias.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item: Option<String>,
+    /// Any bytes (see [`path`]: kept exactly, never lossily).
+    #[serde(default, with = "path::option")]
+    pub file: Option<PathBuf>,
+    pub bytes: u64,
+    pub outcome: Outcome,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload_id: Option<UploadId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// Why the store could not be read or written.

@@ -2,6 +2,7 @@
 //! deadlines, shutdown. Triggers only fill a job's pending slot; the job's runner does one run at
 //! a time, so two runs of a job never overlap and fires during a run coalesce into one.
 
+mod item_run;
 mod job;
 pub(crate) mod reconcile;
 pub(crate) mod stale;
@@ -219,6 +220,9 @@ impl<U: Uploader> Supervisor<U> {
             history,
             now,
         );
+        if !spec.assets.is_empty() || spec.alias.is_some() {
+            metrics::register_item_job(&spec.name);
+        }
         let runs = history.unwrap_or_default();
         let stop = CancellationToken::new();
         let job = Arc::new(Job::new(

@@ -271,6 +271,7 @@ impl Uploader for Arc<Script> {
             attempts: 1,
             upload_id: Some(rec.upload_id.clone()),
             error: None,
+            assets: Vec::new(),
         })
     }
 }
@@ -300,6 +301,8 @@ fn cron_job(schedule: &str, kind: PolicyKind) -> JobSpec {
         timezone: chrono_tz::Europe::Zurich,
         item_metadata: None,
         asset_metadata: None,
+        assets: Vec::new(),
+        alias: None,
     }
 }
 

@@ -66,6 +66,8 @@ fn daily_0230() -> JobSpec {
         timezone: chrono_tz::Europe::Zurich,
         item_metadata: None,
         asset_metadata: None,
+        assets: Vec::new(),
+        alias: None,
     }
 }
 

@@ -177,6 +177,8 @@ fn spec(name: &str, file: PathBuf, kind: PolicyKind) -> JobSpec {
         bandwidth_limit: None,
         item_metadata: None,
         asset_metadata: None,
+        assets: Vec::new(),
+        alias: None,
     }
 }
 
