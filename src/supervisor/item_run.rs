@@ -168,6 +168,32 @@ impl<U: Uploader> Job<U> {
         .await
     }
 
+    /// Every target a unit of work writes, with its file (a glob as written until a run
+    /// resolves it): the item's assets, then the alias's; a one-file job's one target.
+    pub fn targets(&self, work: &Work) -> Vec<(AssetTarget, PathBuf)> {
+        if !self.is_item_job() && !matches!(work, Work::Bundle { .. }) {
+            let (target, path, _) = self.prepare(work);
+            return vec![(target, path)];
+        }
+        let (item, name, time) = self.item_of(work);
+        let members = self.members(work, &name, &time);
+        std::iter::once(item)
+            .chain(self.spec.alias.clone())
+            .flat_map(|item| {
+                members.iter().map(move |m| {
+                    (
+                        AssetTarget {
+                            collection: self.spec.collection.clone(),
+                            item: Some(item.clone()),
+                            asset: m.id.clone(),
+                        },
+                        m.file.clone(),
+                    )
+                })
+            })
+            .collect()
+    }
+
     /// The run's item id, and the file name and time its templates are rendered with.
     fn item_of(&self, work: &Work) -> (String, String, DateTime<Tz>) {
         let (name, at) = match work {

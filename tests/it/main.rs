@@ -21,6 +21,7 @@ mod daemon;
 mod dashboard;
 mod digest;
 mod layers;
+mod items;
 mod media_types;
 mod objects;
 mod observe;
