@@ -507,6 +507,7 @@ mod tests {
             attempts: 1,
             upload_id: None,
             error: None,
+            assets: Vec::new(),
         }
     }
 

@@ -761,6 +761,7 @@ fn ran(started: DateTime<Utc>, outcome: Outcome) -> RunRecord {
         attempts: 1,
         upload_id: None,
         error: None,
+        assets: Vec::new(),
     }
 }
 
