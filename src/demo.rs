@@ -70,6 +70,8 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let (data, incoming) = (dir.path().join("data"), dir.path().join("incoming"));
     std::fs::create_dir_all(&data)?;
     std::fs::create_dir_all(&incoming)?;
+    let s2_dir = data.join("s2");
+    std::fs::create_dir_all(&s2_dir)?;
     let text = DEMO_TOML
         .replace("@URL@", &emu.base_url())
         .replace("@STATE@", &dir.path().join("state").display().to_string())
@@ -102,10 +104,11 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .await
         .context("cannot create the demo's collection")?;
     if !resp.status().is_success() {
-        bail!("the emulator refused the demo's collection: {}", resp.status());
+        bail!(
+            "the emulator refused the demo's collection: {}",
+            resp.status()
+        );
     }
-    let s2_dir = data.join("s2");
-    std::fs::create_dir_all(&s2_dir)?;
     let mut s2_sha = Vec::new();
     for (i, (name, _, size)) in S2_FILES.iter().enumerate() {
         s2_sha.push(write_sample(&s2_dir.join(name), *size, 100 + i as u64)?);
@@ -192,7 +195,12 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
             "{:<9} {:<16} {:<20} {:<9} {:>8} {:>9}  {note}",
             rec.finished.format("%H:%M:%S"),
             rec.job,
-            rec.asset,
+            // An item run stands for its item; its assets follow on their own lines.
+            if rec.assets.is_empty() {
+                rec.asset.clone()
+            } else {
+                format!("item {}", rec.item.as_deref().unwrap_or(""))
+            },
             rec.outcome.as_str(),
             rec.attempts,
             ByteSize(rec.bytes).to_string()

@@ -133,8 +133,11 @@ pub(super) fn run_check(path: &std::path::Path) -> Result<config::Config, CliErr
             if job.assets.is_empty() {
                 file.display().to_string()
             } else {
-                let files: Vec<String> =
-                    job.assets.iter().map(|a| a.file.display().to_string()).collect();
+                let files: Vec<String> = job
+                    .assets
+                    .iter()
+                    .map(|a| a.file.display().to_string())
+                    .collect();
                 files.join(" + ")
             }
         };

@@ -234,8 +234,7 @@ pub fn run_finished(run: &RunRecord) {
     let job = run.job.clone();
     counter!(RUNS, JOB => job.clone(), "outcome" => run.outcome.as_str()).increment(1);
     for asset in &run.assets {
-        counter!(ITEM_ASSETS, JOB => job.clone(), "outcome" => asset.outcome.as_str())
-            .increment(1);
+        counter!(ITEM_ASSETS, JOB => job.clone(), "outcome" => asset.outcome.as_str()).increment(1);
     }
     let failures = gauge!(CONSECUTIVE_FAILURES, JOB => job.clone());
     match run.outcome.streak() {

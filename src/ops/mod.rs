@@ -105,7 +105,11 @@ pub(crate) fn current_targets(job: &Job<HttpUploader>, now: DateTime<Utc>) -> Ve
         let ids: Vec<String> = if job.spec.assets.is_empty() {
             vec![job.spec.asset.render("", &time)]
         } else {
-            job.spec.assets.iter().map(|a| a.id.render("", &time)).collect()
+            job.spec
+                .assets
+                .iter()
+                .map(|a| a.id.render("", &time))
+                .collect()
         };
         for item in std::iter::once(item).chain(job.spec.alias.clone().map(Some)) {
             for asset in &ids {

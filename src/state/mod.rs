@@ -512,3 +512,29 @@ mod tests {
         assert_eq!(last_success(&runs(&[Failed, Cancelled])), None);
     }
 }
+
+#[cfg(test)]
+mod asset_run_tests {
+    use super::*;
+
+    #[test]
+    fn a_record_written_before_item_runs_reads_with_no_assets_and_one_with_them_round_trips() {
+        let old = r#"{"job":"j","started":"2026-11-25T05:00:00Z","finished":"2026-11-25T05:00:01Z",
+            "outcome":"uploaded","asset":"a.tif","file":"/d/a.tif","bytes":3,"attempts":1,
+            "upload_id":null,"error":null}"#;
+        let mut rec: RunRecord = serde_json::from_str(old).expect("an old record reads");
+        assert!(rec.assets.is_empty());
+        assert!(!serde_json::to_string(&rec).unwrap().contains("assets"));
+        rec.assets.push(AssetRun {
+            asset: "a.tif".into(),
+            item: Some("i".into()),
+            file: Some(PathBuf::from("/d/a.tif")),
+            bytes: 3,
+            outcome: Outcome::Uploaded,
+            upload_id: None,
+            error: None,
+        });
+        let text = serde_json::to_string(&rec).unwrap();
+        assert_eq!(serde_json::from_str::<RunRecord>(&text).unwrap(), rec);
+    }
+}

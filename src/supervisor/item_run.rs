@@ -21,9 +21,9 @@ use super::job::{Job, NextAttempt, Uploader, Work, cut_short, error_outcome};
 use crate::observe::metrics;
 use crate::state::{AssetRun, Outcome, RunRecord};
 use crate::trigger::TriggerSpec;
+use stac_client::AssetTarget;
 use stac_client::retry;
 use stac_client::rules;
-use stac_client::AssetTarget;
 use stac_upload::{
     CompressMode, DigestCache, DigestKey, FileDigest, FileSnapshot, NewObjects, PartPlan,
     UploadError, UploadReport,
@@ -71,7 +71,9 @@ impl AssetResult {
 
 impl Phase {
     fn done(&self) -> bool {
-        self.results.iter().all(|r| r.as_ref().is_some_and(AssetResult::stored))
+        self.results
+            .iter()
+            .all(|r| r.as_ref().is_some_and(AssetResult::stored))
     }
 }
 
@@ -202,7 +204,12 @@ impl<U: Uploader> Job<U> {
             // A bundle's item id is rendered from its first present file, in the order of
             // [[job.assets]].
             Work::Bundle { files, .. } => (
-                files.iter().flatten().next().map(|p| file_name(p)).unwrap_or_default(),
+                files
+                    .iter()
+                    .flatten()
+                    .next()
+                    .map(|p| file_name(p))
+                    .unwrap_or_default(),
                 self.shared.clock.now(),
             ),
         };
@@ -415,9 +422,9 @@ impl<U: Uploader> Job<U> {
                             error: Some(e.to_string()),
                         };
                         // The run reports an error that ends it before one a retry may cure.
-                        let worse = failed
-                            .as_ref()
-                            .is_none_or(|f| f.run_action().is_retry() && !e.run_action().is_retry());
+                        let worse = failed.as_ref().is_none_or(|f| {
+                            f.run_action().is_retry() && !e.run_action().is_retry()
+                        });
                         if worse {
                             failed = Some(e);
                         }
@@ -526,7 +533,11 @@ impl<U: Uploader> Job<U> {
                         item: Some(phase.item.clone()),
                         file,
                         bytes: 0,
-                        outcome: if stopped { Outcome::Cancelled } else { Outcome::Failed },
+                        outcome: if stopped {
+                            Outcome::Cancelled
+                        } else {
+                            Outcome::Failed
+                        },
                         upload_id: None,
                         error: Some("not sent: the run stopped before it".to_owned()),
                     },
@@ -548,7 +559,11 @@ impl<U: Uploader> Job<U> {
                     .iter()
                     .flat_map(|p| p.results.iter().flatten())
                     .any(|r| r.outcome == Outcome::Uploaded);
-                let outcome = if sent { Outcome::Uploaded } else { Outcome::Unchanged };
+                let outcome = if sent {
+                    Outcome::Uploaded
+                } else {
+                    Outcome::Unchanged
+                };
                 info!(
                     assets = members.len(),
                     bytes,
@@ -577,9 +592,20 @@ impl<U: Uploader> Job<U> {
                     .filter(|a| matches!(a.outcome, Outcome::Uploaded | Outcome::Unchanged))
                     .count();
                 if outcome == Outcome::Cancelled {
-                    warn!(attempts, duration_ms, stored, error, "run cancelled by shutdown");
+                    warn!(
+                        attempts,
+                        duration_ms, stored, error, "run cancelled by shutdown"
+                    );
                 } else {
-                    error!(attempts, outcome = outcome.as_str(), stored, assets = assets.len(), duration_ms, error, "run given up");
+                    error!(
+                        attempts,
+                        outcome = outcome.as_str(),
+                        stored,
+                        assets = assets.len(),
+                        duration_ms,
+                        error,
+                        "run given up"
+                    );
                 }
                 (outcome, Some(error))
             }
@@ -642,19 +668,31 @@ async fn resolve_glob(glob: &Path) -> Result<PathBuf, String> {
 
 fn resolve_glob_blocking(glob: &Path) -> Result<PathBuf, String> {
     let (Some(folder), Some(name)) = (glob.parent(), glob.file_name()) else {
-        return Err(format!("file {}: expected a path with a folder", glob.display()));
+        return Err(format!(
+            "file {}: expected a path with a folder",
+            glob.display()
+        ));
     };
     let matcher = GlobBuilder::new(&name.to_string_lossy())
         .literal_separator(true)
         .build()
         .map_err(|e| format!("file {}: not a valid glob: {}", glob.display(), e.kind()))?
         .compile_matcher();
-    let entries = std::fs::read_dir(folder)
-        .map_err(|e| format!("file {}: cannot list {}: {e}", glob.display(), folder.display()))?;
+    let entries = std::fs::read_dir(folder).map_err(|e| {
+        format!(
+            "file {}: cannot list {}: {e}",
+            glob.display(),
+            folder.display()
+        )
+    })?;
     let mut matches = Vec::new();
     for entry in entries.flatten() {
         let n = entry.file_name();
-        if matcher.is_match(&n) && entry.file_type().is_ok_and(|t| t.is_file() || t.is_symlink()) {
+        if matcher.is_match(&n)
+            && entry
+                .file_type()
+                .is_ok_and(|t| t.is_file() || t.is_symlink())
+        {
             matches.push(entry.path());
             if matches.len() > MATCHES_SHOWN {
                 break;
@@ -698,47 +736,52 @@ async fn prepare_file(path: &Path, opts: &stac_upload::UploadOptions) -> Result<
         action,
         source,
     };
-    let result = tokio::task::spawn_blocking(move || -> Result<(), UploadError> {
-        let file = std::fs::File::open(&owned).map_err(|source| UploadError::File {
-            path: owned.clone(),
-            action: "cannot open",
-            source,
+    let result = tokio::task::spawn_blocking(move || -> Result<(), Box<UploadError>> {
+        let file = std::fs::File::open(&owned).map_err(|source| {
+            Box::new(UploadError::File {
+                path: owned.clone(),
+                action: "cannot open",
+                source,
+            })
         })?;
-        let meta = file.metadata().map_err(|source| UploadError::File {
-            path: owned.clone(),
-            action: "cannot read",
-            source,
+        let meta = file.metadata().map_err(|source| {
+            Box::new(UploadError::File {
+                path: owned.clone(),
+                action: "cannot read",
+                source,
+            })
         })?;
         if !meta.is_file() {
-            return Err(UploadError::File {
+            return Err(Box::new(UploadError::File {
                 path: owned.clone(),
                 action: "cannot upload",
                 source: std::io::Error::other("not a regular file"),
-            });
+            }));
         }
         let snapshot = FileSnapshot::of(&meta);
         if !raw {
             return Ok(());
         }
         let plan = PartPlan::new(meta.len(), part_size).map_err(|source| {
-            UploadError::TooLarge {
+            Box::new(UploadError::TooLarge {
                 path: owned.clone(),
                 source,
-            }
+            })
         })?;
         let key = DigestKey::new(&snapshot, plan.part_size());
         if let Some(c) = &cache
-            && c.get(&key).is_some_and(|d| d.part_md5s.len() == plan.count())
+            && c.get(&key)
+                .is_some_and(|d| d.part_md5s.len() == plan.count())
         {
             return Ok(());
         }
         let never = std::sync::atomic::AtomicBool::new(false);
         let d = stac_upload::digest_file(file, &plan, digest, &never, &|_| {}).map_err(|e| {
-            UploadError::File {
+            Box::new(UploadError::File {
                 path: owned.clone(),
                 action: "cannot read",
                 source: std::io::Error::other(e),
-            }
+            })
         })?;
         // Only a digest of a file that stayed as it was is worth keeping.
         let after = std::fs::metadata(&owned).map(|m| FileSnapshot::of(&m));
@@ -751,7 +794,7 @@ async fn prepare_file(path: &Path, opts: &stac_upload::UploadOptions) -> Result<
     })
     .await;
     match result {
-        Ok(r) => r,
+        Ok(r) => r.map_err(|e| *e),
         Err(e) => Err(io("cannot read", std::io::Error::other(e))),
     }
 }
@@ -763,8 +806,14 @@ mod tests {
     #[test]
     fn a_bundle_member_matches_its_pattern() {
         assert!(bundle_match(Path::new("{stem}.tif"), Path::new("/w/a.tif")));
-        assert!(bundle_match(Path::new("{stem}_thumb.png"), Path::new("/w/a_thumb.png")));
-        assert!(!bundle_match(Path::new("{stem}.tif"), Path::new("/w/a.png")));
+        assert!(bundle_match(
+            Path::new("{stem}_thumb.png"),
+            Path::new("/w/a_thumb.png")
+        ));
+        assert!(!bundle_match(
+            Path::new("{stem}.tif"),
+            Path::new("/w/a.png")
+        ));
         assert!(!bundle_match(Path::new("{stem}.tif"), Path::new("/w/.tif")));
     }
 
@@ -781,6 +830,9 @@ mod tests {
         );
         std::fs::write(dir.path().join("s2_b.tif"), b"b").expect("write");
         let two = resolve_glob_blocking(&glob).expect_err("two matches");
-        assert!(two.contains("s2_a.tif") && two.contains("s2_b.tif"), "{two}");
+        assert!(
+            two.contains("s2_a.tif") && two.contains("s2_b.tif"),
+            "{two}"
+        );
     }
 }

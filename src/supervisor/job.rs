@@ -147,8 +147,11 @@ pub struct Shared<U> {
     pub job_tasks: Arc<JobTasks>,
     /// One creator per item in this process: two jobs (or two runs) filling one new item
     /// take turns to create it, so only one of them creates it and says so.
-    item_locks: Mutex<HashMap<(String, String), Arc<tokio::sync::Mutex<()>>>>,
+    item_locks: ItemLocks,
 }
+
+/// The lock of each (collection, item) being created, see [`Shared::item_lock`].
+type ItemLocks = Mutex<HashMap<(String, String), Arc<tokio::sync::Mutex<()>>>>;
 
 /// Sessions at once when nobody sets a limit ([`Shared::set_upload_limit`]).
 const DEFAULT_SESSIONS: usize = 4;
@@ -399,7 +402,10 @@ pub(super) fn cut_short(e: &UploadError) -> bool {
 
 /// How an upload session ended, for the metrics; `shutdown` says whether shutdown is aborting
 /// the runs (a session cut short otherwise met the run deadline: a failure).
-pub(super) fn upload_outcome(result: &Result<UploadReport, UploadError>, shutdown: bool) -> UploadOutcome {
+pub(super) fn upload_outcome(
+    result: &Result<UploadReport, UploadError>,
+    shutdown: bool,
+) -> UploadOutcome {
     match result {
         Ok(r) if r.unchanged => UploadOutcome::Unchanged,
         Ok(_) => UploadOutcome::Uploaded,

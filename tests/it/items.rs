@@ -161,7 +161,10 @@ async fn a_three_asset_item_is_created_once_and_every_asset_holds_its_file() {
     assert_eq!(rec.outcome, Outcome::Uploaded, "{rec:?}");
     assert_eq!(rec.item.as_deref(), Some("s2-2099-11-25"));
     assert_eq!(rec.assets.len(), 3, "{rec:?}");
-    assert!(rec.assets.iter().all(|a| a.outcome == Outcome::Uploaded), "{rec:?}");
+    assert!(
+        rec.assets.iter().all(|a| a.outcome == Outcome::Uploaded),
+        "{rec:?}"
+    );
     let ids = ["s2-2099-11-25.tif", "thumb.png", "meta.json"];
     for (id, sha) in ids.iter().zip(&sha) {
         env.assert_holds(&asset("s2-2099-11-25", id), sha);
@@ -191,7 +194,11 @@ async fn a_missing_file_or_an_ambiguous_glob_creates_nothing() {
     let error = rec.error.as_deref().unwrap();
     assert!(error.contains("thumb.png"), "{error}");
     assert_eq!(read(&env, &item("s2-2099-11-25")).await, None);
-    assert_eq!(env.emu.call_count(CallKind::PutStac), 1, "only the collection");
+    assert_eq!(
+        env.emu.call_count(CallKind::PutStac),
+        1,
+        "only the collection"
+    );
     assert_eq!(env.emu.call_count(CallKind::CreateUpload), 0);
 
     // Two files for one glob: the run names the glob and both.
@@ -206,7 +213,11 @@ async fn a_missing_file_or_an_ambiguous_glob_creates_nothing() {
             && error.contains("s2_20991126.tif"),
         "{error}"
     );
-    assert_eq!(env.emu.call_count(CallKind::PutStac), 1, "only the collection");
+    assert_eq!(
+        env.emu.call_count(CallKind::PutStac),
+        1,
+        "only the collection"
+    );
 }
 
 #[tokio::test]
@@ -216,9 +227,11 @@ async fn a_failed_asset_is_retried_alone() {
     let sha = product(env.dir.path(), 1);
     let job = job(s2(&env, "retry", None), shared(&env, fire(25)));
     // One create of the three fails (with part_retries = 0 the session gives up on it).
-    env.emu
-        .faults()
-        .inject(CallKind::CreateUpload, FaultAction::Status(503), FaultTrigger::Next(1));
+    env.emu.faults().inject(
+        CallKind::CreateUpload,
+        FaultAction::Status(503),
+        FaultTrigger::Next(1),
+    );
 
     let rec = job.run(Work::Scheduled(fire(25))).await;
     assert_eq!(rec.outcome, Outcome::Uploaded, "{rec:?}");
@@ -292,9 +305,14 @@ async fn two_jobs_into_one_new_item_create_it_once() {
     // After the collection, one item PUT and two asset PUTs: the second job found the item
     // and used it.
     assert_eq!(env.emu.call_count(CallKind::PutStac), 1 + 3);
-    let stored = read(&env, &item("pair-2099-11-25")).await.expect("the item");
+    let stored = read(&env, &item("pair-2099-11-25"))
+        .await
+        .expect("the item");
     let title = stored["properties"]["title"].as_str().unwrap();
-    assert!(title == "made by left" || title == "made by right", "{title}");
+    assert!(
+        title == "made by left" || title == "made by right",
+        "{title}"
+    );
     env.assert_holds(&asset("pair-2099-11-25", "left.json"), &left_sha);
     env.assert_holds(&asset("pair-2099-11-25", "right.json"), &right_sha);
 }
@@ -307,13 +325,17 @@ async fn the_alias_follows_only_a_complete_dated_item() {
     let job = job(s2(&env, "cancel", Some("current")), shared(&env, fire(25)));
 
     // A create refused for good on the dated item: the run fails, the alias is not touched.
-    env.emu
-        .faults()
-        .inject(CallKind::CreateUpload, FaultAction::Status(400), FaultTrigger::Next(1));
+    env.emu.faults().inject(
+        CallKind::CreateUpload,
+        FaultAction::Status(400),
+        FaultTrigger::Next(1),
+    );
     let rec = job.run(Work::Scheduled(fire(25))).await;
     assert_eq!(rec.outcome, Outcome::Failed, "{rec:?}");
     assert!(
-        rec.assets.iter().all(|a| a.item.as_deref() == Some("s2-2099-11-25")),
+        rec.assets
+            .iter()
+            .all(|a| a.item.as_deref() == Some("s2-2099-11-25")),
         "the alias was not tried: {rec:?}"
     );
     assert_eq!(read(&env, &item("current")).await, None);

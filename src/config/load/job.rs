@@ -149,32 +149,35 @@ impl Checker<'_> {
         let same = earlier.iter().find_map(|other| {
             let theirs = pattern(other);
             mine_ids.iter().find_map(|my_asset| {
-                other.asset_ids().into_iter().find(|their_asset| {
-                    if let Some(meet) = literal_against_watch(
-                        (job, my_asset.get_ref()),
-                        (other, their_asset.get_ref()),
-                    ) {
-                        return meet.is_some();
-                    }
-                    let items = match (&job.item, &other.item) {
-                        (None, None) => true,
-                        (Some(a), Some(b)) => overlap::can_collide(
-                            a.get_ref(),
-                            mine.as_deref(),
-                            b.get_ref(),
-                            theirs.as_deref(),
-                        ),
-                        _ => false,
-                    };
-                    items
-                        && overlap::can_collide(
-                            my_asset.get_ref(),
-                            mine.as_deref(),
-                            their_asset.get_ref(),
-                            theirs.as_deref(),
-                        )
-                })
-                .map(|their_asset| (*other, *my_asset, their_asset))
+                other
+                    .asset_ids()
+                    .into_iter()
+                    .find(|their_asset| {
+                        if let Some(meet) = literal_against_watch(
+                            (job, my_asset.get_ref()),
+                            (other, their_asset.get_ref()),
+                        ) {
+                            return meet.is_some();
+                        }
+                        let items = match (&job.item, &other.item) {
+                            (None, None) => true,
+                            (Some(a), Some(b)) => overlap::can_collide(
+                                a.get_ref(),
+                                mine.as_deref(),
+                                b.get_ref(),
+                                theirs.as_deref(),
+                            ),
+                            _ => false,
+                        };
+                        items
+                            && overlap::can_collide(
+                                my_asset.get_ref(),
+                                mine.as_deref(),
+                                their_asset.get_ref(),
+                                theirs.as_deref(),
+                            )
+                    })
+                    .map(|their_asset| (*other, *my_asset, their_asset))
             })
         });
         let Some((first, my_asset, their_asset)) = same else {
@@ -197,10 +200,7 @@ impl Checker<'_> {
             )
         };
         let how = match (
-            literal_against_watch(
-                (job, my_asset.get_ref()),
-                (first, their_asset.get_ref()),
-            ),
+            literal_against_watch((job, my_asset.get_ref()), (first, their_asset.get_ref())),
             pattern(first),
             &mine,
         ) {
@@ -353,7 +353,10 @@ impl Checker<'_> {
             }
             (None, Some(list)) => {
                 let assets = self.item_assets(raw, list, &collection, &item, tz, one_file);
-                let first = assets.as_ref().and_then(|a| a.first()).map(|a| a.id.clone());
+                let first = assets
+                    .as_ref()
+                    .and_then(|a| a.first())
+                    .map(|a| a.id.clone());
                 if let Some(m) = &raw.asset_metadata {
                     self.diag.at(
                         &m.span(),
@@ -605,9 +608,13 @@ impl Checker<'_> {
             let problem = if text.is_empty() {
                 Some("file is empty: expected a pattern relative to the watched folder, such as \"{stem}.tif\"".to_owned())
             } else if text.starts_with('/') {
-                Some(format!("file {text:?} is absolute: in a bundle job, expected a pattern relative to the watched folder, such as \"{{stem}}.tif\""))
+                Some(format!(
+                    "file {text:?} is absolute: in a bundle job, expected a pattern relative to the watched folder, such as \"{{stem}}.tif\""
+                ))
             } else if !text.contains("{stem}") {
-                Some(format!("file {text:?} has no {{stem}}: in a bundle job, the files of one bundle share their stem; expected e.g. \"{{stem}}.tif\""))
+                Some(format!(
+                    "file {text:?} has no {{stem}}: in a bundle job, the files of one bundle share their stem; expected e.g. \"{{stem}}.tif\""
+                ))
             } else {
                 None
             };
@@ -622,7 +629,13 @@ impl Checker<'_> {
         let (folder, name) = match (path.parent(), path.file_name()) {
             (Some(f), Some(n)) => (f, n.to_string_lossy()),
             _ => {
-                self.diag.at(&raw.span(), format!("file {} has no folder: expected the path of a file", path.display()));
+                self.diag.at(
+                    &raw.span(),
+                    format!(
+                        "file {} has no folder: expected the path of a file",
+                        path.display()
+                    ),
+                );
                 return None;
             }
         };
@@ -645,7 +658,10 @@ impl Checker<'_> {
         if path.is_dir() {
             self.diag.at(
                 &raw.span(),
-                format!("file {} is a directory: expected the path of a file, or a glob matching one", path.display()),
+                format!(
+                    "file {} is a directory: expected the path of a file, or a glob matching one",
+                    path.display()
+                ),
             );
             return None;
         }

@@ -17,8 +17,8 @@ use super::error::{self, ConfigError, Diagnostics};
 use super::metadata::{AssetMetadata, ItemMetadata, ItemTime, TimeValue, bbox_polygon};
 use super::overlap;
 use super::raw::{
-    DurationText, Int, RawAsset, RawAssetMetadata, RawAuth, RawConfig, RawItemMetadata, RawJob, RawObserve,
-    RawProperties, RawServer, RawSettings, RawWatch, RawWindow, Size,
+    DurationText, Int, RawAsset, RawAssetMetadata, RawAuth, RawConfig, RawItemMetadata, RawJob,
+    RawObserve, RawProperties, RawServer, RawSettings, RawWatch, RawWindow, Size,
 };
 use super::read::{MAX_JOB_FILE, read_bounded};
 use super::server::{self as server_rules, MAX_TITLE};

@@ -305,7 +305,11 @@ fn an_item_job_reads_its_assets_and_alias() {
     assert_eq!(job.alias.as_deref(), Some("current"));
     assert_eq!(job.assets.len(), 2);
     assert_eq!(job.assets[0].file, dir.path().join("export/s2_*.tif"));
-    assert_eq!(job.asset.as_str(), "s2.tif", "the first asset stands for the job");
+    assert_eq!(
+        job.asset.as_str(),
+        "s2.tif",
+        "the first asset stands for the job"
+    );
     match &job.trigger {
         TriggerSpec::Cron { file, .. } => assert_eq!(file, &PathBuf::new()),
         other => panic!("{other:?}"),
@@ -315,12 +319,29 @@ fn an_item_job_reads_its_assets_and_alias() {
 #[test]
 fn item_job_mistakes_are_located_and_explained() {
     let cases = [
-        (item_job("", "", "s2.tif"), "24:", "already used by the asset at line 18"),
-        (item_job("", "required = false", "t.png"), "20:", "required only applies to bundle jobs"),
-        (item_job("alias = \"c d\"", "", "t.png"), "13:", "alias"),
-        (item_job("alias = \"s2-x\"\nasset = \"a.tif\"", "", "t.png"), "14:", "both asset and [[job.assets]]"),
         (
-            item_job("", "", "t.png").replace("item = \"s2-%Y-%m-%d\"\n", "").replace("[job.item_metadata]\nbbox = [5.96, 45.82, 10.49, 47.81]\ndatetime = \"run\"\n", ""),
+            item_job("", "", "s2.tif"),
+            "24:",
+            "already used by the asset at line 18",
+        ),
+        (
+            item_job("", "required = false", "t.png"),
+            "20:",
+            "required only applies to bundle jobs",
+        ),
+        (item_job("alias = \"c d\"", "", "t.png"), "13:", "alias"),
+        (
+            item_job("alias = \"s2-x\"\nasset = \"a.tif\"", "", "t.png"),
+            "14:",
+            "both asset and [[job.assets]]",
+        ),
+        (
+            item_job("", "", "t.png")
+                .replace("item = \"s2-%Y-%m-%d\"\n", "")
+                .replace(
+                    "[job.item_metadata]\nbbox = [5.96, 45.82, 10.49, 47.81]\ndatetime = \"run\"\n",
+                    "",
+                ),
             "",
             "[[job.assets]] needs item",
         ),
