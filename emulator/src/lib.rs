@@ -38,6 +38,8 @@ mod storage;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_items;
+#[cfg(test)]
 mod tests_rules;
 mod units;
 
