@@ -803,6 +803,19 @@ async fn put_stac(ctx: Ctx, P(path): P<StacPath>, body: Body) -> Response {
     .await
 }
 
+/// Whether a GeoJSON geometry has a position with more than two coordinates.
+fn has_z(value: &Value) -> bool {
+    match value {
+        Value::Object(map) => ["coordinates", "geometries"]
+            .iter()
+            .filter_map(|k| map.get(*k))
+            .any(has_z),
+        Value::Array(list) if list.iter().all(Value::is_number) => list.len() > 2,
+        Value::Array(list) => list.iter().any(has_z),
+        _ => false,
+    }
+}
+
 /// An item body through the rules of serializers/item.py `ItemSerializer`, in the server's
 /// order: its fields, its datetimes and `expires`, then the keys it may not have.
 fn item_fields(
@@ -810,10 +823,33 @@ fn item_fields(
     body: &Map<String, Value>,
     now: DateTime<Utc>,
 ) -> Result<Map<String, Value>, ApiError> {
+    // utils.py `IsoDurationField` hands the value to Django's `parse_duration`, whose regex
+    // raises TypeError on anything but a string: the server's catch-all answers 500.
+    if let Some(Value::Object(properties)) = body.get("properties") {
+        for name in ["forecast:horizon", "forecast:duration"] {
+            if let Some(v @ (Value::Number(_) | Value::Bool(_))) = properties.get(name) {
+                return Err(ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!(
+                        "TypeError(\"expected string or bytes-like object, got '{}'\")",
+                        rules::py_type(v)
+                    ),
+                ));
+            }
+        }
+    }
     let context = rules::Context {
         existing_type: None,
     };
     let clean = fields(rules::ITEM, version, body, false, &context)?;
+    // The geometry column is 2-D: PostGIS refuses a third coordinate at the insert, and the
+    // server's catch-all answers its DataError as 500.
+    if clean.get("geometry").is_some_and(has_z) {
+        return Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "DataError('Geometry has Z dimension but column does not\n')",
+        ));
+    }
     let properties = clean
         .get("properties")
         .and_then(Value::as_object)
@@ -1728,25 +1764,33 @@ fn py_errors(errors: &Value) -> String {
 }
 
 /// One feature of a `POST .../items` body, checked as `ItemSerializer` checks it: its id
-/// (required here, as there is no path to take it from) and its stored fields.
+/// (required here, as there is no path to take it from) and its stored fields, or its field
+/// errors. A failure that is not a validation error (a 500) ends the whole request.
+#[allow(clippy::type_complexity)]
 fn feature_fields(
     version: ApiVersion,
     feature: &Value,
     now: DateTime<Utc>,
-) -> Result<(String, Map<String, Value>), Value> {
+) -> Result<Result<(String, Map<String, Value>), Value>, ApiError> {
     let Value::Object(body) = feature else {
-        return Err(json!({"non_field_errors": [format!(
+        return Ok(Err(json!({"non_field_errors": [format!(
             "Invalid data. Expected a dictionary, but got {}.",
             rules::py_type(feature)
-        )]}));
+        )]})));
     };
-    let clean = item_fields(version, body, now).map_err(|e| e.description().clone())?;
+    let clean = match item_fields(version, body, now) {
+        Ok(clean) => clean,
+        Err(e) if e.status() == StatusCode::BAD_REQUEST => {
+            return Ok(Err(e.description().clone()));
+        }
+        Err(e) => return Err(e),
+    };
     let Some(id) = clean.get("id").and_then(Value::as_str).map(str::to_owned) else {
-        return Err(json!({"id": ["This field is required."]}));
+        return Ok(Err(json!({"id": ["This field is required."]})));
     };
     let mut stored = without_nulls(clean);
     stored.remove("id");
-    Ok((id, stored))
+    Ok(Ok((id, stored)))
 }
 
 /// `POST /collections/{c}/items` (views/item.py `ItemsList.post`): creates every feature of
@@ -1791,7 +1835,7 @@ async fn post_items(ctx: Ctx, P(path): P<StacPath>, body: Body) -> Response {
         let mut checked = Vec::with_capacity(features.len());
         let mut errors = Vec::with_capacity(features.len());
         for feature in features {
-            match feature_fields(version, feature, now) {
+            match feature_fields(version, feature, now)? {
                 Ok(ok) => {
                     checked.push(ok);
                     errors.push(json!({}));

@@ -347,3 +347,32 @@ async fn latency_delays_every_api_answer() {
     assert_eq!(r.status(), StatusCode::OK);
     assert!(started.elapsed() >= Duration::from_secs(5));
 }
+
+#[tokio::test]
+async fn a_third_coordinate_and_a_numeric_horizon_are_answered_500_as_the_server_does() {
+    let emu = start(EmulatorConfig::default()).await;
+    let mut z = item("z");
+    z["geometry"] = json!({"type": "Point", "coordinates": [7.5, 46.5, 400.0]});
+    let (status, body) = post_items(&emu, &json!({ "features": [z] }), Some("k")).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(
+        body["description"]
+            .as_str()
+            .unwrap()
+            .contains("Geometry has Z dimension but column does not"),
+        "{body}"
+    );
+    let mut h = item("h");
+    h["properties"]["forecast:horizon"] = json!(3600);
+    let r = client()
+        .put(format!("{}/collections/coll/items/h", emu.base_url()))
+        .json(&h)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let mut ok = item("ok");
+    ok["properties"]["forecast:horizon"] = json!("PT6H");
+    let (status, body) = post_items(&emu, &json!({ "features": [ok] }), Some("k")).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+}
