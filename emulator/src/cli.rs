@@ -47,6 +47,11 @@ pub struct EmulatorArgs {
     #[arg(long, value_name = "RATE")]
     pub bandwidth: Option<ByteSize>,
 
+    /// Answer every call of the API and of the part URLs this much later, e.g. 20ms (the round
+    /// trip of a distant server).
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    pub latency: Duration,
+
     /// Inject a fault: CALL:ACTION[:PARAM][:retry_after=V][:next=N|:p=F], e.g.
     /// put_part:503:next=2, complete:drop_after_commit, create:delay=2s:p=0.5,
     /// create:slow_answer=2s, create:429:retry_after=2, create:no_urls, complete:html_body (repeatable).
@@ -102,6 +107,7 @@ pub async fn run(args: EmulatorArgs) -> anyhow::Result<()> {
             // clap makes each of the two flags require the other.
             _ => None,
         },
+        latency: args.latency,
     };
     let emulator = Emulator::start(args.listen, config)
         .await

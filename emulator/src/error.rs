@@ -55,6 +55,16 @@ impl ApiError {
         Self::bad_request(json!({ field: [message.into()] }))
     }
 
+    /// The answer's status.
+    pub(crate) fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// What the answer's `description` holds.
+    pub(crate) fn description(&self) -> &Value {
+        &self.description
+    }
+
     pub(crate) fn with_upload_id(mut self, upload_id: &str) -> Self {
         self.upload_id = Some(upload_id.to_owned());
         self

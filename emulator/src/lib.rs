@@ -13,13 +13,16 @@
 //! Item, asset and collection bodies are checked as the real server's serializers check them,
 //! one table of rules in `rules.rs`; what it keeps of them is what a GET answers.
 //!
+//! `latency` (`--latency 20ms`) answers every call of the API and of the part URLs that much
+//! later, as a distant server would: for benches.
+//!
 //! Writes need the configured credentials: Basic, `Token`, a static `Bearer`, or an access
 //! token of a Cognito user pool (checked with Cognito's `GetUser`, as production accepts them).
 //! With a certificate and key it serves https, and hands out https part URLs.
 //!
 //! | path | what |
 //! | --- | --- |
-//! | `/api/stac/{v1,v0.9}/collections/...` | the STAC API (collections, items, assets, uploads) |
+//! | `/api/stac/{v1,v0.9}/collections/...` | the STAC API (collections, items, assets, uploads; `POST .../items`, the items and assets lists; `ETag` and `If-Match`/`If-None-Match`) |
 //! | `/_s3/{upload_id}/{part}?X-Amz-Expires=..&X-Amz-Signature=..` | presigned part URLs |
 //! | `/_data/{collection}[/{item}]/{asset}` | an asset's data (its `href`) |
 //! | `/_emulator/{faults,bandwidth,state}` | the admin API (no auth) |
@@ -37,6 +40,8 @@ mod state;
 mod storage;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_items;
 #[cfg(test)]
 mod tests_rules;
 mod units;
@@ -84,6 +89,9 @@ pub struct EmulatorConfig {
     pub seed: Option<PathBuf>,
     /// Serve https with this certificate and key instead of plain http.
     pub tls: Option<EmulatorTls>,
+    /// Added before every answer of the API and of the part URLs (not the admin API): the round
+    /// trip of a distant server, for benches (`--latency 20ms`).
+    pub latency: Duration,
 }
 
 /// The PEM files of an https emulator: its certificate (chain) and private key.
@@ -104,6 +112,7 @@ impl Default for EmulatorConfig {
             storage: Storage::Memory,
             seed: None,
             tls: None,
+            latency: Duration::ZERO,
         }
     }
 }
@@ -291,6 +300,8 @@ pub(crate) struct Shared {
     pub(crate) cognito: Option<cognito::TokenChecker>,
     pub(crate) legacy_in_progress_400: bool,
     pub(crate) url_ttl: TimeDelta,
+    /// Added before every answer of the API and of the part URLs.
+    pub(crate) latency: Duration,
     state: Mutex<State>,
     pub(crate) store: Store,
     pub(crate) faults: Faults,
@@ -353,6 +364,7 @@ impl Emulator {
             cognito,
             legacy_in_progress_400: config.legacy_in_progress_400,
             url_ttl: TimeDelta::from_std(config.url_ttl).unwrap_or(TimeDelta::MAX),
+            latency: config.latency,
             state: Mutex::new(state),
             store: Store::new(&config.storage).await?,
             faults: Faults::default(),
@@ -423,6 +435,16 @@ impl Emulator {
     /// The most part PUTs this server was receiving at the same time.
     pub fn max_concurrent_part_puts(&self) -> u64 {
         self.shared.parts_in_flight.max()
+    }
+
+    /// Creates an empty collection `id` unless it exists.
+    pub fn create_collection(&self, id: &str) {
+        let now = self.shared.now();
+        self.shared
+            .lock()
+            .collections
+            .entry(id.to_owned())
+            .or_insert_with(|| state::Collection::new(serde_json::Map::new(), now));
     }
 
     /// Creates (or replaces, like `PUT`) an asset, and its collection and item if needed.

@@ -149,6 +149,9 @@ impl Ctx {
     where
         F: Future<Output = Result<Response, ApiError>>,
     {
+        if !self.shared.latency.is_zero() {
+            tokio::time::sleep(self.shared.latency).await;
+        }
         if let Err(e) = self.authorize().await {
             return e.into_response();
         }

@@ -92,6 +92,9 @@ pub(crate) async fn put_part(ctx: Ctx, P(path): P<PartPath>, body: Body) -> Resp
     let _in_flight = shared.parts_in_flight.enter();
     // Never the query: it is the URL's secret.
     tracing::debug!(upload_id = %path.upload_id, part = %path.part, "part PUT");
+    if !shared.latency.is_zero() {
+        tokio::time::sleep(shared.latency).await;
+    }
     let mut drop_mid_body = false;
     let mut drop_after_commit = false;
     let mut slow_answer = None;

@@ -21,6 +21,7 @@ mod daemon;
 mod dashboard;
 mod digest;
 mod items;
+mod items_api;
 mod layers;
 mod media_types;
 mod objects;

@@ -2,8 +2,10 @@
 //! target only decides the asset path.
 
 use std::fmt;
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -28,6 +30,16 @@ const MAX_REDIRECTS: usize = 10;
 /// Upper bound on pages followed through `next` links, so a server that links in a circle
 /// cannot keep a run busy forever.
 const MAX_PAGES: usize = 1_000;
+
+/// The page size asked for in listings of items: the server's largest (larger is cut to it).
+const LIST_PAGE: usize = 100;
+
+/// Whether an error is the database's refusal of a second row with the same key, which
+/// `POST .../items` answers as a 400 with the PostgreSQL message as its description.
+fn is_duplicate_key(e: &StacError) -> bool {
+    e.description
+        .contains("duplicate key value violates unique constraint")
+}
 
 /// The most that is read of a success answer of the API: 4 MiB. The largest answers the
 /// protocol has are a create answer (at most 100 presigned URLs of about 1 KiB each, since
@@ -287,6 +299,9 @@ struct Inner {
     /// Set for `Auth::Cognito`: the one token source shared by every clone of this client.
     cognito: Option<CognitoProvider>,
     request_timeout: Duration,
+    /// Set once the server answered `POST .../items` with 404 or 405: it has no bulk create,
+    /// and items are created with `PUT` + `If-None-Match: *` from then on.
+    no_items_post: AtomicBool,
 }
 
 impl fmt::Debug for StacClient {
@@ -365,6 +380,7 @@ impl StacClient {
                 auth: cfg.auth,
                 cognito,
                 request_timeout: cfg.request_timeout,
+                no_items_post: AtomicBool::new(false),
             }),
         })
     }
@@ -397,6 +413,19 @@ impl StacClient {
         body: Option<&Value>,
         fresh: bool,
     ) -> Result<Answer, StacError> {
+        self.send_with(step, method, url, body, fresh, &[]).await
+    }
+
+    /// [`Self::send`] with extra request headers (preconditions, an idempotency key).
+    async fn send_with(
+        &self,
+        step: Step,
+        method: Method,
+        url: Url,
+        body: Option<&Value>,
+        fresh: bool,
+        extra: &[(&'static str, &str)],
+    ) -> Result<Answer, StacError> {
         let method_name = method_name(&method);
         let mut replayed = false;
         let (status, headers, body, success) = loop {
@@ -418,6 +447,9 @@ impl StacClient {
             if fresh {
                 // Answers may come through a CDN; a skip or resume decision needs the live value.
                 req = req.header(header::CACHE_CONTROL, "no-cache");
+            }
+            for (name, value) in extra {
+                req = req.header(*name, *value);
             }
             if let Some(b) = body {
                 req = req.json(b);
@@ -549,7 +581,7 @@ impl StacClient {
         let mut out = Vec::new();
         self.paginate(Step::ListUploads, url, "uploads", |v| {
             out.push(answer::upload(v, self.inner.api)?);
-            Ok(())
+            Ok(ControlFlow::Continue(()))
         })
         .await?;
         Ok(out)
@@ -578,7 +610,7 @@ impl StacClient {
         let mut out = Vec::new();
         self.paginate(Step::ListParts, url, "parts", |v| {
             out.push(answer::part(v)?);
-            Ok(())
+            Ok(ControlFlow::Continue(()))
         })
         .await?;
         Ok(out)
@@ -589,7 +621,7 @@ impl StacClient {
         step: Step,
         first: Url,
         key: &str,
-        mut each: impl FnMut(Value) -> Result<(), String>,
+        mut each: impl FnMut(Value) -> Result<ControlFlow<()>, String>,
     ) -> Result<(), StacError> {
         let mut next = Some(first);
         let mut seen = std::collections::HashSet::new();
@@ -605,7 +637,9 @@ impl StacClient {
                 |what: String| StacError::bad_answer(step, "GET", url.as_str(), a.status, what);
             let page = answer::page(v, key).map_err(bad)?;
             for item in page.items {
-                each(item).map_err(bad)?;
+                if each(item).map_err(bad)?.is_break() {
+                    return Ok(());
+                }
             }
             next = page.next.and_then(|href| url.join(&href).ok());
         }
@@ -711,6 +745,147 @@ impl StacClient {
         self.send(Step::DeleteItem, Method::DELETE, url, None, false)
             .await
             .map(|_| ())
+    }
+
+    /// Creates item `item` in `collection` unless it exists, atomically on the server: two
+    /// creators at once get one `Created` and one `AlreadyExists`, and an existing item is never
+    /// replaced. `body` is the item as for [`StacClient::put_item`] (`geometry`, `properties`,
+    /// `links`; its `id` is set to `item`; never `assets`).
+    ///
+    /// Sends `POST collections/{c}/items` with `{"features": [body]}` and the `Idempotency-Key`
+    /// `key`; the server answers an existing id with 400 "duplicate key value violates unique
+    /// constraint", which a read of the item confirms. A server without that call (404 or 405)
+    /// gets `PUT` with `If-None-Match: *` instead (412: it exists), from then on.
+    ///
+    /// One [`IdempotencyKey`] per logical create, the same on each retry of it (retry with
+    /// [`crate::retry::call`] and [`Step::CreateItem`]). The server does not use the key yet: a
+    /// retry after a lost `201` answers `AlreadyExists`, so `AlreadyExists` does not prove that
+    /// another creator made the item.
+    pub async fn create_item(
+        &self,
+        collection: &str,
+        item: &str,
+        body: &Value,
+        key: &IdempotencyKey,
+    ) -> Result<ItemCreate, StacError> {
+        let step = Step::CreateItem;
+        let mut feature = body.clone();
+        let Some(fields) = feature.as_object_mut() else {
+            let url = self.path_url(&["collections", collection, "items"]);
+            return Err(StacError::request_refused(
+                step,
+                "POST",
+                url.as_str(),
+                "the item body is not a JSON object".to_owned(),
+            ));
+        };
+        fields.insert("id".to_owned(), json!(item));
+        if !self.inner.no_items_post.load(Ordering::Relaxed) {
+            let url = self.path_url(&["collections", collection, "items"]);
+            let answer = self
+                .send_with(
+                    step,
+                    Method::POST,
+                    url.clone(),
+                    Some(&json!({ "features": [feature] })),
+                    false,
+                    &[("Idempotency-Key", key.as_str())],
+                )
+                .await;
+            match answer {
+                Ok(_) => return Ok(ItemCreate::Created),
+                Err(e) if e.status == Some(StatusCode::BAD_REQUEST) && is_duplicate_key(&e) => {
+                    // The same words come for a duplicate link of the item: only an item that
+                    // reads back makes it a duplicate id.
+                    return match self.get_item(collection, item).await? {
+                        Some(_) => Ok(ItemCreate::AlreadyExists),
+                        None => Err(e),
+                    };
+                }
+                Err(e)
+                    if matches!(
+                        e.status,
+                        Some(StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED)
+                    ) =>
+                {
+                    debug!(url = %super::redact_url(url.as_str()), status = ?e.status, "no POST of items on this server: creating items with PUT + If-None-Match");
+                    self.inner.no_items_post.store(true, Ordering::Relaxed);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let url = self.path_url(&["collections", collection, "items", item]);
+        let answer = self
+            .send_with(
+                step,
+                Method::PUT,
+                url.clone(),
+                Some(&feature),
+                false,
+                &[("If-None-Match", "*")],
+            )
+            .await;
+        match answer {
+            Ok(a) if a.status == StatusCode::CREATED => Ok(ItemCreate::Created),
+            Ok(a) => {
+                // A server that ignores the precondition replaced the item: it existed.
+                warn!(url = %super::redact_url(url.as_str()), status = a.status.as_u16(), "the server ignored If-None-Match: * and replaced an existing item");
+                Ok(ItemCreate::AlreadyExists)
+            }
+            Err(e) if e.status == Some(StatusCode::PRECONDITION_FAILED) => {
+                Ok(ItemCreate::AlreadyExists)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `GET collections/{c}/items`, following the server's pages (`limit=100`, `next` links):
+    /// at most `max` items (the first by id), each as the server sent it. Items whose
+    /// `expires` has passed are not listed.
+    pub async fn list_items(&self, collection: &str, max: usize) -> Result<Vec<Value>, StacError> {
+        let mut out = Vec::new();
+        if max == 0 {
+            return Ok(out);
+        }
+        let mut url = self.path_url(&["collections", collection, "items"]);
+        url.query_pairs_mut()
+            .append_pair("limit", &LIST_PAGE.min(max).to_string());
+        self.paginate(Step::ListItems, url, "features", |v| {
+            out.push(v);
+            Ok(if out.len() >= max {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            })
+        })
+        .await?;
+        Ok(out)
+    }
+
+    /// `GET collections/{c}/items/{i}/assets`: every asset of the item (the server does not
+    /// page this list), each as the server sent it, with its `id`.
+    pub async fn list_assets(&self, collection: &str, item: &str) -> Result<Vec<Value>, StacError> {
+        let url = self.path_url(&["collections", collection, "items", item, "assets"]);
+        let mut out = Vec::new();
+        self.paginate(Step::ListAssets, url, "assets", |v| {
+            out.push(v);
+            Ok(ControlFlow::Continue(()))
+        })
+        .await?;
+        Ok(out)
+    }
+
+    /// `DELETE A`: the server refuses it (400) while an upload of the asset is in progress.
+    pub async fn delete_asset(&self, target: &AssetTarget) -> Result<(), StacError> {
+        self.send(
+            Step::DeleteAsset,
+            Method::DELETE,
+            self.url(target, &[]),
+            None,
+            false,
+        )
+        .await
+        .map(|_| ())
     }
 
     /// `GET A`, fresh: the asset's JSON as the server holds it, or `None` if it does not exist.

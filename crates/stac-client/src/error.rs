@@ -33,8 +33,14 @@ pub enum Step {
     ReadCollection,
     /// `PUT` of a missing item.
     CreateItem,
-    /// `DELETE` of an item the run created and could not give an asset.
+    /// `DELETE` of an item (one the run created and could not fill, or an old one).
     DeleteItem,
+    /// `GET collections/{c}/items`: the items of a collection.
+    ListItems,
+    /// `GET collections/{c}/items/{i}/assets`: the assets of an item.
+    ListAssets,
+    /// `DELETE` of an asset.
+    DeleteAsset,
     /// `PUT` of a missing asset.
     CreateAsset,
     /// A Cognito login or token renewal (its errors are reported against the API call that
@@ -57,6 +63,9 @@ impl fmt::Display for Step {
             Step::ReadCollection => f.write_str("read collection"),
             Step::CreateItem => f.write_str("create item"),
             Step::DeleteItem => f.write_str("delete item"),
+            Step::ListItems => f.write_str("list items"),
+            Step::ListAssets => f.write_str("list assets"),
+            Step::DeleteAsset => f.write_str("delete asset"),
             Step::CreateAsset => f.write_str("create asset"),
             Step::Login => f.write_str("log in"),
         }
@@ -285,6 +294,21 @@ impl StacError {
             class,
             retry_after: None,
             source: Some(err.without_url()),
+        }
+    }
+
+    /// A request that was not sent because it is wrong as given (a body of the wrong shape):
+    /// sending it again cannot help.
+    pub fn request_refused(step: Step, method: &'static str, url: &str, what: String) -> Self {
+        StacError {
+            step,
+            method,
+            url: super::redact_url(url),
+            status: None,
+            description: what,
+            class: ErrorClass::RequestWrong,
+            retry_after: None,
+            source: None,
         }
     }
 

@@ -271,7 +271,7 @@ mod tests {
     use super::*;
     use crate::{PartNumber, UploadId};
 
-    const STEPS: [Step; 13] = [
+    const STEPS: [Step; 16] = [
         Step::CreateUpload,
         Step::ListUploads,
         Step::GetUpload,
@@ -283,6 +283,9 @@ mod tests {
         Step::ReadItem,
         Step::CreateItem,
         Step::DeleteItem,
+        Step::ListItems,
+        Step::ListAssets,
+        Step::DeleteAsset,
         Step::CreateAsset,
         Step::Login,
     ];

@@ -16,6 +16,40 @@ impl fmt::Display for UploadId {
     }
 }
 
+/// What [`crate::StacClient::create_item`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ItemCreate {
+    /// The item did not exist: this call created it.
+    Created,
+    /// The item exists already (made by another creator, or by an earlier try of this create
+    /// whose answer was lost); it was left as it is.
+    AlreadyExists,
+}
+
+/// The `Idempotency-Key` of one logical create of an item: a random UUID, made once and sent
+/// again on each retry of that create.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    /// A fresh random key.
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        Self(uuid::Uuid::new_v4().to_string())
+    }
+
+    /// The key as sent in the header.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for IdempotencyKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// A part number, 1-based as on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
