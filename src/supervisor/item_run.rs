@@ -52,6 +52,8 @@ struct Phase {
     body: Option<Value>,
     /// This run created the item (in any attempt).
     created: bool,
+    /// The item is known to exist (created or found): a retry does not ask again.
+    exists: bool,
     /// Each member's result, by index: `None` until tried.
     results: Vec<Option<AssetResult>>,
 }
@@ -147,6 +149,7 @@ impl<U: Uploader> Job<U> {
                 item: item.clone(),
                 body: item_body,
                 created: false,
+                exists: false,
                 results: Vec::new(),
             }];
             if let Some(alias) = &self.spec.alias {
@@ -158,6 +161,7 @@ impl<U: Uploader> Job<U> {
                         .as_ref()
                         .map(|m| m.item_body(alias, &name, &time)),
                     created: false,
+                    exists: false,
                     results: Vec::new(),
                 });
             }
@@ -367,12 +371,15 @@ impl<U: Uploader> Job<U> {
             if phase.done() {
                 continue;
             }
-            if let Some(body) = &phase.body {
+            if let Some(body) = &phase.body
+                && !phase.exists
+            {
                 let created = self
                     .create_item(&phase.item, body)
                     .await
                     .map_err(Failure::Upload)?;
                 phase.created |= created;
+                phase.exists = true;
             }
             let pending: Vec<usize> = (0..members.len())
                 .filter(|&i| !phase.results[i].as_ref().is_some_and(AssetResult::stored))

@@ -8,7 +8,7 @@ use serde_json::Value;
 use tracing::{info, warn};
 
 use super::error::UploadError;
-use stac_client::{AssetTarget, StacClient};
+use stac_client::{AssetTarget, IdempotencyKey, ItemCreate, StacClient};
 
 /// The bodies of the objects to create when missing, rendered for one run.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -84,20 +84,20 @@ pub async fn ensure_objects(
 /// Creates an item when it is missing; `true` when this call created it, `false` when it was
 /// there already (whoever made it: an existing item is never replaced).
 ///
-/// A `GET`, then a `PUT` on 404. The check and the create are two requests, so two creators
-/// outside this process can still both see 404; the daemon holds one creator per item, and
-/// this is the one place where the server's atomic create takes over.
+/// The server's atomic create ([`StacClient::create_item`]): of two creators, wherever they
+/// run, one gets `Created` and the other `AlreadyExists`. One key per call; a retry of the run
+/// makes a new call, which a create whose answer was lost meets as `AlreadyExists`.
 pub async fn create_item_if_missing(
     client: &StacClient,
     collection: &str,
     item: &str,
     body: &Value,
 ) -> Result<bool, UploadError> {
-    if client.get_item(collection, item).await?.is_some() {
-        return Ok(false);
+    let key = IdempotencyKey::new();
+    match client.create_item(collection, item, body, &key).await? {
+        ItemCreate::Created => Ok(true),
+        ItemCreate::AlreadyExists => Ok(false),
     }
-    client.put_item(collection, item, body).await?;
-    Ok(true)
 }
 
 /// Deletes an item this run created when it holds no asset: the run could not give it the one
