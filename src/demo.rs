@@ -1,5 +1,6 @@
 //! `stac-uploadd demo`: the daemon at work against an in-process emulator, with nothing to set
-//! up. It runs the cron job and the watch job of `config/demo.toml` for a few cycles through
+//! up. It runs the cron job, the watch job and the item job (three files as the assets of one
+//! item, then of its alias) of `config/demo.toml` for a few cycles through
 //! injected faults (a stale upload blocking the asset, failing parts, a lost complete answer, a
 //! create that keeps failing until the policy retries the run), prints every run, and checks what
 //! the server holds afterwards.
@@ -27,6 +28,12 @@ const DEMO_TOML: &str = include_str!("../config/demo.toml");
 const PASSWORD: &str = "demo-password";
 /// Runs of the scheduled job to watch before stopping.
 const CRON_RUNS: usize = 3;
+/// The item job's files, in the order of its assets: file name, asset id, size.
+const S2_FILES: [(&str, &str, u64); 3] = [
+    ("s2_20261125.tif", "mosaic.tif", 3 << 20),
+    ("thumbnail.png", "thumbnail.png", 40 << 10),
+    ("metadata.json", "metadata.json", 2 << 10),
+];
 /// Files dropped into the watched folder.
 const STATION_FILES: [&str; 3] = [
     "station-bern.csv",
@@ -63,6 +70,8 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let (data, incoming) = (dir.path().join("data"), dir.path().join("incoming"));
     std::fs::create_dir_all(&data)?;
     std::fs::create_dir_all(&incoming)?;
+    let s2_dir = data.join("s2");
+    std::fs::create_dir_all(&s2_dir)?;
     let text = DEMO_TOML
         .replace("@URL@", &emu.base_url())
         .replace("@STATE@", &dir.path().join("state").display().to_string())
@@ -84,6 +93,26 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         )
         .map_err(anyhow::Error::msg)?;
     }
+    // The item job's collection; its items are created by the job.
+    let resp = reqwest::Client::new()
+        .put(format!("{}/collections/ch.demo.s2", emu.base_url()))
+        .basic_auth("demo", Some(PASSWORD))
+        .json(&serde_json::json!({
+            "id": "ch.demo.s2", "description": "Demo mosaics", "license": "proprietary"
+        }))
+        .send()
+        .await
+        .context("cannot create the demo's collection")?;
+    if !resp.status().is_success() {
+        bail!(
+            "the emulator refused the demo's collection: {}",
+            resp.status()
+        );
+    }
+    let mut s2_sha = Vec::new();
+    for (i, (name, _, size)) in S2_FILES.iter().enumerate() {
+        s2_sha.push(write_sample(&s2_dir.join(name), *size, 100 + i as u64)?);
+    }
     let radar_file = data.join("composite.zip");
     let mut radar_sha = write_sample(&radar_file, args.size.get(), 1)?;
 
@@ -104,7 +133,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
 
     println!("emulator: {}", emu.base_url());
     println!(
-        "jobs: radar-composite (cron \"*/3 * * * * *\", {}) and station-files (watch {})",
+        "jobs: radar-composite (cron \"*/3 * * * * *\", {}), station-files (watch {}) and s2-mosaic (3 assets into one item a day, then the alias \"current\")",
         ByteSize(args.size.get()),
         incoming.display()
     );
@@ -132,6 +161,8 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let mut dropped = false;
     let mut create_fault = false;
+    let mut s2_shown = false;
+    let mut s2_item: Option<String> = None;
     loop {
         let rec = tokio::select! {
             r = runs.recv() => match r { Ok(r) => r, Err(_) => break },
@@ -154,17 +185,45 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
             ("station-files", Outcome::Uploaded, _) if rec.asset == STATION_FILES[0] => {
                 "written slowly in 4 chunks: sent once, complete"
             }
+            ("s2-mosaic", Outcome::Uploaded, _) => {
+                "one run: the item created once, its 3 assets in parallel, then the alias"
+            }
+            ("s2-mosaic", Outcome::Unchanged, _) => "every asset already holds its file",
             _ => "",
         };
         println!(
             "{:<9} {:<16} {:<20} {:<9} {:>8} {:>9}  {note}",
             rec.finished.format("%H:%M:%S"),
             rec.job,
-            rec.asset,
+            // An item run stands for its item; its assets follow on their own lines.
+            if rec.assets.is_empty() {
+                rec.asset.clone()
+            } else {
+                format!("item {}", rec.item.as_deref().unwrap_or(""))
+            },
             rec.outcome.as_str(),
             rec.attempts,
             ByteSize(rec.bytes).to_string()
         );
+        // An item run: its assets under it, the dated item's then the alias's.
+        if rec.job == "s2-mosaic" && !s2_shown {
+            for a in &rec.assets {
+                println!(
+                    "{:<9} {:<16} {:<20} {:<9} {:>8} {:>9}  into {}",
+                    "",
+                    "",
+                    a.asset,
+                    a.outcome.as_str(),
+                    "",
+                    ByteSize(a.bytes).to_string(),
+                    a.item.as_deref().unwrap_or("")
+                );
+            }
+            s2_shown = rec.outcome == Outcome::Uploaded;
+        }
+        if rec.job == "s2-mosaic" && rec.outcome == Outcome::Uploaded {
+            s2_item = rec.item.clone();
+        }
         seen.push(rec.clone());
         let radar_ok = seen
             .iter()
@@ -201,7 +260,11 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         let policy_retried = seen.iter().any(|r| {
             r.job == "radar-composite" && r.outcome == Outcome::Uploaded && r.attempts > 1
         });
-        if radar_ok >= CRON_RUNS && stations >= STATION_FILES.len() && policy_retried {
+        if radar_ok >= CRON_RUNS
+            && stations >= STATION_FILES.len()
+            && policy_retried
+            && s2_item.is_some()
+        {
             break;
         }
     }
@@ -236,6 +299,12 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
             &sha,
         );
     }
+    // The day's item and its alias hold the same three files.
+    for item in s2_item.iter().map(String::as_str).chain(["current"]) {
+        for ((_, id, _), sha) in S2_FILES.iter().zip(&s2_sha) {
+            check(&AssetKey::item_asset("ch.demo.s2", item, id), sha);
+        }
+    }
     let left = emu.in_progress_uploads();
     println!("uploads left in progress on the server: {}", left.len());
     let by_job = seen
@@ -251,6 +320,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .count();
     if radar_runs < CRON_RUNS
         || by_job.get("station-files").copied().unwrap_or(0) < STATION_FILES.len()
+        || s2_item.is_none()
     {
         bail!("the demo did not see all its runs within a minute: {by_job:?}");
     }

@@ -378,6 +378,7 @@ fn state_records_round_trip(job: &str, target: &stac_client::AssetTarget, path: 
         attempts: 1,
         upload_id: None,
         error: Some("refused".to_owned()),
+        assets: Vec::new(),
     };
     let upload = InFlight {
         upload_id: stac_client::UploadId("u".to_owned()),

@@ -114,6 +114,14 @@ impl fmt::Display for Entry {
                 if let Some(file) = &r.file {
                     write!(f, " file={}", file.display())?;
                 }
+                if !r.assets.is_empty() {
+                    write!(
+                        f,
+                        " item={} assets={}",
+                        r.item.as_deref().unwrap_or("-"),
+                        r.assets.len()
+                    )?;
+                }
                 if matches!(self, Entry::Reconciled(_)) {
                     f.write_str(" left_by=an-earlier-process")?;
                 }
@@ -166,6 +174,27 @@ impl fmt::Display for Summary {
         for e in &self.entries {
             // File names and server messages are untrusted: one entry is one line.
             writeln!(f, "{}", crate::observe::escape_controls(&e.to_string()))?;
+            // An item run: then one indented line per asset, in the same form.
+            if let Entry::Ran(r) = e {
+                for a in &r.assets {
+                    let mut line = format!(
+                        "  {} asset {} item={} asset={} bytes={} upload={}",
+                        r.job,
+                        a.outcome.as_str(),
+                        a.item.as_deref().unwrap_or("-"),
+                        a.asset,
+                        a.bytes,
+                        a.upload_id.as_ref().map_or("-", |u| u.0.as_str()),
+                    );
+                    if let Some(file) = &a.file {
+                        line.push_str(&format!(" file={}", file.display()));
+                    }
+                    if let Some(error) = &a.error {
+                        line.push_str(&format!(" error={error}"));
+                    }
+                    writeln!(f, "{}", crate::observe::escape_controls(&line))?;
+                }
+            }
         }
         Ok(())
     }

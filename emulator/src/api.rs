@@ -199,6 +199,8 @@ impl Ctx {
         for (name, value) in &asset.fields {
             match (name.as_str(), version) {
                 ("roles", ApiVersion::V09) => {}
+                // An asset without roles has no `roles` key in the server's answer.
+                ("roles", _) if value.as_array().is_some_and(Vec::is_empty) => {}
                 ("gsd", ApiVersion::V09) => {
                     json.insert("eo:gsd".into(), value.clone());
                 }
@@ -208,13 +210,12 @@ impl Ctx {
             }
         }
         let href = match (&asset.external_href, &asset.object) {
-            (Some(external), _) => Some(external.clone()),
-            (None, Some(_)) => Some(format!("{}{}", self.origin(), key.data_path())),
-            (None, None) => None,
+            (Some(external), _) => external.clone(),
+            // The server builds `href` from the asset's path whether or not a file was
+            // uploaded yet (utils.py `build_asset_href`).
+            (None, _) => format!("{}{}", self.origin(), key.data_path()),
         };
-        if let Some(href) = href {
-            json.insert("href".into(), href.into());
-        }
+        json.insert("href".into(), href.into());
         if let Some(checksum) = &asset.checksum {
             json.insert(version.checksum_field().into(), checksum.clone().into());
         }
@@ -244,6 +245,7 @@ impl Ctx {
             .map(|(md5, part)| json!({"part_number": part, "md5": md5}))
             .collect();
         // Presigned URLs exist only while the upload is in progress, as on the real server.
+        // serializers/upload.py drops `urls` once the upload is no longer in progress.
         let urls: Vec<Value> = if upload.status == UploadState::InProgress {
             let expires = upload.expires.timestamp();
             upload
@@ -271,7 +273,9 @@ impl Ctx {
         );
         json.insert("number_parts".into(), upload.number_parts.into());
         json.insert("md5_parts".into(), md5_parts.into());
-        json.insert("urls".into(), urls.into());
+        if upload.status == UploadState::InProgress {
+            json.insert("urls".into(), urls.into());
+        }
         json.insert("update_interval".into(), upload.update_interval.into());
         // The real serializer defaults the field to "" rather than leaving it out.
         json.insert(
@@ -633,9 +637,86 @@ fn extent(collection: &Collection) -> Value {
     })
 }
 
+/// The conditional headers of a request against the object's current ETag (`None`: it does
+/// not exist), as Django's `get_conditional_response` (behind the views' `@etag`) judges them:
+/// `If-Match` first (`*` or a strong match, and never for a missing object), then
+/// `If-None-Match` (`*` or a weak match fails it). A failed check is 304 for GET and HEAD,
+/// otherwise 412 with an empty body.
+fn precondition(ctx: &Ctx, etag: Option<&str>) -> Option<Response> {
+    let quoted = etag.map(|e| format!("\"{e}\""));
+    let tags = |name: header::HeaderName| -> Option<Vec<String>> {
+        let values: Vec<String> = ctx
+            .headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty())
+            .collect();
+        (!values.is_empty()).then_some(values)
+    };
+    let failed = || -> Response {
+        if matches!(ctx.method, Method::GET | Method::HEAD) {
+            StatusCode::NOT_MODIFIED.into_response()
+        } else {
+            StatusCode::PRECONDITION_FAILED.into_response()
+        }
+    };
+    if let Some(wanted) = tags(header::IF_MATCH) {
+        let passes = match &quoted {
+            None => false,
+            Some(_) if wanted == ["*"] => true,
+            Some(q) => wanted.iter().any(|t| t == q),
+        };
+        if !passes {
+            return Some(StatusCode::PRECONDITION_FAILED.into_response());
+        }
+    }
+    if let (Some(unwanted), Some(q)) = (tags(header::IF_NONE_MATCH), &quoted) {
+        let hit = unwanted == ["*"]
+            || unwanted
+                .iter()
+                .any(|t| t.trim_start_matches("W/") == q.as_str());
+        if hit {
+            return Some(failed());
+        }
+    }
+    None
+}
+
+/// The current ETag of a collection, or of an item when `item` is given (expired items keep
+/// theirs: the server's etag lookup does not filter them).
+fn stac_etag(ctx: &Ctx, collection: &str, item: Option<&str>) -> Option<String> {
+    let state = ctx.shared.lock();
+    let c = state.collections.get(collection)?;
+    match item {
+        None => Some(c.meta.etag.clone()),
+        Some(id) => c.items.get(id).map(Item::etag),
+    }
+}
+
+/// The current ETag of an asset.
+fn asset_etag(ctx: &Ctx, key: &AssetKey) -> Option<String> {
+    ctx.shared.lock().asset(key).ok().map(|a| a.etag.clone())
+}
+
+/// A JSON answer with the object's ETag (GET).
+fn tagged(etag: &str, body: Value) -> Response {
+    let mut response = axum::Json(body).into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{etag}\"")) {
+        response.headers_mut().insert(header::ETAG, v);
+    }
+    response
+}
+
 async fn get_stac(ctx: Ctx, P(path): P<StacPath>) -> Response {
     ctx.run(async {
         let version = ApiVersion::parse(&path.version)?;
+        let etag = stac_etag(&ctx, &path.collection, path.item.as_deref());
+        if let Some(answer) = precondition(&ctx, etag.as_deref()) {
+            return Ok(answer);
+        }
         let now = ctx.shared.now();
         let state = ctx.shared.lock();
         let collection = state
@@ -653,7 +734,10 @@ async fn get_stac(ctx: Ctx, P(path): P<StacPath>) -> Response {
                 ctx.item_json(version, &path.collection, id, item)
             }
         };
-        Ok(axum::Json(json).into_response())
+        Ok(match etag {
+            Some(etag) => tagged(&etag, json),
+            None => axum::Json(json).into_response(),
+        })
     })
     .await
 }
@@ -663,6 +747,11 @@ async fn get_stac(ctx: Ctx, P(path): P<StacPath>) -> Response {
 async fn put_stac(ctx: Ctx, P(path): P<StacPath>, body: Body) -> Response {
     ctx.call(CallKind::PutStac, async {
         let version = ApiVersion::parse(&path.version)?;
+        // Judged before the view runs, apart from its write: not atomic, as on the server.
+        let etag = stac_etag(&ctx, &path.collection, path.item.as_deref());
+        if let Some(answer) = precondition(&ctx, etag.as_deref()) {
+            return Ok(answer);
+        }
         let body = body_object(read_json(&ctx.headers, body).await?)?;
         let now = ctx.shared.now();
         let context = rules::Context {
@@ -682,7 +771,7 @@ async fn put_stac(ctx: Ctx, P(path): P<StacPath>, body: Body) -> Response {
                     .entry(path.collection.clone())
                     .or_insert_with(|| Collection::new(Map::new(), now));
                 collection.meta.fields = stored;
-                collection.meta.updated = now;
+                collection.meta.touch(now);
                 let json = ctx.collection_json(version, &path.collection, collection);
                 Ok(json_response(created_or_ok(created), json))
             }
@@ -705,13 +794,26 @@ async fn put_stac(ctx: Ctx, P(path): P<StacPath>, body: Body) -> Response {
                     assets: Default::default(),
                 });
                 item.meta.fields = stored;
-                item.meta.updated = now;
+                item.meta.touch(now);
                 let json = ctx.item_json(version, &path.collection, id, item);
                 Ok(json_response(created_or_ok(created), json))
             }
         }
     })
     .await
+}
+
+/// Whether a GeoJSON geometry has a position with more than two coordinates.
+fn has_z(value: &Value) -> bool {
+    match value {
+        Value::Object(map) => ["coordinates", "geometries"]
+            .iter()
+            .filter_map(|k| map.get(*k))
+            .any(has_z),
+        Value::Array(list) if list.iter().all(Value::is_number) => list.len() > 2,
+        Value::Array(list) => list.iter().any(has_z),
+        _ => false,
+    }
 }
 
 /// An item body through the rules of serializers/item.py `ItemSerializer`, in the server's
@@ -721,10 +823,33 @@ fn item_fields(
     body: &Map<String, Value>,
     now: DateTime<Utc>,
 ) -> Result<Map<String, Value>, ApiError> {
+    // utils.py `IsoDurationField` hands the value to Django's `parse_duration`, whose regex
+    // raises TypeError on anything but a string: the server's catch-all answers 500.
+    if let Some(Value::Object(properties)) = body.get("properties") {
+        for name in ["forecast:horizon", "forecast:duration"] {
+            if let Some(v @ (Value::Number(_) | Value::Bool(_))) = properties.get(name) {
+                return Err(ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!(
+                        "TypeError(\"expected string or bytes-like object, got '{}'\")",
+                        rules::py_type(v)
+                    ),
+                ));
+            }
+        }
+    }
     let context = rules::Context {
         existing_type: None,
     };
     let clean = fields(rules::ITEM, version, body, false, &context)?;
+    // The geometry column is 2-D: PostGIS refuses a third coordinate at the insert, and the
+    // server's catch-all answers its DataError as 500.
+    if clean.get("geometry").is_some_and(has_z) {
+        return Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "DataError('Geometry has Z dimension but column does not\n')",
+        ));
+    }
     let properties = clean
         .get("properties")
         .and_then(Value::as_object)
@@ -761,6 +886,11 @@ fn deleted(what: &str, parent: String) -> Response {
 async fn delete_stac(ctx: Ctx, P(path): P<StacPath>) -> Response {
     ctx.call(CallKind::PutStac, async {
         let version = ApiVersion::parse(&path.version)?;
+        // Judged before the view runs, apart from its write: not atomic, as on the server.
+        let etag = stac_etag(&ctx, &path.collection, path.item.as_deref());
+        if let Some(answer) = precondition(&ctx, etag.as_deref()) {
+            return Ok(answer);
+        }
         let now = ctx.shared.now();
         let base = ctx.api_base(version);
         let mut state = ctx.shared.lock();
@@ -811,7 +941,10 @@ async fn get_asset(ctx: Ctx, P(path): P<AssetPath>) -> Response {
             return Err(ApiError::not_found("Not found."));
         }
         let asset = state.asset(&key)?;
-        Ok(ctx.with_etag(&asset.etag, ctx.asset_json(&key, asset, version)))
+        if let Some(answer) = precondition(&ctx, Some(&asset.etag)) {
+            return Ok(answer);
+        }
+        Ok(tagged(&asset.etag, ctx.asset_json(&key, asset, version)))
     })
     .await
 }
@@ -875,6 +1008,9 @@ fn asset_parent(state: &state::State, key: &AssetKey) -> Result<rules::ExternalA
 async fn put_asset(ctx: Ctx, P(path): P<AssetPath>, body: Body) -> Response {
     ctx.call(CallKind::PutStac, async {
         let (version, key) = path.parse()?;
+        if let Some(answer) = precondition(&ctx, asset_etag(&ctx, &key).as_deref()) {
+            return Ok(answer);
+        }
         let body = read_json(&ctx.headers, body).await?;
         let now = ctx.shared.now();
         let (external, existing_type) = {
@@ -919,6 +1055,9 @@ async fn put_asset(ctx: Ctx, P(path): P<AssetPath>, body: Body) -> Response {
 async fn patch_asset(ctx: Ctx, P(path): P<AssetPath>, body: Body) -> Response {
     ctx.call(CallKind::PutStac, async {
         let (version, key) = path.parse()?;
+        if let Some(answer) = precondition(&ctx, asset_etag(&ctx, &key).as_deref()) {
+            return Ok(answer);
+        }
         let body = read_json(&ctx.headers, body).await?;
         let now = ctx.shared.now();
         let (external, existing_type) = {
@@ -974,6 +1113,9 @@ async fn patch_asset(ctx: Ctx, P(path): P<AssetPath>, body: Body) -> Response {
 async fn delete_asset(ctx: Ctx, P(path): P<AssetPath>) -> Response {
     ctx.call(CallKind::PutStac, async {
         let (version, key) = path.parse()?;
+        if let Some(answer) = precondition(&ctx, asset_etag(&ctx, &key).as_deref()) {
+            return Ok(answer);
+        }
         let base = ctx.api_base(version);
         let removed = {
             let mut state = ctx.shared.lock();
@@ -1293,7 +1435,7 @@ fn next_link(ctx: &Ctx, params: &[(&str, String)]) -> Value {
     json!({"rel": "next", "href": format!("{}?{query}", ctx.self_url())})
 }
 
-/// Newest first, paginated with an opaque cursor (the id of the first upload of the page).
+/// Oldest first, paginated with an opaque cursor (the id of the first upload of the page).
 async fn list_uploads(ctx: Ctx, P(path): P<AssetPath>) -> Response {
     ctx.call(CallKind::ListUploads, async {
         let (version, key) = path.parse()?;
@@ -1319,7 +1461,8 @@ async fn list_uploads(ctx: Ctx, P(path): P<AssetPath>) -> Response {
                 _ => true,
             })
             .collect();
-        uploads.sort_by_key(|u| std::cmp::Reverse(u.created));
+        // Oldest first, as the server's cursor pagination orders them.
+        uploads.sort_by_key(|u| u.created);
         let start = match &cursor {
             None => 0,
             Some(id) => uploads
@@ -1621,25 +1764,33 @@ fn py_errors(errors: &Value) -> String {
 }
 
 /// One feature of a `POST .../items` body, checked as `ItemSerializer` checks it: its id
-/// (required here, as there is no path to take it from) and its stored fields.
+/// (required here, as there is no path to take it from) and its stored fields, or its field
+/// errors. A failure that is not a validation error (a 500) ends the whole request.
+#[allow(clippy::type_complexity)]
 fn feature_fields(
     version: ApiVersion,
     feature: &Value,
     now: DateTime<Utc>,
-) -> Result<(String, Map<String, Value>), Value> {
+) -> Result<Result<(String, Map<String, Value>), Value>, ApiError> {
     let Value::Object(body) = feature else {
-        return Err(json!({"non_field_errors": [format!(
+        return Ok(Err(json!({"non_field_errors": [format!(
             "Invalid data. Expected a dictionary, but got {}.",
             rules::py_type(feature)
-        )]}));
+        )]})));
     };
-    let clean = item_fields(version, body, now).map_err(|e| e.description().clone())?;
+    let clean = match item_fields(version, body, now) {
+        Ok(clean) => clean,
+        Err(e) if e.status() == StatusCode::BAD_REQUEST => {
+            return Ok(Err(e.description().clone()));
+        }
+        Err(e) => return Err(e),
+    };
     let Some(id) = clean.get("id").and_then(Value::as_str).map(str::to_owned) else {
-        return Err(json!({"id": ["This field is required."]}));
+        return Ok(Err(json!({"id": ["This field is required."]})));
     };
     let mut stored = without_nulls(clean);
     stored.remove("id");
-    Ok((id, stored))
+    Ok(Ok((id, stored)))
 }
 
 /// `POST /collections/{c}/items` (views/item.py `ItemsList.post`): creates every feature of
@@ -1684,7 +1835,7 @@ async fn post_items(ctx: Ctx, P(path): P<StacPath>, body: Body) -> Response {
         let mut checked = Vec::with_capacity(features.len());
         let mut errors = Vec::with_capacity(features.len());
         for feature in features {
-            match feature_fields(version, feature, now) {
+            match feature_fields(version, feature, now)? {
                 Ok(ok) => {
                     checked.push(ok);
                     errors.push(json!({}));

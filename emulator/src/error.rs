@@ -55,6 +55,11 @@ impl ApiError {
         Self::bad_request(json!({ field: [message.into()] }))
     }
 
+    /// The answer's status.
+    pub(crate) fn status(&self) -> StatusCode {
+        self.status
+    }
+
     /// What the answer's `description` holds.
     pub(crate) fn description(&self) -> &Value {
         &self.description

@@ -13,13 +13,16 @@
 //! Item, asset and collection bodies are checked as the real server's serializers check them,
 //! one table of rules in `rules.rs`; what it keeps of them is what a GET answers.
 //!
+//! `latency` (`--latency 20ms`) answers every call of the API and of the part URLs that much
+//! later, as a distant server would: for benches.
+//!
 //! Writes need the configured credentials: Basic, `Token`, a static `Bearer`, or an access
 //! token of a Cognito user pool (checked with Cognito's `GetUser`, as production accepts them).
 //! With a certificate and key it serves https, and hands out https part URLs.
 //!
 //! | path | what |
 //! | --- | --- |
-//! | `/api/stac/{v1,v0.9}/collections/...` | the STAC API (collections, items, assets, uploads) |
+//! | `/api/stac/{v1,v0.9}/collections/...` | the STAC API (collections, items, assets, uploads; `POST .../items`, the items and assets lists; `ETag` and `If-Match`/`If-None-Match`) |
 //! | `/_s3/{upload_id}/{part}?X-Amz-Expires=..&X-Amz-Signature=..` | presigned part URLs |
 //! | `/_data/{collection}[/{item}]/{asset}` | an asset's data (its `href`) |
 //! | `/_emulator/{faults,bandwidth,state}` | the admin API (no auth) |
@@ -37,6 +40,8 @@ mod state;
 mod storage;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_items;
 #[cfg(test)]
 mod tests_rules;
 mod units;

@@ -37,6 +37,8 @@ pub(crate) struct StacMeta {
     pub(crate) fields: Map<String, Value>,
     pub(crate) created: DateTime<Utc>,
     pub(crate) updated: DateTime<Utc>,
+    /// A fresh UUID on each change, as the server's `etag` column.
+    pub(crate) etag: String,
 }
 
 impl StacMeta {
@@ -45,7 +47,33 @@ impl StacMeta {
             fields,
             created: now,
             updated: now,
+            etag: new_etag(),
         }
+    }
+
+    /// Records a change of the object.
+    pub(crate) fn touch(&mut self, now: DateTime<Utc>) {
+        self.updated = now;
+        self.etag = new_etag();
+    }
+}
+
+impl Item {
+    /// The item's ETag: on the server it changes with the item and with each change of its
+    /// assets (database triggers); here it is derived from both, so that no asset path has to
+    /// remember to touch its item.
+    pub(crate) fn etag(&self) -> String {
+        if self.assets.is_empty() {
+            return self.meta.etag.clone();
+        }
+        use md5::Digest as _;
+        let mut h = md5::Md5::new();
+        h.update(self.meta.etag.as_bytes());
+        for (name, asset) in &self.assets {
+            h.update(name.as_bytes());
+            h.update(asset.etag.as_bytes());
+        }
+        hex::encode(h.finalize())
     }
 }
 

@@ -170,7 +170,8 @@ async fn multipart_upload_round_trip() {
     assert_eq!(response.status(), StatusCode::OK);
     let done: Value = response.json().await.unwrap();
     assert_eq!(done["status"], "completed");
-    assert_eq!(done["urls"], json!([]));
+    // serializers/upload.py leaves `urls` out once the upload is finished.
+    assert!(done.get("urls").is_none(), "{done}");
     assert!(done["completed"].is_string());
 
     let asset = emu.asset(&key).unwrap();

@@ -115,9 +115,31 @@ pub(super) fn run_check(path: &std::path::Path) -> Result<config::Config, CliErr
         config.state_dir.display()
     );
     for job in &config.jobs {
-        let target = match &job.item {
-            Some(item) => format!("{}/{}/{}", job.collection, item, job.asset),
-            None => format!("{}/{}", job.collection, job.asset),
+        let asset = if job.assets.is_empty() {
+            job.asset.to_string()
+        } else {
+            let ids: Vec<String> = job.assets.iter().map(|a| a.id.to_string()).collect();
+            format!("{{{}}}", ids.join(", "))
+        };
+        let mut target = match &job.item {
+            Some(item) => format!("{}/{}/{asset}", job.collection, item),
+            None => format!("{}/{asset}", job.collection),
+        };
+        if let Some(alias) = &job.alias {
+            target.push_str(&format!(", then alias {alias}"));
+        }
+        // An item job names its files in its assets.
+        let files = |file: &std::path::Path| {
+            if job.assets.is_empty() {
+                file.display().to_string()
+            } else {
+                let files: Vec<String> = job
+                    .assets
+                    .iter()
+                    .map(|a| a.file.display().to_string())
+                    .collect();
+                files.join(" + ")
+            }
         };
         let policy = crate::supervisor::effective_policy(job, now);
         match &job.trigger {
@@ -136,7 +158,7 @@ pub(super) fn run_check(path: &std::path::Path) -> Result<config::Config, CliErr
                 println!(
                     "  {}: {} -> {target} on {schedule}, policy {policy:?}; next: {}",
                     job.name,
-                    file.display(),
+                    files(file),
                     next.join(", ")
                 );
                 // Only a schedule naming a local time the change skips or repeats is shown.
@@ -150,7 +172,7 @@ pub(super) fn run_check(path: &std::path::Path) -> Result<config::Config, CliErr
                 println!(
                     "  {}: {} -> {target} every {}, policy {policy:?}",
                     job.name,
-                    file.display(),
+                    files(file),
                     humantime::format_duration(*interval)
                 );
             }
@@ -310,6 +332,23 @@ fn print_history(
                 // A recorded error quotes file names and server text: one run, one line.
                 crate::observe::escape_controls(&detail)
             );
+            // An item run: one line per asset under it.
+            for a in &r.assets {
+                let detail = a
+                    .error
+                    .clone()
+                    .or_else(|| a.upload_id.as_ref().map(|u| u.0.clone()))
+                    .unwrap_or_default();
+                println!(
+                    "{:<24} {:<20} {:<17} {:>8} {:>10}  {}",
+                    "",
+                    format!("  {}", a.item.as_deref().unwrap_or("")),
+                    a.outcome.as_str(),
+                    "",
+                    ByteSize(a.bytes).to_string(),
+                    crate::observe::escape_controls(&format!("{} {detail}", a.asset))
+                );
+            }
         }
     }
 }

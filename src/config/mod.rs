@@ -173,12 +173,15 @@ pub struct JobSpec {
     pub item_metadata: Option<ItemMetadata>,
     /// `[job.asset_metadata]`: the asset to create before the upload when it is missing.
     pub asset_metadata: Option<AssetMetadata>,
-    /// `alias`: a fixed item that also receives the run's files; never pruned.
+    /// `alias`: a fixed item that also gets the same files, after the dated item succeeded; never
+    /// pruned.
     pub alias: Option<String>,
     /// `keep`: the retention rule for the job's own items (`None`: nothing is deleted).
     pub keep: Option<Keep>,
-    /// `[[job.assets]]`: the item's assets and their files (empty for a one-file job); in a
-    /// watch job, the members of a bundle.
+    /// `[[job.assets]]`: the assets of an item job, published together in one run (empty for a
+    /// one-file job, which publishes `asset`). For such a job `asset` is its first asset's id
+    /// and the trigger's file is empty: each asset names its own. In a watch job, the members
+    /// of a bundle.
     pub assets: Vec<AssetSpec>,
     /// Runs of a watch job at once (different files or bundles; 1 to 64, default
     /// [`DEFAULT_CONCURRENCY`]). Schedule and `every` jobs run one at a time whatever it says.
@@ -189,13 +192,16 @@ pub struct JobSpec {
 /// on the API's round trips (docs/performance.md, "Bursts").
 pub const DEFAULT_CONCURRENCY: usize = 8;
 
-/// One `[[job.assets]]` table.
+/// One `[[job.assets]]` table: an asset of an item job.
 #[derive(Debug, Clone)]
 pub struct AssetSpec {
-    /// Asset id, templated as `asset`.
+    /// The asset id, templated like `asset`.
     pub id: IdTemplate,
-    /// Its file; in a bundle job a pattern relative to the watched folder with `{stem}`.
+    /// The file: a path, or a glob that must match exactly one file when the job runs. In a
+    /// bundle job (a watch job), a pattern relative to the watched folder with `{stem}`.
     pub file: PathBuf,
-    /// Bundle jobs: the bundle is complete only with this member (optional ones ride along).
+    /// Bundle jobs: a bundle is complete only when this member is there (default true).
     pub required: bool,
+    /// `[job.assets.metadata]`: the asset to create when it is missing.
+    pub metadata: Option<AssetMetadata>,
 }

@@ -124,8 +124,10 @@ settings_table!(with_settings {
         pub(super) name: Spanned<String>,
         pub(super) collection: Spanned<String>,
         pub(super) item: Option<Spanned<String>>,
-        pub(super) asset: Spanned<String>,
+        pub(super) asset: Option<Spanned<String>>,
         pub(super) file: Option<Spanned<String>>,
+        pub(super) assets: Option<Spanned<Vec<Spanned<RawAsset>>>>,
+        pub(super) alias: Option<Spanned<String>>,
         pub(super) schedule: Option<Spanned<String>>,
         pub(super) every: Option<Spanned<DurationText>>,
         pub(super) watch: Option<Spanned<RawWatch>>,
@@ -135,6 +137,17 @@ settings_table!(with_settings {
         pub(super) concurrency: Option<Spanned<Int>>,
     }
 });
+
+impl RawJob {
+    /// The asset ids the job writes: `asset`, or each `[[job.assets]]` table's `id`.
+    pub(super) fn asset_ids(&self) -> Vec<&Spanned<String>> {
+        match (&self.asset, &self.assets) {
+            (Some(a), _) => vec![a],
+            (None, Some(list)) => list.get_ref().iter().map(|a| &a.get_ref().id).collect(),
+            (None, None) => Vec::new(),
+        }
+    }
+}
 
 /// `[job.item_metadata]`: the item created when it is missing.
 #[derive(Debug, Deserialize)]
@@ -165,6 +178,16 @@ pub(super) struct RawAssetMetadata {
     #[serde(rename = "proj:epsg")]
     pub(super) proj_epsg: Option<Spanned<Int>>,
     pub(super) properties: Option<Spanned<RawProperties>>,
+}
+
+/// One `[[job.assets]]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAsset {
+    pub(super) id: Spanned<String>,
+    pub(super) file: Spanned<String>,
+    pub(super) required: Option<Spanned<bool>>,
+    pub(super) metadata: Option<Spanned<RawAssetMetadata>>,
 }
 
 /// `[job.watch]`.

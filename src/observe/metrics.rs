@@ -25,6 +25,9 @@ pub const JOB: &str = "job_name";
 
 /// Finished runs by job and outcome (every [`Outcome`]).
 pub const RUNS: &str = "stac_uploadd_runs_total";
+/// The assets of finished item runs, by job and outcome (every [`Outcome`] an asset can end
+/// with): a run of three assets counts once in [`RUNS`] and three times here.
+pub const ITEM_ASSETS: &str = "stac_uploadd_item_assets_total";
 /// Upload sessions (attempts) by job and outcome (every [`UploadOutcome`]).
 pub const UPLOADS: &str = "stac_uploadd_uploads_total";
 /// Bytes of part bodies sent to part URLs, by job; a part sent again counts again.
@@ -105,6 +108,10 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
 /// HELP texts and units, and the process-wide series, which exist from the start.
 pub fn describe() {
     describe_counter!(RUNS, "Finished runs, by job and outcome");
+    describe_counter!(
+        ITEM_ASSETS,
+        "Assets of finished item runs (a run per item, several assets each), by job and outcome"
+    );
     describe_counter!(UPLOADS, "Upload sessions (attempts), by job and outcome");
     describe_counter!(
         SENT_BYTES,
@@ -294,6 +301,9 @@ pub fn bundles_open(job: &str, n: usize) {
 pub fn run_finished(run: &RunRecord) {
     let job = run.job.clone();
     counter!(RUNS, JOB => job.clone(), "outcome" => run.outcome.as_str()).increment(1);
+    for asset in &run.assets {
+        counter!(ITEM_ASSETS, JOB => job.clone(), "outcome" => asset.outcome.as_str()).increment(1);
+    }
     let failures = gauge!(CONSECUTIVE_FAILURES, JOB => job.clone());
     match run.outcome.streak() {
         Streak::Success => {
@@ -302,6 +312,13 @@ pub fn run_finished(run: &RunRecord) {
         }
         Streak::Failure => failures.increment(1.0),
         Streak::Neutral => {}
+    }
+}
+
+/// An item job's asset series, at zero from its start.
+pub fn register_item_job(job: &str) {
+    for outcome in Outcome::ALL {
+        counter!(ITEM_ASSETS, JOB => job.to_owned(), "outcome" => outcome.as_str()).increment(0);
     }
 }
 
@@ -567,6 +584,7 @@ mod tests {
             attempts: 1,
             upload_id: None,
             error: None,
+            assets: Vec::new(),
         }
     }
 

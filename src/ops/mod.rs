@@ -55,7 +55,9 @@ pub(crate) fn job_handle(
 
 /// True when the job writes the same asset every run: no template in its item or asset id.
 pub(crate) fn is_fixed(spec: &JobSpec) -> bool {
-    spec.asset.is_literal() && spec.item.as_ref().is_none_or(|i| i.is_literal())
+    spec.asset.is_literal()
+        && spec.assets.iter().all(|a| a.id.is_literal())
+        && spec.item.as_ref().is_none_or(|i| i.is_literal())
 }
 
 /// A target of the current period and the file the run would publish to it (`None` when no
@@ -90,24 +92,39 @@ pub(crate) fn current_targets(job: &Job<HttpUploader>, now: DateTime<Utc>) -> Ve
     };
     let mut out: Vec<CurrentTarget> = Vec::new();
     for work in &works {
-        let (target, file, _) = job.prepare(work);
-        if !out.iter().any(|c| c.target == target) {
-            out.push(CurrentTarget {
-                target,
-                file: Some(file),
-            });
+        for (target, file) in job.targets(work) {
+            if !out.iter().any(|c| c.target == target) {
+                out.push(CurrentTarget {
+                    target,
+                    file: Some(file),
+                });
+            }
         }
     }
     if out.is_empty() && is_fixed(&job.spec) {
         let time = now.with_timezone(&job.spec.timezone);
-        out.push(CurrentTarget {
-            target: AssetTarget {
-                collection: job.spec.collection.clone(),
-                item: job.spec.item.as_ref().map(|i| i.render("", &time)),
-                asset: job.spec.asset.render("", &time),
-            },
-            file: None,
-        });
+        let item = job.spec.item.as_ref().map(|i| i.render("", &time));
+        let ids: Vec<String> = if job.spec.assets.is_empty() {
+            vec![job.spec.asset.render("", &time)]
+        } else {
+            job.spec
+                .assets
+                .iter()
+                .map(|a| a.id.render("", &time))
+                .collect()
+        };
+        for item in std::iter::once(item).chain(job.spec.alias.clone().map(Some)) {
+            for asset in &ids {
+                out.push(CurrentTarget {
+                    target: AssetTarget {
+                        collection: job.spec.collection.clone(),
+                        item: item.clone(),
+                        asset: asset.clone(),
+                    },
+                    file: None,
+                });
+            }
+        }
     }
     out
 }

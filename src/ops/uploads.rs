@@ -350,7 +350,7 @@ impl Records {
             .get(&spec.name)
             .into_iter()
             .flatten()
-            .filter_map(|r| history_target(spec, r))
+            .flat_map(|r| history_targets(spec, r))
             .chain(
                 self.inflight
                     .iter()
@@ -384,7 +384,7 @@ impl Records {
             .into_iter()
             .flatten()
             .filter(|r| r.outcome == Outcome::Unfreeable)
-            .filter(|r| history_target(spec, r).as_ref() == Some(target))
+            .filter(|r| history_targets(spec, r).contains(target))
             .any(|r| {
                 r.upload_id.as_ref() == Some(&upload.upload_id)
                     || r.error
@@ -412,17 +412,32 @@ impl Records {
     }
 }
 
-/// The target a recorded run wrote, when the record tells it: its asset, and its item from the
-/// record or, for records written before they held it, from a job whose item id is fixed.
-fn history_target(spec: &JobSpec, r: &RunRecord) -> Option<AssetTarget> {
+/// The targets a recorded run wrote, as far as the record tells: each asset of an item run; a
+/// one-file run's asset, and its item from the record or, for records written before they held
+/// it, from a job whose item id is fixed.
+fn history_targets(spec: &JobSpec, r: &RunRecord) -> Vec<AssetTarget> {
+    if !r.assets.is_empty() {
+        return r
+            .assets
+            .iter()
+            .map(|a| AssetTarget {
+                collection: spec.collection.clone(),
+                item: a.item.clone().or_else(|| r.item.clone()),
+                asset: a.asset.clone(),
+            })
+            .collect();
+    }
     let item = match (&spec.item, &r.item) {
         (None, _) => None,
         (Some(_), Some(item)) => Some(item.clone()),
-        (Some(t), None) => Some(t.literal()?),
+        (Some(t), None) => match t.literal() {
+            Some(i) => Some(i),
+            None => return Vec::new(),
+        },
     };
-    Some(AssetTarget {
+    vec![AssetTarget {
         collection: spec.collection.clone(),
         item,
         asset: r.asset.clone(),
-    })
+    }]
 }

@@ -541,6 +541,7 @@ mod tests {
             attempts: 1,
             upload_id: None,
             error: None,
+            assets: Vec::new(),
         }
     }
 

@@ -183,6 +183,28 @@ pub struct RunRecord {
     pub attempts: u32,
     pub upload_id: Option<UploadId>,
     pub error: Option<String>,
+    /// An item run's assets, each with its own outcome (empty for a one-file run, and in
+    /// records written before item runs existed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub assets: Vec<AssetRun>,
+}
+
+/// One asset of an item run: where it went and how.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AssetRun {
+    pub asset: String,
+    /// The item it went to: the run's item, or its alias.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item: Option<String>,
+    /// Any bytes (see [`path`]: kept exactly, never lossily).
+    #[serde(default, with = "path::option")]
+    pub file: Option<PathBuf>,
+    pub bytes: u64,
+    pub outcome: Outcome,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload_id: Option<UploadId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// Why the store could not be read or written.
@@ -448,6 +470,7 @@ mod tests {
             attempts: 1,
             upload_id: None,
             error: None,
+            assets: Vec::new(),
         }
     }
 
@@ -487,5 +510,31 @@ mod tests {
         let h = runs(&[Uploaded, Failed, Unchanged, Cancelled, Failed]);
         assert_eq!(last_success(&h), Some(h[2].finished));
         assert_eq!(last_success(&runs(&[Failed, Cancelled])), None);
+    }
+}
+
+#[cfg(test)]
+mod asset_run_tests {
+    use super::*;
+
+    #[test]
+    fn a_record_written_before_item_runs_reads_with_no_assets_and_one_with_them_round_trips() {
+        let old = r#"{"job":"j","started":"2026-11-25T05:00:00Z","finished":"2026-11-25T05:00:01Z",
+            "outcome":"uploaded","asset":"a.tif","file":"/d/a.tif","bytes":3,"attempts":1,
+            "upload_id":null,"error":null}"#;
+        let mut rec: RunRecord = serde_json::from_str(old).expect("an old record reads");
+        assert!(rec.assets.is_empty());
+        assert!(!serde_json::to_string(&rec).unwrap().contains("assets"));
+        rec.assets.push(AssetRun {
+            asset: "a.tif".into(),
+            item: Some("i".into()),
+            file: Some(PathBuf::from("/d/a.tif")),
+            bytes: 3,
+            outcome: Outcome::Uploaded,
+            upload_id: None,
+            error: None,
+        });
+        let text = serde_json::to_string(&rec).unwrap();
+        assert_eq!(serde_json::from_str::<RunRecord>(&text).unwrap(), rec);
     }
 }

@@ -67,6 +67,25 @@ pub trait Uploader: Send + Sync + 'static {
         let _ = (spec, item);
         async {}
     }
+
+    /// Creates an item when it is missing (see [`stac_upload::create_item_if_missing`]);
+    /// `true` when this call created it. An uploader whose items always exist says `false`.
+    fn create_item(
+        &self,
+        collection: &str,
+        item: &str,
+        body: &serde_json::Value,
+    ) -> impl Future<Output = Result<bool, UploadError>> + Send {
+        let _ = (collection, item, body);
+        async { Ok(false) }
+    }
+
+    /// Deletes an item a run created and could not fill, if it holds no asset (see
+    /// [`stac_upload::remove_empty_item`]).
+    fn remove_empty_item(&self, collection: &str, item: &str) -> impl Future<Output = ()> + Send {
+        let _ = (collection, item);
+        async {}
+    }
 }
 
 /// The real thing: a STAC client.
@@ -108,6 +127,19 @@ impl Uploader for HttpUploader {
     async fn prune(&self, spec: &JobSpec, item: Option<&str>) {
         crate::retention::after_run(&self.0, spec, item).await;
     }
+
+    async fn create_item(
+        &self,
+        collection: &str,
+        item: &str,
+        body: &serde_json::Value,
+    ) -> Result<bool, UploadError> {
+        stac_upload::create_item_if_missing(&self.0, collection, item, body).await
+    }
+
+    async fn remove_empty_item(&self, collection: &str, item: &str) {
+        stac_upload::remove_empty_item(&self.0, collection, item).await;
+    }
 }
 
 /// What the job tasks of one daemon share.
@@ -127,7 +159,13 @@ pub struct Shared<U> {
     sessions: std::sync::RwLock<(usize, Arc<tokio::sync::Semaphore>)>,
     /// Where a job whose task ended unexpectedly shows until it runs again (`/readyz`).
     pub job_tasks: Arc<JobTasks>,
+    /// One creator per item in this process: two jobs (or two runs) filling one new item
+    /// take turns to create it, so only one of them creates it and says so.
+    item_locks: ItemLocks,
 }
+
+/// The lock of each (collection, item) being created, see [`Shared::item_lock`].
+type ItemLocks = Mutex<HashMap<(String, String), Arc<tokio::sync::Mutex<()>>>>;
 
 /// Sessions at once when nobody sets a limit ([`Shared::set_upload_limit`]).
 const DEFAULT_SESSIONS: usize = 4;
@@ -167,7 +205,21 @@ impl<U> Shared<U> {
                 )),
             )),
             job_tasks: JobTasks::global(),
+            item_locks: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The lock held while an item is looked up and created. Locks of items nobody holds are
+    /// dropped as others are taken, so the map stays as small as the items in flight.
+    pub(super) fn item_lock(&self, collection: &str, item: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut g = self
+            .item_locks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        g.retain(|_, l| Arc::strong_count(l) > 1);
+        g.entry((collection.to_owned(), item.to_owned()))
+            .or_default()
+            .clone()
     }
 
     /// Shows the jobs whose task ended unexpectedly on `board` rather than the process-wide one.
@@ -193,7 +245,7 @@ impl<U> Shared<U> {
     }
 
     /// Waits for `shares` of a session permit ([`SHARES`] for a whole one).
-    async fn session_permit(&self, shares: u32) -> tokio::sync::OwnedSemaphorePermit {
+    pub(super) async fn session_permit(&self, shares: u32) -> tokio::sync::OwnedSemaphorePermit {
         let sessions = self
             .sessions
             .read()
@@ -468,9 +520,19 @@ pub fn effective_policy(spec: &JobSpec, now: DateTime<Utc>) -> PolicyKind {
     }
 }
 
+/// What a run does after a failed attempt.
+pub(super) enum NextAttempt {
+    /// Try again (the wait is over).
+    Retry,
+    /// Give up: the policy, the error or the time left says so.
+    GiveUp,
+    /// Shutdown ended the run.
+    Stopped,
+}
+
 /// Whether an upload was cut short through its cancellation token: by shutdown or by the run
 /// deadline (the caller tells which).
-fn cut_short(e: &UploadError) -> bool {
+pub(super) fn cut_short(e: &UploadError) -> bool {
     match e {
         UploadError::Cancelled => true,
         UploadError::AfterCreate { cause, .. } => matches!(**cause, UploadError::Cancelled),
@@ -480,7 +542,10 @@ fn cut_short(e: &UploadError) -> bool {
 
 /// How an upload session ended, for the metrics; `shutdown` says whether shutdown is aborting
 /// the runs (a session cut short otherwise met the run deadline: a failure).
-fn upload_outcome(result: &Result<UploadReport, UploadError>, shutdown: bool) -> UploadOutcome {
+pub(super) fn upload_outcome(
+    result: &Result<UploadReport, UploadError>,
+    shutdown: bool,
+) -> UploadOutcome {
     match result {
         Ok(r) if r.unchanged => UploadOutcome::Unchanged,
         Ok(_) => UploadOutcome::Uploaded,
@@ -494,14 +559,21 @@ fn upload_outcome(result: &Result<UploadReport, UploadError>, shutdown: bool) ->
 /// How a run ended; `stopped` says its end came from shutdown (a session cut short, or a retry
 /// given up or cut short because the runs are being aborted). The policy does not matter: a run
 /// given up on an error is a failure whether it was tried once or retried.
-fn run_outcome(result: &Result<UploadReport, UploadError>, stopped: bool) -> Outcome {
+pub(super) fn run_outcome(result: &Result<UploadReport, UploadError>, stopped: bool) -> Outcome {
     match result {
         Ok(r) if r.unchanged => Outcome::Unchanged,
         Ok(_) => Outcome::Uploaded,
-        Err(_) if stopped => Outcome::Cancelled,
-        Err(UploadError::Unfreeable { .. }) => Outcome::Unfreeable,
-        Err(UploadError::InProgress { .. }) => Outcome::Blocked,
-        Err(_) => Outcome::Failed,
+        Err(e) => error_outcome(e, stopped),
+    }
+}
+
+/// How a run (or an asset of an item run) given up on `e` ended.
+pub(super) fn error_outcome(e: &UploadError, stopped: bool) -> Outcome {
+    match e {
+        _ if stopped => Outcome::Cancelled,
+        UploadError::Unfreeable { .. } => Outcome::Unfreeable,
+        UploadError::InProgress { .. } => Outcome::Blocked,
+        _ => Outcome::Failed,
     }
 }
 
@@ -670,24 +742,25 @@ impl<U: Uploader> Job<U> {
 
     /// One run: attempts under the policy, and one record of the outcome.
     pub async fn run(&self, work: Work) -> RunRecord {
-        if let Work::Bundle { stem, .. } = &work {
-            return self.bundle_unsupported(stem).await;
-        }
-        let (target, path, objects, sidecar) = self.prepare_run(&work);
-        let span = info_span!("run", job = %self.spec.name, collection = %target.collection, item = target.item.as_deref().unwrap_or(""), asset = %target.asset);
-        let objects = match sidecar {
-            Some(sidecar) => sidecar.merged(objects).await,
-            None => Ok(objects),
+        let record = if self.is_item_job() || matches!(work, Work::Bundle { .. }) {
+            self.run_item(work).await
+        } else {
+            let (target, path, objects, sidecar) = self.prepare_run(&work);
+            let span = info_span!("run", job = %self.spec.name, collection = %target.collection, item = target.item.as_deref().unwrap_or(""), asset = %target.asset);
+            let objects = match sidecar {
+                Some(sidecar) => sidecar.merged(objects).await,
+                None => Ok(objects),
+            };
+            self.run_target(target, path, objects)
+                .instrument(span)
+                .await
         };
-        let record = self
-            .run_target(target, path, objects)
-            .instrument(span.clone())
-            .await;
         // Retention only after a success: a failing job never thins out what it cannot replace.
         if self.spec.keep.is_some()
             && matches!(record.outcome, Outcome::Uploaded | Outcome::Unchanged)
         {
             let uploader = self.shared.uploader();
+            let span = info_span!("prune", job = %self.spec.name);
             uploader
                 .prune(&self.spec, record.item.as_deref())
                 .instrument(span)
@@ -714,7 +787,11 @@ impl<U: Uploader> Job<U> {
                 TriggerSpec::Watch(_) => unreachable!("watch jobs are never scheduled"),
             },
             Work::File(p) => (p.clone(), self.shared.clock.now()),
-            Work::Bundle { stem, .. } => (PathBuf::from(stem), self.shared.clock.now()),
+            // A bundle's first file stands for it here (an item job runs it with each file).
+            Work::Bundle { files, .. } => (
+                files.iter().flatten().next().cloned().unwrap_or_default(),
+                self.shared.clock.now(),
+            ),
         };
         let name = path
             .file_name()
@@ -743,30 +820,6 @@ impl<U: Uploader> Job<U> {
         (target, path, objects, sidecar)
     }
 
-    /// A bundle, in a build whose runs publish one file only: recorded as a failed run saying
-    /// so, rather than half-published. (The multi-asset run of issue 19 replaces this.)
-    async fn bundle_unsupported(&self, stem: &str) -> RunRecord {
-        let now = self.shared.clock.now();
-        let error = format!("bundle {stem:?}: publishing bundles is not built yet");
-        error!(job = %self.spec.name, stem = %stem.escape_debug(), "{error}");
-        let record = RunRecord {
-            job: self.spec.name.clone(),
-            started: now,
-            finished: now,
-            outcome: Outcome::Failed,
-            asset: String::new(),
-            item: None,
-            file: None,
-            bytes: 0,
-            attempts: 0,
-            upload_id: None,
-            error: Some(error),
-        };
-        metrics::run_finished(&record);
-        let _ = self.shared.runs.send(record.clone());
-        record
-    }
-
     async fn run_target(
         &self,
         target: AssetTarget,
@@ -783,52 +836,22 @@ impl<U: Uploader> Job<U> {
         let mut stopped = false;
         let result = loop {
             attempts += 1;
-            let result = match &objects {
+            let mut result = match &objects {
                 Ok(objects) => self.attempt(&target, &path, objects, attempts).await,
                 Err(e) => Err(e.upload_error()),
             };
-            let Err(e) = &result else { break result };
-            if policy != PolicyKind::Retry || !e.run_action().is_retry() {
-                break result;
-            }
-            let Some(wait) = waits.next() else {
-                break result;
-            };
-            // The server's Retry-After, when it asks for longer, under the same rule as a
-            // call's retries: past retry_max_delay the run is given up, saying so.
-            let asked = retry::Classified::retry_after(e);
-            let wait = match retry::retry_wait(wait, asked, p.retry_max_delay, None) {
-                Ok(wait) => wait,
-                Err(why) => {
-                    let mut result = result;
-                    if let Err(e) = &mut result {
-                        retry::Classified::wait_refused(e, why);
-                    }
-                    info!(%why, "not retrying the run");
-                    break result;
-                }
-            };
-            let now = clock.now();
-            if let Some(next) = self.next_fire_after(started)
-                && now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX) >= next
+            let Err(e) = &mut result else { break result };
+            match self
+                .next_attempt(e, policy, &mut waits, started, attempts)
+                .await
             {
-                info!(next_run = %next, "not retrying: the next scheduled run comes first");
-                break result;
-            }
-            if self.abort_runs.is_cancelled() {
-                // It would be tried again, but the daemon is stopping.
-                stopped = true;
-                break result;
-            }
-            warn!(attempt = attempts, wait_ms = wait.as_millis() as u64, error = %e, "run failed, retrying");
-            tokio::select! {
-                () = tokio::time::sleep(wait) => {}
-                () = self.abort_runs.cancelled() => {
+                NextAttempt::Retry => {}
+                NextAttempt::GiveUp => break result,
+                NextAttempt::Stopped => {
                     stopped = true;
                     break result;
                 }
             }
-            metrics::run_retry(&self.spec.name, metrics::Reason::of(e));
         };
         // A session cut short while the runs are being aborted was cut by shutdown; otherwise
         // by the run deadline.
@@ -868,6 +891,7 @@ impl<U: Uploader> Job<U> {
                     attempts,
                     upload_id: r.upload_id.clone(),
                     error: None,
+                    assets: Vec::new(),
                 }
             }
             Err(e) => {
@@ -900,6 +924,7 @@ impl<U: Uploader> Job<U> {
                         _ => None,
                     },
                     error: Some(error),
+                    assets: Vec::new(),
                 }
             }
         };
@@ -915,7 +940,7 @@ impl<U: Uploader> Job<U> {
     /// Sets the job's `uploads_left_in_progress`: its uploads on record as in flight that no run
     /// of this process is sending (an abort that failed, a crash). They may block the asset until
     /// a run or a restart aborts them.
-    async fn count_left_in_progress(&self) {
+    pub(super) async fn count_left_in_progress(&self) {
         match self.shared.state.inflight().await {
             Ok(all) => {
                 let running = self.shared.running();
@@ -932,14 +957,27 @@ impl<U: Uploader> Job<U> {
 
     /// One attempt: the upload with a deadline (creating the item and asset if missing, once
     /// the file is known good), and the stale-upload rule when the asset is blocked.
-    async fn attempt(
+    pub(super) async fn attempt(
         &self,
         target: &AssetTarget,
         path: &Path,
         objects: &NewObjects,
         attempt: u32,
     ) -> Result<UploadReport, UploadError> {
-        let result = self.upload_once(target, path, objects, attempt).await;
+        self.attempt_opts(target, path, objects, attempt, &self.spec.upload)
+            .await
+    }
+
+    /// [`Self::attempt`] with these upload options (an item run's, its digests in front).
+    pub(super) async fn attempt_opts(
+        &self,
+        target: &AssetTarget,
+        path: &Path,
+        objects: &NewObjects,
+        attempt: u32,
+        base: &UploadOptions,
+    ) -> Result<UploadReport, UploadError> {
+        let result = self.upload_once(target, path, objects, attempt, base).await;
         let Err(UploadError::InProgress { upload, .. }) = &result else {
             return result;
         };
@@ -980,7 +1018,7 @@ impl<U: Uploader> Job<U> {
                         }
                     }
                 }
-                self.upload_once(target, path, objects, attempt).await
+                self.upload_once(target, path, objects, attempt, base).await
             }
             None => {
                 warn!(
@@ -1026,6 +1064,53 @@ impl<U: Uploader> Job<U> {
         .reason()
     }
 
+    /// After a failed attempt, whether the run gets another under the job's policy: the wait
+    /// (the server's `Retry-After` when it asks for longer, within `retry_max_delay`) is taken
+    /// here, unless the next scheduled run comes first or shutdown cuts it short.
+    pub(super) async fn next_attempt(
+        &self,
+        e: &mut UploadError,
+        policy: PolicyKind,
+        waits: &mut impl Iterator<Item = std::time::Duration>,
+        started: DateTime<Utc>,
+        attempts: u32,
+    ) -> NextAttempt {
+        let p = &self.spec.policy;
+        if policy != PolicyKind::Retry || !e.run_action().is_retry() {
+            return NextAttempt::GiveUp;
+        }
+        let Some(wait) = waits.next() else {
+            return NextAttempt::GiveUp;
+        };
+        let asked = retry::Classified::retry_after(&*e);
+        let wait = match retry::retry_wait(wait, asked, p.retry_max_delay, None) {
+            Ok(wait) => wait,
+            Err(why) => {
+                retry::Classified::wait_refused(e, why);
+                info!(%why, "not retrying the run");
+                return NextAttempt::GiveUp;
+            }
+        };
+        let now = self.shared.clock.now();
+        if let Some(next) = self.next_fire_after(started)
+            && now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX) >= next
+        {
+            info!(next_run = %next, "not retrying: the next scheduled run comes first");
+            return NextAttempt::GiveUp;
+        }
+        if self.abort_runs.is_cancelled() {
+            // It would be tried again, but the daemon is stopping.
+            return NextAttempt::Stopped;
+        }
+        warn!(attempt = attempts, wait_ms = wait.as_millis() as u64, error = %e, "run failed, retrying");
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = self.abort_runs.cancelled() => return NextAttempt::Stopped,
+        }
+        metrics::run_retry(&self.spec.name, metrics::Reason::of(e));
+        NextAttempt::Retry
+    }
+
     /// The run deadline, from now: a task that cancels `cancel` when `run_timeout` has passed
     /// (abort it when the session ends), and the job's upload options carrying the same instant,
     /// so no retry wait (a server's `Retry-After` included) is planned past it.
@@ -1033,6 +1118,16 @@ impl<U: Uploader> Job<U> {
         &self,
         cancel: &CancellationToken,
         what: &'static str,
+    ) -> (tokio::task::JoinHandle<()>, UploadOptions) {
+        self.run_deadline_with(cancel, what, &self.spec.upload)
+    }
+
+    /// [`Self::run_deadline`] over `base` options rather than the job's.
+    fn run_deadline_with(
+        &self,
+        cancel: &CancellationToken,
+        what: &'static str,
+        base: &UploadOptions,
     ) -> (tokio::task::JoinHandle<()>, UploadOptions) {
         let timeout = self.spec.policy.run_timeout;
         let at = tokio::time::Instant::now() + timeout;
@@ -1049,7 +1144,7 @@ impl<U: Uploader> Job<U> {
         };
         let options = UploadOptions {
             deadline: Some(at),
-            ..self.spec.upload.clone()
+            ..base.clone()
         };
         (task, options)
     }
@@ -1060,6 +1155,7 @@ impl<U: Uploader> Job<U> {
         path: &Path,
         objects: &NewObjects,
         attempt: u32,
+        base: &UploadOptions,
     ) -> Result<UploadReport, UploadError> {
         // The run deadline counts from here: waiting for a permit is not the server's time.
         let len = tokio::fs::metadata(path).await.ok().map(|m| m.len());
@@ -1069,7 +1165,7 @@ impl<U: Uploader> Job<U> {
             () = self.abort_runs.cancelled() => return Err(UploadError::Cancelled),
         };
         let cancel = self.abort_runs.child_token();
-        let (deadline, options) = self.run_deadline(&cancel, "aborting the upload");
+        let (deadline, options) = self.run_deadline_with(&cancel, "aborting the upload", base);
         let observer = Arc::new(Recorder {
             shared: self.shared.clone() as Arc<dyn RecorderShared>,
             job: self.spec.name.clone(),

@@ -3,6 +3,7 @@
 //! a time for a schedule, so fires during a run coalesce into one, and up to the job's
 //! `concurrency` for a watch, never two of one asset at once.
 
+mod item_run;
 mod job;
 pub(crate) mod reconcile;
 pub(crate) mod stale;
@@ -220,6 +221,9 @@ impl<U: Uploader> Supervisor<U> {
             history,
             now,
         );
+        if !spec.assets.is_empty() || spec.alias.is_some() {
+            metrics::register_item_job(&spec.name);
+        }
         let runs = history.unwrap_or_default();
         let stop = CancellationToken::new();
         let job = Arc::new(Job::new(

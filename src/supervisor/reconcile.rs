@@ -110,6 +110,7 @@ pub(crate) async fn resume_or_abort(
         attempts: 1,
         upload_id: Some(id.clone()),
         error,
+        assets: Vec::new(),
     };
     if file_same && urls_alive {
         info!(upload_id = %id, job = %rec.job, "resuming an upload interrupted by a restart");

@@ -271,6 +271,7 @@ impl Uploader for Arc<Script> {
             attempts: 1,
             upload_id: Some(rec.upload_id.clone()),
             error: None,
+            assets: Vec::new(),
         })
     }
 }
@@ -763,6 +764,7 @@ fn ran(started: DateTime<Utc>, outcome: Outcome) -> RunRecord {
         attempts: 1,
         upload_id: None,
         error: None,
+        assets: Vec::new(),
     }
 }
 

@@ -1130,9 +1130,15 @@ fn the_documented_example_loads() {
         other => panic!("expected basic auth, got {other:?}"),
     }
 
-    let [daily, radar, archive] = config.jobs.as_slice() else {
-        panic!("three jobs expected: {:?}", config.jobs);
+    let [daily, radar, archive, s2] = config.jobs.as_slice() else {
+        panic!("four jobs expected: {:?}", config.jobs);
     };
+    // The item job: its assets, their files (a glob for one) and the alias.
+    assert_eq!(s2.alias.as_deref(), Some("s2-current"));
+    let ids: Vec<&str> = s2.assets.iter().map(|a| a.id.as_str()).collect();
+    assert_eq!(ids, ["s2-%Y-%m-%d.tif", "thumbnail.png"]);
+    assert!(s2.assets[0].file.ends_with("data/export/s2_*.tif"));
+    assert!(s2.assets.iter().all(|a| a.required && a.metadata.is_some()));
     assert_eq!(daily.name, "daily-map");
     assert_eq!(daily.collection, "ch.swisstopo.example");
     assert_eq!(daily.item.as_deref(), Some("map-current"));

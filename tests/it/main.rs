@@ -21,6 +21,7 @@ mod crash_matrix;
 mod daemon;
 mod dashboard;
 mod digest;
+mod items;
 mod items_api;
 mod layers;
 mod media_types;

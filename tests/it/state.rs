@@ -292,6 +292,7 @@ async fn status_names_the_daemon_holding_the_folder_and_its_runs() {
                 attempts: 1,
                 upload_id: None,
                 error: None,
+                assets: Vec::new(),
             })
             .await
             .unwrap();

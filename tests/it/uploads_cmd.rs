@@ -253,6 +253,7 @@ async fn a_templated_jobs_targets_come_from_its_runs_on_record_and_its_folder() 
             attempts: 1,
             upload_id: None,
             error: Some("blocked".into()),
+            assets: Vec::new(),
         })
         .await
         .unwrap();
@@ -384,6 +385,7 @@ async fn an_upload_runs_found_unfreeable_is_predicted_so_and_its_abort_explained
                     "asset {} is blocked for good by upload {id}: the server holds it as in progress but its S3 multipart upload is gone",
                     target()
                 )),
+                assets: Vec::new(),
             })
             .await
             .unwrap();

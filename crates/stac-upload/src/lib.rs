@@ -21,7 +21,9 @@ mod types;
 
 pub use digest::{DigestError, DigestOptions, FileDigest, Md5Backend, digest_file};
 pub use error::{AbortOutcome, UploadError};
-pub use objects::{NewObjects, ObjectsReport, ensure_objects};
+pub use objects::{
+    NewObjects, ObjectsReport, create_item_if_missing, ensure_objects, remove_empty_item,
+};
 pub use plan::{
     DEFAULT_PART_SIZE, MAX_FILE_SIZE, MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, PartPlan, PartRange,
     TooLarge,

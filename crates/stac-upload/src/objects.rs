@@ -8,7 +8,7 @@ use serde_json::Value;
 use tracing::{info, warn};
 
 use super::error::UploadError;
-use stac_client::{AssetTarget, StacClient};
+use stac_client::{AssetTarget, IdempotencyKey, ItemCreate, StacClient};
 
 /// The bodies of the objects to create when missing, rendered for one run.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -81,18 +81,37 @@ pub async fn ensure_objects(
     Ok(report)
 }
 
+/// Creates an item when it is missing; `true` when this call created it, `false` when it was
+/// there already (whoever made it: an existing item is never replaced).
+///
+/// The server's atomic create ([`StacClient::create_item`]): of two creators, wherever they
+/// run, one gets `Created` and the other `AlreadyExists`. One key per call; a retry of the run
+/// makes a new call, which a create whose answer was lost meets as `AlreadyExists`.
+pub async fn create_item_if_missing(
+    client: &StacClient,
+    collection: &str,
+    item: &str,
+    body: &Value,
+) -> Result<bool, UploadError> {
+    let key = IdempotencyKey::new();
+    match client.create_item(collection, item, body, &key).await? {
+        ItemCreate::Created => Ok(true),
+        ItemCreate::AlreadyExists => Ok(false),
+    }
+}
+
 /// Deletes an item this run created when it holds no asset: the run could not give it the one
 /// it was made for, and an empty item would stay on the server (and in its listings) for
 /// nothing. One that has an asset by now (someone else's) is left alone. Failures are logged:
 /// the run's own error is what it reports.
-async fn remove_empty_item(client: &StacClient, collection: &str, item: &str) {
+pub async fn remove_empty_item(client: &StacClient, collection: &str, item: &str) {
     let empty = match client.get_item(collection, item).await {
         Ok(Some(v)) => v
             .get("assets")
             .is_none_or(|a| a.as_object().is_some_and(|m| m.is_empty())),
         Ok(None) => return,
         Err(e) => {
-            warn!(collection = %collection, item = %item, error = %e, "cannot read the item this run created, to delete it again as its asset could not be created");
+            warn!(collection = %collection, item = %item, error = %e, "cannot read the item this run created, to delete it again as it holds none of the assets it was made for");
             return;
         }
     };
@@ -102,7 +121,7 @@ async fn remove_empty_item(client: &StacClient, collection: &str, item: &str) {
     }
     match client.delete_item(collection, item).await {
         Ok(()) => {
-            info!(collection = %collection, item = %item, "item created by this run deleted again: its asset could not be created")
+            info!(collection = %collection, item = %item, "item created by this run deleted again: it holds none of the assets it was made for")
         }
         Err(e) => {
             warn!(collection = %collection, item = %item, error = %e, "the item this run created has no asset and could not be deleted again")

@@ -10,25 +10,29 @@ pub(super) const CONCURRENCY: std::ops::RangeInclusive<i64> = 1..=64;
 /// they meet, on that file; `Some(None)` when they do not, or where the templates' form leaves the
 /// file open (time fields, a `{stem}` without its `{ext}`: not judged here); `None` for any other
 /// pair.
-fn literal_against_watch(a: &RawJob, b: &RawJob) -> Option<Option<String>> {
-    let literal = |j: &RawJob| {
-        !j.asset.get_ref().contains(['{', '%'])
+fn literal_against_watch(
+    (a, a_asset): (&RawJob, &str),
+    (b, b_asset): (&RawJob, &str),
+) -> Option<Option<String>> {
+    let literal = |(j, asset): (&RawJob, &str)| {
+        !asset.contains(['{', '%'])
             && j.item
                 .as_ref()
                 .is_none_or(|i| !i.get_ref().contains(['{', '%']))
     };
-    let (fixed, watch_job) = match (literal(a), literal(b)) {
-        (true, false) if b.watch.is_some() => (a, b),
-        (false, true) if a.watch.is_some() => (b, a),
-        _ => return None,
-    };
+    let ((fixed, fixed_asset), (watch_job, watch_asset)) =
+        match (literal((a, a_asset)), literal((b, b_asset))) {
+            (true, false) if b.watch.is_some() => ((a, a_asset), (b, b_asset)),
+            (false, true) if a.watch.is_some() => ((b, b_asset), (a, a_asset)),
+            _ => return None,
+        };
     let watch = watch_job.watch.as_ref()?.get_ref();
     let item = match (&fixed.item, &watch_job.item) {
         (None, None) => overlap::Renders::Any,
         (Some(id), Some(template)) => overlap::file_for_id(template.get_ref(), id.get_ref()),
         _ => overlap::Renders::Never,
     };
-    let asset = overlap::file_for_id(watch_job.asset.get_ref(), fixed.asset.get_ref());
+    let asset = overlap::file_for_id(watch_asset, fixed_asset);
     use overlap::Renders::{Any, Never, Only, Unknown};
     let file = match (item, asset) {
         (Never, _) | (_, Never) | (Unknown, _) | (_, Unknown) => return Some(None),
@@ -130,7 +134,11 @@ impl Checker<'_> {
         targets: &mut HashMap<&'r str, Vec<&'r RawJob>>,
     ) {
         let collection = job.collection.get_ref().as_str();
-        if collection.trim().is_empty() || job.asset.get_ref().trim().is_empty() {
+        let mine_ids = job.asset_ids();
+        if collection.trim().is_empty()
+            || mine_ids.is_empty()
+            || mine_ids.iter().any(|a| a.get_ref().trim().is_empty())
+        {
             return;
         }
         let pattern = |j: &RawJob| {
@@ -140,30 +148,42 @@ impl Checker<'_> {
         };
         let mine = pattern(job);
         let earlier = targets.entry(collection).or_default();
-        let same = earlier.iter().find(|other| {
+        // The first pair of assets (this job's, an earlier job's) that can be the same.
+        let same = earlier.iter().find_map(|other| {
             let theirs = pattern(other);
-            if let Some(meet) = literal_against_watch(job, other) {
-                return meet.is_some();
-            }
-            let items = match (&job.item, &other.item) {
-                (None, None) => true,
-                (Some(a), Some(b)) => overlap::can_collide(
-                    a.get_ref(),
-                    mine.as_deref(),
-                    b.get_ref(),
-                    theirs.as_deref(),
-                ),
-                _ => false,
-            };
-            items
-                && overlap::can_collide(
-                    job.asset.get_ref(),
-                    mine.as_deref(),
-                    other.asset.get_ref(),
-                    theirs.as_deref(),
-                )
+            mine_ids.iter().find_map(|my_asset| {
+                other
+                    .asset_ids()
+                    .into_iter()
+                    .find(|their_asset| {
+                        if let Some(meet) = literal_against_watch(
+                            (job, my_asset.get_ref()),
+                            (other, their_asset.get_ref()),
+                        ) {
+                            return meet.is_some();
+                        }
+                        let items = match (&job.item, &other.item) {
+                            (None, None) => true,
+                            (Some(a), Some(b)) => overlap::can_collide(
+                                a.get_ref(),
+                                mine.as_deref(),
+                                b.get_ref(),
+                                theirs.as_deref(),
+                            ),
+                            _ => false,
+                        };
+                        items
+                            && overlap::can_collide(
+                                my_asset.get_ref(),
+                                mine.as_deref(),
+                                their_asset.get_ref(),
+                                theirs.as_deref(),
+                            )
+                    })
+                    .map(|their_asset| (*other, *my_asset, their_asset))
+            })
         });
-        let Some(first) = same else {
+        let Some((first, my_asset, their_asset)) = same else {
             earlier.push(job);
             return;
         };
@@ -173,16 +193,20 @@ impl Checker<'_> {
             (Some(a), Some(b)) => format!(", items {:?} and {:?}", b.get_ref(), a.get_ref()),
             _ => " (a collection asset)".to_owned(),
         };
-        let assets = if job.asset.get_ref() == first.asset.get_ref() {
-            format!("asset {:?}", job.asset.get_ref())
+        let assets = if my_asset.get_ref() == their_asset.get_ref() {
+            format!("asset {:?}", my_asset.get_ref())
         } else {
             format!(
                 "assets {:?} and {:?}",
-                first.asset.get_ref(),
-                job.asset.get_ref()
+                their_asset.get_ref(),
+                my_asset.get_ref()
             )
         };
-        let how = match (literal_against_watch(job, first), pattern(first), &mine) {
+        let how = match (
+            literal_against_watch((job, my_asset.get_ref()), (first, their_asset.get_ref())),
+            pattern(first),
+            &mine,
+        ) {
             (Some(Some(file)), _, _) => format!(
                 " (a file named {file:?} taken by the watch would land there: list it in the watch's ignore globs, or narrow its pattern)"
             ),
@@ -195,7 +219,7 @@ impl Checker<'_> {
             ),
         };
         self.diag.at(
-            &job.asset.span(),
+            &my_asset.span(),
             format!(
                 "job {:?} uploads to the same asset as job {:?} (line {line}): collection {collection:?}{item}, {assets}{how}; two jobs on one asset overwrite each other's uploads, expected one job per asset",
                 job.name.get_ref(),
@@ -229,6 +253,7 @@ impl Checker<'_> {
     pub(super) fn asset_extension(
         &mut self,
         raw: &RawJob,
+        at: &Spanned<String>,
         asset: &IdTemplate,
         media_type: Option<&str>,
     ) {
@@ -256,7 +281,7 @@ impl Checker<'_> {
         for (ext, whence) in judged {
             if let Some(c) = ext.chars().find(|&c| !rules::is_id_char(c)) {
                 self.diag.at(
-                    &raw.asset.span(),
+                    &at.span(),
                     format!(
                         "asset {:?} ends in \".{ext}\"{whence}, which holds {c:?}: ids hold only {}",
                         asset.as_str(),
@@ -267,7 +292,7 @@ impl Checker<'_> {
             }
             if let Err(why) = rules::check_extension(&ext, media_type) {
                 self.diag.at(
-                    &raw.asset.span(),
+                    &at.span(),
                     format!(
                         "asset {:?} ends in \".{ext}\"{whence}: {why}",
                         asset.as_str()
@@ -281,7 +306,7 @@ impl Checker<'_> {
             && from_pattern.is_none()
         {
             self.at_in_string(
-                &raw.asset,
+                at,
                 offset,
                 format!(
                     "asset {:?}: a file without an extension (e.g. \"readme\") gives an id ending in \".\" (\"readme.\"), which the server refuses; the pattern {:?} does not guarantee an extension: expected a pattern such as \"*.tif\" that does",
@@ -319,16 +344,6 @@ impl Checker<'_> {
             Some(item) => self.id_template(item, "item", one_file).map(Some),
             None => Some(None),
         };
-        let asset = if raw.asset.get_ref().trim().is_empty() {
-            self.diag.at(
-                &raw.asset.span(),
-                "asset is empty: expected an asset id, or a template such as \"{name}\" for watch jobs",
-            );
-            None
-        } else {
-            self.id_template(&raw.asset, "asset", one_file)
-        };
-
         let trigger = self.trigger(raw, &name, &own, &settings);
         // A sidecar's relative path: in the watched folder (beside the files it describes), else
         // beside the job file, as every other relative path.
@@ -340,37 +355,46 @@ impl Checker<'_> {
             let timeout = resolved.policy.run_timeout;
             self.item_metadata(m, raw, tz, one_file, timeout, &sidecar_base)
         });
-        let asset_metadata = raw
-            .asset_metadata
-            .as_ref()
-            .map(|m| self.asset_metadata(m, asset.as_ref(), tz, one_file));
-        if let Some(asset) = &asset {
-            let media_type = match &asset_metadata {
-                Some(Some(m)) => Some(m.media_type.as_str()),
-                _ => None,
-            };
-            // A refused type is reported where it is written; the id is judged without it.
-            self.asset_extension(raw, asset, media_type);
-        }
-
-        if let (Some(collection), Some(item), Some(asset)) = (&collection, &item, &asset) {
-            self.check_path_length(raw, collection, item.as_ref(), asset);
-        }
-        // A templated asset names a new asset for each file or run: unless the job creates it,
-        // the server has none of them, and every upload is a 404.
-        if let Some(asset) = &asset
-            && !asset.is_literal()
-            && raw.asset_metadata.is_none()
-        {
-            self.diag.at(
-                &raw.asset.span(),
-                format!(
-                    "asset {:?} is rendered for each {}, and the job has no [job.asset_metadata] to create it: the server holds no such asset, so every upload would answer 404; expected [job.asset_metadata] with type = \"<media type>\" (or a literal asset id that exists)",
-                    asset.as_str(),
-                    if asset.uses_file_name() { "file" } else { "run" }
-                ),
-            );
-        }
+        let (asset, asset_metadata, assets) = match (&raw.asset, &raw.assets) {
+            (Some(at), None) => {
+                let (asset, meta) = self.one_asset(raw, at, &collection, &item, tz, one_file);
+                (asset, meta, Some(Vec::new()))
+            }
+            (None, Some(list)) => {
+                let assets = self.item_assets(raw, list, &collection, &item, tz, one_file);
+                let first = assets
+                    .as_ref()
+                    .and_then(|a| a.first())
+                    .map(|a| a.id.clone());
+                if let Some(m) = &raw.asset_metadata {
+                    self.diag.at(
+                        &m.span(),
+                        "[job.asset_metadata] does not apply to a job with [[job.assets]]: expected the metadata of each asset in its own [job.assets.metadata] table",
+                    );
+                }
+                (first, Some(None), assets)
+            }
+            (Some(at), Some(_)) => {
+                self.diag.at(
+                    &at.span(),
+                    format!("job {name:?} has both asset and [[job.assets]]: expected asset (one file to one asset) or [[job.assets]] tables (an item with several assets), not both"),
+                );
+                (None, None, None)
+            }
+            (None, None) => {
+                self.diag.at(
+                    &raw.name.span(),
+                    format!("job {name:?} has no asset: expected asset = \"<id>\", or [[job.assets]] tables with id and file"),
+                );
+                (None, None, None)
+            }
+        };
+        let alias = self.alias(raw, &item);
+        let keep = match &raw.keep {
+            Some(k) => self.keep(k, item.as_ref()).map(Some),
+            None => Some(None),
+        };
+        let concurrency = self.concurrency(raw, trigger.as_ref());
 
         let uses_local_time = item
             .as_ref()
@@ -378,6 +402,11 @@ impl Checker<'_> {
             || asset.as_ref().is_some_and(IdTemplate::uses_time)
             || matches!(&item_metadata, Some(Some(m)) if m.uses_time())
             || matches!(&asset_metadata, Some(Some(m)) if m.uses_time())
+            || assets.as_ref().is_some_and(|list| {
+                list.iter().any(|a| {
+                    a.id.uses_time() || a.metadata.as_ref().is_some_and(AssetMetadata::uses_time)
+                })
+            })
             || settings
                 .bandwidth_timetable
                 .as_ref()
@@ -394,11 +423,6 @@ impl Checker<'_> {
             );
         }
         let (jitter, catch_up) = self.schedule_options(raw, &own, &settings, trigger.as_ref());
-        let keep = match &raw.keep {
-            Some(k) => self.keep(k, item.as_ref()).map(Some),
-            None => Some(None),
-        };
-        let concurrency = self.concurrency(raw, trigger.as_ref());
 
         Some(JobSpec {
             name,
@@ -413,10 +437,10 @@ impl Checker<'_> {
             catch_up,
             bandwidth_limit,
             item_metadata: written(item_metadata)?,
-            asset_metadata: written(asset_metadata)?,
-            alias: None,
+            asset_metadata: asset_metadata?,
+            assets: assets?,
+            alias: alias?,
             keep: keep?,
-            assets: Vec::new(),
             concurrency: concurrency?,
         })
     }
@@ -496,39 +520,6 @@ impl Checker<'_> {
         Some(keep)
     }
 
-    /// `collection/item/asset` within the server's 255 characters, for the shortest ids the
-    /// templates can render (so only a path too long for every file and run is refused; the
-    /// run checks each rendered path before anything is sent).
-    fn check_path_length(
-        &mut self,
-        raw: &RawJob,
-        collection: &str,
-        item: Option<&IdTemplate>,
-        asset: &IdTemplate,
-    ) {
-        let least =
-            collection.chars().count() + item.map_or(0, |i| i.min_len() + 1) + 1 + asset.min_len();
-        if least <= rules::MAX_PATH_LEN {
-            return;
-        }
-        let path = match item {
-            Some(i) => format!("{collection}/{i}/{asset}"),
-            None => format!("{collection}/{asset}"),
-        };
-        let at_least = if asset.is_literal() && item.is_none_or(IdTemplate::is_literal) {
-            ""
-        } else {
-            "at least "
-        };
-        self.diag.at(
-            &raw.asset.span(),
-            format!(
-                "the asset path {path:?} is {at_least}{least} characters long: the server stores paths (collection/item/asset) of at most {} (a longer one fails with 500 after the item is created); expected shorter ids",
-                rules::MAX_PATH_LEN
-            ),
-        );
-    }
-
     /// `concurrency`: 1 to 64, for watch jobs only (a schedule's runs are one at a time); the
     /// default when not set. `None` when refused.
     pub(super) fn concurrency(
@@ -551,6 +542,311 @@ impl Checker<'_> {
             return None;
         }
         Some(n)
+    }
+
+    /// `asset` (with `[job.asset_metadata]`) of a one-file job: its id template and its metadata
+    /// (`None` when refused; `Some(None)` when there is none).
+    fn one_asset(
+        &mut self,
+        raw: &RawJob,
+        at: &Spanned<String>,
+        collection: &Option<String>,
+        item: &Option<Option<IdTemplate>>,
+        tz: Tz,
+        one_file: bool,
+    ) -> (Option<IdTemplate>, Option<Option<AssetMetadata>>) {
+        let asset = if at.get_ref().trim().is_empty() {
+            self.diag.at(
+                &at.span(),
+                "asset is empty: expected an asset id, or a template such as \"{name}\" for watch jobs",
+            );
+            None
+        } else {
+            self.id_template(at, "asset", one_file)
+        };
+        let asset_metadata = raw
+            .asset_metadata
+            .as_ref()
+            .map(|m| self.asset_metadata(m, asset.as_ref(), tz, one_file));
+        if let Some(asset) = &asset {
+            let media_type = match &asset_metadata {
+                Some(Some(m)) => Some(m.media_type.as_str()),
+                _ => None,
+            };
+            // A refused type is reported where it is written; the id is judged without it.
+            self.asset_extension(raw, at, asset, media_type);
+        }
+        if let (Some(collection), Some(item), Some(asset)) = (collection, item, &asset) {
+            self.check_path_length(at, collection, item.as_ref(), asset);
+        }
+        // A templated asset names a new asset for each file or run: unless the job creates it,
+        // the server has none of them, and every upload is a 404.
+        if let Some(asset) = &asset
+            && !asset.is_literal()
+            && raw.asset_metadata.is_none()
+        {
+            self.diag.at(
+                &at.span(),
+                format!(
+                    "asset {:?} is rendered for each {}, and the job has no [job.asset_metadata] to create it: the server holds no such asset, so every upload would answer 404; expected [job.asset_metadata] with type = \"<media type>\" (or a literal asset id that exists)",
+                    asset.as_str(),
+                    if asset.uses_file_name() { "file" } else { "run" }
+                ),
+            );
+        }
+        (asset, written(asset_metadata))
+    }
+
+    /// `[[job.assets]]`: each asset's id, file and metadata; ids unique within the job. `None`
+    /// when one is refused.
+    fn item_assets(
+        &mut self,
+        raw: &RawJob,
+        list: &Spanned<Vec<Spanned<RawAsset>>>,
+        collection: &Option<String>,
+        item: &Option<Option<IdTemplate>>,
+        tz: Tz,
+        one_file: bool,
+    ) -> Option<Vec<AssetSpec>> {
+        let bundle = raw.watch.is_some();
+        let mut ok = true;
+        if raw.item.is_none() {
+            self.diag.at(
+                &list.span(),
+                "[[job.assets]] needs item: the assets of one run go into one item; set item = \"...\" (e.g. \"s2-%Y-%m-%d\")",
+            );
+            ok = false;
+        }
+        if list.get_ref().is_empty() {
+            self.diag.at(
+                &list.span(),
+                "assets is empty: expected at least one [[job.assets]] table with id and file",
+            );
+            return None;
+        }
+        // A new item (a templated id) has none of the assets: each must be creatable.
+        let new_item = matches!(item, Some(Some(i)) if !i.is_literal());
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        let mut out = Vec::new();
+        for table in list.get_ref() {
+            let a = table.get_ref();
+            let id = if a.id.get_ref().trim().is_empty() {
+                self.diag.at(
+                    &a.id.span(),
+                    "id is empty: expected an asset id such as \"s2-%Y-%m-%d.tif\"",
+                );
+                None
+            } else {
+                self.id_template(&a.id, "asset", one_file)
+            };
+            if let Some(id) = &id {
+                match seen.get(id.as_str()) {
+                    Some(&first) => {
+                        let (line, _) = self.diag.line_col(first);
+                        self.diag.at(
+                            &a.id.span(),
+                            format!(
+                                "asset id {:?} is already used by the asset at line {line}: expected ids unique within the job (two files to one asset overwrite each other)",
+                                id.as_str()
+                            ),
+                        );
+                        ok = false;
+                    }
+                    None => {
+                        seen.insert(id.as_str().to_owned(), a.id.span().start);
+                    }
+                }
+            }
+            let file = self.asset_file(&a.file, bundle);
+            let required = match (&a.required, bundle) {
+                (Some(r), false) => {
+                    self.diag.at(
+                        &r.span(),
+                        "required only applies to bundle jobs (a [job.watch] with [[job.assets]]): every asset of a scheduled job is required; remove it",
+                    );
+                    ok = false;
+                    true
+                }
+                (Some(r), true) => *r.get_ref(),
+                (None, _) => true,
+            };
+            let metadata = a
+                .metadata
+                .as_ref()
+                .map(|m| self.asset_metadata(m, id.as_ref(), tz, one_file));
+            if let Some(id) = &id {
+                let media_type = match &metadata {
+                    Some(Some(m)) => Some(m.media_type.as_str()),
+                    _ => None,
+                };
+                self.asset_extension(raw, &a.id, id, media_type);
+                if let (Some(collection), Some(item)) = (collection, item) {
+                    self.check_path_length(&a.id, collection, item.as_ref(), id);
+                }
+                if a.metadata.is_none() && (new_item || !id.is_literal()) {
+                    self.diag.at(
+                        &table.span(),
+                        format!(
+                            "asset {:?} has no [job.assets.metadata] to create it, and {}: the server holds no such asset, so its upload would answer 404; expected [job.assets.metadata] with type = \"<media type>\"",
+                            id.as_str(),
+                            if new_item { "the item is new in each run" } else { "its id is rendered for each run" }
+                        ),
+                    );
+                    ok = false;
+                }
+            }
+            match (id, file, written(metadata)) {
+                (Some(id), Some(file), Some(metadata)) => out.push(AssetSpec {
+                    id,
+                    file,
+                    required,
+                    metadata,
+                }),
+                _ => ok = false,
+            }
+        }
+        if bundle && !out.iter().any(|a| a.required) {
+            self.diag.at(
+                &list.span(),
+                "every asset of this bundle job is optional: expected at least one with required = true (a bundle is complete when its required files are there)",
+            );
+            ok = false;
+        }
+        ok.then_some(out)
+    }
+
+    /// An asset's `file`: a path or a glob; in a bundle job a pattern relative to the watched
+    /// folder, with `{stem}`.
+    fn asset_file(&mut self, raw: &Spanned<String>, bundle: bool) -> Option<PathBuf> {
+        let text = raw.get_ref();
+        if bundle {
+            let problem = if text.is_empty() {
+                Some("file is empty: expected a pattern relative to the watched folder, such as \"{stem}.tif\"".to_owned())
+            } else if text.starts_with('/') {
+                Some(format!(
+                    "file {text:?} is absolute: in a bundle job, expected a pattern relative to the watched folder, such as \"{{stem}}.tif\""
+                ))
+            } else if !text.contains("{stem}") {
+                Some(format!(
+                    "file {text:?} has no {{stem}}: in a bundle job, the files of one bundle share their stem; expected e.g. \"{{stem}}.tif\""
+                ))
+            } else {
+                None
+            };
+            if let Some(p) = problem {
+                self.diag.at(&raw.span(), p);
+                return None;
+            }
+            return Some(PathBuf::from(text));
+        }
+        let path = self.path(raw, "file")?;
+        let wild = |s: &str| s.contains(['*', '?', '[', '{']);
+        let (folder, name) = match (path.parent(), path.file_name()) {
+            (Some(f), Some(n)) => (f, n.to_string_lossy()),
+            _ => {
+                self.diag.at(
+                    &raw.span(),
+                    format!(
+                        "file {} has no folder: expected the path of a file",
+                        path.display()
+                    ),
+                );
+                return None;
+            }
+        };
+        if wild(&folder.to_string_lossy()) {
+            self.diag.at(
+                &raw.span(),
+                format!("file {text:?} has wildcards in its folder: expected them in the file name only (e.g. \"/data/out/s2_*.tif\")"),
+            );
+            return None;
+        }
+        if wild(&name)
+            && let Err(e) = GlobBuilder::new(&name).literal_separator(true).build()
+        {
+            self.diag.at(
+                &raw.span(),
+                format!("file {text:?} is not a valid glob: {}; expected a path, or a glob in the file name matching one file", e.kind()),
+            );
+            return None;
+        }
+        if path.is_dir() {
+            self.diag.at(
+                &raw.span(),
+                format!(
+                    "file {} is a directory: expected the path of a file, or a glob matching one",
+                    path.display()
+                ),
+            );
+            return None;
+        }
+        if !folder.is_dir() {
+            self.diag.at(
+                &raw.span(),
+                format!("folder {} does not exist: the file may appear later, but its folder must exist", folder.display()),
+            );
+            return None;
+        }
+        Some(path)
+    }
+
+    /// `alias`: a literal item id, for a job that has an item (and not its item's own id).
+    /// `None` when refused.
+    fn alias(&mut self, raw: &RawJob, item: &Option<Option<IdTemplate>>) -> Option<Option<String>> {
+        let Some(at) = &raw.alias else {
+            return Some(None);
+        };
+        if raw.item.is_none() {
+            self.diag.at(
+                &at.span(),
+                "alias needs item: the alias is a second item that gets the same files as the job's item; set item = \"...\" or remove alias",
+            );
+            return None;
+        }
+        let id = self.literal_id(at, "alias")?;
+        if let Some(Some(template)) = item
+            && template.literal().as_deref() == Some(id.as_str())
+        {
+            self.diag.at(
+                &at.span(),
+                format!("alias {id:?} is the job's item itself: expected another item id, such as \"current\""),
+            );
+            return None;
+        }
+        Some(Some(id))
+    }
+
+    /// `collection/item/asset` within the server's 255 characters, for the shortest ids the
+    /// templates can render (so only a path too long for every file and run is refused; the
+    /// run checks each rendered path before anything is sent).
+    fn check_path_length(
+        &mut self,
+        at: &Spanned<String>,
+        collection: &str,
+        item: Option<&IdTemplate>,
+        asset: &IdTemplate,
+    ) {
+        let least =
+            collection.chars().count() + item.map_or(0, |i| i.min_len() + 1) + 1 + asset.min_len();
+        if least <= rules::MAX_PATH_LEN {
+            return;
+        }
+        let path = match item {
+            Some(i) => format!("{collection}/{i}/{asset}"),
+            None => format!("{collection}/{asset}"),
+        };
+        let at_least = if asset.is_literal() && item.is_none_or(IdTemplate::is_literal) {
+            ""
+        } else {
+            "at least "
+        };
+        self.diag.at(
+            &at.span(),
+            format!(
+                "the asset path {path:?} is {at_least}{least} characters long: the server stores paths (collection/item/asset) of at most {} (a longer one fails with 500 after the item is created); expected shorter ids",
+                rules::MAX_PATH_LEN
+            ),
+        );
     }
 
     /// `jitter` and `catch_up`: for schedule and every jobs, the jitter shorter than the

@@ -19,7 +19,7 @@ impl Checker<'_> {
                 "[job.item_metadata] needs item: a collection asset has no item to create; set item = \"...\" or remove the table",
             );
         }
-        if job.asset_metadata.is_none() {
+        if job.asset_metadata.is_none() && job.assets.is_none() {
             self.diag.at(
                 &at_table,
                 "[job.item_metadata] needs [job.asset_metadata]: a new item has no assets, so the asset must be created with it (expected at least type = \"<media type>\")",

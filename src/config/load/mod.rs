@@ -19,14 +19,14 @@ use super::keep::{Keep, MAX_KEEP_COUNT};
 use super::metadata::{AssetMetadata, ItemMetadata, ItemTime, TimeValue, bbox_polygon};
 use super::overlap;
 use super::raw::{
-    DurationText, Int, RawAssetMetadata, RawAuth, RawConfig, RawItemMetadata, RawJob, RawKeep,
-    RawObserve, RawProperties, RawServer, RawSettings, RawWatch, RawWindow, Size,
+    DurationText, Int, RawAsset, RawAssetMetadata, RawAuth, RawConfig, RawItemMetadata, RawJob,
+    RawKeep, RawObserve, RawProperties, RawServer, RawSettings, RawWatch, RawWindow, Size,
 };
 use super::read::{MAX_JOB_FILE, read_bounded};
 use super::server::{self as server_rules, MAX_TITLE};
 use super::sidecar::ItemJson;
 use super::template::{IdExtension, IdPart, IdTemplate, TemplateError, TextTemplate};
-use super::{Config, JobSpec, ObserveConfig, ServerConfig, TriggerSpec};
+use super::{AssetSpec, Config, JobSpec, ObserveConfig, ServerConfig, TriggerSpec};
 use super::{PolicyKind, PolicySpec};
 use crate::trigger::watch::DEFAULT_IGNORE;
 use crate::trigger::watch::bundle::{self, BundleRules, Incomplete};

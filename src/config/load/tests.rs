@@ -298,3 +298,112 @@ fn keep_needs_an_item_template_that_tells_the_jobs_items_apart() {
         );
     }
 }
+
+/// `[server]` and `job`, checked in a fresh folder holding `export/`.
+fn check_job(job: &str) -> (tempfile::TempDir, Result<Config, ConfigError>) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir(dir.path().join("export")).expect("mkdir");
+    let text = format!(
+        "[server]\nurl = \"https://data.geo.admin.ch/api/stac/v1\"\n[server.auth]\ntype = \"basic\"\nusername = \"u\"\npassword_env = \"PW\"\n{job}"
+    );
+    let path = dir.path().join("jobs.toml");
+    std::fs::write(&path, &text).expect("write");
+    let env = |n: &str| (n == "PW").then(|| "pw".to_owned());
+    let result = parse(&text, &path, &env);
+    (dir, result)
+}
+
+const ITEM_JOB: &str = r#"
+[[job]]
+name = "s2"
+collection = "c"
+item = "s2-%Y-%m-%d"
+schedule = "0 5 * * *"
+ALIAS
+[job.item_metadata]
+bbox = [5.96, 45.82, 10.49, 47.81]
+datetime = "run"
+[[job.assets]]
+id = "s2.tif"
+file = "export/s2_*.tif"
+EXTRA
+[job.assets.metadata]
+type = "image/tiff; application=geotiff"
+[[job.assets]]
+id = "SECOND"
+file = "export/thumb.png"
+[job.assets.metadata]
+type = "image/png"
+"#;
+
+fn item_job(alias: &str, extra: &str, second: &str) -> String {
+    ITEM_JOB
+        .replace("ALIAS", alias)
+        .replace("EXTRA", extra)
+        .replace("SECOND", second)
+}
+
+#[test]
+fn an_item_job_reads_its_assets_and_alias() {
+    let (dir, result) = check_job(&item_job("alias = \"current\"", "", "thumb.png"));
+    let config = result.unwrap_or_else(|e| panic!("valid:\n{e}"));
+    let job = &config.jobs[0];
+    assert_eq!(job.alias.as_deref(), Some("current"));
+    assert_eq!(job.assets.len(), 2);
+    assert_eq!(job.assets[0].file, dir.path().join("export/s2_*.tif"));
+    assert_eq!(
+        job.asset.as_str(),
+        "s2.tif",
+        "the first asset stands for the job"
+    );
+    match &job.trigger {
+        TriggerSpec::Cron { file, .. } => assert_eq!(file, &PathBuf::new()),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn item_job_mistakes_are_located_and_explained() {
+    let cases = [
+        (
+            item_job("", "", "s2.tif"),
+            "24:",
+            "already used by the asset at line 18",
+        ),
+        (
+            item_job("", "required = false", "t.png"),
+            "20:",
+            "required only applies to bundle jobs",
+        ),
+        (item_job("alias = \"c d\"", "", "t.png"), "13:", "alias"),
+        (
+            item_job("alias = \"s2-x\"\nasset = \"a.tif\"", "", "t.png"),
+            "14:",
+            "both asset and [[job.assets]]",
+        ),
+        (
+            item_job("", "", "t.png")
+                .replace("item = \"s2-%Y-%m-%d\"\n", "")
+                .replace(
+                    "[job.item_metadata]\nbbox = [5.96, 45.82, 10.49, 47.81]\ndatetime = \"run\"\n",
+                    "",
+                ),
+            "",
+            "[[job.assets]] needs item",
+        ),
+        (
+            item_job("", "", "t.png").replace("export/thumb.png", "missing/*/thumb.png"),
+            "25:",
+            "wildcards in its folder",
+        ),
+    ];
+    for (text, at, what) in cases {
+        let (_dir, result) = check_job(&text);
+        let errors = messages(result);
+        assert!(
+            errors.iter().any(|e| e.starts_with(at) && e.contains(what)),
+            "{at}{what:?} not in:\n{}\n{text}",
+            errors.join("\n")
+        );
+    }
+}

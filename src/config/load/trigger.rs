@@ -33,6 +33,38 @@ impl Checker<'_> {
             }
             return self.watch(watch.get_ref()).map(TriggerSpec::Watch);
         }
+        // A job with [[job.assets]] names its files there: its schedule stands alone.
+        if raw.assets.is_some() {
+            if let Some(file) = &raw.file {
+                self.diag.at(
+                    &file.span(),
+                    format!(
+                        "job {name:?} has both file and [[job.assets]]: expected the file of each asset in its [[job.assets]] table (file = \"...\")"
+                    ),
+                );
+                return None;
+            }
+            return match (&raw.schedule, &raw.every) {
+                (Some(schedule), None) => self.cron(None, schedule, own, settings),
+                (None, Some(every)) => self.every(None, every),
+                (Some(_), Some(every)) => {
+                    self.diag.at(
+                        &every.span(),
+                        format!("job {name:?} has both schedule and every: expected one trigger: schedule, every, or [job.watch]"),
+                    );
+                    None
+                }
+                (None, None) => {
+                    self.diag.at(
+                        &raw.name.span(),
+                        format!(
+                            "job {name:?} has no trigger: expected schedule = \"<cron>\", every = \"<interval>\" or a [job.watch] table"
+                        ),
+                    );
+                    None
+                }
+            };
+        }
         match (&raw.file, &raw.schedule, &raw.every) {
             (_, Some(schedule), Some(every)) => {
                 let later = if every.span().start > schedule.span().start {
@@ -46,31 +78,8 @@ impl Checker<'_> {
                 );
                 None
             }
-            (Some(file), Some(schedule), None) => self.cron(file, schedule, own, settings),
-            (Some(file), None, Some(every)) => {
-                let file = self.upload_file(file);
-                let interval = self.duration(Some(every), "every", |d| {
-                    if d < MIN_EVERY {
-                        Err(format!(
-                            "every = {} is too short: expected at least {}",
-                            fmt_duration(d),
-                            fmt_duration(MIN_EVERY)
-                        ))
-                    } else if d > MAX_EVERY {
-                        Err(format!(
-                            "every = {} is too long: expected at most {} days (use a cron schedule for rarer runs)",
-                            fmt_duration(d),
-                            MAX_EVERY.as_secs() / 86_400
-                        ))
-                    } else {
-                        Ok(())
-                    }
-                });
-                Some(TriggerSpec::Every {
-                    file: file?,
-                    interval: interval?.0,
-                })
-            }
+            (Some(file), Some(schedule), None) => self.cron(Some(file), schedule, own, settings),
+            (Some(file), None, Some(every)) => self.every(Some(file), every),
             (Some(file), None, None) => {
                 self.diag.at(
                     &file.span(),
@@ -130,14 +139,51 @@ impl Checker<'_> {
         })
     }
 
+    /// The file of a job with [[job.assets]] is empty: each asset names its own.
+    fn trigger_file(&mut self, file: Option<&Spanned<String>>) -> Option<PathBuf> {
+        match file {
+            Some(f) => self.upload_file(f),
+            None => Some(PathBuf::new()),
+        }
+    }
+
+    fn every(
+        &mut self,
+        file: Option<&Spanned<String>>,
+        every: &Spanned<DurationText>,
+    ) -> Option<TriggerSpec> {
+        let file = self.trigger_file(file);
+        let interval = self.duration(Some(every), "every", |d| {
+            if d < MIN_EVERY {
+                Err(format!(
+                    "every = {} is too short: expected at least {}",
+                    fmt_duration(d),
+                    fmt_duration(MIN_EVERY)
+                ))
+            } else if d > MAX_EVERY {
+                Err(format!(
+                    "every = {} is too long: expected at most {} days (use a cron schedule for rarer runs)",
+                    fmt_duration(d),
+                    MAX_EVERY.as_secs() / 86_400
+                ))
+            } else {
+                Ok(())
+            }
+        });
+        Some(TriggerSpec::Every {
+            file: file?,
+            interval: interval?.0,
+        })
+    }
+
     pub(super) fn cron(
         &mut self,
-        file: &Spanned<String>,
+        file: Option<&Spanned<String>>,
         schedule: &Spanned<String>,
         own: &Layer,
         settings: &Layer,
     ) -> Option<TriggerSpec> {
-        let path = self.upload_file(file);
+        let path = self.trigger_file(file);
         let tz = settings.timezone();
         let schedule = match Schedule::parse(schedule.get_ref(), tz.name()) {
             Ok(s) => Some(s),

@@ -1,0 +1,416 @@
+//! Item jobs: several files to the assets of one item in one run, the alias that follows the
+//! dated item, and bundles from a watched folder. Jobs loaded from a job file run against the
+//! emulator over real HTTP; the test reads back what the server holds.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::fixtures::*;
+use chrono::{DateTime, TimeZone, Utc};
+use serde_json::{Value, json};
+use stac_client::AssetTarget;
+use stac_uploadd::config::{self, JobSpec};
+use stac_uploadd::state::{Outcome, StateStore};
+use stac_uploadd::supervisor::{HttpUploader, Job, Pending, Shared, Work};
+use stac_uploadd::trigger::Clock;
+use stac_uploadd_emulator::{CallKind, FaultAction, FaultTrigger};
+use tokio_util::sync::CancellationToken;
+
+const COLLECTION: &str = "ch.test.items";
+
+/// `[server]` for the emulator, then `jobs`; every job of the file, loaded as the daemon would.
+fn load_jobs(env: &Env, jobs: &str) -> Vec<JobSpec> {
+    let text = format!(
+        r#"[server]
+url = "{}"
+[server.auth]
+type = "basic"
+username = "{USER}"
+password_env = "PW"
+{jobs}"#,
+        env.emu.base_url()
+    )
+    .replace("DIR", &env.dir.path().display().to_string());
+    let path = env.dir.path().join("jobs.toml");
+    std::fs::write(&path, &text).unwrap();
+    let env_var = |name: &str| (name == "PW").then(|| PASSWORD.to_owned());
+    config::parse(&text, &path, &env_var)
+        .unwrap_or_else(|e| panic!("the job file loads:\n{e}"))
+        .jobs
+}
+
+fn shared(env: &Env, now: DateTime<Utc>) -> Arc<Shared<HttpUploader>> {
+    let state = Arc::new(StateStore::open(&env.dir.path().join("state")).unwrap());
+    Arc::new(Shared::new(
+        HttpUploader(env.client.clone()),
+        state,
+        Clock::anchored(now),
+    ))
+}
+
+fn job(spec: JobSpec, shared: Arc<Shared<HttpUploader>>) -> Job<HttpUploader> {
+    Job {
+        spec,
+        shared,
+        pending: Arc::new(Pending::default()),
+        abort_runs: CancellationToken::new(),
+    }
+}
+
+/// A fresh JSON read of an API path (`collections/...`), or `None` on 404.
+async fn read(env: &Env, path: &str) -> Option<Value> {
+    let resp = reqwest::Client::new()
+        .get(format!("{}/{path}", env.emu.base_url()))
+        .send()
+        .await
+        .unwrap();
+    match resp.status().as_u16() {
+        404 => None,
+        200 => Some(resp.json().await.unwrap()),
+        other => panic!("GET {path}: HTTP {other}"),
+    }
+}
+
+async fn collection(env: &Env) {
+    let resp = reqwest::Client::new()
+        .put(format!("{}/collections/{COLLECTION}", env.emu.base_url()))
+        .basic_auth(USER, Some(PASSWORD))
+        .json(&json!({"id": COLLECTION, "description": "Test data", "license": "proprietary"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+}
+
+fn write(dir: &Path, name: &str, len: u64, seed: u64) -> String {
+    write_file(&dir.join(name), len, seed)
+}
+
+fn item(id: &str) -> String {
+    format!("collections/{COLLECTION}/items/{id}")
+}
+
+fn asset(item: &str, asset: &str) -> AssetTarget {
+    AssetTarget::item_asset(COLLECTION, item, asset)
+}
+
+/// 05:00 UTC on `day` November 2099.
+fn fire(day: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2099, 11, day, 5, 0, 0).unwrap()
+}
+
+/// A daily product of three files: the GeoTIFF (found by a glob), its thumbnail, its metadata.
+const S2: &str = r#"
+[[job]]
+name = "s2"
+collection = "ch.test.items"
+item = "s2-%Y-%m-%d"
+schedule = "0 6 * * *"
+policy = "POLICY"
+retry_min_delay = "100ms"
+retry_max_delay = "200ms"
+part_retries = 0
+skip_unchanged = false
+ALIAS
+[job.item_metadata]
+bbox = [5.96, 45.82, 10.49, 47.81]
+datetime = "run"
+title = "S2 %d.%m.%Y"
+[[job.assets]]
+id = "s2-%Y-%m-%d.tif"
+file = "DIR/s2_*.tif"
+[job.assets.metadata]
+type = "image/tiff; application=geotiff"
+roles = ["data"]
+[[job.assets]]
+id = "thumb.png"
+file = "DIR/thumb.png"
+[job.assets.metadata]
+type = "image/png"
+roles = ["thumbnail"]
+[[job.assets]]
+id = "meta.json"
+file = "DIR/meta.json"
+[job.assets.metadata]
+type = "application/json"
+"#;
+
+fn s2(env: &Env, policy: &str, alias: Option<&str>) -> JobSpec {
+    let alias = alias.map_or(String::new(), |a| format!("alias = {a:?}"));
+    let text = S2.replace("POLICY", policy).replace("ALIAS", &alias);
+    load_jobs(env, &text).remove(0)
+}
+
+/// The three files of the product; their sha256 hex, in the order of the job's assets.
+fn product(dir: &Path, seed: u64) -> [String; 3] {
+    [
+        write(dir, "s2_20991125.tif", 6 * MIB, seed),
+        write(dir, "thumb.png", 2048, seed + 1),
+        write(dir, "meta.json", 300, seed + 2),
+    ]
+}
+
+#[tokio::test]
+async fn a_three_asset_item_is_created_once_and_every_asset_holds_its_file() {
+    let env = start().await;
+    collection(&env).await;
+    let sha = product(env.dir.path(), 1);
+    let job = job(s2(&env, "cancel", None), shared(&env, fire(25)));
+
+    let rec = job.run(Work::Scheduled(fire(25))).await;
+    assert_eq!(rec.outcome, Outcome::Uploaded, "{rec:?}");
+    assert_eq!(rec.item.as_deref(), Some("s2-2099-11-25"));
+    assert_eq!(rec.assets.len(), 3, "{rec:?}");
+    assert!(
+        rec.assets.iter().all(|a| a.outcome == Outcome::Uploaded),
+        "{rec:?}"
+    );
+    let ids = ["s2-2099-11-25.tif", "thumb.png", "meta.json"];
+    for (id, sha) in ids.iter().zip(&sha) {
+        env.assert_holds(&asset("s2-2099-11-25", id), sha);
+    }
+    let stored = read(&env, &item("s2-2099-11-25")).await.expect("the item");
+    assert_eq!(stored["properties"]["title"], "S2 25.11.2099");
+    // One item and three assets created (after the collection): nothing PUT twice.
+    assert_eq!(env.emu.call_count(CallKind::PutStac), 1 + 4);
+    assert_eq!(env.emu.call_count(CallKind::CreateUpload), 3);
+    env.assert_nothing_in_progress();
+
+    // The record on file keeps the assets.
+    let history = job.shared.state.history().await.unwrap();
+    assert_eq!(history["s2"].last().unwrap().assets, rec.assets);
+}
+
+#[tokio::test]
+async fn a_missing_file_or_an_ambiguous_glob_creates_nothing() {
+    let env = start().await;
+    collection(&env).await;
+    product(env.dir.path(), 1);
+    std::fs::remove_file(env.dir.path().join("thumb.png")).unwrap();
+    let job = job(s2(&env, "retry", None), shared(&env, fire(25)));
+
+    let rec = job.run(Work::Scheduled(fire(25))).await;
+    assert_eq!(rec.outcome, Outcome::Failed, "{rec:?}");
+    let error = rec.error.as_deref().unwrap();
+    assert!(error.contains("thumb.png"), "{error}");
+    assert_eq!(read(&env, &item("s2-2099-11-25")).await, None);
+    assert_eq!(
+        env.emu.call_count(CallKind::PutStac),
+        1,
+        "only the collection"
+    );
+    assert_eq!(env.emu.call_count(CallKind::CreateUpload), 0);
+
+    // Two files for one glob: the run names the glob and both.
+    write(env.dir.path(), "thumb.png", 10, 2);
+    write(env.dir.path(), "s2_20991126.tif", 10, 3);
+    let rec = job.run(Work::Scheduled(fire(25))).await;
+    assert_eq!(rec.outcome, Outcome::Failed, "{rec:?}");
+    let error = rec.error.as_deref().unwrap();
+    assert!(
+        error.contains("s2_*.tif")
+            && error.contains("s2_20991125.tif")
+            && error.contains("s2_20991126.tif"),
+        "{error}"
+    );
+    assert_eq!(
+        env.emu.call_count(CallKind::PutStac),
+        1,
+        "only the collection"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_asset_is_retried_alone() {
+    let env = start().await;
+    collection(&env).await;
+    let sha = product(env.dir.path(), 1);
+    let job = job(s2(&env, "retry", None), shared(&env, fire(25)));
+    // One create of the three fails (with part_retries = 0 the session gives up on it).
+    env.emu.faults().inject(
+        CallKind::CreateUpload,
+        FaultAction::Status(503),
+        FaultTrigger::Next(1),
+    );
+
+    let rec = job.run(Work::Scheduled(fire(25))).await;
+    assert_eq!(rec.outcome, Outcome::Uploaded, "{rec:?}");
+    assert_eq!(rec.attempts, 2, "{rec:?}");
+    // Without skip_unchanged, an asset sent again would make a new upload: only one was.
+    assert_eq!(env.emu.call_count(CallKind::CreateUpload), 4);
+    let ids = ["s2-2099-11-25.tif", "thumb.png", "meta.json"];
+    for (id, sha) in ids.iter().zip(&sha) {
+        env.assert_holds(&asset("s2-2099-11-25", id), sha);
+    }
+    assert_eq!(
+        env.emu.call_count(CallKind::PutStac),
+        1 + 4,
+        "the collection, then the item and assets once"
+    );
+    env.assert_nothing_in_progress();
+}
+
+/// Two jobs with one asset each into the same new item.
+const PAIR: &str = r#"
+[[job]]
+name = "left"
+collection = "ch.test.items"
+item = "pair-%Y-%m-%d"
+schedule = "0 6 * * *"
+policy = "cancel"
+[job.item_metadata]
+bbox = [5.96, 45.82, 10.49, 47.81]
+datetime = "run"
+title = "made by left"
+[[job.assets]]
+id = "left.json"
+file = "DIR/left.json"
+[job.assets.metadata]
+type = "application/json"
+
+[[job]]
+name = "right"
+collection = "ch.test.items"
+item = "pair-%Y-%m-%d"
+schedule = "0 6 * * *"
+policy = "cancel"
+[job.item_metadata]
+bbox = [5.96, 45.82, 10.49, 47.81]
+datetime = "run"
+title = "made by right"
+[[job.assets]]
+id = "right.json"
+file = "DIR/right.json"
+[job.assets.metadata]
+type = "application/json"
+"#;
+
+#[tokio::test]
+async fn two_jobs_into_one_new_item_create_it_once() {
+    let env = start().await;
+    collection(&env).await;
+    let left_sha = write(env.dir.path(), "left.json", 100, 1);
+    let right_sha = write(env.dir.path(), "right.json", 100, 2);
+    let mut specs = load_jobs(&env, PAIR);
+    let shared = shared(&env, fire(25));
+    let right = job(specs.pop().unwrap(), shared.clone());
+    let left = job(specs.pop().unwrap(), shared);
+
+    let (l, r) = tokio::join!(
+        left.run(Work::Scheduled(fire(25))),
+        right.run(Work::Scheduled(fire(25)))
+    );
+    assert_eq!(l.outcome, Outcome::Uploaded, "{l:?}");
+    assert_eq!(r.outcome, Outcome::Uploaded, "{r:?}");
+    // After the collection, two atomic creates of the item (the second answered "already
+    // exists", so it replaced nothing) and two asset PUTs.
+    assert_eq!(env.emu.call_count(CallKind::PutStac), 1 + 2 + 2);
+    let stored = read(&env, &item("pair-2099-11-25"))
+        .await
+        .expect("the item");
+    let title = stored["properties"]["title"].as_str().unwrap();
+    assert!(
+        title == "made by left" || title == "made by right",
+        "{title}"
+    );
+    env.assert_holds(&asset("pair-2099-11-25", "left.json"), &left_sha);
+    env.assert_holds(&asset("pair-2099-11-25", "right.json"), &right_sha);
+}
+
+#[tokio::test]
+async fn the_alias_follows_only_a_complete_dated_item() {
+    let env = start().await;
+    collection(&env).await;
+    let sha = product(env.dir.path(), 1);
+    let job = job(s2(&env, "cancel", Some("current")), shared(&env, fire(25)));
+
+    // A create refused for good on the dated item: the run fails, the alias is not touched.
+    env.emu.faults().inject(
+        CallKind::CreateUpload,
+        FaultAction::Status(400),
+        FaultTrigger::Next(1),
+    );
+    let rec = job.run(Work::Scheduled(fire(25))).await;
+    assert_eq!(rec.outcome, Outcome::Failed, "{rec:?}");
+    assert!(
+        rec.assets
+            .iter()
+            .all(|a| a.item.as_deref() == Some("s2-2099-11-25")),
+        "the alias was not tried: {rec:?}"
+    );
+    assert_eq!(read(&env, &item("current")).await, None);
+
+    // The next run completes the dated item, then fills the alias with the same files.
+    let rec = job.run(Work::Scheduled(fire(25))).await;
+    assert_eq!(rec.outcome, Outcome::Uploaded, "{rec:?}");
+    assert_eq!(rec.assets.len(), 6, "{rec:?}");
+    let alias = read(&env, &item("current")).await.expect("the alias item");
+    assert_eq!(alias["properties"]["title"], "S2 25.11.2099");
+    let ids = ["s2-2099-11-25.tif", "thumb.png", "meta.json"];
+    for (id, sha) in ids.iter().zip(&sha) {
+        env.assert_holds(&asset("s2-2099-11-25", id), sha);
+        env.assert_holds(&asset("current", id), sha);
+    }
+    env.assert_nothing_in_progress();
+}
+
+/// A watch job whose bundles are a GeoTIFF, an optional thumbnail and a metadata file.
+const BUNDLE: &str = r#"
+[[job]]
+name = "bundles"
+collection = "ch.test.items"
+item = "{stem}"
+[job.watch]
+dir = "DIR/in"
+pattern = "*"
+[job.item_metadata]
+bbox = [5.96, 45.82, 10.49, 47.81]
+datetime = "run"
+[[job.assets]]
+id = "{stem}.tif"
+file = "{stem}.tif"
+[job.assets.metadata]
+type = "image/tiff; application=geotiff"
+[[job.assets]]
+id = "{stem}.png"
+file = "{stem}.png"
+required = false
+[job.assets.metadata]
+type = "image/png"
+[[job.assets]]
+id = "{stem}.json"
+file = "{stem}.json"
+[job.assets.metadata]
+type = "application/json"
+"#;
+
+#[tokio::test]
+async fn a_bundle_publishes_its_present_files_as_one_item() {
+    let env = start().await;
+    collection(&env).await;
+    let inbox = env.dir.path().join("in");
+    std::fs::create_dir(&inbox).unwrap();
+    let tif = write(&inbox, "scene1.tif", 1000, 1);
+    let json = write(&inbox, "scene1.json", 100, 2);
+    let job = job(load_jobs(&env, BUNDLE).remove(0), shared(&env, fire(25)));
+
+    let rec = job
+        .run(Work::Bundle {
+            stem: "scene1".into(),
+            files: vec![
+                Some(inbox.join("scene1.tif")),
+                None,
+                Some(inbox.join("scene1.json")),
+            ],
+            complete: true,
+        })
+        .await;
+    assert_eq!(rec.outcome, Outcome::Uploaded, "{rec:?}");
+    assert_eq!(rec.item.as_deref(), Some("scene1"));
+    assert_eq!(rec.assets.len(), 2, "{rec:?}");
+    env.assert_holds(&asset("scene1", "scene1.tif"), &tif);
+    env.assert_holds(&asset("scene1", "scene1.json"), &json);
+    let stored = read(&env, &item("scene1")).await.expect("the item");
+    let assets = stored["assets"].as_object().expect("assets");
+    assert_eq!(assets.len(), 2, "{assets:?}");
+}
