@@ -18,6 +18,7 @@ use serde_json::Value;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use super::job::{Job, NextAttempt, Uploader, Work, cut_short, error_outcome};
+use crate::config::{SidecarError, item_body_with_sidecar};
 use crate::observe::metrics;
 use crate::state::{AssetRun, Outcome, RunRecord};
 use crate::trigger::TriggerSpec;
@@ -140,14 +141,14 @@ impl<U: Uploader> Job<U> {
         let span = info_span!("run", job = %self.spec.name, collection = %self.spec.collection, item = %item);
         async {
             let members = self.members(&work, &name, &time);
-            let item_body = self
-                .spec
-                .item_metadata
-                .as_ref()
-                .map(|m| m.item_body(&item, &name, &time));
+            // The sidecar is read once, before anything is created: a bad one refuses the run.
+            let (bodies, refused) = match self.item_bodies(&item, &name, &time).await {
+                Ok(bodies) => (bodies, None),
+                Err(e) => ((None, None), Some(e.to_string())),
+            };
             let mut phases = vec![Phase {
                 item: item.clone(),
-                body: item_body,
+                body: bodies.0,
                 created: false,
                 exists: false,
                 results: Vec::new(),
@@ -155,11 +156,7 @@ impl<U: Uploader> Job<U> {
             if let Some(alias) = &self.spec.alias {
                 phases.push(Phase {
                     item: alias.clone(),
-                    body: self
-                        .spec
-                        .item_metadata
-                        .as_ref()
-                        .map(|m| m.item_body(alias, &name, &time)),
+                    body: bodies.1,
                     created: false,
                     exists: false,
                     results: Vec::new(),
@@ -168,10 +165,43 @@ impl<U: Uploader> Job<U> {
             for p in &mut phases {
                 p.results = members.iter().map(|_| None).collect();
             }
-            self.item_attempts(members, phases, started).await
+            self.item_attempts(members, phases, started, refused).await
         }
         .instrument(span)
         .await
+    }
+
+    /// The bodies of the run's item and of its alias when they are to be created: from
+    /// `[job.item_metadata]`, with the `item_json` sidecar merged when the job has one (read
+    /// off the async threads: it is a file).
+    async fn item_bodies(
+        &self,
+        item: &str,
+        name: &str,
+        time: &DateTime<Tz>,
+    ) -> Result<(Option<Value>, Option<Value>), SidecarError> {
+        let Some(meta) = self.spec.item_metadata.clone() else {
+            return Ok((None, None));
+        };
+        let sidecar = meta.item_json.as_ref().map(|j| j.path(name, time));
+        let (item, alias, name, time) = (
+            item.to_owned(),
+            self.spec.alias.clone(),
+            name.to_owned(),
+            *time,
+        );
+        let path = sidecar.clone().unwrap_or_default();
+        tokio::task::spawn_blocking(move || {
+            let body =
+                |id: &str| item_body_with_sidecar(&meta, id, &name, &time, sidecar.as_deref());
+            let alias = alias.as_deref().map(body).transpose()?;
+            Ok((Some(body(&item)?), alias))
+        })
+        .await
+        .map_err(|e| SidecarError::Read {
+            path,
+            source: std::io::Error::other(format!("the read was cut short: {e}")),
+        })?
     }
 
     /// Every target a unit of work writes, with its file (a glob as written until a run
@@ -294,6 +324,7 @@ impl<U: Uploader> Job<U> {
         mut members: Vec<Member>,
         mut phases: Vec<Phase>,
         started: DateTime<Utc>,
+        refused: Option<String>,
     ) -> RunRecord {
         let policy = super::job::effective_policy(&self.spec, started);
         let p = &self.spec.policy;
@@ -306,6 +337,9 @@ impl<U: Uploader> Job<U> {
         let mut stopped = false;
         let result = loop {
             attempts += 1;
+            if let Some(why) = &refused {
+                break Err(Failure::Refused(why.clone()));
+            }
             let mut result = self
                 .item_attempt(&mut members, &mut phases, &digests, attempts)
                 .await;

@@ -46,10 +46,11 @@ pub async fn ensure_objects(
     objects: &NewObjects,
 ) -> Result<ObjectsReport, UploadError> {
     let mut report = ObjectsReport::default();
+    // Created atomically on the server: a concurrent creator (another job, another instance)
+    // gets "already exists" and neither replaces the other's item.
     if let (Some(body), Some(item)) = (&objects.item, &target.item)
-        && client.get_item(&target.collection, item).await?.is_none()
+        && create_item_if_missing(client, &target.collection, item, body).await?
     {
-        client.put_item(&target.collection, item, body).await?;
         info!(collection = %target.collection, item = %item, "item created");
         report.item_created = true;
     }
