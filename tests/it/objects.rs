@@ -265,7 +265,7 @@ async fn metadata_the_server_refuses_fails_the_run_with_its_description() {
     assert_eq!(rec.outcome, Outcome::Failed, "{rec:?}");
     assert_eq!(rec.attempts, 1, "a wrong request is not retried");
     let error = rec.error.expect("an error");
-    assert!(error.contains("create item failed (PUT"), "{error}");
+    assert!(error.contains("create item failed (POST"), "{error}");
     assert!(error.contains("HTTP 400"), "{error}");
     let item = format!("collections/{COLLECTION}/items/radar-2099-11-25");
     assert_eq!(read(&env, &item).await, None);

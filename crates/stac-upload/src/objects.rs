@@ -94,6 +94,11 @@ pub async fn create_item_if_missing(
     item: &str,
     body: &Value,
 ) -> Result<bool, UploadError> {
+    // The common case, an item that exists, costs one read; the create that follows a miss is
+    // the atomic one, so a creator racing in between is answered "exists", never replaced.
+    if client.get_item(collection, item).await?.is_some() {
+        return Ok(false);
+    }
     let key = IdempotencyKey::new();
     match client.create_item(collection, item, body, &key).await? {
         ItemCreate::Created => Ok(true),
