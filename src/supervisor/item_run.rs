@@ -359,12 +359,14 @@ impl<U: Uploader> Job<U> {
             }
         };
         stopped |= matches!(&result, Err(Failure::Upload(e)) if cut_short(e) && self.abort_runs.is_cancelled());
-        // An item this run created and could fill with none of its assets goes again.
+        // An item this run created and could fill with none of its assets goes again, with the
+        // assets it created for them.
+        let own: Vec<String> = members.iter().map(|m| m.id.clone()).collect();
         for phase in &phases {
             if phase.created && !phase.results.iter().flatten().any(AssetResult::stored) {
                 self.shared
                     .uploader()
-                    .remove_empty_item(&self.spec.collection, &phase.item)
+                    .remove_empty_item(&self.spec.collection, &phase.item, &own)
                     .await;
             }
         }

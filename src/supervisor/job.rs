@@ -82,8 +82,13 @@ pub trait Uploader: Send + Sync + 'static {
 
     /// Deletes an item a run created and could not fill, if it holds no asset (see
     /// [`stac_upload::remove_empty_item`]).
-    fn remove_empty_item(&self, collection: &str, item: &str) -> impl Future<Output = ()> + Send {
-        let _ = (collection, item);
+    fn remove_empty_item(
+        &self,
+        collection: &str,
+        item: &str,
+        own_assets: &[String],
+    ) -> impl Future<Output = ()> + Send {
+        let _ = (collection, item, own_assets);
         async {}
     }
 }
@@ -137,8 +142,8 @@ impl Uploader for HttpUploader {
         stac_upload::create_item_if_missing(&self.0, collection, item, body).await
     }
 
-    async fn remove_empty_item(&self, collection: &str, item: &str) {
-        stac_upload::remove_empty_item(&self.0, collection, item).await;
+    async fn remove_empty_item(&self, collection: &str, item: &str, own_assets: &[String]) {
+        stac_upload::remove_empty_item(&self.0, collection, item, own_assets).await;
     }
 }
 

@@ -250,6 +250,29 @@ async fn a_failed_asset_is_retried_alone() {
     env.assert_nothing_in_progress();
 }
 
+#[tokio::test]
+async fn an_item_the_run_created_and_could_not_fill_is_deleted_with_its_empty_assets() {
+    let env = start().await;
+    collection(&env).await;
+    product(env.dir.path(), 1);
+    let job = job(s2(&env, "cancel", None), shared(&env, fire(25)));
+    // Every upload's create fails: the item and its three assets are made, no file lands.
+    env.emu.faults().inject(
+        CallKind::CreateUpload,
+        FaultAction::Status(503),
+        FaultTrigger::Next(3),
+    );
+
+    let rec = job.run(Work::Scheduled(fire(25))).await;
+    assert_eq!(rec.outcome, Outcome::Failed, "{rec:?}");
+    assert_eq!(env.emu.call_count(CallKind::CreateUpload), 3);
+    assert_eq!(
+        read(&env, &item("s2-2099-11-25")).await,
+        None,
+        "the empty item is gone, with the assets the run made for it"
+    );
+}
+
 /// Two jobs with one asset each into the same new item.
 const PAIR: &str = r#"
 [[job]]

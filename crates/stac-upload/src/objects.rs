@@ -73,7 +73,7 @@ pub async fn ensure_objects(
                 if report.item_created
                     && let Some(item) = &target.item
                 {
-                    remove_empty_item(client, &target.collection, item).await;
+                    remove_empty_item(client, &target.collection, item, &[]).await;
                 }
                 return Err(e.into());
             }
@@ -106,31 +106,58 @@ pub async fn create_item_if_missing(
     }
 }
 
-/// Deletes an item this run created when it holds no asset: the run could not give it the one
-/// it was made for, and an empty item would stay on the server (and in its listings) for
-/// nothing. One that has an asset by now (someone else's) is left alone. Failures are logged:
-/// the run's own error is what it reports.
-pub async fn remove_empty_item(client: &StacClient, collection: &str, item: &str) {
-    let empty = match client.get_item(collection, item).await {
+/// Deletes an item this run created and could fill with none of its files: an item without
+/// its product would stay on the server (and in its listings) for nothing. `own_assets` are the
+/// ids the run was to fill: those it created without ever storing a file are deleted first (the
+/// server refuses to delete an item that still has assets). An item that holds a file by now, or
+/// an asset that is not the run's (someone else's), is left alone, and so is the item. Failures
+/// are logged: the run's own error is what it reports.
+pub async fn remove_empty_item(
+    client: &StacClient,
+    collection: &str,
+    item: &str,
+    own_assets: &[String],
+) {
+    let assets = match client.get_item(collection, item).await {
         Ok(Some(v)) => v
             .get("assets")
-            .is_none_or(|a| a.as_object().is_some_and(|m| m.is_empty())),
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default(),
         Ok(None) => return,
         Err(e) => {
-            warn!(collection = %collection, item = %item, error = %e, "cannot read the item this run created, to delete it again as it holds none of the assets it was made for");
+            warn!(collection = %collection, item = %item, error = %e, "cannot read the item this run created, to delete it again as it holds none of the files it was made for");
             return;
         }
     };
-    if !empty {
-        info!(collection = %collection, item = %item, "the item this run created holds an asset by now; left as it is");
+    let holds_file = |a: &Value| {
+        ["file:checksum", "checksum:multihash"].iter().any(|k| {
+            a.get(*k)
+                .and_then(Value::as_str)
+                .is_some_and(|c| !c.is_empty())
+        })
+    };
+    if let Some((id, _)) = assets
+        .iter()
+        .find(|(id, a)| !own_assets.contains(id) || holds_file(a))
+    {
+        info!(collection = %collection, item = %item, asset = %id, "the item this run created holds a file or someone else's asset by now; left as it is");
         return;
+    }
+    for id in assets.keys() {
+        let target = AssetTarget::item_asset(collection, item, id.as_str());
+        if let Err(e) = client.delete_asset(&target).await {
+            warn!(asset = %target, error = %e, "an asset this run created holds no file and could not be deleted, so neither can its item");
+            return;
+        }
+        info!(asset = %target, "asset created by this run deleted again: it holds no file");
     }
     match client.delete_item(collection, item).await {
         Ok(()) => {
-            info!(collection = %collection, item = %item, "item created by this run deleted again: it holds none of the assets it was made for")
+            info!(collection = %collection, item = %item, "item created by this run deleted again: it holds none of the files it was made for")
         }
         Err(e) => {
-            warn!(collection = %collection, item = %item, error = %e, "the item this run created has no asset and could not be deleted again")
+            warn!(collection = %collection, item = %item, error = %e, "the item this run created holds no file and could not be deleted again")
         }
     }
 }
