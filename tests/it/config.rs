@@ -1094,6 +1094,36 @@ fn an_unreadable_file_is_named() {
 
 // --- files that load ---------------------------------------------------------------------------
 
+/// The README's job file is the first one a reader copies: it must load as it is written, its
+/// folders aside.
+#[test]
+fn the_readme_job_file_loads() {
+    let dir = folder();
+    let readme = Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
+    let readme = std::fs::read_to_string(&readme).expect("the README exists");
+    let start = readme
+        .find("```toml\n[server]")
+        .expect("a job file in the README")
+        + 8;
+    let end = start + readme[start..].find("```").expect("closed");
+    let root = dir.path().to_str().expect("utf-8 temp path");
+    for folder in ["data/radar", "data/incoming/stations", "data/s2/out"] {
+        std::fs::create_dir_all(dir.path().join(folder)).expect("mkdir");
+    }
+    let text = readme[start..end].replace("\"/data/", &format!("\"{root}/data/"));
+    let path = dir.path().join("jobs.toml");
+    std::fs::write(&path, &text).expect("write");
+    let env = |name: &str| (name == "STAC_PASSWORD").then(|| "pw".to_owned());
+    let config = config::parse(&text, &path, &env)
+        .unwrap_or_else(|e| panic!("the README's job file must load:\n{e}"));
+    let names: Vec<&str> = config.jobs.iter().map(|j| j.name.as_str()).collect();
+    assert_eq!(names, ["radar", "stations", "s2-daily"]);
+    let s2 = &config.jobs[2];
+    assert_eq!(s2.assets.len(), 3);
+    assert_eq!(s2.alias.as_deref(), Some("current"));
+    assert!(s2.keep.is_some());
+}
+
 #[test]
 fn the_documented_example_loads() {
     let dir = folder();
