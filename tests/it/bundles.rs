@@ -1,8 +1,7 @@
-//! Bundles from a watched folder, end to end on the trigger side: real files on a temp dir,
-//! inotify and the settle rule, then the bundle collector, with real (short) time. The
-//! collector's logic alone (every order, duplicates, the cap) is tested with exact instants in
-//! `src/trigger/watch/bundle.rs`. These tests assert the bundles handed to the job (what becomes
-//! `Work::Bundle`); publishing one is the item run's part (issue 19, several assets per run).
+//! Bundles from a watched folder: on the trigger side with real files on a temp dir, inotify and
+//! the settle rule, then the bundle collector, with real (short) time (the collector's logic
+//! alone, every order, duplicates, the cap, is tested with exact instants in
+//! `src/trigger/watch/bundle.rs`); and end to end, the daemon publishing bundles to the emulator.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -183,4 +182,130 @@ async fn an_incomplete_bundle_left_at_its_timeout_completes_with_a_new_member() 
     let got = b.next().await;
     assert_eq!(got.files, vec![Some(tif), Some(json), None]);
     assert!(got.complete);
+}
+
+// --- published by the daemon ----------------------------------------------------------------
+
+/// A bundle job of the daemon against the emulator: `{stem}.tif` and `{stem}.png` required,
+/// `{stem}.json` optional, each bundle the item `<name>-{stem}`.
+fn bundle_job(name: &str, dir: &Path, timeout: &str, incomplete: &str) -> String {
+    format!(
+        r#"[[job]]
+name = "{name}"
+collection = "{COLLECTION}"
+item = "{name}-{{stem}}"
+[job.watch]
+dir = "{dir}"
+pattern = "*"
+settle = "200ms"
+bundle_timeout = "{timeout}"
+bundle_incomplete = "{incomplete}"
+[job.item_metadata]
+bbox = [5.96, 45.82, 10.49, 47.81]
+datetime = "run"
+[[job.assets]]
+id = "{{stem}}.tif"
+file = "{{stem}}.tif"
+[job.assets.metadata]
+type = "image/tiff; application=geotiff"
+[[job.assets]]
+id = "{{stem}}.png"
+file = "{{stem}}.png"
+[job.assets.metadata]
+type = "image/png"
+[[job.assets]]
+id = "{{stem}}.json"
+file = "{{stem}}.json"
+required = false
+[job.assets.metadata]
+type = "application/json"
+"#,
+        dir = dir.display()
+    )
+}
+
+const COLLECTION: &str = "ch.test.bundles";
+
+/// Writes `name` beside `dir` and renames it in: a finished file appears at once.
+fn arrive(dir: &Path, name: &str, seed: u64) -> String {
+    let staging = dir.with_extension("staging");
+    fs::create_dir_all(&staging).unwrap();
+    let sha = crate::fixtures::write_file(&staging.join(name), 2048, seed);
+    fs::rename(staging.join(name), dir.join(name)).unwrap();
+    sha
+}
+
+fn stored(emu: &stac_uploadd_emulator::Emulator, item: &str, asset: &str) -> bool {
+    emu.object_bytes(&stac_uploadd_emulator::AssetKey::item_asset(
+        COLLECTION, item, asset,
+    ))
+    .is_some()
+}
+
+#[tokio::test]
+async fn the_daemon_publishes_a_bundle_once_complete_and_an_incomplete_one_at_its_timeout() {
+    use crate::fixtures::{JobFile, scrape, spawn_observed, terminate, value, wait_for};
+    let emu = crate::fixtures::basic_emulator().await;
+    emu.create_collection(COLLECTION);
+    let tmp = tempfile::tempdir().unwrap();
+    let (slow, quick) = (tmp.path().join("slow"), tmp.path().join("quick"));
+    fs::create_dir(&slow).unwrap();
+    fs::create_dir(&quick).unwrap();
+    let config = JobFile::new(tmp.path(), &emu.base_url())
+        .lines(&bundle_job("slow", &slow, "1h", "leave"))
+        .lines(&bundle_job("quick", &quick, "1s", "publish"))
+        .write();
+    let (mut daemon, _log, addr) = spawn_observed(&config, &[]).await;
+    let open = |samples: &[prometheus_parse::Sample], job: &str| {
+        value(samples, "stac_uploadd_bundles_open", &[("job_name", job)])
+    };
+
+    // The members of b1 arrive one at a time: nothing is published until the bundle is
+    // complete, and the optional member, absent then, is not waited for.
+    arrive(&slow, "b1.png", 1);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while open(&scrape(addr).await, "slow") != Some(1.0) {
+        assert!(tokio::time::Instant::now() < deadline, "b1 never opened");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        !stored(&emu, "slow-b1", "b1.png"),
+        "published before complete"
+    );
+    arrive(&slow, "b1.tif", 3);
+    wait_for(Duration::from_secs(60), "b1 published", || {
+        stored(&emu, "slow-b1", "b1.tif") && stored(&emu, "slow-b1", "b1.png")
+    })
+    .await;
+    assert!(!stored(&emu, "slow-b1", "b1.json"));
+
+    // c1 never gets its png: at its timeout it is published as it is, and counted.
+    arrive(&quick, "c1.tif", 4);
+    wait_for(
+        Duration::from_secs(60),
+        "c1 published at its timeout",
+        || stored(&emu, "quick-c1", "c1.tif"),
+    )
+    .await;
+    assert!(!stored(&emu, "quick-c1", "c1.png"));
+    let samples = scrape(addr).await;
+    assert_eq!(
+        value(
+            &samples,
+            "stac_uploadd_bundles_incomplete_total",
+            &[("job_name", "quick"), ("reason", "timed_out")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "stac_uploadd_bundles_incomplete_total",
+            &[("job_name", "slow"), ("reason", "timed_out")]
+        )
+        .unwrap_or(0.0),
+        0.0
+    );
+    let status = terminate(&mut daemon).await;
+    assert!(status.success(), "{status}");
 }
