@@ -273,6 +273,73 @@ async fn an_item_the_run_created_and_could_not_fill_is_deleted_with_its_empty_as
     );
 }
 
+#[tokio::test]
+async fn an_item_job_takes_its_item_metadata_from_the_sidecar_and_a_bad_one_creates_nothing() {
+    let env = start().await;
+    collection(&env).await;
+    product(env.dir.path(), 1);
+    let text = S2
+        .replace("POLICY", "cancel")
+        .replace("ALIAS", "alias = \"current\"")
+        .replace(
+            "title = \"S2 %d.%m.%Y\"",
+            "title = \"S2 %d.%m.%Y\"\nitem_json = \"DIR/item.json\"",
+        );
+    let spec = load_jobs(&env, &text).remove(0);
+    let sidecar = env.dir.path().join("item.json");
+    std::fs::write(
+        &sidecar,
+        json!({
+            "type": "Feature", "stac_version": "1.0.0", "id": "whatever",
+            "geometry": {"type": "Polygon", "coordinates": [[[7.0, 46.0], [8.0, 46.0], [8.0, 47.0], [7.0, 47.0], [7.0, 46.0]]]},
+            "properties": {"datetime": "2099-11-24T10:30:00Z", "title": "From the chain"},
+            "links": [], "assets": {}
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let job = job(spec, shared(&env, fire(25)));
+
+    let rec = job.run(Work::Scheduled(fire(25))).await;
+    assert_eq!(rec.outcome, Outcome::Uploaded, "{rec:?}");
+    for id in ["s2-2099-11-25", "current"] {
+        let stored = read(&env, &item(id)).await.expect("the item");
+        assert_eq!(stored["properties"]["title"], "From the chain", "{id}");
+        assert_eq!(
+            stored["properties"]["datetime"], "2099-11-24T10:30:00Z",
+            "{id}"
+        );
+        assert_eq!(
+            stored["geometry"]["coordinates"][0][1],
+            json!([8.0, 46.0]),
+            "{id}"
+        );
+    }
+
+    // A sidecar with a key the server would drop fails the next day's run before anything is
+    // created, naming the file and the key.
+    std::fs::write(
+        &sidecar,
+        json!({"datetime": "2099-11-25T10:30:00Z", "platform": "sentinel-2b"}).to_string(),
+    )
+    .unwrap();
+    let puts = env.emu.call_count(CallKind::PutStac);
+    let rec = job.run(Work::Scheduled(fire(26))).await;
+    assert_eq!(rec.outcome, Outcome::Failed, "{rec:?}");
+    let error = rec.error.as_deref().unwrap();
+    assert!(
+        error.contains("item.json") && error.contains("platform"),
+        "{error}"
+    );
+    assert_eq!(rec.attempts, 1, "a refused sidecar is not retried");
+    assert_eq!(
+        env.emu.call_count(CallKind::PutStac),
+        puts,
+        "nothing created"
+    );
+    assert_eq!(read(&env, &item("s2-2099-11-26")).await, None);
+}
+
 /// Two jobs with one asset each into the same new item.
 const PAIR: &str = r#"
 [[job]]
