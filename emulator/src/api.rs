@@ -1722,8 +1722,10 @@ async fn list_parts(ctx: Ctx, P(path): P<UploadPath>) -> Response {
 }
 
 /// `{"parts": [{"etag": .., "part_number": ..}, ..]}`, validated as the real serializer does.
-/// A part is `(part_number, etag)`, either left out by the client.
-fn parse_complete(body: Value) -> Result<Vec<(Option<u32>, Option<String>)>, ApiError> {
+/// A part of a complete body: `(part_number, etag)`, either left out by the client.
+type CompletePart = (Option<u32>, Option<String>);
+
+fn parse_complete(body: Value) -> Result<Vec<CompletePart>, ApiError> {
     let body = expect_object(body)?;
     let parts = match body.get("parts") {
         None => {
