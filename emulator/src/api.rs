@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -238,24 +238,22 @@ impl Ctx {
 
     fn upload_json(&self, upload: &Upload, version: ApiVersion) -> Value {
         let origin = self.origin();
-        let md5_parts: Vec<Value> = upload
-            .md5_parts
-            .iter()
-            .zip(1u32..)
-            .map(|(md5, part)| json!({"part_number": part, "md5": md5}))
-            .collect();
         // Presigned URLs exist only while the upload is in progress, as on the real server.
         // serializers/upload.py drops `urls` once the upload is no longer in progress.
         let urls: Vec<Value> = if upload.status == UploadState::InProgress {
             let expires = upload.expires.timestamp();
             upload
-                .md5_parts
+                .url_parts
                 .iter()
-                .zip(1u32..)
-                .map(|(md5, part)| {
+                .map(|(label, part, md5)| {
+                    // botocore writes a boolean part number as `true` in the URL.
+                    let segment = match label {
+                        Value::Bool(b) => b.to_string(),
+                        _ => part.to_string(),
+                    };
                     json!({
-                        "url": self.shared.signer.url(&origin, &upload.id, part, md5, expires),
-                        "part": part,
+                        "url": self.shared.signer.url(&origin, &upload.id, &segment, md5, expires),
+                        "part": label,
                         "expires": timestamp(upload.expires),
                     })
                 })
@@ -272,7 +270,7 @@ impl Ctx {
             upload.checksum.clone().into(),
         );
         json.insert("number_parts".into(), upload.number_parts.into());
-        json.insert("md5_parts".into(), md5_parts.into());
+        json.insert("md5_parts".into(), upload.md5_parts.clone());
         if upload.status == UploadState::InProgress {
             json.insert("urls".into(), urls.into());
         }
@@ -1143,10 +1141,77 @@ async fn delete_asset(ctx: Ctx, P(path): P<AssetPath>) -> Response {
 #[derive(Debug)]
 struct CreateRequest {
     number_parts: u32,
-    md5_parts: Vec<String>,
+    md5_parts: Declared,
     checksum: String,
     content_encoding: Option<String>,
     update_interval: i64,
+}
+
+/// DRF `IntegerField.to_internal_value`: `int(str(data))` once a trailing `.0…` and blanks are
+/// cut, so `"1"`, `" 7 "`, `1.0` and `"2.00"` are integers while `true` (`"True"`), `1.5` and
+/// `1e16` (`"1e+16"`) are not. Out-of-range values saturate; the caller's range refuses them.
+fn drf_int(value: &Value) -> Result<i128, &'static str> {
+    const INVALID: &str = "A valid integer is required.";
+    match value {
+        Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                Ok(i128::from(i))
+            } else if let Some(u) = n.as_u64() {
+                Ok(i128::from(u))
+            } else {
+                let f = n.as_f64().unwrap_or(f64::NAN);
+                // Python writes floats from 1e16 up with an exponent.
+                if f.fract() == 0.0 && f.abs() < 1e16 {
+                    #[allow(clippy::cast_possible_truncation)]
+                    Ok(f as i128)
+                } else {
+                    Err(INVALID)
+                }
+            }
+        }
+        Value::String(s) if s.chars().count() > 1000 => Err("String value too large."),
+        Value::String(s) => py_int(strip_decimal(s)).ok_or(INVALID),
+        _ => Err(INVALID),
+    }
+}
+
+/// DRF's `re_decimal` (`\.0*\s*$`) removed: the last dot when only zeros and blanks follow it.
+fn strip_decimal(s: &str) -> &str {
+    match s.rfind('.') {
+        Some(dot)
+            if s[dot + 1..]
+                .trim_start_matches('0')
+                .chars()
+                .all(char::is_whitespace) =>
+        {
+            &s[..dot]
+        }
+        _ => s,
+    }
+}
+
+/// Python's `int(str)` in base 10 (ASCII digits): blanks around, a sign, single underscores
+/// between digits.
+fn py_int(s: &str) -> Option<i128> {
+    let s = s.trim();
+    let (negative, digits) = match s.as_bytes().first() {
+        Some(b'-') => (true, &s[1..]),
+        Some(b'+') => (false, &s[1..]),
+        _ => (false, s),
+    };
+    if digits.is_empty()
+        || digits.starts_with('_')
+        || digits.ends_with('_')
+        || digits.contains("__")
+    {
+        return None;
+    }
+    let mut n: i128 = 0;
+    for c in digits.chars().filter(|c| *c != '_') {
+        let d = c.to_digit(10)?;
+        n = n.saturating_mul(10).saturating_add(i128::from(d));
+    }
+    Some(if negative { -n } else { n })
 }
 
 /// DRF's integer field messages.
@@ -1156,35 +1221,33 @@ fn int_field(
     value: Option<&Value>,
     range: std::ops::RangeInclusive<i64>,
 ) -> Option<i64> {
-    match value {
-        None | Some(Value::Null) => None,
-        Some(v) => match v.as_i64() {
-            Some(n) if n < *range.start() => {
-                errors.add(
-                    name,
-                    format!(
-                        "Ensure this value is greater than or equal to {}.",
-                        range.start()
-                    ),
-                );
-                None
-            }
-            Some(n) if n > *range.end() => {
-                errors.add(
-                    name,
-                    format!(
-                        "Ensure this value is less than or equal to {}.",
-                        range.end()
-                    ),
-                );
-                None
-            }
-            Some(n) => Some(n),
-            None => {
-                errors.add(name, "A valid integer is required.");
-                None
-            }
-        },
+    let value = value.filter(|v| !v.is_null())?;
+    match drf_int(value) {
+        Ok(n) if n < i128::from(*range.start()) => {
+            errors.add(
+                name,
+                format!(
+                    "Ensure this value is greater than or equal to {}.",
+                    range.start()
+                ),
+            );
+            None
+        }
+        Ok(n) if n > i128::from(*range.end()) => {
+            errors.add(
+                name,
+                format!(
+                    "Ensure this value is less than or equal to {}.",
+                    range.end()
+                ),
+            );
+            None
+        }
+        Ok(n) => i64::try_from(n).ok(),
+        Err(message) => {
+            errors.add(name, message);
+            None
+        }
     }
 }
 
@@ -1193,8 +1256,10 @@ fn parse_create(body: Value, version: ApiVersion) -> Result<CreateRequest, ApiEr
     let mut errors = FieldErrors::default();
 
     let number_parts = body.get("number_parts");
-    if matches!(number_parts, None | Some(Value::Null)) {
-        errors.add("number_parts", "This field is required.");
+    match number_parts {
+        None => errors.add("number_parts", "This field is required."),
+        Some(Value::Null) => errors.add("number_parts", "This field may not be null."),
+        Some(_) => {}
     }
     let number_parts = int_field(&mut errors, "number_parts", number_parts, 1..=100);
 
@@ -1263,8 +1328,10 @@ fn parse_create(body: Value, version: ApiVersion) -> Result<CreateRequest, ApiEr
         return Err(ApiError::internal());
     };
     let number_parts = u32::try_from(number_parts).map_err(|_| ApiError::internal())?;
-    let md5_parts = check_md5_parts(md5_parts, number_parts)
-        .map_err(|message| ApiError::bad_request(json!({ "non_field_errors": [message] })))?;
+    let md5_parts = check_md5_parts(md5_parts, number_parts).map_err(|message| match message {
+        Some(message) => ApiError::bad_request(json!({ "non_field_errors": [message] })),
+        None => ApiError::internal(),
+    })?;
     Ok(CreateRequest {
         number_parts,
         md5_parts,
@@ -1297,66 +1364,144 @@ fn check_multihash(value: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Exactly one base64 md5 per part number 1..=number_parts; returns them by part number.
-fn check_md5_parts(value: &Value, number_parts: u32) -> Result<Vec<String>, String> {
+/// What a create's `md5_parts` declares: the list as sent (the server stores the JSON as it came
+/// and answers it back) and, in the view's order (sorted by `part_number`, stable), one presigned
+/// URL per entry: the `part_number` as sent (`true` is Python's 1), its number, its md5.
+#[derive(Debug)]
+struct Declared {
+    raw: Value,
+    urls: Vec<(Value, u32, String)>,
+}
+
+/// How a `part_number` hashes and compares in Python (validators.py dedups the entries in a dict
+/// keyed by it, then sorts them): numbers and booleans are one kind, strings another.
+#[derive(Debug, Clone, PartialEq)]
+enum PyKey {
+    Number(f64),
+    Str(String),
+    None,
+}
+
+/// validators.py `validate_md5_parts`, in its order: the count of distinct part numbers first
+/// (so duplicates pass when the distinct ones match `number_parts`), then each entry as sent.
+/// `Err(None)` is the server's 500: an unhashable or incomparable `part_number`.
+fn check_md5_parts(value: &Value, number_parts: u32) -> Result<Declared, Option<String>> {
     let Value::Array(items) = value else {
-        return Err(format!(
-            "Invalid md5_parts field: must be a list but is {}",
-            json_type(value)
-        ));
+        return Err(Some(format!(
+            "Invalid md5_parts field: must be a list but is <class '{}'>",
+            rules::py_type(value)
+        )));
     };
-    let wrong_count = || {
-        format!(
-            "Missing, too many or duplicate part_number in md5_parts field list: list should have \
-             {number_parts} item(s)."
-        )
-    };
-    if items.len() != number_parts as usize {
-        return Err(wrong_count());
+    let mut keys: Vec<PyKey> = Vec::new();
+    for item in items {
+        let key = match item.as_object().and_then(|m| m.get("part_number")) {
+            None => PyKey::Number(0.0),
+            Some(Value::Bool(b)) => PyKey::Number(f64::from(u8::from(*b))),
+            Some(Value::Number(n)) => PyKey::Number(n.as_f64().unwrap_or(f64::NAN)),
+            Some(Value::String(s)) => PyKey::Str(s.clone()),
+            Some(Value::Null) => PyKey::None,
+            // A list or a dict cannot be a dict key: TypeError.
+            Some(_) => return Err(None),
+        };
+        if !keys.contains(&key) {
+            keys.push(key);
+        }
     }
-    let mut md5s: Vec<Option<String>> = vec![None; number_parts as usize];
+    // sorted() of two or more keys compares them: None with anything, or a number with a
+    // string, is a TypeError.
+    if keys.len() > 1 {
+        let numbers = keys.iter().any(|k| matches!(k, PyKey::Number(_)));
+        let strings = keys.iter().any(|k| matches!(k, PyKey::Str(_)));
+        if keys.contains(&PyKey::None) || (numbers && strings) {
+            return Err(None);
+        }
+    }
+    if keys.len() != number_parts as usize {
+        return Err(Some(format!(
+            "Missing, too many or duplicate part_number in md5_parts field list: list should \
+             have {number_parts} item(s)."
+        )));
+    }
+    let mut urls = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
         let Value::Object(item) = item else {
-            return Err(format!(
-                "Invalid md5_parts[{i}] value: must be dict but is {}",
-                json_type(item)
-            ));
+            return Err(Some(format!(
+                "Invalid md5_parts[{i}] value: must be dict but is <class '{}'>",
+                rules::py_type(item)
+            )));
         };
-        let Some(part) = item.get("part_number") else {
-            return Err(format!(
+        let Some(label) = item.get("part_number") else {
+            return Err(Some(format!(
                 "Invalid md5_parts[{i}] value: part_number field missing"
-            ));
+            )));
         };
-        let slot = part
-            .as_u64()
-            .filter(|n| (1..=u64::from(number_parts)).contains(n))
-            .and_then(|n| md5s.get_mut(usize::try_from(n - 1).ok()?))
-            .ok_or_else(|| {
-                format!(
-                    "Invalid md5_parts[{i}].part_number value: part_number field must be an int \
-                     between 1 and {number_parts}"
-                )
-            })?;
+        // isinstance(x, int): booleans are ints, floats are not.
+        let number = match label {
+            Value::Bool(b) => Some(u64::from(*b)),
+            Value::Number(n) => n.as_u64(),
+            _ => None,
+        }
+        .filter(|n| (1..=u64::from(number_parts)).contains(n))
+        .and_then(|n| u32::try_from(n).ok())
+        .ok_or_else(|| {
+            Some(format!(
+                "Invalid md5_parts[{i}].part_number value: part_number field must be an int \
+                 between 1 and {number_parts}"
+            ))
+        })?;
         let Some(md5) = item.get("md5") else {
-            return Err(format!("Invalid md5_parts[{i}] value: md5 field missing"));
+            return Err(Some(format!(
+                "Invalid md5_parts[{i}] value: md5 field missing"
+            )));
         };
         match md5 {
-            Value::String(md5) if !md5.is_empty() && STANDARD.decode(md5).is_ok() => {
-                if slot.replace(md5.clone()).is_some() {
-                    return Err(wrong_count());
-                }
+            Value::String(md5) if !md5.is_empty() && py_b64decode_ok(md5) => {
+                urls.push((label.clone(), number, md5.clone()));
             }
             _ => {
-                return Err(format!(
-                    "Invalid md5_parts[{i}].md5 value: md5 field must be a non empty b64 encoded \
-                     string"
-                ));
+                // The server's message names the entry before the bad one (`i - 1`).
+                return Err(Some(format!(
+                    "Invalid md5_parts[{}].md5 value: md5 field must be a non empty b64 encoded \
+                     string",
+                    i as i64 - 1
+                )));
             }
         }
     }
-    md5s.into_iter()
-        .collect::<Option<Vec<_>>>()
-        .ok_or_else(wrong_count)
+    urls.sort_by_key(|(_, number, _)| *number);
+    Ok(Declared {
+        raw: value.clone(),
+        urls,
+    })
+}
+
+/// Whether Python's `base64.b64decode(s)` (not validating) takes `s`: ASCII only; characters
+/// outside the alphabet are skipped; padding ends the data once a quad has two or more
+/// characters; the data characters must fill whole quads. So `"!!!!"` passes (it decodes to
+/// nothing).
+fn py_b64decode_ok(s: &str) -> bool {
+    if !s.is_ascii() {
+        return false;
+    }
+    let mut quad = 0u8;
+    let mut pads = 0u8;
+    for c in s.bytes() {
+        if c == b'=' {
+            if quad >= 2 {
+                pads += 1;
+                if quad + pads >= 4 {
+                    return true;
+                }
+            }
+            continue;
+        }
+        if !(c.is_ascii_alphanumeric() || c == b'+' || c == b'/') {
+            continue;
+        }
+        pads = 0;
+        quad = (quad + 1) % 4;
+    }
+    quad == 0
 }
 
 async fn create_upload(ctx: Ctx, P(path): P<AssetPath>, body: Body) -> Response {
@@ -1387,7 +1532,8 @@ async fn create_upload(ctx: Ctx, P(path): P<AssetPath>, body: Body) -> Response 
             id: id.clone(),
             status: UploadState::InProgress,
             number_parts: request.number_parts,
-            md5_parts: request.md5_parts,
+            md5_parts: request.md5_parts.raw,
+            url_parts: request.md5_parts.urls,
             checksum: request.checksum,
             created: now,
             ended: None,
@@ -1439,6 +1585,8 @@ fn next_link(ctx: &Ctx, params: &[(&str, String)]) -> Value {
 async fn list_uploads(ctx: Ctx, P(path): P<AssetPath>) -> Response {
     ctx.call(CallKind::ListUploads, async {
         let (version, key) = path.parse()?;
+        // views/upload.py: the asset is looked up (404) before the paginator reads `limit`.
+        ctx.shared.lock().asset(&key)?;
         let limit = parse_limit(&ctx)?;
         let status = ctx.query_param("status");
         let cursor = ctx
@@ -1513,12 +1661,25 @@ fn part_json(number: u32, part: &Part) -> Value {
 async fn list_parts(ctx: Ctx, P(path): P<UploadPath>) -> Response {
     ctx.call(CallKind::ListParts, async {
         let (_, key, id) = path.parse()?;
+        // views/upload.py `AssetUploadPartsList.list`: the upload (404), then `limit`, then
+        // `offset` (pagination.py `validate_offset`), then S3.
+        ctx.shared.lock().upload(&key, &id)?;
         let limit = parse_limit(&ctx)?;
         let offset = match ctx.query_param("offset") {
             None => 0,
-            Some(o) => o.parse::<u32>().map_err(|_| {
-                ApiError::bad_request("Invalid offset query parameter: must be a positive integer")
-            })?,
+            Some(o) => {
+                let offset = py_int(&o).ok_or_else(|| {
+                    ApiError::bad_request(json!([
+                        "Invalid offset query parameter: must be an integer"
+                    ]))
+                })?;
+                if offset < 0 {
+                    return Err(ApiError::bad_request(json!([
+                        "offset query parameter too small, must be positive"
+                    ])));
+                }
+                u32::try_from(offset).unwrap_or(u32::MAX)
+            }
         };
         let state = ctx.shared.lock();
         let upload = state.upload(&key, &id)?;
@@ -1526,18 +1687,33 @@ async fn list_parts(ctx: Ctx, P(path): P<UploadPath>) -> Response {
             // S3 answers NoSuchUpload, which the real server does not catch.
             return Err(ApiError::no_such_upload("ListParts"));
         }
+        // `offset` is S3's part-number marker.
         let mut remaining = upload.parts.range(offset.saturating_add(1)..);
         let page: Vec<(u32, &Part)> = remaining
             .by_ref()
             .take(limit)
             .map(|(n, p)| (*n, p))
             .collect();
+        // pagination.py `ExtApiPagination`: the next offset is offset + limit (not the last
+        // part listed), and a previous link follows whenever offset > 0.
         let mut links = Vec::new();
-        if let (Some(_), Some((last, _))) = (remaining.next(), page.last()) {
+        if remaining.next().is_some() {
             links.push(next_link(
                 &ctx,
-                &[("limit", limit.to_string()), ("offset", last.to_string())],
+                &[
+                    ("limit", limit.to_string()),
+                    ("offset", (u64::from(offset) + limit as u64).to_string()),
+                ],
             ));
+        }
+        if offset > 0 {
+            let mut params = vec![("limit", limit.to_string())];
+            if offset as usize > limit {
+                params.push(("offset", (offset as usize - limit).to_string()));
+            }
+            let mut link = next_link(&ctx, &params);
+            link["rel"] = "previous".into();
+            links.push(link);
         }
         let parts: Vec<Value> = page.iter().map(|(n, p)| part_json(*n, p)).collect();
         Ok(axum::Json(json!({"parts": parts, "links": links})).into_response())
@@ -1546,7 +1722,10 @@ async fn list_parts(ctx: Ctx, P(path): P<UploadPath>) -> Response {
 }
 
 /// `{"parts": [{"etag": .., "part_number": ..}, ..]}`, validated as the real serializer does.
-fn parse_complete(body: Value) -> Result<Vec<(u32, String)>, ApiError> {
+/// A part of a complete body: `(part_number, etag)`, either left out by the client.
+type CompletePart = (Option<u32>, Option<String>);
+
+fn parse_complete(body: Value) -> Result<Vec<CompletePart>, ApiError> {
     let body = expect_object(body)?;
     let parts = match body.get("parts") {
         None => {
@@ -1584,30 +1763,35 @@ fn parse_complete(body: Value) -> Result<Vec<(u32, String)>, ApiError> {
             item_errors.insert(i.to_string(), errors.into_value());
             continue;
         };
+        // The complete view validates with partial=True, which reaches the nested part
+        // serializer too: a missing `etag` or `part_number` is skipped, not required.
         let etag = match part.get("etag") {
-            None | Some(Value::Null) => {
-                errors.add("etag", "This field is required.");
+            None => None,
+            Some(Value::Null) => {
+                errors.add("etag", "This field may not be null.");
                 None
             }
+            // CharField: numbers become strings; blanks are trimmed.
             Some(Value::String(e)) if e.trim().is_empty() => {
                 errors.add("etag", "This field may not be blank.");
                 None
             }
-            Some(Value::String(e)) => Some(e.clone()),
+            Some(Value::String(e)) => Some(e.trim().to_owned()),
+            Some(Value::Number(n)) => Some(n.to_string()),
             Some(_) => {
                 errors.add("etag", "Not a valid string.");
                 None
             }
         };
-        if matches!(part.get("part_number"), None | Some(Value::Null)) {
-            errors.add("part_number", "This field is required.");
+        if matches!(part.get("part_number"), Some(Value::Null)) {
+            errors.add("part_number", "This field may not be null.");
         }
-        let number = int_field(&mut errors, "part_number", part.get("part_number"), 1..=100);
-        match (etag, number.and_then(|n| u32::try_from(n).ok())) {
-            (Some(etag), Some(number)) if errors.is_empty() => parsed.push((number, etag)),
-            _ => {
-                item_errors.insert(i.to_string(), errors.into_value());
-            }
+        let number = int_field(&mut errors, "part_number", part.get("part_number"), 1..=100)
+            .and_then(|n| u32::try_from(n).ok());
+        if errors.is_empty() {
+            parsed.push((number, etag));
+        } else {
+            item_errors.insert(i.to_string(), errors.into_value());
         }
     }
     if !item_errors.is_empty() {
@@ -1621,6 +1805,14 @@ fn s3_refusal(code: &str, message: &str) -> ApiError {
     ApiError::bad_request(json!([format!(
         "An error occurred ({code}) when calling the CompleteMultipartUpload operation: {message}"
     )]))
+}
+
+fn invalid_part() -> ApiError {
+    s3_refusal(
+        "InvalidPart",
+        "One or more of the specified parts could not be found.  The part may not have been \
+         uploaded, or the specified entity tag may not have matched the part's entity tag.",
+    )
 }
 
 fn normalize_etag(etag: &str) -> String {
@@ -1654,6 +1846,16 @@ async fn complete(ctx: Ctx, P(path): P<UploadPath>, body: Body) -> Response {
                  may have been aborted or completed.",
             ));
         }
+        // S3 gets the parts as validated: one without a number or an etag names no part it
+        // holds (what S3 answers then is not in the server's source; InvalidPart is a guess).
+        let parts: Vec<(u32, String)> = match parts
+            .into_iter()
+            .map(|(n, e)| n.zip(e))
+            .collect::<Option<Vec<_>>>()
+        {
+            Some(parts) => parts,
+            None => return Err(invalid_part()),
+        };
         if parts.windows(2).any(|w| w[0].0 >= w[1].0) {
             return Err(s3_refusal(
                 "InvalidPartOrder",
@@ -1665,14 +1867,7 @@ async fn complete(ctx: Ctx, P(path): P<UploadPath>, body: Body) -> Response {
         for (number, etag) in &parts {
             match upload.parts.get(number) {
                 Some(part) if part.md5_hex == normalize_etag(etag) => blobs.push(part.blob.clone()),
-                _ => {
-                    return Err(s3_refusal(
-                        "InvalidPart",
-                        "One or more of the specified parts could not be found.  The part may \
-                         not have been uploaded, or the specified entity tag may not have \
-                         matched the part's entity tag.",
-                    ));
-                }
+                _ => return Err(invalid_part()),
             }
         }
         if blobs
@@ -2097,7 +2292,14 @@ mod tests {
     fn md5_parts_need_one_entry_per_part() {
         let md5 = "1B2M2Y8AsgTpgAmY2PhCfg==";
         let ok = json!([{"part_number": 2, "md5": md5}, {"part_number": 1, "md5": "AAAA"}]);
-        assert_eq!(check_md5_parts(&ok, 2).unwrap(), vec!["AAAA", md5]);
+        let declared = check_md5_parts(&ok, 2).unwrap();
+        assert_eq!(declared.raw, ok);
+        let md5s: Vec<_> = declared
+            .urls
+            .iter()
+            .map(|(_, n, m)| (*n, m.as_str()))
+            .collect();
+        assert_eq!(md5s, vec![(1, "AAAA"), (2, md5)]);
         for bad in [
             json!([{"part_number": 1, "md5": md5}]),
             json!([{"part_number": 1, "md5": md5}, {"part_number": 1, "md5": md5}]),
@@ -2135,7 +2337,7 @@ mod tests {
         assert!(parse_complete(json!({"parts": []})).is_err());
         assert!(parse_complete(json!({"parts": [{"etag": "x", "part_number": 0}]})).is_err());
         let parts = parse_complete(json!({"parts": [{"etag": "\"ab\"", "part_number": 1}]}));
-        assert_eq!(parts.unwrap(), vec![(1, "\"ab\"".to_owned())]);
+        assert_eq!(parts.unwrap(), vec![(Some(1), Some("\"ab\"".to_owned()))]);
         assert_eq!(normalize_etag(" \"AB\" "), "ab");
     }
 }

@@ -69,6 +69,9 @@ pub fn media_types() -> impl Iterator<Item = (&'static str, &'static [&'static s
 }
 
 use faults::CallCounters;
+
+/// The base64 md5 of nothing.
+const EMPTY_MD5: &str = "1B2M2Y8AsgTpgAmY2PhCfg==";
 use s3::Signer;
 use state::{State, Upload};
 use storage::Store;
@@ -585,7 +588,8 @@ impl Emulator {
             status: UploadState::InProgress,
             number_parts: 1,
             // The md5 of nothing and a sha256 of zeros: nobody is going to send this part.
-            md5_parts: vec!["1B2M2Y8AsgTpgAmY2PhCfg==".to_owned()],
+            md5_parts: serde_json::json!([{"part_number": 1, "md5": EMPTY_MD5}]),
+            url_parts: vec![(1.into(), 1, EMPTY_MD5.to_owned())],
             checksum: format!("1220{}", "0".repeat(64)),
             created,
             ended: None,

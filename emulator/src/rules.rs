@@ -878,8 +878,11 @@ pub(crate) fn duration_iso_string(d: TimeDelta) -> String {
 }
 
 /// rest_framework_gis `GeometryField` over GDAL and GEOS: GDAL refuses what is not GeoJSON,
-/// GEOS what it cannot build (an unclosed ring, a ring of fewer than 4 positions, a line of
-/// fewer than 2, empty coordinates here). Answers the geometry with float coordinates.
+/// GEOS what it cannot build (an unclosed ring, a ring of fewer than 3 positions, a line of
+/// fewer than 2, empty coordinates here). GEOS builds a closed 3-position ring (its
+/// `LinearRing::MINIMUM_VALID_SIZE` is 3) and the item serializer never asks GEOS whether the
+/// geometry is valid (`validate_geometry` is a model validator, not run on save), so the server
+/// stores such a polygon. Answers the geometry with float coordinates.
 fn check_geometry(value: &Value) -> Result<Value, Value> {
     match value {
         Value::Object(_) => {}
@@ -929,7 +932,7 @@ fn geometry(value: &Value) -> Result<Value, &'static str> {
     let check_line = |line: &Value, ring: bool| -> Result<(), &'static str> {
         let points = line.as_array().map_or(&[][..], Vec::as_slice);
         let too_few = if ring {
-            points.len() < 4
+            points.len() < 3
         } else {
             points.len() < 2
         };
@@ -1480,8 +1483,13 @@ mod tests {
             geometry(&json!({"type": "Polygon", "coordinates": [open]})),
             Err(GEOS_REFUSED)
         );
+        // GEOS's least ring is 3 positions, closed.
+        assert!(
+            geometry(&json!({"type": "Polygon", "coordinates": [[[7, 46], [8, 46], [7, 46]]]}))
+                .is_ok()
+        );
         assert_eq!(
-            geometry(&json!({"type": "Polygon", "coordinates": [[[7, 46], [8, 46], [7, 46]]]})),
+            geometry(&json!({"type": "Polygon", "coordinates": [[[7, 46], [7, 46]]]})),
             Err(GEOS_REFUSED)
         );
         assert_eq!(

@@ -43,7 +43,7 @@ impl Signer {
     }
 
     /// The signature covers the declared md5, as S3's covers the Content-MD5 header.
-    fn mac(&self, upload_id: &str, part: u32, md5: &str, expires: i64) -> Hmac<Sha256> {
+    fn mac(&self, upload_id: &str, part: &str, md5: &str, expires: i64) -> Hmac<Sha256> {
         let mut mac =
             Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC accepts keys of any length");
         mac.update(format!("{upload_id}|{part}|{md5}|{expires}").as_bytes());
@@ -54,7 +54,7 @@ impl Signer {
         &self,
         origin: &str,
         upload_id: &str,
-        part: u32,
+        part: &str,
         md5: &str,
         expires: i64,
     ) -> String {
@@ -68,7 +68,14 @@ impl Signer {
         )
     }
 
-    fn verify(&self, upload_id: &str, part: u32, md5: &str, expires: i64, signature: &str) -> bool {
+    fn verify(
+        &self,
+        upload_id: &str,
+        part: &str,
+        md5: &str,
+        expires: i64,
+        signature: &str,
+    ) -> bool {
         hex::decode(signature).is_ok_and(|sig| {
             self.mac(upload_id, part, md5, expires)
                 .verify_slice(&sig)
@@ -189,27 +196,32 @@ async fn receive_part(
         .ok()
         .filter(|n| (1..=100).contains(n));
 
-    let (declared_md5, in_progress) = {
+    // The md5s declared for this URL's part (more than one when the create listed the part
+    // twice); the signature tells which one the URL was made for.
+    let (declared, in_progress) = {
         let state = ctx.shared.lock();
         let upload = state
             .upload_by_id(&path.upload_id)
             .ok_or(S3Error::NO_SUCH_UPLOAD)?;
-        let md5 = part.and_then(|n| upload.md5_parts.get(usize::try_from(n - 1).ok()?).cloned());
+        let declared: Vec<String> = upload
+            .url_parts
+            .iter()
+            .filter(|(_, n, _)| Some(*n) == part)
+            .map(|(_, _, md5)| md5.clone())
+            .collect();
         let in_s3 = !state.lost_in_s3.contains(&path.upload_id);
-        (md5, upload.status == UploadState::InProgress && in_s3)
+        (declared, upload.status == UploadState::InProgress && in_s3)
     };
-    let (Some(part), Some(md5), Some(expires), Some(signature)) =
-        (part, declared_md5, expires, signature)
-    else {
+    let (Some(part), Some(expires), Some(signature)) = (part, expires, signature) else {
         return Err(S3Error::SIGNATURE);
     };
-    if !ctx
-        .shared
-        .signer
-        .verify(&path.upload_id, part, &md5, expires, signature)
-    {
+    let Some(md5) = declared.into_iter().find(|md5| {
+        ctx.shared
+            .signer
+            .verify(&path.upload_id, &path.part, md5, expires, signature)
+    }) else {
         return Err(S3Error::SIGNATURE);
-    }
+    };
     let expiry = DateTime::from_timestamp(expires, 0).unwrap_or(DateTime::<Utc>::MAX_UTC);
     if ctx.shared.now() >= expiry {
         return Err(S3Error::EXPIRED);
@@ -224,7 +236,13 @@ async fn receive_part(
     if length > MAX_PART_SIZE {
         return Err(S3Error::TOO_LARGE);
     }
-    let expected_digest = STANDARD.decode(&md5).map_err(|_| S3Error::INVALID_DIGEST)?;
+    // A declared md5 the server took (Python's lenient base64, e.g. "!!!!") but that is not
+    // the base64 of 16 bytes is S3's to refuse.
+    let expected_digest = STANDARD
+        .decode(&md5)
+        .ok()
+        .filter(|d| d.len() == 16)
+        .ok_or(S3Error::INVALID_DIGEST)?;
 
     let internal = |e: std::io::Error| {
         tracing::warn!(error = %e, "cannot store a part");

@@ -192,8 +192,12 @@ pub(crate) struct Upload {
     pub(crate) id: String,
     pub(crate) status: UploadState,
     pub(crate) number_parts: u32,
-    /// The base64 md5 declared for each part; index = part number - 1.
-    pub(crate) md5_parts: Vec<String>,
+    /// The create's `md5_parts` as it was sent: the server stores and answers that JSON.
+    pub(crate) md5_parts: serde_json::Value,
+    /// One presigned URL per `md5_parts` entry, sorted by part: the `part_number` as sent
+    /// (`true` counts as 1), the part number, the declared base64 md5. A part number may
+    /// appear more than once (the server counts distinct part numbers only).
+    pub(crate) url_parts: Vec<(serde_json::Value, u32, String)>,
     pub(crate) checksum: String,
     pub(crate) created: DateTime<Utc>,
     pub(crate) ended: Option<DateTime<Utc>>,

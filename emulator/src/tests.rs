@@ -1155,3 +1155,217 @@ async fn cognito_mode_asks_getuser_and_remembers_valid_tokens() {
         StatusCode::SERVICE_UNAVAILABLE
     );
 }
+
+async fn answer(response: reqwest::Response) -> (StatusCode, Value) {
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+fn bad_request(description: Value) -> (StatusCode, Value) {
+    (
+        StatusCode::BAD_REQUEST,
+        json!({"code": 400, "description": description}),
+    )
+}
+
+/// serializers/upload.py and validators.py `validate_md5_parts` take more than a careful client
+/// sends: DRF's IntegerField takes `"1"`, Python counts `true` as the int 1, base64 is decoded
+/// leniently, and duplicates pass when the distinct part numbers match. The emulator must not
+/// refuse what the server takes (nor take what it refuses).
+#[tokio::test]
+async fn create_takes_what_the_servers_serializer_takes() {
+    let (emu, http, key) = setup(EmulatorConfig::default()).await;
+    let url = emu.asset_url(&key);
+    let checksum = multihash(b"x");
+    let body = |number_parts: Value, md5_parts: Value| json!({"number_parts": number_parts, "md5_parts": md5_parts, "file:checksum": checksum});
+
+    // "!!!!" decodes (to nothing) with Python's non-validating b64decode; "1" is an integer.
+    let sent = json!([{"part_number": 1, "md5": "!!!!", "note": "kept"}]);
+    let (status, upload) = answer(create(&http, &url, &body(json!("1"), sent.clone())).await).await;
+    assert_eq!(status, StatusCode::CREATED, "{upload}");
+    assert_eq!(upload["number_parts"], 1);
+    assert_eq!(upload["md5_parts"], sent, "stored and answered as sent");
+    // S3 is the one to refuse a Content-MD5 that is no md5.
+    let put = http
+        .put(part_url(&upload, 1))
+        .header("Content-MD5", "!!!!")
+        .body(b"x".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        s3_code(put).await,
+        (StatusCode::BAD_REQUEST, "InvalidDigest".to_owned())
+    );
+    let id = upload["upload_id"].as_str().unwrap();
+    assert_eq!(abort(&http, &url, id).await.status(), StatusCode::OK);
+
+    // `true` is Python's 1: taken, answered as sent, in the URL list too. Listed with 1 as
+    // well, it is the same part number: two URLs, one part.
+    let md5 = md5_b64(b"x");
+    let sent = json!([{"part_number": true, "md5": md5}, {"part_number": 1, "md5": md5}]);
+    let (status, upload) = answer(create(&http, &url, &body(json!(1.0), sent.clone())).await).await;
+    assert_eq!(status, StatusCode::CREATED, "{upload}");
+    assert_eq!(upload["md5_parts"], sent);
+    assert_eq!(upload["urls"][0]["part"], true);
+    assert_eq!(upload["urls"][1]["part"], 1);
+    assert_eq!(upload["urls"].as_array().unwrap().len(), 2);
+    // The URL made for part 1 takes the part; completing it works.
+    assert_eq!(
+        put_part(&http, &part_url(&upload, 2), b"x").await.status(),
+        StatusCode::OK
+    );
+    let id = upload["upload_id"].as_str().unwrap();
+    assert_eq!(
+        complete(&http, &url, id, &[b"x"]).await.status(),
+        StatusCode::OK
+    );
+
+    // What the server refuses, in its words.
+    let md5_entry = json!([{"part_number": 1, "md5": md5}]);
+    let invalid_int = json!({"number_parts": ["A valid integer is required."]});
+    for (number_parts, md5_parts, description) in [
+        (json!(true), md5_entry.clone(), invalid_int.clone()),
+        (json!(1.5), md5_entry.clone(), invalid_int.clone()),
+        (json!("one"), md5_entry.clone(), invalid_int),
+        (
+            json!(null),
+            md5_entry.clone(),
+            json!({"number_parts": ["This field may not be null."]}),
+        ),
+        (
+            json!(1),
+            json!({"part_number": 1}),
+            json!({"non_field_errors": [
+                "Invalid md5_parts field: must be a list but is <class 'dict'>"]}),
+        ),
+        (
+            json!(1),
+            json!([{"part_number": 1.0, "md5": md5}]),
+            json!({"non_field_errors": ["Invalid md5_parts[0].part_number value: part_number \
+                                         field must be an int between 1 and 1"]}),
+        ),
+        // The server's message names the entry before the bad one.
+        (
+            json!(1),
+            json!([{"part_number": 1, "md5": "AAA"}]),
+            json!({"non_field_errors": ["Invalid md5_parts[-1].md5 value: md5 field must be a \
+                                         non empty b64 encoded string"]}),
+        ),
+        (
+            json!(2),
+            json!([{"part_number": 1, "md5": md5}, {"part_number": true, "md5": md5}]),
+            json!({"non_field_errors": ["Missing, too many or duplicate part_number in \
+                                         md5_parts field list: list should have 2 item(s)."]}),
+        ),
+    ] {
+        let sent = body(number_parts, md5_parts);
+        assert_eq!(
+            answer(create(&http, &url, &sent).await).await,
+            bad_request(description),
+            "{sent}"
+        );
+    }
+    // Python cannot sort a string part number with an int one: the server answers 500.
+    let sent = body(
+        json!(2),
+        json!([{"part_number": "1", "md5": md5}, {"part_number": 2, "md5": md5}]),
+    );
+    assert_eq!(
+        create(&http, &url, &sent).await.status(),
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+}
+
+/// The complete view validates with partial=True, which DRF passes down to the part
+/// serializer: a part without `etag` is not refused by the serializer but reaches S3, which
+/// finds no such part.
+#[tokio::test]
+async fn a_complete_part_without_etag_goes_to_s3() {
+    let (emu, http, key) = setup(EmulatorConfig::default()).await;
+    let url = emu.asset_url(&key);
+    let upload = create_ok(&http, &url, &[b"x"]).await;
+    assert_eq!(
+        put_part(&http, &part_url(&upload, 1), b"x").await.status(),
+        StatusCode::OK
+    );
+    let id = upload["upload_id"].as_str().unwrap();
+    let complete_url = format!("{url}/uploads/{id}/complete");
+
+    let (status, body) =
+        answer(post(&http, &complete_url, json!({"parts": [{"part_number": 1}]})).await).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let said = body["description"][0].as_str().unwrap();
+    assert!(said.contains("(InvalidPart)"), "{body}");
+
+    let (status, body) = answer(
+        post(
+            &http,
+            &complete_url,
+            json!({"parts": [{"part_number": "1", "etag": null}]}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        (status, body),
+        bad_request(json!({"parts": {"0": {"etag": ["This field may not be null."]}}}))
+    );
+    // Still in progress: a complete with the etag (and a string part number) works.
+    let etag = format!("\"{}\"", md5_hex(b"x"));
+    let done = post(
+        &http,
+        &complete_url,
+        json!({"parts": [{"part_number": "1", "etag": etag}]}),
+    )
+    .await;
+    assert_eq!(done.status(), StatusCode::OK);
+}
+
+/// pagination.py: `limit` on both lists and `offset` on the parts list are refused as a list
+/// description, after the asset or upload is found.
+#[tokio::test]
+async fn list_paging_errors_are_the_paginators() {
+    let (emu, http, key) = setup(EmulatorConfig::default()).await;
+    let url = emu.asset_url(&key);
+    let upload = create_ok(&http, &url, &[b"x"]).await;
+    let id = upload["upload_id"].as_str().unwrap();
+    let get = |u: String| {
+        let http = http.clone();
+        async move { answer(http.get(u).send().await.unwrap()).await }
+    };
+    for list in [
+        format!("{url}/uploads"),
+        format!("{url}/uploads/{id}/parts"),
+    ] {
+        assert_eq!(
+            get(format!("{list}?limit=x")).await,
+            bad_request(json!(["Invalid limit query parameter: must be an integer"]))
+        );
+        assert_eq!(
+            get(format!("{list}?limit=0")).await,
+            bad_request(json!([
+                "limit query parameter too small, must be in range 1..100"
+            ]))
+        );
+    }
+    let parts = format!("{url}/uploads/{id}/parts");
+    assert_eq!(
+        get(format!("{parts}?offset=x")).await,
+        bad_request(json!([
+            "Invalid offset query parameter: must be an integer"
+        ]))
+    );
+    assert_eq!(
+        get(format!("{parts}?offset=-1")).await,
+        bad_request(json!([
+            "offset query parameter too small, must be positive"
+        ]))
+    );
+    // The upload is looked up first: an unknown one is 404 whatever the query says.
+    let (status, _) = get(format!("{url}/uploads/nope/parts?limit=x")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let other = AssetKey::item_asset("coll", "item-1", "missing.zip");
+    let (status, _) = get(format!("{}/uploads?limit=x", emu.asset_url(&other))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
