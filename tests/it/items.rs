@@ -7,12 +7,11 @@ use std::sync::Arc;
 
 use crate::fixtures::*;
 use chrono::{DateTime, TimeZone, Utc};
-use serde_json::{Value, json};
+use serde_json::json;
 use stac_client::AssetTarget;
 use stac_uploadd::config::{self, JobSpec};
-use stac_uploadd::state::{Outcome, StateStore};
+use stac_uploadd::state::Outcome;
 use stac_uploadd::supervisor::{HttpUploader, Job, Pending, Shared, Work};
-use stac_uploadd::trigger::Clock;
 use stac_uploadd_emulator::{CallKind, FaultAction, FaultTrigger};
 use tokio_util::sync::CancellationToken;
 
@@ -39,15 +38,6 @@ password_env = "PW"
         .jobs
 }
 
-fn shared(env: &Env, now: DateTime<Utc>) -> Arc<Shared<HttpUploader>> {
-    let state = Arc::new(StateStore::open(&env.dir.path().join("state")).unwrap());
-    Arc::new(Shared::new(
-        HttpUploader(env.client.clone()),
-        state,
-        Clock::anchored(now),
-    ))
-}
-
 fn job(spec: JobSpec, shared: Arc<Shared<HttpUploader>>) -> Job<HttpUploader> {
     Job {
         spec,
@@ -55,31 +45,6 @@ fn job(spec: JobSpec, shared: Arc<Shared<HttpUploader>>) -> Job<HttpUploader> {
         pending: Arc::new(Pending::default()),
         abort_runs: CancellationToken::new(),
     }
-}
-
-/// A fresh JSON read of an API path (`collections/...`), or `None` on 404.
-async fn read(env: &Env, path: &str) -> Option<Value> {
-    let resp = reqwest::Client::new()
-        .get(format!("{}/{path}", env.emu.base_url()))
-        .send()
-        .await
-        .unwrap();
-    match resp.status().as_u16() {
-        404 => None,
-        200 => Some(resp.json().await.unwrap()),
-        other => panic!("GET {path}: HTTP {other}"),
-    }
-}
-
-async fn collection(env: &Env) {
-    let resp = reqwest::Client::new()
-        .put(format!("{}/collections/{COLLECTION}", env.emu.base_url()))
-        .basic_auth(USER, Some(PASSWORD))
-        .json(&json!({"id": COLLECTION, "description": "Test data", "license": "proprietary"}))
-        .send()
-        .await
-        .unwrap();
-    assert!(resp.status().is_success(), "{}", resp.status());
 }
 
 fn write(dir: &Path, name: &str, len: u64, seed: u64) -> String {
@@ -153,9 +118,9 @@ fn product(dir: &Path, seed: u64) -> [String; 3] {
 #[tokio::test]
 async fn a_three_asset_item_is_created_once_and_every_asset_holds_its_file() {
     let env = start().await;
-    collection(&env).await;
+    create_collection(&env, COLLECTION).await;
     let sha = product(env.dir.path(), 1);
-    let job = job(s2(&env, "cancel", None), shared(&env, fire(25)));
+    let job = job(s2(&env, "cancel", None), http_shared(&env, fire(25)));
 
     let rec = job.run(Work::Scheduled(fire(25))).await;
     assert_eq!(rec.outcome, Outcome::Uploaded, "{rec:?}");
@@ -169,7 +134,9 @@ async fn a_three_asset_item_is_created_once_and_every_asset_holds_its_file() {
     for (id, sha) in ids.iter().zip(&sha) {
         env.assert_holds(&asset("s2-2099-11-25", id), sha);
     }
-    let stored = read(&env, &item("s2-2099-11-25")).await.expect("the item");
+    let stored = read_json(&env, &item("s2-2099-11-25"))
+        .await
+        .expect("the item");
     assert_eq!(stored["properties"]["title"], "S2 25.11.2099");
     // One item and three assets created (after the collection): nothing PUT twice.
     assert_eq!(env.emu.call_count(CallKind::PutStac), 1 + 4);
@@ -184,16 +151,16 @@ async fn a_three_asset_item_is_created_once_and_every_asset_holds_its_file() {
 #[tokio::test]
 async fn a_missing_file_or_an_ambiguous_glob_creates_nothing() {
     let env = start().await;
-    collection(&env).await;
+    create_collection(&env, COLLECTION).await;
     product(env.dir.path(), 1);
     std::fs::remove_file(env.dir.path().join("thumb.png")).unwrap();
-    let job = job(s2(&env, "retry", None), shared(&env, fire(25)));
+    let job = job(s2(&env, "retry", None), http_shared(&env, fire(25)));
 
     let rec = job.run(Work::Scheduled(fire(25))).await;
     assert_eq!(rec.outcome, Outcome::Failed, "{rec:?}");
     let error = rec.error.as_deref().unwrap();
     assert!(error.contains("thumb.png"), "{error}");
-    assert_eq!(read(&env, &item("s2-2099-11-25")).await, None);
+    assert_eq!(read_json(&env, &item("s2-2099-11-25")).await, None);
     assert_eq!(
         env.emu.call_count(CallKind::PutStac),
         1,
@@ -223,9 +190,9 @@ async fn a_missing_file_or_an_ambiguous_glob_creates_nothing() {
 #[tokio::test]
 async fn a_failed_asset_is_retried_alone() {
     let env = start().await;
-    collection(&env).await;
+    create_collection(&env, COLLECTION).await;
     let sha = product(env.dir.path(), 1);
-    let job = job(s2(&env, "retry", None), shared(&env, fire(25)));
+    let job = job(s2(&env, "retry", None), http_shared(&env, fire(25)));
     // One create of the three fails (with part_retries = 0 the session gives up on it).
     env.emu.faults().inject(
         CallKind::CreateUpload,
@@ -253,9 +220,9 @@ async fn a_failed_asset_is_retried_alone() {
 #[tokio::test]
 async fn an_item_the_run_created_and_could_not_fill_is_deleted_with_its_empty_assets() {
     let env = start().await;
-    collection(&env).await;
+    create_collection(&env, COLLECTION).await;
     product(env.dir.path(), 1);
-    let job = job(s2(&env, "cancel", None), shared(&env, fire(25)));
+    let job = job(s2(&env, "cancel", None), http_shared(&env, fire(25)));
     // Every upload's create fails: the item and its three assets are made, no file lands.
     env.emu.faults().inject(
         CallKind::CreateUpload,
@@ -267,7 +234,7 @@ async fn an_item_the_run_created_and_could_not_fill_is_deleted_with_its_empty_as
     assert_eq!(rec.outcome, Outcome::Failed, "{rec:?}");
     assert_eq!(env.emu.call_count(CallKind::CreateUpload), 3);
     assert_eq!(
-        read(&env, &item("s2-2099-11-25")).await,
+        read_json(&env, &item("s2-2099-11-25")).await,
         None,
         "the empty item is gone, with the assets the run made for it"
     );
@@ -276,7 +243,7 @@ async fn an_item_the_run_created_and_could_not_fill_is_deleted_with_its_empty_as
 #[tokio::test]
 async fn an_item_job_takes_its_item_metadata_from_the_sidecar_and_a_bad_one_creates_nothing() {
     let env = start().await;
-    collection(&env).await;
+    create_collection(&env, COLLECTION).await;
     product(env.dir.path(), 1);
     let text = S2
         .replace("POLICY", "cancel")
@@ -298,12 +265,12 @@ async fn an_item_job_takes_its_item_metadata_from_the_sidecar_and_a_bad_one_crea
         .to_string(),
     )
     .unwrap();
-    let job = job(spec, shared(&env, fire(25)));
+    let job = job(spec, http_shared(&env, fire(25)));
 
     let rec = job.run(Work::Scheduled(fire(25))).await;
     assert_eq!(rec.outcome, Outcome::Uploaded, "{rec:?}");
     for id in ["s2-2099-11-25", "current"] {
-        let stored = read(&env, &item(id)).await.expect("the item");
+        let stored = read_json(&env, &item(id)).await.expect("the item");
         assert_eq!(stored["properties"]["title"], "From the chain", "{id}");
         assert_eq!(
             stored["properties"]["datetime"], "2099-11-24T10:30:00Z",
@@ -337,7 +304,7 @@ async fn an_item_job_takes_its_item_metadata_from_the_sidecar_and_a_bad_one_crea
         puts,
         "nothing created"
     );
-    assert_eq!(read(&env, &item("s2-2099-11-26")).await, None);
+    assert_eq!(read_json(&env, &item("s2-2099-11-26")).await, None);
 }
 
 /// Two jobs with one asset each into the same new item.
@@ -378,11 +345,11 @@ type = "application/json"
 #[tokio::test]
 async fn two_jobs_into_one_new_item_create_it_once() {
     let env = start().await;
-    collection(&env).await;
+    create_collection(&env, COLLECTION).await;
     let left_sha = write(env.dir.path(), "left.json", 100, 1);
     let right_sha = write(env.dir.path(), "right.json", 100, 2);
     let mut specs = load_jobs(&env, PAIR);
-    let shared = shared(&env, fire(25));
+    let shared = http_shared(&env, fire(25));
     let right = job(specs.pop().unwrap(), shared.clone());
     let left = job(specs.pop().unwrap(), shared);
 
@@ -395,7 +362,7 @@ async fn two_jobs_into_one_new_item_create_it_once() {
     // After the collection, one create of the item (the daemon's one creator per item: the
     // other job, waiting its turn, reads the item and creates nothing) and two asset PUTs.
     assert_eq!(env.emu.call_count(CallKind::PutStac), 1 + 1 + 2);
-    let stored = read(&env, &item("pair-2099-11-25"))
+    let stored = read_json(&env, &item("pair-2099-11-25"))
         .await
         .expect("the item");
     let title = stored["properties"]["title"].as_str().unwrap();
@@ -410,9 +377,12 @@ async fn two_jobs_into_one_new_item_create_it_once() {
 #[tokio::test]
 async fn the_alias_follows_only_a_complete_dated_item() {
     let env = start().await;
-    collection(&env).await;
+    create_collection(&env, COLLECTION).await;
     let sha = product(env.dir.path(), 1);
-    let job = job(s2(&env, "cancel", Some("current")), shared(&env, fire(25)));
+    let job = job(
+        s2(&env, "cancel", Some("current")),
+        http_shared(&env, fire(25)),
+    );
 
     // A create refused for good on the dated item: the run fails, the alias is not touched.
     env.emu.faults().inject(
@@ -428,13 +398,15 @@ async fn the_alias_follows_only_a_complete_dated_item() {
             .all(|a| a.item.as_deref() == Some("s2-2099-11-25")),
         "the alias was not tried: {rec:?}"
     );
-    assert_eq!(read(&env, &item("current")).await, None);
+    assert_eq!(read_json(&env, &item("current")).await, None);
 
     // The next run completes the dated item, then fills the alias with the same files.
     let rec = job.run(Work::Scheduled(fire(25))).await;
     assert_eq!(rec.outcome, Outcome::Uploaded, "{rec:?}");
     assert_eq!(rec.assets.len(), 6, "{rec:?}");
-    let alias = read(&env, &item("current")).await.expect("the alias item");
+    let alias = read_json(&env, &item("current"))
+        .await
+        .expect("the alias item");
     assert_eq!(alias["properties"]["title"], "S2 25.11.2099");
     let ids = ["s2-2099-11-25.tif", "thumb.png", "meta.json"];
     for (id, sha) in ids.iter().zip(&sha) {
@@ -477,12 +449,15 @@ type = "application/json"
 #[tokio::test]
 async fn a_bundle_publishes_its_present_files_as_one_item() {
     let env = start().await;
-    collection(&env).await;
+    create_collection(&env, COLLECTION).await;
     let inbox = env.dir.path().join("in");
     std::fs::create_dir(&inbox).unwrap();
     let tif = write(&inbox, "scene1.tif", 1000, 1);
     let json = write(&inbox, "scene1.json", 100, 2);
-    let job = job(load_jobs(&env, BUNDLE).remove(0), shared(&env, fire(25)));
+    let job = job(
+        load_jobs(&env, BUNDLE).remove(0),
+        http_shared(&env, fire(25)),
+    );
 
     let rec = job
         .run(Work::Bundle {
@@ -500,7 +475,7 @@ async fn a_bundle_publishes_its_present_files_as_one_item() {
     assert_eq!(rec.assets.len(), 2, "{rec:?}");
     env.assert_holds(&asset("scene1", "scene1.tif"), &tif);
     env.assert_holds(&asset("scene1", "scene1.json"), &json);
-    let stored = read(&env, &item("scene1")).await.expect("the item");
+    let stored = read_json(&env, &item("scene1")).await.expect("the item");
     let assets = stored["assets"].as_object().expect("assets");
     assert_eq!(assets.len(), 2, "{assets:?}");
 }

@@ -10,9 +10,8 @@ use chrono::{DateTime, TimeZone, Utc};
 use serde_json::{Value, json};
 use stac_client::AssetTarget;
 use stac_uploadd::config::{self, JobSpec};
-use stac_uploadd::state::{Outcome, StateStore};
-use stac_uploadd::supervisor::{HttpUploader, Job, Pending, Shared, Work};
-use stac_uploadd::trigger::Clock;
+use stac_uploadd::state::Outcome;
+use stac_uploadd::supervisor::Work;
 use stac_uploadd_emulator::{CallKind, FaultAction};
 use tokio_util::sync::CancellationToken;
 
@@ -38,38 +37,9 @@ password_env = "PW"
     config.jobs.remove(0)
 }
 
-/// A job on the real uploader, its wall clock starting at `now`.
-fn job(env: &Env, spec: JobSpec, now: DateTime<Utc>) -> Job<HttpUploader> {
-    let state = Arc::new(StateStore::open(&env.dir.path().join("state")).unwrap());
-    Job {
-        spec,
-        shared: Arc::new(Shared::new(
-            HttpUploader(env.client.clone()),
-            state,
-            Clock::anchored(now),
-        )),
-        pending: Arc::new(Pending::default()),
-        abort_runs: CancellationToken::new(),
-    }
-}
-
-/// A fresh JSON read of an API path (`collections/...`), or `None` on 404.
-async fn read(env: &Env, path: &str) -> Option<Value> {
-    let resp = reqwest::Client::new()
-        .get(format!("{}/{path}", env.emu.base_url()))
-        .send()
-        .await
-        .unwrap();
-    match resp.status().as_u16() {
-        404 => None,
-        200 => Some(resp.json().await.unwrap()),
-        other => panic!("GET {path}: HTTP {other}"),
-    }
-}
-
 /// An item as read, without the assets it embeds (they change with every upload).
 async fn read_item(env: &Env, path: &str) -> Option<Value> {
-    let mut item = read(env, path).await?;
+    let mut item = read_json(env, path).await?;
     item.as_object_mut()?.remove("assets");
     Some(item)
 }
@@ -84,15 +54,6 @@ async fn put(env: &Env, path: &str, body: Value) {
         .await
         .unwrap();
     assert!(resp.status().is_success(), "PUT {path}: {}", resp.status());
-}
-
-async fn collection(env: &Env) {
-    put(
-        env,
-        &format!("collections/{COLLECTION}"),
-        json!({"id": COLLECTION, "description": "Test data", "license": "proprietary"}),
-    )
-    .await;
 }
 
 fn write(dir: &Path, name: &str, len: u64) -> String {
@@ -133,20 +94,20 @@ fn fire(day: u32) -> DateTime<Utc> {
 #[tokio::test]
 async fn a_templated_item_is_created_each_day_with_its_asset_uploaded() {
     let env = start().await;
-    collection(&env).await;
+    create_collection(&env, COLLECTION).await;
     let sha = write(env.dir.path(), "radar.h5", 6 * MIB);
-    let job = job(&env, load_job(&env, DAILY), fire(25));
+    let job = http_job(&env, load_job(&env, DAILY), fire(25));
 
     for (day, item) in [(25, "radar-2099-11-25"), (26, "radar-2099-11-26")] {
         assert_eq!(
-            read(&env, &format!("collections/{COLLECTION}/items/{item}")).await,
+            read_json(&env, &format!("collections/{COLLECTION}/items/{item}")).await,
             None
         );
         let rec = job.run(Work::Scheduled(fire(day))).await;
         assert_eq!(rec.outcome, Outcome::Uploaded, "{rec:?}");
         assert_eq!(rec.asset, "radar-0600.h5");
 
-        let stored = read(&env, &format!("collections/{COLLECTION}/items/{item}"))
+        let stored = read_json(&env, &format!("collections/{COLLECTION}/items/{item}"))
             .await
             .expect("the item was created");
         assert_eq!(stored["geometry"]["type"], "Polygon");
@@ -162,7 +123,7 @@ async fn a_templated_item_is_created_each_day_with_its_asset_uploaded() {
 
         let target = AssetTarget::item_asset(COLLECTION, item, "radar-0600.h5");
         env.assert_holds(&target, &sha);
-        let asset = read(
+        let asset = read_json(
             &env,
             &format!("collections/{COLLECTION}/items/{item}/assets/radar-0600.h5"),
         )
@@ -188,15 +149,15 @@ async fn a_templated_item_is_created_each_day_with_its_asset_uploaded() {
 #[tokio::test]
 async fn a_fire_before_local_midnight_utc_is_the_next_local_day() {
     let env = start().await;
-    collection(&env).await;
+    create_collection(&env, COLLECTION).await;
     write(env.dir.path(), "radar.h5", 1024);
     let at = Utc.with_ymd_and_hms(2099, 11, 25, 23, 30, 0).unwrap();
-    let rec = job(&env, load_job(&env, DAILY), at)
+    let rec = http_job(&env, load_job(&env, DAILY), at)
         .run(Work::Scheduled(at))
         .await;
     assert_eq!(rec.outcome, Outcome::Uploaded, "{rec:?}");
     assert_eq!(rec.asset, "radar-0030.h5", "00:30 in Zurich");
-    let item = read(
+    let item = read_json(
         &env,
         &format!("collections/{COLLECTION}/items/radar-2099-11-26"),
     )
@@ -208,7 +169,7 @@ async fn a_fire_before_local_midnight_utc_is_the_next_local_day() {
 #[tokio::test]
 async fn an_existing_item_and_asset_are_left_untouched() {
     let env = start().await;
-    collection(&env).await;
+    create_collection(&env, COLLECTION).await;
     let item_path = format!("collections/{COLLECTION}/items/radar-2099-11-25");
     put(
         &env,
@@ -231,14 +192,14 @@ async fn an_existing_item_and_asset_are_left_untouched() {
     let puts = env.emu.call_count(CallKind::PutStac);
     let sha = write(env.dir.path(), "radar.h5", 1024);
 
-    let rec = job(&env, load_job(&env, DAILY), fire(25))
+    let rec = http_job(&env, load_job(&env, DAILY), fire(25))
         .run(Work::Scheduled(fire(25)))
         .await;
     assert_eq!(rec.outcome, Outcome::Uploaded, "{rec:?}");
 
     assert_eq!(read_item(&env, &item_path).await.unwrap(), item_before);
     assert_eq!(env.emu.call_count(CallKind::PutStac), puts, "no PUT at all");
-    let asset = read(&env, &asset_path).await.unwrap();
+    let asset = read_json(&env, &asset_path).await.unwrap();
     assert_eq!(asset["title"], "kept");
     assert_eq!(
         asset["roles"],
@@ -254,11 +215,11 @@ async fn an_existing_item_and_asset_are_left_untouched() {
 #[tokio::test]
 async fn metadata_the_server_refuses_fails_the_run_with_its_description() {
     let env = start().await;
-    collection(&env).await;
+    create_collection(&env, COLLECTION).await;
     write(env.dir.path(), "radar.h5", 1024);
     // A refusal `check` cannot foresee: the server answers the item's PUT with 400.
     env.fault(CallKind::PutStac, FaultAction::Status(400), 1);
-    let rec = job(&env, load_job(&env, DAILY), fire(25))
+    let rec = http_job(&env, load_job(&env, DAILY), fire(25))
         .run(Work::Scheduled(fire(25)))
         .await;
 
@@ -268,7 +229,7 @@ async fn metadata_the_server_refuses_fails_the_run_with_its_description() {
     assert!(error.contains("create item failed (POST"), "{error}");
     assert!(error.contains("HTTP 400"), "{error}");
     let item = format!("collections/{COLLECTION}/items/radar-2099-11-25");
-    assert_eq!(read(&env, &item).await, None);
+    assert_eq!(read_json(&env, &item).await, None);
     assert_eq!(
         env.emu.call_count(CallKind::CreateUpload),
         0,
@@ -281,7 +242,7 @@ async fn metadata_the_server_refuses_fails_the_run_with_its_description() {
 #[tokio::test]
 async fn a_file_name_the_server_would_refuse_in_an_id_creates_nothing() {
     let env = start().await;
-    collection(&env).await;
+    create_collection(&env, COLLECTION).await;
     std::fs::create_dir(env.dir.path().join("incoming")).unwrap();
     write(&env.dir.path().join("incoming"), "Stations.csv", 100);
     let spec = load_job(
@@ -299,7 +260,7 @@ type = "text/csv"
 "#,
     );
     let puts = env.emu.call_count(CallKind::PutStac);
-    let rec = job(&env, spec, fire(25))
+    let rec = http_job(&env, spec, fire(25))
         .run(Work::File(env.dir.path().join("incoming/Stations.csv")))
         .await;
     assert_eq!(rec.outcome, Outcome::Failed, "{rec:?}");
@@ -316,11 +277,11 @@ type = "text/csv"
 #[tokio::test]
 async fn a_gateway_error_while_creating_is_retried_by_the_policy() {
     let env = start().await;
-    collection(&env).await;
+    create_collection(&env, COLLECTION).await;
     let sha = write(env.dir.path(), "radar.h5", 1024);
     env.fault(CallKind::PutStac, FaultAction::Status(503), 1);
 
-    let rec = job(&env, load_job(&env, DAILY), fire(25))
+    let rec = http_job(&env, load_job(&env, DAILY), fire(25))
         .run(Work::Scheduled(fire(25)))
         .await;
 
@@ -339,7 +300,7 @@ async fn a_gateway_error_while_creating_is_retried_by_the_policy() {
 #[tokio::test]
 async fn a_watched_file_gets_a_collection_asset_named_from_its_stem_and_pick_up_date() {
     let env = start().await;
-    collection(&env).await;
+    create_collection(&env, COLLECTION).await;
     std::fs::create_dir(env.dir.path().join("incoming")).unwrap();
     let sha = write(&env.dir.path().join("incoming"), "stations.csv", 2048);
     let spec = load_job(
@@ -360,14 +321,14 @@ title = "Stations {stem}"
     );
     // Picked up at 23:30 UTC: already the 26th in Zurich.
     let picked_up = Utc.with_ymd_and_hms(2026, 11, 25, 23, 30, 0).unwrap();
-    let rec = job(&env, spec, picked_up)
+    let rec = http_job(&env, spec, picked_up)
         .run(Work::File(env.dir.path().join("incoming/stations.csv")))
         .await;
 
     assert_eq!(rec.outcome, Outcome::Uploaded, "{rec:?}");
     let target = AssetTarget::collection_asset(COLLECTION, "stations-20261126.csv");
     env.assert_holds(&target, &sha);
-    let asset = read(
+    let asset = read_json(
         &env,
         &format!("collections/{COLLECTION}/assets/stations-20261126.csv"),
     )
@@ -383,12 +344,12 @@ title = "Stations {stem}"
 #[tokio::test]
 async fn a_file_that_cannot_be_read_creates_nothing() {
     let env = start().await;
-    collection(&env).await;
+    create_collection(&env, COLLECTION).await;
     // The job file is checked while the file is there; then it goes missing, and then a folder
     // stands where the file should be.
     let file = env.dir.path().join("radar.h5");
     write(env.dir.path(), "radar.h5", 1024);
-    let job = job(&env, load_job(&env, DAILY), fire(25));
+    let job = http_job(&env, load_job(&env, DAILY), fire(25));
     std::fs::remove_file(&file).unwrap();
     for make in [(|_: &Path| {}) as fn(&Path), |p: &Path| {
         std::fs::create_dir(p).unwrap()
@@ -401,7 +362,7 @@ async fn a_file_that_cannot_be_read_creates_nothing() {
         assert!(error.contains("radar.h5"), "{error}");
         assert_eq!(env.emu.call_count(CallKind::PutStac), puts, "no PUT at all");
         assert_eq!(
-            read(
+            read_json(
                 &env,
                 &format!("collections/{COLLECTION}/items/radar-2099-11-25")
             )
@@ -418,7 +379,7 @@ async fn a_file_that_cannot_be_read_creates_nothing() {
 #[tokio::test]
 async fn an_asset_is_created_in_an_existing_item() {
     let env = start().await;
-    collection(&env).await;
+    create_collection(&env, COLLECTION).await;
     let item_path = format!("collections/{COLLECTION}/items/radar-2099-11-25");
     put(
         &env,
@@ -432,12 +393,12 @@ async fn an_asset_is_created_in_an_existing_item() {
     .await;
     let item_before = read_item(&env, &item_path).await.unwrap();
     let sha = write(env.dir.path(), "radar.h5", 2048);
-    let rec = job(&env, load_job(&env, DAILY), fire(25))
+    let rec = http_job(&env, load_job(&env, DAILY), fire(25))
         .run(Work::Scheduled(fire(25)))
         .await;
     assert_eq!(rec.outcome, Outcome::Uploaded, "{rec:?}");
     assert_eq!(read_item(&env, &item_path).await.unwrap(), item_before);
-    let asset = read(&env, &format!("{item_path}/assets/radar-0600.h5"))
+    let asset = read_json(&env, &format!("{item_path}/assets/radar-0600.h5"))
         .await
         .expect("the asset was created");
     assert_eq!(asset["type"], "application/x-hdf5");
@@ -453,7 +414,7 @@ async fn an_asset_is_created_in_an_existing_item() {
 #[tokio::test]
 async fn an_item_the_run_created_is_deleted_again_when_its_asset_is_refused() {
     let env = start().await;
-    collection(&env).await;
+    create_collection(&env, COLLECTION).await;
     let target = AssetTarget::item_asset(COLLECTION, "radar-lonely", "radar.h5");
     write(env.dir.path(), "radar.h5", 1000);
     let objects = stac_upload::NewObjects {
@@ -484,7 +445,7 @@ async fn an_item_the_run_created_is_deleted_again_when_its_asset_is_refused() {
     );
     assert!(err.to_string().contains("create asset"), "{err}");
     assert_eq!(
-        read(
+        read_json(
             &env,
             &format!("collections/{COLLECTION}/items/radar-lonely")
         )
@@ -497,7 +458,7 @@ async fn an_item_the_run_created_is_deleted_again_when_its_asset_is_refused() {
 #[tokio::test]
 async fn an_item_that_existed_before_the_run_is_left_when_its_asset_is_refused() {
     let env = start().await;
-    collection(&env).await;
+    create_collection(&env, COLLECTION).await;
     let item = json!({
         "id": "radar-kept",
         "geometry": {"type": "Point", "coordinates": [7.44, 46.95]},
@@ -528,7 +489,7 @@ async fn an_item_that_existed_before_the_run_is_left_when_its_asset_is_refused()
     .await
     .unwrap_err();
     assert!(
-        read(&env, &format!("collections/{COLLECTION}/items/radar-kept"))
+        read_json(&env, &format!("collections/{COLLECTION}/items/radar-kept"))
             .await
             .is_some(),
         "not the run's to delete"

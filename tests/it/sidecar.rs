@@ -3,17 +3,14 @@
 //! it holds nothing.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use crate::fixtures::*;
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::{Value, json};
 use stac_uploadd::config::{self, JobSpec};
-use stac_uploadd::state::{Outcome, StateStore};
-use stac_uploadd::supervisor::{HttpUploader, Job, Pending, Shared, Work};
-use stac_uploadd::trigger::Clock;
+use stac_uploadd::state::Outcome;
+use stac_uploadd::supervisor::Work;
 use stac_uploadd_emulator::CallKind;
-use tokio_util::sync::CancellationToken;
 
 const COLLECTION: &str = "ch.test.scenes";
 
@@ -42,44 +39,6 @@ fn parse(env: &Env, jobs: &str) -> Result<config::Config, config::ConfigError> {
 fn load_job(env: &Env, jobs: &str) -> JobSpec {
     let mut config = parse(env, jobs).unwrap_or_else(|e| panic!("the job file loads:\n{e}"));
     config.jobs.remove(0)
-}
-
-fn job(env: &Env, spec: JobSpec, now: DateTime<Utc>) -> Job<HttpUploader> {
-    let state = Arc::new(StateStore::open(&env.dir.path().join("state")).unwrap());
-    Job {
-        spec,
-        shared: Arc::new(Shared::new(
-            HttpUploader(env.client.clone()),
-            state,
-            Clock::anchored(now),
-        )),
-        pending: Arc::new(Pending::default()),
-        abort_runs: CancellationToken::new(),
-    }
-}
-
-async fn read(env: &Env, path: &str) -> Option<Value> {
-    let resp = reqwest::Client::new()
-        .get(format!("{}/{path}", env.emu.base_url()))
-        .send()
-        .await
-        .unwrap();
-    match resp.status().as_u16() {
-        404 => None,
-        200 => Some(resp.json().await.unwrap()),
-        other => panic!("GET {path}: HTTP {other}"),
-    }
-}
-
-async fn collection(env: &Env) {
-    let resp = reqwest::Client::new()
-        .put(format!("{}/collections/{COLLECTION}", env.emu.base_url()))
-        .basic_auth(USER, Some(PASSWORD))
-        .json(&json!({"id": COLLECTION, "description": "Test data", "license": "proprietary"}))
-        .send()
-        .await
-        .unwrap();
-    assert!(resp.status().is_success(), "{}", resp.status());
 }
 
 /// A watch job: each `.tif` becomes item `{stem}`, its metadata from `{stem}.json` beside it.
@@ -143,16 +102,16 @@ fn inbox(env: &Env) -> std::path::PathBuf {
 #[tokio::test]
 async fn a_sidecar_stac_item_gives_the_created_item_its_geometry_times_and_title() {
     let env = start().await;
-    collection(&env).await;
+    create_collection(&env, COLLECTION).await;
     let dir = inbox(&env);
     let sha = write_file(&dir.join("scene.tif"), 4096, 3);
     std::fs::write(dir.join("scene.json"), stac_item().to_string()).unwrap();
-    let job = job(&env, load_job(&env, &watch_job(&dir)), now());
+    let job = http_job(&env, load_job(&env, &watch_job(&dir)), now());
 
     let rec = job.run(Work::File(dir.join("scene.tif"))).await;
     assert_eq!(rec.outcome, Outcome::Uploaded, "{rec:?}");
 
-    let item = read(&env, &format!("collections/{COLLECTION}/items/scene"))
+    let item = read_json(&env, &format!("collections/{COLLECTION}/items/scene"))
         .await
         .expect("the item was created under the job's id");
     assert_eq!(
@@ -171,7 +130,7 @@ async fn a_sidecar_stac_item_gives_the_created_item_its_geometry_times_and_title
         &sha,
     );
     assert!(
-        read(
+        read_json(
             &env,
             &format!("collections/{COLLECTION}/items/the-chains-own-id")
         )
@@ -183,9 +142,9 @@ async fn a_sidecar_stac_item_gives_the_created_item_its_geometry_times_and_title
 #[tokio::test]
 async fn a_sidecar_the_server_would_refuse_fails_the_run_and_creates_nothing() {
     let env = start().await;
-    collection(&env).await;
+    create_collection(&env, COLLECTION).await;
     let dir = inbox(&env);
-    let job = job(&env, load_job(&env, &watch_job(&dir)), now());
+    let job = http_job(&env, load_job(&env, &watch_job(&dir)), now());
 
     let mut refused = stac_item();
     refused["properties"]["platform"] = json!("sentinel-2b");
@@ -237,7 +196,7 @@ async fn a_sidecar_the_server_would_refuse_fails_the_run_and_creates_nothing() {
             "{stem}"
         );
         assert!(
-            read(&env, &format!("collections/{COLLECTION}/items/{stem}"))
+            read_json(&env, &format!("collections/{COLLECTION}/items/{stem}"))
                 .await
                 .is_none(),
             "{stem}: no item"
