@@ -15,21 +15,10 @@ use stac_uploadd::supervisor::{HttpUploader, Shared, Supervisor};
 use stac_uploadd::trigger::Clock;
 use stac_uploadd_emulator::{AssetKey, Emulator, EmulatorConfig};
 
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+#[path = "support/proc.rs"]
+mod proc;
 
-fn status_kib(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(0)
-}
+use proc::{env_or, status_kib};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -42,8 +31,8 @@ fn main() {
         println!("bursts bench: run with `cargo bench --bench bursts`");
         return;
     }
-    let files = env("BURSTS_FILES", 1000);
-    let latency = env("BURSTS_LATENCY_MS", 20);
+    let files = env_or("BURSTS_FILES", 1000u64);
+    let latency = env_or("BURSTS_LATENCY_MS", 20u64);
     println!(
         "{files} files of 1 KiB renamed into a watched folder at once; the emulator (in process) adds {latency} ms to every API call; [server] max_concurrent_uploads at its default ({})",
         config::default_max_concurrent_uploads()
@@ -99,8 +88,8 @@ async fn slow_emulator(latency: Duration) -> Emulator {
 }
 
 fn run_case(concurrency: usize) {
-    let files = env("BURSTS_FILES", 1000) as usize;
-    let latency = Duration::from_millis(env("BURSTS_LATENCY_MS", 20));
+    let files = env_or("BURSTS_FILES", 1000u64) as usize;
+    let latency = Duration::from_millis(env_or("BURSTS_LATENCY_MS", 20u64));
     let rt = tokio::runtime::Runtime::new().expect("a runtime");
     rt.block_on(async move {
         let work = tempfile::tempdir().expect("a temp dir");

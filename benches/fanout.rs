@@ -20,21 +20,10 @@ use stac_uploadd::supervisor::{HttpUploader, Shared, Supervisor};
 use stac_uploadd::trigger::Clock;
 use stac_uploadd_emulator::{AssetKey, Emulator, EmulatorConfig, Storage};
 
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+#[path = "support/proc.rs"]
+mod proc;
 
-fn status_kib(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(0)
-}
+use proc::{env_or, status_kib};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
