@@ -8,6 +8,7 @@
 //! blockers, in-flight records) in parallel. A retry sends only what is not stored yet.
 
 use std::collections::HashMap;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -780,13 +781,19 @@ async fn prepare_file(path: &Path, opts: &stac_upload::UploadOptions) -> Result<
         source,
     };
     let result = tokio::task::spawn_blocking(move || -> Result<(), Box<UploadError>> {
-        let file = std::fs::File::open(&owned).map_err(|source| {
-            Box::new(UploadError::File {
-                path: owned.clone(),
-                action: "cannot open",
-                source,
-            })
-        })?;
+        // Non-blocking: a FIFO put where a file was expected must not hang the run in open(2);
+        // it is then refused as not a regular file below.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&owned)
+            .map_err(|source| {
+                Box::new(UploadError::File {
+                    path: owned.clone(),
+                    action: "cannot open",
+                    source,
+                })
+            })?;
         let meta = file.metadata().map_err(|source| {
             Box::new(UploadError::File {
                 path: owned.clone(),

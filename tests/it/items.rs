@@ -187,6 +187,36 @@ async fn a_missing_file_or_an_ambiguous_glob_creates_nothing() {
     );
 }
 
+/// A FIFO where a member's file should be: refused as not a regular file, without waiting for
+/// a writer, and nothing created.
+#[tokio::test]
+async fn a_fifo_in_place_of_a_file_is_refused_at_once_and_creates_nothing() {
+    let env = start().await;
+    create_collection(&env, COLLECTION).await;
+    product(env.dir.path(), 1);
+    let thumb = env.dir.path().join("thumb.png");
+    std::fs::remove_file(&thumb).unwrap();
+    let mode = rustix::fs::Mode::from_raw_mode(0o600);
+    rustix::fs::mkfifoat(rustix::fs::CWD, &thumb, mode).unwrap();
+    let job = job(s2(&env, "retry", None), http_shared(&env, fire(25)));
+
+    let rec = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        job.run(Work::Scheduled(fire(25))),
+    )
+    .await
+    .expect("the run does not wait for a writer");
+    assert_eq!(rec.outcome, Outcome::Failed, "{rec:?}");
+    let error = rec.error.as_deref().unwrap();
+    assert!(
+        error.contains("thumb.png") && error.contains("not a regular file"),
+        "{error}"
+    );
+    assert_eq!(rec.attempts, 1, "local input is not retried");
+    assert_eq!(read_json(&env, &item("s2-2099-11-25")).await, None);
+    assert_eq!(env.emu.call_count(CallKind::CreateUpload), 0);
+}
+
 #[tokio::test]
 async fn a_failed_asset_is_retried_alone() {
     let env = start().await;
