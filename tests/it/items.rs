@@ -10,8 +10,9 @@ use chrono::{DateTime, TimeZone, Utc};
 use serde_json::json;
 use stac_client::AssetTarget;
 use stac_uploadd::config::{self, JobSpec};
-use stac_uploadd::state::Outcome;
+use stac_uploadd::state::{Outcome, StateStore};
 use stac_uploadd::supervisor::{HttpUploader, Job, Pending, Shared, Work};
+use stac_uploadd::trigger::Clock;
 use stac_uploadd_emulator::{CallKind, FaultAction, FaultTrigger};
 use tokio_util::sync::CancellationToken;
 
@@ -399,6 +400,57 @@ async fn two_jobs_into_one_new_item_create_it_once() {
     assert!(
         title == "made by left" || title == "made by right",
         "{title}"
+    );
+    env.assert_holds(&asset("pair-2099-11-25", "left.json"), &left_sha);
+    env.assert_holds(&asset("pair-2099-11-25", "right.json"), &right_sha);
+}
+
+/// The same two jobs in two daemons (no shared lock): both find the item missing and both
+/// send the create; the server's atomic create makes it once and answers the other "already
+/// exists", which uses the item as it is.
+#[tokio::test]
+async fn two_daemons_creating_one_new_item_never_replace_each_other() {
+    let env = start().await;
+    create_collection(&env, COLLECTION).await;
+    let left_sha = write(env.dir.path(), "left.json", 100, 1);
+    let right_sha = write(env.dir.path(), "right.json", 100, 2);
+    let mut specs = load_jobs(&env, PAIR);
+    let other_state = env.dir.path().join("other-state");
+    let other = Arc::new(Shared::new(
+        HttpUploader(env.client.clone()),
+        Arc::new(StateStore::open(&other_state).unwrap()),
+        Clock::anchored(fire(25)),
+    ));
+    let right = job(specs.pop().unwrap(), other);
+    let left = job(specs.pop().unwrap(), http_shared(&env, fire(25)));
+    // Both creates held back on the server until both reads found no item.
+    env.emu.faults().inject(
+        CallKind::PutStac,
+        FaultAction::Delay(std::time::Duration::from_millis(300)),
+        FaultTrigger::Next(2),
+    );
+
+    let (l, r) = tokio::join!(
+        left.run(Work::Scheduled(fire(25))),
+        right.run(Work::Scheduled(fire(25)))
+    );
+    assert_eq!(l.outcome, Outcome::Uploaded, "{l:?}");
+    assert_eq!(r.outcome, Outcome::Uploaded, "{r:?}");
+    // After the collection: two creates (one made the item, one was told it exists) and the
+    // two asset PUTs.
+    assert_eq!(env.emu.call_count(CallKind::PutStac), 1 + 2 + 2);
+    let stored = read_json(&env, &item("pair-2099-11-25"))
+        .await
+        .expect("the item");
+    let title = stored["properties"]["title"].as_str().unwrap();
+    assert!(
+        title == "made by left" || title == "made by right",
+        "{title}"
+    );
+    assert!(stored["properties"]["created"].is_string(), "{stored}");
+    assert_eq!(
+        stored["properties"]["created"], stored["properties"]["updated"],
+        "the item was made once and never written again: {stored}"
     );
     env.assert_holds(&asset("pair-2099-11-25", "left.json"), &left_sha);
     env.assert_holds(&asset("pair-2099-11-25", "right.json"), &right_sha);
