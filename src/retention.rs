@@ -514,24 +514,19 @@ async fn delete_item<S: ItemStore>(store: &S, collection: &str, item: &str) -> D
     }
 }
 
-/// Retention after a job's successful run, which published `published`: never fails the run,
-/// whatever the server answers (logged and counted).
-pub async fn after_run<S: ItemStore>(store: &S, spec: &JobSpec, published: Option<&str>) {
+/// Retention at `now` (the daemon's clock) after a job's successful run, which published
+/// `published`: never fails the run, whatever the server answers (logged and counted).
+pub async fn after_run<S: ItemStore>(
+    store: &S,
+    spec: &JobSpec,
+    published: Option<&str>,
+    now: DateTime<Utc>,
+) {
     let Some(rule) = Retention::for_job(spec) else {
         return;
     };
     let protect: Vec<&str> = published.into_iter().collect();
-    if let Err(e) = prune(
-        store,
-        &spec.name,
-        &rule,
-        Utc::now(),
-        &protect,
-        false,
-        |_, _| {},
-    )
-    .await
-    {
+    if let Err(e) = prune(store, &spec.name, &rule, now, &protect, false, |_, _| {}).await {
         metrics::retention_failed(&spec.name);
         warn!(error = %e, "retention could not run; the next run tries again");
     }

@@ -61,10 +61,15 @@ pub trait Uploader: Send + Sync + 'static {
         async { None }
     }
 
-    /// Applies the job's `keep` rule after a successful run that published `item` (see
+    /// Applies the job's `keep` rule at `now` after a successful run that published `item` (see
     /// [`crate::retention::after_run`]); nothing for an uploader that stores no items (a test's).
-    fn prune(&self, spec: &JobSpec, item: Option<&str>) -> impl Future<Output = ()> + Send {
-        let _ = (spec, item);
+    fn prune(
+        &self,
+        spec: &JobSpec,
+        item: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = ()> + Send {
+        let _ = (spec, item, now);
         async {}
     }
 
@@ -129,8 +134,8 @@ impl Uploader for HttpUploader {
         super::reconcile::resume_or_abort(&self.0, state, rec, opts, cancel).await
     }
 
-    async fn prune(&self, spec: &JobSpec, item: Option<&str>) {
-        crate::retention::after_run(&self.0, spec, item).await;
+    async fn prune(&self, spec: &JobSpec, item: Option<&str>, now: DateTime<Utc>) {
+        crate::retention::after_run(&self.0, spec, item, now).await;
     }
 
     async fn create_item(
@@ -767,7 +772,7 @@ impl<U: Uploader> Job<U> {
             let uploader = self.shared.uploader();
             let span = info_span!("prune", job = %self.spec.name);
             uploader
-                .prune(&self.spec, record.item.as_deref())
+                .prune(&self.spec, record.item.as_deref(), self.shared.clock.now())
                 .instrument(span)
                 .await;
         }

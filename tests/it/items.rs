@@ -338,6 +338,46 @@ async fn an_item_job_takes_its_item_metadata_from_the_sidecar_and_a_bad_one_crea
     assert_eq!(read_json(&env, &item("s2-2099-11-26")).await, None);
 }
 
+/// Retention after an item run reads the daemon's clock (here anchored in 2099), not the wall
+/// clock: the job's items older than its rule by that clock go, assets first.
+#[tokio::test]
+async fn retention_after_an_item_run_ages_items_by_the_daemons_clock() {
+    let env = start().await;
+    create_collection(&env, COLLECTION).await;
+    product(env.dir.path(), 1);
+    let body = |id: &str| {
+        json!({
+            "id": id,
+            "geometry": {"type": "Point", "coordinates": [7.44, 46.95]},
+            "properties": {"datetime": "2099-11-01T00:00:00Z"},
+        })
+    };
+    for id in ["s2-2099-11-20", "s2-2099-11-24"] {
+        env.client
+            .put_item(COLLECTION, id, &body(id))
+            .await
+            .unwrap();
+    }
+    let text = S2
+        .replace("POLICY", "cancel")
+        .replace("ALIAS", "keep = \"2d\"");
+    let job = job(
+        load_jobs(&env, &text).remove(0),
+        http_shared(&env, fire(25)),
+    );
+
+    let rec = job.run(Work::Scheduled(fire(25))).await;
+    assert_eq!(rec.outcome, Outcome::Uploaded, "{rec:?}");
+    assert_eq!(
+        read_json(&env, &item("s2-2099-11-20")).await,
+        None,
+        "older than 2 days"
+    );
+    for kept in ["s2-2099-11-24", "s2-2099-11-25"] {
+        assert!(read_json(&env, &item(kept)).await.is_some(), "{kept}");
+    }
+}
+
 /// Two jobs with one asset each into the same new item.
 const PAIR: &str = r#"
 [[job]]
