@@ -9,7 +9,7 @@ use crate::fixtures::*;
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::json;
 use stac_client::AssetTarget;
-use stac_uploadd::config::{self, JobSpec};
+use stac_uploadd::config::JobSpec;
 use stac_uploadd::state::{Outcome, StateStore};
 use stac_uploadd::supervisor::{HttpUploader, Job, Pending, Shared, Work};
 use stac_uploadd::trigger::Clock;
@@ -20,21 +20,8 @@ const COLLECTION: &str = "ch.test.items";
 
 /// `[server]` for the emulator, then `jobs`; every job of the file, loaded as the daemon would.
 fn load_jobs(env: &Env, jobs: &str) -> Vec<JobSpec> {
-    let text = format!(
-        r#"[server]
-url = "{}"
-[server.auth]
-type = "basic"
-username = "{USER}"
-password_env = "PW"
-{jobs}"#,
-        env.emu.base_url()
-    )
-    .replace("DIR", &env.dir.path().display().to_string());
-    let path = env.dir.path().join("jobs.toml");
-    std::fs::write(&path, &text).unwrap();
-    let env_var = |name: &str| (name == "PW").then(|| PASSWORD.to_owned());
-    config::parse(&text, &path, &env_var)
+    let jobs = jobs.replace("DIR", &env.dir.path().display().to_string());
+    parse_jobs(env, &jobs)
         .unwrap_or_else(|e| panic!("the job file loads:\n{e}"))
         .jobs
 }
@@ -433,7 +420,14 @@ async fn two_jobs_into_one_new_item_create_it_once() {
     // After the collection, one create of the item (the daemon's one creator per item: the
     // other job, waiting its turn, reads the item and creates nothing) and two asset PUTs.
     assert_eq!(env.emu.call_count(CallKind::PutStac), 1 + 1 + 2);
-    let stored = read_json(&env, &item("pair-2099-11-25"))
+    pair_item(&env).await;
+    env.assert_holds(&asset("pair-2099-11-25", "left.json"), &left_sha);
+    env.assert_holds(&asset("pair-2099-11-25", "right.json"), &right_sha);
+}
+
+/// The item both jobs of [`PAIR`] fill, as stored, its metadata one job's.
+async fn pair_item(env: &Env) -> serde_json::Value {
+    let stored = read_json(env, &item("pair-2099-11-25"))
         .await
         .expect("the item");
     let title = stored["properties"]["title"].as_str().unwrap();
@@ -441,8 +435,7 @@ async fn two_jobs_into_one_new_item_create_it_once() {
         title == "made by left" || title == "made by right",
         "{title}"
     );
-    env.assert_holds(&asset("pair-2099-11-25", "left.json"), &left_sha);
-    env.assert_holds(&asset("pair-2099-11-25", "right.json"), &right_sha);
+    stored
 }
 
 /// The same two jobs in two daemons (no shared lock): both find the item missing and both
@@ -479,14 +472,7 @@ async fn two_daemons_creating_one_new_item_never_replace_each_other() {
     // After the collection: two creates (one made the item, one was told it exists) and the
     // two asset PUTs.
     assert_eq!(env.emu.call_count(CallKind::PutStac), 1 + 2 + 2);
-    let stored = read_json(&env, &item("pair-2099-11-25"))
-        .await
-        .expect("the item");
-    let title = stored["properties"]["title"].as_str().unwrap();
-    assert!(
-        title == "made by left" || title == "made by right",
-        "{title}"
-    );
+    let stored = pair_item(&env).await;
     assert!(stored["properties"]["created"].is_string(), "{stored}");
     assert_eq!(
         stored["properties"]["created"], stored["properties"]["updated"],

@@ -9,7 +9,7 @@ use crate::fixtures::*;
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::{Value, json};
 use stac_client::AssetTarget;
-use stac_uploadd::config::{self, JobSpec};
+use stac_uploadd::config::JobSpec;
 use stac_uploadd::state::Outcome;
 use stac_uploadd::supervisor::Work;
 use stac_uploadd_emulator::{CallKind, FaultAction};
@@ -19,21 +19,7 @@ const COLLECTION: &str = "ch.test.daily";
 
 /// `[server]` for the emulator, then `jobs`; loaded from `dir` as the daemon would.
 fn load_job(env: &Env, jobs: &str) -> JobSpec {
-    let text = format!(
-        r#"[server]
-url = "{}"
-[server.auth]
-type = "basic"
-username = "{USER}"
-password_env = "PW"
-{jobs}"#,
-        env.emu.base_url()
-    );
-    let path = env.dir.path().join("jobs.toml");
-    std::fs::write(&path, &text).unwrap();
-    let env_var = |name: &str| (name == "PW").then(|| PASSWORD.to_owned());
-    let mut config = config::parse(&text, &path, &env_var)
-        .unwrap_or_else(|e| panic!("the job file loads:\n{e}"));
+    let mut config = parse_jobs(env, jobs).unwrap_or_else(|e| panic!("the job file loads:\n{e}"));
     config.jobs.remove(0)
 }
 

@@ -7,37 +7,15 @@ use std::path::Path;
 use crate::fixtures::*;
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::{Value, json};
-use stac_uploadd::config::{self, JobSpec};
+use stac_uploadd::config::JobSpec;
 use stac_uploadd::state::Outcome;
 use stac_uploadd::supervisor::Work;
 use stac_uploadd_emulator::CallKind;
 
 const COLLECTION: &str = "ch.test.scenes";
 
-fn job_file(env: &Env, jobs: &str) -> (String, std::path::PathBuf) {
-    let text = format!(
-        r#"[server]
-url = "{}"
-[server.auth]
-type = "basic"
-username = "{USER}"
-password_env = "PW"
-{jobs}"#,
-        env.emu.base_url()
-    );
-    let path = env.dir.path().join("jobs.toml");
-    std::fs::write(&path, &text).unwrap();
-    (text, path)
-}
-
-fn parse(env: &Env, jobs: &str) -> Result<config::Config, config::ConfigError> {
-    let (text, path) = job_file(env, jobs);
-    let env_var = |name: &str| (name == "PW").then(|| PASSWORD.to_owned());
-    config::parse(&text, &path, &env_var)
-}
-
 fn load_job(env: &Env, jobs: &str) -> JobSpec {
-    let mut config = parse(env, jobs).unwrap_or_else(|e| panic!("the job file loads:\n{e}"));
+    let mut config = parse_jobs(env, jobs).unwrap_or_else(|e| panic!("the job file loads:\n{e}"));
     config.jobs.remove(0)
 }
 
@@ -213,7 +191,7 @@ async fn a_third_coordinate_in_the_job_file_is_refused_at_its_line() {
         "bbox = [5.96, 45.82, 10.49, 47.81]",
         "geometry = { type = \"Point\", coordinates = [7.5, 46.5, 560.0] }",
     );
-    let e = parse(&env, &jobs).expect_err("refused").to_string();
+    let e = parse_jobs(&env, &jobs).expect_err("refused").to_string();
     let line = jobs
         .lines()
         .position(|l| l.starts_with("geometry = "))
@@ -224,6 +202,6 @@ async fn a_third_coordinate_in_the_job_file_is_refused_at_its_line() {
     assert!(e.contains("2-D geometries only"), "{e}");
 
     let jobs = watch_job(&dir).replace("item_json = \"{stem}.json\"", "item_json = \" \"");
-    let e = parse(&env, &jobs).expect_err("refused").to_string();
+    let e = parse_jobs(&env, &jobs).expect_err("refused").to_string();
     assert!(e.contains("item_json is empty"), "{e}");
 }
