@@ -55,7 +55,11 @@ pub(crate) async fn run(
             .unwrap_or(ObserveOptions::default().health_timeout),
     };
     let observer = Observer::start(&observe_opts).await?;
-    observer.watch_store(state.clone());
+    observer.watch_store(Arc::new(StoreHealth(state.clone())));
+    if let Err(e) = state.probe().await {
+        // Not fatal: nothing is uploaded that cannot be recorded, and /readyz says why.
+        error!(error = %e, "the state store cannot be written: no upload starts until it can");
+    }
     let shutdown = CancellationToken::new();
     let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
@@ -71,6 +75,10 @@ pub(crate) async fn run(
                 }
                 if let Err(e) = state.flush().await {
                     warn!(error = %e, "cannot write the run history");
+                } else if state.write_problem().is_some()
+                    && let Err(e) = state.probe().await
+                {
+                    warn!(error = %e, "the state store still cannot be written: not ready");
                 }
             }
         })
@@ -155,6 +163,16 @@ pub(crate) async fn run(
     observer.stop().await;
     info!("stopped");
     Ok(())
+}
+
+/// What `/readyz` asks the state store (the observer does not know the store's type).
+#[derive(Debug)]
+struct StoreHealth(Arc<StateStore>);
+
+impl crate::observe::health::StoreCheck for StoreHealth {
+    fn write_problem(&self) -> Option<String> {
+        self.0.write_problem()
+    }
 }
 
 /// Reads and checks the job file, with each job's fingerprint for reloads.

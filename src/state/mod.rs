@@ -450,6 +450,20 @@ impl StateStore {
         }
     }
 
+    /// Finds out whether the store takes writes now, with a write of its own: at start, and
+    /// while [`StateStore::write_problem`] says it did not, so that readiness comes back when the
+    /// disk has room again even if no job writes meanwhile.
+    pub async fn probe(&self) -> Result<(), StateError> {
+        let r = match &self.sql {
+            Some(sql) => sql.probe().await,
+            None => check_dir(&self.dir).map_err(|problem| StateError::Io {
+                path: self.dir.clone(),
+                source: std::io::Error::other(problem),
+            }),
+        };
+        self.noted(r)
+    }
+
     /// Notes the outcome of a write for [`StateStore::write_problem`].
     fn noted<T>(&self, result: Result<T, StateError>) -> Result<T, StateError> {
         let mut p = self
@@ -537,9 +551,17 @@ impl StateStore {
         self.backend.history().await
     }
 
-    /// Writes the history and the digest cache held back.
+    /// Writes the history and the digest cache held back. A failure is a write problem; a
+    /// success clears none (there may have been nothing to write): [`StateStore::probe`] does.
     pub async fn flush(&self) -> Result<(), StateError> {
-        self.noted(self.backend.flush().await)
+        let r = self.backend.flush().await;
+        if let Err(e) = &r {
+            *self
+                .problem
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(e.to_string());
+        }
+        r
     }
 
     /// Writes what is held back and closes the database (the daemon's last act on it).
@@ -549,12 +571,6 @@ impl StateStore {
             sql.close().await;
         }
         flushed
-    }
-}
-
-impl crate::observe::health::StoreCheck for StateStore {
-    fn write_problem(&self) -> Option<String> {
-        StateStore::write_problem(self)
     }
 }
 

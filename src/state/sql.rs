@@ -204,7 +204,10 @@ impl SqlStore {
         }
         let (runs, digests) = {
             let p = lock(&self.pending);
-            (p.runs.clone(), p.digests.iter().cloned().collect::<Vec<_>>())
+            (
+                p.runs.clone(),
+                p.digests.iter().cloned().collect::<Vec<_>>(),
+            )
         };
         if runs.is_empty() && digests.is_empty() {
             return Ok(());
@@ -217,7 +220,8 @@ impl SqlStore {
         let written: std::collections::HashMap<&DigestKey, &FileDigest> =
             digests.iter().map(|(k, d)| (k, d)).collect();
         // A digest put again meanwhile stays held.
-        p.digests.retain(|(k, d)| written.get(k).is_none_or(|w| *w != d));
+        p.digests
+            .retain(|(k, d)| written.get(k).is_none_or(|w| *w != d));
         Ok(())
     }
 
@@ -264,6 +268,13 @@ impl SqlStore {
     ) -> Result<(), StateError> {
         self.refuse_write()?;
         self.write_batch(&runs, &digests, Some(mark)).await
+    }
+
+    /// Writes a row to find out whether the store takes writes (see [`super::StateStore::probe`]).
+    pub(crate) async fn probe(&self) -> Result<(), StateError> {
+        self.refuse_write()?;
+        self.write_batch(&[], &[], Some(("probe", chrono::Utc::now().to_rfc3339())))
+            .await
     }
 
     /// A value of `meta`.
@@ -582,6 +593,9 @@ impl StateBackend for SqlStore {
         let full = {
             let mut p = lock(&self.pending);
             p.runs.push(rec);
+            // While writes fail (a full disk), the oldest held runs go: memory stays bounded.
+            let excess = p.runs.len().saturating_sub(2 * PENDING_RUNS_MAX);
+            p.runs.drain(..excess);
             p.runs.len() >= PENDING_RUNS_MAX
         };
         Box::pin(async move {

@@ -103,10 +103,9 @@ async fn run(case: Case) {
         case.name
     );
     let interrupted = uploads[0].clone();
-    let inflight = dir.path().join("state/inflight.json");
     assert!(
-        std::fs::read_to_string(&inflight)
-            .unwrap()
+        inflight_ids(&dir.path().join("state"))
+            .await
             .contains(&interrupted.id),
         "{}: the interrupted upload is recorded in the state folder",
         case.name
@@ -118,18 +117,23 @@ async fn run(case: Case) {
     let puts_before = emu.call_count(CallKind::PutPart);
     let creates_before = emu.call_count(CallKind::CreateUpload);
     let (mut daemon, log2) = spawn(&config);
-    wait_for(
-        Duration::from_secs(30),
-        "nothing in progress and the asset holding the file",
-        || {
-            emu.in_progress_uploads().is_empty()
-                && emu.asset(&key()).and_then(|a| a.checksum) == Some(format!("1220{sha}"))
-                && !std::fs::read_to_string(&inflight)
-                    .unwrap_or_default()
-                    .contains(&interrupted.id)
-        },
-    )
-    .await;
+    let state = dir.path().join("state");
+    let mut settled = false;
+    for _ in 0..1500 {
+        if emu.in_progress_uploads().is_empty()
+            && emu.asset(&key()).and_then(|a| a.checksum) == Some(format!("1220{sha}"))
+            && !inflight_ids(&state).await.contains(&interrupted.id)
+        {
+            settled = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        settled,
+        "{}: nothing in progress, the asset holding the file, the upload no longer recorded",
+        case.name
+    );
     let status = terminate(&mut daemon).await;
     let restarted_log = log2.lock().unwrap().clone();
     assert_eq!(

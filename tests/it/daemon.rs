@@ -48,9 +48,7 @@ async fn killed_mid_upload_and_restarted_the_upload_is_resumed() {
     assert_eq!(interrupted.len(), 1, "the kill left our upload in progress");
     let id = interrupted[0].1.id.clone();
     assert!(
-        std::fs::read_to_string(dir.path().join("state/inflight.json"))
-            .unwrap()
-            .contains(&id),
+        inflight_ids(&dir.path().join("state")).await.contains(&id),
         "recorded before its parts were sent"
     );
 
@@ -83,11 +81,7 @@ async fn killed_mid_upload_and_restarted_the_upload_is_resumed() {
         emu.asset(&key()).unwrap().checksum,
         Some(format!("1220{sha}"))
     );
-    assert!(
-        !std::fs::read_to_string(dir.path().join("state/inflight.json"))
-            .unwrap()
-            .contains(&id)
-    );
+    assert!(!inflight_ids(&dir.path().join("state")).await.contains(&id));
 
     let out = Command::new(BIN)
         .args(["status", "--config"])

@@ -38,6 +38,7 @@ mod secrets;
 mod sidecar;
 mod soak;
 mod state;
+mod state_suite;
 mod systemd;
 mod tls;
 mod upload;

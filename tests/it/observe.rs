@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::fixtures::{
-    FAST_RETRIES, JobFile, Log, MIB, ZIP_SETTLED, emulator_with_zip, get, job_file_head, scrape,
-    spawn_observed, value, wait_for, write_file,
+    FAST_RETRIES, JobFile, Log, MIB, SmallDisk, ZIP_SETTLED, emulator_with_zip, get, job_file_head,
+    scrape, spawn_observed, terminate, value, wait_for, write_file,
 };
 use prometheus_parse::{Sample, Value};
 use stac_uploadd_emulator::AssetKey;
@@ -790,7 +790,9 @@ async fn a_run_cut_by_shutdown_is_cancelled_not_failed() {
         "the upload was aborted"
     );
 
-    let state = stac_uploadd::state::StateStore::open_read_only(&dir.path().join("state")).await.unwrap();
+    let state = stac_uploadd::state::StateStore::open_read_only(&dir.path().join("state"))
+        .await
+        .unwrap();
     let outcomes: Vec<_> = state.history().await.unwrap()[JOB]
         .iter()
         .map(|r| r.outcome)
@@ -880,4 +882,55 @@ async fn an_upload_whose_abort_failed_is_left_in_progress_until_a_run_aborts_it(
         Some(format!("1220{sha}"))
     );
     signal_term(&mut daemon).await;
+}
+
+/// The state folder fills while the daemon runs (a commit may still fit in the log's last
+/// page: that one is durable): the write that does not fit fails its run, and `/readyz` answers
+/// 503 naming the state store; with room again (and no job
+/// writing meanwhile) it is 200 again, and the next file is published.
+#[tokio::test]
+async fn a_full_state_folder_makes_the_daemon_unready_until_it_writes_again() {
+    let emu = emulator().await;
+    for name in ["a.zip", "b.zip"] {
+        emu.create_asset(&key(name), "application/zip").unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let incoming = dir.path().join("incoming");
+    std::fs::create_dir(&incoming).unwrap();
+    let disk = SmallDisk::mount(&dir.path().join("state"), 2048);
+    let config = job_file(dir.path(), &emu.base_url(), &incoming);
+    let (mut daemon, log, addr) = spawn(&config).await;
+    wait_ready(addr, &log).await;
+
+    disk.fill();
+    drop_file(&incoming, "a.zip", 1);
+    let mut unready = None;
+    for _ in 0..1500 {
+        let (code, body) = get(addr, "/readyz").await;
+        if code == 503 {
+            unready = Some(body);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let body = unready.unwrap_or_else(|| panic!("/readyz stayed 200: {:?}", log.lock().unwrap()));
+    assert!(body.contains("state store: cannot write"), "{body}");
+    assert!(body.contains("full"), "{body}");
+
+    disk.free();
+    wait_ready(addr, &log).await;
+    let sha = drop_file(&incoming, "b.zip", 2);
+    wait_for(Duration::from_secs(30), "b.zip published", || {
+        emu.object_sha256_hex(&key("b.zip")).as_deref() == Some(sha.as_str())
+    })
+    .await;
+    let status = terminate(&mut daemon).await;
+    assert_eq!(status.code(), Some(0), "{:?}", log.lock().unwrap());
+    // What could not be recorded was not left behind: a write that failed stopped its run
+    // before the request it was to protect, or aborted the upload before its parts.
+    assert!(
+        emu.in_progress_uploads().is_empty(),
+        "{:?}",
+        emu.in_progress_uploads()
+    );
 }

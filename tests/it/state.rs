@@ -26,7 +26,8 @@ fn job_file(dir: &Path, url: &str, file: &Path) -> PathBuf {
 
 /// Found by a tester: with the state folder full, the write-ahead record of a create failed, was
 /// logged, and the parts were sent anyway. Now the create is not sent, and the run's error names
-/// the state folder. (Writes into /dev/full answer ENOSPC, as on a full disk.)
+/// the state folder. The folder is a small tmpfs, filled; once it has room again, the next run
+/// publishes and the store says it writes.
 #[tokio::test]
 async fn a_full_state_folder_sends_no_create() {
     let env = start().await;
@@ -36,8 +37,9 @@ async fn a_full_state_folder_sends_no_create() {
     let text = std::fs::read_to_string(&config_path).unwrap();
     let mut config = stac_uploadd::config::parse(&text, &config_path, &env_var).unwrap();
     let state_dir = env.dir.path().join("state");
+    let disk = SmallDisk::mount(&state_dir, 2048);
     let state = Arc::new(StateStore::open(&state_dir).await.unwrap());
-    std::os::unix::fs::symlink("/dev/full", state_dir.join(".inflight.json.tmp")).unwrap();
+    disk.fill();
     let job = Job {
         spec: config.jobs.remove(0),
         shared: Arc::new(Shared::new(
@@ -69,6 +71,15 @@ async fn a_full_state_folder_sends_no_create() {
     );
     assert_eq!(env.emu.call_count(CallKind::PutPart), 0);
     assert!(env.emu.uploads(&key(&target)).is_empty());
+    let problem = state
+        .write_problem()
+        .expect("the store says it cannot write");
+    assert!(problem.contains("full"), "{problem}");
+
+    disk.free();
+    let rec = job.run(Work::Scheduled(chrono::Utc::now())).await;
+    assert_eq!(rec.outcome, Outcome::Uploaded, "{rec:?}");
+    assert_eq!(state.write_problem(), None);
 }
 
 /// Found by a tester: a corrupt `history.json` or digest cache made the daemon exit 1, which
@@ -410,7 +421,8 @@ pattern = "*.zip"
 
     // Both runs are in the history, with the path as it is on disk.
     let history = StateStore::open(&dir.path().join("state"))
-        .await.unwrap()
+        .await
+        .unwrap()
         .history()
         .await
         .unwrap();
@@ -532,12 +544,10 @@ async fn a_history_or_digest_cache_that_is_not_a_regular_file_or_too_large_is_mo
         } else {
             assert!(aside("digests.json"), "{names:?}");
         }
-        // The history was written anew, as a regular file.
-        assert!(
-            std::fs::symlink_metadata(state.join("history.json"))
-                .unwrap()
-                .is_file()
-        );
+        // The history is written anew, in the store.
+        let store = StateStore::open_read_only(&state).await.unwrap();
+        assert_eq!(store.history().await.unwrap()["nightly"].len(), 1);
+        store.close().await.unwrap();
         std::fs::remove_dir_all(&state).unwrap();
     }
 }
@@ -596,35 +606,49 @@ async fn status_needs_no_credentials() {
     );
 }
 
-/// Found by a tester: a digest cache that could not be written (a full disk) was reported as
-/// the run history. It names the digest cache's file now, and is a warning: it is a cache, the
-/// history was written and the run published its file.
+/// A read-only state folder (a remounted disk): the store does not pretend to write. Opening it
+/// is an error naming the database, which the daemon reports before it starts anything.
 #[tokio::test]
-async fn a_digest_cache_that_cannot_be_written_is_named_and_not_taken_for_the_history() {
-    let (emu, dir) = emulator_with_zip(&asset_key()).await;
-    let file = dir.path().join("s.zip");
-    write_file(&file, 1000, 3);
-    let config = job_file(dir.path(), &emu.base_url(), &file);
+async fn a_read_only_state_folder_is_an_error_naming_the_store() {
+    let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    std::fs::create_dir(&state).unwrap();
-    // Writes into /dev/full answer ENOSPC, as on a full disk.
-    std::os::unix::fs::symlink("/dev/full", state.join(".digests.json.tmp")).unwrap();
-    let out = run_once(&config, &[]).await;
-    let stderr = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
-    assert!(
-        !stderr.contains("run history could not be written"),
-        "{stderr}"
-    );
-    let line = stderr
-        .lines()
-        .find(|l| l.contains("cannot write the digest cache"))
-        .unwrap_or_else(|| panic!("a warning: {stderr}"));
-    assert!(
-        line.contains(&state.join("digests.json").display().to_string()),
-        "{line}"
-    );
-    assert!(line.contains("No space left on device"), "{line}");
-    let history = StateStore::open(&state).await.unwrap().history().await.unwrap();
-    assert_eq!(history["nightly"].len(), 1, "the history was written");
+    let disk = SmallDisk::mount(&state, 2048);
+    let s = StateStore::open(&state).await.unwrap();
+    s.add_inflight(stac_uploadd::state::InFlight {
+        upload_id: stac_client::UploadId("u1".into()),
+        job: "j".into(),
+        target: stac_client::AssetTarget::item_asset("c", "i", "a"),
+        file: "/data/a".into(),
+        size: 1,
+        mtime: (1, 2),
+        ino: 3,
+        multihash: "1220ab".into(),
+        part_size: 5 << 20,
+        created: chrono::Utc::now(),
+        urls_expire: None,
+        pid: 1,
+    })
+    .await
+    .unwrap();
+    s.close().await.unwrap();
+    drop(s);
+    disk.read_only(true);
+    let outcome = StateStore::open(&state).await;
+    disk.read_only(false);
+    match outcome {
+        Err(e) => {
+            let m = e.to_string();
+            assert!(
+                m.contains(&state.join("state.db").display().to_string()),
+                "{m}"
+            );
+            eprintln!("read-only: open refused: {m}");
+        }
+        Ok(s) => {
+            let e = s.probe().await.unwrap_err().to_string();
+            assert!(e.contains("state.db"), "{e}");
+            assert_eq!(s.write_problem(), Some(e.clone()));
+            eprintln!("read-only: opened, probe refused: {e}");
+        }
+    }
 }
