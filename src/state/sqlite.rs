@@ -239,25 +239,32 @@ async fn pool(path: &Path, mode: Mode) -> Result<AnyPool, sqlx::Error> {
     };
     let options = AnyConnectOptions::from_str(&format!("sqlite://{}?{query}", url.path()))?
         .disable_statement_logging();
+    // One connection first, outside the pool: a pool retries a connection that fails (a
+    // damaged file) until its timeout, where this answers at once.
+    let mut first = options.connect().await?;
+    settings(&mut first, mode).await?;
+    sqlx::Connection::close(first).await?;
     AnyPoolOptions::new()
         .max_connections(1)
         .min_connections(0)
         .test_before_acquire(false)
-        .after_connect(move |conn, _| {
-            Box::pin(async move {
-                if mode == Mode::ReadWrite {
-                    // Before the first table exists; a no-op on an existing file.
-                    conn.execute("PRAGMA page_size = 1024").await?;
-                    conn.execute("PRAGMA journal_mode = WAL").await?;
-                    conn.execute("PRAGMA synchronous = NORMAL").await?;
-                } else {
-                    conn.execute("PRAGMA query_only = 1").await?;
-                }
-                Ok(())
-            })
-        })
+        .after_connect(move |conn, _| Box::pin(settings(conn, mode)))
         .connect_with(options)
         .await
+}
+
+async fn settings(conn: &mut sqlx::AnyConnection, mode: Mode) -> Result<(), sqlx::Error> {
+    if mode == Mode::ReadWrite {
+        // Before the first table exists; a no-op on an existing file.
+        conn.execute("PRAGMA page_size = 1024").await?;
+        conn.execute("PRAGMA journal_mode = WAL").await?;
+        conn.execute("PRAGMA synchronous = NORMAL").await?;
+    } else {
+        conn.execute("PRAGMA query_only = 1").await?;
+        // A damaged file shows it here, not at the first query.
+        conn.execute("PRAGMA schema_version").await?;
+    }
+    Ok(())
 }
 
 fn db_error(path: &Path, action: &'static str, e: sqlx::Error) -> StateError {

@@ -235,3 +235,151 @@ async fn check_explains_a_good_file_and_locates_errors_in_a_bad_one() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("jobs.toml:19:12"));
 }
+
+/// An upgrade: the state folder as the previous release left it after a kill (JSON files: the
+/// upload in flight, a create marker, history, digests), opened by this release. The upload is
+/// resumed as before, everything is imported into the database, and the files are kept aside.
+#[tokio::test]
+async fn a_state_folder_of_the_previous_release_is_imported_and_its_upload_resumed() {
+    use stac_upload::DigestCache as _;
+    use stac_uploadd::state::{Creating, StateStore};
+    let emu = emulator().await;
+    emu.create_asset(&key(), "application/zip").unwrap();
+    emu.faults().set_bandwidth_limit(Some(3_000_000));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("big.zip");
+    let sha = write_file(&file, 24 * MIB, 9);
+    let config = job_file(dir.path(), &emu.base_url(), "* * * * * *", &file, "");
+    let state = dir.path().join("state");
+
+    // A run of this release killed mid-upload gives a real upload in flight and its record...
+    let mut daemon = spawn_daemon(&[], &config);
+    wait_for(Duration::from_secs(30), "a part to arrive", || {
+        emu.uploads(&key())
+            .iter()
+            .any(|u| u.status == UploadState::InProgress && u.parts_received >= 1)
+    })
+    .await;
+    signal(&daemon, libc::SIGKILL);
+    daemon.wait().await.unwrap();
+    let store = StateStore::open(&state).await.unwrap();
+    let uploads = store.inflight().await.unwrap();
+    store.close().await.unwrap();
+    drop(store);
+    assert_eq!(uploads.len(), 1, "{uploads:?}");
+    let id = uploads[0].upload_id.clone();
+    // ...which the previous release would have kept as JSON files, and no database.
+    for f in std::fs::read_dir(&state).unwrap() {
+        let f = f.unwrap().path();
+        if f.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("state.db")
+        {
+            std::fs::remove_file(f).unwrap();
+        }
+    }
+    let old = StateStore::open_json(&state).unwrap();
+    old.add_inflight(uploads[0].clone()).await.unwrap();
+    let marker = Creating {
+        target: stac_client::AssetTarget::item_asset("ch.test.collection", "item-1", "other.zip"),
+        multihash: format!("1220{}", "cd".repeat(32)),
+        at: chrono::Utc::now(),
+    };
+    old.add_creating(marker.clone()).await.unwrap();
+    let now = chrono::Utc::now();
+    old.record_run(stac_uploadd::state::RunRecord {
+        job: "nightly".into(),
+        started: now,
+        finished: now,
+        outcome: stac_uploadd::state::Outcome::Failed,
+        asset: "big.zip".into(),
+        item: Some("item-1".into()),
+        file: Some(file.clone()),
+        bytes: 0,
+        attempts: 1,
+        upload_id: None,
+        error: Some("an imported run".into()),
+        assets: Vec::new(),
+    })
+    .await
+    .unwrap();
+    let digest_key = stac_upload::DigestKey {
+        dev: 1,
+        ino: 2,
+        size: 3,
+        mtime: (4, 5),
+        ctime: (6, 7),
+        part_size: 8,
+    };
+    let digest = stac_upload::FileDigest {
+        multihash: stac_client::Multihash::from_hex(&format!("1220{}", "ef".repeat(32))),
+        part_md5s: Vec::new(),
+        size: 3,
+    };
+    old.put(digest_key.clone(), &digest);
+    old.flush().await.unwrap();
+    drop(old);
+    for name in ["inflight.json", "history.json", "digests.json"] {
+        assert!(state.join(name).exists(), "{name}");
+    }
+
+    emu.faults().set_bandwidth_limit(None);
+    let (mut daemon, log) = spawn_logged(&[], &config);
+    wait_for(
+        Duration::from_secs(30),
+        "the upload resumed and complete",
+        || {
+            emu.uploads(&key())
+                .iter()
+                .any(|u| u.id == id.0 && u.status == UploadState::Completed)
+        },
+    )
+    .await;
+    let status = terminate(&mut daemon).await;
+    let log = log.lock().unwrap().join("\n");
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(
+        log.contains("importing the state of an earlier release"),
+        "{log}"
+    );
+    assert!(
+        log.contains("resuming an upload interrupted by a restart"),
+        "{log}"
+    );
+    assert_eq!(emu.object_sha256_hex(&key()).as_deref(), Some(sha.as_str()));
+    assert!(emu.in_progress_uploads().is_empty());
+    for name in ["inflight.json", "history.json", "digests.json"] {
+        assert!(!state.join(name).exists(), "{name} moved");
+        assert!(
+            state.join(format!("{name}.imported")).exists(),
+            "{name} kept aside"
+        );
+    }
+    let store = StateStore::open(&state).await.unwrap();
+    assert!(
+        store.inflight().await.unwrap().is_empty(),
+        "finished: forgotten"
+    );
+    assert_eq!(
+        store.creating().await.unwrap(),
+        vec![marker],
+        "the marker imported"
+    );
+    assert!(
+        store
+            .history()
+            .await
+            .unwrap()
+            .values()
+            .flatten()
+            .any(|r| r.error.as_deref() == Some("an imported run")),
+        "the history imported"
+    );
+    assert_eq!(
+        store.get(&digest_key).await,
+        Some(digest),
+        "the digest imported"
+    );
+    store.close().await.unwrap();
+}

@@ -652,3 +652,99 @@ async fn a_read_only_state_folder_is_an_error_naming_the_store() {
         }
     }
 }
+
+/// A database damaged where the digest cache lives (pages overwritten at the end of the file):
+/// moved aside with a warning, and the new one keeps the uploads in flight and create markers
+/// read from it; the caches start empty.
+#[tokio::test]
+async fn a_damaged_database_is_moved_aside_keeping_its_uploads_in_flight() {
+    use stac_upload::DigestCache as _;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let s = StateStore::open(&state).await.unwrap();
+    let up = stac_uploadd::state::InFlight {
+        upload_id: stac_client::UploadId("u1".into()),
+        job: "j".into(),
+        target: stac_client::AssetTarget::item_asset("c", "i", "a"),
+        file: "/data/a".into(),
+        size: 1,
+        mtime: (1, 2),
+        ino: 3,
+        multihash: "1220ab".into(),
+        part_size: 5 << 20,
+        created: chrono::Utc::now(),
+        urls_expire: None,
+        pid: 1,
+    };
+    let marker = stac_uploadd::state::Creating {
+        target: stac_client::AssetTarget::item_asset("c", "i", "b"),
+        multihash: "1220cd".into(),
+        at: chrono::Utc::now(),
+    };
+    s.add_inflight(up.clone()).await.unwrap();
+    s.add_creating(marker.clone()).await.unwrap();
+    for n in 0..5_000u64 {
+        s.put(
+            stac_upload::DigestKey {
+                dev: 1,
+                ino: n,
+                size: 3,
+                mtime: (n as i64, 0),
+                ctime: (0, 0),
+                part_size: 0,
+            },
+            &stac_upload::FileDigest {
+                multihash: stac_client::Multihash::from_hex(&format!("1220{}", "ab".repeat(32))),
+                part_md5s: Vec::new(),
+                size: 3,
+            },
+        );
+    }
+    s.close().await.unwrap();
+    drop(s);
+    let db = state.join("state.db");
+    let len = std::fs::metadata(&db).unwrap().len();
+    let mut bytes = std::fs::read(&db).unwrap();
+    let from = (len as usize / 2) & !1023;
+    for b in &mut bytes[from..] {
+        *b = 0xa5;
+    }
+    std::fs::write(&db, &bytes).unwrap();
+
+    let s = StateStore::open(&state).await.unwrap();
+    assert_eq!(
+        s.inflight().await.unwrap(),
+        vec![up],
+        "the upload in flight kept"
+    );
+    assert_eq!(s.creating().await.unwrap(), vec![marker], "the marker kept");
+    let names: Vec<String> = std::fs::read_dir(&state)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.iter().any(|n| n.starts_with("state.db.corrupt-")),
+        "moved aside: {names:?}"
+    );
+    assert_eq!(s.row_counts().await.unwrap().unwrap()[3], ("digests", 0));
+    s.close().await.unwrap();
+}
+
+/// A file that is no database at all: its uploads in flight cannot be read, so it is left where
+/// it is and the start refused, saying what moving it aside would lose (exit 3 for the daemon).
+#[tokio::test]
+async fn a_database_whose_uploads_cannot_be_read_stops_the_start_and_stays() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::write(state.join("state.db"), vec![0x42; 8192]).unwrap();
+    let e = StateStore::open(&state).await.unwrap_err();
+    assert!(e.needs_operator(), "{e}");
+    let m = e.to_string();
+    assert!(m.contains("moving it aside loses them"), "{m}");
+    assert!(m.contains("state.db"), "{m}");
+    assert_eq!(
+        std::fs::read(state.join("state.db")).unwrap(),
+        vec![0x42; 8192]
+    );
+}
