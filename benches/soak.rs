@@ -214,6 +214,7 @@ retries = 3
 /// busy daemon leaves (one part MD5 each), none of which the soak's files will hit.
 async fn prefill_digests(state_dir: &Path) -> anyhow::Result<()> {
     let store = StateStore::open(state_dir)
+        .await
         .with_context(|| format!("opening the state in {}", state_dir.display()))?;
     for i in 0..DIGESTS_KEPT as u64 {
         let seed = i.to_le_bytes();
@@ -236,7 +237,7 @@ async fn prefill_digests(state_dir: &Path) -> anyhow::Result<()> {
         store.put(key, &digest);
     }
     store
-        .flush()
+        .close()
         .await
         .context("writing the prefilled digest cache")
 }
