@@ -18,6 +18,7 @@
 pub mod cli;
 pub mod config;
 pub mod exit;
+pub mod memory;
 pub mod observe;
 pub mod retention;
 pub mod state;

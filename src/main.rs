@@ -4,6 +4,7 @@ use stac_uploadd::exit::ExitCode;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    stac_uploadd::memory::return_large_buffers();
     let cli = Cli::parse();
     stac_uploadd::observe::init_logging(cli.log_format, cli.log_level());
     match cli::run(cli).await {
