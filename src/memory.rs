@@ -36,43 +36,4 @@ pub fn return_large_buffers() -> bool {
     }
 }
 
-#[cfg(all(test, target_os = "linux", target_env = "gnu"))]
-mod tests {
-    use super::*;
-
-    fn rss_anon_kib() -> u64 {
-        std::fs::read_to_string("/proc/self/status")
-            .expect("/proc/self/status")
-            .lines()
-            .find_map(|l| l.strip_prefix("RssAnon:"))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .expect("an RssAnon line")
-    }
-
-    #[test]
-    fn large_buffers_freed_between_live_small_ones_leave_the_resident_set() {
-        assert!(
-            return_large_buffers() || std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_some(),
-            "mallopt refused the threshold"
-        );
-        // What a digest does: a 1 MiB chunk freed (left alone, glibc would raise its threshold
-        // to 1 MiB here)...
-        drop(std::hint::black_box(vec![1u8; 1 << 20]));
-        let before = rss_anon_kib();
-        // ...then 64 more, each beside a small block that outlives it (a run's bookkeeping).
-        let mut small = Vec::new();
-        let mut large = Vec::new();
-        for i in 0..64u8 {
-            large.push(std::hint::black_box(vec![i | 1; 1 << 20]));
-            small.push(std::hint::black_box(vec![i; 4096]));
-        }
-        drop(large);
-        let after = rss_anon_kib();
-        drop(small);
-        // 64 MiB was touched; in the arenas most of it would still be resident.
-        assert!(
-            after < before + 16 * 1024,
-            "RssAnon {before} KiB before, {after} KiB after 64 MiB were freed"
-        );
-    }
-}
+// Tested in tests/it/bounds.rs, in a process of its own: the resident set is the process's.
