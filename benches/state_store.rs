@@ -30,13 +30,13 @@
 //! history, and a final `flush` has returned. Over it:
 //!
 //! - **disk written**: the delta of `write_bytes` in `/proc/self/io`, which counts the page-cache
-//!   pages this process dirtied (or wrote directly) on a block-device file system: rewriting one
-//!   byte of a page counts 4 KiB, a page dirtied twice before it reaches the disk counts once
-//!   per dirtying, and the journal's own writes (ext4's jbd2) and a database's fsyncs are not
-//!   counted (they are the kernel's). A file on tmpfs counts nothing, hence the check of the file
-//!   system. `cancelled_write_bytes` (dirty pages of files truncated or deleted before they
-//!   reached the disk: the JSON store's replaced files) is printed beside it; the table's figure
-//!   is `write_bytes` alone, what the disk was asked to take.
+//!   pages this process dirtied (or wrote directly) on a block-device file system, charged when
+//!   dirtied: rewriting one byte of a page counts 4 KiB; a page written again while still dirty
+//!   is not counted again (the disk takes it once: an fsync between two writes makes both
+//!   count); the file system's metadata and journal (ext4's jbd2) are the kernel's writes, not
+//!   counted. A file on tmpfs counts nothing, hence the check of the file system.
+//!   `cancelled_write_bytes` (dirty pages of files truncated or deleted before they reached the
+//!   disk) is printed beside it; the table's figure is `write_bytes` alone.
 //! - **CPU**: the delta of user + system time from `getrusage(RUSAGE_SELF)`. The process also
 //!   hosts the emulator and the watcher: both stores pay the same for them, so the difference
 //!   between rows is the store's.
