@@ -108,7 +108,7 @@ fn run_case(concurrency: usize) {
         let path = work.path().join("jobs.toml");
         let config = config::parse(&text, &path, &|_| None).expect("the job file");
         let client = StacClient::new(config.server.client_config()).expect("client");
-        let state = Arc::new(StateStore::open(&config.state_dir).unwrap());
+        let state = Arc::new(StateStore::open(&config.state_dir).await.unwrap());
         let shared = Arc::new(Shared::new(HttpUploader(client), state, Clock::System));
         shared.set_upload_limit(config.max_concurrent_uploads);
         let supervisor = Supervisor::start(shared, config.jobs.clone())

@@ -132,7 +132,7 @@ fn main() {
     let rss_before = status_kib("VmRSS");
     let (cpu_before, wall) = (cpu_seconds(libc::RUSAGE_SELF), Instant::now());
     rt.block_on(async {
-        let state = Arc::new(StateStore::open(dir.path()).expect("state"));
+        let state = Arc::new(StateStore::open(dir.path()).await.expect("state"));
         let shared = Arc::new(Shared::new(Noop, state.clone(), Clock::System));
         let sup = Supervisor::start(shared, specs).await.expect("start");
         tokio::time::sleep(Duration::from_secs(seconds)).await;

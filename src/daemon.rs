@@ -46,7 +46,7 @@ pub(crate) async fn run(
 ) -> Result<(), StartError> {
     let (mut config, fingerprints) = load(&config_path)?;
     let _lock = crate::state::lock_state(&config.state_dir)?;
-    let state = Arc::new(StateStore::open(&config.state_dir)?);
+    let state = Arc::new(StateStore::open(&config.state_dir).await?);
     let observe_opts = ObserveOptions {
         listen: observe_listen.or(config.observe.listen),
         health_timeout: config
@@ -55,6 +55,7 @@ pub(crate) async fn run(
             .unwrap_or(ObserveOptions::default().health_timeout),
     };
     let observer = Observer::start(&observe_opts).await?;
+    observer.watch_store(state.clone());
     let shutdown = CancellationToken::new();
     let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
@@ -150,7 +151,7 @@ pub(crate) async fn run(
     observer.ticking(supervisor.shutdown(grace)).await;
     shutdown.cancel();
     let _ = flusher.await;
-    state.flush().await.map_err(anyhow::Error::from)?;
+    state.close().await.map_err(anyhow::Error::from)?;
     observer.stop().await;
     info!("stopped");
     Ok(())

@@ -147,7 +147,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         "time", "job", "asset", "outcome", "attempts", "size"
     );
 
-    let state = Arc::new(StateStore::open(&config.state_dir)?);
+    let state = Arc::new(StateStore::open(&config.state_dir).await?);
     let client = crate::daemon::client(&config)?;
     let shared = Arc::new(Shared::new(
         HttpUploader(client),

@@ -246,7 +246,7 @@ pub(crate) async fn run(args: OnceArgs) -> Result<Summary, OnceError> {
     let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
     let mut hup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
     let _lock = lock(&config.state_dir)?;
-    let state = Arc::new(StateStore::open(&config.state_dir)?);
+    let state = Arc::new(StateStore::open(&config.state_dir).await?);
     daemon::clear_temp(&state);
     let client = daemon::client(&config)?;
     let jobs = daemon::Runtime::new(&config).jobs(&config, &state, &HashMap::new())?;

@@ -56,6 +56,14 @@ pub struct Health {
     triggers: Arc<Triggers>,
     /// Jobs whose task ended unexpectedly and is not running now: not ready while there is one.
     job_tasks: Arc<JobTasks>,
+    /// Why the state store cannot be written, if it cannot: not ready meanwhile.
+    store: OnceLock<Arc<dyn StoreCheck>>,
+}
+
+/// Answers why the state store's last write failed, `None` while it writes.
+pub trait StoreCheck: Send + Sync + std::fmt::Debug {
+    /// Why the store cannot be written, if it cannot.
+    fn write_problem(&self) -> Option<String>;
 }
 
 impl Health {
@@ -74,7 +82,19 @@ impl Health {
             timeout,
             triggers,
             job_tasks: JobTasks::global(),
+            store: OnceLock::new(),
         }
+    }
+
+    /// Judges readiness also by the state store: a daemon that cannot record the uploads it
+    /// would start (a full disk, a read-only folder) starts none, and is not ready.
+    pub fn watch_store(&self, check: Arc<dyn StoreCheck>) {
+        let _ = self.store.set(check);
+    }
+
+    /// Why the state store cannot be written, if it cannot.
+    pub fn store_problem(&self) -> Option<String> {
+        self.store.get().and_then(|c| c.write_problem())
     }
 
     /// Like [`Health::new`], judging readiness by the jobs of `job_tasks`.
@@ -110,11 +130,13 @@ impl Health {
     }
 
     /// Ready: the job file is loaded, the jobs are started, none of their tasks is down after
-    /// ending unexpectedly ([`JobTasks`]), and we are not stopping. A reload keeps the daemon
-    /// ready: the old jobs run until the new ones take over.
+    /// ending unexpectedly ([`JobTasks`]), the state store writes ([`Health::watch_store`]),
+    /// and we are not stopping. A reload keeps the daemon ready: the old jobs run until the new
+    /// ones take over.
     pub fn ready(&self) -> bool {
         matches!(self.phase(), Phase::Ready | Phase::Reloading)
             && self.job_tasks.down_jobs().is_empty()
+            && self.store_problem().is_none()
     }
 
     /// The current phase.

@@ -79,6 +79,9 @@ async fn readyz(State(s): State<AppState>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     let mut body = format!("{phase}\n");
+    if let Some(why) = s.health.store_problem() {
+        body.push_str(&format!("state store: cannot write ({why})\n"));
+    }
     for (job, state) in s.health.triggers().states() {
         match state {
             TriggerState::Watching => body.push_str(&format!("watch {job}: watching\n")),

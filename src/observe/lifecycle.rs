@@ -120,6 +120,11 @@ impl Observer {
         every
     }
 
+    /// Makes `/readyz` answer for the state store too (see [`Health::watch_store`]).
+    pub fn watch_store(&self, check: Arc<dyn super::health::StoreCheck>) {
+        self.health.watch_store(check);
+    }
+
     /// The main loop is alive: feeds `/healthz` and the systemd watchdog.
     pub fn tick(&self) {
         self.health.tick();

@@ -110,7 +110,7 @@ pub(crate) async fn run(req: Request) -> Result<(), OpsError> {
     }
     // Read only: a daemon may hold the folder (a missing folder reads as empty).
     let state =
-        Arc::new(StateStore::open_read_only(&dir).map_err(|e| OpsError::Failure(e.into()))?);
+        Arc::new(StateStore::open_read_only(&dir).await.map_err(|e| OpsError::Failure(e.into()))?);
     let records = Records {
         inflight: state.inflight().await.map_err(failure)?,
         creating: state.creating().await.map_err(failure)?,
@@ -291,7 +291,7 @@ async fn forget(
     upload: &Upload,
 ) -> anyhow::Result<()> {
     let _lock = crate::state::lock_state(dir)?;
-    let state = StateStore::open(dir)?;
+    let state = StateStore::open(dir).await?;
     state.remove_inflight(&upload.upload_id).await?;
     if let Some(c) = &upload.checksum {
         state.remove_creating(target, c).await?;

@@ -1,4 +1,5 @@
-//! The embedded backend: JSON files in the state folder, each replaced by write-to-temp + fsync
+//! The store of earlier releases, kept to import it (and to measure against it): JSON files in
+//! the state folder, each replaced by write-to-temp + fsync
 //! + rename + fsync of the folder, so a crash leaves the old or the new version, never a torn one.
 //!
 //! - `inflight.json` (uploads in flight, create markers) is written on every change, and the
@@ -28,15 +29,11 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use super::{
-    Creating, HISTORY_PER_JOB, InFlight, RunRecord, StateBackend, StateError, StateFuture, Unusable,
+    Creating, DIGESTS_KEPT, HISTORY_PER_JOB, InFlight, RunRecord, StateBackend, StateError, StateFuture, Unusable,
 };
 use stac_client::units::ByteSize;
 use stac_client::{AssetTarget, Md5, Multihash, UploadId};
 use stac_upload::{DigestKey, FileDigest};
-
-/// Digests kept: a file's (device, inode, size, mtime, ctime) and part size → its multihash and
-/// MD5s. Bounded; the oldest entries go first.
-pub const DIGESTS_KEPT: usize = 10_000;
 
 /// The largest `inflight.json` read. It holds one record (about 600 bytes) per upload in
 /// progress, at most `max_concurrent_uploads` of them, and a create marker (about 250 bytes) per
@@ -204,8 +201,20 @@ impl JsonFiles {
         Ok(())
     }
 
+    /// Every cached digest, oldest first (to import them).
+    pub(crate) fn digest_entries(&self) -> Vec<(DigestKey, FileDigest)> {
+        let keys: Vec<DigestKey> = lock(&self.digests)
+            .value
+            .iter()
+            .map(|e| e.key.clone())
+            .collect();
+        keys.into_iter()
+            .filter_map(|k| self.cached_digest(&k).map(|d| (k, d)))
+            .collect()
+    }
+
     /// The digest of a file as cached.
-    pub fn digest(&self, key: &DigestKey) -> Option<FileDigest> {
+    pub fn cached_digest(&self, key: &DigestKey) -> Option<FileDigest> {
         let g = lock(&self.digests);
         let e = g.value.iter().rev().find(|e| &e.key == key)?;
         let md5s = e
@@ -360,8 +369,30 @@ impl StateBackend for JsonFiles {
         Box::pin(std::future::ready(Ok(h)))
     }
 
+    fn digest<'a>(&'a self, key: &'a DigestKey) -> stac_upload::DigestFuture<'a> {
+        Box::pin(std::future::ready(self.cached_digest(key)))
+    }
+
+    fn put_digest(&self, key: DigestKey, digest: &FileDigest) {
+        JsonFiles::put_digest(self, key, digest);
+    }
+
+    /// The history's error is returned; a digest cache that cannot be written is a warning
+    /// naming its file (it is a cache: the files it would spare are digested again).
     fn flush(&self) -> StateFuture<'_, ()> {
         Box::pin(async move {
+            let history = self.flush_history().await;
+            if let Err(e) = self.flush_digests().await {
+                warn!(error = %e, "cannot write the digest cache: the files it would spare are digested again on their next run");
+            }
+            history
+        })
+    }
+}
+
+impl JsonFiles {
+    async fn flush_history(&self) -> Result<(), StateError> {
+        {
             let _turn = self.writing.lock().await;
             let bytes = {
                 let mut g = lock(&self.history);
@@ -379,7 +410,7 @@ impl StateBackend for JsonFiles {
                 lock(&self.history).changed = true;
             }
             result
-        })
+        }
     }
 }
 
@@ -548,12 +579,12 @@ mod tests {
     #[tokio::test]
     async fn inflight_survives_a_reopen_and_removal_is_durable() {
         let dir = tempfile::tempdir().unwrap();
-        let s = StateStore::open(dir.path()).unwrap();
+        let s = StateStore::open_json(dir.path()).unwrap();
         let (u1, u2) = (rec("u1"), rec("u2"));
         s.add_inflight(u1).await.unwrap();
         s.add_inflight(u2.clone()).await.unwrap();
         s.remove_inflight(&UploadId("u1".into())).await.unwrap();
-        let again = StateStore::open(dir.path()).unwrap();
+        let again = StateStore::open_json(dir.path()).unwrap();
         assert_eq!(again.inflight().await.unwrap(), vec![u2]);
         assert!(again.is_ours(&UploadId("u2".into())).await.unwrap());
         assert!(!dir.path().join(".inflight.json.tmp").exists());
@@ -562,12 +593,12 @@ mod tests {
     #[tokio::test]
     async fn history_is_bounded_and_flushed_on_demand() {
         let dir = tempfile::tempdir().unwrap();
-        let s = StateStore::open(dir.path()).unwrap();
+        let s = StateStore::open_json(dir.path()).unwrap();
         for i in 0..(HISTORY_PER_JOB + 5) {
             s.record_run(run(i as u64)).await.unwrap();
         }
         assert!(
-            StateStore::open(dir.path())
+            StateStore::open_json(dir.path())
                 .unwrap()
                 .history()
                 .await
@@ -576,7 +607,7 @@ mod tests {
             "not written before a flush"
         );
         s.flush().await.unwrap();
-        let h = StateStore::open(dir.path())
+        let h = StateStore::open_json(dir.path())
             .unwrap()
             .history()
             .await
@@ -598,7 +629,7 @@ mod tests {
                 "error": null}]}}"#,
         )
         .unwrap();
-        let s = StateStore::open(dir.path()).unwrap();
+        let s = StateStore::open_json(dir.path()).unwrap();
         let h = s.history().await.unwrap();
         assert_eq!(h["j"].len(), 1, "the old record is kept, not moved aside");
         assert_eq!(h["j"][0].asset, "a.zip");
@@ -610,7 +641,7 @@ mod tests {
         .await
         .unwrap();
         s.flush().await.unwrap();
-        let again = StateStore::open(dir.path())
+        let again = StateStore::open_json(dir.path())
             .unwrap()
             .history()
             .await
@@ -622,7 +653,7 @@ mod tests {
     fn a_corrupt_inflight_record_stops_the_start_and_says_what_moving_it_loses() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(INFLIGHT.name), b"{not json").unwrap();
-        let e = StateStore::open(dir.path()).unwrap_err();
+        let e = StateStore::open_json(dir.path()).unwrap_err();
         assert!(e.needs_operator(), "{e}");
         let m = e.to_string();
         assert!(m.contains("inflight.json"), "{m}");
@@ -639,7 +670,7 @@ mod tests {
         for name in [HISTORY.name, DIGESTS.name] {
             std::fs::write(dir.path().join(name), b"\x00garbage").unwrap();
         }
-        let s = StateStore::open(dir.path()).unwrap();
+        let s = StateStore::open_json(dir.path()).unwrap();
         assert!(s.history().await.unwrap().is_empty());
         let names: Vec<String> = std::fs::read_dir(dir.path())
             .unwrap()
@@ -658,7 +689,7 @@ mod tests {
         s.record_run(run(1)).await.unwrap();
         s.flush().await.unwrap();
         assert_eq!(
-            StateStore::open(dir.path())
+            StateStore::open_json(dir.path())
                 .unwrap()
                 .history()
                 .await
@@ -673,7 +704,7 @@ mod tests {
     #[tokio::test]
     async fn a_failed_write_is_an_error_and_changes_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let s = StateStore::open(dir.path()).unwrap();
+        let s = StateStore::open_json(dir.path()).unwrap();
         std::os::unix::fs::symlink("/dev/full", dir.path().join(".inflight.json.tmp")).unwrap();
         let e = s.add_inflight(rec("u1")).await.unwrap_err();
         assert!(
@@ -694,7 +725,7 @@ mod tests {
     #[tokio::test]
     async fn paths_that_are_not_utf8_survive_a_write_and_a_reload_exactly() {
         let dir = tempfile::tempdir().unwrap();
-        let s = StateStore::open(dir.path()).unwrap();
+        let s = StateStore::open_json(dir.path()).unwrap();
         let resume = os_path(b"/data/r\xe9sum\xe9.txt");
         let bad = os_path(b"/data/bad\xff.txt");
         let up = InFlight {
@@ -709,7 +740,7 @@ mod tests {
         s.record_run(ran.clone()).await.unwrap();
         s.flush().await.unwrap();
 
-        let again = StateStore::open(dir.path()).unwrap();
+        let again = StateStore::open_json(dir.path()).unwrap();
         assert_eq!(again.inflight().await.unwrap(), vec![up]);
         assert_eq!(again.history().await.unwrap()["j"], vec![ran]);
         let text = std::fs::read_to_string(dir.path().join(INFLIGHT.name)).unwrap();
@@ -743,7 +774,7 @@ mod tests {
     #[tokio::test]
     async fn a_create_marker_equal_to_one_recorded_is_not_added_again() {
         let dir = tempfile::tempdir().unwrap();
-        let s = StateStore::open(dir.path()).unwrap();
+        let s = StateStore::open_json(dir.path()).unwrap();
         let target = AssetTarget::item_asset("c", "i", "a.zip");
         let marker = |multihash: &str, secs| Creating {
             target: target.clone(),
@@ -767,7 +798,7 @@ mod tests {
         })
         .await
         .unwrap();
-        let again = StateStore::open(dir.path()).unwrap();
+        let again = StateStore::open_json(dir.path()).unwrap();
         assert_eq!(again.creating().await.unwrap().len(), 3);
     }
 
@@ -802,16 +833,16 @@ mod tests {
         )
         .unwrap();
         let files = JsonFiles::open(dir.path(), false).unwrap();
-        assert!(files.digest(&key((4, 5))).is_none());
-        assert!(files.digest(&key((0, 0))).is_none());
+        assert!(files.cached_digest(&key((4, 5))).is_none());
+        assert!(files.cached_digest(&key((0, 0))).is_none());
         assert!(dir.path().join(DIGESTS.name).exists(), "not moved aside");
         // And a key with ctime is one: a hit for the same ctime only.
         files.put_digest(key((6, 7)), &digest_of("1220cd"));
         assert_eq!(
-            files.digest(&key((6, 7))).map(|d| d.multihash),
+            files.cached_digest(&key((6, 7))).map(|d| d.multihash),
             Some(Multihash::from_hex("1220cd"))
         );
-        assert!(files.digest(&key((6, 8))).is_none());
+        assert!(files.cached_digest(&key((6, 8))).is_none());
     }
 
     fn unusable(path: &Path, limit: u64) -> Unusable {

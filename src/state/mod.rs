@@ -3,17 +3,21 @@
 //! recent run history for `stac-uploadd status`, and the digest cache.
 //!
 //! One interface, [`StateBackend`], for what crash safety rests on and what several daemons
-//! would share: in-flight uploads, create markers and run history. Its methods are async and
-//! fallible, so a backend may sit on a database across the network; the one here
-//! ([`files::JsonFiles`]) keeps JSON files in the state folder. The digest cache describes local
-//! files, so it stays local whatever the backend.
+//! would share: in-flight uploads, create markers, run history, the digest cache. Its methods
+//! are async and fallible, so a backend may sit on a database across the network. The store is
+//! SQL ([`sql`]), one text for two engines: SQLite in the state folder ([`sqlite`], the
+//! default) and PostgreSQL for a cluster. The JSON files of earlier releases ([`files`]) are
+//! imported once at start.
 //!
-//! A write the caller waits for is durable when it returns, or returns an error: the caller
-//! decides (a create whose marker cannot be written is not sent).
+//! A write the caller waits for is committed when it returns, or returns an error: the caller
+//! decides (a create whose marker cannot be written is not sent). The last write's failure, if
+//! any, is what [`StateStore::write_problem`] tells `/readyz`.
 
 mod files;
 mod lock;
 mod path;
+mod sql;
+mod sqlite;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -27,7 +31,12 @@ use serde::{Deserialize, Serialize};
 use stac_client::{AssetTarget, UploadId};
 use stac_upload::{DigestCache, DigestKey, FileDigest};
 
-pub use files::{DIGESTS_KEPT, DIGESTS_LIMIT, HISTORY_LIMIT, INFLIGHT_LIMIT, JsonFiles};
+pub use files::{DIGESTS_LIMIT, HISTORY_LIMIT, INFLIGHT_LIMIT, JsonFiles};
+pub use sqlite::DB_FILE;
+
+/// Digests kept: a file's (device, inode, size, mtime, ctime) and part size → its multihash and
+/// MD5s. Bounded; the oldest entries go first.
+pub const DIGESTS_KEPT: usize = 10_000;
 pub use lock::{StateLock, lock_state, state_holder};
 
 /// Runs kept per job.
@@ -232,6 +241,19 @@ pub enum StateError {
     },
     #[error("the state store's worker failed: {0}")]
     Worker(String),
+    /// The database refused or failed (a full disk, a read-only folder, a lost server...).
+    #[error("state store {store}: cannot {action}: {source}")]
+    Db {
+        store: String,
+        action: &'static str,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The database is damaged and the uploads in flight it records cannot be read from it.
+    #[error(
+        "state database {} is damaged ({problem}). It lists the uploads this daemon has in progress on the server and the creates it has sent: moving it aside loses them, and each such upload then blocks its asset until its job's stale_after passes or someone aborts it (stac-uploadd uploads lists the server's). Repair it (sqlite3 .recover), or move it aside knowingly, then start again",
+        path.display()
+    )]
+    CorruptDatabase { path: PathBuf, problem: String },
 }
 
 /// Why a state file that exists cannot be used as it is.
@@ -260,7 +282,10 @@ impl StateError {
     /// True when the daemon must not start until an operator has looked (systemd must not
     /// restart it in a loop).
     pub fn needs_operator(&self) -> bool {
-        matches!(self, StateError::CorruptInflight { .. })
+        matches!(
+            self,
+            StateError::CorruptInflight { .. } | StateError::CorruptDatabase { .. }
+        )
     }
 }
 
@@ -279,6 +304,16 @@ pub trait StateBackend: Send + Sync + std::fmt::Debug {
     fn created_unseen(&self, target: AssetTarget, multihash: String) -> StateFuture<'_, bool>;
     /// Records an upload before any part is sent.
     fn add_inflight(&self, rec: InFlight) -> StateFuture<'_, ()>;
+    /// Records an upload the server made for a create, and forgets that create's marker: the
+    /// same as [`StateBackend::add_inflight`] then [`StateBackend::remove_creating`], in one
+    /// transaction where the backend has them.
+    fn record_created(&self, rec: InFlight) -> StateFuture<'_, ()> {
+        Box::pin(async move {
+            let (target, multihash) = (rec.target.clone(), rec.multihash.clone());
+            self.add_inflight(rec).await?;
+            self.remove_creating(target, multihash).await
+        })
+    }
     /// Forgets an upload that is completed or aborted.
     fn remove_inflight(&self, id: UploadId) -> StateFuture<'_, ()>;
     /// The uploads recorded as in flight.
@@ -289,8 +324,12 @@ pub trait StateBackend: Send + Sync + std::fmt::Debug {
     fn record_run(&self, rec: RunRecord) -> StateFuture<'_, ()>;
     /// The recorded runs, per job, oldest first.
     fn history(&self) -> StateFuture<'_, BTreeMap<String, Vec<RunRecord>>>;
-    /// Writes what is held back (history).
+    /// Writes what is held back (history, digests).
     fn flush(&self) -> StateFuture<'_, ()>;
+    /// The digest cached for a file; `None` when unknown or unreadable.
+    fn digest<'a>(&'a self, key: &'a DigestKey) -> stac_upload::DigestFuture<'a>;
+    /// Caches a file's digest (it may be written by the next flush).
+    fn put_digest(&self, key: DigestKey, digest: &FileDigest);
 }
 
 /// Whether the daemon, run as this user, can keep its state in `dir`: a folder it can create
@@ -328,34 +367,65 @@ pub fn check_dir(dir: &Path) -> Result<(), String> {
         })
 }
 
-/// The store of one daemon: a backend for the shared records, and the local digest cache.
+/// The store of one daemon.
 #[derive(Debug)]
 pub struct StateStore {
     dir: PathBuf,
     backend: std::sync::Arc<dyn StateBackend>,
-    files: std::sync::Arc<JsonFiles>,
+    /// The database, when the store is SQL (row counts for `check`).
+    sql: Option<std::sync::Arc<sql::SqlStore>>,
+    /// The last write's error, until a write succeeds.
+    problem: std::sync::Mutex<Option<String>>,
 }
 
 impl StateStore {
-    /// Opens the JSON-files store in `dir` (created if needed). A corrupt cache or history is
-    /// moved aside with a warning; a corrupt in-flight record is an error
-    /// ([`StateError::needs_operator`]).
-    pub fn open(dir: &Path) -> Result<Self, StateError> {
-        Self::open_files(dir, false)
+    /// Opens the store in `dir` (created if needed): SQLite in [`DB_FILE`], the JSON files of an
+    /// earlier release imported at the first start. A damaged database is moved aside with a
+    /// warning once its uploads in flight are read from it, or the start is refused
+    /// ([`StateError::needs_operator`]) when they cannot be.
+    pub async fn open(dir: &Path) -> Result<Self, StateError> {
+        let sql = std::sync::Arc::new(sqlite::open(dir).await?);
+        Ok(Self::with(dir, sql.clone(), Some(sql)))
     }
 
-    /// Opens the store to read it beside a daemon that may be running: nothing is written.
-    pub fn open_read_only(dir: &Path) -> Result<Self, StateError> {
-        Self::open_files(dir, true)
+    /// Opens the store to read it beside a daemon that may be running: nothing is written. A
+    /// folder an earlier release wrote (JSON files, not imported yet) is read as it is.
+    pub async fn open_read_only(dir: &Path) -> Result<Self, StateError> {
+        match sqlite::open_read_only(dir).await? {
+            Some(sql) => {
+                let sql = std::sync::Arc::new(sql);
+                Ok(Self::with(dir, sql.clone(), Some(sql)))
+            }
+            None => Ok(Self::with(
+                dir,
+                std::sync::Arc::new(JsonFiles::open(dir, true)?),
+                None,
+            )),
+        }
     }
 
-    fn open_files(dir: &Path, read_only: bool) -> Result<Self, StateError> {
-        let files = std::sync::Arc::new(JsonFiles::open(dir, read_only)?);
-        Ok(Self {
+    /// The store of earlier releases (JSON files), for benches, import tests and the fuzzer
+    /// (which writes nothing).
+    #[doc(hidden)]
+    pub fn open_json(dir: &Path) -> Result<Self, StateError> {
+        Ok(Self::with(
+            dir,
+            std::sync::Arc::new(JsonFiles::open(dir, false)?),
+            None,
+        ))
+    }
+
+    fn with(
+        dir: &Path,
+        backend: std::sync::Arc<dyn StateBackend>,
+        sql: Option<std::sync::Arc<sql::SqlStore>>,
+    ) -> Self {
+        Self {
             dir: dir.to_owned(),
-            backend: files.clone(),
-            files,
-        })
+            backend,
+            sql,
+            problem: std::sync::Mutex::new(None),
+        }
     }
 
     /// The folder the local files live in.
@@ -363,9 +433,39 @@ impl StateStore {
         &self.dir
     }
 
+    /// Why the last write failed, while no write has succeeded since: the daemon is not ready
+    /// (`/readyz`), as it cannot record the uploads it would start.
+    pub fn write_problem(&self) -> Option<String> {
+        self.problem
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Rows per table of the SQL store (`None` for the JSON files).
+    pub async fn row_counts(&self) -> Result<Option<Vec<(&'static str, i64)>>, StateError> {
+        match &self.sql {
+            Some(sql) => sql.counts().await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Notes the outcome of a write for [`StateStore::write_problem`].
+    fn noted<T>(&self, result: Result<T, StateError>) -> Result<T, StateError> {
+        let mut p = self
+            .problem
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match &result {
+            Ok(_) => *p = None,
+            Err(e) => *p = Some(e.to_string()),
+        }
+        result
+    }
+
     /// See [`StateBackend::add_creating`].
     pub async fn add_creating(&self, rec: Creating) -> Result<(), StateError> {
-        self.backend.add_creating(rec).await
+        self.noted(self.backend.add_creating(rec).await)
     }
 
     /// See [`StateBackend::remove_creating`].
@@ -374,14 +474,16 @@ impl StateStore {
         target: &AssetTarget,
         multihash: &str,
     ) -> Result<(), StateError> {
-        self.backend
+        let r = self
+            .backend
             .remove_creating(target.clone(), multihash.to_owned())
-            .await
+            .await;
+        self.noted(r)
     }
 
     /// See [`StateBackend::clear_creating`].
     pub async fn clear_creating(&self, target: &AssetTarget) -> Result<(), StateError> {
-        self.backend.clear_creating(target.clone()).await
+        self.noted(self.backend.clear_creating(target.clone()).await)
     }
 
     /// See [`StateBackend::creating`].
@@ -402,12 +504,17 @@ impl StateStore {
 
     /// See [`StateBackend::add_inflight`].
     pub async fn add_inflight(&self, rec: InFlight) -> Result<(), StateError> {
-        self.backend.add_inflight(rec).await
+        self.noted(self.backend.add_inflight(rec).await)
+    }
+
+    /// See [`StateBackend::record_created`].
+    pub async fn record_created(&self, rec: InFlight) -> Result<(), StateError> {
+        self.noted(self.backend.record_created(rec).await)
     }
 
     /// See [`StateBackend::remove_inflight`].
     pub async fn remove_inflight(&self, id: &UploadId) -> Result<(), StateError> {
-        self.backend.remove_inflight(id.clone()).await
+        self.noted(self.backend.remove_inflight(id.clone()).await)
     }
 
     /// See [`StateBackend::inflight`].
@@ -430,25 +537,34 @@ impl StateStore {
         self.backend.history().await
     }
 
-    /// Writes the history and the digest cache if they changed. The error is the history's: a
-    /// digest cache that cannot be written is a warning naming its file (it is a cache: the
-    /// files it would spare are digested again), never reported as the history.
+    /// Writes the history and the digest cache held back.
     pub async fn flush(&self) -> Result<(), StateError> {
-        let history = self.backend.flush().await;
-        if let Err(e) = self.files.flush_digests().await {
-            tracing::warn!(error = %e, "cannot write the digest cache: the files it would spare are digested again on their next run");
+        self.noted(self.backend.flush().await)
+    }
+
+    /// Writes what is held back and closes the database (the daemon's last act on it).
+    pub async fn close(&self) -> Result<(), StateError> {
+        let flushed = self.flush().await;
+        if let Some(sql) = &self.sql {
+            sql.close().await;
         }
-        history
+        flushed
+    }
+}
+
+impl crate::observe::health::StoreCheck for StateStore {
+    fn write_problem(&self) -> Option<String> {
+        StateStore::write_problem(self)
     }
 }
 
 impl DigestCache for StateStore {
-    fn get(&self, key: &DigestKey) -> Option<FileDigest> {
-        self.files.digest(key)
+    fn get<'a>(&'a self, key: &'a DigestKey) -> stac_upload::DigestFuture<'a> {
+        self.backend.digest(key)
     }
 
     fn put(&self, key: DigestKey, digest: &FileDigest) {
-        self.files.put_digest(key, digest);
+        self.backend.put_digest(key, digest);
     }
 }
 

@@ -108,14 +108,20 @@ struct RunDigests {
 }
 
 impl DigestCache for RunDigests {
-    fn get(&self, key: &DigestKey) -> Option<FileDigest> {
+    fn get<'a>(&'a self, key: &'a DigestKey) -> stac_upload::DigestFuture<'a> {
         let run = self
             .run
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(key)
             .cloned();
-        run.or_else(|| self.job.as_ref().and_then(|c| c.get(key)))
+        Box::pin(async move {
+            match (run, &self.job) {
+                (Some(d), _) => Some(d),
+                (None, Some(job)) => job.get(key).await,
+                (None, None) => None,
+            }
+        })
     }
 
     fn put(&self, key: DigestKey, digest: &FileDigest) {
@@ -775,6 +781,8 @@ async fn prepare_file(path: &Path, opts: &stac_upload::UploadOptions) -> Result<
     let digest = opts.digest;
     let raw = opts.compress == CompressMode::None;
     let cache = opts.digest_cache.clone();
+    // The cache is async (it may be a database): this blocking thread waits on it.
+    let runtime = tokio::runtime::Handle::current();
     let io = |action: &'static str, source| UploadError::File {
         path: path.to_owned(),
         action,
@@ -820,7 +828,8 @@ async fn prepare_file(path: &Path, opts: &stac_upload::UploadOptions) -> Result<
         })?;
         let key = DigestKey::new(&snapshot, plan.part_size());
         if let Some(c) = &cache
-            && c.get(&key)
+            && runtime
+                .block_on(c.get(&key))
                 .is_some_and(|d| d.part_md5s.len() == plan.count())
         {
             return Ok(());

@@ -1335,17 +1335,9 @@ impl UploadObserver for Recorder {
                         urls_expire: upload.urls.iter().filter_map(|u| u.expires).min(),
                         pid: std::process::id(),
                     };
-                    self.shared.state().add_inflight(rec).await?;
-                    // Its id is known now: the create marker has done its job. One left over
-                    // only makes a later blocker of the same bytes count as ours.
-                    if let Err(e) = self
-                        .shared
-                        .state()
-                        .remove_creating(&self.target, multihash.as_str())
-                        .await
-                    {
-                        warn!(error = %e, "cannot update the state store");
-                    }
+                    // Its id is known now: the create marker has done its job, and goes in the
+                    // same transaction.
+                    self.shared.state().record_created(rec).await?;
                 }
             }
             Ok(())

@@ -314,11 +314,11 @@ struct Fixture {
     _dir: tempfile::TempDir,
 }
 
-fn fixture(spec: JobSpec, acts: impl IntoIterator<Item = Act>) -> Fixture {
+async fn fixture(spec: JobSpec, acts: impl IntoIterator<Item = Act>) -> Fixture {
     let clock = Clock::anchored(t0());
     let script = Arc::new(Script::new(clock, acts));
     let dir = tempfile::tempdir().unwrap();
-    let state = Arc::new(StateStore::open(dir.path()).unwrap());
+    let state = Arc::new(StateStore::open(dir.path()).await.unwrap());
     let shared = Arc::new(Shared::new(script.clone(), state, clock));
     let job = Job {
         spec,
@@ -342,7 +342,7 @@ async fn retry_policy_retries_three_times_with_growing_jittered_waits() {
     let f = fixture(
         cron_job("0 3 * * *", PolicyKind::Retry),
         [Act::Gateway, Act::Gateway, Act::Gateway, Act::Gateway],
-    );
+    ).await;
     let rec = f.job.run(Work::Scheduled(t0())).await;
     assert_eq!(rec.outcome, Outcome::Failed);
     assert_eq!(rec.attempts, 4, "one attempt and three retries");
@@ -361,7 +361,7 @@ async fn a_run_retried_after_a_429_waits_what_retry_after_asked_and_gives_up_pas
     let f = fixture(
         cron_job("0 3 * * *", PolicyKind::Retry),
         [Act::Throttled(30), Act::Ok],
-    );
+    ).await;
     let rec = f.job.run(Work::Scheduled(t0())).await;
     assert_eq!((rec.outcome, rec.attempts), (Outcome::Uploaded, 2));
     let g = gaps(&f.script.calls.lock().unwrap());
@@ -371,7 +371,7 @@ async fn a_run_retried_after_a_429_waits_what_retry_after_asked_and_gives_up_pas
     let f = fixture(
         cron_job("0 3 * * *", PolicyKind::Retry),
         [Act::Throttled(3_600), Act::Ok],
-    );
+    ).await;
     let rec = f.job.run(Work::Scheduled(t0())).await;
     assert_eq!((rec.outcome, rec.attempts), (Outcome::Failed, 1));
     let error = rec.error.unwrap();
@@ -386,7 +386,7 @@ async fn retry_ends_at_the_first_success() {
     let f = fixture(
         cron_job("0 3 * * *", PolicyKind::Retry),
         [Act::Gateway, Act::Ok],
-    );
+    ).await;
     let rec = f.job.run(Work::Scheduled(t0())).await;
     assert_eq!((rec.outcome, rec.attempts), (Outcome::Uploaded, 2));
     assert_eq!(
@@ -401,7 +401,7 @@ async fn cancel_policy_gives_a_failed_run_up() {
     let f = fixture(
         cron_job("0 3 * * *", PolicyKind::Cancel),
         [Act::Gateway, Act::Ok],
-    );
+    ).await;
     let rec = f.job.run(Work::Scheduled(t0())).await;
     assert_eq!(
         (rec.outcome, rec.attempts),
@@ -416,7 +416,7 @@ async fn server_errors_and_bad_requests_are_not_retried() {
     let f = fixture(
         cron_job("0 3 * * *", PolicyKind::Retry),
         [Act::Broken, Act::Ok],
-    );
+    ).await;
     let rec = f.job.run(Work::Scheduled(t0())).await;
     assert_eq!((rec.outcome, rec.attempts), (Outcome::Failed, 1));
     assert!(rec.error.unwrap().contains("HTTP 500"));
@@ -427,7 +427,7 @@ async fn retries_stop_before_the_next_scheduled_run() {
     // Every 10 minutes, waits from 4 minutes: the second retry would run into the next run.
     let mut spec = cron_job("*/10 * * * *", PolicyKind::Retry);
     spec.policy.retry_min_delay = Duration::from_secs(240);
-    let f = fixture(spec, vec![Act::Gateway; 4]);
+    let f = fixture(spec, vec![Act::Gateway; 4]).await;
     let start = Instant::now();
     let rec = f.job.run(Work::Scheduled(t0())).await;
     assert_eq!(rec.outcome, Outcome::Failed);
@@ -483,7 +483,7 @@ async fn a_stale_foreign_upload_is_aborted_and_the_run_goes_on() {
     let f = fixture(
         cron_job("0 3 * * *", PolicyKind::Cancel),
         [blocked, Act::Ok],
-    );
+    ).await;
     let rec = f.job.run(Work::Scheduled(t0())).await;
     assert_eq!(rec.outcome, Outcome::Uploaded);
     assert_eq!(*f.script.aborted.lock().unwrap(), ["old"]);
@@ -500,12 +500,12 @@ async fn a_recent_foreign_upload_is_left_alone() {
     let f = fixture(
         cron_job("0 3 * * *", PolicyKind::Retry),
         [blocked(), blocked(), blocked(), blocked()],
-    );
+    ).await;
     let rec = f.job.run(Work::Scheduled(t0())).await;
     assert_eq!((rec.outcome, rec.attempts), (Outcome::Blocked, 4));
     assert!(f.script.aborted.lock().unwrap().is_empty());
     // Cancel policy: gives this run up at once.
-    let f = fixture(cron_job("*/5 * * * *", PolicyKind::Auto), [blocked()]);
+    let f = fixture(cron_job("*/5 * * * *", PolicyKind::Auto), [blocked()]).await;
     let rec = f.job.run(Work::Scheduled(t0())).await;
     assert_eq!((rec.outcome, rec.attempts), (Outcome::Blocked, 1));
     assert!(f.script.aborted.lock().unwrap().is_empty());
@@ -522,7 +522,7 @@ async fn staleness_is_capped_by_the_url_lifetime_and_knows_our_own_uploads() {
     let f = fixture(
         cron_job("0 3 * * *", PolicyKind::Cancel),
         [expired, Act::Ok],
-    );
+    ).await;
     assert_eq!(
         f.job.run(Work::Scheduled(t0())).await.outcome,
         Outcome::Uploaded
@@ -535,7 +535,7 @@ async fn staleness_is_capped_by_the_url_lifetime_and_knows_our_own_uploads() {
         age: chrono::Duration::minutes(1),
         url_life: Some(chrono::Duration::hours(1)),
     };
-    let f = fixture(cron_job("0 3 * * *", PolicyKind::Cancel), [ours, Act::Ok]);
+    let f = fixture(cron_job("0 3 * * *", PolicyKind::Cancel), [ours, Act::Ok]).await;
     f.job
         .shared
         .state
@@ -558,7 +558,7 @@ async fn staleness_is_capped_by_the_url_lifetime_and_knows_our_own_uploads() {
         age: chrono::Duration::minutes(1),
         url_life: Some(chrono::Duration::hours(1)),
     };
-    let f = fixture(cron_job("0 3 * * *", PolicyKind::Cancel), [running]);
+    let f = fixture(cron_job("0 3 * * *", PolicyKind::Cancel), [running]).await;
     f.job
         .shared
         .state
@@ -599,7 +599,7 @@ fn inflight(id: &str) -> InFlight {
 async fn a_run_past_its_deadline_is_aborted() {
     let mut spec = cron_job("0 3 * * *", PolicyKind::Cancel);
     spec.policy.run_timeout = Duration::from_secs(300);
-    let f = fixture(spec, [Act::Hang]);
+    let f = fixture(spec, [Act::Hang]).await;
     let start = Instant::now();
     let rec = f.job.run(Work::Scheduled(t0())).await;
     assert_eq!(start.elapsed(), Duration::from_secs(300));
@@ -617,7 +617,7 @@ async fn a_retry_wait_cut_by_shutdown_is_a_cancelled_run() {
     let f = fixture(
         cron_job("0 3 * * *", PolicyKind::Retry),
         [Act::Gateway, Act::Ok],
-    );
+    ).await;
     let abort = f.job.abort_runs.clone();
     let run = f.job.run(Work::Scheduled(t0()));
     tokio::pin!(run);
@@ -642,7 +642,7 @@ async fn overlapping_fires_coalesce_into_one_follow_up_run() {
         std::iter::repeat_n(Act::Slow(Duration::from_secs(10)), 100),
     ));
     let dir = tempfile::tempdir().unwrap();
-    let state = Arc::new(StateStore::open(dir.path()).unwrap());
+    let state = Arc::new(StateStore::open(dir.path()).await.unwrap());
     let shared = Arc::new(Shared::new(script.clone(), state, clock));
     let mut spec = cron_job("* * * * * *", PolicyKind::Cancel);
     spec.policy.run_timeout = Duration::from_secs(3600);
@@ -668,7 +668,7 @@ async fn shutdown_waits_for_the_grace_period_then_aborts() {
     let clock = Clock::anchored(t0());
     let script = Arc::new(Script::new(clock, [Act::Hang]));
     let dir = tempfile::tempdir().unwrap();
-    let state = Arc::new(StateStore::open(dir.path()).unwrap());
+    let state = Arc::new(StateStore::open(dir.path()).await.unwrap());
     let shared = Arc::new(Shared::new(script.clone(), state.clone(), clock));
     let sup = Supervisor::start(shared, vec![cron_job("* * * * * *", PolicyKind::Cancel)])
         .await
@@ -717,7 +717,7 @@ async fn start_at(
     let clock = Clock::anchored(wall);
     let script = Arc::new(Script::new(clock, acts));
     let dir = tempfile::tempdir().unwrap();
-    let state = Arc::new(StateStore::open(dir.path()).unwrap());
+    let state = Arc::new(StateStore::open(dir.path()).await.unwrap());
     for r in history {
         state.record_run(r.clone()).await.unwrap();
     }
@@ -1008,7 +1008,7 @@ async fn an_upload_from_our_create_whose_answer_was_lost_is_ours_to_abort() {
     let f = fixture(
         cron_job("0 3 * * *", PolicyKind::Cancel),
         [blocked, Act::Ok],
-    );
+    ).await;
     let target = AssetTarget::item_asset("c", "i", "a.zip");
     f.job
         .shared
@@ -1040,7 +1040,7 @@ async fn an_upload_from_our_create_whose_answer_was_lost_is_ours_to_abort() {
         id: "theirs",
         checksum,
     };
-    let f = fixture(cron_job("0 3 * * *", PolicyKind::Cancel), [blocked]);
+    let f = fixture(cron_job("0 3 * * *", PolicyKind::Cancel), [blocked]).await;
     assert_eq!(
         f.job.run(Work::Scheduled(t0())).await.outcome,
         Outcome::Blocked
@@ -1058,7 +1058,7 @@ async fn the_upload_limit_holds_over_every_job() {
         std::iter::repeat_n(Act::Slow(Duration::from_secs(10)), 12),
     ));
     let dir = tempfile::tempdir().unwrap();
-    let state = Arc::new(StateStore::open(dir.path()).unwrap());
+    let state = Arc::new(StateStore::open(dir.path()).await.unwrap());
     let shared = Arc::new(Shared::new(script.clone(), state, clock));
     shared.set_upload_limit(3);
     let specs = (0..12)
@@ -1086,7 +1086,7 @@ async fn a_runner_that_panics_is_noticed_shown_down_and_restarted() {
     let clock = Clock::anchored(t0());
     let script = Arc::new(Script::new(clock, [Act::Panic]));
     let dir = tempfile::tempdir().unwrap();
-    let state = Arc::new(StateStore::open(dir.path()).unwrap());
+    let state = Arc::new(StateStore::open(dir.path()).await.unwrap());
     // A board of its own: the process-wide one is what other tests' health checks read.
     let board = Arc::new(crate::observe::health::JobTasks::default());
     let shared = Arc::new(Shared::new(script.clone(), state, clock).with_job_tasks(board.clone()));
@@ -1119,7 +1119,7 @@ async fn a_fire_during_the_run_of_a_changed_job_runs_after_that_run() {
     let clock = Clock::anchored(t0());
     let script = Arc::new(Script::new(clock, [Act::Slow(Duration::from_secs(90))]));
     let dir = tempfile::tempdir().unwrap();
-    let state = Arc::new(StateStore::open(dir.path()).unwrap());
+    let state = Arc::new(StateStore::open(dir.path()).await.unwrap());
     let shared = Arc::new(Shared::new(script.clone(), state, clock));
     let spec = cron_job("0 * * * * *", PolicyKind::Cancel);
     let at = Instant::now();
@@ -1156,7 +1156,7 @@ async fn an_interrupted_upload_resumes_as_its_jobs_first_run_while_the_others_ru
     let clock = Clock::anchored(t0());
     let script = Arc::new(Script::new(clock, [Act::Slow(Duration::from_secs(30))]));
     let dir = tempfile::tempdir().unwrap();
-    let state = Arc::new(StateStore::open(dir.path()).unwrap());
+    let state = Arc::new(StateStore::open(dir.path()).await.unwrap());
     let shared = Arc::new(Shared::new(script.clone(), state.clone(), clock));
     let mut slow = cron_job("0 * * * * *", PolicyKind::Cancel);
     slow.name = "big".into();
@@ -1190,7 +1190,7 @@ async fn shutdown_during_a_resume_takes_the_grace_period_then_cuts_it() {
     let clock = Clock::anchored(t0());
     let script = Arc::new(Script::new(clock, [Act::Hang]));
     let dir = tempfile::tempdir().unwrap();
-    let state = Arc::new(StateStore::open(dir.path()).unwrap());
+    let state = Arc::new(StateStore::open(dir.path()).await.unwrap());
     let shared = Arc::new(Shared::new(script.clone(), state.clone(), clock));
     let mut rec = inflight("interrupted");
     rec.job = "job".into();
@@ -1228,7 +1228,7 @@ async fn an_upload_left_by_a_run_that_panicked_is_ours_to_abort_after_the_restar
         [Act::PanicAfterCreate("left"), blocked, Act::Ok],
     ));
     let dir = tempfile::tempdir().unwrap();
-    let state = Arc::new(StateStore::open(dir.path()).unwrap());
+    let state = Arc::new(StateStore::open(dir.path()).await.unwrap());
     let board = Arc::new(crate::observe::health::JobTasks::default());
     let shared = Arc::new(Shared::new(script.clone(), state.clone(), clock).with_job_tasks(board));
     let sup = Supervisor::start(shared, vec![cron_job("* * * * * *", PolicyKind::Cancel)])
@@ -1253,7 +1253,7 @@ async fn most_runs_at_once(concurrency: usize, asset: &str, files: &[&str]) -> u
         vec![Act::Slow(Duration::from_secs(10)); files.len()],
     ));
     let dir = tempfile::tempdir().unwrap();
-    let state = Arc::new(StateStore::open(dir.path()).unwrap());
+    let state = Arc::new(StateStore::open(dir.path()).await.unwrap());
     let shared = Arc::new(Shared::new(script.clone(), state, clock));
     shared.set_upload_limit(64);
     let mut spec = cron_job("0 3 * * *", PolicyKind::Cancel);

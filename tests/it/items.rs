@@ -108,7 +108,7 @@ async fn a_three_asset_item_is_created_once_and_every_asset_holds_its_file() {
     let env = start().await;
     create_collection(&env, COLLECTION).await;
     let sha = product(env.dir.path(), 1);
-    let job = job(s2(&env, "cancel", None), http_shared(&env, fire(25)));
+    let job = job(s2(&env, "cancel", None), http_shared(&env, fire(25)).await);
 
     let rec = job.run(Work::Scheduled(fire(25))).await;
     assert_eq!(rec.outcome, Outcome::Uploaded, "{rec:?}");
@@ -142,7 +142,7 @@ async fn a_missing_file_or_an_ambiguous_glob_creates_nothing() {
     create_collection(&env, COLLECTION).await;
     product(env.dir.path(), 1);
     std::fs::remove_file(env.dir.path().join("thumb.png")).unwrap();
-    let job = job(s2(&env, "retry", None), http_shared(&env, fire(25)));
+    let job = job(s2(&env, "retry", None), http_shared(&env, fire(25)).await);
 
     let rec = job.run(Work::Scheduled(fire(25))).await;
     assert_eq!(rec.outcome, Outcome::Failed, "{rec:?}");
@@ -186,7 +186,7 @@ async fn a_fifo_in_place_of_a_file_is_refused_at_once_and_creates_nothing() {
     std::fs::remove_file(&thumb).unwrap();
     let mode = rustix::fs::Mode::from_raw_mode(0o600);
     rustix::fs::mkfifoat(rustix::fs::CWD, &thumb, mode).unwrap();
-    let job = job(s2(&env, "retry", None), http_shared(&env, fire(25)));
+    let job = job(s2(&env, "retry", None), http_shared(&env, fire(25)).await);
 
     let rec = tokio::time::timeout(
         std::time::Duration::from_secs(30),
@@ -210,7 +210,7 @@ async fn a_failed_asset_is_retried_alone() {
     let env = start().await;
     create_collection(&env, COLLECTION).await;
     let sha = product(env.dir.path(), 1);
-    let job = job(s2(&env, "retry", None), http_shared(&env, fire(25)));
+    let job = job(s2(&env, "retry", None), http_shared(&env, fire(25)).await);
     // One create of the three fails (with part_retries = 0 the session gives up on it).
     env.emu.faults().inject(
         CallKind::CreateUpload,
@@ -240,7 +240,7 @@ async fn an_item_the_run_created_and_could_not_fill_is_deleted_with_its_empty_as
     let env = start().await;
     create_collection(&env, COLLECTION).await;
     product(env.dir.path(), 1);
-    let job = job(s2(&env, "cancel", None), http_shared(&env, fire(25)));
+    let job = job(s2(&env, "cancel", None), http_shared(&env, fire(25)).await);
     // Every upload's create fails: the item and its three assets are made, no file lands.
     env.emu.faults().inject(
         CallKind::CreateUpload,
@@ -283,7 +283,7 @@ async fn an_item_job_takes_its_item_metadata_from_the_sidecar_and_a_bad_one_crea
         .to_string(),
     )
     .unwrap();
-    let job = job(spec, http_shared(&env, fire(25)));
+    let job = job(spec, http_shared(&env, fire(25)).await);
 
     let rec = job.run(Work::Scheduled(fire(25))).await;
     assert_eq!(rec.outcome, Outcome::Uploaded, "{rec:?}");
@@ -350,7 +350,7 @@ async fn retention_after_an_item_run_ages_items_by_the_daemons_clock() {
         .replace("ALIAS", "keep = \"2d\"");
     let job = job(
         load_jobs(&env, &text).remove(0),
-        http_shared(&env, fire(25)),
+        http_shared(&env, fire(25)).await,
     );
 
     let rec = job.run(Work::Scheduled(fire(25))).await;
@@ -407,7 +407,7 @@ async fn two_jobs_into_one_new_item_create_it_once() {
     let left_sha = write(env.dir.path(), "left.json", 100, 1);
     let right_sha = write(env.dir.path(), "right.json", 100, 2);
     let mut specs = load_jobs(&env, PAIR);
-    let shared = http_shared(&env, fire(25));
+    let shared = http_shared(&env, fire(25)).await;
     let right = job(specs.pop().unwrap(), shared.clone());
     let left = job(specs.pop().unwrap(), shared);
 
@@ -451,11 +451,11 @@ async fn two_daemons_creating_one_new_item_never_replace_each_other() {
     let other_state = env.dir.path().join("other-state");
     let other = Arc::new(Shared::new(
         HttpUploader(env.client.clone()),
-        Arc::new(StateStore::open(&other_state).unwrap()),
+        Arc::new(StateStore::open(&other_state).await.unwrap()),
         Clock::anchored(fire(25)),
     ));
     let right = job(specs.pop().unwrap(), other);
-    let left = job(specs.pop().unwrap(), http_shared(&env, fire(25)));
+    let left = job(specs.pop().unwrap(), http_shared(&env, fire(25)).await);
     // Both creates held back on the server until both reads found no item.
     env.emu.faults().inject(
         CallKind::PutStac,
@@ -489,7 +489,7 @@ async fn the_alias_follows_only_a_complete_dated_item() {
     let sha = product(env.dir.path(), 1);
     let job = job(
         s2(&env, "cancel", Some("current")),
-        http_shared(&env, fire(25)),
+        http_shared(&env, fire(25)).await,
     );
 
     // A create refused for good on the dated item: the run fails, the alias is not touched.
@@ -564,7 +564,7 @@ async fn a_bundle_publishes_its_present_files_as_one_item() {
     let json = write(&inbox, "scene1.json", 100, 2);
     let job = job(
         load_jobs(&env, BUNDLE).remove(0),
-        http_shared(&env, fire(25)),
+        http_shared(&env, fire(25)).await,
     );
 
     let rec = job

@@ -82,7 +82,7 @@ async fn a_templated_item_is_created_each_day_with_its_asset_uploaded() {
     let env = start().await;
     create_collection(&env, COLLECTION).await;
     let sha = write(env.dir.path(), "radar.h5", 6 * MIB);
-    let job = http_job(&env, load_job(&env, DAILY), fire(25));
+    let job = http_job(&env, load_job(&env, DAILY), fire(25)).await;
 
     for (day, item) in [(25, "radar-2099-11-25"), (26, "radar-2099-11-26")] {
         assert_eq!(
@@ -138,7 +138,7 @@ async fn a_fire_before_local_midnight_utc_is_the_next_local_day() {
     create_collection(&env, COLLECTION).await;
     write(env.dir.path(), "radar.h5", 1024);
     let at = Utc.with_ymd_and_hms(2099, 11, 25, 23, 30, 0).unwrap();
-    let rec = http_job(&env, load_job(&env, DAILY), at)
+    let rec = http_job(&env, load_job(&env, DAILY), at).await
         .run(Work::Scheduled(at))
         .await;
     assert_eq!(rec.outcome, Outcome::Uploaded, "{rec:?}");
@@ -178,7 +178,7 @@ async fn an_existing_item_and_asset_are_left_untouched() {
     let puts = env.emu.call_count(CallKind::PutStac);
     let sha = write(env.dir.path(), "radar.h5", 1024);
 
-    let rec = http_job(&env, load_job(&env, DAILY), fire(25))
+    let rec = http_job(&env, load_job(&env, DAILY), fire(25)).await
         .run(Work::Scheduled(fire(25)))
         .await;
     assert_eq!(rec.outcome, Outcome::Uploaded, "{rec:?}");
@@ -205,7 +205,7 @@ async fn metadata_the_server_refuses_fails_the_run_with_its_description() {
     write(env.dir.path(), "radar.h5", 1024);
     // A refusal `check` cannot foresee: the server answers the item's PUT with 400.
     env.fault(CallKind::PutStac, FaultAction::Status(400), 1);
-    let rec = http_job(&env, load_job(&env, DAILY), fire(25))
+    let rec = http_job(&env, load_job(&env, DAILY), fire(25)).await
         .run(Work::Scheduled(fire(25)))
         .await;
 
@@ -246,7 +246,7 @@ type = "text/csv"
 "#,
     );
     let puts = env.emu.call_count(CallKind::PutStac);
-    let rec = http_job(&env, spec, fire(25))
+    let rec = http_job(&env, spec, fire(25)).await
         .run(Work::File(env.dir.path().join("incoming/Stations.csv")))
         .await;
     assert_eq!(rec.outcome, Outcome::Failed, "{rec:?}");
@@ -267,7 +267,7 @@ async fn a_gateway_error_while_creating_is_retried_by_the_policy() {
     let sha = write(env.dir.path(), "radar.h5", 1024);
     env.fault(CallKind::PutStac, FaultAction::Status(503), 1);
 
-    let rec = http_job(&env, load_job(&env, DAILY), fire(25))
+    let rec = http_job(&env, load_job(&env, DAILY), fire(25)).await
         .run(Work::Scheduled(fire(25)))
         .await;
 
@@ -307,7 +307,7 @@ title = "Stations {stem}"
     );
     // Picked up at 23:30 UTC: already the 26th in Zurich.
     let picked_up = Utc.with_ymd_and_hms(2026, 11, 25, 23, 30, 0).unwrap();
-    let rec = http_job(&env, spec, picked_up)
+    let rec = http_job(&env, spec, picked_up).await
         .run(Work::File(env.dir.path().join("incoming/stations.csv")))
         .await;
 
@@ -335,7 +335,7 @@ async fn a_file_that_cannot_be_read_creates_nothing() {
     // stands where the file should be.
     let file = env.dir.path().join("radar.h5");
     write(env.dir.path(), "radar.h5", 1024);
-    let job = http_job(&env, load_job(&env, DAILY), fire(25));
+    let job = http_job(&env, load_job(&env, DAILY), fire(25)).await;
     std::fs::remove_file(&file).unwrap();
     for make in [(|_: &Path| {}) as fn(&Path), |p: &Path| {
         std::fs::create_dir(p).unwrap()
@@ -379,7 +379,7 @@ async fn an_asset_is_created_in_an_existing_item() {
     .await;
     let item_before = read_item(&env, &item_path).await.unwrap();
     let sha = write(env.dir.path(), "radar.h5", 2048);
-    let rec = http_job(&env, load_job(&env, DAILY), fire(25))
+    let rec = http_job(&env, load_job(&env, DAILY), fire(25)).await
         .run(Work::Scheduled(fire(25)))
         .await;
     assert_eq!(rec.outcome, Outcome::Uploaded, "{rec:?}");

@@ -178,7 +178,7 @@ async fn the_digest_cache_spares_a_second_read() {
     let env = start().await;
     let (target, path, _) = env.asset_with_file("cached.zip", 9 * MIB);
     let state_dir = tempfile::tempdir().unwrap();
-    let cache = Arc::new(StateStore::open(state_dir.path()).unwrap());
+    let cache = Arc::new(StateStore::open(state_dir.path()).await.unwrap());
     let o = UploadOptions {
         digest_cache: Some(cache.clone()),
         ..opts()
@@ -216,7 +216,7 @@ async fn the_digest_cache_spares_a_second_read() {
     assert_eq!(read3, 0);
     // The cache survives a restart of the daemon (flushed with the history).
     cache.flush().await.unwrap();
-    let reopened = Arc::new(StateStore::open(state_dir.path()).unwrap());
+    let reopened = Arc::new(StateStore::open(state_dir.path()).await.unwrap());
     let (again, read4) = run(UploadOptions {
         digest_cache: Some(reopened),
         ..opts()

@@ -80,7 +80,7 @@ fn utc(s: &str) -> DateTime<Utc> {
 /// Runs a daemon from wall time `wall` for `up`, stops it as the daemon does (history flushed),
 /// and returns how many runs it made.
 async fn daemon(state_dir: &Path, wall: &str, up: Duration) -> usize {
-    let state = Arc::new(StateStore::open(state_dir).unwrap());
+    let state = Arc::new(StateStore::open(state_dir).await.unwrap());
     let uploader = Counting::default();
     let shared = Arc::new(Shared::new(
         uploader.clone(),
@@ -107,7 +107,7 @@ async fn a_missed_run_is_caught_up_once_however_often_the_daemon_restarts() {
     // Down over Wednesday's 02:30, back at 03:00 CET.
     assert_eq!(daemon(dir.path(), "2026-03-04T02:00:00Z", hour).await, 1);
     let history = StateStore::open(dir.path())
-        .unwrap()
+        .await.unwrap()
         .history()
         .await
         .unwrap();

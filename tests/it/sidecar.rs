@@ -84,7 +84,7 @@ async fn a_sidecar_stac_item_gives_the_created_item_its_geometry_times_and_title
     let dir = inbox(&env);
     let sha = write_file(&dir.join("scene.tif"), 4096, 3);
     std::fs::write(dir.join("scene.json"), stac_item().to_string()).unwrap();
-    let job = http_job(&env, load_job(&env, &watch_job(&dir)), now());
+    let job = http_job(&env, load_job(&env, &watch_job(&dir)), now()).await;
 
     let rec = job.run(Work::File(dir.join("scene.tif"))).await;
     assert_eq!(rec.outcome, Outcome::Uploaded, "{rec:?}");
@@ -122,7 +122,7 @@ async fn a_sidecar_the_server_would_refuse_fails_the_run_and_creates_nothing() {
     let env = start().await;
     create_collection(&env, COLLECTION).await;
     let dir = inbox(&env);
-    let job = http_job(&env, load_job(&env, &watch_job(&dir)), now());
+    let job = http_job(&env, load_job(&env, &watch_job(&dir)), now()).await;
 
     let mut refused = stac_item();
     refused["properties"]["platform"] = json!("sentinel-2b");

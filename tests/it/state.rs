@@ -36,7 +36,7 @@ async fn a_full_state_folder_sends_no_create() {
     let text = std::fs::read_to_string(&config_path).unwrap();
     let mut config = stac_uploadd::config::parse(&text, &config_path, &env_var).unwrap();
     let state_dir = env.dir.path().join("state");
-    let state = Arc::new(StateStore::open(&state_dir).unwrap());
+    let state = Arc::new(StateStore::open(&state_dir).await.unwrap());
     std::os::unix::fs::symlink("/dev/full", state_dir.join(".inflight.json.tmp")).unwrap();
     let job = Job {
         spec: config.jobs.remove(0),
@@ -277,7 +277,7 @@ async fn status_names_the_daemon_holding_the_folder_and_its_runs() {
         .expect("stops")
         .unwrap();
     // Three runs recorded by hand: --runs 2 shows two.
-    let state = StateStore::open(&dir.path().join("state")).unwrap();
+    let state = StateStore::open(&dir.path().join("state")).await.unwrap();
     for i in 0..3 {
         state
             .record_run(stac_uploadd::state::RunRecord {
@@ -410,7 +410,7 @@ pattern = "*.zip"
 
     // Both runs are in the history, with the path as it is on disk.
     let history = StateStore::open(&dir.path().join("state"))
-        .unwrap()
+        .await.unwrap()
         .history()
         .await
         .unwrap();
@@ -625,6 +625,6 @@ async fn a_digest_cache_that_cannot_be_written_is_named_and_not_taken_for_the_hi
         "{line}"
     );
     assert!(line.contains("No space left on device"), "{line}");
-    let history = StateStore::open(&state).unwrap().history().await.unwrap();
+    let history = StateStore::open(&state).await.unwrap().history().await.unwrap();
     assert_eq!(history["nightly"].len(), 1, "the history was written");
 }

@@ -121,7 +121,7 @@ async fn an_old_upload_is_listed_as_one_the_daemon_would_abort() {
 
 /// An in-flight record as a daemon killed mid-upload leaves it (its pid long gone).
 async fn plant_record(state_dir: &Path, id: &str, t: &AssetTarget) {
-    let state = StateStore::open(state_dir).unwrap();
+    let state = StateStore::open(state_dir).await.unwrap();
     state
         .add_inflight(InFlight {
             upload_id: stac_client::UploadId(id.into()),
@@ -179,7 +179,7 @@ async fn ours_is_listed_as_ours_and_aborted_with_yes() {
     assert!(emu.in_progress_uploads().is_empty());
     assert!(
         StateStore::open_read_only(&state_dir)
-            .unwrap()
+            .await.unwrap()
             .inflight()
             .await
             .unwrap()
@@ -239,7 +239,7 @@ async fn a_templated_jobs_targets_come_from_its_runs_on_record_and_its_folder() 
     let config = job_file(dir.path(), &emu.base_url());
     let recorded = AssetTarget::item_asset(COLLECTION, "station-bern", "bern.zip");
     let present = AssetTarget::item_asset(COLLECTION, "station-sion", "sion.zip");
-    let state = StateStore::open(&dir.path().join("state")).unwrap();
+    let state = StateStore::open(&dir.path().join("state")).await.unwrap();
     state
         .record_run(RunRecord {
             job: "stations".into(),
@@ -367,7 +367,7 @@ async fn an_upload_runs_found_unfreeable_is_predicted_so_and_its_abort_explained
     emu.lose_in_s3(&id);
     let dir = tempfile::tempdir().unwrap();
     let config = job_file(dir.path(), &emu.base_url());
-    let state = StateStore::open(&dir.path().join("state")).unwrap();
+    let state = StateStore::open(&dir.path().join("state")).await.unwrap();
     for _ in 0..4 {
         state
             .record_run(RunRecord {

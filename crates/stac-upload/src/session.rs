@@ -119,7 +119,11 @@ pub async fn publish_file(
                 }
             })?;
             let key = DigestKey::new(&snapshot, plan.part_size());
-            let digest = match opts.digest_cache.as_ref().and_then(|c| c.get(&key)) {
+            let cached = match &opts.digest_cache {
+                Some(c) => c.get(&key).await,
+                None => None,
+            };
+            let digest = match cached {
                 Some(d) if d.part_md5s.len() == plan.count() => d,
                 _ => {
                     observer.on_event(&UploadEvent::Planned {
@@ -144,7 +148,11 @@ pub async fn publish_file(
             // The multihash is the uncompressed file's: a cached one decides skipping without
             // compressing at all.
             let key = DigestKey::new(&snapshot, 0);
-            if let Some(d) = opts.digest_cache.as_ref().and_then(|c| c.get(&key))
+            let cached = match &opts.digest_cache {
+                Some(c) => c.get(&key).await,
+                None => None,
+            };
+            if let Some(d) = cached
                 && unchanged(&d.multihash)
             {
                 return Ok(skipped(d.multihash, digest_started.elapsed()));

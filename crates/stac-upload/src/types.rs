@@ -91,11 +91,16 @@ impl DigestKey {
     }
 }
 
-/// Remembers digests between runs (the daemon keeps them in its state folder).
+/// The future of [`DigestCache::get`].
+pub type DigestFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Option<FileDigest>> + Send + 'a>>;
+
+/// Remembers digests between runs (the daemon keeps them in its state store).
 pub trait DigestCache: Send + Sync + std::fmt::Debug {
-    /// The digest recorded for this key, if any.
-    fn get(&self, key: &DigestKey) -> Option<FileDigest>;
-    /// Records a digest.
+    /// The digest recorded for this key, if any. Async: the cache may live in a database, not in
+    /// memory. A cache that cannot be read answers `None` (the file is digested again).
+    fn get<'a>(&'a self, key: &'a DigestKey) -> DigestFuture<'a>;
+    /// Records a digest. Never waits: a cache may hold it back and write it later.
     fn put(&self, key: DigestKey, digest: &FileDigest);
 }
 
