@@ -158,7 +158,11 @@ type = "application/zip"
         }
     }
 
-    let state = Arc::new(StateStore::open(&config.state_dir).await.expect("the state folder"));
+    let state = Arc::new(
+        StateStore::open(&config.state_dir)
+            .await
+            .expect("the state folder"),
+    );
     let client = stac_client::StacClient::new(config.server.client_config()).expect("a client");
     let shared = Arc::new(Shared::new(
         HttpUploader(client),

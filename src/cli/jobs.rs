@@ -246,7 +246,9 @@ pub(super) async fn run_status(args: StatusArgs) -> Result<(), CliError> {
         None => println!("no daemon holds {} now", dir.display()),
     }
     // Read only: a daemon may hold the folder, and a corrupt cache is its to move aside.
-    let state = crate::state::StateStore::open_read_only(&dir).await.map_err(CliError::failure)?;
+    let state = crate::state::StateStore::open_read_only(&dir)
+        .await
+        .map_err(CliError::failure)?;
     let history = state.history().await.map_err(CliError::failure)?;
     if history.is_empty() {
         println!("no runs recorded yet in {}", dir.display());

@@ -109,8 +109,11 @@ pub(crate) async fn run(req: Request) -> Result<(), OpsError> {
         None => println!("no daemon holds the state folder {}", dir.display()),
     }
     // Read only: a daemon may hold the folder (a missing folder reads as empty).
-    let state =
-        Arc::new(StateStore::open_read_only(&dir).await.map_err(|e| OpsError::Failure(e.into()))?);
+    let state = Arc::new(
+        StateStore::open_read_only(&dir)
+            .await
+            .map_err(|e| OpsError::Failure(e.into()))?,
+    );
     let records = Records {
         inflight: state.inflight().await.map_err(failure)?,
         creating: state.creating().await.map_err(failure)?,

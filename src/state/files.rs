@@ -29,7 +29,8 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use super::{
-    Creating, DIGESTS_KEPT, HISTORY_PER_JOB, InFlight, RunRecord, StateBackend, StateError, StateFuture, Unusable,
+    Creating, DIGESTS_KEPT, HISTORY_PER_JOB, InFlight, RunRecord, StateBackend, StateError,
+    StateFuture, Unusable,
 };
 use stac_client::units::ByteSize;
 use stac_client::{AssetTarget, Md5, Multihash, UploadId};

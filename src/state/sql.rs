@@ -204,7 +204,10 @@ impl SqlStore {
         }
         let (runs, digests) = {
             let p = lock(&self.pending);
-            (p.runs.clone(), p.digests.iter().cloned().collect::<Vec<_>>())
+            (
+                p.runs.clone(),
+                p.digests.iter().cloned().collect::<Vec<_>>(),
+            )
         };
         if runs.is_empty() && digests.is_empty() {
             return Ok(());
@@ -217,7 +220,8 @@ impl SqlStore {
         let written: std::collections::HashMap<&DigestKey, &FileDigest> =
             digests.iter().map(|(k, d)| (k, d)).collect();
         // A digest put again meanwhile stays held.
-        p.digests.retain(|(k, d)| written.get(k).is_none_or(|w| *w != d));
+        p.digests
+            .retain(|(k, d)| written.get(k).is_none_or(|w| *w != d));
         Ok(())
     }
 

@@ -27,7 +27,6 @@ use super::files::JsonFiles;
 use super::sql::{MIGRATOR, SqlStore};
 use super::{StateBackend as _, StateError};
 
-
 /// The database file in the state folder.
 pub const DB_FILE: &str = "state.db";
 
@@ -230,8 +229,9 @@ enum Mode {
 
 async fn pool(path: &Path, mode: Mode) -> Result<AnyPool, sqlx::Error> {
     sqlx::any::install_default_drivers();
-    let url = url::Url::from_file_path(path)
-        .map_err(|()| sqlx::Error::Configuration("the state folder's path is not absolute".into()))?;
+    let url = url::Url::from_file_path(path).map_err(|()| {
+        sqlx::Error::Configuration("the state folder's path is not absolute".into())
+    })?;
     // sqlx reads the path of a sqlite: URL percent-decoded, as UTF-8.
     let query = match mode {
         Mode::ReadWrite => "mode=rwc",

@@ -342,7 +342,8 @@ async fn retry_policy_retries_three_times_with_growing_jittered_waits() {
     let f = fixture(
         cron_job("0 3 * * *", PolicyKind::Retry),
         [Act::Gateway, Act::Gateway, Act::Gateway, Act::Gateway],
-    ).await;
+    )
+    .await;
     let rec = f.job.run(Work::Scheduled(t0())).await;
     assert_eq!(rec.outcome, Outcome::Failed);
     assert_eq!(rec.attempts, 4, "one attempt and three retries");
@@ -361,7 +362,8 @@ async fn a_run_retried_after_a_429_waits_what_retry_after_asked_and_gives_up_pas
     let f = fixture(
         cron_job("0 3 * * *", PolicyKind::Retry),
         [Act::Throttled(30), Act::Ok],
-    ).await;
+    )
+    .await;
     let rec = f.job.run(Work::Scheduled(t0())).await;
     assert_eq!((rec.outcome, rec.attempts), (Outcome::Uploaded, 2));
     let g = gaps(&f.script.calls.lock().unwrap());
@@ -371,7 +373,8 @@ async fn a_run_retried_after_a_429_waits_what_retry_after_asked_and_gives_up_pas
     let f = fixture(
         cron_job("0 3 * * *", PolicyKind::Retry),
         [Act::Throttled(3_600), Act::Ok],
-    ).await;
+    )
+    .await;
     let rec = f.job.run(Work::Scheduled(t0())).await;
     assert_eq!((rec.outcome, rec.attempts), (Outcome::Failed, 1));
     let error = rec.error.unwrap();
@@ -386,7 +389,8 @@ async fn retry_ends_at_the_first_success() {
     let f = fixture(
         cron_job("0 3 * * *", PolicyKind::Retry),
         [Act::Gateway, Act::Ok],
-    ).await;
+    )
+    .await;
     let rec = f.job.run(Work::Scheduled(t0())).await;
     assert_eq!((rec.outcome, rec.attempts), (Outcome::Uploaded, 2));
     assert_eq!(
@@ -401,7 +405,8 @@ async fn cancel_policy_gives_a_failed_run_up() {
     let f = fixture(
         cron_job("0 3 * * *", PolicyKind::Cancel),
         [Act::Gateway, Act::Ok],
-    ).await;
+    )
+    .await;
     let rec = f.job.run(Work::Scheduled(t0())).await;
     assert_eq!(
         (rec.outcome, rec.attempts),
@@ -416,7 +421,8 @@ async fn server_errors_and_bad_requests_are_not_retried() {
     let f = fixture(
         cron_job("0 3 * * *", PolicyKind::Retry),
         [Act::Broken, Act::Ok],
-    ).await;
+    )
+    .await;
     let rec = f.job.run(Work::Scheduled(t0())).await;
     assert_eq!((rec.outcome, rec.attempts), (Outcome::Failed, 1));
     assert!(rec.error.unwrap().contains("HTTP 500"));
@@ -483,7 +489,8 @@ async fn a_stale_foreign_upload_is_aborted_and_the_run_goes_on() {
     let f = fixture(
         cron_job("0 3 * * *", PolicyKind::Cancel),
         [blocked, Act::Ok],
-    ).await;
+    )
+    .await;
     let rec = f.job.run(Work::Scheduled(t0())).await;
     assert_eq!(rec.outcome, Outcome::Uploaded);
     assert_eq!(*f.script.aborted.lock().unwrap(), ["old"]);
@@ -500,7 +507,8 @@ async fn a_recent_foreign_upload_is_left_alone() {
     let f = fixture(
         cron_job("0 3 * * *", PolicyKind::Retry),
         [blocked(), blocked(), blocked(), blocked()],
-    ).await;
+    )
+    .await;
     let rec = f.job.run(Work::Scheduled(t0())).await;
     assert_eq!((rec.outcome, rec.attempts), (Outcome::Blocked, 4));
     assert!(f.script.aborted.lock().unwrap().is_empty());
@@ -522,7 +530,8 @@ async fn staleness_is_capped_by_the_url_lifetime_and_knows_our_own_uploads() {
     let f = fixture(
         cron_job("0 3 * * *", PolicyKind::Cancel),
         [expired, Act::Ok],
-    ).await;
+    )
+    .await;
     assert_eq!(
         f.job.run(Work::Scheduled(t0())).await.outcome,
         Outcome::Uploaded
@@ -617,7 +626,8 @@ async fn a_retry_wait_cut_by_shutdown_is_a_cancelled_run() {
     let f = fixture(
         cron_job("0 3 * * *", PolicyKind::Retry),
         [Act::Gateway, Act::Ok],
-    ).await;
+    )
+    .await;
     let abort = f.job.abort_runs.clone();
     let run = f.job.run(Work::Scheduled(t0()));
     tokio::pin!(run);
@@ -1008,7 +1018,8 @@ async fn an_upload_from_our_create_whose_answer_was_lost_is_ours_to_abort() {
     let f = fixture(
         cron_job("0 3 * * *", PolicyKind::Cancel),
         [blocked, Act::Ok],
-    ).await;
+    )
+    .await;
     let target = AssetTarget::item_asset("c", "i", "a.zip");
     f.job
         .shared

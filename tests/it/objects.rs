@@ -138,7 +138,8 @@ async fn a_fire_before_local_midnight_utc_is_the_next_local_day() {
     create_collection(&env, COLLECTION).await;
     write(env.dir.path(), "radar.h5", 1024);
     let at = Utc.with_ymd_and_hms(2099, 11, 25, 23, 30, 0).unwrap();
-    let rec = http_job(&env, load_job(&env, DAILY), at).await
+    let rec = http_job(&env, load_job(&env, DAILY), at)
+        .await
         .run(Work::Scheduled(at))
         .await;
     assert_eq!(rec.outcome, Outcome::Uploaded, "{rec:?}");
@@ -178,7 +179,8 @@ async fn an_existing_item_and_asset_are_left_untouched() {
     let puts = env.emu.call_count(CallKind::PutStac);
     let sha = write(env.dir.path(), "radar.h5", 1024);
 
-    let rec = http_job(&env, load_job(&env, DAILY), fire(25)).await
+    let rec = http_job(&env, load_job(&env, DAILY), fire(25))
+        .await
         .run(Work::Scheduled(fire(25)))
         .await;
     assert_eq!(rec.outcome, Outcome::Uploaded, "{rec:?}");
@@ -205,7 +207,8 @@ async fn metadata_the_server_refuses_fails_the_run_with_its_description() {
     write(env.dir.path(), "radar.h5", 1024);
     // A refusal `check` cannot foresee: the server answers the item's PUT with 400.
     env.fault(CallKind::PutStac, FaultAction::Status(400), 1);
-    let rec = http_job(&env, load_job(&env, DAILY), fire(25)).await
+    let rec = http_job(&env, load_job(&env, DAILY), fire(25))
+        .await
         .run(Work::Scheduled(fire(25)))
         .await;
 
@@ -246,7 +249,8 @@ type = "text/csv"
 "#,
     );
     let puts = env.emu.call_count(CallKind::PutStac);
-    let rec = http_job(&env, spec, fire(25)).await
+    let rec = http_job(&env, spec, fire(25))
+        .await
         .run(Work::File(env.dir.path().join("incoming/Stations.csv")))
         .await;
     assert_eq!(rec.outcome, Outcome::Failed, "{rec:?}");
@@ -267,7 +271,8 @@ async fn a_gateway_error_while_creating_is_retried_by_the_policy() {
     let sha = write(env.dir.path(), "radar.h5", 1024);
     env.fault(CallKind::PutStac, FaultAction::Status(503), 1);
 
-    let rec = http_job(&env, load_job(&env, DAILY), fire(25)).await
+    let rec = http_job(&env, load_job(&env, DAILY), fire(25))
+        .await
         .run(Work::Scheduled(fire(25)))
         .await;
 
@@ -307,7 +312,8 @@ title = "Stations {stem}"
     );
     // Picked up at 23:30 UTC: already the 26th in Zurich.
     let picked_up = Utc.with_ymd_and_hms(2026, 11, 25, 23, 30, 0).unwrap();
-    let rec = http_job(&env, spec, picked_up).await
+    let rec = http_job(&env, spec, picked_up)
+        .await
         .run(Work::File(env.dir.path().join("incoming/stations.csv")))
         .await;
 
@@ -379,7 +385,8 @@ async fn an_asset_is_created_in_an_existing_item() {
     .await;
     let item_before = read_item(&env, &item_path).await.unwrap();
     let sha = write(env.dir.path(), "radar.h5", 2048);
-    let rec = http_job(&env, load_job(&env, DAILY), fire(25)).await
+    let rec = http_job(&env, load_job(&env, DAILY), fire(25))
+        .await
         .run(Work::Scheduled(fire(25)))
         .await;
     assert_eq!(rec.outcome, Outcome::Uploaded, "{rec:?}");

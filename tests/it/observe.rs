@@ -790,7 +790,9 @@ async fn a_run_cut_by_shutdown_is_cancelled_not_failed() {
         "the upload was aborted"
     );
 
-    let state = stac_uploadd::state::StateStore::open_read_only(&dir.path().join("state")).await.unwrap();
+    let state = stac_uploadd::state::StateStore::open_read_only(&dir.path().join("state"))
+        .await
+        .unwrap();
     let outcomes: Vec<_> = state.history().await.unwrap()[JOB]
         .iter()
         .map(|r| r.outcome)

@@ -107,7 +107,8 @@ async fn a_missed_run_is_caught_up_once_however_often_the_daemon_restarts() {
     // Down over Wednesday's 02:30, back at 03:00 CET.
     assert_eq!(daemon(dir.path(), "2026-03-04T02:00:00Z", hour).await, 1);
     let history = StateStore::open(dir.path())
-        .await.unwrap()
+        .await
+        .unwrap()
         .history()
         .await
         .unwrap();

@@ -190,7 +190,11 @@ async fn lane(legacy: bool) -> Lane {
         ..EmulatorConfig::default()
     };
     let env = start_with(config, ApiVersion::V1).await;
-    let state = Arc::new(StateStore::open(&env.dir.path().join("state")).await.unwrap());
+    let state = Arc::new(
+        StateStore::open(&env.dir.path().join("state"))
+            .await
+            .unwrap(),
+    );
     let shared = Arc::new(Shared::new(
         HttpUploader(env.client.clone()),
         state,

@@ -410,7 +410,8 @@ pattern = "*.zip"
 
     // Both runs are in the history, with the path as it is on disk.
     let history = StateStore::open(&dir.path().join("state"))
-        .await.unwrap()
+        .await
+        .unwrap()
         .history()
         .await
         .unwrap();
@@ -625,6 +626,11 @@ async fn a_digest_cache_that_cannot_be_written_is_named_and_not_taken_for_the_hi
         "{line}"
     );
     assert!(line.contains("No space left on device"), "{line}");
-    let history = StateStore::open(&state).await.unwrap().history().await.unwrap();
+    let history = StateStore::open(&state)
+        .await
+        .unwrap()
+        .history()
+        .await
+        .unwrap();
     assert_eq!(history["nightly"].len(), 1, "the history was written");
 }

@@ -179,7 +179,8 @@ async fn ours_is_listed_as_ours_and_aborted_with_yes() {
     assert!(emu.in_progress_uploads().is_empty());
     assert!(
         StateStore::open_read_only(&state_dir)
-            .await.unwrap()
+            .await
+            .unwrap()
             .inflight()
             .await
             .unwrap()

@@ -30,6 +30,6 @@ pub use plan::{
 };
 pub use session::{abort_upload, find_blocking_upload, publish_file, resume_upload, upload_file};
 pub use types::{
-    CompressMode, DigestCache, DigestFuture, DigestKey, Durable, FileSnapshot, RecordError, RecordFuture,
-    UploadEvent, UploadObserver, UploadOptions, UploadReport,
+    CompressMode, DigestCache, DigestFuture, DigestKey, Durable, FileSnapshot, RecordError,
+    RecordFuture, UploadEvent, UploadObserver, UploadOptions, UploadReport,
 };
