@@ -15,7 +15,7 @@
 //! `stac-uploadd run` does: without it the JSON store would write its history and digest cache
 //! only once, at the end, and look cheaper than it is). A `full` case first fills the digest cache
 //! with [`DIGESTS_KEPT`] entries (one MD5 each, like a small file's) in another child
-//! (`--prefill`), flushed to disk, so that the measured child starts with a full cache as a
+//! (`--prefill`), written and closed, so that the measured child starts with a full cache as a
 //! restarted daemon does, and its peak RSS is not the prefill's.
 //!
 //! The files (1 KiB each, unique contents, so each is a digest-cache miss and a new entry) are
@@ -120,8 +120,7 @@ impl Cache {
     }
 }
 
-/// The one place the bench opens a store, so that moving to the SQLite store's API is a change
-/// here alone.
+/// The one place the bench opens a store: the JSON files of earlier releases, or SQLite.
 async fn open_store(store: Store, dir: &Path) -> StateStore {
     let opened = match store {
         Store::Json => StateStore::open_json(dir),
