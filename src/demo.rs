@@ -269,7 +269,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         }
     }
     supervisor.shutdown(Duration::from_secs(30)).await;
-    state.flush().await?;
+    state.close().await?;
 
     // Whatever ran last, the server must hold the file as it is now.
     println!();

@@ -364,7 +364,8 @@ pub(crate) async fn run(args: OnceArgs) -> Result<Summary, OnceError> {
     summary.entries.extend(first);
     summary.entries.extend(rest);
     signals.abort();
-    if let Err(e) = state.flush().await {
+    // Writes what is held back and closes the database (its log checkpointed).
+    if let Err(e) = state.close().await {
         tracing::error!(error = %e, "cannot write the run history");
         summary.flush_error = Some(e);
     }
