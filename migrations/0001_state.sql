@@ -3,27 +3,24 @@
 -- kept whole as JSON in `record` (the shape the JSON files of earlier releases held); the other
 -- columns are the keys the daemon queries by, and what an operator reads with sqlite3 or psql.
 --
--- `uploads` and `create_markers` hold a handful of rows (the uploads in progress) and carry no
--- index: an index would double the pages each change writes, and a scan of a few rows is free.
-
--- Creates sent whose answer was not seen: an upload in progress of this target with this
--- multihash is ours.
-CREATE TABLE create_markers (
+-- What crash safety rests on, one row per create: written before the create is sent (a create
+-- marker: `upload_id` NULL, so that if the answer is lost, an upload in progress of this target
+-- with this multihash is ours), then turned into the upload's record when the answer comes
+-- (before any part is sent), deleted when the upload is completed or aborted. A row changes in
+-- place: one page written per step.
+CREATE TABLE uploads (
     target TEXT NOT NULL,        -- collection/item/asset
     multihash TEXT NOT NULL,     -- lower case
-    at TEXT NOT NULL,            -- RFC 3339, UTC
-    record TEXT NOT NULL
+    upload_id TEXT,              -- NULL: a create sent, its answer not seen
+    job TEXT,
+    at TEXT NOT NULL,            -- RFC 3339, UTC: the create sent, or the upload created
+    pid BIGINT,                  -- the daemon that created the upload
+    record TEXT NOT NULL         -- the marker or the upload, as JSON
 );
 
--- Uploads this daemon created and has not seen finished: resumed or aborted at start.
-CREATE TABLE uploads (
-    upload_id TEXT NOT NULL,
-    job TEXT NOT NULL,
-    target TEXT NOT NULL,
-    created TEXT NOT NULL,
-    pid BIGINT NOT NULL,
-    record TEXT NOT NULL
-);
+-- The create markers alone, for reading.
+CREATE VIEW create_markers AS
+    SELECT target, multihash, at, record FROM uploads WHERE upload_id IS NULL;
 
 -- The last runs of each job (`seq` counts up per job; the oldest beyond the limit are deleted
 -- in the transaction that adds a run).

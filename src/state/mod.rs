@@ -568,7 +568,7 @@ impl StateStore {
     pub async fn close(&self) -> Result<(), StateError> {
         let flushed = self.flush().await;
         if let Some(sql) = &self.sql {
-            sql.close().await;
+            sql.close(Some(sqlite::CHECKPOINT)).await;
         }
         flushed
     }

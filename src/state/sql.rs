@@ -295,7 +295,10 @@ impl SqlStore {
     pub(crate) async fn counts(&self) -> Result<Vec<(&'static str, i64)>, StateError> {
         let mut out = Vec::new();
         for (table, sql) in [
-            ("uploads", "SELECT COUNT(*) AS n FROM uploads"),
+            (
+                "uploads",
+                "SELECT COUNT(*) AS n FROM uploads WHERE upload_id IS NOT NULL",
+            ),
             ("create_markers", "SELECT COUNT(*) AS n FROM create_markers"),
             ("runs", "SELECT COUNT(*) AS n FROM runs"),
             ("digests", "SELECT COUNT(*) AS n FROM digests"),
@@ -312,14 +315,23 @@ impl SqlStore {
         Ok(out)
     }
 
-    pub(crate) async fn close(&self) {
+    /// Closes the pool; `last_words` (SQLite's checkpoint, engine-specific) run first.
+    pub(crate) async fn close(&self, last_words: Option<&'static str>) {
         let pool = self.pool.clone();
-        let _ = self
+        let read_only = self.read_only;
+        let closed = self
             .run("close", async move {
+                let said = match last_words {
+                    Some(sql) if !read_only => sqlx::query(sql).execute(&pool).await.map(drop),
+                    _ => Ok(()),
+                };
                 pool.close().await;
-                Ok(())
+                said
             })
             .await;
+        if let Err(e) = closed {
+            tracing::warn!(error = %e, "closing the state store");
+        }
     }
 }
 
@@ -418,35 +430,52 @@ async fn write_rows(
     tx.commit().await
 }
 
+/// An upload's row: (upload id, job, target, multihash, created, pid, record).
+type UploadRow = (String, String, String, String, String, i64, String);
+
 async fn write_inflight_rows(
     pool: AnyPool,
-    rec: (String, String, String, String, i64, String),
-    marker: Option<(String, String)>,
+    row: UploadRow,
+    from_marker: bool,
 ) -> Result<(), sqlx::Error> {
-    let (upload_id, job, target, created, pid, record) = rec;
+    let (upload_id, job, target, multihash, created, pid, record) = row;
     let mut tx = pool.begin().await?;
     sqlx::query("DELETE FROM uploads WHERE upload_id = $1")
         .bind(upload_id.clone())
         .execute(&mut *tx)
         .await?;
-    sqlx::query(
-        "INSERT INTO uploads (upload_id, job, target, created, pid, record) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(upload_id)
-    .bind(job)
-    .bind(target)
-    .bind(created)
-    .bind(pid)
-    .bind(record)
-    .execute(&mut *tx)
-    .await?;
-    if let Some((target, multihash)) = marker {
-        sqlx::query("DELETE FROM create_markers WHERE target = $1 AND multihash = $2")
-            .bind(target)
-            .bind(multihash)
-            .execute(&mut *tx)
-            .await?;
+    // The marker of its create becomes the upload's row: one row rewritten in place.
+    let mut turned = 0;
+    if from_marker {
+        turned = sqlx::query(
+            "UPDATE uploads SET upload_id = $1, job = $2, at = $3, pid = $4, record = $5 \
+             WHERE upload_id IS NULL AND target = $6 AND multihash = $7",
+        )
+        .bind(upload_id.clone())
+        .bind(job.clone())
+        .bind(created.clone())
+        .bind(pid)
+        .bind(record.clone())
+        .bind(target.clone())
+        .bind(multihash.clone())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    }
+    if turned == 0 {
+        sqlx::query(
+            "INSERT INTO uploads (target, multihash, upload_id, job, at, pid, record) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(target)
+        .bind(multihash)
+        .bind(upload_id)
+        .bind(job)
+        .bind(created)
+        .bind(pid)
+        .bind(record)
+        .execute(&mut *tx)
+        .await?;
     }
     tx.commit().await
 }
@@ -498,9 +527,9 @@ impl StateBackend for SqlStore {
             self.execute(
                 "record a create",
                 sqlx::query(
-                    "INSERT INTO create_markers (target, multihash, at, record) \
-                     SELECT $1, $2, $3, $4 WHERE NOT EXISTS \
-                     (SELECT 1 FROM create_markers WHERE target = $1 AND multihash = $2)",
+                    "INSERT INTO uploads (target, multihash, at, record) \
+                     SELECT $1, $2, $3, $4 WHERE NOT EXISTS (SELECT 1 FROM uploads \
+                     WHERE upload_id IS NULL AND target = $1 AND multihash = $2)",
                 )
                 .bind(target_key(&rec.target))
                 .bind(rec.multihash.to_ascii_lowercase())
@@ -516,9 +545,12 @@ impl StateBackend for SqlStore {
         Box::pin(async move {
             self.execute(
                 "forget a create",
-                sqlx::query("DELETE FROM create_markers WHERE target = $1 AND multihash = $2")
-                    .bind(target_key(&target))
-                    .bind(multihash.to_ascii_lowercase()),
+                sqlx::query(
+                    "DELETE FROM uploads \
+                     WHERE upload_id IS NULL AND target = $1 AND multihash = $2",
+                )
+                .bind(target_key(&target))
+                .bind(multihash.to_ascii_lowercase()),
             )
             .await
             .map(drop)
@@ -529,7 +561,7 @@ impl StateBackend for SqlStore {
         Box::pin(async move {
             self.execute(
                 "forget the creates of a target",
-                sqlx::query("DELETE FROM create_markers WHERE target = $1")
+                sqlx::query("DELETE FROM uploads WHERE upload_id IS NULL AND target = $1")
                     .bind(target_key(&target)),
             )
             .await
@@ -540,28 +572,30 @@ impl StateBackend for SqlStore {
     fn creating(&self) -> StateFuture<'_, Vec<Creating>> {
         Box::pin(self.records(
             "read the create markers",
-            "SELECT record FROM create_markers ORDER BY at",
+            "SELECT record FROM uploads WHERE upload_id IS NULL ORDER BY at",
         ))
     }
 
     fn created_unseen(&self, target: AssetTarget, multihash: String) -> StateFuture<'_, bool> {
-        Box::pin(self.exists(
-            "read the create markers",
-            sqlx::query(
-                "SELECT 1 AS one FROM create_markers WHERE target = $1 AND multihash = $2 LIMIT 1",
-            )
-            .bind(target_key(&target))
-            .bind(multihash.to_ascii_lowercase()),
-        ))
+        Box::pin(
+            self.exists(
+                "read the create markers",
+                sqlx::query(
+                    "SELECT 1 AS one FROM uploads \
+                 WHERE upload_id IS NULL AND target = $1 AND multihash = $2 LIMIT 1",
+                )
+                .bind(target_key(&target))
+                .bind(multihash.to_ascii_lowercase()),
+            ),
+        )
     }
 
     fn add_inflight(&self, rec: InFlight) -> StateFuture<'_, ()> {
-        Box::pin(self.write_inflight(rec, None))
+        Box::pin(self.write_inflight(rec, false))
     }
 
     fn record_created(&self, rec: InFlight) -> StateFuture<'_, ()> {
-        let marker = Some((rec.target.clone(), rec.multihash.clone()));
-        Box::pin(self.write_inflight(rec, marker))
+        Box::pin(self.write_inflight(rec, true))
     }
 
     fn remove_inflight(&self, id: UploadId) -> StateFuture<'_, ()> {
@@ -578,7 +612,7 @@ impl StateBackend for SqlStore {
     fn inflight(&self) -> StateFuture<'_, Vec<InFlight>> {
         Box::pin(self.records(
             "read the uploads in flight",
-            "SELECT record FROM uploads ORDER BY created",
+            "SELECT record FROM uploads WHERE upload_id IS NOT NULL ORDER BY at",
         ))
     }
 
@@ -647,28 +681,24 @@ impl StateBackend for SqlStore {
 }
 
 impl SqlStore {
-    /// Records an upload (replacing a record of the same id) and, in the same transaction,
-    /// forgets the create marker it answers.
-    async fn write_inflight(
-        &self,
-        rec: InFlight,
-        marker: Option<(AssetTarget, String)>,
-    ) -> Result<(), StateError> {
+    /// Records an upload (replacing a record of the same id); with `from_marker`, the create
+    /// marker it answers becomes its record, in the same transaction.
+    async fn write_inflight(&self, rec: InFlight, from_marker: bool) -> Result<(), StateError> {
         self.refuse_write()?;
         let record = encode(self, "record of an upload in flight", &rec)?;
         let row = (
             rec.upload_id.0.clone(),
             rec.job.clone(),
             target_key(&rec.target),
+            rec.multihash.to_ascii_lowercase(),
             rec.created.to_rfc3339(),
             i64::from(rec.pid),
             record,
         );
-        let marker = marker.map(|(t, m)| (target_key(&t), m.to_ascii_lowercase()));
         let pool = self.pool.clone();
         self.run(
             "record an upload in flight",
-            write_inflight_rows(pool, row, marker),
+            write_inflight_rows(pool, row, from_marker),
         )
         .await
     }

@@ -33,6 +33,10 @@ pub const DB_FILE: &str = "state.db";
 /// The JSON files of earlier releases, imported once.
 const JSON_FILES: [&str; 3] = ["inflight.json", "history.json", "digests.json"];
 
+/// Said to SQLite before the daemon closes the store: the log copied into the database and
+/// emptied, so that a stopped daemon leaves one compact file.
+pub(crate) const CHECKPOINT: &str = "PRAGMA wal_checkpoint(TRUNCATE)";
+
 /// The `meta` key that says the JSON files were imported.
 const IMPORTED: &str = "json_imported";
 
@@ -200,7 +204,7 @@ async fn read_crash_records(
         Ok::<_, StateError>((uploads, markers))
     }
     .await;
-    store.close().await;
+    store.close(None).await;
     found
 }
 
@@ -259,6 +263,10 @@ async fn settings(conn: &mut sqlx::AnyConnection, mode: Mode) -> Result<(), sqlx
         conn.execute("PRAGMA page_size = 1024").await?;
         conn.execute("PRAGMA journal_mode = WAL").await?;
         conn.execute("PRAGMA synchronous = NORMAL").await?;
+        // A checkpoint copies the pages the log holds into the database: every 4 MiB of log
+        // rather than SQLite's 1,000 pages, so that the few pages every upload changes are
+        // copied a quarter as often.
+        conn.execute("PRAGMA wal_autocheckpoint = 4000").await?;
     } else {
         conn.execute("PRAGMA query_only = 1").await?;
         // A damaged file shows it here, not at the first query.
