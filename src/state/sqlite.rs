@@ -263,10 +263,6 @@ async fn settings(conn: &mut sqlx::AnyConnection, mode: Mode) -> Result<(), sqlx
         conn.execute("PRAGMA page_size = 1024").await?;
         conn.execute("PRAGMA journal_mode = WAL").await?;
         conn.execute("PRAGMA synchronous = NORMAL").await?;
-        // A checkpoint copies the pages the log holds into the database: every 4 MiB of log
-        // rather than SQLite's 1,000 pages, so that the few pages every upload changes are
-        // copied a quarter as often.
-        conn.execute("PRAGMA wal_autocheckpoint = 4000").await?;
     } else {
         conn.execute("PRAGMA query_only = 1").await?;
         // A damaged file shows it here, not at the first query.
