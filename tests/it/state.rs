@@ -31,7 +31,7 @@ fn job_file(dir: &Path, url: &str, file: &Path) -> PathBuf {
 #[tokio::test]
 async fn a_full_state_folder_sends_no_create() {
     let env = start().await;
-    let (target, path, _) = env.asset_with_file("s.zip", 1000);
+    let (_, path, _) = env.asset_with_file("s.zip", 1000);
     let config_path = job_file(env.dir.path(), &env.emu.base_url(), &path);
     let env_var = |n: &str| (n == "TEST_STAC_PASSWORD").then(|| PASSWORD.to_owned());
     let text = std::fs::read_to_string(&config_path).unwrap();
