@@ -3,7 +3,9 @@
 #   scripts/benchmarks.sh              # every section: uploads of 100 MiB and 1 GiB, the digest
 #                                      # pass (100 MiB, 1 GiB, 10 GiB warm; 1 GiB cold, which
 #                                      # needs root to drop the page cache), many jobs at once,
-#                                      # the scheduler, publish latency of a watch job
+#                                      # the scheduler, publish latency of a watch job, the
+#                                      # state store's cost per upload (JSON against SQLite)
+#   SECTIONS=soak scripts/benchmarks.sh  # the daemon soaked with faults for SOAK_MINUTES (60)
 #   BENCH_10G=1 scripts/benchmarks.sh  # also the 10 GiB upload (10 GiB of disk, and the in-memory
 #                                      # emulator holds one 10 GiB copy: 12 GiB of RAM)
 #   SECTIONS="digest publish" scripts/benchmarks.sh   # measure only these; the others keep
@@ -21,7 +23,7 @@ figures=$notes/figures
 mkdir -p "$figures"
 tmp=$(mktemp)
 trap 'rm -f "$tmp"' EXIT
-sections=${SECTIONS-"upload digest fanout scheduler publish"}
+sections=${SECTIONS-"upload digest fanout scheduler publish state_store"}
 upload_sizes="100MiB 1GiB"
 [ "${BENCH_10G:-0}" = 1 ] && upload_sizes="$upload_sizes 10GiB"
 
@@ -51,12 +53,17 @@ for s in $sections; do
       BENCH_DIGEST_ONLY=1 cargo bench --quiet --bench upload 2>/dev/null > "$tmp"
       keep digest "$load"
       ;;
-    fanout | scheduler | publish)
+    fanout | scheduler | publish | state_store)
       echo "== $s" >&2
       cargo bench --quiet --bench "$s" 2>/dev/null > "$tmp"
       keep "$s" "$load"
       ;;
-    *) echo "unknown section $s (upload digest fanout scheduler publish)" >&2; exit 2 ;;
+    soak)
+      echo "== soak (${SOAK_MINUTES:-60} minutes)" >&2
+      SOAK_MINUTES=${SOAK_MINUTES:-60} cargo bench --quiet --bench soak 2>/dev/null > "$tmp"
+      keep soak "$load"
+      ;;
+    *) echo "unknown section $s (upload digest fanout scheduler publish state_store soak)" >&2; exit 2 ;;
   esac
 done
 
@@ -107,7 +114,7 @@ section() {
     figures_of "upload-$size" upload
     echo
   done
-  for s in digest fanout scheduler publish; do
+  for s in digest fanout scheduler publish state_store soak; do
     section "$s"
   done
   cat "$notes/reading.md"
