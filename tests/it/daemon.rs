@@ -24,6 +24,19 @@ fn key() -> AssetKey {
     AssetKey::item_asset("ch.test.collection", "item-1", "big.zip")
 }
 
+/// Runs the daemon until a part of its upload has arrived, then SIGKILLs it.
+async fn kill_mid_upload(emu: &stac_uploadd_emulator::Emulator, config: &Path) {
+    let mut daemon = spawn_daemon(&[], config);
+    wait_for(Duration::from_secs(30), "a part to arrive", || {
+        emu.uploads(&key())
+            .iter()
+            .any(|u| u.status == UploadState::InProgress && u.parts_received >= 1)
+    })
+    .await;
+    signal(&daemon, libc::SIGKILL);
+    daemon.wait().await.unwrap();
+}
+
 #[tokio::test]
 async fn killed_mid_upload_and_restarted_the_upload_is_resumed() {
     let emu = emulator().await;
@@ -35,15 +48,7 @@ async fn killed_mid_upload_and_restarted_the_upload_is_resumed() {
     let sha = write_file(&file, 24 * MIB, 7);
     let config = job_file(dir.path(), &emu.base_url(), "* * * * * *", &file, "");
 
-    let mut daemon = spawn_daemon(&[], &config);
-    wait_for(Duration::from_secs(30), "a part to arrive", || {
-        emu.uploads(&key())
-            .iter()
-            .any(|u| u.status == UploadState::InProgress && u.parts_received >= 1)
-    })
-    .await;
-    signal(&daemon, libc::SIGKILL);
-    daemon.wait().await.unwrap();
+    kill_mid_upload(&emu, &config).await;
     let interrupted = emu.in_progress_uploads();
     assert_eq!(interrupted.len(), 1, "the kill left our upload in progress");
     let id = interrupted[0].1.id.clone();
@@ -253,15 +258,7 @@ async fn a_state_folder_of_the_previous_release_is_imported_and_its_upload_resum
     let state = dir.path().join("state");
 
     // A run of this release killed mid-upload gives a real upload in flight and its record...
-    let mut daemon = spawn_daemon(&[], &config);
-    wait_for(Duration::from_secs(30), "a part to arrive", || {
-        emu.uploads(&key())
-            .iter()
-            .any(|u| u.status == UploadState::InProgress && u.parts_received >= 1)
-    })
-    .await;
-    signal(&daemon, libc::SIGKILL);
-    daemon.wait().await.unwrap();
+    kill_mid_upload(&emu, &config).await;
     let store = StateStore::open(&state).await.unwrap();
     let uploads = store.inflight().await.unwrap();
     store.close().await.unwrap();

@@ -626,22 +626,7 @@ async fn a_read_only_state_folder_is_an_error_naming_the_store() {
     let state = dir.path().join("state");
     let disk = SmallDisk::mount(&state, 2048);
     let s = StateStore::open(&state).await.unwrap();
-    s.add_inflight(stac_uploadd::state::InFlight {
-        upload_id: stac_client::UploadId("u1".into()),
-        job: "j".into(),
-        target: stac_client::AssetTarget::item_asset("c", "i", "a"),
-        file: "/data/a".into(),
-        size: 1,
-        mtime: (1, 2),
-        ino: 3,
-        multihash: "1220ab".into(),
-        part_size: 5 << 20,
-        created: chrono::Utc::now(),
-        urls_expire: None,
-        pid: 1,
-    })
-    .await
-    .unwrap();
+    s.add_inflight(an_upload()).await.unwrap();
     s.close().await.unwrap();
     drop(s);
     disk.read_only(true);
@@ -674,20 +659,7 @@ async fn a_damaged_database_is_moved_aside_keeping_its_uploads_in_flight() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     let s = StateStore::open(&state).await.unwrap();
-    let up = stac_uploadd::state::InFlight {
-        upload_id: stac_client::UploadId("u1".into()),
-        job: "j".into(),
-        target: stac_client::AssetTarget::item_asset("c", "i", "a"),
-        file: "/data/a".into(),
-        size: 1,
-        mtime: (1, 2),
-        ino: 3,
-        multihash: "1220ab".into(),
-        part_size: 5 << 20,
-        created: chrono::Utc::now(),
-        urls_expire: None,
-        pid: 1,
-    };
+    let up = an_upload();
     let marker = stac_uploadd::state::Creating {
         target: stac_client::AssetTarget::item_asset("c", "i", "b"),
         multihash: "1220cd".into(),
@@ -759,4 +731,22 @@ async fn a_database_whose_uploads_cannot_be_read_stops_the_start_and_stays() {
         std::fs::read(state.join("state.db")).unwrap(),
         vec![0x42; 8192]
     );
+}
+
+/// An upload in flight, as a store records it.
+fn an_upload() -> stac_uploadd::state::InFlight {
+    stac_uploadd::state::InFlight {
+        upload_id: stac_client::UploadId("u1".into()),
+        job: "j".into(),
+        target: stac_client::AssetTarget::item_asset("c", "i", "a"),
+        file: "/data/a".into(),
+        size: 1,
+        mtime: (1, 2),
+        ino: 3,
+        multihash: "1220ab".into(),
+        part_size: 5 << 20,
+        created: chrono::Utc::now(),
+        urls_expire: None,
+        pid: 1,
+    }
 }
