@@ -100,11 +100,7 @@ impl SqlStore {
         Ok(())
     }
 
-    async fn execute(
-        &self,
-        action: &'static str,
-        query: sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments<'static>>,
-    ) -> Result<u64, StateError> {
+    async fn execute(&self, action: &'static str, query: Query) -> Result<u64, StateError> {
         self.refuse_write()?;
         let pool = self.pool.clone();
         self.run(action, async move {
@@ -116,18 +112,14 @@ impl SqlStore {
     async fn fetch_all(
         &self,
         action: &'static str,
-        query: sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments<'static>>,
+        query: Query,
     ) -> Result<Vec<AnyRow>, StateError> {
         let pool = self.pool.clone();
         self.run(action, async move { query.fetch_all(&pool).await })
             .await
     }
 
-    async fn exists(
-        &self,
-        action: &'static str,
-        query: sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments<'static>>,
-    ) -> Result<bool, StateError> {
+    async fn exists(&self, action: &'static str, query: Query) -> Result<bool, StateError> {
         let pool = self.pool.clone();
         self.run(action, async move {
             query.fetch_optional(&pool).await.map(|r| r.is_some())
