@@ -12,6 +12,9 @@
 //! - `SOAK_DIGESTS_FULL` (default 1): the digest cache filled to `DIGESTS_KEPT` before start;
 //! - `SOAK_WRAP` (e.g. `heaptrack -o /tmp/soak`): a command the daemon runs under; the figures
 //!   are still the daemon's own (found among the wrapper's descendants);
+//! - `SOAK_KEEP_SECS` (default 0: never): the feeder removes each watched file that many seconds
+//!   after it dropped it, as a publisher's clean-up would (the watch keeps one entry per file
+//!   present in its folder, so a folder that only grows makes the daemon grow with it);
 //! - `SOAK_DAEMON_ENV` (e.g. `MALLOC_ARENA_MAX=2 MALLOC_TRIM_THRESHOLD_=131072`): variables set
 //!   for the daemon alone.
 //!
@@ -87,6 +90,8 @@ struct Settings {
     sample_every: Duration,
     seed: u64,
     digests_full: bool,
+    /// Seconds after which the feeder removes a watched file it dropped; `None`: never.
+    keep_secs: Option<u64>,
     wrap: Vec<String>,
     daemon_env: Vec<(String, String)>,
 }
@@ -107,6 +112,7 @@ impl Settings {
             sample_every: Duration::from_secs(sample_secs.max(5)),
             seed: env_or("SOAK_SEED", DEFAULT_SEED),
             digests_full: env_or("SOAK_DIGESTS_FULL", 1u8) != 0,
+            keep_secs: Some(env_or("SOAK_KEEP_SECS", 0u64)).filter(|&k| k > 0),
             wrap: split("SOAK_WRAP"),
             daemon_env: split("SOAK_DAEMON_ENV")
                 .into_iter()
@@ -290,7 +296,7 @@ struct Feeder {
 }
 
 impl Feeder {
-    fn start(work: &Path, seed: u64) -> Self {
+    fn start(work: &Path, seed: u64, keep_secs: Option<u64>) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let fed = Arc::new(Mutex::new(Fed::default()));
         let (s, f, work) = (stop.clone(), fed.clone(), work.to_owned());
@@ -305,7 +311,7 @@ impl Feeder {
                     }
                     std::thread::sleep((due - Instant::now()).min(Duration::from_millis(200)));
                 }
-                if let Err(e) = feed_once(&work, seed, n, &f) {
+                if let Err(e) = feed_once(&work, seed, n, keep_secs, &f) {
                     lock(&f).error = Some(format!("{e:#}"));
                     return;
                 }
@@ -332,8 +338,23 @@ impl Drop for Feeder {
     }
 }
 
-fn feed_once(work: &Path, seed: u64, n: u64, fed: &Mutex<Fed>) -> anyhow::Result<()> {
+fn feed_once(
+    work: &Path,
+    seed: u64,
+    n: u64,
+    keep_secs: Option<u64>,
+    fed: &Mutex<Fed>,
+) -> anyhow::Result<()> {
     let staged = work.join("staged");
+    if let Some(old) = keep_secs.and_then(|k| n.checked_sub(k)).filter(|&o| o > 0) {
+        let gone = work.join("in").join(format!("f{old:06}.zip"));
+        match std::fs::remove_file(&gone) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("removing {}", gone.display()));
+            }
+            _ => {}
+        }
+    }
     let name = format!("f{n:06}.zip");
     let mut bytes = format!("soak {seed} {n}\n").into_bytes();
     bytes.extend(filler(seed, n, size_in(seed, n, 1024, 4096)));
@@ -693,11 +714,15 @@ async fn soak(s: Settings) -> anyhow::Result<bool> {
     std::fs::write(&config, job_file(w, &emu.base_url())).context("writing the job file")?;
 
     println!(
-        "soak: {:.1} min, SOAK_SEED={}, digest cache {} at start ({} KiB of state), daemon {}{}{}",
+        "soak: {:.1} min, SOAK_SEED={}, digest cache {} at start ({} KiB of state), watched files {}, daemon {}{}{}",
         s.duration.as_secs_f64() / 60.0,
         s.seed,
         if s.digests_full { "full" } else { "empty" },
         digests_at_start / 1024,
+        match s.keep_secs {
+            Some(k) => format!("removed {k} s after they are dropped"),
+            None => "kept (the folder grows by one a second)".to_owned(),
+        },
         BIN,
         if s.wrap.is_empty() {
             String::new()
@@ -758,7 +783,7 @@ async fn soak(s: Settings) -> anyhow::Result<bool> {
     };
     let started = Instant::now();
     inject_faults(&emu);
-    let mut feeder = Feeder::start(w, s.seed);
+    let mut feeder = Feeder::start(w, s.seed, s.keep_secs);
 
     println!();
     print_header();
