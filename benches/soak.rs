@@ -416,6 +416,16 @@ fn send(pid: u32, sig: rustix::process::Signal) -> anyhow::Result<()> {
     rustix::process::kill_process(pid, sig).context("signalling the daemon")
 }
 
+/// The daemon's last lines of log, one per line.
+fn last_lines(log: &Mutex<LogTally>) -> String {
+    lock(log)
+        .tail
+        .iter()
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// The daemon's stderr (JSON lines): the listener address, warning and error counts, the last
 /// lines for a failure's message.
 #[derive(Default)]
@@ -773,12 +783,7 @@ async fn soak(s: Settings) -> anyhow::Result<bool> {
     let Some(addr) = addr else {
         bail!(
             "the daemon did not report its /metrics address within 60 s; its last lines:\n{}",
-            lock(&log)
-                .tail
-                .iter()
-                .cloned()
-                .collect::<Vec<_>>()
-                .join("\n")
+            last_lines(&log)
         );
     };
     let started = Instant::now();
@@ -812,12 +817,7 @@ async fn soak(s: Settings) -> anyhow::Result<bool> {
         bail!(
             "the daemon died after {:.1} min ({status:?}); its last lines:\n{}",
             started.elapsed().as_secs_f64() / 60.0,
-            lock(&log)
-                .tail
-                .iter()
-                .cloned()
-                .collect::<Vec<_>>()
-                .join("\n")
+            last_lines(&log)
         );
     }
 

@@ -13,6 +13,13 @@
 /// Four times glibc's starting value, so that the many small blocks of a run stay in the arenas.
 pub const MMAP_THRESHOLD: usize = 256 * 1024;
 
+/// [`MMAP_THRESHOLD`] as mallopt takes it (checked at compile time).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const MMAP_THRESHOLD_C: libc::c_int = {
+    assert!(MMAP_THRESHOLD <= libc::c_int::MAX as usize);
+    MMAP_THRESHOLD as libc::c_int
+};
+
 /// Fixes glibc's mmap threshold at [`MMAP_THRESHOLD`], unless the operator chose one with
 /// `MALLOC_MMAP_THRESHOLD_` (read by glibc itself). Returns whether it was fixed here; with
 /// another C library it does nothing.
@@ -22,12 +29,11 @@ pub fn return_large_buffers() -> bool {
         if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_some() {
             return false;
         }
-        let value = libc::c_int::try_from(MMAP_THRESHOLD).expect("256 KiB fits a C int");
         // The daemon's one call into the C allocator's settings; no safe binding offers it.
         #[allow(unsafe_code)]
         // SAFETY: mallopt takes no pointer; it sets a parameter of glibc's allocator under the
         // allocator's own lock, and refuses (returns 0) a value it does not take.
-        let set = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, value) };
+        let set = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD_C) };
         set == 1
     }
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
