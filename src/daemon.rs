@@ -13,6 +13,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::cluster::{Handover, Membership};
 use crate::config::{self, Config};
 use crate::observe::{ObserveOptions, Observer, metrics};
 use crate::state::StateStore;
@@ -46,7 +47,9 @@ pub(crate) async fn run(
 ) -> Result<(), StartError> {
     let (mut config, fingerprints) = load(&config_path)?;
     let _lock = crate::state::lock_state(&config.state_dir)?;
-    let state = Arc::new(StateStore::open(&config.state_dir).await?);
+    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    let mut hup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
     let observe_opts = ObserveOptions {
         listen: observe_listen.or(config.observe.listen),
         health_timeout: config
@@ -54,16 +57,41 @@ pub(crate) async fn run(
             .health_timeout
             .unwrap_or(ObserveOptions::default().health_timeout),
     };
+    // Up before the store: while a cluster's database cannot be reached, /readyz says so.
     let observer = Observer::start(&observe_opts).await?;
-    observer.watch_store(Arc::new(StoreHealth(state.clone())));
-    if let Err(e) = state.probe().await {
+    let shutdown = CancellationToken::new();
+    let opened = async {
+        match &config.cluster {
+            None => Ok(Some((
+                Arc::new(StateStore::open(&config.state_dir).await?),
+                None,
+            ))),
+            Some(cluster) => join_cluster(&config.state_dir, cluster)
+                .await
+                .map(|o| o.map(|(s, m)| (s, Some(m)))),
+        }
+    };
+    let opened: Result<_, StartError> = tokio::select! {
+        o = opened => o,
+        _ = term.recv() => Ok(None),
+        _ = int.recv() => Ok(None),
+    };
+    let Some((state, membership)) = opened? else {
+        info!("stopped before the state store was open");
+        observer.stop().await;
+        return Ok(());
+    };
+    observer.watch_store(Arc::new(StoreHealth(state.clone(), membership.clone())));
+    if membership.is_none()
+        && let Err(e) = state.probe().await
+    {
         // Not fatal: nothing is uploaded that cannot be recorded, and /readyz says why.
         error!(error = %e, "the state store cannot be written: no upload starts until it can");
     }
-    let shutdown = CancellationToken::new();
-    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
-    let mut hup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
+    let (handover_tx, mut handover_rx) = tokio::sync::mpsc::channel(16);
+    let heartbeat = membership
+        .clone()
+        .map(|m| tokio::spawn(m.run(handover_tx, shutdown.clone())));
 
     let flusher = {
         let (state, stop) = (state.clone(), shutdown.clone());
@@ -131,6 +159,7 @@ pub(crate) async fn run(
     loop {
         tokio::select! {
             _ = tick.tick() => observer.tick(),
+            Some(h) = handover_rx.recv() => hand_over(&supervisor, h, &client, &state),
             _ = term.recv() => { info!("SIGTERM: stopping"); break }
             _ = int.recv() => { info!("SIGINT: stopping"); break }
             _ = hup.recv() => {
@@ -158,6 +187,12 @@ pub(crate) async fn run(
     observer.stopping();
     observer.ticking(supervisor.shutdown(grace)).await;
     shutdown.cancel();
+    if let Some(h) = heartbeat {
+        let _ = h.await;
+    }
+    if let Some(m) = &membership {
+        m.leave().await;
+    }
     let _ = flusher.await;
     state.close().await.map_err(anyhow::Error::from)?;
     observer.stop().await;
@@ -165,13 +200,119 @@ pub(crate) async fn run(
     Ok(())
 }
 
-/// What `/readyz` asks the state store (the observer does not know the store's type).
+/// What `/readyz` asks the state store (the observer does not know the store's type), and in a
+/// cluster this instance's lease.
 #[derive(Debug)]
-struct StoreHealth(Arc<StateStore>);
+struct StoreHealth(Arc<StateStore>, Option<Arc<Membership>>);
 
 impl crate::observe::health::StoreCheck for StoreHealth {
     fn write_problem(&self) -> Option<String> {
-        self.0.write_problem()
+        self.0
+            .write_problem()
+            .or_else(|| self.1.as_ref().and_then(|m| m.problem()))
+    }
+}
+
+/// Opens the cluster's store and takes a lease, retrying with backoff while the database cannot
+/// be reached (each failure logged; `/readyz` answers 503 meanwhile). `None`: never, as the
+/// caller stops waiting on a signal.
+async fn join_cluster(
+    dir: &Path,
+    cluster: &crate::config::ClusterConfig,
+) -> Result<Option<(Arc<StateStore>, Arc<Membership>)>, StartError> {
+    use secrecy::ExposeSecret as _;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create the state folder {}", dir.display()))?;
+    let host = crate::cluster::host_name();
+    let target = crate::state::PgTarget {
+        url: cluster.url.expose_secret(),
+        ca_file: cluster.ca_file.as_deref(),
+        host: &host,
+        call_limit: cluster.heartbeat.max(Duration::from_secs(1)),
+    };
+    let mut wait = Duration::from_millis(500);
+    let state = loop {
+        match StateStore::open_cluster(dir, &target).await {
+            Ok(s) => break Arc::new(s),
+            Err(e) => {
+                error!(error = %e, retry_in_ms = wait.as_millis() as u64, "cannot open the cluster's database; not ready until it can");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(30));
+            }
+        }
+    };
+    let membership = Arc::new(Membership::new(
+        state.clone(),
+        cluster,
+        crate::cluster::instance_name(cluster),
+    ));
+    if let Some(n) = cluster.expected_members {
+        metrics::cluster_expected(n);
+    }
+    metrics::cluster_lease_held(false);
+    if !membership.join_until(&CancellationToken::new()).await {
+        return Ok(None);
+    }
+    Ok(Some((state, membership)))
+}
+
+/// Gives what the heartbeat took to the jobs: uploads to resume (or abort) go first to their
+/// job; those of jobs not in the file are handled beside them; a fire a lapsed instance claimed
+/// and never finished runs again once with `catch_up` (not when its upload is being resumed),
+/// a watched file's version always.
+fn hand_over(
+    supervisor: &Supervisor<HttpUploader>,
+    handover: Handover,
+    client: &StacClient,
+    state: &Arc<StateStore>,
+) {
+    let Handover::Take(taken) = handover;
+    let jobs = supervisor.jobs();
+    let resumed_jobs: std::collections::HashSet<String> =
+        taken.uploads.iter().map(|u| u.job.clone()).collect();
+    let mut orphans = Vec::new();
+    for rec in taken.uploads {
+        match jobs.iter().find(|j| j.spec.name == rec.job) {
+            Some(job) => job.pending.resume(rec),
+            None => orphans.push(rec),
+        }
+    }
+    if !orphans.is_empty() {
+        let (client, state, cancel) = (client.clone(), state.clone(), supervisor.abort_token());
+        supervisor.track(async move {
+            reconcile::reconcile(&client, &state, orphans, &[], &cancel).await;
+        });
+    }
+    for (name, work) in taken.claims {
+        let job = jobs.iter().find(|j| j.spec.name == name);
+        let again = match (job, crate::cluster::fire_of(&work)) {
+            (Some(job), Some(at)) if job.spec.catch_up && !resumed_jobs.contains(&name) => {
+                info!(job = %name, fire = %at, "running once more a fire a lapsed instance claimed and never finished");
+                job.pending.fire(at);
+                true
+            }
+            (Some(job), None) => match work
+                .strip_prefix("file ")
+                .and_then(|w| w.splitn(3, ' ').nth(2))
+            {
+                Some(path) => {
+                    info!(job = %name, file = %path, "publishing a file a lapsed instance claimed and never finished");
+                    job.pending.file(PathBuf::from(path));
+                    true
+                }
+                None => false,
+            },
+            _ => false,
+        };
+        if !again {
+            // Not run again (resumed, no catch_up, or a job no longer in the file): done.
+            let state = state.clone();
+            supervisor.track(async move {
+                if let Err(e) = state.finish_claim(&name, &work).await {
+                    warn!(job = %name, error = %e, "cannot mark a taken claim finished");
+                }
+            });
+        }
     }
 }
 

@@ -368,6 +368,7 @@ fn state_records_round_trip(job: &str, target: &stac_client::AssetTarget, path: 
     use crate::state::{InFlight, Outcome, RunRecord};
     let now = chrono::Utc::now();
     let run = RunRecord {
+        instance: None,
         job: job.to_owned(),
         started: now,
         finished: now,

@@ -16,6 +16,7 @@
 //! commands behind `cli` are private.
 
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod exit;
 pub mod memory;

@@ -54,7 +54,45 @@ pub struct Config {
     /// `[server] max_concurrent_uploads`: at most this many uploads at once over every job of
     /// the daemon (1 to 256; default [`default_max_concurrent_uploads`]).
     pub max_concurrent_uploads: usize,
+    /// `[cluster]`: the state in PostgreSQL, shared with other instances; `None`: the embedded
+    /// store in `state_dir`.
+    pub cluster: Option<ClusterConfig>,
 }
+
+/// `[cluster]`: several instances sharing the work through PostgreSQL (`docs/cluster.md`).
+#[derive(Clone)]
+pub struct ClusterConfig {
+    /// `postgres://user:password@host:port/database`, from `url_env` or `url_file`.
+    pub url: secrecy::SecretString,
+    /// TLS to the database, its certificate verified with this CA.
+    pub ca_file: Option<PathBuf>,
+    /// This instance's name; `None`: the host name and the process id.
+    pub instance: Option<String>,
+    /// How long a lease lasts unrenewed: a dead instance's work is taken over after it.
+    pub lease: std::time::Duration,
+    /// How often the lease is renewed and lapsed instances are looked for.
+    pub heartbeat: std::time::Duration,
+    /// The members the cluster should have (exported for an alert).
+    pub expected_members: Option<u32>,
+}
+
+impl std::fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterConfig")
+            .field("url", &"(secret)")
+            .field("ca_file", &self.ca_file)
+            .field("instance", &self.instance)
+            .field("lease", &self.lease)
+            .field("heartbeat", &self.heartbeat)
+            .field("expected_members", &self.expected_members)
+            .finish()
+    }
+}
+
+/// A lease's length when `[cluster] lease` is not given.
+pub const DEFAULT_LEASE: std::time::Duration = std::time::Duration::from_secs(10);
+/// The heartbeat when `[cluster] heartbeat` is not given.
+pub const DEFAULT_HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// `--job NAME` naming no job of the file (exit code 2 wherever it is given).
 #[derive(Debug, thiserror::Error)]

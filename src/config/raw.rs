@@ -54,6 +54,22 @@ pub(super) struct RawConfig {
     pub(super) job: Vec<RawJob>,
     #[serde(default)]
     pub(super) observe: RawObserve,
+    pub(super) cluster: Option<Spanned<RawCluster>>,
+}
+
+/// `[cluster]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCluster {
+    /// Refused with a message: the URL holds the database password.
+    pub(super) url: Option<Spanned<String>>,
+    pub(super) url_env: Option<Spanned<String>>,
+    pub(super) url_file: Option<Spanned<String>>,
+    pub(super) ca_file: Option<Spanned<String>>,
+    pub(super) instance: Option<Spanned<String>>,
+    pub(super) lease: Option<Spanned<DurationText>>,
+    pub(super) heartbeat: Option<Spanned<DurationText>>,
+    pub(super) expected_members: Option<Spanned<i64>>,
 }
 
 /// `[observe]`.

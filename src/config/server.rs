@@ -23,10 +23,12 @@ const EXPANDING: &[&str] = &[
     "server.auth.token_file",
     "job.file",
     "job.watch.dir",
+    "cluster.ca_file",
+    "cluster.url_file",
 ];
 
 /// Secrets written inline: they may hold anything, and are never shown.
-const SECRETS: &[&str] = &["server.auth.password", "server.auth.token"];
+const SECRETS: &[&str] = &["server.auth.password", "server.auth.token", "cluster.url"];
 
 /// Keys whose values may hold a password, and are not shown.
 const NOT_SHOWN: &[&str] = &["server.proxy"];

@@ -42,6 +42,12 @@ pub const STALE_ABORTED: &str = "stac_uploadd_stale_uploads_aborted_total";
 pub const TRIGGER_RECOVERIES: &str = "stac_uploadd_trigger_recoveries_total";
 /// SIGHUP reloads by result (`ok`, `failed`).
 pub const RELOADS: &str = "stac_uploadd_config_reloads_total";
+pub const CLUSTER_MEMBERS: &str = "stac_uploadd_cluster_members";
+pub const CLUSTER_EXPECTED: &str = "stac_uploadd_cluster_expected_members";
+pub const CLUSTER_LEASE: &str = "stac_uploadd_cluster_lease_held";
+pub const CLUSTER_FENCED: &str = "stac_uploadd_cluster_fenced_total";
+pub const CLUSTER_TAKEOVERS: &str = "stac_uploadd_cluster_takeovers_total";
+pub const CLUSTER_CLAIMS: &str = "stac_uploadd_cluster_claims_total";
 /// Runs in a row that ended `failed`, `blocked` or `unfreeable`, by job.
 pub const CONSECUTIVE_FAILURES: &str = "stac_uploadd_consecutive_failures";
 /// Unix time of the last uploaded, unchanged or resumed run, by job (0: none on record).
@@ -135,6 +141,30 @@ pub fn describe() {
         "Times the watch job's lost folder was watched again"
     );
     describe_counter!(RELOADS, "Reloads of the job file on SIGHUP, by result");
+    describe_gauge!(
+        CLUSTER_MEMBERS,
+        "Instances of the cluster whose lease is live, at this instance's last heartbeat"
+    );
+    describe_gauge!(
+        CLUSTER_EXPECTED,
+        "The members the cluster should have ([cluster] expected_members)"
+    );
+    describe_gauge!(
+        CLUSTER_LEASE,
+        "1 while this instance holds a live lease and may start work, else 0"
+    );
+    describe_counter!(
+        CLUSTER_FENCED,
+        "Times this instance stopped its work because its lease was not renewed in time"
+    );
+    describe_counter!(
+        CLUSTER_TAKEOVERS,
+        "Heartbeats at which this instance took over work of lapsed instances"
+    );
+    describe_counter!(
+        CLUSTER_CLAIMS,
+        "Claims of work (a fire, a file), by job and result: won (this instance runs it) or lost"
+    );
     describe_counter!(
         JOB_TASK_FAILURES,
         "Times a task of the job (its runner or trigger) ended unexpectedly, a panic say"
@@ -502,6 +532,37 @@ pub fn reload(ok: bool) {
     counter!(RELOADS, "result" => if ok { "ok" } else { "failed" }).increment(1);
 }
 
+/// Live members of the cluster.
+pub fn cluster_members(n: usize) {
+    gauge!(CLUSTER_MEMBERS).set(n as f64);
+}
+
+/// The cluster's expected size, from the job file.
+pub fn cluster_expected(n: u32) {
+    gauge!(CLUSTER_EXPECTED).set(f64::from(n));
+}
+
+/// Whether this instance holds a live lease.
+pub fn cluster_lease_held(held: bool) {
+    gauge!(CLUSTER_LEASE).set(if held { 1.0 } else { 0.0 });
+}
+
+/// This instance stopped its work for a lease it could not renew.
+pub fn cluster_fenced() {
+    counter!(CLUSTER_FENCED).increment(1);
+}
+
+/// This instance took over work of lapsed instances.
+pub fn cluster_takeover() {
+    counter!(CLUSTER_TAKEOVERS).increment(1);
+}
+
+/// A claim of `job`'s work, won or lost.
+pub fn cluster_claim(job: &str, won: bool) {
+    counter!(CLUSTER_CLAIMS, JOB => job.to_owned(), "result" => if won { "won" } else { "lost" })
+        .increment(1);
+}
+
 /// How late a job's schedule fired.
 pub fn schedule_lateness(job: &str, late: Duration) {
     histogram!(LATENESS, JOB => job.to_owned()).record(late.as_secs_f64());
@@ -573,6 +634,7 @@ mod tests {
 
     fn record(outcome: Outcome, minute: u32) -> RunRecord {
         RunRecord {
+            instance: None,
             job: "radar".into(),
             started: t(minute),
             finished: t(minute),

@@ -258,6 +258,13 @@ async fn abort(
                 "upload {id} on {target} could not be aborted: {e}"
             )));
         }
+        // Only a session's observer hands an upload over; an abort asked for here is sent.
+        AbortOutcome::Handed => {
+            return Err(OpsError::Failure(anyhow!(
+                "upload {id} on {target} was not aborted: {}",
+                AbortOutcome::Handed
+            )));
+        }
     }
     if !chosen.ours.is_ours() {
         return Ok(());

@@ -562,6 +562,7 @@ mod tests {
 
     fn run(bytes: u64) -> RunRecord {
         RunRecord {
+            instance: None,
             job: "j".into(),
             started: Utc::now(),
             finished: Utc::now(),
@@ -636,6 +637,7 @@ mod tests {
         assert_eq!(h["j"][0].asset, "a.zip");
         assert_eq!(h["j"][0].item, None);
         s.record_run(RunRecord {
+            instance: None,
             item: Some("item-7".into()),
             ..run(3)
         })
@@ -735,6 +737,7 @@ mod tests {
         };
         s.add_inflight(up.clone()).await.unwrap();
         let ran = RunRecord {
+            instance: None,
             file: Some(bad.clone()),
             ..run(1)
         };
@@ -925,6 +928,7 @@ mod tests {
         );
         let runs: VecDeque<RunRecord> = (0..HISTORY_PER_JOB)
             .map(|_| RunRecord {
+                instance: None,
                 file: Some(os_path(&[b'f'; 200])),
                 upload_id: Some(UploadId("0".repeat(36))),
                 error: Some("e".repeat(1000)),

@@ -16,6 +16,7 @@
 mod files;
 mod lock;
 mod path;
+mod postgres;
 mod sql;
 mod sqlite;
 
@@ -32,6 +33,8 @@ use stac_client::{AssetTarget, UploadId};
 use stac_upload::{DigestCache, DigestKey, FileDigest};
 
 pub use files::{DIGESTS_LIMIT, HISTORY_LIMIT, INFLIGHT_LIMIT, JsonFiles};
+pub use postgres::PgTarget;
+pub use sql::{Claim, Holder, Member, Taken};
 pub use sqlite::DB_FILE;
 
 /// Digests kept: a file's (device, inode, size, mtime, ctime) and part size → its multihash and
@@ -196,6 +199,10 @@ pub struct RunRecord {
     /// records written before item runs existed).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub assets: Vec<AssetRun>,
+    /// The cluster instance that ran it (`None` without a cluster, and in records written
+    /// before clusters existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
 }
 
 /// One asset of an item run: where it went and how.
@@ -247,6 +254,27 @@ pub enum StateError {
         store: String,
         action: &'static str,
         source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// This instance's lease is gone (it lapsed, or another instance took over its work): the
+    /// write was refused, so that an instance back from a pause or a lost connection never
+    /// overwrites its successor's records.
+    #[error(
+        "state store {store}: write refused: instance {instance} no longer holds its lease (token {token}); another instance may hold its work"
+    )]
+    Fenced {
+        store: String,
+        instance: String,
+        token: i64,
+    },
+    /// Another live process holds the lease of this instance name.
+    #[error(
+        "instance name {instance} is held by a live lease (host {host}, pid {pid}, {left_ms} ms left): two processes must not share a name (leave `instance` unset for one unique per process)"
+    )]
+    InstanceInUse {
+        instance: String,
+        host: String,
+        pid: i64,
+        left_ms: i64,
     },
     /// The database is damaged and the uploads in flight it records cannot be read from it.
     #[error(
@@ -376,6 +404,9 @@ pub struct StateStore {
     sql: Option<std::sync::Arc<sql::SqlStore>>,
     /// The last write's error, until a write succeeds.
     problem: std::sync::Mutex<Option<String>>,
+    /// This instance's local view of the lease its writes are made under: always open for the
+    /// embedded store (see [`crate::cluster::Fence`]).
+    fence: std::sync::Arc<crate::cluster::Fence>,
 }
 
 impl StateStore {
@@ -425,6 +456,123 @@ impl StateStore {
             backend,
             sql,
             problem: std::sync::Mutex::new(None),
+            fence: std::sync::Arc::new(crate::cluster::Fence::open()),
+        }
+    }
+
+    /// The local view of this instance's lease: whether it may start work, and send.
+    pub fn fence(&self) -> std::sync::Arc<crate::cluster::Fence> {
+        self.fence.clone()
+    }
+
+    /// Opens the cluster's store in PostgreSQL (the migrations applied), with `dir` still the
+    /// folder of this instance's local files. The caller takes a lease ([`StateStore::join`])
+    /// before it writes.
+    pub async fn open_cluster(dir: &Path, target: &PgTarget<'_>) -> Result<Self, StateError> {
+        let sql = std::sync::Arc::new(postgres::open(target).await?);
+        let mut store = Self::with(dir, sql.clone(), Some(sql));
+        store.fence = std::sync::Arc::new(crate::cluster::Fence::closed());
+        Ok(store)
+    }
+
+    fn sql(&self) -> Result<&sql::SqlStore, StateError> {
+        self.sql.as_deref().ok_or_else(|| StateError::Db {
+            store: self.dir.display().to_string(),
+            action: "share work",
+            source: "the JSON files of earlier releases hold no leases".into(),
+        })
+    }
+
+    /// Takes a lease for `instance` (see `docs/cluster.md`): its fencing token.
+    pub async fn join(
+        &self,
+        instance: &str,
+        host: &str,
+        lease: Duration,
+    ) -> Result<i64, StateError> {
+        let r = self
+            .sql()?
+            .join(instance, host, std::process::id(), Some(lease))
+            .await;
+        self.noted(r)
+    }
+
+    /// Renews the lease; `false` when it is no longer this instance's.
+    pub async fn renew(&self, lease: Duration) -> Result<bool, StateError> {
+        let r = self.sql()?.renew(lease).await;
+        self.noted(r)
+    }
+
+    /// Gives the lease up: the others take what this instance holds at once.
+    pub async fn leave(&self) -> Result<(), StateError> {
+        self.sql()?.leave().await
+    }
+
+    /// The instance and fencing token this store writes as.
+    pub fn owner(&self) -> Option<(String, i64)> {
+        self.sql.as_ref().map(|s| {
+            let o = s.owner();
+            (o.instance, o.token)
+        })
+    }
+
+    /// Every instance on record.
+    pub async fn members(&self) -> Result<Vec<Member>, StateError> {
+        self.sql()?.members().await
+    }
+
+    /// Takes what lapsed instances hold.
+    pub async fn take_over(&self) -> Result<Taken, StateError> {
+        self.sql()?.take_over().await
+    }
+
+    /// Claims a unit of work for this instance.
+    pub async fn claim(&self, job: &str, work: &str) -> Result<Claim, StateError> {
+        self.sql()?.claim(job, work).await
+    }
+
+    /// Marks a claim finished.
+    pub async fn finish_claim(&self, job: &str, work: &str) -> Result<(), StateError> {
+        self.sql()?.finish_claim(job, work).await
+    }
+
+    /// Forgets claims older than `keep`.
+    pub async fn prune_claims(&self, keep: Duration) -> Result<u64, StateError> {
+        self.sql()?.prune_claims(keep).await
+    }
+
+    /// Who holds the upload `id`: [`Holder::Nobody`] for the JSON files of earlier releases when
+    /// it is not recorded, [`Holder::Us`] when it is.
+    pub async fn holder(&self, id: &UploadId) -> Result<Holder, StateError> {
+        match &self.sql {
+            Some(sql) => sql.holder(id).await,
+            None => Ok(if self.backend.is_ours(id.clone()).await? {
+                Holder::Us
+            } else {
+                Holder::Nobody
+            }),
+        }
+    }
+
+    /// Who holds the create marker of `target` with `multihash`.
+    pub async fn marker_holder(
+        &self,
+        target: &AssetTarget,
+        multihash: &str,
+    ) -> Result<Holder, StateError> {
+        match &self.sql {
+            Some(sql) => sql.marker_holder(target, multihash).await,
+            None => Ok(
+                if self
+                    .backend
+                    .created_unseen(target.clone(), multihash.to_owned())
+                    .await?
+                {
+                    Holder::Us
+                } else {
+                    Holder::Nobody
+                },
+            ),
         }
     }
 
@@ -564,9 +712,16 @@ impl StateStore {
         r
     }
 
-    /// Writes what is held back and closes the database (the daemon's last act on it).
+    /// Writes what is held back, gives a cluster's lease up, and closes the database (the
+    /// daemon's last act on it).
     pub async fn close(&self) -> Result<(), StateError> {
         let flushed = self.flush().await;
+        if self.fence.clustered()
+            && let Some(sql) = &self.sql
+            && let Err(e) = sql.leave().await
+        {
+            tracing::warn!(error = %e, "cannot give the lease up: the others take this instance's work when it lapses");
+        }
         if let Some(sql) = &self.sql {
             sql.close(Some(sqlite::CHECKPOINT)).await;
         }
@@ -591,6 +746,7 @@ mod tests {
     fn run(outcome: Outcome, minute: u32) -> RunRecord {
         let t = chrono::TimeZone::with_ymd_and_hms(&Utc, 2026, 3, 2, 10, minute, 0).unwrap();
         RunRecord {
+            instance: None,
             job: "j".into(),
             started: t,
             finished: t,

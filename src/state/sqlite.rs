@@ -24,7 +24,7 @@ use sqlx::{AnyPool, ConnectOptions as _, Executor as _, Row as _};
 use tracing::{info, warn};
 
 use super::files::JsonFiles;
-use super::sql::{MIGRATOR, SqlStore};
+use super::sql::{Dialect, MIGRATOR, SqlStore};
 use super::{StateBackend as _, StateError};
 
 /// The database file in the state folder.
@@ -62,7 +62,7 @@ async fn open_here(dir: &Path) -> Result<SqlStore, StateError> {
     })?;
     let path = dir.join(DB_FILE);
     let store = match open_checked(&path).await? {
-        Checked::Sound(store) => store,
+        Checked::Sound(store) => *store,
         Checked::Damaged(problem) => salvage(&path, problem).await?,
     };
     import_json(dir, &store).await?;
@@ -82,11 +82,16 @@ pub(crate) async fn open_read_only(dir: &Path) -> Result<Option<SqlStore>, State
         .await
         .map_err(|e| StateError::Worker(format!("open the state store: {e}")))?
         .map_err(|e| db_error(&path, "open", e))?;
-    Ok(Some(SqlStore::new(pool, path.display().to_string(), true)))
+    Ok(Some(SqlStore::new(
+        pool,
+        path.display().to_string(),
+        true,
+        Dialect::Sqlite,
+    )))
 }
 
 enum Checked {
-    Sound(SqlStore),
+    Sound(Box<SqlStore>),
     /// The file is damaged: what SQLite said.
     Damaged(String),
 }
@@ -114,11 +119,11 @@ async fn open_checked(path: &Path) -> Result<Checked, StateError> {
         action: "bring the schema up to date",
         source: Box::new(e),
     })?;
-    Ok(Checked::Sound(SqlStore::new(
-        pool,
-        path.display().to_string(),
-        false,
-    )))
+    let store = SqlStore::new(pool, path.display().to_string(), false, Dialect::Sqlite);
+    // One daemon per state folder (its lock file): it holds every record, under a lease that
+    // never lapses; an earlier process's lease is replaced.
+    store.join_alone().await?;
+    Ok(Checked::Sound(Box::new(store)))
 }
 
 /// `None` when SQLite's quick check finds the file sound, else what it found (first lines).
@@ -174,7 +179,7 @@ async fn salvage(path: &Path, problem: String) -> Result<SqlStore, StateError> {
         "the state database is damaged: moved aside, a new one started with its uploads in flight and create markers; the run history and the digest cache start empty (files are digested again)"
     );
     let store = match open_checked(path).await? {
-        Checked::Sound(store) => store,
+        Checked::Sound(store) => *store,
         Checked::Damaged(p) => {
             return Err(StateError::CorruptDatabase {
                 path: path.to_owned(),
@@ -197,7 +202,7 @@ async fn read_crash_records(
     let pool = pool(path, Mode::ReadOnly)
         .await
         .map_err(|e| db_error(path, "open", e))?;
-    let store = SqlStore::new(pool, path.display().to_string(), true);
+    let store = SqlStore::new(pool, path.display().to_string(), true, Dialect::Sqlite);
     let found = async {
         let uploads = store.inflight().await?;
         let markers = store.creating().await?;

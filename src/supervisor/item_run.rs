@@ -365,7 +365,7 @@ impl<U: Uploader> Job<U> {
                 }
             }
         };
-        stopped |= matches!(&result, Err(Failure::Upload(e)) if cut_short(e) && self.abort_runs.is_cancelled());
+        stopped |= matches!(&result, Err(Failure::Upload(e)) if cut_short(e) && self.stopping());
         // An item this run created and could fill with none of its assets goes again, with the
         // assets it created for them.
         let own: Vec<String> = members.iter().map(|m| m.id.clone()).collect();
@@ -451,7 +451,7 @@ impl<U: Uploader> Job<U> {
             });
             let results = futures_util::future::join_all(sessions).await;
             let mut failed: Option<UploadError> = None;
-            let shutdown = self.abort_runs.is_cancelled();
+            let shutdown = self.stopping();
             for (i, r) in results {
                 let result = match r {
                     Ok(report) => AssetResult {
@@ -661,6 +661,7 @@ impl<U: Uploader> Job<U> {
             }
         };
         let record = RunRecord {
+            instance: None,
             job: self.spec.name.clone(),
             started,
             finished,

@@ -544,8 +544,10 @@ pub(super) enum NextAttempt {
 /// deadline (the caller tells which).
 pub(super) fn cut_short(e: &UploadError) -> bool {
     match e {
-        UploadError::Cancelled => true,
-        UploadError::AfterCreate { cause, .. } => matches!(**cause, UploadError::Cancelled),
+        UploadError::Cancelled | UploadError::Fenced => true,
+        UploadError::AfterCreate { cause, .. } => {
+            matches!(**cause, UploadError::Cancelled | UploadError::Fenced)
+        }
         _ => false,
     }
 }
@@ -668,7 +670,7 @@ impl<U: Uploader> Job<U> {
                 };
                 let job = self.clone();
                 let handle = runs.spawn(async move {
-                    job.run(work).await;
+                    job.run_claimed(work).await;
                 });
                 busy.insert(handle.id(), key);
             }
@@ -714,7 +716,8 @@ impl<U: Uploader> Job<U> {
                 p = self.shared.session_permit(SHARES) => p,
                 () = self.abort_runs.cancelled() => return None,
             };
-            let cancel = self.abort_runs.child_token();
+            let cancel = self.shared.state.fence().run_token(&self.abort_runs);
+            let _ended = cancel.clone().drop_guard();
             let (deadline, options) = self.run_deadline(&cancel, "aborting the resumed upload");
             // Ours and being sent: no other run may judge it stale meanwhile.
             self.shared.running().insert(rec.upload_id.clone());
@@ -737,6 +740,77 @@ impl<U: Uploader> Job<U> {
         }
         .instrument(span)
         .await
+    }
+
+    /// Whether runs are being stopped: shutdown, or (in a cluster) a lease not renewed in time.
+    /// A run cut short then is cancelled, not failed.
+    pub(super) fn stopping(&self) -> bool {
+        self.abort_runs.is_cancelled() || !self.shared.state.fence().may_start()
+    }
+
+    /// Runs `work` if this instance may: always without a cluster; in a cluster, only while it
+    /// holds its lease and once its claim of the work is in (another instance runs it
+    /// otherwise), the claim marked finished after the run.
+    async fn run_claimed(&self, work: Work) {
+        let fence = self.shared.state.fence();
+        if !fence.clustered() {
+            self.run(work).await;
+            return;
+        }
+        if !fence.may_start() {
+            warn!(job = %self.spec.name, "this instance holds no lease now: the work is left to the others");
+            return;
+        }
+        let key = self.claim_key(&work).await;
+        match self.shared.state.claim(&self.spec.name, &key).await {
+            Ok(crate::state::Claim::Won) => {
+                metrics::cluster_claim(&self.spec.name, true);
+                debug!(job = %self.spec.name, work = %key, "claimed");
+                self.run(work).await;
+                if let Err(e) = self.shared.state.finish_claim(&self.spec.name, &key).await {
+                    warn!(job = %self.spec.name, error = %e, "cannot mark the claim finished: if this instance's lease lapses now, another runs the work again");
+                }
+            }
+            Ok(crate::state::Claim::Lost { by }) => {
+                metrics::cluster_claim(&self.spec.name, false);
+                debug!(job = %self.spec.name, work = %key, by = %by, "claimed by another instance");
+            }
+            Err(e) => {
+                warn!(job = %self.spec.name, work = %key, error = %e, "cannot claim the work: left to the others");
+            }
+        }
+    }
+
+    /// What a claim of `work` names: a fire by its nominal time; a file, or each member of a
+    /// bundle, by path, size and modification time, so that a new version is new work.
+    async fn claim_key(&self, work: &Work) -> String {
+        async fn version(path: &Path) -> String {
+            match tokio::fs::metadata(path).await {
+                Ok(m) => {
+                    let s = stac_upload::FileSnapshot::of(&m);
+                    format!(
+                        "{} {}.{:09} {}",
+                        s.len,
+                        s.mtime.0,
+                        s.mtime.1,
+                        path.display()
+                    )
+                }
+                Err(_) => format!("- - {}", path.display()),
+            }
+        }
+        match work {
+            Work::Scheduled(at) => crate::cluster::fire_work(*at),
+            Work::File(path) => format!("file {}", version(path).await),
+            Work::Bundle { stem, files, .. } => {
+                let mut key = format!("bundle {stem}");
+                for f in files.iter().flatten() {
+                    key.push_str(" | ");
+                    key.push_str(&version(f).await);
+                }
+                key
+            }
+        }
     }
 
     /// The next scheduled fire after `t`, for capping retries.
@@ -867,7 +941,7 @@ impl<U: Uploader> Job<U> {
         // by the run deadline.
         stopped |= result
             .as_ref()
-            .is_err_and(|e| cut_short(e) && self.abort_runs.is_cancelled());
+            .is_err_and(|e| cut_short(e) && self.stopping());
         let finished = clock.now();
         let outcome = run_outcome(&result, stopped);
         let duration_ms = (finished - started).num_milliseconds();
@@ -890,6 +964,7 @@ impl<U: Uploader> Job<U> {
                     );
                 }
                 RunRecord {
+                    instance: None,
                     job: self.spec.name.clone(),
                     started,
                     finished,
@@ -920,6 +995,7 @@ impl<U: Uploader> Job<U> {
                     error!(attempts, policy = ?policy, outcome = outcome.as_str(), duration_ms, error, "run given up");
                 }
                 RunRecord {
+                    instance: None,
                     job: self.spec.name.clone(),
                     started,
                     finished,
@@ -1046,17 +1122,34 @@ impl<U: Uploader> Job<U> {
     pub async fn staleness(&self, target: &AssetTarget, blocking: &Upload) -> Option<&'static str> {
         let id = &blocking.upload_id;
         let running = self.shared.running().contains(id);
-        let known = |r: Result<bool, crate::state::StateError>| {
+        // The store is asked only about uploads this process is not sending. One held by
+        // another instance whose lease is live counts as being sent: it is never aborted here.
+        use crate::state::Holder;
+        let holder = |r: Result<Holder, crate::state::StateError>| {
             r.unwrap_or_else(|e| {
                 warn!(error = %e, "cannot read the state store; the blocking upload is judged by its age");
-                false
+                Holder::Nobody
             })
         };
-        // The store is asked only about uploads this process is not sending.
-        let recorded = !running && known(self.shared.state.is_ours(id).await);
+        let mut running = running;
+        let mut recorded = false;
+        if !running {
+            match holder(self.shared.state.holder(id).await) {
+                Holder::Live(_) => running = true,
+                Holder::Us | Holder::Lapsed(_) => recorded = true,
+                Holder::Nobody => {}
+            }
+        }
         let unseen_create = match blocking.checksum.as_deref() {
             Some(c) if !running && !recorded => {
-                known(self.shared.state.created_unseen(target, c).await)
+                match holder(self.shared.state.marker_holder(target, c).await) {
+                    Holder::Live(_) => {
+                        running = true;
+                        false
+                    }
+                    Holder::Us | Holder::Lapsed(_) => true,
+                    Holder::Nobody => false,
+                }
             }
             _ => false,
         };
@@ -1174,7 +1267,8 @@ impl<U: Uploader> Job<U> {
             p = self.shared.session_permit(shares) => p,
             () = self.abort_runs.cancelled() => return Err(UploadError::Cancelled),
         };
-        let cancel = self.abort_runs.child_token();
+        let cancel = self.shared.state.fence().run_token(&self.abort_runs);
+        let _ended = cancel.clone().drop_guard();
         let (deadline, options) = self.run_deadline_with(&cancel, "aborting the upload", base);
         let observer = Arc::new(Recorder {
             shared: self.shared.clone() as Arc<dyn RecorderShared>,
@@ -1200,7 +1294,7 @@ impl<U: Uploader> Job<U> {
         deadline.abort();
         metrics::upload_finished(
             &self.spec.name,
-            upload_outcome(&result, self.abort_runs.is_cancelled()),
+            upload_outcome(&result, self.stopping()),
             // Only sessions that sent the file: an unchanged one took a digest, not an upload.
             result
                 .as_ref()
@@ -1288,6 +1382,10 @@ struct Recorder {
 }
 
 impl UploadObserver for Recorder {
+    fn may_send(&self) -> bool {
+        self.shared.state().fence().may_send()
+    }
+
     fn on_event(&self, event: &UploadEvent<'_>) {
         match event {
             UploadEvent::Sent { bytes } => self.sent.increment(*bytes),

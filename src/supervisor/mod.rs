@@ -380,6 +380,8 @@ impl<U: Uploader> Supervisor<U> {
 
     /// Stops the triggers, lets running uploads (of current and retiring jobs) finish for up to
     /// `grace`, then aborts what is left (each session aborts its own upload) and waits for that.
+    /// In a cluster, what is left is handed over instead: stopped without an abort, left on
+    /// record for the instance that takes this one's work.
     pub async fn shutdown(self, grace: Duration) {
         for r in &self.jobs {
             r.stop.cancel();
@@ -389,10 +391,21 @@ impl<U: Uploader> Supervisor<U> {
             .await
             .is_err()
         {
-            warn!(
-                grace_s = grace.as_secs(),
-                "uploads still running after the grace period: aborting them"
-            );
+            let fence = self.shared.state.fence();
+            if fence.clustered() {
+                // In a cluster the others carry them on: nothing more is sent for them here,
+                // not even an abort, and they stay on record for whoever takes them over.
+                warn!(
+                    grace_s = grace.as_secs(),
+                    "uploads still running after the grace period: handing them over to the other instances"
+                );
+                fence.shut();
+            } else {
+                warn!(
+                    grace_s = grace.as_secs(),
+                    "uploads still running after the grace period: aborting them"
+                );
+            }
             self.abort_runs.cancel();
             self.tasks.wait().await;
         }

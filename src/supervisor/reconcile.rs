@@ -99,6 +99,7 @@ pub(crate) async fn resume_or_abort(
         .is_none_or(|e| e - Utc::now() > MIN_URL_LIFE)
         && !upload.urls.is_empty();
     let record = |outcome, error: Option<String>, bytes| RunRecord {
+        instance: None,
         job: rec.job.clone(),
         started,
         finished: Utc::now(),
@@ -124,7 +125,7 @@ pub(crate) async fn resume_or_abort(
             &expected,
             rec.part_size,
             opts,
-            Arc::new(()),
+            Arc::new(Gate(state.fence())),
             cancel,
         )
         .await;
@@ -148,6 +149,10 @@ pub(crate) async fn resume_or_abort(
     } else {
         "the file changed"
     };
+    if !state.fence().may_send() {
+        warn!(upload_id = %id, job = %rec.job, "this instance no longer holds its lease: the upload is left to the instance that takes over");
+        return None;
+    }
     info!(upload_id = %id, job = %rec.job, why, "aborting an upload interrupted by a restart");
     match stac_upload::abort_upload(client, &rec.target, id, opts).await {
         AbortOutcome::Failed(e) => {
@@ -170,5 +175,16 @@ pub(crate) async fn resume_or_abort(
 async fn forget(state: &StateStore, id: &stac_client::UploadId) {
     if let Err(e) = state.remove_inflight(id).await {
         warn!(upload_id = %id, error = %e, "cannot update the state store");
+    }
+}
+
+/// A resumed session's observer: sends only while this instance may ([`crate::cluster::Fence`]).
+struct Gate(Arc<crate::cluster::Fence>);
+
+impl stac_upload::UploadObserver for Gate {
+    fn on_event(&self, _: &stac_upload::UploadEvent<'_>) {}
+
+    fn may_send(&self) -> bool {
+        self.0.may_send()
     }
 }

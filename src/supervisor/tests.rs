@@ -260,6 +260,7 @@ impl Uploader for Arc<Script> {
             _ => Outcome::Resumed,
         };
         Some(RunRecord {
+            instance: None,
             job: rec.job.clone(),
             started,
             finished: self.clock.now(),
@@ -763,6 +764,7 @@ impl Started {
 
 fn ran(started: DateTime<Utc>, outcome: Outcome) -> RunRecord {
     RunRecord {
+        instance: None,
         job: "job".into(),
         started,
         finished: started,

@@ -261,6 +261,7 @@ mod tests {
 
     fn ran(started: &str, outcome: Outcome) -> RunRecord {
         RunRecord {
+            instance: None,
             job: "job".into(),
             started: utc(started),
             finished: utc(started),

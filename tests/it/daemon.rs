@@ -286,6 +286,7 @@ async fn a_state_folder_of_the_previous_release_is_imported_and_its_upload_resum
     old.add_creating(marker.clone()).await.unwrap();
     let now = chrono::Utc::now();
     old.record_run(stac_uploadd::state::RunRecord {
+        instance: None,
         job: "nightly".into(),
         started: now,
         finished: now,

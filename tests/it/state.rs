@@ -304,6 +304,7 @@ async fn status_names_the_daemon_holding_the_folder_and_its_runs() {
     for i in 0..3 {
         state
             .record_run(stac_uploadd::state::RunRecord {
+                instance: None,
                 job: "nightly".into(),
                 started: chrono::Utc::now(),
                 finished: chrono::Utc::now(),

@@ -243,6 +243,7 @@ async fn a_templated_jobs_targets_come_from_its_runs_on_record_and_its_folder() 
     let state = StateStore::open(&dir.path().join("state")).await.unwrap();
     state
         .record_run(RunRecord {
+            instance: None,
             job: "stations".into(),
             started: Utc::now(),
             finished: Utc::now(),
@@ -373,6 +374,7 @@ async fn an_upload_runs_found_unfreeable_is_predicted_so_and_its_abort_explained
     for _ in 0..4 {
         state
             .record_run(RunRecord {
+                instance: None,
                 job: "radar".into(),
                 started: Utc::now(),
                 finished: Utc::now(),

@@ -17,6 +17,10 @@ pub enum AbortOutcome {
     AlreadyFinished(UploadStatus),
     /// The abort failed: the upload may still be in progress and block the asset.
     Failed(StacError),
+    /// Not tried: the observer said this process may no longer act on the upload (its lease
+    /// in a cluster lapsed, see [`crate::UploadObserver::may_send`]); it is left in progress
+    /// for whoever took over the process's work.
+    Handed,
 }
 
 impl std::fmt::Display for AbortOutcome {
@@ -29,6 +33,9 @@ impl std::fmt::Display for AbortOutcome {
             AbortOutcome::Failed(e) => write!(
                 f,
                 "the upload could NOT be aborted and may block the asset: {e}"
+            ),
+            AbortOutcome::Handed => f.write_str(
+                "the upload was left in progress for the instance that takes over this one's work",
             ),
         }
     }
@@ -104,6 +111,10 @@ pub enum UploadError {
     /// The session's cancellation token fired (the run was stopped) before it finished.
     #[error("cancelled")]
     Cancelled,
+    /// The observer said this process may no longer send (see
+    /// [`crate::UploadObserver::may_send`]): nothing more was sent, not even an abort.
+    #[error("stopped: this instance no longer holds its lease, so it sends nothing more")]
+    Fenced,
     /// The part URLs were about to expire with parts still unsent: the session gave up on them.
     #[error(
         "the upload's part URLs live {} and expire at {expires}; it was given up before they did, with {} of {} stored: the server's URL lifetime is too short for this file at the rate reached",
@@ -230,7 +241,7 @@ impl UploadError {
         match self {
             UploadError::AfterCreate {
                 upload_id,
-                abort: AbortOutcome::Failed(_),
+                abort: AbortOutcome::Failed(_) | AbortOutcome::Handed,
                 ..
             } => Some(upload_id),
             _ => None,

@@ -491,6 +491,10 @@ async fn finish(
     let upload_id = upload_id.clone();
     let outcome = match outcome {
         Ok(()) => Ok(()),
+        Err(cause) if !observer.may_send() => {
+            warn!(upload_id = %upload_id, error = %cause, "upload stopped: this instance no longer holds its lease, so the upload is left to the instance that takes over");
+            Err((cause, AbortOutcome::Handed))
+        }
         Err(cause) => {
             warn!(upload_id = %upload_id, error = %cause, "upload failed, aborting it");
             match abort_upload(client, target, &upload_id, opts).await {
@@ -975,6 +979,9 @@ async fn send_parts_and_complete(
         .await?;
     parts.sort_by_key(|p| p.part_number);
     ctx.snapshot.check(ctx.source, "while it was sent").await?;
+    if !ctx.observer.may_send() {
+        return Err(UploadError::Fenced);
+    }
     complete(
         ctx.client,
         target,

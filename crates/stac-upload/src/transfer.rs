@@ -1,7 +1,7 @@
 //! Sending parts: each streamed from disk with its exact length, retried from a fresh read,
 //! bounded by a deadline sized from its length and by a stall watchdog.
 
-use std::io::SeekFrom;
+use std::io::{self, SeekFrom};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -69,6 +69,9 @@ impl PartContext<'_> {
             self.opts.call_backoff(),
             || async {
                 attempt.fetch_add(1, Ordering::Relaxed);
+                if !self.observer.may_send() {
+                    return Err(UploadError::Fenced);
+                }
                 self.snapshot
                     .check(self.source, "before a part was sent")
                     .await?;
@@ -109,16 +112,25 @@ impl PartContext<'_> {
             .map_err(|e| io_err("seek", e))?;
         let sent = Arc::new(AtomicU64::new(0));
         let observer = self.observer.clone();
+        let gate = self.observer.clone();
         let counter = sent.clone();
         let limiters = self.opts.bandwidth.clone();
         let stream = ReaderStream::with_capacity(file.take(part.len), self.opts.send_buffer)
             .then(move |chunk| {
                 let limiters = limiters.clone();
+                let gate = gate.clone();
                 async move {
                     if let Ok(b) = &chunk {
                         for l in &limiters {
                             l.acquire(b.len() as u64).await;
                         }
+                    }
+                    // Asked after the wait for bandwidth, just before the bytes go: a body cut
+                    // short is refused by the server, so no part of it is stored.
+                    if chunk.is_ok() && !gate.may_send() {
+                        return Err(io::Error::other(
+                            "this instance no longer holds its lease: the part is not sent",
+                        ));
                     }
                     chunk
                 }
@@ -144,6 +156,13 @@ impl PartContext<'_> {
                 format!("no progress for {}", humantime::format_duration(self.opts.stall_timeout)),
             ))),
         };
+        if result.is_err() && !self.observer.may_send() {
+            let n = sent.load(Ordering::Relaxed);
+            if n > 0 {
+                self.observer.on_event(&UploadEvent::Unsent { bytes: n });
+            }
+            return Err(UploadError::Fenced);
+        }
         if result.is_err() {
             // Those bytes will be sent again: keep progress honest.
             let n = sent.load(Ordering::Relaxed);

@@ -283,6 +283,15 @@ pub trait UploadObserver: Send + Sync {
         let _ = what;
         Box::pin(std::future::ready(Ok(())))
     }
+
+    /// Whether the session may still send anything for its upload: a part (asked before each
+    /// part and each chunk of its body), the complete, an abort. `false` stops the session with
+    /// [`crate::UploadError::Fenced`], its upload left as it is. The default always may; a
+    /// daemon in a cluster says no once its lease may have been taken over, so that an instance
+    /// back from a pause never writes over its successor.
+    fn may_send(&self) -> bool {
+        true
+    }
 }
 
 /// An observer that ignores everything.

@@ -39,6 +39,7 @@ use stac_upload::{CompressMode, MAX_PART_SIZE, MIN_PART_SIZE, UploadOptions};
 
 type Span = Range<usize>;
 
+mod cluster;
 mod flags;
 mod job;
 mod metadata;
@@ -291,6 +292,10 @@ impl Checker<'_> {
             jobs.push(self.job(job, &defaults));
         }
         let observe = self.observe(&raw.observe);
+        let cluster = match &raw.cluster {
+            None => Some(None),
+            Some(c) => self.cluster(c).map(Some),
+        };
         Some(Config {
             source: self.source.to_owned(),
             state_dir: state_dir?,
@@ -299,6 +304,7 @@ impl Checker<'_> {
             observe: observe?,
             bandwidth_limit: bandwidth?,
             max_concurrent_uploads: max_concurrent_uploads?,
+            cluster: cluster?,
         })
     }
 
