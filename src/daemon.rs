@@ -35,7 +35,10 @@ pub(crate) enum StartError {
 
 /// A client for the configured server.
 pub(crate) fn client(config: &Config) -> anyhow::Result<StacClient> {
-    StacClient::new(config.server.client_config()).context("cannot start the HTTP client")
+    let mut c = config.server.client_config();
+    // In a cluster, the server's logs tell the instances apart.
+    c.agent_detail = crate::cluster::this_instance().map(|i| format!("instance {i}"));
+    StacClient::new(c).context("cannot start the HTTP client")
 }
 
 /// Runs the daemon until SIGTERM or SIGINT; `observe_listen` serves `/metrics`, `/healthz` and
@@ -241,11 +244,9 @@ async fn join_cluster(
             }
         }
     };
-    let membership = Arc::new(Membership::new(
-        state.clone(),
-        cluster,
-        crate::cluster::instance_name(cluster),
-    ));
+    let instance = crate::cluster::instance_name(cluster);
+    crate::cluster::set_this_instance(&instance);
+    let membership = Arc::new(Membership::new(state.clone(), cluster, instance));
     if let Some(n) = cluster.expected_members {
         metrics::cluster_expected(n);
     }

@@ -408,6 +408,87 @@ pub struct RequestRecord {
     pub authorization: Option<String>,
 }
 
+/// One part PUT: which upload and part, who sent it, when it came and when it ended.
+#[derive(Debug, Clone)]
+pub struct PartRecord {
+    pub upload_id: String,
+    /// As the URL names it (a bad number included).
+    pub part: String,
+    /// The `User-Agent` header as sent, if any (a cluster's instances name themselves there).
+    pub user_agent: Option<String>,
+    /// When the request's head arrived.
+    pub start: std::time::Instant,
+    /// When the answer was given, or the request was dropped (a body cut short).
+    pub end: std::time::Instant,
+    /// The answer's status; `None` when the request ended without one (the connection or the
+    /// body was cut).
+    pub status: Option<u16>,
+}
+
+/// Every part PUT, in order of ending.
+#[derive(Debug, Default)]
+pub(crate) struct PartLog(Mutex<Vec<PartRecord>>);
+
+impl PartLog {
+    pub(crate) fn all(&self) -> Vec<PartRecord> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// Records a part PUT into the log when dropped: at its answer, or when the request is dropped
+/// mid-body (the handler's future is dropped with it).
+pub(crate) struct PartEntry {
+    log: std::sync::Arc<super::Shared>,
+    record: Option<PartRecord>,
+}
+
+impl PartEntry {
+    pub(crate) fn start(
+        shared: &std::sync::Arc<super::Shared>,
+        upload_id: &str,
+        part: &str,
+        headers: &axum::http::HeaderMap,
+    ) -> Self {
+        let now = std::time::Instant::now();
+        Self {
+            log: shared.clone(),
+            record: Some(PartRecord {
+                upload_id: upload_id.to_owned(),
+                part: part.to_owned(),
+                user_agent: headers
+                    .get(header::USER_AGENT)
+                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
+                start: now,
+                end: now,
+                status: None,
+            }),
+        }
+    }
+
+    pub(crate) fn answered(&mut self, status: u16) {
+        if let Some(r) = &mut self.record {
+            r.status = Some(status);
+        }
+    }
+}
+
+impl Drop for PartEntry {
+    fn drop(&mut self) {
+        if let Some(mut r) = self.record.take() {
+            r.end = std::time::Instant::now();
+            self.log
+                .parts
+                .0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(r);
+        }
+    }
+}
+
 /// Every counted request, in order of arrival.
 #[derive(Debug, Default)]
 pub(crate) struct RequestLog(Mutex<Vec<RequestRecord>>);

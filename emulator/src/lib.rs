@@ -58,7 +58,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use cli::{EmulatorArgs, run};
-pub use faults::{CallKind, FaultAction, FaultSpec, FaultTrigger, Faults, RequestRecord};
+pub use faults::{
+    CallKind, FaultAction, FaultSpec, FaultTrigger, Faults, PartRecord, RequestRecord,
+};
 pub use state::{AssetSnapshot, UploadSnapshot, UploadState};
 
 /// The media types the emulator accepts for asset data (the server's `MEDIA_TYPES`, normalised),
@@ -311,6 +313,7 @@ pub(crate) struct Shared {
     pub(crate) calls: CallCounters,
     /// Every counted request, with its time and credentials.
     pub(crate) requests: faults::RequestLog,
+    pub(crate) parts: faults::PartLog,
     /// Part PUTs being received now, and the most ever at once (proof of parallel clients).
     pub(crate) parts_in_flight: faults::Gauge,
     pub(crate) signer: Signer,
@@ -373,6 +376,7 @@ impl Emulator {
             faults: Faults::default(),
             calls: CallCounters::default(),
             requests: faults::RequestLog::default(),
+            parts: faults::PartLog::default(),
             parts_in_flight: faults::Gauge::default(),
             signer: Signer::new(),
             clock,
@@ -433,6 +437,12 @@ impl Emulator {
     /// `Authorization` header.
     pub fn requests(&self) -> Vec<RequestRecord> {
         self.shared.requests.all()
+    }
+
+    /// Every part PUT so far, in order of ending: upload, part, `User-Agent`, start and end,
+    /// status (`None`: cut before an answer).
+    pub fn part_log(&self) -> Vec<PartRecord> {
+        self.shared.parts.all()
     }
 
     /// The most part PUTs this server was receiving at the same time.

@@ -93,6 +93,14 @@ pub(crate) struct PartPath {
 
 /// `PUT /_s3/{upload_id}/{part}`: one part body, checked in S3's order.
 pub(crate) async fn put_part(ctx: Ctx, P(path): P<PartPath>, body: Body) -> Response {
+    let mut entry =
+        faults::PartEntry::start(&ctx.shared, &path.upload_id, &path.part, &ctx.headers);
+    let response = put_part_logged(ctx, path, body).await;
+    entry.answered(response.status().as_u16());
+    response
+}
+
+async fn put_part_logged(ctx: Ctx, path: PartPath, body: Body) -> Response {
     let shared = &ctx.shared;
     shared.calls.incr(CallKind::PutPart);
     shared.requests.record(CallKind::PutPart, &ctx.headers);

@@ -56,6 +56,18 @@ pub fn instance_name(config: &ClusterConfig) -> String {
     )
 }
 
+static THIS_INSTANCE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Names this process's instance (once: a process is one instance for its life).
+pub fn set_this_instance(name: &str) {
+    let _ = THIS_INSTANCE.set(name.to_owned());
+}
+
+/// This process's instance name, in a cluster.
+pub fn this_instance() -> Option<&'static str> {
+    THIS_INSTANCE.get().map(String::as_str)
+}
+
 /// A unit of work as claims name it.
 pub fn fire_work(at: chrono::DateTime<chrono::Utc>) -> String {
     format!(

@@ -131,6 +131,9 @@ pub struct ClientConfig {
     pub proxy: Option<Url>,
     /// Hosts that bypass `proxy`, in `NO_PROXY` syntax. `new` reads `NO_PROXY`/`no_proxy`.
     pub no_proxy: Option<String>,
+    /// Said after `stac-uploadd/VERSION` in the `User-Agent`, e.g. which instance of a cluster
+    /// sends (the server's and the storage's logs then tell instances apart).
+    pub agent_detail: Option<String>,
 }
 
 impl ClientConfig {
@@ -149,6 +152,22 @@ impl ClientConfig {
                 .or_else(|_| std::env::var("no_proxy"))
                 .ok()
                 .filter(|v| !v.trim().is_empty()),
+            agent_detail: None,
+        }
+    }
+
+    /// The `User-Agent` sent.
+    pub fn user_agent(&self) -> String {
+        let base = concat!("stac-uploadd/", env!("CARGO_PKG_VERSION"));
+        match &self.agent_detail {
+            // Header values are visible ASCII: anything else is left out.
+            Some(d) => format!(
+                "{base} ({})",
+                d.chars()
+                    .filter(|c| c.is_ascii_graphic() || *c == ' ')
+                    .collect::<String>()
+            ),
+            None => base.to_owned(),
         }
     }
 }
@@ -331,7 +350,7 @@ impl StacClient {
         let build = |redirects: reqwest::redirect::Policy| {
             let mut builder = reqwest::Client::builder()
                 .connect_timeout(cfg.connect_timeout)
-                .user_agent(concat!("stac-uploadd/", env!("CARGO_PKG_VERSION")))
+                .user_agent(cfg.user_agent())
                 // Keep pooled connections short-lived: S3 endpoints close idle ones after ~20 s.
                 .pool_idle_timeout(Duration::from_secs(15))
                 .redirect(redirects);
