@@ -271,25 +271,18 @@ fn hand_over(
     let jobs = supervisor.jobs();
     let resumed_jobs: std::collections::HashSet<String> =
         taken.uploads.iter().map(|u| u.job.clone()).collect();
-    let mut orphans = Vec::new();
-    for rec in taken.uploads {
-        match jobs.iter().find(|j| j.spec.name == rec.job) {
-            Some(job) => job.pending.resume(rec),
-            None => orphans.push(rec),
-        }
-    }
-    if !orphans.is_empty() {
-        let (client, state, cancel) = (client.clone(), state.clone(), supervisor.abort_token());
-        supervisor.track(async move {
-            reconcile::reconcile(&client, &state, orphans, &[], &cancel).await;
-        });
-    }
+    // The fires first: a job's runner may take its resume at once, and must find its refire.
     for (name, work) in taken.claims {
         let job = jobs.iter().find(|j| j.spec.name == name);
         let again = match (job, crate::cluster::fire_of(&work)) {
-            (Some(job), Some(at)) if job.spec.catch_up && !resumed_jobs.contains(&name) => {
-                info!(job = %name, fire = %at, "running once more a fire a lapsed instance claimed and never finished");
-                job.pending.fire(at);
+            (Some(job), Some(at)) if job.spec.catch_up => {
+                if resumed_jobs.contains(&name) {
+                    // Its upload is resumed first; the fire runs again only if that fails.
+                    job.pending.refire(at);
+                } else {
+                    info!(job = %name, fire = %at, "running once more a fire a lapsed instance claimed and never finished");
+                    job.pending.fire(at);
+                }
                 true
             }
             (Some(job), None) => match work
@@ -314,6 +307,19 @@ fn hand_over(
                 }
             });
         }
+    }
+    let mut orphans = Vec::new();
+    for rec in taken.uploads {
+        match jobs.iter().find(|j| j.spec.name == rec.job) {
+            Some(job) => job.pending.resume(rec),
+            None => orphans.push(rec),
+        }
+    }
+    if !orphans.is_empty() {
+        let (client, state, cancel) = (client.clone(), state.clone(), supervisor.abort_token());
+        supervisor.track(async move {
+            reconcile::reconcile(&client, &state, orphans, &[], &cancel).await;
+        });
     }
 }
 

@@ -310,6 +310,9 @@ struct PendingInner {
     /// Uploads a previous process left in flight, resumed before any other work of the job: a
     /// run of the job would otherwise meet its own interrupted upload as a stale blocker.
     resumes: VecDeque<InFlight>,
+    /// A fire a lapsed cluster member claimed and never finished, taken with its upload: run
+    /// once the resumes are over, unless one of them finished it (see [`Pending::refire`]).
+    refire: Option<DateTime<Utc>>,
 }
 
 /// One unit of work.
@@ -414,6 +417,17 @@ impl Pending {
     pub fn resume(&self, rec: InFlight) {
         self.lock().resumes.push_back(rec);
         self.notify.notify_one();
+    }
+
+    /// Fires `at` once the uploads to resume are handled, unless the first of them is resumed
+    /// to its end: the fire of a lapsed cluster member whose upload this instance took.
+    pub fn refire(&self, at: DateTime<Utc>) {
+        self.lock().refire = Some(at);
+        self.notify.notify_one();
+    }
+
+    fn take_refire(&self) -> Option<DateTime<Utc>> {
+        self.lock().refire.take()
     }
 
     /// The next upload to resume, if any.
@@ -654,7 +668,10 @@ impl<U: Uploader> Job<U> {
                         break;
                     }
                     if let Some(rec) = self.pending.take_resume() {
-                        self.resume(rec).await;
+                        let resumed = self.resume(rec).await;
+                        if let Some(at) = self.pending.take_refire() {
+                            self.refire_unless_resumed(at, resumed.as_ref()).await;
+                        }
                     }
                     continue;
                 }
@@ -740,6 +757,20 @@ impl<U: Uploader> Job<U> {
         }
         .instrument(span)
         .await
+    }
+
+    /// A taken fire: run again when its upload was not resumed to its end (it was aborted,
+    /// gone, or failed), else its claim is finished by the resume.
+    async fn refire_unless_resumed(&self, at: DateTime<Utc>, resumed: Option<&RunRecord>) {
+        if resumed.is_some_and(|r| r.outcome == Outcome::Resumed) {
+            let work = crate::cluster::fire_work(at);
+            if let Err(e) = self.shared.state.finish_claim(&self.spec.name, &work).await {
+                warn!(job = %self.spec.name, error = %e, "cannot mark a taken claim finished");
+            }
+        } else {
+            info!(job = %self.spec.name, fire = %at, "running once more a fire a lapsed instance claimed: its upload was not resumed to its end");
+            self.pending.fire(at);
+        }
     }
 
     /// Whether runs are being stopped: shutdown, or (in a cluster) a lease not renewed in time.

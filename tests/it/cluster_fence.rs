@@ -1,0 +1,301 @@
+//! Failover and fencing with real daemons: a member killed mid-upload, one cut from PostgreSQL
+//! alone, one paused past its lease. Each test: a PostgreSQL of its own, the emulator in the
+//! test, two members (`m1` uploads, `m2` stands by), a 24 MiB file sent in 5 MiB parts at a
+//! 2 MB/s limit of the job's own (paced at the sender, as a real limit is: a cancelled part
+//! leaves little in flight). The job fires once (`catch_up` of a yearly schedule), so every
+//! upload seen belongs to that one fire.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::fixtures::*;
+use stac_uploadd_emulator::{AssetKey, Emulator, PartRecord, UploadState};
+
+fn key() -> AssetKey {
+    AssetKey::item_asset("ch.test.collection", "item-1", "big.zip")
+}
+
+/// The members' job: the big file, once.
+fn jobs(file: &Path) -> impl FnOnce(JobFile) -> JobFile + '_ {
+    move |j| {
+        j.defaults(
+            "part_size = \"5MiB\"\nparallel = 2\npolicy = \"cancel\"\nbandwidth_limit = \"2MB/s\"",
+        )
+        .cron("nightly", "big.zip", file, "0 0 0 1 1 *")
+        .lines("catch_up = true")
+    }
+}
+
+struct Setup {
+    pg: Postgres,
+    emu: Emulator,
+    dir: tempfile::TempDir,
+    file: PathBuf,
+    sha: String,
+}
+
+async fn setup() -> Setup {
+    let pg = Postgres::start().await;
+    let emu = basic_emulator().await;
+    emu.create_asset(&key(), "application/zip").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("big.zip");
+    let sha = write_file(&file, 24 * MIB, 11);
+    Setup {
+        pg,
+        emu,
+        dir,
+        file,
+        sha,
+    }
+}
+
+impl Setup {
+    fn config(&self, name: &str) -> PathBuf {
+        member_config(
+            self.dir.path(),
+            name,
+            &self.emu.base_url(),
+            jobs(&self.file),
+        )
+    }
+
+    /// Starts `m1` (database at `m1_db`) and waits until its upload has a part stored, then
+    /// `m2`, and waits until it holds its lease: m1 uploads, m2 stands by.
+    async fn two_members(&self, m1_db: &str) -> (Member, Member, String) {
+        let m1 = start_member("m1", &self.config("m1"), m1_db).await;
+        wait_for(
+            Duration::from_secs(60),
+            "m1's upload to store a part",
+            || {
+                self.emu
+                    .uploads(&key())
+                    .iter()
+                    .any(|u| u.status == UploadState::InProgress && u.parts_received >= 1)
+            },
+        )
+        .await;
+        let id = self.emu.uploads(&key())[0].id.clone();
+        let m2 = start_member("m2", &self.config("m2"), &self.pg.url()).await;
+        joined(&m2).await;
+        (m1, m2, id)
+    }
+
+    /// Waits until the asset holds the file, by one upload (`id`): the fire ran once.
+    async fn completed_by(&self, id: &str, members: &[&Member]) {
+        let done = || {
+            self.emu
+                .uploads(&key())
+                .iter()
+                .any(|u| u.status == UploadState::Completed)
+        };
+        for _ in 0..1200 {
+            if done() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(
+            done(),
+            "the asset was never completed; logs:\n{}",
+            members
+                .iter()
+                .map(|m| format!("--- {}\n{}", m.name, m.log_text()))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        assert_eq!(
+            self.emu.object_sha256_hex(&key()).as_deref(),
+            Some(self.sha.as_str()),
+            "the asset holds the file"
+        );
+        let uploads = self.emu.uploads(&key());
+        let completed: Vec<&str> = uploads
+            .iter()
+            .filter(|u| u.status == UploadState::Completed)
+            .map(|u| u.id.as_str())
+            .collect();
+        assert_eq!(completed, [id], "one upload completed, the fire's");
+        wait_for(Duration::from_secs(30), "nothing in progress", || {
+            self.emu.in_progress_uploads().is_empty()
+        })
+        .await;
+    }
+}
+
+/// Parts `name` started sending after `t`.
+fn started_after(log: &[PartRecord], name: &str, t: Instant) -> Vec<PartRecord> {
+    let agent = agent_of(name);
+    log.iter()
+        .filter(|p| p.user_agent.as_deref() == Some(agent.as_str()) && p.start > t)
+        .cloned()
+        .collect()
+}
+
+/// m1 killed in the middle of its multi-part upload: m2 takes it over once m1's lease lapses
+/// and resumes the same upload id; the asset holds the file, nothing is left in progress, the
+/// fire ran once (one create, one completed upload), and never two senders at once.
+#[tokio::test]
+async fn a_member_killed_mid_upload_is_taken_over_and_its_upload_resumed() {
+    let s = setup().await;
+    let (mut m1, m2, id) = s.two_members(&s.pg.url()).await;
+    let killed = Instant::now();
+    signal(&m1.child, libc::SIGKILL);
+    m1.child.wait().await.unwrap();
+
+    s.completed_by(&id, &[&m1, &m2]).await;
+    assert!(m2.logged("took over the work of lapsed instances"));
+    assert!(m2.logged("resumed upload completed"));
+    assert_eq!(
+        s.emu.uploads(&key()).len(),
+        1,
+        "one create: the fire ran once"
+    );
+    let log = s.emu.part_log();
+    assert_no_overlapping_senders(&log);
+    let resumed = started_after(&log, "m2", killed);
+    let first = resumed
+        .iter()
+        .map(|p| p.start)
+        .min()
+        .expect("m2 sent parts");
+    assert!(
+        resumed.iter().all(|p| p.upload_id == id),
+        "the same upload id"
+    );
+    // Figures for the note; the bench measures the median (benches/cluster.rs).
+    eprintln!(
+        "failover: the kill to m2's first part in {} ms (lease 3 s, heartbeat 500 ms)",
+        (first - killed).as_millis()
+    );
+}
+
+/// m1 cut from PostgreSQL alone (through a proxy that stops forwarding; the STAC server still
+/// reachable): it stops its upload and aborts it before its lease can lapse; m2 takes the work
+/// over and runs the fire again; the emulator never sees both sending at once.
+#[tokio::test]
+async fn a_member_cut_from_postgres_aborts_before_its_lease_lapses() {
+    let s = setup().await;
+    let proxy = TcpProxy::start(([127, 0, 0, 1], s.pg.port()).into()).await;
+    let via_proxy = s.pg.url().replace(
+        &format!(":{}/", s.pg.port()),
+        &format!(":{}/", proxy.port()),
+    );
+    let (m1, m2, first) = s.two_members(&via_proxy).await;
+    let cut = Instant::now();
+    proxy.cut();
+
+    wait_for(Duration::from_secs(30), "m1 to stop its work", || {
+        m1.logged("the lease was not renewed in time")
+    })
+    .await;
+    wait_for(Duration::from_secs(30), "m1's upload to be aborted", || {
+        s.emu
+            .uploads(&key())
+            .iter()
+            .any(|u| u.id == first && u.status == UploadState::Aborted)
+    })
+    .await;
+    let aborted_in = cut.elapsed();
+    wait_for(Duration::from_secs(60), "m2 to take over", || {
+        m2.logged("took over the work of lapsed instances")
+    })
+    .await;
+    assert!(
+        !m2.logged("resumed upload completed"),
+        "m1 aborted its upload: nothing to resume"
+    );
+    let second = {
+        let mut found = None;
+        wait_for(
+            Duration::from_secs(60),
+            "m2 to upload the fire again",
+            || {
+                found = s
+                    .emu
+                    .uploads(&key())
+                    .into_iter()
+                    .find(|u| u.id != first)
+                    .map(|u| u.id);
+                found.is_some()
+            },
+        )
+        .await;
+        found.unwrap()
+    };
+    s.completed_by(&second, &[&m1, &m2]).await;
+    let log = s.emu.part_log();
+    assert_no_overlapping_senders(&log);
+    let m1_last = log
+        .iter()
+        .filter(|p| p.user_agent.as_deref() == Some(agent_of("m1").as_str()))
+        .map(|p| p.end)
+        .max()
+        .unwrap();
+    let m2_first = started_after(&log, "m2", cut)
+        .iter()
+        .map(|p| p.start)
+        .min()
+        .expect("m2 sent parts");
+    assert!(m1_last < m2_first, "m1 had stopped before m2 began");
+    assert!(
+        aborted_in < Duration::from_secs(3),
+        "aborted {} ms after the cut: within the 3 s lease",
+        aborted_in.as_millis()
+    );
+}
+
+/// m1 paused (SIGSTOP) past its lease while uploading, then woken: m2 has taken its upload over
+/// meanwhile; m1 finds its lease lost, sends no part (none starts after it wakes) and no abort,
+/// and joins again; the asset holds the file, uploaded by the one upload of the one fire.
+#[tokio::test]
+async fn a_member_paused_past_its_lease_sends_nothing_when_it_wakes() {
+    let s = setup().await;
+    let (mut m1, m2, id) = s.two_members(&s.pg.url()).await;
+    signal(&m1.child, libc::SIGSTOP);
+    wait_for(Duration::from_secs(60), "m2 to take over", || {
+        m2.logged("took over the work of lapsed instances")
+    })
+    .await;
+    wait_for(Duration::from_secs(60), "m2 to send a part", || {
+        !started_after(
+            &s.emu.part_log(),
+            "m2",
+            Instant::now() - Duration::from_secs(600),
+        )
+        .is_empty()
+    })
+    .await;
+    let woken = Instant::now();
+    signal(&m1.child, libc::SIGCONT);
+    wait_for(Duration::from_secs(30), "m1 to find its lease lost", || {
+        m1.logged("the lease is lost")
+    })
+    .await;
+    s.completed_by(&id, &[&m1, &m2]).await;
+    assert!(
+        started_after(&s.emu.part_log(), "m1", woken).is_empty(),
+        "m1 started a part after it woke"
+    );
+    assert_eq!(
+        s.emu.call_count(stac_uploadd_emulator::CallKind::Abort),
+        0,
+        "nobody aborted: m1 left the upload to m2"
+    );
+    assert_eq!(
+        s.emu.uploads(&key()).len(),
+        1,
+        "one create: the fire ran once"
+    );
+    wait_for(Duration::from_secs(30), "m1 to join again", || {
+        m1.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains("joined the cluster"))
+            .count()
+            >= 2
+    })
+    .await;
+    let _ = terminate(&mut m1.child).await;
+}
