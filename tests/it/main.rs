@@ -29,6 +29,7 @@ mod layers;
 mod media_types;
 mod objects;
 mod observe;
+mod pg_fixture;
 mod properties;
 mod proxy;
 mod publisher;
