@@ -5,6 +5,11 @@
 //! every label they select on or group by exists on that metric. A renamed metric or label
 //! breaks this test instead of silently emptying a panel or muting an alert.
 //!
+//! The rules of group `stac-uploadd-cluster` ask for metrics a daemon exports only in cluster
+//! mode (`[cluster]`, on PostgreSQL): a single daemon's scrape must have none of them (or those
+//! alerts would fire on it), and their names are checked against the list the cluster's metrics
+//! were specified with ([`CLUSTER_METRICS`]), not against a cluster member's scrape.
+//!
 //! The rule file is read with a small line parser of its `expr:` keys, not a YAML crate:
 //! serde_yaml is not a dependency of this project (and is no longer maintained), and the file
 //! is ours, written with `expr:` either inline or as a `|` block. The PromQL is read with a
@@ -27,6 +32,17 @@ const DASHBOARD: &str = include_str!("../../deploy/grafana/stac-uploadd.json");
 const DASHBOARD_PATH: &str = "deploy/grafana/stac-uploadd.json";
 const RULES: &str = include_str!("../../deploy/prometheus/alerts.yaml");
 const RULES_PATH: &str = "deploy/prometheus/alerts.yaml";
+/// The rule group whose alerts only a cluster member's metrics can fire; it follows the others.
+const CLUSTER_GROUP: &str = "- name: stac-uploadd-cluster";
+/// What a daemon exports in cluster mode only, and nothing else does.
+const CLUSTER_METRICS: [&str; 6] = [
+    "stac_uploadd_cluster_members",
+    "stac_uploadd_cluster_expected_members",
+    "stac_uploadd_cluster_lease_held",
+    "stac_uploadd_cluster_fenced_total",
+    "stac_uploadd_cluster_takeovers_total",
+    "stac_uploadd_cluster_claims_total",
+];
 
 /// Labels Prometheus attaches to every series of a target at scrape time: the daemon does not
 /// export them (and must not: they would clash), the rules match on them.
@@ -381,15 +397,25 @@ fn problems(query: &Query, samples: &[Sample]) -> Vec<String> {
     out
 }
 
+/// The rule file split before the cluster group: the rules a single daemon's scrape can fire,
+/// and those only a cluster member's can.
+fn rules_by_mode() -> (&'static str, &'static str) {
+    let at = RULES
+        .find(CLUSTER_GROUP)
+        .unwrap_or_else(|| panic!("{RULES_PATH}: no rule group {CLUSTER_GROUP:?}"));
+    RULES.split_at(at)
+}
+
 fn dashboard() -> serde_json::Value {
     serde_json::from_str(DASHBOARD).unwrap_or_else(|e| panic!("{DASHBOARD_PATH}: {e}"))
 }
 
-/// Every query the two files make: the rules' expressions, the panels' queries and the job
-/// variable's `label_values(metric, label)` (as the selector `metric{label!=""}`).
+/// Every query the two files make of a single daemon: the rules' expressions (the cluster's
+/// aside), the panels' queries and the job variable's `label_values(metric, label)` (as the
+/// selector `metric{label!=""}`).
 fn all_queries() -> Vec<Query> {
     let dashboard = dashboard();
-    let mut queries = rule_exprs(RULES, RULES_PATH);
+    let mut queries = rule_exprs(rules_by_mode().0, RULES_PATH);
     queries.extend(dashboard_exprs(&dashboard));
     for var in dashboard["templating"]["list"].as_array().expect("a list") {
         if var["type"] != "query" {
@@ -452,6 +478,29 @@ fn both_files_are_read_whole() {
         assert!(!uses.selectors.is_empty(), "{}: {:?}", q.place, q.expr);
         assert!(!q.expr.contains("expr:"), "{}: {:?}", q.place, q.expr);
     }
+
+    let (single, cluster) = rules_by_mode();
+    let cluster_rules = rule_exprs(cluster, RULES_PATH);
+    assert_eq!(
+        cluster_rules.len(),
+        2,
+        "{RULES_PATH}: the cluster group's alerts: {cluster_rules:#?}"
+    );
+    for q in &cluster_rules {
+        let uses = parse_promql(&q.expr).unwrap_or_else(|e| panic!("{}: {e}", q.place));
+        for s in &uses.selectors {
+            assert!(
+                CLUSTER_METRICS.contains(&s.metric.as_str()),
+                "{}: {} is not a cluster metric",
+                q.place,
+                s.metric
+            );
+        }
+    }
+    assert!(
+        !single.contains("stac_uploadd_cluster_"),
+        "{RULES_PATH}: a cluster metric outside the group {CLUSTER_GROUP:?}"
+    );
 
     let d = dashboard();
     assert!(d["schemaVersion"].as_u64().expect("a schemaVersion") >= 36);
@@ -582,6 +631,14 @@ async fn every_metric_and_label_the_dashboard_and_alerts_use_is_exported() {
     report.extend(clashing.into_iter().map(|(metric, label)| {
         format!("{metric} carries the label {label}, which Prometheus sets on every scraped series")
     }));
+    // Exported in cluster mode only: at 0 here, StacUploaddLeaseLost would fire on every single
+    // daemon.
+    report.extend(
+        samples
+            .iter()
+            .filter(|s| s.metric.starts_with("stac_uploadd_cluster_"))
+            .map(|s| format!("{} is exported without [cluster]", s.metric)),
+    );
     let names: BTreeSet<&str> = samples.iter().map(|s| s.metric.as_str()).collect();
     assert!(
         report.is_empty(),

@@ -25,6 +25,7 @@ mod dashboard;
 mod digest;
 mod items;
 mod items_api;
+mod k8s;
 mod layers;
 mod media_types;
 mod objects;
