@@ -139,6 +139,26 @@ fn started_after(log: &[PartRecord], name: &str, t: Instant) -> Vec<PartRecord> 
 async fn a_member_killed_mid_upload_is_taken_over_and_its_upload_resumed() {
     let s = setup().await;
     let (mut m1, m2, id) = s.two_members(&s.pg.url()).await;
+    // The series the cluster alerts read (deploy/prometheus/alerts.yaml), from a real member.
+    let mut seen = None;
+    for _ in 0..100 {
+        let samples = scrape(m2.addr).await;
+        let members = value(&samples, "stac_uploadd_cluster_members", &[]);
+        if members == Some(2.0) {
+            seen = Some(samples);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let samples = seen.expect("m2 never counted two live members");
+    assert_eq!(
+        value(&samples, "stac_uploadd_cluster_expected_members", &[]),
+        Some(2.0)
+    );
+    assert_eq!(
+        value(&samples, "stac_uploadd_cluster_lease_held", &[]),
+        Some(1.0)
+    );
     let killed = Instant::now();
     signal(&m1.child, libc::SIGKILL);
     m1.child.wait().await.unwrap();

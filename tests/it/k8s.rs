@@ -206,3 +206,35 @@ fn the_cluster_variant_agrees_with_its_job_file() {
         ["configmap.yaml", "deployment.yaml", "pdb.yaml"]
     );
 }
+
+/// The cluster's job file loads as the daemon loads it: the `[cluster]` table with the URL from
+/// its variable, the CA file and the expected size (the Secrets' files replaced by local ones).
+#[test]
+fn the_cluster_job_file_loads_with_its_cluster_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let password = dir.path().join("password");
+    std::fs::write(&password, "secret\n").unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(data.join("radar")).unwrap();
+    let text = job_file()
+        .replace(
+            "/etc/stac-uploadd/secret/password",
+            &password.display().to_string(),
+        )
+        .replace("/data/", &format!("{}/", data.display()));
+    let path = dir.path().join("jobs.toml");
+    let env = |name: &str| match name {
+        "STAC_UPLOADD_DATABASE_URL" => Some("postgres://stac:pw@db.example:5432/stac".to_owned()),
+        _ => None,
+    };
+    let config = stac_uploadd::config::parse(&text, &path, &env)
+        .unwrap_or_else(|e| panic!("deploy/k8s/cluster/configmap.yaml: jobs.toml: {e}"));
+    let cluster = config.cluster.expect("a [cluster] table");
+    assert_eq!(cluster.expected_members, Some(3));
+    assert_eq!(
+        cluster.ca_file.as_deref(),
+        Some(std::path::Path::new("/etc/stac-uploadd/database/ca.pem"))
+    );
+    assert_eq!(cluster.instance, None, "each pod names itself");
+    assert!(config.jobs.iter().all(|j| j.catch_up));
+}
