@@ -114,6 +114,27 @@ pub(super) fn run_check(path: &std::path::Path) -> Result<config::Config, CliErr
         config.server.api_version,
         config.state_dir.display()
     );
+    if let Some(c) = &config.cluster {
+        use secrecy::ExposeSecret as _;
+        // The URL without its password; the database is not reached here (`check --online`
+        // reads the server, `status` the database).
+        println!(
+            "  cluster: PostgreSQL {}{}, instance {}, lease {}, heartbeat {}{}: uploads in flight, runs and claims are there, shared",
+            crate::state::redacted_url(c.url.expose_secret()),
+            if c.ca_file.is_some() {
+                " (TLS, verified with ca_file)"
+            } else {
+                ""
+            },
+            c.instance
+                .as_deref()
+                .unwrap_or("<host>-<pid>-<n> (unique per process)"),
+            humantime::format_duration(c.lease),
+            humantime::format_duration(c.heartbeat),
+            c.expected_members
+                .map_or_else(String::new, |n| format!(", {n} members expected")),
+        );
+    }
     for job in &config.jobs {
         let asset = if job.assets.is_empty() {
             job.asset.to_string()
@@ -228,7 +249,13 @@ pub(super) fn run_check(path: &std::path::Path) -> Result<config::Config, CliErr
 pub(super) async fn run_status(args: StatusArgs) -> Result<(), CliError> {
     let dir = match (args.state_dir, args.config.config.as_deref()) {
         (Some(d), _) => d,
-        (None, Some(c)) => state_dir_of(c)?,
+        (None, Some(c)) => {
+            let config = config_of(c)?;
+            if config.cluster.is_some() {
+                return cluster_status(&config, usize::from(args.runs)).await;
+            }
+            config.state_dir
+        }
         (None, None) => {
             return Err(CliError::usage(anyhow::anyhow!(
                 "status needs --config FILE or --state-dir DIR"
@@ -267,16 +294,23 @@ pub(super) async fn run_status(args: StatusArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-/// The state folder the job file at `path` names, found without its secrets: `status` reads
-/// only the state folder, and is often run from a shell that lacks the daemon's environment.
-/// A variable a `*_env` key names (a password, a token) that is not set here reads as a
-/// placeholder; everything else is checked as `check` does.
-fn state_dir_of(path: &std::path::Path) -> Result<PathBuf, CliError> {
+/// The job file at `path`, read without the server's secrets: `status` reads only the state
+/// folder (or a cluster's database), and is often run from a shell that lacks the daemon's
+/// environment. A variable a `*_env` key names (a password, a token) that is not set here reads
+/// as a placeholder, except the cluster's database URL, which `status` reads; everything else
+/// is checked as `check` does.
+fn config_of(path: &std::path::Path) -> Result<crate::config::Config, CliError> {
     let text =
         crate::config::read_job_file(path).map_err(|e| CliError::usage(anyhow::Error::from(e)))?;
     let mut secret_vars = std::collections::HashSet::new();
     if let Ok(table) = text.parse::<toml::Table>() {
-        secret_env_names(&toml::Value::Table(table), &mut secret_vars);
+        if let Some(toml::Value::String(db)) = table.get("cluster").and_then(|c| c.get("url_env")) {
+            let db = db.clone();
+            secret_env_names(&toml::Value::Table(table), &mut secret_vars);
+            secret_vars.remove(&db);
+        } else {
+            secret_env_names(&toml::Value::Table(table), &mut secret_vars);
+        }
     }
     let env = |name: &str| {
         std::env::var(name).ok().or_else(|| {
@@ -285,9 +319,67 @@ fn state_dir_of(path: &std::path::Path) -> Result<PathBuf, CliError> {
                 .then(|| "not-read-by-status".to_owned())
         })
     };
-    crate::config::parse(&text, path, &env)
-        .map(|c| c.state_dir)
-        .map_err(CliError::usage)
+    crate::config::parse(&text, path, &env).map_err(CliError::usage)
+}
+
+/// `status` of a cluster: its members and their leases, the runs (with the instance that ran
+/// each), the uploads in flight and who holds them; read from its database.
+async fn cluster_status(config: &crate::config::Config, runs: usize) -> Result<(), CliError> {
+    let state = crate::state::StateStore::open_for_reading(config)
+        .await
+        .map_err(CliError::failure)?;
+    let members = state.members().await.map_err(CliError::failure)?;
+    let live = members.iter().filter(|m| m.live).count();
+    let expected = config
+        .cluster
+        .as_ref()
+        .and_then(|c| c.expected_members)
+        .map_or_else(String::new, |n| format!(" (expected {n})"));
+    println!("cluster: {live} live member(s){expected}");
+    println!(
+        "{:<40} {:<24} {:>8} {:<7} {:<20} {:>6}",
+        "instance", "host", "pid", "lease", "renewed (UTC)", "holds"
+    );
+    for m in &members {
+        let renewed = chrono::DateTime::from_timestamp_millis(m.renewed_ms).map_or_else(
+            || "?".to_owned(),
+            |t| t.format("%Y-%m-%d %H:%M:%S").to_string(),
+        );
+        println!(
+            "{:<40} {:<24} {:>8} {:<7} {:<20} {:>6}",
+            crate::observe::escape_controls(&m.instance),
+            crate::observe::escape_controls(&m.host),
+            m.pid,
+            if m.live { "live" } else { "lapsed" },
+            renewed,
+            m.holds
+        );
+    }
+    let history = state.history().await.map_err(CliError::failure)?;
+    if history.is_empty() {
+        println!("no runs recorded yet");
+    } else {
+        print_history(&history, runs);
+    }
+    for u in state.inflight().await.map_err(CliError::failure)? {
+        let holder = match state.holder(&u.upload_id).await {
+            Ok(crate::state::Holder::Live(i)) => format!("held by {i} (live)"),
+            Ok(crate::state::Holder::Lapsed(Some(i))) => {
+                format!("held by {i} (lapsed: the next heartbeat of a live member takes it)")
+            }
+            Ok(_) => "held by nobody".to_owned(),
+            Err(e) => format!("holder unknown: {e}"),
+        };
+        println!(
+            "in flight: upload {} of job {} ({}), created {}, {}",
+            u.upload_id,
+            u.job,
+            u.target,
+            u.created.format("%Y-%m-%d %H:%M:%S"),
+            crate::observe::escape_controls(&holder)
+        );
+    }
+    Ok(())
 }
 
 /// The values of every `*_env` key: the names of the variables that hold secrets.
@@ -319,11 +411,14 @@ fn print_history(
     );
     for (job, runs) in history {
         for r in runs.iter().rev().take(per_job) {
-            let detail = r
+            let mut detail = r
                 .error
                 .clone()
                 .or_else(|| r.upload_id.as_ref().map(|u| u.0.clone()))
                 .unwrap_or_default();
+            if let Some(i) = &r.instance {
+                detail = format!("[{i}] {detail}");
+            }
             println!(
                 "{:<24} {:<20} {:<17} {:>8} {:>10}  {}",
                 job,

@@ -27,7 +27,7 @@ pub(crate) async fn run(config: &Config) -> Result<(), OpsError> {
     let client = crate::daemon::client(config).map_err(OpsError::Usage)?;
     // Only to render targets: opened read-only, a missing folder reads as empty.
     let state = Arc::new(
-        StateStore::open_read_only(&config.state_dir)
+        StateStore::open_for_reading(config)
             .await
             .map_err(|e| OpsError::Failure(e.into()))?,
     );

@@ -32,22 +32,35 @@ pub(crate) struct Request {
     pub yes: bool,
 }
 
+/// Who sends an upload now.
+enum Sender {
+    Pid(u32),
+    Member(String),
+}
+
 /// One upload in progress, with what is known of it.
 struct Listed<'a> {
     job: &'a JobSpec,
     target: AssetTarget,
     upload: Upload,
     ours: Ownership,
-    /// The daemon sending it now: the one holding the state folder, its record's creator.
-    sender: Option<u32>,
+    /// Who is sending it now: the daemon holding the state folder (its record's creator), or
+    /// the cluster member holding its record under a live lease.
+    sender: Option<Sender>,
     verdict: Staleness,
 }
 
 impl Listed<'_> {
     /// What the daemon would do with it.
     fn verdict_text(&self, now: DateTime<Utc>) -> String {
-        if let Some(pid) = self.sender {
-            return format!("being sent by the daemon (pid {pid})");
+        match &self.sender {
+            Some(Sender::Pid(pid)) => return format!("being sent by the daemon (pid {pid})"),
+            Some(Sender::Member(m)) => {
+                return format!(
+                    "held by cluster member {m}, whose lease is live: being sent, never aborted by another member"
+                );
+            }
+            None => {}
         }
         match self.verdict {
             Staleness::Stale(why) => format!("would abort as stale: {why}"),
@@ -108,9 +121,11 @@ pub(crate) async fn run(req: Request) -> Result<(), OpsError> {
         ),
         None => println!("no daemon holds the state folder {}", dir.display()),
     }
-    // Read only: a daemon may hold the folder (a missing folder reads as empty).
+    // Read only: a daemon may hold the folder (a missing folder reads as empty); in a cluster,
+    // its database, read beside its members.
+    let clustered = config.cluster.is_some();
     let state = Arc::new(
-        StateStore::open_read_only(&dir)
+        StateStore::open_for_reading(&config)
             .await
             .map_err(|e| OpsError::Failure(e.into()))?,
     );
@@ -143,10 +158,17 @@ pub(crate) async fn run(req: Request) -> Result<(), OpsError> {
                 .find(|r| r.upload_id == upload.upload_id);
             // Ours and recorded by the daemon that holds the folder: it is sending it. A record
             // of another process is from a run that is over, as the daemon sees it.
-            let sender = match (holder, record) {
-                (Some(0), Some(r)) => Some(r.pid),
-                (Some(h), Some(r)) if r.pid == h => Some(h),
-                _ => None,
+            let sender = if clustered {
+                match state.holder(&upload.upload_id).await.map_err(failure)? {
+                    crate::state::Holder::Live(m) => Some(Sender::Member(m)),
+                    _ => None,
+                }
+            } else {
+                match (holder, record) {
+                    (Some(0), Some(r)) => Some(Sender::Pid(r.pid)),
+                    (Some(h), Some(r)) if r.pid == h => Some(Sender::Pid(h)),
+                    _ => None,
+                }
             };
             let verdict = stale::judge(
                 &upload,
@@ -199,7 +221,12 @@ pub(crate) async fn run(req: Request) -> Result<(), OpsError> {
         println!("not aborted: upload {id} is left as it is");
         return Ok(());
     }
-    abort(chosen, &client, holder, &dir).await
+    if clustered {
+        // The record is the cluster's: whoever holds it (or takes it over) finds the upload
+        // aborted at its next look and forgets it.
+        return abort(chosen, &client, None, &dir, false).await;
+    }
+    abort(chosen, &client, holder, &dir, true).await
 }
 
 /// Asks on the terminal; refuses when there is none to ask on.
@@ -233,6 +260,7 @@ async fn abort(
     client: &StacClient,
     holder: Option<u32>,
     dir: &std::path::Path,
+    local: bool,
 ) -> Result<(), OpsError> {
     let (id, target) = (&chosen.upload.upload_id, &chosen.target);
     match stac_upload::abort_upload(client, target, id, &chosen.job.upload).await {
@@ -267,6 +295,12 @@ async fn abort(
         }
     }
     if !chosen.ours.is_ours() {
+        return Ok(());
+    }
+    if !local {
+        println!(
+            "its record is the cluster's: the member holding it (or taking it over) finds it aborted and forgets it"
+        );
         return Ok(());
     }
     if let Some(pid) = holder {

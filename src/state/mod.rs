@@ -33,7 +33,7 @@ use stac_client::{AssetTarget, UploadId};
 use stac_upload::{DigestCache, DigestKey, FileDigest};
 
 pub use files::{DIGESTS_LIMIT, HISTORY_LIMIT, INFLIGHT_LIMIT, JsonFiles};
-pub use postgres::PgTarget;
+pub use postgres::{PgTarget, redacted as redacted_url};
 pub use sql::{Claim, Holder, Member, Taken};
 pub use sqlite::DB_FILE;
 
@@ -473,6 +473,37 @@ impl StateStore {
         let mut store = Self::with(dir, sql.clone(), Some(sql));
         store.fence = std::sync::Arc::new(crate::cluster::Fence::closed());
         Ok(store)
+    }
+
+    /// Opens the cluster's store to read it beside its members (`status`, `uploads`): no lease,
+    /// no migration, nothing written; every member's records are read.
+    pub async fn open_cluster_reader(
+        dir: &Path,
+        target: &PgTarget<'_>,
+    ) -> Result<Self, StateError> {
+        let sql = std::sync::Arc::new(postgres::open_reader(target).await?);
+        Ok(Self::with(dir, sql.clone(), Some(sql)))
+    }
+
+    /// Opens the store a job file names to read it beside its daemon: the cluster's when it
+    /// has a `[cluster]` table, else the state folder's.
+    pub async fn open_for_reading(config: &crate::config::Config) -> Result<Self, StateError> {
+        use secrecy::ExposeSecret as _;
+        match &config.cluster {
+            None => Self::open_read_only(&config.state_dir).await,
+            Some(c) => {
+                Self::open_cluster_reader(
+                    &config.state_dir,
+                    &PgTarget {
+                        url: c.url.expose_secret(),
+                        ca_file: c.ca_file.as_deref(),
+                        host: "",
+                        call_limit: Duration::from_secs(30),
+                    },
+                )
+                .await
+            }
+        }
     }
 
     fn sql(&self) -> Result<&sql::SqlStore, StateError> {

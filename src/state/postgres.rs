@@ -33,6 +33,16 @@ pub struct PgTarget<'a> {
 /// Opens the pool and brings the schema up to date. Nothing is retried here: the caller retries
 /// with backoff, and says why meanwhile.
 pub(crate) async fn open(target: &PgTarget<'_>) -> Result<SqlStore, StateError> {
+    open_as(target, false).await
+}
+
+/// Opens the pool to read the cluster's store beside its members (`status`, `uploads`): no
+/// migration runs, nothing is written, every member's records are read.
+pub(crate) async fn open_reader(target: &PgTarget<'_>) -> Result<SqlStore, StateError> {
+    open_as(target, true).await
+}
+
+async fn open_as(target: &PgTarget<'_>, reader: bool) -> Result<SqlStore, StateError> {
     sqlx::any::install_default_drivers();
     let name = redacted(target.url);
     let error = |action: &'static str, e: sqlx::Error| StateError::Db {
@@ -73,6 +83,9 @@ pub(crate) async fn open(target: &PgTarget<'_>) -> Result<SqlStore, StateError> 
                         "no connection within the call limit",
                     ))
                 })??;
+            if reader {
+                return Ok((pool, Ok(())));
+            }
             let migrated = tokio::time::timeout(Duration::from_secs(120), MIGRATOR.run(&pool))
                 .await
                 .map_err(|_| {
@@ -99,7 +112,7 @@ pub(crate) async fn open(target: &PgTarget<'_>) -> Result<SqlStore, StateError> 
 }
 
 /// The URL without its password, for messages.
-pub(crate) fn redacted(url: &str) -> String {
+pub fn redacted(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut u) => {
             if u.password().is_some() {

@@ -183,6 +183,46 @@ async fn a_member_killed_mid_upload_is_taken_over_and_its_upload_resumed() {
         resumed.iter().all(|p| p.upload_id == id),
         "the same upload id"
     );
+    // `status` reads the cluster: the members and their leases, and which member ran each run.
+    // The history is written every few seconds: asked until the run is there.
+    let mut out: Out;
+    let mut asked = 0;
+    loop {
+        out = daemon_command(&["status"], &m2.config)
+            .env(DB_ENV, s.pg.url())
+            .stdout(std::process::Stdio::piped())
+            .output()
+            .await
+            .unwrap()
+            .into();
+        assert_eq!(out.code, Some(0), "{}", out.stderr);
+        asked += 1;
+        if out.stdout.contains("[m2]") || asked == 60 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(
+        out.stdout
+            .contains("cluster: 1 live member(s) (expected 2)"),
+        "{}",
+        out.stdout
+    );
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("m1 ") && l.contains("lapsed")),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("resumed") && l.contains("[m2]")),
+        "{}",
+        out.stdout
+    );
     // Figures for the note; the bench measures the median (benches/cluster.rs).
     eprintln!(
         "failover: the kill to m2's first part in {} ms (lease 3 s, heartbeat 500 ms)",
