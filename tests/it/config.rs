@@ -40,6 +40,8 @@ fn run_time() -> chrono::DateTime<chrono_tz::Tz> {
 fn env(name: &str) -> Option<String> {
     match name {
         "STAC_PW" => Some("pw-from-env".into()),
+        "DB_URL" => Some("postgres://stac:dbpw@db.example:5432/stac".into()),
+        "NOT_PG" => Some("mysql://stac:dbpw@db.example/stac".into()),
         "EMPTY" => Some(String::new()),
         _ => None,
     }
@@ -3090,3 +3092,72 @@ bundle_timeout = "0s"
     Some(21),
     "bundle_incomplete = \"drop\": expected \"leave\""
 );
+
+const CLUSTER_HEAD: &str = "[server]\nurl = \"https://stac.example/api/stac/v1\"\n[cluster]\n";
+
+broken!(
+    cluster_url_inline_is_refused,
+    with_job(&format!("{CLUSTER_HEAD}url = \"postgres://u:p@db/stac\"\n")),
+    4,
+    Some(7),
+    "[cluster] url refused: a database URL holds its password"
+);
+broken!(
+    cluster_needs_a_url,
+    with_job(&format!("{CLUSTER_HEAD}lease = \"10s\"\n")),
+    3,
+    None,
+    "[cluster] needs the database's URL"
+);
+broken!(
+    cluster_url_must_be_postgres,
+    with_job(&format!("{CLUSTER_HEAD}url_env = \"NOT_PG\"\n")),
+    4,
+    Some(11),
+    "is not a PostgreSQL URL"
+);
+broken!(
+    cluster_lease_too_short,
+    with_job(&format!(
+        "{CLUSTER_HEAD}url_env = \"DB_URL\"\nlease = \"1s\"\n"
+    )),
+    5,
+    Some(9),
+    "lease must be at least 3s"
+);
+broken!(
+    cluster_heartbeat_over_a_third_of_the_lease,
+    with_job(&format!(
+        "{CLUSTER_HEAD}url_env = \"DB_URL\"\nlease = \"6s\"\nheartbeat = \"3s\"\n"
+    )),
+    6,
+    Some(13),
+    "is more than a third of the lease"
+);
+broken!(
+    cluster_instance_name_is_checked,
+    with_job(&format!(
+        "{CLUSTER_HEAD}url_env = \"DB_URL\"\ninstance = \"two words\"\n"
+    )),
+    5,
+    Some(12),
+    "instance \"two words\": expected 1 to 128 letters"
+);
+
+/// `[cluster]` with its defaults; the URL's password never shows in the config's debug output.
+#[test]
+fn a_cluster_table_loads_with_its_defaults() {
+    let (_dir, c) = load_ok(&with_job(&format!(
+        "{CLUSTER_HEAD}url_env = \"DB_URL\"\nexpected_members = 3\n"
+    )));
+    let cluster = c.cluster.expect("a cluster");
+    assert_eq!(cluster.lease, config::DEFAULT_LEASE);
+    assert_eq!(cluster.heartbeat, config::DEFAULT_HEARTBEAT);
+    assert_eq!(cluster.expected_members, Some(3));
+    assert_eq!(cluster.instance, None);
+    assert!(!format!("{cluster:?}").contains("dbpw"));
+    let (_dir, c) = load_ok(&with_job(
+        "[server]\nurl = \"https://stac.example/api/stac/v1\"\n",
+    ));
+    assert!(c.cluster.is_none(), "no table, no cluster");
+}
