@@ -325,7 +325,7 @@ fn config_of(path: &std::path::Path) -> Result<crate::config::Config, CliError> 
 /// `status` of a cluster: its members and their leases, the runs (with the instance that ran
 /// each), the uploads in flight and who holds them; read from its database.
 async fn cluster_status(config: &crate::config::Config, runs: usize) -> Result<(), CliError> {
-    let state = crate::state::StateStore::open_for_reading(config)
+    let state = crate::ops::open_for_reading(config)
         .await
         .map_err(CliError::failure)?;
     let members = state.members().await.map_err(CliError::failure)?;

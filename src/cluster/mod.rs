@@ -7,15 +7,13 @@
 //! heartbeat: its uploads in flight are resumed or aborted, its unfinished fires run again once
 //! (with `catch_up`). An instance that cannot renew in time stops itself first ([`Fence`]).
 
-pub mod fence;
-
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-pub use fence::Fence;
+pub use crate::state::Fence;
 
 use crate::config::ClusterConfig;
 use crate::observe::metrics;

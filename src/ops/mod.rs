@@ -139,3 +139,27 @@ pub(crate) fn span(d: chrono::Duration) -> String {
     let secs = d.num_seconds().unsigned_abs();
     humantime::format_duration(std::time::Duration::from_secs(secs)).to_string()
 }
+
+/// Opens the store a job file names to read it beside its daemon: the cluster's database when
+/// it has a `[cluster]` table, else the state folder's.
+pub(crate) async fn open_for_reading(
+    config: &crate::config::Config,
+) -> Result<crate::state::StateStore, crate::state::StateError> {
+    use crate::state::{PgTarget, StateStore};
+    use secrecy::ExposeSecret as _;
+    match &config.cluster {
+        None => StateStore::open_read_only(&config.state_dir).await,
+        Some(c) => {
+            StateStore::open_cluster_reader(
+                &config.state_dir,
+                &PgTarget {
+                    url: c.url.expose_secret(),
+                    ca_file: c.ca_file.as_deref(),
+                    host: "",
+                    call_limit: std::time::Duration::from_secs(30),
+                },
+            )
+            .await
+        }
+    }
+}

@@ -19,7 +19,6 @@ use reqwest::StatusCode;
 use super::{CurrentTarget, OpsError, current_targets, job_handle};
 use crate::config::{Config, JobSpec};
 use crate::observe::escape_controls;
-use crate::state::StateStore;
 use stac_client::{AssetTarget, ErrorClass, StacClient, StacError, UploadId, rules};
 
 /// Checks every job of `config` against its server; prints one line per job.
@@ -27,7 +26,7 @@ pub(crate) async fn run(config: &Config) -> Result<(), OpsError> {
     let client = crate::daemon::client(config).map_err(OpsError::Usage)?;
     // Only to render targets: opened read-only, a missing folder reads as empty.
     let state = Arc::new(
-        StateStore::open_for_reading(config)
+        super::open_for_reading(config)
             .await
             .map_err(|e| OpsError::Failure(e.into()))?,
     );

@@ -125,7 +125,7 @@ pub(crate) async fn run(req: Request) -> Result<(), OpsError> {
     // its database, read beside its members.
     let clustered = config.cluster.is_some();
     let state = Arc::new(
-        StateStore::open_for_reading(&config)
+        super::open_for_reading(&config)
             .await
             .map_err(|e| OpsError::Failure(e.into()))?,
     );

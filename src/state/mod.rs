@@ -13,6 +13,7 @@
 //! decides (a create whose marker cannot be written is not sent). The last write's failure, if
 //! any, is what [`StateStore::write_problem`] tells `/readyz`.
 
+mod fence;
 mod files;
 mod lock;
 mod path;
@@ -32,6 +33,7 @@ use serde::{Deserialize, Serialize};
 use stac_client::{AssetTarget, UploadId};
 use stac_upload::{DigestCache, DigestKey, FileDigest};
 
+pub use fence::Fence;
 pub use files::{DIGESTS_LIMIT, HISTORY_LIMIT, INFLIGHT_LIMIT, JsonFiles};
 pub use postgres::{PgTarget, redacted as redacted_url};
 pub use sql::{Claim, Holder, Member, Taken};
@@ -352,6 +354,10 @@ pub trait StateBackend: Send + Sync + std::fmt::Debug {
     fn record_run(&self, rec: RunRecord) -> StateFuture<'_, ()>;
     /// The recorded runs, per job, oldest first.
     fn history(&self) -> StateFuture<'_, BTreeMap<String, Vec<RunRecord>>>;
+    /// The recorded runs of one job, oldest first (a cluster's store holds every member's).
+    fn job_history(&self, job: String) -> StateFuture<'_, Vec<RunRecord>> {
+        Box::pin(async move { Ok(self.history().await?.remove(&job).unwrap_or_default()) })
+    }
     /// Writes what is held back (history, digests).
     fn flush(&self) -> StateFuture<'_, ()>;
     /// The digest cached for a file; `None` when unknown or unreadable.
@@ -405,8 +411,8 @@ pub struct StateStore {
     /// The last write's error, until a write succeeds.
     problem: std::sync::Mutex<Option<String>>,
     /// This instance's local view of the lease its writes are made under: always open for the
-    /// embedded store (see [`crate::cluster::Fence`]).
-    fence: std::sync::Arc<crate::cluster::Fence>,
+    /// embedded store (see [`Fence`]).
+    fence: std::sync::Arc<Fence>,
 }
 
 impl StateStore {
@@ -456,12 +462,12 @@ impl StateStore {
             backend,
             sql,
             problem: std::sync::Mutex::new(None),
-            fence: std::sync::Arc::new(crate::cluster::Fence::open()),
+            fence: std::sync::Arc::new(Fence::open()),
         }
     }
 
     /// The local view of this instance's lease: whether it may start work, and send.
-    pub fn fence(&self) -> std::sync::Arc<crate::cluster::Fence> {
+    pub fn fence(&self) -> std::sync::Arc<Fence> {
         self.fence.clone()
     }
 
@@ -471,7 +477,7 @@ impl StateStore {
     pub async fn open_cluster(dir: &Path, target: &PgTarget<'_>) -> Result<Self, StateError> {
         let sql = std::sync::Arc::new(postgres::open(target).await?);
         let mut store = Self::with(dir, sql.clone(), Some(sql));
-        store.fence = std::sync::Arc::new(crate::cluster::Fence::closed());
+        store.fence = std::sync::Arc::new(Fence::closed());
         Ok(store)
     }
 
@@ -483,27 +489,6 @@ impl StateStore {
     ) -> Result<Self, StateError> {
         let sql = std::sync::Arc::new(postgres::open_reader(target).await?);
         Ok(Self::with(dir, sql.clone(), Some(sql)))
-    }
-
-    /// Opens the store a job file names to read it beside its daemon: the cluster's when it
-    /// has a `[cluster]` table, else the state folder's.
-    pub async fn open_for_reading(config: &crate::config::Config) -> Result<Self, StateError> {
-        use secrecy::ExposeSecret as _;
-        match &config.cluster {
-            None => Self::open_read_only(&config.state_dir).await,
-            Some(c) => {
-                Self::open_cluster_reader(
-                    &config.state_dir,
-                    &PgTarget {
-                        url: c.url.expose_secret(),
-                        ca_file: c.ca_file.as_deref(),
-                        host: "",
-                        call_limit: Duration::from_secs(30),
-                    },
-                )
-                .await
-            }
-        }
     }
 
     fn sql(&self) -> Result<&sql::SqlStore, StateError> {
@@ -728,6 +713,11 @@ impl StateStore {
     /// See [`StateBackend::history`].
     pub async fn history(&self) -> Result<BTreeMap<String, Vec<RunRecord>>, StateError> {
         self.backend.history().await
+    }
+
+    /// See [`StateBackend::job_history`].
+    pub async fn job_history(&self, job: &str) -> Result<Vec<RunRecord>, StateError> {
+        self.backend.job_history(job.to_owned()).await
     }
 
     /// Writes the history and the digest cache held back. A failure is a write problem; a

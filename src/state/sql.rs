@@ -885,6 +885,38 @@ impl StateBackend for SqlStore {
         })
     }
 
+    fn job_history(&self, job: String) -> StateFuture<'_, Vec<RunRecord>> {
+        Box::pin(async move {
+            let rows = self
+                .fetch_all(
+                    "read the run history",
+                    sqlx::query("SELECT record FROM runs WHERE job = $1 ORDER BY seq")
+                        .bind(job.clone()),
+                )
+                .await?;
+            let mut runs: Vec<RunRecord> = rows
+                .iter()
+                .filter_map(|row| match decode_record::<RunRecord>(row, "record") {
+                    Ok(run) => Some(run),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "a run record of the history is skipped");
+                        None
+                    }
+                })
+                .collect();
+            runs.extend(
+                lock(&self.pending)
+                    .runs
+                    .iter()
+                    .filter(|r| r.job == job)
+                    .cloned(),
+            );
+            let excess = runs.len().saturating_sub(HISTORY_PER_JOB);
+            runs.drain(..excess);
+            Ok(runs)
+        })
+    }
+
     fn flush(&self) -> StateFuture<'_, ()> {
         Box::pin(self.flush_pending())
     }

@@ -178,8 +178,8 @@ async fn forget(state: &StateStore, id: &stac_client::UploadId) {
     }
 }
 
-/// A resumed session's observer: sends only while this instance may ([`crate::cluster::Fence`]).
-struct Gate(Arc<crate::cluster::Fence>);
+/// A resumed session's observer: sends only while this instance may ([`crate::state::Fence`]).
+struct Gate(Arc<crate::state::Fence>);
 
 impl stac_upload::UploadObserver for Gate {
     fn on_event(&self, _: &stac_upload::UploadEvent<'_>) {}

@@ -359,3 +359,36 @@ async fn a_member_paused_past_its_lease_sends_nothing_when_it_wakes() {
     .await;
     let _ = terminate(&mut m1.child).await;
 }
+
+/// PostgreSQL unreachable at start: the member retries, says so in its log, answers `/readyz`
+/// 503 and runs nothing; once the database answers it joins and becomes ready.
+#[tokio::test]
+async fn a_member_that_cannot_reach_postgres_at_start_retries_and_is_not_ready() {
+    let s = setup().await;
+    let proxy = TcpProxy::start(([127, 0, 0, 1], s.pg.port()).into()).await;
+    proxy.cut();
+    let via_proxy = s.pg.url().replace(
+        &format!(":{}/", s.pg.port()),
+        &format!(":{}/", proxy.port()),
+    );
+    let mut m1 = start_member("m1", &s.config("m1"), &via_proxy).await;
+    wait_for(Duration::from_secs(30), "a failed attempt", || {
+        m1.logged("cannot open the cluster's database")
+    })
+    .await;
+    let (status, body) = get(m1.addr, "/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(s.emu.uploads(&key()).is_empty(), "nothing ran");
+    proxy.restore();
+    joined(&m1).await;
+    let mut ready = false;
+    for _ in 0..200 {
+        if get(m1.addr, "/readyz").await.0 == 200 {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready, "{}", m1.log_text());
+    let _ = terminate(&mut m1.child).await;
+}

@@ -314,3 +314,49 @@ async fn instances_starting_together_migrate_once() {
         .await;
     assert_eq!(applied, 2, "each migration applied once");
 }
+
+/// TLS to PostgreSQL: with `ca_file`, the server's certificate is verified against it (a
+/// certificate of another CA is refused); a server that requires TLS refuses a plain one.
+#[tokio::test]
+async fn tls_to_postgres_is_verified_with_the_ca_file() {
+    let pg = Postgres::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let pki = crate::fixtures::test_pki(dir.path());
+    pg.require_tls(&pki).await;
+    let open_with = |ca: Option<PathBuf>, url: String| async move {
+        StateStore::open_cluster(
+            &tempfile::tempdir().unwrap().keep(),
+            &stac_uploadd::state::PgTarget {
+                url: &url,
+                ca_file: ca.as_deref(),
+                host: "test-host",
+                call_limit: Duration::from_secs(10),
+            },
+        )
+        .await
+    };
+    let s = open_with(Some(pki.ca.clone()), pg.url())
+        .await
+        .expect("verified with the test CA");
+    s.join("tls", "host-tls", Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(s.claim("j", "fire 1").await.unwrap(), Claim::Won);
+
+    let other = tempfile::tempdir().unwrap();
+    let stranger = crate::fixtures::test_pki(other.path());
+    let refused = open_with(Some(stranger.ca.clone()), pg.url()).await;
+    assert!(
+        refused.is_err(),
+        "a certificate of another CA must not be trusted"
+    );
+    let plain = open_with(None, format!("{}?sslmode=disable", pg.url())).await;
+    let Err(e) = plain else {
+        panic!("the server requires TLS, and let a plain connection in")
+    };
+    let e = e.to_string();
+    assert!(
+        e.contains("pg_hba.conf") || e.contains("no encryption"),
+        "{e}"
+    );
+}

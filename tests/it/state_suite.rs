@@ -244,6 +244,12 @@ pub async fn run_history(engine: Engine) {
     let expected: Vec<u64> = (6..(HISTORY_PER_JOB as u64 + 5)).chain([100]).collect();
     assert_eq!(bytes, expected, "the newest, oldest first");
     assert_eq!(anyone(h["quiet"].clone()), vec![run("quiet", 7)]);
+    assert_eq!(
+        anyone(s.job_history("busy").await.unwrap()),
+        anyone(h["busy"].clone()),
+        "one job's runs alone, the same"
+    );
+    assert!(s.job_history("none").await.unwrap().is_empty());
 }
 
 /// The digest cache: seen at once, written by a flush, a key put again replaced, bounded (the
