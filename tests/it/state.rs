@@ -751,3 +751,77 @@ fn an_upload() -> stac_uploadd::state::InFlight {
         pid: 1,
     }
 }
+
+/// A `state.db` of the previous release (schema 0001: no owners, no leases, digests without a
+/// host): the new release migrates it at start, adopts its upload in flight and keeps its digest
+/// cache and history.
+#[tokio::test]
+async fn a_database_of_the_previous_schema_is_migrated_and_adopted() {
+    use sqlx::sqlite::SqliteConnectOptions;
+    let dir = tempfile::tempdir().unwrap();
+    let only_first = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/0001_state.sql"),
+        only_first.path().join("0001_state.sql"),
+    )
+    .unwrap();
+    let db = dir.path().join(stac_uploadd::state::DB_FILE);
+    let pool = sqlx::SqlitePool::connect_with(
+        SqliteConnectOptions::new()
+            .filename(&db)
+            .create_if_missing(true),
+    )
+    .await
+    .unwrap();
+    sqlx::migrate::Migrator::new(only_first.path())
+        .await
+        .unwrap()
+        .run(&pool)
+        .await
+        .unwrap();
+    let up = an_upload();
+    sqlx::query(
+        "INSERT INTO uploads (target, multihash, upload_id, job, at, pid, record) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(up.target.to_string())
+    .bind(up.multihash.to_ascii_lowercase())
+    .bind(up.upload_id.0.clone())
+    .bind(up.job.clone())
+    .bind(up.created.to_rfc3339())
+    .bind(i64::from(up.pid))
+    .bind(serde_json::to_string(&up).unwrap())
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO digests (seq, mtime_s, mtime_ns, ino, dev, size, ctime_s, ctime_ns, \
+         part_size, multihash, md5s) VALUES (1, 10, 20, 30, 40, 50, 60, 70, 80, $1, '')",
+    )
+    .bind(format!("1220{}", "cd".repeat(32)))
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+
+    let s = StateStore::open(dir.path()).await.unwrap();
+    assert_eq!(s.inflight().await.unwrap(), vec![up.clone()], "adopted");
+    assert!(s.is_ours(&up.upload_id).await.unwrap());
+    let key = stac_upload::DigestKey {
+        dev: 40,
+        ino: 30,
+        size: 50,
+        mtime: (10, 20),
+        ctime: (60, 70),
+        part_size: 80,
+    };
+    let cached = stac_upload::DigestCache::get(&s, &key).await;
+    assert_eq!(
+        cached.map(|d| d.multihash.as_str().to_owned()),
+        Some(format!("1220{}", "cd".repeat(32))),
+        "the digest cache carried over"
+    );
+    s.remove_inflight(&up.upload_id).await.unwrap();
+    assert!(s.inflight().await.unwrap().is_empty());
+    s.close().await.unwrap();
+}
