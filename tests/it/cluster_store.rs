@@ -6,13 +6,12 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use chrono::{TimeZone as _, Utc};
+use chrono::Utc;
 use stac_client::{AssetTarget, UploadId};
-use stac_uploadd::state::{
-    Claim, Creating, Holder, InFlight, Outcome, RunRecord, StateError, StateStore,
-};
+use stac_uploadd::state::{Claim, Creating, Holder, StateError, StateStore};
 
 use crate::fixtures::Postgres;
+use crate::state_suite::{run, upload};
 
 /// A store of `instance` on the database `url`, its lease taken for `lease`.
 async fn member(url: &str, instance: &str, lease: Duration) -> StateStore {
@@ -38,23 +37,6 @@ async fn open(url: &str) -> StateStore {
     .unwrap()
 }
 
-fn upload(id: &str, asset: &str) -> InFlight {
-    InFlight {
-        upload_id: UploadId(id.into()),
-        job: "j".into(),
-        target: AssetTarget::item_asset("c", "i", asset),
-        file: PathBuf::from(format!("/shared/{asset}")),
-        size: 10,
-        mtime: (1, 2),
-        ino: 3,
-        multihash: format!("1220{}", "ab".repeat(32)),
-        part_size: 5 << 20,
-        created: Utc.with_ymd_and_hms(2026, 12, 7, 10, 0, 0).unwrap(),
-        urls_expire: None,
-        pid: 42,
-    }
-}
-
 /// Waits (bounded) until `seer` finds the holder of `id` lapsed: a lease lapses by the
 /// database's clock, which the test can only poll.
 async fn lapse_seen_by(seer: &StateStore, id: &UploadId) {
@@ -65,24 +47,6 @@ async fn lapse_seen_by(seer: &StateStore, id: &UploadId) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("the holder of {id} never lapsed");
-}
-
-fn run(job: &str) -> RunRecord {
-    RunRecord {
-        job: job.into(),
-        started: Utc::now(),
-        finished: Utc::now(),
-        outcome: Outcome::Uploaded,
-        asset: "a".into(),
-        item: None,
-        file: None,
-        bytes: 1,
-        attempts: 1,
-        upload_id: None,
-        error: None,
-        assets: Vec::new(),
-        instance: None,
-    }
 }
 
 fn fenced(r: Result<(), StateError>) -> bool {
@@ -153,9 +117,9 @@ async fn instances_own_their_records_and_claims_are_won_once() {
         other => panic!("a second holder of a live name: {other:?}"),
     }
     // Each run says which instance ran it; every instance reads the history of all.
-    a.record_run(run("j")).await.unwrap();
+    a.record_run(run("j", 1)).await.unwrap();
     a.flush().await.unwrap();
-    b.record_run(run("j")).await.unwrap();
+    b.record_run(run("j", 2)).await.unwrap();
     b.flush().await.unwrap();
     let ran: Vec<Option<String>> = b.history().await.unwrap()["j"]
         .iter()

@@ -100,7 +100,7 @@ fn at(minute: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 12, 7, 10, minute, 0).unwrap()
 }
 
-fn upload(id: &str, asset: &str) -> InFlight {
+pub fn upload(id: &str, asset: &str) -> InFlight {
     InFlight {
         upload_id: UploadId(id.into()),
         job: "j".into(),
@@ -125,7 +125,7 @@ fn marker(asset: &str, multihash: &str, minute: u32) -> Creating {
     }
 }
 
-fn run(job: &str, n: u32) -> RunRecord {
+pub fn run(job: &str, n: u32) -> RunRecord {
     RunRecord {
         instance: None,
         job: job.into(),
