@@ -392,3 +392,81 @@ async fn a_member_that_cannot_reach_postgres_at_start_retries_and_is_not_ready()
     assert!(ready, "{}", m1.log_text());
     let _ = terminate(&mut m1.child).await;
 }
+
+/// Two members watching one folder (shared storage): each file dropped there is published once,
+/// by one of them (one upload per asset), and each member's claims lost are the other's won.
+#[tokio::test]
+async fn a_watched_folder_shared_by_two_members_publishes_each_file_once() {
+    let pg = Postgres::start().await;
+    let emu = basic_emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let incoming = dir.path().join("incoming");
+    std::fs::create_dir(&incoming).unwrap();
+    let watch = |j: JobFile| {
+        j.defaults(FAST_RETRIES)
+            .watch("drops", "{name}", &incoming, "*.zip")
+            .lines(ZIP_SETTLED)
+    };
+    let m1_config = member_config(dir.path(), "m1", &emu.base_url(), watch);
+    let m2_config = member_config(dir.path(), "m2", &emu.base_url(), watch);
+    let m1 = start_member("m1", &m1_config, &pg.url()).await;
+    let m2 = start_member("m2", &m2_config, &pg.url()).await;
+    joined(&m1).await;
+    joined(&m2).await;
+    let names: Vec<String> = (0..8).map(|n| format!("f{n}.zip")).collect();
+    let key = |name: &str| AssetKey::item_asset("ch.test.collection", "item-1", name);
+    for name in &names {
+        emu.create_asset(&key(name), "application/zip").unwrap();
+    }
+    let mut shas = Vec::new();
+    for (n, name) in names.iter().enumerate() {
+        let tmp = incoming.join(format!(".{name}.part"));
+        shas.push(write_file(&tmp, 200_000, n as u64));
+        std::fs::rename(&tmp, incoming.join(name)).unwrap();
+    }
+    let published = || {
+        names
+            .iter()
+            .zip(&shas)
+            .all(|(n, sha)| emu.object_sha256_hex(&key(n)).as_deref() == Some(sha.as_str()))
+    };
+    for _ in 0..600 {
+        if published() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        published(),
+        "not every file was published:
+--- m1\n{}
+--- m2
+{}",
+        m1.log_text(),
+        m2.log_text()
+    );
+    for name in &names {
+        assert_eq!(emu.uploads(&key(name)).len(), 1, "{name}: published once");
+    }
+    let won = |m: &Member| {
+        m.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains("\"claimed\""))
+            .count()
+    };
+    assert_eq!(
+        won(&m1) + won(&m2),
+        names.len(),
+        "each file claimed once:\n{}\n{}",
+        m1.log_text(),
+        m2.log_text()
+    );
+    assert_eq!(
+        pg.query_i64("SELECT COUNT(*) FROM claims WHERE job = 'drops'")
+            .await,
+        names.len() as i64
+    );
+    assert_no_overlapping_senders(&emu.part_log());
+}
