@@ -159,6 +159,25 @@ async fn a_member_killed_mid_upload_is_taken_over_and_its_upload_resumed() {
         value(&samples, "stac_uploadd_cluster_lease_held", &[]),
         Some(1.0)
     );
+    // `uploads` shows m1's upload as being sent by m1, never as stale.
+    let listed: Out = daemon_command(&["uploads"], &m2.config)
+        .env(DB_ENV, s.pg.url())
+        .stdout(std::process::Stdio::piped())
+        .output()
+        .await
+        .unwrap()
+        .into();
+    assert_eq!(listed.code, Some(0), "{}", listed.stderr);
+    assert!(
+        listed
+            .stdout
+            .contains(&format!("{id}  ch.test.collection/item-1/big.zip"))
+            && listed
+                .stdout
+                .contains("held by cluster member m1, whose lease is live"),
+        "{}",
+        listed.stdout
+    );
     let killed = Instant::now();
     signal(&m1.child, libc::SIGKILL);
     m1.child.wait().await.unwrap();
