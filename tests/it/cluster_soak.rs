@@ -67,7 +67,7 @@ fn jobs(root: &Path) -> impl FnOnce(JobFile) -> JobFile + '_ {
             let stem = name.trim_end_matches(".zip");
             j = j.cron(stem, name, &root.join(name), "*/2 * * * * *");
         }
-        j.watch("drops", "{name}", &root.join("drops"), "*.zip")
+        j.watch("drops", "{name}", &root.join("drops"), "d*.zip")
             .lines(ZIP_SETTLED)
     }
 }
