@@ -6,6 +6,9 @@
 #                                      # the scheduler, publish latency of a watch job, the
 #                                      # state store's cost per upload (JSON against SQLite)
 #   SECTIONS=soak scripts/benchmarks.sh  # the daemon soaked with faults for SOAK_MINUTES (60)
+#   SECTIONS=cluster scripts/benchmarks.sh  # the cluster on PostgreSQL (needs Debian's
+#                                      # postgresql): failover after a SIGKILL (FAILOVER_RUNS, 10
+#                                      # per lease), 1,000 cron jobs on 3 members against 1 daemon
 #   BENCH_10G=1 scripts/benchmarks.sh  # also the 10 GiB upload (10 GiB of disk, and the in-memory
 #                                      # emulator holds one 10 GiB copy: 12 GiB of RAM)
 #   SECTIONS="digest publish" scripts/benchmarks.sh   # measure only these; the others keep
@@ -63,7 +66,12 @@ for s in $sections; do
       SOAK_MINUTES=${SOAK_MINUTES:-60} cargo bench --quiet --bench soak 2>/dev/null > "$tmp"
       keep soak "$load"
       ;;
-    *) echo "unknown section $s (upload digest fanout scheduler publish state_store soak)" >&2; exit 2 ;;
+    cluster)
+      echo "== cluster (failover ${FAILOVER_RUNS:-10} runs per lease; ${CLUSTER_JOBS:-1000} jobs for ${CLUSTER_SECONDS:-60} s, twice)" >&2
+      cargo bench --quiet --bench cluster 2>/dev/null > "$tmp"
+      keep cluster "$load"
+      ;;
+    *) echo "unknown section $s (upload digest fanout scheduler publish state_store soak cluster)" >&2; exit 2 ;;
   esac
 done
 
@@ -78,7 +86,8 @@ figures_of() {
   echo
   if tail -n +3 "$f" | grep -q '^|'; then
     # A bench that prints a Markdown table prints its rows as text too: the table is enough.
-    tail -n +3 "$f" | grep '^|'
+    # Blank lines are kept (squeezed) so that two tables in a row stay two tables.
+    tail -n +3 "$f" | grep -e '^|' -e '^$' | cat -s | sed '/./,$!d'
   else
     echo '```'
     tail -n +3 "$f"
@@ -114,7 +123,7 @@ section() {
     figures_of "upload-$size" upload
     echo
   done
-  for s in digest fanout scheduler publish state_store soak; do
+  for s in digest fanout scheduler publish state_store soak cluster; do
     section "$s"
   done
   cat "$notes/reading.md"

@@ -16,6 +16,7 @@ mod bundles;
 mod check_online;
 mod cli;
 mod cluster_fence;
+mod cluster_soak;
 mod cluster_store;
 mod cognito;
 mod config;
