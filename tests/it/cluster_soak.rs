@@ -151,8 +151,16 @@ async fn members_killed_at_random_under_faults_leave_every_asset_right_and_no_fi
             signal(&victim.child, libc::SIGKILL);
             victim.child.wait().await.unwrap();
             kills += 1;
-            let config = victim.config.clone();
-            all.push(start_member(MEMBERS[i], &config, &pg.url()).await);
+            // Half the time it comes back as a new member (a new pod): what the dead one held
+            // is then taken over by the others once its lease lapses; else it takes up its own.
+            let (name, config) = if rng.random_bool(0.5) {
+                let name = format!("{}-{kills}", MEMBERS[i]);
+                let config = member_config(dir.path(), &name, &emu.base_url(), jobs(&root));
+                (name, config)
+            } else {
+                (MEMBERS[i].to_owned(), victim.config.clone())
+            };
+            all.push(start_member(&name, &config, &pg.url()).await);
             current[i] = all.len() - 1;
             next_kill = Instant::now() + Duration::from_secs(rng.random_range(3..7));
         }
