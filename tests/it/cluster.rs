@@ -479,6 +479,17 @@ async fn postgres_stopped_for_30_s() {
     let fires = fires(&c.pg).await;
     let big_fires: Vec<&Fire> = fires.iter().filter(|f| f.job == "big").collect();
     assert_eq!(big_fires.len(), 1, "the big job fires once: {big_fires:?}");
+    // Which way the fire came back, for the note: taken over by another member, or run again
+    // by its own claimer.
+    eprintln!(
+        "the big fire: {:?}; took over lapsed work: {:?}",
+        big_fires[0],
+        c.members
+            .iter()
+            .filter(|m| m.logged("took over the work of lapsed instances"))
+            .map(|m| &m.name)
+            .collect::<Vec<_>>()
+    );
     let completed = c
         .emu
         .uploads(&big)
