@@ -521,7 +521,7 @@ async fn rolling_restart_loses_and_doubles_no_fire() {
     c.start(&configs).await;
     let mut runs = Runs::default();
     c.fire_for(Duration::from_secs(10), &mut runs).await;
-    for i in 0..MEMBERS.len() {
+    for (i, name) in MEMBERS.iter().enumerate() {
         let status = terminate(&mut c.members[i].child).await;
         assert!(
             status.success(),
@@ -530,7 +530,7 @@ async fn rolling_restart_loses_and_doubles_no_fire() {
         );
         runs.read(&c.pg).await;
         let config = c.members[i].config.clone();
-        let again = start_member(MEMBERS[i], &config, &c.pg.url()).await;
+        let again = start_member(name, &config, &c.pg.url()).await;
         joined(&again).await;
         readyz_becomes(&again, 200, Duration::from_secs(60)).await;
         let old = std::mem::replace(&mut c.members[i], again);
