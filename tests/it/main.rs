@@ -15,6 +15,7 @@ mod bounds;
 mod bundles;
 mod check_online;
 mod cli;
+mod cluster;
 mod cluster_fence;
 mod cluster_soak;
 mod cluster_store;
