@@ -122,8 +122,20 @@ pub(crate) async fn run(
     let start = async {
         // What a previous run of the daemon left in flight is resumed or aborted as the first
         // run of its job, under the job's own limits, while the other jobs start at once.
-        let (resumes, orphans): (Vec<_>, Vec<_>) = reconcile::inflight(&state)
-            .await
+        // In a cluster: this instance's own records (a restart under its name), its unfinished
+        // claims of an earlier lease, and what lapsed members hold, all before the runners
+        // start, so that a fire whose upload is resumed is not run again.
+        let (inflight, claims) = match &membership {
+            None => (reconcile::inflight(&state).await, Vec::new()),
+            Some(m) => match m.reclaim().await {
+                Ok(taken) => (taken.uploads, taken.claims),
+                Err(e) => {
+                    warn!(error = %e, "cannot read this instance's work in flight; the heartbeat takes it later");
+                    (Vec::new(), Vec::new())
+                }
+            },
+        };
+        let (resumes, orphans): (Vec<_>, Vec<_>) = inflight
             .into_iter()
             .partition(|r| jobs.iter().any(|(j, _)| j.name == r.job));
         if !resumes.is_empty() || !orphans.is_empty() {
@@ -138,9 +150,10 @@ pub(crate) async fn run(
             Clock::System,
         ));
         shared.set_upload_limit(config.max_concurrent_uploads);
-        let supervisor = Supervisor::start_resuming(shared, jobs, resumes)
+        let (supervisor, unrun) = Supervisor::start_taking(shared, jobs, resumes, claims)
             .await
             .context("cannot start a job")?;
+        finish_claims(&supervisor, &state, unrun);
         if !orphans.is_empty() {
             // Of jobs no longer in the file: handled with the default settings, and cut short
             // by shutdown like the runs.
@@ -216,6 +229,26 @@ impl crate::observe::health::StoreCheck for StoreHealth {
     }
 }
 
+/// Marks finished the taken claims nobody runs again (no `catch_up`, a job no longer in the
+/// file), beside the jobs.
+fn finish_claims(
+    supervisor: &Supervisor<HttpUploader>,
+    state: &Arc<StateStore>,
+    claims: Vec<(String, String)>,
+) {
+    if claims.is_empty() {
+        return;
+    }
+    let state = state.clone();
+    supervisor.track(async move {
+        for (name, work) in claims {
+            if let Err(e) = state.finish_claim(&name, &work).await {
+                warn!(job = %name, error = %e, "cannot mark a taken claim finished");
+            }
+        }
+    });
+}
+
 /// Opens the cluster's store and takes a lease, retrying with backoff while the database cannot
 /// be reached (each failure logged; `/readyz` answers 503 meanwhile). `None`: never, as the
 /// caller stops waiting on a signal.
@@ -272,42 +305,17 @@ fn hand_over(
     let resumed_jobs: std::collections::HashSet<String> =
         taken.uploads.iter().map(|u| u.job.clone()).collect();
     // The fires first: a job's runner may take its resume at once, and must find its refire.
+    let mut done = Vec::new();
     for (name, work) in taken.claims {
-        let job = jobs.iter().find(|j| j.spec.name == name);
-        let again = match (job, crate::cluster::fire_of(&work)) {
-            (Some(job), Some(at)) if job.spec.catch_up => {
-                if resumed_jobs.contains(&name) {
-                    // Its upload is resumed first; the fire runs again only if that fails.
-                    job.pending.refire(at);
-                } else {
-                    info!(job = %name, fire = %at, "running once more a fire a lapsed instance claimed and never finished");
-                    job.pending.fire(at);
-                }
-                true
-            }
-            (Some(job), None) => match work
-                .strip_prefix("file ")
-                .and_then(|w| w.splitn(3, ' ').nth(2))
-            {
-                Some(path) => {
-                    info!(job = %name, file = %path, "publishing a file a lapsed instance claimed and never finished");
-                    job.pending.file(PathBuf::from(path));
-                    true
-                }
-                None => false,
-            },
-            _ => false,
-        };
+        let again = jobs
+            .iter()
+            .find(|j| j.spec.name == name)
+            .is_some_and(|job| job.take_claim(&work, resumed_jobs.contains(&name)));
         if !again {
-            // Not run again (resumed, no catch_up, or a job no longer in the file): done.
-            let state = state.clone();
-            supervisor.track(async move {
-                if let Err(e) = state.finish_claim(&name, &work).await {
-                    warn!(job = %name, error = %e, "cannot mark a taken claim finished");
-                }
-            });
+            done.push((name, work));
         }
     }
+    finish_claims(supervisor, state, done);
     let mut orphans = Vec::new();
     for rec in taken.uploads {
         match jobs.iter().find(|j| j.spec.name == rec.job) {

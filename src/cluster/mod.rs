@@ -204,20 +204,16 @@ impl Membership {
                 match self.join().await {
                     Ok(true) => {
                         joined = true;
-                        // What is still ours after the gap is resumed or aborted, as at a start.
-                        match self.state.inflight().await {
-                            Ok(mine) if !mine.is_empty() => {
-                                let _ = handover
-                                    .send(Handover::Take(Taken {
-                                        uploads: mine,
-                                        claims: Vec::new(),
-                                        from: vec![self.instance.clone()],
-                                    }))
-                                    .await;
+                        // What is still ours after the gap is resumed or aborted, as at a start,
+                        // with our unfinished claims and what lapsed members hold, in one
+                        // handover (a fire whose upload is resumed is not run again).
+                        match self.reclaim().await {
+                            Ok(taken) if !taken.uploads.is_empty() || !taken.claims.is_empty() => {
+                                let _ = handover.send(Handover::Take(taken)).await;
                             }
                             Ok(_) => {}
                             Err(e) => {
-                                warn!(error = %e, "cannot read this instance's uploads in flight")
+                                warn!(error = %e, "cannot read this instance's work in flight")
                             }
                         }
                     }
@@ -262,6 +258,19 @@ impl Membership {
             self.beat(&handover, beats).await;
         }
         watchdog.abort();
+    }
+
+    /// What this instance holds just after it joined: its own uploads in flight (of an earlier
+    /// process or lease under this name), and, through a takeover, its own unfinished claims of
+    /// an earlier lease and what lapsed members hold.
+    pub async fn reclaim(&self) -> Result<Taken, StateError> {
+        let mine = self.state.inflight().await?;
+        let mut taken = self.state.take_over().await?;
+        if !mine.is_empty() {
+            taken.from.push(self.instance.clone());
+        }
+        taken.uploads.splice(0..0, mine);
+        Ok(taken)
     }
 
     /// One heartbeat's work once the lease is renewed: the members counted, the work of lapsed

@@ -126,6 +126,9 @@ pub struct Taken {
     pub from: Vec<String>,
 }
 
+/// Run numbers tried per run before a flush gives up (and keeps the run for the next).
+const RUN_SEQ_TRIES: usize = 20;
+
 /// The one migration history of both engines.
 pub(crate) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 
@@ -503,17 +506,33 @@ async fn write_rows(
 ) -> Result<(), sqlx::Error> {
     let mut tx = pool.begin().await?;
     for run in runs {
-        sqlx::query(
-            "INSERT INTO runs (job, seq, finished, outcome, record, instance) \
-             SELECT $1, COALESCE(MAX(seq), 0) + 1, $2, $3, $4, $5 FROM runs WHERE job = $1",
-        )
-        .bind(run.job.clone())
-        .bind(run.finished)
-        .bind(run.outcome)
-        .bind(run.record)
-        .bind(instance.clone())
-        .execute(&mut *tx)
-        .await?;
+        // Members of a cluster add runs of one job at once: a `seq` another took first is
+        // skipped (its insert waited for that one to commit) and the next one tried.
+        let mut added = 0;
+        for _ in 0..RUN_SEQ_TRIES {
+            added = sqlx::query(
+                "INSERT INTO runs (job, seq, finished, outcome, record, instance) \
+                 SELECT $1, COALESCE(MAX(seq), 0) + 1, $2, $3, $4, $5 FROM runs WHERE job = $1 \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(run.job.clone())
+            .bind(run.finished.clone())
+            .bind(run.outcome)
+            .bind(run.record.clone())
+            .bind(instance.clone())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if added == 1 {
+                break;
+            }
+        }
+        if added != 1 {
+            return Err(sqlx::Error::Protocol(format!(
+                "no free run number for job {} after {RUN_SEQ_TRIES} tries",
+                run.job
+            )));
+        }
         sqlx::query(
             "DELETE FROM runs WHERE job = $1 \
              AND seq <= (SELECT MAX(seq) FROM runs WHERE job = $1) - $2",
@@ -1191,7 +1210,9 @@ impl SqlStore {
     }
 
     /// Takes what instances whose lease lapsed (or that left) hold: their uploads in flight and
-    /// create markers, and their claims never finished that were not taken once already. A row
+    /// create markers, and their claims never finished that were not taken once already; and
+    /// this instance's own unfinished claims of an earlier lease (it lost its lease, or was
+    /// restarted under its name, and joined again before another took them). A row
     /// is taken by one instance only: the update's condition is evaluated again on a row another
     /// taker changed meanwhile, and its new owner is live.
     pub(crate) async fn take_over(&self) -> Result<Taken, StateError> {
@@ -1245,8 +1266,9 @@ impl SqlStore {
                 let claims = sqlx::query(sql(
                     d,
                     "UPDATE claims SET instance = $1, token = $2, retaken = retaken + 1 \
-                     WHERE finished_ms IS NULL AND retaken = 0 AND instance NOT IN \
+                     WHERE finished_ms IS NULL AND retaken = 0 AND (instance NOT IN \
                      (SELECT instance FROM members WHERE expires_ms >= {now}) \
+                     OR (instance = $1 AND token <> $2)) \
                      RETURNING job, work",
                 ))
                 .bind(o.instance.clone())

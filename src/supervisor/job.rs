@@ -759,6 +759,37 @@ impl<U: Uploader> Job<U> {
         .await
     }
 
+    /// Takes a claim of this job that a lapsed member (or this instance under an earlier lease)
+    /// never finished; `resumed`: an upload of this job is being handed over too. A fire runs
+    /// again with `catch_up` (after the resume, and only if it does not finish the upload); a
+    /// watched file's version is published. `false` when nothing is run again: the caller
+    /// marks the claim finished.
+    pub fn take_claim(&self, work: &str, resumed: bool) -> bool {
+        if let Some(at) = crate::cluster::fire_of(work) {
+            if !self.spec.catch_up {
+                return false;
+            }
+            if resumed {
+                self.pending.refire(at);
+            } else {
+                info!(job = %self.spec.name, fire = %at, "running once more a fire a lapsed instance claimed and never finished");
+                self.pending.fire(at);
+            }
+            return true;
+        }
+        match work
+            .strip_prefix("file ")
+            .and_then(|w| w.splitn(3, ' ').nth(2))
+        {
+            Some(path) => {
+                info!(job = %self.spec.name, file = %path, "publishing a file a lapsed instance claimed and never finished");
+                self.pending.file(PathBuf::from(path));
+                true
+            }
+            None => false,
+        }
+    }
+
     /// A taken fire: run again when its upload was not resumed to its end (it was aborted,
     /// gone, or failed), else its claim is finished by the resume.
     async fn refire_unless_resumed(&self, at: DateTime<Utc>, resumed: Option<&RunRecord>) {

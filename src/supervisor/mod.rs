@@ -43,6 +43,17 @@ pub struct Supervisor<U: Uploader> {
     started: HashSet<String>,
 }
 
+/// A claim of work: (job, work), as `claims` names it.
+type Claimed = (String, String);
+
+/// What a job starts with besides its trigger: uploads a previous process (or a lapsed cluster
+/// member) left in flight, and claims such a member never finished.
+#[derive(Default)]
+struct Handed {
+    resumes: Vec<InFlight>,
+    claims: Vec<(String, String)>,
+}
+
 /// One running job.
 struct Running<U: Uploader> {
     job: Arc<Job<U>>,
@@ -87,6 +98,21 @@ impl<U: Uploader> Supervisor<U> {
         specs: Vec<(JobSpec, Option<u64>)>,
         inflight: Vec<InFlight>,
     ) -> Result<Self, WatchError> {
+        Ok(Self::start_taking(shared, specs, inflight, Vec::new())
+            .await?
+            .0)
+    }
+
+    /// [`Supervisor::start_resuming`], each job also given its claims (`(job, work)`) that a
+    /// lapsed cluster member, or this instance under an earlier lease, never finished
+    /// ([`Job::take_claim`]), before its runner starts. Returns the claims nobody runs again,
+    /// for the caller to mark finished.
+    pub async fn start_taking(
+        shared: Arc<Shared<U>>,
+        specs: Vec<(JobSpec, Option<u64>)>,
+        inflight: Vec<InFlight>,
+        claims: Vec<(String, String)>,
+    ) -> Result<(Self, Vec<(String, String)>), WatchError> {
         // Read once: catch-up and the metrics' failures in a row and last success start from it.
         let history = shared.state.history().await.unwrap_or_else(|e| {
             warn!(error = %e, "cannot read the run history; catch_up and the metrics see no earlier runs");
@@ -104,19 +130,31 @@ impl<U: Uploader> Supervisor<U> {
         // against the same "now".
         let now = supervisor.shared.clock.now();
         let mut inflight = inflight;
+        let mut claims = claims;
+        let mut done = Vec::new();
         for (spec, fingerprint) in specs {
             let runs = supervisor.first_start(&spec.name);
-            let (resumes, rest) = inflight.into_iter().partition(|r| r.job == spec.name);
+            let (resumes, rest): (Vec<_>, Vec<_>) =
+                inflight.into_iter().partition(|r| r.job == spec.name);
             inflight = rest;
-            let running =
-                supervisor.launch(spec, fingerprint, now, runs.as_deref(), None, resumes)?;
+            let (mine, rest): (Vec<_>, Vec<_>) =
+                claims.into_iter().partition(|(job, _)| *job == spec.name);
+            claims = rest;
+            let handed = Handed {
+                resumes,
+                claims: mine,
+            };
+            let (running, unrun) =
+                supervisor.launch(spec, fingerprint, now, runs.as_deref(), None, handed)?;
+            done.extend(unrun);
             supervisor.jobs.push(running);
         }
         for rec in inflight {
             warn!(upload_id = %rec.upload_id, job = %rec.job, "an upload in flight of a job not started is left on record");
         }
+        done.extend(claims);
         info!(jobs = supervisor.jobs.len(), "jobs started");
-        Ok(supervisor)
+        Ok((supervisor, done))
     }
 
     /// Takes a new set of jobs, compared by name and fingerprint: an unchanged job runs on
@@ -144,9 +182,9 @@ impl<U: Uploader> Supervisor<U> {
                 now,
                 runs.as_deref(),
                 predecessor,
-                Vec::new(),
+                Handed::default(),
             ) {
-                Ok(r) => {
+                Ok((r, _)) => {
                     launched.insert(r.job.spec.name.clone(), r);
                 }
                 Err(e) => {
@@ -213,8 +251,11 @@ impl<U: Uploader> Supervisor<U> {
         now: chrono::DateTime<chrono::Utc>,
         history: Option<&[RunRecord]>,
         predecessor: Option<(TaskTracker, Arc<Pending>)>,
-        resumes: Vec<InFlight>,
-    ) -> Result<Running<U>, WatchError> {
+        handed: Handed,
+    ) -> Result<(Running<U>, Vec<Claimed>), WatchError> {
+        let Handed { resumes, claims } = handed;
+        let resumed = !resumes.is_empty();
+        let mut done = Vec::new();
         metrics::register_job(
             &spec.name,
             schedule::expected_interval(&spec.trigger, now),
@@ -231,7 +272,14 @@ impl<U: Uploader> Supervisor<U> {
             self.shared.clone(),
             self.abort_runs.child_token(),
         ));
-        // Before any trigger can fill the slot: the interrupted upload goes first.
+        // Before any trigger can fill the slot, and before the runner starts: the claims a
+        // lapsed member left (a refire must be there when the runner takes the resume), then
+        // the interrupted upload, which goes first.
+        for (name, work) in claims {
+            if !job.take_claim(&work, resumed) {
+                done.push((name, work));
+            }
+        }
         for rec in resumes {
             job.pending.resume(rec);
         }
@@ -324,12 +372,15 @@ impl<U: Uploader> Supervisor<U> {
         };
         self.tasks.spawn(runner.track_future(run));
         runner.close();
-        Ok(Running {
-            job,
-            fingerprint,
-            stop,
-            runner,
-        })
+        Ok((
+            Running {
+                job,
+                fingerprint,
+                stop,
+                runner,
+            },
+            done,
+        ))
     }
 
     /// Spawns a job's trigger task. A panic in it is logged and counted, and the job shows as

@@ -240,6 +240,36 @@ async fn concurrent_claims_and_takeovers_each_win_once() {
         "each fire won exactly once"
     );
 
+    // Runs of one job flushed by every member at once: none lost to a run number taken twice.
+    let mut flushes = tokio::task::JoinSet::new();
+    for (i, m) in members.iter().enumerate() {
+        let m = m.clone();
+        flushes.spawn(async move {
+            for n in 0..5 {
+                for k in 0..4 {
+                    m.record_run(run("shared", (i * 100 + n * 4 + k) as u32))
+                        .await
+                        .unwrap();
+                }
+                m.flush().await.unwrap();
+            }
+        });
+    }
+    while let Some(done) = flushes.join_next().await {
+        done.unwrap();
+    }
+    assert_eq!(
+        pg.query_i64("SELECT COUNT(*) FROM runs WHERE job = 'shared'")
+            .await,
+        20,
+        "60 runs written, the newest 20 kept"
+    );
+    assert_eq!(
+        pg.query_i64("SELECT MAX(seq) FROM runs WHERE job = 'shared'")
+            .await,
+        60,
+        "every run got its number"
+    );
     let dying = member(&url, "dying", Duration::from_millis(1000)).await;
     for n in 0..40 {
         dying
@@ -322,5 +352,33 @@ async fn tls_to_postgres_is_verified_with_the_ca_file() {
     assert!(
         e.contains("pg_hba.conf") || e.contains("no encryption"),
         "{e}"
+    );
+}
+
+/// An instance that lost its lease and joined again under its name before anyone took its work
+/// takes its own unfinished claims back (once), so that a fire it never finished is not lost.
+#[tokio::test]
+async fn an_instance_back_under_its_name_takes_its_own_unfinished_claims() {
+    let pg = Postgres::start().await;
+    let a = member(&pg.url(), "a", Duration::from_millis(1000)).await;
+    let watcher = member(&pg.url(), "w", Duration::from_secs(60)).await;
+    assert_eq!(a.claim("j", "fire 1").await.unwrap(), Claim::Won);
+    a.add_inflight(upload("u1", "x")).await.unwrap();
+    lapse_seen_by(&watcher, &UploadId("u1".into())).await;
+    a.join("a", "host-a", Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(
+        a.inflight().await.unwrap(),
+        vec![upload("u1", "x")],
+        "its uploads are its own again"
+    );
+    let taken = a.take_over().await.unwrap();
+    assert_eq!(taken.claims, vec![("j".to_owned(), "fire 1".to_owned())]);
+    assert!(a.take_over().await.unwrap().claims.is_empty(), "once");
+    assert_eq!(a.claim("j", "fire 1").await.unwrap(), Claim::Won);
+    assert!(
+        watcher.take_over().await.unwrap().uploads.is_empty(),
+        "a is live again: nothing of it to take"
     );
 }
