@@ -89,21 +89,13 @@ impl Setup {
                 .iter()
                 .any(|u| u.status == UploadState::Completed)
         };
-        for _ in 0..1200 {
-            if done() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        assert!(
-            done(),
-            "the asset was never completed; logs:\n{}",
-            members
-                .iter()
-                .map(|m| format!("--- {}\n{}", m.name, m.log_text()))
-                .collect::<Vec<_>>()
-                .join("\n")
-        );
+        wait_showing(
+            Duration::from_secs(120),
+            "the asset to be completed",
+            members,
+            done,
+        )
+        .await;
         assert_eq!(
             self.emu.object_sha256_hex(&key()).as_deref(),
             Some(self.sha.as_str()),
@@ -449,21 +441,13 @@ async fn a_watched_folder_shared_by_two_members_publishes_each_file_once() {
             .zip(&shas)
             .all(|(n, sha)| emu.object_sha256_hex(&key(n)).as_deref() == Some(sha.as_str()))
     };
-    for _ in 0..600 {
-        if published() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(
-        published(),
-        "not every file was published:
---- m1\n{}
---- m2
-{}",
-        m1.log_text(),
-        m2.log_text()
-    );
+    wait_showing(
+        Duration::from_secs(60),
+        "every file published",
+        &[&m1, &m2],
+        published,
+    )
+    .await;
     for name in &names {
         assert_eq!(emu.uploads(&key(name)).len(), 1, "{name}: published once");
     }
