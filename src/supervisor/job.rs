@@ -828,7 +828,12 @@ impl<U: Uploader> Job<U> {
             Ok(crate::state::Claim::Won) => {
                 metrics::cluster_claim(&self.spec.name, true);
                 debug!(job = %self.spec.name, work = %key, "claimed");
-                self.run(work).await;
+                let record = self.run(work).await;
+                if record.outcome == Outcome::Cancelled && !fence.may_start() {
+                    // Stopped by the fence, its upload handed over: the claim stays open for
+                    // whoever takes this instance's work (or for this one, back under its name).
+                    return;
+                }
                 if let Err(e) = self.shared.state.finish_claim(&self.spec.name, &key).await {
                     warn!(job = %self.spec.name, error = %e, "cannot mark the claim finished: if this instance's lease lapses now, another runs the work again");
                 }
