@@ -152,13 +152,7 @@ async fn a_member_killed_mid_upload_is_taken_over_and_its_upload_resumed() {
         Some(1.0)
     );
     // `uploads` shows m1's upload as being sent by m1, never as stale.
-    let listed: Out = daemon_command(&["uploads"], &m2.config)
-        .env(DB_ENV, s.pg.url())
-        .stdout(std::process::Stdio::piped())
-        .output()
-        .await
-        .unwrap()
-        .into();
+    let listed = m2.command(&["uploads"], &s.pg.url()).await;
     assert_eq!(listed.code, Some(0), "{}", listed.stderr);
     assert!(
         listed
@@ -199,13 +193,7 @@ async fn a_member_killed_mid_upload_is_taken_over_and_its_upload_resumed() {
     let mut out: Out;
     let mut asked = 0;
     loop {
-        out = daemon_command(&["status"], &m2.config)
-            .env(DB_ENV, s.pg.url())
-            .stdout(std::process::Stdio::piped())
-            .output()
-            .await
-            .unwrap()
-            .into();
+        out = m2.command(&["status"], &s.pg.url()).await;
         assert_eq!(out.code, Some(0), "{}", out.stderr);
         asked += 1;
         if out.stdout.contains("[m2]") || asked == 60 {
