@@ -369,6 +369,8 @@ fn state_records_round_trip(job: &str, target: &stac_client::AssetTarget, path: 
     let now = chrono::Utc::now();
     let run = RunRecord {
         instance: None,
+        error_class: None,
+        public: Vec::new(),
         job: job.to_owned(),
         started: now,
         finished: now,

@@ -635,6 +635,8 @@ mod tests {
     fn record(outcome: Outcome, minute: u32) -> RunRecord {
         RunRecord {
             instance: None,
+            error_class: None,
+            public: Vec::new(),
             job: "radar".into(),
             started: t(minute),
             finished: t(minute),

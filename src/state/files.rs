@@ -563,6 +563,8 @@ mod tests {
     fn run(bytes: u64) -> RunRecord {
         RunRecord {
             instance: None,
+            error_class: None,
+            public: Vec::new(),
             job: "j".into(),
             started: Utc::now(),
             finished: Utc::now(),
@@ -638,6 +640,8 @@ mod tests {
         assert_eq!(h["j"][0].item, None);
         s.record_run(RunRecord {
             instance: None,
+            error_class: None,
+            public: Vec::new(),
             item: Some("item-7".into()),
             ..run(3)
         })
@@ -738,6 +742,8 @@ mod tests {
         s.add_inflight(up.clone()).await.unwrap();
         let ran = RunRecord {
             instance: None,
+            error_class: None,
+            public: Vec::new(),
             file: Some(bad.clone()),
             ..run(1)
         };
@@ -929,6 +935,8 @@ mod tests {
         let runs: VecDeque<RunRecord> = (0..HISTORY_PER_JOB)
             .map(|_| RunRecord {
                 instance: None,
+                error_class: None,
+                public: Vec::new(),
                 file: Some(os_path(&[b'f'; 200])),
                 upload_id: Some(UploadId("0".repeat(36))),
                 error: Some("e".repeat(1000)),

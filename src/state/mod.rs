@@ -205,6 +205,39 @@ pub struct RunRecord {
     /// before clusters existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance: Option<String>,
+    /// The class of the error the run ended on (the `reason` label of the retry counters: a
+    /// protocol error class such as `conflict`, or a local one such as `file_changed`); `None`
+    /// for a run that did not fail, and in records written before this field existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_class: Option<String>,
+    /// What the public link of each uploaded asset served after the run (`verify_public`); empty
+    /// when nothing was checked.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub public: Vec<PublicCheck>,
+}
+
+/// One check of an uploaded asset's public `href`: a `HEAD` after the upload, compared with the
+/// file that was sent (docs/verify.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublicCheck {
+    /// The asset's id (and the item it is in, for an item run).
+    pub asset: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item: Option<String>,
+    /// The public URL that was checked.
+    pub url: String,
+    /// `None`: the link serves the file. Otherwise why not, one of a closed set (the `reason`
+    /// label of `stac_uploadd_verify_public_failures_total`): `missing`, `status`,
+    /// `unreachable`, `size`, `sha256`, `encoding`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+    /// What was expected and what was found, for a person.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// The object's `Cache-Control` max-age in seconds, when it has one: how long caches may go
+    /// on serving a replaced file's old bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<u64>,
 }
 
 /// One asset of an item run: where it went and how.
@@ -768,6 +801,8 @@ mod tests {
         let t = chrono::TimeZone::with_ymd_and_hms(&Utc, 2026, 3, 2, 10, minute, 0).unwrap();
         RunRecord {
             instance: None,
+            error_class: None,
+            public: Vec::new(),
             job: "j".into(),
             started: t,
             finished: t,

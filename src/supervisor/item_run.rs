@@ -145,6 +145,11 @@ impl<U: Uploader> Job<U> {
     pub(super) async fn run_item(&self, work: Work) -> RunRecord {
         let started = self.shared.clock.now();
         let (item, name, time) = self.item_of(&work);
+        let _ = self.shared.starts.send(super::job::RunStart {
+            job: self.spec.name.clone(),
+            started,
+            target: format!("{}/{item}", self.spec.collection),
+        });
         let span = info_span!("run", job = %self.spec.name, collection = %self.spec.collection, item = %item);
         async {
             let members = self.members(&work, &name, &time);
@@ -603,6 +608,11 @@ impl<U: Uploader> Job<U> {
                 .map(|r| r.bytes)
                 .sum()
         });
+        let error_class = match &result {
+            Ok(()) => None,
+            Err(Failure::Refused(_)) => Some("local_input".to_owned()),
+            Err(Failure::Upload(e)) => Some(super::job::error_class(e, stopped).to_owned()),
+        };
         let (outcome, error) = match &result {
             Ok(()) => {
                 let sent = phases
@@ -662,6 +672,8 @@ impl<U: Uploader> Job<U> {
         };
         let record = RunRecord {
             instance: None,
+            error_class,
+            public: Vec::new(),
             job: self.spec.name.clone(),
             started,
             finished,

@@ -160,8 +160,11 @@ pub struct Shared<U> {
     pub clock: Clock,
     /// Uploads this process is sending right now: ours, and not stale.
     pub running: Mutex<HashSet<UploadId>>,
-    /// Every finished run, for the demo, tests and metrics.
+    /// Every finished run, for the demo, tests, metrics, the status page and notifications.
     pub runs: tokio::sync::broadcast::Sender<RunRecord>,
+    /// Every run as it starts (before its first attempt), for the status page and pings. A
+    /// receiver that lags loses the oldest; nothing here waits for one.
+    pub starts: tokio::sync::broadcast::Sender<RunStart>,
     /// Permits for upload sessions: at most this many run at once over every job, so memory
     /// (each session holds a digest window and its parts' buffers) is bounded whatever fires.
     /// The semaphore holds [`SHARES`] shares per session: a small file takes one (see
@@ -172,6 +175,15 @@ pub struct Shared<U> {
     /// One creator per item in this process: two jobs (or two runs) filling one new item
     /// take turns to create it, so only one of them creates it and says so.
     item_locks: ItemLocks,
+}
+
+/// A run starting: sent on [`Shared::starts`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunStart {
+    pub job: String,
+    pub started: chrono::DateTime<chrono::Utc>,
+    /// The item (if any) and asset, or file, the run is for, as the log names them.
+    pub target: String,
 }
 
 /// The lock of each (collection, item) being created, see [`Shared::item_lock`].
@@ -208,6 +220,7 @@ impl<U> Shared<U> {
             clock,
             running: Mutex::new(HashSet::new()),
             runs: tokio::sync::broadcast::channel(1024).0,
+            starts: tokio::sync::broadcast::channel(1024).0,
             sessions: std::sync::RwLock::new((
                 DEFAULT_SESSIONS,
                 Arc::new(tokio::sync::Semaphore::new(
@@ -979,6 +992,11 @@ impl<U: Uploader> Job<U> {
     ) -> RunRecord {
         let clock = self.shared.clock;
         let started = clock.now();
+        let _ = self.shared.starts.send(RunStart {
+            job: self.spec.name.clone(),
+            started,
+            target: target.to_string(),
+        });
         let policy = effective_policy(&self.spec, started);
         let p = &self.spec.policy;
         let mut waits = retry::waits(p.retry_min_delay, p.retry_max_delay, p.retries);
@@ -1032,6 +1050,8 @@ impl<U: Uploader> Job<U> {
                 }
                 RunRecord {
                     instance: None,
+                    error_class: None,
+                    public: Vec::new(),
                     job: self.spec.name.clone(),
                     started,
                     finished,
@@ -1063,6 +1083,8 @@ impl<U: Uploader> Job<U> {
                 }
                 RunRecord {
                     instance: None,
+                    error_class: Some(error_class(e, stopped).to_owned()),
+                    public: Vec::new(),
                     job: self.spec.name.clone(),
                     started,
                     finished,
@@ -1515,5 +1537,15 @@ impl<U> std::fmt::Debug for Job<U> {
         f.debug_struct("Job")
             .field("name", &self.spec.name)
             .finish()
+    }
+}
+
+/// The class a run's final error is shown and notified with: `deadline` when the run deadline
+/// cut it short, else the reason the retry counters use ([`metrics::Reason`]).
+pub(super) fn error_class(e: &UploadError, stopped: bool) -> &'static str {
+    if cut_short(e) && !stopped {
+        "deadline"
+    } else {
+        metrics::Reason::of(e).as_str()
     }
 }

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, info_span, warn};
 
-pub use job::{HttpUploader, Job, Pending, Shared, Uploader, Work, effective_policy};
+pub use job::{HttpUploader, Job, Pending, RunStart, Shared, Uploader, Work, effective_policy};
 
 use crate::config::JobSpec;
 use crate::observe::metrics;

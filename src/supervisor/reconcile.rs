@@ -100,6 +100,8 @@ pub(crate) async fn resume_or_abort(
         && !upload.urls.is_empty();
     let record = |outcome, error: Option<String>, bytes| RunRecord {
         instance: None,
+        error_class: None,
+        public: Vec::new(),
         job: rec.job.clone(),
         started,
         finished: Utc::now(),

@@ -261,6 +261,8 @@ impl Uploader for Arc<Script> {
         };
         Some(RunRecord {
             instance: None,
+            error_class: None,
+            public: Vec::new(),
             job: rec.job.clone(),
             started,
             finished: self.clock.now(),
@@ -765,6 +767,8 @@ impl Started {
 fn ran(started: DateTime<Utc>, outcome: Outcome) -> RunRecord {
     RunRecord {
         instance: None,
+        error_class: None,
+        public: Vec::new(),
         job: "job".into(),
         started,
         finished: started,

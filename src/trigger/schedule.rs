@@ -262,6 +262,8 @@ mod tests {
     fn ran(started: &str, outcome: Outcome) -> RunRecord {
         RunRecord {
             instance: None,
+            error_class: None,
+            public: Vec::new(),
             job: "job".into(),
             started: utc(started),
             finished: utc(started),

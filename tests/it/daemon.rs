@@ -287,6 +287,8 @@ async fn a_state_folder_of_the_previous_release_is_imported_and_its_upload_resum
     let now = chrono::Utc::now();
     old.record_run(stac_uploadd::state::RunRecord {
         instance: None,
+        error_class: None,
+        public: Vec::new(),
         job: "nightly".into(),
         started: now,
         finished: now,

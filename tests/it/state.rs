@@ -305,6 +305,8 @@ async fn status_names_the_daemon_holding_the_folder_and_its_runs() {
         state
             .record_run(stac_uploadd::state::RunRecord {
                 instance: None,
+                error_class: None,
+                public: Vec::new(),
                 job: "nightly".into(),
                 started: chrono::Utc::now(),
                 finished: chrono::Utc::now(),

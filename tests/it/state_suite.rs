@@ -128,6 +128,8 @@ fn marker(asset: &str, multihash: &str, minute: u32) -> Creating {
 pub fn run(job: &str, n: u32) -> RunRecord {
     RunRecord {
         instance: None,
+        error_class: None,
+        public: Vec::new(),
         job: job.into(),
         started: at(n % 60),
         finished: at(n % 60),
@@ -307,6 +309,8 @@ pub async fn paths_of_any_bytes(engine: Engine) {
     };
     let r = RunRecord {
         instance: None,
+        error_class: None,
+        public: Vec::new(),
         file: Some(odd.clone()),
         ..run("j", 1)
     };

@@ -244,6 +244,8 @@ async fn a_templated_jobs_targets_come_from_its_runs_on_record_and_its_folder() 
     state
         .record_run(RunRecord {
             instance: None,
+            error_class: None,
+            public: Vec::new(),
             job: "stations".into(),
             started: Utc::now(),
             finished: Utc::now(),
@@ -375,6 +377,8 @@ async fn an_upload_runs_found_unfreeable_is_predicted_so_and_its_abort_explained
         state
             .record_run(RunRecord {
                 instance: None,
+                error_class: None,
+                public: Vec::new(),
                 job: "radar".into(),
                 started: Utc::now(),
                 finished: Utc::now(),
