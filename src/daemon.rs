@@ -17,6 +17,7 @@ use crate::cluster::{Handover, Membership};
 use crate::config::{self, Config};
 use crate::observe::{ObserveOptions, Observer, metrics};
 use crate::state::StateStore;
+use crate::status;
 use crate::supervisor::{HttpUploader, Shared, Supervisor, reconcile};
 use crate::trigger::Clock;
 use stac_client::StacClient;
@@ -60,8 +61,10 @@ pub(crate) async fn run(
             .health_timeout
             .unwrap_or(ObserveOptions::default().health_timeout),
     };
-    // Up before the store: while a cluster's database cannot be reached, /readyz says so.
-    let observer = Observer::start(&observe_opts).await?;
+    // Up before the store: while a cluster's database cannot be reached, /readyz says so (and
+    // the status page that it is starting).
+    let page: status::Slot = Arc::default();
+    let observer = Observer::start_with_pages(&observe_opts, status::router(page.clone())).await?;
     let shutdown = CancellationToken::new();
     let opened = async {
         match &config.cluster {
@@ -150,6 +153,13 @@ pub(crate) async fn run(
             Clock::System,
         ));
         shared.set_upload_limit(config.max_concurrent_uploads);
+        // The board subscribes before the first run starts, so that it misses none.
+        let board = start_board(&shared, &state, shutdown.clone()).await;
+        let _ = page.set(Arc::new(status::StatusPage::new(
+            board,
+            state.clone(),
+            status::PageConfig::of(&config),
+        )));
         let (supervisor, unrun) = Supervisor::start_taking(shared, jobs, resumes, claims)
             .await
             .context("cannot start a job")?;
@@ -184,6 +194,9 @@ pub(crate) async fn run(
                     Ok(new) => {
                         let restart = needs_restart(&config, &new, observe_listen);
                         config = new;
+                        if let Some(page) = page.get() {
+                            page.set_config(status::PageConfig::of(&config));
+                        }
                         metrics::reload(true);
                         match restart {
                             Some(what) => format!("{}; {what}", running(&config)),
@@ -214,6 +227,55 @@ pub(crate) async fn run(
     observer.stop().await;
     info!("stopped");
     Ok(())
+}
+
+/// The status page's board, seeded from the store's history and fed with every run's start and
+/// end until `stop`. A receiver that falls behind loses the oldest messages (logged and counted
+/// on the page); nothing here makes a run wait.
+async fn start_board(
+    shared: &Arc<Shared<HttpUploader>>,
+    state: &Arc<StateStore>,
+    stop: CancellationToken,
+) -> Arc<status::Board> {
+    use tokio::sync::broadcast::error::RecvError;
+    let mut runs = shared.runs.subscribe();
+    let mut starts = shared.starts.subscribe();
+    let history = state.history().await.unwrap_or_else(|e| {
+        warn!(error = %e, "cannot read the run history; the status page shows only new runs");
+        Default::default()
+    });
+    let board = Arc::new(status::Board::seeded(
+        &history,
+        shared.live.clone(),
+        chrono::Utc::now(),
+    ));
+    drop(history);
+    let fed = board.clone();
+    tokio::spawn(async move {
+        let lagged = |what: &str, n: u64| {
+            warn!(missed = n, "the status page fell behind and lost {what}");
+            fed.missed(n);
+        };
+        loop {
+            // Starts first: a run's start is sent before its end, so when both wait here the
+            // start is taken first and the end finds it.
+            tokio::select! {
+                biased;
+                () = stop.cancelled() => return,
+                s = starts.recv() => match s {
+                    Ok(s) => fed.run_started(&s.job, s.target, s.started),
+                    Err(RecvError::Lagged(n)) => lagged("run starts", n),
+                    Err(RecvError::Closed) => return,
+                },
+                r = runs.recv() => match r {
+                    Ok(r) => fed.run_finished(r),
+                    Err(RecvError::Lagged(n)) => lagged("run ends", n),
+                    Err(RecvError::Closed) => return,
+                },
+            }
+        }
+    });
+    board
 }
 
 /// What `/readyz` asks the state store (the observer does not know the store's type), and in a

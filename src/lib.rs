@@ -23,6 +23,7 @@ pub mod memory;
 pub mod observe;
 pub mod retention;
 pub mod state;
+pub mod status;
 pub mod supervisor;
 pub mod trigger;
 

@@ -247,6 +247,9 @@ pub(super) fn run_check(path: &std::path::Path) -> Result<config::Config, CliErr
 }
 
 pub(super) async fn run_status(args: StatusArgs) -> Result<(), CliError> {
+    if args.json {
+        return status_json(&args).await;
+    }
     let dir = match (args.state_dir, args.config.config.as_deref()) {
         (Some(d), _) => d,
         (None, Some(c)) => {
@@ -291,6 +294,36 @@ pub(super) async fn run_status(args: StatusArgs) -> Result<(), CliError> {
             u.created.format("%Y-%m-%d %H:%M:%S")
         );
     }
+    Ok(())
+}
+
+/// `status --json`: the status document built from the job file and the store, as the daemon's
+/// `/status.json` builds it, without what only the daemon knows (`"source": "store"`).
+async fn status_json(args: &StatusArgs) -> Result<(), CliError> {
+    let Some(path) = args.config.config.as_deref() else {
+        return Err(CliError::usage(anyhow::anyhow!(
+            "status --json needs --config FILE: the document lists the file's jobs"
+        )));
+    };
+    let mut config = config_of(path)?;
+    if let Some(dir) = &args.state_dir {
+        config.state_dir = dir.clone();
+    }
+    if config.cluster.is_none() && !config.state_dir.is_dir() {
+        return Err(CliError::usage(anyhow::anyhow!(
+            "no state folder at {} (has the daemon run yet?)",
+            config.state_dir.display()
+        )));
+    }
+    let state = crate::ops::open_for_reading(&config)
+        .await
+        .map_err(CliError::failure)?;
+    let doc = crate::status::from_store(&config, &state)
+        .await
+        .map_err(CliError::failure)?;
+    let text = serde_json::to_string_pretty(&doc)
+        .map_err(|e| CliError::failure(anyhow::anyhow!("cannot write the document: {e}")))?;
+    println!("{text}");
     Ok(())
 }
 

@@ -271,6 +271,10 @@ pub struct StatusArgs {
     /// Runs shown per job, newest first.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=1000))]
     pub runs: u16,
+    /// Print the status page's document (docs/status.md) read from the store, as JSON: the
+    /// jobs of --config with their last runs, the recent runs and the uploads on record.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// How to reach and authenticate to the API: the `[server]` keys of a job file, checked as

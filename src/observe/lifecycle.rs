@@ -66,6 +66,14 @@ impl Observer {
     /// Reads the systemd environment and, if `opts.listen` is set, installs the metrics
     /// recorder and binds the listener. The daemon starts in [`Phase::Starting`].
     pub async fn start(opts: &ObserveOptions) -> anyhow::Result<Self> {
+        Self::start_with_pages(opts, axum::Router::new()).await
+    }
+
+    /// [`Observer::start`], the listener also serving `pages` (the status page's routes).
+    pub async fn start_with_pages(
+        opts: &ObserveOptions,
+        pages: axum::Router,
+    ) -> anyhow::Result<Self> {
         let systemd = Notifier::from_env();
         // systemd asks for a ping at least every WATCHDOG_USEC; sd_watchdog_enabled(3)
         // recommends half of it.
@@ -78,7 +86,8 @@ impl Observer {
             Some(addr) => {
                 let handle = metrics_handle()?;
                 let server =
-                    Server::start(addr, router(health.clone(), Some(handle.clone()))).await?;
+                    Server::start(addr, router(health.clone(), Some(handle.clone())).merge(pages))
+                        .await?;
                 let upkeep = tokio::spawn(async move {
                     let mut every = tokio::time::interval(UPKEEP);
                     loop {

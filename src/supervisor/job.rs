@@ -170,6 +170,8 @@ pub struct Shared<U> {
     /// The semaphore holds [`SHARES`] shares per session: a small file takes one (see
     /// [`session_shares`]).
     sessions: std::sync::RwLock<(usize, Arc<tokio::sync::Semaphore>)>,
+    /// The upload sessions running now with their progress, for the status page.
+    pub live: Arc<crate::status::LiveUploads>,
     /// Where a job whose task ended unexpectedly shows until it runs again (`/readyz`).
     pub job_tasks: Arc<JobTasks>,
     /// One creator per item in this process: two jobs (or two runs) filling one new item
@@ -227,6 +229,7 @@ impl<U> Shared<U> {
                     DEFAULT_SESSIONS * SHARES as usize,
                 )),
             )),
+            live: Arc::default(),
             job_tasks: JobTasks::global(),
             item_locks: Mutex::new(HashMap::new()),
         }
@@ -1359,7 +1362,14 @@ impl<U: Uploader> Job<U> {
         let cancel = self.shared.state.fence().run_token(&self.abort_runs);
         let _ended = cancel.clone().drop_guard();
         let (deadline, options) = self.run_deadline_with(&cancel, "aborting the upload", base);
+        let live = self.shared.live.start(
+            &self.spec.name,
+            target.to_string(),
+            path.to_string_lossy().into_owned(),
+            self.shared.clock.now(),
+        );
         let observer = Arc::new(Recorder {
+            progress: live.upload().clone(),
             shared: self.shared.clone() as Arc<dyn RecorderShared>,
             job: self.spec.name.clone(),
             sent: metrics::sent_bytes(&self.spec.name),
@@ -1380,6 +1390,7 @@ impl<U: Uploader> Job<U> {
             .instrument(span)
             .await;
         drop(busy);
+        drop(live);
         deadline.abort();
         metrics::upload_finished(
             &self.spec.name,
@@ -1465,6 +1476,8 @@ struct Recorder {
     job: String,
     /// The job's `sent_bytes_total`: every chunk of a part body as it goes out.
     sent: ::metrics::Counter,
+    /// The session's line on the status page.
+    progress: Arc<crate::status::LiveUpload>,
     target: AssetTarget,
     path: PathBuf,
     created: Mutex<Option<UploadId>>,
@@ -1477,7 +1490,13 @@ impl UploadObserver for Recorder {
 
     fn on_event(&self, event: &UploadEvent<'_>) {
         match event {
-            UploadEvent::Sent { bytes } => self.sent.increment(*bytes),
+            UploadEvent::Planned { size, .. } => self.progress.planned(*size),
+            UploadEvent::Created { file, .. } => self.progress.planned(file.len),
+            UploadEvent::Sent { bytes } => {
+                self.sent.increment(*bytes);
+                self.progress.sent(*bytes);
+            }
+            UploadEvent::Unsent { bytes } => self.progress.unsent(*bytes),
             UploadEvent::PartRetry { error, .. } => {
                 metrics::part_retry(&self.job, metrics::Reason::of(error));
             }

@@ -12,6 +12,7 @@
 mod fixtures;
 
 mod bounds;
+mod browser;
 mod bundles;
 mod check_online;
 mod cli;
@@ -45,6 +46,7 @@ mod sidecar;
 mod soak;
 mod state;
 mod state_suite;
+mod status_page;
 mod systemd;
 mod tls;
 mod upload;
