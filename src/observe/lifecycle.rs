@@ -85,9 +85,11 @@ impl Observer {
             None => (None, None),
             Some(addr) => {
                 let handle = metrics_handle()?;
-                let server =
-                    Server::start(addr, router(health.clone(), Some(handle.clone())).merge(pages))
-                        .await?;
+                let server = Server::start(
+                    addr,
+                    router(health.clone(), Some(handle.clone())).merge(pages),
+                )
+                .await?;
                 let upkeep = tokio::spawn(async move {
                     let mut every = tokio::time::interval(UPKEEP);
                     loop {

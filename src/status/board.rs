@@ -206,7 +206,11 @@ mod tests {
         }
         let started = DateTime::from_timestamp(10, 0).unwrap();
         board.run_started("j", "c/i/a.zip".into(), started);
-        board.run_started("j", "c/i/b.zip".into(), started + chrono::Duration::seconds(1));
+        board.run_started(
+            "j",
+            "c/i/b.zip".into(),
+            started + chrono::Duration::seconds(1),
+        );
         assert_eq!(board.facts().jobs["j"].running.len(), 2);
         board.run_finished(rec("j", Outcome::Uploaded, 10));
         {

@@ -55,7 +55,7 @@ pub async fn scene() -> Scene {
     let config = JobFile::new(dir.path(), &emu.base_url())
         .defaults(FAST_RETRIES)
         .file_job("published", "published.zip", &small)
-        .lines("every = \"2s\"\nkeep = 30")
+        .lines("every = \"2s\"")
         .file_job("failing", "nobody-made-this.zip", &small)
         .lines("every = \"2s\"\nretries = 0")
         .file_job("slow", "slow.zip", &big)
@@ -74,13 +74,21 @@ pub async fn scene() -> Scene {
     }
 }
 
-/// `/status.json` now.
-pub async fn status_json(addr: SocketAddr) -> Value {
+/// `/status.json` now; `None` while the daemon is starting (503).
+pub async fn try_status_json(addr: SocketAddr) -> Option<Value> {
     let r = reqwest::get(format!("http://{addr}/status.json"))
         .await
         .expect("the listener answers");
+    if r.status() == 503 {
+        return None;
+    }
     assert_eq!(r.status(), 200);
-    r.json().await.expect("JSON")
+    Some(r.json().await.expect("JSON"))
+}
+
+/// `/status.json` of a daemon that has started.
+pub async fn status_json(addr: SocketAddr) -> Value {
+    try_status_json(addr).await.expect("the daemon has started")
 }
 
 /// The job `name` of a document.
@@ -121,8 +129,8 @@ pub fn settled(doc: &Value) -> bool {
 pub async fn wait_settled(scene: &Scene) -> Value {
     let end = tokio::time::Instant::now() + Duration::from_secs(90);
     loop {
-        let doc = status_json(scene.addr).await;
-        if settled(&doc) {
+        let doc = try_status_json(scene.addr).await.unwrap_or_default();
+        if !doc.is_null() && settled(&doc) {
             return doc;
         }
         assert!(
@@ -151,8 +159,9 @@ fn keys(v: &Value, path: &str, out: &mut Vec<String>) {
 /// The document against docs/status.md: every field it has is documented, and the fields the
 /// schema says are always there have their types.
 fn assert_schema(doc: &Value) {
-    let spec = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/status.md"))
-        .expect("docs/status.md");
+    let spec =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/status.md"))
+            .expect("docs/status.md");
     let mut found = Vec::new();
     keys(doc, "", &mut found);
     for k in &found {
@@ -203,11 +212,17 @@ async fn the_page_and_its_json_show_each_job_escaped_and_without_secrets() {
     let doc = wait_settled(&scene).await;
     assert_schema(&doc);
     assert_eq!(doc["source"], "daemon");
-    assert!(doc["server"].as_str().unwrap().starts_with("http://127.0.0.1:"));
+    assert!(
+        doc["server"]
+            .as_str()
+            .unwrap()
+            .starts_with("http://127.0.0.1:")
+    );
     let published = job(&doc, "published");
     assert_eq!(published["trigger"]["kind"], "every");
     assert!(published["next_fire"].is_string(), "{published:#}");
-    assert_eq!(published["retention"], "keep the newest 30 items");
+    // A fixed item has nothing to prune: no retention rule to show.
+    assert!(published["retention"].is_null());
     assert!(
         ["uploaded", "unchanged"].contains(&published["last_run"]["outcome"].as_str().unwrap())
     );
@@ -239,12 +254,17 @@ async fn the_page_and_its_json_show_each_job_escaped_and_without_secrets() {
         if now > first {
             break;
         }
-        assert!(tokio::time::Instant::now() < end, "no progress past {first} bytes");
+        assert!(
+            tokio::time::Instant::now() < end,
+            "no progress past {first} bytes"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
     // The page: hardened headers, each job's row, the hostile name as text, no secret.
-    let r = reqwest::get(format!("http://{}/", scene.addr)).await.unwrap();
+    let r = reqwest::get(format!("http://{}/", scene.addr))
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let h = r.headers().clone();
     assert_eq!(h["content-type"], "text/html; charset=utf-8");
@@ -255,7 +275,10 @@ async fn the_page_and_its_json_show_each_job_escaped_and_without_secrets() {
     let body = r.text().await.unwrap();
     assert!(body.contains(r#"<meta http-equiv="refresh""#), "{body}");
     for name in JOBS {
-        assert!(body.contains(&format!(r#"data-job="{name}""#)), "{name}: {body}");
+        assert!(
+            body.contains(&format!(r#"data-job="{name}""#)),
+            "{name}: {body}"
+        );
     }
     assert!(
         body.contains("&lt;img src=x onerror=alert(1)&gt;.zip"),
@@ -296,13 +319,22 @@ async fn the_page_and_its_json_show_each_job_escaped_and_without_secrets() {
     .await
     .expect("status --json ends")
     .expect("status runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stored: Value = serde_json::from_slice(&out.stdout).expect("a JSON document");
     assert_schema(&stored);
     assert_eq!(stored["source"], "store");
     assert_eq!(stored["jobs"].as_array().unwrap().len(), JOBS.len());
     assert_eq!(job(&stored, "failing")["state"], "failing");
-    assert!(job(&stored, "slow")["uploads"].as_array().unwrap().is_empty());
+    assert!(
+        job(&stored, "slow")["uploads"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
     assert!(
         !String::from_utf8_lossy(&out.stdout).contains(PASSWORD),
         "status --json shows the password"
