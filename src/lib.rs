@@ -10,6 +10,7 @@
 //!
 //! ```text
 //! cli ─► daemon, once, ops, demo ─► supervisor ─► config ─► trigger ─► observe ─► state
+//!                                   └─► status ─┘ (the status page: config, trigger, state)
 //! ```
 //!
 //! The public modules are what the binary, the benches and the integration tests use; the

@@ -222,3 +222,89 @@ async fn page_json(State(slot): State<Slot>) -> Response {
     };
     hardened(r, JSON_CSP)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{Outcome, PublicCheck, RunRecord};
+
+    fn config(dir: &std::path::Path) -> Config {
+        let file = dir.join("a.zip");
+        std::fs::write(&file, b"x").unwrap();
+        let text = format!(
+            "state_dir = \"{d}/state\"\n[server]\nurl = \"https://data.example.org/api/stac/v1\"\n\
+             [[job]]\nname = \"daily\"\ncollection = \"c\"\nitem = \"daily-%Y-%m-%d\"\n\
+             asset = \"a.zip\"\nfile = \"{f}\"\nschedule = \"30 2 * * *\"\nkeep = 30\n",
+            d = dir.display(),
+            f = file.display()
+        );
+        crate::config::parse(&text, std::path::Path::new("jobs.toml"), &|_: &str| None)
+            .expect("a valid job file")
+    }
+
+    fn failed_run() -> RunRecord {
+        let t = Utc::now() - chrono::Duration::minutes(5);
+        RunRecord {
+            job: "daily".into(),
+            started: t,
+            finished: t + chrono::Duration::seconds(2),
+            outcome: Outcome::Failed,
+            asset: "a.zip".into(),
+            item: Some("daily-2026-12-07".into()),
+            file: Some("/in/<img src=x onerror=alert(1)>.zip".into()),
+            bytes: 0,
+            attempts: 2,
+            upload_id: None,
+            error: Some("<script>alert(1)</script>".into()),
+            assets: Vec::new(),
+            instance: Some("node-1".into()),
+            error_class: Some("server".into()),
+            public: vec![PublicCheck {
+                asset: "a.zip".into(),
+                item: Some("daily-2026-12-07".into()),
+                url: "https://data.example.org/c/daily/a.zip".into(),
+                problem: Some("sha256".into()),
+                detail: Some("expected 1220ab, found 1220cd".into()),
+                max_age: Some(600),
+            }],
+        }
+    }
+
+    #[test]
+    fn the_document_and_the_page_show_a_failing_job_with_everything_escaped() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path());
+        let history = std::collections::BTreeMap::from([("daily".to_owned(), vec![failed_run()])]);
+        let board = Board::seeded(&history, Arc::default(), Utc::now());
+        let mut page_config = PageConfig::of(&config);
+        page_config.cluster = true;
+        let doc = document_of(&board, &page_config, &[], Source::Store);
+        let job = &doc.jobs[0];
+        assert_eq!(job.state, "failing");
+        assert_eq!(job.failures_in_a_row, 1);
+        assert_eq!(job.retention.as_deref(), Some("keep the newest 30 items"));
+        assert_eq!(job.owner.as_deref(), Some("node-1"));
+        assert_eq!(job.trigger.kind, "cron");
+        assert!(job.next_fire.is_some_and(|t| t > Utc::now()));
+        assert_eq!(job.public_problems.len(), 1);
+        assert_eq!(job.public_problems[0].problem, "sha256");
+        assert_eq!(doc.server, "https://data.example.org/api/stac/v1");
+
+        let page = html::page(&doc);
+        assert!(
+            page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+            "{page}"
+        );
+        assert!(
+            page.contains("&lt;img src=x onerror=alert(1)&gt;.zip"),
+            "{page}"
+        );
+        assert!(
+            !page.contains("<script") && !page.contains("<img"),
+            "{page}"
+        );
+        assert!(page.contains("public link: sha256"), "{page}");
+        assert!(page.contains("keep the newest 30 items"), "{page}");
+        assert!(page.contains("read from the state store"), "{page}");
+    }
+}
