@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::cluster::{Handover, Membership};
+use crate::notify::{self, Notifier, NotifySettings};
 use crate::config::{self, Config};
 use crate::observe::{ObserveOptions, Observer, metrics};
 use crate::state::StateStore;
@@ -118,6 +119,7 @@ pub(crate) async fn run(
     clear_temp(&state);
     let mut runtime = Runtime::new(&config);
     let client = client(&config)?;
+    let notify_settings = NotifySettings::of(&config)?;
     let jobs = runtime.jobs(&config, &state, &fingerprints)?;
     let start = async {
         // What a previous run of the daemon left in flight is resumed or aborted as the first
@@ -150,6 +152,8 @@ pub(crate) async fn run(
             Clock::System,
         ));
         shared.set_upload_limit(config.max_concurrent_uploads);
+        // Listening before the first run starts, so that no start or end is missed.
+        let notifier = Notifier::start(&shared, notify_settings).await;
         let (supervisor, unrun) = Supervisor::start_taking(shared, jobs, resumes, claims)
             .await
             .context("cannot start a job")?;
@@ -162,9 +166,9 @@ pub(crate) async fn run(
                 reconcile::reconcile(&client, &state, orphans, &[], &cancel).await;
             });
         }
-        anyhow::Ok(supervisor)
+        anyhow::Ok((supervisor, notifier))
     };
-    let mut supervisor = observer.ticking(start).await?;
+    let (mut supervisor, notifier) = observer.ticking(start).await?;
     observer.ready(&running(&config));
     info!(config = %config_path.display(), jobs = config.jobs.len(), state = %config.state_dir.display(), "ready");
     // The supervisor loop: its ticks feed /healthz and the systemd watchdog, so a daemon stuck
@@ -181,7 +185,8 @@ pub(crate) async fn run(
             _ = hup.recv() => {
                 observer.reloading();
                 let status = match reload(&config_path, &config, &state, &mut runtime, &mut supervisor) {
-                    Ok(new) => {
+                    Ok((new, notify_settings)) => {
+                        notifier.reconfigure(notify_settings).await;
                         let restart = needs_restart(&config, &new, observe_listen);
                         config = new;
                         metrics::reload(true);
@@ -202,6 +207,8 @@ pub(crate) async fn run(
     }
     observer.stopping();
     observer.ticking(supervisor.shutdown(grace)).await;
+    // After the runs: their last notices and pings get a short, bounded flush.
+    observer.ticking(notifier.finish(notify::FLUSH)).await;
     shutdown.cancel();
     if let Some(h) = heartbeat {
         let _ = h.await;
@@ -347,7 +354,7 @@ fn reload(
     state: &Arc<StateStore>,
     runtime: &mut Runtime,
     supervisor: &mut Supervisor<HttpUploader>,
-) -> anyhow::Result<Config> {
+) -> anyhow::Result<(Config, NotifySettings)> {
     let (new, fingerprints) = load(path)?;
     if new.state_dir != current.state_dir {
         anyhow::bail!(
@@ -357,6 +364,7 @@ fn reload(
         );
     }
     let client = client(&new)?;
+    let notify_settings = NotifySettings::of(&new)?;
     let mut next = Runtime::new(&new);
     next.keep_global(runtime);
     let jobs = next.jobs(&new, state, &fingerprints)?;
@@ -371,7 +379,7 @@ fn reload(
         unchanged = changes.unchanged.len(),
         "reloaded"
     );
-    Ok(new)
+    Ok((new, notify_settings))
 }
 
 /// What a reload from `old` to `new` changed that only a restart applies, warned about and

@@ -29,6 +29,7 @@ pub mod trigger;
 mod daemon;
 #[cfg(feature = "emulator")]
 mod demo;
+mod notify;
 mod once;
 mod ops;
 mod progress;
