@@ -346,7 +346,8 @@ fn config_of(path: &std::path::Path) -> Result<crate::config::Config, CliError> 
         std::env::var(name).ok().or_else(|| {
             secret_vars
                 .contains(name)
-                .then(|| "not-read-by-status".to_owned())
+                // URL-shaped, so that a webhook's or ping's `url_env` passes too.
+                .then(|| "http://not-read-by-status.invalid/".to_owned())
         })
     };
     crate::config::parse(&text, path, &env).map_err(CliError::usage)

@@ -167,7 +167,6 @@ settings_table!(with_settings {
         pub(super) asset_metadata: Option<Spanned<RawAssetMetadata>>,
         pub(super) keep: Option<Spanned<RawKeep>>,
         pub(super) concurrency: Option<Spanned<Int>>,
-        /// Refused with a message: a ping URL is a secret.
         pub(super) ping_url: Option<Spanned<String>>,
         pub(super) ping_url_env: Option<Spanned<String>>,
         pub(super) ping_url_file: Option<Spanned<String>>,

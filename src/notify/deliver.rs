@@ -240,7 +240,7 @@ async fn deliver(
             .map_err(|e| SendError::Transport(e.without_url()))?;
         let status = answer.status();
         if status.is_success() {
-            Ok(())
+            Ok::<(), SendError>(())
         } else {
             Err(SendError::Status(status))
         }

@@ -225,24 +225,27 @@ impl Core {
                 .zip(new.targets.get(i))
                 .is_some_and(|(a, b)| a.url == b.url && a.timeout == b.timeout)
         };
+        let mut old_workers: Vec<Option<Worker>> =
+            std::mem::take(&mut self.workers).into_iter().map(Some).collect();
         let mut workers = Vec::with_capacity(new.targets.len());
         let mut retired = Vec::new();
-        for (i, old_worker) in std::mem::take(&mut self.workers).into_iter().enumerate() {
-            if same_target(i) {
-                workers.push(old_worker);
-            } else {
-                retired.push(old_worker);
-                self.trackers.retain(|(t, _), _| *t != i);
-            }
+        for (i, target) in new.targets.iter().enumerate() {
+            let worker = match old_workers.get_mut(i).and_then(Option::take) {
+                Some(w) if same_target(i) => w,
+                other => {
+                    retired.extend(other);
+                    self.trackers.retain(|(t, _), _| *t != i);
+                    Worker::spawn(
+                        i.to_string(),
+                        target.url.redacted(),
+                        new.client.clone(),
+                        target.timeout,
+                    )
+                }
+            };
+            workers.push(worker);
         }
-        for (i, target) in new.targets.iter().enumerate().skip(workers.len()) {
-            workers.push(Worker::spawn(
-                i.to_string(),
-                target.url.redacted(),
-                new.client.clone(),
-                target.timeout,
-            ));
-        }
+        retired.extend(old_workers.into_iter().flatten());
         // Trackers of targets past the new end, and of targets whose worker was replaced.
         let n = new.targets.len();
         self.trackers.retain(|(t, _), _| *t < n);
