@@ -14,8 +14,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::cluster::{Handover, Membership};
-use crate::notify::{self, Notifier, NotifySettings};
 use crate::config::{self, Config};
+use crate::notify::{self, Notifier, NotifySettings};
 use crate::observe::{ObserveOptions, Observer, metrics};
 use crate::state::StateStore;
 use crate::supervisor::{HttpUploader, Shared, Supervisor, reconcile};

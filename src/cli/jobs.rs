@@ -141,7 +141,9 @@ pub(super) fn run_check(path: &std::path::Path) -> Result<config::Config, CliErr
             "  notify {i}: POST to {} on {}, jobs: {}, reminder every {}, timeout {}",
             t.url.redacted(),
             t.on,
-            t.jobs.as_ref().map_or_else(|| "all".to_owned(), |j| j.join(", ")),
+            t.jobs
+                .as_ref()
+                .map_or_else(|| "all".to_owned(), |j| j.join(", ")),
             humantime::format_duration(t.repeat),
             humantime::format_duration(t.timeout),
         );

@@ -197,7 +197,9 @@ impl SendError {
 impl fmt::Display for SendError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SendError::Transport(e) if e.is_timeout() => f.write_str("no answer within the timeout"),
+            SendError::Transport(e) if e.is_timeout() => {
+                f.write_str("no answer within the timeout")
+            }
             SendError::Transport(e) => {
                 // The chain of causes, without the URL reqwest puts in its message: it is secret.
                 let mut source = std::error::Error::source(e);

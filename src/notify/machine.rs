@@ -195,7 +195,13 @@ mod tests {
             recovery: true,
             success: true,
         };
-        let runs = [(Success, 0), (Failure, 10), (Failure, 100), (Success, 110), (Success, 120)];
+        let runs = [
+            (Success, 0),
+            (Failure, 10),
+            (Failure, 100),
+            (Success, 110),
+            (Success, 120),
+        ];
         let got = notices(&mut Tracker::default(), on, &runs);
         assert_eq!(
             got,
@@ -213,7 +219,11 @@ mod tests {
         let got = notices(&mut Tracker::default(), only_success, &runs);
         assert_eq!(
             got,
-            vec![(0, Event::Success), (110, Event::Success), (120, Event::Success)]
+            vec![
+                (0, Event::Success),
+                (110, Event::Success),
+                (120, Event::Success)
+            ]
         );
     }
 
@@ -257,7 +267,11 @@ mod tests {
         let got = notices(
             &mut tracker,
             DEFAULT,
-            &[(Streak::Failure, 30), (Streak::Failure, 80), (Streak::Success, 90)],
+            &[
+                (Streak::Failure, 30),
+                (Streak::Failure, 80),
+                (Streak::Success, 90),
+            ],
         );
         assert_eq!(got, vec![(80, Event::Reminder), (90, Event::Recovery)]);
         assert_eq!(seed(&[record(Outcome::Uploaded, 0)]), Failures::default());

@@ -212,10 +212,19 @@ mod tests {
     #[test]
     fn pings_go_under_the_url_and_long_errors_are_cut() {
         let base: url::Url = "https://hc.example/ping/abc-123".parse().unwrap();
-        assert_eq!(ping_url(&base, Ping::Start).as_str(), "https://hc.example/ping/abc-123/start");
-        assert_eq!(ping_url(&base, Ping::Success).as_str(), "https://hc.example/ping/abc-123");
+        assert_eq!(
+            ping_url(&base, Ping::Start).as_str(),
+            "https://hc.example/ping/abc-123/start"
+        );
+        assert_eq!(
+            ping_url(&base, Ping::Success).as_str(),
+            "https://hc.example/ping/abc-123"
+        );
         let slash: url::Url = "https://hc.example/ping/abc/?rid=1".parse().unwrap();
-        assert_eq!(ping_url(&slash, Ping::Fail).as_str(), "https://hc.example/ping/abc/fail?rid=1");
+        assert_eq!(
+            ping_url(&slash, Ping::Fail).as_str(),
+            "https://hc.example/ping/abc/fail?rid=1"
+        );
         assert_eq!(bounded("ééé", 2), "éé…");
         assert_eq!(bounded("abc", 3), "abc");
     }

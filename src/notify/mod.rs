@@ -114,7 +114,12 @@ impl Notifier {
     /// `flush`, then stops (what is left is dropped and counted).
     pub(crate) async fn finish(self, flush: Duration) {
         let (done, wait) = oneshot::channel();
-        if self.control.send(Control::Finish(flush, done)).await.is_ok() {
+        if self
+            .control
+            .send(Control::Finish(flush, done))
+            .await
+            .is_ok()
+        {
             let _ = wait.await;
         }
         let _ = self.task.await;
@@ -225,8 +230,10 @@ impl Core {
                 .zip(new.targets.get(i))
                 .is_some_and(|(a, b)| a.url == b.url && a.timeout == b.timeout)
         };
-        let mut old_workers: Vec<Option<Worker>> =
-            std::mem::take(&mut self.workers).into_iter().map(Some).collect();
+        let mut old_workers: Vec<Option<Worker>> = std::mem::take(&mut self.workers)
+            .into_iter()
+            .map(Some)
+            .collect();
         let mut workers = Vec::with_capacity(new.targets.len());
         let mut retired = Vec::new();
         for (i, target) in new.targets.iter().enumerate() {

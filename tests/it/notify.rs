@@ -158,7 +158,10 @@ async fn a_failing_job_sends_one_failure_a_reminder_after_repeat_and_one_recover
     assert_eq!(first["outcome"], "failed");
     assert_eq!(first["assets"][0]["asset"], "radar.zip");
     assert_eq!(first["item"], "item-1");
-    assert!(first["error"].as_str().is_some_and(|e| !e.is_empty()), "{first}");
+    assert!(
+        first["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{first}"
+    );
     assert!(first["error_class"].is_string(), "{first}");
     let text = first["text"].as_str().unwrap();
     assert!(
@@ -242,7 +245,13 @@ async fn a_receiver_that_never_answers_or_fails_holds_up_no_run() {
         ))
         .write();
     let mut daemon = daemon_command(
-        &["--log-format", "json", "run", "--observe-listen", "127.0.0.1:0"],
+        &[
+            "--log-format",
+            "json",
+            "run",
+            "--observe-listen",
+            "127.0.0.1:0",
+        ],
         &config,
     )
     .env("TEST_HANG", hanging.url("/hang"))
@@ -252,19 +261,27 @@ async fn a_receiver_that_never_answers_or_fails_holds_up_no_run() {
     .unwrap();
     let log = capture_stderr(&mut daemon);
     let addr = listener_address(&log).await;
-    wait_for(Duration::from_secs(30), "the hanging receiver to hold a notice", || {
-        !hanging.got().is_empty()
-    })
+    wait_for(
+        Duration::from_secs(30),
+        "the hanging receiver to hold a notice",
+        || !hanging.got().is_empty(),
+    )
     .await;
     // The runs go on, one a second, each told to the other targets, while the first notice to
     // the hanging receiver is still unanswered.
     let runs = || count(&log, "unchanged: the asset already holds the file");
     let before = runs();
-    wait_for(Duration::from_secs(60), "more runs and their notices", || {
-        runs() >= before + 3 && fine.got().len() >= 4
-    })
+    wait_for(
+        Duration::from_secs(60),
+        "more runs and their notices",
+        || runs() >= before + 3 && fine.got().len() >= 4,
+    )
     .await;
-    assert_eq!(hanging.got().len(), 1, "its worker waits on the first notice");
+    assert_eq!(
+        hanging.got().len(),
+        1,
+        "its worker waits on the first notice"
+    );
     // A 500 is tried three times, then given up, logged and counted.
     wait_for(Duration::from_secs(60), "a notice given up", || {
         count(&log, "notice not delivered: given up") >= 1
@@ -278,7 +295,10 @@ async fn a_receiver_that_never_answers_or_fails_holds_up_no_run() {
             &[("target", target), ("outcome", outcome)],
         )
     };
-    assert!(notices("1", "failed").is_some_and(|n| n >= 1.0), "{samples:?}");
+    assert!(
+        notices("1", "failed").is_some_and(|n| n >= 1.0),
+        "{samples:?}"
+    );
     assert!(notices("2", "sent").is_some_and(|n| n >= 4.0));
     assert_eq!(notices("0", "sent"), Some(0.0));
     assert_eq!(notices("0", "failed"), Some(0.0));
@@ -322,7 +342,8 @@ async fn check_refuses_a_webhook_url_inline_or_in_a_file_others_can_read() {
     .await;
     assert_eq!(out.code, Some(2), "{}", out.stdout);
     assert!(
-        out.stderr.contains("jobs.toml:12:7: url refused: a webhook URL is a secret"),
+        out.stderr
+            .contains("jobs.toml:12:7: url refused: a webhook URL is a secret"),
         "{}",
         out.stderr
     );
@@ -336,24 +357,39 @@ async fn check_refuses_a_webhook_url_inline_or_in_a_file_others_can_read() {
         "{state}{HEAD}ping_url_env = \"PING\"\n[[notify]]\nurl_file = \"{}\"\njobs = [\"radar\", \"radra\"]\n",
         hook.display()
     );
-    let out = check(dir.path(), &text, 0o600, &[("PING", "https://hc.example/ping/p-secret")]).await;
+    let out = check(
+        dir.path(),
+        &text,
+        0o600,
+        &[("PING", "https://hc.example/ping/p-secret")],
+    )
+    .await;
     assert_eq!(out.code, Some(2), "{}", out.stdout);
     assert!(
         out.stderr.contains("jobs.toml:13:12: url_file refused:")
-            && out.stderr.contains("is open to group or others (mode 0644)")
+            && out
+                .stderr
+                .contains("is open to group or others (mode 0644)")
             && out.stderr.contains("chmod 600"),
         "{}",
         out.stderr
     );
     assert!(
-        out.stderr.contains("jobs.toml:14:18: no job named \"radra\""),
+        out.stderr
+            .contains("jobs.toml:14:18: no job named \"radra\""),
         "{}",
         out.stderr
     );
 
     std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o600)).unwrap();
     let text = text.replace(", \"radra\"", "");
-    let out = check(dir.path(), &text, 0o600, &[("PING", "https://hc.example/ping/p-secret")]).await;
+    let out = check(
+        dir.path(),
+        &text,
+        0o600,
+        &[("PING", "https://hc.example/ping/p-secret")],
+    )
+    .await;
     assert_eq!(out.code, Some(0), "{}{}", out.stdout, out.stderr);
     assert!(
         out.stdout.contains("  notify 0: POST to https://hooks.example on failure, recovery, jobs: radar, reminder every 1h, timeout 10s"),

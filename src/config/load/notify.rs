@@ -30,7 +30,11 @@ impl Checker<'_> {
     fn notify_target(&mut self, raw: &Spanned<RawNotify>, jobs: &[RawJob]) -> Option<NotifyTarget> {
         let span = raw.span();
         let raw = raw.get_ref();
-        let url = match self.secret_url([&raw.url, &raw.url_env, &raw.url_file], "url", "a webhook URL") {
+        let url = match self.secret_url(
+            [&raw.url, &raw.url_env, &raw.url_file],
+            "url",
+            "a webhook URL",
+        ) {
             Some(Some(url)) => Some(url),
             Some(None) => {
                 self.diag.at(
