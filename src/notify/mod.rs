@@ -143,7 +143,7 @@ async fn seed(state: &StateStore) -> HashMap<String, Failures> {
 /// A broadcast message, to be handled in the order things happened.
 enum Happened {
     Start(RunStart),
-    Run(RunRecord),
+    Run(Box<RunRecord>),
 }
 
 impl Happened {
@@ -202,7 +202,7 @@ impl Core {
                     Err(broadcast::error::RecvError::Closed) => starts_open = false,
                 },
                 r = runs.recv(), if runs_open => match r {
-                    Ok(r) => batch.push(Happened::Run(r)),
+                    Ok(r) => batch.push(Happened::Run(Box::new(r))),
                     Err(broadcast::error::RecvError::Lagged(n)) => lost(n),
                     Err(broadcast::error::RecvError::Closed) => runs_open = false,
                 },
@@ -253,7 +253,7 @@ impl Core {
             workers.push(worker);
         }
         retired.extend(old_workers.into_iter().flatten());
-        // Trackers of targets past the new end, and of targets whose worker was replaced.
+        // Trackers of targets past the new end (those of replaced ones went above).
         let n = new.targets.len();
         self.trackers.retain(|(t, _), _| *t < n);
         self.workers = workers;
@@ -370,7 +370,7 @@ fn drain(
     }
     loop {
         match runs.try_recv() {
-            Ok(r) => batch.push(Happened::Run(r)),
+            Ok(r) => batch.push(Happened::Run(Box::new(r))),
             Err(broadcast::error::TryRecvError::Lagged(n)) => lost(n),
             Err(_) => break,
         }
@@ -385,4 +385,45 @@ fn lost(n: u64) {
         "the notifier fell behind the runs: notices and pings of these runs are lost"
     );
     metrics::notify_lost(n);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::NotifyOn;
+
+    fn settings(url: &str) -> NotifySettings {
+        NotifySettings {
+            targets: vec![NotifyTarget {
+                url: SecretUrl::new(url.parse().unwrap()),
+                on: NotifyOn::default(),
+                jobs: None,
+                repeat: Duration::from_secs(60),
+                timeout: Duration::from_secs(1),
+            }],
+            pings: HashMap::new(),
+            client: reqwest::Client::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reload_keeps_what_an_unchanged_target_knows_and_forgets_a_changed_ones() {
+        let mut core = Core {
+            settings: None,
+            workers: Vec::new(),
+            pingers: HashMap::new(),
+            failures: HashMap::new(),
+            trackers: HashMap::new(),
+            instance: "host1".into(),
+        };
+        let key = (0, "radar".to_owned());
+        core.apply(settings("http://127.0.0.1:9/a"));
+        core.trackers.insert(key.clone(), Tracker::default());
+        core.apply(settings("http://127.0.0.1:9/a"));
+        assert!(core.trackers.contains_key(&key));
+        core.apply(settings("http://127.0.0.1:9/b"));
+        assert!(!core.trackers.contains_key(&key));
+        assert_eq!(core.workers.len(), 1);
+        core.finish(Duration::ZERO).await;
+    }
 }
