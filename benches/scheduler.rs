@@ -127,6 +127,7 @@ fn main() {
             keep: None,
             assets: Vec::new(),
             concurrency: 1,
+            ping_url: None,
         })
         .collect();
     let rss_before = status_kib("VmRSS");

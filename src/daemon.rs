@@ -15,6 +15,7 @@ use tracing::{error, info, warn};
 
 use crate::cluster::{Handover, Membership};
 use crate::config::{self, Config};
+use crate::notify::{self, Notifier, NotifySettings};
 use crate::observe::{ObserveOptions, Observer, metrics};
 use crate::state::StateStore;
 use crate::status;
@@ -121,6 +122,7 @@ pub(crate) async fn run(
     clear_temp(&state);
     let mut runtime = Runtime::new(&config);
     let client = client(&config)?;
+    let notify_settings = NotifySettings::of(&config)?;
     let jobs = runtime.jobs(&config, &state, &fingerprints)?;
     let start = async {
         // What a previous run of the daemon left in flight is resumed or aborted as the first
@@ -160,6 +162,8 @@ pub(crate) async fn run(
             state.clone(),
             status::PageConfig::of(&config),
         )));
+        // Listening before the first run starts, so that no start or end is missed.
+        let notifier = Notifier::start(&shared, notify_settings).await;
         let (supervisor, unrun) = Supervisor::start_taking(shared, jobs, resumes, claims)
             .await
             .context("cannot start a job")?;
@@ -172,9 +176,9 @@ pub(crate) async fn run(
                 reconcile::reconcile(&client, &state, orphans, &[], &cancel).await;
             });
         }
-        anyhow::Ok(supervisor)
+        anyhow::Ok((supervisor, notifier))
     };
-    let mut supervisor = observer.ticking(start).await?;
+    let (mut supervisor, notifier) = observer.ticking(start).await?;
     observer.ready(&running(&config));
     info!(config = %config_path.display(), jobs = config.jobs.len(), state = %config.state_dir.display(), "ready");
     // The supervisor loop: its ticks feed /healthz and the systemd watchdog, so a daemon stuck
@@ -191,7 +195,8 @@ pub(crate) async fn run(
             _ = hup.recv() => {
                 observer.reloading();
                 let status = match reload(&config_path, &config, &state, &mut runtime, &mut supervisor) {
-                    Ok(new) => {
+                    Ok((new, notify_settings)) => {
+                        notifier.reconfigure(notify_settings).await;
                         let restart = needs_restart(&config, &new, observe_listen);
                         config = new;
                         if let Some(page) = page.get() {
@@ -215,6 +220,8 @@ pub(crate) async fn run(
     }
     observer.stopping();
     observer.ticking(supervisor.shutdown(grace)).await;
+    // After the runs: their last notices and pings get a short, bounded flush.
+    observer.ticking(notifier.finish(notify::FLUSH)).await;
     shutdown.cancel();
     if let Some(h) = heartbeat {
         let _ = h.await;
@@ -409,7 +416,7 @@ fn reload(
     state: &Arc<StateStore>,
     runtime: &mut Runtime,
     supervisor: &mut Supervisor<HttpUploader>,
-) -> anyhow::Result<Config> {
+) -> anyhow::Result<(Config, NotifySettings)> {
     let (new, fingerprints) = load(path)?;
     if new.state_dir != current.state_dir {
         anyhow::bail!(
@@ -419,6 +426,7 @@ fn reload(
         );
     }
     let client = client(&new)?;
+    let notify_settings = NotifySettings::of(&new)?;
     let mut next = Runtime::new(&new);
     next.keep_global(runtime);
     let jobs = next.jobs(&new, state, &fingerprints)?;
@@ -433,7 +441,7 @@ fn reload(
         unchanged = changes.unchanged.len(),
         "reloaded"
     );
-    Ok(new)
+    Ok((new, notify_settings))
 }
 
 /// What a reload from `old` to `new` changed that only a restart applies, warned about and

@@ -31,6 +31,7 @@ pub mod trigger;
 mod daemon;
 #[cfg(feature = "emulator")]
 mod demo;
+mod notify;
 mod once;
 mod ops;
 mod progress;

@@ -30,6 +30,7 @@ use tracing::{info, warn};
 
 use crate::config::{self, ConfigError, JobSpec};
 use crate::daemon;
+use crate::notify::{self, Notifier, NotifySettings};
 use crate::state::{RunRecord, StateError, StateStore, Streak};
 use crate::supervisor::{HttpUploader, Job, Shared, Work, reconcile};
 use crate::trigger::Clock;
@@ -249,6 +250,7 @@ pub(crate) async fn run(args: OnceArgs) -> Result<Summary, OnceError> {
     let state = Arc::new(StateStore::open(&config.state_dir).await?);
     daemon::clear_temp(&state);
     let client = daemon::client(&config)?;
+    let notify_settings = NotifySettings::of(&config)?;
     let jobs = daemon::Runtime::new(&config).jobs(&config, &state, &HashMap::new())?;
     let specs: Vec<JobSpec> = jobs.into_iter().map(|(spec, _)| spec).collect();
 
@@ -298,6 +300,7 @@ pub(crate) async fn run(args: OnceArgs) -> Result<Summary, OnceError> {
         Clock::System,
     ));
     shared.set_upload_limit(config.max_concurrent_uploads);
+    let notifier = Notifier::start(&shared, notify_settings).await;
     // One instant for every job's ids, as one fire of the external scheduler.
     let now = shared.clock.now();
     let mut tasks = Vec::new();
@@ -364,6 +367,9 @@ pub(crate) async fn run(args: OnceArgs) -> Result<Summary, OnceError> {
     summary.entries.extend(first);
     summary.entries.extend(rest);
     signals.abort();
+    // The runs' notices and pings go out before the process ends (bounded: a receiver that
+    // hangs costs at most this long).
+    notifier.finish(notify::FLUSH).await;
     // Writes what is held back and closes the database (its log checkpointed).
     if let Err(e) = state.close().await {
         tracing::error!(error = %e, "cannot write the run history");

@@ -135,6 +135,19 @@ pub(super) fn run_check(path: &std::path::Path) -> Result<config::Config, CliErr
                 .map_or_else(String::new, |n| format!(", {n} members expected")),
         );
     }
+    for (i, t) in config.notify.iter().enumerate() {
+        // Scheme and host only: the rest of a webhook URL is its secret.
+        println!(
+            "  notify {i}: POST to {} on {}, jobs: {}, reminder every {}, timeout {}",
+            t.url.redacted(),
+            t.on,
+            t.jobs
+                .as_ref()
+                .map_or_else(|| "all".to_owned(), |j| j.join(", ")),
+            humantime::format_duration(t.repeat),
+            humantime::format_duration(t.timeout),
+        );
+    }
     for job in &config.jobs {
         let asset = if job.assets.is_empty() {
             job.asset.to_string()
@@ -223,6 +236,25 @@ pub(super) fn run_check(path: &std::path::Path) -> Result<config::Config, CliErr
             }
             None => println!("    retention: none (no keep: nothing is deleted)"),
         }
+        let told: Vec<String> = config
+            .notify
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.covers(&job.name))
+            .map(|(i, t)| format!("{i} ({})", t.on))
+            .collect();
+        println!(
+            "    notifications: {}; pings: {}",
+            if told.is_empty() {
+                "none".to_owned()
+            } else {
+                format!("notify {}", told.join(", "))
+            },
+            job.ping_url.as_ref().map_or_else(
+                || "none".to_owned(),
+                |u| format!("{} (/start, success, /fail)", u.redacted())
+            ),
+        );
     }
     let watches = config.jobs.iter().filter_map(|job| match &job.trigger {
         crate::trigger::TriggerSpec::Watch(w) => Some(w),
@@ -349,7 +381,8 @@ fn config_of(path: &std::path::Path) -> Result<crate::config::Config, CliError> 
         std::env::var(name).ok().or_else(|| {
             secret_vars
                 .contains(name)
-                .then(|| "not-read-by-status".to_owned())
+                // URL-shaped, so that a webhook's or ping's `url_env` passes too.
+                .then(|| "http://not-read-by-status.invalid/".to_owned())
         })
     };
     crate::config::parse(&text, path, &env).map_err(CliError::usage)

@@ -8,6 +8,7 @@ mod geometry;
 mod keep;
 mod load;
 mod metadata;
+mod notify;
 mod overlap;
 mod policy;
 mod raw;
@@ -26,6 +27,9 @@ pub use load::{
 pub use metadata::{
     ASSET_FIELDS, ASSET_PROPERTIES, AssetMetadata, ITEM_FIELDS, ITEM_PROPERTIES, ItemMetadata,
     ItemTime, STAC_VERSION, TimeValue, bbox_polygon,
+};
+pub use notify::{
+    DEFAULT_NOTIFY_TIMEOUT, DEFAULT_REPEAT, MAX_NOTIFY_TIMEOUT, NotifyOn, NotifyTarget, SecretUrl,
 };
 pub use policy::{PolicyKind, PolicySpec};
 pub use read::{MAX_JOB_FILE, read_bounded};
@@ -57,6 +61,8 @@ pub struct Config {
     /// `[cluster]`: the state in PostgreSQL, shared with other instances; `None`: the embedded
     /// store in `state_dir`.
     pub cluster: Option<ClusterConfig>,
+    /// `[[notify]]`: webhooks told about failures, recoveries and successes (docs/notifications.md).
+    pub notify: Vec<NotifyTarget>,
 }
 
 /// `[cluster]`: several instances sharing the work through PostgreSQL (`docs/cluster.md`).
@@ -224,6 +230,9 @@ pub struct JobSpec {
     /// Runs of a watch job at once (different files or bundles; 1 to 64, default
     /// [`DEFAULT_CONCURRENCY`]). Schedule and `every` jobs run one at a time whatever it says.
     pub concurrency: usize,
+    /// `ping_url_env` / `ping_url_file`: a healthchecks-style URL pinged at each run's start
+    /// (`/start`), success (the URL) and failure (`/fail`).
+    pub ping_url: Option<SecretUrl>,
 }
 
 /// `concurrency` when a job does not set it: enough runs to keep the link busy while each waits

@@ -55,6 +55,22 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) observe: RawObserve,
     pub(super) cluster: Option<Spanned<RawCluster>>,
+    #[serde(default)]
+    pub(super) notify: Vec<Spanned<RawNotify>>,
+}
+
+/// One `[[notify]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawNotify {
+    /// Refused with a message: a webhook URL is a secret.
+    pub(super) url: Option<Spanned<String>>,
+    pub(super) url_env: Option<Spanned<String>>,
+    pub(super) url_file: Option<Spanned<String>>,
+    pub(super) on: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) jobs: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) repeat: Option<Spanned<DurationText>>,
+    pub(super) timeout: Option<Spanned<DurationText>>,
 }
 
 /// `[cluster]`.
@@ -151,6 +167,9 @@ settings_table!(with_settings {
         pub(super) asset_metadata: Option<Spanned<RawAssetMetadata>>,
         pub(super) keep: Option<Spanned<RawKeep>>,
         pub(super) concurrency: Option<Spanned<Int>>,
+        pub(super) ping_url: Option<Spanned<String>>,
+        pub(super) ping_url_env: Option<Spanned<String>>,
+        pub(super) ping_url_file: Option<Spanned<String>>,
     }
 });
 

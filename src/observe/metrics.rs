@@ -81,6 +81,11 @@ pub const RETENTION_FAILURES: &str = "stac_uploadd_retention_failures_total";
 pub const BUNDLES_INCOMPLETE: &str = "stac_uploadd_bundles_incomplete_total";
 /// Bundles of a bundle job held now, waiting for members (or left after their timeout).
 pub const BUNDLES_OPEN: &str = "stac_uploadd_bundles_open";
+/// Webhook notices and pings by target (a `[[notify]]` table's index, or `ping`) and outcome
+/// (`sent`, `failed`, `dropped`).
+pub const NOTIFICATIONS: &str = "stac_uploadd_notifications_total";
+/// Run starts and ends the notifier missed because it fell behind (never expected).
+pub const NOTIFY_LOST: &str = "stac_uploadd_notify_lost_events_total";
 
 /// From a second (a small file on a LAN) to the two-hour default run timeout.
 const DURATION_BUCKETS: &[f64] = &[
@@ -590,6 +595,61 @@ impl Drop for InProgress {
     fn drop(&mut self) {
         self.0.decrement(1.0);
     }
+}
+
+/// How a notice or ping ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotifyOutcome {
+    /// The receiver answered 2xx.
+    Sent,
+    /// Every try failed (transport, timeout, or a status other than 2xx).
+    Failed,
+    /// Never tried: its queue was full, or shutdown's flush time was over.
+    Dropped,
+}
+
+impl NotifyOutcome {
+    const ALL: [NotifyOutcome; 3] = [
+        NotifyOutcome::Sent,
+        NotifyOutcome::Failed,
+        NotifyOutcome::Dropped,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            NotifyOutcome::Sent => "sent",
+            NotifyOutcome::Failed => "failed",
+            NotifyOutcome::Dropped => "dropped",
+        }
+    }
+}
+
+/// The series of a notify target (`0`, `1`, ... or `ping`), at zero, and the lost events'.
+pub fn register_notify_target(target: &str) {
+    describe_counter!(
+        NOTIFICATIONS,
+        "Webhook notices and pings, by target (the [[notify]] index or ping) and outcome"
+    );
+    describe_counter!(
+        NOTIFY_LOST,
+        "Run starts and ends the notifier missed because it fell behind"
+    );
+    for outcome in NotifyOutcome::ALL {
+        counter!(NOTIFICATIONS, "target" => target.to_owned(), "outcome" => outcome.as_str())
+            .increment(0);
+    }
+    counter!(NOTIFY_LOST).increment(0);
+}
+
+/// `n` notices or pings to `target` ended with `outcome`.
+pub fn notified(target: &str, outcome: NotifyOutcome, n: u64) {
+    counter!(NOTIFICATIONS, "target" => target.to_owned(), "outcome" => outcome.as_str())
+        .increment(n);
+}
+
+/// The notifier missed `n` run events.
+pub fn notify_lost(n: u64) {
+    counter!(NOTIFY_LOST).increment(n);
 }
 
 #[cfg(test)]

@@ -308,6 +308,7 @@ fn cron_job(schedule: &str, kind: PolicyKind) -> JobSpec {
         keep: None,
         assets: Vec::new(),
         concurrency: 1,
+        ping_url: None,
     }
 }
 

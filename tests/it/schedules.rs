@@ -70,6 +70,7 @@ fn daily_0230() -> JobSpec {
         keep: None,
         assets: Vec::new(),
         concurrency: 1,
+        ping_url: None,
     }
 }
 

@@ -181,6 +181,7 @@ fn spec(name: &str, file: PathBuf, kind: PolicyKind) -> JobSpec {
         keep: None,
         assets: Vec::new(),
         concurrency: 1,
+        ping_url: None,
     }
 }
 

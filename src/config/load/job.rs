@@ -395,6 +395,7 @@ impl Checker<'_> {
             None => Some(None),
         };
         let concurrency = self.concurrency(raw, trigger.as_ref());
+        let ping_url = self.ping_url(raw);
 
         let uses_local_time = item
             .as_ref()
@@ -442,6 +443,7 @@ impl Checker<'_> {
             alias: alias?,
             keep: keep?,
             concurrency: concurrency?,
+            ping_url: ping_url?,
         })
     }
 

@@ -43,6 +43,7 @@ mod cluster;
 mod flags;
 mod job;
 mod metadata;
+mod notify;
 mod server;
 mod settings;
 #[cfg(test)]
@@ -296,6 +297,7 @@ impl Checker<'_> {
             None => Some(None),
             Some(c) => self.cluster(c).map(Some),
         };
+        let notify = self.notify(&raw.notify, &raw.job);
         Some(Config {
             source: self.source.to_owned(),
             state_dir: state_dir?,
@@ -305,6 +307,7 @@ impl Checker<'_> {
             bandwidth_limit: bandwidth?,
             max_concurrent_uploads: max_concurrent_uploads?,
             cluster: cluster?,
+            notify: notify?,
         })
     }
 
