@@ -58,6 +58,7 @@ fn spec(i: usize, dir: &std::path::Path) -> JobSpec {
         asset_metadata: None,
         alias: None,
         keep: None,
+        ping_url: None,
         assets: Vec::new(),
         concurrency: 1,
     }
