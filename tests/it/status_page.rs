@@ -307,24 +307,36 @@ async fn the_page_and_its_json_show_each_job_escaped_and_without_secrets() {
         405
     );
 
-    // `status --json`: the same document from the store, beside the running daemon.
-    let out = tokio::time::timeout(
-        Duration::from_secs(60),
-        tokio::process::Command::new(BIN)
-            .args(["status", "--json", "--config"])
-            .arg(&scene.config)
-            .env_remove("TEST_STAC_PASSWORD")
-            .output(),
-    )
-    .await
-    .expect("status --json ends")
-    .expect("status runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stored: Value = serde_json::from_slice(&out.stdout).expect("a JSON document");
+    // `status --json`: the same document from the store, beside the running daemon. The daemon
+    // writes its history in batches (every few seconds): read until the failures are there.
+    let end = tokio::time::Instant::now() + Duration::from_secs(60);
+    let (out, stored) = loop {
+        let out = tokio::time::timeout(
+            Duration::from_secs(60),
+            tokio::process::Command::new(BIN)
+                .args(["status", "--json", "--config"])
+                .arg(&scene.config)
+                .env_remove("TEST_STAC_PASSWORD")
+                .output(),
+        )
+        .await
+        .expect("status --json ends")
+        .expect("status runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stored: Value = serde_json::from_slice(&out.stdout).expect("a JSON document");
+        if job(&stored, "failing")["state"] == "failing" {
+            break (out, stored);
+        }
+        assert!(
+            tokio::time::Instant::now() < end,
+            "the store never showed the failing job: {stored:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
     assert_schema(&stored);
     assert_eq!(stored["source"], "store");
     assert_eq!(stored["jobs"].as_array().unwrap().len(), JOBS.len());
