@@ -127,6 +127,7 @@ fn main() {
             keep: None,
             assets: Vec::new(),
             concurrency: 1,
+            verify_public: stac_uploadd::config::VerifyPublic::Warn,
         })
         .collect();
     let rss_before = status_kib("VmRSS");

@@ -224,6 +224,33 @@ pub struct JobSpec {
     /// Runs of a watch job at once (different files or bundles; 1 to 64, default
     /// [`DEFAULT_CONCURRENCY`]). Schedule and `every` jobs run one at a time whatever it says.
     pub concurrency: usize,
+    /// `verify_public`: what a run does after an upload about the asset's public `href`.
+    pub verify_public: VerifyPublic,
+}
+
+/// `verify_public`: after each upload, a `HEAD` of the asset's public `href` compared with what
+/// was sent (docs/verify.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VerifyPublic {
+    /// Check; a problem is logged, counted and recorded, and the run stays a success.
+    #[default]
+    Warn,
+    /// Check; a problem fails the run (`error_class = "verify_public"`).
+    Fail,
+    /// No check.
+    Off,
+}
+
+impl VerifyPublic {
+    /// As the job file spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VerifyPublic::Warn => "warn",
+            VerifyPublic::Fail => "fail",
+            VerifyPublic::Off => "off",
+        }
+    }
 }
 
 /// `concurrency` when a job does not set it: enough runs to keep the link busy while each waits

@@ -5,6 +5,7 @@
 
 mod item_run;
 mod job;
+pub(crate) mod public;
 pub(crate) mod reconcile;
 pub(crate) mod stale;
 #[cfg(test)]
@@ -264,6 +265,9 @@ impl<U: Uploader> Supervisor<U> {
         );
         if !spec.assets.is_empty() || spec.alias.is_some() {
             metrics::register_item_job(&spec.name);
+        }
+        if spec.verify_public != crate::config::VerifyPublic::Off {
+            metrics::register_verify_public(&spec.name);
         }
         let runs = history.unwrap_or_default();
         let stop = CancellationToken::new();

@@ -70,6 +70,7 @@ fn daily_0230() -> JobSpec {
         keep: None,
         assets: Vec::new(),
         concurrency: 1,
+        verify_public: stac_uploadd::config::VerifyPublic::Warn,
     }
 }
 

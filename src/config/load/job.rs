@@ -442,6 +442,7 @@ impl Checker<'_> {
             alias: alias?,
             keep: keep?,
             concurrency: concurrency?,
+            verify_public: resolved.verify_public,
         })
     }
 
