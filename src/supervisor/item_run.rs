@@ -751,7 +751,7 @@ fn file_name(p: &Path) -> String {
         .unwrap_or_default()
 }
 
-fn is_glob(p: &Path) -> bool {
+pub(crate) fn is_glob(p: &Path) -> bool {
     p.file_name()
         .is_some_and(|n| n.to_string_lossy().contains(['*', '?', '[', '{']))
 }
@@ -770,7 +770,7 @@ fn bundle_match(pattern: &Path, file: &Path) -> bool {
 
 /// The one file a glob (in the file name) matches now: none or several fail the run, naming
 /// the glob and what it matched.
-async fn resolve_glob(glob: &Path) -> Result<PathBuf, String> {
+pub(crate) async fn resolve_glob(glob: &Path) -> Result<PathBuf, String> {
     let glob = glob.to_owned();
     tokio::task::spawn_blocking(move || resolve_glob_blocking(&glob))
         .await

@@ -19,6 +19,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, info_span, warn};
 
+pub(crate) use item_run::{is_glob, resolve_glob};
+pub(crate) use job::public_answer;
 pub use job::{HttpUploader, Job, Pending, RunStart, Shared, Uploader, Work, effective_policy};
 
 use crate::config::JobSpec;
