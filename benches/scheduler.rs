@@ -128,6 +128,7 @@ fn main() {
             assets: Vec::new(),
             concurrency: 1,
             ping_url: None,
+            verify_public: stac_uploadd::config::VerifyPublic::Warn,
         })
         .collect();
     let rss_before = status_kib("VmRSS");

@@ -12,15 +12,16 @@ use axum::routing::{get, post, put};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
+use md5::{Digest as _, Md5};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::error::{ApiError, FieldErrors};
-use super::faults::{CallKind, FaultRequest, FaultSpec};
+use super::faults::{CallKind, FaultAction, FaultRequest, FaultSpec};
 use super::request::{ApiVersion, Ctx, P};
 use super::rules;
 use super::state::{
-    self, Asset, Collection, Item, Part, StacMeta, StoredObject, Upload, UploadState,
+    self, Asset, Collection, Item, Part, PublicObject, StacMeta, StoredObject, Upload, UploadState,
 };
 use super::{AssetKey, Shared, s3};
 
@@ -28,6 +29,10 @@ use super::{AssetKey, Shared, s3};
 const MAX_JSON_BODY: usize = 1024 * 1024;
 /// S3's minimum size of every part but the last.
 const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
+/// The object's `Cache-Control` when the collection sets no `cache_control_header` (an admin
+/// setting the emulator does not model): utils.py `get_s3_cache_control_value` with
+/// `STORAGE_ASSETS_CACHE_SECONDS` (settings_prod.py, `HTTP_ASSETS_CACHE_SECONDS`, default 7200).
+const DEFAULT_CACHE_CONTROL: &str = "max-age=7200, public";
 /// The page size of listings when the client gives none, and the largest it may ask for.
 const MAX_LIMIT: usize = 100;
 
@@ -1864,12 +1869,18 @@ async fn complete(ctx: Ctx, P(path): P<UploadPath>, body: Body) -> Response {
             ));
         }
         let mut blobs = Vec::with_capacity(parts.len());
+        // S3's multipart ETag: the MD5 of the parts' binary MD5s, and their count.
+        let mut etag_md5 = Md5::new();
         for (number, etag) in &parts {
             match upload.parts.get(number) {
-                Some(part) if part.md5_hex == normalize_etag(etag) => blobs.push(part.blob.clone()),
+                Some(part) if part.md5_hex == normalize_etag(etag) => {
+                    blobs.push(part.blob.clone());
+                    etag_md5.update(hex::decode(&part.md5_hex).unwrap_or_default());
+                }
                 _ => return Err(invalid_part()),
             }
         }
+        let object_etag = format!("\"{}-{}\"", hex::encode(etag_md5.finalize()), parts.len());
         if blobs
             .split_last()
             .is_some_and(|(_, init)| init.iter().any(|b| b.len() < MIN_PART_SIZE))
@@ -1888,9 +1899,26 @@ async fn complete(ctx: Ctx, P(path): P<UploadPath>, body: Body) -> Response {
         let checksum = upload.checksum.clone();
         let content_encoding = upload.content_encoding.clone();
         let asset = state.asset_mut(&key)?;
+        let public = PublicObject {
+            blobs: blobs.clone(),
+            size,
+            content_type: asset.media_type.clone(),
+            content_encoding: content_encoding.clone(),
+            // The multihash is `1220` and the sha256 digest (checked at create).
+            sha256_hex: checksum.get(4..).unwrap_or_default().to_owned(),
+            etag: object_etag,
+            cache_control: DEFAULT_CACHE_CONTROL.to_owned(),
+        };
+        // What the bucket no longer serves, dropped (its files deleted) outside the lock.
+        let unpublished: Vec<PublicObject> = match ctx.public_fault.get() {
+            Some(FaultAction::StalePublic) => vec![public],
+            Some(FaultAction::MissingPublic) => {
+                asset.public.take().into_iter().chain([public]).collect()
+            }
+            _ => asset.public.replace(public).into_iter().collect(),
+        };
         let replaced = asset.object.replace(StoredObject {
             blobs,
-            size,
             content_encoding,
         });
         asset.checksum = Some(checksum);
@@ -1899,7 +1927,7 @@ async fn complete(ctx: Ctx, P(path): P<UploadPath>, body: Body) -> Response {
         let json = ctx.upload_json(state.upload(&key, &id)?, version);
         drop(state);
         // Old files are deleted outside the lock.
-        drop((unused_parts, replaced));
+        drop((unused_parts, replaced, unpublished));
         Ok(axum::Json(json).into_response())
     })
     .await

@@ -54,7 +54,9 @@ pub struct EmulatorArgs {
 
     /// Inject a fault: CALL:ACTION[:PARAM][:retry_after=V][:next=N|:p=F], e.g.
     /// put_part:503:next=2, complete:drop_after_commit, create:delay=2s:p=0.5,
-    /// create:slow_answer=2s, create:429:retry_after=2, create:no_urls, complete:html_body (repeatable).
+    /// create:slow_answer=2s, create:429:retry_after=2, create:no_urls, complete:html_body,
+    /// complete:stale_public (the public URL keeps the old object), complete:missing_public
+    /// (the public URL answers 404) (repeatable).
     #[arg(long = "fault", value_name = "SPEC")]
     pub faults: Vec<FaultSpec>,
 

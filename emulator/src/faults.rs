@@ -40,7 +40,7 @@ pub enum CallKind {
     /// `PUT`, `PATCH` or `DELETE` of a collection, item or asset.
     #[serde(rename = "put_stac")]
     PutStac,
-    /// `GET` of an asset's data (its `href`).
+    /// `GET` or `HEAD` of an asset's public object (its `href`).
     #[serde(rename = "download")]
     Download,
 }
@@ -133,6 +133,35 @@ pub enum FaultAction {
     /// Handle the request (it takes effect), then answer its success status with the body
     /// `<html>` (`text/html`) instead of JSON: a proxy's page in front of a real success.
     HtmlBody,
+    /// Complete only: the upload completes and the asset declares the new checksum, but its
+    /// public URL goes on serving the previous object, bytes and headers (a cache or a
+    /// replication that did not follow); nothing when there was none.
+    StalePublic,
+    /// Complete only: the upload completes, but its public URL answers 404 `NoSuchKey`.
+    MissingPublic,
+}
+
+impl FaultAction {
+    /// The name of a fault without parameters, as `--fault` and the admin API spell it.
+    fn name(&self) -> &'static str {
+        match self {
+            FaultAction::StalePublic => "stale_public",
+            FaultAction::MissingPublic => "missing_public",
+            FaultAction::Drop => "drop",
+            FaultAction::DropAfterCommit => "drop_after_commit",
+            FaultAction::ExpireUrl => "expire_url",
+            FaultAction::NoPartUrls => "no_urls",
+            FaultAction::HtmlBody => "html_body",
+            FaultAction::Status(_) | FaultAction::StatusRetryAfter { .. } => "status",
+            FaultAction::Delay(_) => "delay",
+            FaultAction::SlowAnswer(_) => "slow_answer",
+        }
+    }
+
+    /// The faults that act on the public object a complete publishes, not on the answer.
+    pub(crate) fn is_public(&self) -> bool {
+        matches!(self, FaultAction::StalePublic | FaultAction::MissingPublic)
+    }
 }
 
 /// When an injected fault fires.
@@ -157,10 +186,11 @@ pub struct FaultSpec {
 
 const SPEC_USAGE: &str = "expected CALL:ACTION[:PARAM][:retry_after=V][:next=N|:p=F], e.g. \
      put_part:503:next=2, complete:drop:p=0.1, create:delay=2s, complete:drop_after_commit, \
-     create:slow_answer=2s, put_part:expire_url, create:429:retry_after=2, create:no_urls, complete:html_body \
+     create:slow_answer=2s, put_part:expire_url, create:429:retry_after=2, create:no_urls, complete:html_body, \
+     complete:stale_public \
      (actions: STATUS, status=STATUS, drop, drop_after_commit, delay=DURATION, \
      slow_answer=DURATION, expire_url, \
-     no_urls, html_body; retry_after only with a status)";
+     no_urls, html_body, stale_public, missing_public; retry_after only with a status)";
 
 impl FaultSpec {
     fn validate(self) -> Result<Self, String> {
@@ -177,6 +207,12 @@ impl FaultSpec {
         }
         if self.action == FaultAction::NoPartUrls && self.call != CallKind::CreateUpload {
             return Err("no_urls only applies to create".into());
+        }
+        if self.action.is_public() && self.call != CallKind::Complete {
+            return Err(format!(
+                "{} only applies to complete (it acts on the object a complete publishes)",
+                self.action.name()
+            ));
         }
         if let FaultAction::StatusRetryAfter { retry_after, .. } = &self.action
             && axum::http::HeaderValue::from_str(retry_after).is_err()
@@ -241,6 +277,8 @@ impl FromStr for FaultSpec {
             ("expire_url", None) => FaultAction::ExpireUrl,
             ("no_urls", None) => FaultAction::NoPartUrls,
             ("html_body", None) => FaultAction::HtmlBody,
+            ("stale_public", None) => FaultAction::StalePublic,
+            ("missing_public", None) => FaultAction::MissingPublic,
             ("delay", Some(d)) => FaultAction::Delay(
                 humantime::parse_duration(d).map_err(|e| format!("invalid delay {d:?}: {e}"))?,
             ),
@@ -284,6 +322,9 @@ impl fmt::Display for FaultSpec {
             } => write!(f, "{status}:retry_after={retry_after}")?,
             FaultAction::NoPartUrls => f.write_str("no_urls")?,
             FaultAction::HtmlBody => f.write_str("html_body")?,
+            FaultAction::StalePublic | FaultAction::MissingPublic => {
+                f.write_str(self.action.name())?;
+            }
         }
         match self.trigger {
             FaultTrigger::Next(n) => write!(f, ":next={n}"),
@@ -331,11 +372,13 @@ impl TryFrom<FaultRequest> for FaultSpec {
             ("expire_url", None, None, None) => FaultAction::ExpireUrl,
             ("no_urls", None, None, None) => FaultAction::NoPartUrls,
             ("html_body", None, None, None) => FaultAction::HtmlBody,
+            ("stale_public", None, None, None) => FaultAction::StalePublic,
+            ("missing_public", None, None, None) => FaultAction::MissingPublic,
             _ => {
                 return Err(format!(
                     "invalid action {:?}: expected \"status\" with \"status\" (and optionally \
                      \"retry_after\"), \"delay\" or \"slow_answer\" with \"delay_ms\", \"drop\", \
-                     \"drop_after_commit\", \"expire_url\", \"no_urls\" or \"html_body\"",
+                     \"drop_after_commit\", \"expire_url\", \"no_urls\", \"html_body\", \"stale_public\" or \"missing_public\"",
                     r.action
                 ));
             }
@@ -381,6 +424,9 @@ impl From<&FaultSpec> for FaultRequest {
             FaultAction::ExpireUrl => ("expire_url", None, None),
             FaultAction::NoPartUrls => ("no_urls", None, None),
             FaultAction::HtmlBody => ("html_body", None, None),
+            FaultAction::StalePublic | FaultAction::MissingPublic => {
+                (spec.action.name(), None, None)
+            }
         };
         let (next, probability) = match spec.trigger {
             FaultTrigger::Next(n) => (Some(n), None),
@@ -794,7 +840,19 @@ mod tests {
         assert_eq!(spec.action, FaultAction::NoPartUrls);
         let spec: FaultSpec = "complete:html_body:next=2".parse().unwrap();
         assert_eq!(spec.action, FaultAction::HtmlBody);
-        for bad in ["complete:no_urls", "create:drop:retry_after=2"] {
+        let spec: FaultSpec = "complete:stale_public:next=2".parse().unwrap();
+        assert_eq!(spec.action, FaultAction::StalePublic);
+        assert_eq!(spec.to_string().parse::<FaultSpec>().unwrap(), spec);
+        let spec: FaultSpec = "complete:missing_public".parse().unwrap();
+        assert_eq!(spec.action, FaultAction::MissingPublic);
+        let back = serde_json::to_value(FaultRequest::from(&spec)).unwrap();
+        assert_eq!(back["action"], "missing_public");
+        for bad in [
+            "complete:no_urls",
+            "create:drop:retry_after=2",
+            "download:stale_public",
+            "create:missing_public",
+        ] {
             assert!(bad.parse::<FaultSpec>().is_err(), "{bad:?}");
         }
         let r: FaultRequest = serde_json::from_str(

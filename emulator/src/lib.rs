@@ -24,7 +24,7 @@
 //! | --- | --- |
 //! | `/api/stac/{v1,v0.9}/collections/...` | the STAC API (collections, items, assets, uploads; `POST .../items`, the items and assets lists; `ETag` and `If-Match`/`If-None-Match`) |
 //! | `/_s3/{upload_id}/{part}?X-Amz-Expires=..&X-Amz-Signature=..` | presigned part URLs |
-//! | `/_data/{collection}[/{item}]/{asset}` | an asset's data (its `href`) |
+//! | `/_data/{collection}[/{item}]/{asset}` | an asset's public object (its `href`; GET and HEAD, with the bucket's `Content-Length`, `Content-Type`, `Content-Encoding`, `x-amz-meta-sha256`, `Cache-Control` and multipart `ETag`) |
 //! | `/_emulator/{faults,bandwidth,state}` | the admin API (no auth) |
 
 mod api;

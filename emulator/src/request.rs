@@ -79,6 +79,9 @@ pub(crate) struct Ctx {
     pub(crate) method: Method,
     pub(crate) uri: Uri,
     pub(crate) headers: HeaderMap,
+    /// A `stale_public` or `missing_public` fault this request triggered: the handler (a
+    /// complete) publishes its object accordingly.
+    pub(crate) public_fault: std::sync::OnceLock<FaultAction>,
 }
 
 impl FromRequestParts<Arc<Shared>> for Ctx {
@@ -97,6 +100,7 @@ impl FromRequestParts<Arc<Shared>> for Ctx {
             method: parts.method.clone(),
             uri: parts.uri.clone(),
             headers: parts.headers.clone(),
+            public_fault: std::sync::OnceLock::new(),
         })
     }
 }
@@ -129,6 +133,9 @@ impl Ctx {
             Some(FaultAction::ExpireUrl) => return faults::status_response(403),
             Some(action @ (FaultAction::NoPartUrls | FaultAction::HtmlBody)) => {
                 rewrite = Some(action);
+            }
+            Some(action @ (FaultAction::StalePublic | FaultAction::MissingPublic)) => {
+                let _ = self.public_fault.set(action);
             }
         }
         let response = self.run(handler).await;

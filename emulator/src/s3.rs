@@ -149,7 +149,12 @@ async fn put_part_logged(ctx: Ctx, path: PartPath, body: Body) -> Response {
         Some(FaultAction::Drop) => drop_mid_body = true,
         Some(FaultAction::DropAfterCommit) => drop_after_commit = true,
         // Create-only and API-only faults: a part PUT is answered as usual.
-        Some(FaultAction::NoPartUrls | FaultAction::HtmlBody) => {}
+        Some(
+            FaultAction::NoPartUrls
+            | FaultAction::HtmlBody
+            | FaultAction::StalePublic
+            | FaultAction::MissingPublic,
+        ) => {}
     }
     let response = receive_part(&ctx, &path, body, drop_mid_body)
         .await
@@ -319,7 +324,8 @@ pub(crate) struct DataPath {
     asset: String,
 }
 
-/// `GET /_data/...`: the asset's completed object, streamed.
+/// `GET` and `HEAD /_data/...`: the asset's public object, streamed, with the headers the
+/// bucket answers (docs/protocol.md, "The public object").
 pub(crate) async fn download(ctx: Ctx, P(path): P<DataPath>) -> Response {
     ctx.call(CallKind::Download, async {
         let key = AssetKey {
@@ -329,29 +335,42 @@ pub(crate) async fn download(ctx: Ctx, P(path): P<DataPath>) -> Response {
         };
         let found = {
             let state = ctx.shared.lock();
-            state.asset(&key).ok().and_then(|asset| {
-                let object = asset.object.as_ref()?;
-                Some((
-                    object.blobs.clone(),
-                    object.size,
-                    object.content_encoding.clone(),
-                    asset.media_type.clone(),
-                ))
-            })
+            state
+                .asset(&key)
+                .ok()
+                .and_then(|asset| asset.public.clone())
         };
-        let Some((blobs, size, encoding, media_type)) = found else {
+        let Some(object) = found else {
             return Ok(S3Error::NO_SUCH_KEY.into_response());
         };
-        let mut response = Response::new(Body::from_stream(storage::stream(blobs)));
+        // A HEAD reads no file.
+        let body = if ctx.method == axum::http::Method::HEAD {
+            Body::empty()
+        } else {
+            Body::from_stream(storage::stream(object.blobs))
+        };
+        let mut response = Response::new(body);
         let headers = response.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,
-            HeaderValue::from_str(&media_type)
+            HeaderValue::from_str(&object.content_type)
                 .unwrap_or(HeaderValue::from_static("application/octet-stream")),
         );
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
-        if let Some(encoding) = encoding.and_then(|e| HeaderValue::from_str(&e).ok()) {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(object.size));
+        if let Some(encoding) = object
+            .content_encoding
+            .and_then(|e| HeaderValue::from_str(&e).ok())
+        {
             headers.insert(header::CONTENT_ENCODING, encoding);
+        }
+        for (name, value) in [
+            ("x-amz-meta-sha256", object.sha256_hex),
+            ("cache-control", object.cache_control),
+            ("etag", object.etag),
+        ] {
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                headers.insert(name, value);
+            }
         }
         Ok(response)
     })

@@ -113,6 +113,9 @@ pub(crate) struct Asset {
     pub(crate) checksum: Option<String>,
     pub(crate) size: Option<u64>,
     pub(crate) object: Option<StoredObject>,
+    /// What the bucket serves at the asset's `href`: the last complete's object, unless a
+    /// `stale_public` or `missing_public` fault kept an older one or none.
+    pub(crate) public: Option<PublicObject>,
     pub(crate) created: DateTime<Utc>,
     pub(crate) updated: DateTime<Utc>,
     pub(crate) etag: String,
@@ -128,6 +131,7 @@ impl Asset {
             checksum: None,
             size: None,
             object: None,
+            public: None,
             created: now,
             updated: now,
             etag: new_etag(),
@@ -151,8 +155,23 @@ impl Asset {
 #[derive(Debug)]
 pub(crate) struct StoredObject {
     pub(crate) blobs: Vec<Blob>,
-    pub(crate) size: u64,
     pub(crate) content_encoding: Option<String>,
+}
+
+/// The object at an asset's public URL, with the headers S3 answers for it
+/// (s3_multipart_upload.py `create_multipart_upload`: `Metadata={'sha256': ...}`, `ContentType`,
+/// `ContentEncoding`, `CacheControl`; the multipart `ETag` S3 makes at complete).
+#[derive(Debug, Clone)]
+pub(crate) struct PublicObject {
+    pub(crate) blobs: Vec<Blob>,
+    pub(crate) size: u64,
+    pub(crate) content_type: String,
+    pub(crate) content_encoding: Option<String>,
+    /// Hex of the `file:checksum` digest, answered as `x-amz-meta-sha256`.
+    pub(crate) sha256_hex: String,
+    /// `"{md5 of the parts' md5s}-{parts}"`, quoted.
+    pub(crate) etag: String,
+    pub(crate) cache_control: String,
 }
 
 /// The state of an upload, as the API spells it.

@@ -1369,3 +1369,128 @@ async fn list_paging_errors_are_the_paginators() {
     let (status, _) = get(format!("{}/uploads?limit=x", emu.asset_url(&other))).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+/// One whole upload of `data` as a single part; the asset's public URL.
+async fn upload_whole(emu: &Emulator, http: &Client, key: &AssetKey, data: &[u8]) -> String {
+    let url = emu.asset_url(key);
+    let upload = create_ok(http, &url, &[data]).await;
+    let id = upload["upload_id"].as_str().unwrap();
+    assert_eq!(
+        put_part(http, &part_url(&upload, 1), data).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        complete(http, &url, id, &[data]).await.status(),
+        StatusCode::OK
+    );
+    let json: Value = http.get(&url).send().await.unwrap().json().await.unwrap();
+    json["href"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn the_public_object_answers_head_and_get_as_the_bucket_does() {
+    let (emu, http, key) = setup(EmulatorConfig::default()).await;
+    let data = b"published bytes".to_vec();
+    let href = upload_whole(&emu, &http, &key, &data).await;
+
+    let head = http.head(&href).send().await.unwrap();
+    assert_eq!(head.status(), StatusCode::OK);
+    let h = head.headers();
+    assert_eq!(h["content-length"], data.len().to_string().as_str());
+    assert_eq!(h["content-type"], "application/zip");
+    assert_eq!(
+        h["x-amz-meta-sha256"],
+        hex::encode(Sha256::digest(&data)).as_str()
+    );
+    assert_eq!(h["cache-control"], "max-age=7200, public");
+    // S3's multipart form: the MD5 of the parts' MD5s, and how many there were.
+    let etag = format!("\"{}-1\"", md5_hex(&Md5::digest(&data)));
+    assert_eq!(h["etag"], etag.as_str());
+    assert!(h.get("content-encoding").is_none());
+    assert!(head.bytes().await.unwrap().is_empty(), "a HEAD has no body");
+
+    let get = http.get(&href).send().await.unwrap();
+    assert_eq!(get.headers()["etag"], etag.as_str());
+    assert_eq!(get.bytes().await.unwrap().as_ref(), data.as_slice());
+    assert_eq!(emu.call_count(CallKind::Download), 2);
+
+    // Nothing uploaded yet: S3's NoSuchKey.
+    let other = AssetKey::item_asset("coll", "item-1", "other.zip");
+    emu.create_asset(&other, "application/zip").unwrap();
+    let json: Value = http
+        .get(emu.asset_url(&other))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (status, code) = s3_code(
+        http.get(json["href"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::NOT_FOUND, "NoSuchKey")
+    );
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_stale_public_object_keeps_serving_the_previous_upload() {
+    let (emu, http, key) = setup(EmulatorConfig::default()).await;
+    let old = b"version one".to_vec();
+    let href = upload_whole(&emu, &http, &key, &old).await;
+    emu.faults().add("complete:stale_public".parse().unwrap());
+    let new = b"version two, longer".to_vec();
+    upload_whole(&emu, &http, &key, &new).await;
+
+    // The API declares the new file...
+    let asset = emu.asset(&key).unwrap();
+    assert_eq!(asset.checksum.as_deref(), Some(multihash(&new).as_str()));
+    assert_eq!(emu.object_bytes(&key).unwrap(), new);
+    // ...and the public URL serves the old one, headers included.
+    let get = http.get(&href).send().await.unwrap();
+    assert_eq!(
+        get.headers()["x-amz-meta-sha256"],
+        hex::encode(Sha256::digest(&old)).as_str()
+    );
+    assert_eq!(
+        get.headers()["content-length"],
+        old.len().to_string().as_str()
+    );
+    assert_eq!(get.bytes().await.unwrap().as_ref(), old.as_slice());
+
+    // The next complete publishes again.
+    let newest = b"version three".to_vec();
+    upload_whole(&emu, &http, &key, &newest).await;
+    let get = http.get(&href).send().await.unwrap();
+    assert_eq!(get.bytes().await.unwrap().as_ref(), newest.as_slice());
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_missing_public_object_answers_404() {
+    let (emu, http, key) = setup(EmulatorConfig::default()).await;
+    let old = b"version one".to_vec();
+    let href = upload_whole(&emu, &http, &key, &old).await;
+    emu.faults().add("complete:missing_public".parse().unwrap());
+    let new = b"version two".to_vec();
+    upload_whole(&emu, &http, &key, &new).await;
+    assert_eq!(
+        emu.asset(&key).unwrap().checksum.as_deref(),
+        Some(multihash(&new).as_str())
+    );
+    let head = http.head(&href).send().await.unwrap();
+    assert_eq!(head.status(), StatusCode::NOT_FOUND);
+    let (status, code) = s3_code(http.get(&href).send().await.unwrap()).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::NOT_FOUND, "NoSuchKey")
+    );
+    assert_eq!(emu.faults().injected(CallKind::Complete), 1);
+    emu.shutdown().await;
+}

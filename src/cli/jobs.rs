@@ -255,6 +255,16 @@ pub(super) fn run_check(path: &std::path::Path) -> Result<config::Config, CliErr
                 |u| format!("{} (/start, success, /fail)", u.redacted())
             ),
         );
+        println!(
+            "    verify_public: {}",
+            match job.verify_public {
+                crate::config::VerifyPublic::Warn =>
+                    "warn (after an upload, HEAD of the public href: a problem is logged and counted)",
+                crate::config::VerifyPublic::Fail =>
+                    "fail (after an upload, HEAD of the public href: a problem fails the run)",
+                crate::config::VerifyPublic::Off => "off (the public href is not checked)",
+            }
+        );
     }
     let watches = config.jobs.iter().filter_map(|job| match &job.trigger {
         crate::trigger::TriggerSpec::Watch(w) => Some(w),
@@ -510,6 +520,23 @@ fn print_history(
                     "",
                     ByteSize(a.bytes).to_string(),
                     crate::observe::escape_controls(&format!("{} {detail}", a.asset))
+                );
+            }
+            // A public link that does not serve what was uploaded (verify_public).
+            for p in &r.public {
+                let Some(problem) = &p.problem else { continue };
+                println!(
+                    "{:<24} {:<20} {:<17} {:>8} {:>10}  {}",
+                    "",
+                    "  public link",
+                    problem,
+                    "",
+                    "",
+                    crate::observe::escape_controls(&format!(
+                        "{} {}",
+                        p.url,
+                        p.detail.as_deref().unwrap_or("")
+                    ))
                 );
             }
         }

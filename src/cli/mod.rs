@@ -114,6 +114,9 @@ pub enum Command {
     /// Apply the jobs' `keep` rules now: delete their old items (assets first), or with
     /// --dry-run show what would be deleted.
     Prune(PruneArgs),
+    /// Check every asset the jobs publish now: the local file against the server's
+    /// file:checksum and against what its public href serves. Exit 1 on any mismatch.
+    Verify(VerifyArgs),
     /// Upload one file to one asset, now.
     Upload(UploadArgs),
     /// Serve a local emulator of the service-stac upload API, to try jobs safely.
@@ -156,7 +159,8 @@ impl Cli {
                 | Command::Check(_)
                 | Command::Status(_)
                 | Command::Uploads(_)
-                | Command::Prune(_),
+                | Command::Prune(_)
+                | Command::Verify(_),
             ) => 0,
             None | Some(Command::Run(_) | Command::Emulator(_)) => 1,
         };
@@ -219,6 +223,16 @@ pub struct PruneArgs {
     /// Show what would be deleted, and delete nothing.
     #[arg(long)]
     pub dry_run: bool,
+}
+
+/// `verify`'s flags.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Only the assets of this job.
+    #[arg(long, value_name = "NAME")]
+    pub job: Option<String>,
 }
 
 /// The daemon's flags: `run`'s (and the top level's, which runs the daemon too).
@@ -548,6 +562,17 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 config,
                 job: args.job,
                 dry_run: args.dry_run,
+            })
+            .await
+            .map_err(CliError::from)
+        }
+        Some(Command::Verify(args)) => {
+            let config = need_config(ConfigArgs {
+                config: args.config.config.or(top.config.config),
+            })?;
+            crate::ops::verify::run(crate::ops::verify::Request {
+                config,
+                job: args.job,
             })
             .await
             .map_err(CliError::from)

@@ -233,6 +233,33 @@ pub struct JobSpec {
     /// `ping_url_env` / `ping_url_file`: a healthchecks-style URL pinged at each run's start
     /// (`/start`), success (the URL) and failure (`/fail`).
     pub ping_url: Option<SecretUrl>,
+    /// `verify_public`: what a run does after an upload about the asset's public `href`.
+    pub verify_public: VerifyPublic,
+}
+
+/// `verify_public`: after each upload, a `HEAD` of the asset's public `href` compared with what
+/// was sent (docs/verify.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VerifyPublic {
+    /// Check; a problem is logged, counted and recorded, and the run stays a success.
+    #[default]
+    Warn,
+    /// Check; a problem fails the run (`error_class = "verify_public"`).
+    Fail,
+    /// No check.
+    Off,
+}
+
+impl VerifyPublic {
+    /// As the job file spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VerifyPublic::Warn => "warn",
+            VerifyPublic::Fail => "fail",
+            VerifyPublic::Off => "off",
+        }
+    }
 }
 
 /// `concurrency` when a job does not set it: enough runs to keep the link busy while each waits

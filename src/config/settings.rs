@@ -124,6 +124,12 @@ macro_rules! settings_table {
                 check: |_, raw| raw.map(|v| (*v.get_ref(), v.span())),
                 into: |s, v| s.catch_up = v,
             }
+            /// After an upload, HEAD the asset's public href: "warn" (log, count), "fail" (the run fails) or "off".
+            verify_public: String => VerifyPublic {
+                default: VerifyPublic::Warn,
+                check: |c, raw| c.value(raw, |v| parse_enum(v, "verify_public")),
+                into: |s, v| s.verify_public = v,
+            }
         }
     };
 }

@@ -652,6 +652,28 @@ pub fn notify_lost(n: u64) {
     counter!(NOTIFY_LOST).increment(n);
 }
 
+/// Checks of an uploaded asset's public `href` that found a problem, by job and reason (every
+/// [`stac_client::PublicProblem`]): docs/verify.md.
+pub const VERIFY_PUBLIC_FAILURES: &str = "stac_uploadd_verify_public_failures_total";
+
+/// A job that checks its public objects (`verify_public` not `off`): its series at zero.
+pub fn register_verify_public(job: &str) {
+    describe_counter!(
+        VERIFY_PUBLIC_FAILURES,
+        "Public checks after an upload that found a problem, by job and reason"
+    );
+    for problem in stac_client::PublicProblem::ALL {
+        counter!(VERIFY_PUBLIC_FAILURES, JOB => job.to_owned(), "reason" => problem.as_str())
+            .increment(0);
+    }
+}
+
+/// A public check of `job` found `problem`.
+pub fn verify_public_failed(job: &str, problem: stac_client::PublicProblem) {
+    counter!(VERIFY_PUBLIC_FAILURES, JOB => job.to_owned(), "reason" => problem.as_str())
+        .increment(1);
+}
+
 #[cfg(test)]
 mod tests {
 

@@ -1,7 +1,8 @@
 //! Operator commands that talk to the server beside (or without) a running daemon:
 //! `stac-uploadd uploads` (what is in progress on the job file's assets, and aborting one) and
 //! `stac-uploadd check --online` (would the jobs' runs work, asked of the server read-only);
-//! `stac-uploadd prune` (the jobs' `keep` rules applied now).
+//! `stac-uploadd prune` (the jobs' `keep` rules applied now); `stac-uploadd verify` (the local
+//! files against the server's checksums and the public objects).
 //!
 //! They decide nothing of their own: targets are rendered by [`Job::prepare`], staleness by
 //! [`crate::supervisor::stale`], aborts go through [`stac_upload::abort_upload`].
@@ -9,6 +10,7 @@
 pub(crate) mod online;
 pub(crate) mod prune;
 pub(crate) mod uploads;
+pub(crate) mod verify;
 
 use std::path::PathBuf;
 use std::sync::Arc;

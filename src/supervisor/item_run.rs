@@ -21,7 +21,7 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 use super::job::{Job, NextAttempt, Uploader, Work, cut_short, error_outcome};
 use crate::config::{SidecarError, item_body_with_sidecar};
 use crate::observe::metrics;
-use crate::state::{AssetRun, Outcome, RunRecord};
+use crate::state::{AssetRun, Outcome, PublicCheck, RunRecord};
 use crate::trigger::TriggerSpec;
 use stac_client::AssetTarget;
 use stac_client::retry;
@@ -382,8 +382,39 @@ impl<U: Uploader> Job<U> {
                     .await;
             }
         }
-        self.item_record(&members, &phases, result, stopped, started, attempts)
+        // The assets sent, once the run stored them all: an unchanged one has nothing new to
+        // serve, and a failed run is failed already.
+        let public = match &result {
+            Ok(()) => self.verify_item(&members, &phases).await,
+            Err(_) => Vec::new(),
+        };
+        self.item_record(
+            &members, &phases, result, stopped, started, attempts, public,
+        )
+        .await
+    }
+
+    /// The public check of each asset the run uploaded, side by side.
+    async fn verify_item(&self, members: &[Member], phases: &[Phase]) -> Vec<PublicCheck> {
+        let checks = phases.iter().flat_map(|phase| {
+            members
+                .iter()
+                .zip(&phase.results)
+                .filter_map(move |(m, r)| {
+                    let report = r.as_ref()?.report.as_ref()?;
+                    let target = AssetTarget {
+                        collection: self.spec.collection.clone(),
+                        item: Some(phase.item.clone()),
+                        asset: m.id.clone(),
+                    };
+                    Some(async move { self.verify_upload(&target, report).await })
+                })
+        });
+        futures_util::future::join_all(checks)
             .await
+            .into_iter()
+            .flatten()
+            .collect()
     }
 
     /// One attempt: every file and id checked, then each phase's item created if missing and
@@ -553,7 +584,9 @@ impl<U: Uploader> Job<U> {
         Ok(())
     }
 
-    /// The run's record: one run, each asset with its outcome; logged once.
+    /// The run's record: one run, each asset with its outcome and the public checks; logged once.
+    // The run's facts, each from a different stage of it: a struct would only rename them.
+    #[allow(clippy::too_many_arguments)]
     async fn item_record(
         &self,
         members: &[Member],
@@ -562,6 +595,7 @@ impl<U: Uploader> Job<U> {
         stopped: bool,
         started: DateTime<Utc>,
         attempts: u32,
+        public: Vec<PublicCheck>,
     ) -> RunRecord {
         let finished = self.shared.clock.now();
         let duration_ms = (finished - started).num_milliseconds();
@@ -608,7 +642,9 @@ impl<U: Uploader> Job<U> {
                 .map(|r| r.bytes)
                 .sum()
         });
+        let refusal = self.public_refusal(&public);
         let error_class = match &result {
+            Ok(()) if refusal.is_some() => Some(super::public::ERROR_CLASS.to_owned()),
             Ok(()) => None,
             Err(Failure::Refused(_)) => Some("local_input".to_owned()),
             Err(Failure::Upload(e)) => Some(super::job::error_class(e, stopped).to_owned()),
@@ -633,7 +669,19 @@ impl<U: Uploader> Job<U> {
                     alias = self.spec.alias.as_deref().unwrap_or(""),
                     "item published"
                 );
-                (outcome, None)
+                match refusal {
+                    Some(error) => {
+                        error!(
+                            attempts,
+                            outcome = Outcome::Failed.as_str(),
+                            duration_ms,
+                            error,
+                            "run given up"
+                        );
+                        (Outcome::Failed, Some(error))
+                    }
+                    None => (outcome, None),
+                }
             }
             Err(f) => {
                 let outcome = match f {
@@ -673,7 +721,7 @@ impl<U: Uploader> Job<U> {
         let record = RunRecord {
             instance: None,
             error_class,
-            public: Vec::new(),
+            public,
             job: self.spec.name.clone(),
             started,
             finished,
@@ -703,7 +751,7 @@ fn file_name(p: &Path) -> String {
         .unwrap_or_default()
 }
 
-fn is_glob(p: &Path) -> bool {
+pub(crate) fn is_glob(p: &Path) -> bool {
     p.file_name()
         .is_some_and(|n| n.to_string_lossy().contains(['*', '?', '[', '{']))
 }
@@ -722,7 +770,7 @@ fn bundle_match(pattern: &Path, file: &Path) -> bool {
 
 /// The one file a glob (in the file name) matches now: none or several fail the run, naming
 /// the glob and what it matched.
-async fn resolve_glob(glob: &Path) -> Result<PathBuf, String> {
+pub(crate) async fn resolve_glob(glob: &Path) -> Result<PathBuf, String> {
     let glob = glob.to_owned();
     tokio::task::spawn_blocking(move || resolve_glob_blocking(&glob))
         .await

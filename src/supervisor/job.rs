@@ -16,11 +16,11 @@ use crate::config::PolicyKind;
 use crate::config::{ItemMetadata, JobSpec, SidecarError, item_body_with_sidecar};
 use crate::observe::health::JobTasks;
 use crate::observe::metrics::{self, UploadOutcome};
-use crate::state::{InFlight, Outcome, RunRecord, StateStore};
+use crate::state::{InFlight, Outcome, PublicCheck, RunRecord, StateStore};
 use crate::trigger::Clock;
 use crate::trigger::TriggerSpec;
 use stac_client::retry;
-use stac_client::{AssetTarget, StacClient, Upload, UploadId};
+use stac_client::{AssetTarget, PublicAnswer, StacClient, Upload, UploadId};
 use stac_upload::{
     self, AbortOutcome, Durable, NewObjects, RecordFuture, UploadError, UploadEvent,
     UploadObserver, UploadOptions, UploadReport,
@@ -83,6 +83,18 @@ pub trait Uploader: Send + Sync + 'static {
     ) -> impl Future<Output = Result<bool, UploadError>> + Send {
         let _ = (collection, item, body);
         async { Ok(false) }
+    }
+
+    /// What an uploaded asset's public URL answers to a `HEAD` (its `href` as the upload read
+    /// it, else read now), with that URL; `None` for an uploader without public URLs (a
+    /// test's), which nothing is checked for.
+    fn public_answer(
+        &self,
+        target: &AssetTarget,
+        href: Option<&str>,
+    ) -> impl Future<Output = Option<(String, PublicAnswer)>> + Send {
+        let _ = (target, href);
+        async { None }
     }
 
     /// Deletes an item a run created and could not fill, if it holds no asset (see
@@ -149,6 +161,55 @@ impl Uploader for HttpUploader {
 
     async fn remove_empty_item(&self, collection: &str, item: &str, own_assets: &[String]) {
         stac_upload::remove_empty_item(&self.0, collection, item, own_assets).await;
+    }
+
+    async fn public_answer(
+        &self,
+        target: &AssetTarget,
+        href: Option<&str>,
+    ) -> Option<(String, PublicAnswer)> {
+        Some(public_answer(&self.0, target, href).await)
+    }
+}
+
+/// A `HEAD` of the asset's public URL: `href` when the caller has it, else the asset's as one
+/// `GET` shows it now; with the URL (the API's asset URL when no `href` could be had).
+pub(crate) async fn public_answer(
+    client: &StacClient,
+    target: &AssetTarget,
+    href: Option<&str>,
+) -> (String, PublicAnswer) {
+    let href = match href {
+        Some(h) => h.to_owned(),
+        None => match client.read_asset(target).await {
+            Ok(stac_client::AssetInfo { href: Some(h), .. }) => h,
+            Ok(_) => {
+                let url = client.asset_call_url(target, &[]).to_string();
+                return (
+                    url,
+                    PublicAnswer::Unreachable("the asset has no href".to_owned()),
+                );
+            }
+            Err(e) => {
+                let url = client.asset_call_url(target, &[]).to_string();
+                return (
+                    url,
+                    PublicAnswer::Unreachable(format!("cannot read the asset's href: {e}")),
+                );
+            }
+        },
+    };
+    match url::Url::parse(&href) {
+        Ok(url) => {
+            let answer = client
+                .head_public(&url, &stac_client::PUBLIC_HEAD_WAITS)
+                .await;
+            (stac_client::redact_url(url.as_str()), answer)
+        }
+        Err(e) => (
+            crate::observe::escape_controls(&href).into_owned(),
+            PublicAnswer::Unreachable(format!("the href is not a URL: {e}")),
+        ),
     }
 }
 
@@ -1030,8 +1091,17 @@ impl<U: Uploader> Job<U> {
         stopped |= result
             .as_ref()
             .is_err_and(|e| cut_short(e) && self.stopping());
+        // Once, after the attempts: a retry would find the asset unchanged and check nothing.
+        let public: Vec<PublicCheck> = match &result {
+            Ok(r) => self.verify_upload(&target, r).await.into_iter().collect(),
+            Err(_) => Vec::new(),
+        };
+        let refusal = self.public_refusal(&public);
         let finished = clock.now();
-        let outcome = run_outcome(&result, stopped);
+        let outcome = match refusal {
+            Some(_) => Outcome::Failed,
+            None => run_outcome(&result, stopped),
+        };
         let duration_ms = (finished - started).num_milliseconds();
         let record = match &result {
             Ok(r) => {
@@ -1051,10 +1121,21 @@ impl<U: Uploader> Job<U> {
                         "uploaded"
                     );
                 }
+                if let Some(error) = &refusal {
+                    error!(
+                        attempts,
+                        outcome = outcome.as_str(),
+                        duration_ms,
+                        error,
+                        "run given up"
+                    );
+                }
                 RunRecord {
                     instance: None,
-                    error_class: None,
-                    public: Vec::new(),
+                    error_class: refusal
+                        .as_ref()
+                        .map(|_| super::public::ERROR_CLASS.to_owned()),
+                    public,
                     job: self.spec.name.clone(),
                     started,
                     finished,
@@ -1065,7 +1146,7 @@ impl<U: Uploader> Job<U> {
                     bytes: r.bytes,
                     attempts,
                     upload_id: r.upload_id.clone(),
-                    error: None,
+                    error: refusal,
                     assets: Vec::new(),
                 }
             }

@@ -5,6 +5,7 @@
 
 mod item_run;
 mod job;
+pub(crate) mod public;
 pub(crate) mod reconcile;
 pub(crate) mod stale;
 #[cfg(test)]
@@ -18,6 +19,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, info_span, warn};
 
+pub(crate) use item_run::{is_glob, resolve_glob};
+pub(crate) use job::public_answer;
 pub use job::{HttpUploader, Job, Pending, RunStart, Shared, Uploader, Work, effective_policy};
 
 use crate::config::JobSpec;
@@ -264,6 +267,9 @@ impl<U: Uploader> Supervisor<U> {
         );
         if !spec.assets.is_empty() || spec.alias.is_some() {
             metrics::register_item_job(&spec.name);
+        }
+        if spec.verify_public != crate::config::VerifyPublic::Off {
+            metrics::register_verify_public(&spec.name);
         }
         let runs = history.unwrap_or_default();
         let stop = CancellationToken::new();

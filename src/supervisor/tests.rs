@@ -105,6 +105,9 @@ fn report() -> UploadReport {
         digest_time: Duration::ZERO,
         send_time: Duration::ZERO,
         total_time: Duration::ZERO,
+        href: None,
+        replaced: false,
+        content_encoding: None,
     }
 }
 
@@ -309,6 +312,7 @@ fn cron_job(schedule: &str, kind: PolicyKind) -> JobSpec {
         assets: Vec::new(),
         concurrency: 1,
         ping_url: None,
+        verify_public: crate::config::VerifyPublic::Warn,
     }
 }
 

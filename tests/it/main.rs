@@ -52,4 +52,5 @@ mod systemd;
 mod tls;
 mod upload;
 mod uploads_cmd;
+mod verify_public;
 mod watch;

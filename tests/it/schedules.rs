@@ -71,6 +71,7 @@ fn daily_0230() -> JobSpec {
         assets: Vec::new(),
         concurrency: 1,
         ping_url: None,
+        verify_public: stac_uploadd::config::VerifyPublic::Warn,
     }
 }
 

@@ -132,6 +132,9 @@ fn action_label(a: &FaultAction) -> &'static str {
         FaultAction::NoPartUrls => "create without part URLs",
         FaultAction::HtmlBody => "HTML body on success",
         FaultAction::SlowAnswer(_) => "answer after the effect, late",
+        // Not drawn either (issue 22's public objects).
+        FaultAction::StalePublic => "stale public object",
+        FaultAction::MissingPublic => "missing public object",
     }
 }
 
@@ -182,6 +185,7 @@ fn spec(name: &str, file: PathBuf, kind: PolicyKind) -> JobSpec {
         assets: Vec::new(),
         concurrency: 1,
         ping_url: None,
+        verify_public: stac_uploadd::config::VerifyPublic::Warn,
     }
 }
 

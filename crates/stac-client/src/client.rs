@@ -404,6 +404,16 @@ impl StacClient {
         })
     }
 
+    /// The client of GETs (and public HEADs): the proxy and CA settings, redirects followed.
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.inner.http
+    }
+
+    /// The bound on one call.
+    pub(crate) fn request_timeout(&self) -> Duration {
+        self.inner.request_timeout
+    }
+
     /// The API generation this client speaks.
     pub fn api_version(&self) -> ApiVersion {
         self.inner.api

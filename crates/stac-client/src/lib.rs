@@ -15,6 +15,7 @@ mod client;
 mod cognito;
 mod error;
 pub mod localfile;
+mod public;
 pub mod retry;
 pub mod rules;
 mod tls;
@@ -26,6 +27,7 @@ pub use client::{
     AssetTarget, ClientBuildError, ClientConfig, ERROR_BODY_PREFIX, JSON_ANSWER_LIMIT, StacClient,
 };
 pub use error::{ErrorClass, StacError, Step};
+pub use public::{PUBLIC_HEAD_WAITS, PublicAnswer, PublicExpect, PublicMismatch, PublicProblem};
 pub use tls::{CaFileError, load_ca_file};
 pub use types::*;
 

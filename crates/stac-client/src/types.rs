@@ -151,6 +151,16 @@ pub enum ContentEncoding {
     Br,
 }
 
+impl ContentEncoding {
+    /// As the API and the `Content-Encoding` header spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ContentEncoding::Gzip => "gzip",
+            ContentEncoding::Br => "br",
+        }
+    }
+}
+
 /// Status of an upload as the server reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

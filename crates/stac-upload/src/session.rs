@@ -106,6 +106,9 @@ pub async fn publish_file(
             digest_time,
             send_time: Duration::ZERO,
             total_time: started.elapsed(),
+            href: asset.as_ref().and_then(|a| a.href.clone()),
+            replaced: false,
+            content_encoding: None,
         }
     };
 
@@ -326,6 +329,12 @@ pub async fn publish_file(
         },
     )
     .await
+    .map(|report| UploadReport {
+        href: asset.as_ref().and_then(|a| a.href.clone()),
+        replaced: asset.as_ref().is_some_and(|a| a.checksum.is_some()),
+        content_encoding: encoding,
+        ..report
+    })
 }
 
 /// Whether an upload's answer gives exactly one URL that parses as http(s) for each of its
@@ -525,6 +534,9 @@ async fn finish(
                 digest_time,
                 send_time: send_started.elapsed(),
                 total_time: started.elapsed(),
+                href: None,
+                replaced: false,
+                content_encoding: None,
             })
         }
         Err((cause, abort)) => {

@@ -11,7 +11,7 @@ use super::digest::{DigestOptions, FileDigest};
 use super::error::UploadError;
 use super::plan::DEFAULT_PART_SIZE;
 use stac_client::units::ByteSize;
-use stac_client::{Multihash, PartNumber, Upload, UploadId};
+use stac_client::{ContentEncoding, Multihash, PartNumber, Upload, UploadId};
 /// How one upload is carried out.
 #[derive(Debug, Clone)]
 pub struct UploadOptions {
@@ -324,6 +324,13 @@ pub struct UploadReport {
     pub send_time: Duration,
     /// Time the whole session took.
     pub total_time: Duration,
+    /// The asset's public URL (`href`) as the session's read of the asset before the upload
+    /// showed it; `None` when it did not read it (or the asset did not exist yet).
+    pub href: Option<String>,
+    /// That read showed the asset holding another file: this upload replaced it.
+    pub replaced: bool,
+    /// The `Content-Encoding` the upload declared; `None` when uncompressed (or unchanged).
+    pub content_encoding: Option<ContentEncoding>,
 }
 
 /// Size, mtime, ctime, inode and device of the file when it was digested: what was hashed is

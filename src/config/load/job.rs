@@ -444,6 +444,7 @@ impl Checker<'_> {
             keep: keep?,
             concurrency: concurrency?,
             ping_url: ping_url?,
+            verify_public: resolved.verify_public,
         })
     }
 

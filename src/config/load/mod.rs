@@ -27,7 +27,7 @@ use super::server::{self as server_rules, MAX_TITLE};
 use super::sidecar::ItemJson;
 use super::template::{IdExtension, IdPart, IdTemplate, TemplateError, TextTemplate};
 use super::{AssetSpec, Config, JobSpec, ObserveConfig, ServerConfig, TriggerSpec};
-use super::{PolicyKind, PolicySpec};
+use super::{PolicyKind, PolicySpec, VerifyPublic};
 use crate::trigger::watch::DEFAULT_IGNORE;
 use crate::trigger::watch::bundle::{self, BundleRules, Incomplete};
 use crate::trigger::{Schedule, ScheduleError, WatchSpec};

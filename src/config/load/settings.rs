@@ -16,6 +16,7 @@ pub(in crate::config) struct Settings {
     pub(in crate::config) bandwidth_timetable: Vec<BandwidthWindow>,
     pub(in crate::config) jitter: Duration,
     pub(in crate::config) catch_up: bool,
+    pub(in crate::config) verify_public: VerifyPublic,
 }
 
 impl Settings {
@@ -103,6 +104,7 @@ impl Settings {
             bandwidth_timetable: Vec::new(),
             jitter: Duration::ZERO,
             catch_up: false,
+            verify_public: VerifyPublic::Warn,
         }
     }
 }
