@@ -59,6 +59,7 @@ fn spec(i: usize, dir: &std::path::Path) -> JobSpec {
         alias: None,
         keep: None,
         ping_url: None,
+        verify_public: stac_uploadd::config::VerifyPublic::Warn,
         assets: Vec::new(),
         concurrency: 1,
     }
