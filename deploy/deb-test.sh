@@ -185,10 +185,10 @@ in_c stac-uploadd check --config /etc/stac-uploadd/jobs.toml >"$WORK/check.log" 
     || { cat "$WORK/check.log"; fail "stac-uploadd check"; }
 
 # What the unit's SetCredential= fallback is for: without it, no password file means
-# 243/CREDENTIALS before the daemon runs.
+# 243/CREDENTIALS before the daemon runs. Restart=no: Restart=on-failure would try again in 5 s.
 step "without SetCredential= (a drop-in resets it): 243/CREDENTIALS"
 in_c mkdir -p /etc/systemd/system/stac-uploadd.service.d
-printf '[Service]\nSetCredential=\n' >"$WORK/no-fallback.conf"
+printf '[Service]\nSetCredential=\nRestart=no\n' >"$WORK/no-fallback.conf"
 pm cp "$WORK/no-fallback.conf" "$NAME:/etc/systemd/system/stac-uploadd.service.d/no-fallback.conf"
 in_c systemctl daemon-reload
 in_c systemctl start stac-uploadd.service 2>/dev/null && fail "the unit started without its credential fallback"
