@@ -55,10 +55,10 @@ found=$(PATH="$WORK/venv/bin:/usr/bin:/bin" command -v stac-uploadd) || fail "st
 "$found" --version || fail "$found --version"
 
 step "stac-uploadd check --config config/jobs.example.toml (from the venv)"
-# The example reads its secrets from the environment and names paths of a publisher's machine:
-# placeholders for the secrets, and its relative paths resolve beside a copy of it.
-mkdir -p "$WORK/example"
-cp "$ROOT/config/jobs.example.toml" "$WORK/example/jobs.toml"
+# The example reads its password from the environment (a placeholder here) and names folders of
+# a publisher's machine under /data, which check wants to exist: the copy has them under $WORK.
+mkdir -p "$WORK/example" "$WORK/data/export" "$WORK/data/incoming/radar"
+sed "s#\"/data/#\"$WORK/data/#" "$ROOT/config/jobs.example.toml" >"$WORK/example/jobs.toml"
 (
     cd "$WORK/example"
     env -i PATH="$WORK/venv/bin:/usr/bin:/bin" HOME="$WORK" \
