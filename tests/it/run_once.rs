@@ -482,26 +482,35 @@ fn the_systemd_units_pass_systemd_analyze_verify() {
     );
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd");
     let dir = tempfile::tempdir().unwrap();
-    // The units name the installed binary; verify checks that it exists and is executable.
-    for unit in ["stac-uploadd-once.service", "stac-uploadd-once.timer"] {
+    // The units name the installed binary (the Debian package's path); verify checks that it
+    // exists and is executable.
+    let units = [
+        "stac-uploadd.service",
+        "stac-uploadd-once.service",
+        "stac-uploadd-once.timer",
+    ];
+    for unit in units {
         let text = std::fs::read_to_string(root.join(unit)).unwrap();
+        assert!(
+            text.contains("/usr/bin/stac-uploadd") || unit.ends_with(".timer"),
+            "{unit} does not run /usr/bin/stac-uploadd, where the package installs it"
+        );
         std::fs::write(
             dir.path().join(unit),
-            text.replace("/usr/local/bin/stac-uploadd", BIN),
+            text.replace("/usr/bin/stac-uploadd", BIN),
         )
         .unwrap();
     }
     let out = std::process::Command::new("systemd-analyze")
         .arg("verify")
-        .arg(dir.path().join("stac-uploadd-once.service"))
-        .arg(dir.path().join("stac-uploadd-once.timer"))
+        .args(units.map(|unit| dir.path().join(unit)))
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     // verify reports some problems (unknown keys, bad values) without failing.
     assert!(
-        !err.contains("stac-uploadd-once"),
+        !err.contains("stac-uploadd"),
         "systemd-analyze has remarks on the units: {err}"
     );
 }
