@@ -46,6 +46,10 @@ python3 -m zipfile -l "$WHEEL" | grep -E '\.data/scripts/stac-uploadd' \
     || fail "the wheel has no <name>.data/scripts/stac-uploadd"
 
 step "a fresh virtual environment, pip install --no-index the wheel"
+# Debian's python3 makes venvs only with python3-venv (ensurepip); installed here if missing.
+python3 -c 'import ensurepip' 2>/dev/null \
+    || { timeout 600 apt-get update -qq && timeout 600 apt-get install -y --no-install-recommends python3-venv >/dev/null; } \
+    || fail "cannot install python3-venv"
 timeout 300 python3 -m venv "$WORK/venv" || fail "python3 -m venv (Debian: apt-get install python3-venv)"
 timeout 300 "$WORK/venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-index "$WHEEL" \
     || fail "pip install $WHEEL"
