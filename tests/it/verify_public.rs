@@ -190,6 +190,27 @@ async fn a_stale_public_object_is_logged_counted_recorded_and_fails_the_run_only
         })
         .count();
     assert_eq!(caches, 2);
+    // Shown on the status page and in its document: each job's last run found the link stale.
+    let doc = crate::status_page::status_json(addr).await;
+    for name in ["warned", "strict"] {
+        let problems = &crate::status_page::job(&doc, name)["public_problems"];
+        assert_eq!(problems[0]["problem"], "sha256", "{name}: {problems:#}");
+        assert!(
+            problems[0]["url"].as_str().unwrap().contains("/_data/"),
+            "{problems:#}"
+        );
+    }
+    let page = reqwest::get(format!("http://{addr}/"))
+        .await
+        .expect("the page answers")
+        .text()
+        .await
+        .expect("a body");
+    assert_eq!(
+        page.matches("public link: sha256").count(),
+        2,
+        "each job's stale link on the page"
+    );
     terminate(&mut daemon).await;
 
     // Recorded: `status` shows the outcomes and the public link's problem.
