@@ -35,6 +35,8 @@ fail() {
 }
 # Every podman call is bounded: a hung podman or systemd must not hold CI.
 pm() { timeout --kill-after=10 "${PM_TIMEOUT:-120}" podman "$@"; }
+# shellcheck source=deploy/podman-lib.sh
+source "$ROOT/deploy/podman-lib.sh"
 # A command in the container, bounded.
 in_c() { pm exec "$NAME" "$@"; }
 
@@ -63,38 +65,9 @@ show() { in_c systemctl show "$@"; }
 prop() { in_c systemctl show -P "$2" "$1"; }
 
 # --- 1. tools, image, package ---------------------------------------------------------------
-step "podman, runc, mmdebstrap"
-PACKAGES=(podman runc conmon netavark aardvark-dns iptables catatonit mmdebstrap uidmap slirp4netns fuse-overlayfs)
-missing=()
-for p in "${PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-    [ "$(id -u)" -eq 0 ] || fail "missing packages: ${missing[*]} (apt-get install them as root)"
-    echo "installing: ${missing[*]}"
-    timeout 300 apt-get update -q >"$WORK/apt.log" 2>&1 \
-        || { cat "$WORK/apt.log"; fail "apt-get update"; }
-    DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -q "${missing[@]}" >>"$WORK/apt.log" 2>&1 \
-        || { tail -30 "$WORK/apt.log"; fail "apt-get install ${missing[*]}"; }
-fi
-
-if pm image exists "$BASE"; then
-    echo "image $BASE: present"
-else
-    # minbase plus systemd as init; curl for /healthz and the emulator's API from inside.
-    step "image $BASE from Debian's packages (mmdebstrap: systemd, ca-certificates, curl)"
-    timeout 900 mmdebstrap --variant=minbase --quiet \
-        --include=systemd,systemd-sysv,ca-certificates,curl \
-        --dpkgopt='path-exclude=/usr/share/man/*' \
-        --dpkgopt='path-exclude=/usr/share/info/*' \
-        --dpkgopt='path-exclude=/usr/share/doc/*' \
-        --dpkgopt='path-include=/usr/share/doc/*/copyright' \
-        bookworm "$WORK/base.tar" >"$WORK/mmdebstrap.log" 2>&1 \
-        || { tail -30 "$WORK/mmdebstrap.log"; fail "mmdebstrap"; }
-    PM_TIMEOUT=600 pm import --change 'CMD ["/sbin/init"]' "$WORK/base.tar" "$BASE" >/dev/null \
-        || fail "podman import $BASE"
-    rm -f "$WORK/base.tar"
-fi
+install_podman_tools
+# minbase plus systemd as init; curl for /healthz and the emulator's API from inside.
+base_image "$BASE" '["/sbin/init"]' systemd,systemd-sysv,ca-certificates,curl
 
 if [ -n "${DEB:-}" ]; then
     [ -f "$DEB" ] || fail "DEB=$DEB: no such file"

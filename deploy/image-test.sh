@@ -37,6 +37,8 @@ fail() {
 # schedule health checks and says so ("unable to get systemd connection"): the checks are run
 # with `podman healthcheck run` instead, and those messages are kept out of the output.
 pm() { timeout --kill-after=10 "${PM_TIMEOUT:-120}" podman "$@"; }
+# shellcheck source=deploy/podman-lib.sh
+source "$ROOT/deploy/podman-lib.sh"
 
 show_logs() {
     local c
@@ -101,20 +103,7 @@ free_port() {
 running() { [ "$(pm inspect -f '{{.State.Running}}' "$1" 2>/dev/null)" = true ]; }
 
 # --- 1. tools, base image, binary, image --------------------------------------------------
-step "podman, runc, mmdebstrap"
-PACKAGES=(podman runc conmon netavark aardvark-dns iptables catatonit mmdebstrap uidmap slirp4netns fuse-overlayfs)
-missing=()
-for p in "${PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-    [ "$(id -u)" -eq 0 ] || fail "missing packages: ${missing[*]} (apt-get install them as root)"
-    echo "installing: ${missing[*]}"
-    timeout 300 apt-get update -q >"$WORK/apt.log" 2>&1 \
-        || { cat "$WORK/apt.log"; fail "apt-get update"; }
-    DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -q "${missing[@]}" >>"$WORK/apt.log" 2>&1 \
-        || { tail -30 "$WORK/apt.log"; fail "apt-get install ${missing[*]}"; }
-fi
+install_podman_tools
 podman --version
 pm info --format 'runtime {{.Host.OCIRuntime.Name}}, storage {{.Store.GraphDriverName}}, cgroups {{.Host.CgroupManager}} {{.Host.CgroupsVersion}}, network {{.Host.NetworkBackend}}' \
     || fail "podman info (CONTAINERS_CONF=$CONTAINERS_CONF)"
@@ -122,23 +111,8 @@ pm info --format 'runtime {{.Host.OCIRuntime.Name}}, storage {{.Store.GraphDrive
 # Whatever volumes exist now: cleanup checks that the test leaves no more.
 VOLUMES_BEFORE=$(pm volume ls -q | sort)
 
-if pm image exists "$BASE"; then
-    echo "base image $BASE: present"
-else
-    # What the real debian:bookworm-slim is made of: minbase, bookworm with its updates and
-    # security sources (mmdebstrap adds them when no mirror is named), no docs or man pages.
-    step "base image $BASE from Debian's packages (mmdebstrap)"
-    timeout 900 mmdebstrap --variant=minbase --quiet \
-        --dpkgopt='path-exclude=/usr/share/man/*' \
-        --dpkgopt='path-exclude=/usr/share/info/*' \
-        --dpkgopt='path-exclude=/usr/share/doc/*' \
-        --dpkgopt='path-include=/usr/share/doc/*/copyright' \
-        bookworm "$WORK/base.tar" >"$WORK/mmdebstrap.log" 2>&1 \
-        || { tail -30 "$WORK/mmdebstrap.log"; fail "mmdebstrap"; }
-    PM_TIMEOUT=600 pm import --change 'CMD ["bash"]' "$WORK/base.tar" "$BASE" >/dev/null \
-        || fail "podman import $BASE"
-    rm -f "$WORK/base.tar"
-fi
+# What the real debian:bookworm-slim is made of.
+base_image "$BASE" '["bash"]'
 
 if [ -n "${STAC_UPLOADD_BIN:-}" ]; then
     BIN=$STAC_UPLOADD_BIN
