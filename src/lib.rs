@@ -20,6 +20,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod exit;
+pub mod geo;
 pub mod memory;
 pub mod observe;
 pub mod retention;
