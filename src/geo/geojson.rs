@@ -38,11 +38,9 @@ impl Bbox {
     }
 
     fn merge(&mut self, other: &Bbox) {
-        if other.positions > 0 {
-            self.add(other.min[0], other.min[1]);
-            self.add(other.max[0], other.max[1]);
-            self.positions += other.positions - 2;
-        }
+        self.min = [self.min[0].min(other.min[0]), self.min[1].min(other.min[1])];
+        self.max = [self.max[0].max(other.max[0]), self.max[1].max(other.max[1])];
+        self.positions += other.positions;
     }
 }
 
