@@ -19,8 +19,9 @@ command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --version 
 export RUSTC_BOOTSTRAP=1
 for target in ${FUZZ_TARGETS:-config answers planner lanes names tiff_header geojson_bbox}; do
     corpus=fuzz/corpus/$target
+    # A target new enough to have no committed corpus yet starts from its seeds alone.
+    mkdir -p "$corpus"
     if [ "$keep" = keep ]; then
-        mkdir -p "$corpus"
         out=$corpus
         read_only=(fuzz/seeds/$target)
     else

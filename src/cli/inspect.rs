@@ -150,14 +150,21 @@ pub(crate) fn inspect(path: &Path, media_type: Option<&str>) -> FileReport {
             report.gsd = m.gsd;
             report.bytes_read = Some(m.bytes_read);
         }
-        // Not a format metadata is read from (a zip, a CSV): nothing to derive, nothing wrong.
-        Err(GeoError::UnknownFormat) => {}
+        // Not a format metadata is read from (a zip, a CSV): nothing to derive, nothing wrong;
+        // unless it is named like a TIFF, which it then is not.
+        Err(GeoError::UnknownFormat) if !tiff_name(path) => {}
         Err(e) => {
             report.format = format_of(path);
             report.error = Some(e.to_string());
         }
     }
     report
+}
+
+fn tiff_name(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("tif") || e.eq_ignore_ascii_case("tiff"))
 }
 
 /// The format a file that failed to read was taken for.

@@ -188,6 +188,11 @@ fn the_fuzz_corpus_holds() {
             dirs.push((root.join("../config"), 2));
         }
         for (dir, at_least) in dirs {
+            // The issue 23 targets have no long run's corpus yet (`scripts/fuzz.sh 1800 keep`
+            // grows one): their hand-written seeds are replayed, and a corpus once there is.
+            if matches!(target, "tiff_header" | "geojson_bbox") && !dir.exists() {
+                continue;
+            }
             let mut n = 0;
             for entry in
                 std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
