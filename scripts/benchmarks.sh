@@ -4,7 +4,8 @@
 #                                      # pass (100 MiB, 1 GiB, 10 GiB warm; 1 GiB cold, which
 #                                      # needs root to drop the page cache), many jobs at once,
 #                                      # the scheduler, publish latency of a watch job, the
-#                                      # state store's cost per upload (JSON against SQLite)
+#                                      # state store's cost per upload (JSON against SQLite),
+#                                      # metadata and COG verdict of a 2 GiB sparse COG (geo)
 #   SECTIONS=soak scripts/benchmarks.sh  # the daemon soaked with faults for SOAK_MINUTES (60)
 #   SECTIONS=cluster scripts/benchmarks.sh  # the cluster on PostgreSQL (needs Debian's
 #                                      # postgresql): failover after a SIGKILL (FAILOVER_RUNS, 10
@@ -26,7 +27,7 @@ figures=$notes/figures
 mkdir -p "$figures"
 tmp=$(mktemp)
 trap 'rm -f "$tmp"' EXIT
-sections=${SECTIONS-"upload digest fanout scheduler publish state_store"}
+sections=${SECTIONS-"upload digest fanout scheduler publish state_store geo"}
 upload_sizes="100MiB 1GiB"
 [ "${BENCH_10G:-0}" = 1 ] && upload_sizes="$upload_sizes 10GiB"
 
@@ -56,7 +57,7 @@ for s in $sections; do
       BENCH_DIGEST_ONLY=1 cargo bench --quiet --bench upload 2>/dev/null > "$tmp"
       keep digest "$load"
       ;;
-    fanout | scheduler | publish | state_store)
+    fanout | scheduler | publish | state_store | geo)
       echo "== $s" >&2
       cargo bench --quiet --bench "$s" 2>/dev/null > "$tmp"
       keep "$s" "$load"
@@ -71,7 +72,7 @@ for s in $sections; do
       cargo bench --quiet --bench cluster 2>/dev/null > "$tmp"
       keep cluster "$load"
       ;;
-    *) echo "unknown section $s (upload digest fanout scheduler publish state_store soak cluster)" >&2; exit 2 ;;
+    *) echo "unknown section $s (upload digest fanout scheduler publish state_store soak cluster geo)" >&2; exit 2 ;;
   esac
 done
 
@@ -123,7 +124,7 @@ section() {
     figures_of "upload-$size" upload
     echo
   done
-  for s in digest fanout scheduler publish state_store soak cluster; do
+  for s in digest fanout scheduler publish state_store soak cluster geo; do
     section "$s"
   done
   cat "$notes/reading.md"

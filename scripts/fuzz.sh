@@ -4,7 +4,8 @@
 # that once broke an invariant; the config target also reads config/) and fuzz/corpus/<target> (what long runs kept, minimised):
 #   scripts/fuzz.sh            # the short run CI does
 #   scripts/fuzz.sh 1800 keep  # a long run that adds what it finds to fuzz/corpus (then minimised)
-# FUZZ_TARGETS picks targets (default: config answers planner lanes names).
+# FUZZ_TARGETS picks targets (default: config answers planner lanes names tiff_header
+# geojson_bbox).
 # Without `keep`, new inputs go to a temporary folder and the committed corpus is only read.
 # A crash stops the script; its input is in fuzz/artifacts/<target>/ (add it to the corpus once
 # fixed: `cargo test --test it properties::the_fuzz_corpus_holds` replays every corpus file).
@@ -16,10 +17,11 @@ seconds=${1:-20}
 keep=${2:-}
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --version 0.13.2
 export RUSTC_BOOTSTRAP=1
-for target in ${FUZZ_TARGETS:-config answers planner lanes names}; do
+for target in ${FUZZ_TARGETS:-config answers planner lanes names tiff_header geojson_bbox}; do
     corpus=fuzz/corpus/$target
+    # A target new enough to have no committed corpus yet starts from its seeds alone.
+    mkdir -p "$corpus"
     if [ "$keep" = keep ]; then
-        mkdir -p "$corpus"
         out=$corpus
         read_only=(fuzz/seeds/$target)
     else

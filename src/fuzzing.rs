@@ -406,3 +406,119 @@ fn state_records_round_trip(job: &str, target: &stac_client::AssetTarget, path: 
     let back: InFlight = serde_json::from_slice(&json).unwrap_or_else(|e| panic!("read: {e}"));
     assert_eq!(back, upload, "the in-flight record changed");
 }
+
+/// What a footprint read from any bytes must be: a closed ring of finite WGS84 positions, its
+/// box holding every one of them, and what was read within the budget.
+fn check_metadata(m: &crate::geo::FileMetadata, budget: u64) {
+    let ring = &m.footprint.ring;
+    assert!(ring.len() >= 4, "a ring of {} positions", ring.len());
+    assert_eq!(ring.first(), ring.last(), "an open ring");
+    let [w, s, e, n] = m.footprint.bbox;
+    for [lon, lat] in ring.iter().chain(&m.footprint.corners) {
+        assert!(lon.is_finite() && lat.is_finite(), "({lon}, {lat})");
+        assert!((-90.0..=90.0).contains(lat), "latitude {lat}");
+        assert!(
+            (w..=e).contains(lon) && (s..=n).contains(lat),
+            "({lon}, {lat}) outside the box {:?}",
+            m.footprint.bbox
+        );
+    }
+    if let Some(gsd) = m.gsd {
+        assert!(gsd.is_finite() && gsd > 0.0, "gsd {gsd}");
+    }
+    assert!(m.bytes_read <= budget, "{} bytes read", m.bytes_read);
+}
+
+/// A TIFF header of any bytes, read as `read_metadata` reads a file (through the counting
+/// reader, with the read budget): a footprint that holds together, or an error; no panic, no
+/// hang, no read past the budget.
+pub fn tiff_header(data: &[u8]) {
+    use crate::geo::read::{Counting, READ_BUDGET};
+    let mut r = Counting::new(std::io::Cursor::new(data), READ_BUDGET);
+    if let Ok(mut m) = crate::geo::tiff_metadata(&mut r) {
+        m.bytes_read = r.bytes_read();
+        check_metadata(&m, READ_BUDGET);
+    }
+}
+
+/// A GeoJSON document of any bytes: a bounding box of WGS84 positions with an area, or an
+/// error; no panic.
+pub fn geojson_bbox(data: &[u8]) {
+    if let Ok(m) = crate::geo::geojson_metadata(data) {
+        check_metadata(&m, crate::geo::MAX_GEOJSON_BYTES);
+        let [w, s, e, n] = m.footprint.bbox;
+        assert!(w < e && s < n, "a box without area: {:?}", m.footprint.bbox);
+        assert!(
+            (-180.0..=180.0).contains(&w) && (-180.0..=180.0).contains(&e),
+            "longitudes {w}, {e}"
+        );
+        assert_eq!(m.epsg, Some(4326));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::geo::read::{Counting, READ_BUDGET};
+
+    /// The hostile headers of the committed seeds (written by hand: an IFD of 2^32 entries,
+    /// looping IFD chains, offsets and counts past the end, an empty file) are refused, and
+    /// none of them costs more than a few KB to refuse.
+    #[test]
+    fn hostile_tiff_headers_are_refused_cheaply() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/tiff_header");
+        for name in [
+            "bigtiff_2pow32_entries",
+            "classic_65535_entries",
+            "huge_tag_count",
+            "two_ifd_loop",
+            "geokeys_60000",
+            "looping_ifds",
+            "offset_past_end",
+            "truncated_cog",
+            "empty",
+        ] {
+            let data = std::fs::read(dir.join(name)).unwrap();
+            let mut r = Counting::new(std::io::Cursor::new(&data), READ_BUDGET);
+            let err = crate::geo::tiff_metadata(&mut r).expect_err(name);
+            assert!(
+                r.bytes_read() <= 64 * 1024,
+                "{name}: {} bytes read",
+                r.bytes_read()
+            );
+            assert!(!err.to_string().is_empty(), "{name}");
+            super::tiff_header(&data);
+        }
+    }
+
+    /// The same past the end of a file that is all zeros where the header points (a sparse
+    /// file): the budget, not the file's size, bounds what a declared 2^32 entries cost.
+    #[test]
+    fn a_huge_ifd_in_a_large_file_costs_at_most_the_budget() {
+        let mut data = b"II+\0\x08\0\0\0\x10\0\0\0\0\0\0\0\0\0\0\0\x01\0\0\0".to_vec();
+        data.resize(40 * 1024 * 1024, 0);
+        let mut r = Counting::new(std::io::Cursor::new(&data), READ_BUDGET);
+        assert!(crate::geo::tiff_metadata(&mut r).is_err());
+        assert!(
+            r.bytes_read() <= READ_BUDGET,
+            "{} bytes read",
+            r.bytes_read()
+        );
+    }
+
+    #[test]
+    fn hostile_geojson_is_refused() {
+        for text in [
+            String::new(),
+            "[".repeat(1_000_000),
+            format!(
+                "{}{}",
+                r#"{"type":"Feature","geometry":"#.repeat(10_000),
+                "null"
+            ),
+            r#"{"type":"Point","coordinates":[7,46]"#.to_owned(),
+        ] {
+            assert!(crate::geo::geojson_metadata(text.as_bytes()).is_err());
+            super::geojson_bbox(text.as_bytes());
+        }
+    }
+}

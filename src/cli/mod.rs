@@ -11,8 +11,11 @@ use crate::observe::LogFormat;
 use stac_client::ApiVersion;
 use stac_upload::{CompressMode, UploadError};
 
+mod inspect;
 mod jobs;
 mod upload;
+
+pub use inspect::InspectArgs;
 
 /// How long running uploads may go on after SIGTERM, unless --shutdown-grace says.
 const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -119,6 +122,9 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Upload one file to one asset, now.
     Upload(UploadArgs),
+    /// Show what a job would derive from each file (footprint, proj:epsg, gsd) and whether it
+    /// is what its media type says (a cloud-optimized GeoTIFF, ...). Exit 1 if any is not.
+    Inspect(InspectArgs),
     /// Serve a local emulator of the service-stac upload API, to try jobs safely.
     #[cfg(feature = "emulator")]
     Emulator(stac_uploadd_emulator::EmulatorArgs),
@@ -160,7 +166,8 @@ impl Cli {
                 | Command::Status(_)
                 | Command::Uploads(_)
                 | Command::Prune(_)
-                | Command::Verify(_),
+                | Command::Verify(_)
+                | Command::Inspect(_),
             ) => 0,
             None | Some(Command::Run(_) | Command::Emulator(_)) => 1,
         };
@@ -578,6 +585,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             .map_err(CliError::from)
         }
         Some(Command::Upload(args)) => upload::run_upload(args).await,
+        Some(Command::Inspect(args)) => inspect::run_inspect(args).await,
         #[cfg(not(feature = "emulator"))]
         Some(Command::Emulator(_) | Command::Demo(_)) => Err(CliError {
             code: ExitCode::Usage,

@@ -133,6 +133,34 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(500), ..ProptestConfig::default() })]
+
+    /// TIFF headers (fuzz target `tiff_header`): any bytes after each of the four magic
+    /// numbers, read as a file's header is; no panic, and what is read holds together.
+    #[test]
+    fn any_tiff_header_is_read_or_refused(
+        magic in prop::sample::select(vec![&b"II*\0"[..], b"MM\0*", b"II+\0", b"MM\0+"]),
+        rest in prop::collection::vec(any::<u8>(), 0..600),
+    ) {
+        fuzzing::tiff_header(&[magic, &rest].concat());
+    }
+
+    /// GeoJSON (fuzz target `geojson_bbox`): documents made of GeoJSON's own pieces in any
+    /// arrangement; no panic, and a box read has an area within WGS84.
+    #[test]
+    fn any_geojson_is_read_or_refused(
+        parts in prop::collection::vec(prop::sample::select(vec![
+            "{", "}", "[", "]", ",", ":", "\"type\"", "\"Feature\"", "\"Point\"",
+            "\"Polygon\"", "\"FeatureCollection\"", "\"GeometryCollection\"",
+            "\"coordinates\"", "\"geometry\"", "\"features\"", "\"geometries\"", "null",
+            "7.5", "-181", "46", "91", "1e308", "0",
+        ]), 0..60),
+    ) {
+        fuzzing::geojson_bbox(parts.concat().as_bytes());
+    }
+}
+
 /// Every committed fuzz input (`fuzz/seeds/`: written by hand, with each input that once broke
 /// an invariant; `fuzz/corpus/`: what long `cargo fuzz` runs kept) through its target's
 /// invariants: the corpus is a regression suite that runs without cargo-fuzz.
@@ -148,6 +176,8 @@ fn the_fuzz_corpus_holds() {
         ("planner", fuzzing::planner_bytes),
         ("lanes", stac_upload::md5x::check_lanes_bytes),
         ("names", fuzzing::file_name),
+        ("tiff_header", fuzzing::tiff_header),
+        ("geojson_bbox", fuzzing::geojson_bbox),
     ] {
         let mut dirs = vec![
             (root.join("seeds").join(target), 3),
@@ -158,6 +188,11 @@ fn the_fuzz_corpus_holds() {
             dirs.push((root.join("../config"), 2));
         }
         for (dir, at_least) in dirs {
+            // The issue 23 targets have no long run's corpus yet (`scripts/fuzz.sh 1800 keep`
+            // grows one): their hand-written seeds are replayed, and a corpus once there is.
+            if matches!(target, "tiff_header" | "geojson_bbox") && !dir.exists() {
+                continue;
+            }
             let mut n = 0;
             for entry in
                 std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()))

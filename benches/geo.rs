@@ -1,0 +1,324 @@
+//! Metadata from the data (issue 23): what a file's footprint and media-type verdict cost.
+//!
+//! - A 2 GiB cloud-optimized GeoTIFF (a sparse file: a real COG header, LV95, 65536x65536
+//!   pixels in 512x512 DEFLATE tiles, seven internal overviews, the IFDs first and every tile's
+//!   offset spread to the end of the file): `geo::read_metadata` and `geo::media::check_file`,
+//!   median and p99 over N runs, and the bytes each read (FileMetadata.bytes_read, and the
+//!   process's `rchar` from /proc/self/io: what actually went through read(2)). Targets: under
+//!   10 ms and under 1 MiB.
+//! - The raster fixtures (tests/fixtures/geo): files per second, metadata and verdict.
+//! - A GeoJSON FeatureCollection of some MB (read whole, streamed): MB per second.
+//!
+//! `cargo bench --bench geo` (`GEO_BENCH_RUNS`, default 200; `GEO_BENCH_GEOJSON_MB`, default
+//! 20). Figures only, no assertion: a loaded machine is slow, not wrong.
+
+use std::io::Write as _;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use stac_uploadd::geo::{self, media};
+
+const COG: &str = "image/tiff; application=geotiff; profile=cloud-optimized";
+const FILE_SIZE: u64 = 2 * 1024 * 1024 * 1024;
+const WIDTH: u32 = 65_536;
+const TILE: u32 = 512;
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The bytes this process has read through read(2) so far.
+fn rchar() -> u64 {
+    std::fs::read_to_string("/proc/self/io")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("rchar:"))
+                .and_then(|n| n.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// One TIFF tag's value.
+enum Value {
+    Short(Vec<u16>),
+    Long(Vec<u32>),
+    Double(Vec<f64>),
+}
+
+impl Value {
+    fn kind_count_bytes(&self) -> (u16, u32, Vec<u8>) {
+        match self {
+            Value::Short(v) => (
+                3,
+                v.len() as u32,
+                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            ),
+            Value::Long(v) => (
+                4,
+                v.len() as u32,
+                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            ),
+            Value::Double(v) => (
+                12,
+                v.len() as u32,
+                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            ),
+        }
+    }
+}
+
+/// A cloud-optimized GeoTIFF's header (little-endian classic TIFF: 2 GiB fits 32-bit offsets)
+/// written to `path`, then the file extended to [`FILE_SIZE`] without writing: the tiles are
+/// holes. Laid out as GDAL's COG driver does: all IFDs (full resolution first, then each
+/// overview) with their tag data, then the tiles, the smallest overview's first and the full
+/// resolution's last.
+fn write_sparse_cog(path: &Path) -> std::io::Result<()> {
+    let mut levels = Vec::new();
+    let mut w = WIDTH;
+    while w >= TILE {
+        levels.push(w);
+        w /= 2;
+    }
+    let tiles = |w: u32| (w.div_ceil(TILE) as u64).pow(2);
+    let total_tiles: u64 = levels.iter().map(|w| tiles(*w)).sum();
+    // The header's own size depends on the tile arrays only: 8 bytes a tile (offset, length),
+    // plus at most 1 KiB of tags and GeoTIFF data an image.
+    let data_start = 8 + total_tiles * 8 + levels.len() as u64 * 1024;
+    let tile_len = (FILE_SIZE - data_start) / total_tiles;
+    // Offsets: the smallest image's tiles first.
+    let mut next = data_start;
+    let mut offsets = vec![Vec::new(); levels.len()];
+    for (i, w) in levels.iter().enumerate().rev() {
+        for _ in 0..tiles(*w) {
+            offsets[i].push(next as u32);
+            next += tile_len;
+        }
+    }
+    let mut out = vec![b'I', b'I', 42, 0, 8, 0, 0, 0];
+    for (i, w) in levels.iter().enumerate() {
+        let n = tiles(*w) as usize;
+        let mut tags = vec![
+            (254u16, Value::Long(vec![u32::from(i > 0)])),
+            (256, Value::Long(vec![*w])),
+            (257, Value::Long(vec![*w])),
+            (258, Value::Short(vec![8])),
+            (259, Value::Short(vec![8])),
+            (262, Value::Short(vec![1])),
+            (277, Value::Short(vec![1])),
+            (284, Value::Short(vec![1])),
+            (322, Value::Short(vec![TILE as u16])),
+            (323, Value::Short(vec![TILE as u16])),
+            (324, Value::Long(offsets[i].clone())),
+            (325, Value::Long(vec![tile_len as u32; n])),
+            (339, Value::Short(vec![1])),
+        ];
+        if i == 0 {
+            // Bern, LV95 (EPSG:2056), 1 m pixels, PixelIsArea.
+            tags.push((33550, Value::Double(vec![1.0, 1.0, 0.0])));
+            tags.push((
+                33922,
+                Value::Double(vec![0.0, 0.0, 0.0, 2_560_000.0, 1_230_000.0, 0.0]),
+            ));
+            tags.push((
+                34735,
+                Value::Short(vec![
+                    1, 1, 0, 3, 1024, 0, 1, 1, 1025, 0, 1, 1, 3072, 0, 1, 2056,
+                ]),
+            ));
+        }
+        let ifd_at = out.len() as u32;
+        let data_at = ifd_at + 2 + 12 * tags.len() as u32 + 4;
+        let mut ifd = (tags.len() as u16).to_le_bytes().to_vec();
+        let mut data = Vec::new();
+        for (tag, value) in &tags {
+            let (kind, count, bytes) = value.kind_count_bytes();
+            ifd.extend(tag.to_le_bytes());
+            ifd.extend(kind.to_le_bytes());
+            ifd.extend(count.to_le_bytes());
+            if bytes.len() <= 4 {
+                let mut inline = [0u8; 4];
+                inline[..bytes.len()].copy_from_slice(&bytes);
+                ifd.extend(inline);
+            } else {
+                ifd.extend((data_at + data.len() as u32).to_le_bytes());
+                data.extend(&bytes);
+                if data.len() % 2 == 1 {
+                    data.push(0);
+                }
+            }
+        }
+        let end = data_at + data.len() as u32;
+        let next_ifd = if i + 1 < levels.len() { end } else { 0 };
+        ifd.extend(next_ifd.to_le_bytes());
+        out.extend(ifd);
+        out.extend(data);
+    }
+    assert!(
+        out.len() as u64 <= data_start,
+        "the header ({} bytes) overruns the tiles at {data_start}",
+        out.len()
+    );
+    let mut f = std::fs::File::create(path)?;
+    f.write_all(&out)?;
+    f.set_len(FILE_SIZE)?;
+    f.sync_all()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.3} ms", d.as_secs_f64() * 1e3)
+}
+
+/// Runs `f` `runs` times: (median, p99, the most bytes one run read through read(2)).
+fn time(runs: usize, mut f: impl FnMut()) -> (Duration, Duration, u64) {
+    let mut times = Vec::with_capacity(runs);
+    let mut most = 0;
+    for _ in 0..runs {
+        let before = rchar();
+        let t = Instant::now();
+        f();
+        times.push(t.elapsed());
+        most = most.max(rchar() - before);
+    }
+    times.sort();
+    (percentile(&times, 0.5), percentile(&times, 0.99), most)
+}
+
+fn main() {
+    let runs = env("GEO_BENCH_RUNS", 200).max(1);
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let cog = dir.path().join("sparse-2gib-cog.tif");
+    write_sparse_cog(&cog).expect("the sparse COG");
+
+    let m = geo::read_metadata(&cog).expect("the sparse COG's metadata");
+    let v = media::check_file(&cog, COG);
+    println!(
+        "sparse COG: {} bytes on disk as {} bytes, {}x{} px, EPSG:{:?}, gsd {:?}, bbox {:?}",
+        FILE_SIZE,
+        std::fs::metadata(&cog)
+            .map(|m| std::os::unix::fs::MetadataExt::blocks(&m) * 512)
+            .unwrap_or(0),
+        WIDTH,
+        WIDTH,
+        m.epsg,
+        m.gsd,
+        m.footprint.bbox
+    );
+    println!(
+        "verdict: checked {:?}, valid {}, errors {:?}, warnings {:?}",
+        v.checked,
+        v.is_valid(),
+        v.errors,
+        v.warnings
+    );
+
+    let (med, p99, read) = time(runs, || {
+        let _ = geo::read_metadata(&cog);
+    });
+    println!(
+        "read_metadata x{runs}: median {}, p99 {}; bytes_read {} (FileMetadata), {} through read(2)",
+        ms(med),
+        ms(p99),
+        m.bytes_read,
+        read
+    );
+    let (med, p99, read) = time(runs, || {
+        let _ = media::check_file(&cog, COG);
+    });
+    println!(
+        "check_file (COG) x{runs}: median {}, p99 {}; {} bytes through read(2)",
+        ms(med),
+        ms(p99),
+        read
+    );
+    let (med, p99, read) = time(runs, || {
+        let _ = geo::read_metadata(&cog);
+        let _ = media::check_file(&cog, COG);
+    });
+    println!(
+        "both (what `inspect` and a from_file job do) x{runs}: median {}, p99 {}; {} bytes through read(2) (targets: < 10 ms, < 1 MiB)",
+        ms(med),
+        ms(p99),
+        read
+    );
+
+    // The fixtures: every raster of the differential tests, damaged ones included.
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/geo");
+    let mut files: Vec<_> = std::fs::read_dir(&fixtures)
+        .expect("tests/fixtures/geo")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    files.sort();
+    let rounds = runs.max(10);
+    let t = Instant::now();
+    for _ in 0..rounds {
+        for f in &files {
+            let _ = geo::read_metadata(f);
+            let _ = media::check_file(f, COG);
+        }
+    }
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "fixtures: {} files x{rounds}: {:.0} files/s (metadata and COG verdict each)",
+        files.len(),
+        (files.len() * rounds) as f64 / secs
+    );
+
+    // GeoJSON is read whole: its cost is the parser's speed, in flat memory.
+    let mb = env("GEO_BENCH_GEOJSON_MB", 20);
+    let path = dir.path().join("features.geojson");
+    let mut w = std::io::BufWriter::new(std::fs::File::create(&path).expect("a GeoJSON file"));
+    write!(w, r#"{{"type": "FeatureCollection", "features": ["#).expect("write");
+    let mut i = 0u64;
+    let mut size = 0;
+    while size < mb * 1024 * 1024 {
+        let (x, y) = (
+            6.0 + (i % 4000) as f64 * 0.001,
+            46.0 + (i / 4000 % 2000) as f64 * 0.001,
+        );
+        let feature = format!(
+            r#"{}{{"type": "Feature", "properties": {{"id": {i}, "name": "feature {i}"}}, "geometry": {{"type": "Polygon", "coordinates": [[[{x:.6}, {y:.6}], [{:.6}, {y:.6}], [{:.6}, {:.6}], [{x:.6}, {y:.6}]]]}}}}"#,
+            if i == 0 { "" } else { ",\n" },
+            x + 0.001,
+            x + 0.001,
+            y + 0.001
+        );
+        w.write_all(feature.as_bytes()).expect("write");
+        size += feature.len();
+        i += 1;
+    }
+    w.write_all(b"]}\n").expect("write");
+    w.flush().expect("write");
+    drop(w);
+    let geo_runs = (runs / 40).max(3);
+    let (med, p99, _) = time(geo_runs, || {
+        geo::read_metadata(&path).expect("the generated GeoJSON");
+    });
+    let m = geo::read_metadata(&path).expect("the generated GeoJSON");
+    println!(
+        "GeoJSON: {i} features, {} bytes x{geo_runs}: median {} ({:.0} MB/s), p99 {}; bbox {:?}",
+        m.bytes_read,
+        ms(med),
+        m.bytes_read as f64 / 1e6 / med.as_secs_f64(),
+        ms(p99),
+        m.footprint.bbox
+    );
+    println!(
+        "peak resident set: {} KiB",
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| s
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .map(|v| v.trim().trim_end_matches(" kB").to_owned()))
+            .unwrap_or_default()
+    );
+}
