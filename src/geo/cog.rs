@@ -144,8 +144,7 @@ pub(crate) fn cog_rules(s: &Structure) -> Report {
             main.ifd
         ));
     }
-    if s
-        .ghost
+    if s.ghost
         .as_deref()
         .is_some_and(|g| g.contains("KNOWN_INCOMPATIBLE_EDITION=YES"))
     {
@@ -563,6 +562,9 @@ fn read_image<R: Read + Seek>(
 fn describe(e: &TiffError) -> String {
     match e {
         TiffError::IoError(io) => describe_io(io),
+        TiffError::FormatError(tiff::TiffFormatError::CycleInOffsets) => {
+            "the IFD chain loops: a damaged file".into()
+        }
         TiffError::LimitsExceeded => "a tag value larger than 1 MiB (damaged or hostile)".into(),
         e => e.to_string(),
     }
@@ -615,7 +617,8 @@ mod tests {
         let r = cog_rules(&s);
         assert_eq!(r.errors.len(), 1, "{r:?}");
         assert!(
-            r.errors[0].starts_with("The main image's first block (byte 3000) comes before overview 0's"),
+            r.errors[0]
+                .starts_with("The main image's first block (byte 3000) comes before overview 0's"),
             "{r:?}"
         );
     }
@@ -642,8 +645,18 @@ mod tests {
         s.images[1].tile = None;
         s.images[0].ifd = 301;
         let r = cog_rules(&s);
-        assert!(r.errors.iter().any(|e| e.starts_with("overview 0 is not tiled")), "{r:?}");
-        assert!(r.errors.iter().any(|e| e.starts_with("the first IFD is at byte 301")), "{r:?}");
+        assert!(
+            r.errors
+                .iter()
+                .any(|e| e.starts_with("overview 0 is not tiled")),
+            "{r:?}"
+        );
+        assert!(
+            r.errors
+                .iter()
+                .any(|e| e.starts_with("the first IFD is at byte 301")),
+            "{r:?}"
+        );
     }
 
     #[test]

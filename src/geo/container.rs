@@ -39,9 +39,7 @@ pub fn check_geojson<R: Read>(r: R, len: u64) -> Report {
     json(r, len, |r| {
         let top: Top = serde_json::from_reader(r)?;
         Ok(match top.kind {
-            Some(serde_json::Value::String(t)) if GEOJSON_TYPES.contains(&t.as_str()) => {
-                Vec::new()
-            }
+            Some(serde_json::Value::String(t)) if GEOJSON_TYPES.contains(&t.as_str()) => Vec::new(),
             Some(serde_json::Value::String(t)) => vec![format!(
                 "JSON, but not GeoJSON: its \"type\" is {t:?}, not one of GeoJSON's (Feature, \
                  FeatureCollection, or a geometry such as Polygon)"
@@ -70,7 +68,7 @@ impl<'de> Deserialize<'de> for Top {
         struct V;
         impl<'de> serde::de::Visitor<'de> for V {
             type Value = Top;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("a GeoJSON object")
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Top, A::Error> {
@@ -232,7 +230,8 @@ fn zip<R: Read + Seek>(r: &mut R, len: u64) -> Result<(), ZipError> {
     };
     let rec = &tail[at..at + EOCD_LEN as usize];
     let eocd_pos = start + at as u64;
-    let u32_at = |b: &[u8], i: usize| u64::from(u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]));
+    let u32_at =
+        |b: &[u8], i: usize| u64::from(u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]));
     let (mut cd_size, mut cd_offset) = (u32_at(rec, 12), u32_at(rec, 16));
     let mut cd_end_limit = eocd_pos;
     if cd_size == 0xFFFF_FFFF || cd_offset == 0xFFFF_FFFF {
@@ -293,12 +292,18 @@ mod tests {
 
     #[test]
     fn json_parses_or_says_where_it_does_not() {
-        assert_eq!(json_report(r#"{"a": [1, 2, {"b": null}]}"#), Report::default());
+        assert_eq!(
+            json_report(r#"{"a": [1, 2, {"b": null}]}"#),
+            Report::default()
+        );
         assert_eq!(json_report("[1, 2]\n"), Report::default());
         let r = json_report(r#"{"a": 1"#);
         assert!(r.errors[0].starts_with("the JSON ends early"), "{r:?}");
         let r = json_report(r#"{"a": 1} x"#);
-        assert!(r.errors[0].starts_with("not valid JSON: trailing characters"), "{r:?}");
+        assert!(
+            r.errors[0].starts_with("not valid JSON: trailing characters"),
+            "{r:?}"
+        );
         let r = json_report("");
         assert!(r.errors[0].starts_with("an empty file"), "{r:?}");
     }
@@ -318,7 +323,10 @@ mod tests {
     #[test]
     fn a_json_bigger_than_the_cap_is_passed_with_a_warning() {
         let r = check_json(io::empty(), JSON_MAX + 1);
-        assert!(r.errors.is_empty() && r.warnings[0].starts_with("not parsed"), "{r:?}");
+        assert!(
+            r.errors.is_empty() && r.warnings[0].starts_with("not parsed"),
+            "{r:?}"
+        );
     }
 
     #[test]
@@ -331,11 +339,17 @@ mod tests {
             Report::default()
         );
         let r = geojson_report(r#"{"type": "Catalog"}"#);
-        assert!(r.errors[0].contains("\"Catalog\", not one of GeoJSON's"), "{r:?}");
+        assert!(
+            r.errors[0].contains("\"Catalog\", not one of GeoJSON's"),
+            "{r:?}"
+        );
         let r = geojson_report(r#"{"features": []}"#);
         assert!(r.errors[0].contains("no \"type\""), "{r:?}");
         let r = geojson_report("[1]");
-        assert!(r.errors[0].contains("the top level is not an object"), "{r:?}");
+        assert!(
+            r.errors[0].contains("the top level is not an object"),
+            "{r:?}"
+        );
         let r = geojson_report(r#"{"type": 3}"#);
         assert!(r.errors[0].contains("\"type\" is 3"), "{r:?}");
     }
@@ -352,7 +366,12 @@ mod tests {
         ok.extend_from_slice(b"PAR1");
         assert_eq!(parquet_report(&ok), Report::default());
         let r = parquet_report(&ok[..ok.len() - 3]);
-        assert!(r.errors.iter().any(|e| e.contains("does not end with PAR1")), "{r:?}");
+        assert!(
+            r.errors
+                .iter()
+                .any(|e| e.contains("does not end with PAR1")),
+            "{r:?}"
+        );
         let r = parquet_report(b"PAR1");
         assert!(r.errors[0].contains("at least 12"), "{r:?}");
         let mut long_footer = ok.clone();
@@ -382,7 +401,10 @@ mod tests {
         assert_eq!(zip_report(&empty_zip(b"")), Report::default());
         assert_eq!(zip_report(&empty_zip(b"a comment")), Report::default());
         // A signature inside the comment does not count: the real one is before it.
-        assert_eq!(zip_report(&empty_zip(b"PK\x05\x06 fake")), Report::default());
+        assert_eq!(
+            zip_report(&empty_zip(b"PK\x05\x06 fake")),
+            Report::default()
+        );
         let mut past = empty_zip(b"");
         past[16..20].copy_from_slice(&100u32.to_le_bytes());
         let r = zip_report(&past);

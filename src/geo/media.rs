@@ -159,3 +159,199 @@ impl Check {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    const COG: &str = "image/tiff; application=geotiff; profile=cloud-optimized";
+    const GEOTIFF: &str = "image/tiff; application=geotiff";
+
+    fn fixture(name: &str) -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/geo")
+            .join(name)
+    }
+
+    fn check(name: &str, media_type: &str) -> Verdict {
+        check_file(&fixture(name), media_type)
+    }
+
+    /// The verdict's errors, one of which contains each of `wanted`.
+    #[track_caller]
+    fn assert_errors(v: &Verdict, wanted: &[&str]) {
+        assert!(!v.is_valid(), "{v:?}");
+        for w in wanted {
+            assert!(v.errors.iter().any(|e| e.contains(w)), "{w:?} not in {v:?}");
+        }
+    }
+
+    #[test]
+    fn gdals_cog_is_a_cog_and_small_geotiffs_are_too() {
+        let v = check("utm32n_cog.tif", COG);
+        assert_eq!(v.checked, Some("cloud-optimized GeoTIFF"));
+        assert!(v.is_valid() && v.warnings.is_empty(), "{v:?}");
+        // Small (512 px or less), IFD first: rio-cogeo calls these COGs too.
+        for name in ["lv95_striped.tif", "lv03_tiled.tif", "webmerc_bigtiff.tif"] {
+            let v = check(name, COG);
+            assert!(v.is_valid(), "{name}: {v:?}");
+        }
+    }
+
+    #[test]
+    fn a_big_striped_file_is_not_a_cog() {
+        let v = check("big_striped.tif", COG);
+        assert_errors(&v, &["not tiled: 2000x1000 pixels in strips"]);
+        assert!(
+            v.warnings[0].starts_with("no overviews: 2000x1000"),
+            "{v:?}"
+        );
+        // It is a readable GeoTIFF all the same.
+        assert!(check("big_striped.tif", GEOTIFF).is_valid());
+    }
+
+    #[test]
+    fn appended_overviews_are_not_a_cog() {
+        let v = check("appended_overviews.tif", COG);
+        assert_errors(
+            &v,
+            &[
+                "the IFD of overview 1 (byte 2072) comes after image data",
+                "The main image's first block (byte 506) comes before overview 0's (byte 2246)",
+                "Overview 0's first block (byte 2246) comes before overview 1's (byte 2586)",
+            ],
+        );
+        assert!(check("appended_overviews.tif", GEOTIFF).is_valid());
+    }
+
+    #[test]
+    fn a_big_tiled_file_without_overviews_is_a_cog_with_a_warning() {
+        let v = check("big_tiled_no_overviews.tif", COG);
+        assert!(v.is_valid(), "{v:?}");
+        assert!(
+            v.warnings[0].starts_with("no overviews: 1024x1024"),
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    fn an_ifd_after_the_data_is_not_a_cog() {
+        let v = check("lv95_rotated.tif", COG);
+        assert_errors(
+            &v,
+            &["the first IFD is at byte 392", "comes after image data"],
+        );
+        assert!(check("lv95_rotated.tif", GEOTIFF).is_valid());
+    }
+
+    #[test]
+    fn damaged_files_are_refused_as_cog_and_as_geotiff() {
+        for (name, why) in [
+            ("truncated_cog.tif", "(truncated)"),
+            ("looping_ifds.tif", "the IFD chain loops"),
+            (
+                "offset_past_end.tif",
+                "the first IFD is at byte 4488, past the end",
+            ),
+            ("empty.tif", "an empty file (0 bytes)"),
+        ] {
+            for t in [COG, GEOTIFF] {
+                assert_errors(&check(name, t), &[why]);
+            }
+        }
+    }
+
+    #[test]
+    fn a_cog_whose_overviews_are_in_an_ovr_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.tif");
+        std::fs::copy(fixture("utm32n_cog.tif"), &path).unwrap();
+        assert!(check_file(&path, COG).is_valid());
+        std::fs::write(dir.path().join("a.tif.ovr"), b"II*\0").unwrap();
+        assert_errors(
+            &check_file(&path, COG),
+            &["a.tif.ovr, which is not uploaded"],
+        );
+    }
+
+    #[test]
+    fn json_geojson_parquet_and_zip_by_their_media_types() {
+        let ok = [
+            ("bern.geojson", "application/geo+json", "GeoJSON"),
+            ("bern.geojson", "application/json", "JSON"),
+            ("list.json", "application/json", "JSON"),
+            ("table.parquet", "application/vnd.apache.parquet", "Parquet"),
+            ("archive.zip", "application/zip", "zip"),
+            ("archive.zip", "application/x.geojson+zip", "zip"),
+            (
+                "archive.zip",
+                "application/x.interlis+zip; version=2.4",
+                "zip",
+            ),
+        ];
+        for (name, t, checked) in ok {
+            let v = check(name, t);
+            assert_eq!(v.checked, Some(checked), "{name} as {t}");
+            assert!(v.is_valid(), "{name} as {t}: {v:?}");
+        }
+        let bad = [
+            (
+                "list.json",
+                "application/geo+json",
+                "the top level is not an object",
+            ),
+            ("truncated.json", "application/json", "the JSON ends early"),
+            (
+                "truncated.parquet",
+                "application/vnd.apache.parquet",
+                "does not end with PAR1",
+            ),
+            (
+                "truncated.zip",
+                "application/zip",
+                "no end-of-central-directory record",
+            ),
+            (
+                "utm32n_cog.tif",
+                "application/zip",
+                "no end-of-central-directory record",
+            ),
+            ("archive.zip", COG, "not a TIFF"),
+        ];
+        for (name, t, why) in bad {
+            assert_errors(&check(name, t), &[why]);
+        }
+    }
+
+    #[test]
+    fn parameters_decide_and_unknown_types_are_not_checked() {
+        // As written, not normalised: parameters in another order, other spacing and case.
+        let v = check(
+            "big_striped.tif",
+            "Image/TIFF;profile=cloud-optimized;  application=geotiff",
+        );
+        assert_eq!(v.checked, Some("cloud-optimized GeoTIFF"));
+        assert!(!v.is_valid());
+        for t in [
+            "image/tiff",
+            "text/plain",
+            "application/x-hdf5",
+            "not a media type",
+        ] {
+            let v = check("empty.tif", t);
+            assert_eq!((v.checked, v.is_valid()), (None, true), "{t}");
+        }
+        let v = check_file(Path::new("/nonexistent/x.tif"), GEOTIFF);
+        assert_errors(&v, &["cannot read /nonexistent/x.tif"]);
+    }
+
+    #[test]
+    fn a_verdict_reads_a_few_kilobytes() {
+        let (v, read) = check_file_counting(&fixture("utm32n_cog.tif"), COG);
+        assert!(v.is_valid());
+        // Each seek refills the 8 KiB buffer (here the whole 3 KB file), a dozen of them.
+        assert!(read > 0 && read <= 64 * 1024, "{read}");
+    }
+}
