@@ -269,9 +269,8 @@ pub(crate) fn read_structure<R: Read + Seek>(mut r: R, len: u64) -> Result<Struc
             ));
         }
         let what = format!("the IFD at byte {at}");
-        if images.is_empty() {
-            // Checked above, before the decoder read it.
-        } else {
+        // The first was checked before the decoder read it.
+        if !images.is_empty() {
             check_ifd_at(d.inner(), &header, at, len, &what)?;
         }
         let dir = d
@@ -581,6 +580,7 @@ fn describe_io(e: &io::Error) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::super::read::{Counting, SeekBuf};
     use super::*;
 
     fn image(kind: Kind, ifd: u64, size: u32, tiled: bool, first_block: u64) -> Image {
@@ -664,6 +664,117 @@ mod tests {
         let mut s = cog();
         s.ghost = Some("LAYOUT=IFDS_BEFORE_DATA\nKNOWN_INCOMPATIBLE_EDITION=YES\n".into());
         assert!(cog_rules(&s).errors[0].contains("KNOWN_INCOMPATIBLE_EDITION=YES"));
+    }
+
+    /// A little-endian classic TIFF: `ifds` chained from byte 8, entries (tag, type, count, the
+    /// 4 value bytes as a u32: inline values only), padded with zeros to `len` bytes.
+    fn tiff(ifds: &[Vec<(u16, u16, u32, u32)>], len: usize) -> Vec<u8> {
+        let mut f = b"II\x2a\x00\x08\x00\x00\x00".to_vec();
+        for (i, entries) in ifds.iter().enumerate() {
+            f.extend_from_slice(&(entries.len() as u16).to_le_bytes());
+            for &(tag, ty, count, value) in entries {
+                f.extend_from_slice(&tag.to_le_bytes());
+                f.extend_from_slice(&ty.to_le_bytes());
+                f.extend_from_slice(&count.to_le_bytes());
+                f.extend_from_slice(&value.to_le_bytes());
+            }
+            let next = if i + 1 < ifds.len() { f.len() + 4 } else { 0 };
+            f.extend_from_slice(&(next as u32).to_le_bytes());
+        }
+        assert!(f.len() <= len);
+        f.resize(len, 0);
+        f
+    }
+
+    const SHORT: u16 = 3;
+    const LONG: u16 = 4;
+
+    /// A 16x16 image in one strip of 256 bytes at byte 200.
+    fn main_ifd() -> Vec<(u16, u16, u32, u32)> {
+        vec![
+            (256, SHORT, 1, 16),
+            (257, SHORT, 1, 16),
+            (258, SHORT, 1, 8),
+            (262, SHORT, 1, 1),
+            (273, LONG, 1, 200),
+            (278, SHORT, 1, 16),
+            (279, LONG, 1, 256),
+        ]
+    }
+
+    /// An 8x8 overview in 16x16 tiles, with these TileOffsets and TileByteCounts.
+    fn overview(offsets: (u16, u32), counts: (u16, u32)) -> Vec<(u16, u16, u32, u32)> {
+        vec![
+            (254, LONG, 1, 1),
+            (256, SHORT, 1, 8),
+            (257, SHORT, 1, 8),
+            (262, SHORT, 1, 1),
+            (322, SHORT, 1, 16),
+            (323, SHORT, 1, 16),
+            (324, offsets.0, 1, offsets.1),
+            (325, counts.0, 1, counts.1),
+        ]
+    }
+
+    fn structure_of(f: Vec<u8>) -> Result<Structure, String> {
+        let len = f.len() as u64;
+        read_structure(io::Cursor::new(f), len)
+    }
+
+    #[test]
+    fn a_readable_tiff_is_walked_to_its_end() {
+        let s = structure_of(tiff(&[main_ifd(), overview((LONG, 460), (LONG, 40))], 500)).unwrap();
+        assert_eq!(s.images.len(), 2);
+        assert_eq!(s.images[1].kind, Kind::Overview(0));
+        assert_eq!(s.images[1].tile, Some((16, 16)));
+        assert_eq!(s.images[0].first_block, Some(200));
+    }
+
+    #[test]
+    fn block_tables_must_match_the_image_and_lie_inside_the_file() {
+        let mut two = overview((LONG, 0), (LONG, 0));
+        two[6] = (324, SHORT, 2, 460 | (470 << 16));
+        two[7] = (325, SHORT, 2, 10 | (10 << 16));
+        let e = structure_of(tiff(&[main_ifd(), two], 500)).unwrap_err();
+        assert!(
+            e.ends_with("2 TileOffsets for 8x8 pixels in 1x1 tiles (expected 1)"),
+            "{e}"
+        );
+
+        let e = structure_of(tiff(
+            &[main_ifd(), overview((LONG, 10_000), (LONG, 10))],
+            500,
+        ))
+        .unwrap_err();
+        assert!(
+            e.ends_with("block 0 (bytes 10000 to 10010) ends past the end of the file (500 bytes): truncated or damaged"),
+            "{e}"
+        );
+
+        let mut none = overview((LONG, 460), (LONG, 40));
+        none.truncate(6);
+        let e = structure_of(tiff(&[main_ifd(), none], 500)).unwrap_err();
+        assert!(
+            e.ends_with("no TileOffsets: where its data is is not said"),
+            "{e}"
+        );
+
+        // An empty (sparse) block is allowed.
+        assert!(structure_of(tiff(&[main_ifd(), overview((LONG, 0), (LONG, 0))], 500)).is_ok());
+    }
+
+    #[test]
+    fn a_huge_tag_count_costs_nothing() {
+        let mut main = main_ifd();
+        main[4] = (273, LONG, 1 << 30, 200);
+        main[6] = (279, LONG, 1 << 30, 300);
+        let f = tiff(&[main], 500);
+        let r = Counting::new(io::Cursor::new(f), u64::MAX);
+        let mut r = SeekBuf::new(r, 16 * 1024);
+        let e = read_structure(&mut r, 500).unwrap_err();
+        assert!(e.contains("larger than 1 MiB"), "{e}");
+        // The 500 bytes once, not the 4 GiB the tags declare.
+        assert_eq!(r.get_ref().bytes_read(), 500);
     }
 
     #[test]
