@@ -83,4 +83,27 @@ past = bytearray(src)
 struct.pack_into("<I", past, 4, len(src) + 4096)
 open(f"{out}/offset_past_end.tif", "wb").write(past)
 PY
+
+# The media-type checks' other formats (src/geo/container.rs), made with Python alone: JSON that
+# parses and JSON that does not, a GeoJSON FeatureCollection, a zip made by zipfile and the same
+# cut short, and a Parquet-like file (PAR1, a footer length, PAR1: what the check reads; no
+# Parquet writer needed) and the same cut short.
+python3 - "$OUT" <<'PY'
+import json, sys, zipfile
+out = sys.argv[1]
+fc = {"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {"name": "Bern"},
+      "geometry": {"type": "Polygon", "coordinates": [[[7.43, 46.94], [7.45, 46.94], [7.45, 46.95],
+      [7.43, 46.95], [7.43, 46.94]]]}}]}
+open(f"{out}/bern.geojson", "w").write(json.dumps(fc) + "\n")
+open(f"{out}/list.json", "w").write("[1, 2, 3]\n")
+open(f"{out}/truncated.json", "w").write(json.dumps(fc)[:60])
+with zipfile.ZipFile(f"{out}/archive.zip", "w", zipfile.ZIP_DEFLATED) as z:
+    z.writestr(zipfile.ZipInfo("bern.geojson", date_time=(2026, 12, 1, 10, 10, 10)), json.dumps(fc))
+data = open(f"{out}/archive.zip", "rb").read()
+open(f"{out}/truncated.zip", "wb").write(data[: len(data) // 2])
+footer = b"\x15\x00" * 8
+parquet = b"PAR1" + b"\x00" * 16 + footer + len(footer).to_bytes(4, "little") + b"PAR1"
+open(f"{out}/table.parquet", "wb").write(parquet)
+open(f"{out}/truncated.parquet", "wb").write(parquet[:-6])
+PY
 ls -l "$OUT"

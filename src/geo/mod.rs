@@ -6,6 +6,8 @@
 //! key directory, nothing a crate would spare. Projections: proj4rs with the EPSG definitions
 //! of crs-definitions, pure Rust (no PROJ, no GDAL in the product; GDAL is the tests' oracle).
 
+pub mod cog;
+pub mod container;
 mod footprint;
 mod geojson;
 mod geotiff;

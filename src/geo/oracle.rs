@@ -1,9 +1,12 @@
 //! GDAL as the oracle (issue 23): for each fixture of tests/fixtures/geo (made by
 //! scripts/make-geo-fixtures.sh), `gdalinfo -json` and our reader agree on the EPSG code, the
-//! transform, and the WGS84 corners within 1e-6 degrees. Fails when gdalinfo is missing.
+//! transform, and the WGS84 corners within 1e-6 degrees. rio-cogeo as the oracle of the COG
+//! verdicts: the same validity on every undamaged fixture, and ours stricter on damaged ones.
+//! Fails when gdalinfo or rio is missing (`.ci/run` installs both).
 
 use std::path::PathBuf;
 
+use super::media::{Verdict, check_file};
 use super::{footprint, read_geotiff};
 
 fn fixture(name: &str) -> PathBuf {
@@ -12,12 +15,35 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-fn gdalinfo(path: &std::path::Path) -> serde_json::Value {
-    let out = std::process::Command::new("gdalinfo")
-        .arg("-json")
-        .arg(path)
+/// How long one oracle run may take: seconds on an idle machine, bounded on a loaded one.
+const ORACLE_TIMEOUT: &str = "120";
+
+/// Runs `program args...` under coreutils' `timeout` (killed past [`ORACLE_TIMEOUT`]); a missing
+/// program fails the test with how to install it.
+fn bounded(program: &str, args: &[&std::ffi::OsStr], install: &str) -> std::process::Output {
+    let found = std::process::Command::new(program)
+        .arg("--version")
         .output()
-        .expect("gdalinfo runs (Debian: apt-get install gdal-bin)");
+        .is_ok_and(|o| o.status.success());
+    assert!(found, "{program} is missing: {install}");
+    let out = std::process::Command::new("timeout")
+        .args(["--kill-after=10", ORACLE_TIMEOUT, program])
+        .args(args)
+        .output()
+        .expect("coreutils' timeout runs");
+    assert!(
+        !matches!(out.status.code(), Some(124 | 137) | None),
+        "{program} {args:?} did not finish within {ORACLE_TIMEOUT} s"
+    );
+    out
+}
+
+fn gdalinfo(path: &std::path::Path) -> serde_json::Value {
+    let out = bounded(
+        "gdalinfo",
+        &["-json".as_ref(), path.as_os_str()],
+        "install GDAL (Debian: apt-get install gdal-bin)",
+    );
     assert!(
         out.status.success(),
         "gdalinfo {}: {}",
@@ -96,4 +122,89 @@ fn damaged_and_empty_files_are_refused_without_panic() {
         // already (rio-cogeo, reading less, calls it valid).
         assert!(r.is_err(), "{name} read as {r:?}");
     }
+}
+
+/// What `rio cogeo validate` says of a file.
+#[derive(Debug, PartialEq)]
+enum Rio {
+    Valid {
+        warned: bool,
+    },
+    NotValid,
+    /// rio-cogeo (rasterio, GDAL) could not open it.
+    Unreadable,
+}
+
+fn rio_cogeo(path: &std::path::Path) -> Rio {
+    let out = bounded(
+        "rio",
+        &["cogeo".as_ref(), "validate".as_ref(), path.as_os_str()],
+        "install rio-cogeo (pip install rio-cogeo)",
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if stdout.contains("is NOT a valid cloud optimized GeoTIFF") {
+        Rio::NotValid
+    } else if stdout.contains("is a valid cloud optimized GeoTIFF") {
+        Rio::Valid {
+            warned: stderr.contains("warnings were found"),
+        }
+    } else {
+        assert!(
+            !out.status.success(),
+            "rio cogeo validate {}: no verdict in {stdout:?} {stderr:?}",
+            path.display()
+        );
+        Rio::Unreadable
+    }
+}
+
+#[test]
+fn cog_verdicts_agree_with_rio_cogeo_and_are_stricter_on_damaged_files() {
+    const COG: &str = "image/tiff; application=geotiff; profile=cloud-optimized";
+    // rio-cogeo reads the header only: it calls the truncated COG and the looping chain valid.
+    const DAMAGED: [&str; 4] = [
+        "truncated_cog.tif",
+        "looping_ifds.tif",
+        "offset_past_end.tif",
+        "empty.tif",
+    ];
+    let dir = fixture("");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tif"))
+        .collect();
+    names.sort();
+    assert!(
+        names.len() >= 13,
+        "the fixtures of {}: {names:?}",
+        dir.display()
+    );
+    let mut verdicts = Vec::new();
+    for name in &names {
+        let path = fixture(name);
+        let ours: Verdict = check_file(&path, COG);
+        let rio = rio_cogeo(&path);
+        if DAMAGED.contains(&name.as_str()) {
+            assert!(
+                !ours.is_valid(),
+                "{name} (damaged): ours {ours:?}, rio-cogeo {rio:?}"
+            );
+        } else {
+            let theirs = match rio {
+                Rio::Valid { warned } => Some(warned),
+                _ => None,
+            };
+            let mine = ours.is_valid().then_some(!ours.warnings.is_empty());
+            assert_eq!(mine, theirs, "{name}: ours {ours:?}, rio-cogeo {rio:?}");
+        }
+        verdicts.push((name.clone(), ours.is_valid(), ours.warnings.is_empty()));
+    }
+    // The cases of the issue, so that an oracle wrong in the same way as we are is caught too.
+    let verdict = |n: &str| verdicts.iter().find(|v| v.0 == n).map(|v| (v.1, v.2));
+    assert_eq!(verdict("utm32n_cog.tif"), Some((true, true)));
+    assert_eq!(verdict("big_tiled_no_overviews.tif"), Some((true, false)));
+    assert_eq!(verdict("big_striped.tif").map(|v| v.0), Some(false));
+    assert_eq!(verdict("appended_overviews.tif").map(|v| v.0), Some(false));
 }
