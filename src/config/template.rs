@@ -806,6 +806,52 @@ mod tests {
     }
 
     #[test]
+    fn captures_render_lowercased_in_ids_and_as_captured_in_text() {
+        let known = ["date".to_owned(), "product".to_owned()];
+        let captures = crate::config::NamePattern::new(r"^S2_(?P<date>\d{8})_(?P<product>\w+)\.tif$")
+            .unwrap()
+            .captures("S2_20261201_NDVI_10m.tif")
+            .unwrap();
+        let names = Names::new("S2_20261201_NDVI_10m.tif", Some(&captures));
+        let now = at(2026, 12, 7, 12, 0);
+        let id = IdTemplate::parse_with("s2-{date}-{product}.{ext}", &known).unwrap();
+        assert_eq!(id.render(names, &now), "s2-20261201-ndvi_10m.tif");
+        assert_eq!(id.captures(), ["date", "product"]);
+        assert!(!id.is_literal());
+        assert_eq!(id.min_len(), "s2--.".len());
+        let text = TextTemplate::parse_with("{product} of {date}, %Y", &known).unwrap();
+        assert_eq!(text.render(names, &now), "NDVI_10m of 20261201, 2026");
+        // Without captures (a bare file name), a capture renders empty.
+        assert_eq!(id.render("x.tif", &now), "s2--.tif");
+        let dated = IdTemplate::parse_with("s2-{date}", &known).unwrap();
+        assert_eq!(
+            dated.parts(),
+            [IdPart::Text("s2-"), IdPart::Capture("date")]
+        );
+    }
+
+    #[test]
+    fn unknown_captures_are_refused_where_they_are() {
+        let known = ["date".to_owned()];
+        let e = IdTemplate::parse_with("s2-{day}", &known).unwrap_err().for_key("item");
+        assert_eq!(e.offset(), 3);
+        assert!(
+            e.to_string()
+                .contains("not a named capture of the job's name_pattern ({date})"),
+            "{e}"
+        );
+        // Without a name_pattern, the message says the job has none.
+        let e = TextTemplate::parse("{date}").unwrap_err();
+        assert!(matches!(e, TemplateError::Unknown { .. }), "{e:?}");
+        assert!(e.to_string().contains("the job has none"), "{e}");
+        // A placeholder no capture could be named stays an unknown placeholder.
+        assert!(matches!(
+            IdTemplate::parse_with("{a-b}", &known).unwrap_err(),
+            TemplateError::Unknown { .. }
+        ));
+    }
+
+    #[test]
     fn parts_in_order() {
         assert_eq!(
             t("s2-{stem}_%Y%-m.{ext}").parts(),
