@@ -127,7 +127,7 @@ impl ItemMetadata {
         names: impl Into<Names<'a>>,
         run: &DateTime<Tz>,
     ) -> Value {
-        let file_name = names.into();
+        let names: Names<'_> = names.into();
         let mut properties: Map<String, Value> = self
             .properties
             .iter()
@@ -136,21 +136,21 @@ impl ItemMetadata {
             .collect();
         match &self.time {
             ItemTime::Instant(t) => {
-                properties.insert("datetime".into(), t.render(file_name, run).into());
+                properties.insert("datetime".into(), t.render(names, run).into());
             }
             ItemTime::Range { start, end } => {
                 properties.insert("datetime".into(), Value::Null);
-                properties.insert("start_datetime".into(), start.render(file_name, run).into());
-                properties.insert("end_datetime".into(), end.render(file_name, run).into());
+                properties.insert("start_datetime".into(), start.render(names, run).into());
+                properties.insert("end_datetime".into(), end.render(names, run).into());
             }
         }
         if let Some(title) = &self.title {
-            properties.insert("title".into(), title.render(file_name, run).into());
+            properties.insert("title".into(), title.render(names, run).into());
         }
         if let Some(reference) = &self.reference_datetime {
             properties.insert(
                 "forecast:reference_datetime".into(),
-                reference.render(file_name, run).into(),
+                reference.render(names, run).into(),
             );
         }
         if let Some(expires) = self.expires {
@@ -231,7 +231,7 @@ impl AssetMetadata {
         names: impl Into<Names<'a>>,
         run: &DateTime<Tz>,
     ) -> Value {
-        let file_name = names.into();
+        let names: Names<'_> = names.into();
         let mut body: Map<String, Value> = self
             .properties
             .iter()
@@ -241,7 +241,7 @@ impl AssetMetadata {
         body.insert("id".into(), id.into());
         body.insert("type".into(), self.media_type.clone().into());
         if let Some(title) = &self.title {
-            body.insert("title".into(), title.render(file_name, run).into());
+            body.insert("title".into(), title.render(names, run).into());
         }
         if !self.roles.is_empty() {
             body.insert("roles".into(), self.roles.clone().into());

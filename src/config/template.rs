@@ -808,10 +808,11 @@ mod tests {
     #[test]
     fn captures_render_lowercased_in_ids_and_as_captured_in_text() {
         let known = ["date".to_owned(), "product".to_owned()];
-        let captures = crate::config::NamePattern::new(r"^S2_(?P<date>\d{8})_(?P<product>\w+)\.tif$")
-            .unwrap()
-            .captures("S2_20261201_NDVI_10m.tif")
-            .unwrap();
+        let captures =
+            crate::config::NamePattern::new(r"^S2_(?P<date>\d{8})_(?P<product>\w+)\.tif$")
+                .unwrap()
+                .captures("S2_20261201_NDVI_10m.tif")
+                .unwrap();
         let names = Names::new("S2_20261201_NDVI_10m.tif", Some(&captures));
         let now = at(2026, 12, 7, 12, 0);
         let id = IdTemplate::parse_with("s2-{date}-{product}.{ext}", &known).unwrap();
@@ -833,7 +834,9 @@ mod tests {
     #[test]
     fn unknown_captures_are_refused_where_they_are() {
         let known = ["date".to_owned()];
-        let e = IdTemplate::parse_with("s2-{day}", &known).unwrap_err().for_key("item");
+        let e = IdTemplate::parse_with("s2-{day}", &known)
+            .unwrap_err()
+            .for_key("item");
         assert_eq!(e.offset(), 3);
         assert!(
             e.to_string()

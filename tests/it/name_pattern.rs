@@ -65,7 +65,10 @@ fn refused(job: &str) -> f64 {
     handle
         .render()
         .lines()
-        .find_map(|l| l.strip_prefix(&series).map(|v| v.parse().expect("a number")))
+        .find_map(|l| {
+            l.strip_prefix(&series)
+                .map(|v| v.parse().expect("a number"))
+        })
         .unwrap_or(0.0)
 }
 
@@ -90,7 +93,10 @@ async fn ids_and_datetime_come_from_the_name() {
     .await
     .expect("the item named from the captures");
     let p = &item["properties"];
-    assert_eq!(p["datetime"], "2026-12-01T09:10:10Z", "10:10:10 in Zurich, winter");
+    assert_eq!(
+        p["datetime"], "2026-12-01T09:10:10Z",
+        "10:10:10 in Zurich, winter"
+    );
     assert_eq!(p["title"], "Sentinel-2 NDVI_10m of 2026-12-01T101010");
     env.assert_holds(
         &stac_client::AssetTarget::item_asset(
@@ -125,11 +131,17 @@ async fn a_name_that_does_not_serve_creates_nothing_and_is_counted() {
     let before = refused(name);
     let cases = [
         // Does not match.
-        ("S2_20261201_ndvi.tif", "does not match the job's name_pattern"),
+        (
+            "S2_20261201_ndvi.tif",
+            "does not match the job's name_pattern",
+        ),
         // Matches, but 25:00 is no time.
         ("S2_2026-12-01T250000_ndvi.tif", "gives no datetime"),
         // Matches, but 02:30 on 29 March does not exist in Zurich.
-        ("S2_2026-03-29T023000_ndvi.tif", "does not exist in Europe/Zurich"),
+        (
+            "S2_2026-03-29T023000_ndvi.tif",
+            "does not exist in Europe/Zurich",
+        ),
     ];
     for (n, (file, says)) in cases.iter().enumerate() {
         let path = dir.join(file);

@@ -427,12 +427,15 @@ const S2: &str = r"name_pattern = '^S2_(?P<date>\d{4}-\d{2}-\d{2}T\d{6})_(?P<pro
 #[test]
 fn name_pattern_captures_make_ids_titles_and_times() {
     let keys = format!("{S2}\nitem = \"s2-{{date}}\"\nasset = \"{{product}}.tif\"");
-    let meta = "datetime = { capture = \"date\", format = \"%Y-%m-%dT%H%M%S\" }\ntitle = \"S2 {product}\"";
+    let meta =
+        "datetime = { capture = \"date\", format = \"%Y-%m-%dT%H%M%S\" }\ntitle = \"S2 {product}\"";
     let (_dir, result) = watch_with(&keys, meta);
     let config = result.unwrap_or_else(|e| panic!("{e}"));
     let job = &config.jobs[0];
     let pattern = job.name_pattern.as_ref().expect("a pattern");
-    let captures = pattern.captures("S2_2026-12-01T101010_NDVI.tif").expect("matches");
+    let captures = pattern
+        .captures("S2_2026-12-01T101010_NDVI.tif")
+        .expect("matches");
     let names = crate::config::Names::new("S2_2026-12-01T101010_NDVI.tif", Some(&captures));
     let run = metadata::sample_run(Tz::UTC);
     assert_eq!(
