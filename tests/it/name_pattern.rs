@@ -164,3 +164,86 @@ async fn a_name_that_does_not_serve_creates_nothing_and_is_counted() {
     );
     env.assert_nothing_in_progress();
 }
+
+/// A bundle: the item and its time from the first present member's name, each asset id from
+/// the same captures.
+fn bundle_job(dir: &Path) -> String {
+    format!(
+        r#"
+[[job]]
+name = "s2-bundle"
+collection = "{COLLECTION}"
+name_pattern = '^S2_(?P<date>\d{{8}})_(?P<product>[A-Za-z]+)\.(tif|json)$'
+item = "s2-{{date}}"
+[job.watch]
+dir = "{}"
+pattern = "*"
+[job.item_metadata]
+bbox = [5.96, 45.82, 10.49, 47.81]
+datetime = {{ capture = "date", format = "%Y%m%d" }}
+[[job.assets]]
+id = "{{product}}.tif"
+file = "{{stem}}.tif"
+[job.assets.metadata]
+type = "image/tiff; application=geotiff"
+[[job.assets]]
+id = "{{product}}.json"
+file = "{{stem}}.json"
+[job.assets.metadata]
+type = "application/json"
+"#,
+        dir.display()
+    )
+}
+
+#[tokio::test]
+async fn a_bundle_is_named_from_its_first_member() {
+    let env = start().await;
+    create_collection(&env, COLLECTION).await;
+    let dir = inbox(&env);
+    let job = http_job(&env, load_job(&env, &bundle_job(&dir)), now()).await;
+    let bundle = |stem: &str| {
+        let (tif, json) = (
+            dir.join(format!("{stem}.tif")),
+            dir.join(format!("{stem}.json")),
+        );
+        write_file(&tif, 2048, 3);
+        std::fs::write(&json, "{}").unwrap();
+        Work::Bundle {
+            stem: stem.to_owned(),
+            files: vec![Some(tif), Some(json)],
+            complete: true,
+        }
+    };
+
+    let rec = job.run(bundle("S2_20261201_NDVI")).await;
+    assert_eq!(rec.outcome, Outcome::Uploaded, "{rec:?}");
+    let item = read_json(&env, &format!("collections/{COLLECTION}/items/s2-20261201"))
+        .await
+        .expect("the item from the first member's captures");
+    // A date without a time: midnight in the job's zone (UTC here).
+    assert_eq!(item["properties"]["datetime"], "2026-12-01T00:00:00Z");
+    for asset in ["ndvi.tif", "ndvi.json"] {
+        assert!(
+            read_json(
+                &env,
+                &format!("collections/{COLLECTION}/items/s2-20261201/assets/{asset}")
+            )
+            .await
+            .is_some(),
+            "{asset}"
+        );
+    }
+
+    let rec = job.run(bundle("S2_2026-12-02_NDVI")).await;
+    assert_eq!(rec.outcome, Outcome::Failed, "{rec:?}");
+    assert_eq!(rec.error_class.as_deref(), Some("local_input"));
+    let items = read_json(&env, &format!("collections/{COLLECTION}/items"))
+        .await
+        .expect("the collection's items");
+    assert_eq!(
+        items["features"].as_array().map(Vec::len),
+        Some(1),
+        "nothing more created: {items}"
+    );
+}
