@@ -52,7 +52,7 @@ impl ItemMatcher {
                     let _ = write!(pattern, "({})", field_pattern(f));
                     fields.push(f.to_owned());
                 }
-                IdPart::Name | IdPart::Stem => pattern.push_str(ANY_ID),
+                IdPart::Name | IdPart::Stem | IdPart::Capture(_) => pattern.push_str(ANY_ID),
                 IdPart::Ext => pattern.push_str(ANY_EXT),
             }
         }

@@ -265,6 +265,17 @@ pub(super) fn run_check(path: &std::path::Path) -> Result<config::Config, CliErr
                 crate::config::VerifyPublic::Off => "off (the public href is not checked)",
             }
         );
+        if let Some(p) = &job.name_pattern {
+            println!(
+                "    name_pattern: {:?} (captures {}; a file whose name does not match is refused)",
+                p.as_str(),
+                p.capture_names()
+                    .iter()
+                    .map(|c| format!("{{{c}}}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
     }
     let watches = config.jobs.iter().filter_map(|job| match &job.trigger {
         crate::trigger::TriggerSpec::Watch(w) => Some(w),

@@ -7,7 +7,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use chrono_tz::Tz;
 use serde_json::{Map, Value, json};
 
-use super::template::TextTemplate;
+use super::names::CaptureTime;
+use super::template::{Names, TextTemplate};
 
 /// The STAC version of the items we create. It is not sent: the server refuses `stac_version`
 /// in an item body as read-only.
@@ -84,19 +85,31 @@ pub enum TimeValue {
     Run,
     /// An RFC 3339 date-time templated from the run time, e.g. `%Y-%m-%dT00:00:00Z`.
     Template(TextTemplate),
+    /// Read from a capture of the job's `name_pattern` with a format, in a zone.
+    Capture(CaptureTime),
 }
 
 impl TimeValue {
     /// The date-time for a run, in UTC (`2026-11-25T05:00:00Z`). A template that does not render
     /// a date-time (checked at load with a sample, so only a hand-built one) is sent as rendered
-    /// for the server to judge.
-    pub fn render(&self, file_name: &str, run: &DateTime<Tz>) -> String {
+    /// for the server to judge. A capture that does not read as a time (the run refuses such a
+    /// file before it gets here) is sent as captured.
+    pub fn render<'a>(&self, names: impl Into<Names<'a>>, run: &DateTime<Tz>) -> String {
+        let names = names.into();
         match self {
             TimeValue::Run => rfc3339(run.with_timezone(&Utc)),
             TimeValue::Template(t) => {
-                let text = t.render(file_name, run);
+                let text = t.render(names, run);
                 DateTime::parse_from_rfc3339(&text).map_or(text, |d| rfc3339(d.with_timezone(&Utc)))
             }
+            TimeValue::Capture(c) => match c.of(names.captures()) {
+                Ok(t) => rfc3339(t),
+                Err(_) => names
+                    .captures()
+                    .and_then(|n| n.get(c.capture()))
+                    .unwrap_or_default()
+                    .to_owned(),
+            },
         }
     }
 }
@@ -108,7 +121,13 @@ fn rfc3339(t: DateTime<Utc>) -> String {
 impl ItemMetadata {
     /// The body of `PUT collections/{c}/items/{id}` for a run: [`ITEM_FIELDS`] only, and in
     /// `properties` only what the server keeps.
-    pub fn item_body(&self, id: &str, file_name: &str, run: &DateTime<Tz>) -> Value {
+    pub fn item_body<'a>(
+        &self,
+        id: &str,
+        names: impl Into<Names<'a>>,
+        run: &DateTime<Tz>,
+    ) -> Value {
+        let names: Names<'_> = names.into();
         let mut properties: Map<String, Value> = self
             .properties
             .iter()
@@ -117,21 +136,21 @@ impl ItemMetadata {
             .collect();
         match &self.time {
             ItemTime::Instant(t) => {
-                properties.insert("datetime".into(), t.render(file_name, run).into());
+                properties.insert("datetime".into(), t.render(names, run).into());
             }
             ItemTime::Range { start, end } => {
                 properties.insert("datetime".into(), Value::Null);
-                properties.insert("start_datetime".into(), start.render(file_name, run).into());
-                properties.insert("end_datetime".into(), end.render(file_name, run).into());
+                properties.insert("start_datetime".into(), start.render(names, run).into());
+                properties.insert("end_datetime".into(), end.render(names, run).into());
             }
         }
         if let Some(title) = &self.title {
-            properties.insert("title".into(), title.render(file_name, run).into());
+            properties.insert("title".into(), title.render(names, run).into());
         }
         if let Some(reference) = &self.reference_datetime {
             properties.insert(
                 "forecast:reference_datetime".into(),
-                reference.render(file_name, run).into(),
+                reference.render(names, run).into(),
             );
         }
         if let Some(expires) = self.expires {
@@ -148,6 +167,26 @@ impl ItemMetadata {
             "properties": properties,
             "links": [],
         })
+    }
+
+    /// The times of the item read from captures of `name_pattern`, with their keys.
+    pub fn capture_times(&self) -> Vec<(&'static str, &CaptureTime)> {
+        let mut times = match &self.time {
+            ItemTime::Instant(t) => vec![("datetime", t)],
+            ItemTime::Range { start, end } => {
+                vec![("start_datetime", start), ("end_datetime", end)]
+            }
+        };
+        if let Some(r) = &self.reference_datetime {
+            times.push(("forecast:reference_datetime", r));
+        }
+        times
+            .into_iter()
+            .filter_map(|(key, t)| match t {
+                TimeValue::Capture(c) => Some((key, c)),
+                _ => None,
+            })
+            .collect()
     }
 
     /// True when the item's metadata depends on the run's local time (not only its instant).
@@ -186,7 +225,13 @@ pub struct AssetMetadata {
 
 impl AssetMetadata {
     /// The body of `PUT .../assets/{id}` for a run: [`ASSET_FIELDS`] only.
-    pub fn asset_body(&self, id: &str, file_name: &str, run: &DateTime<Tz>) -> Value {
+    pub fn asset_body<'a>(
+        &self,
+        id: &str,
+        names: impl Into<Names<'a>>,
+        run: &DateTime<Tz>,
+    ) -> Value {
+        let names: Names<'_> = names.into();
         let mut body: Map<String, Value> = self
             .properties
             .iter()
@@ -196,7 +241,7 @@ impl AssetMetadata {
         body.insert("id".into(), id.into());
         body.insert("type".into(), self.media_type.clone().into());
         if let Some(title) = &self.title {
-            body.insert("title".into(), title.render(file_name, run).into());
+            body.insert("title".into(), title.render(names, run).into());
         }
         if !self.roles.is_empty() {
             body.insert("roles".into(), self.roles.clone().into());

@@ -8,6 +8,7 @@ mod geometry;
 mod keep;
 mod load;
 mod metadata;
+mod names;
 mod notify;
 mod overlap;
 mod policy;
@@ -28,13 +29,14 @@ pub use metadata::{
     ASSET_FIELDS, ASSET_PROPERTIES, AssetMetadata, ITEM_FIELDS, ITEM_PROPERTIES, ItemMetadata,
     ItemTime, STAC_VERSION, TimeValue, bbox_polygon,
 };
+pub use names::{CaptureTime, Captures, NamePattern};
 pub use notify::{
     DEFAULT_NOTIFY_TIMEOUT, DEFAULT_REPEAT, MAX_NOTIFY_TIMEOUT, NotifyOn, NotifyTarget, SecretUrl,
 };
 pub use policy::{PolicyKind, PolicySpec};
 pub use read::{MAX_JOB_FILE, read_bounded};
 pub use sidecar::{ItemJson, MAX_ITEM_JSON, Refusal, SidecarError, item_body_with_sidecar};
-pub use template::{IdExtension, IdPart, IdTemplate, TemplateError, TextTemplate};
+pub use template::{IdExtension, IdPart, IdTemplate, Names, TemplateError, TextTemplate};
 
 use std::fmt;
 use std::path::PathBuf;
@@ -235,6 +237,9 @@ pub struct JobSpec {
     pub ping_url: Option<SecretUrl>,
     /// `verify_public`: what a run does after an upload about the asset's public `href`.
     pub verify_public: VerifyPublic,
+    /// `name_pattern`: the names of the files the job publishes, whose named captures its
+    /// templates and times may use; a file whose name does not match is refused.
+    pub name_pattern: Option<NamePattern>,
 }
 
 /// `verify_public`: after each upload, a `HEAD` of the asset's public `href` compared with what

@@ -178,6 +178,8 @@ fn id_glob(template: &str, name: Vec<Token>) -> Vec<Token> {
             Segment::Name => out.extend_from_slice(&name),
             Segment::Stem => out.extend_from_slice(&stem),
             Segment::Ext => out.extend_from_slice(&ext),
+            // A capture is part of the name, and any part of it.
+            Segment::Capture(_) => out.push(Token::Any),
         }
     }
     out

@@ -170,6 +170,7 @@ settings_table!(with_settings {
         pub(super) ping_url: Option<Spanned<String>>,
         pub(super) ping_url_env: Option<Spanned<String>>,
         pub(super) ping_url_file: Option<Spanned<String>>,
+        pub(super) name_pattern: Option<Spanned<String>>,
     }
 });
 
@@ -190,13 +191,52 @@ impl RawJob {
 pub(super) struct RawItemMetadata {
     pub(super) geometry: Option<Spanned<toml::Table>>,
     pub(super) bbox: Option<Spanned<Vec<Spanned<f64>>>>,
-    pub(super) datetime: Option<Spanned<String>>,
-    pub(super) start_datetime: Option<Spanned<String>>,
-    pub(super) end_datetime: Option<Spanned<String>>,
+    pub(super) datetime: Option<Spanned<RawTime>>,
+    pub(super) start_datetime: Option<Spanned<RawTime>>,
+    pub(super) end_datetime: Option<Spanned<RawTime>>,
     pub(super) expires: Option<Spanned<DurationText>>,
     pub(super) title: Option<Spanned<String>>,
     pub(super) properties: Option<Spanned<RawProperties>>,
     pub(super) item_json: Option<Spanned<String>>,
+}
+
+/// An item time as written: `"run"` or a template, or a table reading it from a capture of
+/// `name_pattern`. The span is the field's (`Spanned<RawTime>`).
+#[derive(Debug)]
+pub(super) enum RawTime {
+    Text(String),
+    Capture(RawCaptureTime),
+}
+
+/// `{ capture = "date", format = "%Y%m%d", timezone = "Europe/Zurich" }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCaptureTime {
+    pub(super) capture: Spanned<String>,
+    pub(super) format: Spanned<String>,
+    pub(super) timezone: Option<Spanned<String>>,
+}
+
+impl<'de> Deserialize<'de> for RawTime {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // A visitor rather than `untagged`: a table keeps its own errors (an unknown key, a
+        // missing format) instead of "did not match any variant".
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawTime;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("\"run\", a date-time template such as \"%Y-%m-%dT00:00:00Z\", or a table { capture = \"<name>\", format = \"<strftime>\" }")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawTime, E> {
+                Ok(RawTime::Text(v.to_owned()))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<RawTime, A::Error> {
+                RawCaptureTime::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(RawTime::Capture)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// A `properties` table, each key and value with its span so that a refused one can be located.

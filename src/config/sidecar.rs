@@ -18,7 +18,7 @@ use super::geometry::{self, check_bbox, geometry_bbox};
 use super::metadata::{ITEM_PROPERTIES, ItemMetadata, bbox_polygon};
 use super::read::read_bounded;
 use super::server::{self as server_rules, MAX_TITLE};
-use super::template::TextTemplate;
+use super::template::{Names, TextTemplate};
 
 /// The largest sidecar read: 1 MiB. An item's metadata takes a few kilobytes; a footprint of
 /// tens of thousands of positions still fits.
@@ -39,8 +39,8 @@ impl ItemJson {
 
     /// The sidecar of a run: the template rendered for the file name and run time, joined to
     /// the base folder (an absolute path stays as it is).
-    pub fn path(&self, file_name: &str, run: &DateTime<Tz>) -> PathBuf {
-        self.base.join(self.template.render(file_name, run))
+    pub fn path<'a>(&self, names: impl Into<Names<'a>>, run: &DateTime<Tz>) -> PathBuf {
+        self.base.join(self.template.render(names, run))
     }
 
     /// The template as written.
@@ -172,14 +172,14 @@ fn list(refused: &[Refusal]) -> String {
 /// The body of the item to create for a run: [`ItemMetadata::item_body`], then, when `sidecar`
 /// is given, what it holds merged over it (its geometry, time, title, expires and forecast
 /// fields replace the job's). Reads at most [`MAX_ITEM_JSON`] bytes.
-pub fn item_body_with_sidecar(
+pub fn item_body_with_sidecar<'a>(
     meta: &ItemMetadata,
     id: &str,
-    file_name: &str,
+    names: impl Into<Names<'a>>,
     run: &DateTime<Tz>,
     sidecar: Option<&Path>,
 ) -> Result<Value, SidecarError> {
-    let mut body = meta.item_body(id, file_name, run);
+    let mut body = meta.item_body(id, names, run);
     let Some(path) = sidecar else {
         return Ok(body);
     };

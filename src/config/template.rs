@@ -1,5 +1,6 @@
 //! Ids and metadata values templated from the run: the run time in the job's zone (strftime
-//! fields such as `%Y-%m-%d`) and, for watch jobs, the file's name (`{name}`, `{stem}`, `{ext}`).
+//! fields such as `%Y-%m-%d`) and, for watch jobs, the file's name (`{name}`, `{stem}`, `{ext}`)
+//! and the named captures of the job's `name_pattern` (`{date}`, `{product}`, ...).
 
 use std::fmt::{self, Write as _};
 
@@ -7,17 +8,31 @@ use chrono::format::{Item, StrftimeItems};
 use chrono::{DateTime, TimeZone};
 use chrono_tz::Tz;
 
+use super::names::Captures;
+
 /// Why a template was refused. Offsets are byte offsets into the template.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TemplateError {
     #[error(
-        "unknown placeholder \"{{{name}}}\" in {key} {template:?}: expected {{name}} (the file name), {{stem}} (without the last extension) or {{ext}} (the last extension), or strftime fields such as %Y-%m-%d for the run time"
+        "unknown placeholder \"{{{name}}}\" in {key} {template:?}: expected {{name}} (the file name), {{stem}} (without the last extension) or {{ext}} (the last extension), strftime fields such as %Y-%m-%d for the run time, or a named capture of a name_pattern (the job has none)"
     )]
     Unknown {
         key: String,
         template: String,
         name: String,
         offset: usize,
+    },
+    #[error(
+        "unknown placeholder \"{{{name}}}\" in {key} {template:?}: it is not a named capture of the job's name_pattern ({}), nor {{name}} (the file name), {{stem}} (without the last extension) or {{ext}} (the last extension)",
+        known.join(", ")
+    )]
+    UnknownCapture {
+        key: String,
+        template: String,
+        name: String,
+        offset: usize,
+        /// The captures of the job's `name_pattern`, as placeholders (`{date}`).
+        known: Vec<String>,
     },
     #[error(
         "unbalanced \"{brace}\" in {key} {template:?}: placeholders are written {{name}}, {{stem}} or {{ext}}, and braces cannot appear otherwise"
@@ -63,6 +78,7 @@ impl TemplateError {
     pub fn offset(&self) -> usize {
         match self {
             TemplateError::Unknown { offset, .. }
+            | TemplateError::UnknownCapture { offset, .. }
             | TemplateError::Unbalanced { offset, .. }
             | TemplateError::UnknownTimeField { offset, .. }
             | TemplateError::NotAnId { offset, .. }
@@ -74,6 +90,7 @@ impl TemplateError {
     pub fn for_key(mut self, name: &str) -> Self {
         match &mut self {
             TemplateError::Unknown { key, .. }
+            | TemplateError::UnknownCapture { key, .. }
             | TemplateError::Unbalanced { key, .. }
             | TemplateError::UnknownTimeField { key, .. }
             | TemplateError::NotAnId { key, .. }
@@ -90,6 +107,8 @@ pub(super) enum Segment<'a> {
     Name,
     Stem,
     Ext,
+    /// `{capture}`: a named capture of the job's `name_pattern` (known to exist once parsed).
+    Capture(&'a str),
 }
 
 /// What a template may render to.
@@ -127,6 +146,7 @@ pub(super) fn segments(template: &str) -> Result<Vec<Segment<'_>>, TemplateError
             "name" => Segment::Name,
             "stem" => Segment::Stem,
             "ext" => Segment::Ext,
+            other if is_capture_name(other) => Segment::Capture(other),
             other => {
                 return Err(TemplateError::Unknown {
                     key: "template".to_owned(),
@@ -144,6 +164,16 @@ pub(super) fn segments(template: &str) -> Result<Vec<Segment<'_>>, TemplateError
         out.push(Segment::Literal(rest));
     }
     Ok(out)
+}
+
+/// Whether `name` can be a placeholder for a capture: what regex capture names allow, less the
+/// `.`, `[` and `]` that would read oddly between braces.
+pub(crate) fn is_capture_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// The strftime fields of a literal segment: `(offset, field)`, `%%` excluded. A field is `%`,
@@ -182,12 +212,34 @@ fn sample_time() -> DateTime<Tz> {
 use stac_client::rules::is_id_char;
 
 /// Checks placeholders, braces and time fields; with [`Output::Id`] also that every time field
-/// renders to characters an id may hold.
-fn check(template: &str, output: Output) -> Result<(), TemplateError> {
+/// renders to characters an id may hold. `captures`: the named captures of the job's
+/// `name_pattern` (`None`: it has none), the only other placeholders allowed.
+fn check(template: &str, output: Output, captures: Option<&[String]>) -> Result<(), TemplateError> {
     let sample = sample_time();
-    for segment in segments(template)? {
-        let Segment::Literal(literal) = segment else {
-            continue;
+    for (at, segment) in segments_at(template)? {
+        let literal = match segment {
+            Segment::Literal(literal) => literal,
+            Segment::Capture(name) => match captures {
+                Some(known) if known.iter().any(|k| k == name) => continue,
+                Some(known) => {
+                    return Err(TemplateError::UnknownCapture {
+                        key: "template".to_owned(),
+                        template: template.to_owned(),
+                        name: name.to_owned(),
+                        offset: at,
+                        known: known.iter().map(|k| format!("{{{k}}}")).collect(),
+                    });
+                }
+                None => {
+                    return Err(TemplateError::Unknown {
+                        key: "template".to_owned(),
+                        template: template.to_owned(),
+                        name: name.to_owned(),
+                        offset: at,
+                    });
+                }
+            },
+            _ => continue,
         };
         // A literal segment is a slice of the template: its offset is where it starts.
         let base = literal.as_ptr() as usize - template.as_ptr() as usize;
@@ -256,6 +308,7 @@ fn segments_at(template: &str) -> Result<Vec<(usize, Segment<'_>)>, TemplateErro
                 Segment::Literal(l) => l.len(),
                 Segment::Name | Segment::Stem => "{name}".len(),
                 Segment::Ext => "{ext}".len(),
+                Segment::Capture(name) => name.len() + 2,
             };
             (at, s)
         })
@@ -284,12 +337,61 @@ fn split_name(file_name: &str) -> (&str, &str) {
     }
 }
 
+/// What a file gives a template: its name, and the captures of the job's `name_pattern` when
+/// it has one. A bare file name (`&str`) is a file of a job without `name_pattern`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Names<'a> {
+    file_name: &'a str,
+    captures: Option<&'a Captures>,
+}
+
+impl<'a> Names<'a> {
+    /// `file_name` with the captures matched (in a bundle, from the member the item id is
+    /// rendered from).
+    pub fn new(file_name: &'a str, captures: Option<&'a Captures>) -> Self {
+        Self {
+            file_name,
+            captures,
+        }
+    }
+
+    /// The file's name.
+    pub fn file_name(&self) -> &'a str {
+        self.file_name
+    }
+
+    /// The captures, if the job has a `name_pattern`.
+    pub fn captures(&self) -> Option<&'a Captures> {
+        self.captures
+    }
+
+    /// The value of the capture `name`, empty when it did not take part in the match (or there
+    /// are no captures: a template is only parsed with captures its job has).
+    fn capture(&self, name: &str) -> &'a str {
+        self.captures.and_then(|c| c.get(name)).unwrap_or("")
+    }
+}
+
+impl<'a> From<&'a str> for Names<'a> {
+    fn from(file_name: &'a str) -> Self {
+        Self::new(file_name, None)
+    }
+}
+
+impl<'a> From<&'a String> for Names<'a> {
+    fn from(file_name: &'a String) -> Self {
+        Self::new(file_name, None)
+    }
+}
+
 /// Renders `template`; one that does not parse (built by hand, bypassing the checks) is
-/// returned as is.
-fn render(template: &str, file_name: &str, time: &DateTime<Tz>) -> String {
+/// returned as is. In an id, a capture's value is lowercased (the server refuses capitals); the
+/// run checks the rest of its characters before anything is sent.
+fn render(template: &str, names: Names<'_>, time: &DateTime<Tz>, output: Output) -> String {
     let Ok(segments) = segments(template) else {
         return template.to_owned();
     };
+    let file_name = names.file_name;
     let (stem, ext) = split_name(file_name);
     let mut out = String::with_capacity(template.len() + file_name.len());
     for segment in segments {
@@ -305,6 +407,23 @@ fn render(template: &str, file_name: &str, time: &DateTime<Tz>) -> String {
             Segment::Name => out.push_str(file_name),
             Segment::Stem => out.push_str(stem),
             Segment::Ext => out.push_str(ext),
+            Segment::Capture(name) => match output {
+                Output::Id => out.push_str(&names.capture(name).to_lowercase()),
+                Output::Text => out.push_str(names.capture(name)),
+            },
+        }
+    }
+    out
+}
+
+/// The captures `template` names, each once, in order.
+fn captures_used(template: &str) -> Vec<&str> {
+    let mut out: Vec<&str> = Vec::new();
+    for s in segments(template).unwrap_or_default() {
+        if let Segment::Capture(name) = s
+            && !out.contains(&name)
+        {
+            out.push(name);
         }
     }
     out
@@ -332,16 +451,27 @@ impl IdTemplate {
     /// Checks the placeholders and braces, and that every time field is known to strftime and
     /// renders to characters an id may hold.
     pub fn parse(template: &str) -> Result<Self, TemplateError> {
-        check(template, Output::Id)?;
+        check(template, Output::Id, None)?;
+        Ok(Self(template.to_owned()))
+    }
+
+    /// [`IdTemplate::parse`] for a job whose `name_pattern` has these named captures: each may
+    /// be a placeholder (`{date}`).
+    pub fn parse_with(template: &str, captures: &[String]) -> Result<Self, TemplateError> {
+        check(template, Output::Id, Some(captures))?;
         Ok(Self(template.to_owned()))
     }
 
     /// The id for a file name and a run time (in the job's zone): `{name}` is the whole name,
     /// `{stem}` the name without its last extension, `{ext}` that extension without the dot
-    /// (empty if none); `%` fields are those of strftime.
-    ///
-    pub fn render(&self, file_name: &str, time: &DateTime<Tz>) -> String {
-        render(&self.0, file_name, time)
+    /// (empty if none), a capture its value lowercased; `%` fields are those of strftime.
+    pub fn render<'a>(&self, names: impl Into<Names<'a>>, time: &DateTime<Tz>) -> String {
+        render(&self.0, names.into(), time, Output::Id)
+    }
+
+    /// The captures of `name_pattern` the id uses.
+    pub fn captures(&self) -> Vec<&str> {
+        captures_used(&self.0)
     }
 
     /// True when the id is the same for every run: no placeholders, no time fields.
@@ -349,7 +479,7 @@ impl IdTemplate {
         !self.uses_file_name() && !self.uses_time()
     }
 
-    /// True when the id depends on the file's name (`{name}`, `{stem}`, `{ext}`).
+    /// True when the id depends on the file's name (`{name}`, `{stem}`, `{ext}`, a capture).
     pub fn uses_file_name(&self) -> bool {
         uses_file_name(&self.0)
     }
@@ -388,7 +518,8 @@ impl IdTemplate {
                     }
                 }
                 Segment::Name | Segment::Stem => 1,
-                Segment::Ext => 0,
+                // A capture may match nothing.
+                Segment::Ext | Segment::Capture(_) => 0,
             })
             .sum()
     }
@@ -447,6 +578,8 @@ pub enum IdPart<'a> {
     Stem,
     /// `{ext}`.
     Ext,
+    /// A capture of `name_pattern`, such as `{date}` (lowercased).
+    Capture(&'a str),
 }
 
 impl IdTemplate {
@@ -474,6 +607,7 @@ impl IdTemplate {
                 Segment::Name => out.push(IdPart::Name),
                 Segment::Stem => out.push(IdPart::Stem),
                 Segment::Ext => out.push(IdPart::Ext),
+                Segment::Capture(name) => out.push(IdPart::Capture(name)),
             }
         }
         out
@@ -501,13 +635,20 @@ pub struct TextTemplate(String);
 impl TextTemplate {
     /// Checks the placeholders, braces and time fields.
     pub fn parse(template: &str) -> Result<Self, TemplateError> {
-        check(template, Output::Text)?;
+        check(template, Output::Text, None)?;
         Ok(Self(template.to_owned()))
     }
 
-    /// The text for a file name and a run time, as [`IdTemplate::render`].
-    pub fn render(&self, file_name: &str, time: &DateTime<Tz>) -> String {
-        render(&self.0, file_name, time)
+    /// [`TextTemplate::parse`] for a job whose `name_pattern` has these named captures.
+    pub fn parse_with(template: &str, captures: &[String]) -> Result<Self, TemplateError> {
+        check(template, Output::Text, Some(captures))?;
+        Ok(Self(template.to_owned()))
+    }
+
+    /// The text for a file name and a run time, as [`IdTemplate::render`], captures as matched
+    /// (not lowercased).
+    pub fn render<'a>(&self, names: impl Into<Names<'a>>, time: &DateTime<Tz>) -> String {
+        render(&self.0, names.into(), time, Output::Text)
     }
 
     /// True when the text depends on the file's name.
@@ -662,6 +803,55 @@ mod tests {
         }
         assert!(TextTemplate::parse("%b %e").is_ok(), "free text may");
         assert!(IdTemplate::parse("%Y%m%d-%H%M%S.%3f-%P").is_ok());
+    }
+
+    #[test]
+    fn captures_render_lowercased_in_ids_and_as_captured_in_text() {
+        let known = ["date".to_owned(), "product".to_owned()];
+        let captures =
+            crate::config::NamePattern::new(r"^S2_(?P<date>\d{8})_(?P<product>\w+)\.tif$")
+                .unwrap()
+                .captures("S2_20261201_NDVI_10m.tif")
+                .unwrap();
+        let names = Names::new("S2_20261201_NDVI_10m.tif", Some(&captures));
+        let now = at(2026, 12, 7, 12, 0);
+        let id = IdTemplate::parse_with("s2-{date}-{product}.{ext}", &known).unwrap();
+        assert_eq!(id.render(names, &now), "s2-20261201-ndvi_10m.tif");
+        assert_eq!(id.captures(), ["date", "product"]);
+        assert!(!id.is_literal());
+        assert_eq!(id.min_len(), "s2--.".len());
+        let text = TextTemplate::parse_with("{product} of {date}, %Y", &known).unwrap();
+        assert_eq!(text.render(names, &now), "NDVI_10m of 20261201, 2026");
+        // Without captures (a bare file name), a capture renders empty.
+        assert_eq!(id.render("x.tif", &now), "s2--.tif");
+        let dated = IdTemplate::parse_with("s2-{date}", &known).unwrap();
+        assert_eq!(
+            dated.parts(),
+            [IdPart::Text("s2-"), IdPart::Capture("date")]
+        );
+    }
+
+    #[test]
+    fn unknown_captures_are_refused_where_they_are() {
+        let known = ["date".to_owned()];
+        let e = IdTemplate::parse_with("s2-{day}", &known)
+            .unwrap_err()
+            .for_key("item");
+        assert_eq!(e.offset(), 3);
+        assert!(
+            e.to_string()
+                .contains("not a named capture of the job's name_pattern ({date})"),
+            "{e}"
+        );
+        // Without a name_pattern, the message says the job has none.
+        let e = TextTemplate::parse("{date}").unwrap_err();
+        assert!(matches!(e, TemplateError::Unknown { .. }), "{e:?}");
+        assert!(e.to_string().contains("the job has none"), "{e}");
+        // A placeholder no capture could be named stays an unknown placeholder.
+        assert!(matches!(
+            IdTemplate::parse_with("{a-b}", &known).unwrap_err(),
+            TemplateError::Unknown { .. }
+        ));
     }
 
     #[test]

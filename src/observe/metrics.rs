@@ -81,6 +81,9 @@ pub const RETENTION_FAILURES: &str = "stac_uploadd_retention_failures_total";
 pub const BUNDLES_INCOMPLETE: &str = "stac_uploadd_bundles_incomplete_total";
 /// Bundles of a bundle job held now, waiting for members (or left after their timeout).
 pub const BUNDLES_OPEN: &str = "stac_uploadd_bundles_open";
+/// Files refused before anything was created for them, by job and reason (every
+/// [`FileRefusal`]).
+pub const FILES_REFUSED: &str = "stac_uploadd_files_refused_total";
 /// Webhook notices and pings by target (a `[[notify]]` table's index, or `ping`) and outcome
 /// (`sent`, `failed`, `dropped`).
 pub const NOTIFICATIONS: &str = "stac_uploadd_notifications_total";
@@ -225,6 +228,10 @@ pub fn describe() {
         "Duration of upload sessions that sent and completed: digest, create, parts and complete"
     );
     describe_histogram!(LATENESS, Unit::Seconds, "How late the job's schedule fired");
+    describe_counter!(
+        FILES_REFUSED,
+        "Files refused before anything was created for them, by job and reason: name_pattern (the name does not match, or its captures cannot make the ids or times), media_type (not what its media type says), metadata (from_file found nothing to derive)"
+    );
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     for result in ["ok", "failed"] {
         counter!(RELOADS, "result" => result).increment(0);
@@ -348,6 +355,47 @@ pub fn run_finished(run: &RunRecord) {
         Streak::Failure => failures.increment(1.0),
         Streak::Neutral => {}
     }
+}
+
+/// Why a file was refused before anything was created for it (the `reason` of
+/// [`FILES_REFUSED`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileRefusal {
+    /// Its name does not match the job's `name_pattern`, or a capture cannot be part of an id
+    /// or read as a time.
+    NamePattern,
+    /// It is not what its asset's media type says (`validate = "strict"`).
+    MediaType,
+    /// A `from_file` value could not be read from it.
+    Metadata,
+}
+
+impl FileRefusal {
+    /// Every value.
+    pub const ALL: [FileRefusal; 3] = [
+        FileRefusal::NamePattern,
+        FileRefusal::MediaType,
+        FileRefusal::Metadata,
+    ];
+
+    /// The `reason` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileRefusal::NamePattern => "name_pattern",
+            FileRefusal::MediaType => "media_type",
+            FileRefusal::Metadata => "metadata",
+        }
+    }
+}
+
+/// Makes the refusal series of a job that can refuse files for `reason` exist at zero.
+pub fn register_file_refusals(job: &str, reason: FileRefusal) {
+    counter!(FILES_REFUSED, JOB => job.to_owned(), "reason" => reason.as_str()).increment(0);
+}
+
+/// A file of `job` was refused for `reason`.
+pub fn file_refused(job: &str, reason: FileRefusal) {
+    counter!(FILES_REFUSED, JOB => job.to_owned(), "reason" => reason.as_str()).increment(1);
 }
 
 /// An item job's asset series, at zero from its start.

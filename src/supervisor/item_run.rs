@@ -19,7 +19,7 @@ use serde_json::Value;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use super::job::{Job, NextAttempt, Uploader, Work, cut_short, error_outcome};
-use crate::config::{SidecarError, item_body_with_sidecar};
+use crate::config::{Captures, Names, SidecarError, item_body_with_sidecar};
 use crate::observe::metrics;
 use crate::state::{AssetRun, Outcome, PublicCheck, RunRecord};
 use crate::trigger::TriggerSpec;
@@ -144,7 +144,7 @@ impl<U: Uploader> Job<U> {
     /// One item run: attempts under the policy, and one record with every asset.
     pub(super) async fn run_item(&self, work: Work) -> RunRecord {
         let started = self.shared.clock.now();
-        let (item, name, time) = self.item_of(&work);
+        let (item, name, captures, time) = self.item_of(&work);
         let _ = self.shared.starts.send(super::job::RunStart {
             job: self.spec.name.clone(),
             started,
@@ -152,11 +152,21 @@ impl<U: Uploader> Job<U> {
         });
         let span = info_span!("run", job = %self.spec.name, collection = %self.spec.collection, item = %item);
         async {
-            let members = self.members(&work, &name, &time);
-            // The sidecar is read once, before anything is created: a bad one refuses the run.
-            let (bodies, refused) = match self.item_bodies(&item, &name, &time).await {
-                Ok(bodies) => (bodies, None),
-                Err(e) => ((None, None), Some(e.to_string())),
+            let members = self.members(&work, &name, captures.as_ref(), &time);
+            // The name, then the sidecar (read once), before anything is created: either refuses
+            // the run.
+            let refused_name = self
+                .run_file(&work)
+                .and_then(|path| self.refuse_name(&path, &name));
+            let (bodies, refused) = match refused_name {
+                Some(why) => ((None, None), Some(why.to_string())),
+                None => match self
+                    .item_bodies(&item, Names::new(&name, captures.as_ref()), &time)
+                    .await
+                {
+                    Ok(bodies) => (bodies, None),
+                    Err(e) => ((None, None), Some(e.to_string())),
+                },
             };
             let mut phases = vec![Phase {
                 item: item.clone(),
@@ -189,23 +199,25 @@ impl<U: Uploader> Job<U> {
     async fn item_bodies(
         &self,
         item: &str,
-        name: &str,
+        names: Names<'_>,
         time: &DateTime<Tz>,
     ) -> Result<(Option<Value>, Option<Value>), SidecarError> {
         let Some(meta) = self.spec.item_metadata.clone() else {
             return Ok((None, None));
         };
-        let sidecar = meta.item_json.as_ref().map(|j| j.path(name, time));
-        let (item, alias, name, time) = (
+        let sidecar = meta.item_json.as_ref().map(|j| j.path(names, time));
+        let (item, alias, name, captures, time) = (
             item.to_owned(),
             self.spec.alias.clone(),
-            name.to_owned(),
+            names.file_name().to_owned(),
+            names.captures().cloned(),
             *time,
         );
         let path = sidecar.clone().unwrap_or_default();
         tokio::task::spawn_blocking(move || {
+            let names = Names::new(&name, captures.as_ref());
             let body =
-                |id: &str| item_body_with_sidecar(&meta, id, &name, &time, sidecar.as_deref());
+                |id: &str| item_body_with_sidecar(&meta, id, names, &time, sidecar.as_deref());
             let alias = alias.as_deref().map(body).transpose()?;
             Ok((Some(body(&item)?), alias))
         })
@@ -223,8 +235,8 @@ impl<U: Uploader> Job<U> {
             let (target, path, _) = self.prepare(work);
             return vec![(target, path)];
         }
-        let (item, name, time) = self.item_of(work);
-        let members = self.members(work, &name, &time);
+        let (item, name, captures, time) = self.item_of(work);
+        let members = self.members(work, &name, captures.as_ref(), &time);
         std::iter::once(item)
             .chain(self.spec.alias.clone())
             .flat_map(|item| {
@@ -242,36 +254,63 @@ impl<U: Uploader> Job<U> {
             .collect()
     }
 
-    /// The run's item id, and the file name and time its templates are rendered with.
-    fn item_of(&self, work: &Work) -> (String, String, DateTime<Tz>) {
-        let (name, at) = match work {
-            Work::Scheduled(at) => (String::new(), *at),
-            Work::File(p) => (file_name(p), self.shared.clock.now()),
-            // A bundle's item id is rendered from its first present file, in the order of
-            // [[job.assets]].
-            Work::Bundle { files, .. } => (
-                files
-                    .iter()
-                    .flatten()
-                    .next()
-                    .map(|p| file_name(p))
-                    .unwrap_or_default(),
-                self.shared.clock.now(),
-            ),
+    /// The file whose name the run's ids are rendered from and its `name_pattern` is matched
+    /// against: the watched file, a bundle's first present member, a one-file schedule's file
+    /// (`None` for a schedule of [[job.assets]], which names no one file).
+    pub(super) fn run_file(&self, work: &Work) -> Option<PathBuf> {
+        match work {
+            Work::Scheduled(_) => match &self.spec.trigger {
+                TriggerSpec::Cron { file, .. } | TriggerSpec::Every { file, .. }
+                    if self.spec.assets.is_empty() =>
+                {
+                    Some(file.clone())
+                }
+                _ => None,
+            },
+            Work::File(p) => Some(p.clone()),
+            // In the order of [[job.assets]].
+            Work::Bundle { files, .. } => files.iter().flatten().next().cloned(),
+        }
+    }
+
+    /// The run's item id, and the file name, its captures (when the job has a `name_pattern`)
+    /// and time its templates are rendered with.
+    pub(super) fn item_of(&self, work: &Work) -> (String, String, Option<Captures>, DateTime<Tz>) {
+        let at = match work {
+            Work::Scheduled(at) => *at,
+            Work::File(_) | Work::Bundle { .. } => self.shared.clock.now(),
         };
+        // A one-file schedule's file names its runs only with a name_pattern: without one, its
+        // templates have no file placeholders (refused at load), as before.
+        let name = match work {
+            Work::Scheduled(_) if self.spec.name_pattern.is_none() => String::new(),
+            _ => self
+                .run_file(work)
+                .map(|p| file_name(&p))
+                .unwrap_or_default(),
+        };
+        let captures = super::names::captures(&self.spec, &name);
         let time = at.with_timezone(&self.spec.timezone);
         let item = self
             .spec
             .item
             .as_ref()
-            .map(|i| i.render(&name, &time))
+            .map(|i| i.render(Names::new(&name, captures.as_ref()), &time))
             .unwrap_or_default();
-        (item, name, time)
+        (item, name, captures, time)
     }
 
-    /// The assets of this unit of work, ids and bodies rendered.
-    fn members(&self, work: &Work, name: &str, time: &DateTime<Tz>) -> Vec<Member> {
+    /// The assets of this unit of work, ids and bodies rendered; each with its own file's name
+    /// and the run's captures.
+    fn members(
+        &self,
+        work: &Work,
+        name: &str,
+        captures: Option<&Captures>,
+        time: &DateTime<Tz>,
+    ) -> Vec<Member> {
         let one = |file: PathBuf, glob: bool, name: &str| {
+            let name = Names::new(name, captures);
             let id = self.spec.asset.render(name, time);
             let body = self
                 .spec
@@ -287,6 +326,7 @@ impl<U: Uploader> Job<U> {
             }
         };
         let of_spec = |i: usize, file: PathBuf, glob: bool, name: &str| {
+            let name = Names::new(name, captures);
             let a = &self.spec.assets[i];
             let id = a.id.render(name, time);
             let body = a.metadata.as_ref().map(|m| m.asset_body(&id, name, time));

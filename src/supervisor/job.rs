@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::config::PolicyKind;
-use crate::config::{ItemMetadata, JobSpec, SidecarError, item_body_with_sidecar};
+use crate::config::{Captures, ItemMetadata, JobSpec, Names, SidecarError, item_body_with_sidecar};
 use crate::observe::health::JobTasks;
 use crate::observe::metrics::{self, UploadOutcome};
 use crate::state::{InFlight, Outcome, PublicCheck, RunRecord, StateStore};
@@ -545,6 +545,7 @@ struct Sidecar {
     meta: ItemMetadata,
     id: String,
     name: String,
+    captures: Option<Captures>,
     time: DateTime<chrono_tz::Tz>,
     path: PathBuf,
 }
@@ -553,15 +554,16 @@ impl Sidecar {
     fn of(
         spec: &JobSpec,
         item: Option<&str>,
-        name: &str,
+        names: Names<'_>,
         time: &DateTime<chrono_tz::Tz>,
     ) -> Option<Self> {
         let meta = spec.item_metadata.as_ref()?;
-        let path = meta.item_json.as_ref()?.path(name, time);
+        let path = meta.item_json.as_ref()?.path(names, time);
         Some(Sidecar {
             meta: meta.clone(),
             id: item?.to_owned(),
-            name: name.to_owned(),
+            name: names.file_name().to_owned(),
+            captures: names.captures().cloned(),
             time: *time,
             path,
         })
@@ -574,7 +576,7 @@ impl Sidecar {
             item_body_with_sidecar(
                 &self.meta,
                 &self.id,
-                &self.name,
+                Names::new(&self.name, self.captures.as_ref()),
                 &self.time,
                 Some(&self.path),
             )
@@ -716,10 +718,10 @@ impl<U: Uploader> Job<U> {
                     t.asset
                 )
             }
-            Work::Bundle { stem, .. } => {
-                let time = self.shared.clock.now().with_timezone(&self.spec.timezone);
-                let item = self.spec.item.as_ref().map(|i| i.render(stem, &time));
-                format!("{}/{}", self.spec.collection, item.as_deref().unwrap_or(""))
+            // The item the run renders (from its first present file, with its captures).
+            Work::Bundle { .. } => {
+                let (item, _, _, _) = self.item_of(work);
+                format!("{}/{item}", self.spec.collection)
             }
         }
     }
@@ -975,9 +977,17 @@ impl<U: Uploader> Job<U> {
         } else {
             let (target, path, objects, sidecar) = self.prepare_run(&work);
             let span = info_span!("run", job = %self.spec.name, collection = %target.collection, item = target.item.as_deref().unwrap_or(""), asset = %target.asset);
-            let objects = match sidecar {
-                Some(sidecar) => sidecar.merged(objects).await,
-                None => Ok(objects),
+            let name = path.file_name().map(|n| n.to_string_lossy());
+            let refused = name.and_then(|n| {
+                let _in_run = span.enter();
+                self.refuse_name(&path, &n)
+            });
+            let objects = match (refused, sidecar) {
+                (Some(why), _) => Err(why.upload_error(&path)),
+                (None, Some(sidecar)) => {
+                    sidecar.merged(objects).await.map_err(|e| e.upload_error())
+                }
+                (None, None) => Ok(objects),
             };
             self.run_target(target, path, objects)
                 .instrument(span)
@@ -1026,10 +1036,12 @@ impl<U: Uploader> Job<U> {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let time = at.with_timezone(&self.spec.timezone);
+        let captures = super::names::captures(&self.spec, &name);
+        let names = Names::new(&name, captures.as_ref());
         let target = AssetTarget {
             collection: self.spec.collection.clone(),
-            item: self.spec.item.as_ref().map(|i| i.render(&name, &time)),
-            asset: self.spec.asset.render(&name, &time),
+            item: self.spec.item.as_ref().map(|i| i.render(names, &time)),
+            asset: self.spec.asset.render(names, &time),
         };
         let objects = NewObjects {
             item: self
@@ -1037,14 +1049,14 @@ impl<U: Uploader> Job<U> {
                 .item_metadata
                 .as_ref()
                 .zip(target.item.as_deref())
-                .map(|(m, id)| m.item_body(id, &name, &time)),
+                .map(|(m, id)| m.item_body(id, names, &time)),
             asset: self
                 .spec
                 .asset_metadata
                 .as_ref()
-                .map(|m| m.asset_body(&target.asset, &name, &time)),
+                .map(|m| m.asset_body(&target.asset, names, &time)),
         };
-        let sidecar = Sidecar::of(&self.spec, target.item.as_deref(), &name, &time);
+        let sidecar = Sidecar::of(&self.spec, target.item.as_deref(), names, &time);
         (target, path, objects, sidecar)
     }
 
@@ -1052,7 +1064,7 @@ impl<U: Uploader> Job<U> {
         &self,
         target: AssetTarget,
         path: PathBuf,
-        objects: Result<NewObjects, SidecarError>,
+        objects: Result<NewObjects, UploadError>,
     ) -> RunRecord {
         let clock = self.shared.clock;
         let started = clock.now();
@@ -1067,24 +1079,29 @@ impl<U: Uploader> Job<U> {
         let mut attempts = 0u32;
         // Whether the run's end came from shutdown rather than from its own outcome.
         let mut stopped = false;
-        let result = loop {
-            attempts += 1;
-            let mut result = match &objects {
-                Ok(objects) => self.attempt(&target, &path, objects, attempts).await,
-                Err(e) => Err(e.upload_error()),
-            };
-            let Err(e) = &mut result else { break result };
-            match self
-                .next_attempt(e, policy, &mut waits, started, attempts)
-                .await
-            {
-                NextAttempt::Retry => {}
-                NextAttempt::GiveUp => break result,
-                NextAttempt::Stopped => {
-                    stopped = true;
-                    break result;
-                }
+        // A run refused before anything is created (its name, its sidecar) is tried once: the
+        // file does not change by trying again.
+        let result = match objects {
+            Err(e) => {
+                attempts = 1;
+                Err(e)
             }
+            Ok(objects) => loop {
+                attempts += 1;
+                let mut result = self.attempt(&target, &path, &objects, attempts).await;
+                let Err(e) = &mut result else { break result };
+                match self
+                    .next_attempt(e, policy, &mut waits, started, attempts)
+                    .await
+                {
+                    NextAttempt::Retry => {}
+                    NextAttempt::GiveUp => break result,
+                    NextAttempt::Stopped => {
+                        stopped = true;
+                        break result;
+                    }
+                }
+            },
         };
         // A session cut short while the runs are being aborted was cut by shutdown; otherwise
         // by the run deadline.

@@ -5,6 +5,7 @@
 
 mod item_run;
 mod job;
+mod names;
 pub(crate) mod public;
 pub(crate) mod reconcile;
 pub(crate) mod stale;
@@ -270,6 +271,9 @@ impl<U: Uploader> Supervisor<U> {
         }
         if spec.verify_public != crate::config::VerifyPublic::Off {
             metrics::register_verify_public(&spec.name);
+        }
+        if spec.name_pattern.is_some() {
+            metrics::register_file_refusals(&spec.name, metrics::FileRefusal::NamePattern);
         }
         let runs = history.unwrap_or_default();
         let stop = CancellationToken::new();

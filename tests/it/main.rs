@@ -32,6 +32,7 @@ mod items_api;
 mod k8s;
 mod layers;
 mod media_types;
+mod name_pattern;
 mod notify;
 mod objects;
 mod observe;

@@ -109,6 +109,7 @@ pub fn check_flags(
         env,
         api_version: ApiVersion::default(),
         from_flags: true,
+        name_pattern: None,
     };
     let server = checker.server(&raw.server);
     let layer = checker.layer(raw.defaults.settings());

@@ -328,6 +328,9 @@ impl Checker<'_> {
         // A job whose trigger names one file: file-name placeholders have nothing to read.
         let one_file = raw.watch.is_none()
             && (raw.file.is_some() || raw.schedule.is_some() || raw.every.is_some());
+        // Read first: its captures are placeholders of the templates checked below.
+        let name_pattern = self.name_pattern(raw);
+        self.name_pattern = name_pattern.clone().flatten();
 
         let collection = self
             .non_empty(&raw.collection, "collection")
@@ -408,6 +411,7 @@ impl Checker<'_> {
                     a.id.uses_time() || a.metadata.as_ref().is_some_and(AssetMetadata::uses_time)
                 })
             })
+            || matches!(&item_metadata, Some(Some(m)) if !m.capture_times().is_empty())
             || settings
                 .bandwidth_timetable
                 .as_ref()
@@ -445,7 +449,30 @@ impl Checker<'_> {
             concurrency: concurrency?,
             ping_url: ping_url?,
             verify_public: resolved.verify_public,
+            name_pattern: name_pattern?,
         })
+    }
+
+    /// `name_pattern`: a regex with named captures, for jobs that see files (a watch, or a
+    /// `file`). `None` when refused; `Some(None)` when not set.
+    fn name_pattern(&mut self, raw: &RawJob) -> Option<Option<NamePattern>> {
+        let Some(at) = &raw.name_pattern else {
+            return Some(None);
+        };
+        if raw.watch.is_none() && raw.file.is_none() {
+            self.diag.at(
+                &at.span(),
+                "name_pattern applies to jobs that see files ([job.watch], or file = \"...\" with a schedule), and this job's files are its [[job.assets]]: remove it",
+            );
+            return None;
+        }
+        match NamePattern::new(at.get_ref()) {
+            Ok(p) => Some(Some(p)),
+            Err(e) => {
+                self.diag.at(&at.span(), e);
+                None
+            }
+        }
     }
 
     /// `keep`: a count or a duration, on a job whose item template tells its own items from
@@ -927,14 +954,19 @@ impl Checker<'_> {
             // Reported as an unexpanded variable.
             return None;
         }
-        let template = match IdTemplate::parse(raw.get_ref()) {
+        let parsed = match &self.name_pattern {
+            Some(p) => IdTemplate::parse_with(raw.get_ref(), p.capture_names()),
+            None => IdTemplate::parse(raw.get_ref()),
+        };
+        let template = match parsed {
             Ok(t) => t,
             Err(e) => {
                 self.template_error(raw, e.for_key(key));
                 return None;
             }
         };
-        if one_file && template.uses_file_name() {
+        // With a name_pattern, a one-file job's file is named and matched: its name may be used.
+        if one_file && self.name_pattern.is_none() && template.uses_file_name() {
             self.diag.at(
                 &raw.span(),
                 format!(

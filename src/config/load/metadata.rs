@@ -168,13 +168,16 @@ impl Checker<'_> {
                 None
             }
             (Some(datetime), None, None) => self
-                .time_value(datetime, "datetime", tz, one_file)
+                .item_time_value(datetime, "datetime", tz, one_file)
                 .map(|v| ItemTime::Instant(v.0)),
             (None, Some(start), Some(end)) => {
-                let start = self.time_value(start, "start_datetime", tz, one_file);
-                let end_value = self.time_value(end, "end_datetime", tz, one_file);
+                let start = self.item_time_value(start, "start_datetime", tz, one_file);
+                let end_value = self.item_time_value(end, "end_datetime", tz, one_file);
                 let ((start, first), (end_value, last)) = (start?, end_value?);
-                if first > last {
+                // A time read from a file's name is known only then: the run sends what it reads.
+                if let (Some(first), Some(last)) = (first, last)
+                    && first > last
+                {
                     self.diag.at(
                         &end.span(),
                         format!("end_datetime comes before start_datetime (for a run at {}: {last} < {first}): expected a range forwards in time", sample_run(tz).to_rfc3339()),
@@ -201,6 +204,75 @@ impl Checker<'_> {
                     at_table,
                     "[job.item_metadata] needs a time: expected datetime = \"run\" (the run time), a template such as datetime = \"%Y-%m-%dT00:00:00Z\", or start_datetime and end_datetime",
                 );
+                None
+            }
+        }
+    }
+
+    /// An item time: `"run"`, a template, or a table reading a capture of `name_pattern`; with
+    /// a sample instant for ordering checks, `None` for a capture's (known only per file).
+    fn item_time_value(
+        &mut self,
+        raw: &Spanned<RawTime>,
+        key: &str,
+        tz: Tz,
+        one_file: bool,
+    ) -> Option<(TimeValue, Option<chrono::DateTime<chrono::FixedOffset>>)> {
+        match raw.get_ref() {
+            RawTime::Text(text) => {
+                let written = Spanned::new(raw.span(), text.clone());
+                self.time_value(&written, key, tz, one_file)
+                    .map(|(v, at)| (v, Some(at)))
+            }
+            RawTime::Capture(c) => self
+                .capture_time(c, key, tz)
+                .map(|c| (TimeValue::Capture(c), None)),
+        }
+    }
+
+    /// `{ capture = "...", format = "...", timezone = "..." }`: the capture is one of the job's
+    /// `name_pattern`, the format strftime that gives a date at least, the zone known (the
+    /// job's `timezone` when not given).
+    fn capture_time(&mut self, raw: &RawCaptureTime, key: &str, tz: Tz) -> Option<CaptureTime> {
+        let name = raw.capture.get_ref();
+        let captures = match &self.name_pattern {
+            Some(p) => p.capture_names().to_vec(),
+            None => {
+                self.diag.at(
+                    &raw.capture.span(),
+                    format!("{key} reads capture {name:?}, and the job has no name_pattern: expected name_pattern = '...(?P<{name}>...)...' on the job, whose named captures are read from each file's name"),
+                );
+                return None;
+            }
+        };
+        let zone = match &raw.timezone {
+            Some(z) => match settings::time_zone(z.get_ref()) {
+                Ok(zone) => zone,
+                Err(e) => {
+                    self.diag.at(&z.span(), e);
+                    return None;
+                }
+            },
+            None => tz,
+        };
+        if !captures.contains(name) {
+            self.diag.at(
+                &raw.capture.span(),
+                format!(
+                    "{key} reads capture {name:?}, which the job's name_pattern does not have: expected one of {}",
+                    captures
+                        .iter()
+                        .map(|c| format!("{c:?}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            );
+            return None;
+        }
+        match CaptureTime::new(name, raw.format.get_ref(), zone) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                self.diag.at(&raw.format.span(), format!("{key}: {e}"));
                 None
             }
         }
@@ -425,14 +497,18 @@ impl Checker<'_> {
             // Reported as an unexpanded variable.
             return None;
         }
-        let template = match TextTemplate::parse(raw.get_ref()) {
+        let parsed = match &self.name_pattern {
+            Some(p) => TextTemplate::parse_with(raw.get_ref(), p.capture_names()),
+            None => TextTemplate::parse(raw.get_ref()),
+        };
+        let template = match parsed {
             Ok(t) => t,
             Err(e) => {
                 self.template_error(raw, e.for_key(key));
                 return None;
             }
         };
-        if one_file && template.uses_file_name() {
+        if one_file && self.name_pattern.is_none() && template.uses_file_name() {
             self.diag.at(
                 &raw.span(),
                 format!(

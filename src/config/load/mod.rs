@@ -17,10 +17,12 @@ use super::error::{self, ConfigError, Diagnostics};
 use super::geometry::{self, check_bbox, geometry_bbox};
 use super::keep::{Keep, MAX_KEEP_COUNT};
 use super::metadata::{AssetMetadata, ItemMetadata, ItemTime, TimeValue, bbox_polygon};
+use super::names::{CaptureTime, NamePattern};
 use super::overlap;
 use super::raw::{
-    DurationText, Int, RawAsset, RawAssetMetadata, RawAuth, RawConfig, RawItemMetadata, RawJob,
-    RawKeep, RawObserve, RawProperties, RawServer, RawSettings, RawWatch, RawWindow, Size,
+    DurationText, Int, RawAsset, RawAssetMetadata, RawAuth, RawCaptureTime, RawConfig,
+    RawItemMetadata, RawJob, RawKeep, RawObserve, RawProperties, RawServer, RawSettings, RawTime,
+    RawWatch, RawWindow, Size,
 };
 use super::read::{MAX_JOB_FILE, read_bounded};
 use super::server::{self as server_rules, MAX_TITLE};
@@ -116,6 +118,7 @@ pub fn parse(
         env,
         api_version: ApiVersion::default(),
         from_flags: false,
+        name_pattern: None,
     };
     let config = checker.config(&raw);
     // Parsed a second time, as a tree with every span: the raw types know only their own keys.
@@ -263,6 +266,9 @@ struct Checker<'a> {
     /// The text was written from command-line flags (`flags.rs`), not by an operator: paths are
     /// taken as the shell left them (no `${VAR}`), relative to the working directory.
     from_flags: bool,
+    /// The `name_pattern` of the job being checked: its captures are the placeholders its
+    /// templates may use besides the file name's.
+    name_pattern: Option<NamePattern>,
 }
 
 impl Checker<'_> {

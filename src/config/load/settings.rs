@@ -290,6 +290,6 @@ fn min_retry_delay(d: Duration) -> Result<(), String> {
 }
 
 /// `timezone`: an IANA zone name.
-fn time_zone(name: &str) -> Result<Tz, String> {
+pub(super) fn time_zone(name: &str) -> Result<Tz, String> {
     Tz::from_str(name).map_err(|_| ScheduleError::TimeZone(name.to_owned()).to_string())
 }

@@ -407,3 +407,111 @@ fn item_job_mistakes_are_located_and_explained() {
         );
     }
 }
+
+/// A watch job in a fresh folder with `keys` added to the job and `meta` to its
+/// `[job.item_metadata]`, checked.
+fn watch_with(keys: &str, meta: &str) -> (tempfile::TempDir, Result<Config, ConfigError>) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir(dir.path().join("in")).expect("mkdir");
+    let text = format!(
+        "[server]\nurl = \"http://127.0.0.1:1/\"\n[[job]]\nname = \"s2\"\ncollection = \"c\"\n{keys}\n[job.watch]\ndir = \"in\"\npattern = \"*.tif\"\n[job.item_metadata]\nbbox = [5.9, 45.8, 10.5, 47.8]\n{meta}\n[job.asset_metadata]\ntype = \"image/tiff; application=geotiff\"\n"
+    );
+    let path = dir.path().join("jobs.toml");
+    std::fs::write(&path, &text).expect("write");
+    let result = parse(&text, &path, &|_| None);
+    (dir, result)
+}
+
+const S2: &str = r"name_pattern = '^S2_(?P<date>\d{4}-\d{2}-\d{2}T\d{6})_(?P<product>\w+)\.tif$'";
+
+#[test]
+fn name_pattern_captures_make_ids_titles_and_times() {
+    let keys = format!("{S2}\nitem = \"s2-{{date}}\"\nasset = \"{{product}}.tif\"");
+    let meta =
+        "datetime = { capture = \"date\", format = \"%Y-%m-%dT%H%M%S\" }\ntitle = \"S2 {product}\"";
+    let (_dir, result) = watch_with(&keys, meta);
+    let config = result.unwrap_or_else(|e| panic!("{e}"));
+    let job = &config.jobs[0];
+    let pattern = job.name_pattern.as_ref().expect("a pattern");
+    let captures = pattern
+        .captures("S2_2026-12-01T101010_NDVI.tif")
+        .expect("matches");
+    let names = crate::config::Names::new("S2_2026-12-01T101010_NDVI.tif", Some(&captures));
+    let run = metadata::sample_run(Tz::UTC);
+    assert_eq!(
+        job.item.as_ref().expect("item").render(names, &run),
+        "s2-2026-12-01t101010"
+    );
+    assert_eq!(job.asset.render(names, &run), "ndvi.tif");
+    let body = job
+        .item_metadata
+        .as_ref()
+        .expect("metadata")
+        .item_body("s2", names, &run);
+    assert_eq!(body["properties"]["title"], "S2 NDVI");
+    // The job's zone (UTC by default) reads the name's time.
+    assert_eq!(body["properties"]["datetime"], "2026-12-01T10:10:10Z");
+}
+
+#[test]
+fn name_pattern_errors_name_the_line() {
+    for (keys, meta, line, says) in [
+        (
+            "name_pattern = '^S2_(?P<date>\\d+'\nitem = \"i\"\nasset = \"a.tif\"".to_owned(),
+            "datetime = \"run\"",
+            6,
+            "not a valid regular expression",
+        ),
+        (
+            "name_pattern = '^S2_\\d+\\.tif$'\nitem = \"i\"\nasset = \"a.tif\"".to_owned(),
+            "datetime = \"run\"",
+            6,
+            "no named capture",
+        ),
+        (
+            format!("{S2}\nitem = \"s2-{{day}}\"\nasset = \"a.tif\""),
+            "datetime = \"run\"",
+            7,
+            "not a named capture of the job's name_pattern ({date}, {product})",
+        ),
+        (
+            "item = \"s2-{date}\"\nasset = \"a.tif\"".to_owned(),
+            "datetime = \"run\"",
+            6,
+            "(the job has none)",
+        ),
+        (
+            format!("{S2}\nitem = \"s2-{{date}}\"\nasset = \"a.tif\""),
+            "datetime = { capture = \"day\", format = \"%Y\" }",
+            14,
+            "which the job's name_pattern does not have: expected one of \"date\", \"product\"",
+        ),
+        (
+            format!("{S2}\nitem = \"s2-{{date}}\"\nasset = \"a.tif\""),
+            "datetime = { capture = \"date\", format = \"%Q\" }",
+            14,
+            "not valid strftime",
+        ),
+        (
+            format!("{S2}\nitem = \"s2-{{date}}\"\nasset = \"a.tif\""),
+            "datetime = { capture = \"date\", format = \"%Y%m%d\", timezone = \"Europe/Zurch\" }",
+            14,
+            "Europe/Zurch",
+        ),
+        (
+            "item = \"s2\"\nasset = \"a.tif\"".to_owned(),
+            "datetime = { capture = \"date\", format = \"%Y%m%d\" }",
+            13,
+            "the job has no name_pattern",
+        ),
+    ] {
+        let (_dir, result) = watch_with(&keys, meta);
+        let errors = messages(result);
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains(says) && e.starts_with(&format!("{line}:"))),
+            "{says} at line {line}: {errors:#?}"
+        );
+    }
+}
