@@ -129,6 +129,7 @@ fn main() {
             concurrency: 1,
             ping_url: None,
             verify_public: stac_uploadd::config::VerifyPublic::Warn,
+            validate: Default::default(),
         })
         .collect();
     let rss_before = status_kib("VmRSS");

@@ -60,6 +60,7 @@ fn spec(i: usize, dir: &std::path::Path) -> JobSpec {
         keep: None,
         ping_url: None,
         verify_public: stac_uploadd::config::VerifyPublic::Warn,
+        validate: Default::default(),
         assets: Vec::new(),
         concurrency: 1,
     }

@@ -25,8 +25,8 @@ pub use load::{
     check_flags, load, parse, read_job_file,
 };
 pub use metadata::{
-    ASSET_FIELDS, ASSET_PROPERTIES, AssetMetadata, ITEM_FIELDS, ITEM_PROPERTIES, ItemMetadata,
-    ItemTime, STAC_VERSION, TimeValue, bbox_polygon,
+    ASSET_FIELDS, ASSET_PROPERTIES, AssetFromFile, AssetMetadata, GeometryFrom, ITEM_FIELDS,
+    ITEM_PROPERTIES, ItemGeometry, ItemMetadata, ItemTime, STAC_VERSION, TimeValue, bbox_polygon,
 };
 pub use notify::{
     DEFAULT_NOTIFY_TIMEOUT, DEFAULT_REPEAT, MAX_NOTIFY_TIMEOUT, NotifyOn, NotifyTarget, SecretUrl,
@@ -235,6 +235,9 @@ pub struct JobSpec {
     pub ping_url: Option<SecretUrl>,
     /// `verify_public`: what a run does after an upload about the asset's public `href`.
     pub verify_public: VerifyPublic,
+    /// `validate`: whether each file is checked against its asset's media type before
+    /// anything is created (`crate::geo::media::check_file`), and what a failure does.
+    pub validate: crate::geo::media::Validate,
 }
 
 /// `verify_public`: after each upload, a `HEAD` of the asset's public `href` compared with what

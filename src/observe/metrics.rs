@@ -674,6 +674,40 @@ pub fn verify_public_failed(job: &str, problem: stac_client::PublicProblem) {
         .increment(1);
 }
 
+/// Files refused before anything was created, by job and reason (every [`REFUSED_REASONS`]).
+pub const FILES_REFUSED: &str = "stac_uploadd_files_refused_total";
+/// Files that are not what their media type says, published under `validate = "warn"`, by job.
+pub const MEDIA_TYPE_WARNINGS: &str = "stac_uploadd_media_type_warnings_total";
+/// The `reason` label of [`FILES_REFUSED`]: a name that does not match `name_pattern`, a file
+/// that is not what its media type says, a `"from_file"` value that cannot be read.
+pub const REFUSED_REASONS: [&str; 3] = ["name_pattern", "media_type", "metadata"];
+
+/// A job's refusal and media-type series, at zero from its start.
+pub fn register_file_checks(job: &str) {
+    describe_counter!(
+        FILES_REFUSED,
+        "Files refused before anything was created, by job and reason (name_pattern, media_type, metadata)"
+    );
+    describe_counter!(
+        MEDIA_TYPE_WARNINGS,
+        "Files not what their media type says, published anyway (validate = \"warn\"), by job"
+    );
+    for reason in REFUSED_REASONS {
+        counter!(FILES_REFUSED, JOB => job.to_owned(), "reason" => reason).increment(0);
+    }
+    counter!(MEDIA_TYPE_WARNINGS, JOB => job.to_owned()).increment(0);
+}
+
+/// A file of `job` refused for `reason` (one of [`REFUSED_REASONS`]).
+pub fn file_refused(job: &str, reason: &'static str) {
+    counter!(FILES_REFUSED, JOB => job.to_owned(), "reason" => reason).increment(1);
+}
+
+/// A file of `job` published although it is not what its media type says.
+pub fn media_type_warning(job: &str) {
+    counter!(MEDIA_TYPE_WARNINGS, JOB => job.to_owned()).increment(1);
+}
+
 #[cfg(test)]
 mod tests {
 

@@ -19,7 +19,8 @@ use serde_json::Value;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use super::job::{Job, NextAttempt, Uploader, Work, cut_short, error_outcome};
-use crate::config::{SidecarError, item_body_with_sidecar};
+use super::from_file::{Inspections, Wanted};
+use crate::config::{ItemGeometry, ItemMetadata, SidecarError, item_body_with_sidecar};
 use crate::observe::metrics;
 use crate::state::{AssetRun, Outcome, PublicCheck, RunRecord};
 use crate::trigger::TriggerSpec;
@@ -31,6 +32,16 @@ use stac_upload::{
     UploadError, UploadReport,
 };
 
+/// What an item run keeps across its attempts to make its bodies: the file name and time its
+/// templates are rendered with, the files read, and whether the item bodies are made.
+#[derive(Debug)]
+struct RunFiles {
+    name: String,
+    time: DateTime<Tz>,
+    seen: Inspections,
+    bodies_ready: bool,
+}
+
 /// Matches of an asset's glob listed in an error, at most.
 const MATCHES_SHOWN: usize = 5;
 
@@ -39,6 +50,8 @@ const MATCHES_SHOWN: usize = 5;
 #[derive(Debug)]
 struct Member {
     id: String,
+    /// Its index in `[[job.assets]]`; `None`: the job's one asset.
+    index: Option<usize>,
     file: PathBuf,
     /// Whether `file` is a glob (in its name), resolved by each attempt.
     glob: bool,
@@ -153,14 +166,10 @@ impl<U: Uploader> Job<U> {
         let span = info_span!("run", job = %self.spec.name, collection = %self.spec.collection, item = %item);
         async {
             let members = self.members(&work, &name, &time);
-            // The sidecar is read once, before anything is created: a bad one refuses the run.
-            let (bodies, refused) = match self.item_bodies(&item, &name, &time).await {
-                Ok(bodies) => (bodies, None),
-                Err(e) => ((None, None), Some(e.to_string())),
-            };
+            // The bodies are made by the first attempt, once the files are found and read.
             let mut phases = vec![Phase {
                 item: item.clone(),
-                body: bodies.0,
+                body: None,
                 created: false,
                 exists: false,
                 results: Vec::new(),
@@ -168,7 +177,7 @@ impl<U: Uploader> Job<U> {
             if let Some(alias) = &self.spec.alias {
                 phases.push(Phase {
                     item: alias.clone(),
-                    body: bodies.1,
+                    body: None,
                     created: false,
                     exists: false,
                     results: Vec::new(),
@@ -177,22 +186,29 @@ impl<U: Uploader> Job<U> {
             for p in &mut phases {
                 p.results = members.iter().map(|_| None).collect();
             }
-            self.item_attempts(members, phases, started, refused).await
+            let run = RunFiles {
+                name,
+                time,
+                seen: Inspections::new(),
+                bodies_ready: false,
+            };
+            self.item_attempts(members, phases, started, run).await
         }
         .instrument(span)
         .await
     }
 
-    /// The bodies of the run's item and of its alias when they are to be created: from
-    /// `[job.item_metadata]`, with the `item_json` sidecar merged when the job has one (read
-    /// off the async threads: it is a file).
+    /// The bodies of the run's item and of its alias when they are to be created: from `meta`
+    /// (`[job.item_metadata]`, its footprint read), with the `item_json` sidecar merged when the
+    /// job has one (read off the async threads: it is a file).
     async fn item_bodies(
         &self,
+        meta: Option<ItemMetadata>,
         item: &str,
         name: &str,
         time: &DateTime<Tz>,
     ) -> Result<(Option<Value>, Option<Value>), SidecarError> {
-        let Some(meta) = self.spec.item_metadata.clone() else {
+        let Some(meta) = meta else {
             return Ok((None, None));
         };
         let sidecar = meta.item_json.as_ref().map(|j| j.path(name, time));
@@ -280,6 +296,7 @@ impl<U: Uploader> Job<U> {
                 .map(|m| m.asset_body(&id, name, time));
             Member {
                 id,
+                index: None,
                 path: (!glob).then(|| file.clone()),
                 file,
                 glob,
@@ -292,6 +309,7 @@ impl<U: Uploader> Job<U> {
             let body = a.metadata.as_ref().map(|m| m.asset_body(&id, name, time));
             Member {
                 id,
+                index: Some(i),
                 path: (!glob).then(|| file.clone()),
                 file,
                 glob,
@@ -336,7 +354,7 @@ impl<U: Uploader> Job<U> {
         mut members: Vec<Member>,
         mut phases: Vec<Phase>,
         started: DateTime<Utc>,
-        refused: Option<String>,
+        mut run: RunFiles,
     ) -> RunRecord {
         let policy = super::job::effective_policy(&self.spec, started);
         let p = &self.spec.policy;
@@ -349,11 +367,8 @@ impl<U: Uploader> Job<U> {
         let mut stopped = false;
         let result = loop {
             attempts += 1;
-            if let Some(why) = &refused {
-                break Err(Failure::Refused(why.clone()));
-            }
             let mut result = self
-                .item_attempt(&mut members, &mut phases, &digests, attempts)
+                .item_attempt(&mut members, &mut phases, &mut run, &digests, attempts)
                 .await;
             let Err(Failure::Upload(e)) = &mut result else {
                 break result;
@@ -424,6 +439,7 @@ impl<U: Uploader> Job<U> {
         &self,
         members: &mut [Member],
         phases: &mut [Phase],
+        run: &mut RunFiles,
         digests: &Arc<RunDigests>,
         attempt: u32,
     ) -> Result<(), Failure> {
@@ -438,6 +454,9 @@ impl<U: Uploader> Job<U> {
                 m.path = Some(resolve_glob(&m.file).await.map_err(Failure::Refused)?);
             }
         }
+        self.prepare_bodies(members, phases, run)
+            .await
+            .map_err(Failure::Refused)?;
         let opts = stac_upload::UploadOptions {
             digest_cache: Some(digests.clone() as Arc<dyn DigestCache>),
             ..self.spec.upload.clone()
@@ -523,6 +542,77 @@ impl<U: Uploader> Job<U> {
                 return Err(Failure::Upload(e));
             }
         }
+        Ok(())
+    }
+
+    /// Before anything is created: each file checked against its media type and the values
+    /// written `"from_file"` read ([`from_file`](super::from_file)) into the asset bodies; then,
+    /// once per run, the item bodies with the footprint and the sidecar.
+    async fn prepare_bodies(
+        &self,
+        members: &mut [Member],
+        phases: &mut [Phase],
+        run: &mut RunFiles,
+    ) -> Result<(), String> {
+        let geometry_from = match self.spec.item_metadata.as_ref().map(|m| &m.geometry) {
+            Some(ItemGeometry::FromFile(g)) => Some(g),
+            _ => None,
+        };
+        if let Some(g) = geometry_from
+            && !members.iter().any(|m| m.index == g.asset)
+        {
+            let why = format!(
+                "geometry = \"from_file\" reads the file of asset {:?}, and this run has none: expected that member in every bundle (make it required)",
+                g.id
+            );
+            warn!(reason = "metadata", error = %why, "run refused");
+            metrics::file_refused(&self.spec.name, "metadata");
+            return Err(why);
+        }
+        let wanted: Vec<Wanted> = members
+            .iter()
+            .map(|m| {
+                let meta = match m.index {
+                    Some(i) => self.spec.assets.get(i).and_then(|a| a.metadata.as_ref()),
+                    None => self.spec.asset_metadata.as_ref(),
+                };
+                Wanted {
+                    asset: m.id.clone(),
+                    path: m.path.clone().unwrap_or_else(|| m.file.clone()),
+                    media_type: meta.map(|x| x.media_type.clone()),
+                    fields: meta.map(|x| x.from_file).unwrap_or_default(),
+                    geometry: geometry_from.is_some_and(|g| g.asset == m.index),
+                }
+            })
+            .collect();
+        let derived = self
+            .from_files(&wanted, &mut run.seen)
+            .await
+            .map_err(|r| r.to_string())?;
+        for (i, m) in members.iter_mut().enumerate() {
+            if let Some(body) = &mut m.body {
+                derived.fill_asset(i, body);
+            }
+        }
+        if run.bodies_ready {
+            return Ok(());
+        }
+        let meta = self.spec.item_metadata.as_ref().map(|m| match &derived.geometry {
+            Some((geometry, bbox)) => m.with_geometry(geometry.clone(), *bbox),
+            None => m.clone(),
+        });
+        let item = phases.first().map(|p| p.item.clone()).unwrap_or_default();
+        let (item_body, alias_body) = self
+            .item_bodies(meta, &item, &run.name, &run.time)
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Some(p) = phases.get_mut(0) {
+            p.body = item_body;
+        }
+        if let Some(p) = phases.get_mut(1) {
+            p.body = alias_body;
+        }
+        run.bodies_ready = true;
         Ok(())
     }
 

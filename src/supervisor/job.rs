@@ -13,7 +13,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::config::PolicyKind;
-use crate::config::{ItemMetadata, JobSpec, SidecarError, item_body_with_sidecar};
+use super::from_file::{Inspections, Refusal, Wanted, wants_anything};
+use crate::config::{ItemGeometry, ItemMetadata, JobSpec, SidecarError, item_body_with_sidecar};
 use crate::observe::health::JobTasks;
 use crate::observe::metrics::{self, UploadOutcome};
 use crate::state::{InFlight, Outcome, PublicCheck, RunRecord, StateStore};
@@ -589,6 +590,22 @@ impl Sidecar {
     }
 }
 
+/// Why a one-file run's bodies cannot be built: it fails before anything is created.
+#[derive(Debug)]
+enum NotPrepared {
+    Sidecar(SidecarError),
+    File(Refusal),
+}
+
+impl NotPrepared {
+    fn upload_error(&self) -> UploadError {
+        match self {
+            NotPrepared::Sidecar(e) => e.upload_error(),
+            NotPrepared::File(r) => r.upload_error(),
+        }
+    }
+}
+
 /// A job and what it needs to run.
 pub struct Job<U> {
     pub spec: JobSpec,
@@ -975,10 +992,10 @@ impl<U: Uploader> Job<U> {
         } else {
             let (target, path, objects, sidecar) = self.prepare_run(&work);
             let span = info_span!("run", job = %self.spec.name, collection = %target.collection, item = target.item.as_deref().unwrap_or(""), asset = %target.asset);
-            let objects = match sidecar {
-                Some(sidecar) => sidecar.merged(objects).await,
-                None => Ok(objects),
-            };
+            let objects = self
+                .file_objects(&target, &path, objects, sidecar)
+                .instrument(span.clone())
+                .await;
             self.run_target(target, path, objects)
                 .instrument(span)
                 .await
@@ -1048,11 +1065,58 @@ impl<U: Uploader> Job<U> {
         (target, path, objects, sidecar)
     }
 
+    /// The bodies of a one-file run, before anything is created: the file checked against its
+    /// media type and the values written `"from_file"` read from it
+    /// ([`from_file`](super::from_file)), then the `item_json` sidecar merged (its own geometry
+    /// wins over the file's footprint).
+    async fn file_objects(
+        &self,
+        target: &AssetTarget,
+        path: &Path,
+        mut objects: NewObjects,
+        mut sidecar: Option<Sidecar>,
+    ) -> Result<NewObjects, NotPrepared> {
+        let asset_meta = self.spec.asset_metadata.as_ref();
+        let wanted = Wanted {
+            asset: target.asset.clone(),
+            path: path.to_owned(),
+            media_type: asset_meta.map(|m| m.media_type.clone()),
+            fields: asset_meta.map(|m| m.from_file).unwrap_or_default(),
+            geometry: target.item.is_some()
+                && self
+                    .spec
+                    .item_metadata
+                    .as_ref()
+                    .is_some_and(|m| matches!(m.geometry, ItemGeometry::FromFile(_))),
+        };
+        if wants_anything(&wanted, self.spec.validate) {
+            let derived = self
+                .from_files(std::slice::from_ref(&wanted), &mut Inspections::new())
+                .await
+                .map_err(NotPrepared::File)?;
+            if let Some(body) = &mut objects.asset {
+                derived.fill_asset(0, body);
+            }
+            if let Some((geometry, bbox)) = derived.geometry {
+                if let Some(item) = &mut objects.item {
+                    item["geometry"] = geometry.clone();
+                }
+                if let Some(s) = &mut sidecar {
+                    s.meta = s.meta.with_geometry(geometry, bbox);
+                }
+            }
+        }
+        match sidecar {
+            Some(s) => s.merged(objects).await.map_err(NotPrepared::Sidecar),
+            None => Ok(objects),
+        }
+    }
+
     async fn run_target(
         &self,
         target: AssetTarget,
         path: PathBuf,
-        objects: Result<NewObjects, SidecarError>,
+        objects: Result<NewObjects, NotPrepared>,
     ) -> RunRecord {
         let clock = self.shared.clock;
         let started = clock.now();

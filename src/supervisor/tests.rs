@@ -313,6 +313,7 @@ fn cron_job(schedule: &str, kind: PolicyKind) -> JobSpec {
         concurrency: 1,
         ping_url: None,
         verify_public: crate::config::VerifyPublic::Warn,
+        validate: Default::default(),
     }
 }
 

@@ -1722,8 +1722,8 @@ properties = { gsd = 2.5 }
     assert_eq!(job.asset.render("a.h5", &run), "20261125-a.h5");
     let meta = job.item_metadata.as_ref().expect("item metadata");
     assert_eq!(
-        meta.bbox,
-        [7.4, 46.9, 8.5, 47.4],
+        meta.geometry.fixed().map(|(_, bbox)| bbox),
+        Some([7.4, 46.9, 8.5, 47.4]),
         "bbox of the geometry's positions"
     );
     assert_eq!(meta.time, ItemTime::Instant(TimeValue::Run));

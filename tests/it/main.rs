@@ -26,6 +26,7 @@ mod crash_matrix;
 mod daemon;
 mod dashboard;
 mod digest;
+mod from_file;
 mod items;
 mod items_api;
 mod k8s;

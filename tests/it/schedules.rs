@@ -72,6 +72,7 @@ fn daily_0230() -> JobSpec {
         concurrency: 1,
         ping_url: None,
         verify_public: stac_uploadd::config::VerifyPublic::Warn,
+        validate: Default::default(),
     }
 }
 

@@ -186,6 +186,7 @@ fn spec(name: &str, file: PathBuf, kind: PolicyKind) -> JobSpec {
         concurrency: 1,
         ping_url: None,
         verify_public: stac_uploadd::config::VerifyPublic::Warn,
+        validate: Default::default(),
     }
 }
 

@@ -445,6 +445,7 @@ impl Checker<'_> {
             concurrency: concurrency?,
             ping_url: ping_url?,
             verify_public: resolved.verify_public,
+            validate: resolved.validate,
         })
     }
 
