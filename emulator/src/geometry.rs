@@ -53,7 +53,12 @@ pub fn validate_geometry(geometry: &Value) -> Result<Vec<String>, String> {
         }
     }
     let (w, s, e, n) = positions.iter().fold(
-        (f64::INFINITY, f64::INFINITY, f64::NEG_INFINITY, f64::NEG_INFINITY),
+        (
+            f64::INFINITY,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NEG_INFINITY,
+        ),
         |(w, s, e, n), [x, y]| (w.min(*x), s.min(*y), e.max(*x), n.max(*y)),
     );
     if s.abs() > 90.0 || n.abs() > 90.0 {
@@ -148,12 +153,20 @@ fn orient(a: [f64; 2], b: [f64; 2], c: [f64; 2]) -> f64 {
 }
 
 fn on_segment(a: [f64; 2], b: [f64; 2], p: [f64; 2]) -> bool {
-    p[0] >= a[0].min(b[0]) && p[0] <= a[0].max(b[0]) && p[1] >= a[1].min(b[1]) && p[1] <= a[1].max(b[1])
+    p[0] >= a[0].min(b[0])
+        && p[0] <= a[0].max(b[0])
+        && p[1] >= a[1].min(b[1])
+        && p[1] <= a[1].max(b[1])
 }
 
 /// Whether segments ab and cd share a point.
 fn intersect(a: [f64; 2], b: [f64; 2], c: [f64; 2], d: [f64; 2]) -> bool {
-    let (o1, o2, o3, o4) = (orient(a, b, c), orient(a, b, d), orient(c, d, a), orient(c, d, b));
+    let (o1, o2, o3, o4) = (
+        orient(a, b, c),
+        orient(a, b, d),
+        orient(c, d, a),
+        orient(c, d, b),
+    );
     if ((o1 > 0.0 && o2 < 0.0) || (o1 < 0.0 && o2 > 0.0))
         && ((o3 > 0.0 && o4 < 0.0) || (o3 < 0.0 && o4 > 0.0))
     {
@@ -187,22 +200,38 @@ mod tests {
 
     #[test]
     fn a_swiss_box_is_valid_without_warnings() {
-        let g = polygon(json!([[5.96, 45.82], [10.49, 45.82], [10.49, 47.81], [5.96, 47.81], [5.96, 45.82]]));
+        let g = polygon(json!([
+            [5.96, 45.82],
+            [10.49, 45.82],
+            [10.49, 47.81],
+            [5.96, 47.81],
+            [5.96, 45.82]
+        ]));
         assert_eq!(validate_geometry(&g), Ok(vec![]));
     }
 
     #[test]
     fn a_self_intersecting_polygon_is_not_valid() {
         // The server's own test: test_item_create_model_invalid_geometry.
-        let g = polygon(json!([[5.96, 45.82], [5.96, 47.81], [10.49, 45.82], [10.49, 47.81], [5.96, 45.82]]));
+        let g = polygon(json!([
+            [5.96, 45.82],
+            [5.96, 47.81],
+            [10.49, 45.82],
+            [10.49, 47.81],
+            [5.96, 45.82]
+        ]));
         let e = validate_geometry(&g).unwrap_err();
-        assert!(e.starts_with("The geometry is not valid: Self-intersection"), "{e}");
+        assert!(
+            e.starts_with("The geometry is not valid: Self-intersection"),
+            "{e}"
+        );
     }
 
     #[test]
     fn a_latitude_past_90_is_refused() {
         // test_item_create_model_point_geometry_invalid_latitude.
-        let e = validate_geometry(&json!({"type": "Point", "coordinates": [7.0, 95.0]})).unwrap_err();
+        let e =
+            validate_geometry(&json!({"type": "Point", "coordinates": [7.0, 95.0]})).unwrap_err();
         assert!(e.starts_with("Latitude exceeds permitted value"), "{e}");
     }
 
@@ -219,11 +248,23 @@ mod tests {
         let open = polygon(json!([[7, 46], [8, 46], [8, 47], [7, 47]]));
         assert!(validate_geometry(&open).unwrap_err().contains("not closed"));
         let short = polygon(json!([[7, 46], [8, 46], [7, 46]]));
-        assert!(validate_geometry(&short).unwrap_err().contains("Too few points"));
+        assert!(
+            validate_geometry(&short)
+                .unwrap_err()
+                .contains("Too few points")
+        );
         let empty = json!({"type": "MultiPolygon", "coordinates": []});
-        assert!(validate_geometry(&empty).unwrap_err().starts_with("The geometry is empty"));
+        assert!(
+            validate_geometry(&empty)
+                .unwrap_err()
+                .starts_with("The geometry is empty")
+        );
         let nan = json!({"type": "Point", "coordinates": ["x", 1]});
-        assert!(validate_geometry(&nan).unwrap_err().contains("Invalid Coordinate"));
+        assert!(
+            validate_geometry(&nan)
+                .unwrap_err()
+                .contains("Invalid Coordinate")
+        );
     }
 
     #[test]

@@ -337,7 +337,9 @@ async fn inspect(path: PathBuf, media_type: Option<String>, metadata: bool) -> I
     let shown = path.display().to_string();
     tokio::task::spawn_blocking(move || inspect_blocking(&path, media_type.as_deref(), metadata))
         .await
-        .unwrap_or_else(|e| Inspected::Unreadable(format!("the read of {shown} was cut short: {e}")))
+        .unwrap_or_else(|e| {
+            Inspected::Unreadable(format!("the read of {shown} was cut short: {e}"))
+        })
 }
 
 fn inspect_blocking(path: &Path, media_type: Option<&str>, metadata: bool) -> Inspected {
@@ -371,7 +373,10 @@ mod tests {
         let ring = p["coordinates"][0].as_array().expect("a ring");
         assert!(ring.len() >= 4);
         assert_eq!(ring.first(), ring.last());
-        assert!(ring.iter().all(|pos| pos.as_array().map(Vec::len) == Some(2)));
+        assert!(
+            ring.iter()
+                .all(|pos| pos.as_array().map(Vec::len) == Some(2))
+        );
     }
 
     #[test]

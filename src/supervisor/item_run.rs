@@ -18,8 +18,8 @@ use globset::GlobBuilder;
 use serde_json::Value;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
-use super::job::{Job, NextAttempt, Uploader, Work, cut_short, error_outcome};
 use super::from_file::{Inspections, Wanted};
+use super::job::{Job, NextAttempt, Uploader, Work, cut_short, error_outcome};
 use crate::config::{ItemGeometry, ItemMetadata, SidecarError, item_body_with_sidecar};
 use crate::observe::metrics;
 use crate::state::{AssetRun, Outcome, PublicCheck, RunRecord};
@@ -597,10 +597,14 @@ impl<U: Uploader> Job<U> {
         if run.bodies_ready {
             return Ok(());
         }
-        let meta = self.spec.item_metadata.as_ref().map(|m| match &derived.geometry {
-            Some((geometry, bbox)) => m.with_geometry(geometry.clone(), *bbox),
-            None => m.clone(),
-        });
+        let meta = self
+            .spec
+            .item_metadata
+            .as_ref()
+            .map(|m| match &derived.geometry {
+                Some((geometry, bbox)) => m.with_geometry(geometry.clone(), *bbox),
+                None => m.clone(),
+            });
         let item = phases.first().map(|p| p.item.clone()).unwrap_or_default();
         let (item_body, alias_body) = self
             .item_bodies(meta, &item, &run.name, &run.time)

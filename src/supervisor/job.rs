@@ -12,8 +12,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
-use crate::config::PolicyKind;
 use super::from_file::{Inspections, Refusal, Wanted, wants_anything};
+use crate::config::PolicyKind;
 use crate::config::{ItemGeometry, ItemMetadata, JobSpec, SidecarError, item_body_with_sidecar};
 use crate::observe::health::JobTasks;
 use crate::observe::metrics::{self, UploadOutcome};

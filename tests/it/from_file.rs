@@ -114,7 +114,14 @@ async fn each_raster_becomes_an_item_with_its_footprint_and_an_asset_with_its_ep
         let ring: Vec<[f64; 2]> =
             serde_json::from_value(item["geometry"]["coordinates"][0].clone())
                 .expect("a ring of 2-D positions");
-        assert_eq!(ring, expected.footprint.ring, "{stem}: the file's footprint");
+        // The footprint as read, to the last digits JSON numbers keep through the server.
+        assert_eq!(ring.len(), expected.footprint.ring.len(), "{stem}");
+        for (got, want) in ring.iter().zip(&expected.footprint.ring) {
+            assert!(
+                (got[0] - want[0]).abs() < 1e-12 && (got[1] - want[1]).abs() < 1e-12,
+                "{stem}: the file's footprint: {got:?} != {want:?}"
+            );
+        }
         assert_eq!(
             validate_geometry(&item["geometry"]),
             Ok(vec![]),
@@ -161,7 +168,11 @@ async fn a_raster_that_cannot_give_what_the_job_reads_from_it_creates_nothing() 
     let before = refused();
     for (fixture_name, stem, why) in [
         // WGS84 degrees: no pixel size in metres, never guessed.
-        ("wgs84_point.tif", "s2_degrees", "gsd = \"from_file\": its CRS EPSG:4326 is geographic"),
+        (
+            "wgs84_point.tif",
+            "s2_degrees",
+            "gsd = \"from_file\": its CRS EPSG:4326 is geographic",
+        ),
         // Not a TIFF at all.
         ("empty.tif", "s2_empty", "cannot read its georeferencing"),
     ] {
@@ -210,7 +221,11 @@ async fn a_file_declared_cloud_optimized_that_is_not_creates_nothing_unless_vali
     let error = rec.error.unwrap_or_default();
     assert!(error.starts_with(&path.display().to_string()), "{error}");
     assert!(error.contains(COG) && error.contains("strict"), "{error}");
-    assert_eq!(env.emu.call_count(CallKind::PutStac), 0, "no item, no asset");
+    assert_eq!(
+        env.emu.call_count(CallKind::PutStac),
+        0,
+        "no item, no asset"
+    );
     assert_eq!(env.emu.call_count(CallKind::CreateUpload), 0, "no upload");
     assert_eq!(
         scraped(
@@ -239,5 +254,127 @@ async fn a_file_declared_cloud_optimized_that_is_not_creates_nothing_unless_vali
             "job_name=\"cog-warn\""
         ),
         Some(1.0)
+    );
+}
+
+/// The load error of `jobs`, which must name `key_line`'s line (its first line starting so).
+fn refused_at(env: &Env, jobs: &str, key_line: &str, fragment: &str) {
+    let e = parse_jobs(env, jobs)
+        .map(|_| ())
+        .expect_err("the job file is refused")
+        .to_string();
+    let line = jobs
+        .lines()
+        .position(|l| l.starts_with(key_line))
+        .unwrap_or_else(|| panic!("{key_line:?} in the job file"))
+        + 7; // the [server] table's lines before the jobs
+    assert!(
+        e.contains(&format!("jobs.toml:{line}:")),
+        "line {line}: {e}"
+    );
+    assert!(e.contains(fragment), "{fragment:?} in {e}");
+}
+
+/// An item job of a GeoTIFF and a thumbnail.
+fn item_job(geometry_lines: &str, tif_required: &str) -> String {
+    format!(
+        r#"
+[[job]]
+name = "s2"
+collection = "{COLLECTION}"
+item = "{{stem}}"
+[job.watch]
+dir = "."
+pattern = "*"
+[job.item_metadata]
+{geometry_lines}
+datetime = "run"
+[[job.assets]]
+id = "thumb.png"
+file = "{{stem}}.png"
+[job.assets.metadata]
+type = "image/png"
+[[job.assets]]
+id = "{{stem}}.tif"
+file = "{{stem}}.tif"
+{tif_required}
+[job.assets.metadata]
+type = "{COG}"
+"proj:epsg" = "from_file"
+"#
+    )
+}
+
+#[tokio::test]
+async fn the_from_file_keys_are_checked_at_load() {
+    let env = start().await;
+    // The first member that has a footprint, past the thumbnail.
+    let c = parse_jobs(&env, &item_job("geometry = \"from_file\"", "")).expect("loads");
+    let item = c.jobs[0].item_metadata.as_ref().unwrap();
+    assert_eq!(
+        item.geometry,
+        stac_uploadd::config::ItemGeometry::FromFile(stac_uploadd::config::GeometryFrom {
+            asset: Some(1),
+            id: "{stem}.tif".into()
+        })
+    );
+    refused_at(
+        &env,
+        &item_job(
+            "geometry = \"from_file\"\ngeometry_from = \"thumb.png\"",
+            "",
+        ),
+        "geometry_from",
+        "geometry_from \"thumb.png\": its type \"image/png\" has no footprint",
+    );
+    refused_at(
+        &env,
+        &item_job("geometry = \"from_file\"\ngeometry_from = \"nope.tif\"", ""),
+        "geometry_from",
+        "names no asset of the job: expected one of the ids of [[job.assets]] as written (\"thumb.png\", \"{stem}.tif\")",
+    );
+    refused_at(
+        &env,
+        &item_job("geometry = \"from_file\"", "required = false"),
+        "geometry = ",
+        "needs a required member whose [job.assets.metadata] type is a GeoTIFF",
+    );
+    refused_at(
+        &env,
+        &item_job(
+            "bbox = [5.9, 45.8, 10.5, 47.8]\ngeometry_from = \"{stem}.tif\"",
+            "",
+        ),
+        "geometry_from",
+        "geometry_from only applies with geometry = \"from_file\"",
+    );
+    let dir = inbox(&env);
+    let raster = raster_job("r", &dir, GEOTIFF, "strict");
+    refused_at(
+        &env,
+        &raster.replace("validate = \"strict\"", "validate = \"lenient\""),
+        "validate",
+        "invalid validate \"lenient\": expected \"strict\"",
+    );
+    refused_at(
+        &env,
+        &raster.replace(
+            "\"proj:epsg\" = \"from_file\"",
+            "\"proj:epsg\" = \"from file\"",
+        ),
+        "\"proj:epsg\"",
+        "expected a value, or \"from_file\"",
+    );
+    refused_at(
+        &env,
+        &raster.replace("gsd = \"from_file\"", "gsd = 10\nproperties = { gsd = 10 }"),
+        "gsd",
+        "gsd is also given in properties",
+    );
+    refused_at(
+        &env,
+        &raster.replace(GEOTIFF, "application/zip"),
+        "geometry",
+        "geometry = \"from_file\" reads the job's file, whose type \"application/zip\" has no footprint",
     );
 }
