@@ -50,7 +50,7 @@ pub fn read_metadata(path: &Path) -> Result<FileMetadata, GeoError> {
     let mut r = read::Counting::new(BufReader::with_capacity(16 * 1024, file), read::READ_BUDGET);
     let g = read_geotiff(&mut r)?;
     let footprint = footprint(&g)?;
-    let gsd = match g.epsg.and_then(|c| crs_definitions::from_code(c)) {
+    let gsd = match g.epsg.and_then(crs_definitions::from_code) {
         Some(def) if def.proj4.contains("+units=m") && !def.proj4.contains("+proj=longlat") => {
             g.pixel_size()
         }

@@ -111,7 +111,7 @@ enum Inspected {
     Unreadable(String),
     Read {
         verdict: Option<Verdict>,
-        metadata: Option<Result<FileMetadata, String>>,
+        metadata: Option<Result<Box<FileMetadata>, String>>,
     },
 }
 
@@ -131,7 +131,7 @@ impl<U: Uploader> Job<U> {
     /// Checks and reads every wanted file (through `seen`, once per path and run), logs and
     /// counts what it finds, and returns what the bodies need; or the first refusal, logged
     /// and counted.
-    pub(super) async fn from_files(
+    pub(super) async fn read_files(
         &self,
         wanted: &[Wanted],
         seen: &mut Inspections,
@@ -351,7 +351,11 @@ fn inspect_blocking(path: &Path, media_type: Option<&str>, metadata: bool) -> In
     }
     Inspected::Read {
         verdict: media_type.map(|t| media::check_file(path, t)),
-        metadata: metadata.then(|| geo::read_metadata(path).map_err(|e| e.to_string())),
+        metadata: metadata.then(|| {
+            geo::read_metadata(path)
+                .map(Box::new)
+                .map_err(|e| e.to_string())
+        }),
     }
 }
 

@@ -586,7 +586,7 @@ impl<U: Uploader> Job<U> {
             })
             .collect();
         let derived = self
-            .from_files(&wanted, &mut run.seen)
+            .read_files(&wanted, &mut run.seen)
             .await
             .map_err(|r| r.to_string())?;
         for (i, m) in members.iter_mut().enumerate() {

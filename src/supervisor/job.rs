@@ -1091,7 +1091,7 @@ impl<U: Uploader> Job<U> {
         };
         if wants_anything(&wanted, self.spec.validate) {
             let derived = self
-                .from_files(std::slice::from_ref(&wanted), &mut Inspections::new())
+                .read_files(std::slice::from_ref(&wanted), &mut Inspections::new())
                 .await
                 .map_err(NotPrepared::File)?;
             if let Some(body) = &mut objects.asset {
