@@ -130,6 +130,8 @@ fn main() {
             ping_url: None,
             verify_public: stac_uploadd::config::VerifyPublic::Warn,
             name_pattern: None,
+
+            validate: Default::default(),
         })
         .collect();
     let rss_before = status_kib("VmRSS");

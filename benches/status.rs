@@ -61,6 +61,8 @@ fn spec(i: usize, dir: &std::path::Path) -> JobSpec {
         ping_url: None,
         verify_public: stac_uploadd::config::VerifyPublic::Warn,
         name_pattern: None,
+
+        validate: Default::default(),
         assets: Vec::new(),
         concurrency: 1,
     }

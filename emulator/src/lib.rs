@@ -32,6 +32,7 @@ mod cli;
 mod cognito;
 mod error;
 mod faults;
+mod geometry;
 mod request;
 mod rules;
 mod s3;
@@ -61,6 +62,7 @@ pub use cli::{EmulatorArgs, run};
 pub use faults::{
     CallKind, FaultAction, FaultSpec, FaultTrigger, Faults, PartRecord, RequestRecord,
 };
+pub use geometry::validate_geometry;
 pub use state::{AssetSnapshot, UploadSnapshot, UploadState};
 
 /// The media types the emulator accepts for asset data (the server's `MEDIA_TYPES`, normalised),

@@ -16,7 +16,8 @@
 //!
 //! Not modelled, on purpose: the server parses geometries with GEOS but does not run its
 //! `validate_geometry` on the API path (only the model's `full_clean`, used by the admin), so a
-//! self-intersecting polygon or a latitude of 95 is accepted there and here; the reachability
+//! self-intersecting polygon or a latitude of 95 is accepted there and here (the validator
+//! itself is [`crate::validate_geometry`], for tests to hold what a client stores to it); the reachability
 //! GET of an external `href`; nested asset bodies inside an item.
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeDelta, Utc};

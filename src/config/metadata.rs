@@ -49,11 +49,8 @@ pub const ASSET_PROPERTIES: &[&str] = &["description", "gsd", "geoadmin:lang", "
 /// A STAC Item to create when the job's item is missing.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ItemMetadata {
-    /// A GeoJSON geometry object (written, or the polygon of `bbox`).
-    pub geometry: Value,
-    /// `[west, south, east, north]` of the geometry; not sent (the server computes it, and
-    /// refuses `bbox` in a body as read-only).
-    pub bbox: [f64; 4],
+    /// Where the item's geometry comes from.
+    pub geometry: ItemGeometry,
     pub time: ItemTime,
     /// The item's `expires` property: this long after the run time.
     pub expires: Option<Duration>,
@@ -67,6 +64,41 @@ pub struct ItemMetadata {
     /// `item_json`: a sidecar whose fields replace these for a run
     /// ([`item_body_with_sidecar`](super::item_body_with_sidecar)).
     pub item_json: Option<super::ItemJson>,
+}
+
+/// An item's geometry: written in the job file, or read from a file of each run.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ItemGeometry {
+    /// `geometry` or `bbox` as written: the same for every run.
+    Fixed {
+        /// A GeoJSON geometry object (written, or the polygon of `bbox`).
+        geometry: Value,
+        /// `[west, south, east, north]` of the geometry; not sent (the server computes it,
+        /// and refuses `bbox` in a body as read-only).
+        bbox: [f64; 4],
+    },
+    /// `geometry = "from_file"`: the footprint of one member's file, read by each run before
+    /// anything is created ([`ItemMetadata::with_geometry`]).
+    FromFile(GeometryFrom),
+}
+
+/// The member whose file gives the item's footprint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GeometryFrom {
+    /// Its index in `[[job.assets]]`; `None`: the job's one file.
+    pub asset: Option<usize>,
+    /// Its id as written, for messages.
+    pub id: String,
+}
+
+impl ItemGeometry {
+    /// The geometry written in the job file; `None` when each run reads it from a file.
+    pub fn fixed(&self) -> Option<(&Value, [f64; 4])> {
+        match self {
+            ItemGeometry::Fixed { geometry, bbox } => Some((geometry, *bbox)),
+            ItemGeometry::FromFile(_) => None,
+        }
+    }
 }
 
 /// The item's time: one instant, or a range.
@@ -119,8 +151,19 @@ fn rfc3339(t: DateTime<Utc>) -> String {
 }
 
 impl ItemMetadata {
+    /// This metadata with `geometry` written in: what a run builds its body from once it read
+    /// the footprint of a `geometry = "from_file"` member.
+    pub fn with_geometry(&self, geometry: Value, bbox: [f64; 4]) -> ItemMetadata {
+        ItemMetadata {
+            geometry: ItemGeometry::Fixed { geometry, bbox },
+            ..self.clone()
+        }
+    }
+
     /// The body of `PUT collections/{c}/items/{id}` for a run: [`ITEM_FIELDS`] only, and in
-    /// `properties` only what the server keeps.
+    /// `properties` only what the server keeps. A `geometry = "from_file"` not yet read
+    /// ([`ItemMetadata::with_geometry`]) is `null`, which the server refuses: runs read it
+    /// before they build a body.
     pub fn item_body<'a>(
         &self,
         id: &str,
@@ -161,9 +204,13 @@ impl ItemMetadata {
                 properties.insert("expires".into(), rfc3339(at).into());
             }
         }
+        let geometry = self
+            .geometry
+            .fixed()
+            .map_or(Value::Null, |(g, _)| g.clone());
         json!({
             "id": id,
-            "geometry": self.geometry,
+            "geometry": geometry,
             "properties": properties,
             "links": [],
         })
@@ -221,6 +268,23 @@ pub struct AssetMetadata {
     /// Further fields of the asset: those of [`ASSET_PROPERTIES`] (checked at load; others are
     /// left out of the body, as the server would refuse them).
     pub properties: Map<String, Value>,
+    /// The fields written `"from_file"`: read from the asset's own file by each run, before
+    /// anything is created, and then set in the body.
+    pub from_file: AssetFromFile,
+}
+
+/// `"proj:epsg" = "from_file"` and `gsd = "from_file"` of an asset's metadata.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AssetFromFile {
+    pub proj_epsg: bool,
+    pub gsd: bool,
+}
+
+impl AssetFromFile {
+    /// Whether any field comes from the file.
+    pub fn any(self) -> bool {
+        self.proj_epsg || self.gsd
+    }
 }
 
 impl AssetMetadata {
@@ -271,8 +335,10 @@ mod tests {
 
     fn meta() -> ItemMetadata {
         ItemMetadata {
-            geometry: bbox_polygon([5.9, 45.8, 10.5, 47.8]),
-            bbox: [5.9, 45.8, 10.5, 47.8],
+            geometry: ItemGeometry::Fixed {
+                geometry: bbox_polygon([5.9, 45.8, 10.5, 47.8]),
+                bbox: [5.9, 45.8, 10.5, 47.8],
+            },
             time: ItemTime::Range {
                 start: TimeValue::Template(TextTemplate::parse("%Y-%m-%dT00:00:00+01:00").unwrap()),
                 end: TimeValue::Run,
@@ -352,6 +418,7 @@ mod tests {
                 ("file:checksum".to_owned(), json!("1220abcd")),
                 ("href".to_owned(), json!("https://elsewhere/a.h5")),
             ]),
+            from_file: AssetFromFile::default(),
         };
         let body = meta.asset_body("scan.h5", "scan.h5", &run());
         assert_eq!(
@@ -373,6 +440,7 @@ mod tests {
             roles: vec![],
             proj_epsg: Some(2056),
             properties: Map::new(),
+            from_file: AssetFromFile::default(),
         };
         assert_eq!(
             meta.asset_body("scan.h5", "scan.h5", &run()),

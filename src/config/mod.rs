@@ -26,8 +26,8 @@ pub use load::{
     check_flags, load, parse, read_job_file,
 };
 pub use metadata::{
-    ASSET_FIELDS, ASSET_PROPERTIES, AssetMetadata, ITEM_FIELDS, ITEM_PROPERTIES, ItemMetadata,
-    ItemTime, STAC_VERSION, TimeValue, bbox_polygon,
+    ASSET_FIELDS, ASSET_PROPERTIES, AssetFromFile, AssetMetadata, GeometryFrom, ITEM_FIELDS,
+    ITEM_PROPERTIES, ItemGeometry, ItemMetadata, ItemTime, STAC_VERSION, TimeValue, bbox_polygon,
 };
 pub use names::{CaptureTime, Captures, NamePattern};
 pub use notify::{
@@ -240,6 +240,10 @@ pub struct JobSpec {
     /// `name_pattern`: the names of the files the job publishes, whose named captures its
     /// templates and times may use; a file whose name does not match is refused.
     pub name_pattern: Option<NamePattern>,
+
+    /// `validate`: whether each file is checked against its asset's media type before
+    /// anything is created (`crate::geo::media::check_file`), and what a failure does.
+    pub validate: crate::geo::media::Validate,
 }
 
 /// `verify_public`: after each upload, a `HEAD` of the asset's public `href` compared with what

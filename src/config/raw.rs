@@ -189,7 +189,9 @@ impl RawJob {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawItemMetadata {
-    pub(super) geometry: Option<Spanned<toml::Table>>,
+    pub(super) geometry: Option<Spanned<RawGeometry>>,
+    /// The `[[job.assets]]` id whose file gives `geometry = "from_file"`.
+    pub(super) geometry_from: Option<Spanned<String>>,
     pub(super) bbox: Option<Spanned<Vec<Spanned<f64>>>>,
     pub(super) datetime: Option<Spanned<RawTime>>,
     pub(super) start_datetime: Option<Spanned<RawTime>>,
@@ -251,8 +253,57 @@ pub(super) struct RawAssetMetadata {
     pub(super) title: Option<Spanned<String>>,
     pub(super) roles: Option<Vec<Spanned<String>>>,
     #[serde(rename = "proj:epsg")]
-    pub(super) proj_epsg: Option<Spanned<Int>>,
+    pub(super) proj_epsg: Option<Spanned<FromFileOr<Int>>>,
+    /// A number, or `"from_file"` (a number may also be given in `properties`, as before).
+    pub(super) gsd: Option<Spanned<FromFileOr<f64>>>,
     pub(super) properties: Option<Spanned<RawProperties>>,
+}
+
+/// The value of a key that may be read from the file: `"from_file"`, or a value as written.
+#[derive(Debug, Clone)]
+pub(super) enum FromFileOr<T> {
+    FromFile,
+    Value(T),
+}
+
+/// What `"from_file"` is spelt as in a job file.
+pub(super) const FROM_FILE: &str = "from_file";
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for FromFileOr<T> {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // A string is either the keyword or refused with what was expected; anything else is
+        // the value's own type, with its own message.
+        let value = toml::Value::deserialize(d)?;
+        match value {
+            toml::Value::String(s) if s == FROM_FILE => Ok(FromFileOr::FromFile),
+            toml::Value::String(s) => Err(de::Error::custom(format!(
+                "unexpected string {s:?}: expected a value, or \"{FROM_FILE}\" to read it from the file"
+            ))),
+            other => T::deserialize(other)
+                .map(FromFileOr::Value)
+                .map_err(|e| de::Error::custom(format!("{e}, or \"{FROM_FILE}\""))),
+        }
+    }
+}
+
+/// `geometry`: a GeoJSON geometry table, or `"from_file"`.
+#[derive(Debug, Clone)]
+pub(super) enum RawGeometry {
+    FromFile,
+    Table(toml::Table),
+}
+
+impl<'de> Deserialize<'de> for RawGeometry {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match toml::Value::deserialize(d)? {
+            toml::Value::String(s) if s == FROM_FILE => Ok(RawGeometry::FromFile),
+            toml::Value::Table(t) => Ok(RawGeometry::Table(t)),
+            other => Err(de::Error::custom(format!(
+                "unexpected {} {other}: expected a GeoJSON geometry such as {{ type = \"Polygon\", coordinates = [...] }}, or \"{FROM_FILE}\" (the footprint of a member's file)",
+                other.type_str()
+            ))),
+        }
+    }
 }
 
 /// One `[[job.assets]]` table.

@@ -130,6 +130,12 @@ macro_rules! settings_table {
                 check: |c, raw| c.value(raw, |v| parse_enum(v, "verify_public")),
                 into: |s, v| s.verify_public = v,
             }
+            /// Check each file against its asset's media type before anything is created: "strict" (refuse), "warn" (log, count, publish) or "off".
+            validate: String => Validate {
+                default: Validate::Strict,
+                check: |c, raw| c.value(raw, |v| validate_mode(v)),
+                into: |s, v| s.validate = v,
+            }
         }
     };
 }

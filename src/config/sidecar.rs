@@ -515,8 +515,10 @@ mod tests {
 
     fn meta() -> ItemMetadata {
         ItemMetadata {
-            geometry: bbox_polygon([5.9, 45.8, 10.5, 47.8]),
-            bbox: [5.9, 45.8, 10.5, 47.8],
+            geometry: super::super::ItemGeometry::Fixed {
+                geometry: bbox_polygon([5.9, 45.8, 10.5, 47.8]),
+                bbox: [5.9, 45.8, 10.5, 47.8],
+            },
             time: ItemTime::Instant(TimeValue::Run),
             expires: None,
             title: Some(TextTemplate::parse("From the job").unwrap()),

@@ -232,6 +232,10 @@ pub fn describe() {
         FILES_REFUSED,
         "Files refused before anything was created for them, by job and reason: name_pattern (the name does not match, or its captures cannot make the ids or times), media_type (not what its media type says), metadata (from_file found nothing to derive)"
     );
+    describe_counter!(
+        MEDIA_TYPE_WARNINGS,
+        "Files not what their media type says, published anyway (validate = \"warn\"), by job"
+    );
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     for result in ["ok", "failed"] {
         counter!(RELOADS, "result" => result).increment(0);
@@ -720,6 +724,22 @@ pub fn register_verify_public(job: &str) {
 pub fn verify_public_failed(job: &str, problem: stac_client::PublicProblem) {
     counter!(VERIFY_PUBLIC_FAILURES, JOB => job.to_owned(), "reason" => problem.as_str())
         .increment(1);
+}
+
+/// Files that are not what their media type says, published under `validate = "warn"`, by job.
+pub const MEDIA_TYPE_WARNINGS: &str = "stac_uploadd_media_type_warnings_total";
+
+/// A job's refusal and media-type series, at zero from its start.
+pub fn register_file_checks(job: &str) {
+    for reason in FileRefusal::ALL {
+        register_file_refusals(job, reason);
+    }
+    counter!(MEDIA_TYPE_WARNINGS, JOB => job.to_owned()).increment(0);
+}
+
+/// A file of `job` published although it is not what its media type says.
+pub fn media_type_warning(job: &str) {
+    counter!(MEDIA_TYPE_WARNINGS, JOB => job.to_owned()).increment(1);
 }
 
 #[cfg(test)]

@@ -18,8 +18,11 @@ use globset::GlobBuilder;
 use serde_json::Value;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
+use super::from_file::{Inspections, Wanted};
 use super::job::{Job, NextAttempt, Uploader, Work, cut_short, error_outcome};
-use crate::config::{Captures, Names, SidecarError, item_body_with_sidecar};
+use crate::config::{
+    Captures, ItemGeometry, ItemMetadata, Names, SidecarError, item_body_with_sidecar,
+};
 use crate::observe::metrics;
 use crate::state::{AssetRun, Outcome, PublicCheck, RunRecord};
 use crate::trigger::TriggerSpec;
@@ -31,6 +34,20 @@ use stac_upload::{
     UploadError, UploadReport,
 };
 
+/// What an item run keeps across its attempts to make its bodies: the file name and time its
+/// templates are rendered with, the files read, and whether the item bodies are made.
+#[derive(Debug)]
+struct RunFiles {
+    name: String,
+    /// The name's captures (a job with a `name_pattern`).
+    captures: Option<Captures>,
+    /// Why the name refuses the run (`name_pattern`), before any attempt.
+    refused: Option<String>,
+    time: DateTime<Tz>,
+    seen: Inspections,
+    bodies_ready: bool,
+}
+
 /// Matches of an asset's glob listed in an error, at most.
 const MATCHES_SHOWN: usize = 5;
 
@@ -39,6 +56,8 @@ const MATCHES_SHOWN: usize = 5;
 #[derive(Debug)]
 struct Member {
     id: String,
+    /// Its index in `[[job.assets]]`; `None`: the job's one asset.
+    index: Option<usize>,
     file: PathBuf,
     /// Whether `file` is a glob (in its name), resolved by each attempt.
     glob: bool,
@@ -153,24 +172,15 @@ impl<U: Uploader> Job<U> {
         let span = info_span!("run", job = %self.spec.name, collection = %self.spec.collection, item = %item);
         async {
             let members = self.members(&work, &name, captures.as_ref(), &time);
-            // The name, then the sidecar (read once), before anything is created: either refuses
-            // the run.
-            let refused_name = self
+            // The name first, before anything is read or created: a refusal ends the run. The
+            // bodies are made by the first attempt, once the files are found and read.
+            let refused = self
                 .run_file(&work)
-                .and_then(|path| self.refuse_name(&path, &name));
-            let (bodies, refused) = match refused_name {
-                Some(why) => ((None, None), Some(why.to_string())),
-                None => match self
-                    .item_bodies(&item, Names::new(&name, captures.as_ref()), &time)
-                    .await
-                {
-                    Ok(bodies) => (bodies, None),
-                    Err(e) => ((None, None), Some(e.to_string())),
-                },
-            };
+                .and_then(|path| self.refuse_name(&path, &name))
+                .map(|why| why.to_string());
             let mut phases = vec![Phase {
                 item: item.clone(),
-                body: bodies.0,
+                body: None,
                 created: false,
                 exists: false,
                 results: Vec::new(),
@@ -178,7 +188,7 @@ impl<U: Uploader> Job<U> {
             if let Some(alias) = &self.spec.alias {
                 phases.push(Phase {
                     item: alias.clone(),
-                    body: bodies.1,
+                    body: None,
                     created: false,
                     exists: false,
                     results: Vec::new(),
@@ -187,22 +197,31 @@ impl<U: Uploader> Job<U> {
             for p in &mut phases {
                 p.results = members.iter().map(|_| None).collect();
             }
-            self.item_attempts(members, phases, started, refused).await
+            let run = RunFiles {
+                name,
+                captures,
+                refused,
+                time,
+                seen: Inspections::new(),
+                bodies_ready: false,
+            };
+            self.item_attempts(members, phases, started, run).await
         }
         .instrument(span)
         .await
     }
 
-    /// The bodies of the run's item and of its alias when they are to be created: from
-    /// `[job.item_metadata]`, with the `item_json` sidecar merged when the job has one (read
-    /// off the async threads: it is a file).
+    /// The bodies of the run's item and of its alias when they are to be created: from `meta`
+    /// (`[job.item_metadata]`, its footprint read), with the `item_json` sidecar merged when the
+    /// job has one (read off the async threads: it is a file).
     async fn item_bodies(
         &self,
+        meta: Option<ItemMetadata>,
         item: &str,
         names: Names<'_>,
         time: &DateTime<Tz>,
     ) -> Result<(Option<Value>, Option<Value>), SidecarError> {
-        let Some(meta) = self.spec.item_metadata.clone() else {
+        let Some(meta) = meta else {
             return Ok((None, None));
         };
         let sidecar = meta.item_json.as_ref().map(|j| j.path(names, time));
@@ -319,6 +338,7 @@ impl<U: Uploader> Job<U> {
                 .map(|m| m.asset_body(&id, name, time));
             Member {
                 id,
+                index: None,
                 path: (!glob).then(|| file.clone()),
                 file,
                 glob,
@@ -332,6 +352,7 @@ impl<U: Uploader> Job<U> {
             let body = a.metadata.as_ref().map(|m| m.asset_body(&id, name, time));
             Member {
                 id,
+                index: Some(i),
                 path: (!glob).then(|| file.clone()),
                 file,
                 glob,
@@ -376,7 +397,7 @@ impl<U: Uploader> Job<U> {
         mut members: Vec<Member>,
         mut phases: Vec<Phase>,
         started: DateTime<Utc>,
-        refused: Option<String>,
+        mut run: RunFiles,
     ) -> RunRecord {
         let policy = super::job::effective_policy(&self.spec, started);
         let p = &self.spec.policy;
@@ -389,11 +410,11 @@ impl<U: Uploader> Job<U> {
         let mut stopped = false;
         let result = loop {
             attempts += 1;
-            if let Some(why) = &refused {
+            if let Some(why) = &run.refused {
                 break Err(Failure::Refused(why.clone()));
             }
             let mut result = self
-                .item_attempt(&mut members, &mut phases, &digests, attempts)
+                .item_attempt(&mut members, &mut phases, &mut run, &digests, attempts)
                 .await;
             let Err(Failure::Upload(e)) = &mut result else {
                 break result;
@@ -464,6 +485,7 @@ impl<U: Uploader> Job<U> {
         &self,
         members: &mut [Member],
         phases: &mut [Phase],
+        run: &mut RunFiles,
         digests: &Arc<RunDigests>,
         attempt: u32,
     ) -> Result<(), Failure> {
@@ -478,6 +500,9 @@ impl<U: Uploader> Job<U> {
                 m.path = Some(resolve_glob(&m.file).await.map_err(Failure::Refused)?);
             }
         }
+        self.prepare_bodies(members, phases, run)
+            .await
+            .map_err(Failure::Refused)?;
         let opts = stac_upload::UploadOptions {
             digest_cache: Some(digests.clone() as Arc<dyn DigestCache>),
             ..self.spec.upload.clone()
@@ -563,6 +588,86 @@ impl<U: Uploader> Job<U> {
                 return Err(Failure::Upload(e));
             }
         }
+        Ok(())
+    }
+
+    /// Before anything is created: each file checked against its media type and the values
+    /// written `"from_file"` read ([`from_file`](super::from_file)) into the asset bodies; then,
+    /// once per run, the item bodies with the footprint and the sidecar.
+    async fn prepare_bodies(
+        &self,
+        members: &mut [Member],
+        phases: &mut [Phase],
+        run: &mut RunFiles,
+    ) -> Result<(), String> {
+        let geometry_from = match self.spec.item_metadata.as_ref().map(|m| &m.geometry) {
+            Some(ItemGeometry::FromFile(g)) => Some(g),
+            _ => None,
+        };
+        if let Some(g) = geometry_from
+            && !members.iter().any(|m| m.index == g.asset)
+        {
+            let why = format!(
+                "geometry = \"from_file\" reads the file of asset {:?}, and this run has none: expected that member in every bundle (make it required)",
+                g.id
+            );
+            warn!(reason = "metadata", error = %why, "run refused");
+            metrics::file_refused(&self.spec.name, metrics::FileRefusal::Metadata);
+            return Err(why);
+        }
+        let wanted: Vec<Wanted> = members
+            .iter()
+            .map(|m| {
+                let meta = match m.index {
+                    Some(i) => self.spec.assets.get(i).and_then(|a| a.metadata.as_ref()),
+                    None => self.spec.asset_metadata.as_ref(),
+                };
+                Wanted {
+                    asset: m.id.clone(),
+                    path: m.path.clone().unwrap_or_else(|| m.file.clone()),
+                    media_type: meta.map(|x| x.media_type.clone()),
+                    fields: meta.map(|x| x.from_file).unwrap_or_default(),
+                    geometry: geometry_from.is_some_and(|g| g.asset == m.index),
+                }
+            })
+            .collect();
+        let derived = self
+            .read_files(&wanted, &mut run.seen)
+            .await
+            .map_err(|r| r.to_string())?;
+        for (i, m) in members.iter_mut().enumerate() {
+            if let Some(body) = &mut m.body {
+                derived.fill_asset(i, body);
+            }
+        }
+        if run.bodies_ready {
+            return Ok(());
+        }
+        let meta = self
+            .spec
+            .item_metadata
+            .as_ref()
+            .map(|m| match &derived.geometry {
+                Some((geometry, bbox)) => m.with_geometry(geometry.clone(), *bbox),
+                None => m.clone(),
+            });
+        let item = phases.first().map(|p| p.item.clone()).unwrap_or_default();
+        let (item_body, alias_body) = self
+            .item_bodies(
+                meta,
+                &item,
+                Names::new(&run.name, run.captures.as_ref()),
+                &run.time,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Some(p) = phases.get_mut(0) {
+            p.body = item_body;
+        }
+        if let Some(p) = phases.get_mut(1) {
+            p.body = alias_body;
+        }
+        run.bodies_ready = true;
         Ok(())
     }
 

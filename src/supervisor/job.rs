@@ -12,8 +12,11 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
+use super::from_file::{Inspections, Refusal, Wanted, wants_anything};
 use crate::config::PolicyKind;
-use crate::config::{Captures, ItemMetadata, JobSpec, Names, SidecarError, item_body_with_sidecar};
+use crate::config::{
+    Captures, ItemGeometry, ItemMetadata, JobSpec, Names, SidecarError, item_body_with_sidecar,
+};
 use crate::observe::health::JobTasks;
 use crate::observe::metrics::{self, UploadOutcome};
 use crate::state::{InFlight, Outcome, PublicCheck, RunRecord, StateStore};
@@ -591,6 +594,22 @@ impl Sidecar {
     }
 }
 
+/// Why a one-file run's bodies cannot be built: it fails before anything is created.
+#[derive(Debug)]
+enum NotPrepared {
+    Sidecar(SidecarError),
+    File(Refusal),
+}
+
+impl NotPrepared {
+    fn upload_error(&self) -> UploadError {
+        match self {
+            NotPrepared::Sidecar(e) => e.upload_error(),
+            NotPrepared::File(r) => r.upload_error(),
+        }
+    }
+}
+
 /// A job and what it needs to run.
 pub struct Job<U> {
     pub spec: JobSpec,
@@ -982,12 +1001,15 @@ impl<U: Uploader> Job<U> {
                 let _in_run = span.enter();
                 self.refuse_name(&path, &n)
             });
-            let objects = match (refused, sidecar) {
-                (Some(why), _) => Err(why.upload_error(&path)),
-                (None, Some(sidecar)) => {
-                    sidecar.merged(objects).await.map_err(|e| e.upload_error())
-                }
-                (None, None) => Ok(objects),
+            // The name, then the file's media type and what is read from it, then the sidecar:
+            // each refuses the run before anything is created.
+            let objects = match refused {
+                Some(why) => Err(why.upload_error(&path)),
+                None => self
+                    .file_objects(&target, &path, objects, sidecar)
+                    .instrument(span.clone())
+                    .await
+                    .map_err(|e| e.upload_error()),
             };
             self.run_target(target, path, objects)
                 .instrument(span)
@@ -1058,6 +1080,53 @@ impl<U: Uploader> Job<U> {
         };
         let sidecar = Sidecar::of(&self.spec, target.item.as_deref(), names, &time);
         (target, path, objects, sidecar)
+    }
+
+    /// The bodies of a one-file run, before anything is created: the file checked against its
+    /// media type and the values written `"from_file"` read from it
+    /// ([`from_file`](super::from_file)), then the `item_json` sidecar merged (its own geometry
+    /// wins over the file's footprint).
+    async fn file_objects(
+        &self,
+        target: &AssetTarget,
+        path: &Path,
+        mut objects: NewObjects,
+        mut sidecar: Option<Sidecar>,
+    ) -> Result<NewObjects, NotPrepared> {
+        let asset_meta = self.spec.asset_metadata.as_ref();
+        let wanted = Wanted {
+            asset: target.asset.clone(),
+            path: path.to_owned(),
+            media_type: asset_meta.map(|m| m.media_type.clone()),
+            fields: asset_meta.map(|m| m.from_file).unwrap_or_default(),
+            geometry: target.item.is_some()
+                && self
+                    .spec
+                    .item_metadata
+                    .as_ref()
+                    .is_some_and(|m| matches!(m.geometry, ItemGeometry::FromFile(_))),
+        };
+        if wants_anything(&wanted, self.spec.validate) {
+            let derived = self
+                .read_files(std::slice::from_ref(&wanted), &mut Inspections::new())
+                .await
+                .map_err(NotPrepared::File)?;
+            if let Some(body) = &mut objects.asset {
+                derived.fill_asset(0, body);
+            }
+            if let Some((geometry, bbox)) = derived.geometry {
+                if let Some(item) = &mut objects.item {
+                    item["geometry"] = geometry.clone();
+                }
+                if let Some(s) = &mut sidecar {
+                    s.meta = s.meta.with_geometry(geometry, bbox);
+                }
+            }
+        }
+        match sidecar {
+            Some(s) => s.merged(objects).await.map_err(NotPrepared::Sidecar),
+            None => Ok(objects),
+        }
     }
 
     async fn run_target(

@@ -3,6 +3,7 @@
 //! a time for a schedule, so fires during a run coalesce into one, and up to the job's
 //! `concurrency` for a watch, never two of one asset at once.
 
+mod from_file;
 mod item_run;
 mod job;
 mod names;
@@ -272,9 +273,7 @@ impl<U: Uploader> Supervisor<U> {
         if spec.verify_public != crate::config::VerifyPublic::Off {
             metrics::register_verify_public(&spec.name);
         }
-        if spec.name_pattern.is_some() {
-            metrics::register_file_refusals(&spec.name, metrics::FileRefusal::NamePattern);
-        }
+        metrics::register_file_checks(&spec.name);
         let runs = history.unwrap_or_default();
         let stop = CancellationToken::new();
         let job = Arc::new(Job::new(

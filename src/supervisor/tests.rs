@@ -314,6 +314,8 @@ fn cron_job(schedule: &str, kind: PolicyKind) -> JobSpec {
         ping_url: None,
         verify_public: crate::config::VerifyPublic::Warn,
         name_pattern: None,
+
+        validate: Default::default(),
     }
 }
 

@@ -1134,6 +1134,7 @@ fn the_documented_example_loads() {
     let root = dir.path().to_str().expect("utf-8 temp path");
     std::fs::create_dir_all(dir.path().join("data/export")).expect("mkdir");
     std::fs::create_dir_all(dir.path().join("data/incoming/radar")).expect("mkdir");
+    std::fs::create_dir_all(dir.path().join("data/incoming/satromo")).expect("mkdir");
     let text = text
         .replace("\"/data/", &format!("\"{root}/data/"))
         .replace("\"/var/lib/stac-uploadd\"", &format!("\"{root}/state\""));
@@ -1162,9 +1163,18 @@ fn the_documented_example_loads() {
         other => panic!("expected basic auth, got {other:?}"),
     }
 
-    let [daily, radar, archive, s2] = config.jobs.as_slice() else {
-        panic!("four jobs expected: {:?}", config.jobs);
+    let [daily, radar, archive, s2, satromo] = config.jobs.as_slice() else {
+        panic!("five jobs expected: {:?}", config.jobs);
     };
+    // The raster publisher: its footprint, EPSG code and pixel size from each file.
+    let item = satromo.item_metadata.as_ref().expect("item metadata");
+    assert!(matches!(
+        item.geometry,
+        config::ItemGeometry::FromFile(config::GeometryFrom { asset: None, .. })
+    ));
+    let asset = satromo.asset_metadata.as_ref().expect("asset metadata");
+    assert!(asset.from_file.proj_epsg && asset.from_file.gsd);
+    assert_eq!(satromo.validate, stac_uploadd::geo::media::Validate::Strict);
     // The item job: its assets, their files (a glob for one) and the alias.
     assert_eq!(s2.alias.as_deref(), Some("s2-current"));
     let ids: Vec<&str> = s2.assets.iter().map(|a| a.id.as_str()).collect();
@@ -1722,8 +1732,8 @@ properties = { gsd = 2.5 }
     assert_eq!(job.asset.render("a.h5", &run), "20261125-a.h5");
     let meta = job.item_metadata.as_ref().expect("item metadata");
     assert_eq!(
-        meta.bbox,
-        [7.4, 46.9, 8.5, 47.4],
+        meta.geometry.fixed().map(|(_, bbox)| bbox),
+        Some([7.4, 46.9, 8.5, 47.4]),
         "bbox of the geometry's positions"
     );
     assert_eq!(meta.time, ItemTime::Instant(TimeValue::Run));

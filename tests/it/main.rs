@@ -27,6 +27,8 @@ mod daemon;
 mod dashboard;
 mod digest;
 mod inspect;
+
+mod from_file;
 mod items;
 mod items_api;
 mod k8s;

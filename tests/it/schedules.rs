@@ -73,6 +73,8 @@ fn daily_0230() -> JobSpec {
         ping_url: None,
         verify_public: stac_uploadd::config::VerifyPublic::Warn,
         name_pattern: None,
+
+        validate: Default::default(),
     }
 }
 

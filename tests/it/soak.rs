@@ -187,6 +187,8 @@ fn spec(name: &str, file: PathBuf, kind: PolicyKind) -> JobSpec {
         ping_url: None,
         verify_public: stac_uploadd::config::VerifyPublic::Warn,
         name_pattern: None,
+
+        validate: Default::default(),
     }
 }
 

@@ -648,7 +648,8 @@ async fn dropping_the_watcher_stops_the_watch() {
     .await;
 }
 
-/// The process-wide metrics recorder (installed once for this test binary).
+/// The process-wide metrics recorder (installed once for this test binary; shared by every test
+/// that reads metrics).
 pub(crate) fn metrics_handle() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {

@@ -450,6 +450,8 @@ impl Checker<'_> {
             ping_url: ping_url?,
             verify_public: resolved.verify_public,
             name_pattern: name_pattern?,
+
+            validate: resolved.validate,
         })
     }
 

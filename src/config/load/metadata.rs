@@ -38,28 +38,47 @@ impl Checker<'_> {
                 );
                 None
             }
-            (Some(g), None) => self
-                .value(Some(g), |t| {
-                    let geometry = serde_json::Value::Object(table_to_json(t)?);
-                    let bbox = geometry_bbox(&geometry, geometry::EXPECTED_TOML)?;
-                    Ok((geometry, bbox))
-                })
-                .map(|v| v.0),
+            (Some(g), None) => match g.get_ref() {
+                RawGeometry::FromFile => self
+                    .geometry_from(raw, job, &g.span())
+                    .map(ItemGeometry::FromFile),
+                RawGeometry::Table(t) => self
+                    .value(Some(&Spanned::new(g.span(), t.clone())), |t| {
+                        let geometry = serde_json::Value::Object(table_to_json(t)?);
+                        let bbox = geometry_bbox(&geometry, geometry::EXPECTED_TOML)?;
+                        Ok(ItemGeometry::Fixed { geometry, bbox })
+                    })
+                    .map(|v| v.0),
+            },
             (None, Some(b)) => self
                 .value(Some(b), |values| {
                     let values: Vec<f64> = values.iter().map(|v| *v.get_ref()).collect();
                     let bbox = check_bbox(&values)?;
-                    Ok((bbox_polygon(bbox), bbox))
+                    Ok(ItemGeometry::Fixed {
+                        geometry: bbox_polygon(bbox),
+                        bbox,
+                    })
                 })
                 .map(|v| v.0),
             (None, None) => {
                 self.diag.at(
                     &at_table,
-                    "[job.item_metadata] needs a geometry: expected bbox = [west, south, east, north] or geometry = { type = \"Polygon\", coordinates = [...] }",
+                    "[job.item_metadata] needs a geometry: expected bbox = [west, south, east, north], geometry = { type = \"Polygon\", coordinates = [...] }, or geometry = \"from_file\" (the footprint of a GeoTIFF's or GeoJSON's file)",
                 );
                 None
             }
         };
+        if let Some(from) = &raw.geometry_from
+            && !matches!(
+                raw.geometry.as_ref().map(Spanned::get_ref),
+                Some(RawGeometry::FromFile)
+            )
+        {
+            self.diag.at(
+                &from.span(),
+                "geometry_from only applies with geometry = \"from_file\": it names the asset whose file gives the footprint; remove it, or set geometry = \"from_file\"",
+            );
+        }
         let time = self.item_time(raw, &at_table, tz, one_file);
         let expires = self.duration(raw.expires.as_ref(), "expires", |d| {
             check_expires(d, run_timeout, chrono::Utc::now())
@@ -111,10 +130,8 @@ impl Checker<'_> {
             Some((_, Some(v))) => Some(v),
             None => None,
         };
-        let (geometry, bbox) = geometry?;
         Some(ItemMetadata {
-            geometry,
-            bbox,
+            geometry: geometry?,
             time: time?,
             expires: expires.map(|v| v.0),
             title: written(title)?,
@@ -122,6 +139,121 @@ impl Checker<'_> {
             properties: written(properties)?.unwrap_or_default(),
             item_json: written(item_json)?,
         })
+    }
+
+    /// `geometry = "from_file"`: the member whose file gives the footprint, `geometry_from` or
+    /// the first that can (a GeoTIFF or GeoJSON by its metadata type; in a bundle, a required
+    /// one); a one-file job's own file. `None` when refused.
+    fn geometry_from(
+        &mut self,
+        raw: &RawItemMetadata,
+        job: &RawJob,
+        at: &Span,
+    ) -> Option<GeometryFrom> {
+        let bundle = job.watch.is_some();
+        let Some(list) = &job.assets else {
+            if let Some(from) = &raw.geometry_from {
+                self.diag.at(
+                    &from.span(),
+                    "geometry_from names one of [[job.assets]], and this job has none: it reads its own file; remove geometry_from",
+                );
+                return None;
+            }
+            if let Some(t) = job.asset_metadata.as_ref().map(|m| &m.get_ref().media_type)
+                && !footprint_type(t.get_ref())
+            {
+                self.diag.at(
+                    at,
+                    format!(
+                        "geometry = \"from_file\" reads the job's file, whose type {:?} has no footprint to read: expected a GeoTIFF (\"image/tiff; application=geotiff...\") or GeoJSON (\"application/geo+json\")",
+                        t.get_ref()
+                    ),
+                );
+                return None;
+            }
+            let id = job.asset.as_ref().map(|a| a.get_ref().clone());
+            return Some(GeometryFrom {
+                asset: None,
+                id: id.unwrap_or_default(),
+            });
+        };
+        let members: Vec<(&str, Option<&str>, bool)> = list
+            .get_ref()
+            .iter()
+            .map(|a| {
+                let a = a.get_ref();
+                (
+                    a.id.get_ref().as_str(),
+                    a.metadata
+                        .as_ref()
+                        .map(|m| m.get_ref().media_type.get_ref().as_str()),
+                    a.required.as_ref().is_none_or(|r| *r.get_ref()),
+                )
+            })
+            .collect();
+        let ids = || {
+            members
+                .iter()
+                .map(|(id, ..)| format!("{id:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        if let Some(from) = &raw.geometry_from {
+            let name = from.get_ref();
+            let Some(i) = members.iter().position(|(id, ..)| id == name) else {
+                self.diag.at(
+                    &from.span(),
+                    format!(
+                        "geometry_from {name:?} names no asset of the job: expected one of the ids of [[job.assets]] as written ({})",
+                        ids()
+                    ),
+                );
+                return None;
+            };
+            let (_, media_type, required) = members[i];
+            if let Some(t) = media_type.filter(|t| !footprint_type(t)) {
+                self.diag.at(
+                    &from.span(),
+                    format!(
+                        "geometry_from {name:?}: its type {t:?} has no footprint to read; expected an asset whose type is a GeoTIFF (\"image/tiff; application=geotiff...\") or GeoJSON (\"application/geo+json\")"
+                    ),
+                );
+                return None;
+            }
+            if bundle && !required {
+                self.diag.at(
+                    &from.span(),
+                    format!(
+                        "geometry_from {name:?} names an optional member (required = false): a bundle without it would have no footprint; expected a required member"
+                    ),
+                );
+                return None;
+            }
+            return Some(GeometryFrom {
+                asset: Some(i),
+                id: name.clone(),
+            });
+        }
+        let first = members
+            .iter()
+            .position(|(_, t, required)| *required && t.is_some_and(footprint_type));
+        match first {
+            Some(i) => Some(GeometryFrom {
+                asset: Some(i),
+                id: members[i].0.to_owned(),
+            }),
+            None => {
+                self.diag.at(
+                    at,
+                    format!(
+                        "geometry = \"from_file\" needs a {}member whose [job.assets.metadata] type is a GeoTIFF (\"image/tiff; application=geotiff...\") or GeoJSON (\"application/geo+json\"), and none of {} is; expected such a member, or geometry_from = \"<its id>\"",
+                        if bundle { "required " } else { "" },
+                        ids()
+                    ),
+                );
+                None
+            }
+        }
     }
 
     /// `item_json`: a path, templated like a title, relative to `base` (the watched folder, or
@@ -373,10 +505,52 @@ impl Checker<'_> {
                 roles.push(role.get_ref().clone());
             }
         }
-        let proj_epsg = raw.proj_epsg.as_ref().map(|e| {
-            self.int_in(Some(e), "proj:epsg", EPSG)
-                .map(|(v, _)| u32::try_from(v).expect("1..=999999 fits u32"))
+        let mut from_file = AssetFromFile::default();
+        let proj_epsg = match raw.proj_epsg.as_ref() {
+            Some(e) => match e.get_ref() {
+                FromFileOr::FromFile => {
+                    from_file.proj_epsg = true;
+                    None
+                }
+                FromFileOr::Value(v) => Some(
+                    self.int_in(Some(&Spanned::new(e.span(), *v)), "proj:epsg", EPSG)
+                        .map(|(v, _)| u32::try_from(v).expect("1..=999999 fits u32")),
+                ),
+            },
+            None => None,
+        };
+        // `gsd` at the top: "from_file", or a number that joins the properties (where it may
+        // also be written, as before, but not in both places).
+        let in_properties = raw.properties.as_ref().and_then(|p| {
+            p.get_ref()
+                .keys()
+                .find(|k| k.get_ref() == "gsd")
+                .map(Spanned::span)
         });
+        let mut gsd_value = None;
+        let mut gsd_ok = true;
+        if let Some(g) = raw.gsd.as_ref() {
+            if let Some(other) = &in_properties {
+                let (line, _) = self.diag.line_col(other.start);
+                self.diag.at(
+                    &g.span(),
+                    format!("gsd is also given in properties (line {line}): expected it once"),
+                );
+                gsd_ok = false;
+            }
+            match g.get_ref() {
+                FromFileOr::FromFile => from_file.gsd = true,
+                FromFileOr::Value(v) => {
+                    match server_rules::asset_property("gsd", &serde_json::json!(v)) {
+                        Ok(()) => gsd_value = Some(serde_json::json!(v)),
+                        Err((_, why)) => {
+                            self.diag.at(&g.span(), why);
+                            gsd_ok = false;
+                        }
+                    }
+                }
+            }
+        }
         let properties = raw.properties.as_ref().map(|p| {
             self.properties(
                 p,
@@ -399,15 +573,20 @@ impl Checker<'_> {
                 },
             )
         });
-        if !roles_ok {
+        if !roles_ok || !gsd_ok {
             return None;
+        }
+        let mut properties = written(properties)?.unwrap_or_default();
+        if let Some(gsd) = gsd_value {
+            properties.insert("gsd".into(), gsd);
         }
         Some(AssetMetadata {
             media_type: media_type?.0,
             title: written(title)?,
             roles,
             proj_epsg: written(proj_epsg)?,
-            properties: written(properties)?.unwrap_or_default(),
+            properties,
+            from_file,
         })
     }
 
@@ -597,4 +776,11 @@ pub(super) fn table_to_json(
         .iter()
         .map(|(k, v)| Ok((k.clone(), toml_to_json(v)?)))
         .collect()
+}
+
+/// Whether a media type (as written) is one whose files have a footprint to read.
+fn footprint_type(media_type: &str) -> bool {
+    rules::media_type(media_type.trim()).is_some_and(|t| {
+        t.name.starts_with("image/tiff; application=geotiff") || t.name == "application/geo+json"
+    })
 }

@@ -16,13 +16,16 @@ use toml::Spanned;
 use super::error::{self, ConfigError, Diagnostics};
 use super::geometry::{self, check_bbox, geometry_bbox};
 use super::keep::{Keep, MAX_KEEP_COUNT};
-use super::metadata::{AssetMetadata, ItemMetadata, ItemTime, TimeValue, bbox_polygon};
+use super::metadata::{
+    AssetFromFile, AssetMetadata, GeometryFrom, ItemGeometry, ItemMetadata, ItemTime, TimeValue,
+    bbox_polygon,
+};
 use super::names::{CaptureTime, NamePattern};
 use super::overlap;
 use super::raw::{
-    DurationText, Int, RawAsset, RawAssetMetadata, RawAuth, RawCaptureTime, RawConfig,
-    RawItemMetadata, RawJob, RawKeep, RawObserve, RawProperties, RawServer, RawSettings, RawTime,
-    RawWatch, RawWindow, Size,
+    DurationText, FromFileOr, Int, RawAsset, RawAssetMetadata, RawAuth, RawCaptureTime,
+    RawConfig, RawGeometry, RawItemMetadata, RawJob, RawKeep, RawObserve, RawProperties,
+    RawServer, RawSettings, RawTime, RawWatch, RawWindow, Size,
 };
 use super::read::{MAX_JOB_FILE, read_bounded};
 use super::server::{self as server_rules, MAX_TITLE};
@@ -30,6 +33,7 @@ use super::sidecar::ItemJson;
 use super::template::{IdExtension, IdPart, IdTemplate, TemplateError, TextTemplate};
 use super::{AssetSpec, Config, JobSpec, ObserveConfig, ServerConfig, TriggerSpec};
 use super::{PolicyKind, PolicySpec, VerifyPublic};
+use crate::geo::media::Validate;
 use crate::trigger::watch::DEFAULT_IGNORE;
 use crate::trigger::watch::bundle::{self, BundleRules, Incomplete};
 use crate::trigger::{Schedule, ScheduleError, WatchSpec};

@@ -17,6 +17,7 @@ pub(in crate::config) struct Settings {
     pub(in crate::config) jitter: Duration,
     pub(in crate::config) catch_up: bool,
     pub(in crate::config) verify_public: VerifyPublic,
+    pub(in crate::config) validate: Validate,
 }
 
 impl Settings {
@@ -105,6 +106,7 @@ impl Settings {
             jitter: Duration::ZERO,
             catch_up: false,
             verify_public: VerifyPublic::Warn,
+            validate: Validate::Strict,
         }
     }
 }
@@ -292,4 +294,16 @@ fn min_retry_delay(d: Duration) -> Result<(), String> {
 /// `timezone`: an IANA zone name.
 pub(super) fn time_zone(name: &str) -> Result<Tz, String> {
     Tz::from_str(name).map_err(|_| ScheduleError::TimeZone(name.to_owned()).to_string())
+}
+
+/// `validate`: what a file that is not what its media type says does to a run.
+pub(super) fn validate_mode(text: &str) -> Result<Validate, String> {
+    match text {
+        "strict" => Ok(Validate::Strict),
+        "warn" => Ok(Validate::Warn),
+        "off" => Ok(Validate::Off),
+        other => Err(format!(
+            "invalid validate {other:?}: expected \"strict\" (a file that is not what its media type says is refused before anything is created), \"warn\" (logged, counted, published) or \"off\""
+        )),
+    }
 }
