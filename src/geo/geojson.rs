@@ -103,6 +103,7 @@ impl Kind {
 /// arrive in any order, so each member that may hold positions is folded into a box of its
 /// own, and the `type` decides at the end which of them count (a `coordinates` member in a
 /// Feature's `properties` is not a position).
+#[derive(Clone, Copy)]
 struct ObjectSeed {
     /// GeoJSON objects this one is nested in (a GeometryCollection's geometries).
     depth: usize,
@@ -151,9 +152,9 @@ impl<'de> Visitor<'de> for ObjectSeed {
                 Member::Coordinates => {
                     coordinates = map.next_value_seed(CoordinatesSeed { depth: 1 })?;
                 }
-                Member::Geometry => geometry = map.next_value_seed(nested_seed(&nested))?,
-                Member::Features => features = map.next_value_seed(ListSeed(&nested))?,
-                Member::Geometries => geometries = map.next_value_seed(ListSeed(&nested))?,
+                Member::Geometry => geometry = map.next_value_seed(nested)?,
+                Member::Features => features = map.next_value_seed(ListSeed(nested))?,
+                Member::Geometries => geometries = map.next_value_seed(ListSeed(nested))?,
                 Member::Other => {
                     map.next_value::<IgnoredAny>()?;
                 }
@@ -167,10 +168,6 @@ impl<'de> Visitor<'de> for ObjectSeed {
             None => return Err(A::Error::custom("an object without a GeoJSON `type`")),
         })
     }
-}
-
-fn nested_seed(s: &ObjectSeed) -> ObjectSeed {
-    ObjectSeed { depth: s.depth }
 }
 
 /// The value of `type`: a string, kept only as long as the type names are (a longer one is no
@@ -227,9 +224,9 @@ impl<'de> serde::Deserialize<'de> for Member {
 }
 
 /// An array of GeoJSON objects (`features`, `geometries`): the union of their boxes.
-struct ListSeed<'a>(&'a ObjectSeed);
+struct ListSeed(ObjectSeed);
 
-impl<'de> DeserializeSeed<'de> for ListSeed<'_> {
+impl<'de> DeserializeSeed<'de> for ListSeed {
     type Value = Bbox;
 
     fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Bbox, D::Error> {
@@ -237,7 +234,7 @@ impl<'de> DeserializeSeed<'de> for ListSeed<'_> {
     }
 }
 
-impl<'de> Visitor<'de> for ListSeed<'_> {
+impl<'de> Visitor<'de> for ListSeed {
     type Value = Bbox;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -246,7 +243,7 @@ impl<'de> Visitor<'de> for ListSeed<'_> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Bbox, A::Error> {
         let mut all = Bbox::EMPTY;
-        while let Some(b) = seq.next_element_seed(nested_seed(self.0))? {
+        while let Some(b) = seq.next_element_seed(self.0)? {
             all.merge(&b);
         }
         Ok(all)

@@ -96,9 +96,11 @@ pub fn read_metadata(path: &Path) -> Result<FileMetadata, GeoError> {
             "{len} bytes, more than the {MAX_GEOJSON_BYTES} read for a footprint"
         )));
     }
-    let mut r = read::Counting::new(BufReader::with_capacity(64 * 1024, file), MAX_GEOJSON_BYTES);
+    // serde_json reads a reader a byte at a time: the buffer goes outside the counter, so that
+    // a byte costs a copy from the buffer, and the count is what the file gave.
+    let mut r = BufReader::with_capacity(64 * 1024, read::Counting::new(file, MAX_GEOJSON_BYTES));
     let mut m = geojson::read_geojson(&mut r)?;
-    m.bytes_read = r.bytes_read();
+    m.bytes_read = r.get_ref().bytes_read();
     Ok(m)
 }
 
