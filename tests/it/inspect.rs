@@ -263,10 +263,6 @@ fn the_extension_picks_the_media_type() {
 }
 
 /// The COG verdicts of the fixtures, as rio-cogeo gives them (scripts/make-geo-fixtures.sh).
-///
-/// INTEGRATOR: written before the cog helper's `geo::media::check_file` existed, when every
-/// verdict was `"checked": null`; the `checked.is_null()` escape below lets it pass on a tree
-/// without it. Once check_file is merged, delete the escape (the verdicts are then asserted).
 #[test]
 fn cog_verdicts_follow_rio_cogeo() {
     for (name, valid) in [
@@ -281,9 +277,7 @@ fn cog_verdicts_follow_rio_cogeo() {
         let f = &json(&out)[0];
         assert_shape(f);
         let v = &f["verdict"];
-        if v["checked"].is_null() {
-            continue;
-        }
+        assert_eq!(v["checked"], "cloud-optimized GeoTIFF", "{name}: {v}");
         assert_eq!(v["valid"], valid, "{name}: {v}");
         assert_eq!(
             !v["errors"].as_array().unwrap().is_empty(),

@@ -23,9 +23,9 @@ use super::metadata::{
 use super::names::{CaptureTime, NamePattern};
 use super::overlap;
 use super::raw::{
-    DurationText, FromFileOr, Int, RawAsset, RawAssetMetadata, RawAuth, RawCaptureTime,
-    RawConfig, RawGeometry, RawItemMetadata, RawJob, RawKeep, RawObserve, RawProperties,
-    RawServer, RawSettings, RawTime, RawWatch, RawWindow, Size,
+    DurationText, FromFileOr, Int, RawAsset, RawAssetMetadata, RawAuth, RawCaptureTime, RawConfig,
+    RawGeometry, RawItemMetadata, RawJob, RawKeep, RawObserve, RawProperties, RawServer,
+    RawSettings, RawTime, RawWatch, RawWindow, Size,
 };
 use super::read::{MAX_JOB_FILE, read_bounded};
 use super::server::{self as server_rules, MAX_TITLE};
