@@ -15,7 +15,7 @@ use anyhow::{Context as _, bail};
 use clap::Args;
 use sha2::{Digest as _, Sha256};
 
-use crate::sample::write_sample;
+use crate::sample::{write_sample, write_sample_cog, write_sample_json};
 use crate::state::{Outcome, RunRecord, StateStore};
 use crate::supervisor::{HttpUploader, Shared, Supervisor};
 use crate::trigger::Clock;
@@ -111,7 +111,14 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
     let mut s2_sha = Vec::new();
     for (i, (name, _, size)) in S2_FILES.iter().enumerate() {
-        s2_sha.push(write_sample(&s2_dir.join(name), *size, 100 + i as u64)?);
+        // What each file's media type says: the job checks them before it creates anything.
+        let path = s2_dir.join(name);
+        let seed = 100 + i as u64;
+        s2_sha.push(match Path::new(name).extension().and_then(|e| e.to_str()) {
+            Some("tif") => write_sample_cog(&path, *size, seed)?,
+            Some("json") => write_sample_json(&path, *size, seed)?,
+            _ => write_sample(&path, *size, seed)?,
+        });
     }
     let radar_file = data.join("composite.zip");
     let mut radar_sha = write_sample(&radar_file, args.size.get(), 1)?;

@@ -41,4 +41,4 @@ mod sample;
 #[doc(hidden)]
 pub mod fuzzing;
 
-pub use sample::write_sample;
+pub use sample::{cog_header, write_sample, write_sample_cog, write_sample_json, write_sample_zip};
