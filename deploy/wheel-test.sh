@@ -61,7 +61,11 @@ found=$(PATH="$WORK/venv/bin:/usr/bin:/bin" command -v stac-uploadd) || fail "st
 step "stac-uploadd check --config config/jobs.example.toml (from the venv)"
 # The example reads its password from the environment (a placeholder here) and names folders of
 # a publisher's machine under /data, which check wants to exist: the copy has them under $WORK.
-mkdir -p "$WORK/example" "$WORK/data/export" "$WORK/data/incoming/radar"
+mkdir -p "$WORK/example" "$WORK/data/export"
+# Every watched folder the example names (`dir = "/data/..."`), so a job added there needs nothing here.
+sed -n 's#^dir = "/data/\([^"]*\)".*#\1#p' "$ROOT/config/jobs.example.toml" | while read -r d; do
+    mkdir -p "$WORK/data/$d"
+done
 sed "s#\"/data/#\"$WORK/data/#" "$ROOT/config/jobs.example.toml" >"$WORK/example/jobs.toml"
 (
     cd "$WORK/example"
